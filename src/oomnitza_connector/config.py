@@ -1,0 +1,384 @@
+"""Seed-compatible configuration: the INI file turned into typed, validated section settings.
+
+Reading rules of the legacy dialect live in ``ini.py``; this module applies the connector's
+semantics (config.md §2–§5): which sections are loaded, setting resolution and defaults, common
+settings, mapping values, custom converters and record filters. Every problem found is reported,
+each as one line naming the file, section and setting.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__, redact
+from .converters import ConverterRegistry
+from .errors import ConfigError, ConnectorError
+from .http import TlsOptions
+from .ini import IniDocument, IniSection, parse_bool, read_ini
+from .recordfilter import compile_filter
+from .settings import COMMON_BY_NAME, Setting, looks_secret
+from .sources.base import REGISTRY, Source, load_source_class, module_of
+
+log = logging.getLogger(__name__)
+
+OOMNITZA = "oomnitza"
+CONVERTERS = "converters"
+MANAGED_PREFIXES = ("managed.", "managed_reports.")
+SPECIAL_KEYS = ("enable", "recordfilter")
+LEGACY_TLS_WORDS = ("ssl", "sslv23", "sslv3", "tls", "tls1")
+
+OOMNITZA_SETTINGS: tuple[Setting, ...] = (
+    Setting("url", None, example="https://example.oomnitza.com",
+            help="your Oomnitza tenant, or sqlite:///./oomnitza-local.db for the embedded local store"),
+    Setting("api_token", "", secret=True, help="API token of the service account"),
+    Setting("username", "", example="oomnitza-sa", help="service account login (when no api_token)"),
+    Setting("password", "", example="ThePassword", secret=True, help="service account password"),
+)
+
+# The one truth table for "TrueValues" settings (verify_ssl, use_server_map, mapping "required").
+TRUE_WORDS = frozenset({"1", "yes", "y", "true", "t", "on"})
+
+
+def truthy(value: Any) -> bool:
+    """Mapping-level truthiness (``"required": "True"`` or ``true``)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value != 0
+    return isinstance(value, str) and value.strip().lower() in TRUE_WORDS
+
+
+@dataclass
+class SectionConfig:
+    """One INI section, resolved: settings are strings, as the seed keeps them."""
+
+    name: str
+    ini_path: str
+    settings: dict[str, str]
+    source_cls: type[Source] | None = None
+    mappings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recordfilter: Callable[[dict[str, Any]], bool] | None = None
+    enabled: bool = True
+    secret_names: frozenset[str] = frozenset()
+
+    @property
+    def module(self) -> str:
+        return module_of(self.name)
+
+    def where(self, key: str | None = None) -> str:
+        return f"[{self.name}] {key}" if key else f"[{self.name}]"
+
+    def flag(self, key: str) -> bool:
+        value = self.settings.get(key, "")
+        if value == "":
+            default = COMMON_BY_NAME[key].default if key in COMMON_BY_NAME else "false"
+            value = default or "false"
+        return parse_bool(value, setting=f"{self.ini_path}: {self.where(key)}")
+
+    @property
+    def sync_fields(self) -> list[str]:
+        return [f.strip() for f in self.settings.get("sync_field", "").split(",") if f.strip()]
+
+    @property
+    def insert_only(self) -> bool:
+        return self.flag("insert_only")
+
+    @property
+    def update_only(self) -> bool:
+        return self.flag("update_only")
+
+    def tls(self) -> TlsOptions:
+        return TlsOptions(
+            verify=self.flag("verify_ssl"),
+            cacert_file=self.settings.get("cacert_file", ""),
+            cacert_dir=self.settings.get("cacert_dir", ""),
+            client_cert=self.settings.get("user_pem_file", ""),
+        )
+
+    def shown_settings(self) -> dict[str, str]:
+        """Settings with secret values masked (for --show-mappings and diagnostics)."""
+        return {k: (redact.MASK if k in self.secret_names and v else v) for k, v in self.settings.items()}
+
+
+@dataclass
+class Config:
+    path: str
+    doc: IniDocument
+    oomnitza: SectionConfig
+    sections: dict[str, SectionConfig]  # enabled connector sections, file order
+    disabled: list[str]
+    converters: ConverterRegistry
+
+    def section(self, name: str) -> SectionConfig:
+        if name in self.sections:
+            return self.sections[name]
+        if name in self.disabled:
+            raise ConfigError(f"{self.path}: section [{name}] is disabled; set 'enable = True' in it to run it")
+        import difflib
+
+        known = list(self.sections) + self.disabled
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        listed = ", ".join(self.sections) or "none"
+        raise ConfigError(f"{self.path}: there is no section [{name}]{hint}; enabled sections: {listed}")
+
+
+def parse_mapping_value(text: str, *, where: str) -> dict[str, Any]:
+    """A ``mapping.X`` value: JSON, a Python-dict literal as the seed's docs print them, or a bare path."""
+    text = text.strip()
+    if not text:
+        raise ConfigError(f"{where}: empty mapping; write e.g. {{\"source\": \"serial\"}}")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+        if text.startswith("{"):
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                raise ConfigError(
+                    f"{where}: cannot read the mapping {text!r}; write it as JSON, "
+                    'e.g. {"source": "serial", "converter": "split_email"}'
+                ) from None
+            log.debug("%s: read as a Python literal; JSON is preferred", where)
+        else:
+            return {"source": text}  # seed shorthand: a bare source path
+    if not isinstance(value, dict):
+        if isinstance(value, str):
+            return {"source": value}
+        raise ConfigError(f"{where}: a mapping must be an object like {{\"source\": \"serial\"}}, not {text!r}")
+    unknown = set(value) - {"source", "setting", "hardcoded", "converter", "required", "type"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown mapping key(s) {', '.join(sorted(unknown))}; "
+                          "use source, setting, hardcoded, converter, required or type")
+    return value
+
+
+def field_id(key: str) -> str:
+    """``mapping.serial_number`` → ``SERIAL_NUMBER``; only the part between the first two dots counts."""
+    return key.split(".")[1].upper()
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.lines.append(message)
+
+    def guard(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except ConnectorError as exc:
+            self.add(str(exc))
+            return None
+
+    def raise_if_any(self) -> None:
+        if self.lines:
+            raise ConfigError("\n".join(self.lines))
+
+
+def _resolve_settings(ini: IniSection, declared: tuple[Setting, ...], *, path: str,
+                      problems: _Problems) -> tuple[dict[str, str], frozenset[str]]:
+    own = {s.name: s for s in declared}
+    resolved: dict[str, str] = {}
+    secrets: set[str] = {s.name for s in declared if s.secret}
+    for key, value in ini.values.items():
+        if key in SPECIAL_KEYS or key.startswith("mapping."):
+            continue
+        if key not in own and key not in COMMON_BY_NAME:
+            log.warning("%s: [%s] has an unknown setting '%s' (line %s); it is ignored",
+                        path, ini.name, key, ini.key_lines.get(key, "?"))
+            continue
+        resolved[key] = value
+    for setting in declared:
+        value = resolved.get(setting.name, "")
+        if value == "":
+            if setting.required:
+                problems.add(f"{path}: [{ini.name}] {setting.name} is required but not set"
+                             + (f" (e.g. {setting.name} = {setting.example})" if setting.example else ""))
+                continue
+            value = setting.default or ""
+        if setting.choices and value not in setting.choices:
+            problems.add(f"{path}: [{ini.name}] {setting.name} = {value!r} is not one of "
+                         f"{', '.join(setting.choices)}")
+        resolved[setting.name] = value
+    for key in resolved:
+        if looks_secret(key):
+            secrets.add(key)
+    for key in secrets:
+        redact.add_secret(resolved.get(key, ""))
+    return resolved, frozenset(secrets)
+
+
+def _check_common(sc: SectionConfig, problems: _Problems) -> None:
+    for key in ("verify_ssl", "use_server_map", "insert_only", "update_only"):
+        problems.guard(lambda key=key: sc.flag(key))
+    if sc.settings.get("insert_only") and sc.settings.get("update_only"):
+        both = problems.guard(lambda: sc.insert_only and sc.update_only)
+        if both:
+            problems.add(f"{sc.ini_path}: [{sc.name}] insert_only and update_only are both true; "
+                         "set at most one of them")
+    proto = sc.settings.get("ssl_protocol", "").strip().lower()
+    if proto and proto not in LEGACY_TLS_WORDS:
+        problems.add(f"{sc.ini_path}: [{sc.name}] ssl_protocol = {proto!r} is not supported; remove it "
+                     "(TLS 1.2 or newer is always negotiated)")
+    elif proto:
+        log.warning("[%s] ssl_protocol = %s is ignored: TLS 1.2 or newer is always negotiated", sc.name, proto)
+    for key, kind in (("cacert_file", os.path.isfile), ("cacert_dir", os.path.isdir),
+                      ("user_pem_file", os.path.isfile)):
+        value = sc.settings.get(key, "")
+        if value and not kind(value):
+            problems.add(f"{sc.ini_path}: [{sc.name}] {key} = {value!r} does not exist")
+    backend = sc.settings.get("vault_keys", "").strip()
+    if backend:
+        problems.add(f"{sc.ini_path}: [{sc.name}] vault_keys is set, but secret backends are not "
+                     "available in this version; put the values in the section for now")
+
+
+def _oomnitza_section(doc: IniDocument, problems: _Problems) -> SectionConfig | None:
+    if OOMNITZA not in doc:
+        problems.add(f"{doc.path}: there is no [oomnitza] section; add one with url and api_token "
+                     "(or run generate-ini for a template)")
+        return None
+    ini = doc[OOMNITZA]
+    settings, secrets = _resolve_settings(ini, OOMNITZA_SETTINGS, path=doc.path, problems=problems)
+    sc = SectionConfig(name=OOMNITZA, ini_path=doc.path, settings=settings, secret_names=secrets)
+    url = settings.get("url", "")
+    if url and not url.startswith("sqlite:"):
+        if not url.startswith(("http://", "https://")):
+            problems.add(f"{doc.path}: [oomnitza] url = {url!r} must start with https:// "
+                         "(or be sqlite:///./oomnitza-local.db for the embedded local store)")
+        elif not (settings.get("api_token") or (settings.get("username") and settings.get("password"))
+                  or settings.get("user_pem_file")):
+            problems.add(f"{doc.path}: [oomnitza] needs api_token, or username and password, "
+                         "or user_pem_file")
+    _check_common(sc, problems)
+    return sc
+
+
+def _connector_section(doc: IniDocument, ini: IniSection, registry: ConverterRegistry,
+                       problems: _Problems) -> SectionConfig | None:
+    cls = problems.guard(lambda: load_source_class(ini.name))
+    if cls is None:
+        return None
+    declared = tuple(cls.settings)
+    settings, secrets = _resolve_settings(ini, declared, path=doc.path, problems=problems)
+    settings.setdefault("VERSION", __version__)
+    sc = SectionConfig(name=ini.name, ini_path=doc.path, settings=settings, source_cls=cls,
+                       secret_names=secrets)
+    for key, value in ini.values.items():
+        if key.startswith("mapping."):
+            where = f"{doc.path}: [{ini.name}] {key} (line {ini.key_lines.get(key, '?')})"
+            if key.count(".") < 1 or not key.split(".")[1]:
+                problems.add(f"{where}: the key must be mapping.<FIELD>")
+                continue
+            spec = problems.guard(lambda value=value, where=where: parse_mapping_value(value, where=where))
+            if spec is not None:
+                sc.mappings[field_id(key)] = spec
+    try:
+        source = cls(sc)  # sources validate their settings in the constructor (no I/O there)
+    except ConnectorError as exc:
+        problems.add(f"{doc.path}: {exc}")
+    else:
+        _check_mappings(sc, source, registry, problems)
+    body = ini.values.get("recordfilter", "")
+    if body.strip():
+        sc.recordfilter = problems.guard(
+            lambda: compile_filter(body, section=f"{doc.path}: [{ini.name}]", registry=registry))
+    _check_common(sc, problems)
+    return sc
+
+
+def _check_mappings(sc: SectionConfig, source: Source, registry: ConverterRegistry, problems: _Problems) -> None:
+    """Compile the section's mapping now (without the server part) so mistakes surface before any I/O."""
+    from .mapping import Mapper, merge_mappings
+
+    specs = merge_mappings(defaults=source.default_mappings, server={}, ini=sc.mappings,
+                           default_converters=source.default_converters, extras=source.extra_mappings())
+    problems.guard(lambda: Mapper(specs, sc, registry))
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the whole file; raise one ConfigError listing every problem found."""
+    doc = read_ini(path)
+    problems = _Problems()
+    registry = ConverterRegistry()
+    if CONVERTERS in doc:
+        conv = doc[CONVERTERS]
+        for name, body in conv.values.items():
+            problems.guard(lambda name=name, body=body: registry.register_custom(
+                name, body, origin=f"{doc.path}: [converters] {name}"))
+    oomnitza = _oomnitza_section(doc, problems)
+    sections: dict[str, SectionConfig] = {}
+    disabled: list[str] = []
+    for name in doc.names():
+        if name in (OOMNITZA, CONVERTERS) or name.startswith(MANAGED_PREFIXES):
+            continue
+        ini = doc[name]
+        raw_enable = ini.values.get("enable", "")
+        enabled = problems.guard(
+            lambda raw=raw_enable, name=name: parse_bool(raw, setting=f"{doc.path}: [{name}] enable")
+            if raw.strip() else False)
+        if not enabled:
+            disabled.append(name)
+            continue
+        sc = _connector_section(doc, ini, registry, problems)
+        if sc is not None:
+            sections[name] = sc
+    problems.raise_if_any()
+    assert oomnitza is not None
+    return Config(path=str(path), doc=doc, oomnitza=oomnitza, sections=sections, disabled=disabled,
+                  converters=registry)
+
+
+def default_ini_path(program_dir: Path | None) -> Path:
+    return (program_dir or Path.cwd()) / "config.ini"
+
+
+# -- generate-ini -----------------------------------------------------------------------------------
+
+def _template_line(setting: Setting) -> str:
+    value = setting.template_value()
+    if not isinstance(value, str):
+        value = json.dumps(value)
+    if "\n" in value:
+        return f"{setting.name}:\n" + "\n".join("    " + line for line in value.splitlines())
+    return f"{setting.name} = {value}".rstrip() if value == "" else f"{setting.name} = {value}"
+
+
+def render_template() -> str:
+    """The generate-ini template: [oomnitza], then every connector alphabetically, disabled."""
+    lines = ["[oomnitza]"]
+    lines += [_template_line(s) for s in OOMNITZA_SETTINGS]
+    lines += ["# To try the connector without a tenant, use the embedded local store:",
+              "# url = sqlite:///./oomnitza-local.db", ""]
+    for module in sorted(REGISTRY):
+        lines.append(f"[{module}]")
+        lines.append("enable = False")
+        try:
+            cls = load_source_class(module)
+        except ConfigError as exc:
+            lines.append(f"# Missing Required Package: {exc}")
+            lines.append("")
+            continue
+        lines += [_template_line(s) for s in cls.settings]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def generate_ini(path: Path) -> Path | None:
+    """Write the template to ``path``; an existing file is kept as ``<path>.bak``. Returns the backup."""
+    backup = None
+    if path.exists():
+        backup = path.with_name(path.name + ".bak")
+        os.replace(path, backup)
+    path.write_text(render_template(), encoding="utf-8")
+    return backup

@@ -1,0 +1,336 @@
+"""The one HTTP layer every source and sink uses.
+
+It owns timeouts, TLS options from the common settings, retries (exponential backoff with jitter on
+connection errors, 5xx and 429, honouring ``Retry-After``), request logging with secrets redacted,
+and the pagination loop. Sources describe *what* to fetch; they never write a retry or paging loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from . import redact
+from .errors import AuthError, ConfigError, ConnectorError
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "oomnitza-connector"
+
+
+class HttpError(ConnectorError):
+    """A request failed for good (after retries where retrying made sense)."""
+
+    def __init__(self, message: str, *, status: int | None = None, response: httpx.Response | None = None):
+        super().__init__(message)
+        self.status = status
+        self.response = response
+
+
+class HttpAuthError(HttpError, AuthError):
+    """401/403: the credential was rejected. Never retried."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Immutable retry policy: which outcomes are retried, and how long to wait."""
+
+    attempts: int = 8  # total tries, first one included
+    connect_attempts: int = 4  # fewer when the host cannot be reached: a typo should not stall a minute
+    backoff: float = 0.5  # first wait; doubles each retry
+    max_backoff: float = 30.0
+    max_retry_after: float = 120.0  # a longer Retry-After fails the call instead of stalling the run
+    retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+
+    def wait(self, attempt: int, response: httpx.Response | None) -> float | None:
+        """Seconds to wait before try ``attempt + 1``; None when we must give up."""
+        if attempt >= (self.attempts if response is not None else self.connect_attempts):
+            return None
+        if response is not None:
+            after = retry_after(response)
+            if after is not None:
+                return after if after <= self.max_retry_after else None
+        base = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
+        return base * (0.5 + random.random() / 2)  # jitter: spread clients that failed together
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date), or None."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def safe_url(url: str | httpx.URL) -> str:
+    """The URL without query string and credentials: safe to print (queries may carry tokens)."""
+    parts = urlsplit(str(url))
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    verify: bool = True
+    cacert_file: str = ""
+    cacert_dir: str = ""
+    client_cert: str = ""  # PEM with certificate and unencrypted key (user_pem_file)
+
+    def context(self) -> ssl.SSLContext | bool:
+        if not self.verify and not self.client_cert:
+            return False
+        ctx = ssl.create_default_context(
+            cafile=self.cacert_file or None, capath=self.cacert_dir or None
+        )
+        if not self.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if self.client_cert:
+            try:
+                ctx.load_cert_chain(self.client_cert)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"user_pem_file '{self.client_cert}' cannot be used: {exc}") from None
+        return ctx
+
+
+def classify_transport_error(exc: Exception, url: str) -> str:
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"cannot reach {url}: connection timed out"
+    if isinstance(exc, httpx.ReadTimeout):
+        return f"{url} did not answer in time"
+    if isinstance(exc, httpx.ConnectError):
+        if "CERTIFICATE_VERIFY_FAILED" in reason:
+            return (f"cannot reach {url}: TLS certificate not trusted ({reason}); "
+                    "set cacert_file to its CA bundle, or verify_ssl = false")
+        return f"cannot reach {url}: {reason}"
+    return f"request to {url} failed: {reason}"
+
+
+class Http:
+    """An async HTTP client with the connector's policies. One per section (and one for Oomnitza)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str = "",
+        tls: TlsOptions | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
+        policy: RetryPolicy = DEFAULT_POLICY,
+        timeout: httpx.Timeout | None = None,
+        max_connections: int = 10,
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            verify=(tls or TlsOptions()).context(),
+            headers={"User-Agent": USER_AGENT, **(headers or {})},
+            auth=auth,
+            timeout=timeout or httpx.Timeout(120.0, connect=15.0),
+            limits=limits,
+            follow_redirects=True,
+        )
+
+    async def __aenter__(self) -> Http:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def request(
+        self,
+        method: str,
+        url: str | httpx.URL,
+        *,
+        retry: bool = True,
+        ok_statuses: frozenset[int] = frozenset(),
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send with retries; return a 2xx response (or one in ``ok_statuses``) or raise HttpError."""
+        attempt = 0
+        while True:
+            attempt += 1
+            response: httpx.Response | None = None
+            where = safe_url(self.client.build_request(method, url).url)
+            try:
+                response = await self.client.request(method, url, **kwargs)
+            except httpx.TransportError as exc:
+                message = redact.scrub(classify_transport_error(exc, where))
+                wait = self.policy.wait(attempt, None) if retry else None
+                if wait is None:
+                    raise HttpError(message) from None
+                log.warning("%s: %s; retrying in %.1fs (attempt %d)", self.name, message, wait, attempt)
+                await asyncio.sleep(wait)
+                continue
+            status = response.status_code
+            if status < 400 or status in ok_statuses:
+                return response
+            if status in (401, 403):
+                raise HttpAuthError(
+                    f"{method} {where} was refused with {status} {response.reason_phrase}: "
+                    "check the credentials",
+                    status=status, response=response,
+                )
+            wait = self.policy.wait(attempt, response) if retry and status in self.policy.retry_statuses else None
+            if wait is None:
+                detail = f"{status} {response.reason_phrase}"
+                if retry and status in self.policy.retry_statuses:
+                    detail += f" after {attempt} attempts"
+                raise HttpError(f"{method} {where} failed: {detail}", status=status, response=response)
+            log.warning("%s: %s %s answered %d; retrying in %.1fs (attempt %d)",
+                        self.name, method, where, status, wait, attempt)
+            await response.aclose()
+            await asyncio.sleep(wait)
+
+    async def get_json(self, url: str | httpx.URL, **kwargs: Any) -> Any:
+        response = await self.request("GET", url, **kwargs)
+        return decode_json(response)
+
+    async def paginate(self, paginator: Paginator, url: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
+        """Yield each page's response; the paginator decides the next request. The one paging loop."""
+        request: PageRequest | None = paginator.first(PageRequest(url, dict(kwargs.pop("params", {}) or {})))
+        pages = 0
+        seen: set[str] = set()
+        while request is not None:
+            key = str(httpx.URL(request.url, params=request.params))
+            if key in seen:  # a server repeating a token would loop forever
+                raise HttpError(f"{self.name}: pagination repeated the request {safe_url(request.url)}; stopping")
+            seen.add(key)
+            response = await self.request("GET", request.url, params=request.params, **kwargs)
+            pages += 1
+            yield response
+            request = paginator.next(response, request)
+
+
+def decode_json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        ctype = response.headers.get("content-type", "?")
+        raise HttpError(
+            f"{safe_url(response.request.url)} returned a body that is not JSON (content-type {ctype})",
+            status=response.status_code,
+        ) from None
+
+
+# -- pagination -------------------------------------------------------------------------------------
+
+@dataclass
+class PageRequest:
+    url: str
+    params: dict[str, Any]
+
+
+class Paginator:
+    """Computes the next request from a response. Holds only its token."""
+
+    def first(self, request: PageRequest) -> PageRequest:
+        return request
+
+    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
+        raise NotImplementedError
+
+
+class SinglePage(Paginator):
+    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
+        return None
+
+
+class LinkHeader(Paginator):
+    """RFC 8288 ``Link: <...>; rel="next"`` (Okta, Meraki, GitHub-style APIs)."""
+
+    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
+        nxt = response.links.get("next", {}).get("url")
+        return PageRequest(nxt, {}) if nxt else None
+
+
+class NextUrlInBody(Paginator):
+    """The body names the next page's absolute URL (``@odata.nextLink``, NetBox ``next``)."""
+
+    def __init__(self, extract: Callable[[Any], str | None]) -> None:
+        self.extract = extract
+
+    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
+        nxt = self.extract(decode_json(response))
+        return PageRequest(nxt, {}) if nxt else None
+
+
+class OffsetLimit(Paginator):
+    """``offset``/``limit`` parameters; a short page ends the listing."""
+
+    def __init__(self, count: Callable[[Any], int], limit: int, *, offset_param: str = "offset",
+                 limit_param: str = "limit", start: int = 0) -> None:
+        self.count, self.limit, self.start = count, limit, start
+        self.offset_param, self.limit_param = offset_param, limit_param
+
+    def first(self, request: PageRequest) -> PageRequest:
+        return PageRequest(request.url, {**request.params, self.offset_param: self.start,
+                                         self.limit_param: self.limit})
+
+    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
+        n = self.count(decode_json(response))
+        if n <= 0 or n < self.limit:
+            return None
+        offset = int(request.params[self.offset_param]) + n
+        return PageRequest(request.url, {**request.params, self.offset_param: offset})
+
+
+class PageNumber(Paginator):
+    """``page`` numbering; stops when ``has_more`` says so (or on an empty page)."""
+
+    def __init__(self, has_more: Callable[[Any, int], bool], *, page_param: str = "page", start: int = 1,
+                 extra: Mapping[str, Any] | None = None) -> None:
+        self.has_more, self.page_param, self.start, self.extra = has_more, page_param, start, dict(extra or {})
+
+    def first(self, request: PageRequest) -> PageRequest:
+        return PageRequest(request.url, {**request.params, **self.extra, self.page_param: self.start})
+
+    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
+        page = int(request.params[self.page_param])
+        if not self.has_more(decode_json(response), page):
+            return None
+        return PageRequest(request.url, {**request.params, self.page_param: page + 1})
+
+
+class Cursor(Paginator):
+    """An opaque cursor from the body (or headers) placed into a query parameter."""
+
+    def __init__(self, extract: Callable[[httpx.Response], str | None], param: str) -> None:
+        self.extract, self.param = extract, param
+
+    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
+        token = self.extract(response)
+        if not token:
+            return None
+        return PageRequest(request.url, {**request.params, self.param: token})

@@ -1,0 +1,124 @@
+"""Field mappings: from a raw source record to an Oomnitza record.
+
+Each field is compiled once into a small function (path lookup, setting, constant, converter,
+type), so converting a record costs a handful of calls per field: this is the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .config import SectionConfig, truthy
+from .converters import ConverterRegistry
+from .errors import ConfigError, RecordError
+from .paths import compile_path
+
+log = logging.getLogger(__name__)
+
+MappingSpecs = dict[str, dict[str, Any]]
+
+
+def merge_mappings(
+    *,
+    defaults: Mapping[str, Mapping[str, Any]],
+    server: Mapping[str, Any],
+    ini: Mapping[str, Mapping[str, Any]],
+    default_converters: Mapping[str, str],
+    extras: Mapping[str, Mapping[str, Any]],
+) -> MappingSpecs:
+    """The seed's merge order (config.md §5): defaults < server < INI (key by key) < converters < extras."""
+    merged: MappingSpecs = {name.upper(): dict(spec) for name, spec in defaults.items()}
+    # Legacy server mapping: {source_path: FIELD | [FIELDS]} sets only the source of each field.
+    for source, fields in server.items():
+        for name in [fields] if isinstance(fields, str) else list(fields or []):
+            merged.setdefault(name, {})["source"] = source
+    for name, spec in ini.items():
+        merged.setdefault(name, {}).update(spec)
+    for spec in merged.values():
+        src = spec.get("source")
+        if isinstance(src, str) and src in default_converters and not spec.get("converter"):
+            spec["converter"] = default_converters[src]
+    for name, spec in extras.items():
+        merged.setdefault(name, dict(spec))
+    return merged
+
+
+_TYPES: dict[str, Callable[[Any], Any]] = {"str": str, "int": int, "float": float, "bool": truthy}
+
+
+def _make_field(name: str, spec: Mapping[str, Any], section: SectionConfig,
+                registry: ConverterRegistry) -> Callable[[dict[str, Any]], Any]:
+    where = f"{section.ini_path}: [{section.name}] mapping.{name}"
+    source = spec.get("source")
+    setting = spec.get("setting")
+    if source not in (None, ""):
+        if not isinstance(source, str):
+            raise ConfigError(f"{where}: \"source\" must be a text path like \"general.serial\"")
+        getter: Callable[[Any], Any] = compile_path(source)
+        field_arg = source
+    elif setting not in (None, ""):
+        if setting not in section.settings:
+            raise ConfigError(f"{where}: there is no setting '{setting}' in [{section.name}]")
+        constant = section.settings[setting]
+        getter, field_arg = (lambda _r: constant), name
+    elif spec.get("hardcoded") is not None:
+        constant = spec["hardcoded"]
+        getter, field_arg = (lambda _r: constant), name
+    else:
+        raise ConfigError(f"{where}: set one of \"source\", \"setting\" or \"hardcoded\"")
+    conv_spec = spec.get("converter")
+    type_name = spec.get("type")
+    if not conv_spec and not type_name:
+        return getter
+    convert = registry.bind(conv_spec, where=where) if conv_spec else None
+    cast = None
+    if type_name:
+        cast = _TYPES.get(str(type_name))
+        if cast is None:
+            raise ConfigError(f"{where}: type {type_name!r} is not one of str, int, float, bool")
+
+    def compute(record: dict[str, Any]) -> Any:
+        value = getter(record)
+        if convert is not None:
+            value = convert(field_arg, record, value)
+        if cast is not None and value is not None:
+            try:
+                value = cast(value)
+            except (TypeError, ValueError) as exc:
+                raise RecordError(f"field {name}: cannot make {type_name} of {value!r}: {exc}") from None
+        return value
+
+    return compute
+
+
+class MissingRequired(RecordError):
+    def __init__(self, fields: list[str]) -> None:
+        super().__init__(f"missing required field(s): {', '.join(fields)}", bucket="missing_required")
+        self.fields = fields
+
+
+class Mapper:
+    """Converts raw records to Oomnitza records with the merged mapping of one section."""
+
+    def __init__(self, specs: MappingSpecs, section: SectionConfig, registry: ConverterRegistry) -> None:
+        self.specs = specs
+        errors = []
+        self._fields: list[tuple[str, Callable[[dict[str, Any]], Any]]] = []
+        for name, spec in specs.items():
+            try:
+                self._fields.append((name, _make_field(name, spec, section, registry)))
+            except ConfigError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise ConfigError("\n".join(errors))
+        self._required = [name for name, spec in specs.items() if truthy(spec.get("required"))]
+
+    def convert(self, record: dict[str, Any]) -> dict[str, Any]:
+        out = {name: fn(record) for name, fn in self._fields}
+        if self._required:
+            missing = [name for name in self._required if not out.get(name)]
+            if missing:
+                raise MissingRequired(missing)
+        return out

@@ -1,0 +1,64 @@
+"""The ``/api/v3/bulk`` payload (oomnitza-api.md §4.3) and how a run is described to a sink."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from .. import __version__
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One sync session of one section: everything a bulk payload carries besides the records."""
+
+    section: str
+    connector_name: str
+    data_type: str
+    sync_field: list[str]
+    insert_only: bool = False
+    update_only: bool = False
+    portion: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "connector_version": __version__,
+            "sync_field": self.sync_field,
+            "portion": self.portion,
+            "data_type": self.data_type,
+            "insert_only": self.insert_only,
+            "update_only": self.update_only,
+            "error": None,
+            "connector_name": self.connector_name,
+        }
+
+
+def _default(obj: Any) -> Any:
+    # orjson handles datetimes, dataclasses and UUIDs itself; these are what sources add on top.
+    if isinstance(obj, Decimal):
+        return int(obj) if obj == obj.to_integral_value() else float(obj)
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        raw = bytes(obj)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return base64.b64encode(raw).decode("ascii")
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"cannot send a value of type {type(obj).__name__} to Oomnitza")
+
+
+def encode(obj: Any, *, pretty: bool = False) -> bytes:
+    option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_INDENT_2 if pretty else 0)
+    return orjson.dumps(obj, default=_default, option=option)
+
+
+def bulk_body(run: RunInfo, records: list[dict[str, Any]]) -> bytes:
+    payload = run.envelope()
+    payload["records"] = records
+    return encode(payload)

@@ -1,0 +1,57 @@
+"""Setting declarations: each setting is declared once and that declaration drives INI parsing,
+validation, ``generate-ini``, ``--show-mappings`` masking and the secret scrubber."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None = None  # None: required (an empty value counts as missing, as in the seed)
+    example: Any = None  # written by generate-ini instead of the default
+    secret: bool = False
+    choices: tuple[str, ...] | None = None
+    help: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+    def template_value(self) -> Any:
+        if self.example is not None:
+            return self.example
+        return self.default if self.default is not None else ""
+
+
+# Accepted in every section (config.md §3). Values are interpreted in config.SectionConfig.
+COMMON_SETTINGS: tuple[Setting, ...] = (
+    Setting("verify_ssl", "true", help="verify TLS certificates of this section's servers"),
+    Setting("cacert_file", "", help="CA bundle (PEM) to trust, for HTTPS and LDAP"),
+    Setting("cacert_dir", "", help="directory of CA certificates to trust"),
+    Setting("ssl_protocol", "", help="legacy; TLS 1.2 or newer is always negotiated"),
+    Setting("use_server_map", "true", help="merge the mapping stored in Oomnitza"),
+    Setting("only_if_filled", "", help="accepted for compatibility; no effect"),
+    Setting("dont_overwrite", "", help="accepted for compatibility; no effect"),
+    Setting("insert_only", "false", help="only create records in Oomnitza"),
+    Setting("update_only", "false", help="only update existing records in Oomnitza"),
+    Setting("sync_field", "", help="Oomnitza field id(s) that identify a record, comma-separated"),
+    Setting("vault_keys", "", help="settings whose values come from the secret backend"),
+    Setting("vault_backend", "keyring", help="keyring, vault or cyberark"),
+    Setting("vault_alias", "", help="name under which this section's secrets are stored"),
+    Setting("user_pem_file", "", help="PEM file with client certificate and key"),
+    Setting("connector_bulk_mode", "", help="accepted for compatibility; every connector batches"),
+    Setting("test_run", "false", help="managed runs: process at most 10 records"),
+    Setting("is_custom", "false", help="managed runs: custom connector flag"),
+)
+COMMON_BY_NAME = {s.name: s for s in COMMON_SETTINGS}
+
+# Words in setting names that mark their values as secrets even when a source forgot to say so.
+SECRET_HINTS = ("password", "secret", "token", "api_key", "apikey", "private_key", "json_key")
+
+
+def looks_secret(name: str) -> bool:
+    lowered = name.lower()
+    return any(h in lowered for h in SECRET_HINTS)

@@ -1,0 +1,133 @@
+"""The Source contract and the registry of source modules.
+
+A source declares its settings, record type and default mappings, and yields raw records page by
+page as plain dicts shaped exactly as the user's ``mapping.X = {"source": "a.b"}`` paths address them.
+The registry maps an INI section's module name (the text before the first dot) to a class that is
+imported only when that section runs, so a missing optional library breaks only its own section.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import ConfigError
+from ..settings import Setting
+
+if TYPE_CHECKING:
+    from ..config import SectionConfig
+    from ..http import Http
+
+Record = dict[str, Any]
+
+
+class Source:
+    """Base class of every source. Subclasses set the class attributes and implement ``pages``."""
+
+    module: ClassVar[str]  # INI module name, e.g. "csv_assets"
+    mapping_name: ClassVar[str]  # connector_name sent to Oomnitza, e.g. "CSV_assets"
+    record_type: ClassVar[str]  # "assets" or "users"
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    default_mappings: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Attached only where a field's source equals a key here and no converter is set (config.md §5.4).
+    default_converters: ClassVar[dict[str, str]] = {}
+    summary: ClassVar[str] = ""
+
+    def __init__(self, section: SectionConfig) -> None:
+        self.section = section
+        self.validate()
+
+    @property
+    def name(self) -> str:
+        return self.section.name
+
+    def setting(self, name: str) -> str:
+        return self.section.settings.get(name, "")
+
+    def validate(self) -> None:
+        """Raise ConfigError for settings that are inconsistent (called at config load)."""
+
+    def connector_name(self) -> str:
+        return self.mapping_name
+
+    def extra_mappings(self) -> dict[str, dict[str, Any]]:
+        """Mappings added only when absent (after the user's), e.g. POSITION for user sources."""
+        return {}
+
+    def http(self, **kwargs: Any) -> Http:
+        """A client with this section's TLS settings and the shared retry policy."""
+        from ..http import Http
+
+        return Http(name=f"[{self.name}]", tls=self.section.tls(), **kwargs)
+
+    async def check(self) -> None:
+        """A cheap call that proves URL and credentials work (default: nothing to check)."""
+
+    def pages(self) -> AsyncIterator[list[Record]]:
+        """Yield lists of raw records. Stop early when the consumer stops iterating."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release connections and files."""
+
+
+class UsersSource(Source):
+    """Sources of user records get POSITION and PERMISSIONS_ID from settings unless mapped."""
+
+    record_type = "users"
+    role_settings: ClassVar[tuple[Setting, ...]] = (
+        Setting("default_role", None, example="25", help="Oomnitza role id given to new users"),
+        Setting("default_position", None, example="Employee", help="position given to users"),
+    )
+
+    def extra_mappings(self) -> dict[str, dict[str, Any]]:
+        return {
+            "POSITION": {"setting": "default_position"},
+            "PERMISSIONS_ID": {"setting": "default_role"},
+        }
+
+
+# module name -> (python module, class). Imported lazily.
+REGISTRY: dict[str, tuple[str, str]] = {
+    "csv_assets": ("oomnitza_connector.sources.csv_files", "CsvAssets"),
+    "csv_users": ("oomnitza_connector.sources.csv_files", "CsvUsers"),
+    "json_assets": ("oomnitza_connector.sources.json_files", "JsonAssets"),
+    "json_users": ("oomnitza_connector.sources.json_files", "JsonUsers"),
+}
+
+
+def module_of(section_name: str) -> str:
+    return section_name.split(".", 1)[0]
+
+
+def load_source_class(section_name: str) -> type[Source]:
+    module = module_of(section_name)
+    entry = REGISTRY.get(module)
+    if entry is None:
+        close = difflib.get_close_matches(module, REGISTRY, n=1)
+        hint = f" (did you mean [{close[0]}]?)" if close else ""
+        raise ConfigError(
+            f"[{section_name}]: no connector named '{module}'{hint}; "
+            f"known connectors: {', '.join(sorted(REGISTRY))}"
+        )
+    try:
+        mod = importlib.import_module(entry[0])
+    except ImportError as exc:
+        raise ConfigError(
+            f"[{section_name}]: the '{module}' connector needs the Python package '{exc.name}', "
+            f"which is not installed (pip install {exc.name})"
+        ) from None
+    cls: type[Source] = getattr(mod, entry[1])
+    return cls
+
+
+class BadRecord:
+    """A record a source could read but not make sense of; counted as failed, never sent."""
+
+    __slots__ = ("message", "raw")
+
+    def __init__(self, message: str, raw: Any = None) -> None:
+        self.message = message
+        self.raw = raw

@@ -1,0 +1,148 @@
+"""``[csv_assets]`` and ``[csv_users]``: rows of one CSV file or of every ``*.csv`` in a directory.
+
+Rows are streamed in pages; nothing is loaded whole. Defaults fix the traps of the seed without
+breaking its files: a UTF-8 BOM is stripped (``utf-8-sig``), ``encoding`` and ``delimiter`` are
+settings, files are read in sorted order, and decode errors and ragged rows name file and line.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..errors import ConfigError, SourceError
+from ..settings import Setting
+from .base import BadRecord, Record, Source, UsersSource
+from .files import check_one_of, discover, display, first_bad_line
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 1000
+DELIMITER_WORDS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+FILE_SETTINGS = (
+    Setting("filename", "", example="/some/path/to/file/assets.csv", help="one CSV file"),
+    Setting("directory", "", example="/some/path/to/files/", help="a folder of *.csv files (not recursive)"),
+)
+FORMAT_SETTINGS = (
+    Setting("encoding", "utf-8-sig", help="text encoding of the files, e.g. cp1252 or latin-1"),
+    Setting("delimiter", ",", help="field separator: , ; | tab, or auto to detect it from the header"),
+)
+
+
+class _CsvSource(Source):
+    file_settings: ClassVar[tuple[Setting, ...]] = FILE_SETTINGS
+
+    def validate(self) -> None:
+        check_one_of(self.name, self.setting("filename"), self.setting("directory"))
+        try:
+            codecs.lookup(self.setting("encoding"))
+        except LookupError:
+            raise ConfigError(f"[{self.name}] encoding = {self.setting('encoding')!r} is not a known "
+                              "encoding (e.g. utf-8, cp1252, latin-1, utf-16)") from None
+        delimiter = self._delimiter_setting()
+        if delimiter != "auto" and len(delimiter) != 1:
+            raise ConfigError(f"[{self.name}] delimiter = {self.setting('delimiter')!r} must be one "
+                              "character, tab, or auto")
+
+    def _delimiter_setting(self) -> str:
+        raw = self.setting("delimiter") or ","
+        return DELIMITER_WORDS.get(raw.lower(), raw)
+
+    async def pages(self) -> AsyncIterator[list[Record]]:
+        files = discover(self.name, self.setting("filename"), self.setting("directory"), ".csv")
+        if not files:
+            log.info("[%s] no *.csv files in %s", self.name, self.setting("directory"))
+        for path in files:
+            for page in self._read(path):
+                yield page
+
+    def _read(self, path: Path) -> Any:
+        encoding = self.setting("encoding") or "utf-8-sig"
+        name = display(path)
+        try:
+            fh = open(path, encoding=encoding, newline="")
+        except OSError as exc:
+            raise SourceError(f"[{self.name}] cannot open {name}: {exc.strerror}") from None
+        with fh:
+            try:
+                yield from self._rows(fh, name)
+            except UnicodeDecodeError:
+                line, reason = first_bad_line(path, encoding)
+                raise SourceError(
+                    f"[{self.name}] {name} line {line} is not valid {encoding} ({reason}); "
+                    f"set encoding = <the file's encoding> (e.g. cp1252) in [{self.name}]") from None
+            except csv.Error as exc:
+                raise SourceError(f"[{self.name}] {name}: malformed CSV: {exc}") from None
+
+    def _rows(self, fh: Any, name: str) -> Any:
+        delimiter = self._delimiter_setting()
+        if delimiter == "auto":
+            sample = fh.readline()
+            fh.seek(0)
+            try:
+                delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+            except csv.Error:
+                delimiter = ","
+        reader = csv.reader(fh, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            return
+        width = len(header)
+        if width == 1 and delimiter == "," and any(c in header[0] for c in ";\t|"):
+            log.warning("[%s] %s has a single column %r: is the file separated by another character? "
+                        "(set delimiter)", self.name, name, header[0])
+        page: list[Record] = []
+        short_lines: list[int] = []
+        for row in reader:
+            if len(row) == width:
+                page.append(dict(zip(header, row, strict=True)))
+            elif not row:
+                continue  # blank line
+            elif len(row) < width:
+                short_lines.append(reader.line_num)
+                record: dict[Any, Any] = dict(zip(header, row, strict=False))
+                for col in header[len(row):]:
+                    record[col] = None
+                page.append(record)
+            else:
+                page.append(BadRecord(  # type: ignore[arg-type]
+                    f"{name} line {reader.line_num}: {len(row)} cells but the header has {width}; "
+                    "the row is not sent (a value with an unquoted delimiter?)",
+                    raw={"file": name, "line": reader.line_num, "cells": row}))
+            if len(page) >= PAGE_SIZE:
+                yield page
+                page = []
+        if page:
+            yield page
+        if short_lines:
+            shown = ", ".join(map(str, short_lines[:10])) + (" …" if len(short_lines) > 10 else "")
+            log.warning("[%s] %s: %d row(s) have fewer cells than the header (lines %s); "
+                        "the missing cells are empty (null)", self.name, name, len(short_lines), shown)
+
+
+class CsvAssets(_CsvSource):
+    module = "csv_assets"
+    mapping_name = "CSV_assets"
+    record_type = "assets"
+    summary = "Rows of a CSV file (or a folder of them) as assets"
+    settings = (*FILE_SETTINGS,
+                Setting("sync_field", None, example="24DCF85294E411E38A52066B556BA4EE",
+                        help="Oomnitza field id(s) identifying an asset"),
+                *FORMAT_SETTINGS)
+
+
+class CsvUsers(_CsvSource, UsersSource):
+    module = "csv_users"
+    mapping_name = "CSV_users"
+    record_type = "users"
+    summary = "Rows of a CSV file (or a folder of them) as users"
+    settings = (Setting("filename", "", example="/some/path/to/file/users.csv", help="one CSV file"),
+                FILE_SETTINGS[1],
+                *UsersSource.role_settings,
+                Setting("sync_field", None, example="USER", help="Oomnitza field id(s) identifying a user"),
+                *FORMAT_SETTINGS)

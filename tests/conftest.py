@@ -1,0 +1,108 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.oomnitza import FakeOomnitza
+from tests.fakes.server import serve
+
+
+class _Switch:
+    """ASGI app forwarding to whichever fake the current test installed, so one loopback server
+    serves the whole session (starting uvicorn per test would cost ~0.2 s each)."""
+
+    def __init__(self) -> None:
+        self.target: Any = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await self.target(scope, receive, send)
+
+
+@pytest.fixture(scope="session")
+def _oomnitza_server() -> Iterator[tuple[_Switch, str]]:
+    switch = _Switch()
+    with serve(switch) as url:
+        yield switch, url
+
+
+@pytest.fixture
+def fake_oomnitza_factory(_oomnitza_server: tuple[_Switch, str]) -> Callable[..., FakeOomnitza]:
+    """`make(**FakeOomnitza kwargs)` → a fresh fake, served (replacing the previous one) at `.url`."""
+    switch, url = _oomnitza_server
+
+    def make(**kwargs: Any) -> FakeOomnitza:
+        fake = FakeOomnitza(**kwargs)
+        fake.url = url
+        switch.target = fake.app
+        return fake
+
+    return make
+
+
+@pytest.fixture
+def fake_oomnitza(fake_oomnitza_factory: Callable[..., FakeOomnitza]) -> FakeOomnitza:
+    """A fresh FakeOomnitza (token "test-token") on loopback; base URL in `fake_oomnitza.url`."""
+    return fake_oomnitza_factory()
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> Any:
+    import trustme
+
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tls_ca: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """PEM files: `ca` (trust this), `server_cert`/`server_key` (127.0.0.1, localhost) and
+    `client_pem` (client certificate + unencrypted key in one file, like `user_pem_file`)."""
+    d: Path = tmp_path_factory.mktemp("tls")
+    server = tls_ca.issue_cert("127.0.0.1", "localhost")
+    client = tls_ca.issue_cert("connector@example.com")
+    files = {
+        "ca": d / "ca.pem",
+        "server_cert": d / "server.pem",
+        "server_key": d / "server.key",
+        "client_pem": d / "client.pem",
+    }
+    tls_ca.cert_pem.write_to_path(str(files["ca"]))
+    server.cert_chain_pems[0].write_to_path(str(files["server_cert"]))
+    for extra in server.cert_chain_pems[1:]:
+        extra.write_to_path(str(files["server_cert"]), append=True)
+    server.private_key_pem.write_to_path(str(files["server_key"]))
+    client.private_key_and_cert_chain_pem.write_to_path(str(files["client_pem"]))
+    return {k: str(v) for k, v in files.items()}
+
+
+@pytest.fixture
+def fake_oomnitza_tls(tls_files: dict[str, str]) -> Iterator[FakeOomnitza]:
+    """FakeOomnitza over https (server cert signed by `tls_files["ca"]`); `.url`, `.ca_file`."""
+    fake = FakeOomnitza()
+    with serve(fake.app, ssl_certfile=tls_files["server_cert"], ssl_keyfile=tls_files["server_key"]) as url:
+        fake.url = url
+        fake.ca_file = tls_files["ca"]  # type: ignore[attr-defined]
+        yield fake
+
+
+@pytest.fixture
+def fake_oomnitza_mtls(tls_files: dict[str, str]) -> Iterator[FakeOomnitza]:
+    """Like fake_oomnitza_tls but the TLS handshake requires a client certificate issued by the
+    CA (`.client_pem`), and request_token accepts empty login/password (§2 mode 3)."""
+    fake = FakeOomnitza(require_client_cert=True)
+    with serve(
+        fake.app,
+        ssl_certfile=tls_files["server_cert"],
+        ssl_keyfile=tls_files["server_key"],
+        ssl_ca_certs=tls_files["ca"],
+        ssl_cert_reqs=ssl.CERT_REQUIRED,
+    ) as url:
+        fake.url = url
+        fake.ca_file = tls_files["ca"]  # type: ignore[attr-defined]
+        fake.client_pem = tls_files["client_pem"]  # type: ignore[attr-defined]
+        yield fake

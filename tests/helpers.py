@@ -1,0 +1,41 @@
+"""Shared helpers for tests: run the CLI in-process and capture what a user would see."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+from oomnitza_connector import redact
+from oomnitza_connector.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def all(self) -> str:
+        return self.out + self.err
+
+
+def run_cli(*argv: str, program_dir: Path | None = None) -> CliResult:
+    """Run ``connector.py`` in-process; logs and errors go to ``err`` as they would to stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    redact.clear()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        code = main(list(argv), program_dir=program_dir, stdout=out, stderr=err)
+    logging.getLogger().handlers.clear()
+    return CliResult(int(code), out.getvalue(), err.getvalue())
+
+
+def write_ini(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path

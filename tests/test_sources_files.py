@@ -1,0 +1,214 @@
+"""CSV and JSON sources end to end through the CLI into the embedded local store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from oomnitza_connector.oomnitza.local_store import LocalStore
+
+from .helpers import run_cli, write_ini
+
+ASSETS_OK = (
+    "Serial Number,Model,Owner Email,Notes\n"
+    "C02XK0AAJG5H,MacBook Pro 14,ana@acme.test,\"Screen replaced, 2026\"\n"
+    "PF3ABC12,ThinkPad T14,jörg@acme.test,\"Says \"\"urgent\"\"\"\n"
+    "5CG0000XYZ,EliteBook 840,,\n"
+)
+
+
+def assets_ini(tmp_path: Path, source_lines: str, extra: str = "") -> Path:
+    lines = [
+        "[oomnitza]", f"url = sqlite:///{tmp_path}/store.db", "",
+        "[csv_assets]", "enable = True", *source_lines.splitlines(), "sync_field = SERIAL",
+        'mapping.SERIAL = {"source": "Serial Number"}', 'mapping.MODEL = {"source": "Model"}',
+        'mapping.OWNER = {"source": "Owner Email"}', 'mapping.NOTES = {"source": "Notes"}',
+        *extra.splitlines(),
+    ]
+    path = tmp_path / "config.ini"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def stored(tmp_path: Path, data_type: str = "assets") -> list[dict]:
+    store = LocalStore(tmp_path / "store.db")
+    try:
+        return store.records(data_type)
+    finally:
+        store.close()
+
+
+def test_csv_file_quoting_and_empty_cells(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text(ASSETS_OK, encoding="utf-8")
+    ini = assets_ini(tmp_path, f"filename = {tmp_path}/a.csv")
+    result = run_cli("upload", "csv_assets", "--ini", str(ini))
+    assert result.code == 0, result.all
+    recs = {r["SERIAL"]: r for r in stored(tmp_path)}
+    assert len(recs) == 3
+    assert recs["C02XK0AAJG5H"]["NOTES"] == "Screen replaced, 2026"
+    assert recs["PF3ABC12"]["NOTES"] == 'Says "urgent"'
+    assert recs["PF3ABC12"]["OWNER"] == "jörg@acme.test"
+    assert recs["5CG0000XYZ"]["OWNER"] == "" and recs["5CG0000XYZ"]["NOTES"] == ""
+
+
+def test_csv_bom_is_stripped(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_bytes(b"\xef\xbb\xbf" + ASSETS_OK.encode())
+    ini = assets_ini(tmp_path, f"filename = {tmp_path}/a.csv")
+    assert run_cli("upload", "csv_assets", "--ini", str(ini)).code == 0
+    assert {r["SERIAL"] for r in stored(tmp_path)} == {"C02XK0AAJG5H", "PF3ABC12", "5CG0000XYZ"}
+
+
+def test_csv_cp1252_fails_with_file_and_line_then_works_with_encoding(tmp_path: Path) -> None:
+    data = "Serial Number,Model,Owner Email,Notes\nS1,M1,a@x,ok\nS2,Caf\xe9,b@x,\n".encode("cp1252")
+    (tmp_path / "a.csv").write_bytes(data)
+    ini = assets_ini(tmp_path, f"filename = {tmp_path}/a.csv")
+    result = run_cli("upload", "csv_assets", "--ini", str(ini))
+    assert result.code == 1
+    assert "line 3 is not valid utf-8-sig" in result.err and "a.csv" in result.err
+    assert "encoding =" in result.err
+    assert "Traceback" not in result.all
+    ini = assets_ini(tmp_path, f"filename = {tmp_path}/a.csv\nencoding = cp1252")
+    assert run_cli("upload", "csv_assets", "--ini", str(ini)).code == 0
+    assert {r["SERIAL"]: r["MODEL"] for r in stored(tmp_path)}["S2"] == "Café"
+
+
+@pytest.mark.parametrize("setting, sep", [("delimiter = ;", ";"), ("delimiter = tab", "\t"),
+                                          ("delimiter = auto", ";")])
+def test_csv_delimiters(tmp_path: Path, setting: str, sep: str) -> None:
+    text = ASSETS_OK.replace(",", sep) if sep != ";" else "Serial Number;Model;Owner Email;Notes\nX1;Y1;a@x;n\n"
+    if sep == "\t":
+        text = "Serial Number\tModel\tOwner Email\tNotes\nX1\tY1\ta@x\tn\n"
+    (tmp_path / "a.csv").write_text(text, encoding="utf-8")
+    ini = assets_ini(tmp_path, f"filename = {tmp_path}/a.csv\n{setting}")
+    assert run_cli("upload", "csv_assets", "--ini", str(ini)).code == 0
+    assert stored(tmp_path)[0]["SERIAL"] == "X1" and stored(tmp_path)[0]["MODEL"] == "Y1"
+
+
+def test_csv_ragged_rows_are_reported_and_accounted(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text(
+        "Serial Number,Model,Owner Email\nS1,M1\nS2,M2,o@x,EXTRA\nS3,M3,p@x\n", encoding="utf-8")
+    ini = assets_ini(tmp_path, f"filename = {tmp_path}/a.csv")
+    result = run_cli("upload", "csv_assets", "--ini", str(ini))
+    # The short row is kept (missing cells are null); the long one is not sent and fails the run.
+    assert result.code == 3, result.all
+    assert "a.csv line 3: 4 cells but the header has 3" in result.err
+    assert "fewer cells than the header (lines 2)" in result.err
+    recs = {r["SERIAL"]: r for r in stored(tmp_path)}
+    assert set(recs) == {"S1", "S3"}
+    assert recs["S1"]["OWNER"] is None
+
+
+def test_csv_multiline_value_is_kept(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text('Serial Number,Notes\nS1,"line one\nline two"\n', encoding="utf-8")
+    ini = assets_ini(tmp_path, f"filename = {tmp_path}/a.csv")
+    assert run_cli("upload", "csv_assets", "--ini", str(ini)).code == 0
+    assert stored(tmp_path)[0]["NOTES"] == "line one\nline two"
+
+
+def test_csv_directory_mode_sorted_case_insensitive_no_hidden(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "b.csv").write_text("Serial Number\nB1\n", encoding="utf-8")
+    (inbox / "A.CSV").write_text("Serial Number\nA1\n", encoding="utf-8")
+    (inbox / ".hidden.csv").write_text("Serial Number\nH1\n", encoding="utf-8")
+    (inbox / "c.txt").write_text("Serial Number\nT1\n", encoding="utf-8")
+    ini = assets_ini(tmp_path, f"directory = {inbox}")
+    result = run_cli("upload", "csv_assets", "--ini", str(ini), "--testmode")
+    assert result.code == 0
+    payloads = [json.loads(chunk) for chunk in result.out.replace("}\n{", "}\x00{").split("\x00")]
+    assert [r["SERIAL"] for p in payloads for r in p["records"]] == ["A1", "B1"]
+
+
+def test_csv_empty_and_header_only_files(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "empty.csv").write_bytes(b"")
+    (inbox / "header.csv").write_text("Serial Number,Model\n", encoding="utf-8")
+    ini = assets_ini(tmp_path, f"directory = {inbox}")
+    result = run_cli("upload", "csv_assets", "--ini", str(ini))
+    assert result.code == 0, result.all
+    assert stored(tmp_path) == []
+
+
+def test_filename_and_directory_are_exclusive(tmp_path: Path) -> None:
+    ini = assets_ini(tmp_path, f"filename = {tmp_path}/a.csv\ndirectory = {tmp_path}")
+    result = run_cli("upload", "csv_assets", "--ini", str(ini))
+    assert result.code == 1
+    assert "filename and directory are mutually exclusive" in result.err
+    assert result.err.count("\n") == 1  # one line
+
+
+def test_missing_file_is_one_clear_line(tmp_path: Path) -> None:
+    ini = assets_ini(tmp_path, f"filename = {tmp_path}/nope.csv")
+    result = run_cli("upload", "csv_assets", "--ini", str(ini))
+    assert result.code == 1
+    assert "nope.csv: no such file" in result.err
+    assert "Traceback" not in result.all
+
+
+def test_csv_streams_many_files_and_rows(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for f in range(3):
+        rows = "".join(f"S{f}-{i},M\n" for i in range(2500))
+        (inbox / f"part{f}.csv").write_text("Serial Number,Model\n" + rows, encoding="utf-8")
+    ini = assets_ini(tmp_path, f"directory = {inbox}")
+    result = run_cli("upload", "csv_assets", "--ini", str(ini), "--record-count", "6000")
+    assert result.code == 0, result.all
+    assert len(stored(tmp_path)) == 6000
+
+
+# -- JSON -------------------------------------------------------------------------------------------
+
+def json_ini(tmp_path: Path, inbox: Path) -> Path:
+    return write_ini(tmp_path / "config.ini", f"""
+        [oomnitza]
+        url = sqlite:///{tmp_path}/store.db
+
+        [json_users]
+        enable = True
+        directory = {inbox}
+        sync_field = USER
+        mapping.USER = {{"source": "login"}}
+        mapping.EMAIL = {{"source": "emails.0.address"}}
+        mapping.FIRST_NAME = {{"source": "name.first"}}
+        mapping.ACTIVE = {{"source": "active"}}
+        """)
+
+
+def test_json_users_files_nested_paths_types_and_defaults(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "batch1.json").write_text(json.dumps([
+        {"login": "m.rossi", "name": {"first": "Marco"}, "emails": [{"address": "marco@acme.test"}],
+         "active": True},
+        {"login": "e.kowalska", "name": {"first": "Ewa"}, "emails": [], "active": False},
+    ]), encoding="utf-8")
+    (inbox / "single.json").write_bytes(
+        b"\xef\xbb\xbf" + json.dumps({"login": "t.nguyen", "name": {"first": "Thảo"},
+                                      "emails": [{"address": "thao@acme.test"}]}).encode())
+    result = run_cli("upload", "json_users", "--ini", str(json_ini(tmp_path, inbox)))
+    assert result.code == 0, result.all
+    recs = {r["USER"]: r for r in stored(tmp_path, "users")}
+    assert recs["m.rossi"]["EMAIL"] == "marco@acme.test" and recs["m.rossi"]["ACTIVE"] is True
+    assert recs["e.kowalska"]["EMAIL"] is None
+    assert recs["t.nguyen"]["FIRST_NAME"] == "Thảo"
+    assert recs["t.nguyen"]["POSITION"] == "Employee" and recs["t.nguyen"]["PERMISSIONS_ID"] == "25"
+
+
+def test_json_bad_files_are_counted_and_others_still_sync(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a_bad_item.json").write_text('[{"login": "ok"}, "oops"]', encoding="utf-8")
+    (inbox / "b_scalar.json").write_text("42", encoding="utf-8")
+    (inbox / "c_broken.json").write_text('{"login": "x",', encoding="utf-8")
+    (inbox / "d_good.json").write_text('{"login": "good"}', encoding="utf-8")
+    result = run_cli("upload", "json_users", "--ini", str(json_ini(tmp_path, inbox)))
+    assert result.code == 3
+    assert "item #1 is not an object" in result.err
+    assert "does not contain a list or an object" in result.err
+    assert "not valid JSON" in result.err
+    assert {r["USER"] for r in stored(tmp_path, "users")} == {"ok", "good"}
+    assert "│            5 │" in result.err or " 5 " in result.err
