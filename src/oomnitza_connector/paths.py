@@ -11,8 +11,8 @@ Rules, applied to the remaining path at each level:
 
 A missing key gives ``default``; a type error (key on a list or string, index out of range) too,
 logged at DEBUG only: a mapping naming a field some records lack is normal, not an error.
-Quirk kept from the reference: a trailing index (``emails.0``) is a literal-key lookup on the list
-and so gives ``default``; only an index followed by more path (``emails.0.value``) indexes.
+A trailing index (``emails.0``) also indexes a list; the reference gave null there, which only
+made such mappings useless (Google's ``emails.0`` lists), so no working config changes.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ def _index(head: str) -> int | None:
 def _literal(data: Any, key: str, default: Any, path: str) -> Any:
     if isinstance(data, Mapping):
         return data.get(key, default)
+    idx = _index(key)
+    if idx is not None and isinstance(data, list | tuple):
+        return data[idx] if idx < len(data) else default
     log.debug("path %r: cannot look up key %r in a %s", path, key, type(data).__name__)
     return default
 

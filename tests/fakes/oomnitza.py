@@ -138,43 +138,48 @@ class Portion:
         }
 
 
-class _Stored:
-    __slots__ = ("portion", "record", "writes")
-
-    def __init__(self, record: dict[str, Any], portion: str) -> None:
-        self.record = record
-        self.portion = portion
-        self.writes = 1
-
-
 class _Collection:
-    """Stored objects of one data_type, indexed per sync-field set (lower-cased, sorted)."""
+    """Stored objects of one data_type, indexed per sync-field set (lower-cased, sorted).
+
+    Parallel lists instead of one object per stored record: 200k GC-tracked objects would make
+    every full garbage collection crawl and roughly halve the fake's throughput."""
 
     def __init__(self) -> None:
-        self.entries: list[_Stored] = []
-        self.indexes: dict[tuple[str, ...], dict[tuple[Any, ...], int]] = {}
+        self.records: list[dict[str, Any]] = []
+        self.portions: list[str] = []  # portion that last wrote each record
+        self.writes: list[int] = []
+        # Keys: the raw value for one sync field, a tuple of values for a composite sync key.
+        self.indexes: dict[tuple[str, ...], dict[Any, int]] = {}
 
-    def index(self, fields: tuple[str, ...]) -> dict[tuple[Any, ...], int]:
+    def index(self, fields: tuple[str, ...]) -> dict[Any, int]:
         idx = self.indexes.get(fields)
         if idx is None:  # a sync-field set not seen before: index what is already stored
             idx = {}
-            for pos, entry in enumerate(self.entries):
-                key = _match_key(entry.record, fields)
+            for pos, record in enumerate(self.records):
+                key = _match_key(record, fields)
                 if key is not None:
                     idx[key] = pos
             self.indexes[fields] = idx
         return idx
 
+    def add(self, record: dict[str, Any], portion: str) -> int:
+        self.records.append(record)
+        self.portions.append(portion)
+        self.writes.append(1)
+        return len(self.records) - 1
+
 
 def _field_value(record: dict[str, Any], name: str) -> Any:
-    # Field ids are case-insensitive; INI-derived names arrive upper-cased, so try that first.
+    """record[name] with field ids compared case-insensitively (None if absent)."""
     value = record.get(name)
     if value is None and name not in record:
-        value = record.get(name.upper())
-        if value is None:
-            for k, v in record.items():
-                if k.lower() == name:
-                    return v
+        upper = name.upper()  # INI-derived names arrive upper-cased: the likely spelling
+        if upper in record:
+            return record[upper]
+        lower = name.lower()
+        for k, v in record.items():
+            if k.lower() == lower:
+                return v
     return value
 
 
@@ -184,15 +189,15 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def _match_key(record: dict[str, Any], fields: tuple[str, ...]) -> tuple[Any, ...] | None:
-    """The record's values for `fields`, or None if any is absent, null or ""."""
+def _match_key(record: dict[str, Any], fields: tuple[str, ...]) -> Any:
+    """The record's index key for `fields`, or None if any value is absent, null or ""."""
     values = []
     for name in fields:
         value = _field_value(record, name)
         if value is None or value == "":
             return None
         values.append(_hashable(value))
-    return tuple(values)
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def _merge(stored: dict[str, Any], record: dict[str, Any]) -> None:
@@ -206,6 +211,24 @@ def _merge(stored: dict[str, Any], record: dict[str, Any]) -> None:
                 stored[renamed.get(k, k)] = v
             return
     stored.update(record)
+
+
+def _update(
+    stored: dict[str, Any], record: dict[str, Any], pos: int, others: list[tuple[tuple[str, ...], dict[Any, int]]]
+) -> None:
+    if not others:
+        _merge(stored, record)
+        return
+    # An update matched on one sync-field set may change the values of another set.
+    before = [_match_key(stored, f) for f, _ in others]
+    _merge(stored, record)
+    for (f, idx), old in zip(others, before, strict=True):
+        new = _match_key(stored, f)
+        if new != old:
+            if old is not None and idx.get(old) == pos:
+                del idx[old]
+            if new is not None:
+                idx[new] = pos
 
 
 @dataclass(slots=True)
@@ -308,7 +331,7 @@ class FakeOomnitza:
     def records(self, data_type: str) -> list[dict[str, Any]]:
         """Stored objects of `data_type`, in insertion order (the live dicts: do not mutate)."""
         coll = self._collections.get(data_type)
-        return [e.record for e in coll.entries] if coll else []
+        return list(coll.records) if coll else []
 
     def record(self, data_type: str, **match: Any) -> dict[str, Any] | None:
         """The stored object whose fields equal `match` (field ids case-insensitive), or None."""
@@ -434,8 +457,8 @@ class FakeOomnitza:
             "requests_total": sum(self._route_counts.values()),
             "statuses": {str(k): v for k, v in sorted(self._status_counts.items())},
             "records_received": sum(p.received for p in portions),
-            "records_stored": sum(len(c.entries) for c in self._collections.values()),
-            "records_stored_by_type": {k: len(c.entries) for k, c in self._collections.items()},
+            "records_stored": sum(len(c.records) for c in self._collections.values()),
+            "records_stored_by_type": {k: len(c.records) for k, c in self._collections.items()},
             "inserted": sum(p.inserted for p in portions),
             "updated": sum(p.updated for p in portions),
             "skipped": sum(p.skipped for p in portions),
@@ -466,15 +489,15 @@ class FakeOomnitza:
             if data_type is not None and dt != data_type:
                 continue
             fields = next(iter(coll.indexes), ())
-            for e in coll.entries:
-                key = _match_key(e.record, fields) if fields else None
+            for record, portion, writes in zip(coll.records, coll.portions, coll.writes, strict=True):
+                key = _match_key(record, fields) if fields else None
                 out.append(
                     {
                         "data_type": dt,
-                        "key": list(key) if key else None,
-                        "record": e.record,
-                        "portion": e.portion,
-                        "writes": e.writes,
+                        "key": None if key is None else list(key) if isinstance(key, tuple) else [key],
+                        "record": record,
+                        "portion": portion,
+                        "writes": writes,
                     }
                 )
         return {"count": len(out), "records": out}
@@ -633,27 +656,32 @@ class FakeOomnitza:
                     self._add_error(portion, {"error": "no sync_field and no server-side sync key", "record": rec})
                 portion.failed += len(records)
                 return {"inserted": 0, "updated": 0, "skipped": 0, "failed": len(records), "duplicates": 0}
-        fields = tuple(sorted({f.lower() for f in sync_field}))
+        spelled = {f.lower(): f for f in sync_field}
+        fields = tuple(sorted(spelled))
         coll = self._collections.get(payload["data_type"])
         if coll is None:
             coll = self._collections[payload["data_type"]] = _Collection()
         index = coll.index(fields)
-        other_indexes = [(f, i) for f, i in coll.indexes.items() if f != fields]
-        entries = coll.entries
+        others = [(f, i) for f, i in coll.indexes.items() if f != fields]
+        stored, writes, last_portion = coll.records, coll.writes, coll.portions
         seen = portion.keys.get(fields)
         if seen is None:
             seen = portion.keys[fields] = {}
         insert_only, update_only = payload["insert_only"], payload["update_only"]
         pid = portion.id
-        single = fields[0] if len(fields) == 1 else None
+        # Hot path: one sync field, looked up as the client spelled it in sync_field.
+        single = spelled[fields[0]] if len(fields) == 1 else None
         inserted = updated = skipped = failed = duplicates = 0
 
         for rec in records:
-            if single is not None:  # hot path: one sync field, usually spelled as stored
-                value = rec.get(single)
-                if value is None and single not in rec:
-                    value = _field_value(rec, single)
-                key = None if value is None or value == "" else (_hashable(value),)
+            if single is not None:
+                key = rec.get(single)
+                if key is None and single not in rec:
+                    key = _field_value(rec, single)
+                if key == "":
+                    key = None
+                elif type(key) is not str:
+                    key = _hashable(key)
             else:
                 key = _match_key(rec, fields)
             if key is None:
@@ -665,38 +693,28 @@ class FakeOomnitza:
             if first is not None:  # a repeat within the portion (e.g. a retried POST): last write wins
                 duplicates += 1
                 if first == _WROTE and pos is not None:
-                    entry = entries[pos]
-                    if other_indexes:
-                        self._reindex(entry, rec, pos, other_indexes)
-                    else:
-                        _merge(entry.record, rec)
-                    entry.writes += 1
+                    _update(stored[pos], rec, pos, others)
+                    writes[pos] += 1
                 continue
             if pos is None:
                 if update_only:
                     skipped += 1
                     seen[key] = _SKIPPED
                     continue
-                entry = _Stored(dict(rec), pid)
-                index[key] = len(entries)
-                entries.append(entry)
-                for f, idx in other_indexes:
-                    other = _match_key(entry.record, f)
+                pos = index[key] = coll.add(dict(rec), pid)
+                for f, idx in others:
+                    other = _match_key(rec, f)
                     if other is not None:
-                        idx[other] = index[key]
+                        idx[other] = pos
                 inserted += 1
             else:
                 if insert_only:
                     skipped += 1
                     seen[key] = _SKIPPED
                     continue
-                entry = entries[pos]
-                if other_indexes:
-                    self._reindex(entry, rec, pos, other_indexes)
-                else:
-                    _merge(entry.record, rec)
-                entry.writes += 1
-                entry.portion = pid
+                _update(stored[pos], rec, pos, others)
+                writes[pos] += 1
+                last_portion[pos] = pid
                 updated += 1
             seen[key] = _WROTE
 
@@ -712,24 +730,6 @@ class FakeOomnitza:
             "failed": failed,
             "duplicates": duplicates,
         }
-
-    @staticmethod
-    def _reindex(
-        entry: _Stored,
-        rec: dict[str, Any],
-        pos: int,
-        other_indexes: list[tuple[tuple[str, ...], dict[tuple[Any, ...], int]]],
-    ) -> None:
-        # An update matched on one sync-field set may change the values of another set.
-        before = [_match_key(entry.record, f) for f, _ in other_indexes]
-        _merge(entry.record, rec)
-        for (f, idx), old in zip(other_indexes, before, strict=True):
-            new = _match_key(entry.record, f)
-            if new != old:
-                if old is not None and idx.get(old) == pos:
-                    del idx[old]
-                if new is not None:
-                    idx[new] = pos
 
     def _add_error(self, portion: Portion, error: dict[str, Any]) -> None:
         portion.errors_total += 1

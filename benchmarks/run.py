@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Throughput and memory benchmarks of ``upload`` (whole process, as a user runs it).
+
+Each case generates a CSV of N assets, starts the project's fake Oomnitza (``tests/fakes``) with
+the given latency per request, runs ``connector.py upload csv_assets`` as a subprocess and
+measures wall time, peak RSS of the connector process alone (``os.wait4``), and the requests and
+records the fake received. It also checks that every record arrived.
+
+    python benchmarks/run.py                 # every case
+    python benchmarks/run.py --case latency50-default --case version
+    python benchmarks/run.py --sim ../shared/bench/oomnitza_sim.py   # against another simulator
+
+On a 2-core machine the fake and the connector are pinned to different cores (taskset) so they do
+not compete. Results are printed as a Markdown table (paste into benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from gen import write_assets, write_ini  # noqa: E402
+
+TOKEN = "bench-token"
+
+
+@dataclass
+class Case:
+    name: str
+    rows: int
+    latency_ms: int
+    args: tuple[str, ...] = ()
+
+
+CASES = [
+    Case("latency50-default", 40_000, 50),
+    Case("latency50-workers8", 80_000, 50, ("--workers", "8")),
+    Case("nolatency-200k", 200_000, 0),
+    Case("nolatency-20k", 20_000, 0),
+]
+
+
+def pin(core: int) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", str(core)]
+    return []
+
+
+def start_fake(latency_ms: int, workdir: Path, sim: str | None) -> tuple[subprocess.Popen[bytes], str]:
+    port_file = workdir / "port"
+    if sim:
+        cmd = [sys.executable, sim, "--port", "0", "--latency-ms", str(latency_ms), "--token", TOKEN,
+               "--port-file", str(port_file)]
+    else:
+        cmd = [sys.executable, "-m", "tests.fakes.oomnitza", "--port", "0", "--latency-ms", str(latency_ms),
+               "--token", TOKEN, "--port-file", str(port_file)]
+    proc = subprocess.Popen(pin(0) + cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not (port_file.exists() and port_file.read_text().strip()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("the fake Oomnitza did not start")
+        time.sleep(0.05)
+    return proc, f"http://127.0.0.1:{port_file.read_text().strip()}"
+
+
+def stats(url: str, sim: str | None) -> dict:
+    path = "/__sim/stats" if sim else "/__fake/stats"
+    with urllib.request.urlopen(url + path, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def run_connector(args: list[str], cwd: Path) -> tuple[int, float, float]:
+    """Exit code, wall seconds, peak RSS in MiB of the connector process alone."""
+    cmd = [*pin(1), sys.executable, str(ROOT / "connector.py"), *args]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        print(err[-2000:], file=sys.stderr)
+    return code, wall, usage.ru_maxrss / 1024
+
+
+def bench_upload(case: Case, sim: str | None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        csv_path = work / "assets.csv"
+        write_assets(csv_path, case.rows)
+        fake, url = start_fake(case.latency_ms, work, sim)
+        try:
+            ini = work / "config.ini"
+            write_ini(ini, csv_path, url, TOKEN)
+            code, wall, rss = run_connector(["upload", "csv_assets", "--ini", str(ini),
+                                             "--logging-config", str(HERE / "quiet-logging.json"), *case.args], work)
+            st = stats(url, sim)
+        finally:
+            fake.send_signal(signal.SIGTERM)
+            fake.wait(timeout=30)
+    requests = st.get("requests_total", sum(st.get("requests", {}).values()))
+    stored = st.get("records_stored", st.get("records_received"))
+    return {"case": case.name, "rows": case.rows, "latency_ms": case.latency_ms,
+            "flags": " ".join(case.args) or "(default)", "exit": code, "seconds": round(wall, 2),
+            "records_per_s": round(case.rows / wall), "requests": requests, "stored": stored,
+            "peak_rss_mib": round(rss, 1)}
+
+
+def bench_version() -> dict:
+    best = min(_time([sys.executable, str(ROOT / "connector.py"), "version"]) for _ in range(5))
+    return {"case": "version", "seconds": round(best, 3)}
+
+
+def _time(cmd: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--case", action="append", help="run only these cases (names below, or 'version')")
+    ap.add_argument("--sim", help="path of another simulator with the same CLI (e.g. the neutral bench sim)")
+    ap.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    args = ap.parse_args()
+    wanted = set(args.case or [c.name for c in CASES] + ["version"])
+    results = [bench_upload(c, args.sim) for c in CASES if c.name in wanted]
+    if "version" in wanted:
+        results.append(bench_version())
+    if args.json:
+        for r in results:
+            print(json.dumps(r))
+    else:
+        print("| case | rows | latency | flags | records/s | seconds | requests | stored | peak RSS MiB | exit |")
+        print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+        for r in results:
+            if r["case"] == "version":
+                print(f"| `connector.py version` | | | | | {r['seconds']} | | | | |")
+                continue
+            print(f"| {r['case']} | {r['rows']:,} | {r['latency_ms']} ms | {r['flags']} | {r['records_per_s']:,} | "
+                  f"{r['seconds']} | {r['requests']:,} | {r['stored']:,} | {r['peak_rss_mib']} | {r['exit']} |")
+    bad = [r for r in results if r.get("exit", 0) != 0 or r.get("stored", r.get("rows")) != r.get("rows")]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
