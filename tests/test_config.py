@@ -24,7 +24,9 @@ def ini(tmp_path: Path, body: str) -> Path:
 
 
 def test_seed_style_file_loads(tmp_path: Path) -> None:
-    path = ini(tmp_path, f"""
+    path = ini(
+        tmp_path,
+        f"""
 [csv_users.HR]
 Enable = yes
 filename = {tmp_path}/u.csv
@@ -38,7 +40,8 @@ mapping.ROLE = {{"setting": "default_role"}}
 [csv_assets]
 enable = False
 filename = x
-""")
+""",
+    )
     config = load_config(path)
     assert config.oomnitza.settings["url"] == "https://acme.oomnitza.test"
     assert config.oomnitza.settings["api_token"] == "tok%en-1234"
@@ -50,22 +53,28 @@ filename = x
     assert config.disabled == ["csv_assets"]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ('{"source": "a.b", "converter": "split:on=@|index=0"}', {"source": "a.b", "converter": "split:on=@|index=0"}),
-    ("{'hardcoded': []}", {"hardcoded": []}),
-    ("{'source': 'x', 'required': True}", {"source": "x", "required": True}),
-    ("general.asset_tag", {"source": "general.asset_tag"}),
-    ('"quoted.path"', {"source": "quoted.path"}),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"source": "a.b", "converter": "split:on=@|index=0"}', {"source": "a.b", "converter": "split:on=@|index=0"}),
+        ("{'hardcoded': []}", {"hardcoded": []}),
+        ("{'source': 'x', 'required': True}", {"source": "x", "required": True}),
+        ("general.asset_tag", {"source": "general.asset_tag"}),
+        ('"quoted.path"', {"source": "quoted.path"}),
+    ],
+)
 def test_mapping_values(text: str, expected: dict) -> None:
     assert parse_mapping_value(text, where="w") == expected
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"source": "x"', "cannot read the mapping"),
-    ('{"source": "x", "sauce": 1}', "unknown mapping key(s) sauce"),
-    ("[1, 2]", "a mapping must be an object"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"source": "x"', "cannot read the mapping"),
+        ('{"source": "x", "sauce": 1}', "unknown mapping key(s) sauce"),
+        ("[1, 2]", "a mapping must be an object"),
+    ],
+)
 def test_bad_mapping_values(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_mapping_value(text, where="w")
@@ -88,16 +97,19 @@ mapping.SERIAL = {{"source": "serial"}}
 """
 
 
-@pytest.mark.parametrize("extra, message", [
-    ("insert_only = true\nupdate_only = yes", "insert_only and update_only are both true"),
-    ("verify_ssl = maybe", "verify_ssl: 'maybe' is not a boolean"),
-    ('mapping.BAD = {"source": "x"', "mapping.bad (line"),
-    ('mapping.X = {"source": "x", "converter": "uppercase"}', "unknown converter 'uppercase'"),
-    ('mapping.X = {"setting": "nope"}', "there is no setting 'nope'"),
-    ('mapping.X = {"required": true}', 'set one of "source", "setting" or "hardcoded"'),
-    ("recordfilter:\n    return record[", "recordfilter"),
-    ("ssl_protocol = sslv2", "ssl_protocol = 'sslv2' is not supported"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("insert_only = true\nupdate_only = yes", "insert_only and update_only are both true"),
+        ("verify_ssl = maybe", "verify_ssl: 'maybe' is not a boolean"),
+        ('mapping.BAD = {"source": "x"', "mapping.bad (line"),
+        ('mapping.X = {"source": "x", "converter": "uppercase"}', "unknown converter 'uppercase'"),
+        ('mapping.X = {"setting": "nope"}', "there is no setting 'nope'"),
+        ('mapping.X = {"required": true}', 'set one of "source", "setting" or "hardcoded"'),
+        ("recordfilter:\n    return record[", "recordfilter"),
+        ("ssl_protocol = sslv2", "ssl_protocol = 'sslv2' is not supported"),
+    ],
+)
 def test_user_errors_are_one_clear_line(tmp_path: Path, extra: str, message: str) -> None:
     result = run(tmp_path, csv_section(tmp_path, extra), "csv_assets")
     assert result.code == 1, result.all
@@ -107,7 +119,7 @@ def test_user_errors_are_one_clear_line(tmp_path: Path, extra: str, message: str
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
-    body = csv_section(tmp_path, "verify_ssl = maybe\nmapping.X = {\"converter\": \"nope\", \"source\": \"a\"}")
+    body = csv_section(tmp_path, 'verify_ssl = maybe\nmapping.X = {"converter": "nope", "source": "a"}')
     body += "\n[csv_users]\nenable = true\nfilename = u.csv\n"
     result = run(tmp_path, body, "csv_assets")
     assert result.code == 1

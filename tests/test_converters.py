@@ -17,8 +17,13 @@ from oomnitza_connector.converters import (
 from oomnitza_connector.errors import ConfigError, RecordError
 
 
-def run(spec: str, value: Any = None, record: dict[str, Any] | None = None,
-        registry: ConverterRegistry | None = None, field: str = "src") -> Any:
+def run(
+    spec: str,
+    value: Any = None,
+    record: dict[str, Any] | None = None,
+    registry: ConverterRegistry | None = None,
+    field: str = "src",
+) -> Any:
     reg = registry or ConverterRegistry()
     return reg.bind(spec, where="[t] mapping.X")(field, record or {}, value)
 
@@ -50,25 +55,52 @@ def test_parse_converter_spec(spec: str, expected: tuple[str, dict[str, Any]]) -
 
 def test_every_builtin_is_registered() -> None:
     assert set(BUILTINS) == {
-        "capitalize", "casper_extension_attribute", "concat", "date_format", "first_field",
-        "first_from_full", "last_from_full", "ldap_timestamp", "ldap_user_field", "location",
-        "mac_model_from_sn", "memberOf", "split", "split_email", "timestamp", "uber_manager",
+        "capitalize",
+        "casper_extension_attribute",
+        "concat",
+        "date_format",
+        "first_field",
+        "first_from_full",
+        "last_from_full",
+        "ldap_timestamp",
+        "ldap_user_field",
+        "location",
+        "mac_model_from_sn",
+        "memberOf",
+        "split",
+        "split_email",
+        "timestamp",
+        "uber_manager",
         "uber_position",
     }
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("mcDONALD", "Mcdonald"), ("a", "A"), ("éCOLE", "École"), ("", ""), (None, None), (0, 0), (12, 12),
-     (["x"], ["x"])],
+    [
+        ("mcDONALD", "Mcdonald"),
+        ("a", "A"),
+        ("éCOLE", "École"),
+        ("", ""),
+        (None, None),
+        (0, 0),
+        (12, 12),
+        (["x"], ["x"]),
+    ],
 )
 def test_capitalize(value: Any, expected: Any) -> None:
     assert run("capitalize", value) == expected
 
 
 def test_casper_extension_attribute() -> None:
-    rec = {"extension_attributes": [{"name": "Owner", "value": "ana"}, {"name": "Dept", "value": "IT"},
-                                    {"name": "Dept", "value": "second"}, "junk"]}
+    rec = {
+        "extension_attributes": [
+            {"name": "Owner", "value": "ana"},
+            {"name": "Dept", "value": "IT"},
+            {"name": "Dept", "value": "second"},
+            "junk",
+        ]
+    }
     assert run("casper_extension_attribute:attr=Dept", "ignored", rec) == "IT"
     assert run("casper_extension_attribute:attr=Nope|default=n/a", "ignored", rec) == "n/a"
     assert run("casper_extension_attribute:attr=Nope", "ignored", rec) is None
@@ -361,8 +393,7 @@ def test_custom_converter_globals() -> None:
         "    return sep.join([first, value or '', dept, owner, upper, field])\n"
     )
     reg.register_custom("fullname", body, origin="c.ini: [converters] fullname")
-    rec = {"givenName": "Ana", "owner": {"login": "jd"},
-           "extension_attributes": [{"name": "Dept", "value": "IT"}]}
+    rec = {"givenName": "Ana", "owner": {"login": "jd"}, "extension_attributes": [{"name": "Dept", "value": "IT"}]}
     conv = reg.bind("fullname:sep=/", where="w")
     assert conv("sn", rec, "Ruiz") == "Ana/Ruiz/IT/jd/<Ana>/sn"
     assert reg.bind("fullname", where="w")("sn", {"owner": {"login": "x"}}, None) == " " + " none x <> sn"
@@ -402,8 +433,7 @@ def test_custom_converter_called_from_another() -> None:
 
 def test_custom_wrapping_location_makes_the_registry_load_locations() -> None:
     reg = ConverterRegistry()
-    reg.register_custom("loc", "    return converter(record, 'location', field='code', label='name')",
-                        origin="o")
+    reg.register_custom("loc", "    return converter(record, 'location', field='code', label='name')", origin="o")
     assert not reg.uses_location  # registering is not using
     conv = reg.bind("loc", where="w")
     assert reg.uses_location and reg.location_fields == ("code", "name")
@@ -440,8 +470,9 @@ def test_custom_error_default_origin_and_empty_body() -> None:
 
 def test_raising_converter_is_a_record_error_with_a_useful_traceback() -> None:
     reg = ConverterRegistry()
-    reg.register_custom("boom", "    x = 1\n    raise ValueError('bad value ' + str(value))",
-                        origin="c.ini: [converters] boom")
+    reg.register_custom(
+        "boom", "    x = 1\n    raise ValueError('bad value ' + str(value))", origin="c.ini: [converters] boom"
+    )
     conv = reg.bind("boom", where="w")
     with pytest.raises(RecordError) as err:
         conv("f", {}, 7)

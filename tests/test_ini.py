@@ -383,8 +383,7 @@ def test_content_before_first_section() -> None:
 def test_indented_line_directly_after_header() -> None:
     message = parse_error("[s]\n    k = v\n")
     assert message == (
-        'config.ini: cannot parse line 2 ("k = v"): '
-        "indented, but no key line above it (remove the leading whitespace)"
+        'config.ini: cannot parse line 2 ("k = v"): indented, but no key line above it (remove the leading whitespace)'
     )
 
 
@@ -455,8 +454,7 @@ def test_read_ini_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(ConfigError) as info:
         read_ini("x.ini")
     assert str(info.value) == (
-        "cannot open config file 'x.ini': no such file "
-        "(create one with: oomnitza-connector generate-ini --ini x.ini)"
+        "cannot open config file 'x.ini': no such file (create one with: oomnitza-connector generate-ini --ini x.ini)"
     )
 
 
@@ -494,8 +492,7 @@ def test_read_ini_invalid_utf8_reports_line(tmp_path: Path) -> None:
         read_ini(path)
     message = str(info.value)
     assert message == (
-        f"cannot read config file '{path}': line 3 is not valid UTF-8 (byte 0xeb); "
-        "save the file with UTF-8 encoding"
+        f"cannot read config file '{path}': line 3 is not valid UTF-8 (byte 0xeb); save the file with UTF-8 encoding"
     )
 
 
@@ -509,16 +506,12 @@ def test_read_ini_parse_error_names_file(tmp_path: Path) -> None:
 # --- parse_bool ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "word", ["1", "yes", "y", "true", "t", "on", "YES", "True", "TRUE", "On", "Y", "T", " true "]
-)
+@pytest.mark.parametrize("word", ["1", "yes", "y", "true", "t", "on", "YES", "True", "TRUE", "On", "Y", "T", " true "])
 def test_parse_bool_true(word: str) -> None:
     assert parse_bool(word, setting="[s] enable") is True
 
 
-@pytest.mark.parametrize(
-    "word", ["0", "no", "n", "false", "f", "off", "NO", "False", "FALSE", "Off", "N", "F"]
-)
+@pytest.mark.parametrize("word", ["0", "no", "n", "false", "f", "off", "NO", "False", "FALSE", "Off", "N", "F"])
 def test_parse_bool_false(word: str) -> None:
     assert parse_bool(word, setting="[s] enable") is False
 
@@ -538,6 +531,5 @@ def test_read_ini_permission_denied_even_as_root(tmp_path: Path, monkeypatch: py
     with pytest.raises(ConfigError) as info:
         read_ini(tmp_path / "c.ini")
     assert str(info.value) == (
-        f"cannot open config file '{tmp_path / 'c.ini'}': permission denied "
-        "(check the file's owner and permissions)"
+        f"cannot open config file '{tmp_path / 'c.ini'}': permission denied (check the file's owner and permissions)"
     )

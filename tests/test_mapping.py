@@ -11,8 +11,11 @@ from oomnitza_connector.mapping import Mapper, MissingRequired, merge_mappings
 
 
 def section(**settings: str) -> SectionConfig:
-    return SectionConfig(name="csv_users", ini_path="config.ini",
-                         settings={"default_role": "25", "default_position": "Employee", **settings})
+    return SectionConfig(
+        name="csv_users",
+        ini_path="config.ini",
+        settings={"default_role": "25", "default_position": "Employee", **settings},
+    )
 
 
 def test_merge_order() -> None:
@@ -43,13 +46,24 @@ def test_convert_sources_settings_hardcoded_converters_and_types() -> None:
     }
     mapper = Mapper(specs, section(), ConverterRegistry())
     record = {"login": "jd", "emails": [{"value": "jd@x"}], "os.version": "14.4", "name": "Jane Doe", "ram": "16"}
-    assert mapper.convert(record) == {"USER": "jd", "EMAIL": "jd@x", "OS": "14.4", "ROLE": "25", "TYPE": "Laptop",
-                                      "APPS": [], "FIRST": "Jane", "MEM": 16}
+    assert mapper.convert(record) == {
+        "USER": "jd",
+        "EMAIL": "jd@x",
+        "OS": "14.4",
+        "ROLE": "25",
+        "TYPE": "Laptop",
+        "APPS": [],
+        "FIRST": "Jane",
+        "MEM": 16,
+    }
 
 
 def test_required_fields() -> None:
-    mapper = Mapper({"USER": {"source": "u", "required": "True"}, "X": {"source": "x", "required": "no"}},
-                    section(), ConverterRegistry())
+    mapper = Mapper(
+        {"USER": {"source": "u", "required": "True"}, "X": {"source": "x", "required": "no"}},
+        section(),
+        ConverterRegistry(),
+    )
     assert mapper.convert({"u": "a"}) == {"USER": "a", "X": None}
     for empty in (None, "", 0, [], {}):
         with pytest.raises(MissingRequired) as exc:

@@ -49,8 +49,7 @@ def test_same_globals_as_converters() -> None:
         "            and converter(record, 'concat', values='a,b') == 'xy')\n"
     )
     f = make(body)
-    rec = {"hw": {"serial": "C02"}, "a": "x", "b": "y",
-           "extension_attributes": [{"name": "Dept", "value": "IT"}]}
+    rec = {"hw": {"serial": "C02"}, "a": "x", "b": "y", "extension_attributes": [{"name": "Dept", "value": "IT"}]}
     assert f(rec) is True
     assert f({**rec, "a": "z"}) is False
 

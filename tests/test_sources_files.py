@@ -13,18 +13,25 @@ from .helpers import run_cli, write_ini
 
 ASSETS_OK = (
     "Serial Number,Model,Owner Email,Notes\n"
-    "C02XK0AAJG5H,MacBook Pro 14,ana@acme.test,\"Screen replaced, 2026\"\n"
-    "PF3ABC12,ThinkPad T14,jörg@acme.test,\"Says \"\"urgent\"\"\"\n"
+    'C02XK0AAJG5H,MacBook Pro 14,ana@acme.test,"Screen replaced, 2026"\n'
+    'PF3ABC12,ThinkPad T14,jörg@acme.test,"Says ""urgent"""\n'
     "5CG0000XYZ,EliteBook 840,,\n"
 )
 
 
 def assets_ini(tmp_path: Path, source_lines: str, extra: str = "") -> Path:
     lines = [
-        "[oomnitza]", f"url = sqlite:///{tmp_path}/store.db", "",
-        "[csv_assets]", "enable = True", *source_lines.splitlines(), "sync_field = SERIAL",
-        'mapping.SERIAL = {"source": "Serial Number"}', 'mapping.MODEL = {"source": "Model"}',
-        'mapping.OWNER = {"source": "Owner Email"}', 'mapping.NOTES = {"source": "Notes"}',
+        "[oomnitza]",
+        f"url = sqlite:///{tmp_path}/store.db",
+        "",
+        "[csv_assets]",
+        "enable = True",
+        *source_lines.splitlines(),
+        "sync_field = SERIAL",
+        'mapping.SERIAL = {"source": "Serial Number"}',
+        'mapping.MODEL = {"source": "Model"}',
+        'mapping.OWNER = {"source": "Owner Email"}',
+        'mapping.NOTES = {"source": "Notes"}',
         *extra.splitlines(),
     ]
     path = tmp_path / "config.ini"
@@ -74,8 +81,7 @@ def test_csv_cp1252_fails_with_file_and_line_then_works_with_encoding(tmp_path: 
     assert {r["SERIAL"]: r["MODEL"] for r in stored(tmp_path)}["S2"] == "Café"
 
 
-@pytest.mark.parametrize("setting, sep", [("delimiter = ;", ";"), ("delimiter = tab", "\t"),
-                                          ("delimiter = auto", ";")])
+@pytest.mark.parametrize("setting, sep", [("delimiter = ;", ";"), ("delimiter = tab", "\t"), ("delimiter = auto", ";")])
 def test_csv_delimiters(tmp_path: Path, setting: str, sep: str) -> None:
     text = ASSETS_OK.replace(",", sep) if sep != ";" else "Serial Number;Model;Owner Email;Notes\nX1;Y1;a@x;n\n"
     if sep == "\t":
@@ -88,7 +94,8 @@ def test_csv_delimiters(tmp_path: Path, setting: str, sep: str) -> None:
 
 def test_csv_ragged_rows_are_reported_and_accounted(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text(
-        "Serial Number,Model,Owner Email\nS1,M1\nS2,M2,o@x,EXTRA\nS3,M3,p@x\n", encoding="utf-8")
+        "Serial Number,Model,Owner Email\nS1,M1\nS2,M2,o@x,EXTRA\nS3,M3,p@x\n", encoding="utf-8"
+    )
     ini = assets_ini(tmp_path, f"filename = {tmp_path}/a.csv")
     result = run_cli("upload", "csv_assets", "--ini", str(ini))
     # The short row is kept (missing cells are null); the long one is not sent and fails the run.
@@ -162,8 +169,11 @@ def test_csv_streams_many_files_and_rows(tmp_path: Path) -> None:
 
 # -- JSON -------------------------------------------------------------------------------------------
 
+
 def json_ini(tmp_path: Path, inbox: Path) -> Path:
-    return write_ini(tmp_path / "config.ini", f"""
+    return write_ini(
+        tmp_path / "config.ini",
+        f"""
         [oomnitza]
         url = sqlite:///{tmp_path}/store.db
 
@@ -175,20 +185,33 @@ def json_ini(tmp_path: Path, inbox: Path) -> Path:
         mapping.EMAIL = {{"source": "emails.0.address"}}
         mapping.FIRST_NAME = {{"source": "name.first"}}
         mapping.ACTIVE = {{"source": "active"}}
-        """)
+        """,
+    )
 
 
 def test_json_users_files_nested_paths_types_and_defaults(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    (inbox / "batch1.json").write_text(json.dumps([
-        {"login": "m.rossi", "name": {"first": "Marco"}, "emails": [{"address": "marco@acme.test"}],
-         "active": True},
-        {"login": "e.kowalska", "name": {"first": "Ewa"}, "emails": [], "active": False},
-    ]), encoding="utf-8")
+    (inbox / "batch1.json").write_text(
+        json.dumps(
+            [
+                {
+                    "login": "m.rossi",
+                    "name": {"first": "Marco"},
+                    "emails": [{"address": "marco@acme.test"}],
+                    "active": True,
+                },
+                {"login": "e.kowalska", "name": {"first": "Ewa"}, "emails": [], "active": False},
+            ]
+        ),
+        encoding="utf-8",
+    )
     (inbox / "single.json").write_bytes(
-        b"\xef\xbb\xbf" + json.dumps({"login": "t.nguyen", "name": {"first": "Thảo"},
-                                      "emails": [{"address": "thao@acme.test"}]}).encode())
+        b"\xef\xbb\xbf"
+        + json.dumps(
+            {"login": "t.nguyen", "name": {"first": "Thảo"}, "emails": [{"address": "thao@acme.test"}]}
+        ).encode()
+    )
     result = run_cli("upload", "json_users", "--ini", str(json_ini(tmp_path, inbox)))
     assert result.code == 0, result.all
     recs = {r["USER"]: r for r in stored(tmp_path, "users")}

@@ -23,16 +23,28 @@ def make_csv(path: Path, n: int, start: int = 0) -> Path:
     return path
 
 
-def config(tmp_path: Path, fake: FakeOomnitza, *, auth: str | None = None, extra: str = "",
-           csv: Path | None = None) -> Path:
+def config(
+    tmp_path: Path, fake: FakeOomnitza, *, auth: str | None = None, extra: str = "", csv: Path | None = None
+) -> Path:
     auth = auth if auth is not None else f"api_token = {fake.token}"
     csv = csv or tmp_path / "assets.csv"
-    text = "\n".join([
-        "[oomnitza]", f"url = {fake.url}", *auth.splitlines(), "",
-        "[csv_assets]", "enable = True", f"filename = {csv}", "sync_field = SERIAL_NUMBER",
-        'mapping.SERIAL_NUMBER = {"source": "serial"}', 'mapping.MODEL = {"source": "model"}',
-        'mapping.ASSIGNED_TO = {"source": "owner"}', *extra.splitlines(), "",
-    ])
+    text = "\n".join(
+        [
+            "[oomnitza]",
+            f"url = {fake.url}",
+            *auth.splitlines(),
+            "",
+            "[csv_assets]",
+            "enable = True",
+            f"filename = {csv}",
+            "sync_field = SERIAL_NUMBER",
+            'mapping.SERIAL_NUMBER = {"source": "serial"}',
+            'mapping.MODEL = {"source": "model"}',
+            'mapping.ASSIGNED_TO = {"source": "owner"}',
+            *extra.splitlines(),
+            "",
+        ]
+    )
     path = tmp_path / "config.ini"
     path.write_text(text, encoding="utf-8")
     return path
@@ -121,7 +133,8 @@ def test_wrong_token_is_one_line_and_sends_nothing(tmp_path: Path, fake_oomnitza
     assert result.code == 1
     assert result.err.strip().splitlines() == [
         f"error: Oomnitza at {fake_oomnitza.url} rejected the api_token (401): "
-        f"check [oomnitza] api_token in {tmp_path / 'config.ini'}"]
+        f"check [oomnitza] api_token in {tmp_path / 'config.ini'}"
+    ]
     assert fake_oomnitza.find_requests("POST") == []
     assert "wrong-token-value" not in result.all
 
@@ -189,15 +202,22 @@ def test_server_mapping_is_merged(tmp_path: Path, fake_oomnitza: FakeOomnitza) -
 def test_filter_required_and_converters_accounting(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     (tmp_path / "assets.csv").write_text(
         "serial,model,owner,kind\nA1,M,a@x,computer\nA2,M,b@x,phone\n,M,c@x,computer\nA4,M,BOOM,computer\n",
-        encoding="utf-8")
-    extra = "\n".join([
-        'mapping.USER = {"source": "owner", "converter": "shout"}',
-        "recordfilter:",
-        "    return record.kind == 'computer'",
-        "mapping.SERIAL_NUMBER = {\"source\": \"serial\", \"required\": true}",
-        "", "[converters]", "shout:", "    if value == 'BOOM':", "        raise ValueError('no')",
-        "    return value.upper()",
-    ])
+        encoding="utf-8",
+    )
+    extra = "\n".join(
+        [
+            'mapping.USER = {"source": "owner", "converter": "shout"}',
+            "recordfilter:",
+            "    return record.kind == 'computer'",
+            'mapping.SERIAL_NUMBER = {"source": "serial", "required": true}',
+            "",
+            "[converters]",
+            "shout:",
+            "    if value == 'BOOM':",
+            "        raise ValueError('no')",
+            "    return value.upper()",
+        ]
+    )
     result = upload(config(tmp_path, fake_oomnitza, extra=extra))
     assert result.code == 3, result.all
     assert [r["SERIAL_NUMBER"] for r in fake_oomnitza.records("assets")] == ["A1"]
@@ -245,8 +265,9 @@ def test_record_count_stops_reading(tmp_path: Path, fake_oomnitza: FakeOomnitza)
     assert len(fake_oomnitza.records("assets")) == 120
 
 
-def test_save_data_writes_records_and_payloads_without_secrets(tmp_path: Path, fake_oomnitza_factory,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_save_data_writes_records_and_payloads_without_secrets(
+    tmp_path: Path, fake_oomnitza_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = fake_oomnitza_factory(username="svc", password="hunter2-secret")
     make_csv(tmp_path / "assets.csv", 3)
     monkeypatch.chdir(tmp_path)
@@ -282,8 +303,14 @@ def test_connector_py_and_console_script_subprocess(tmp_path: Path, fake_oomnitz
     make_csv(tmp_path / "assets.csv", 20)
     ini = config(tmp_path, fake_oomnitza)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "connector.py"), "upload", "csv_assets", "--ini", str(ini)],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "connector.py"), "upload", "csv_assets", "--ini", str(ini)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(fake_oomnitza.records("assets")) == 20
     script = Path(sys.executable).parent / "oomnitza-connector"

@@ -131,6 +131,55 @@ def classify_transport_error(exc: Exception, url: str) -> str:
     return f"request to {url} failed: {reason}"
 
 
+class RateLimiter:
+    """Keeps a source within a vendor's limits: a cap on requests per second, and a pause when the
+    vendor says the budget is spent (``X-Rate-Limit-Remaining: 0`` until ``X-Rate-Limit-Reset``)."""
+
+    def __init__(self, per_second: float | None = None,
+                 pause_from: Callable[[httpx.Response], float | None] | None = None) -> None:
+        self.interval = 1.0 / per_second if per_second else 0.0
+        self.pause_from = pause_from
+        self._next = 0.0
+        self._resume = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next, self._resume)
+            self._next = start + self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+    def observe(self, response: httpx.Response) -> None:
+        if self.pause_from is None:
+            return
+        pause = self.pause_from(response)
+        if pause and pause > 0:
+            self._resume = max(self._resume, time.monotonic() + min(pause, 120.0))
+            log.info("rate limit budget spent; pausing requests for %.1fs", pause)
+
+
+def reset_pause(remaining_header: str, reset_header: str, *,
+                epoch: bool = True) -> Callable[[httpx.Response], float | None]:
+    """A ``pause_from`` for the common "remaining / reset" header pair (reset as epoch or seconds)."""
+
+    def pause(response: httpx.Response) -> float | None:
+        remaining = response.headers.get(remaining_header)
+        reset = response.headers.get(reset_header)
+        if remaining is None or reset is None:
+            return None
+        try:
+            if int(float(remaining)) > 0:
+                return None
+            value = float(reset)
+        except ValueError:
+            return None
+        return value - time.time() if epoch else value
+
+    return pause
+
+
 class Http:
     """An async HTTP client with the connector's policies. One per section (and one for Oomnitza)."""
 
@@ -145,9 +194,13 @@ class Http:
         policy: RetryPolicy = DEFAULT_POLICY,
         timeout: httpx.Timeout | None = None,
         max_connections: int = 10,
+        limiter: RateLimiter | None = None,
+        retry_if: Callable[[httpx.Response], bool] | None = None,
     ) -> None:
         self.name = name
         self.policy = policy
+        self.limiter = limiter
+        self.retry_if = retry_if  # vendor throttle signals that are not 429 (e.g. a 403 "rate limit")
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self.client = httpx.AsyncClient(
             base_url=base_url,
@@ -184,7 +237,11 @@ class Http:
             response: httpx.Response | None = None
             where = safe_url(self.client.build_request(method, url).url)
             try:
+                if self.limiter is not None:
+                    await self.limiter.acquire()
                 response = await self.client.request(method, url, **kwargs)
+                if self.limiter is not None:
+                    self.limiter.observe(response)
             except httpx.TransportError as exc:
                 message = redact.scrub(classify_transport_error(exc, where))
                 wait = self.policy.wait(attempt, None) if retry else None
@@ -196,16 +253,18 @@ class Http:
             status = response.status_code
             if status < 400 or status in ok_statuses:
                 return response
-            if status in (401, 403):
+            throttled = self.retry_if is not None and self.retry_if(response)
+            if status in (401, 403) and not throttled:
                 raise HttpAuthError(
                     f"{method} {where} was refused with {status} {response.reason_phrase}: "
                     "check the credentials",
                     status=status, response=response,
                 )
-            wait = self.policy.wait(attempt, response) if retry and status in self.policy.retry_statuses else None
+            retriable = throttled or status in self.policy.retry_statuses
+            wait = self.policy.wait(attempt, response) if retry and retriable else None
             if wait is None:
                 detail = f"{status} {response.reason_phrase}"
-                if retry and status in self.policy.retry_statuses:
+                if retry and retriable:
                     detail += f" after {attempt} attempts"
                 raise HttpError(f"{method} {where} failed: {detail}", status=status, response=response)
             log.warning("%s: %s %s answered %d; retrying in %.1fs (attempt %d)",
@@ -223,11 +282,14 @@ class Http:
         pages = 0
         seen: set[str] = set()
         while request is not None:
-            key = str(httpx.URL(request.url, params=request.params))
+            url_obj = httpx.URL(request.url)
+            if request.params:
+                url_obj = url_obj.copy_merge_params(request.params)
+            key = str(url_obj)
             if key in seen:  # a server repeating a token would loop forever
                 raise HttpError(f"{self.name}: pagination repeated the request {safe_url(request.url)}; stopping")
             seen.add(key)
-            response = await self.request("GET", request.url, params=request.params, **kwargs)
+            response = await self.request("GET", url_obj, **kwargs)
             pages += 1
             yield response
             request = paginator.next(response, request)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import os
 import re
 import sys
@@ -17,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -141,15 +142,17 @@ class Portion:
 class _Collection:
     """Stored objects of one data_type, indexed per sync-field set (lower-cased, sorted).
 
-    Parallel lists instead of one object per stored record: 200k GC-tracked objects would make
-    every full garbage collection crawl and roughly halve the fake's throughput."""
+    No per-record bookkeeping objects: 200k GC-tracked objects would make every full garbage
+    collection crawl. Which portion wrote a record is kept as runs of consecutive inserts plus
+    sparse dicts for records written more than once."""
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
-        self.portions: list[str] = []  # portion that last wrote each record
-        self.writes: list[int] = []
         # Keys: the raw value for one sync field, a tuple of values for a composite sync key.
         self.indexes: dict[tuple[str, ...], dict[Any, int]] = {}
+        self.insert_runs: list[tuple[int, str]] = []  # (first position, portion), ascending
+        self.last_writer: dict[int, str] = {}  # position -> portion, for updated records
+        self.writes: dict[int, int] = {}  # position -> write count, when more than one
 
     def index(self, fields: tuple[str, ...]) -> dict[Any, int]:
         idx = self.indexes.get(fields)
@@ -162,11 +165,11 @@ class _Collection:
             self.indexes[fields] = idx
         return idx
 
-    def add(self, record: dict[str, Any], portion: str) -> int:
-        self.records.append(record)
-        self.portions.append(portion)
-        self.writes.append(1)
-        return len(self.records) - 1
+    def portion_of(self, pos: int) -> str | None:
+        if pos in self.last_writer:
+            return self.last_writer[pos]
+        i = bisect.bisect_right(self.insert_runs, (pos, "\uffff")) - 1
+        return self.insert_runs[i][1] if i >= 0 else None
 
 
 def _field_value(record: dict[str, Any], name: str) -> Any:
@@ -489,15 +492,15 @@ class FakeOomnitza:
             if data_type is not None and dt != data_type:
                 continue
             fields = next(iter(coll.indexes), ())
-            for record, portion, writes in zip(coll.records, coll.portions, coll.writes, strict=True):
+            for pos, record in enumerate(coll.records):
                 key = _match_key(record, fields) if fields else None
                 out.append(
                     {
                         "data_type": dt,
                         "key": None if key is None else list(key) if isinstance(key, tuple) else [key],
                         "record": record,
-                        "portion": portion,
-                        "writes": writes,
+                        "portion": coll.portion_of(pos),
+                        "writes": coll.writes.get(pos, 1),
                     }
                 )
         return {"count": len(out), "records": out}
@@ -522,13 +525,7 @@ class FakeOomnitza:
                     return fault
         return None
 
-    def _check_auth(self, method: str, path: str, headers: list[tuple[bytes, bytes]], query: bytes) -> Response | None:
-        token = csrf = None
-        for name, value in headers:
-            if name == b"authorization2":
-                token = value.decode("latin-1")
-            elif name == b"x-csrf-token":
-                csrf = value.decode("latin-1")
+    def _check_auth(self, token: str | None, csrf: str | None, path: str, query: bytes) -> Response | None:
         if token is None:
             return _json({"error": "unauthorized", "detail": "missing Authorization2 header"}, 401)
         if token != self.token and token not in self.integration_tokens.values():
@@ -543,7 +540,7 @@ class FakeOomnitza:
 
     def _routes(self) -> list[Route]:
         return [
-            Route("/api/v3/bulk", self._bulk, methods=["POST"]),
+            Route("/api/v3/bulk", self._bulk_route, methods=["POST"]),
             Route("/api/v3/bulk/check_managed", self._check_managed, methods=["POST"]),
             Route("/api/v3/bulk/{portion}", self._portion_info, methods=["GET"]),
             Route("/api/v3/bulk/{portion}/finalize", self._finalize, methods=["POST"]),
@@ -594,15 +591,20 @@ class FakeOomnitza:
             return _json(self.mappings.get(q["name"], {}), headers=headers)
         return _json({"error": "bad request", "detail": "name or connector_id required"}, 400)
 
-    async def _bulk(self, request: Request) -> Response:
-        payload = request.scope.get("fake.body")
-        problems = _content_type_problems(request.headers.get("content-type"))
+    async def _bulk_route(self, request: Request) -> Response:
+        # Normally answered by _Gate's fast path; kept so the route table is complete.
+        status, body = self._bulk(request.scope.get("fake.body"), request.headers.get("content-type"))
+        return _json(body, status)
+
+    def _bulk(self, payload: Any, content_type: str | None) -> tuple[int, dict[str, Any]]:
+        """POST /api/v3/bulk: (status, response body)."""
+        problems = _content_type_problems(content_type)
         if payload is _INVALID or (payload is None and not problems):
             problems.append("body is not a UTF-8 JSON object")
         else:
             problems += _validate_bulk(payload, self.lenient)
         if problems:
-            return _json({"error": "malformed bulk payload", "details": problems}, 400)
+            return 400, {"error": "malformed bulk payload", "details": problems}
         if self.keep_log:
             self.bulk_payloads.append(payload)
 
@@ -612,15 +614,8 @@ class FakeOomnitza:
         if portion.data_type is None:
             portion.data_type, portion.connector = payload["data_type"], connector
         elif portion.data_type != payload["data_type"] or str(portion.connector) != str(connector):
-            return _json(
-                {
-                    "error": "malformed bulk payload",
-                    "details": [
-                        f"portion {pid} belongs to data_type={portion.data_type!r} connector={portion.connector!r}"
-                    ],
-                },
-                400,
-            )
+            problem = f"portion {pid} belongs to data_type={portion.data_type!r} connector={portion.connector!r}"
+            return 400, {"error": "malformed bulk payload", "details": [problem]}
         records: list[dict[str, Any]] = payload["records"]
         n = len(records)
         self._payload_sizes[n] += 1
@@ -640,12 +635,12 @@ class FakeOomnitza:
             self._add_error(portion, {"error": error, "error_type": payload.get("error_type"), "records": records})
             if self.keep_log:
                 portion.events.append(("error", n))
-            return _json({"portion": pid, "received": n, "inserted": 0, "updated": 0, "skipped": 0, "failed": failed})
+            return 200, {"portion": pid, "received": n, "inserted": 0, "updated": 0, "skipped": 0, "failed": failed}
 
         result = self._upsert(portion, payload, records)
         if self.keep_log:
             portion.events.append(("bulk", n))
-        return _json({"portion": pid, "received": n, **result})
+        return 200, {"portion": pid, "received": n, **result}
 
     def _upsert(self, portion: Portion, payload: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, int]:
         sync_field: list[str] = payload["sync_field"]
@@ -656,6 +651,7 @@ class FakeOomnitza:
                     self._add_error(portion, {"error": "no sync_field and no server-side sync key", "record": rec})
                 portion.failed += len(records)
                 return {"inserted": 0, "updated": 0, "skipped": 0, "failed": len(records), "duplicates": 0}
+        pid = portion.id
         spelled = {f.lower(): f for f in sync_field}
         fields = tuple(sorted(spelled))
         coll = self._collections.get(payload["data_type"])
@@ -663,12 +659,15 @@ class FakeOomnitza:
             coll = self._collections[payload["data_type"]] = _Collection()
         index = coll.index(fields)
         others = [(f, i) for f, i in coll.indexes.items() if f != fields]
-        stored, writes, last_portion = coll.records, coll.writes, coll.portions
+        stored, writes, last_writer = coll.records, coll.writes, coll.last_writer
+        if not coll.insert_runs or coll.insert_runs[-1][1] != pid:
+            coll.insert_runs.append((len(stored), pid))
         seen = portion.keys.get(fields)
         if seen is None:
             seen = portion.keys[fields] = {}
         insert_only, update_only = payload["insert_only"], payload["update_only"]
-        pid = portion.id
+        # Without a payload log nothing else references the parsed records: store them as they are.
+        copy = self.keep_log
         # Hot path: one sync field, looked up as the client spelled it in sync_field.
         single = spelled[fields[0]] if len(fields) == 1 else None
         inserted = updated = skipped = failed = duplicates = 0
@@ -680,7 +679,7 @@ class FakeOomnitza:
                     key = _field_value(rec, single)
                 if key == "":
                     key = None
-                elif type(key) is not str:
+                elif type(key) is not str and key is not None:
                     key = _hashable(key)
             else:
                 key = _match_key(rec, fields)
@@ -694,18 +693,20 @@ class FakeOomnitza:
                 duplicates += 1
                 if first == _WROTE and pos is not None:
                     _update(stored[pos], rec, pos, others)
-                    writes[pos] += 1
+                    writes[pos] = writes.get(pos, 1) + 1
                 continue
             if pos is None:
                 if update_only:
                     skipped += 1
                     seen[key] = _SKIPPED
                     continue
-                pos = index[key] = coll.add(dict(rec), pid)
-                for f, idx in others:
-                    other = _match_key(rec, f)
-                    if other is not None:
-                        idx[other] = pos
+                pos = index[key] = len(stored)
+                stored.append(dict(rec) if copy else rec)
+                if others:
+                    for f, idx in others:
+                        other = _match_key(rec, f)
+                        if other is not None:
+                            idx[other] = pos
                 inserted += 1
             else:
                 if insert_only:
@@ -713,8 +714,8 @@ class FakeOomnitza:
                     seen[key] = _SKIPPED
                     continue
                 _update(stored[pos], rec, pos, others)
-                writes[pos] += 1
-                last_portion[pos] = pid
+                writes[pos] = writes.get(pos, 1) + 1
+                last_writer[pos] = pid
                 updated += 1
             seen[key] = _WROTE
 
@@ -887,58 +888,56 @@ class _Gate:
         method: str = scope["method"]
         path: str = scope["path"]
         is_api = path.startswith("/api/")
-        now = time.monotonic()
         if is_api and fake._first_api is None:
-            fake._first_api = now
+            fake._first_api = time.monotonic()
         fake._in_flight += 1
         if fake._in_flight > fake._peak_in_flight:
             fake._peak_in_flight = fake._in_flight
-        if scope.get("client"):
-            fake._clients.add(tuple(scope["client"]))
-
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                fake._in_flight -= 1
-                return  # client went away
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        raw = b"".join(chunks) if len(chunks) != 1 else chunks[0]
-        fake._bytes_received += len(raw)
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
-        scope["fake.body"] = _parse_body(raw, headers)
-
+        client = scope.get("client")
+        if client:
+            fake._clients.add((client[0], client[1]))
         logged: LoggedRequest | None = None
-        if fake.keep_log:
-            body = scope["fake.body"]
-            logged = LoggedRequest(
-                method,
-                path,
-                dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)),
-                {k.decode("latin-1"): v.decode("latin-1") for k, v in headers},
-                raw.decode("utf-8", "replace") if body is _INVALID else body,
-            )
-            fake.requests.append(logged)
+        counted = False
 
-        status_box: list[int] = []
-
-        async def send_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status_box.append(message["status"])
-            await send(message)
-
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-            return await receive()
+        def count(status: int, label: str | None = None) -> None:
+            # Runs before the response goes out, so a test reading the fake right after it sees it.
+            nonlocal counted
+            counted = True
+            fake._route_counts[label or f"{method} {self._route_path(scope)}"] += 1
+            fake._status_counts[status] += 1
+            if logged is not None:
+                logged.status = status
 
         try:
+            chunks = []
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            raw = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+            fake._bytes_received += len(raw)
+            token = csrf = ctype = None
+            for name, value in scope["headers"]:  # uvicorn lower-cases header names
+                if name == b"authorization2":
+                    token = value.decode("latin-1")
+                elif name == b"content-type":
+                    ctype = value.decode("latin-1")
+                elif name == b"x-csrf-token":
+                    csrf = value.decode("latin-1")
+            body = scope["fake.body"] = _parse_body(raw, ctype)
+            if fake.keep_log:
+                logged = LoggedRequest(
+                    method,
+                    path,
+                    dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)),
+                    {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+                    raw.decode("utf-8", "replace") if body is _INVALID else body,
+                )
+                fake.requests.append(logged)
+
             if is_api and fake.latency > 0:
                 await asyncio.sleep(fake.latency)
             response: Response | None = None
@@ -949,18 +948,39 @@ class _Gate:
                 if fault.status is not None:
                     response = _fault_response(fault)
             if response is None and is_api and path != "/api/request_token":
-                response = fake._check_auth(method, path, headers, scope["query_string"])
+                response = fake._check_auth(token, csrf, path, scope["query_string"])
+            if response is None and path == "/api/v3/bulk" and method == "POST":
+                # Fast path for the benchmark-critical route: no router, no Request/Response objects.
+                status, result = fake._bulk(body, ctype)
+                content = orjson.dumps(result)
+                headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(content))]
+                count(status, "POST /api/v3/bulk")
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": content})
+                return
+
+            async def send_counted(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    count(message["status"])
+                await send(message)
+
+            delivered = False
+
+            async def replay() -> Message:
+                nonlocal delivered
+                if not delivered:
+                    delivered = True
+                    return {"type": "http.request", "body": raw, "more_body": False}
+                return await receive()
+
             if response is not None:
-                await response(scope, replay, send_status)
+                await response(scope, replay, send_counted)
             else:
-                await self.app(scope, replay, send_status)
+                await self.app(scope, replay, send_counted)
         finally:
             fake._in_flight -= 1
-            status = status_box[0] if status_box else 500
-            fake._route_counts[f"{method} {self._route_path(scope)}"] += 1
-            fake._status_counts[status] += 1
-            if logged is not None:
-                logged.status = status
+            if not counted:  # the app raised (the outer error middleware answers 500) or the client left
+                count(500)
             if is_api:
                 fake._last_api = time.monotonic()
 
@@ -976,14 +996,13 @@ def _is_auth_probe(path: str, query: bytes) -> bool:
     return path == "/api/v2/mappings" and b"name=AuthTest" in query
 
 
-def _parse_body(raw: bytes, headers: Iterable[tuple[bytes, bytes]]) -> Any:
+def _parse_body(raw: bytes, content_type: str | None) -> Any:
     """Form dict for form content, else JSON whatever the content type (bulk checks it itself);
     _INVALID if unparsable."""
     if not raw:
         return None
-    ctype = next((v for k, v in headers if k == b"content-type"), b"")
     try:
-        if ctype.startswith(b"application/x-www-form-urlencoded"):
+        if content_type and content_type.startswith("application/x-www-form-urlencoded"):
             return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=True))
         return orjson.loads(raw)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError included

@@ -95,6 +95,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "csv_users": ("oomnitza_connector.sources.csv_files", "CsvUsers"),
     "json_assets": ("oomnitza_connector.sources.json_files", "JsonAssets"),
     "json_users": ("oomnitza_connector.sources.json_files", "JsonUsers"),
+    "okta": ("oomnitza_connector.sources.okta", "Okta"),
 }
 
 

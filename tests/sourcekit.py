@@ -1,0 +1,71 @@
+"""The standard end-to-end checks every source gets, through the CLI against the fake Oomnitza.
+
+A source's test module builds an INI for its fake vendor and calls these helpers; each asserts
+what the fake Oomnitza stored and how every record was accounted for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.fakes.oomnitza import FakeOomnitza
+
+from .helpers import CliResult, run_cli
+
+
+def write_config(
+    tmp_path: Path,
+    oomnitza: FakeOomnitza,
+    section: str,
+    settings: dict[str, str],
+    mappings: dict[str, str] | None = None,
+) -> Path:
+    """An INI with [oomnitza] pointing at the fake and one enabled source section."""
+    lines = [
+        "[oomnitza]",
+        f"url = {oomnitza.url}",
+        f"api_token = {oomnitza.token}",
+        "",
+        f"[{section}]",
+        "enable = True",
+    ]
+    for key, value in settings.items():
+        if "\n" in value:
+            lines.append(f"{key}:")
+            lines += ["    " + line for line in value.splitlines()]
+        else:
+            lines.append(f"{key} = {value}")
+    lines += [f"mapping.{field} = {spec}" for field, spec in (mappings or {}).items()]
+    path = tmp_path / "config.ini"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def upload(ini: Path, section: str, *args: str) -> CliResult:
+    return run_cli("upload", section, "--ini", str(ini), *args)
+
+
+def summary_row(result: CliResult, section: str) -> dict[str, int]:
+    """The counters of the summary table row of ``section``."""
+    row = next(line for line in result.err.splitlines() if "│" in line and f" {section} " in line)
+    cells = [c.strip() for c in row.split("│") if c.strip()]
+    keys = ("pulled", "sent", "filtered", "missing_required", "failed_convert", "failed_send")
+    return dict(zip(keys, map(int, cells[2:8]), strict=True))
+
+
+def assert_accounted(result: CliResult, section: str, *, pulled: int, sent: int | None = None) -> dict[str, int]:
+    """Every record pulled landed in exactly one bucket."""
+    counts = summary_row(result, section)
+    assert counts["pulled"] == pulled, result.err
+    assert sum(v for k, v in counts.items() if k != "pulled") == pulled, result.err
+    if sent is not None:
+        assert counts["sent"] == sent, result.err
+    return counts
+
+
+def assert_one_line_error(result: CliResult, *needles: str) -> None:
+    """The run failed with a clear message and no traceback."""
+    assert result.code != 0, result.all
+    assert "Traceback" not in result.all, result.all
+    for needle in needles:
+        assert needle in result.err, result.err
