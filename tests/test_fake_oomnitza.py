@@ -66,7 +66,9 @@ def test_token_required_on_api_routes(fake_oomnitza: FakeOomnitza, client: httpx
     assert bearer.status_code == 401
     ok = client.get("/api/v2/mappings", params={"name": "AuthTest"})
     assert (ok.status_code, ok.json()) == (200, {})
-    assert fake_oomnitza.stats()["statuses"] == {"200": 1, "401": 3}
+    stats = fake_oomnitza.stats()
+    assert stats["statuses"] == {"200": 1, "401": 3}
+    assert stats["requests"] == {"GET /api/v2/mappings": 2, "GET /api/v3/locations": 2}
 
 
 def test_login_with_form_credentials(fake_oomnitza: FakeOomnitza) -> None:
@@ -296,11 +298,13 @@ def test_lenient_and_head_fields(fake_oomnitza: FakeOomnitza, client: httpx.Clie
     assert post_bulk(client, payload([{"SERIAL_NUMBER": "B1"}], surprise=1)).status_code == 200
 
 
-def test_portion_keeps_data_type_and_connector(client: httpx.Client) -> None:
+def test_portion_keeps_data_type_and_connector(fake_oomnitza: FakeOomnitza, client: httpx.Client) -> None:
     pid = str(uuid.uuid4())
     assert post_bulk(client, payload([{"SERIAL_NUMBER": "A1"}], pid)).status_code == 200
     assert post_bulk(client, payload([{"USER": "u"}], pid, data_type="users")).status_code == 400
     assert post_bulk(client, payload([{"SERIAL_NUMBER": "A2"}], pid, connector_name="LDAP")).status_code == 400
+    assert len(fake_oomnitza.bulk_payloads) == 1  # rejected payloads are only in `requests`
+    assert [r.status for r in fake_oomnitza.requests] == [200, 400, 400]
 
 
 # ------------------------------------------------------------------------------------- portions
@@ -421,6 +425,20 @@ def test_keep_log_false_keeps_counters_only(fake_oomnitza_factory: Any) -> None:
     assert stats["requests"] == {"POST /api/v3/bulk": 1}
     assert stats["bulk_payloads"]["count"] == 1
     assert records["count"] == 2
+
+
+def test_control_routes(fake_oomnitza: FakeOomnitza, client: httpx.Client) -> None:
+    anon = httpx.Client(base_url=fake_oomnitza.url, timeout=10)
+    assert anon.post("/__fake/fail", json={"method": "GET", "path_prefix": "/api/v3/loc", "status": 500}).is_success
+    assert client.get("/api/v3/locations").status_code == 500
+    assert anon.post("/__fake/managed", json={"id": 1, "type": "users"}).is_success
+    assert client.post("/api/v3/bulk/check_managed", json={"version": "3"}).json() == [{"id": 1, "type": "users"}]
+    pid = str(uuid.uuid4())
+    assert anon.post(f"/__fake/portions/{pid}/cancel").is_success
+    assert client.get(f"/api/v3/bulk/{pid}").json()["canceled"] is True
+    assert anon.post("/__fake/reset").is_success
+    assert fake_oomnitza.portions == {}
+    anon.close()
 
 
 def test_reset(fake_oomnitza: FakeOomnitza, client: httpx.Client) -> None:

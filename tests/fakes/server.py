@@ -4,7 +4,6 @@ foreground for command-line fakes. Shared by every fake (Oomnitza and vendor API
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import signal
 import socket
 import ssl
@@ -15,19 +14,9 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["fast_http_options", "serve", "serve_forever"]
+__all__ = ["serve", "serve_forever", "wait_for_port"]
 
 ASGIApp = Callable[..., Any]
-
-
-def fast_http_options() -> dict[str, str]:
-    """uvicorn loop/http choices: the C implementations when installed, else uvicorn's defaults."""
-    options: dict[str, str] = {}
-    if importlib.util.find_spec("uvloop") is not None:
-        options["loop"] = "uvloop"
-    if importlib.util.find_spec("httptools") is not None:
-        options["http"] = "httptools"
-    return options
 
 
 class _Server(uvicorn.Server):
@@ -55,11 +44,11 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
     return sock
 
 
 def _config(app: ASGIApp, host: str, port: int, **options: Any) -> uvicorn.Config:
+    # loop/http stay "auto": uvicorn takes uvloop and httptools when installed, else asyncio and h11.
     defaults: dict[str, Any] = {
         "log_level": "warning",
         "access_log": False,
@@ -155,11 +144,12 @@ def serve_forever(
     server = _Server(config, on_started=(lambda: on_listening(base_url)) if on_listening else None)
 
     # uvicorn re-raises the captured signal after its graceful shutdown, into whatever handler
-    # was installed before it started; a no-op handler turns that into a normal return.
-    def ignore(signum: int, frame: object) -> None:
-        return None
+    # was installed before it started; this one turns that into a normal return (and, for a
+    # signal arriving before uvicorn installs its own handlers, still stops the server).
+    def stop(signum: int, frame: object) -> None:
+        server.should_exit = True
 
-    previous = {sig: signal.signal(sig, ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run(sockets=[sock])
     finally:

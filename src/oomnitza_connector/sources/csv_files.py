@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
+import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,6 +34,52 @@ FORMAT_SETTINGS = (
     Setting("encoding", "utf-8-sig", help="text encoding of the files, e.g. cp1252 or latin-1"),
     Setting("delimiter", ",", help="field separator: , ; | tab, or auto to detect it from the header"),
 )
+
+
+class _DecodedLines:
+    """The lines of a binary file decoded with ``encoding``, read in large blocks for speed.
+
+    When a block does not decode, its lines are decoded one by one: the good lines before the bad
+    one are still delivered, and ``number`` is then the exact (1-based) line of the bad byte.
+    """
+
+    BLOCK = 1 << 18
+
+    def __init__(self, fh: Any, encoding: str) -> None:
+        self.fh = fh
+        self.encoding = encoding
+        self.number = 0
+
+    def __iter__(self) -> Iterator[str]:
+        decoder = codecs.getincrementaldecoder(self.encoding)("strict")
+        pending = b""
+        lines_before = 0
+        while True:
+            block = self.fh.read(self.BLOCK)
+            data = pending + block
+            if block:
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    pending = data
+                    continue
+                data, pending = data[:cut], data[cut:]
+            try:
+                text = decoder.decode(data, not block)
+            except UnicodeDecodeError:
+                yield from self._line_by_line(data, lines_before)
+                raise AssertionError("unreachable: the block did not decode") from None
+            # newline="" splits exactly as open(..., newline="") does, which the csv module expects.
+            yield from io.StringIO(text, newline="")
+            lines_before += data.count(b"\n")
+            if not block:
+                return
+
+    def _line_by_line(self, data: bytes, lines_before: int) -> Iterator[str]:
+        decode = codecs.getincrementaldecoder(self.encoding)("strict").decode
+        pieces = data.split(b"\n")
+        for i, raw in enumerate(pieces):
+            self.number = lines_before + i + 1
+            yield decode(raw + b"\n" if i < len(pieces) - 1 else raw, i == len(pieces) - 1)
 
 
 class _CsvSource(Source):
@@ -64,31 +112,39 @@ class _CsvSource(Source):
     def _read(self, path: Path) -> Any:
         encoding = self.setting("encoding") or "utf-8-sig"
         name = display(path)
+        line_aligned = not codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
         try:
-            fh = open(path, encoding=encoding, newline="")
+            # Byte lines decoded one by one: rows before a bad byte are still read, and the error
+            # names the exact line. UTF-16/32 cannot be split on b"\n", so those decode as a stream.
+            fh = open(path, "rb") if line_aligned else open(path, encoding=encoding, newline="")
         except OSError as exc:
             raise SourceError(f"[{self.name}] cannot open {name}: {exc.strerror}") from None
+        lines = _DecodedLines(fh, encoding) if line_aligned else None
         with fh:
             try:
-                yield from self._rows(fh, name)
-            except UnicodeDecodeError:
-                line, reason = first_bad_line(path, encoding)
+                yield from self._rows(lines if lines is not None else fh, name)
+            except UnicodeDecodeError as exc:
+                if lines is not None:
+                    line, reason = lines.number, f"byte 0x{exc.object[exc.start]:02x} at column {exc.start + 1}"
+                else:
+                    line, reason = first_bad_line(path, encoding)
                 raise SourceError(
                     f"[{self.name}] {name} line {line} is not valid {encoding} ({reason}); "
                     f"set encoding = <the file's encoding> (e.g. cp1252) in [{self.name}]") from None
             except csv.Error as exc:
                 raise SourceError(f"[{self.name}] {name}: malformed CSV: {exc}") from None
 
-    def _rows(self, fh: Any, name: str) -> Any:
+    def _rows(self, lines: Iterator[str], name: str) -> Any:
         delimiter = self._delimiter_setting()
+        lines = iter(lines)
         if delimiter == "auto":
-            sample = fh.readline()
-            fh.seek(0)
+            first = next(lines, "")
             try:
-                delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+                delimiter = csv.Sniffer().sniff(first, delimiters=",;\t|").delimiter
             except csv.Error:
                 delimiter = ","
-        reader = csv.reader(fh, delimiter=delimiter)
+            lines = itertools.chain([first], lines)
+        reader = csv.reader(lines, delimiter=delimiter)
         header = next(reader, None)
         if header is None:
             return
@@ -98,25 +154,30 @@ class _CsvSource(Source):
                         "(set delimiter)", self.name, name, header[0])
         page: list[Record] = []
         short_lines: list[int] = []
-        for row in reader:
-            if len(row) == width:
-                page.append(dict(zip(header, row, strict=True)))
-            elif not row:
-                continue  # blank line
-            elif len(row) < width:
-                short_lines.append(reader.line_num)
-                record: dict[Any, Any] = dict(zip(header, row, strict=False))
-                for col in header[len(row):]:
-                    record[col] = None
-                page.append(record)
-            else:
-                page.append(BadRecord(  # type: ignore[arg-type]
-                    f"{name} line {reader.line_num}: {len(row)} cells but the header has {width}; "
-                    "the row is not sent (a value with an unquoted delimiter?)",
-                    raw={"file": name, "line": reader.line_num, "cells": row}))
-            if len(page) >= PAGE_SIZE:
+        try:
+            for row in reader:
+                if len(row) == width:
+                    page.append(dict(zip(header, row, strict=True)))
+                elif not row:
+                    continue  # blank line
+                elif len(row) < width:
+                    short_lines.append(reader.line_num)
+                    record: dict[Any, Any] = dict(zip(header, row, strict=False))
+                    for col in header[len(row):]:
+                        record[col] = None
+                    page.append(record)
+                else:
+                    page.append(BadRecord(  # type: ignore[arg-type]
+                        f"{name} line {reader.line_num}: {len(row)} cells but the header has {width}; "
+                        "the row is not sent (a value with an unquoted delimiter?)",
+                        raw={"file": name, "line": reader.line_num, "cells": row}))
+                if len(page) >= PAGE_SIZE:
+                    yield page
+                    page = []
+        except (UnicodeDecodeError, csv.Error):
+            if page:  # rows read before the bad line still go out
                 yield page
-                page = []
+            raise
         if page:
             yield page
         if short_lines:

@@ -1,0 +1,97 @@
+"""TLS options against an https fake Oomnitza, concurrency bounds and finalize ordering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.oomnitza import FakeOomnitza
+
+from .helpers import run_cli
+
+
+def make_ini(tmp_path: Path, fake: FakeOomnitza, oomnitza_extra: str = "", rows: int = 5) -> Path:
+    (tmp_path / "a.csv").write_text("serial\n" + "".join(f"S{i}\n" for i in range(rows)), encoding="utf-8")
+    text = "\n".join([
+        "[oomnitza]", f"url = {fake.url}", *oomnitza_extra.splitlines(), "",
+        "[csv_assets]", "enable = True", f"filename = {tmp_path}/a.csv", "sync_field = SERIAL",
+        'mapping.SERIAL = {"source": "serial"}', "",
+    ])
+    path = tmp_path / "config.ini"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_untrusted_certificate_is_a_clear_error(tmp_path: Path, fake_oomnitza_tls: FakeOomnitza) -> None:
+    result = run_cli("upload", "csv_assets", "--ini", str(make_ini(tmp_path, fake_oomnitza_tls, "api_token = test-token")))
+    assert result.code == 1
+    assert "TLS certificate not trusted" in result.err and "cacert_file" in result.err
+    assert "Traceback" not in result.all
+
+
+def test_cacert_file_is_used_for_https(tmp_path: Path, fake_oomnitza_tls: FakeOomnitza) -> None:
+    extra = f"api_token = test-token\ncacert_file = {fake_oomnitza_tls.ca_file}"
+    result = run_cli("upload", "csv_assets", "--ini", str(make_ini(tmp_path, fake_oomnitza_tls, extra)))
+    assert result.code == 0, result.all
+    assert len(fake_oomnitza_tls.records("assets")) == 5
+
+
+def test_verify_ssl_false(tmp_path: Path, fake_oomnitza_tls: FakeOomnitza) -> None:
+    extra = "api_token = test-token\nverify_ssl = false"
+    result = run_cli("upload", "csv_assets", "--ini", str(make_ini(tmp_path, fake_oomnitza_tls, extra)))
+    assert result.code == 0, result.all
+
+
+def test_client_certificate_login(tmp_path: Path, fake_oomnitza_mtls: FakeOomnitza) -> None:
+    extra = f"cacert_file = {fake_oomnitza_mtls.ca_file}\nuser_pem_file = {fake_oomnitza_mtls.client_pem}"
+    result = run_cli("upload", "csv_assets", "--ini", str(make_ini(tmp_path, fake_oomnitza_mtls, extra)))
+    assert result.code == 0, result.all
+    assert fake_oomnitza_mtls.find_requests("POST", "/api/request_token")[0].body == {"login": "", "password": ""}
+    assert len(fake_oomnitza_mtls.records("assets")) == 5
+
+
+def test_without_client_certificate_the_handshake_fails_cleanly(tmp_path: Path,
+                                                                 fake_oomnitza_mtls: FakeOomnitza) -> None:
+    extra = f"cacert_file = {fake_oomnitza_mtls.ca_file}\napi_token = test-token"
+    result = run_cli("upload", "csv_assets", "--ini", str(make_ini(tmp_path, fake_oomnitza_mtls, extra)))
+    assert result.code == 1
+    assert "Traceback" not in result.all
+    assert result.err.strip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_in_flight_batches_never_exceed_workers(tmp_path: Path, fake_oomnitza: FakeOomnitza, workers: int) -> None:
+    fake_oomnitza.latency = 0.05
+    ini = make_ini(tmp_path, fake_oomnitza, "api_token = test-token", rows=400)
+    result = run_cli("upload", "csv_assets", "--ini", str(ini), "--workers", str(workers), "--batch-size", "20")
+    assert result.code == 0, result.all
+    peak = fake_oomnitza.stats()["peak_in_flight"]
+    assert peak == workers  # used fully, never exceeded
+    assert len(fake_oomnitza.records("assets")) == 400
+
+
+def test_finalize_waits_for_every_in_flight_send(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
+    fake_oomnitza.delay("POST", "/api/v3/bulk", 0.5, times=3)  # the first batches answer late
+    ini = make_ini(tmp_path, fake_oomnitza, "api_token = test-token", rows=500)
+    result = run_cli("upload", "csv_assets", "--ini", str(ini), "--workers", "4")
+    assert result.code == 0, result.all
+    portion = fake_oomnitza.portion()
+    assert portion.finalized and portion.records_after_finalize == 0
+    assert portion.events[-1][0] == "finalize"
+    assert portion.received == 500
+
+
+def test_session_is_finalized_even_when_the_source_fails(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
+    ini = make_ini(tmp_path, fake_oomnitza, "api_token = test-token", rows=1500)
+    # Byte 0xff in the middle of the file: rows before it are sent, the run reports the error, the
+    # session is closed.
+    data = (tmp_path / "a.csv").read_bytes()
+    cut = data.index(b"S1200\n")
+    (tmp_path / "a.csv").write_bytes(data[:cut] + b"\xff\n" + data[cut:])
+    result = run_cli("upload", "csv_assets", "--ini", str(ini))
+    assert result.code == 1
+    assert "is not valid utf-8-sig" in result.err
+    portion = fake_oomnitza.portion()
+    assert portion.finalized
+    assert portion.received == 1200  # every row before the bad line was sent
