@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None, *, program_dir: Path | None = None,
     by default (``connector.py``'s folder); None means the working directory."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["strongbox"]:
+        from .secrets.strongbox import main as strongbox_main
+
+        return strongbox_main(argv[1:], stdout=out, stderr=err)
     args = build_parser().parse_args(argv)
     if args.mode == "version":
         print(f"Connector version: {__version__}", file=out)

@@ -198,6 +198,7 @@ def _resolve_settings(ini: IniSection, declared: tuple[Setting, ...], *, path: s
                         path, ini.name, key, ini.key_lines.get(key, "?"))
             continue
         resolved[key] = value
+    _apply_secrets(ini.name, own, resolved, secrets, problems)
     for setting in declared:
         value = resolved.get(setting.name, "")
         if value == "":
@@ -216,6 +217,27 @@ def _resolve_settings(ini: IniSection, declared: tuple[Setting, ...], *, path: s
     for key in secrets:
         redact.add_secret(resolved.get(key, ""))
     return resolved, frozenset(secrets)
+
+
+def _apply_secrets(section: str, own: dict[str, Setting], resolved: dict[str, str], secret_names: set[str],
+                   problems: _Problems) -> None:
+    """Environment variables, then the section's secret backend, override the INI (secrets.md §1)."""
+    from . import secrets
+
+    keys = secrets.split_keys(resolved.get("vault_keys", ""))
+    for key, value in secrets.from_environment(section, []).items():
+        if key in own or key in COMMON_BY_NAME or key in keys:
+            resolved[key] = value
+            if looks_secret(key):
+                redact.add_secret(value)
+    if not keys:
+        return
+    backend = (resolved.get("vault_backend") or "keyring").strip().lower()
+    service = resolved.get("vault_alias") or section
+    values = problems.guard(lambda: secrets.fetch(section, backend, service, keys, resolved))
+    if values:
+        resolved.update(values)
+    secret_names.update(keys)
 
 
 def _check_common(sc: SectionConfig, problems: _Problems) -> None:
@@ -237,10 +259,6 @@ def _check_common(sc: SectionConfig, problems: _Problems) -> None:
         value = sc.settings.get(key, "")
         if value and not kind(value):
             problems.add(f"{sc.ini_path}: [{sc.name}] {key} = {value!r} does not exist")
-    backend = sc.settings.get("vault_keys", "").strip()
-    if backend:
-        problems.add(f"{sc.ini_path}: [{sc.name}] vault_keys is set, but secret backends are not "
-                     "available in this version; put the values in the section for now")
 
 
 def _oomnitza_section(doc: IniDocument, problems: _Problems) -> SectionConfig | None:
@@ -252,12 +270,14 @@ def _oomnitza_section(doc: IniDocument, problems: _Problems) -> SectionConfig | 
     settings, secrets = _resolve_settings(ini, OOMNITZA_SETTINGS, path=doc.path, problems=problems)
     sc = SectionConfig(name=OOMNITZA, ini_path=doc.path, settings=settings, secret_names=secrets)
     url = settings.get("url", "")
+    # A secret that could not be read is reported already; no second complaint about credentials.
+    secrets_listed = bool(settings.get("vault_keys", "").strip())
     if url and not url.startswith("sqlite:"):
         if not url.startswith(("http://", "https://")):
             problems.add(f"{doc.path}: [oomnitza] url = {url!r} must start with https:// "
                          "(or be sqlite:///./oomnitza-local.db for the embedded local store)")
         elif not (settings.get("api_token") or (settings.get("username") and settings.get("password"))
-                  or settings.get("user_pem_file")):
+                  or settings.get("user_pem_file") or secrets_listed):
             problems.add(f"{doc.path}: [oomnitza] needs api_token, or username and password, "
                          "or user_pem_file")
     _check_common(sc, problems)

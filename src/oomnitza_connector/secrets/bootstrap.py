@@ -1,0 +1,38 @@
+"""Where the Vault / Conjur address and credential come from: INI, OS keyring, or environment."""
+
+from __future__ import annotations
+
+import os
+
+from .. import redact
+from ..errors import ConfigError
+
+
+def bootstrap(section: str, service: str, settings: dict[str, str], key: str, env: tuple[str, ...]) -> str:
+    """``vault_url`` / ``vault_token``: the INI (URL only), then the keyring under the service name as
+    the seed did (``strongbox.py --key=vault_url``), then the standard environment variables."""
+    value = settings.get(key, "") if key == "vault_url" else ""
+    if not value:
+        try:
+            from .keyring_store import KeyringStore
+
+            value = KeyringStore().get(service, key) or ""
+        except ConfigError:
+            value = ""  # no keyring here: the environment may still have it
+    if not value:
+        value = next((os.environ[name] for name in env if os.environ.get(name)), "")
+    if not value:
+        names = " or ".join(env)
+        raise ConfigError(f"[{section}] {key} for the secret backend is not set; store it with: "
+                          f"python strongbox.py --connector={service} --key={key} --value= (or set {names})")
+    if key != "vault_url":
+        redact.add_secret(value)
+    return value
+
+
+def verify_option(settings: dict[str, str], ca_key: str) -> bool | str:
+    from ..ini import parse_bool
+
+    verify = parse_bool(settings.get("verify_ssl") or "true", setting="verify_ssl")
+    ca = settings.get(ca_key) or settings.get("cacert_file") or ""
+    return ca if (verify and ca) else verify
