@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="records per upload request; default 100")
     parser.add_argument("--ignore-cloud-maintenance", action="store_true",
                         help="managed mode: keep polling while the cloud is in maintenance")
+    parser.add_argument("--poll-interval", type=float, default=10.0,
+                        help="managed mode: seconds between polls of Oomnitza; default 10")
+    parser.add_argument("--exit-when-idle", action="store_true",
+                        help="managed mode: run what is due, then exit when nothing is due or running")
     parser.add_argument("--show-mappings", action="store_true",
                         help="print the merged mapping of each section and exit")
     parser.add_argument("--testmode", action="store_true",
@@ -103,9 +107,7 @@ def main(argv: list[str] | None = None, *, program_dir: Path | None = None,
         if args.mode == "generate-ini":
             return _generate_ini(ini, err)
         if args.mode == "managed":
-            print("error: managed mode (configs from the Oomnitza cloud) is not available in this "
-                  "version yet; run 'upload <section> ...' with a config.ini instead", file=err)
-            return Exit.ERROR
+            return _managed(args, ini, out)
         if args.mode == "local":
             return _local(args, ini, out, err)
         return _upload(args, ini, out, err)
@@ -143,6 +145,19 @@ def _generate_ini(path: Path, err: TextIO) -> int:
     else:
         print(f"{path} has been generated.", file=err)
     return Exit.OK
+
+
+def _managed(args: argparse.Namespace, ini: Path, out: TextIO) -> int:
+    import asyncio
+
+    from .config import load_oomnitza
+    from .managed.poller import Poller
+
+    config = load_oomnitza(ini)
+    poller = Poller(config, ini, workers=args.workers, batch_size=args.batch_size, interval=args.poll_interval,
+                    ignore_maintenance=args.ignore_cloud_maintenance, exit_when_idle=args.exit_when_idle,
+                    testmode=args.testmode, out=out)
+    return asyncio.run(poller.run())
 
 
 # -- upload -------------------------------------------------------------------------------------------

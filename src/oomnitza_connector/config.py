@@ -402,3 +402,62 @@ def generate_ini(path: Path) -> Path | None:
         os.replace(path, backup)
     path.write_text(render_template(), encoding="utf-8")
     return backup
+
+
+# -- managed sections -------------------------------------------------------------------------------
+
+MANAGED_SETTINGS: tuple[Setting, ...] = (
+    Setting("saas_authorization", "", secret=True, help="JSON headers/params for the SaaS API"),
+    Setting("oomnitza_authorization", "", secret=True, help="Oomnitza API token for this integration"),
+    Setting("local_inputs", "", secret=True, help="JSON object of inputs kept on-premise"),
+    Setting("enable", "", help="ignored in managed sections"),
+)
+_PERCENT_KEYS = ("saas_authorization", "oomnitza_authorization", "local_inputs")
+
+
+def load_managed_section(path: str | os.PathLike[str], name: str,
+                         registry: ConverterRegistry) -> SectionConfig | None:
+    """``[managed.<id>]`` / ``[managed_reports.<id>]``, re-read for every run (edits apply without a
+    restart). None when the file has no such section: the run goes on with the cloud config alone."""
+    doc = read_ini(path)
+    if name not in doc:
+        return None
+    ini = doc[name]
+    for key in _PERCENT_KEYS:  # files written for the reference's interpolating parser doubled "%"
+        if "%%" in ini.values.get(key, ""):
+            ini.values[key] = ini.values[key].replace("%%", "%")
+    problems = _Problems()
+    settings, secrets = _resolve_settings(ini, MANAGED_SETTINGS, path=doc.path, problems=problems)
+    from .secrets import split_keys
+
+    keys = set(ini.values) | set(split_keys(ini.values.get("vault_keys", "")))
+    # Only keys the section really has replace the cloud's values (not their empty defaults).
+    settings = {k: v for k, v in settings.items() if k in keys}
+    sc = SectionConfig(name=name, ini_path=doc.path, settings=settings, secret_names=secrets)
+    for key, value in ini.values.items():
+        if key.startswith("mapping.") and key.count(".") >= 1 and key.split(".")[1]:
+            where = f"{doc.path}: [{name}] {key}"
+            spec = problems.guard(lambda value=value, where=where: parse_mapping_value(value, where=where))
+            if spec is not None:
+                sc.mappings[field_id(key)] = spec
+    body = ini.values.get("recordfilter", "")
+    if body.strip():
+        sc.recordfilter = problems.guard(
+            lambda: compile_filter(body, section=f"{doc.path}: [{name}]", registry=registry))
+    problems.raise_if_any()
+    return sc
+
+
+def load_oomnitza(path: str | os.PathLike[str]) -> Config:
+    """Only what managed mode needs: [oomnitza] and [converters]; upload sections are not validated."""
+    doc = read_ini(path)
+    problems = _Problems()
+    registry = ConverterRegistry()
+    if CONVERTERS in doc:
+        for name, body in doc[CONVERTERS].values.items():
+            problems.guard(lambda name=name, body=body: registry.register_custom(
+                name, body, origin=f"{doc.path}: [converters] {name}"))
+    oomnitza = _oomnitza_section(doc, problems)
+    problems.raise_if_any()
+    assert oomnitza is not None
+    return Config(path=str(path), doc=doc, oomnitza=oomnitza, sections={}, disabled=[], converters=registry)

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import orjson
 from starlette.applications import Starlette
@@ -562,7 +562,7 @@ class FakeOomnitza:
             Route("/api/v3/locations", self._locations, methods=["GET"]),
             Route("/api/v3/media_storage", self._media_storage, methods=["GET"]),
             Route("/api/v3/settings/global_variables", self._global_variables, methods=["GET"]),
-            Route("/media/{uid}/{filename}", self._media_download, methods=["GET"]),
+            Route("/media/{uid}/{filename:path}", self._media_download, methods=["GET"]),
             # Control routes for harnesses driving the fake out of process: no auth, no latency.
             Route("/__fake/health", self._ctl_health, methods=["GET"]),
             Route("/__fake/stats", self._ctl_stats, methods=["GET"]),
@@ -822,7 +822,7 @@ class FakeOomnitza:
             if by_id is not None and str(meta["created_by_id"]) != by_id:
                 continue
             item = {k: v for k, v in meta.items() if k != "content"}
-            item["url"] = f"{base}/media/{meta['uid']}/{meta['filename']}"
+            item["url"] = f"{base}/media/{meta['uid']}/{quote(str(meta['filename']), safe='')}"
             files.append(item)
         return _json(files)
 

@@ -35,9 +35,11 @@ class Fault:
     times: int
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None  # dict/list → JSON; str/bytes → raw
+    query: dict[str, str] = field(default_factory=dict)  # only requests carrying these parameters
 
-    def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and path.startswith(self.path_prefix)
+    def matches(self, method: str, path: str, query: dict[str, str]) -> bool:
+        return ((self.method is None or self.method == method) and path.startswith(self.path_prefix)
+                and all(query.get(k) == v for k, v in self.query.items()))
 
 
 class FakeVendor:
@@ -62,18 +64,20 @@ class FakeVendor:
         times: int = 1,
         headers: dict[str, str] | None = None,
         body: Any = None,
+        query: dict[str, str] | None = None,
     ) -> None:
-        """Answer the next ``times`` matching requests with ``status`` (and headers/body)."""
+        """Answer the next ``times`` matching requests with ``status`` (and headers/body); with ``query``,
+        only requests that carry those parameters."""
         with self._lock:
-            self._faults.append(Fault(method, path_prefix, status, times, dict(headers or {}), body))
+            self._faults.append(Fault(method, path_prefix, status, times, dict(headers or {}), body, dict(query or {})))
 
     def calls(self, path_prefix: str = "", method: str | None = None) -> list[Seen]:
         return [r for r in self.requests if r.path.startswith(path_prefix) and (method is None or r.method == method)]
 
-    def _take_fault(self, method: str, path: str) -> Fault | None:
+    def _take_fault(self, method: str, path: str, query: dict[str, str] | None = None) -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.matches(method, path):
+                if fault.matches(method, path, query or {}):
                     fault.times -= 1
                     if fault.times <= 0:
                         self._faults.remove(fault)
@@ -112,7 +116,7 @@ class _Gate:
         async def replay() -> dict[str, Any]:
             return {"type": "http.request", "body": body, "more_body": False}
 
-        fault = self.fake._take_fault(request.method, request.url.path)
+        fault = self.fake._take_fault(request.method, request.url.path, dict(request.query_params))
         if fault is not None:
             await fault_response(fault)(scope, replay, send)
             return

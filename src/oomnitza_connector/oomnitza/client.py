@@ -27,6 +27,7 @@ class OomnitzaClient:
         self.http = Http(name="[oomnitza]", base_url=self.url, tls=section.tls(), policy=policy,
                          max_connections=max(4, workers + 2))
         self.token = section.settings.get("api_token", "")
+        self.workers = workers
         self._logged_in = False
 
     async def aclose(self) -> None:
@@ -90,6 +91,27 @@ class OomnitzaClient:
         # Safe to retry: a bulk payload is an upsert by sync key within one portion.
         await self._call("POST", "/api/v3/bulk", content=bulk_body(run, records),
                          headers={"Content-Type": JSON_TYPE})
+
+    async def send_error(self, run: RunInfo, record: Any, error: str, *, fatal: bool = False) -> None:
+        """Report a problem of a managed run: ``record`` is the raw item (or {})."""
+        await self._call("POST", "/api/v3/bulk", content=bulk_body(run, [record], error, fatal),
+                         headers={"Content-Type": JSON_TYPE})
+
+    async def call_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        if "json" in kwargs:
+            from .payload import encode
+
+            kwargs["content"] = encode(kwargs.pop("json"))
+            kwargs["headers"] = {"Content-Type": JSON_TYPE, **kwargs.get("headers", {})}
+        response = await self._call(method, path, **kwargs)
+        return decode_json(response) if response.content else None
+
+    def with_token(self, token: str) -> OomnitzaClient:
+        """A client of the same tenant acting with another API token (a managed integration's user)."""
+        settings = {**self.section.settings, "api_token": token}
+        section = SectionConfig(name=self.section.name, ini_path=self.section.ini_path, settings=settings,
+                                secret_names=self.section.secret_names)
+        return OomnitzaClient(section, workers=self.workers, policy=self.http.policy)
 
     async def finalize(self, run: RunInfo) -> None:
         await self._call("POST", f"/api/v3/bulk/{run.portion}/finalize", content=b"{}",

@@ -24,18 +24,31 @@ class RunInfo:
     insert_only: bool = False
     update_only: bool = False
     portion: str = field(default_factory=lambda: str(uuid.uuid4()))
+    connector_id: int | str | None = None  # managed integrations are named by id, not by name
+    test_run: bool | None = None
+    multi_str_input_value: Any = None
 
-    def envelope(self) -> dict[str, Any]:
-        return {
+    def envelope(self, error: str | None = None, fatal: bool = False) -> dict[str, Any]:
+        payload: dict[str, Any] = {
             "connector_version": __version__,
             "sync_field": self.sync_field,
             "portion": self.portion,
             "data_type": self.data_type,
             "insert_only": self.insert_only,
             "update_only": self.update_only,
-            "error": None,
-            "connector_name": self.connector_name,
+            "error": error,
         }
+        if self.connector_id is not None:
+            payload["connector_id"] = self.connector_id
+        else:
+            payload["connector_name"] = self.connector_name
+        if fatal:
+            payload["error_type"] = "Fatal Error"
+        if self.test_run is not None:
+            payload["test_run"] = self.test_run
+        if self.multi_str_input_value is not None:
+            payload["multi_str_input_value"] = self.multi_str_input_value
+        return payload
 
 
 def _default(obj: Any) -> Any:
@@ -58,7 +71,7 @@ def encode(obj: Any, *, pretty: bool = False) -> bytes:
     return orjson.dumps(obj, default=_default, option=option)
 
 
-def bulk_body(run: RunInfo, records: list[dict[str, Any]]) -> bytes:
-    payload = run.envelope()
+def bulk_body(run: RunInfo, records: list[dict[str, Any]], error: str | None = None, fatal: bool = False) -> bytes:
+    payload = run.envelope(error, fatal)
     payload["records"] = records
     return encode(payload)

@@ -1,0 +1,152 @@
+"""The export-file connector (``[managed_reports.<id>]``): download report files Oomnitza produced.
+
+Unlike the reference: file names cannot leave the folder (only a safe base name is used), files are
+written to a temporary name and renamed, a failed download is retried on the next poll (the
+watermark only moves past files that arrived), and the watermark lives in a SQLite file updated in
+a transaction, so a crash never skips or half-writes a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import re
+import sqlite3
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import redact
+from ..config import SectionConfig, truthy
+from ..errors import ConnectorError
+from ..http import Http
+from ..oomnitza.client import OomnitzaClient
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.db"
+
+
+class Watermarks:
+    """Last fully processed ``creation_date`` per data source, crash-safe (SQLite, one transaction)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS media_storage_state (data_source_type TEXT, data_source_id TEXT, "
+                       "creation_date INTEGER, PRIMARY KEY (data_source_type, data_source_id))")
+
+    def _db(self) -> sqlite3.Connection:
+        return sqlite3.connect(str(self.path))
+
+    def get(self, kind: str, ident: str) -> int:
+        with self._db() as db:
+            row = db.execute("SELECT creation_date FROM media_storage_state WHERE data_source_type=? AND "
+                             "data_source_id=?", (kind, ident)).fetchone()
+        return int(row[0]) if row else 0
+
+    def set(self, kind: str, ident: str, value: int) -> None:
+        with self._db() as db:
+            db.execute("INSERT INTO media_storage_state VALUES (?, ?, ?) ON CONFLICT(data_source_type, data_source_id) "
+                       "DO UPDATE SET creation_date=excluded.creation_date", (kind, ident, value))
+
+
+def safe_name(filename: Any, fallback: str) -> str:
+    """The base name only, without path separators, drive letters or leading dots."""
+    name = re.split(r"[\\/]", str(filename or ""))[-1]
+    name = re.sub(r"[\x00-\x1f:*?\"<>|]", "_", name).strip().lstrip(".")
+    return name or fallback
+
+
+@dataclass
+class ExportResult:
+    id: Any
+    downloaded: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+async def run_export(config: dict[str, Any], section: SectionConfig | None, oomnitza: OomnitzaClient, *,
+                     workers: int = 2, state_dir: Path | None = None) -> ExportResult:
+    ident = config.get("id")
+    result = ExportResult(ident)
+    settings = {**config, **(section.settings if section else {})}
+    folder = Path(str(config.get("folder_path") or ""))
+    if not str(config.get("folder_path") or "").strip():
+        log.error("managed_reports.%s: the cloud config has no folder_path", ident)
+        return result
+    if folder.exists() and not folder.is_dir():
+        log.error("managed_reports.%s: %s: the specified folder path is already occupied by a file", ident, folder)
+        return result
+    folder.mkdir(parents=True, exist_ok=True)
+    overwrite = truthy(settings.get("overwrite_reports"))
+    sources = config.get("data_sources") or [{"type": "reports_connectors", "id": ident}]
+    marks = Watermarks((state_dir or Path.cwd()) / STATE_FILE)
+    async with Http(name=f"[managed_reports.{ident}]") as downloads:
+        for source in sources:
+            kind, source_id = str(source.get("type")), str(source.get("id"))
+            since = marks.get(kind, source_id)
+            query = {"filter": f"(creation_date gt {since}) and (created_by_type eq '{kind}') and "
+                               f"(created_by_id eq '{source_id}')",
+                     "sortby": "creation_date asc"}
+            try:
+                files = await oomnitza.call_json("GET", "/api/v3/media_storage", params=query) or []
+            except ConnectorError as exc:
+                log.error("managed_reports.%s: cannot list the report files: %s", ident, exc)
+                continue
+            files = sorted((f for f in files if isinstance(f, dict)), key=lambda f: int(f.get("creation_date") or 0))
+            gate = asyncio.Semaphore(max(1, workers))
+
+            async def fetch(item: dict[str, Any], gate: asyncio.Semaphore = gate) -> bool:
+                async with gate:
+                    return await _download(item, folder, overwrite, downloads, oomnitza, ident, result)
+
+            outcomes = await asyncio.gather(*(fetch(f) for f in files))
+            # The watermark moves only over the files that arrived in order: a failure is retried next poll.
+            for item, ok in zip(files, outcomes, strict=True):
+                if not ok:
+                    break
+                marks.set(kind, source_id, int(item.get("creation_date") or 0))
+    return result
+
+
+async def _download(item: dict[str, Any], folder: Path, overwrite: bool, http: Http, oomnitza: OomnitzaClient,
+                    ident: Any, result: ExportResult) -> bool:
+    uid = str(item.get("uid") or "")
+    name = safe_name(item.get("filename"), fallback=f"{uid or 'report'}.csv")
+    if not overwrite:
+        stamp = dt.datetime.fromtimestamp(int(item.get("creation_date") or 0), dt.UTC).strftime("%Y%m%d%H%M%S")
+        name = f"{stamp}_{name}"
+    target = folder / name
+    try:
+        response = await http.request("GET", str(item.get("url") or ""))  # pre-signed: no Oomnitza credentials
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(response.content)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except (ConnectorError, OSError) as exc:
+        message = redact.scrub(str(exc))
+        log.error("managed_reports.%s: download of %s failed: %s", ident, name, message)
+        result.failed.append(name)
+        await _report(oomnitza, ident, {"correlation_id": uid, "failed": 1, "error_message": message})
+        return False
+    log.info("managed_reports.%s: saved %s", ident, target)
+    result.downloaded.append(name)
+    await _report(oomnitza, ident, {"correlation_id": uid, "added": 1})
+    return True
+
+
+async def _report(oomnitza: OomnitzaClient, ident: Any, body: dict[str, Any]) -> None:
+    try:
+        await oomnitza.call_json("POST", f"/api/v3/bulk/{ident}/add_ready_portion", json=body)
+    except ConnectorError as exc:
+        log.error("managed_reports.%s: could not report to Oomnitza: %s", ident, exc)

@@ -1,0 +1,141 @@
+"""Managed mode's main loop: poll ``check_managed``, run each due config, stop gracefully.
+
+A config already running is not started again. SIGINT/SIGTERM stop the polling; running syncs
+finish their in-flight uploads and finalize, then the process exits (a second signal cancels them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from .. import __version__
+from ..config import Config, load_managed_section
+from ..errors import AuthError, ConnectorError
+from ..http import HttpError, RetryPolicy
+from ..oomnitza.client import OomnitzaClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Poller:
+    config: Config
+    ini_path: Path
+    workers: int = 2
+    batch_size: int = 100
+    interval: float = 10.0
+    ignore_maintenance: bool = False
+    exit_when_idle: bool = False
+    testmode: bool = False
+    out: TextIO | None = None
+    running: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    results: list[Any] = field(default_factory=list)
+
+    async def run(self) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._on_signal, stop)
+        client = OomnitzaClient(self.config.oomnitza, workers=self.workers)
+        # Polls repeat anyway: a short retry budget, so an outage is noticed in seconds, not minutes.
+        poll = OomnitzaClient(self.config.oomnitza, policy=RetryPolicy(attempts=3, connect_attempts=3))
+        code = 0
+        try:
+            await client.login()
+            poll._set_token(client.token)
+            poll._logged_in = True
+            log.info("managed mode: polling %s every %.0fs", client.url, self.interval)
+            while not stop.is_set():
+                try:
+                    configs = await poll.call_json("POST", "/api/v3/bulk/check_managed",
+                                                     json={"version": __version__}) or []
+                except AuthError:
+                    raise
+                except HttpError as exc:
+                    if not self.ignore_maintenance:
+                        raise ConnectorError(f"polling Oomnitza failed: {exc} (start with "
+                                             "--ignore-cloud-maintenance to keep polling through outages)") from None
+                    log.warning("Oomnitza maintenance detected (%s); will retry later", exc)
+                    await _sleep(stop, 2.0)
+                    continue
+                for cfg in configs if isinstance(configs, list) else []:
+                    self._start(cfg, client)
+                if self.exit_when_idle and not configs:
+                    await self._wait_running()
+                    if not self.running:
+                        break
+                await _sleep(stop, self.interval)
+        finally:
+            if self.running:
+                log.info("stopping: waiting for %d running sync(s) to finish", len(self.running))
+            await self._wait_running()
+            await client.aclose()
+            await poll.aclose()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(sig)
+        return code
+
+    def _on_signal(self, stop: asyncio.Event) -> None:
+        if stop.is_set():  # a second signal: do not wait any longer
+            for task in self.running.values():
+                task.cancel()
+            return
+        log.info("stop requested: no new syncs will start")
+        stop.set()
+
+    def _start(self, cfg: dict[str, Any], client: OomnitzaClient) -> None:
+        reports = bool(cfg.get("reports_service"))
+        key = f"{'managed_reports' if reports else 'managed'}.{cfg.get('id')}"
+        if key in self.running:
+            log.info("%s is still running; not starting it twice", key)
+            return
+        task = asyncio.create_task(self._run_one(key, cfg, client, reports))
+        self.running[key] = task
+        task.add_done_callback(lambda _t, key=key: self.running.pop(key, None))
+
+    async def _run_one(self, key: str, cfg: dict[str, Any], client: OomnitzaClient, reports: bool) -> None:
+        try:
+            section = load_managed_section(self.ini_path, key, self.config.converters)
+        except ConnectorError as exc:
+            log.error("%s: %s", key, exc)
+            return
+        log.info("%s (%s) started", key, cfg.get("name", ""))
+        try:
+            if reports:
+                from .export_file import run_export
+
+                result: Any = await run_export(cfg, section, client, workers=self.workers)
+            else:
+                from .engine import ManagedRun
+
+                run = ManagedRun(cfg, section, client, self.config.converters, workers=self.workers,
+                                 batch_size=self.batch_size, testmode=self.testmode, out=self.out)
+                result = await run.run()
+            self.results.append(result)
+            log.info("%s finished: %s", key, _describe(result))
+        except Exception:  # one integration's bug must not stop the others
+            log.exception("%s failed unexpectedly", key)
+
+    async def _wait_running(self) -> None:
+        while self.running:
+            await asyncio.gather(*list(self.running.values()), return_exceptions=True)
+
+
+def _describe(result: Any) -> str:
+    if hasattr(result, "downloaded"):
+        return f"{len(result.downloaded)} file(s) downloaded, {len(result.failed)} failed"
+    return (f"{result.outcome}: {result.pulled} record(s) read, {result.sent} sent, {result.errors} error(s)"
+            + (f" — {result.message}" if result.message else ""))
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
