@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None, *, program_dir: Path | None = None,
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["server"]:
+        from .server.cli import main as server_main
+
+        return server_main(argv[1:], program_dir=program_dir)
     if argv[:1] == ["strongbox"]:
         from .secrets.strongbox import main as strongbox_main
 

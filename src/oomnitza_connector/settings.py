@@ -53,6 +53,11 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("conjur_cacert", "", help="CA bundle for Conjur's certificate"),
     Setting("user_pem_file", "", help="PEM file with client certificate and key"),
     Setting("connector_bulk_mode", "", help="accepted for compatibility; every connector batches"),
+    Setting("webhook_token", "", secret=True, help="server.py: the token webhook callers must send"),
+    Setting("webhook_header", "", help="server.py: header carrying webhook_token (default Authorization)"),
+    Setting("webhook_username", "", help="server.py: basic-auth user webhook callers must send"),
+    Setting("webhook_password", "", secret=True, help="server.py: basic-auth password webhook callers must send"),
+    Setting("webhook_insecure", "", help="server.py: accept unauthenticated webhooks (not recommended)"),
     Setting("test_run", "false", help="managed runs: process at most 10 records"),
     Setting("is_custom", "false", help="managed runs: custom connector flag"),
 )

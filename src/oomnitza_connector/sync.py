@@ -138,18 +138,22 @@ class _Run:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
 
-async def run_section(section: SectionConfig, config: Config, sink: Sink, options: Options) -> SectionResult:
-    """Sync one section. Never raises for user-fixable problems: they end up in ``result.error``."""
+async def run_section(section: SectionConfig, config: Config, sink: Sink, options: Options,
+                      source: Source | None = None) -> SectionResult:
+    """Sync one section. Never raises for user-fixable problems: they end up in ``result.error``.
+    ``source`` replaces the section's own (the webhook server syncs only the devices it was told of)."""
     started = time.monotonic()
     result = SectionResult(section=section.name)
     assert section.source_cls is not None
     source_cls = section.source_cls
     saver: SaveData | None = None
-    try:
-        source = source_cls(section)
-    except ConnectorError as exc:
-        result.error = str(exc)
-        return result
+    if source is None:
+        try:
+            source = source_cls(section)
+        except ConnectorError as exc:
+            result.error = str(exc)
+            return result
+    source.workers = options.workers
     run = RunInfo(section=section.name, connector_name=source.connector_name(), data_type=source.record_type,
                   sync_field=section.sync_fields, insert_only=section.insert_only,
                   update_only=section.update_only)

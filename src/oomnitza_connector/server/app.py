@@ -1,0 +1,262 @@
+"""The webhook receiver: Jamf Pro (``casper`` sections) tells us a device changed; we sync that one.
+
+A WSGI app (served by waitress, which also runs on Windows) that authenticates the caller per
+section (Jamf can send Basic or header authentication), routes by the last path segment, limits
+body size and content type, answers at once (202), and hands the device id to a worker thread.
+The worker coalesces a burst of events for the same device into one fetch, and syncs each batch
+through the same pipeline as ``upload``, in a sync session of its own that is finalized.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import redact
+from ..config import Config, SectionConfig
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+MAX_PENDING = 10_000
+COMPUTER_EVENTS = ("ComputerAdded", "ComputerCheckIn", "ComputerInventoryCompleted", "ComputerPolicyFinished",
+                   "ComputerPushCapabilityChanged")
+MOBILE_EVENTS = ("MobileDeviceCheckIn", "MobileDeviceCommandCompleted", "MobileDeviceEnrolled",
+                 "MobileDevicePushSent", "MobileDeviceUnEnrolled")
+KIND_OF = {**dict.fromkeys(COMPUTER_EVENTS, "computers"), **dict.fromkeys(MOBILE_EVENTS, "mobiledevices")}
+
+Start = Callable[[str, list[tuple[str, str]]], Any]
+
+
+@dataclass
+class Guard:
+    """How callers of one section prove who they are."""
+
+    token: str = ""
+    header: str = "Authorization"
+    username: str = ""
+    password: str = ""
+    insecure: bool = False
+
+    @classmethod
+    def of(cls, section: SectionConfig) -> Guard:
+        s = section.settings
+        guard = cls(token=s.get("webhook_token", ""), header=s.get("webhook_header", "") or "Authorization",
+                    username=s.get("webhook_username", ""), password=s.get("webhook_password", ""),
+                    insecure=section.flag("webhook_insecure") if s.get("webhook_insecure") else False)
+        if not (guard.token or guard.username or guard.insecure):
+            raise ConfigError(f"[{section.name}] set webhook_token (header authentication) or webhook_username and "
+                              "webhook_password (basic authentication) for the webhook server, or "
+                              "webhook_insecure = true to accept anyone who can reach it")
+        for secret in (guard.token, guard.password):
+            redact.add_secret(secret)
+        return guard
+
+    def admits(self, environ: dict[str, Any]) -> bool:
+        if self.insecure and not (self.token or self.username):
+            return True
+        if self.token:
+            value = environ.get("HTTP_" + self.header.upper().replace("-", "_"), "")
+            if self.header.lower() == "authorization" and value.lower().startswith("bearer "):
+                value = value[7:]
+            if hmac.compare_digest(value.encode(), self.token.encode()):
+                return True
+        if self.username:
+            raw = environ.get("HTTP_AUTHORIZATION", "")
+            if raw.lower().startswith("basic "):
+                try:
+                    user, _, password = base64.b64decode(raw[6:]).decode().partition(":")
+                except (ValueError, UnicodeDecodeError):
+                    return False
+                return hmac.compare_digest(user.encode(), self.username.encode()) and hmac.compare_digest(
+                    password.encode(), self.password.encode())
+        return False
+
+
+@dataclass
+class Pending:
+    """Device ids waiting to be synced, one entry per (section, id): duplicates coalesce."""
+
+    window: float = 2.0
+    items: dict[tuple[str, str], float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    wake: threading.Event = field(default_factory=threading.Event)
+
+    def add(self, section: str, device_id: str) -> bool:
+        with self.lock:
+            key = (section, device_id)
+            if key in self.items:
+                return True
+            if len(self.items) >= MAX_PENDING:
+                return False
+            self.items[key] = time.monotonic()
+        self.wake.set()
+        return True
+
+    def take_due(self, *, everything: bool = False) -> dict[str, list[str]]:
+        now = time.monotonic()
+        due: dict[str, list[str]] = {}
+        with self.lock:
+            for key, since in list(self.items.items()):
+                if everything or now - since >= self.window:
+                    del self.items[key]
+                    due.setdefault(key[0], []).append(key[1])
+        return due
+
+    def __len__(self) -> int:
+        with self.lock:
+            return len(self.items)
+
+
+class WebhookApp:
+    """The WSGI application. ``sections`` are the enabled sections able to take webhooks."""
+
+    def __init__(self, sections: dict[str, SectionConfig], pending: Pending) -> None:
+        self.sections = sections
+        self.guards = {name: Guard.of(sc) for name, sc in sections.items()}
+        self.pending = pending
+
+    def __call__(self, environ: dict[str, Any], start: Start) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.rstrip("/") in ("/healthz", "/health"):
+            return _answer(start, 200, {"status": "ok"})
+        if environ.get("REQUEST_METHOD") != "POST":
+            return _answer(start, 405, {"error": "use POST"}, [("Allow", "POST")])
+        name = path.rsplit("/", 1)[-1]
+        guard = self.guards.get(name)
+        if guard is None:
+            # Unknown section: say so only to a caller that could authenticate somewhere.
+            known_caller = any(g.admits(environ) for g in self.guards.values())
+            return _answer(start, 404 if known_caller else 401, {"error": "not found" if known_caller else
+                                                                 "authentication required"})
+        if not guard.admits(environ):
+            log.warning("[%s] webhook refused: wrong or missing credentials", name)
+            return _answer(start, 401, {"error": "authentication required"},
+                           [("WWW-Authenticate", 'Basic realm="oomnitza-connector"')] if guard.username else [])
+        ctype = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return _answer(start, 415, {"error": "send JSON (Content-Type: application/json)"})
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY:
+            return _answer(start, 413, {"error": f"the body must be at most {MAX_BODY} bytes"})
+        body = environ["wsgi.input"].read(length) if length else b""
+        try:
+            event = json.loads(body)
+        except ValueError:
+            return _answer(start, 400, {"error": "the body is not JSON"})
+        return self._event(name, event, start)
+
+    def _event(self, name: str, event: Any, start: Start) -> Iterable[bytes]:
+        webhook = event.get("webhook") if isinstance(event, dict) else None
+        what = webhook.get("webhookEvent") if isinstance(webhook, dict) else None
+        if what not in KIND_OF:
+            log.debug("[%s] webhook event %r ignored", name, what)
+            return _answer(start, 202, {"status": "ignored", "reason": "not a supported event"})
+        body = event.get("event") if isinstance(event.get("event"), dict) else {}
+        device_id = body.get("jssID")
+        if device_id is None and isinstance(body.get("computer"), dict):
+            device_id = body["computer"].get("jssID")  # ComputerCheckIn / ComputerPolicyFinished
+        if device_id is None:
+            return _answer(start, 400, {"error": "the event has no jssID"})
+        wanted = self.sections[name].settings.get("sync_type") or "computers"
+        if KIND_OF[what] != wanted:
+            log.debug("[%s] %s ignored: the section syncs %s", name, what, wanted)
+            return _answer(start, 202, {"status": "ignored", "reason": f"the section syncs {wanted}"})
+        if not self.pending.add(name, str(device_id)):
+            return _answer(start, 503, {"error": "too many pending events; retry later"}, [("Retry-After", "30")])
+        log.info("[%s] %s for device %s queued", name, what, device_id)
+        return _answer(start, 202, {"status": "queued"})
+
+
+def _answer(start: Start, status: int, body: dict[str, Any],
+            headers: list[tuple[str, str]] | None = None) -> list[bytes]:
+    reasons = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+               405: "Method Not Allowed", 413: "Payload Too Large", 415: "Unsupported Media Type",
+               503: "Service Unavailable"}
+    data = json.dumps(body).encode()
+    start(f"{status} {reasons[status]}", [("Content-Type", "application/json"),
+                                          ("Content-Length", str(len(data))), *(headers or [])])
+    return [data]
+
+
+class _Only:
+    """A source that yields only the given devices (fetched one by one with ``fetch_one``)."""
+
+    def __init__(self, source: Any, ids: list[str]) -> None:
+        self._source, self._ids = source, ids
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+    async def pages(self) -> Any:
+        from ..errors import ConnectorError
+        from ..sources.base import BadRecord
+
+        page: list[Any] = []
+        for device_id in self._ids:
+            try:
+                page.append(await self._source.fetch_one(device_id))
+            except ConnectorError as exc:
+                page.append(BadRecord(str(exc), {"id": device_id}))
+        yield page
+
+
+class Worker:
+    """Runs the syncs of queued devices in a thread of its own, with its own event loop."""
+
+    def __init__(self, config: Config, pending: Pending, options: Any, sink_factory: Callable[[], Any]) -> None:
+        self.config, self.pending, self.options, self.sink_factory = config, pending, options, sink_factory
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="webhook-worker", daemon=True)
+        self.synced: list[Any] = []
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 30) -> None:
+        self.stopping.set()
+        self.pending.wake.set()
+        self.thread.join(timeout)
+
+    def _main(self) -> None:
+        asyncio.run(self._loop())
+
+    async def _loop(self) -> None:
+        sink = self.sink_factory()
+        try:
+            await sink.login()
+            while True:
+                stopping = self.stopping.is_set()
+                for name, ids in self.pending.take_due(everything=stopping).items():
+                    await self._sync(name, ids, sink)
+                if stopping:
+                    break
+                await asyncio.to_thread(self.pending.wake.wait, min(0.5, self.pending.window))
+                self.pending.wake.clear()
+        finally:
+            await sink.aclose()
+
+    async def _sync(self, name: str, ids: list[str], sink: Any) -> None:
+        from ..sync import run_section
+
+        section = self.config.sections[name]
+        assert section.source_cls is not None
+        source = section.source_cls(section)
+        result = await run_section(section, self.config, sink, self.options, source=_Only(source, ids))
+        self.synced.append(result)
+        if result.error:
+            log.error("[%s] webhook sync of %d device(s) failed: %s", name, len(ids), result.error)
+        else:
+            log.info("[%s] webhook sync: %d device(s), %d sent", name, len(ids), result.counts["sent"])
