@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -414,3 +415,36 @@ def test_export_file_retries_a_failed_download(tmp_path: Path, oomnitza: FakeOom
     oomnitza.enqueue_managed(export_config(tmp_path / "out", overwrite_reports="True"))
     assert managed(ini(tmp_path, oomnitza)).code == 0
     assert (tmp_path / "out" / "a.csv").read_bytes() == b"1\n"
+
+
+def test_managed_section_secrets_from_the_keyring(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from oomnitza_connector.secrets.strongbox import main as strongbox
+
+    monkeypatch.setenv("OOMNITZA_KEYRING", "cryptfile")
+    monkeypatch.setenv("OOMNITZA_KEYRING_PASSWORD", "unlock")
+    monkeypatch.setenv("OOMNITZA_KEYRING_FILE", str(tmp_path / "kr.cfg"))
+    value = json.dumps({"headers": {"X-Fleetwise-Key": KEY}})
+    assert strongbox(["--connector", "managed.67", "--key", "saas_authorization", "--value", "-"],
+                     stdin=io.StringIO(value), stderr=io.StringIO()) == 0
+    oomnitza.enqueue_managed(worked_example(saas.url))
+    result = managed(ini(tmp_path, oomnitza, "[managed.67]\nvault_keys = saas_authorization\n"))
+    assert result.code == 0, result.all
+    assert len(oomnitza.records("assets")) == 3
+    assert KEY not in result.all
+
+
+def test_doubled_percent_in_a_managed_section(tmp_path: Path) -> None:
+    from oomnitza_connector.config import load_managed_section
+    from oomnitza_connector.converters import ConverterRegistry
+
+    path = tmp_path / "c.ini"
+    path.write_text('[managed.5]\nlocal_inputs = {"password": "50%%off"}\nsaas_authorization = {"params": '
+                    '{"k": "a%b"}}\n', encoding="utf-8")
+    section = load_managed_section(path, "managed.5", ConverterRegistry())
+    assert section is not None
+    assert section.settings["local_inputs"] == '{"password": "50%off"}'  # written for the old parser
+    assert section.settings["saas_authorization"] == '{"params": {"k": "a%b"}}'  # a lone % is kept
+    assert load_managed_section(path, "managed.6", ConverterRegistry()) is None
