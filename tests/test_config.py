@@ -203,13 +203,9 @@ def test_generated_template_loads_once_filled(tmp_path: Path) -> None:
     assert "csv_assets" in config.disabled
 
 
-def test_version_and_managed_mode(tmp_path: Path) -> None:
+def test_version(tmp_path: Path) -> None:
     result = run_cli("version")
     assert result.code == 0 and result.out.startswith("Connector version: ")
-    result = run_cli("managed", "--ini", str(ini(tmp_path, "")))
-    assert result.code == 1
-    assert "managed mode" in result.err and "not available" in result.err
-    assert result.err.count("\n") == 1
 
 
 def test_unknown_mode_is_a_usage_error() -> None:

@@ -85,3 +85,11 @@ def test_bad_type_and_bad_cast() -> None:
     mapper = Mapper({"X": {"source": "x", "type": "int"}}, section(), ConverterRegistry())
     with pytest.raises(RecordError, match="cannot make int"):
         mapper.convert({"x": "twelve"})
+
+
+def test_a_new_value_source_replaces_the_default() -> None:
+    merged = merge_mappings(defaults={"APPLICATIONS": {"source": "software.applications"}}, server={},
+                            ini={"APPLICATIONS": {"hardcoded": []}}, default_converters={}, extras={})
+    assert merged["APPLICATIONS"] == {"hardcoded": []}
+    mapper = Mapper(merged, section(), ConverterRegistry())
+    assert mapper.convert({"software": {"applications": [{"name": "x"}]}}) == {"APPLICATIONS": []}

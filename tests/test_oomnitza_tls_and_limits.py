@@ -24,7 +24,8 @@ def make_ini(tmp_path: Path, fake: FakeOomnitza, oomnitza_extra: str = "", rows:
 
 
 def test_untrusted_certificate_is_a_clear_error(tmp_path: Path, fake_oomnitza_tls: FakeOomnitza) -> None:
-    result = run_cli("upload", "csv_assets", "--ini", str(make_ini(tmp_path, fake_oomnitza_tls, "api_token = test-token")))
+    ini = make_ini(tmp_path, fake_oomnitza_tls, "api_token = test-token")
+    result = run_cli("upload", "csv_assets", "--ini", str(ini))
     assert result.code == 1
     assert "TLS certificate not trusted" in result.err and "cacert_file" in result.err
     assert "Traceback" not in result.all

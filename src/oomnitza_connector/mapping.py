@@ -18,6 +18,7 @@ from .paths import compile_path
 log = logging.getLogger(__name__)
 
 MappingSpecs = dict[str, dict[str, Any]]
+VALUE_KEYS = ("source", "setting", "hardcoded")
 
 
 def merge_mappings(
@@ -35,7 +36,13 @@ def merge_mappings(
         for name in [fields] if isinstance(fields, str) else list(fields or []):
             merged.setdefault(name, {})["source"] = source
     for name, spec in ini.items():
-        merged.setdefault(name, {}).update(spec)
+        target = merged.setdefault(name, {})
+        if any(spec.get(k) not in (None, "") for k in VALUE_KEYS):
+            # A new value source replaces the old one (mapping.APPLICATIONS = {"hardcoded": []} turns
+            # software off); a spec with only a converter or "required" refines the existing field.
+            for key in VALUE_KEYS:
+                target.pop(key, None)
+        target.update(spec)
     for spec in merged.values():
         src = spec.get("source")
         if isinstance(src, str) and src in default_converters and not spec.get("converter"):
