@@ -43,9 +43,10 @@ class RefreshingToken(httpx.Auth):
     fetched again ahead of expiry and once more when the server answers 401."""
 
     def __init__(self, fetch: TokenFetcher, *, header: str = "Authorization", scheme: str = "Bearer",
-                 leeway: float = 60.0) -> None:
+                 leeway: float = 60.0, refresh_on: tuple[int, ...] = (401,)) -> None:
         self.fetch = fetch
         self.header, self.scheme, self.leeway = header, scheme, leeway
+        self.refresh_on = refresh_on  # statuses meaning "session expired" (some vendors answer 403)
         self.token: str | None = None
         self.expires_at: float | None = None
         self.lock = asyncio.Lock()
@@ -70,7 +71,7 @@ class RefreshingToken(httpx.Auth):
         used = self.token
         request.headers[self.header] = self._value()
         response = yield request
-        if response.status_code == 401:
+        if response.status_code in self.refresh_on:
             await response.aread()
             await self._ensure(stale=used)
             request.headers[self.header] = self._value()

@@ -276,8 +276,10 @@ class Http:
         response = await self.request("GET", url, **kwargs)
         return decode_json(response)
 
-    async def paginate(self, paginator: Paginator, url: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
-        """Yield each page's response; the paginator decides the next request. The one paging loop."""
+    async def paginate(self, paginator: Paginator, url: str, *, method: str = "GET",
+                       **kwargs: Any) -> AsyncIterator[httpx.Response]:
+        """Yield each page's response; the paginator decides the next request. The one paging loop.
+        ``method`` is for search APIs that page a POST (same body on every page, e.g. Chef)."""
         request: PageRequest | None = paginator.first(PageRequest(url, dict(kwargs.pop("params", {}) or {})))
         pages = 0
         seen: set[str] = set()
@@ -289,7 +291,7 @@ class Http:
             if key in seen:  # a server repeating a token would loop forever
                 raise HttpError(f"{self.name}: pagination repeated the request {safe_url(request.url)}; stopping")
             seen.add(key)
-            response = await self.request("GET", url_obj, **kwargs)
+            response = await self.request(method, url_obj, **kwargs)
             pages += 1
             yield response
             request = paginator.next(response, request)
