@@ -244,7 +244,9 @@ class Http:
                     self.limiter.observe(response)
             except httpx.TransportError as exc:
                 message = redact.scrub(classify_transport_error(exc, where))
-                wait = self.policy.wait(attempt, None) if retry else None
+                # An untrusted certificate will not become trusted by asking again.
+                fatal = "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate" in str(exc).lower()
+                wait = self.policy.wait(attempt, None) if retry and not fatal else None
                 if wait is None:
                     raise HttpError(message) from None
                 log.warning("%s: %s; retrying in %.1fs (attempt %d)", self.name, message, wait, attempt)
