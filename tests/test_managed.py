@@ -448,3 +448,18 @@ def test_doubled_percent_in_a_managed_section(tmp_path: Path) -> None:
     assert section.settings["local_inputs"] == '{"password": "50%off"}'  # written for the old parser
     assert section.settings["saas_authorization"] == '{"params": {"k": "a%b"}}'  # a lone % is kept
     assert load_managed_section(path, "managed.6", ConverterRegistry()) is None
+
+
+def test_users_with_saas_behavior_and_test_run(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
+    saas.devices += [dict(d, id=f"dv-{i}", serial=f"S{i}") for i, d in enumerate(saas.devices * 4, start=10)]
+    cfg = worked_example(saas.url)
+    cfg.update(id=70, type="users", test_run=True, software_behavior={"enabled": False},
+               saas_behavior={"enabled": True, "sync_key": "fleetwise", "name": "Fleetwise {{ inputs.page_size }}"})
+    oomnitza.set_managed_mapping(70, {"USER": {"type": "attribute", "value": "serial"}})
+    oomnitza.sync_keys["70"] = ["USER"]
+    oomnitza.enqueue_managed(cfg)
+    assert managed(ini(tmp_path, oomnitza, STATIC.replace("managed.67", "managed.70"))).code == 0
+    users = oomnitza.records("users")
+    assert len(users) == 10  # a test run stops after 10 records
+    assert users[0]["SAAS"] == {"sync_key": "fleetwise", "name": "Fleetwise 2"}
+    assert all(p["test_run"] is True for p in oomnitza.bulk_payloads)
