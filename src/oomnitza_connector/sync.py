@@ -80,6 +80,9 @@ async def build_mapper(section: SectionConfig, source_cls: type[Source], source:
         default_converters=source_cls.default_converters,
         extras=source.extra_mappings(),
     )
+    # The merged mapping (server one included), for sources that fetch extra data only when a field
+    # uses it (AirWatch network details, SimpleMDM installed apps); read before pages() starts.
+    source.mapping_specs = specs  # type: ignore[attr-defined]
     return Mapper(specs, section, config.converters)
 
 
@@ -182,6 +185,8 @@ async def run_section(section: SectionConfig, config: Config, sink: Sink, option
             saver.close()
         if state is not None:
             await _finalize(sink, run, result)
+            if result.ok and not options.testmode:
+                await _commit(source, result)
         result.seconds = time.monotonic() - started
         if result.error:
             result.error = redact.scrub(result.error)
@@ -195,6 +200,13 @@ async def _finalize(sink: Sink, run: RunInfo, result: SectionResult) -> None:
         log.error("[%s] could not finalize the sync session: %s", run.section, exc)
         if result.error is None:
             result.error = f"could not finalize the sync session: {exc}"
+
+
+async def _commit(source: Source, result: SectionResult) -> None:
+    try:
+        await source.commit()
+    except ConnectorError as exc:
+        result.error = f"could not save the source's state: {exc}"
 
 
 async def _pump(source: Source, mapper: Mapper, section: SectionConfig, state: _Run, options: Options) -> None:

@@ -34,6 +34,9 @@ class Source:
     # Attached only where a field's source equals a key here and no converter is set (config.md §5.4).
     default_converters: ClassVar[dict[str, str]] = {}
     summary: ClassVar[str] = ""
+    # The run's --workers, set by the pipeline before pages(); sources that make per-record detail
+    # calls bound their concurrency by it (the default is the CLI's).
+    workers: int = 2
 
     def __init__(self, section: SectionConfig) -> None:
         self.section = section
@@ -72,6 +75,10 @@ class Source:
     async def aclose(self) -> None:
         """Release connections and files."""
 
+    async def commit(self) -> None:
+        """Called once after a run in which every record pulled reached Oomnitza (not in test mode):
+        advance incremental state (a "modified since" mark) here, never while pages are read."""
+
 
 class UsersSource(Source):
     """Sources of user records get POSITION and PERMISSIONS_ID from settings unless mapped."""
@@ -91,11 +98,33 @@ class UsersSource(Source):
 
 # module name -> (python module, class). Imported lazily.
 REGISTRY: dict[str, tuple[str, str]] = {
+    "casper": ("oomnitza_connector.sources.casper", "Casper"),
     "csv_assets": ("oomnitza_connector.sources.csv_files", "CsvAssets"),
     "csv_users": ("oomnitza_connector.sources.csv_files", "CsvUsers"),
     "json_assets": ("oomnitza_connector.sources.json_files", "JsonAssets"),
     "json_users": ("oomnitza_connector.sources.json_files", "JsonUsers"),
+    "azureusers": ("oomnitza_connector.sources.azureusers", "Azureusers"),
     "okta": ("oomnitza_connector.sources.okta", "Okta"),
+    "onelogin": ("oomnitza_connector.sources.onelogin", "Onelogin"),
+    "zendesk": ("oomnitza_connector.sources.zendesk", "Zendesk"),
+    "workday": ("oomnitza_connector.sources.workday", "Workday"),
+    "bamboohr": ("oomnitza_connector.sources.bamboohr", "BambooHR"),
+    "chef": ("oomnitza_connector.sources.chef", "Chef"),
+    "netbox": ("oomnitza_connector.sources.netbox", "Netbox"),
+    "open_audit": ("oomnitza_connector.sources.open_audit", "OpenAudit"),
+    "tanium": ("oomnitza_connector.sources.tanium", "Tanium"),
+    "servicenow": ("oomnitza_connector.sources.servicenow", "ServiceNow"),
+    "sccm": ("oomnitza_connector.sources.sccm", "Sccm"),
+    "airwatch": ("oomnitza_connector.sources.airwatch", "AirWatch"),
+    "mobileiron": ("oomnitza_connector.sources.mobileiron", "MobileIron"),
+    "merakism": ("oomnitza_connector.sources.merakism", "MerakiSM"),
+    "simplemdm": ("oomnitza_connector.sources.simplemdm", "SimpleMDM"),
+    "jasper": ("oomnitza_connector.sources.jasper", "Jasper"),
+    "ldap": ("oomnitza_connector.sources.ldap", "Ldap"),
+    "ldap_assets": ("oomnitza_connector.sources.ldap", "LdapAssets"),
+    "kace": ("oomnitza_connector.sources.kace", "Kace"),
+    "chromebooks": ("oomnitza_connector.sources.google_devices", "Chromebooks"),
+    "google_mobile_devices": ("oomnitza_connector.sources.google_devices", "GoogleMobileDevices"),
 }
 
 
