@@ -250,7 +250,8 @@ def _print_summary(results: list[SectionResult], err: TextIO, *, testmode: bool)
 
     table = Table(title="Sync summary" + (" (test mode: nothing was sent)" if testmode else ""),
                   title_justify="left")
-    table.add_column("section")
+    # never shorten a section name ("google_mobile_devices" would become "google_mobile_…")
+    table.add_column("section", no_wrap=True, min_width=max((len(r.section) for r in results), default=7))
     table.add_column("type")
     for key in ("pulled", *BUCKETS):
         table.add_column(BUCKET_TITLES[key], justify="right")

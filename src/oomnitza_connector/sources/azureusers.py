@@ -1,0 +1,515 @@
+"""``[azureusers]``: Microsoft Entra ID (Azure AD) users via Microsoft Graph v1.0 ``/users``.
+
+The seed read the retired Azure AD Graph (``graph.windows.net``) through ADAL. This source gets an
+app-only token with MSAL (client credentials: a secret or a certificate, scope
+``https://graph.microsoft.com/.default``) and pages ``/v1.0/users`` with ``$top`` (up to 999) and
+``@odata.nextLink``. Each record is the Graph user object as-is, plus the snake_case and
+``additional_properties.*`` names the old connector exposed, so old mappings keep working.
+
+MSAL is blocking (it talks through ``requests``), so its calls run in a worker thread.
+``authority_host`` and ``graph_host`` reach national clouds, proxies and test fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..auth import RefreshingToken
+from ..config import truthy
+from ..errors import ConfigError, SourceError
+from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, safe_url
+from ..settings import Setting
+from .base import BadRecord, Record, UsersSource
+
+log = logging.getLogger(__name__)
+
+GRAPH_SCOPE_PATH = "/.default"
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
+DEFAULT_GRAPH = "https://graph.microsoft.com"
+MAX_TOP = 999
+
+# Entra ID sign-in hosts (worldwide, US Government, China 21Vianet, legacy Germany). MSAL knows these;
+# for any other host it would first ask login.microsoftonline.com to validate the authority.
+MICROSOFT_AUTHORITY_HOSTS = frozenset({
+    "login.microsoftonline.com", "login.microsoft.com", "login.windows.net", "sts.windows.net",
+    "login.microsoftonline.us", "login-us.microsoftonline.com", "login.usgovcloudapi.net",
+    "login.chinacloudapi.cn", "login.partner.microsoftonline.cn", "login.microsoftonline.de",
+})
+
+# Graph hosts of the national clouds: each is also the token audience there.
+NATIONAL_GRAPH_HOSTS = frozenset({
+    "graph.microsoft.us", "dod-graph.microsoft.us", "microsoftgraph.chinacloudapi.cn", "graph.microsoft.de",
+})
+
+# Graph user properties that a *list* request may $select with User.Read.All. Properties that
+# Graph returns only for a single user (aboutMe, birthday, hireDate, interests, mySite, pastProjects,
+# preferredName, responsibilities, schools, skills, mailboxSettings) make a list request fail, and
+# signInActivity / employeeLeaveDateTime / customSecurityAttributes need extra permissions: those
+# are never added implicitly (name them in `select` if your app may read them).
+GRAPH_USER_PROPERTIES = frozenset({
+    "accountEnabled", "ageGroup", "assignedLicenses", "assignedPlans", "authorizationInfo", "businessPhones",
+    "city", "companyName", "consentProvidedForMinor", "country", "createdDateTime", "creationType",
+    "deletedDateTime", "department", "displayName", "employeeHireDate", "employeeId", "employeeOrgData",
+    "employeeType", "externalUserState", "externalUserStateChangeDateTime", "faxNumber", "givenName", "id",
+    "identities", "imAddresses", "isResourceAccount", "jobTitle", "lastPasswordChangeDateTime",
+    "legalAgeGroupClassification", "licenseAssignmentStates", "mail", "mailNickname", "mobilePhone",
+    "officeLocation", "onPremisesDistinguishedName", "onPremisesDomainName", "onPremisesExtensionAttributes",
+    "onPremisesImmutableId", "onPremisesLastSyncDateTime", "onPremisesProvisioningErrors",
+    "onPremisesSamAccountName", "onPremisesSecurityIdentifier", "onPremisesSyncEnabled",
+    "onPremisesUserPrincipalName", "otherMails", "passwordPolicies", "postalCode", "preferredDataLocation",
+    "preferredLanguage", "provisionedPlans", "proxyAddresses", "securityIdentifier",
+    "serviceProvisioningErrors", "showInAddressList", "signInSessionsValidFromDateTime", "state",
+    "streetAddress", "surname", "usageLocation", "userPrincipalName", "userType",
+})
+
+# Always selected: Graph's default set, every property an alias below reads, and the usual HR fields.
+BASE_SELECT = (
+    "id", "displayName", "givenName", "surname", "mail", "userPrincipalName", "jobTitle", "mobilePhone",
+    "businessPhones", "officeLocation", "preferredLanguage", "accountEnabled", "userType", "usageLocation",
+    "mailNickname", "onPremisesImmutableId", "department", "companyName", "city", "country", "state",
+    "postalCode", "streetAddress", "employeeId", "employeeType", "employeeHireDate", "faxNumber", "otherMails",
+    "proxyAddresses", "createdDateTime", "creationType", "externalUserState", "externalUserStateChangeDateTime",
+    "onPremisesSamAccountName", "onPremisesUserPrincipalName", "onPremisesDomainName", "onPremisesSyncEnabled",
+    "onPremisesLastSyncDateTime", "onPremisesSecurityIdentifier", "onPremisesDistinguishedName",
+    "onPremisesExtensionAttributes", "signInSessionsValidFromDateTime", "passwordPolicies", "ageGroup",
+)
+
+# -- the alias layer: names of the 2.3.3 connector (azure-graphrbac model attributes) ----------------
+
+# Top-level snake_case attribute → Graph property.
+TOP_ALIASES = {
+    "object_id": "id",
+    "given_name": "givenName",
+    "display_name": "displayName",
+    "user_principal_name": "userPrincipalName",
+    "mail_nickname": "mailNickname",
+    "account_enabled": "accountEnabled",
+    "user_type": "userType",
+    "usage_location": "usageLocation",
+    "immutable_id": "onPremisesImmutableId",
+}
+# ``additional_properties.<AAD Graph name>`` → Graph property (same name, or renamed by Graph).
+SAME_NAME_EXTRAS = (
+    "jobTitle", "department", "city", "country", "companyName", "employeeId", "state", "postalCode",
+    "streetAddress", "otherMails", "proxyAddresses", "preferredLanguage", "createdDateTime", "creationType",
+    "onPremisesSecurityIdentifier", "onPremisesDistinguishedName", "passwordPolicies", "ageGroup",
+    "consentProvidedForMinor", "legalAgeGroupClassification", "assignedLicenses", "assignedPlans",
+    "provisionedPlans", "showInAddressList",
+)
+RENAMED_EXTRAS = {
+    "mobile": "mobilePhone",
+    "physicalDeliveryOfficeName": "officeLocation",
+    "facsimileTelephoneNumber": "faxNumber",
+    "dirSyncEnabled": "onPremisesSyncEnabled",
+    "lastDirSyncTime": "onPremisesLastSyncDateTime",
+    "refreshTokensValidFromDateTime": "signInSessionsValidFromDateTime",
+    "userState": "externalUserState",
+    "userStateChangedOn": "externalUserStateChangeDateTime",
+}
+EXTRA_TO_GRAPH = {**{name: name for name in SAME_NAME_EXTRAS}, **RENAMED_EXTRAS,
+                  "telephoneNumber": "businessPhones"}
+AAD_ODATA_TYPE = "Microsoft.DirectoryServices.User"
+
+
+def add_legacy_names(user: dict[str, Any]) -> dict[str, Any]:
+    """Add the 2.3.3 names to a Graph user in place: ``given_name``, ``additional_properties.jobTitle``…"""
+    for alias, prop in TOP_ALIASES.items():
+        if prop in user:
+            user[alias] = user[prop]
+    user["object_type"] = "User"
+    extras: dict[str, Any] = {"odata.type": AAD_ODATA_TYPE}  # `additional_properties.odata.type`
+    for alias, prop in EXTRA_TO_GRAPH.items():
+        if prop in user:
+            extras[alias] = user[prop]
+    phones = user.get("businessPhones")
+    if "businessPhones" in user:
+        extras["telephoneNumber"] = phones[0] if isinstance(phones, list) and phones else None
+    for key, value in user.items():
+        if key.startswith("extension_"):  # directory extension attributes stayed top-level properties
+            extras[key] = value
+    user["additional_properties"] = extras
+    return user
+
+
+def graph_properties_for(path: str) -> str | None:
+    """The Graph property a mapping source path needs in ``$select`` (None if it is not one we know)."""
+    head, _, rest = path.partition(".")
+    if head == "additional_properties":
+        name = rest.split(".", 1)[0]
+        if name.startswith("extension_"):
+            return name
+        return EXTRA_TO_GRAPH.get(name)
+    if head in TOP_ALIASES:
+        return TOP_ALIASES[head]
+    if head in GRAPH_USER_PROPERTIES or head.startswith("extension_"):
+        return head
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """The first sentence-ish of an Entra error description: no trace/correlation ids, no newlines."""
+    text = " ".join(str(text).split())
+    for marker in (" Trace ID:", " Correlation ID:", " Timestamp:"):
+        text = text.split(marker, 1)[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _GraphNextLink(Paginator):
+    """Follows ``@odata.nextLink`` as-is, rebased onto ``graph_host`` when Graph names another host
+    (a proxy or a fake in front of Graph), so the bearer token never goes to a host we were not
+    told about. ``pending`` is set by the page loop, which has already parsed the body."""
+
+    def __init__(self, graph_root: str) -> None:
+        self.root = graph_root
+        self.pending: str | None = None
+
+    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
+        link, self.pending = self.pending, None
+        if not link:
+            return None
+        ours, theirs = urlsplit(self.root), urlsplit(link)
+        if (theirs.scheme, theirs.netloc) != (ours.scheme, ours.netloc) or not theirs.path.startswith(ours.path):
+            version_at = theirs.path.find("/v1.0/")
+            rest = theirs.path[version_at:] if version_at >= 0 else theirs.path
+            link = f"{self.root}{rest}" + (f"?{theirs.query}" if theirs.query else "")
+            log.debug("@odata.nextLink host %s rebased onto %s", theirs.netloc, safe_url(self.root))
+        return PageRequest(link, {})
+
+
+class Azureusers(UsersSource):
+    module = "azureusers"
+    mapping_name = "Azureusers"
+    summary = "Microsoft Entra ID (Azure AD) users, via Microsoft Graph"
+    settings = (
+        Setting("tenant_id", "", example="00000000-0000-0000-0000-000000000000",
+                help="Directory (tenant) ID, or a verified domain of the tenant"),
+        Setting("client_id", "", example="00000000-0000-0000-0000-000000000000",
+                help="Application (client) ID of the app registration"),
+        Setting("secret", "", example="YOUR CLIENT SECRET", secret=True, help="client secret value of that app"),
+        *UsersSource.role_settings,
+        Setting("certificate_file", "",
+                help="instead of secret: PEM with the app's certificate and private key, or a .pfx/.p12"),
+        Setting("certificate_password", "", secret=True, help="password of an encrypted key or .pfx"),
+        Setting("authority_host", DEFAULT_AUTHORITY,
+                help="Entra sign-in host (https://login.microsoftonline.us for US Government, "
+                     "https://login.chinacloudapi.cn for China)"),
+        Setting("graph_host", DEFAULT_GRAPH,
+                help="Microsoft Graph host (https://graph.microsoft.us, https://microsoftgraph.chinacloudapi.cn)"),
+        Setting("page_size", str(MAX_TOP), help="users per request ($top, 1 to 999)"),
+        Setting("filter", "", help="a Graph $filter for /users, e.g. accountEnabled eq true "
+                                   "(sent with ConsistencyLevel: eventual)"),
+        Setting("select", "", help="extra Graph user properties to ask for, comma-separated"),
+        Setting("legacy_names", "true",
+                help="also expose the old connector's names (given_name, additional_properties.jobTitle…)"),
+    )
+    default_mappings = {
+        "PERMISSIONS_ID": {"setting": "default_role"},
+    }
+
+    def __init__(self, section: Any) -> None:
+        self._sessions: list[Any] = []  # MSAL's requests sessions, closed when a run ends
+        super().__init__(section)
+
+    def validate(self) -> None:
+        missing = [name for name in ("tenant_id", "client_id") if not self.setting(name).strip()]
+        if not self.setting("secret") and not self.setting("certificate_file"):
+            missing.append("secret (or certificate_file)")
+        if missing:
+            raise ConfigError(f"[{self.name}] set {', '.join(missing)}: the app registration's "
+                              "tenant, client id and credential")
+        size = self.setting("page_size").strip()
+        if not size.isdigit() or not 1 <= int(size) <= MAX_TOP:
+            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to {MAX_TOP}")
+        for name in ("authority_host", "graph_host"):
+            parts = urlsplit(self.setting(name).strip())
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                raise ConfigError(f"[{self.name}] {name} must be a URL like "
+                                  f"{DEFAULT_AUTHORITY if name == 'authority_host' else DEFAULT_GRAPH}")
+        if urlsplit(self.setting("authority_host").strip()).scheme != "https":
+            raise ConfigError(f"[{self.name}] authority_host must use https (MSAL accepts no other)")
+
+    # -- URLs --------------------------------------------------------------------------------------
+
+    @property
+    def authority_root(self) -> str:
+        return self.setting("authority_host").strip().rstrip("/")
+
+    @property
+    def graph_root(self) -> str:
+        """``graph_host`` without a trailing ``/`` or ``/v1.0``, so both spellings work."""
+        return self.setting("graph_host").strip().rstrip("/").removesuffix("/v1.0").rstrip("/")
+
+    @property
+    def scope(self) -> str:
+        # The token audience is the Graph host of the cloud (graph.microsoft.us for US Gov…); for a
+        # proxy or a fake in front of Graph it is still the public Graph resource.
+        host = urlsplit(self.graph_root).hostname or ""
+        if host in NATIONAL_GRAPH_HOSTS:
+            return f"https://{host}{GRAPH_SCOPE_PATH}"
+        return f"{DEFAULT_GRAPH}{GRAPH_SCOPE_PATH}"
+
+    def select(self) -> list[str]:
+        wanted = list(BASE_SELECT)
+        for spec in self.section.mappings.values():
+            src = spec.get("source")
+            prop = graph_properties_for(src) if isinstance(src, str) else None
+            if prop:
+                wanted.append(prop)
+        wanted += [p.strip() for p in self.setting("select").split(",") if p.strip()]
+        return list(dict.fromkeys(wanted))
+
+    # -- MSAL (blocking, in a worker thread) ---------------------------------------------------------
+
+    def _credential(self) -> str | dict[str, Any]:
+        path = self.setting("certificate_file").strip()
+        if not path:
+            return self.setting("secret")
+        password = self.setting("certificate_password") or None
+        if path.lower().endswith((".pfx", ".p12")):
+            return {"private_key_pfx_path": path, "passphrase": password}
+        try:
+            pem = open(path, encoding="utf-8").read()
+        except OSError as exc:
+            raise ConfigError(f"[{self.name}] certificate_file '{path}': {exc.strerror}") from None
+        if "PRIVATE KEY-----" not in pem or "BEGIN CERTIFICATE-----" not in pem:
+            raise ConfigError(f"[{self.name}] certificate_file '{path}' must hold both the certificate "
+                              "and its private key (PEM)")
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        try:
+            key = load_pem_private_key(pem.encode(), password.encode() if password else None)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"[{self.name}] certificate_file '{path}': cannot read the private key "
+                              f"({_one_line(str(exc), 120)}); check certificate_password") from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ConfigError(f"[{self.name}] certificate_file '{path}' holds a {type(key).__name__.lstrip('_')} "
+                              "key; Microsoft Entra ID accepts RSA certificates only")
+        cert = pem[pem.index("-----BEGIN CERTIFICATE-----"):]
+        cert = cert[: cert.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")]
+        credential: dict[str, Any] = {"private_key": pem, "public_certificate": cert}
+        if password:
+            credential["passphrase"] = password
+        return credential
+
+    def _requests_session(self) -> Any:
+        """MSAL's HTTP client: the section's TLS settings, a timeout, and retries on 429/5xx
+        honouring Retry-After (urllib3's, so no loop of ours). Loopback skips environment proxies."""
+        import requests
+        from requests.adapters import HTTPAdapter
+        from urllib3.util.retry import Retry
+
+        session = requests.Session()
+        self._sessions.append(session)  # closed when the run ends: a kept-alive socket would linger
+        tls = self.section.tls()
+        session.verify = (tls.cacert_file or tls.cacert_dir or True) if tls.verify else False
+        if tls.client_cert:
+            session.cert = tls.client_cert
+        if _is_loopback(urlsplit(self.authority_root).hostname or ""):
+            session.trust_env = False
+
+        class CappedRetry(Retry):
+            def get_retry_after(self, response: Any) -> float | None:  # as http.py: at most 120 s
+                after = super().get_retry_after(response)
+                return None if after is None else min(after, 120.0)
+
+        # TLS failures ("other") are not retried: they do not heal.
+        retry = CappedRetry(total=4, connect=2, read=1, other=0, status=3, backoff_factor=0.5,
+                      status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None,
+                      respect_retry_after_header=True, raise_on_status=False)
+        adapter = HTTPAdapter(max_retries=retry)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.request = functools.partial(session.request, timeout=(15, 60))  # type: ignore[method-assign]
+        return session
+
+    def _msal_app(self) -> Any:
+        import msal
+        import requests
+
+        logging.getLogger("msal").setLevel(logging.CRITICAL)  # it logs tracebacks for bodies we report
+        tenant = self.setting("tenant_id").strip()
+        authority = f"{self.authority_root}/{tenant}"
+        host = urlsplit(self.authority_root).hostname or ""
+        try:
+            return msal.ConfidentialClientApplication(
+                self.setting("client_id").strip(),
+                client_credential=self._credential(),
+                authority=authority,
+                http_client=self._requests_session(),
+                # Off for other hosts, or MSAL first asks login.microsoftonline.com to vouch for them.
+                instance_discovery=None if host in MICROSOFT_AUTHORITY_HOSTS else False,
+            )
+        except requests.exceptions.RequestException as exc:
+            raise SourceError(f"[{self.name}] cannot reach {self.authority_root}: {_requests_reason(exc)}") from None
+        except ValueError as exc:
+            text = str(exc)
+            if "authority configuration" in text or "OIDC Discovery" in text or "invalid_instance" in text:
+                raise SourceError(f"[{self.name}] Microsoft Entra ID does not know the tenant '{tenant}' "
+                                  f"at {self.authority_root}: check tenant_id and authority_host") from None
+            raise SourceError(f"[{self.name}] cannot use the app credential: {_one_line(text)}; "
+                              "check certificate_file and certificate_password") from None
+
+    def _token_fetcher(self) -> Any:
+        state: dict[str, Any] = {"app": None, "fetched": False}
+        lock = threading.Lock()
+
+        def acquire() -> dict[str, Any]:
+            import requests
+
+            with lock:
+                if state["app"] is None:
+                    state["app"] = self._msal_app()
+                app = state["app"]
+                if state["fetched"]:
+                    # Asked again: the token expired or Graph refused it; skip MSAL's cache.
+                    app.remove_tokens_for_client()
+                try:
+                    result = app.acquire_token_for_client(scopes=[self.scope])
+                except requests.exceptions.RequestException as exc:
+                    raise SourceError(f"[{self.name}] the token request to {self.authority_root} failed: "
+                                      f"{_requests_reason(exc)}") from None
+                except ValueError as exc:
+                    if "json" in type(exc).__name__.lower() or "Expecting" in str(exc):
+                        raise SourceError(f"[{self.name}] the token endpoint at {self.authority_root} "
+                                          "answered with a body that is not JSON") from None
+                    raise SourceError(f"[{self.name}] cannot use the app credential: {_one_line(str(exc))}") from None
+                except Exception as exc:  # MSAL/PyJWT signing errors: report them as one line
+                    raise SourceError(f"[{self.name}] cannot use the app credential: "
+                                      f"{type(exc).__name__}: {_one_line(str(exc))}") from None
+                state["fetched"] = True
+                return dict(result or {})
+
+        async def fetch() -> tuple[str, float | None]:
+            result = await asyncio.to_thread(acquire)
+            token = result.get("access_token")
+            if not token:
+                error = result.get("error") or "no access_token"
+                detail = _one_line(result.get("error_description") or "")
+                raise SourceError(
+                    f"[{self.name}] Microsoft Entra ID rejected the credentials ({error}"
+                    + (f" {detail}" if detail else "")
+                    + "): check tenant_id, client_id and "
+                    + ("certificate_file" if self.setting("certificate_file") else "secret"))
+            return str(token), float(result.get("expires_in") or 3599)
+
+        return fetch
+
+    # -- Graph ---------------------------------------------------------------------------------------
+
+    def _client(self) -> Http:
+        headers = {"Accept": "application/json"}
+        if self.setting("filter").strip():
+            headers["ConsistencyLevel"] = "eventual"  # advanced query: most filters on users need it
+        return self.http(base_url=self.graph_root, headers=headers,
+                         auth=RefreshingToken(self._token_fetcher(), leeway=300.0))
+
+    def _params(self, top: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"$top": top or int(self.setting("page_size")), "$select": ",".join(self.select())}
+        if self.setting("filter").strip():
+            params["$filter"] = self.setting("filter").strip()
+            params["$count"] = "true"
+        return params
+
+    def _graph_error(self, exc: HttpError) -> SourceError:
+        code, message = _graph_error_body(exc)
+        detail = f"{exc.status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+        if exc.status == 403:
+            hint = "grant the app the Microsoft Graph application permission User.Read.All, with admin consent"
+            return SourceError(f"[{self.name}] Microsoft Graph refused to list users ({detail}): {hint}")
+        if exc.status == 401:
+            return SourceError(f"[{self.name}] Microsoft Graph rejected the access token ({detail}): "
+                               "check tenant_id, authority_host and graph_host (same cloud)")
+        if exc.status == 400:
+            return SourceError(f"[{self.name}] Microsoft Graph refused the query ({detail}): "
+                               "check the filter and select settings and the mapped fields")
+        return SourceError(f"[{self.name}] {exc}" + (f" ({code}: {message})" if code or message else ""))
+
+    def _close_sessions(self) -> None:
+        while self._sessions:
+            self._sessions.pop().close()
+
+    async def check(self) -> None:
+        try:
+            async with self._client() as http:
+                await http.get_json("/v1.0/users", params={"$top": 1, "$select": "id"})
+        except HttpError as exc:
+            raise self._graph_error(exc) from None
+        finally:
+            self._close_sessions()
+
+    async def pages(self) -> AsyncIterator[list[Record | BadRecord]]:
+        legacy = truthy(self.setting("legacy_names"))
+        paginator = _GraphNextLink(self.graph_root)
+        try:
+            async with self._client() as http:
+                async for response in http.paginate(paginator, "/v1.0/users", params=self._params()):
+                    body = decode_json(response)
+                    users = body.get("value") if isinstance(body, dict) else None
+                    if not isinstance(users, list):
+                        raise SourceError(f"[{self.name}] Microsoft Graph answered without a 'value' list of "
+                                          f"users ({type(body).__name__}) at {safe_url(response.request.url)}")
+                    paginator.pending = body.get("@odata.nextLink")
+                    if users:
+                        yield list(_records(users, legacy))
+        except HttpAuthError as exc:
+            raise self._graph_error(exc) from None
+        except HttpError as exc:
+            if exc.status is not None and 400 <= exc.status < 500 and exc.response is not None:
+                raise self._graph_error(exc) from None
+            raise
+        finally:
+            self._close_sessions()
+
+
+def _requests_reason(exc: Exception) -> str:
+    """A short reason for a ``requests`` failure (its own text nests pools, retries and URLs)."""
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return "TLS certificate not trusted; set cacert_file to its CA bundle, or verify_ssl = false"
+    for phrase in ("Connection refused", "Name or service not known", "Temporary failure in name resolution",
+                   "nodename nor servname provided", "No route to host", "timed out", "Connection reset"):
+        if phrase in text:
+            return phrase.lower() if phrase != "Connection refused" else "connection refused"
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status:
+        return f"HTTP {status}"
+    return type(exc).__name__
+
+
+def _records(users: Iterable[Any], legacy: bool) -> Iterable[Record | BadRecord]:
+    for user in users:
+        if not isinstance(user, dict):
+            yield BadRecord(f"Microsoft Graph returned a user that is not an object: {str(user)[:80]!r}", user)
+        else:
+            yield add_legacy_names(user) if legacy else user
+
+
+def _graph_error_body(exc: HttpError) -> tuple[str, str]:
+    """``error.code`` and ``error.message`` of a Graph error body (empty when absent)."""
+    try:
+        body = exc.response.json() if exc.response is not None else {}
+    except ValueError:
+        return "", ""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return "", ""
+    return str(error.get("code") or ""), _one_line(str(error.get("message") or ""), 200)

@@ -1,0 +1,129 @@
+"""``[bamboohr]``: BambooHR employees, one user record per employee.
+
+Default (as the seed): the employee directory, ``GET {url}/{system_name}/v1/employees/directory``,
+one call, active employees only, the fields the company shows in its directory. Opt-in
+(``mode = report``): a custom report, ``POST {url}/{system_name}/v1/reports/custom?format=JSON``
+with the fields in ``report_fields``; with ``only_current = false`` (the default in that mode) it
+also returns terminated employees with their ``status`` and ``terminationDate``.
+
+Auth is HTTP Basic with the API key as user name and ``x`` as password. ``Accept:
+application/json`` is always sent (BambooHR answers XML otherwise). Outcomes: 401 = wrong key (one
+line, not retried); 403 = the directory is not shared with the key's user (one line, not retried);
+404 = an empty directory (0 records, with a warning, since a wrong ``system_name`` looks the same);
+429 and 503 are retried honouring ``Retry-After`` (BambooHR's throttle signal), other 5xx with
+backoff. BambooHR's ``X-BambooHR-Error-Message`` header is shown when present.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+from ..auth import basic
+from ..errors import ConfigError, SourceError
+from ..http import HttpAuthError, HttpError, decode_json, safe_url
+from ..settings import Setting
+from .base import BadRecord, Record, UsersSource
+
+log = logging.getLogger(__name__)
+
+GATEWAY = "/api/gateway.php"
+DEFAULT_URL = "https://api.bamboohr.com" + GATEWAY
+REPORT_FIELDS = (
+    "id,employeeNumber,displayName,firstName,lastName,preferredName,jobTitle,workEmail,homeEmail,workPhone,"
+    "mobilePhone,department,division,location,supervisor,supervisorEmail,status,employmentHistoryStatus,"
+    "hireDate,terminationDate"
+)
+
+
+def vendor_message(exc: HttpError) -> str:
+    header = exc.response.headers.get("x-bamboohr-error-message", "") if exc.response is not None else ""
+    return f": {header.strip()}" if header.strip() else ""
+
+
+class BambooHR(UsersSource):
+    module = "bamboohr"
+    mapping_name = "BambooHR"
+    summary = "BambooHR employees (directory or custom report)"
+    settings = (
+        Setting("url", DEFAULT_URL, help="BambooHR API gateway (with or without /api/gateway.php)"),
+        Setting("system_name", None, example="YOUR BambooHR SYSTEM NAME",
+                help="company subdomain: acme for acme.bamboohr.com"),
+        Setting("api_token", None, example="YOUR BambooHR API TOKEN", secret=True, help="BambooHR API key"),
+        *UsersSource.role_settings,
+        Setting("mode", "directory", choices=("directory", "report"),
+                help="directory (active employees, directory fields) or report (custom report)"),
+        Setting("report_fields", REPORT_FIELDS, help="mode = report: the BambooHR field names to request"),
+        Setting("only_current", "false", help="mode = report: only current employees (false adds terminated)"),
+    )
+    default_mappings = {
+        "USER": {"source": "workEmail"},
+        "FIRST_NAME": {"source": "firstName"},
+        "LAST_NAME": {"source": "lastName"},
+        "EMAIL": {"source": "workEmail"},
+        "PHONE": {"source": "mobilePhone"},
+        "POSITION": {"source": "jobTitle"},
+        "PERMISSIONS_ID": {"setting": "default_role"},
+    }
+
+    def validate(self) -> None:
+        if not self.setting("url").strip().lower().startswith(("http://", "https://")):
+            raise ConfigError(f"[{self.name}] url must start with https:// (e.g. {DEFAULT_URL})")
+        company = self.setting("system_name").strip()
+        if any(c in company for c in "./: "):
+            raise ConfigError(f"[{self.name}] system_name is the company subdomain only (acme for "
+                              "acme.bamboohr.com)")
+        if self.setting("mode") == "report" and not self.fields:
+            raise ConfigError(f"[{self.name}] report_fields is empty; list the BambooHR fields to request")
+        self.section.flag("only_current")
+
+    @property
+    def fields(self) -> list[str]:
+        return [f.strip() for f in self.setting("report_fields").split(",") if f.strip()]
+
+    @property
+    def base(self) -> str:
+        """``…/api/gateway.php/<company>/v1`` from a url with or without the gateway path."""
+        url = self.setting("url").strip().rstrip("/")
+        company = self.setting("system_name").strip()
+        url = url.removesuffix("/v1").removesuffix(f"/{company}")
+        if not url.endswith(GATEWAY):
+            url += GATEWAY
+        return f"{url}/{quote(company)}/v1"
+
+    async def pages(self) -> AsyncIterator[list[Record]]:
+        name = f"[{self.name}]"
+        report = self.setting("mode") == "report"
+        headers = {"Accept": "application/json"}
+        async with self.http(base_url=self.base, headers=headers,
+                             auth=basic(self.setting("api_token"), "x")) as http:
+            try:
+                if report:
+                    query = {"format": "JSON", "onlyCurrent": str(self.section.flag("only_current")).lower()}
+                    body = {"title": "Oomnitza connector", "fields": self.fields}
+                    response = await http.request("POST", "/reports/custom", params=query, json=body)
+                else:
+                    response = await http.request("GET", "/employees/directory")
+            except HttpAuthError as exc:
+                if exc.status == 403:
+                    raise SourceError(f"{name} BambooHR refused the employee directory (403{vendor_message(exc)}): "
+                                      "it is not shared company-wide and the API key's user has no access to it; "
+                                      "share the directory or use a key of a user who can see it") from None
+                raise SourceError(f"{name} BambooHR rejected the API key ({exc.status}{vendor_message(exc)}): "
+                                  "check api_token") from None
+            except HttpError as exc:
+                if exc.status == 404:
+                    log.warning("%s BambooHR answered 404 (%s): the directory of '%s' is empty (or system_name is "
+                                "wrong); 0 records", name, vendor_message(exc).lstrip(": ") or "no employees",
+                                self.setting("system_name"))
+                    return
+                raise SourceError(f"{name} {exc}{vendor_message(exc)}") from None
+            data = decode_json(response)
+            employees = data.get("employees") if isinstance(data, dict) else None
+            if not isinstance(employees, list):
+                raise SourceError(f"{name} BambooHR answered {safe_url(response.url)} without an 'employees' list")
+            if employees:
+                yield [e if isinstance(e, dict) else BadRecord("employee is not a JSON object", e)
+                       for e in employees]  # type: ignore[misc]
+

@@ -1,0 +1,767 @@
+"""``[ldap]`` (users) and ``[ldap_assets]`` (assets): LDAP v3 / Active Directory with ``ldap3``.
+
+Connection: ``ldap://`` (optionally upgraded with StartTLS, ``start_tls = true``) or ``ldaps://``,
+TLS options applied per connection from the section's ``verify_ssl`` / ``cacert_file`` /
+``cacert_dir`` / ``user_pem_file``; a simple bind with ``username``/``password`` or an anonymous
+bind (``username = anonymous``). Referrals are not followed.
+
+Search mode (no group configured): one subtree search of ``base_dn`` with ``filter``, read with the
+RFC 2696 Simple Paged Results control ``page_size`` entries at a time. Each page is fetched in a
+worker thread (``asyncio.to_thread``) only when the pipeline asks for it, so memory holds one page
+and ``--record-count`` ends the search early. Servers that do not advertise the control (and
+``protocol_version = 2``) get one unpaged search.
+
+Group mode (``groups_dn`` > ``group_dn``): the members of each group are read (with Active
+Directory range retrieval, ``member;range=0-1499`` …), nested groups are expanded (visited-set) and
+each member entry is read (base search at its DN with ``filter``, or a ``group_member_filter``
+lookup under ``base_dn`` with the member value RFC 4515-escaped). Users are de-duplicated by DN.
+
+Record shape: a flat dict; see ``entry_record``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import re
+import ssl
+import time
+import uuid
+import warnings
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
+
+from ..errors import ConfigError, SourceError
+from ..settings import Setting
+from .base import Record, Source, UsersSource
+
+with warnings.catch_warnings():
+    # ldap3 2.9 imports names pyasn1 0.6 deprecated; users should not see that on every run.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import ldap3
+    from ldap3.core.exceptions import LDAPException, LDAPInvalidFilterError
+    from ldap3.operation.search import parse_filter
+    from ldap3.utils import asn1 as _ldap3_asn1  # noqa: F401 - the module that warns, imported here
+
+
+log = logging.getLogger(__name__)
+
+PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
+# objectClass values (lower case) whose members are expanded instead of the entry being sent.
+GROUP_CLASSES = frozenset({"group", "groupofnames", "groupofuniquenames"})
+GROUP_FILTER = "(|(objectClass=group)(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))"
+BINARY = "*BINARY*"
+LIST_SUFFIX = "*"  # "mail*" is the list of every value of "mail"
+SID_ATTRIBUTES = frozenset({"objectsid", "sidhistory", "tokengroups", "securityidentifier"})
+LISTS_ALWAYS = frozenset({"memberof"})  # kept as a list under the plain name too (as the old connector)
+_ATTR_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*(;[A-Za-z0-9=-]+)*$|^[0-9]+(\.[0-9]+)+$")
+_RANGE = re.compile(r";range=(\d+)-(\d+|\*)$", re.IGNORECASE)
+CONNECT_ATTEMPTS = 3
+RETRIED_REASONS = frozenset({"connection refused", "connection reset"})  # a restarting server; not TLS, not DNS
+
+
+# --- values and records ------------------------------------------------------------------------
+
+
+def escape_filter_value(value: str) -> str:
+    """RFC 4515 escaping of a value substituted into a filter (``*``, ``(``, ``)``, ``\\``, NUL)."""
+    out = []
+    for ch in value:
+        if ch in "*()\\\x00":
+            out.append(f"\\{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def sid_string(raw: bytes) -> str | None:
+    """A binary Windows SID as ``S-1-5-21-…`` (None when it is not a SID)."""
+    if len(raw) < 8 or raw[0] != 1 or len(raw) != 8 + 4 * raw[1]:
+        return None
+    authority = int.from_bytes(raw[2:8], "big")
+    subs = [int.from_bytes(raw[8 + 4 * i:12 + 4 * i], "little") for i in range(raw[1])]
+    return "-".join(["S", str(raw[0]), str(authority), *map(str, subs)])
+
+
+def decode_value(name: str, raw: bytes | str) -> str:
+    """One attribute value as text: UTF-8; AD's binary GUIDs and SIDs in their usual string forms;
+    any other binary value (photos, certificates) as ``*BINARY*``."""
+    if isinstance(raw, str):
+        return raw
+    attr = name.split(";", 1)[0].lower()
+    if attr.endswith("guid") and len(raw) == 16:
+        return str(uuid.UUID(bytes_le=bytes(raw)))
+    if attr in SID_ATTRIBUTES:
+        sid = sid_string(bytes(raw))
+        if sid:
+            return sid
+    try:
+        return bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return BINARY
+
+
+class LdapRecord(dict):  # type: ignore[type-arg]
+    """A record whose keys keep the server's spelling (``sAMAccountName``) but are looked up
+    case-insensitively, as LDAP attribute names are (``samaccountname`` finds it too)."""
+
+    __slots__ = ("_folded",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._folded: dict[str, str] | None = None
+
+    def _key(self, key: Any) -> Any:
+        if dict.__contains__(self, key) or not isinstance(key, str):
+            return key
+        if self._folded is None:
+            self._folded = {k.lower(): k for k in self if isinstance(k, str)}
+        return self._folded.get(key.lower(), key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._folded = None
+        super().__setitem__(key, value)
+
+    def __getitem__(self, key: Any) -> Any:
+        return super().__getitem__(self._key(key))
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(self._key(key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return super().get(self._key(key), default)
+
+
+def entry_record(dn: str, attributes: dict[str, list[bytes]]) -> LdapRecord:
+    """The record a mapping sees for one entry.
+
+    - ``dn``: the entry's DN (also ``distinguishedName`` when the server has no such attribute);
+    - ``<attr>``: the attribute's **first** value as text (``""`` when it has none), except
+      ``memberOf``, which is the list of all values (as in the old connector);
+    - ``<attr>*``: the list of **all** values, in server order (``mail*.1`` is the second ``mail``);
+    - values are UTF-8; ``objectGUID`` (any 16-byte ``*GUID``) → ``xxxxxxxx-xxxx-…``; ``objectSid``
+      → ``S-1-5-…``; other binary values → ``*BINARY*``;
+    - keys keep the server's spelling and are matched case-insensitively.
+    """
+    record = LdapRecord(dn=dn)
+    for name, values in attributes.items():
+        key = _RANGE.sub("", name)
+        texts = [decode_value(key, v) for v in values]
+        record[key] = texts if key.lower() in LISTS_ALWAYS else (texts[0] if texts else "")
+        record[key + LIST_SUFFIX] = texts
+    if "distinguishedName" not in record:
+        record["distinguishedName"] = dn
+    return record
+
+
+def range_key(attributes: dict[str, Any], attr: str) -> tuple[str | None, int | None]:
+    """Where ``attr``'s values are in an entry: ``(key, next_low)``.
+
+    ``key`` is the plain attribute or AD's ranged form ``attr;range=LOW-HIGH`` (None when absent);
+    ``next_low`` is ``HIGH + 1`` when more values remain, None when this is the last range
+    (``HIGH`` is ``*``) or the attribute was not ranged.
+    """
+    lowered = attr.lower()
+    prefix = lowered + ";range="
+    for key in attributes:
+        k = key.lower()
+        if k == lowered:
+            return key, None
+        if k.startswith(prefix):
+            match = _RANGE.search(key)
+            if match is None or match.group(2) == "*":
+                return key, None
+            return key, int(match.group(2)) + 1
+    return None, None
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+S_URL = Setting("url", None, example="ldaps://ldap.example.com:636",
+                help="ldap://host[:port] (add start_tls = true) or ldaps://host[:port]")
+S_USERNAME = Setting("username", None, example="cn=reader,dc=example,dc=com",
+                     help="bind DN (AD also user@domain or DOMAIN\\user); 'anonymous' = anonymous bind")
+S_PASSWORD = Setting("password", "", secret=True, help="bind password (required unless username = anonymous)")
+S_BASE_DN = Setting("base_dn", None, example="ou=people,dc=example,dc=com",
+                    help="search base (also used by group_member_filter lookups)")
+S_GROUP_DN = Setting("group_dn", "", help="legacy single group DN whose members are synced")
+S_GROUPS_DN = Setting("groups_dn", "[]",
+                      help="JSON array of group DNs whose members are synced (wins over group_dn)")
+S_MEMBERS_ATTR = Setting("group_members_attr", "member",
+                         help="group attribute listing the members (member, uniqueMember, memberUid, ...)")
+S_MEMBER_FILTER = Setting("group_member_filter", "",
+                          help="look members up under base_dn with this filter, {} = the member value, "
+                               "e.g. (uid={}) for memberUid")
+S_PROTOCOL = Setting("protocol_version", "3", help="LDAP protocol version: 3, or 2 (no paging)")
+S_FILTER = Setting("filter", "(objectClass=*)", help="search filter (also applied to group members)")
+S_PAGE_CRITERIUM = Setting("page_criterium", "", help="accepted for compatibility; no effect")
+EXTRA_SETTINGS = (
+    Setting("start_tls", "false", help="upgrade an ldap:// connection with StartTLS before binding"),
+    Setting("page_size", "500", help="entries per page (RFC 2696); keep it at or below the server's "
+                                     "limit (Active Directory MaxPageSize: 1000)"),
+    Setting("nested_groups", "true", help="group mode: expand groups found among the members"),
+    Setting("attributes", "*", help="attributes to request, comma-separated: * = all user attributes; "
+                                    "add operational ones by name (*,modifyTimestamp) or + for all"),
+    Setting("timeout", "30", help="seconds to wait for the server to connect or answer"),
+)
+
+
+def _flag(value: str, *, where: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "yes", "y", "true", "t", "on"):
+        return True
+    if lowered in ("", "0", "no", "n", "false", "f", "off"):
+        return False
+    raise ConfigError(f"{where}: {value!r} is not true or false")
+
+
+# --- the blocking side (runs in worker threads) ------------------------------------------------
+
+
+class LdapFailure(Exception):
+    """An LDAP operation did not succeed; ``code``/``text`` come from the server's result."""
+
+    def __init__(self, code: int, description: str, message: str) -> None:
+        super().__init__(f"{code} {description}" + (f": {message}" if message else ""))
+        self.code = code
+        self.description = description
+        self.message = message
+
+
+class Directory:
+    """One bound ldap3 connection and the reads the source needs. Blocking: call every method
+    through ``asyncio.to_thread``, one at a time."""
+
+    def __init__(self, conn: Any, attributes: list[str], page_size: int, paged: bool, name: str = "ldap") -> None:
+        self.name = name  # the section, for log lines
+        self.conn = conn
+        self.attributes = attributes
+        self.page_size = page_size
+        self.paged = paged
+
+    def close(self) -> None:
+        try:
+            self.conn.unbind()
+        except Exception as exc:  # closing must not hide what happened before
+            log.debug("unbind failed: %s", exc)
+
+    # search mode -------------------------------------------------------------------------------
+
+    def search_pages(self, base: str, search_filter: str) -> Callable[[], list[LdapRecord] | None]:
+        """A function returning the next page of records (None when the search is complete)."""
+        state: dict[str, Any] = {"cookie": None, "done": False}
+
+        def next_page() -> list[LdapRecord] | None:
+            if state["done"]:
+                return None
+            kwargs: dict[str, Any] = {}
+            if self.paged:
+                kwargs = {"paged_size": self.page_size, "paged_cookie": state["cookie"], "paged_criticality": False}
+            self.conn.search(base, search_filter, ldap3.SUBTREE, attributes=self.attributes, **kwargs)
+            result = self.conn.result or {}
+            code = int(result.get("result", 80))
+            if code == 4:
+                log.warning("[%s] the LDAP server's size limit cut the search short (4 sizeLimitExceeded): "
+                            "only part of the entries are synced; use paging (protocol_version = 3) "
+                            "or raise the server's limit", self.name)
+            elif code != 0:
+                raise _failure(result)
+            cookie = ((result.get("controls") or {}).get(PAGED_RESULTS_OID) or {}).get("value", {}).get("cookie")
+            state["cookie"] = cookie
+            state["done"] = not (self.paged and cookie)
+            return [self.record(e["dn"], e["raw_attributes"]) for e in self._entries()]
+
+        return next_page
+
+    def _entries(self) -> list[dict[str, Any]]:
+        # Continuation references (other naming contexts) are not followed.
+        return [e for e in (self.conn.response or []) if e.get("type") == "searchResEntry" and e.get("dn")]
+
+    def record(self, dn: str, raw: dict[str, list[bytes]]) -> LdapRecord:
+        attributes = dict(raw)
+        for key in [k for k in attributes if _RANGE.search(k)]:  # AD range retrieval on any attribute
+            base_attr = _RANGE.sub("", key)
+            attributes.pop(key)
+            attributes[base_attr] = self.all_values(dn, {key: raw[key]}, base_attr)
+        return entry_record(dn, attributes)
+
+    # group mode --------------------------------------------------------------------------------
+
+    def read(self, dn: str, search_filter: str, attributes: list[str]) -> tuple[str, dict[str, list[bytes]]] | None:
+        """The entry at ``dn`` if it matches ``search_filter``; None when it does not; LdapFailure
+        (32 noSuchObject) when it does not exist."""
+        self.conn.search(dn, search_filter, ldap3.BASE, attributes=attributes)
+        result = self.conn.result or {}
+        if int(result.get("result", 80)) != 0:
+            raise _failure(result)
+        entries = self._entries()
+        return (entries[0]["dn"], entries[0]["raw_attributes"]) if entries else None
+
+    def find(self, base: str, search_filter: str) -> list[tuple[str, dict[str, list[bytes]]]]:
+        self.conn.search(base, search_filter, ldap3.SUBTREE, attributes=self.attributes)
+        result = self.conn.result or {}
+        if int(result.get("result", 80)) not in (0, 4):
+            raise _failure(result)
+        return [(e["dn"], e["raw_attributes"]) for e in self._entries()]
+
+    def all_values(self, dn: str, attributes: dict[str, list[bytes]], attr: str) -> list[bytes]:
+        """Every value of ``attr``, following AD range retrieval (``attr;range=0-1499`` then
+        ``attr;range=1500-*`` … until a range ends in ``*``)."""
+        values: list[bytes] = []
+        current = attributes
+        seen_lows: set[int] = set()
+        while True:
+            key, next_low = range_key(current, attr)
+            if key is None:
+                return values
+            values.extend(current[key])
+            if next_low is None or next_low in seen_lows:
+                return values
+            seen_lows.add(next_low)
+            found = self.read(dn, "(objectClass=*)", [f"{attr};range={next_low}-*"])
+            if found is None:
+                return values
+            current = found[1]
+
+
+def _failure(result: dict[str, Any]) -> LdapFailure:
+    return LdapFailure(int(result.get("result", 80)), str(result.get("description") or "error"),
+                       str(result.get("message") or "").strip())
+
+
+class GroupWalker:
+    """Resolves the members of the configured groups into records, one page at a time."""
+
+    def __init__(self, directory: Directory, *, groups: list[str], members_attr: str, search_filter: str,
+                 member_filter: str, base_dn: str, nested: bool) -> None:
+        self.d = directory
+        self.members_attr = members_attr
+        self.filter = search_filter
+        self.member_filter = member_filter
+        self.base_dn = base_dn
+        self.nested = nested and not member_filter
+        self.pending_groups = deque(groups)
+        self.visited_groups: set[str] = set()
+        self.members: deque[str] = deque()
+        self.seen: set[str] = set()
+        self.skipped = 0
+        # A member read asks for the member attribute too (so a nested group needs no second read).
+        self.member_attrs = [*directory.attributes, "objectClass", members_attr]
+        self.read_filter = f"(|{search_filter}{GROUP_FILTER})" if self.nested else search_filter
+
+    def next_page(self) -> list[LdapRecord] | None:
+        page: list[LdapRecord] = []
+        while len(page) < self.d.page_size:
+            if not self.members:
+                if not self.pending_groups:
+                    break
+                self._open_group(self.pending_groups.popleft())
+                continue
+            record = self._resolve(self.members.popleft())
+            if record is not None:
+                page.append(record)
+        if not page and not self.members and not self.pending_groups:
+            return None
+        return page
+
+    def _open_group(self, dn: str) -> None:
+        if dn.lower() in self.visited_groups:
+            return
+        self.visited_groups.add(dn.lower())
+        try:
+            found = self.d.read(dn, "(objectClass=*)", [self.members_attr])
+        except LdapFailure as exc:
+            if exc.code == 32:
+                raise SourceError(f"the group {dn!r} does not exist on the LDAP server (32 noSuchObject)") from None
+            raise
+        if found is None:
+            return
+        self._add_members(found[0], found[1])
+
+    def _add_members(self, dn: str, attributes: dict[str, list[bytes]]) -> None:
+        values = self.d.all_values(dn, attributes, self.members_attr)
+        log.debug("group %s: %d member value(s)", dn, len(values))
+        self.members.extend(decode_value(self.members_attr, v) for v in values)
+
+    def _resolve(self, member: str) -> LdapRecord | None:
+        if self.member_filter:
+            query = f"(&{self.filter}{self.member_filter.replace('{}', escape_filter_value(member))})"
+            hits = self.d.find(self.base_dn, query)
+            if not hits:
+                self._skip(f"no entry under base_dn matches {query}")
+                return None
+            dn, attributes = hits[0]
+        else:
+            if member.lower() in self.seen:
+                return None
+            try:
+                found = self.d.read(member, self.read_filter, self.member_attrs)
+            except LdapFailure as exc:
+                if exc.code in (32, 34):  # noSuchObject, invalidDNSyntax
+                    self._skip(f"member {member!r} cannot be read ({exc})")
+                    return None
+                raise
+            if found is None:
+                log.debug("member %s does not match the filter; skipped", member)
+                return None
+            dn, attributes = found
+            if self.nested and _is_group(attributes):
+                if dn.lower() not in self.visited_groups:
+                    self.visited_groups.add(dn.lower())
+                    self._add_members(dn, attributes)
+                return None
+        if dn.lower() in self.seen:
+            return None
+        self.seen.add(dn.lower())
+        return self.d.record(dn, _without_helpers(attributes, self.d.attributes, self.members_attr))
+
+    def _skip(self, message: str) -> None:
+        self.skipped += 1
+        if self.skipped <= 20:
+            log.warning("[%s] %s; skipped", self.d.name, message)
+
+
+def _is_group(attributes: dict[str, list[bytes]]) -> bool:
+    for key, values in attributes.items():
+        if key.lower() == "objectclass":
+            return any(decode_value(key, v).lower() in GROUP_CLASSES for v in values)
+    return False
+
+
+def _without_helpers(attributes: dict[str, list[bytes]], requested: list[str],
+                     members_attr: str) -> dict[str, list[bytes]]:
+    """Drop the member attribute fetched only to expand nested groups, unless it was asked for."""
+    wanted = {a.lower() for a in requested}
+    if "*" in wanted or members_attr.lower() in wanted:
+        return attributes
+    return {k: v for k, v in attributes.items() if _RANGE.sub("", k).lower() != members_attr.lower()}
+
+
+# --- the source --------------------------------------------------------------------------------
+
+
+class _LdapBase(Source):
+    """Everything [ldap] and [ldap_assets] share."""
+
+    extra_attributes: ClassVar[tuple[str, ...]] = ()
+
+    def validate(self) -> None:
+        where = f"[{self.name}]"
+        self._endpoint()
+        if self.anonymous and self.setting("password"):
+            log.warning("%s username = anonymous: the password is not used", where)
+        if not self.anonymous and not self.setting("password"):
+            raise ConfigError(f"{where} password is empty: an empty password makes many servers bind anonymously "
+                              "(RFC 4513 unauthenticated bind); set it, or set username = anonymous")
+        if not self.setting("page_size").strip().isdigit() or not 1 <= int(self.setting("page_size")) <= 100000:
+            raise ConfigError(f"{where} page_size must be a number from 1 to 100000")
+        try:
+            if float(self.setting("timeout")) <= 0:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"{where} timeout must be a positive number of seconds") from None
+        self._groups()
+        for key in ("start_tls", "nested_groups"):
+            _flag(self.setting(key), where=f"{where} {key}")
+        self._check_filter("filter", self.setting("filter") or "(objectClass=*)")
+        if self.setting("group_member_filter"):
+            self._check_filter("group_member_filter", self.setting("group_member_filter").replace("{}", "x"))
+
+    def _check_filter(self, key: str, text: str) -> None:
+        try:
+            parse_filter(text, None, auto_escape=False, auto_encode=True, validator=None, check_names=False)
+        except LDAPInvalidFilterError as exc:
+            raise ConfigError(f"[{self.name}] {key} {text!r} is not a valid LDAP filter ({exc}); "
+                              "write it like (&(objectClass=person)(mail=*))") from None
+
+    @property
+    def anonymous(self) -> bool:
+        return self.setting("username").strip().lower() == "anonymous"
+
+    @functools.cached_property
+    def protocol(self) -> int:
+        value = self.setting("protocol_version").strip()
+        if value in ("2", "3"):
+            return int(value)
+        if value:
+            log.warning("[%s] protocol_version = %s is not 2 or 3; using 3", self.name, value)
+        return 3
+
+    def _endpoint(self) -> tuple[str, int, bool]:
+        """(host, port, ldaps) from ``url``."""
+        url = self.setting("url").strip()
+        where = f"[{self.name}] url"
+        parts = urlsplit(url if "://" in url else f"ldap://{url}")
+        scheme = parts.scheme.lower()
+        if scheme not in ("ldap", "ldaps"):
+            raise ConfigError(f"{where} {url!r} must start with ldap:// or ldaps://")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError(f"{where} {url!r} has an invalid port") from None
+        host = unquote(parts.hostname or "")
+        if not host:
+            raise ConfigError(f"{where} {url!r} names no host")
+        ldaps = scheme == "ldaps"
+        if ldaps and _flag(self.setting("start_tls"), where=f"[{self.name}] start_tls"):
+            raise ConfigError(f"[{self.name}] start_tls = true needs an ldap:// url (ldaps:// is already TLS)")
+        return host, port or (636 if ldaps else 389), ldaps
+
+    def _groups(self) -> list[str]:
+        text = self.setting("groups_dn").strip()
+        groups: list[str] = []
+        if text and text != "[]":
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise ConfigError(f"[{self.name}] groups_dn must be a JSON array of DNs, e.g. "
+                                  '["cn=it,ou=groups,dc=example,dc=com"] (double quotes)') from None
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"[{self.name}] groups_dn must be a JSON array of DN strings")
+            groups = [v.strip() for v in value if v.strip()]
+        if not groups and self.setting("group_dn").strip():
+            groups = [self.setting("group_dn").strip()]
+        return groups
+
+    def _attributes(self) -> list[str]:
+        wanted = [a.strip() for a in self.setting("attributes").split(",") if a.strip()] or ["*"]
+        names = list(wanted)
+        heads = [str(spec.get("source", "")).split(".", 1)[0].removesuffix(LIST_SUFFIX)
+                 for spec in self.section.mappings.values() if isinstance(spec.get("source"), str)]
+        for name in [*self.extra_attributes, *heads]:
+            if name.lower() in ("dn", "distinguishedname") and name != "distinguishedName":
+                continue
+            if _ATTR_NAME.match(name) and name.lower() not in {n.lower() for n in names}:
+                names.append(name)
+        return names
+
+    # connecting ----------------------------------------------------------------------------------
+
+    def _tls(self, host: str) -> Any:
+        tls = self.section.tls()
+        if not tls.verify:
+            log.warning("[%s] verify_ssl = false: the LDAP server's certificate is not checked", self.name)
+        return ldap3.Tls(
+            validate=ssl.CERT_REQUIRED if tls.verify else ssl.CERT_NONE,
+            ca_certs_file=tls.cacert_file or None,
+            ca_certs_path=tls.cacert_dir or None,
+            local_certificate_file=tls.client_cert or None,
+            local_private_key_file=tls.client_cert or None,
+            sni=host,
+        )
+
+    def _connect(self) -> Directory:
+        """Open, secure and bind (blocking). Raises SourceError with one clear line."""
+        host, port, ldaps = self._endpoint()
+        start_tls = _flag(self.setting("start_tls"), where=f"[{self.name}] start_tls")
+        timeout = float(self.setting("timeout"))
+        url = f"{'ldaps' if ldaps else 'ldap'}://{host}:{port}"
+        try:
+            tls = self._tls(host) if (ldaps or start_tls) else None
+        except LDAPException as exc:
+            raise SourceError(f"[{self.name}] the TLS settings cannot be used: {exc}") from None
+
+        def connection() -> Any:
+            # A fresh Server each attempt: ldap3 remembers an address that failed as unusable.
+            server = ldap3.Server(host, port=port, use_ssl=ldaps, tls=tls, get_info=ldap3.DSA,
+                                  connect_timeout=timeout)
+            return ldap3.Connection(
+                server,
+                user=None if self.anonymous else self.setting("username"),
+                password=None if self.anonymous else self.setting("password"),
+                authentication=ldap3.ANONYMOUS if self.anonymous else ldap3.SIMPLE,
+                version=self.protocol,
+                auto_bind=ldap3.AUTO_BIND_NONE,
+                raise_exceptions=False,
+                auto_referrals=False,
+                auto_range=False,  # done here, explicitly (see Directory.all_values)
+                read_only=True,
+                return_empty_attributes=False,
+                receive_timeout=max(1, int(timeout)),  # ldap3 packs it as an integer
+                check_names=False,
+            )
+
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            conn = connection()
+            try:
+                with _quiet_ldap3():
+                    conn.open()
+                break
+            except LDAPException as exc:
+                text = _socket_reason(exc, tls=ldaps)
+                if text not in RETRIED_REASONS or attempt == CONNECT_ATTEMPTS:
+                    raise SourceError(f"[{self.name}] cannot reach {url}: {text}") from None
+                log.info("[%s] cannot reach %s (%s); retrying", self.name, url, text)
+                time.sleep(0.5 * 2 ** (attempt - 1))
+        try:
+            with _quiet_ldap3():
+                tls_refused = start_tls and not conn.start_tls()
+            if tls_refused:
+                raise SourceError(f"[{self.name}] StartTLS was refused by {url} ({_failure(conn.result or {})})")
+            if not conn.bind():
+                raise self._bind_error(_failure(conn.result or {}))
+        except LDAPException as exc:
+            _quiet_close(conn)
+            raise SourceError(f"[{self.name}] {'StartTLS' if start_tls else 'bind'} with {url} failed: "
+                              f"{_socket_reason(exc, tls=ldaps or start_tls)}") from None
+        except SourceError:
+            _quiet_close(conn)
+            raise
+        paged = self.protocol == 3 and _supports_paging(conn.server)
+        if self.protocol == 3 and not paged:
+            log.warning("[%s] %s does not offer paged results (RFC 2696): one unpaged search is made, "
+                        "which the server may cut at its size limit", self.name, url)
+        log.info("[%s] bound to %s as %s%s", self.name, url,
+                 "anonymous" if self.anonymous else self.setting("username"), " (StartTLS)" if start_tls else "")
+        return Directory(conn, self._attributes(), int(self.setting("page_size")), paged, self.name)
+
+    def _bind_error(self, failure: LdapFailure) -> SourceError:
+        who = "anonymous bind" if self.anonymous else "the credentials"
+        if failure.code == 49:
+            return SourceError(f"[{self.name}] the LDAP server rejected {who} ({failure}): check username and password")
+        if failure.code == 8 or failure.code == 13:
+            return SourceError(f"[{self.name}] the LDAP server requires a protected connection for this bind "
+                               f"({failure}): use an ldaps:// url or start_tls = true")
+        return SourceError(f"[{self.name}] the LDAP server refused the bind ({failure})")
+
+    async def check(self) -> None:
+        directory = await asyncio.to_thread(self._connect)
+        await asyncio.to_thread(directory.close)
+
+    # reading -------------------------------------------------------------------------------------
+
+    async def pages(self) -> AsyncIterator[list[Record]]:
+        directory = await asyncio.to_thread(self._connect)
+        try:
+            groups = self._groups()
+            search_filter = self.setting("filter") or "(objectClass=*)"
+            if groups:
+                walker = GroupWalker(
+                    directory, groups=groups, members_attr=self.setting("group_members_attr") or "member",
+                    search_filter=search_filter, member_filter=self.setting("group_member_filter"),
+                    base_dn=self.setting("base_dn"),
+                    nested=_flag(self.setting("nested_groups"), where=f"[{self.name}] nested_groups"))
+                next_page: Callable[[], list[LdapRecord] | None] = walker.next_page
+            else:
+                next_page = directory.search_pages(self.setting("base_dn"), search_filter)
+            count = 0
+            while True:
+                page = await self._call(next_page)
+                if page is None:
+                    break
+                count += 1
+                log.debug("[%s] page %d: %d entries", self.name, count, len(page))
+                if page:  # a paged search may answer an empty page with a cookie: ask on
+                    yield list(page)
+            if groups and walker.skipped:
+                log.warning("[%s] %d group member(s) could not be read", self.name, walker.skipped)
+        finally:
+            directory.close()
+
+    async def _call(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return await asyncio.to_thread(fn)
+        except LdapFailure as exc:
+            raise self._search_error(exc) from None
+        except SourceError as exc:
+            raise SourceError(f"[{self.name}] {exc}") from None
+        except LDAPException as exc:
+            raise SourceError(f"[{self.name}] reading from the LDAP server failed: {_socket_reason(exc)}") from None
+
+    def _search_error(self, failure: LdapFailure) -> SourceError:
+        if failure.code == 32:
+            return SourceError(f"[{self.name}] base_dn {self.setting('base_dn')!r} does not exist on the LDAP server "
+                               f"({failure})")
+        if failure.code == 10:
+            return SourceError(f"[{self.name}] the LDAP server referred the search elsewhere ({failure}); "
+                               "referrals are not followed: point url and base_dn at the server holding them")
+        if failure.code == 87 or (failure.code == 2 and "filter" in failure.message.lower()):
+            return SourceError(f"[{self.name}] the LDAP server rejected the filter ({failure})")
+        return SourceError(f"[{self.name}] the LDAP search failed ({failure})")
+
+
+def _supports_paging(server: Any) -> bool:
+    info = getattr(server, "info", None)
+    controls = getattr(info, "supported_controls", None) if info is not None else None
+    if not controls:
+        return True  # root DSE not readable: assume the common case
+    return any((c[0] if isinstance(c, tuple) else c) == PAGED_RESULTS_OID for c in controls)
+
+
+def _socket_reason(exc: BaseException, *, tls: bool = False) -> str:
+    text = str(exc) or type(exc).__name__
+    lowered = text.lower()
+    if tls and "session terminated by server" in lowered:
+        # TLS 1.3 completes the client's side of the handshake before the server checks the client's
+        # certificate: a refusal then shows up as a closed session on the first read, not as an alert.
+        lowered = "eof occurred in violation of protocol"
+    if "certificate verify failed" in lowered or "certificate_verify_failed" in lowered:
+        return ("TLS certificate not trusted; set cacert_file (or cacert_dir) to its CA, "
+                "or verify_ssl = false")
+    if "doesn't match any name" in lowered:
+        return "the server's TLS certificate does not match its host name"
+    if "eof occurred in violation of protocol" in lowered or ("alert" in lowered and "ssl" in lowered):
+        return ("the server ended the TLS handshake (it may demand a client certificate: set user_pem_file; "
+                "or the port does not speak TLS)")
+    for pattern, reason in (("connection refused", "connection refused"), ("connection reset", "connection reset"),
+                            ("timed out", "connection timed out"),
+                            ("name or service not known", "unknown host"),
+                            ("temporary failure in name resolution", "unknown host")):
+        if pattern in lowered:
+            return reason
+    text = re.sub(r"^\(['\"](.*)['\"],\)$", r"\1", text.strip())  # ldap3 wraps some messages in a tuple repr
+    return re.sub(r"\s+", " ", text)[:300]
+
+
+@contextlib.contextmanager
+def _quiet_ldap3() -> Iterator[None]:
+    """ldap3 checks certificate host names with ssl.match_hostname: deprecated since Python 3.7 but
+    correct; its DeprecationWarning would reach the user's log on every run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"ssl\.match_hostname", category=DeprecationWarning)
+        yield
+
+
+def _quiet_close(conn: Any) -> None:
+    try:
+        conn.unbind()
+    except Exception as exc:
+        log.debug("unbind failed: %s", exc)
+
+
+def _settings(order: Iterable[Setting]) -> tuple[Setting, ...]:
+    return (*order, *EXTRA_SETTINGS)
+
+
+class Ldap(_LdapBase, UsersSource):
+    module = "ldap"
+    mapping_name = "LDAP"
+    summary = "LDAP / Active Directory users"
+    settings = _settings((S_URL, S_USERNAME, S_PASSWORD, S_BASE_DN, S_GROUP_DN, S_GROUPS_DN, S_MEMBERS_ATTR,
+                          S_MEMBER_FILTER, S_PROTOCOL, S_FILTER, S_PAGE_CRITERIUM, *UsersSource.role_settings))
+    default_mappings = {
+        "USER": {"source": "uid", "required": True, "converter": "ldap_user_field"},
+        "FIRST_NAME": {"source": "givenName"},
+        "LAST_NAME": {"source": "sn"},
+        "EMAIL": {"source": "mail", "required": True},
+        "PERMISSIONS_ID": {"setting": "default_role"},
+    }
+    extra_attributes = ("sAMAccountName",)
+
+
+class LdapAssets(_LdapBase):
+    module = "ldap_assets"
+    mapping_name = "LDAP_assets"
+    record_type = "assets"
+    summary = "LDAP / Active Directory entries as assets (e.g. AD computers)"
+    settings = _settings((S_URL, S_USERNAME, S_PASSWORD, S_BASE_DN, S_GROUP_DN, S_PROTOCOL, S_FILTER,
+                          S_PAGE_CRITERIUM, S_GROUPS_DN, S_MEMBERS_ATTR, S_MEMBER_FILTER,
+                          Setting("sync_field", None, example="24DCF85294E411E38A52066B556BA4EE",
+                                  help="Oomnitza field id(s) identifying an asset")))

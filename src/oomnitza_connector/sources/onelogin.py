@@ -1,0 +1,217 @@
+"""``[onelogin]``: OneLogin users via the API v2 (``/api/2/users``), following the ``After-Cursor``
+response header.
+
+Auth is an API credential pair (``client_id``/``client_secret``, scope "Read users" or higher)
+exchanged for a bearer token at ``/auth/oauth2/v2/token`` on the **same host as** ``url``, so EU
+accounts (``api.eu.onelogin.com``) and subdomain hosts work. The token is reused until it expires
+and fetched again once when OneLogin answers 401. The legacy API-key XML APIs (``api_token``) were
+shut down by OneLogin and are not supported: such a configuration is a clear config error.
+
+Compatibility with the seed: a ``url`` such as ``https://api.us.onelogin.com/api/1/users`` still
+works (only its scheme, host and any proxy prefix are used), the records keep the v1 names
+(``role_id``, ``samaccountname``, ``locale_code``) next to the v2 ones, and the seed's lookup quirk
+is kept: a mapping source that is not a standard user field reads the custom attribute of that
+name (``{"source": "employee_id"}`` = ``custom_attributes.employee_id``).
+OneLogin's ``X-RateLimit-Remaining`` / ``X-RateLimit-Reset`` (seconds) pause requests before the
+hourly budget runs out.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from ..auth import RefreshingToken, basic
+from ..errors import ConfigError, SourceError
+from ..http import Cursor, Http, HttpAuthError, HttpError, RateLimiter, decode_json, reset_pause, safe_url
+from ..settings import Setting
+from .base import BadRecord, Record, UsersSource
+
+log = logging.getLogger(__name__)
+
+USERS = "/api/2/users"
+TOKEN = "/auth/oauth2/v2/token"
+DEFAULT_URL = "https://api.us.onelogin.com/api/1/users"
+
+# The fields of a v2 "List Users" entry; with custom_attributes they are asked for explicitly
+# (the list leaves custom attributes out unless ``fields`` names them).
+LIST_FIELDS = (
+    "id", "username", "email", "firstname", "lastname", "title", "department", "company", "comment",
+    "group_id", "role_ids", "phone", "state", "status", "directory_id", "trusted_idp_id", "manager_ad_id",
+    "manager_user_id", "samaccount_name", "member_of", "userprincipalname", "distinguished_name",
+    "external_id", "activated_at", "last_login", "invitation_sent_at", "updated_at", "preferred_locale_code",
+    "created_at", "invalid_login_attempts", "locked_until", "password_changed_at",
+)
+# Standard user fields: the seed's list plus the v2 names. Any other mapping source is read from
+# custom_attributes, as the seed did.
+STANDARD_FIELDS = frozenset({
+    "activated_at", "created_at", "email", "username", "firstname", "group_id", "id",
+    "invalid_login_attempts", "invitation_sent_at", "last_login", "lastname", "locked_until", "comment",
+    "openid_name", "locale_code", "password_changed_at", "phone", "status", "updated_at",
+    "distinguished_name", "external_id", "directory_id", "member_of", "samaccountname", "userprincipalname",
+    "manager_ad_id", "role_id", "company", "department", "title", "state", "trusted_idp_id",
+    *LIST_FIELDS, "custom_attributes", "notes",
+})
+# v1 name -> v2 name: the v1 name is filled from the v2 one so seed mappings keep working.
+V1_NAMES = {"role_id": "role_ids", "samaccountname": "samaccount_name", "locale_code": "preferred_locale_code"}
+API_SUFFIX = re.compile(r"/api(/\d+(/users(\.json)?)?)?$", re.IGNORECASE)
+LEGACY_PATH = re.compile(r"(/api/v\d+(/|$))|(\.xml$)", re.IGNORECASE)
+
+
+def api_base(url: str) -> str:
+    """Scheme, host and any proxy prefix of ``url``, without the ``/api/N/users`` part."""
+    parts = urlsplit(url.strip())
+    path = API_SUFFIX.sub("", parts.path.rstrip("/"))
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def shape(user: Any) -> Record | BadRecord:
+    """The v2 user plus the v1 names and, for non-standard names, the custom attributes at the top."""
+    if not isinstance(user, dict):
+        return BadRecord("user is not a JSON object", user)
+    record = dict(user)
+    for old, new in V1_NAMES.items():
+        if old not in record and new in record:
+            record[old] = record[new]
+    custom = record.get("custom_attributes")
+    if isinstance(custom, dict):
+        for key, value in custom.items():
+            if key not in STANDARD_FIELDS:
+                record[key] = value
+    return record
+
+
+def onelogin_message(response: httpx.Response | None) -> str:
+    """OneLogin's error text from a v1 envelope, a v2 error or an OAuth error body."""
+    if response is None:
+        return ""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    status = body.get("status")
+    for value in (status.get("message") if isinstance(status, dict) else None, body.get("message"),
+                  body.get("error_description"), body.get("error")):
+        if isinstance(value, str) and value.strip():
+            return " " + value.strip()
+    return ""
+
+
+class Onelogin(UsersSource):
+    module = "onelogin"
+    mapping_name = "OneLogin"
+    summary = "OneLogin users (API v2)"
+    settings = (
+        Setting("url", DEFAULT_URL, example=DEFAULT_URL,
+                help="OneLogin API host: https://api.us.onelogin.com, https://api.eu.onelogin.com or "
+                     "https://<subdomain>.onelogin.com (a path such as /api/1/users is accepted and ignored)"),
+        Setting("client_id", "", help="API credential client ID (Read users scope or higher)"),
+        Setting("client_secret", "", secret=True, help="API credential client secret"),
+        Setting("api_token", "", secret=True, help="retired legacy API key: not supported, use client_id"),
+        *UsersSource.role_settings,
+        Setting("page_size", "50", help="users per request (OneLogin returns at most 50)"),
+        Setting("custom_attributes", "true",
+                help="ask the users list for custom_attributes (one extra field, no extra calls)"),
+    )
+    default_mappings = {
+        "USER": {"source": "username"},
+        "FIRST_NAME": {"source": "firstname"},
+        "LAST_NAME": {"source": "lastname"},
+        "EMAIL": {"source": "email"},
+        "PHONE": {"source": "phone"},
+        "PERMISSIONS_ID": {"setting": "default_role"},
+    }
+
+    def validate(self) -> None:
+        url = self.setting("url").strip()
+        if not url.lower().startswith(("http://", "https://")):
+            raise ConfigError(f"[{self.name}] url must start with https:// (e.g. https://api.us.onelogin.com)")
+        if LEGACY_PATH.search(urlsplit(url).path.rstrip("/")):
+            raise ConfigError(f"[{self.name}] url {url} is OneLogin's retired XML API; set url to "
+                              "https://api.us.onelogin.com (EU: https://api.eu.onelogin.com) and use "
+                              "client_id/client_secret")
+        if not (self.setting("client_id") and self.setting("client_secret")):
+            if self.setting("api_token"):
+                raise ConfigError(f"[{self.name}] api_token is OneLogin's legacy API key, whose APIs OneLogin "
+                                  "shut down; create an API credential (Administration > Developers > API "
+                                  "Credentials, Read users) and set client_id and client_secret")
+            raise ConfigError(f"[{self.name}] OneLogin connector configured improperly: set client_id and "
+                              "client_secret")
+        size = self.setting("page_size")
+        if not size.isdigit() or not 1 <= int(size) <= 1000:
+            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to 1000")
+        self.section.flag("custom_attributes")  # a clear error for a value that is not a boolean
+
+    @property
+    def base(self) -> str:
+        return api_base(self.setting("url"))
+
+    def _client(self) -> Http:
+        limiter = RateLimiter(pause_from=reset_pause("x-ratelimit-remaining", "x-ratelimit-reset", epoch=False))
+        return self.http(base_url=self.base, headers={"Accept": "application/json"}, limiter=limiter)
+
+    def _token(self, http: Http) -> RefreshingToken:
+        name = f"[{self.name}]"
+        credentials = basic(self.setting("client_id"), self.setting("client_secret"))
+
+        async def fetch() -> tuple[str, float | None]:
+            try:
+                response = await http.request("POST", TOKEN, json={"grant_type": "client_credentials"},
+                                              auth=credentials)
+                data = decode_json(response)
+            except HttpError as exc:
+                if exc.status in (400, 401, 403):
+                    raise SourceError(f"{name} OneLogin rejected the API credentials ({exc.status}"
+                                      f"{onelogin_message(exc.response)}): check client_id and client_secret"
+                                      ) from None
+                raise SourceError(f"{name} could not get a OneLogin access token: {exc}") from None
+            token = data.get("access_token") if isinstance(data, dict) else None
+            if not isinstance(token, str) or not token:
+                raise SourceError(f"{name} OneLogin's token answer ({safe_url(response.url)}) has no access_token")
+            expires = data.get("expires_in")
+            return token, float(expires) if isinstance(expires, (int, float)) and expires > 0 else 36000.0
+
+        return RefreshingToken(fetch)
+
+    async def pages(self) -> AsyncIterator[list[Record]]:
+        name = f"[{self.name}]"
+        params: dict[str, Any] = {"limit": self.setting("page_size")}
+        with_custom = self.section.flag("custom_attributes")
+        async with self._client() as http:
+            http.client.auth = self._token(http)
+            while True:
+                query = {**params, "fields": ",".join((*LIST_FIELDS, "custom_attributes"))} if with_custom else params
+                answered = 0
+                try:
+                    async for response in http.paginate(Cursor(_after_cursor, "cursor"), USERS, params=query):
+                        users = decode_json(response)
+                        if not isinstance(users, list):
+                            raise SourceError(f"{name} OneLogin answered {safe_url(response.url)} with "
+                                              f"{type(users).__name__}, not a list of users: is url the API host?")
+                        answered += 1
+                        if users:
+                            yield [shape(u) for u in users]  # type: ignore[misc]
+                    return
+                except HttpAuthError as exc:
+                    raise SourceError(f"{name} OneLogin rejected the access token ({exc.status}"
+                                      f"{onelogin_message(exc.response)}): check that the API credential has "
+                                      "the Read users (or higher) scope") from None
+                except HttpError as exc:
+                    if with_custom and answered == 0 and exc.status in (400, 422):
+                        log.warning("%s OneLogin refused the fields parameter (%s%s); listing users without "
+                                    "custom_attributes", name, exc.status, onelogin_message(exc.response))
+                        with_custom = False
+                        continue
+                    raise
+
+
+def _after_cursor(response: httpx.Response) -> str | None:
+    value = response.headers.get("after-cursor", "").strip()
+    return value or None

@@ -1,0 +1,186 @@
+"""``[zendesk]``: Zendesk Support users (end-users, agents and admins) via ``/api/v2/users`` with
+cursor pagination (``page[size]``, ``meta.has_more``, ``page[after]``), so accounts with more than
+10,000 users sync (Zendesk refuses offset pages past the 100th with 400).
+
+Auth is an API token: HTTP Basic ``<email>/token:<api_token>``. With ``load_organizations`` (a real
+boolean: ``false`` means off) every organization is read first, and each user gets the whole
+``organization`` object of its ``organization_id`` (``{}`` when it has none). ``url`` defaults to
+``https://{system_name}.zendesk.com`` and may carry ``/api/v2``. Next pages are requested on the
+configured ``url`` with the ``after_cursor`` (never on a host named by ``links.next``). 429 and
+503 honour ``Retry-After``; ``ratelimit-remaining`` / ``ratelimit-reset`` pause requests before the
+per-minute budget runs out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+
+from ..auth import basic
+from ..errors import ConfigError, SourceError
+from ..http import (
+    Http,
+    HttpAuthError,
+    HttpError,
+    PageRequest,
+    Paginator,
+    RateLimiter,
+    decode_json,
+    reset_pause,
+    safe_url,
+)
+from ..settings import Setting
+from .base import BadRecord, Record, UsersSource
+
+log = logging.getLogger(__name__)
+
+USERS = "/api/v2/users"
+ORGANIZATIONS = "/api/v2/organizations"
+ROLES = ("end-user", "agent", "admin")
+AFTER = "page[after]"
+
+
+class ZendeskCursor(Paginator):
+    """Zendesk cursor pagination: while ``meta.has_more``, the same request with ``page[after]``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
+        body = decode_json(response)
+        meta = body.get("meta") if isinstance(body, dict) else None
+        if not isinstance(meta, dict) or not meta.get("has_more"):
+            return None
+        after = meta.get("after_cursor")
+        if not after:  # fall back to the cursor carried by links.next
+            links = body.get("links") if isinstance(body.get("links"), dict) else {}
+            nxt = links.get("next")
+            after = dict(parse_qsl(urlsplit(nxt).query)).get(AFTER) if isinstance(nxt, str) else None
+        if not after:
+            log.warning("%s Zendesk says there are more results but gave no cursor; stopping here", self.name)
+            return None
+        return PageRequest(request.url, {**request.params, AFTER: after})
+
+
+def zendesk_error(exc: HttpError) -> str:
+    """`` <error>: <description>`` from Zendesk's error body, or ``""``."""
+    try:
+        body = exc.response.json() if exc.response is not None else None
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    error, description = body.get("error"), body.get("description")
+    if isinstance(error, dict):  # some endpoints nest {"title", "message"}
+        error, description = error.get("title"), description or error.get("message")
+    text = ": ".join(str(v).strip() for v in (error, description) if isinstance(v, str) and v.strip())
+    return f" {text[:160]}" if text else ""
+
+
+class Zendesk(UsersSource):
+    module = "zendesk"
+    mapping_name = "Zendesk"
+    summary = "Zendesk Support users"
+    settings = (
+        Setting("system_name", None, example="acme", help="Zendesk subdomain: acme for https://acme.zendesk.com"),
+        Setting("api_token", None, example="YOUR Zendesk API TOKEN", secret=True, help="Zendesk API token"),
+        Setting("username", None, example="it@acme.com", help="e-mail of the agent/admin owning the token"),
+        *UsersSource.role_settings,
+        Setting("load_organizations", "false", example="false",
+                help="attach each user's organization object (organization.name, ...)"),
+        Setting("url", "", help="API base URL (default https://{system_name}.zendesk.com; host-mapped domains)"),
+        Setting("role", "", help="only these roles, comma-separated: end-user, agent, admin (default all)"),
+        Setting("page_size", "100", help="records per request (Zendesk's maximum is 100)"),
+    )
+    default_mappings = {
+        "USER": {"source": "email"},
+        "FIRST_NAME": {"source": "name", "converter": "first_from_full"},
+        "LAST_NAME": {"source": "name", "converter": "last_from_full"},
+        "EMAIL": {"source": "email"},
+        "PHONE": {"source": "phone"},
+        "PERMISSIONS_ID": {"setting": "default_role"},
+    }
+
+    def validate(self) -> None:
+        url = self.setting("url").strip()
+        if url and not url.lower().startswith(("http://", "https://")):
+            raise ConfigError(f"[{self.name}] url must start with https:// (e.g. https://support.acme.com)")
+        sub = self.setting("system_name").strip()
+        if not url and any(c in sub for c in "./: "):
+            raise ConfigError(f"[{self.name}] system_name is the Zendesk subdomain only (acme for "
+                              "https://acme.zendesk.com); for another host set url")
+        self.section.flag("load_organizations")  # true/false; anything else is a clear error
+        unknown = [r for r in self.roles if r not in ROLES]
+        if unknown:
+            raise ConfigError(f"[{self.name}] role {', '.join(unknown)} is not one of {', '.join(ROLES)}")
+        size = self.setting("page_size")
+        if not size.isdigit() or not 1 <= int(size) <= 100:
+            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to 100")
+
+    @property
+    def roles(self) -> list[str]:
+        return [r.strip().lower() for r in self.setting("role").split(",") if r.strip()]
+
+    @property
+    def base(self) -> str:
+        url = self.setting("url").strip() or f"https://{self.setting('system_name').strip()}.zendesk.com"
+        return url.rstrip("/").removesuffix("/api/v2").removesuffix("/api").rstrip("/")
+
+    def _client(self) -> Http:
+        user = self.setting("username").strip()
+        login = user if user.endswith("/token") else f"{user}/token"
+        limiter = RateLimiter(pause_from=reset_pause("ratelimit-remaining", "ratelimit-reset", epoch=False))
+        return self.http(base_url=self.base, headers={"Accept": "application/json"},
+                         auth=basic(login, self.setting("api_token")), limiter=limiter)
+
+    async def _list(self, http: Http, path: str, key: str, params: dict[str, Any]) -> AsyncIterator[list[Any]]:
+        name = f"[{self.name}]"
+        query = {"page[size]": self.setting("page_size"), **params}
+        try:
+            async for response in http.paginate(ZendeskCursor(name), path, params=query):
+                body = decode_json(response)
+                items = body.get(key) if isinstance(body, dict) else None
+                if not isinstance(items, list):
+                    raise SourceError(f"{name} Zendesk answered {safe_url(response.url)} without a '{key}' list: "
+                                      "is url the Zendesk account URL?")
+                yield items
+        except HttpAuthError as exc:
+            if exc.status == 403:
+                raise SourceError(f"{name} Zendesk refused access (403{zendesk_error(exc)}): the user in username "
+                                  "must be an admin (or an agent allowed to list users)") from None
+            raise SourceError(f"{name} Zendesk rejected the credentials ({exc.status}{zendesk_error(exc)}): "
+                              "check username and api_token, and that token access is enabled") from None
+        except HttpError as exc:
+            if exc.status == 404:
+                raise SourceError(f"{name} Zendesk answered 404 for {path}: check system_name (or url)") from None
+            raise
+
+    async def _organizations(self, http: Http) -> dict[Any, dict[str, Any]]:
+        orgs: dict[Any, dict[str, Any]] = {}
+        async for items in self._list(http, ORGANIZATIONS, "organizations", {}):
+            for org in items:
+                if isinstance(org, dict) and org.get("id") is not None:
+                    orgs[org["id"]] = org
+        log.info("[%s] %d organizations loaded", self.name, len(orgs))
+        return orgs
+
+    async def pages(self) -> AsyncIterator[list[Record]]:
+        params: dict[str, Any] = {"role[]": self.roles} if self.roles else {}
+        async with self._client() as http:
+            orgs = await self._organizations(http) if self.section.flag("load_organizations") else None
+            async for users in self._list(http, USERS, "users", params):
+                if not users:
+                    continue
+                page: list[Any] = []
+                for user in users:
+                    if not isinstance(user, dict):
+                        page.append(BadRecord("user is not a JSON object", user))
+                        continue
+                    if orgs is not None:
+                        user = {**user, "organization": orgs.get(user.get("organization_id"), {})}
+                    page.append(user)
+                yield page
