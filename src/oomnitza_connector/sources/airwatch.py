@@ -1,0 +1,267 @@
+"""``[airwatch]``: Omnissa (formerly VMware) Workspace ONE UEM (AirWatch) devices.
+
+One asset record per device from ``GET /api/mdm/devices/search`` (PascalCase, the resource pinned to
+``Accept: application/json;version=1``), paged with ``page`` (0-based) and ``pagesize``; the listing ends
+at ``Total``, on ``204 No Content`` or on an empty ``Devices`` list.
+
+Auth: OAuth 2.0 client credentials (``client_id``/``client_secret``) against the region's token service
+``https://{region}.uemauth.workspaceone.com/connect/token`` (or ``token_url``), recommended for SaaS; or
+the seed's Basic ``username``/``password``. ``aw-tenant-code`` (``api_token``) is sent whenever set.
+
+Enrichments:
+- ``network``: ``GET /api/mdm/devices/{Id.Value}/network`` per device, only when a mapping (the
+  Oomnitza one included) reads ``network.*``; concurrent within a page, bounded; a failed call leaves
+  ``network = {}``;
+- ``dep``: when ``dep_uuid`` is set, ``GET /api/mdm/dep/groups/{dep_uuid}/devices`` once, matched to
+  devices by serial number. A failure there aborts the run (as the seed did).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ..auth import RefreshingToken, basic
+from ..errors import ConfigError, SourceError
+from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json
+from ..settings import Setting
+from .base import BadRecord, Record, Source
+
+log = logging.getLogger(__name__)
+
+SEARCH = "/api/mdm/devices/search"
+ACCEPT = "application/json;version=1"
+REGIONS = ("na", "emea", "apac", "uat")
+TOKEN_URL = "https://{region}.uemauth.workspaceone.com/connect/token"
+MAX_PAGE_SIZE = 500
+
+
+def mapped_sources(source: Source) -> list[str]:
+    """Source paths of the run's merged mapping (server + INI + defaults); INI + defaults before it is known."""
+    specs = getattr(source, "mapping_specs", None)
+    if specs is None:
+        specs = {**source.default_mappings, **source.section.mappings}
+    return [s for s in (spec.get("source") for spec in specs.values()) if isinstance(s, str)]
+
+
+class DevicePages(Paginator):
+    """``page`` 0, 1, 2 … with ``pagesize``: ends on 204, an empty ``Devices`` list or once ``Total``
+    devices arrived (counted, so a server capping the page size below ours still pages correctly)."""
+
+    def __init__(self, page_size: int) -> None:
+        self.page_size = page_size
+        self.seen = 0
+
+    def first(self, request: PageRequest) -> PageRequest:
+        return PageRequest(request.url, {**request.params, "page": 0, "pagesize": self.page_size})
+
+    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
+        if response.status_code == 204 or not response.content.strip():
+            return None
+        body = decode_json(response)
+        devices = body.get("Devices") if isinstance(body, dict) else None
+        if not isinstance(devices, list) or not devices:
+            return None
+        self.seen += len(devices)
+        total = body.get("Total")
+        if isinstance(total, int) and not isinstance(total, bool) and self.seen >= total:
+            return None
+        return PageRequest(request.url, {**request.params, "page": int(request.params["page"]) + 1})
+
+
+class AirWatch(Source):
+    module = "airwatch"
+    mapping_name = "AirWatch"
+    record_type = "assets"
+    summary = "Workspace ONE UEM (AirWatch) devices"
+    settings = (
+        Setting("url", "https://apidev.awmdm.com", example="https://as1234.awmdm.com",
+                help="UEM REST API host (with or without /api)"),
+        Setting("username", "", example="username@example.com",
+                help="admin with API access, for Basic auth (when no client_id is set)"),
+        Setting("password", "", example="change-me", secret=True, help="that admin's password"),
+        Setting("api_token", "", example="YOUR AirWatch API TOKEN", secret=True,
+                help="REST API key (tenant code), sent as aw-tenant-code; required with username/password"),
+        Setting("dep_uuid", "", help="organization group UUID whose Apple DEP (ADE) device list is merged as 'dep'"),
+        Setting("client_id", "", help="OAuth client id (Groups & Settings > Configurations > OAuth Client Management)"),
+        Setting("client_secret", "", secret=True, help="that OAuth client's secret"),
+        Setting("region", "",
+                help="token service region of the OAuth client: na, emea, apac or uat"),
+        Setting("token_url", "", help="OAuth token URL; overrides region (other datacenters, proxies)"),
+        Setting("page_size", "250", help=f"devices per search request (1-{MAX_PAGE_SIZE})"),
+        Setting("max_connections", "4", help="concurrent requests to UEM at most (network detail calls)"),
+    )
+
+    def validate(self) -> None:
+        where = f"[{self.name}]"
+        if not re.match(r"^https?://[^/]", self.setting("url")):
+            raise ConfigError(f"{where} url must start with https:// (e.g. https://as1234.awmdm.com)")
+        if bool(self.setting("client_id")) != bool(self.setting("client_secret")):
+            raise ConfigError(f"{where} set both client_id and client_secret (an OAuth client)")
+        if self.oauth:
+            region = self.setting("region").strip().lower()
+            if not self.setting("token_url") and region not in REGIONS:
+                raise ConfigError(f"{where} set region ({', '.join(REGIONS)}) or token_url for the OAuth client")
+        else:
+            missing = [n for n in ("username", "password", "api_token") if not self.setting(n)]
+            if missing:
+                raise ConfigError(f"{where} set client_id and client_secret (OAuth), or username, password and "
+                                  f"api_token (missing: {', '.join(missing)})")
+        for name, low, high in (("page_size", 1, MAX_PAGE_SIZE), ("max_connections", 1, 32)):
+            value = self.setting(name)
+            if not value.isdigit() or not low <= int(value) <= high:
+                raise ConfigError(f"{where} {name} must be a number from {low} to {high}")
+
+    @property
+    def oauth(self) -> bool:
+        return bool(self.setting("client_id"))
+
+    @property
+    def base(self) -> str:
+        return re.sub(r"/api(/mdm)?/?$", "", self.setting("url").rstrip("/"), flags=re.IGNORECASE)
+
+    @property
+    def token_url(self) -> str:
+        return self.setting("token_url") or TOKEN_URL.format(region=self.setting("region").strip().lower())
+
+    def wants_network(self) -> bool:
+        return any(src == "network" or src.startswith("network.") for src in mapped_sources(self))
+
+    def _client(self) -> Http:
+        headers = {"Accept": ACCEPT}
+        if self.setting("api_token"):
+            headers["aw-tenant-code"] = self.setting("api_token")
+        cap = int(self.setting("max_connections"))
+        auth = None if self.oauth else basic(self.setting("username"), self.setting("password"))
+        return self.http(base_url=self.base, headers=headers, auth=auth, max_connections=cap)
+
+    async def _token(self, http: Http) -> tuple[str, float | None]:
+        form = {"grant_type": "client_credentials"}
+        client = basic(self.setting("client_id"), self.setting("client_secret"))
+        try:
+            response = await http.request("POST", self.token_url, data=form, auth=client,
+                                          headers={"Accept": "application/json"})
+        except HttpError as exc:
+            raise SourceError(f"[{self.name}] the Workspace ONE token service refused the OAuth client "
+                              f"({exc.status or 'no answer'}{_oauth_error(exc)}): check client_id, client_secret "
+                              "and region/token_url") from None
+        data = decode_json(response)
+        token = data.get("access_token") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token:
+            raise SourceError(f"[{self.name}] the Workspace ONE token service answered without an access_token")
+        expires = data.get("expires_in")
+        return token, float(expires) if isinstance(expires, int | float) and expires > 0 else 3600.0
+
+    async def pages(self) -> AsyncIterator[list[Record]]:
+        async with self._client() as http:
+            if self.oauth:
+                http.client.auth = RefreshingToken(lambda: self._token(http))
+            try:
+                dep = await self._dep(http) if self.setting("dep_uuid").strip() else None
+                network = self.wants_network()
+                slots = asyncio.Semaphore(int(self.setting("max_connections")))
+                paginator = DevicePages(int(self.setting("page_size")))
+                async for response in http.paginate(paginator, SEARCH):
+                    if response.status_code == 204 or not response.content.strip():
+                        break  # UEM's "no (more) devices"
+                    body = decode_json(response)
+                    devices = body.get("Devices") if isinstance(body, dict) else None
+                    if not isinstance(devices, list):
+                        raise SourceError(f"[{self.name}] the device search answered without a 'Devices' list")
+                    if not devices:
+                        break
+                    yield await self._page(http, devices, dep, network, slots)
+            except HttpAuthError as exc:
+                raise SourceError(self._rejected(exc)) from None
+
+    async def _page(self, http: Http, devices: list[Any], dep: dict[str, Any] | None, network: bool,
+                    slots: asyncio.Semaphore) -> list[Record]:
+        page: list[Any] = []
+        for device in devices:
+            if not isinstance(device, dict):
+                page.append(BadRecord("device search entry is not an object", device))
+                continue
+            if dep is not None:
+                entry = dep.get(str(device.get("SerialNumber") or ""))
+                if entry is not None:
+                    device["dep"] = entry
+            page.append(device)
+        if network:
+
+            async def one(device: dict[str, Any]) -> None:
+                async with slots:
+                    device["network"] = await self._network(http, device)
+
+            await asyncio.gather(*(one(d) for d in page if isinstance(d, dict)))
+        return page
+
+    async def _network(self, http: Http, device: dict[str, Any]) -> Any:
+        device_id = (device.get("Id") or {}).get("Value") if isinstance(device.get("Id"), dict) else None
+        if device_id is None:
+            return {}
+        try:
+            response = await http.request("GET", f"/api/mdm/devices/{quote(str(device_id), safe='')}/network")
+            if response.status_code == 204 or not response.content.strip():
+                return {}
+            body = decode_json(response)
+        except HttpError as exc:
+            log.warning("[%s] network details of device %s not read: %s", self.name, device_id, exc)
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    async def _dep(self, http: Http) -> dict[str, Any]:
+        uuid = self.setting("dep_uuid").strip()
+        try:
+            response = await http.request("GET", f"/api/mdm/dep/groups/{quote(uuid, safe='')}/devices")
+        except HttpAuthError:
+            raise
+        except HttpError as exc:
+            raise SourceError(f"[{self.name}] the DEP device list of group {uuid} could not be read: {exc}") from None
+        if response.status_code == 204 or not response.content.strip():
+            return {}
+        body = decode_json(response)
+        if isinstance(body, dict):  # tolerate an envelope around the list
+            body = next((v for v in body.values() if isinstance(v, list)), None)
+        if not isinstance(body, list):
+            raise SourceError(f"[{self.name}] the DEP device list of group {uuid} is not a list")
+        by_serial: dict[str, Any] = {}
+        for entry in body:
+            if isinstance(entry, dict) and entry.get("deviceSerialNumber"):
+                by_serial.setdefault(str(entry["deviceSerialNumber"]), entry)
+        log.info("[%s] %d DEP device(s) in group %s", self.name, len(by_serial), uuid)
+        return by_serial
+
+    def _rejected(self, exc: HttpError) -> str:
+        check = ("client_id/client_secret, the OAuth client's role and api_token" if self.oauth
+                 else "username, password and api_token")
+        return (f"[{self.name}] Workspace ONE UEM rejected the credentials ({exc.status}{_uem_error(exc)}): "
+                f"check {check}")
+
+
+def _json(exc: HttpError) -> Any:
+    try:
+        return exc.response.json() if exc.response is not None else None
+    except ValueError:
+        return None
+
+
+def _uem_error(exc: HttpError) -> str:
+    body = _json(exc)
+    if not isinstance(body, dict):
+        return ""
+    code, message = body.get("errorCode"), body.get("message")
+    parts = [str(p) for p in (code, message) if p not in (None, "")]
+    return f" {' '.join(parts)}" if parts else ""
+
+
+def _oauth_error(exc: HttpError) -> str:
+    body = _json(exc)
+    if isinstance(body, dict) and body.get("error"):
+        return f" {body['error']}"
+    return ""

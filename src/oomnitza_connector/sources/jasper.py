@@ -1,0 +1,344 @@
+"""``[jasper]``: SIM cards of a Cisco IoT Control Center (formerly Jasper) account through the SOAP
+Terminal API, described by its WSDL and spoken with ``zeep``.
+
+Every request carries a WS-Security UsernameToken (PasswordText) and the account's ``licenseKey``.
+A run asks ``GetModifiedTerminals(since)`` for the ICCIDs changed after the stored mark (every page
+when the schema has ``pageNumber``/``totalPages``), then ``GetTerminalDetails`` for them in chunks.
+zeep is blocking: each call runs in a worker thread. Its HTTP goes through a ``requests`` session
+that honours ``verify_ssl``/``cacert_file``/``user_pem_file`` and retries 429/502/503/504 with
+back-off and ``Retry-After`` (SOAP faults arrive as HTTP 500 and are never retried).
+
+The ``storage`` state file keeps the largest ``dateModified`` seen, per section. It is advanced only
+after a run in which every record reached Oomnitza (``commit``), written crash-safe (temporary
+file, fsync, ``os.replace``), so a failed or interrupted run is simply repeated next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .. import redact
+from ..errors import ConfigError, SourceError
+from ..settings import Setting
+from .base import BadRecord, Record, Source
+
+log = logging.getLogger(__name__)
+
+SCHEMA_NS = "http://api.jasperwireless.com/ws/schema"
+DEFAULT_WSDL = "https://api.jasperwireless.com/ws/schema/Terminal.wsdl"
+DEFAULT_SINCE = "2015-03-04T00:00:00Z"
+MAX_DETAILS = 50  # ICCIDs per GetTerminalDetails call the service accepts
+TIMEOUT = 120
+CERT_REASON = re.compile(r"certificate verify failed[^('\"]*")
+T = TypeVar("T")
+
+
+# -- state file -------------------------------------------------------------------------------------
+
+class StateFile:
+    """The "modified since" mark of each section in one small JSON file (``{"jasper": "2026-…Z"}``).
+    A legacy file holding one ISO timestamp line is read as the mark of every section."""
+
+    def __init__(self, path: Path, section: str) -> None:
+        self.path, self.section = path, section
+
+    def _all(self) -> dict[str, Any]:
+        try:
+            text = self.path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise SourceError(f"[{self.section}] cannot read the state file {self.path}: {exc.strerror}") from None
+        if not text:
+            return {}
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            return data
+        if parse_time(text.splitlines()[0]) is not None:  # the reference's one-line file
+            return {"*": text.splitlines()[0].strip()}
+        raise SourceError(f"[{self.section}] the state file {self.path} is not readable; delete it to "
+                          "load every SIM again")
+
+    def read(self) -> str | None:
+        data = self._all()
+        value = data.get(self.section, data.get("*"))
+        return value if isinstance(value, str) and parse_time(value) is not None else None
+
+    def write(self, value: str) -> None:
+        data = {k: v for k, v in self._all().items() if k != "*"}
+        data[self.section] = value
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, indent=1, sort_keys=True)
+                handle.write("\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise SourceError(f"[{self.section}] cannot write the state file {self.path}: {exc.strerror}") from None
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # e.g. Windows: directories cannot be opened; os.replace is atomic there anyway
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- values -----------------------------------------------------------------------------------------
+
+def parse_time(text: str) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def iso_z(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def plain(value: Any) -> Any:
+    """zeep's values as JSON-ready data: nested objects → dicts, datetimes → ISO-8601 Z, decimals → text."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, datetime):
+        return iso_z(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def terminal_record(terminal: Any) -> Record:
+    from zeep.helpers import serialize_object
+
+    record = plain(serialize_object(terminal, target_cls=dict))
+    if not isinstance(record, dict):
+        raise TypeError(type(record).__name__)
+    record.pop("_value_1", None)  # xsd:any leftovers, if a schema has them
+    if "msisdn" in record:
+        record["_msisdn"] = record["msisdn"]  # the reference (suds) exposed the attribute like this
+    return record
+
+
+# -- the source -------------------------------------------------------------------------------------
+
+class Jasper(Source):
+    module = "jasper"
+    mapping_name = "Jasper"
+    record_type = "assets"
+    summary = "Cisco IoT Control Center (Jasper) SIMs via the SOAP Terminal API"
+    settings = (
+        Setting("wsdl_path", DEFAULT_WSDL, help="URL of the Terminal service WSDL (its soap:address is the endpoint)"),
+        Setting("username", None, example="username@example.com", help="Control Center user (UsernameToken)"),
+        Setting("password", None, example="change-me", secret=True, help="its password"),
+        Setting("api_token", None, example="YOUR Jasper API TOKEN", secret=True,
+                help="the account license key (licenseKey)"),
+        Setting("storage", "storage.db",
+                help="state file of the last 'modified since' mark (relative to the INI file's folder)"),
+        Setting("details_per_call", "50", help=f"ICCIDs per GetTerminalDetails call (1-{MAX_DETAILS})"),
+    )
+
+    def validate(self) -> None:
+        if not self.setting("wsdl_path").lower().startswith(("http://", "https://", "file:")):
+            raise ConfigError(f"[{self.name}] wsdl_path must be the URL of Terminal.wsdl "
+                              f"(e.g. {DEFAULT_WSDL})")
+        per_call = self.setting("details_per_call")
+        if not per_call.isdigit() or not 1 <= int(per_call) <= MAX_DETAILS:
+            raise ConfigError(f"[{self.name}] details_per_call must be a number from 1 to {MAX_DETAILS}")
+        if not self.setting("storage").strip():
+            raise ConfigError(f"[{self.name}] storage must name the state file")
+
+    @property
+    def state(self) -> StateFile:
+        path = Path(self.setting("storage")).expanduser()
+        if not path.is_absolute():
+            path = Path(self.section.ini_path).resolve().parent / path
+        return StateFile(path, self.name)
+
+    # -- zeep, in worker threads ----------------------------------------------------------------
+    def _session(self) -> Any:
+        import requests
+        from requests.adapters import HTTPAdapter
+        from urllib3.util.retry import Retry
+
+        class Session(requests.Session):
+            def merge_environment_settings(self, *args: Any, **kwargs: Any) -> Any:
+                merged = super().merge_environment_settings(*args, **kwargs)
+                if self.verify is not True:  # REQUESTS_CA_BUNDLE must not override cacert_file/verify_ssl
+                    merged["verify"] = self.verify
+                return merged
+
+        session = Session()
+        tls = self.section.tls()
+        session.verify = (tls.cacert_file or tls.cacert_dir or True) if tls.verify else False
+        if not tls.verify:
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # said once, below
+            log.warning("[%s] verify_ssl = false: the Control Center certificate is not checked", self.name)
+        if tls.client_cert:
+            session.cert = tls.client_cert
+        # read/other errors (TLS failures included) are not retried: asking again will not help
+        retry = Retry(total=6, connect=2, read=0, other=0, backoff_factor=0.5, status_forcelist=(429, 502, 503, 504),
+                      allowed_methods=None, respect_retry_after_header=True, raise_on_status=False)
+        adapter = HTTPAdapter(max_retries=retry)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.headers["User-Agent"] = "oomnitza-connector"
+        return session
+
+    def _client(self) -> Any:
+        import zeep
+        from zeep.transports import Transport
+        from zeep.wsse.username import UsernameToken
+
+        transport = Transport(session=self._session(), timeout=TIMEOUT, operation_timeout=TIMEOUT)
+        settings = zeep.Settings(strict=False, xml_huge_tree=True)
+        return zeep.Client(self.setting("wsdl_path"), transport=transport, settings=settings,
+                           wsse=UsernameToken(self.setting("username"), self.setting("password")))
+
+    def _fields(self, client: Any, element: str) -> set[str]:
+        try:
+            found = client.get_element(f"{{{SCHEMA_NS}}}{element}")
+        except Exception:  # an unexpected WSDL: send only what every version has
+            return set()
+        return {name for name, _ in found.type.elements}
+
+    def _base(self, fields: set[str]) -> dict[str, Any]:
+        extra: dict[str, Any] = {"licenseKey": self.setting("api_token")}
+        if "messageId" in fields:
+            extra["messageId"] = str(uuid.uuid4())
+        if "version" in fields:
+            extra["version"] = "1.0"
+        return extra
+
+    def _modified(self, client: Any, since: datetime, page: int, fields: set[str]) -> tuple[list[str], int | None]:
+        args = {**self._base(fields), "since": since}
+        if "pageNumber" in fields:
+            args["pageNumber"] = page
+        answer = client.service.GetModifiedTerminals(**args)
+        iccids = getattr(getattr(answer, "iccids", None), "iccid", None) or []
+        total = getattr(answer, "totalPages", None) if "pageNumber" in fields else None
+        return [str(i) for i in iccids], int(total) if total is not None else None
+
+    def _details(self, client: Any, iccids: list[str], fields: set[str]) -> list[Any]:
+        answer = client.service.GetTerminalDetails(**self._base(fields), iccids={"iccid": iccids})
+        return list(getattr(getattr(answer, "terminals", None), "terminal", None) or [])
+
+    async def _call(self, what: str, fn: Callable[..., T], *args: Any, first: bool = False) -> T:
+        """Run a blocking zeep step in a thread; turn its errors into one clear line."""
+        import requests
+        from zeep.exceptions import Error as ZeepError
+        from zeep.exceptions import Fault, TransportError
+
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except Fault as exc:
+            text = _fault_text(exc)
+            if first:
+                raise SourceError(f"[{self.name}] Control Center refused {what} (SOAP fault {text}): check "
+                                  "username, password and api_token (the license key)") from None
+            raise SourceError(f"[{self.name}] Control Center answered {what} with a SOAP fault: {text}") from None
+        except TransportError as exc:
+            raise SourceError(f"[{self.name}] {what} failed: HTTP {exc.status_code} from Control Center") from None
+        except requests.exceptions.SSLError as exc:
+            found = CERT_REASON.search(str(exc))
+            reason = found.group(0).strip() if found else _short(exc)
+            raise SourceError(f"[{self.name}] {what}: TLS certificate not trusted ({reason}); set cacert_file "
+                              "to its CA bundle, or verify_ssl = false") from None
+        except requests.exceptions.RequestException as exc:
+            raise SourceError(f"[{self.name}] {what} failed: {_short(exc)}") from None
+        except (ZeepError, ValueError) as exc:  # unreadable WSDL/XML (lxml errors are ValueErrors)
+            raise SourceError(f"[{self.name}] {what}: unexpected answer from Control Center ({_short(exc)})") from None
+
+    # -- the run --------------------------------------------------------------------------------
+    async def pages(self) -> AsyncIterator[list[Record]]:
+        self._complete, self._newest = False, None
+        redact.add_secret(self.setting("api_token"))
+        url = self.setting("wsdl_path")
+        if url.lower().startswith("http://"):
+            log.warning("[%s] wsdl_path is http://: the WSDL (and so the endpoint) can be altered in transit; "
+                        "use https://", self.name)
+        mark = self.state.read() or DEFAULT_SINCE
+        since = parse_time(mark)
+        assert since is not None
+        log.info("[%s] SIMs modified after %s", self.name, iso_z(since))
+        client = await self._call(f"loading the WSDL {url}", self._client)
+        modified_fields = self._fields(client, "GetModifiedTerminalsRequest")
+        detail_fields = self._fields(client, "GetTerminalDetailsRequest")
+        per_call = int(self.setting("details_per_call"))
+        page, first = 1, True
+        while True:
+            iccids, total_pages = await self._call("GetModifiedTerminals", self._modified, client, since, page,
+                                                   modified_fields, first=first)
+            first = False
+            for start in range(0, len(iccids), per_call):
+                terminals = await self._call("GetTerminalDetails", self._details, client,
+                                             iccids[start : start + per_call], detail_fields)
+                yield [self._record(t) for t in terminals]
+            if not iccids or total_pages is None or page >= total_pages:
+                break
+            page += 1
+        self._complete = True
+
+    def _record(self, terminal: Any) -> Record | BadRecord:
+        try:
+            record = terminal_record(terminal)
+        except (TypeError, ValueError) as exc:
+            return BadRecord(f"terminal element not readable: {exc}", str(terminal))
+        modified = parse_time(record["dateModified"]) if isinstance(record.get("dateModified"), str) else None
+        if modified is not None and (self._newest is None or modified > self._newest):
+            self._newest = modified
+        return record
+
+    async def commit(self) -> None:
+        """After a complete, fully uploaded run: remember the newest ``dateModified`` seen."""
+        if getattr(self, "_complete", False) and self._newest is not None:
+            self.state.write(iso_z(self._newest))
+            log.info("[%s] next run reads SIMs modified after %s", self.name, iso_z(self._newest))
+
+
+def _fault_text(exc: Any) -> str:
+    code = str(exc.code or "").rpartition(":")[2]
+    parts = [p for p in (code, str(exc.message or "").strip()) if p]
+    detail = exc.detail
+    if detail is not None:
+        text = " ".join(t.strip() for t in detail.itertext() if t.strip())
+        if text:
+            parts.append(text)
+    return " ".join(parts) or "no details"
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__

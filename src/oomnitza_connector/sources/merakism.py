@@ -1,0 +1,196 @@
+"""``[merakism]``: Cisco Meraki Systems Manager devices of one SM network, Dashboard API v1.
+
+``GET {url}/networks/{network_id}/sm/devices?fields[]=…&perPage=…`` with ``Authorization: Bearer <key>``;
+the body is a JSON array; the next page is the ``Link`` header's ``rel=next`` URL, followed verbatim
+(it carries the opaque ``startingAfter``). Dashboard API v0 (the seed's ``batchToken`` paging and
+``X-Cisco-Meraki-API-Key`` header) is retired.
+
+Meraki allows 10 requests per second per organization, shared with every other integration of that
+organization: requests are spaced to ``requests_per_second`` and a 429 waits for its ``Retry-After``.
+Dashboard hosts may redirect to another shard; the key is sent again to Meraki hosts only.
+
+Records are the device objects as returned, plus ``diskInfo``: ``diskInfoJson`` (a JSON *string*)
+parsed, so ``diskInfo.…`` paths work while ``diskInfoJson`` keeps its old value.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
+
+import httpx
+
+from ..auth import HeaderToken
+from ..errors import ConfigError, SourceError
+from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, RateLimiter, decode_json, safe_url
+from ..settings import Setting
+from .base import BadRecord, Record, Source
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "https://api.meraki.com/api/v1"
+# The seed's extra fields (Meraki always adds id, name, tags, ssid, wifiMac, osName, systemModel, uuid,
+# serialNumber), plus the owner and OS build fields v1 offers.
+FIELDS = (
+    "ip", "systemType", "availableDeviceCapacity", "kioskAppName", "biosVersion", "lastConnected",
+    "userSuppliedAddress", "location", "lastUser", "publicIp", "phoneNumber", "diskInfoJson", "deviceCapacity",
+    "isManaged", "hadMdm", "isSupervised", "meid", "imei", "iccid", "simCarrierNetwork", "cellularDataUsed",
+    "isHotspotEnabled", "createdAt", "batteryEstCharge", "quarantined", "avName", "avRunning", "asName", "fwName",
+    "isRooted", "loginRequired", "screenLockEnabled", "screenLockDelay", "autoLoginDisabled", "hasMdm",
+    "hasDesktopAgent", "diskEncryptionEnabled", "hardwareEncryptionCaps", "passCodeLock",
+    "ownerEmail", "ownerUsername", "osBuild",
+)
+MAX_PER_PAGE = 1000
+MAX_PER_SECOND = 10  # Meraki's per-organization budget
+
+
+def _site(host: str) -> str:
+    """The registrable part of a host (``n123.meraki.com`` → ``meraki.com``); the host itself for an IP."""
+    if re.fullmatch(r"[\d.]+|\[?[0-9a-fA-F:]+\]?", host):
+        return host
+    return ".".join(host.split(".")[-2:])
+
+
+class MerakiLinks(Paginator):
+    """``Link: <…>; rel=next``, resolved against the request and followed only within the dashboard's site."""
+
+    def __init__(self, name: str, site: str) -> None:
+        self.name, self.site = name, site
+
+    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
+        nxt = response.links.get("next", {}).get("url")
+        if not nxt:
+            return None
+        nxt = urljoin(str(response.url), nxt)
+        host = urlsplit(nxt).hostname or ""
+        if _site(host) != self.site:
+            raise SourceError(f"{self.name} Meraki's next-page link points to another site ({safe_url(nxt)}); "
+                              "not sending the API key there")
+        return PageRequest(nxt, {})
+
+
+class MerakiSM(Source):
+    module = "merakism"
+    mapping_name = "MerakiSM"
+    record_type = "assets"
+    summary = "Cisco Meraki Systems Manager devices"
+    settings = (
+        Setting("meraki_api_key", "", example="YOUR Meraki API KEY", secret=True,
+                help="Dashboard API key (My Profile > API access)"),
+        Setting("network_id", "", example="N_**************", help="ID of the Systems Manager network (N_… or L_…)"),
+        Setting("url", DEFAULT_URL, help="Dashboard API base (China, government dashboards, proxies)"),
+        Setting("page_size", str(MAX_PER_PAGE), help=f"devices per request (3-{MAX_PER_PAGE})"),
+        Setting("extra_fields", "",
+                help="more device fields to request, comma-separated (e.g. androidSecurityPatchVersion)"),
+        Setting("requests_per_second", str(MAX_PER_SECOND),
+                help="requests per second at most (the organization's budget of 10 is shared)"),
+    )
+
+    def validate(self) -> None:
+        where = f"[{self.name}]"
+        if not self.setting("meraki_api_key").strip():
+            raise ConfigError(f"{where} meraki_api_key is required (Dashboard > My Profile > API access)")
+        if not self.setting("network_id").strip():
+            raise ConfigError(f"{where} network_id is required (the Systems Manager network, N_… or L_…)")
+        if not re.match(r"^https?://[^/]", self.setting("url") or DEFAULT_URL):
+            raise ConfigError(f"{where} url must start with https:// (e.g. {DEFAULT_URL})")
+        value = self.setting("page_size") or str(MAX_PER_PAGE)
+        if not value.isdigit() or not 3 <= int(value) <= MAX_PER_PAGE:
+            raise ConfigError(f"{where} page_size must be a number from 3 to {MAX_PER_PAGE}")
+        value = self.setting("requests_per_second") or str(MAX_PER_SECOND)
+        if not value.isdigit() or not 1 <= int(value) <= MAX_PER_SECOND:
+            raise ConfigError(f"{where} requests_per_second must be a number from 1 to {MAX_PER_SECOND}")
+
+    @property
+    def base(self) -> str:
+        """The v1 API root, whether ``url`` was given with ``/api/v1`` (or the retired ``/api/v0``) or not."""
+        url = (self.setting("url") or DEFAULT_URL).rstrip("/")
+        root = re.sub(r"/api(/v\d+)?$", "", url, flags=re.IGNORECASE)
+        if re.search(r"/api/v0$", url, flags=re.IGNORECASE):
+            log.warning("[%s] Dashboard API v0 is retired; using %s/api/v1", self.name, root)
+        return f"{root}/api/v1"
+
+    def _client(self) -> Http:
+        key = self.setting("meraki_api_key").strip()
+        per_second = int(self.setting("requests_per_second") or MAX_PER_SECOND)
+        http = self.http(base_url=self.base, headers={"Accept": "application/json"},
+                         auth=HeaderToken(key, scheme="Bearer"), limiter=RateLimiter(per_second=per_second),
+                         max_connections=2)
+        site = _site(urlsplit(self.base).hostname or "")
+
+        async def keep_key_on_redirect(request: httpx.Request) -> None:
+            # httpx drops Authorization when a redirect changes host; dashboards redirect between shards.
+            if "authorization" not in request.headers and _site(request.url.host) == site \
+                    and request.url.scheme == urlsplit(self.base).scheme:
+                request.headers["Authorization"] = f"Bearer {key}"
+
+        http.client.event_hooks["request"].append(keep_key_on_redirect)
+        return http
+
+    def _params(self) -> list[tuple[str, str]]:
+        extra = [f.strip() for f in self.setting("extra_fields").split(",") if f.strip()]
+        params = [("fields[]", f) for f in dict.fromkeys([*FIELDS, *extra])]
+        params.append(("perPage", self.setting("page_size") or str(MAX_PER_PAGE)))
+        return params
+
+    async def pages(self) -> AsyncIterator[list[Record]]:
+        network = self.setting("network_id").strip()
+        path = f"/networks/{quote(network, safe='')}/sm/devices"
+        site = _site(urlsplit(self.base).hostname or "")
+        first = True
+        async with self._client() as http:
+            try:
+                url = str(httpx.URL(self.base + path).copy_merge_params(self._params()))
+                async for response in http.paginate(MerakiLinks(f"[{self.name}]", site), url):
+                    first = False
+                    devices = decode_json(response)
+                    if not isinstance(devices, list):
+                        raise SourceError(f"[{self.name}] Meraki answered with {type(devices).__name__}, not a list "
+                                          f"of devices{_errors(devices)}")
+                    if not devices:
+                        break
+                    yield [_record(d) for d in devices]
+            except HttpAuthError as exc:
+                raise SourceError(f"[{self.name}] Meraki rejected the API key ({exc.status}{_error_text(exc)}): "
+                                  "check meraki_api_key") from None
+            except HttpError as exc:
+                if first and exc.status in (400, 404):
+                    # Meraki answers 404 for an invalid key as well as for a network the key cannot see.
+                    raise SourceError(f"[{self.name}] Meraki answered {exc.status}{_error_text(exc)} for network "
+                                      f"{network}: check network_id (a Systems Manager network) and that "
+                                      "meraki_api_key's admin can access it") from None
+                raise
+
+
+def _record(device: Any) -> Record | BadRecord:
+    if not isinstance(device, dict):
+        return BadRecord("device entry is not an object", device)
+    raw = device.get("diskInfoJson")
+    if isinstance(raw, str) and raw.strip():
+        try:
+            device["diskInfo"] = json.loads(raw)
+        except ValueError:
+            device["diskInfo"] = None
+    elif isinstance(raw, dict | list):
+        device["diskInfo"] = raw
+    return device
+
+
+def _errors(body: Any) -> str:
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list) and errors:
+        return f": {'; '.join(map(str, errors))}"
+    return ""
+
+
+def _error_text(exc: HttpError) -> str:
+    try:
+        body = exc.response.json() if exc.response is not None else None
+    except ValueError:
+        return ""
+    text = _errors(body)
+    return f" {text[2:]}" if text else ""

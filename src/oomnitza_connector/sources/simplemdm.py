@@ -1,0 +1,225 @@
+"""``[simplemdm]``: SimpleMDM (PDQ) devices, with installed apps and custom attribute values.
+
+``GET {url}/devices?limit=100`` with HTTP Basic (the API key as user name, empty password), cursor-paged
+with ``starting_after=<last id>`` while ``has_more``. Devices are kept by type (computer = no
+``cellular_technology``) and by legacy device group (``device_groups``), then enriched concurrently
+within a page, bounded:
+- computers: ``/devices/{id}/installed_apps`` (cursor-paged too) → ``software`` ``[{name, version, path}]``,
+  only when a mapping (``APPLICATIONS ← software`` by default) reads it;
+- with ``custom_attributes``: ``/devices/{id}/custom_attribute_values`` → ``custom_attributes`` ``{id: value}``.
+
+The record is the device's ``attributes`` (as the seed) plus ``id`` and ``relationships``; secret
+attributes (FileVault recovery key, firmware and recovery-lock passwords) are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from ..auth import basic
+from ..config import truthy
+from ..errors import ConfigError, SourceError
+from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json
+from ..settings import Setting
+from .base import BadRecord, Record, Source
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "https://a.simplemdm.com/api/v1"
+PAGE = 100  # SimpleMDM's maximum limit
+DEVICE_TYPES = ("computers", "mobiledevices")
+SECRET_ATTRIBUTES = frozenset({"filevault_recovery_key", "firmware_password", "recovery_lock_password",
+                               "activation_lock_bypass_code"})
+MOBILE_PRODUCTS = ("iphone", "ipad", "ipod", "appletv", "watch", "audioaccessory", "realitydevice")
+
+
+def mapped_sources(source: Source) -> list[str]:
+    """Source paths of the run's merged mapping (server + INI + defaults); INI + defaults before it is known."""
+    specs = getattr(source, "mapping_specs", None)
+    if specs is None:
+        specs = {**source.default_mappings, **source.section.mappings}
+    return [s for s in (spec.get("source") for spec in specs.values()) if isinstance(s, str)]
+
+
+class AfterLastId(Paginator):
+    """``starting_after=<id of the last object>`` while ``has_more``; an empty page ends it too."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def first(self, request: PageRequest) -> PageRequest:
+        return PageRequest(request.url, {**request.params, "limit": PAGE})
+
+    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
+        body = decode_json(response)
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list) or body.get("has_more") is not True:
+            return None
+        last = data[-1].get("id") if data and isinstance(data[-1], dict) else None
+        if last is None:
+            log.warning("%s %s said has_more with no object to continue after; stopping", self.name,
+                        request.url)
+            return None
+        return PageRequest(request.url, {**request.params, "starting_after": last})
+
+
+def is_computer(attributes: dict[str, Any]) -> bool:
+    if "cellular_technology" in attributes:
+        return attributes["cellular_technology"] is None
+    product = str(attributes.get("product_name") or attributes.get("model") or "").lower().replace(" ", "")
+    return not product.startswith(MOBILE_PRODUCTS)
+
+
+def group_id(device: dict[str, Any]) -> str | None:
+    rel = device.get("relationships")
+    group = rel.get("device_group") if isinstance(rel, dict) else None
+    data = group.get("data") if isinstance(group, dict) else None
+    gid = data.get("id") if isinstance(data, dict) else None
+    return None if gid is None else str(gid)
+
+
+class SimpleMDM(Source):
+    module = "simplemdm"
+    mapping_name = "SimpleMDM"
+    record_type = "assets"
+    summary = "SimpleMDM devices"
+    settings = (
+        Setting("secret_access_key", "", example="***", secret=True, help="API key (Settings > API)"),
+        Setting("device_groups", "", help="only devices of these device group IDs, comma-separated (empty: all)"),
+        Setting("device_types", "computers,mobiledevices", help="computers, mobiledevices or both"),
+        Setting("custom_attributes", "0", help="also read each device's custom attribute values"),
+        Setting("url", DEFAULT_URL, help="API base (with or without /api/v1)"),
+        Setting("max_connections", "4", help="concurrent per-device requests at most"),
+    )
+    default_mappings = {"APPLICATIONS": {"source": "software"}}
+    default_converters = {"last_seen_at": "timestamp"}
+
+    def validate(self) -> None:
+        where = f"[{self.name}]"
+        if not self.setting("secret_access_key").strip():
+            raise ConfigError(f"{where} secret_access_key is required (SimpleMDM > Settings > API)")
+        if not re.match(r"^https?://[^/]", self.setting("url") or DEFAULT_URL):
+            raise ConfigError(f"{where} url must start with https:// (e.g. {DEFAULT_URL})")
+        bad = [g for g in self._groups_text() if not g.isdigit()]
+        if bad:
+            raise ConfigError(f"{where} device_groups must be numeric group IDs, comma-separated "
+                              f"(not {', '.join(bad)})")
+        value = self.setting("max_connections") or "4"
+        if not value.isdigit() or not 1 <= int(value) <= 16:
+            raise ConfigError(f"{where} max_connections must be a number from 1 to 16")
+
+    def _groups_text(self) -> list[str]:
+        return [g.strip() for g in self.setting("device_groups").split(",") if g.strip()]
+
+    @property
+    def groups(self) -> set[str]:
+        return {str(int(g)) for g in self._groups_text()}
+
+    @property
+    def types(self) -> set[str]:
+        wanted = {t.strip().lower() for t in self.setting("device_types").split(",")} & set(DEVICE_TYPES)
+        return wanted or set(DEVICE_TYPES)
+
+    @property
+    def base(self) -> str:
+        url = (self.setting("url") or DEFAULT_URL).rstrip("/")
+        return re.sub(r"/api(/v\d+)?$", "", url, flags=re.IGNORECASE) + "/api/v1"
+
+    def wants_software(self) -> bool:
+        return any(src == "software" or src.startswith("software.") for src in mapped_sources(self))
+
+    async def pages(self) -> AsyncIterator[list[Record]]:
+        auth = basic(self.setting("secret_access_key").strip(), "")
+        cap = int(self.setting("max_connections") or 4)
+        groups, types = self.groups, self.types
+        software = self.wants_software()
+        custom = truthy(self.setting("custom_attributes"))
+        async with self.http(base_url=self.base, headers={"Accept": "application/json"}, auth=auth,
+                             max_connections=cap) as http:
+            slots = asyncio.Semaphore(cap)
+            try:
+                async for response in http.paginate(AfterLastId(f"[{self.name}]"), "/devices"):
+                    body = decode_json(response)
+                    data = body.get("data") if isinstance(body, dict) else None
+                    if not isinstance(data, list):
+                        raise SourceError(f"[{self.name}] SimpleMDM's device list has no 'data' list")
+                    page: list[Any] = []
+                    for device in data:
+                        attrs = device.get("attributes") if isinstance(device, dict) else None
+                        if not isinstance(attrs, dict) or device.get("id") is None:
+                            page.append(BadRecord("device entry without id or attributes", device))
+                            continue
+                        kind = "computers" if is_computer(attrs) else "mobiledevices"
+                        if kind not in types or (groups and group_id(device) not in groups):
+                            continue
+                        page.append(device)
+                    records = await asyncio.gather(*(
+                        self._enrich(http, slots, d, software, custom) for d in page if isinstance(d, dict)))
+                    out = [p for p in page if isinstance(p, BadRecord)] + list(records)
+                    if out:
+                        yield out
+            except HttpAuthError as exc:
+                raise SourceError(f"[{self.name}] SimpleMDM rejected the API key ({exc.status}{_error_text(exc)}): "
+                                  "check secret_access_key") from None
+
+    async def _enrich(self, http: Http, slots: asyncio.Semaphore, device: dict[str, Any], software: bool,
+                      custom: bool) -> Record:
+        attrs = device["attributes"]
+        record: Record = {k: v for k, v in attrs.items() if k not in SECRET_ATTRIBUTES}
+        record.setdefault("id", device["id"])
+        if "relationships" in device:
+            record.setdefault("relationships", device["relationships"])
+        device_id = device["id"]
+        async with slots:
+            if software:
+                record["software"] = await self._apps(http, device_id) if is_computer(attrs) else []
+            if custom:
+                record["custom_attributes"] = await self._custom(http, device_id)
+        return record
+
+    async def _apps(self, http: Http, device_id: Any) -> list[dict[str, Any]]:
+        apps: list[dict[str, Any]] = []
+        pages = http.paginate(AfterLastId(f"[{self.name}]"), f"/devices/{device_id}/installed_apps",
+                              ok_statuses=frozenset({404}))
+        async for response in pages:
+            if response.status_code == 404:
+                return []  # the device was deleted since it was listed
+            body = decode_json(response)
+            data = body.get("data") if isinstance(body, dict) else None
+            if not isinstance(data, list):
+                raise SourceError(f"[{self.name}] SimpleMDM's installed apps of device {device_id} have no 'data'")
+            for item in data:
+                attrs = item.get("attributes") if isinstance(item, dict) else None
+                if isinstance(attrs, dict) and attrs.get("name"):
+                    apps.append({"name": attrs.get("name"), "version": attrs.get("short_version"), "path": None})
+        return apps
+
+    async def _custom(self, http: Http, device_id: Any) -> dict[str, Any]:
+        response = await http.request("GET", f"/devices/{device_id}/custom_attribute_values",
+                                      ok_statuses=frozenset({404}))
+        if response.status_code == 404:
+            return {}  # the device was deleted since it was listed
+        body = decode_json(response)
+        values: dict[str, Any] = {}
+        data = body.get("data") if isinstance(body, dict) else None
+        for item in data if isinstance(data, list) else []:
+            if isinstance(item, dict) and item.get("id") is not None:
+                attrs = item.get("attributes") if isinstance(item.get("attributes"), dict) else {}
+                values[str(item["id"])] = attrs.get("value")
+        return values
+
+
+def _error_text(exc: HttpError) -> str:
+    try:
+        body = exc.response.json() if exc.response is not None else None
+    except ValueError:
+        return ""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    titles = [str(e.get("title")) for e in errors or [] if isinstance(e, dict) and e.get("title")]
+    return f" {'; '.join(titles)}" if titles else ""

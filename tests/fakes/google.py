@@ -1,0 +1,288 @@
+"""Fake Google: the OAuth 2.0 token endpoint of the service-account JWT bearer grant, and the Admin SDK
+Directory API lists of ChromeOS and mobile devices (plus the Cloud Identity Devices API list).
+
+The token endpoint verifies the assertion like Google does: RS256 signature with the service
+account's public key, ``iss`` = the account's email, ``aud`` = Google's token URI, a lifetime of at
+most an hour, ``sub`` = a known Workspace user, and every requested ``scope`` granted to the
+account by domain-wide delegation. Its error bodies are Google's (``unauthorized_client``,
+``invalid_grant``, ``invalid_client``). The lists need a token issued for their scope, answer 403
+``forbidden`` when the impersonated user is not an admin, cap ``maxResults``, and page with an opaque
+``pageToken``/``nextPageToken``.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from .vendor import FakeVendor
+
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+SCOPES = "https://www.googleapis.com/auth/"
+CHROMEOS_SCOPE = SCOPES + "admin.directory.device.chromeos.readonly"
+MOBILE_SCOPE = SCOPES + "admin.directory.device.mobile.readonly"
+CLOUD_IDENTITY_SCOPE = SCOPES + "cloud-identity.devices.readonly"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+DIRECTORY = "/admin/directory/v1/customer/{customer}/devices"
+CHROMEOS_PATH = "/admin/directory/v1/customer/my_customer/devices/chromeos"
+MOBILE_PATH = "/admin/directory/v1/customer/my_customer/devices/mobile"
+
+CLIENT_EMAIL = "oomnitza-connector@acme-inventory.iam.gserviceaccount.com"
+CLIENT_ID = "109876543210987654321"
+ADMIN = "it-admin@example.edu"
+
+
+# -- keys ------------------------------------------------------------------------------------------
+
+def rsa_key_pair() -> tuple[str, str]:
+    """(private PEM, public PEM) of a fresh RSA key, as a service account key would hold."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
+
+
+def service_account_key(private_pem: str, token_uri: str, **overrides: Any) -> dict[str, Any]:
+    """A service-account JSON key as the Cloud console downloads it (``token_uri`` pointed at a fake)."""
+    key = {
+        "type": "service_account",
+        "project_id": "acme-inventory",
+        "private_key_id": "4f1c0ffee0ddba11d00dfeedfacecafe12345678",
+        "private_key": private_pem,
+        "client_email": CLIENT_EMAIL,
+        "client_id": CLIENT_ID,
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": token_uri,
+        "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+        "client_x509_cert_url": "https://www.googleapis.com/robot/v1/metadata/x509/oomnitza-connector",
+        "universe_domain": "googleapis.com",
+    }
+    key.update(overrides)
+    return key
+
+
+# -- records (the fact sheets' emulator fixtures) --------------------------------------------------
+
+CHROMEBOOK = {
+    "kind": "admin#directory#chromeosdevice", "deviceId": "3f1e2d3c-5b6a-4c7d-8e9f-0a1b2c3d4e5f",
+    "serialNumber": "5CD1234ABC", "status": "ACTIVE", "model": "HP Chromebook 14 G7",
+    "osVersion": "128.0.6613.131", "platformVersion": "15964.59.0 (Official Build) stable-channel",
+    "firmwareVersion": "Google_Drallion.12200.300.0", "macAddress": "a4b1c1223344",
+    "annotatedAssetId": "OOM-55120", "annotatedUser": "Room 214 cart", "annotatedLocation": "Lincoln HS",
+    "orgUnitPath": "/Students/Grade 9", "orgUnitId": "id:03ph8a2z1abcd",
+    "lastSync": "2026-09-14T07:55:20.150Z", "lastEnrollmentTime": "2025-08-20T14:01:00.000Z",
+    "autoUpdateExpiration": "1843977600000", "systemRamTotal": "8229224448", "bootMode": "Verified",
+    "recentUsers": [{"type": "USER_TYPE_MANAGED", "email": "student42@example.edu"}],
+    "lastKnownNetwork": [{"ipAddress": "10.4.5.66", "wanIpAddress": "203.0.113.77"}],
+}
+DISABLED_CHROMEBOOK = {"kind": "admin#directory#chromeosdevice", "deviceId": "9a8b7c6d-0000-4000-8000-00000000a001",
+                       "serialNumber": "NXHQEAA00123456789", "status": "DISABLED", "model": "Acer Chromebook 314",
+                       "orgUnitPath": "/Staff"}
+
+
+def chromebook(i: int) -> dict[str, Any]:
+    return {"kind": "admin#directory#chromeosdevice", "deviceId": f"00000000-0000-4000-8000-{i:012d}",
+            "serialNumber": f"SN{i:08d}", "status": "ACTIVE", "model": "Lenovo 300e Chromebook Gen 4",
+            "orgUnitPath": "/Students", "lastSync": "2026-09-13T10:00:00.000Z"}
+
+
+PIXEL = {
+    "kind": "admin#directory#mobiledevice", "resourceId": "AFiQxQ8Zq1kD2exampleR1", "deviceId": "b7c2e9d4a1f03e55",
+    "name": ["Ana Silva"], "email": ["ana.silva@example.com"], "model": "Pixel 8", "manufacturer": "Google",
+    "brand": "google", "os": "Android 15", "buildNumber": "AP4A.250905.002", "securityPatchLevel": "1756684800000",
+    "type": "ANDROID", "status": "APPROVED", "serialNumber": "39011FDJH00ABC", "imei": "356938035643809",
+    "wifiMacAddress": "f4:f5:e8:11:22:33", "firstSync": "2025-03-02T10:11:12.000Z",
+    "lastSync": "2026-09-14T07:30:00.000Z", "encryptionStatus": "Encrypted", "devicePasswordStatus": "On",
+    "deviceCompromisedStatus": "No compromise detected",
+    "applications": [{"packageName": "com.google.android.gm", "displayName": "Gmail", "versionName": "2026.08.24",
+                      "versionCode": 64123, "permission": ["android.permission.INTERNET"]}],
+}
+IPHONE = {"kind": "admin#directory#mobiledevice", "resourceId": "AFiQxQ9Lm2nExampleR2", "deviceId": "SEC1A2B3C4D5E6F7",
+          "email": ["jdoe@example.com"], "model": "iPhone", "os": "iOS 18.6", "type": "IOS_SYNC", "status": "APPROVED",
+          "lastSync": "2026-09-13T21:04:44.000Z"}
+
+
+def phone(i: int) -> dict[str, Any]:
+    return {"kind": "admin#directory#mobiledevice", "resourceId": f"AFiQxQ{i:06d}ExampleRx", "deviceId": f"dev{i:06d}",
+            "email": [f"user{i}@example.com"], "name": [f"User {i}"], "model": "Galaxy S24", "os": "Android 14",
+            "type": "ANDROID", "status": "APPROVED", "serialNumber": f"R5C{i:08d}"}
+
+
+COMPANY_PHONE = {"name": "devices/AFiQxQ8CompanyOwned01", "deviceType": "ANDROID", "ownerType": "COMPANY",
+                 "serialNumber": "R5CT00COMPANY1", "model": "Galaxy XCover7", "osVersion": "Android 14",
+                 "imei": "351234567890123", "wifiMacAddresses": ["aa:bb:cc:dd:ee:01"],
+                 "lastSyncTime": "2026-09-14T06:00:00Z", "encryptionState": "ENCRYPTED"}
+
+
+# -- errors -----------------------------------------------------------------------------------------
+
+def api_error(status: int, message: str, reason: str, domain: str = "global") -> JSONResponse:
+    errors = [{"message": message, "domain": domain, "reason": reason}]
+    return JSONResponse({"error": {"code": status, "message": message, "errors": errors}}, status_code=status)
+
+
+def oauth_error(status: int, error: str, description: str) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description}, status_code=status)
+
+
+FORBIDDEN = "Not Authorized to access this resource/api"
+QUOTA = "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user'"
+
+
+def quota_body(reason: str = "userRateLimitExceeded") -> dict[str, Any]:
+    return {"error": {"code": 403, "message": QUOTA,
+                      "errors": [{"reason": reason, "domain": "usageLimits", "message": QUOTA}]}}
+
+
+class FakeGoogle(FakeVendor):
+    def __init__(self, public_pem: str, *, chromeos: list[dict[str, Any]] | None = None,
+                 mobile: list[dict[str, Any]] | None = None, cloud_devices: list[dict[str, Any]] | None = None,
+                 admins: set[str] | None = None, users: set[str] | None = None,
+                 delegated: set[str] | None = None, page_cap: int | None = None) -> None:
+        self.public_pem = public_pem
+        self.client_email = CLIENT_EMAIL
+        self.chromeos = chromeos if chromeos is not None else [copy.deepcopy(CHROMEBOOK),
+                                                               copy.deepcopy(DISABLED_CHROMEBOOK)]
+        self.mobile = mobile if mobile is not None else [copy.deepcopy(PIXEL), copy.deepcopy(IPHONE)]
+        self.cloud_devices = cloud_devices if cloud_devices is not None else [copy.deepcopy(COMPANY_PHONE)]
+        self.admins = admins if admins is not None else {ADMIN}
+        self.users = (users or set()) | self.admins  # existing Workspace users (admins or not)
+        self.delegated = delegated if delegated is not None else {CHROMEOS_SCOPE, MOBILE_SCOPE, CLOUD_IDENTITY_SCOPE}
+        self.page_cap = page_cap  # a server may send fewer than maxResults
+        self.tokens: dict[str, dict[str, Any]] = {}  # access token -> {"sub", "scopes"}
+        self.assertions: list[dict[str, Any]] = []  # verified JWT claims, in order
+        self.expires_in = 3599
+        super().__init__()
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/token", self.token_endpoint, methods=["POST"]),
+            Route(DIRECTORY + "/chromeos", self.list_chromeos),
+            Route(DIRECTORY + "/mobile", self.list_mobile),
+            Route("/v1/devices", self.list_cloud_identity),
+        ]
+
+    # -- OAuth ------------------------------------------------------------------------------------
+
+    async def token_endpoint(self, request: Request) -> Response:
+        import jwt
+
+        form = await request.form()
+        if form.get("grant_type") != JWT_BEARER:
+            return oauth_error(400, "unsupported_grant_type", "Invalid grant_type: " + str(form.get("grant_type")))
+        assertion = str(form.get("assertion", ""))
+        try:
+            header = jwt.get_unverified_header(assertion)
+            claims = jwt.decode(assertion, self.public_pem, algorithms=["RS256"], audience=GOOGLE_TOKEN_URI,
+                                options={"require": ["iss", "aud", "iat", "exp"]})
+        except jwt.InvalidSignatureError:
+            return oauth_error(400, "invalid_grant", "Invalid JWT Signature.")
+        except jwt.PyJWTError as exc:
+            return oauth_error(400, "invalid_grant", f"Invalid JWT: {type(exc).__name__}")
+        if header.get("alg") != "RS256":
+            return oauth_error(400, "invalid_grant", "Invalid JWT: alg")
+        if claims["iss"] != self.client_email:
+            return oauth_error(401, "invalid_client", "The OAuth client was not found.")
+        if int(claims["exp"]) - int(claims["iat"]) > 3600:
+            return oauth_error(400, "invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes)")
+        sub = claims.get("sub")
+        if sub not in self.users:
+            return oauth_error(400, "invalid_grant", "Invalid email or User ID")
+        scopes = set(str(claims.get("scope", "")).split())
+        if not scopes or not scopes <= self.delegated:
+            return oauth_error(401, "unauthorized_client",
+                               "Client is unauthorized to retrieve access tokens using this method, or client not "
+                               "authorized for any of the scopes requested.")
+        self.assertions.append({"header": header, **claims})
+        token = f"ya29.fake-token-{len(self.tokens) + 1}"
+        self.tokens[token] = {"sub": sub, "scopes": scopes, "expires": time.time() + self.expires_in}
+        return JSONResponse({"access_token": token, "expires_in": self.expires_in, "token_type": "Bearer"})
+
+    def _authorize(self, request: Request, scope: str) -> Response | None:
+        header = request.headers.get("authorization", "")
+        grant = self.tokens.get(header.removeprefix("Bearer ")) if header.startswith("Bearer ") else None
+        if grant is None or grant["expires"] < time.time():
+            return JSONResponse({"error": {"code": 401, "message": "Request had invalid authentication credentials. "
+                                           "Expected OAuth 2 access token, login cookie or other valid authentication "
+                                           "credential.", "status": "UNAUTHENTICATED",
+                                           "errors": [{"message": "Invalid Credentials", "domain": "global",
+                                                       "reason": "authError"}]}}, status_code=401)
+        if scope not in grant["scopes"]:
+            return api_error(403, "Request had insufficient authentication scopes.", "insufficientPermissions")
+        if grant["sub"] not in self.admins:
+            return api_error(403, FORBIDDEN, "forbidden")
+        return None
+
+    # -- lists ------------------------------------------------------------------------------------
+
+    def _page(self, request: Request, pool: list[dict[str, Any]], key: str, kind: str, maximum: int,
+              size_param: str = "maxResults", default: int = 100, coerce: bool = False) -> Response:
+        q = request.query_params
+        try:
+            size = int(q.get(size_param, default))
+        except ValueError:
+            return api_error(400, f"Invalid Input: {size_param}", "invalid")
+        if coerce:
+            size = max(1, min(size, maximum))  # Cloud Identity coerces pageSize above 100
+        if size < 1 or size > maximum:
+            return api_error(400, f"Invalid Input: {size_param}", "invalid")
+        if self.page_cap:
+            size = min(size, self.page_cap)
+        start = 0
+        if q.get("pageToken"):
+            try:
+                start = int(json.loads(base64.urlsafe_b64decode(q["pageToken"]))["o"])
+            except (ValueError, KeyError, TypeError):
+                return api_error(400, "Invalid Input: pageToken", "invalid")
+        page = pool[start: start + size]
+        body: dict[str, Any] = {"kind": kind, "etag": '"fake-etag"'} if kind else {}
+        if page:
+            body[key] = page
+        if start + size < len(pool):
+            body["nextPageToken"] = base64.urlsafe_b64encode(json.dumps({"o": start + size}).encode()).decode()
+        return JSONResponse(body)
+
+    async def list_chromeos(self, request: Request) -> Response:
+        problem = self._directory_problem(request, CHROMEOS_SCOPE)
+        if problem is not None:
+            return problem
+        return self._page(request, self.chromeos, "chromeosdevices", "admin#directory#chromeosdevices", 300)
+
+    async def list_mobile(self, request: Request) -> Response:
+        problem = self._directory_problem(request, MOBILE_SCOPE)
+        if problem is not None:
+            return problem
+        return self._page(request, self.mobile, "mobiledevices", "admin#directory#mobiledevices", 100)
+
+    def _directory_problem(self, request: Request, scope: str) -> Response | None:
+        if request.path_params["customer"] != "my_customer":
+            return api_error(400, "Bad Request", "badRequest")
+        return self._authorize(request, scope)
+
+    async def list_cloud_identity(self, request: Request) -> Response:
+        problem = self._authorize(request, CLOUD_IDENTITY_SCOPE)
+        if problem is not None:
+            return problem
+        if request.query_params.get("customer") != "customers/my_customer":
+            return api_error(400, "Request contains an invalid argument.", "badRequest")
+        return self._page(request, self.cloud_devices, "devices", "", 100, size_param="pageSize", default=20,
+                          coerce=True)
+
+
+def section_settings(fake: FakeGoogle, private_pem: str, **extra: str) -> dict[str, str]:
+    """An INI section for either Google source against ``fake`` (the key inline, on one line)."""
+    key = service_account_key(private_pem, f"{fake.url}/token")
+    return {"service_account_impersonate": ADMIN, "service_account_json_key": json.dumps(key),
+            "url": fake.url, **extra}

@@ -1,0 +1,198 @@
+"""[google_mobile_devices] end to end through the CLI against the fake Google (token endpoint, Admin
+SDK mobile devices, Cloud Identity devices) and the fake Oomnitza."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.google import (
+    ADMIN,
+    CLOUD_IDENTITY_SCOPE,
+    MOBILE_PATH,
+    MOBILE_SCOPE,
+    FakeGoogle,
+    phone,
+    quota_body,
+    rsa_key_pair,
+    section_settings,
+)
+from tests.fakes.oomnitza import FakeOomnitza
+from tests.fakes.server import serve
+from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+
+SECTION = "google_mobile_devices"
+MAPPINGS = {
+    "RESOURCE_ID": '{"source": "resourceId"}',
+    "SERIAL_NUMBER": '{"source": "serialNumber"}',
+    "MODEL": '{"source": "model"}',
+    "OS": '{"source": "os"}',
+    "OWNER_EMAIL": '{"source": "email.0"}',
+    "OWNER_NAME": '{"source": "name.0"}',
+    "FIRST_APP": '{"source": "applications.0.displayName"}',
+    "LAST_SYNC": '{"source": "lastSync"}',
+}
+PIXEL_RECORD = {
+    "RESOURCE_ID": "AFiQxQ8Zq1kD2exampleR1",
+    "SERIAL_NUMBER": "39011FDJH00ABC",
+    "MODEL": "Pixel 8",
+    "OS": "Android 15",
+    "OWNER_EMAIL": "ana.silva@example.com",
+    "OWNER_NAME": "Ana Silva",
+    "FIRST_APP": "Gmail",
+    "LAST_SYNC": "2026-09-14T07:30:00.000Z",  # no converter by default
+}
+
+
+@pytest.fixture(scope="module")
+def keys() -> tuple[str, str]:
+    return rsa_key_pair()
+
+
+def make(keys: tuple[str, str], **kwargs: Any) -> Iterator[FakeGoogle]:
+    fake = FakeGoogle(keys[1], **kwargs)
+    fake.mobile += [phone(i) for i in range(3)]  # 5 devices
+    with serve(fake.app) as url:
+        fake.url = url
+        yield fake
+
+
+@pytest.fixture
+def google(keys: tuple[str, str]) -> Iterator[FakeGoogle]:
+    yield from make(keys)
+
+
+def run(tmp_path: Path, oomnitza: FakeOomnitza, google: FakeGoogle, keys: tuple[str, str],
+        mappings: dict[str, str] | None = None, **extra: str) -> Any:
+    settings = section_settings(google, keys[0], **{"page_size": "2", "sync_field": "RESOURCE_ID", **extra})
+    return upload(write_config(tmp_path, oomnitza, SECTION, settings, mappings or MAPPINGS), SECTION)
+
+
+def test_several_pages(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
+                       fake_oomnitza: FakeOomnitza) -> None:
+    result = run(tmp_path, fake_oomnitza, google, keys)
+    assert result.code == 0, result.all
+    assert_accounted(result, SECTION, pulled=5, sent=5)
+    calls = google.calls(MOBILE_PATH)
+    assert len(calls) == 3
+    assert calls[0].query == {"projection": "FULL", "maxResults": "2"}
+    assert "pageToken" in calls[1].query and "pageToken" in calls[2].query
+    assert len(google.assertions) == 1
+    assert (google.assertions[0]["sub"], google.assertions[0]["scope"]) == (ADMIN, MOBILE_SCOPE)
+    assert fake_oomnitza.record("assets", RESOURCE_ID="AFiQxQ8Zq1kD2exampleR1") == PIXEL_RECORD
+    iphone = fake_oomnitza.record("assets", RESOURCE_ID="AFiQxQ9Lm2nExampleR2")
+    # iOS Sync devices have no serial, no name, no applications
+    assert (iphone["SERIAL_NUMBER"], iphone["OWNER_NAME"], iphone["FIRST_APP"], iphone["OWNER_EMAIL"]) == (
+        None, None, None, "jdoe@example.com")
+    assert fake_oomnitza.bulk_payloads[0]["connector_name"] == "GoogleMobileDevices"
+    assert "BEGIN PRIVATE KEY" not in result.all
+
+
+def test_default_page_size_is_googles_maximum(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
+                                              fake_oomnitza: FakeOomnitza) -> None:
+    settings = section_settings(google, keys[0], sync_field="RESOURCE_ID")
+    result = upload(write_config(tmp_path, fake_oomnitza, SECTION, settings, MAPPINGS), SECTION)
+    assert_accounted(result, SECTION, pulled=5, sent=5)
+    assert [c.query["maxResults"] for c in google.calls(MOBILE_PATH)] == ["100"]
+
+
+def test_page_size_above_googles_limit(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
+                                       fake_oomnitza: FakeOomnitza) -> None:
+    result = run(tmp_path, fake_oomnitza, google, keys, page_size="500")
+    assert_one_line_error(result, "page_size must be a number from 1 to 100")
+    assert not google.requests
+
+
+def test_mobile_scope_not_delegated(tmp_path: Path, keys: tuple[str, str], fake_oomnitza: FakeOomnitza) -> None:
+    for google in make(keys, delegated={"https://www.googleapis.com/auth/admin.directory.device.chromeos.readonly"}):
+        result = run(tmp_path, fake_oomnitza, google, keys)
+        assert_one_line_error(result, "(unauthorized_client: Client is unauthorized", MOBILE_SCOPE)
+        assert len(google.calls("/token")) == 1
+        assert not google.calls(MOBILE_PATH)
+
+
+def test_subject_not_an_admin(tmp_path: Path, keys: tuple[str, str], fake_oomnitza: FakeOomnitza) -> None:
+    for google in make(keys, users={"ana.silva@example.com"}):
+        result = run(tmp_path, fake_oomnitza, google, keys, service_account_impersonate="ana.silva@example.com")
+        assert_one_line_error(result, "Google refused access (403 Not Authorized to access this resource/api)",
+                              "Manage Devices and Settings")
+        assert len(google.calls(MOBILE_PATH)) == 1
+
+
+def test_rate_limit_403_and_429(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
+                                fake_oomnitza: FakeOomnitza) -> None:
+    google.fail("GET", MOBILE_PATH, 403, body=quota_body("rateLimitExceeded"))
+    google.fail("GET", MOBILE_PATH, 429, headers={"Retry-After": "1"}, body=quota_body("rateLimitExceeded"))
+    started = time.monotonic()
+    result = run(tmp_path, fake_oomnitza, google, keys)
+    assert result.code == 0, result.all
+    assert_accounted(result, SECTION, pulled=5, sent=5)
+    assert time.monotonic() - started >= 1.0
+    assert len(google.calls(MOBILE_PATH)) == 5
+
+
+def test_quota_never_recovers(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
+                              fake_oomnitza: FakeOomnitza) -> None:
+    google.fail("GET", MOBILE_PATH, 403, times=100, body=quota_body("userRateLimitExceeded"),
+                headers={"Retry-After": "0"})
+    result = run(tmp_path, fake_oomnitza, google, keys)
+    assert_one_line_error(result, "failed: 403 Forbidden after 8 attempts", "Quota exceeded")
+    assert len(google.calls(MOBILE_PATH)) == 8
+
+
+def test_5xx_retried(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
+                     fake_oomnitza: FakeOomnitza) -> None:
+    google.fail("GET", MOBILE_PATH, 500, body={"error": {"code": 500, "message": "Internal error"}})
+    google.fail("POST", "/token", 503, body={"error": "temporarily_unavailable"})  # google-auth retries it
+    result = run(tmp_path, fake_oomnitza, google, keys)
+    assert result.code == 0, result.all
+    assert_accounted(result, SECTION, pulled=5, sent=5)
+    assert len(google.calls("/token")) == 2
+
+
+def test_empty_customer(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
+                        fake_oomnitza: FakeOomnitza) -> None:
+    google.mobile.clear()
+    result = run(tmp_path, fake_oomnitza, google, keys)
+    assert result.code == 0, result.all
+    assert_accounted(result, SECTION, pulled=0)
+    assert next(iter(fake_oomnitza.portions.values())).finalized
+
+
+def test_malformed_body(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
+                        fake_oomnitza: FakeOomnitza) -> None:
+    google.fail("GET", MOBILE_PATH, 200, body={"kind": "admin#directory#mobiledevices", "mobiledevices": "oops"})
+    result = run(tmp_path, fake_oomnitza, google, keys)
+    assert_one_line_error(result, "Google's 'mobiledevices' is not a list")
+    google.fail("GET", MOBILE_PATH, 200, body="not json", headers={"Content-Type": "text/plain"})
+    result = run(tmp_path, fake_oomnitza, google, keys)
+    assert_one_line_error(result, "returned a body that is not JSON (content-type text/plain)")
+
+
+def test_bad_request_shows_googles_message(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
+                                           fake_oomnitza: FakeOomnitza) -> None:
+    google.fail("GET", MOBILE_PATH, 400, body={"error": {"code": 400, "message": "Invalid Input: maxResults",
+                                                         "errors": [{"reason": "invalid"}]}})
+    result = run(tmp_path, fake_oomnitza, google, keys)
+    assert_one_line_error(result, "failed: 400 Bad Request (Invalid Input: maxResults)")
+    assert len(google.calls(MOBILE_PATH)) == 1
+
+
+def test_cloud_identity_company_owned_devices(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
+                                              fake_oomnitza: FakeOomnitza) -> None:
+    mappings = {"NAME": '{"source": "name"}', "SERIAL_NUMBER": '{"source": "serialNumber"}',
+                "OWNER_TYPE": '{"source": "ownerType"}', "MAC": '{"source": "wifiMacAddresses.0"}'}
+    result = run(tmp_path, fake_oomnitza, google, keys, mappings, device_api="cloud_identity",
+                 cloud_identity_url=f"{google.url}/v1", sync_field="NAME")
+    assert result.code == 0, result.all
+    assert_accounted(result, SECTION, pulled=1, sent=1)
+    assert fake_oomnitza.record("assets", NAME="devices/AFiQxQ8CompanyOwned01") == {
+        "NAME": "devices/AFiQxQ8CompanyOwned01", "SERIAL_NUMBER": "R5CT00COMPANY1", "OWNER_TYPE": "COMPANY",
+        "MAC": "aa:bb:cc:dd:ee:01"}
+    assert google.calls("/v1/devices")[0].query == {"customer": "customers/my_customer", "pageSize": "2"}
+    assert google.assertions[0]["scope"] == CLOUD_IDENTITY_SCOPE
+    assert not google.calls(MOBILE_PATH)
