@@ -312,6 +312,20 @@ def test_credential_id_authorization(tmp_path: Path, saas: FakeSaas, oomnitza: F
     assert asked and asked[0].body["http_method"] == "GET" and asked[0].body["url"].endswith("/v1/devices")
 
 
+def test_catalog_and_credential_input_fields(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
+    oomnitza.set_secret("c0ffee42", params={"api_key": KEY}, name="Fleetwise production")
+    oomnitza.set_managed_mapping(67, {**MAPPING, "vendor": {"type": "catalog_input", "value": "page_size"},
+                                      "source_account": {"type": "credential_input", "value": "credential"}})
+    cfg = worked_example(saas.url)
+    cfg["saas_authorization"] = {"credential_id": "c0ffee42"}
+    oomnitza.enqueue_managed(cfg)
+    assert managed(ini(tmp_path, oomnitza)).code == 0
+    records = oomnitza.records("assets")
+    assert len(records) == 3
+    assert {(r["vendor"], r["source_account"]) for r in records} == {("2", "Fleetwise production")}
+    assert len(oomnitza.find_requests("GET", "/api/v3/auth/c0ffee42")) == 1  # once per run, not per record
+
+
 def test_bad_saas_authorization_is_reported(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
     oomnitza.enqueue_managed(worked_example(saas.url))
     result = managed(ini(tmp_path, oomnitza, '[managed.67]\nsaas_authorization = {"headers": {}, "params": {}}\n'))

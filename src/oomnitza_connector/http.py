@@ -299,6 +299,19 @@ class Http:
             request = paginator.next(response, request)
 
 
+def error_body(error: HttpError | httpx.Response | None) -> dict[str, Any]:
+    """The JSON object an error response carries, or {} (no response, not JSON, not an object).
+    Sources read their vendor's error text from it for one-line messages."""
+    response = error.response if isinstance(error, HttpError) else error
+    if response is None:
+        return {}
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def decode_json(response: httpx.Response) -> Any:
     try:
         return response.json()

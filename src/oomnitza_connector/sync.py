@@ -80,9 +80,7 @@ async def build_mapper(section: SectionConfig, source_cls: type[Source], source:
         default_converters=source_cls.default_converters,
         extras=source.extra_mappings(),
     )
-    # The merged mapping (server one included), for sources that fetch extra data only when a field
-    # uses it (AirWatch network details, SimpleMDM installed apps); read before pages() starts.
-    source.mapping_specs = specs  # type: ignore[attr-defined]
+    source.mapping_specs = specs
     return Mapper(specs, section, config.converters)
 
 

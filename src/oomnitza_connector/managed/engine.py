@@ -148,22 +148,29 @@ class ManagedRun:
             raise ManagedConfigError(f"Managed connector #{self.id}: SaaS authorization format is invalid. Exiting")
         return auth
 
-    async def _fields(self, inputs: dict[str, Any]) -> list[_Field]:
+    async def _fields(self, inputs: dict[str, Any], auth: SaasAuth) -> list[_Field]:
         server = await self.base.call_json("GET", "/api/v2/mappings", params={"connector_id": str(self.id)}) or {}
         specs: dict[str, dict[str, Any]] = {}
         for name, spec in server.items():
             if isinstance(spec, dict):
                 specs[name] = dict(spec)
+        credential_name = None
+        if auth.kind == "credential" and any(s.get("type") == "credential_input" for s in specs.values()):
+            # A field may carry the name of the cloud-held credential the run uses (not its secret).
+            answer = await self.base.call_json("GET", f"/api/v3/auth/{auth.value['credential_id']}") or {}
+            credential_name = answer.get("name") if isinstance(answer, dict) else None
         if truthy((self.config.get("software_behavior") or {}).get("enabled")):
             specs.setdefault("APPLICATIONS", {"type": "attribute", "value": "software"})
         if truthy((self.config.get("saas_behavior") or {}).get("enabled")):
             specs.setdefault("SAAS", {"type": "attribute", "value": "saas"})
         local = self.section.mappings if self.section else {}
-        fields = [self._server_field(name, spec, inputs) for name, spec in specs.items() if name not in local]
+        fields = [self._server_field(name, spec, inputs, credential_name)
+                  for name, spec in specs.items() if name not in local]
         fields += [self._local_field(name, spec) for name, spec in local.items()]
         return fields
 
-    def _server_field(self, name: str, spec: dict[str, Any], inputs: dict[str, Any]) -> _Field:
+    def _server_field(self, name: str, spec: dict[str, Any], inputs: dict[str, Any],
+                      credential_name: str | None) -> _Field:
         kind, value = spec.get("type"), spec.get("value")
         if kind == "attribute":
             expr = mapping_expression(str(value))
@@ -172,9 +179,10 @@ class ManagedRun:
             constant = render_str(inputs.get(str(value)), {"inputs": inputs})
             return _Field(name, lambda rec: constant, str(value))
         if kind == "credential_input":
-            log.warning("managed.%s: field %s uses a cloud credential's name, which on-premise runs cannot read",
-                        self.id, name)
-            return _Field(name, lambda rec: None, str(value))
+            if credential_name is None:
+                log.warning("managed.%s: field %s names the run's cloud credential, but this run uses none",
+                            self.id, name)
+            return _Field(name, lambda rec: credential_name, str(value))
         return _Field(name, lambda rec: value, str(value))  # "value": a constant
 
     def _local_field(self, name: str, spec: dict[str, Any]) -> _Field:
@@ -211,7 +219,7 @@ class ManagedRun:
             if oomnitza is not self.base:
                 await oomnitza.login()
             auth = self._saas_auth(oomnitza)
-            fields = await self._fields(inputs)
+            fields = await self._fields(inputs, auth)
         except (ManagedConfigError, ConfigError, TemplateError) as exc:
             return await self._config_failure(str(exc))
         except ConnectorError as exc:

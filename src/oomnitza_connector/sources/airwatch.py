@@ -29,7 +29,7 @@ import httpx
 
 from ..auth import RefreshingToken, basic
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json
+from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
 from ..settings import Setting
 from .base import BadRecord, Record, Source
 
@@ -40,14 +40,6 @@ ACCEPT = "application/json;version=1"
 REGIONS = ("na", "emea", "apac", "uat")
 TOKEN_URL = "https://{region}.uemauth.workspaceone.com/connect/token"
 MAX_PAGE_SIZE = 500
-
-
-def mapped_sources(source: Source) -> list[str]:
-    """Source paths of the run's merged mapping (server + INI + defaults); INI + defaults before it is known."""
-    specs = getattr(source, "mapping_specs", None)
-    if specs is None:
-        specs = {**source.default_mappings, **source.section.mappings}
-    return [s for s in (spec.get("source") for spec in specs.values()) if isinstance(s, str)]
 
 
 class DevicePages(Paginator):
@@ -131,7 +123,7 @@ class AirWatch(Source):
         return self.setting("token_url") or TOKEN_URL.format(region=self.setting("region").strip().lower())
 
     def wants_network(self) -> bool:
-        return any(src == "network" or src.startswith("network.") for src in mapped_sources(self))
+        return any(src == "network" or src.startswith("network.") for src in self.mapped_sources())
 
     def _client(self) -> Http:
         headers = {"Accept": ACCEPT}
@@ -244,24 +236,15 @@ class AirWatch(Source):
                 f"check {check}")
 
 
-def _json(exc: HttpError) -> Any:
-    try:
-        return exc.response.json() if exc.response is not None else None
-    except ValueError:
-        return None
-
-
 def _uem_error(exc: HttpError) -> str:
-    body = _json(exc)
-    if not isinstance(body, dict):
-        return ""
+    body = error_body(exc)
     code, message = body.get("errorCode"), body.get("message")
     parts = [str(p) for p in (code, message) if p not in (None, "")]
     return f" {' '.join(parts)}" if parts else ""
 
 
 def _oauth_error(exc: HttpError) -> str:
-    body = _json(exc)
-    if isinstance(body, dict) and body.get("error"):
+    body = error_body(exc)
+    if body.get("error"):
         return f" {body['error']}"
     return ""

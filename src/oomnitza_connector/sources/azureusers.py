@@ -26,7 +26,7 @@ import httpx
 from ..auth import RefreshingToken
 from ..config import truthy
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, safe_url
+from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body, safe_url
 from ..settings import Setting
 from .base import BadRecord, Record, UsersSource
 
@@ -505,11 +505,7 @@ def _records(users: Iterable[Any], legacy: bool) -> Iterable[Record | BadRecord]
 
 def _graph_error_body(exc: HttpError) -> tuple[str, str]:
     """``error.code`` and ``error.message`` of a Graph error body (empty when absent)."""
-    try:
-        body = exc.response.json() if exc.response is not None else {}
-    except ValueError:
-        return "", ""
-    error = body.get("error") if isinstance(body, dict) else None
+    error = error_body(exc).get("error")
     if not isinstance(error, dict):
         return "", ""
     return str(error.get("code") or ""), _one_line(str(error.get("message") or ""), 200)

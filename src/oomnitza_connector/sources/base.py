@@ -37,6 +37,9 @@ class Source:
     # The run's --workers, set by the pipeline before pages(); sources that make per-record detail
     # calls bound their concurrency by it (the default is the CLI's).
     workers: int = 2
+    # The run's merged mapping (server + INI + defaults), set by the pipeline before pages(), for
+    # sources that fetch extra data only when a field uses it (AirWatch network, SimpleMDM apps).
+    mapping_specs: dict[str, dict[str, Any]] | None = None
 
     def __init__(self, section: SectionConfig) -> None:
         self.section = section
@@ -48,6 +51,13 @@ class Source:
 
     def setting(self, name: str) -> str:
         return self.section.settings.get(name, "")
+
+    def mapped_sources(self) -> list[str]:
+        """The ``source`` paths the run maps (INI + defaults until the merged mapping is known)."""
+        specs = self.mapping_specs
+        if specs is None:
+            specs = {**self.default_mappings, **self.section.mappings}
+        return [s for s in (spec.get("source") for spec in specs.values()) if isinstance(s, str)]
 
     def validate(self) -> None:
         """Raise ConfigError for settings that are inconsistent (called at config load)."""

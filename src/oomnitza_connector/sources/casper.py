@@ -36,7 +36,7 @@ import httpx
 
 from ..auth import HeaderToken, RefreshingToken, basic
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, safe_url
+from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body, safe_url
 from ..settings import Setting
 from .base import BadRecord, Record, Source
 
@@ -480,14 +480,7 @@ class JamfPages(Paginator):
 
 def _jamf_error(response: httpx.Response | None) -> str:
     """`` INVALID_TOKEN`` / `` invalid_client`` from a Jamf error body, or nothing."""
-    if response is None:
-        return ""
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    if not isinstance(body, dict):
-        return ""
+    body = error_body(response)
     errors = body.get("errors")
     if isinstance(errors, list) and errors and isinstance(errors[0], dict) and errors[0].get("code"):
         return f" {errors[0]['code']}"

@@ -24,7 +24,7 @@ import httpx
 
 from ..config import truthy
 from ..errors import ConfigError, SourceError
-from ..http import HttpAuthError, HttpError, PageRequest, Paginator, decode_json
+from ..http import HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
 from ..paths import get_field_value
 from ..settings import Setting
 from .base import BadRecord, Record, Source
@@ -427,15 +427,11 @@ class Chef(Source):
         detail = ""
         skew = ""
         if exc.response is not None:
-            try:
-                body = exc.response.json()
-                errors = body.get("error") if isinstance(body, dict) else None
-                if isinstance(errors, list) and errors:
-                    detail = f": {errors[0]}"
-                elif isinstance(errors, str):
-                    detail = f": {errors}"
-            except ValueError:
-                pass
+            errors = error_body(exc).get("error")
+            if isinstance(errors, list) and errors:
+                detail = f": {errors[0]}"
+            elif isinstance(errors, str):
+                detail = f": {errors}"
             date = exc.response.headers.get("date")
             if date:
                 try:

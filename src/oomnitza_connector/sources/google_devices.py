@@ -31,7 +31,7 @@ import httpx
 from .. import redact
 from ..auth import RefreshingToken
 from ..errors import ConfigError, SourceError
-from ..http import Cursor, Http, HttpAuthError, HttpError, classify_transport_error, decode_json, safe_url
+from ..http import Cursor, Http, HttpAuthError, HttpError, classify_transport_error, decode_json, error_body, safe_url
 from ..settings import Setting
 from .base import BadRecord, Record, Source
 
@@ -52,13 +52,7 @@ DELEGATION_PAGE = "Admin console › Security › Access and data control › AP
 
 def _error(response: httpx.Response | None) -> dict[str, Any]:
     """The ``error`` object of a Google API error body, or {}."""
-    if response is None:
-        return {}
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    error = body.get("error") if isinstance(body, dict) else None
+    error = error_body(response).get("error")
     return error if isinstance(error, dict) else {}
 
 

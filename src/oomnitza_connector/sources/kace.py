@@ -31,7 +31,7 @@ import httpx
 from .. import redact
 from ..auth import RefreshingToken
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json
+from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
 from ..settings import Setting
 from .base import BadRecord, Record, Source
 
@@ -254,13 +254,9 @@ class Kace(Source):
 
 def _kace_error(exc: HttpError) -> str:
     """The appliance's error text, when its body has one."""
-    try:
-        body = exc.response.json() if exc.response is not None else None
-    except ValueError:
-        return ""
-    if isinstance(body, dict):
-        for key in ("error", "message", "errorDescription", "errorMessage"):
-            value = body.get(key)
-            if isinstance(value, str) and value:
-                return f" {value}"
+    body = error_body(exc)
+    for key in ("error", "message", "errorDescription", "errorMessage"):
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            return f" {value}"
     return ""

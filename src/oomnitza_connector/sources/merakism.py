@@ -26,7 +26,17 @@ import httpx
 
 from ..auth import HeaderToken
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, RateLimiter, decode_json, safe_url
+from ..http import (
+    Http,
+    HttpAuthError,
+    HttpError,
+    PageRequest,
+    Paginator,
+    RateLimiter,
+    decode_json,
+    error_body,
+    safe_url,
+)
 from ..settings import Setting
 from .base import BadRecord, Record, Source
 
@@ -188,9 +198,5 @@ def _errors(body: Any) -> str:
 
 
 def _error_text(exc: HttpError) -> str:
-    try:
-        body = exc.response.json() if exc.response is not None else None
-    except ValueError:
-        return ""
-    text = _errors(body)
+    text = _errors(error_body(exc))
     return f" {text[2:]}" if text else ""

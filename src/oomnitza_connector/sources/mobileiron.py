@@ -31,7 +31,7 @@ import httpx
 
 from ..auth import HeaderToken, basic
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json
+from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
 from ..ini import parse_bool
 from ..settings import Setting
 from .base import BadRecord, Record, Source
@@ -44,14 +44,6 @@ V2_MAX_FIELDS = 512
 V2_ID_FIELD = "common.uuid"
 HARDWARE_KEYS = ("primaryHDDSize", "primaryProcessorName", "primaryProcessorCores", "primaryMemoryCapacity")
 SORT = {"sortFields[0].name": "lastCheckin", "sortFields[0].order": "DESC"}
-
-
-def mapped_sources(source: Source) -> list[str]:
-    """Source paths of the run's merged mapping (server + INI + defaults); INI + defaults before it is known."""
-    specs = getattr(source, "mapping_specs", None)
-    if specs is None:
-        specs = {**source.default_mappings, **source.section.mappings}
-    return [s for s in (spec.get("source") for spec in specs.values()) if isinstance(s, str)]
 
 
 def parse_partitions(text: str) -> list[str] | None:
@@ -323,7 +315,7 @@ class MobileIron(Source):
             raise SourceError(f"[{self.name}] MobileIron Core's field list (criteria) has no 'results'")
         available = [str(r["name"]) for r in rows if isinstance(r, dict) and r.get("name")]
         choice = self.setting("fields").strip()
-        mapped = [s for s in mapped_sources(self) if s in set(available)]
+        mapped = [s for s in self.mapped_sources() if s in set(available)]
         if choice.lower() == "mapped":
             fields = [V2_ID_FIELD, *mapped]
         elif choice:
@@ -358,17 +350,14 @@ def _first(inventory: dict[str, Any], collection: str, key: str) -> Any:
 
 
 def _error_text(exc: HttpError) -> str:
-    try:
-        body = exc.response.json() if exc.response is not None else None
-    except ValueError:
-        return ""
-    errors = body.get("errors") if isinstance(body, dict) else None
+    body = error_body(exc)
+    errors = body.get("errors")
     messages: list[str] = []
     if isinstance(errors, dict):
         for group in ("globalErrors", "fieldErrors"):
             for item in errors.get(group) or []:
                 if isinstance(item, dict) and item.get("message"):
                     messages.append(str(item["message"]))
-    elif isinstance(body, dict) and isinstance(body.get("messages"), list):  # Core's v2 error shape
+    elif isinstance(body.get("messages"), list):  # Core's v2 error shape
         messages += [str(m.get("message")) for m in body["messages"] if isinstance(m, dict) and m.get("message")]
     return f" {'; '.join(messages)}" if messages else ""

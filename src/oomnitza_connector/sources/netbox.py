@@ -19,7 +19,7 @@ import httpx
 from ..auth import HeaderToken
 from ..config import truthy
 from ..errors import ConfigError, SourceError
-from ..http import HttpAuthError, HttpError, PageRequest, Paginator, decode_json, safe_url
+from ..http import HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body, safe_url
 from ..settings import Setting
 from .base import BadRecord, Record, Source
 
@@ -111,9 +111,5 @@ class Netbox(Source):
 
 
 def _detail(exc: HttpError) -> str:
-    try:
-        body = exc.response.json() if exc.response is not None else None
-    except ValueError:
-        return ""
-    detail = body.get("detail") if isinstance(body, dict) else None
+    detail = error_body(exc).get("detail")
     return f" {detail}" if isinstance(detail, str) and detail else ""

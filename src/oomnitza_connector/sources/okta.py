@@ -15,7 +15,7 @@ from typing import Any
 from ..auth import HeaderToken, RefreshingToken
 from ..config import truthy
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, LinkHeader, RateLimiter, decode_json, reset_pause
+from ..http import Http, HttpAuthError, HttpError, LinkHeader, RateLimiter, decode_json, error_body, reset_pause
 from ..settings import Setting
 from .base import Record, UsersSource
 
@@ -113,9 +113,6 @@ class Okta(UsersSource):
 
 
 def _okta_error(exc: HttpError) -> str:
-    try:
-        body = exc.response.json() if exc.response is not None else {}
-    except ValueError:
-        return ""
-    code = body.get("errorCode") if isinstance(body, dict) else None
+    body = error_body(exc)
+    code = body.get("errorCode")
     return f" {code} {body.get('errorSummary', '')}".rstrip() if code else ""

@@ -28,7 +28,7 @@ import httpx
 
 from ..auth import RefreshingToken, basic
 from ..errors import ConfigError, SourceError
-from ..http import Cursor, Http, HttpAuthError, HttpError, RateLimiter, decode_json, reset_pause, safe_url
+from ..http import Cursor, Http, HttpAuthError, HttpError, RateLimiter, decode_json, error_body, reset_pause, safe_url
 from ..settings import Setting
 from .base import BadRecord, Record, UsersSource
 
@@ -88,14 +88,7 @@ def shape(user: Any) -> Record | BadRecord:
 
 def onelogin_message(response: httpx.Response | None) -> str:
     """OneLogin's error text from a v1 envelope, a v2 error or an OAuth error body."""
-    if response is None:
-        return ""
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    if not isinstance(body, dict):
-        return ""
+    body = error_body(response)
     status = body.get("status")
     for value in (status.get("message") if isinstance(status, dict) else None, body.get("message"),
                   body.get("error_description"), body.get("error")):

@@ -23,7 +23,7 @@ import httpx
 from .. import redact
 from ..auth import RefreshingToken
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json
+from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
 from ..settings import Setting
 from .base import BadRecord, Record, Source
 
@@ -247,9 +247,5 @@ def _json_or_empty(response: httpx.Response) -> Any:
 
 
 def _message(exc: HttpError) -> str:
-    try:
-        body = exc.response.json() if exc.response is not None else None
-    except ValueError:
-        return ""
-    message = body.get("message") if isinstance(body, dict) else None
+    message = error_body(exc).get("message")
     return f" {message}" if isinstance(message, str) and message else ""

@@ -25,7 +25,7 @@ import httpx
 
 from ..auth import RefreshingToken, basic
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, RateLimiter, decode_json
+from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, RateLimiter, decode_json, error_body
 from ..settings import Setting
 from .base import BadRecord, Record, Source
 
@@ -129,12 +129,7 @@ def _chunks(ids: list[str], size: int = IDS_PER_QUERY) -> Iterable[list[str]]:
 
 def _error_text(exc: HttpError) -> str:
     """ServiceNow's ``{"error": {"message", "detail"}}`` (or OAuth's ``error_description``) as a suffix."""
-    try:
-        body = exc.response.json() if exc.response is not None else None
-    except ValueError:
-        return ""
-    if not isinstance(body, dict):
-        return ""
+    body = error_body(exc)
     err = body.get("error")
     if isinstance(err, dict):
         parts = [str(err.get(k)) for k in ("message", "detail") if err.get(k)]

@@ -25,7 +25,7 @@ import httpx
 from ..auth import basic
 from ..config import truthy
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json
+from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
 from ..settings import Setting
 from .base import BadRecord, Record, Source
 
@@ -37,14 +37,6 @@ DEVICE_TYPES = ("computers", "mobiledevices")
 SECRET_ATTRIBUTES = frozenset({"filevault_recovery_key", "firmware_password", "recovery_lock_password",
                                "activation_lock_bypass_code"})
 MOBILE_PRODUCTS = ("iphone", "ipad", "ipod", "appletv", "watch", "audioaccessory", "realitydevice")
-
-
-def mapped_sources(source: Source) -> list[str]:
-    """Source paths of the run's merged mapping (server + INI + defaults); INI + defaults before it is known."""
-    specs = getattr(source, "mapping_specs", None)
-    if specs is None:
-        specs = {**source.default_mappings, **source.section.mappings}
-    return [s for s in (spec.get("source") for spec in specs.values()) if isinstance(s, str)]
 
 
 class AfterLastId(Paginator):
@@ -132,7 +124,7 @@ class SimpleMDM(Source):
         return re.sub(r"/api(/v\d+)?$", "", url, flags=re.IGNORECASE) + "/api/v1"
 
     def wants_software(self) -> bool:
-        return any(src == "software" or src.startswith("software.") for src in mapped_sources(self))
+        return any(src == "software" or src.startswith("software.") for src in self.mapped_sources())
 
     async def pages(self) -> AsyncIterator[list[Record]]:
         auth = basic(self.setting("secret_access_key").strip(), "")
@@ -216,10 +208,6 @@ class SimpleMDM(Source):
 
 
 def _error_text(exc: HttpError) -> str:
-    try:
-        body = exc.response.json() if exc.response is not None else None
-    except ValueError:
-        return ""
-    errors = body.get("errors") if isinstance(body, dict) else None
+    errors = error_body(exc).get("errors")
     titles = [str(e.get("title")) for e in errors or [] if isinstance(e, dict) and e.get("title")]
     return f" {'; '.join(titles)}" if titles else ""

@@ -19,7 +19,7 @@ import httpx
 
 from ..auth import RefreshingToken, basic
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, RetryPolicy, decode_json, safe_url
+from ..http import Http, HttpAuthError, HttpError, RetryPolicy, decode_json, error_body, safe_url
 from ..settings import Setting
 from .base import BadRecord, Record, UsersSource
 
@@ -204,9 +204,5 @@ def _chunks(entries: list[Any]) -> Iterator[list[Record | BadRecord]]:
 
 
 def _oauth_error(exc: HttpError) -> str:
-    try:
-        body = exc.response.json() if exc.response is not None else {}
-    except ValueError:
-        return ""
-    error = body.get("error") if isinstance(body, dict) else None
+    error = error_body(exc).get("error")
     return f" {error}" if error else ""

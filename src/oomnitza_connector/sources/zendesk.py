@@ -30,6 +30,7 @@ from ..http import (
     Paginator,
     RateLimiter,
     decode_json,
+    error_body,
     reset_pause,
     safe_url,
 )
@@ -68,12 +69,7 @@ class ZendeskCursor(Paginator):
 
 def zendesk_error(exc: HttpError) -> str:
     """`` <error>: <description>`` from Zendesk's error body, or ``""``."""
-    try:
-        body = exc.response.json() if exc.response is not None else None
-    except ValueError:
-        return ""
-    if not isinstance(body, dict):
-        return ""
+    body = error_body(exc)
     error, description = body.get("error"), body.get("description")
     if isinstance(error, dict):  # some endpoints nest {"title", "message"}
         error, description = error.get("title"), description or error.get("message")
