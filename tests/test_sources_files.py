@@ -235,3 +235,73 @@ def test_json_bad_files_are_counted_and_others_still_sync(tmp_path: Path) -> Non
     assert "not valid JSON" in result.err
     assert {r["USER"] for r in stored(tmp_path, "users")} == {"ok", "good"}
     assert "│            5 │" in result.err or " 5 " in result.err
+
+
+def test_processed_files_are_moved_after_a_successful_run(tmp_path: Path) -> None:
+    inbox, done = tmp_path / "inbox", tmp_path / "done"
+    inbox.mkdir()
+    (inbox / "a.csv").write_text("Serial Number\nA1\nA2\n", encoding="utf-8")
+    (inbox / "b.csv").write_text("Serial Number\nB1\nB2\n", encoding="utf-8")
+    ini = assets_ini(tmp_path, f"directory = {inbox}\nprocessed_action = move\nprocessed_dir = {done}")
+    # Test mode sends nothing, so nothing may move.
+    assert run_cli("upload", "csv_assets", "--ini", str(ini), "--testmode").code == 0
+    assert sorted(p.name for p in inbox.iterdir()) == ["a.csv", "b.csv"] and not done.exists()
+    # --record-count stops inside b.csv, after a.csv was read to its end: only a.csv moves.
+    result = run_cli("upload", "csv_assets", "--ini", str(ini), "--record-count", "3")
+    assert result.code == 0, result.all
+    assert [p.name for p in inbox.iterdir()] == ["b.csv"] and [p.name for p in done.iterdir()] == ["a.csv"]
+    # A file of the same name processed again is kept next to the first one, not overwritten.
+    (inbox / "a.csv").write_text("Serial Number\nA3\n", encoding="utf-8")
+    result = run_cli("upload", "csv_assets", "--ini", str(ini))
+    assert result.code == 0, result.all
+    assert list(inbox.iterdir()) == []
+    names = sorted(p.name for p in done.iterdir())
+    assert len(names) == 3 and "a.csv" in names and "b.csv" in names
+    assert any(n.startswith("a.") and n.endswith("Z.csv") for n in names)
+    assert {r["SERIAL"] for r in stored(tmp_path)} == {"A1", "A2", "A3", "B1", "B2"}
+
+
+def test_processed_files_stay_when_a_record_fails(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.csv").write_text("Serial Number,Model\nA1,M\nA2,M,EXTRA\n", encoding="utf-8")
+    ini = assets_ini(tmp_path, f"directory = {inbox}\nprocessed_action = delete")
+    result = run_cli("upload", "csv_assets", "--ini", str(ini))
+    assert result.code == 3
+    assert (inbox / "a.csv").exists()  # fix the file, and the next run reads it again
+
+
+def test_processed_json_files_are_deleted(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.json").write_text('[{"login": "a"}, {"login": "b"}]', encoding="utf-8")
+    path = json_ini(tmp_path, inbox)
+    path.write_text(path.read_text(encoding="utf-8") + "processed_action = delete\n", encoding="utf-8")
+    result = run_cli("upload", "json_users", "--ini", str(path))
+    assert result.code == 0, result.all
+    assert list(inbox.iterdir()) == []
+    assert {r["USER"] for r in stored(tmp_path, "users")} == {"a", "b"}
+
+
+def test_processed_action_settings_are_checked(tmp_path: Path) -> None:
+    ini = assets_ini(tmp_path, f"directory = {tmp_path}\nprocessed_action = move")
+    result = run_cli("upload", "csv_assets", "--ini", str(ini))
+    assert result.code == 1 and "processed_action = move needs processed_dir" in result.err
+    ini = assets_ini(tmp_path, f"directory = {tmp_path}\nprocessed_action = archive")
+    result = run_cli("upload", "csv_assets", "--ini", str(ini))
+    assert result.code == 1 and "processed_action = 'archive' is not one of none, move, delete" in result.err
+
+
+def test_json_lines_files_stream_and_bad_lines_fail_alone(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    lines = [json.dumps({"login": f"u{i}", "name": {"first": f"N{i}"}}) for i in range(2500)]
+    lines[7] = '{"login": "broken",'
+    lines[8] = "[1, 2]"
+    (inbox / "people.JSONL").write_text("\n".join(lines[:10]) + "\n\n" + "\n".join(lines[10:]) + "\n", encoding="utf-8")
+    result = run_cli("upload", "json_users", "--ini", str(json_ini(tmp_path, inbox)))
+    assert result.code == 3, result.all
+    assert "people.JSONL line 8: not valid JSON" in result.err
+    assert "people.JSONL line 9: not an object" in result.err
+    users = {r["USER"]: r for r in stored(tmp_path, "users")}
+    assert len(users) == 2498 and users["u2499"]["FIRST_NAME"] == "N2499" and "u7" not in users

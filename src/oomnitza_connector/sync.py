@@ -204,7 +204,7 @@ async def _commit(source: Source, result: SectionResult) -> None:
     try:
         await source.commit()
     except ConnectorError as exc:
-        result.error = f"could not save the source's state: {exc}"
+        result.error = f"after the upload: {exc}"
 
 
 async def _pump(source: Source, mapper: Mapper, section: SectionConfig, state: _Run, options: Options) -> None:

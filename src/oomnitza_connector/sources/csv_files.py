@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from ..errors import ConfigError, SourceError
 from ..settings import Setting
 from .base import BadRecord, Record, Source, UsersSource
-from .files import check_one_of, discover, display, first_bad_line
+from .files import PROCESSED_SETTINGS, ProcessedFiles, check_one_of, check_processed, discover, display, first_bad_line
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ FILE_SETTINGS = (
 FORMAT_SETTINGS = (
     Setting("encoding", "utf-8-sig", help="text encoding of the files, e.g. cp1252 or latin-1"),
     Setting("delimiter", ",", help="field separator: , ; | tab, or auto to detect it from the header"),
+    *PROCESSED_SETTINGS,
 )
 
 
@@ -87,6 +88,8 @@ class _CsvSource(Source):
 
     def validate(self) -> None:
         check_one_of(self.name, self.setting("filename"), self.setting("directory"))
+        check_processed(self.name, self.setting("processed_action"), self.setting("processed_dir"))
+        self.processed = ProcessedFiles(self.name, self.setting("processed_action"), self.setting("processed_dir"))
         try:
             codecs.lookup(self.setting("encoding"))
         except LookupError:
@@ -108,6 +111,10 @@ class _CsvSource(Source):
         for path in files:
             for page in self._read(path):
                 yield page
+            self.processed.mark(path)
+
+    async def commit(self) -> None:
+        self.processed.finish()
 
     def _read(self, path: Path) -> Any:
         encoding = self.setting("encoding") or "utf-8-sig"

@@ -1,11 +1,18 @@
-"""Shared file discovery for the CSV and JSON sources: ``filename`` xor ``directory``."""
+"""Shared file handling of the CSV and JSON sources: ``filename`` xor ``directory``, and what
+happens to the files after a successful run (``processed_action``)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import time
 from pathlib import Path
 
 from ..errors import ConfigError, SourceError
+from ..settings import Setting
+
+log = logging.getLogger(__name__)
 
 
 def check_one_of(section: str, filename: str, directory: str, *, allow_filename: bool = True) -> None:
@@ -15,7 +22,7 @@ def check_one_of(section: str, filename: str, directory: str, *, allow_filename:
         raise ConfigError(f"[{section}] set " + ("filename or directory" if allow_filename else "directory"))
 
 
-def discover(section: str, filename: str, directory: str, suffix: str) -> list[Path]:
+def discover(section: str, filename: str, directory: str, suffix: str | tuple[str, ...]) -> list[Path]:
     """The files to read, in a stable order. ``*.csv`` matches case-insensitively; dot-files are skipped."""
     if filename:
         path = Path(filename).expanduser()
@@ -49,3 +56,72 @@ def display(path: Path) -> str:
     except ValueError:  # another drive on Windows
         return str(path)
     return str(path) if rel.startswith("..") else rel
+
+
+PROCESSED_ACTIONS = ("none", "move", "delete")
+PROCESSED_SETTINGS = (
+    Setting("processed_action", "none", choices=PROCESSED_ACTIONS,
+            help="after a run in which every record was accepted: none, move (to processed_dir) or delete "
+                 "the files read to the end"),
+    Setting("processed_dir", "", example="/some/path/to/processed/",
+            help="where processed_action = move puts the files (created if missing)"),
+)
+
+
+def check_processed(section: str, action: str, folder: str) -> None:
+    if action == "move" and not folder.strip():
+        raise ConfigError(f"[{section}] processed_action = move needs processed_dir")
+
+
+class ProcessedFiles:
+    """Files read to the end during a run; moved or deleted by ``finish`` once the run succeeded.
+
+    A file is "done" only when the reader went past its last record, so a run cut short by
+    ``--record-count`` or an error leaves the file where it is, to be read again next time.
+    """
+
+    def __init__(self, section: str, action: str, folder: str) -> None:
+        self.section = section
+        self.action = action or "none"
+        self.folder = Path(folder).expanduser() if folder else None
+        self.done: list[Path] = []
+
+    def mark(self, path: Path) -> None:
+        if self.action != "none":
+            self.done.append(path)
+
+    def finish(self) -> None:
+        if self.action == "none" or not self.done:
+            return
+        if self.action == "move":
+            assert self.folder is not None
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SourceError(f"[{self.section}] cannot create processed_dir {self.folder}: "
+                                  f"{exc.strerror}") from None
+        for path in self.done:
+            try:
+                if self.action == "delete":
+                    path.unlink()
+                else:
+                    assert self.folder is not None
+                    shutil.move(path, _free_name(self.folder / path.name))
+            except OSError as exc:
+                raise SourceError(f"[{self.section}] cannot {self.action} {display(path)}: "
+                                  f"{exc.strerror or exc}") from None
+        log.info("[%s] %s %d processed file(s)%s", self.section, "moved" if self.action == "move" else "deleted",
+                 len(self.done), f" to {display(self.folder)}" if self.folder and self.action == "move" else "")
+        self.done = []
+
+
+def _free_name(target: Path) -> Path:
+    """``target``, or ``name.<UTC time>[-n].ext`` when a file of that name was processed before."""
+    if not target.exists():
+        return target
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for n in range(1000):
+        candidate = target.with_name(f"{target.stem}.{stamp}{f'-{n}' if n else ''}{target.suffix}")
+        if not candidate.exists():
+            return candidate
+    raise SourceError(f"cannot find a free file name for {target}")
