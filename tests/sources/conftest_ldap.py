@@ -10,7 +10,6 @@ Tests only read it, so it is shared. Without slapd the tests skip locally, and F
 from __future__ import annotations
 
 import base64
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.slapd import FakeActiveDirectory, Slapd, slapd_binary
+from tests.helpers import require
 
 SUFFIX = "dc=example,dc=test"
 PEOPLE = f"ou=people,{SUFFIX}"
@@ -118,12 +118,7 @@ PEOPLE_COUNT = 4 + GENERATED_USERS  # afabre, José, nomail, o(dd*, user01..06
 
 def require_slapd() -> None:
     """Skip locally without slapd; under CI (CI=true) its absence is a failure, never a skip."""
-    if slapd_binary() is not None:
-        return
-    message = "slapd is not installed: apt-get install slapd ldap-utils (see .ci/run)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message)
-    pytest.skip(message)
+    require(slapd_binary() is not None, "slapd is not installed: apt-get install slapd ldap-utils (see .ci/run)")
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from oomnitza_connector.errors import ConfigError
 from oomnitza_connector.sources.sccm import choose_odbc_driver, db_message, odbc_value
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.sccm import FakeSqlServer
+from tests.helpers import require
 from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sccm"
@@ -178,7 +179,7 @@ def test_sql_auth_needs_credentials(tmp_path: Path, fake_oomnitza: FakeOomnitza)
 
 def test_unreachable_server_falls_back_to_pymssql(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     """Auto driver choice on a machine without an ODBC SQL Server driver takes pymssql (pure pip)."""
-    pytest.importorskip("pymssql")
+    require(_importable("pymssql"), "pymssql is not installed")
     import socket
 
     with socket.socket() as probe:  # a port nobody listens on
@@ -195,7 +196,7 @@ def test_unreachable_server_falls_back_to_pymssql(tmp_path: Path, fake_oomnitza:
 
 def test_login_failed_is_one_clear_line(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     """A real driver (pymssql/FreeTDS) against a fake SQL Server speaking TDS that refuses the login."""
-    pytest.importorskip("pymssql")
+    require(_importable("pymssql"), "pymssql is not installed")
     sql = FakeSqlServer()
     with sql.serve() as port:
         choices = {"server": f"127.0.0.1,{port}", "database": "CM_P01", "driver": "pymssql",
@@ -213,9 +214,10 @@ def test_login_failed_is_one_clear_line(tmp_path: Path, fake_oomnitza: FakeOomni
 
 def test_login_failed_through_odbc(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     """The pyodbc path with a real ODBC driver (FreeTDS's, Debian package tdsodbc) and the fake TDS server."""
-    pyodbc = pytest.importorskip("pyodbc", exc_type=ImportError)
-    if "FreeTDS" not in pyodbc.drivers():
-        pytest.skip("the FreeTDS ODBC driver (tdsodbc) is not installed")
+    require(_importable("pyodbc"), "pyodbc cannot be loaded (is unixODBC installed?)")
+    import pyodbc
+
+    require("FreeTDS" in pyodbc.drivers(), "the FreeTDS ODBC driver (tdsodbc) is not installed")
     sql = FakeSqlServer()
     with sql.serve() as port:
         choices = {"server": f"127.0.0.1,{port}", "database": "CM_P01", "driver": "FreeTDS",
@@ -237,7 +239,7 @@ def test_login_failed_through_odbc(tmp_path: Path, fake_oomnitza: FakeOomnitza) 
 
 def test_encryption_required_by_default(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     """encrypt = yes (the default): a server without TLS never sees the password."""
-    pytest.importorskip("pymssql")
+    require(_importable("pymssql"), "pymssql is not installed")
     sql = FakeSqlServer()
     with sql.serve() as port:
         result = run(tmp_path, fake_oomnitza, Path("unused"), server=f"127.0.0.1,{port}", driver="pymssql",
@@ -299,3 +301,11 @@ def test_odbc_connection_string(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> 
     assert Sccm(windows)._odbc_string("ODBC Driver 18 for SQL Server") == (
         "DRIVER={ODBC Driver 18 for SQL Server};SERVER=sql01,1433;DATABASE=CM_DCT;Trusted_Connection=yes;"
         "Encrypt=strict;APP=oomnitza-connector")
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
