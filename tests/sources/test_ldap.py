@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.oomnitza import FakeOomnitza
+from tests.fakes.proxy import DroppingProxy
 from tests.fakes.slapd import FakeActiveDirectory, Slapd, free_port
 from tests.helpers import CliResult
 from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
@@ -473,3 +474,29 @@ def test_ad_size_limit_on_an_unpaged_search(tmp_path: Path, fake_oomnitza: FakeO
     # 4 sizeLimitExceeded: the partial result is synced and the cut is logged.
     assert_accounted(result, "ldap", pulled=3, sent=3)
     assert "4 sizeLimitExceeded" in result.err
+
+
+def test_lost_connection_restarts_the_search_without_duplicates(tmp_path: Path, slapd: Slapd,
+                                                                 fake_oomnitza: FakeOomnitza) -> None:
+    # Client messages on a connection: bind, two reads of the server's info, then the pages;
+    # the first connection is cut when the client asks for page 2.
+    with DroppingProxy(slapd.port, drop_at=5).serve() as proxy:
+        mark = slapd.mark()
+        result = run(tmp_path, fake_oomnitza, users(slapd, url=f"ldap://127.0.0.1:{proxy.port}"))
+    assert result.code == 0, result.all
+    assert proxy.dropped and proxy.connections == 2
+    assert "connection to the LDAP server was lost" in result.err and "the 3 entries already read" in result.err
+    # The search ran again from the start on the new connection; nothing was pulled twice.
+    assert slapd.searches(PEOPLE, since=mark) == [3, 3, 3, 3, 1]
+    assert_accounted(result, "ldap", pulled=PEOPLE_COUNT, sent=PEOPLE_COUNT - 1)
+    assert len(fake_oomnitza.records("users")) == PEOPLE_COUNT - 1
+
+
+def test_a_connection_that_keeps_dropping_fails_the_run(tmp_path: Path, slapd: Slapd,
+                                                       fake_oomnitza: FakeOomnitza) -> None:
+    # Every connection binds, then is cut when the client asks for page 1.
+    with DroppingProxy(slapd.port, drop_at=4, every=True).serve() as proxy:
+        result = run(tmp_path, fake_oomnitza, users(slapd, url=f"ldap://127.0.0.1:{proxy.port}"))
+    assert_one_line_error(result, "[ldap] the connection to the LDAP server was lost 4 times; last: ")
+    assert proxy.connections == 4  # the first one and three restarts, then it gives up
+    assert fake_oomnitza.records("users") == []

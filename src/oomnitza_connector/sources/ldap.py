@@ -44,7 +44,7 @@ with warnings.catch_warnings():
     # ldap3 2.9 imports names pyasn1 0.6 deprecated; users should not see that on every run.
     warnings.simplefilter("ignore", DeprecationWarning)
     import ldap3
-    from ldap3.core.exceptions import LDAPException, LDAPInvalidFilterError
+    from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPInvalidFilterError
     from ldap3.operation.search import parse_filter
     from ldap3.utils import asn1 as _ldap3_asn1  # noqa: F401 - the module that warns, imported here
 
@@ -62,6 +62,7 @@ LISTS_ALWAYS = frozenset({"memberof"})  # kept as a list under the plain name to
 _ATTR_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*(;[A-Za-z0-9=-]+)*$|^[0-9]+(\.[0-9]+)+$")
 _RANGE = re.compile(r";range=(\d+)-(\d+|\*)$", re.IGNORECASE)
 CONNECT_ATTEMPTS = 3
+SEARCH_RESTARTS = 3  # a search-mode run survives this many lost connections
 RETRIED_REASONS = frozenset({"connection refused", "connection reset"})  # a restarting server; not TLS, not DNS
 
 
@@ -650,7 +651,9 @@ class _LdapBase(Source):
                     nested=_flag(self.setting("nested_groups"), where=f"[{self.name}] nested_groups"))
                 next_page: Callable[[], list[LdapRecord] | None] = walker.next_page
             else:
-                next_page = directory.search_pages(self.setting("base_dn"), search_filter)
+                async for page in self._search(directory, search_filter):
+                    yield page
+                return
             count = 0
             while True:
                 page = await self._call(next_page)
@@ -660,14 +663,56 @@ class _LdapBase(Source):
                 log.debug("[%s] page %d: %d entries", self.name, count, len(page))
                 if page:  # a paged search may answer an empty page with a cookie: ask on
                     yield list(page)
-            if groups and walker.skipped:
+            if walker.skipped:
                 log.warning("[%s] %d group member(s) could not be read", self.name, walker.skipped)
         finally:
             directory.close()
 
-    async def _call(self, fn: Callable[[], Any]) -> Any:
+    async def _search(self, first: Directory, search_filter: str) -> AsyncIterator[list[Record]]:
+        """Search mode, page by page. A connection lost between pages is re-opened and the search
+        restarted (a paging cookie is only valid on its own connection); entries already read are
+        skipped by DN, so each entry is still pulled once."""
+        base = self.setting("base_dn")
+        directory = first
+        next_page = directory.search_pages(base, search_filter)
+        seen: set[str] = set()
+        restarts = count = 0
+        try:
+            while True:
+                try:
+                    page = await self._call(next_page, lost=True)
+                except _ConnectionLost as exc:
+                    if restarts == SEARCH_RESTARTS:
+                        raise SourceError(f"[{self.name}] the connection to the LDAP server was lost "
+                                          f"{restarts + 1} times; last: {exc.reason}") from None
+                    restarts += 1
+                    log.warning("[%s] the connection to the LDAP server was lost (%s): reconnecting and "
+                                "restarting the search; the %d entries already read are not sent again",
+                                self.name, exc.reason, len(seen))
+                    if directory is not first:
+                        await asyncio.to_thread(directory.close)
+                    directory = await asyncio.to_thread(self._connect)
+                    next_page = directory.search_pages(base, search_filter)
+                    continue
+                if page is None:
+                    return
+                count += 1
+                log.debug("[%s] page %d: %d entries", self.name, count, len(page))
+                fresh = [r for r in page if r["dn"].lower() not in seen]
+                seen.update(r["dn"].lower() for r in fresh)
+                if fresh:  # a paged search may answer an empty page with a cookie: ask on
+                    yield list(fresh)
+        finally:
+            if directory is not first:
+                await asyncio.to_thread(directory.close)
+
+    async def _call(self, fn: Callable[[], Any], *, lost: bool = False) -> Any:
         try:
             return await asyncio.to_thread(fn)
+        except LDAPCommunicationError as exc:
+            if lost:
+                raise _ConnectionLost(_socket_reason(exc)) from None
+            raise SourceError(f"[{self.name}] reading from the LDAP server failed: {_socket_reason(exc)}") from None
         except LdapFailure as exc:
             raise self._search_error(exc) from None
         except SourceError as exc:
@@ -685,6 +730,12 @@ class _LdapBase(Source):
         if failure.code == 87 or (failure.code == 2 and "filter" in failure.message.lower()):
             return SourceError(f"[{self.name}] the LDAP server rejected the filter ({failure})")
         return SourceError(f"[{self.name}] the LDAP search failed ({failure})")
+
+
+class _ConnectionLost(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _supports_paging(server: Any) -> bool:
