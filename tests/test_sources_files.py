@@ -305,3 +305,15 @@ def test_json_lines_files_stream_and_bad_lines_fail_alone(tmp_path: Path) -> Non
     assert "people.JSONL line 9: not an object" in result.err
     users = {r["USER"]: r for r in stored(tmp_path, "users")}
     assert len(users) == 2498 and users["u2499"]["FIRST_NAME"] == "N2499" and "u7" not in users
+
+
+def test_csv_header_spaces_warned_or_stripped(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("Serial Number , Model\nS1,M1\n", encoding="utf-8")
+    ini = assets_ini(tmp_path, f"filename = {tmp_path}/a.csv")
+    result = run_cli("upload", "csv_assets", "--ini", str(ini))
+    assert "'Serial Number ', ' Model' have spaces around them" in result.err and "strip_headers = true" in result.err
+    assert stored(tmp_path) == []  # SERIAL (the sync field) has no value: nothing is sent
+    ini = assets_ini(tmp_path, f"filename = {tmp_path}/a.csv\nstrip_headers = true")
+    result = run_cli("upload", "csv_assets", "--ini", str(ini))
+    assert result.code == 0, result.all
+    assert [(r["SERIAL"], r["MODEL"]) for r in stored(tmp_path)] == [("S1", "M1")]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import ConfigError, SourceError
+from ..ini import parse_bool
 from ..settings import Setting
 from .base import BadRecord, Record, Source, UsersSource
 from .files import PROCESSED_SETTINGS, ProcessedFiles, check_one_of, check_processed, discover, display, first_bad_line
@@ -33,6 +34,7 @@ FILE_SETTINGS = (
 FORMAT_SETTINGS = (
     Setting("encoding", "utf-8-sig", help="text encoding of the files, e.g. cp1252 or latin-1"),
     Setting("delimiter", ",", help="field separator: , ; | tab, or auto to detect it from the header"),
+    Setting("strip_headers", "false", help="remove spaces around column names (\" Serial \" becomes \"Serial\")"),
     *PROCESSED_SETTINGS,
 )
 
@@ -95,6 +97,7 @@ class _CsvSource(Source):
         except LookupError:
             raise ConfigError(f"[{self.name}] encoding = {self.setting('encoding')!r} is not a known "
                               "encoding (e.g. utf-8, cp1252, latin-1, utf-16)") from None
+        self.strip_headers = parse_bool(self.setting("strip_headers"), setting=f"[{self.name}] strip_headers")
         delimiter = self._delimiter_setting()
         if delimiter != "auto" and len(delimiter) != 1:
             raise ConfigError(f"[{self.name}] delimiter = {self.setting('delimiter')!r} must be one "
@@ -156,6 +159,12 @@ class _CsvSource(Source):
         if header is None:
             return
         width = len(header)
+        padded = [h for h in header if h != h.strip()]
+        if padded and self.strip_headers:
+            header = [h.strip() for h in header]
+        elif padded:
+            log.warning("[%s] %s: column name(s) %s have spaces around them: mappings must use them exactly, "
+                        "or set strip_headers = true", self.name, name, ", ".join(map(repr, padded[:5])))
         if width == 1 and delimiter == "," and any(c in header[0] for c in ";\t|"):
             log.warning("[%s] %s has a single column %r: is the file separated by another character? "
                         "(set delimiter)", self.name, name, header[0])
