@@ -317,3 +317,23 @@ def test_csv_header_spaces_warned_or_stripped(tmp_path: Path) -> None:
     result = run_cli("upload", "csv_assets", "--ini", str(ini))
     assert result.code == 0, result.all
     assert [(r["SERIAL"], r["MODEL"]) for r in stored(tmp_path)] == [("S1", "M1")]
+
+
+def test_json_arrays_are_streamed_and_a_cut_file_keeps_what_came_before(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    people = [{"login": f"u{i}", "name": {"first": f"N{i}"}, "score": i + 0.5, "active": i % 2 == 0}
+              for i in range(2300)]
+    text = json.dumps(people, indent=1)
+    (inbox / "a_whole.json").write_text("\n  " + text, encoding="utf-8")
+    cut = json.dumps([{"login": f"c{i}"} for i in range(1500)])
+    (inbox / "b_cut.json").write_text(cut[: cut.index('{"login": "c1200"}') + 5], encoding="utf-8")
+    path = json_ini(tmp_path, inbox)
+    path.write_text(path.read_text(encoding="utf-8") + 'mapping.SCORE = {"source": "score"}\n', encoding="utf-8")
+    result = run_cli("upload", "json_users", "--ini", str(path))
+    assert result.code == 3, result.all
+    assert "b_cut.json: not valid JSON after 1200 item(s)" in result.err
+    users = {r["USER"]: r for r in stored(tmp_path, "users")}
+    assert len(users) == 2300 + 1200
+    assert users["u2299"]["FIRST_NAME"] == "N2299" and users["u2299"]["SCORE"] == 2299.5
+    assert users["u0"]["ACTIVE"] is True and users["u1"]["ACTIVE"] is False

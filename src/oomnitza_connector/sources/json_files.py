@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import ijson
 import orjson
 
 from ..settings import Setting
@@ -23,14 +24,24 @@ from .files import PROCESSED_SETTINGS, ProcessedFiles, check_one_of, check_proce
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def load_json(data: bytes) -> Any:
     """orjson for speed; the standard library where it is needed for UTF-16/32 files."""
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    if data[:1] in (b"\xff", b"\xfe") or b"\x00" in data[:4]:
+    data = data.removeprefix(UTF8_BOM)
+    if _wide(data):
         return json.loads(data)  # detects UTF-16/32, as the seed's loader did
     return orjson.loads(data)
+
+
+def _wide(head: bytes) -> bool:
+    """UTF-16/32 text (a BOM or NUL bytes in the first characters)."""
+    return head[:1] in (b"\xff", b"\xfe") or b"\x00" in head[:4]
+
+
+def _bad(message: str, **raw: Any) -> Record:
+    return BadRecord(message, raw)  # type: ignore[return-value]
 
 
 class _JsonSource(Source):
@@ -48,56 +59,98 @@ class _JsonSource(Source):
             log.info("[%s] no *.json or *.jsonl files in %s", self.name, self.setting("directory"))
         for path in files:
             name = display(path)
-            if path.name.lower().endswith(".jsonl"):
-                try:
-                    for page in self._lines(path, name):
-                        yield page
-                except OSError as exc:
-                    yield [BadRecord(f"{name}: cannot read: {exc.strerror}", {"file": name})]  # type: ignore[list-item]
-                    continue
-                self.processed.mark(path)
-                continue
+            read = _lines if path.name.lower().endswith(".jsonl") else _document
             try:
-                data = load_json(path.read_bytes())
+                for page in read(path, name):
+                    yield page
             except OSError as exc:
-                yield [BadRecord(f"{name}: cannot read: {exc.strerror}", {"file": name})]  # type: ignore[list-item]
+                yield [_bad(f"{name}: cannot read: {exc.strerror}", file=name)]
                 continue
-            except ValueError as exc:
-                yield [BadRecord(f"{name}: not valid JSON: {exc}", {"file": name})]  # type: ignore[list-item]
-                continue
-            if isinstance(data, dict):
-                yield [data]
-            elif isinstance(data, list):
-                for start in range(0, len(data), PAGE_SIZE):
-                    yield [item if isinstance(item, dict) else
-                           BadRecord(f"{name}: item #{i} is not an object", {"file": name, "item": item})
-                           for i, item in enumerate(data[start:start + PAGE_SIZE], start=start)]
-            else:
-                yield [BadRecord(f"{name}: does not contain a list or an object", {"file": name})]  # type: ignore[list-item]
-                continue
+            # A file with a bad record fails the run, and then commit() moves nothing.
             self.processed.mark(path)
 
 
-    @staticmethod
-    def _lines(path: Path, name: str) -> Iterator[list[Record]]:
-        """JSON Lines: one object per line, streamed; a bad line fails alone, with its number."""
+def _document(path: Path, name: str) -> Iterator[list[Record]]:
+    """A ``.json`` file: one object, or an array of objects streamed item by item (ijson), so a
+    file of any size is never held whole. Items before a syntax error are still sent."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        if _wide(head.removeprefix(UTF8_BOM)):  # UTF-16/32: rare, small; parsed whole
+            try:
+                data = load_json(head + fh.read())
+            except ValueError as exc:
+                yield [_bad(f"{name}: not valid JSON: {exc}", file=name)]
+                return
+            yield from _records(name, data)
+            return
+        start = len(UTF8_BOM) if head.startswith(UTF8_BOM) else 0
+        fh.seek(start)
+        if _first_char(fh) != b"[":
+            fh.seek(start)
+            try:
+                data = load_json(fh.read())
+            except ValueError as exc:
+                yield [_bad(f"{name}: not valid JSON: {exc}", file=name)]
+                return
+            yield from _records(name, data)
+            return
+        fh.seek(start)
         page: list[Record] = []
-        with open(path, "rb") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    item = load_json(line)
-                except ValueError as exc:
-                    item = BadRecord(f"{name} line {number}: not valid JSON: {exc}", {"file": name, "line": number})
-                if not isinstance(item, dict | BadRecord):
-                    item = BadRecord(f"{name} line {number}: not an object", {"file": name, "line": number})
-                page.append(item)  # type: ignore[arg-type]
+        count = 0
+        try:
+            for item in ijson.items(fh, "item", use_float=True):
+                page.append(item if isinstance(item, dict) else
+                            _bad(f"{name}: item #{count} is not an object", file=name, item=item))
+                count += 1
                 if len(page) >= PAGE_SIZE:
                     yield page
                     page = []
+        except ijson.JSONError as exc:
+            page.append(_bad(f"{name}: not valid JSON after {count} item(s): {exc}", file=name))
         if page:
             yield page
+
+
+def _lines(path: Path, name: str) -> Iterator[list[Record]]:
+    """JSON Lines: one object per line, streamed; a bad line fails alone, with its number."""
+    page: list[Record] = []
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = load_json(line)
+            except ValueError as exc:
+                item = _bad(f"{name} line {number}: not valid JSON: {exc}", file=name, line=number)
+            if not isinstance(item, dict | BadRecord):
+                item = _bad(f"{name} line {number}: not an object", file=name, line=number)
+            page.append(item)
+            if len(page) >= PAGE_SIZE:
+                yield page
+                page = []
+    if page:
+        yield page
+
+
+def _records(name: str, data: Any) -> Iterator[list[Record]]:
+    """The records of a parsed document: an object, or a list of objects."""
+    if isinstance(data, dict):
+        yield [data]
+    elif isinstance(data, list):
+        for start in range(0, len(data), PAGE_SIZE):
+            yield [item if isinstance(item, dict) else
+                   _bad(f"{name}: item #{i} is not an object", file=name, item=item)
+                   for i, item in enumerate(data[start:start + PAGE_SIZE], start=start)]
+    else:
+        yield [_bad(f"{name}: does not contain a list or an object", file=name)]
+
+
+def _first_char(fh: Any) -> bytes:
+    """The first non-whitespace byte of a binary file (b"" when there is none)."""
+    while chunk := fh.read(1):
+        if not chunk.isspace():
+            return chunk
+    return b""
 
 
 class JsonAssets(_JsonSource):
