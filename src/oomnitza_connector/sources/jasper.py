@@ -1,21 +1,34 @@
-"""``[jasper]``: SIM cards of a Cisco IoT Control Center (formerly Jasper) account through the SOAP
-Terminal API, described by its WSDL and spoken with ``zeep``.
+"""``[jasper]``: SIM cards of a Cisco IoT Control Center (formerly Jasper) account, through the
+Control Center REST API (``api = rest``) or the legacy SOAP Terminal API (``api = soap``).
 
-Every request carries a WS-Security UsernameToken (PasswordText) and the account's ``licenseKey``.
+``api = auto`` (the default) picks REST when the REST base ``url`` is set, else SOAP, so the INI files
+of existing (SOAP) users keep working unchanged.
+
+REST: HTTP Basic ``username:api_key`` with ``Accept: application/json``, all through the shared HTTP
+layer (retries, ``Retry-After``, TLS, redaction) under a request-rate cap (``requests_per_second``).
+``GET /devices?modifiedSince=..&pageSize=..&pageNumber=..[&accountId=..]`` lists the SIMs changed
+since the stored mark, oldest change first, page by page until ``lastPage``; ``GET /devices/{iccid}``
+reads each listed SIM, concurrently within a page (bounded by the run's ``--workers``). The record is
+the detail object with its dates as ISO-8601 UTC and the SOAP names added as aliases
+(``dateModified`` = ``dateUpdated``, ``fixedIpAddress`` = ``fixedIPAddress``, ...).
+
+SOAP: every request carries a WS-Security UsernameToken (PasswordText) and the account's ``licenseKey``.
 A run asks ``GetModifiedTerminals(since)`` for the ICCIDs changed after the stored mark (every page
 when the schema has ``pageNumber``/``totalPages``), then ``GetTerminalDetails`` for them in chunks.
 zeep is blocking: each call runs in a worker thread. Its HTTP goes through a ``requests`` session
 that honours ``verify_ssl``/``cacert_file``/``user_pem_file`` and retries 429/502/503/504 with
 back-off and ``Retry-After`` (SOAP faults arrive as HTTP 500 and are never retried).
 
-The ``storage`` state file keeps the largest ``dateModified`` seen, per section. It is advanced only
-after a run in which every record reached Oomnitza (``commit``), written crash-safe (temporary
-file, fsync, ``os.replace``), so a failed or interrupted run is simply repeated next time.
+The ``storage`` state file keeps the largest ``dateModified`` (SOAP) / ``dateUpdated`` (REST) seen,
+per section, whichever API read it. It is advanced only after a run in which every record reached
+Oomnitza (``commit``), written crash-safe (temporary file, fsync, ``os.replace``), so a failed or
+interrupted run is simply repeated next time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -26,9 +39,14 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
 
 from .. import redact
+from ..auth import basic
 from ..errors import ConfigError, SourceError
+from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, RateLimiter, decode_json, error_body
 from ..settings import Setting
 from .base import BadRecord, Record, Source
 
@@ -41,6 +59,20 @@ MAX_DETAILS = 50  # ICCIDs per GetTerminalDetails call the service accepts
 TIMEOUT = 120
 CERT_REASON = re.compile(r"certificate verify failed[^('\"]*")
 T = TypeVar("T")
+
+APIS = ("auto", "soap", "rest")
+REST_PATH = "/rws/api/v1"
+REST_MAX_PAGE = 50  # the documented maximum (and default) pageSize of GET /devices
+MAX_RATE = 50.0  # requests_per_second at most
+# REST name -> SOAP (TerminalType) name, added to REST records so mappings written for SOAP keep working.
+REST_ALIASES: tuple[tuple[str, str], ...] = (
+    ("dateUpdated", "dateModified"),
+    ("fixedIPAddress", "fixedIpAddress"),
+    ("msisdn", "_msisdn"),  # as the old (suds) connector named the SOAP attribute
+    ("deviceID", "terminalId"),
+    ("modemID", "modemId"),
+    *((f"accountCustom{i}", f"custom{i}") for i in range(1, 11)),
+)
 
 
 # -- state file -------------------------------------------------------------------------------------
@@ -151,33 +183,127 @@ def terminal_record(terminal: Any) -> Record:
     return record
 
 
+def rest_record(listed: dict[str, Any], detail: dict[str, Any]) -> Record:
+    """A REST device: the list entry overlaid with its details, dates as ISO-8601 UTC (like the SOAP
+    records), plus the SOAP names of renamed fields where the answer does not already have them."""
+    record: Record = {**listed, **detail}
+    for key, value in record.items():
+        if key.startswith("date") and isinstance(value, str) and len(value.strip()) > 10:
+            when = parse_time(value)  # "2026-11-02 14:22:31.000+0000" and "2026-11-02T14:22:31Z" alike
+            if when is not None:
+                record[key] = iso_z(when)
+    for rest_name, soap_name in REST_ALIASES:
+        if rest_name in record and soap_name not in record:
+            record[soap_name] = record[rest_name]
+    return record
+
+
+class DevicePages(Paginator):
+    """``GET /devices``: ``pageNumber`` from 1 with a fixed ``pageSize``, until ``lastPage`` is true or a
+    page is empty (a server that omits ``lastPage`` is read until its first empty page)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def first(self, request: PageRequest) -> PageRequest:
+        return PageRequest(request.url, {**request.params, "pageSize": self.size, "pageNumber": 1})
+
+    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
+        body = decode_json(response)
+        devices = body.get("devices") if isinstance(body, dict) else None
+        if not isinstance(devices, list) or not devices or _true(body.get("lastPage")):
+            return None
+        return PageRequest(request.url, {**request.params, "pageNumber": int(request.params["pageNumber"]) + 1})
+
+
+def _true(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
 # -- the source -------------------------------------------------------------------------------------
 
 class Jasper(Source):
     module = "jasper"
     mapping_name = "Jasper"
     record_type = "assets"
-    summary = "Cisco IoT Control Center (Jasper) SIMs via the SOAP Terminal API"
+    summary = "Cisco IoT Control Center (Jasper) SIMs via the REST API or the SOAP Terminal API"
     settings = (
-        Setting("wsdl_path", DEFAULT_WSDL, help="URL of the Terminal service WSDL (its soap:address is the endpoint)"),
-        Setting("username", None, example="username@example.com", help="Control Center user (UsernameToken)"),
-        Setting("password", None, example="change-me", secret=True, help="its password"),
-        Setting("api_token", None, example="YOUR Jasper API TOKEN", secret=True,
-                help="the account license key (licenseKey)"),
+        Setting("wsdl_path", DEFAULT_WSDL,
+                help="SOAP: URL of the Terminal service WSDL (its soap:address is the endpoint)"),
+        Setting("username", None, example="username@example.com",
+                help="Control Center user (SOAP UsernameToken; REST Basic auth)"),
+        Setting("password", "", example="change-me", secret=True, help="SOAP: its password"),
+        Setting("api_token", "", example="YOUR Jasper API TOKEN", secret=True,
+                help="SOAP: the account license key (licenseKey)"),
         Setting("storage", "storage.db",
                 help="state file of the last 'modified since' mark (relative to the INI file's folder)"),
-        Setting("details_per_call", "50", help=f"ICCIDs per GetTerminalDetails call (1-{MAX_DETAILS})"),
+        Setting("details_per_call", "50", help=f"SOAP: ICCIDs per GetTerminalDetails call (1-{MAX_DETAILS})"),
+        Setting("api", "auto", choices=APIS,
+                help="rest, soap, or auto: rest when url is set, else soap (existing SOAP files unchanged)"),
+        Setting("url", "", help=f"REST: the Control Center REST base, e.g. https://<host>{REST_PATH}"),
+        Setting("api_key", "", example="YOUR Control Center API KEY", secret=True,
+                help="REST: the user's API key (Account Settings), not the password"),
+        Setting("account_id", "", help="REST: only SIMs of this enterprise account id (empty: the user's account)"),
+        Setting("page_size", str(REST_MAX_PAGE), help=f"REST: SIMs per list page (1-{REST_MAX_PAGE})"),
+        Setting("requests_per_second", "1", help=f"REST: request rate cap (more than 0, at most {MAX_RATE:g})"),
     )
 
+    @property
+    def api(self) -> str:
+        """``rest`` or ``soap``: the API this section speaks."""
+        chosen = (self.setting("api") or "auto").strip().lower()
+        if chosen == "auto":
+            return "rest" if self.setting("url").strip() else "soap"
+        return chosen
+
     def validate(self) -> None:
+        if not self.setting("storage").strip():
+            raise ConfigError(f"[{self.name}] storage must name the state file")
+        if self.api == "rest":
+            self._validate_rest()
+        else:
+            self._validate_soap()
+
+    def _validate_soap(self) -> None:
         if not self.setting("wsdl_path").lower().startswith(("http://", "https://", "file:")):
             raise ConfigError(f"[{self.name}] wsdl_path must be the URL of Terminal.wsdl "
                               f"(e.g. {DEFAULT_WSDL})")
         per_call = self.setting("details_per_call")
         if not per_call.isdigit() or not 1 <= int(per_call) <= MAX_DETAILS:
             raise ConfigError(f"[{self.name}] details_per_call must be a number from 1 to {MAX_DETAILS}")
-        if not self.setting("storage").strip():
-            raise ConfigError(f"[{self.name}] storage must name the state file")
+        missing = [n for n in ("password", "api_token") if not self.setting(n).strip()]
+        if missing:
+            raise ConfigError(f"[{self.name}] {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                              "required for the SOAP Terminal API (api = soap); for the REST API set url and "
+                              "api_key instead")
+
+    def _validate_rest(self) -> None:
+        where = f"[{self.name}]"
+        if not re.match(r"^https?://[^/\s]", self.setting("url").strip(), flags=re.IGNORECASE):
+            raise ConfigError(f"{where} url must be the Control Center REST base for api = rest, "
+                              f"e.g. https://<host>{REST_PATH}")
+        if not self.setting("api_key").strip():
+            raise ConfigError(f"{where} api_key is required for the REST API (Control Center: your user's "
+                              "Account Settings > API key; it is not the password)")
+        size = self.setting("page_size").strip()
+        if not size.isdigit() or not 1 <= int(size) <= REST_MAX_PAGE:
+            raise ConfigError(f"{where} page_size must be a number from 1 to {REST_MAX_PAGE}")
+        try:
+            rate = float(self.setting("requests_per_second"))
+        except ValueError:
+            rate = 0.0
+        if not 0 < rate <= MAX_RATE:
+            raise ConfigError(f"{where} requests_per_second must be a number above 0 and at most {MAX_RATE:g}")
+        account = self.setting("account_id").strip()
+        if account and not account.isdigit():
+            raise ConfigError(f"{where} account_id must be the numeric enterprise account id")
+
+    @property
+    def rest_base(self) -> str:
+        """``url`` as given; a bare host gets ``/rws/api/v1``."""
+        parts = urlsplit(self.setting("url").strip())
+        path = parts.path.rstrip("/") or REST_PATH
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
     @property
     def state(self) -> StateFile:
@@ -285,15 +411,96 @@ class Jasper(Source):
     # -- the run --------------------------------------------------------------------------------
     async def pages(self) -> AsyncIterator[list[Record]]:
         self._complete, self._newest = False, None
+        reader = self._rest_pages() if self.api == "rest" else self._soap_pages()
+        async with contextlib.aclosing(reader) as pages:  # closed (connections too) when the run stops early
+            async for page in pages:
+                yield page
+        self._complete = True
+
+    def _since(self) -> datetime:
+        since = parse_time(self.state.read() or DEFAULT_SINCE)
+        assert since is not None
+        log.info("[%s] SIMs modified after %s (%s API)", self.name, iso_z(since), self.api.upper())
+        return since
+
+    def _see(self, value: Any) -> None:
+        """Remember the newest modification time of the run (stored by ``commit``)."""
+        modified = parse_time(value) if isinstance(value, str) else None
+        if modified is not None and (self._newest is None or modified > self._newest):
+            self._newest = modified
+
+    # -- REST -----------------------------------------------------------------------------------
+    async def _rest_pages(self) -> AsyncIterator[list[Record]]:
+        base = self.rest_base
+        if base.lower().startswith("http://"):
+            log.warning("[%s] url is http://: the API key travels unencrypted; use https://", self.name)
+        params: dict[str, Any] = {"modifiedSince": iso_z(self._since())}
+        if self.setting("account_id").strip():
+            params["accountId"] = self.setting("account_id").strip()
+        size = int(self.setting("page_size"))
+        bound = max(1, min(self.workers, size))
+        auth = basic(self.setting("username"), self.setting("api_key").strip())
+        limiter = RateLimiter(per_second=float(self.setting("requests_per_second")))
+        async with self.http(base_url=base, headers={"Accept": "application/json"}, auth=auth, limiter=limiter,
+                             max_connections=bound) as http:
+            slots = asyncio.Semaphore(bound)
+            number = 0
+            try:
+                async for response in http.paginate(DevicePages(size), "/devices", params=params):
+                    number += 1
+                    body = decode_json(response)
+                    devices = body.get("devices") if isinstance(body, dict) else None
+                    if not isinstance(devices, list):
+                        raise SourceError(f"[{self.name}] Control Center's device list (page {number}) has no "
+                                          "'devices' list")
+                    listed = [d for d in devices if _iccid(d)]
+                    page: list[Any] = [BadRecord("device list entry without an iccid", d)
+                                       for d in devices if not _iccid(d)]
+                    tasks = [asyncio.ensure_future(self._device(http, slots, d)) for d in listed]
+                    try:
+                        details = await asyncio.gather(*tasks)
+                    except BaseException:
+                        for task in tasks:
+                            task.cancel()
+                        raise
+                    page += [d for d in details if d is not None]  # in list order: oldest change first
+                    if page:
+                        yield page
+            except HttpAuthError as exc:
+                raise SourceError(f"[{self.name}] Control Center rejected the credentials ({exc.status}"
+                                  f"{_rest_error(exc)}): check username and api_key") from None
+            except HttpError as exc:
+                vendor = _rest_error(exc)
+                if not vendor:
+                    raise
+                raise SourceError(f"[{self.name}] {exc}:{vendor}") from None
+
+    async def _device(self, http: Http, slots: asyncio.Semaphore, listed: dict[str, Any]) -> Record | BadRecord | None:
+        iccid = _iccid(listed)
+        async with slots:
+            response = await http.request("GET", f"/devices/{quote(iccid, safe='')}", ok_statuses=frozenset({404}))
+        if response.status_code == 404:
+            log.info("[%s] SIM %s was listed but has no details (404%s); skipped", self.name, iccid,
+                     _rest_error(response))
+            return None
+        try:
+            detail = decode_json(response)
+        except HttpError as exc:
+            return BadRecord(f"details of SIM {iccid}: {exc}", {"iccid": iccid, "body": response.text[:500]})
+        if not isinstance(detail, dict):
+            return BadRecord(f"details of SIM {iccid} are not a JSON object", detail)
+        record = rest_record(listed, detail)
+        self._see(record.get("dateUpdated"))
+        return record
+
+    # -- SOAP -----------------------------------------------------------------------------------
+    async def _soap_pages(self) -> AsyncIterator[list[Record]]:
         redact.add_secret(self.setting("api_token"))
         url = self.setting("wsdl_path")
         if url.lower().startswith("http://"):
             log.warning("[%s] wsdl_path is http://: the WSDL (and so the endpoint) can be altered in transit; "
                         "use https://", self.name)
-        mark = self.state.read() or DEFAULT_SINCE
-        since = parse_time(mark)
-        assert since is not None
-        log.info("[%s] SIMs modified after %s", self.name, iso_z(since))
+        since = self._since()
         client = await self._call(f"loading the WSDL {url}", self._client)
         modified_fields = self._fields(client, "GetModifiedTerminalsRequest")
         detail_fields = self._fields(client, "GetTerminalDetailsRequest")
@@ -310,20 +517,17 @@ class Jasper(Source):
             if not iccids or total_pages is None or page >= total_pages:
                 break
             page += 1
-        self._complete = True
 
     def _record(self, terminal: Any) -> Record | BadRecord:
         try:
             record = terminal_record(terminal)
         except (TypeError, ValueError) as exc:
             return BadRecord(f"terminal element not readable: {exc}", str(terminal))
-        modified = parse_time(record["dateModified"]) if isinstance(record.get("dateModified"), str) else None
-        if modified is not None and (self._newest is None or modified > self._newest):
-            self._newest = modified
+        self._see(record.get("dateModified"))
         return record
 
     async def commit(self) -> None:
-        """After a complete, fully uploaded run: remember the newest ``dateModified`` seen."""
+        """After a complete, fully uploaded run: remember the newest ``dateModified``/``dateUpdated`` seen."""
         if getattr(self, "_complete", False) and self._newest is not None:
             self.state.write(iso_z(self._newest))
             log.info("[%s] next run reads SIMs modified after %s", self.name, iso_z(self._newest))
@@ -338,6 +542,21 @@ def _fault_text(exc: Any) -> str:
         if text:
             parts.append(text)
     return " ".join(parts) or "no details"
+
+
+def _iccid(entry: Any) -> str:
+    value = entry.get("iccid") if isinstance(entry, dict) else None
+    return str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
+
+
+def _rest_error(error: HttpError | httpx.Response) -> str:
+    """Control Center's ``{"errorMessage": ..., "errorCode": ...}`` as " <message>, errorCode <code>"."""
+    body = error_body(error)
+    message, code = body.get("errorMessage"), body.get("errorCode")
+    parts = [" ".join(str(message).split())[:300]] if message else []
+    if code not in (None, ""):
+        parts.append(f"errorCode {code}")
+    return f" {', '.join(parts)}" if parts else ""
 
 
 def _short(exc: BaseException) -> str:
