@@ -1,21 +1,34 @@
-"""Fake Google: the OAuth 2.0 token endpoint of the service-account JWT bearer grant, and the Admin SDK
-Directory API lists of ChromeOS and mobile devices (plus the Cloud Identity Devices API list).
+"""Fake Google: the OAuth 2.0 token endpoint of the service-account JWT bearer grant, the IAM Service
+Account Credentials ``signJwt`` method, and the Admin SDK Directory API lists of ChromeOS and mobile
+devices (plus the Cloud Identity Devices API list).
 
-The token endpoint verifies the assertion like Google does: RS256 signature with the service
-account's public key, ``iss`` = the account's email, ``aud`` = Google's token URI, a lifetime of at
+The token endpoint verifies the assertion like Google does: RS256 signature with one of the service
+account's public keys (the user-managed key of the JSON key file, or the Google-managed key IAM signs
+with; ``kid`` picks it), ``iss`` = the account's email, ``aud`` = Google's token URI, a lifetime of at
 most an hour, ``sub`` = a known Workspace user, and every requested ``scope`` granted to the
 account by domain-wide delegation. Its error bodies are Google's (``unauthorized_client``,
-``invalid_grant``, ``invalid_client``). The lists need a token issued for their scope, answer 403
-``forbidden`` when the impersonated user is not an admin, cap ``maxResults``, and page with an opaque
-``pageToken``/``nextPageToken``.
+``invalid_grant``, ``invalid_client``). It also issues the *caller*'s own token: the assertion of a
+second service account (``CALLER_EMAIL``, no ``sub``, cloud-platform/iam scope), which is what
+``google.auth.default()`` sends for a key file named by ``GOOGLE_APPLICATION_CREDENTIALS``.
+
+``signJwt`` (``POST /v1/projects/-/serviceAccounts/{sa}:signJwt``) needs a caller token with the
+cloud-platform or iam scope, and the caller in ``token_creators`` (the holders of
+roles/iam.serviceAccountTokenCreator on the account); otherwise 403 ``IAM_PERMISSION_DENIED`` with
+Google's body. It signs the payload with the account's Google-managed key and answers ``{"keyId",
+"signedJwt"}``.
+
+The lists need a token issued for their scope, answer 403 ``forbidden`` when the impersonated user is
+not an admin, cap ``maxResults``, and page with an opaque ``pageToken``/``nextPageToken``.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import functools
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -36,7 +49,16 @@ MOBILE_PATH = "/admin/directory/v1/customer/my_customer/devices/mobile"
 
 CLIENT_EMAIL = "oomnitza-connector@acme-inventory.iam.gserviceaccount.com"
 CLIENT_ID = "109876543210987654321"
+KEY_ID = "4f1c0ffee0ddba11d00dfeedfacecafe12345678"  # the user-managed key of the JSON key file
+IAM_KEY_ID = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d"  # the Google-managed key signJwt signs with
 ADMIN = "it-admin@example.edu"
+# keyless: the identity the connector runs as (an attached / federated service account)
+CALLER_EMAIL = "connector-runner@acme-ops.iam.gserviceaccount.com"
+CLOUD_PLATFORM_SCOPE = SCOPES + "cloud-platform"
+IAM_SCOPE = SCOPES + "iam"
+SIGN_JWT = "/v1/projects/-/serviceAccounts/{account}:signJwt"
+SIGN_JWT_PATH = SIGN_JWT.format(account=CLIENT_EMAIL)
+SIGN_DENIED = "Permission 'iam.serviceAccounts.signJwt' denied on resource (or it may not exist)."
 
 
 # -- keys ------------------------------------------------------------------------------------------
@@ -54,12 +76,24 @@ def rsa_key_pair() -> tuple[str, str]:
     return private, public
 
 
+@functools.cache
+def iam_key_pair() -> tuple[str, str]:
+    """The Google-managed key of the delegated account (only IAM holds its private half)."""
+    return rsa_key_pair()
+
+
+@functools.cache
+def caller_key_pair() -> tuple[str, str]:
+    """The key of the caller service account, in the file GOOGLE_APPLICATION_CREDENTIALS names."""
+    return rsa_key_pair()
+
+
 def service_account_key(private_pem: str, token_uri: str, **overrides: Any) -> dict[str, Any]:
     """A service-account JSON key as the Cloud console downloads it (``token_uri`` pointed at a fake)."""
     key = {
         "type": "service_account",
         "project_id": "acme-inventory",
-        "private_key_id": "4f1c0ffee0ddba11d00dfeedfacecafe12345678",
+        "private_key_id": KEY_ID,
         "private_key": private_pem,
         "client_email": CLIENT_EMAIL,
         "client_id": CLIENT_ID,
@@ -137,6 +171,28 @@ def oauth_error(status: int, error: str, description: str) -> JSONResponse:
     return JSONResponse({"error": error, "error_description": description}, status_code=status)
 
 
+def rpc_error(status: int, code: str, message: str, reason: str = "", domain: str = "iam.googleapis.com",
+              **metadata: str) -> dict[str, Any]:
+    """A Google Cloud API (AIP-193) error body, as IAM answers."""
+    error: dict[str, Any] = {"code": status, "message": message, "status": code}
+    if reason:
+        error["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
+                             "domain": domain, "metadata": metadata}]
+    return {"error": error}
+
+
+UNAUTHENTICATED = rpc_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials. Expected "
+                            "OAuth 2 access token, login cookie or other valid authentication credential.",
+                            "ACCESS_TOKEN_TYPE_UNSUPPORTED", "googleapis.com")
+SIGN_JWT_DENIED = rpc_error(403, "PERMISSION_DENIED", SIGN_DENIED, "IAM_PERMISSION_DENIED",
+                            permission="iam.serviceAccounts.signJwt")
+IAM_API_DISABLED = rpc_error(
+    403, "PERMISSION_DENIED", "IAM Service Account Credentials API has not been used in project 123456789012 "
+    "before or it is disabled. Enable it by visiting https://console.developers.google.com/apis/api/"
+    "iamcredentials.googleapis.com/overview?project=123456789012 then retry.", "SERVICE_DISABLED",
+    "googleapis.com", service="iamcredentials.googleapis.com")
+
+
 FORBIDDEN = "Not Authorized to access this resource/api"
 QUOTA = "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user'"
 
@@ -150,9 +206,14 @@ class FakeGoogle(FakeVendor):
     def __init__(self, public_pem: str, *, chromeos: list[dict[str, Any]] | None = None,
                  mobile: list[dict[str, Any]] | None = None, cloud_devices: list[dict[str, Any]] | None = None,
                  admins: set[str] | None = None, users: set[str] | None = None,
-                 delegated: set[str] | None = None, page_cap: int | None = None) -> None:
+                 delegated: set[str] | None = None, page_cap: int | None = None,
+                 token_creators: set[str] | None = None) -> None:
         self.public_pem = public_pem
         self.client_email = CLIENT_EMAIL
+        # the delegated account's public keys by key id: its user-managed key and the one IAM signs with
+        self.account_keys = {KEY_ID: public_pem, IAM_KEY_ID: iam_key_pair()[1]}
+        self.callers = {CALLER_EMAIL: caller_key_pair()[1]}  # other service accounts that may get tokens
+        self.token_creators = token_creators if token_creators is not None else {CALLER_EMAIL}
         self.chromeos = chromeos if chromeos is not None else [copy.deepcopy(CHROMEBOOK),
                                                                copy.deepcopy(DISABLED_CHROMEBOOK)]
         self.mobile = mobile if mobile is not None else [copy.deepcopy(PIXEL), copy.deepcopy(IPHONE)]
@@ -164,11 +225,15 @@ class FakeGoogle(FakeVendor):
         self.tokens: dict[str, dict[str, Any]] = {}  # access token -> {"sub", "scopes"}
         self.assertions: list[dict[str, Any]] = []  # verified JWT claims, in order
         self.expires_in = 3599
+        self.caller_tokens: dict[str, dict[str, Any]] = {}  # the callers' own tokens -> {"principal", ...}
+        self.caller_expires_in = 3599
+        self.signed: list[dict[str, Any]] = []  # what signJwt signed: {"caller", "account", **claims}
         super().__init__()
 
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/token", self.token_endpoint, methods=["POST"]),
+            Route(SIGN_JWT, self.sign_jwt, methods=["POST"]),
             Route(DIRECTORY + "/chromeos", self.list_chromeos),
             Route(DIRECTORY + "/mobile", self.list_mobile),
             Route("/v1/devices", self.list_cloud_identity),
@@ -185,16 +250,32 @@ class FakeGoogle(FakeVendor):
         assertion = str(form.get("assertion", ""))
         try:
             header = jwt.get_unverified_header(assertion)
-            claims = jwt.decode(assertion, self.public_pem, algorithms=["RS256"], audience=GOOGLE_TOKEN_URI,
-                                options={"require": ["iss", "aud", "iat", "exp"]})
-        except jwt.InvalidSignatureError:
-            return oauth_error(400, "invalid_grant", "Invalid JWT Signature.")
+            issuer = jwt.decode(assertion, options={"verify_signature": False}).get("iss")
         except jwt.PyJWTError as exc:
             return oauth_error(400, "invalid_grant", f"Invalid JWT: {type(exc).__name__}")
+        if issuer in self.callers:
+            keys = [self.callers[issuer]]
+        elif issuer == self.client_email:  # the key named by kid, else any of the account's keys
+            kid = header.get("kid")
+            keys = [self.account_keys[kid]] if kid in self.account_keys else list(self.account_keys.values())
+        else:
+            return oauth_error(401, "invalid_client", "The OAuth client was not found.")
+        claims: dict[str, Any] | None = None
+        for key in keys:
+            try:
+                claims = jwt.decode(assertion, key, algorithms=["RS256"], audience=GOOGLE_TOKEN_URI,
+                                    options={"require": ["iss", "aud", "iat", "exp"]})
+                break
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.PyJWTError as exc:
+                return oauth_error(400, "invalid_grant", f"Invalid JWT: {type(exc).__name__}")
+        if claims is None:
+            return oauth_error(400, "invalid_grant", "Invalid JWT Signature.")
         if header.get("alg") != "RS256":
             return oauth_error(400, "invalid_grant", "Invalid JWT: alg")
-        if claims["iss"] != self.client_email:
-            return oauth_error(401, "invalid_client", "The OAuth client was not found.")
+        if issuer in self.callers:
+            return self._caller_token(claims)
         if int(claims["exp"]) - int(claims["iat"]) > 3600:
             return oauth_error(400, "invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes)")
         sub = claims.get("sub")
@@ -209,6 +290,48 @@ class FakeGoogle(FakeVendor):
         token = f"ya29.fake-token-{len(self.tokens) + 1}"
         self.tokens[token] = {"sub": sub, "scopes": scopes, "expires": time.time() + self.expires_in}
         return JSONResponse({"access_token": token, "expires_in": self.expires_in, "token_type": "Bearer"})
+
+    def _caller_token(self, claims: dict[str, Any]) -> Response:
+        """A service account's token for itself (no ``sub``): what ambient credentials ask for."""
+        if int(claims["exp"]) - int(claims["iat"]) > 3600:
+            return oauth_error(400, "invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes)")
+        scopes = set(str(claims.get("scope", "")).split())
+        if claims.get("sub") or not scopes or not scopes <= {CLOUD_PLATFORM_SCOPE, IAM_SCOPE}:
+            return oauth_error(401, "unauthorized_client",
+                               "Client is unauthorized to retrieve access tokens using this method, or client not "
+                               "authorized for any of the scopes requested.")
+        token = f"ya29.fake-caller-token-{len(self.caller_tokens) + 1}"
+        self.caller_tokens[token] = {"principal": claims["iss"], "scopes": scopes,
+                                     "expires": time.time() + self.caller_expires_in}
+        return JSONResponse({"access_token": token, "expires_in": self.caller_expires_in, "token_type": "Bearer"})
+
+    # -- IAM Service Account Credentials ------------------------------------------------------------
+
+    async def sign_jwt(self, request: Request) -> Response:
+        import jwt
+
+        header = request.headers.get("authorization", "")
+        grant = self.caller_tokens.get(header.removeprefix("Bearer ")) if header.startswith("Bearer ") else None
+        if grant is None or grant["expires"] < time.time():
+            return JSONResponse(UNAUTHENTICATED, status_code=401)
+        if not grant["scopes"] & {CLOUD_PLATFORM_SCOPE, IAM_SCOPE}:
+            return JSONResponse(rpc_error(403, "PERMISSION_DENIED", "Request had insufficient authentication scopes.",
+                                          "ACCESS_TOKEN_SCOPE_INSUFFICIENT", "googleapis.com"), status_code=403)
+        account = request.path_params["account"]
+        if account != self.client_email or grant["principal"] not in self.token_creators:
+            return JSONResponse(SIGN_JWT_DENIED, status_code=403)
+        try:
+            payload = json.loads((await request.json())["payload"])
+            if not isinstance(payload, dict):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse(rpc_error(400, "INVALID_ARGUMENT", "Invalid JWT payload."), status_code=400)
+        exp = payload.get("exp")
+        if exp is not None and not (isinstance(exp, int) and time.time() - 60 < exp <= time.time() + 12 * 3600):
+            return JSONResponse(rpc_error(400, "INVALID_ARGUMENT", "Invalid JWT exp."), status_code=400)
+        self.signed.append({"caller": grant["principal"], "account": account, **payload})
+        signed = jwt.encode(payload, iam_key_pair()[0], algorithm="RS256", headers={"kid": IAM_KEY_ID})
+        return JSONResponse({"keyId": IAM_KEY_ID, "signedJwt": signed})
 
     def _authorize(self, request: Request, scope: str) -> Response | None:
         header = request.headers.get("authorization", "")
@@ -286,3 +409,28 @@ def section_settings(fake: FakeGoogle, private_pem: str, **extra: str) -> dict[s
     key = service_account_key(private_pem, f"{fake.url}/token")
     return {"service_account_impersonate": ADMIN, "service_account_json_key": json.dumps(key),
             "url": fake.url, **extra}
+
+
+def keyless_settings(fake: FakeGoogle, **extra: str) -> dict[str, str]:
+    """An INI section for either Google source in keyless mode: no key, IAM signs as CLIENT_EMAIL."""
+    return {"service_account_impersonate": ADMIN, "service_account_email": CLIENT_EMAIL, "url": fake.url,
+            "iam_url": fake.url, "token_url": f"{fake.url}/token", **extra}
+
+
+def ambient_environment(fake: FakeGoogle, directory: Path, *, key_file: bool = True) -> dict[str, str]:
+    """Environment variables under which ``google.auth.default()`` finds the caller's credentials offline:
+    GOOGLE_APPLICATION_CREDENTIALS names a key of CALLER_EMAIL whose ``token_uri`` is the fake (with
+    ``key_file=False`` nothing is found). The gcloud config directory is an empty one, and the metadata
+    server probe goes to the fake, which is not a metadata server (404, no ``Metadata-Flavor``)."""
+    gcloud = directory / "gcloud-config"
+    gcloud.mkdir(exist_ok=True)
+    env = {"CLOUDSDK_CONFIG": str(gcloud), "GCE_METADATA_IP": fake.url.removeprefix("http://"),
+           "GOOGLE_APPLICATION_CREDENTIALS": ""}
+    if key_file:
+        path = directory / "caller-credentials.json"
+        key = service_account_key(caller_key_pair()[0], f"{fake.url}/token", project_id="acme-ops",
+                                  client_email=CALLER_EMAIL, client_id="101010101010101010101",
+                                  private_key_id="c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00")
+        path.write_text(json.dumps(key, indent=2), encoding="utf-8")
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = str(path)
+    return env

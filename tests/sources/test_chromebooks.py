@@ -13,14 +13,24 @@ import pytest
 
 from tests.fakes.google import (
     ADMIN,
+    CALLER_EMAIL,
     CHROMEOS_PATH,
     CHROMEOS_SCOPE,
     CLIENT_EMAIL,
     CLIENT_ID,
     GOOGLE_TOKEN_URI,
+    IAM_API_DISABLED,
+    IAM_KEY_ID,
+    KEY_ID,
+    SIGN_DENIED,
+    SIGN_JWT_PATH,
+    UNAUTHENTICATED,
     FakeGoogle,
+    ambient_environment,
     chromebook,
+    keyless_settings,
     quota_body,
+    rpc_error,
     rsa_key_pair,
     section_settings,
     service_account_key,
@@ -247,4 +257,180 @@ def test_unreadable_private_key(tmp_path: Path, google: FakeGoogle, keys: tuple[
     result = run(tmp_path, fake_oomnitza, google, (broken, keys[1]))
     assert_one_line_error(result, "the private_key cannot be used")
     assert "Tm90IGEga2V5IGF0IGFsbCwganVzdCB0ZXh0" not in result.all
+    assert not google.requests
+
+
+# -- keyless: ambient credentials + IAM signJwt -------------------------------------------------------
+
+def use_ambient(monkeypatch: pytest.MonkeyPatch, google: FakeGoogle, tmp_path: Path, *, key_file: bool = True) -> None:
+    """The connector runs in-process: its environment is this process's (GOOGLE_APPLICATION_CREDENTIALS etc.)."""
+    for name, value in ambient_environment(google, tmp_path, key_file=key_file).items():
+        monkeypatch.setenv(name, value)
+
+
+def run_keyless(tmp_path: Path, oomnitza: FakeOomnitza, google: FakeGoogle, **extra: str) -> Any:
+    settings = keyless_settings(google, **{"page_size": "2", "sync_field": "DEVICE_ID", **extra})
+    return upload(write_config(tmp_path, oomnitza, "chromebooks", settings, MAPPINGS), "chromebooks")
+
+
+def test_keyless_several_pages(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    use_ambient(monkeypatch, google, tmp_path)
+    result = run_keyless(tmp_path, fake_oomnitza, google)
+    assert result.code == 0, result.all
+    assert_accounted(result, "chromebooks", pulled=5, sent=5)
+    assert fake_oomnitza.record("assets", DEVICE_ID=CHROMEBOOK_RECORD["DEVICE_ID"]) == CHROMEBOOK_RECORD
+    # the caller (GOOGLE_APPLICATION_CREDENTIALS) got its own token once, and asked IAM once
+    assert [c["principal"] for c in google.caller_tokens.values()] == [CALLER_EMAIL]
+    sign_calls = google.calls(SIGN_JWT_PATH, "POST")
+    assert len(sign_calls) == 1
+    assert sign_calls[0].headers["authorization"] == "Bearer ya29.fake-caller-token-1"
+    assert len(google.signed) == 1 and google.signed[0]["caller"] == CALLER_EMAIL
+    # the IAM-signed JWT was exchanged for the delegated token: sub = the admin, the read-only scope
+    assert len(google.assertions) == 1
+    claims = google.assertions[0]
+    assert (claims["iss"], claims["sub"], claims["scope"], claims["aud"]) == (
+        CLIENT_EMAIL, ADMIN, CHROMEOS_SCOPE, GOOGLE_TOKEN_URI)
+    assert claims["header"]["kid"] == IAM_KEY_ID
+    assert claims["exp"] - claims["iat"] == 3600
+    calls = list_calls(google)
+    assert len(calls) == 3
+    assert all(c.headers["authorization"] == "Bearer ya29.fake-token-1" for c in calls)
+    assert "keyless: IAM signs as " + CLIENT_EMAIL in result.err
+    assert "fake-token" not in result.all and "fake-caller-token" not in result.all
+    assert "BEGIN PRIVATE KEY" not in result.all
+
+
+def test_keyless_iam_refuses_to_sign(tmp_path: Path, keys: tuple[str, str], fake_oomnitza: FakeOomnitza,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    for google in make(keys, token_creators=set()):  # the caller lacks roles/iam.serviceAccountTokenCreator
+        use_ambient(monkeypatch, google, tmp_path)
+        result = run_keyless(tmp_path, fake_oomnitza, google)
+        assert_one_line_error(
+            result,
+            f"[chromebooks] IAM refused to sign for {CLIENT_EMAIL} (403 {SIGN_DENIED}): grant {CALLER_EMAIL} "
+            f"roles/iam.serviceAccountTokenCreator on {CLIENT_EMAIL} (gcloud iam service-accounts "
+            f"add-iam-policy-binding {CLIENT_EMAIL} --member=serviceAccount:{CALLER_EMAIL} "
+            "--role=roles/iam.serviceAccountTokenCreator)")
+        assert len([line for line in result.err.splitlines() if "IAM refused" in line]) == 1
+        assert len(google.calls(SIGN_JWT_PATH)) == 1  # a refusal is not retried
+        assert not google.assertions and not list_calls(google)
+        assert not fake_oomnitza.bulk_payloads
+
+
+def test_keyless_iam_api_disabled(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    use_ambient(monkeypatch, google, tmp_path)
+    google.fail("POST", SIGN_JWT_PATH, 403, body=IAM_API_DISABLED)
+    result = run_keyless(tmp_path, fake_oomnitza, google)
+    assert_one_line_error(result, f"IAM refused to sign for {CLIENT_EMAIL} (403 IAM Service Account Credentials API "
+                                  "has not been used", "enable the IAM Service Account Credentials API")
+
+
+def test_keyless_without_ambient_credentials(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    use_ambient(monkeypatch, google, tmp_path, key_file=False)
+    result = run_keyless(tmp_path, fake_oomnitza, google)
+    assert_one_line_error(result, "[chromebooks] no ambient Google credentials found (Your default credentials "
+                                  "were not found.", "GOOGLE_APPLICATION_CREDENTIALS",
+                          "or set service_account_json_key instead")
+    assert not google.calls("/token") and not google.calls(SIGN_JWT_PATH)
+    assert "Compute Engine" not in result.err  # google-auth's probe warnings are not repeated
+    # a GOOGLE_APPLICATION_CREDENTIALS that names no file is the same kind of error
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "gone.json"))
+    result = run_keyless(tmp_path, fake_oomnitza, google)
+    assert_one_line_error(result, "[chromebooks] no ambient Google credentials found (File ", "gone.json was not found")
+
+
+def test_keyless_caller_token_refused(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    use_ambient(monkeypatch, google, tmp_path)
+    google.callers[CALLER_EMAIL] = rsa_key_pair()[1]  # the caller's key was deleted
+    result = run_keyless(tmp_path, fake_oomnitza, google)
+    assert_one_line_error(result, f"the ambient Google credentials (service account key {CALLER_EMAIL}) could not "
+                                  "get an access token (Invalid JWT Signature.)")
+    assert not google.calls(SIGN_JWT_PATH)
+
+
+def test_keyless_token_expiry_refreshed(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    use_ambient(monkeypatch, google, tmp_path)
+    google.expires_in = 30  # shorter than the refresh margin: every request needs a fresh delegated token
+    result = run_keyless(tmp_path, fake_oomnitza, google)
+    assert result.code == 0, result.all
+    assert_accounted(result, "chromebooks", pulled=5, sent=5)
+    assert [c.headers["authorization"] for c in list_calls(google)] == [
+        "Bearer ya29.fake-token-1", "Bearer ya29.fake-token-2", "Bearer ya29.fake-token-3"]
+    assert len(google.signed) == 3 and len(google.assertions) == 3
+    assert len(google.caller_tokens) == 1  # the caller's own token was still good
+
+
+def test_keyless_401s_refresh_each_token(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    use_ambient(monkeypatch, google, tmp_path)
+    google.fail("GET", CHROMEOS_PATH, 401, body={"error": {"code": 401, "message": "Invalid Credentials"}})
+    google.fail("POST", SIGN_JWT_PATH, 401, body=UNAUTHENTICATED)  # the caller's token, revoked
+    result = run_keyless(tmp_path, fake_oomnitza, google)
+    assert result.code == 0, result.all
+    assert_accounted(result, "chromebooks", pulled=5, sent=5)
+    # first signJwt: 401 → new caller token → signed; first list call: 401 → signJwt again → new token
+    assert len(google.caller_tokens) == 2
+    assert [c.headers["authorization"] for c in google.calls(SIGN_JWT_PATH)] == [
+        "Bearer ya29.fake-caller-token-1", "Bearer ya29.fake-caller-token-2", "Bearer ya29.fake-caller-token-2"]
+    assert len(google.assertions) == 2
+    assert list_calls(google)[-1].headers["authorization"] == "Bearer ya29.fake-token-2"
+
+
+def test_keyless_iam_5xx_retried(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    use_ambient(monkeypatch, google, tmp_path)
+    google.fail("POST", SIGN_JWT_PATH, 503, body=rpc_error(503, "UNAVAILABLE", "The service is currently unavailable."))
+    result = run_keyless(tmp_path, fake_oomnitza, google)
+    assert result.code == 0, result.all
+    assert_accounted(result, "chromebooks", pulled=5, sent=5)
+    assert len(google.calls(SIGN_JWT_PATH)) == 2 and len(google.signed) == 1
+
+
+def test_keyless_delegation_missing(tmp_path: Path, keys: tuple[str, str], fake_oomnitza: FakeOomnitza,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    for google in make(keys, delegated=set()):
+        use_ambient(monkeypatch, google, tmp_path)
+        result = run_keyless(tmp_path, fake_oomnitza, google)
+        assert_one_line_error(
+            result, "Google refused the service account's token request (unauthorized_client: Client is unauthorized",
+            f"grant domain-wide delegation to the client id of {CLIENT_EMAIL}", CHROMEOS_SCOPE)
+        assert len(google.signed) == 1 and not list_calls(google)
+
+
+def test_keyless_unknown_admin(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    use_ambient(monkeypatch, google, tmp_path)
+    result = run_keyless(tmp_path, fake_oomnitza, google, service_account_impersonate="nobody@example.edu")
+    assert_one_line_error(result, "(invalid_grant: Invalid email or User ID)",
+                          "nobody@example.edu must be an existing Workspace user")
+
+
+def test_key_config_ignores_ambient_credentials(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
+                                                fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_ambient(monkeypatch, google, tmp_path)  # present, but a configured key wins: nothing changes
+    result = run(tmp_path, fake_oomnitza, google, keys)
+    assert result.code == 0, result.all
+    assert_accounted(result, "chromebooks", pulled=5, sent=5)
+    assert not google.calls(SIGN_JWT_PATH) and not google.caller_tokens
+    assert [a["header"]["kid"] for a in google.assertions] == [KEY_ID]
+    assert "keyless" not in result.err
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"service_account_email": "", "service_account_json_key": "{}"},
+     "or set service_account_email for keyless signing"),
+    ({"service_account_json_key": '{"type": "service_account"}'},
+     "set service_account_json_key (a key) or service_account_email (keyless signing through IAM), not both"),
+    ({"service_account_email": "oomnitza-connector"}, "service_account_email must be the service account's email"),
+    ({"iam_url": "iamcredentials.googleapis.com"}, "iam_url must start with https://"),
+])
+def test_keyless_config_errors(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
+                               extra: dict[str, str], message: str) -> None:
+    result = run_keyless(tmp_path, fake_oomnitza, google, **extra)
+    assert_one_line_error(result, message)
     assert not google.requests

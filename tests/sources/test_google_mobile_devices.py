@@ -12,10 +12,18 @@ import pytest
 
 from tests.fakes.google import (
     ADMIN,
+    CALLER_EMAIL,
+    CLIENT_EMAIL,
     CLOUD_IDENTITY_SCOPE,
+    IAM_KEY_ID,
+    KEY_ID,
     MOBILE_PATH,
     MOBILE_SCOPE,
+    SIGN_DENIED,
+    SIGN_JWT_PATH,
     FakeGoogle,
+    ambient_environment,
+    keyless_settings,
     phone,
     quota_body,
     rsa_key_pair,
@@ -196,3 +204,84 @@ def test_cloud_identity_company_owned_devices(tmp_path: Path, google: FakeGoogle
     assert google.calls("/v1/devices")[0].query == {"customer": "customers/my_customer", "pageSize": "2"}
     assert google.assertions[0]["scope"] == CLOUD_IDENTITY_SCOPE
     assert not google.calls(MOBILE_PATH)
+
+
+# -- keyless: ambient credentials + IAM signJwt -------------------------------------------------------
+
+def use_ambient(monkeypatch: pytest.MonkeyPatch, google: FakeGoogle, tmp_path: Path, *, key_file: bool = True) -> None:
+    for name, value in ambient_environment(google, tmp_path, key_file=key_file).items():
+        monkeypatch.setenv(name, value)
+
+
+def run_keyless(tmp_path: Path, oomnitza: FakeOomnitza, google: FakeGoogle,
+                mappings: dict[str, str] | None = None, **extra: str) -> Any:
+    settings = keyless_settings(google, **{"page_size": "2", "sync_field": "RESOURCE_ID", **extra})
+    return upload(write_config(tmp_path, oomnitza, SECTION, settings, mappings or MAPPINGS), SECTION)
+
+
+def test_keyless_several_pages(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    use_ambient(monkeypatch, google, tmp_path)
+    result = run_keyless(tmp_path, fake_oomnitza, google)
+    assert result.code == 0, result.all
+    assert_accounted(result, SECTION, pulled=5, sent=5)
+    assert fake_oomnitza.record("assets", RESOURCE_ID="AFiQxQ8Zq1kD2exampleR1") == PIXEL_RECORD
+    assert len(google.calls(MOBILE_PATH)) == 3
+    assert [(s["caller"], s["iss"], s["sub"], s["scope"]) for s in google.signed] == [
+        (CALLER_EMAIL, CLIENT_EMAIL, ADMIN, MOBILE_SCOPE)]
+    assert len(google.assertions) == 1
+    assert (google.assertions[0]["header"]["kid"], google.assertions[0]["scope"]) == (IAM_KEY_ID, MOBILE_SCOPE)
+    assert "fake-token" not in result.all and "fake-caller-token" not in result.all
+
+
+def test_keyless_cloud_identity(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    use_ambient(monkeypatch, google, tmp_path)
+    mappings = {"NAME": '{"source": "name"}', "OWNER_TYPE": '{"source": "ownerType"}'}
+    result = run_keyless(tmp_path, fake_oomnitza, google, mappings, device_api="cloud_identity",
+                         cloud_identity_url=google.url, sync_field="NAME")
+    assert result.code == 0, result.all
+    assert_accounted(result, SECTION, pulled=1, sent=1)
+    assert google.signed[0]["scope"] == google.assertions[0]["scope"] == CLOUD_IDENTITY_SCOPE
+
+
+def test_keyless_iam_refuses_to_sign(tmp_path: Path, keys: tuple[str, str], fake_oomnitza: FakeOomnitza,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    for google in make(keys, token_creators={"someone-else@acme-ops.iam.gserviceaccount.com"}):
+        use_ambient(monkeypatch, google, tmp_path)
+        result = run_keyless(tmp_path, fake_oomnitza, google)
+        assert_one_line_error(result, f"[{SECTION}] IAM refused to sign for {CLIENT_EMAIL} (403 {SIGN_DENIED}): "
+                                      f"grant {CALLER_EMAIL} roles/iam.serviceAccountTokenCreator on {CLIENT_EMAIL}")
+        assert len(google.calls(SIGN_JWT_PATH)) == 1
+        assert not google.assertions and not google.calls(MOBILE_PATH)
+
+
+def test_keyless_without_ambient_credentials(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    use_ambient(monkeypatch, google, tmp_path, key_file=False)
+    result = run_keyless(tmp_path, fake_oomnitza, google)
+    assert_one_line_error(result, f"[{SECTION}] no ambient Google credentials found (Your default credentials were "
+                                  "not found.")
+    assert not google.calls("/token") and not google.calls(SIGN_JWT_PATH)
+
+
+def test_keyless_expired_token_refreshed(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    use_ambient(monkeypatch, google, tmp_path)
+    google.fail("GET", MOBILE_PATH, 401, body={"error": {"code": 401, "message": "Invalid Credentials"}})
+    result = run_keyless(tmp_path, fake_oomnitza, google)
+    assert result.code == 0, result.all
+    assert_accounted(result, SECTION, pulled=5, sent=5)
+    assert len(google.signed) == 2 and len(google.assertions) == 2
+    assert len(google.caller_tokens) == 1
+    assert google.calls(MOBILE_PATH)[-1].headers["authorization"] == "Bearer ya29.fake-token-2"
+
+
+def test_key_config_unaffected(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
+                               fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_ambient(monkeypatch, google, tmp_path)
+    result = run(tmp_path, fake_oomnitza, google, keys)
+    assert result.code == 0, result.all
+    assert_accounted(result, SECTION, pulled=5, sent=5)
+    assert not google.calls(SIGN_JWT_PATH) and not google.caller_tokens
+    assert [a["header"]["kid"] for a in google.assertions] == [KEY_ID]

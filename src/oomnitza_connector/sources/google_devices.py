@@ -1,12 +1,25 @@
 """``[chromebooks]`` and ``[google_mobile_devices]``: Google Workspace devices from the Admin SDK
 Directory API (``admin.googleapis.com/admin/directory/v1``).
 
-Both authenticate as a service account with domain-wide delegation: google-auth signs a JWT with
-the service account's key (``iss`` = the account, ``sub`` = the Workspace administrator named in
-``service_account_impersonate``, ``scope`` = the read-only device scope) and exchanges it at the
-key's ``token_uri`` for an access token. google-auth is blocking, so the exchange runs in a worker
-thread; its HTTP goes through httpx with the section's TLS settings. The token is reused until it
-expires (``RefreshingToken``).
+Both authenticate as a service account with domain-wide delegation: a JWT (``iss`` = the account,
+``sub`` = the Workspace administrator named in ``service_account_impersonate``, ``scope`` = the
+read-only device scope, ``aud`` = Google's token URI) is exchanged at Google's token endpoint for an
+access token. Who signs the JWT depends on the settings:
+
+* ``service_account_json_key`` set (the old way): google-auth signs it with the key's private key
+  and posts it to the key's ``token_uri``.
+* ``service_account_json_key`` empty and ``service_account_email`` set (keyless, for organisations
+  that forbid key creation): the connector runs with ambient Google credentials
+  (``google.auth.default()``: an attached service account, Workload Identity Federation,
+  ``GOOGLE_APPLICATION_CREDENTIALS``), IAM signs the JWT as ``service_account_email``
+  (``POST {iam_url}/v1/projects/-/serviceAccounts/{sa}:signJwt``, which needs
+  ``roles/iam.serviceAccountTokenCreator`` on that account), and google-auth exchanges the signed JWT
+  at ``token_url``.
+
+google-auth is blocking, so its token requests run in a worker thread; they go through httpx with
+the section's TLS settings. The signJwt call goes through the connector's HTTP layer (retries, TLS,
+redaction) with the ambient credentials' token. Tokens are reused until they expire
+(``RefreshingToken``).
 
 Listing pages with ``maxResults`` and ``pageToken``/``nextPageToken``, ``projection=FULL``. Google
 signals quota with ``403`` and reason ``userRateLimitExceeded``/``rateLimitExceeded``/
@@ -19,17 +32,20 @@ cloud_identity``), the only API that lists company-owned devices.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
 
 from .. import redact
-from ..auth import RefreshingToken
+from ..auth import RefreshingToken, TokenFetcher
 from ..errors import ConfigError, SourceError
 from ..http import Cursor, Http, HttpAuthError, HttpError, classify_transport_error, decode_json, error_body, safe_url
 from ..settings import Setting
@@ -46,6 +62,10 @@ SCOPES = "https://www.googleapis.com/auth/"
 CLOUD_IDENTITY_SCOPE = SCOPES + "cloud-identity.devices.readonly"
 THROTTLE_REASONS = frozenset({"userRateLimitExceeded", "rateLimitExceeded", "quotaExceeded"})
 DELEGATION_PAGE = "Admin console › Security › Access and data control › API controls › Domain-wide delegation"
+IAM_CREDENTIALS_API = "https://iamcredentials.googleapis.com"
+CLOUD_PLATFORM_SCOPE = SCOPES + "cloud-platform"  # what the ambient credentials ask for (IAM accepts it)
+TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
+JWT_LIFETIME = 3600  # Google's maximum for the JWT bearer grant
 
 
 # -- Google's error bodies ---------------------------------------------------------------------------
@@ -117,6 +137,74 @@ def make_transport(verify: Any, timeout: float = 60.0) -> Any:
     return HttpxRequest()
 
 
+def seconds_left(expiry: datetime | None) -> float | None:
+    """google-auth's naive-UTC expiry as seconds from now (None: unknown)."""
+    if expiry is None:
+        return None
+    return (expiry - datetime.now(UTC).replace(tzinfo=None)).total_seconds()
+
+
+def caller_email(creds: Any) -> str:
+    """The email behind ambient credentials, when google-auth knows it (else "")."""
+    for attr in ("service_account_email", "account"):
+        with contextlib.suppress(Exception):
+            value = getattr(creds, attr, None)
+            if isinstance(value, str) and "@" in value:
+                return value
+    return ""
+
+
+class _AdcProbeFilter(logging.Filter):
+    """While google.auth.default() looks for credentials (in this thread), drop its warnings about each
+    place it found nothing (no metadata server, no project id): the one-line error, or the "keyless"
+    log line, already says what was found. The same warnings at other times still show."""
+
+    NOISE = ("Compute Engine Metadata server unavailable", "Authentication failed using Compute Engine",
+             "No project ID could be determined")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.probing = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (getattr(self.probing, "on", False) and record.levelno == logging.WARNING
+                    and str(record.msg).startswith(self.NOISE))
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        for name in ("google.auth._default", "google.auth.compute_engine._metadata"):
+            logger = logging.getLogger(name)
+            if self not in logger.filters:
+                logger.addFilter(self)
+        self.probing.on = True
+        try:
+            yield
+        finally:
+            self.probing.on = False
+
+
+_ADC_PROBES = _AdcProbeFilter()
+
+
+_CREDENTIAL_KINDS = {
+    "google.oauth2.service_account": "service account key",
+    "google.auth.compute_engine.credentials": "attached service account",
+    "google.oauth2.credentials": "user credentials",
+    "google.auth.impersonated_credentials": "impersonated service account",
+    "google.auth.identity_pool": "Workload Identity Federation",
+    "google.auth.aws": "Workload Identity Federation (AWS)",
+    "google.auth.pluggable": "Workload Identity Federation (executable)",
+    "google.auth.external_account_authorized_user": "Workforce Identity Federation user",
+}
+
+
+def describe_credentials(creds: Any) -> str:
+    """E.g. "service account key caller@p.iam.gserviceaccount.com", for messages and the log."""
+    kind = _CREDENTIAL_KINDS.get(type(creds).__module__, type(creds).__name__)
+    email = caller_email(creds)
+    return f"{kind} {email}" if email else kind
+
+
 # -- the service account key --------------------------------------------------------------------------
 
 def parse_key(text: str, section: str, where: str) -> dict[str, Any]:
@@ -161,9 +249,17 @@ class GoogleDirectorySource(Source):
             Setting("service_account_impersonate", "", example="username@example.com",
                     help="email of the Google Workspace administrator the service account acts as"),
             Setting("service_account_json_key", "{}", secret=True,
-                    help="the service account's JSON key: the file's content on one line, or the path of the file"),
+                    help="the service account's JSON key: the file's content on one line, or the path of the file; "
+                         "leave it {} for keyless signing with service_account_email"),
+            Setting("service_account_email", "",
+                    help="keyless: the service account whose identity IAM signs with, used when "
+                         "service_account_json_key is empty; the connector's ambient Google credentials need "
+                         f"{TOKEN_CREATOR} on it"),
             Setting("url", DIRECTORY_API, help="Admin SDK API base (with or without /admin/directory/v1)"),
             Setting("page_size", str(max_page), help=f"devices per request (1-{max_page})"),
+            Setting("iam_url", IAM_CREDENTIALS_API, help="keyless: IAM Service Account Credentials API base"),
+            Setting("token_url", GOOGLE_TOKEN_URI,
+                    help="keyless: Google's OAuth token endpoint (with a key, the key's token_uri is used)"),
         )
 
     def validate(self) -> None:
@@ -172,12 +268,20 @@ class GoogleDirectorySource(Source):
             raise ConfigError(f"[{self.name}] set service_account_impersonate to the email of a Google Workspace "
                               "administrator (domain-wide delegation acts as that user)")
         raw = self.setting("service_account_json_key").strip()
-        if not raw or raw == "{}":
+        email = self.service_account_email
+        if self.has_key and email:
+            raise ConfigError(f"[{self.name}] set service_account_json_key (a key) or service_account_email "
+                              "(keyless signing through IAM), not both")
+        if not self.has_key and not email:
             raise ConfigError(f"[{self.name}] set service_account_json_key to the service account's JSON key "
-                              "(the file's content on one line, or the path of the .json file)")
-        if raw.startswith("{"):
+                              "(the file's content on one line, or the path of the .json file), or set "
+                              "service_account_email for keyless signing with the machine's Google credentials")
+        if email and ("@" not in email or any(c.isspace() or c in "/:?#" for c in email)):
+            raise ConfigError(f"[{self.name}] service_account_email must be the service account's email "
+                              "(name@project.iam.gserviceaccount.com)")
+        if raw.startswith("{") and self.has_key:
             parse_key(raw, self.name, "inline")  # reading a key file is I/O: that waits for the run
-        for name in ("url",):
+        for name in ("url", "iam_url", "token_url"):
             if not self.setting(name).lower().startswith(("http://", "https://")):
                 raise ConfigError(f"[{self.name}] {name} must start with https://")
         size = self.setting("page_size")
@@ -185,6 +289,19 @@ class GoogleDirectorySource(Source):
             raise ConfigError(f"[{self.name}] page_size must be a number from 1 to {self.max_page}")
 
     # -- auth ---------------------------------------------------------------------------------------
+
+    @property
+    def has_key(self) -> bool:
+        return self.setting("service_account_json_key").strip() not in ("", "{}")
+
+    @property
+    def service_account_email(self) -> str:
+        return self.setting("service_account_email").strip()
+
+    @property
+    def keyless(self) -> bool:
+        """No key, a service account email: IAM signs the delegation JWT (see the module docstring)."""
+        return not self.has_key and bool(self.service_account_email)
 
     def key_info(self) -> dict[str, Any]:
         raw = self.setting("service_account_json_key").strip()
@@ -214,12 +331,11 @@ class GoogleDirectorySource(Source):
             raise ConfigError(f"[{self.name}] service_account_json_key: the private_key cannot be used ({reason}); "
                               "download a new key for the service account") from None
 
-    def token_fetcher(self, info: dict[str, Any]) -> tuple[Any, Any]:
-        """(fetch coroutine for RefreshingToken, transport to close)."""
+    def key_fetcher(self, info: dict[str, Any], transport: Any) -> TokenFetcher:
+        """Key mode: google-auth signs the JWT with the key and exchanges it at the key's token_uri."""
         from google.auth import exceptions
 
         creds = self.credentials(info)
-        transport = make_transport(self.section.tls().context())
 
         async def fetch() -> tuple[str, float | None]:
             try:
@@ -228,33 +344,152 @@ class GoogleDirectorySource(Source):
                 raise SourceError(self._refused(exc, info)) from None
             except exceptions.TransportError as exc:
                 raise SourceError(f"[{self.name}] cannot get a Google access token: {exc}") from None
-            token = str(creds.token or "")
-            expires_in = None
-            if creds.expiry is not None:
-                expires_in = (creds.expiry - datetime.now(UTC).replace(tzinfo=None)).total_seconds()
-            return token, expires_in
+            return str(creds.token or ""), seconds_left(creds.expiry)
 
-        return fetch, transport
+        return fetch
 
-    def _refused(self, exc: Exception, info: dict[str, Any]) -> str:
+    def _refused(self, exc: Exception, info: dict[str, Any] | None) -> str:
+        """One line for a refused JWT bearer grant (``info`` None: keyless mode)."""
         data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
         error = str(data.get("error") or "")
         text = str(data.get("error_description") or "") or (str(exc.args[0]) if exc.args else str(exc))
         detail = f"{error}: {text}" if error and not text.startswith(error) else text
-        client_id = info.get("client_id") or info.get("client_email")
         subject = self.setting("service_account_impersonate").strip()
+        sa = self.service_account_email
+        if info is not None:
+            client_id = info.get("client_id") or info.get("client_email")
+            client = f"client id {client_id}"
+        else:
+            client = (f"the client id of {sa} (its unique id: gcloud iam service-accounts describe {sa} "
+                      "--format='value(oauth2ClientId)')")
         if error == "unauthorized_client":
-            hint = (f"grant domain-wide delegation to client id {client_id} with the scope "
-                    f"{' '.join(self.scopes())} ({DELEGATION_PAGE})")
-        elif error == "invalid_grant" and "signature" in text.lower():
+            hint = (f"grant domain-wide delegation to {client} with the scope {' '.join(self.scopes())} "
+                    f"({DELEGATION_PAGE})")
+        elif error == "invalid_grant" and "signature" in text.lower() and info is not None:
             hint = ("Google does not know this key (deleted or rotated): download a new JSON key for "
                     f"{info.get('client_email')} into service_account_json_key")
         elif error == "invalid_grant":
-            hint = (f"check service_account_impersonate ({subject} must be an existing Workspace user), that the "
-                    "key was not deleted, and this machine's clock")
-        else:
+            what = "that the key was not deleted" if info is not None else f"that {sa} still exists"
+            hint = (f"check service_account_impersonate ({subject} must be an existing Workspace user), {what}, "
+                    "and this machine's clock")
+        elif info is not None:
             hint = "check service_account_json_key (a current key of an existing service account)"
+        else:
+            hint = f"check service_account_email ({sa} must be an existing service account)"
         return redact.scrub(f"[{self.name}] Google refused the service account's token request ({detail}): {hint}")
+
+    # -- keyless: ambient credentials + IAM signJwt ---------------------------------------------------
+
+    def ambient_credentials(self, transport: Any) -> Any:
+        """``google.auth.default()``: the machine's Google credentials (blocking: call it in a thread)."""
+        import google.auth
+        from google.auth import exceptions
+
+        try:
+            with _ADC_PROBES.active():
+                creds, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE], request=transport)
+        except exceptions.GoogleAuthError as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise SourceError(redact.scrub(
+                f"[{self.name}] no ambient Google credentials found ({reason}): service_account_email needs the "
+                "connector to run with Google credentials (an attached service account on GCE/GKE/Cloud Run, "
+                "GOOGLE_APPLICATION_CREDENTIALS naming a Workload Identity Federation configuration or a "
+                "credentials file, or 'gcloud auth application-default login'); or set service_account_json_key "
+                "instead")) from None
+        log.info("[%s] keyless: IAM signs as %s, called with %s", self.name, self.service_account_email,
+                 describe_credentials(creds))
+        return creds
+
+    def ambient_fetcher(self, creds: Any, transport: Any) -> TokenFetcher:
+        """The ambient credentials' own access token (for the IAM call), refreshed by google-auth."""
+        from google.auth import exceptions
+
+        async def fetch() -> tuple[str, float | None]:
+            try:
+                await asyncio.to_thread(creds.refresh, transport)
+            except (exceptions.RefreshError, exceptions.TransportError) as exc:
+                data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
+                text = str(data.get("error_description") or data.get("error") or "") or (
+                    " ".join(str(exc.args[0] if exc.args else exc).split()))
+                raise SourceError(redact.scrub(
+                    f"[{self.name}] the ambient Google credentials ({describe_credentials(creds)}) could not get an "
+                    f"access token ({text}): check GOOGLE_APPLICATION_CREDENTIALS or the service account attached "
+                    "to this machine")) from None
+            return str(creds.token or ""), seconds_left(creds.expiry)
+
+        return fetch
+
+    def keyless_fetcher(self, iam: Http, creds: Any, transport: Any) -> TokenFetcher:
+        """Keyless mode: IAM signs the delegation JWT, google-auth exchanges it at ``token_url``."""
+        from google.auth import exceptions
+        from google.oauth2 import _client
+
+        token_url = self.setting("token_url").strip()
+
+        async def fetch() -> tuple[str, float | None]:
+            now = int(time.time())
+            claims = {"iss": self.service_account_email, "sub": self.setting("service_account_impersonate").strip(),
+                      "scope": " ".join(self.scopes()), "aud": GOOGLE_TOKEN_URI, "iat": now,
+                      "exp": now + JWT_LIFETIME}
+            assertion = await self.sign_jwt(iam, creds, claims)
+            try:
+                token, expiry, _ = await asyncio.to_thread(_client.jwt_grant, transport, token_url, assertion)
+            except exceptions.RefreshError as exc:
+                raise SourceError(self._refused(exc, None)) from None
+            except exceptions.TransportError as exc:
+                raise SourceError(f"[{self.name}] cannot get a Google access token: {exc}") from None
+            return str(token or ""), seconds_left(expiry)
+
+        return fetch
+
+    async def sign_jwt(self, iam: Http, creds: Any, claims: dict[str, Any]) -> str:
+        """``signJwt``: IAM signs the claims with a Google-managed key of the service account."""
+        sa = self.service_account_email
+        quota_project = getattr(creds, "quota_project_id", None)  # user credentials bill IAM to it
+        headers = {"x-goog-user-project": quota_project} if isinstance(quota_project, str) and quota_project else {}
+        try:
+            response = await iam.request("POST", f"/v1/projects/-/serviceAccounts/{sa}:signJwt",
+                                         json={"payload": json.dumps(claims)}, headers=headers)
+        except HttpAuthError as exc:
+            message = google_message(exc.response)
+            if exc.status == 401:
+                raise SourceError(redact.scrub(
+                    f"[{self.name}] IAM rejected the token of the ambient Google credentials "
+                    f"({describe_credentials(creds)}) (401{message}): check GOOGLE_APPLICATION_CREDENTIALS or the "
+                    "service account attached to this machine")) from None
+            raise SourceError(redact.scrub(
+                f"[{self.name}] IAM refused to sign for {sa} (403{message}): {self._iam_hint(exc, creds)}")) from None
+        except HttpError as exc:
+            message = google_message(exc.response)
+            if exc.status in (400, 404):
+                raise SourceError(redact.scrub(
+                    f"[{self.name}] IAM cannot sign for {sa} ({exc.status}{message}): check service_account_email "
+                    "(the email of an existing service account)")) from None
+            if not message:
+                raise
+            raise SourceError(f"{exc} ({message.strip()})") from None
+        body = decode_json(response)
+        signed = body.get("signedJwt") if isinstance(body, dict) else None
+        if not isinstance(signed, str) or signed.count(".") != 2:
+            raise SourceError(f"[{self.name}] IAM's signJwt answer for {sa} holds no signed JWT")
+        redact.add_secret(signed)  # exchangeable for a token for an hour
+        return signed
+
+    def _iam_hint(self, exc: HttpError, creds: Any) -> str:
+        sa = self.service_account_email
+        reasons = {str(d.get("reason")) for d in (_error(exc.response).get("details") or [])
+                   if isinstance(d, dict)}
+        if reasons & {"SERVICE_DISABLED", "API_DISABLED"}:
+            return ("enable the IAM Service Account Credentials API (iamcredentials.googleapis.com) in the Cloud "
+                    "project of the ambient credentials")
+        caller = caller_email(creds)
+        if caller:
+            who = caller
+            member = f"serviceAccount:{caller}" if caller.endswith(".gserviceaccount.com") else f"user:{caller}"
+        else:
+            who, member = "the identity the connector runs as", "PRINCIPAL"
+        return (f"grant {who} {TOKEN_CREATOR} on {sa} (gcloud iam service-accounts add-iam-policy-binding {sa} "
+                f"--member={member} --role={TOKEN_CREATOR}), and check that service_account_email is right")
 
     # -- listing ------------------------------------------------------------------------------------
 
@@ -270,15 +505,24 @@ class GoogleDirectorySource(Source):
         return {"projection": "FULL", "maxResults": self.setting("page_size")}
 
     async def pages(self) -> AsyncIterator[list[Record]]:
-        info = self.key_info()
-        fetch, transport = self.token_fetcher(info)
-        try:
-            async with self.http(base_url=self.base, headers={"Accept": "application/json"},
-                                 auth=RefreshingToken(fetch), retry_if=google_throttled) as http:
-                async for page in self._list(http):
-                    yield page
-        finally:
-            transport.close()
+        async with contextlib.AsyncExitStack() as stack:
+            transport = make_transport(self.section.tls().context())
+            stack.callback(transport.close)
+            fetch: TokenFetcher
+            if self.keyless:
+                creds = await asyncio.to_thread(self.ambient_credentials, transport)
+                iam = await stack.enter_async_context(self.http(
+                    base_url=self.setting("iam_url").strip().rstrip("/").removesuffix("/v1"),
+                    headers={"Accept": "application/json"},
+                    auth=RefreshingToken(self.ambient_fetcher(creds, transport))))
+                fetch = self.keyless_fetcher(iam, creds, transport)
+            else:
+                fetch = self.key_fetcher(self.key_info(), transport)
+            http = await stack.enter_async_context(self.http(
+                base_url=self.base, headers={"Accept": "application/json"}, auth=RefreshingToken(fetch),
+                retry_if=google_throttled))
+            async for page in self._list(http):
+                yield page
 
     async def _list(self, http: Http) -> AsyncIterator[list[Record]]:
         try:
@@ -300,8 +544,9 @@ class GoogleDirectorySource(Source):
                     f"[{self.name}] Google refused access ({exc.status}{google_message(exc.response)}): "
                     f"{subject} must be a Workspace administrator with the '{self.privilege}' privilege, and the "
                     "API must be enabled in the service account's Cloud project") from None
+            setting = "service_account_email" if self.keyless else "service_account_json_key"
             raise SourceError(f"[{self.name}] Google rejected the access token ({exc.status}"
-                              f"{google_message(exc.response)}): check service_account_json_key") from None
+                              f"{google_message(exc.response)}): check {setting}") from None
         except HttpError as exc:
             message = google_message(exc.response)
             if not message:
