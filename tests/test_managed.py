@@ -477,3 +477,67 @@ def test_users_with_saas_behavior_and_test_run(tmp_path: Path, saas: FakeSaas, o
     assert len(users) == 10  # a test run stops after 10 records
     assert users[0]["SAAS"] == {"sync_key": "fleetwise", "name": "Fleetwise 2"}
     assert all(p["test_run"] is True for p in oomnitza.bulk_payloads)
+
+
+# -- HTTP behaviour of SaaS calls ------------------------------------------------------------------
+
+def test_saas_calls_honour_retry_after_and_retry_5xx(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
+    saas.fail("GET", "/v1/devices", 429, headers={"Retry-After": "1"}, query={"cursor": "c2"})
+    saas.fail("GET", "/v1/devices/dv-1", 503)
+    oomnitza.enqueue_managed(worked_example(saas.url))
+    started = time.monotonic()
+    result = managed(ini(tmp_path, oomnitza, STATIC))
+    assert result.code == 0, result.all
+    assert len(oomnitza.records("assets")) == 3
+    second = [c for c in saas.calls("/v1/devices", "GET") if c.query.get("cursor") == "c2"]
+    assert len(second) == 2 and time.monotonic() - started >= 1.0  # waited as told, then asked again
+    assert len(saas.calls("/v1/devices/dv-1", "GET")) == 2
+    (portion,) = portions_of(oomnitza)
+    assert portion.finalized and oomnitza.ready_portions == []
+
+
+def test_detail_calls_run_concurrently_within_a_bound(tmp_path: Path, oomnitza: FakeOomnitza) -> None:
+    from oomnitza_connector.managed.engine import DETAIL_CONCURRENCY
+
+    fake = FakeSaas(count=24, page_size=24)
+    fake.detail_delay = 0.1
+    with serve(fake.app) as url:
+        fake.url = url
+        cfg = worked_example(url)
+        cfg["inputs"]["page_size"] = {"value": "24"}
+        oomnitza.enqueue_managed(cfg)
+        result = managed(ini(tmp_path, oomnitza, STATIC))
+    assert result.code == 0, result.all
+    assert len(oomnitza.records("assets")) == 24
+    assert 1 < fake.max_details_in_flight <= DETAIL_CONCURRENCY
+
+
+def test_verify_ssl_applies_to_saas_calls(tmp_path: Path, oomnitza: FakeOomnitza, tls_files: dict[str, str]) -> None:
+    fake = FakeSaas()
+    with serve(fake.app, ssl_certfile=tls_files["server_cert"], ssl_keyfile=tls_files["server_key"]) as url:
+        fake.url = url
+        oomnitza.enqueue_managed(worked_example(url))
+        result = managed(ini(tmp_path, oomnitza, STATIC))
+        assert result.code == 0, result.all
+        (ready,) = oomnitza.ready_portions  # an untrusted certificate: the first page failed
+        assert "certificate" in ready["error_message"].lower() and fake.calls("/v1/devices") == []
+        assert oomnitza.records("assets") == []
+
+        oomnitza.reset()
+        oomnitza.enqueue_managed(worked_example(url))
+        result = managed(ini(tmp_path, oomnitza, STATIC + f"cacert_file = {tls_files['ca']}\n"))
+        assert result.code == 0, result.all
+        assert len(oomnitza.records("assets")) == 3 and oomnitza.ready_portions == []
+
+
+def test_secrets_in_urls_never_reach_the_cloud(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
+    saas.fail("GET", "/v1/devices", 404, body={"error": f"no such key {KEY}"})
+    oomnitza.enqueue_managed(worked_example(saas.url))
+    section = f'[managed.67]\nsaas_authorization = {{"params": {{"api_key": "{KEY}"}}}}\n'
+    result = managed(ini(tmp_path, oomnitza, section))
+    assert result.code == 0, result.all
+    assert saas.calls("/v1/devices")[0].query["api_key"] == KEY  # the key did travel in the URL
+    (ready,) = oomnitza.ready_portions
+    assert "404" in ready["error_message"] and "/v1/devices" in ready["error_message"]
+    sent_to_cloud = json.dumps([r.body for r in oomnitza.requests])
+    assert KEY not in sent_to_cloud and KEY not in result.all

@@ -3,6 +3,7 @@ Link-header and page-number listings, an XML listing, detail and software calls,
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -26,6 +27,9 @@ class FakeSaas(FakeVendor):
         self.page_size = page_size
         self.sessions: set[str] = set()
         self.logins = 0
+        self.detail_delay = 0.0  # seconds each detail answer takes (to observe concurrency)
+        self.details_in_flight = 0
+        self.max_details_in_flight = 0
         super().__init__()
 
     def routes(self) -> list[BaseRoute]:
@@ -101,6 +105,12 @@ class FakeSaas(FakeVendor):
         if denied := self._denied(request):
             return denied
         found = next((d for d in self.devices if d["id"] == request.path_params["id"]), None)
+        self.details_in_flight += 1
+        self.max_details_in_flight = max(self.max_details_in_flight, self.details_in_flight)
+        try:
+            await asyncio.sleep(self.detail_delay)
+        finally:
+            self.details_in_flight -= 1
         if found is None:
             return JSONResponse({"error": "not found"}, status_code=404)
         return JSONResponse(found)
