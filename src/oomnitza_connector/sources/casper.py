@@ -550,6 +550,49 @@ def _parse_time(value: Any) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
+def _either(section: dict[str, Any], *keys: str) -> Any:
+    """The first of ``keys`` with a value: computers and mobile devices spell some fields differently."""
+    return next((section[k] for k in keys if section.get(k) is not None), None)
+
+
+def classic_location(ul: dict[str, Any], names: Any) -> dict[str, Any]:
+    """The Classic API's ``location`` of a computer or mobile device from the Jamf Pro API's ``userAndLocation``."""
+    location = _with_snake(ul)
+    phone = _either(ul, "phoneNumber", "phone")
+    location.update({
+        "username": ul.get("username"),
+        "real_name": _either(ul, "realname", "realName"),
+        "email_address": _either(ul, "email", "emailAddress"),
+        "position": ul.get("position"),
+        "phone": phone,
+        "phone_number": phone,
+        "room": ul.get("room"),
+        "building": ul.get("building") or names.building(ul.get("buildingId")),
+        "department": ul.get("department") or names.department(ul.get("departmentId")),
+    })
+    return location
+
+
+def classic_purchasing(pu: dict[str, Any]) -> dict[str, Any]:
+    """The Classic API's ``purchasing`` (with the ``*_epoch``/``*_utc`` dates) from the Jamf Pro API's."""
+    purchasing = _with_snake(pu)
+    purchasing.update({
+        "is_purchased": pu.get("purchased"),
+        "is_leased": pu.get("leased"),
+        "po_number": pu.get("poNumber"),
+        "vendor": pu.get("vendor"),
+        "applecare_id": pu.get("appleCareId"),
+        "purchase_price": pu.get("purchasePrice"),
+        "purchasing_account": pu.get("purchasingAccount"),
+        "purchasing_contact": pu.get("purchasingContact"),
+        "life_expectancy": pu.get("lifeExpectancy"),
+    })
+    add_dates(purchasing, "po_date", pu.get("poDate"))
+    add_dates(purchasing, "warranty_expires", _either(pu, "warrantyDate", "warrantyExpiresDate"))
+    add_dates(purchasing, "lease_expires", _either(pu, "leaseDate", "leaseExpiresDate"))
+    return purchasing
+
+
 def add_dates(target: dict[str, Any], name: str, value: Any) -> None:
     """``name`` (``YYYY-MM-DD HH:MM:SS`` in UTC, or ``YYYY-MM-DD`` for a date), ``name_epoch`` (ms)
     and ``name_utc`` (``2026-09-14T08:02:11.000+0000``) from an ISO-8601 value; null when absent."""
@@ -668,34 +711,8 @@ def classic_computer(raw: dict[str, Any], names: Names) -> Record:
             for d in _as_list(_section(raw, "storage").get("disks")) if isinstance(d, dict)],
     })
 
-    location = _with_snake(ul)
-    location.update({
-        "username": ul.get("username"),
-        "real_name": ul.get("realname", ul.get("realName")),
-        "email_address": ul.get("email", ul.get("emailAddress")),
-        "position": ul.get("position"),
-        "phone": ul.get("phone"),
-        "phone_number": ul.get("phone"),
-        "room": ul.get("room"),
-        "building": ul.get("building") or names.building(ul.get("buildingId")),
-        "department": ul.get("department") or names.department(ul.get("departmentId")),
-    })
-
-    purchasing = _with_snake(pu)
-    purchasing.update({
-        "is_purchased": pu.get("purchased"),
-        "is_leased": pu.get("leased"),
-        "po_number": pu.get("poNumber"),
-        "vendor": pu.get("vendor"),
-        "applecare_id": pu.get("appleCareId"),
-        "purchase_price": pu.get("purchasePrice"),
-        "purchasing_account": pu.get("purchasingAccount"),
-        "purchasing_contact": pu.get("purchasingContact"),
-        "life_expectancy": pu.get("lifeExpectancy"),
-    })
-    add_dates(purchasing, "po_date", pu.get("poDate"))
-    add_dates(purchasing, "warranty_expires", pu.get("warrantyDate"))
-    add_dates(purchasing, "lease_expires", pu.get("leaseDate"))
+    location = classic_location(ul, names)
+    purchasing = classic_purchasing(pu)
 
     security = _with_snake(_section(raw, "security"))
     security.setdefault("activation_lock", security.get("activationLockEnabled"))
@@ -770,34 +787,8 @@ def classic_mobile(raw: dict[str, Any], names: Names) -> Record:
     add_dates(general, "last_backup_time", g.get("lastBackupDate", g.get("lastBackupTimestamp")))
     add_dates(general, "last_cloud_backup_date", g.get("lastCloudBackupDate"))
 
-    location = _with_snake(ul)
-    location.update({
-        "username": ul.get("username"),
-        "real_name": ul.get("realName", ul.get("realname")),
-        "email_address": ul.get("emailAddress", ul.get("email")),
-        "position": ul.get("position"),
-        "phone": ul.get("phoneNumber", ul.get("phone")),
-        "phone_number": ul.get("phoneNumber", ul.get("phone")),
-        "room": ul.get("room"),
-        "building": ul.get("building") or names.building(ul.get("buildingId")),
-        "department": ul.get("department") or names.department(ul.get("departmentId")),
-    })
-
-    purchasing = _with_snake(pu)
-    purchasing.update({
-        "is_purchased": pu.get("purchased"),
-        "is_leased": pu.get("leased"),
-        "po_number": pu.get("poNumber"),
-        "vendor": pu.get("vendor"),
-        "applecare_id": pu.get("appleCareId"),
-        "purchase_price": pu.get("purchasePrice"),
-        "purchasing_account": pu.get("purchasingAccount"),
-        "purchasing_contact": pu.get("purchasingContact"),
-        "life_expectancy": pu.get("lifeExpectancy"),
-    })
-    add_dates(purchasing, "po_date", pu.get("poDate"))
-    add_dates(purchasing, "warranty_expires", pu.get("warrantyExpiresDate", pu.get("warrantyDate")))
-    add_dates(purchasing, "lease_expires", pu.get("leaseExpiresDate", pu.get("leaseDate")))
+    location = classic_location(ul, names)
+    purchasing = classic_purchasing(pu)
 
     network = _with_snake(net)  # the Classic names are exactly the snake_case ones
     security = _with_snake(sec)
