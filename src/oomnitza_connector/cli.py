@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="connector.py",
         description="Sync records from your IT systems into Oomnitza.",
         epilog="Examples:  connector.py upload csv_assets --testmode   |   connector.py generate-ini --ini new.ini"
-               "   |   connector.py local export --format csv",
+               "   |   connector.py local export --format csv.   "
+               "Also: connector.py strongbox --help (secrets in the OS keyring), "
+               "connector.py server --help (the webhook receiver).",
     )
     parser.add_argument("mode", nargs="?", default="managed", choices=MODES, metavar="{" + ",".join(MODES) + "}",
                         help="action to perform (default: managed)")
