@@ -13,6 +13,7 @@ MSAL insists on https authorities, so serve it with the ``tls_files`` certificat
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -233,6 +234,14 @@ class FakeAzure(FakeVendor):
             return graph_error("Request_BadRequest", f"Invalid page size specified: '{top}'. Must be between 1 "
                                "and 999 inclusive.", 400)
         size = min(top, self.max_page)
+        manager_select: list[str] | None = None
+        if "$expand" in q:  # only manager, as the connector asks: manager($select=a,b)
+            match = re.fullmatch(r"manager(?:\(\$select=([\w,]+)\))?", q["$expand"])
+            if match is None:
+                return graph_error("Request_BadRequest", f"Could not find a navigation property named "
+                                   f"'{q['$expand']}' on type 'microsoft.graph.user'.", 400)
+            manager_select = (match.group(1) or ",".join(DEFAULT_SELECT)).split(",")
+            size = min(size, 100)  # Graph's documented limit for $expand on directory objects
         start = 0
         if "$skiptoken" in q:
             offset = _offset(q["$skiptoken"])
@@ -251,4 +260,11 @@ class FakeAzure(FakeVendor):
             params["$skiptoken"] = _skiptoken(start + size)
             body["@odata.nextLink"] = f"{self.link_host or self.url}/v1.0/users?" + urlencode(params, safe="$,")
         body["value"] = [{p: u.get(p) for p in select} for u in page]
+        if manager_select is not None:
+            by_id = {u["id"]: u for u in self.users}
+            for shown, u in zip(body["value"], page, strict=True):
+                boss = by_id.get(u.get("managerId") or "")
+                if boss is not None:  # Graph omits "manager" for a user without one
+                    shown["manager"] = {"@odata.type": "#microsoft.graph.user",
+                                        **{p: boss.get(p) for p in manager_select}}
         return JSONResponse(body, headers={"request-id": f"req-{len(self.requests)}"})

@@ -388,3 +388,34 @@ def test_settings_checked_at_startup(tmp_path: Path, azure: FakeAzure, tls_files
     assert_one_line_error(result, needle)
     assert azure.requests == [] and fake_oomnitza.records("users") == []
 
+
+
+def test_manager_expanded_when_mapped(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
+                                      fake_oomnitza: FakeOomnitza) -> None:
+    alice = azure.users[0]
+    for u in azure.users[1:]:
+        u["managerId"] = alice["id"]
+    mappings = {**MAPPINGS, "MANAGER": '{"source": "manager.mail"}',
+                "MANAGER_NAME": '{"source": "manager.displayName"}'}
+    result = run(tmp_path, fake_oomnitza, azure, tls_files, mappings)
+    assert result.code == 0, result.all
+    assert_accounted(result, "azureusers", pulled=5, sent=5)
+    first = graph_calls(azure)[0]
+    assert first.query["$expand"] == "manager($select=id,displayName,mail,userPrincipalName,employeeId,jobTitle)"
+    assert first.query["$top"] == "100"  # Graph's page limit with $expand
+    assert "manager" not in first.query["$select"].split(",")
+    guest = fake_oomnitza.record("users", USER="guest_partner.test#EXT#@contoso-fake.onmicrosoft.com")
+    assert guest is not None and (guest["MANAGER"], guest["MANAGER_NAME"]) == ("alice@contoso-fake.com", "Alice Fabre")
+    top = fake_oomnitza.record("users", USER="alice@contoso-fake.com")
+    assert top is not None and top["MANAGER"] is None  # no manager: Graph leaves the property out
+
+
+def test_manager_setting(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
+                         fake_oomnitza: FakeOomnitza) -> None:
+    assert run(tmp_path, fake_oomnitza, azure, tls_files).code == 0
+    assert "$expand" not in graph_calls(azure)[0].query  # auto, and no mapping uses manager.*
+    azure.requests.clear()
+    assert run(tmp_path, fake_oomnitza, azure, tls_files, manager="True").code == 0  # for server-side mappings
+    assert graph_calls(azure)[0].query["$expand"].startswith("manager(")
+    result = run(tmp_path, fake_oomnitza, azure, tls_files, manager="sometimes")
+    assert_one_line_error(result, "[azureusers] manager (true, false or auto): 'sometimes' is not a boolean")

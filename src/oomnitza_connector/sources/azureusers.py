@@ -27,6 +27,7 @@ from ..auth import RefreshingToken
 from ..config import truthy
 from ..errors import ConfigError, SourceError
 from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body, safe_url
+from ..ini import parse_bool
 from ..settings import Setting
 from .base import BadRecord, Record, UsersSource
 
@@ -82,6 +83,10 @@ BASE_SELECT = (
     "onPremisesLastSyncDateTime", "onPremisesSecurityIdentifier", "onPremisesDistinguishedName",
     "onPremisesExtensionAttributes", "signInSessionsValidFromDateTime", "passwordPolicies", "ageGroup",
 )
+
+# ``manager=…``: the manager's properties a mapping can reach as ``manager.<name>``.
+MANAGER_SELECT = ("id", "displayName", "mail", "userPrincipalName", "employeeId", "jobTitle")
+MAX_TOP_EXPANDED = 100  # Graph returns at most 100 users per page when $expand is used (a known limit)
 
 # -- the alias layer: names of the 2.3.3 connector (azure-graphrbac model attributes) ----------------
 
@@ -217,6 +222,9 @@ class Azureusers(UsersSource):
         Setting("filter", "", help="a Graph $filter for /users, e.g. accountEnabled eq true "
                                    "(sent with ConsistencyLevel: eventual)"),
         Setting("select", "", help="extra Graph user properties to ask for, comma-separated"),
+        Setting("manager", "auto",
+                help="read each user's manager (manager.mail, manager.displayName, …): true, false, or auto = "
+                     "when a mapping uses manager.*"),
         Setting("legacy_names", "true",
                 help="also expose the old connector's names (given_name, additional_properties.jobTitle…)"),
     )
@@ -243,6 +251,8 @@ class Azureusers(UsersSource):
             if parts.scheme not in ("https", "http") or not parts.hostname:
                 raise ConfigError(f"[{self.name}] {name} must be a URL like "
                                   f"{DEFAULT_AUTHORITY if name == 'authority_host' else DEFAULT_GRAPH}")
+        if self.setting("manager").strip().lower() != "auto":
+            parse_bool(self.setting("manager"), setting=f"[{self.name}] manager (true, false or auto)")
         if urlsplit(self.setting("authority_host").strip()).scheme != "https":
             raise ConfigError(f"[{self.name}] authority_host must use https (MSAL accepts no other)")
 
@@ -422,8 +432,17 @@ class Azureusers(UsersSource):
         return self.http(base_url=self.graph_root, headers=headers,
                          auth=RefreshingToken(self._token_fetcher(), leeway=300.0))
 
+    def wants_manager(self) -> bool:
+        value = self.setting("manager").strip().lower()
+        if value != "auto":
+            return parse_bool(value, setting=f"[{self.name}] manager")
+        return any(src == "manager" or src.startswith("manager.") for src in self.mapped_sources())
+
     def _params(self, top: int | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"$top": top or int(self.setting("page_size")), "$select": ",".join(self.select())}
+        if self.wants_manager():
+            params["$expand"] = f"manager($select={','.join(MANAGER_SELECT)})"
+            params["$top"] = min(params["$top"], MAX_TOP_EXPANDED)
         if self.setting("filter").strip():
             params["$filter"] = self.setting("filter").strip()
             params["$count"] = "true"
