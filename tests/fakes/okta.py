@@ -1,8 +1,17 @@
 """Fake Okta org: ``/api/v1/users`` with SSWS or Bearer auth, ``Link`` pagination, rate-limit
-headers, the ``filter`` for DEPROVISIONED users, and the OAuth token endpoint."""
+headers, the ``filter`` for DEPROVISIONED users, and the OAuth token endpoint.
+
+With ``require_dpop`` the OAuth app behaves as one with "Require DPoP header in token requests"
+(RFC 9449 as Okta implements it): a token request without a proof gets ``invalid_dpop_proof``, a
+proof without the server's nonce gets ``use_dpop_nonce`` and a ``DPoP-Nonce`` header, tokens are
+issued as ``token_type: DPoP`` bound to the proof's key, and ``/api/v1/users`` then wants
+``Authorization: DPoP <token>`` with a fresh proof (method, URL, ``ath``) signed by that key."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import time
 from typing import Any
 
@@ -43,6 +52,8 @@ class FakeOkta(FakeVendor):
         token: str = "00fAkEt0k3n",
         max_page: int = 200,
         client_id: str | None = None,
+        require_dpop: bool = False,
+        resource_nonce: bool = False,
     ) -> None:
         self.users = users if users is not None else [user(i) for i in range(5)]
         self.token = token
@@ -50,6 +61,13 @@ class FakeOkta(FakeVendor):
         self.client_id = client_id
         self.issued: list[str] = []
         self.remaining = 600
+        self.require_dpop = require_dpop
+        self.resource_nonce = resource_nonce  # /api/v1/users also wants the nonce in proofs (RFC 9449 §9)
+        self.nonce = "n-0"  # the token endpoint's
+        self.resource_nonce_value = "rs-1"  # /api/v1/users' own (when resource_nonce)
+        self.bound: dict[str, str] = {}  # DPoP token -> thumbprint of the key it is bound to
+        self.proof_ids: set[str] = set()  # jti of every proof seen (a replay is refused)
+        self.client_assertion_ids: set[str] = set()
         super().__init__()
 
     def routes(self) -> list[BaseRoute]:
@@ -60,7 +78,43 @@ class FakeOkta(FakeVendor):
 
     def _authorized(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
-        return header == f"SSWS {self.token}" or header.removeprefix("Bearer ") in self.issued
+        if header.startswith("DPoP "):
+            token = header.removeprefix("DPoP ")
+            claims = self._proof(request, token=token,
+                                 nonce=self.resource_nonce_value if self.resource_nonce else None)
+            return claims is not None and self.bound.get(token) == claims["_jkt"]
+        token = header.removeprefix("Bearer ")
+        return header == f"SSWS {self.token}" or (token in self.issued and token not in self.bound)
+
+    def _proof(self, request: Request, *, token: str | None = None, nonce: str | None = None) -> dict[str, Any] | None:
+        """The verified claims of the request's DPoP proof (plus ``_jkt``, its key's thumbprint), or None."""
+        import jwt
+
+        proof = request.headers.get("dpop", "")
+        try:
+            header = jwt.get_unverified_header(proof)
+            if header.get("typ") != "dpop+jwt" or header.get("alg") != "ES256":
+                return None
+            key = jwt.algorithms.ECAlgorithm.from_jwk(json.dumps(header["jwk"]))
+            claims = jwt.decode(proof, key, algorithms=["ES256"])  # type: ignore[arg-type]
+        except (jwt.PyJWTError, KeyError, ValueError):
+            return None
+        url = str(request.url).split("?", 1)[0]
+        if claims.get("htm") != request.method or claims.get("htu") != url or claims.get("jti") in self.proof_ids:
+            return None
+        if abs(time.time() - float(claims.get("iat", 0))) > 300:
+            return None
+        if nonce is not None and claims.get("nonce") != nonce:
+            return None
+        if token is not None:
+            ath = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
+            if claims.get("ath") != ath:
+                return None
+        self.proof_ids.add(claims["jti"])
+        jwk = header["jwk"]
+        canonical = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"))
+        claims["_jkt"] = base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).decode()
+        return claims
 
     async def token_endpoint(self, request: Request) -> Response:
         form = await request.form()
@@ -72,14 +126,38 @@ class FakeOkta(FakeVendor):
         claims = jwt.decode(assertion, options={"verify_signature": False})
         if claims.get("iss") != self.client_id or claims.get("aud") != f"{self.url}/oauth2/v1/token":
             return JSONResponse({"error": "invalid_client"}, status_code=401)
+        if claims.get("jti") in self.client_assertion_ids:
+            return JSONResponse({"error": "invalid_client",
+                                 "error_description": "The client_assertion token has already been used."}, 401)
+        self.client_assertion_ids.add(claims.get("jti"))
+        token_type, jkt = "Bearer", None
+        if self.require_dpop:
+            if "dpop" not in request.headers:
+                return JSONResponse({"error": "invalid_dpop_proof",
+                                     "error_description": "The DPoP proof JWT header is missing."}, 400)
+            proof = self._proof(request)
+            if proof is None:
+                return JSONResponse({"error": "invalid_dpop_proof",
+                                     "error_description": "The DPoP proof JWT is invalid."}, 400)
+            if proof.get("nonce") != self.nonce:
+                return JSONResponse({"error": "use_dpop_nonce",
+                                     "error_description": "Authorization server requires nonce in DPoP proof."},
+                                    400, headers={"DPoP-Nonce": self.nonce})
+            token_type, jkt = "DPoP", proof["_jkt"]
         token = f"at-{len(self.issued)}-okta"
         self.issued.append(token)
+        if jkt is not None:
+            self.bound[token] = jkt
         return JSONResponse(
-            {"token_type": "Bearer", "expires_in": 3600, "access_token": token, "scope": "okta.users.read"}
+            {"token_type": token_type, "expires_in": 3600, "access_token": token, "scope": "okta.users.read"}
         )
 
     async def list_users(self, request: Request) -> Response:
         if not self._authorized(request):
+            if self.resource_nonce and request.headers.get("authorization", "").startswith("DPoP "):
+                return okta_error("E0000011", "Invalid token provided", 401, headers={
+                    "WWW-Authenticate": 'DPoP error="use_dpop_nonce", error_description="Resource server requires '
+                                        'nonce in DPoP proof"', "DPoP-Nonce": self.resource_nonce_value})
             return okta_error("E0000011", "Invalid token provided", 401)
         q = request.query_params
         limit = min(int(q.get("limit", 200)), self.max_page)

@@ -103,7 +103,7 @@ def test_malformed_body(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomni
     assert_one_line_error(result, "returned a body that is not JSON (content-type text/html)")
 
 
-def test_oauth_private_key_jwt(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza) -> None:
+def app_key(tmp_path: Path) -> Path:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -112,6 +112,11 @@ def test_oauth_private_key_jwt(tmp_path: Path, okta: FakeOkta, fake_oomnitza: Fa
     pem.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
+    return pem
+
+
+def test_oauth_private_key_jwt(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza) -> None:
+    pem = app_key(tmp_path)
     okta.client_id = "0oaCLIENT"
     ini = write_config(
         tmp_path, fake_oomnitza, "okta", settings(okta, api_token="", client_id="0oaCLIENT", private_key_file=str(pem))
@@ -121,3 +126,45 @@ def test_oauth_private_key_jwt(tmp_path: Path, okta: FakeOkta, fake_oomnitza: Fa
     assert_accounted(result, "okta", pulled=7, sent=7)
     assert len(okta.issued) == 1  # one token for the whole run
     assert okta.calls("/api/v1/users")[0].headers["authorization"] == "Bearer at-0-okta"
+
+
+def oauth_upload(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza, **extra: str):
+    okta.client_id = "0oaCLIENT"
+    ini = write_config(tmp_path, fake_oomnitza, "okta", settings(
+        okta, api_token="", client_id="0oaCLIENT", private_key_file=str(app_key(tmp_path)), **extra))
+    return upload(ini, "okta")
+
+
+def test_oauth_app_that_requires_dpop(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza) -> None:
+    okta.require_dpop = True
+    result = oauth_upload(tmp_path, okta, fake_oomnitza)
+    assert result.code == 0, result.all
+    assert_accounted(result, "okta", pulled=7, sent=7)
+    # Without a proof (refused), with one (asked for the nonce), with the nonce: one DPoP-bound token.
+    tokens = okta.calls("/oauth2/v1/token", "POST")
+    assert ["dpop" in c.headers for c in tokens] == [False, True, True] and okta.issued == ["at-0-okta"]
+    assert "requires DPoP" in result.err
+    users = okta.calls("/api/v1/users")
+    assert users and all(c.headers["authorization"] == "DPoP at-0-okta" for c in users)
+    assert len({c.headers["dpop"] for c in users}) == len(users)  # a fresh proof for every request
+    assert "at-0-okta" not in result.all
+
+
+def test_dpop_nonce_demanded_by_the_resource_server(tmp_path: Path, okta: FakeOkta,
+                                                     fake_oomnitza: FakeOomnitza) -> None:
+    okta.require_dpop = okta.resource_nonce = True
+    result = oauth_upload(tmp_path, okta, fake_oomnitza, dpop="true")
+    assert result.code == 0, result.all
+    assert_accounted(result, "okta", pulled=7, sent=7)
+    assert all("dpop" in c.headers for c in okta.calls("/oauth2/v1/token", "POST"))  # dpop = true: from the start
+    first, again = okta.calls("/api/v1/users")[:2]
+    assert first.query == again.query and first.headers["dpop"] != again.headers["dpop"]
+    assert len(okta.issued) == 1  # the nonce retry kept the token
+
+
+def test_dpop_switched_off_but_required(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza) -> None:
+    okta.require_dpop = True
+    result = oauth_upload(tmp_path, okta, fake_oomnitza, dpop="false")
+    assert_one_line_error(result, "[okta] Okta refused the OAuth client credentials (400 invalid_dpop_proof: "
+                                  "The DPoP proof JWT header is missing.) (set dpop = auto or true)")
+    assert fake_oomnitza.records("users") == []
