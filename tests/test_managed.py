@@ -431,6 +431,21 @@ def test_export_file_retries_a_failed_download(tmp_path: Path, oomnitza: FakeOom
     assert (tmp_path / "out" / "a.csv").read_bytes() == b"1\n"
 
 
+def test_export_file_follows_a_paged_listing(tmp_path: Path, oomnitza: FakeOomnitza,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    oomnitza.media_page_size = 2
+    for i in range(5):
+        oomnitza.add_media_file(f"r{i}.csv", f"{i}\n".encode(), creation_date=1000 + i, created_by_id=90)
+    oomnitza.enqueue_managed(export_config(tmp_path / "out", overwrite_reports="True"))
+    assert managed(ini(tmp_path, oomnitza)).code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"r{i}.csv" for i in range(5)]
+    listings = oomnitza.find_requests("GET", "/api/v3/media_storage")
+    marks = [r.query["filter"].split(")")[0] for r in listings]
+    assert marks == ["(creation_date gt 0", "(creation_date gt 1001", "(creation_date gt 1003",
+                     "(creation_date gt 1004"]  # the last one answered nothing new: done for this poll
+
+
 def test_managed_section_secrets_from_the_keyring(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import io

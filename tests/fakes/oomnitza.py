@@ -305,6 +305,7 @@ class FakeOomnitza:
         self.secrets: dict[str, dict[str, Any] | Callable[[Any], dict[str, Any]]] = {}
         self.credentials: dict[str, dict[str, Any]] = {}  # credential_id -> details (GET, HEAD)
         self.media_files: dict[str, dict[str, Any]] = {}  # uid -> metadata + "content"
+        self.media_page_size = 0  # > 0: GET /api/v3/media_storage lists at most this many files
         self._lock = threading.Lock()  # guards state shared with the test thread (faults, queue)
         self.reset()
         self.latency = latency  # seconds slept per /api request, before anything else
@@ -824,6 +825,8 @@ class FakeOomnitza:
             item = {k: v for k, v in meta.items() if k != "content"}
             item["url"] = f"{base}/media/{meta['uid']}/{quote(str(meta['filename']), safe='')}"
             files.append(item)
+        if self.media_page_size:  # the listing is paged: the oldest files first, the rest on a later ask
+            files = files[: self.media_page_size]
         return _json(files)
 
     async def _media_download(self, request: Request) -> Response:

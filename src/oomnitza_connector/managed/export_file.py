@@ -28,6 +28,7 @@ from ..oomnitza.client import OomnitzaClient
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.db"
+MAX_LISTINGS = 100  # listings per data source and poll; the next poll goes on from the watermark
 
 
 class Watermarks:
@@ -86,31 +87,46 @@ async def run_export(config: dict[str, Any], section: SectionConfig | None, oomn
     sources = config.get("data_sources") or [{"type": "reports_connectors", "id": ident}]
     marks = Watermarks((state_dir or Path.cwd()) / STATE_FILE)
     async with Http(name=f"[managed_reports.{ident}]") as downloads:
+        gate = asyncio.Semaphore(max(1, workers))
         for source in sources:
             kind, source_id = str(source.get("type")), str(source.get("id"))
-            since = marks.get(kind, source_id)
-            query = {"filter": f"(creation_date gt {since}) and (created_by_type eq '{kind}') and "
-                               f"(created_by_id eq '{source_id}')",
-                     "sortby": "creation_date asc"}
-            try:
-                files = await oomnitza.call_json("GET", "/api/v3/media_storage", params=query) or []
-            except ConnectorError as exc:
-                log.error("managed_reports.%s: cannot list the report files: %s", ident, exc)
-                continue
-            files = sorted((f for f in files if isinstance(f, dict)), key=lambda f: int(f.get("creation_date") or 0))
-            gate = asyncio.Semaphore(max(1, workers))
-
-            async def fetch(item: dict[str, Any], gate: asyncio.Semaphore = gate) -> bool:
-                async with gate:
-                    return await _download(item, folder, overwrite, downloads, oomnitza, ident, result)
-
-            outcomes = await asyncio.gather(*(fetch(f) for f in files))
-            # The watermark moves only over the files that arrived in order: a failure is retried next poll.
-            for item, ok in zip(files, outcomes, strict=True):
-                if not ok:
+            # The listing may be paged: ask again from the new watermark until it answers nothing new
+            # (the reference read one page per poll, so a backlog took one poll per page).
+            for _ in range(MAX_LISTINGS):
+                since = marks.get(kind, source_id)
+                files = await _listing(oomnitza, ident, kind, source_id, since)
+                if not files:
                     break
-                marks.set(kind, source_id, int(item.get("creation_date") or 0))
+
+                async def fetch(item: dict[str, Any]) -> bool:
+                    async with gate:
+                        return await _download(item, folder, overwrite, downloads, oomnitza, ident, result)
+
+                outcomes = await asyncio.gather(*(fetch(f) for f in files))
+                # The watermark moves only over the files that arrived in order: a failure is retried next poll.
+                for item, ok in zip(files, outcomes, strict=True):
+                    if not ok:
+                        break
+                    marks.set(kind, source_id, int(item.get("creation_date") or 0))
+                if not all(outcomes) or marks.get(kind, source_id) <= since:
+                    break
     return result
+
+
+async def _listing(oomnitza: OomnitzaClient, ident: Any, kind: str, source_id: str, since: int) -> list[dict[str, Any]]:
+    """The data source's files created after ``since``, oldest first ([] when the listing fails)."""
+    query = {"filter": f"(creation_date gt {since}) and (created_by_type eq '{kind}') and "
+                       f"(created_by_id eq '{source_id}')",
+             "sortby": "creation_date asc"}
+    try:
+        files = await oomnitza.call_json("GET", "/api/v3/media_storage", params=query) or []
+    except ConnectorError as exc:
+        log.error("managed_reports.%s: cannot list the report files: %s", ident, exc)
+        return []
+    if not isinstance(files, list):
+        log.error("managed_reports.%s: the report file listing is not a list", ident)
+        return []
+    return sorted((f for f in files if isinstance(f, dict)), key=lambda f: int(f.get("creation_date") or 0))
 
 
 async def _download(item: dict[str, Any], folder: Path, overwrite: bool, http: Http, oomnitza: OomnitzaClient,
