@@ -438,8 +438,10 @@ def test_export_file_follows_a_paged_listing(tmp_path: Path, oomnitza: FakeOomni
     for i in range(5):
         oomnitza.add_media_file(f"r{i}.csv", f"{i}\n".encode(), creation_date=1000 + i, created_by_id=90)
     oomnitza.enqueue_managed(export_config(tmp_path / "out", overwrite_reports="True"))
-    assert managed(ini(tmp_path, oomnitza)).code == 0
+    section = f"[managed_reports.90]\nstate_dir = {tmp_path / 'state'}\n"
+    assert managed(ini(tmp_path, oomnitza, section)).code == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"r{i}.csv" for i in range(5)]
+    assert (tmp_path / "state" / "state.db").is_file() and not (tmp_path / "state.db").exists()
     listings = oomnitza.find_requests("GET", "/api/v3/media_storage")
     marks = [r.query["filter"].split(")")[0] for r in listings]
     assert marks == ["(creation_date gt 0", "(creation_date gt 1001", "(creation_date gt 1003",

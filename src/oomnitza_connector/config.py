@@ -411,6 +411,7 @@ MANAGED_SETTINGS: tuple[Setting, ...] = (
     Setting("oomnitza_authorization", "", secret=True, help="Oomnitza API token for this integration"),
     Setting("local_inputs", "", secret=True, help="JSON object of inputs kept on-premise"),
     Setting("enable", "", help="ignored in managed sections"),
+    Setting("state_dir", "", help="[managed_reports.<id>]: folder of its state.db (default: the working directory)"),
 )
 _PERCENT_KEYS = ("saas_authorization", "oomnitza_authorization", "local_inputs")
 

@@ -85,7 +85,8 @@ async def run_export(config: dict[str, Any], section: SectionConfig | None, oomn
     folder.mkdir(parents=True, exist_ok=True)
     overwrite = truthy(settings.get("overwrite_reports"))
     sources = config.get("data_sources") or [{"type": "reports_connectors", "id": ident}]
-    marks = Watermarks((state_dir or Path.cwd()) / STATE_FILE)
+    configured = str(settings.get("state_dir") or "").strip()
+    marks = Watermarks((state_dir or (Path(configured).expanduser() if configured else Path.cwd())) / STATE_FILE)
     async with Http(name=f"[managed_reports.{ident}]") as downloads:
         gate = asyncio.Semaphore(max(1, workers))
         for source in sources:
