@@ -639,41 +639,35 @@ class _LdapBase(Source):
     # reading -------------------------------------------------------------------------------------
 
     async def pages(self) -> AsyncIterator[list[Record]]:
+        search_filter = self.setting("filter") or "(objectClass=*)"
+        groups = self._groups()
+        reader = self._group_pages(groups, search_filter) if groups else self._search_pages(search_filter)
+        async with contextlib.aclosing(reader) as pages:
+            async for page in pages:
+                yield page
+
+    async def _group_pages(self, groups: list[str], search_filter: str) -> AsyncIterator[list[Record]]:
         directory = await asyncio.to_thread(self._connect)
         try:
-            groups = self._groups()
-            search_filter = self.setting("filter") or "(objectClass=*)"
-            if groups:
-                walker = GroupWalker(
-                    directory, groups=groups, members_attr=self.setting("group_members_attr") or "member",
-                    search_filter=search_filter, member_filter=self.setting("group_member_filter"),
-                    base_dn=self.setting("base_dn"),
-                    nested=_flag(self.setting("nested_groups"), where=f"[{self.name}] nested_groups"))
-                next_page: Callable[[], list[LdapRecord] | None] = walker.next_page
-            else:
-                async for page in self._search(directory, search_filter):
-                    yield page
-                return
-            count = 0
-            while True:
-                page = await self._call(next_page)
-                if page is None:
-                    break
-                count += 1
-                log.debug("[%s] page %d: %d entries", self.name, count, len(page))
-                if page:  # a paged search may answer an empty page with a cookie: ask on
+            walker = GroupWalker(
+                directory, groups=groups, members_attr=self.setting("group_members_attr") or "member",
+                search_filter=search_filter, member_filter=self.setting("group_member_filter"),
+                base_dn=self.setting("base_dn"),
+                nested=_flag(self.setting("nested_groups"), where=f"[{self.name}] nested_groups"))
+            while (page := await self._call(walker.next_page)) is not None:
+                if page:
                     yield list(page)
             if walker.skipped:
                 log.warning("[%s] %d group member(s) could not be read", self.name, walker.skipped)
         finally:
             directory.close()
 
-    async def _search(self, first: Directory, search_filter: str) -> AsyncIterator[list[Record]]:
+    async def _search_pages(self, search_filter: str) -> AsyncIterator[list[Record]]:
         """Search mode, page by page. A connection lost between pages is re-opened and the search
         restarted (a paging cookie is only valid on its own connection); entries already read are
         skipped by DN, so each entry is still pulled once."""
         base = self.setting("base_dn")
-        directory = first
+        directory = await asyncio.to_thread(self._connect)
         next_page = directory.search_pages(base, search_filter)
         seen: set[str] = set()
         restarts = count = 0
@@ -689,8 +683,7 @@ class _LdapBase(Source):
                     log.warning("[%s] the connection to the LDAP server was lost (%s): reconnecting and "
                                 "restarting the search; the %d entries already read are not sent again",
                                 self.name, exc.reason, len(seen))
-                    if directory is not first:
-                        await asyncio.to_thread(directory.close)
+                    directory.close()
                     directory = await asyncio.to_thread(self._connect)
                     next_page = directory.search_pages(base, search_filter)
                     continue
@@ -701,10 +694,9 @@ class _LdapBase(Source):
                 fresh = [r for r in page if r["dn"].lower() not in seen]
                 seen.update(r["dn"].lower() for r in fresh)
                 if fresh:  # a paged search may answer an empty page with a cookie: ask on
-                    yield list(fresh)
+                    yield fresh
         finally:
-            if directory is not first:
-                await asyncio.to_thread(directory.close)
+            directory.close()
 
     async def _call(self, fn: Callable[[], Any], *, lost: bool = False) -> Any:
         try:
