@@ -198,6 +198,12 @@ _CREDENTIAL_KINDS = {
 }
 
 
+def _grant_error(exc: Exception) -> dict[str, Any]:
+    """The token endpoint's JSON error that google-auth attaches to a RefreshError (or {})."""
+    data = exc.args[1] if len(exc.args) > 1 else None
+    return data if isinstance(data, dict) else {}
+
+
 def describe_credentials(creds: Any) -> str:
     """E.g. "service account key caller@p.iam.gserviceaccount.com", for messages and the log."""
     kind = _CREDENTIAL_KINDS.get(type(creds).__module__, type(creds).__name__)
@@ -350,7 +356,7 @@ class GoogleDirectorySource(Source):
 
     def _refused(self, exc: Exception, info: dict[str, Any] | None) -> str:
         """One line for a refused JWT bearer grant (``info`` None: keyless mode)."""
-        data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
+        data = _grant_error(exc)
         error = str(data.get("error") or "")
         text = str(data.get("error_description") or "") or (str(exc.args[0]) if exc.args else str(exc))
         detail = f"{error}: {text}" if error and not text.startswith(error) else text
@@ -408,7 +414,7 @@ class GoogleDirectorySource(Source):
             try:
                 await asyncio.to_thread(creds.refresh, transport)
             except (exceptions.RefreshError, exceptions.TransportError) as exc:
-                data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
+                data = _grant_error(exc)
                 text = str(data.get("error_description") or data.get("error") or "") or (
                     " ".join(str(exc.args[0] if exc.args else exc).split()))
                 raise SourceError(redact.scrub(
