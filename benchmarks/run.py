@@ -62,11 +62,32 @@ def pin(core: int) -> list[str]:
 def start_fake(latency_ms: int, workdir: Path, sim: str | None) -> tuple[subprocess.Popen[bytes], str]:
     port_file = workdir / "port"
     if sim:
-        cmd = [sys.executable, sim, "--port", "0", "--latency-ms", str(latency_ms), "--token", TOKEN,
-               "--port-file", str(port_file)]
+        cmd = [
+            sys.executable,
+            sim,
+            "--port",
+            "0",
+            "--latency-ms",
+            str(latency_ms),
+            "--token",
+            TOKEN,
+            "--port-file",
+            str(port_file),
+        ]
     else:
-        cmd = [sys.executable, "-m", "tests.fakes.oomnitza", "--port", "0", "--latency-ms", str(latency_ms),
-               "--token", TOKEN, "--port-file", str(port_file)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tests.fakes.oomnitza",
+            "--port",
+            "0",
+            "--latency-ms",
+            str(latency_ms),
+            "--token",
+            TOKEN,
+            "--port-file",
+            str(port_file),
+        ]
     proc = subprocess.Popen(pin(0) + cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not (port_file.exists() and port_file.read_text().strip()):
@@ -105,18 +126,36 @@ def bench_upload(case: Case, sim: str | None) -> dict:
         try:
             ini = work / "config.ini"
             write_ini(ini, csv_path, url, TOKEN)
-            code, wall, rss = run_connector(["upload", "csv_assets", "--ini", str(ini),
-                                             "--logging-config", str(HERE / "quiet-logging.json"), *case.args], work)
+            code, wall, rss = run_connector(
+                [
+                    "upload",
+                    "csv_assets",
+                    "--ini",
+                    str(ini),
+                    "--logging-config",
+                    str(HERE / "quiet-logging.json"),
+                    *case.args,
+                ],
+                work,
+            )
             st = stats(url, sim)
         finally:
             fake.send_signal(signal.SIGTERM)
             fake.wait(timeout=30)
     requests = st.get("requests_total", sum(st.get("requests", {}).values()))
     stored = st.get("records_stored", st.get("records_received"))
-    return {"case": case.name, "rows": case.rows, "latency_ms": case.latency_ms,
-            "flags": " ".join(case.args) or "(default)", "exit": code, "seconds": round(wall, 2),
-            "records_per_s": round(case.rows / wall), "requests": requests, "stored": stored,
-            "peak_rss_mib": round(rss, 1)}
+    return {
+        "case": case.name,
+        "rows": case.rows,
+        "latency_ms": case.latency_ms,
+        "flags": " ".join(case.args) or "(default)",
+        "exit": code,
+        "seconds": round(wall, 2),
+        "records_per_s": round(case.rows / wall),
+        "requests": requests,
+        "stored": stored,
+        "peak_rss_mib": round(rss, 1),
+    }
 
 
 def median_run(case: Case, sim: str | None, repeat: int) -> dict:
@@ -145,9 +184,12 @@ def main() -> int:
     ap.add_argument("--case", action="append", help="run only these cases (names below, or 'version')")
     ap.add_argument("--sim", help="path of another simulator with the same CLI (e.g. the neutral bench sim)")
     ap.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="runs per case; the median run (by seconds) is reported (default 3: shared "
-                         "machines are noisy)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs per case; the median run (by seconds) is reported (default 3: shared machines are noisy)",
+    )
     args = ap.parse_args()
     wanted = set(args.case or [c.name for c in CASES] + ["version"])
     results = [median_run(c, args.sim, max(1, args.repeat)) for c in CASES if c.name in wanted]
@@ -163,8 +205,10 @@ def main() -> int:
             if r["case"] == "version":
                 print(f"| `connector.py version` | | | | | {r['seconds']} | | | | |")
                 continue
-            print(f"| {r['case']} | {r['rows']:,} | {r['latency_ms']} ms | {r['flags']} | {r['records_per_s']:,} | "
-                  f"{r['seconds']} | {r['requests']:,} | {r['stored']:,} | {r['peak_rss_mib']} | {r['exit']} |")
+            print(
+                f"| {r['case']} | {r['rows']:,} | {r['latency_ms']} ms | {r['flags']} | {r['records_per_s']:,} | "
+                f"{r['seconds']} | {r['requests']:,} | {r['stored']:,} | {r['peak_rss_mib']} | {r['exit']} |"
+            )
     bad = [r for r in results if r.get("exit", 0) != 0 or r.get("stored", r.get("rows")) != r.get("rows")]
     return 1 if bad else 0
 

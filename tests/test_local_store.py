@@ -24,7 +24,12 @@ def test_upsert_semantics(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "db.sqlite")
     first = run(["SERIAL"])
     assert store.apply(first, [{"SERIAL": "A", "MODEL": "m1"}, {"serial": "B"}]) == {
-        "received": 2, "inserted": 2, "updated": 0, "skipped": 0, "failed": 0}
+        "received": 2,
+        "inserted": 2,
+        "updated": 0,
+        "skipped": 0,
+        "failed": 0,
+    }
     counts = store.apply(run(["SERIAL"]), [{"SERIAL": "A", "OWNER": "x"}, {"SERIAL": "", "MODEL": "?"}])
     assert (counts["updated"], counts["failed"]) == (1, 1)
     assert store.records("assets")[0] == {"data_type": "assets", "SERIAL": "A", "MODEL": "m1", "OWNER": "x"}
@@ -64,7 +69,8 @@ def test_local_summary_and_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     (tmp_path / "c.ini").write_text(
         "[oomnitza]\nurl = sqlite:///./local.db\n\n[csv_assets]\nenable = True\nfilename = a.csv\n"
         'sync_field = SERIAL\nmapping.SERIAL = {"source": "serial"}\nmapping.MODEL = {"source": "model"}\n',
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     result = run_cli("local", "summary", "--ini", "c.ini")
     assert result.code == 1 and "does not exist yet" in result.err
     assert run_cli("upload", "csv_assets", "--ini", "c.ini").code == 0
@@ -74,10 +80,13 @@ def test_local_summary_and_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "assets" in result.out and "csv_assets" in result.out
     result = run_cli("local", "export", "--ini", "c.ini")
     rows = list(csv.DictReader(io.StringIO(result.out)))
-    assert rows == [{"data_type": "assets", "MODEL": 'Ünïcode, "q"', "SERIAL": "S1"},
-                    {"data_type": "assets", "MODEL": "M2", "SERIAL": "S2"}]
-    result = run_cli("local", "export", "--ini", "c.ini", "--format", "json", "--data-type", "users",
-                     "--output", "out.json")
+    assert rows == [
+        {"data_type": "assets", "MODEL": 'Ünïcode, "q"', "SERIAL": "S1"},
+        {"data_type": "assets", "MODEL": "M2", "SERIAL": "S2"},
+    ]
+    result = run_cli(
+        "local", "export", "--ini", "c.ini", "--format", "json", "--data-type", "users", "--output", "out.json"
+    )
     assert result.code == 0 and json.loads((tmp_path / "out.json").read_text()) == []
     assert run_cli("local", "nonsense", "--ini", "c.ini").code == 2
 

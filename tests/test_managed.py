@@ -32,11 +32,16 @@ MAPPING = {
 def worked_example(url: str) -> dict[str, Any]:
     """The spec's worked example (managed-mode.md §10) pointed at the fake SaaS."""
     return {
-        "id": 67, "name": "Fleetwise devices", "type": "assets", "reports_service": False,
-        "update_only": "False", "insert_only": "False",
+        "id": 67,
+        "name": "Fleetwise devices",
+        "type": "assets",
+        "reports_service": False,
+        "update_only": "False",
+        "insert_only": "False",
         "inputs": {"base_url": {"value": f"{url}/v1"}, "page_size": {"value": "2"}},
         "list_behavior": {
-            "url": "{{ inputs.base_url }}/devices", "http_method": "GET",
+            "url": "{{ inputs.base_url }}/devices",
+            "http_method": "GET",
             "headers": [{"key": "Accept", "value": "application/json"}],
             "params": [{"key": "per_page", "value": "{{ inputs.page_size }}"}],
             "result": "{{ list_response['devices'] }}",
@@ -48,13 +53,20 @@ def worked_example(url: str) -> dict[str, Any]:
             },
         },
         "detail_behavior": {
-            "url": "{{ inputs.base_url }}/devices/{{ list_response_item['id'] }}", "http_method": "GET",
-            "headers": [{"key": "Accept", "value": "application/json"}], "params": [],
+            "url": "{{ inputs.base_url }}/devices/{{ list_response_item['id'] }}",
+            "http_method": "GET",
+            "headers": [{"key": "Accept", "value": "application/json"}],
+            "params": [],
         },
         "software_behavior": {
-            "enabled": True, "url": "", "http_method": "", "headers": [], "params": [],
+            "enabled": True,
+            "url": "",
+            "http_method": "",
+            "headers": [],
+            "params": [],
             "result": "{{ detail_response['apps'] }}",
-            "name": "{{ software_response_item['title'] }}", "version": "{{ software_response_item['ver'] }}",
+            "name": "{{ software_response_item['title'] }}",
+            "version": "{{ software_response_item['ver'] }}",
         },
         "saas_behavior": {"enabled": False},
     }
@@ -98,15 +110,20 @@ def test_worked_example(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) 
     assert result.code == 0, result.all
     records = {r["serial_number"]: r for r in oomnitza.records("assets")}
     assert records["C02XK1"] == {
-        "serial_number": "C02XK1", "model": "MacBookPro18,3", "equipment_type": "Laptop", "sim_phone": "5550101",
-        "APPLICATIONS": [{"name": "Slack", "version": "4.41", "path": None},
-                         {"name": "Zoom", "version": None, "path": None}]}
+        "serial_number": "C02XK1",
+        "model": "MacBookPro18,3",
+        "equipment_type": "Laptop",
+        "sim_phone": "5550101",
+        "APPLICATIONS": [
+            {"name": "Slack", "version": "4.41", "path": None},
+            {"name": "Zoom", "version": None, "path": None},
+        ],
+    }
     assert set(records) == {"C02XK1", "C02XK2", "C02XK3"}
     lists = saas.calls("/v1/devices", "GET")
     pages = [c for c in lists if c.path == "/v1/devices"]
     assert [p.query for p in pages] == [{"per_page": "2"}, {"per_page": "2", "cursor": "c2"}]
-    assert all(c.headers["x-fleetwise-key"] == KEY and c.headers["user-agent"] == "Oomnitza Connector"
-               for c in lists)
+    assert all(c.headers["x-fleetwise-key"] == KEY and c.headers["user-agent"] == "Oomnitza Connector" for c in lists)
     (portion,) = portions_of(oomnitza)
     assert portion.finalized and portion.records_after_finalize == 0
     payload = oomnitza.bulk_payloads[0]
@@ -126,18 +143,30 @@ def test_link_header_and_page_number_pagination(tmp_path: Path, saas: FakeSaas, 
     link = worked_example(saas.url)
     link["list_behavior"] = {
         "url": "{{ list_response_links['next']['url'] if iteration > 0 else inputs.base_url[:-3] + '/v2/devices' }}",
-        "http_method": "GET", "headers": [], "params": [], "result": "{{ list_response }}",
-        "pagination": {"break_early": "{{ iteration > 0 and not list_response_links.get('next') }}",
-                       "headers": [], "params": []},
+        "http_method": "GET",
+        "headers": [],
+        "params": [],
+        "result": "{{ list_response }}",
+        "pagination": {
+            "break_early": "{{ iteration > 0 and not list_response_links.get('next') }}",
+            "headers": [],
+            "params": [],
+        },
     }
     link["detail_behavior"] = {}
     paged = copy.deepcopy(link)
     paged["id"] = 68
     paged["list_behavior"] = {
-        "url": "{{ inputs.base_url[:-3] }}/v3/devices", "http_method": "GET", "headers": [], "params": [],
+        "url": "{{ inputs.base_url[:-3] }}/v3/devices",
+        "http_method": "GET",
+        "headers": [],
+        "params": [],
         "result": "{{ list_response['items'] }}",
-        "pagination": {"break_early": "{{ iteration > 0 and not list_response['has_more'] }}",
-                       "headers": [], "params": [{"key": "page", "value": "{{ iteration + 1 }}"}]},
+        "pagination": {
+            "break_early": "{{ iteration > 0 and not list_response['has_more'] }}",
+            "headers": [],
+            "params": [{"key": "page", "value": "{{ iteration + 1 }}"}],
+        },
     }
     oomnitza.set_managed_mapping(68, MAPPING)
     oomnitza.sync_keys["68"] = ["serial_number"]
@@ -153,7 +182,10 @@ def test_link_header_and_page_number_pagination(tmp_path: Path, saas: FakeSaas, 
 def test_xml_list_and_single_page(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
     cfg = worked_example(saas.url)
     cfg["list_behavior"] = {
-        "url": "{{ inputs.base_url[:-3] }}/xml/devices", "http_method": "GET", "headers": [], "params": [],
+        "url": "{{ inputs.base_url[:-3] }}/xml/devices",
+        "http_method": "GET",
+        "headers": [],
+        "params": [],
         "result": "{{ list_response['devices']['device'] }}",
         "pagination": {"break_early": "{{ iteration > 0 }}", "headers": [], "params": []},
     }
@@ -179,17 +211,26 @@ def test_runaway_pagination_is_stopped_and_reported(tmp_path: Path, saas: FakeSa
 
 def session_config(url: str) -> dict[str, Any]:
     cfg = worked_example(url)
-    cfg["saas_authorization"] = {"type": "session", "behavior": {
-        "url": f"{url}/login", "http_method": "POST",
-        "headers": [{"key": "Content-Type", "value": "application/json"}], "params": [],
-        "body": '{"username": "{{ inputs.username }}", "password": "{{ inputs.password }}"}',
-        "result": {"headers": [{"key": "Authorization", "value": "Bearer {{ response.access_token }}"}],
-                   "params": []}}}
+    cfg["saas_authorization"] = {
+        "type": "session",
+        "behavior": {
+            "url": f"{url}/login",
+            "http_method": "POST",
+            "headers": [{"key": "Content-Type", "value": "application/json"}],
+            "params": [],
+            "body": '{"username": "{{ inputs.username }}", "password": "{{ inputs.password }}"}',
+            "result": {
+                "headers": [{"key": "Authorization", "value": "Bearer {{ response.access_token }}"}],
+                "params": [],
+            },
+        },
+    }
     return cfg
 
 
-def test_session_login_once_per_sync_and_again_after_401(tmp_path: Path, saas: FakeSaas,
-                                                         oomnitza: FakeOomnitza) -> None:
+def test_session_login_once_per_sync_and_again_after_401(
+    tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza
+) -> None:
     oomnitza.enqueue_managed(session_config(saas.url))
     section = '[managed.67]\nlocal_inputs = {"username": "svc", "password": "s3ss10n-pw"}\n'
     result = managed(ini(tmp_path, oomnitza, section))
@@ -206,8 +247,9 @@ def test_session_login_once_per_sync_and_again_after_401(tmp_path: Path, saas: F
     assert saas.logins == 3 and len(oomnitza.records("assets")) == 3
 
 
-def test_first_page_failure_is_a_failed_synthetic_portion(tmp_path: Path, saas: FakeSaas,
-                                                          oomnitza: FakeOomnitza) -> None:
+def test_first_page_failure_is_a_failed_synthetic_portion(
+    tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza
+) -> None:
     cfg = worked_example(saas.url)
     cfg["inputs"]["base_url"]["value"] = f"{saas.url}/nowhere"
     oomnitza.enqueue_managed(cfg)
@@ -258,14 +300,18 @@ def test_empty_first_page(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza
     assert body.get("is_empty_run") is True
 
 
-@pytest.mark.parametrize("template", [
-    "{{ import('os').system('touch PWNED') }}",
-    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
-    "{{ cycler.__init__.__globals__.os.system('touch PWNED') }}",
-    "{{ import('uuid').os }}/x",
-])
-def test_templates_cannot_reach_the_host(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza,
-                                         monkeypatch: pytest.MonkeyPatch, template: str) -> None:
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ import('os').system('touch PWNED') }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ cycler.__init__.__globals__.os.system('touch PWNED') }}",
+        "{{ import('uuid').os }}/x",
+    ],
+)
+def test_templates_cannot_reach_the_host(
+    tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch, template: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = worked_example(saas.url)
     cfg["list_behavior"]["url"] = template
@@ -314,8 +360,14 @@ def test_credential_id_authorization(tmp_path: Path, saas: FakeSaas, oomnitza: F
 
 def test_catalog_and_credential_input_fields(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
     oomnitza.set_secret("c0ffee42", params={"api_key": KEY}, name="Fleetwise production")
-    oomnitza.set_managed_mapping(67, {**MAPPING, "vendor": {"type": "catalog_input", "value": "page_size"},
-                                      "source_account": {"type": "credential_input", "value": "credential"}})
+    oomnitza.set_managed_mapping(
+        67,
+        {
+            **MAPPING,
+            "vendor": {"type": "catalog_input", "value": "page_size"},
+            "source_account": {"type": "credential_input", "value": "credential"},
+        },
+    )
     cfg = worked_example(saas.url)
     cfg["saas_authorization"] = {"credential_id": "c0ffee42"}
     oomnitza.enqueue_managed(cfg)
@@ -374,9 +426,22 @@ def test_sigterm_lets_the_running_sync_finish(tmp_path: Path, saas: FakeSaas, oo
     oomnitza.enqueue_managed(worked_example(saas.url))
     oomnitza.delay("POST", "/api/v3/bulk", 1.0, times=3)
     env = {**os.environ}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "connector.py"), "managed", "--ini",
-                             str(ini(tmp_path, oomnitza, STATIC)), "--poll-interval", "30"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "connector.py"),
+            "managed",
+            "--ini",
+            str(ini(tmp_path, oomnitza, STATIC)),
+            "--poll-interval",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     deadline = time.monotonic() + 20
     while not oomnitza.find_requests("POST", "/api/v3/bulk") and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -389,13 +454,23 @@ def test_sigterm_lets_the_running_sync_finish(tmp_path: Path, saas: FakeSaas, oo
 
 # -- export file -----------------------------------------------------------------------------------
 
+
 def export_config(folder: Path, **extra: Any) -> dict[str, Any]:
-    return {"id": 90, "name": "Nightly export", "type": "assets", "reports_service": True,
-            "update_only": "False", "insert_only": "False", "folder_path": str(folder), **extra}
+    return {
+        "id": 90,
+        "name": "Nightly export",
+        "type": "assets",
+        "reports_service": True,
+        "update_only": "False",
+        "insert_only": "False",
+        "folder_path": str(folder),
+        **extra,
+    }
 
 
-def test_export_file_downloads_and_keeps_a_watermark(tmp_path: Path, oomnitza: FakeOomnitza,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_file_downloads_and_keeps_a_watermark(
+    tmp_path: Path, oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     oomnitza.add_media_file("assets.csv", b"a,b\n1,2\n", creation_date=1767225600, created_by_id=90, uid="9f2c")
     oomnitza.add_media_file("../../evil.csv", b"x\n", creation_date=1767225700, created_by_id=90, uid="e1")
@@ -416,8 +491,9 @@ def test_export_file_downloads_and_keeps_a_watermark(tmp_path: Path, oomnitza: F
     assert oomnitza.ready_portions == []
 
 
-def test_export_file_retries_a_failed_download(tmp_path: Path, oomnitza: FakeOomnitza,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_file_retries_a_failed_download(
+    tmp_path: Path, oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     meta = oomnitza.add_media_file("a.csv", b"1\n", creation_date=100, created_by_id=90, uid="u1")
     oomnitza.fail("GET", f"/media/{meta['uid']}", 404, times=1)
@@ -431,8 +507,9 @@ def test_export_file_retries_a_failed_download(tmp_path: Path, oomnitza: FakeOom
     assert (tmp_path / "out" / "a.csv").read_bytes() == b"1\n"
 
 
-def test_export_file_follows_a_paged_listing(tmp_path: Path, oomnitza: FakeOomnitza,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_file_follows_a_paged_listing(
+    tmp_path: Path, oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     oomnitza.media_page_size = 2
     for i in range(5):
@@ -444,12 +521,17 @@ def test_export_file_follows_a_paged_listing(tmp_path: Path, oomnitza: FakeOomni
     assert (tmp_path / "state" / "state.db").is_file() and not (tmp_path / "state.db").exists()
     listings = oomnitza.find_requests("GET", "/api/v3/media_storage")
     marks = [r.query["filter"].split(")")[0] for r in listings]
-    assert marks == ["(creation_date gt 0", "(creation_date gt 1001", "(creation_date gt 1003",
-                     "(creation_date gt 1004"]  # the last one answered nothing new: done for this poll
+    assert marks == [
+        "(creation_date gt 0",
+        "(creation_date gt 1001",
+        "(creation_date gt 1003",
+        "(creation_date gt 1004",
+    ]  # the last one answered nothing new: done for this poll
 
 
-def test_managed_section_secrets_from_the_keyring(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_managed_section_secrets_from_the_keyring(
+    tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import io
 
     from oomnitza_connector.secrets.strongbox import main as strongbox
@@ -458,8 +540,14 @@ def test_managed_section_secrets_from_the_keyring(tmp_path: Path, saas: FakeSaas
     monkeypatch.setenv("OOMNITZA_KEYRING_PASSWORD", "unlock")
     monkeypatch.setenv("OOMNITZA_KEYRING_FILE", str(tmp_path / "kr.cfg"))
     value = json.dumps({"headers": {"X-Fleetwise-Key": KEY}})
-    assert strongbox(["--connector", "managed.67", "--key", "saas_authorization", "--value", "-"],
-                     stdin=io.StringIO(value), stderr=io.StringIO()) == 0
+    assert (
+        strongbox(
+            ["--connector", "managed.67", "--key", "saas_authorization", "--value", "-"],
+            stdin=io.StringIO(value),
+            stderr=io.StringIO(),
+        )
+        == 0
+    )
     oomnitza.enqueue_managed(worked_example(saas.url))
     result = managed(ini(tmp_path, oomnitza, "[managed.67]\nvault_keys = saas_authorization\n"))
     assert result.code == 0, result.all
@@ -472,8 +560,10 @@ def test_doubled_percent_in_a_managed_section(tmp_path: Path) -> None:
     from oomnitza_connector.converters import ConverterRegistry
 
     path = tmp_path / "c.ini"
-    path.write_text('[managed.5]\nlocal_inputs = {"password": "50%%off"}\nsaas_authorization = {"params": '
-                    '{"k": "a%b"}}\n', encoding="utf-8")
+    path.write_text(
+        '[managed.5]\nlocal_inputs = {"password": "50%%off"}\nsaas_authorization = {"params": {"k": "a%b"}}\n',
+        encoding="utf-8",
+    )
     section = load_managed_section(path, "managed.5", ConverterRegistry())
     assert section is not None
     assert section.settings["local_inputs"] == '{"password": "50%off"}'  # written for the old parser
@@ -484,8 +574,13 @@ def test_doubled_percent_in_a_managed_section(tmp_path: Path) -> None:
 def test_users_with_saas_behavior_and_test_run(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
     saas.devices += [dict(d, id=f"dv-{i}", serial=f"S{i}") for i, d in enumerate(saas.devices * 4, start=10)]
     cfg = worked_example(saas.url)
-    cfg.update(id=70, type="users", test_run=True, software_behavior={"enabled": False},
-               saas_behavior={"enabled": True, "sync_key": "fleetwise", "name": "Fleetwise {{ inputs.page_size }}"})
+    cfg.update(
+        id=70,
+        type="users",
+        test_run=True,
+        software_behavior={"enabled": False},
+        saas_behavior={"enabled": True, "sync_key": "fleetwise", "name": "Fleetwise {{ inputs.page_size }}"},
+    )
     oomnitza.set_managed_mapping(70, {"USER": {"type": "attribute", "value": "serial"}})
     oomnitza.sync_keys["70"] = ["USER"]
     oomnitza.enqueue_managed(cfg)
@@ -497,6 +592,7 @@ def test_users_with_saas_behavior_and_test_run(tmp_path: Path, saas: FakeSaas, o
 
 
 # -- HTTP behaviour of SaaS calls ------------------------------------------------------------------
+
 
 def test_saas_calls_honour_retry_after_and_retry_5xx(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
     saas.fail("GET", "/v1/devices", 429, headers={"Retry-After": "1"}, query={"cursor": "c2"})

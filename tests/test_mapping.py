@@ -88,8 +88,13 @@ def test_bad_type_and_bad_cast() -> None:
 
 
 def test_a_new_value_source_replaces_the_default() -> None:
-    merged = merge_mappings(defaults={"APPLICATIONS": {"source": "software.applications"}}, server={},
-                            ini={"APPLICATIONS": {"hardcoded": []}}, default_converters={}, extras={})
+    merged = merge_mappings(
+        defaults={"APPLICATIONS": {"source": "software.applications"}},
+        server={},
+        ini={"APPLICATIONS": {"hardcoded": []}},
+        default_converters={},
+        extras={},
+    )
     assert merged["APPLICATIONS"] == {"hardcoded": []}
     mapper = Mapper(merged, section(), ConverterRegistry())
     assert mapper.convert({"software": {"applications": [{"name": "x"}]}}) == {"APPLICATIONS": []}

@@ -13,11 +13,20 @@ from .helpers import run_cli
 
 def make_ini(tmp_path: Path, fake: FakeOomnitza, oomnitza_extra: str = "", rows: int = 5) -> Path:
     (tmp_path / "a.csv").write_text("serial\n" + "".join(f"S{i}\n" for i in range(rows)), encoding="utf-8")
-    text = "\n".join([
-        "[oomnitza]", f"url = {fake.url}", *oomnitza_extra.splitlines(), "",
-        "[csv_assets]", "enable = True", f"filename = {tmp_path}/a.csv", "sync_field = SERIAL",
-        'mapping.SERIAL = {"source": "serial"}', "",
-    ])
+    text = "\n".join(
+        [
+            "[oomnitza]",
+            f"url = {fake.url}",
+            *oomnitza_extra.splitlines(),
+            "",
+            "[csv_assets]",
+            "enable = True",
+            f"filename = {tmp_path}/a.csv",
+            "sync_field = SERIAL",
+            'mapping.SERIAL = {"source": "serial"}',
+            "",
+        ]
+    )
     path = tmp_path / "config.ini"
     path.write_text(text, encoding="utf-8")
     return path
@@ -52,8 +61,9 @@ def test_client_certificate_login(tmp_path: Path, fake_oomnitza_mtls: FakeOomnit
     assert len(fake_oomnitza_mtls.records("assets")) == 5
 
 
-def test_without_client_certificate_the_handshake_fails_cleanly(tmp_path: Path,
-                                                                 fake_oomnitza_mtls: FakeOomnitza) -> None:
+def test_without_client_certificate_the_handshake_fails_cleanly(
+    tmp_path: Path, fake_oomnitza_mtls: FakeOomnitza
+) -> None:
     extra = f"cacert_file = {fake_oomnitza_mtls.ca_file}\napi_token = test-token"
     result = run_cli("upload", "csv_assets", "--ini", str(make_ini(tmp_path, fake_oomnitza_mtls, extra)))
     assert result.code == 1

@@ -19,14 +19,32 @@ def test_no_secret_in_any_output(tmp_path: Path, fake_oomnitza_factory, monkeypa
     monkeypatch.chdir(tmp_path)
     # A row that happens to contain the secret, and a converter that puts it into an error message.
     (tmp_path / "a.csv").write_text(f"serial,note\nS1,hello\nS2,{PASSWORD}\nS3,boom\n", encoding="utf-8")
-    (tmp_path / "c.ini").write_text("\n".join([
-        "[oomnitza]", f"url = {fake.url}", "username = svc", f"password = {PASSWORD}", "",
-        "[csv_assets]", "enable = True", "filename = a.csv", "sync_field = SERIAL",
-        'mapping.SERIAL = {"source": "serial"}', 'mapping.X = {"source": "note", "converter": "leak"}',
-        f'mapping.Y = {{"hardcoded": "{PASSWORD}"}}', "",
-        "[converters]", "leak:", "    if value == 'boom':",
-        f"        raise ValueError('the password is {PASSWORD}')", "    return value", "",
-    ]), encoding="utf-8")
+    (tmp_path / "c.ini").write_text(
+        "\n".join(
+            [
+                "[oomnitza]",
+                f"url = {fake.url}",
+                "username = svc",
+                f"password = {PASSWORD}",
+                "",
+                "[csv_assets]",
+                "enable = True",
+                "filename = a.csv",
+                "sync_field = SERIAL",
+                'mapping.SERIAL = {"source": "serial"}',
+                'mapping.X = {"source": "note", "converter": "leak"}',
+                f'mapping.Y = {{"hardcoded": "{PASSWORD}"}}',
+                "",
+                "[converters]",
+                "leak:",
+                "    if value == 'boom':",
+                f"        raise ValueError('the password is {PASSWORD}')",
+                "    return value",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
     outputs = []
     for args in (["--save-data"], ["--testmode"], ["--show-mappings"], ["--debug"]):
         result = run_cli("upload", "csv_assets", "--ini", "c.ini", *args)

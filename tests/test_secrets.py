@@ -36,15 +36,28 @@ def keyring_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def store(service: str, key: str, value: str) -> None:
     err = io.StringIO()
-    assert strongbox(["--connector", service, "--key", key, "--value", "-"], stdin=io.StringIO(value + "\n"),
-                     stderr=err) == 0, err.getvalue()
+    assert (
+        strongbox(["--connector", service, "--key", key, "--value", "-"], stdin=io.StringIO(value + "\n"), stderr=err)
+        == 0
+    ), err.getvalue()
 
 
 def config(tmp_path: Path, fake: FakeOomnitza, oomnitza_lines: str) -> Path:
     (tmp_path / "a.csv").write_text("serial\nS1\nS2\n", encoding="utf-8")
-    text = "\n".join(["[oomnitza]", f"url = {fake.url}", *oomnitza_lines.splitlines(), "",
-                      "[csv_assets]", "enable = True", f"filename = {tmp_path}/a.csv", "sync_field = SERIAL",
-                      'mapping.SERIAL = {"source": "serial"}', ""])
+    text = "\n".join(
+        [
+            "[oomnitza]",
+            f"url = {fake.url}",
+            *oomnitza_lines.splitlines(),
+            "",
+            "[csv_assets]",
+            "enable = True",
+            f"filename = {tmp_path}/a.csv",
+            "sync_field = SERIAL",
+            'mapping.SERIAL = {"source": "serial"}',
+            "",
+        ]
+    )
     path = tmp_path / "config.ini"
     path.write_text(text, encoding="utf-8")
     return path
@@ -60,6 +73,7 @@ def upload_ok(ini: Path, fake: FakeOomnitza) -> str:
 
 
 # -- strongbox -------------------------------------------------------------------------------------
+
 
 def test_strongbox_set_list_delete(keyring_file: Path) -> None:
     store("zendesk.abc", "api_token", "s3cr3t-value")
@@ -95,16 +109,23 @@ def test_strongbox_version_and_usage() -> None:
 
 def test_strongbox_script_and_subcommand(keyring_file: Path) -> None:
     env = {**os.environ}
-    proc = subprocess.run([sys.executable, str(ROOT / "strongbox.py"), "--connector=oomnitza", "--key=api_token",
-                           "--value="], input="from-a-pipe\n", capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "strongbox.py"), "--connector=oomnitza", "--key=api_token", "--value="],
+        input="from-a-pipe\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "has been saved" in proc.stderr
     result = run_cli("strongbox", "--connector", "oomnitza", "--list")
     assert result.code == 0 and result.out.split() == ["api_token"]
 
 
-def test_no_usable_keyring_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             fake_oomnitza: FakeOomnitza) -> None:
+def test_no_usable_keyring_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_oomnitza: FakeOomnitza
+) -> None:
     monkeypatch.delenv("OOMNITZA_KEYRING", raising=False)
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
     result = run_cli("upload", "csv_assets", "--ini", str(config(tmp_path, fake_oomnitza, "vault_keys = api_token")))
@@ -114,6 +135,7 @@ def test_no_usable_keyring_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.
 
 
 # -- keyring backend ---------------------------------------------------------------------------------
+
 
 def test_oomnitza_token_from_keyring(tmp_path: Path, keyring_file: Path, fake_oomnitza: FakeOomnitza) -> None:
     store("oomnitza", "api_token", TOKEN)
@@ -131,17 +153,20 @@ def test_alias_and_comma_separated_keys(tmp_path: Path, keyring_file: Path, fake
     assert "pw-from-keyring" not in output
 
 
-def test_missing_secret_names_the_strongbox_command(tmp_path: Path, keyring_file: Path,
-                                                    fake_oomnitza: FakeOomnitza) -> None:
+def test_missing_secret_names_the_strongbox_command(
+    tmp_path: Path, keyring_file: Path, fake_oomnitza: FakeOomnitza
+) -> None:
     result = run_cli("upload", "csv_assets", "--ini", str(config(tmp_path, fake_oomnitza, "vault_keys = api_token")))
     assert result.code == 1
     assert result.err.strip().splitlines() == [
         "error: [oomnitza] the secret 'api_token' was not found in the OS keyring; store it with: "
-        "python strongbox.py --connector=oomnitza --key=api_token --value="]
+        "python strongbox.py --connector=oomnitza --key=api_token --value="
+    ]
 
 
-def test_wrong_keyring_password(tmp_path: Path, keyring_file: Path, fake_oomnitza: FakeOomnitza,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_keyring_password(
+    tmp_path: Path, keyring_file: Path, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store("oomnitza", "api_token", TOKEN)
     monkeypatch.setenv("OOMNITZA_KEYRING_PASSWORD", "not-the-password")
     result = run_cli("upload", "csv_assets", "--ini", str(config(tmp_path, fake_oomnitza, "vault_keys = api_token")))
@@ -150,20 +175,23 @@ def test_wrong_keyring_password(tmp_path: Path, keyring_file: Path, fake_oomnitz
 
 # -- environment ----------------------------------------------------------------------------------
 
+
 def test_environment_variables(tmp_path: Path, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OOMNITZA__OOMNITZA__API_TOKEN", TOKEN)
     output = upload_ok(config(tmp_path, fake_oomnitza, "api_token = overridden-by-env"), fake_oomnitza)
     assert TOKEN not in output
 
 
-def test_backend_wins_over_environment(tmp_path: Path, keyring_file: Path, fake_oomnitza: FakeOomnitza,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backend_wins_over_environment(
+    tmp_path: Path, keyring_file: Path, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store("oomnitza", "api_token", TOKEN)
     monkeypatch.setenv("OOMNITZA__OOMNITZA__API_TOKEN", "wrong-from-env")
     upload_ok(config(tmp_path, fake_oomnitza, "vault_keys = api_token"), fake_oomnitza)
 
 
 # -- Vault ----------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def vault() -> Iterator[FakeVault]:
@@ -173,11 +201,23 @@ def vault() -> Iterator[FakeVault]:
         yield fake
 
 
-@pytest.mark.parametrize("mount, setting", [("secret", ""), ("kv1", "vault_mount = kv1"),
-                                            ("secret", "vault_kv_version = 2"),
-                                            ("kv1", "vault_mount = kv1\nvault_kv_version = 1")])
-def test_vault_kv_versions(tmp_path: Path, vault: FakeVault, fake_oomnitza: FakeOomnitza,
-                           monkeypatch: pytest.MonkeyPatch, mount: str, setting: str) -> None:
+@pytest.mark.parametrize(
+    "mount, setting",
+    [
+        ("secret", ""),
+        ("kv1", "vault_mount = kv1"),
+        ("secret", "vault_kv_version = 2"),
+        ("kv1", "vault_mount = kv1\nvault_kv_version = 1"),
+    ],
+)
+def test_vault_kv_versions(
+    tmp_path: Path,
+    vault: FakeVault,
+    fake_oomnitza: FakeOomnitza,
+    monkeypatch: pytest.MonkeyPatch,
+    mount: str,
+    setting: str,
+) -> None:
     vault.data[(mount, "oomnitza")] = {"api_token": TOKEN}
     monkeypatch.setenv("VAULT_ADDR", vault.url)
     monkeypatch.setenv("VAULT_TOKEN", vault.token)
@@ -186,8 +226,9 @@ def test_vault_kv_versions(tmp_path: Path, vault: FakeVault, fake_oomnitza: Fake
     assert TOKEN not in output and vault.token not in output
 
 
-def test_vault_bootstrap_from_keyring_and_legacy_url(tmp_path: Path, vault: FakeVault, keyring_file: Path,
-                                                     fake_oomnitza: FakeOomnitza) -> None:
+def test_vault_bootstrap_from_keyring_and_legacy_url(
+    tmp_path: Path, vault: FakeVault, keyring_file: Path, fake_oomnitza: FakeOomnitza
+) -> None:
     vault.data[("secret", "oomnitza")] = {"api_token": TOKEN}
     store("oomnitza", "vault_url", f"{vault.url}/v1/secret/oomnitza")  # as the seed's docs showed it
     store("oomnitza", "vault_token", vault.token)
@@ -195,24 +236,38 @@ def test_vault_bootstrap_from_keyring_and_legacy_url(tmp_path: Path, vault: Fake
     assert all(r.headers.get("x-vault-token") == vault.token for r in vault.requests)
 
 
-def test_vault_namespace_and_path(tmp_path: Path, vault: FakeVault, fake_oomnitza: FakeOomnitza,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vault_namespace_and_path(
+    tmp_path: Path, vault: FakeVault, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
     vault.namespace = "team-it"
     vault.data[("secret", "connectors/oomnitza")] = {"api_token": TOKEN}
     monkeypatch.setenv("VAULT_TOKEN", vault.token)
-    ini = config(tmp_path, fake_oomnitza, f"vault_backend = vault\nvault_keys = api_token\nvault_url = {vault.url}\n"
-                 "vault_namespace = team-it\nvault_path = connectors/oomnitza")
+    ini = config(
+        tmp_path,
+        fake_oomnitza,
+        f"vault_backend = vault\nvault_keys = api_token\nvault_url = {vault.url}\n"
+        "vault_namespace = team-it\nvault_path = connectors/oomnitza",
+    )
     upload_ok(ini, fake_oomnitza)
 
 
-@pytest.mark.parametrize("problem, message", [
-    ("token", "Vault refused to read secret/oomnitza (403)"),
-    ("path", "Vault has no secret at secret/oomnitza (KV v2)"),
-    ("key", "the secret 'api_token' was not found in Vault"),
-    ("bootstrap", "vault_token for the secret backend is not set"),
-])
-def test_vault_errors(tmp_path: Path, vault: FakeVault, fake_oomnitza: FakeOomnitza,
-                      monkeypatch: pytest.MonkeyPatch, problem: str, message: str) -> None:
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("token", "Vault refused to read secret/oomnitza (403)"),
+        ("path", "Vault has no secret at secret/oomnitza (KV v2)"),
+        ("key", "the secret 'api_token' was not found in Vault"),
+        ("bootstrap", "vault_token for the secret backend is not set"),
+    ],
+)
+def test_vault_errors(
+    tmp_path: Path,
+    vault: FakeVault,
+    fake_oomnitza: FakeOomnitza,
+    monkeypatch: pytest.MonkeyPatch,
+    problem: str,
+    message: str,
+) -> None:
     monkeypatch.delenv("VAULT_TOKEN", raising=False)
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
     if problem != "path":
@@ -228,6 +283,7 @@ def test_vault_errors(tmp_path: Path, vault: FakeVault, fake_oomnitza: FakeOomni
 
 # -- Conjur ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def conjur_server() -> Iterator[FakeConjur]:
     fake = FakeConjur(account="acme", login="host/oomnitza-connector")
@@ -238,14 +294,25 @@ def conjur_server() -> Iterator[FakeConjur]:
 
 
 def conjur_ini(tmp_path: Path, fake: FakeOomnitza, conjur_fake: FakeConjur) -> Path:
-    return config(tmp_path, fake, "\n".join([
-        "vault_backend = cyberark", "vault_keys = api_token", f"vault_url = {conjur_fake.url}",
-        "conjur_account = acme", "conjur_login = host/oomnitza-connector",
-        "conjur_variable_prefix = prod/oomnitza/"]))
+    return config(
+        tmp_path,
+        fake,
+        "\n".join(
+            [
+                "vault_backend = cyberark",
+                "vault_keys = api_token",
+                f"vault_url = {conjur_fake.url}",
+                "conjur_account = acme",
+                "conjur_login = host/oomnitza-connector",
+                "conjur_variable_prefix = prod/oomnitza/",
+            ]
+        ),
+    )
 
 
-def test_conjur_reads_url_encoded_variables(tmp_path: Path, conjur_server: FakeConjur, fake_oomnitza: FakeOomnitza,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_conjur_reads_url_encoded_variables(
+    tmp_path: Path, conjur_server: FakeConjur, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
     conjur_server.variables["prod/oomnitza/api_token"] = TOKEN
     monkeypatch.setenv("CONJUR_AUTHN_API_KEY", conjur_server.api_key)
     output = upload_ok(conjur_ini(tmp_path, fake_oomnitza, conjur_server), fake_oomnitza)
@@ -255,8 +322,9 @@ def test_conjur_reads_url_encoded_variables(tmp_path: Path, conjur_server: FakeC
     assert auth.path == "/authn/acme/host/oomnitza-connector/authenticate" or "%2F" in auth.path
 
 
-def test_conjur_expired_token_is_refreshed(tmp_path: Path, conjur_server: FakeConjur, fake_oomnitza: FakeOomnitza,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_conjur_expired_token_is_refreshed(
+    tmp_path: Path, conjur_server: FakeConjur, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
     conjur_server.variables["prod/oomnitza/api_token"] = TOKEN
     conjur_server.uses_per_token = 1
     monkeypatch.setenv("CONJUR_AUTHN_API_KEY", conjur_server.api_key)
@@ -264,12 +332,21 @@ def test_conjur_expired_token_is_refreshed(tmp_path: Path, conjur_server: FakeCo
     assert conjur_server.authentications >= 2
 
 
-@pytest.mark.parametrize("problem, message", [
-    ("key", "Conjur rejected the API key of 'host/oomnitza-connector' in account 'acme' (401)"),
-    ("missing", "the secret 'api_token' was not found in Conjur"),
-])
-def test_conjur_errors(tmp_path: Path, conjur_server: FakeConjur, fake_oomnitza: FakeOomnitza,
-                       monkeypatch: pytest.MonkeyPatch, problem: str, message: str) -> None:
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("key", "Conjur rejected the API key of 'host/oomnitza-connector' in account 'acme' (401)"),
+        ("missing", "the secret 'api_token' was not found in Conjur"),
+    ],
+)
+def test_conjur_errors(
+    tmp_path: Path,
+    conjur_server: FakeConjur,
+    fake_oomnitza: FakeOomnitza,
+    monkeypatch: pytest.MonkeyPatch,
+    problem: str,
+    message: str,
+) -> None:
     monkeypatch.setenv("CONJUR_AUTHN_API_KEY", "wrong" if problem == "key" else conjur_server.api_key)
     result = run_cli("upload", "csv_assets", "--ini", str(conjur_ini(tmp_path, fake_oomnitza, conjur_server)))
     assert result.code == 1

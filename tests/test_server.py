@@ -36,13 +36,17 @@ def jamf() -> Iterator[FakeJamf]:
 
 
 def write_ini(tmp_path: Path, oomnitza: FakeOomnitza, jamf: FakeJamf) -> Path:
-    common = (f"url = {jamf.url}\nclient_id = {jamf.client_id}\nclient_secret = {jamf.client_secret}\n"
-              'sync_field = SERIAL_NUMBER\nmapping.SERIAL_NUMBER = {"source": "general.serial_number"}\n')
-    text = (f"[oomnitza]\nurl = {oomnitza.url}\napi_token = {oomnitza.token}\n\n"
-            f"[casper]\nenable = True\n{common}webhook_token = {TOKEN}\n\n"
-            f"[casper.MDM]\nenable = True\n{common}sync_type = mobiledevices\nwebhook_username = jamf\n"
-            "webhook_password = hook-pass-99\n\n"
-            "[csv_assets]\nenable = True\nfilename = x.csv\nsync_field = A\n")
+    common = (
+        f"url = {jamf.url}\nclient_id = {jamf.client_id}\nclient_secret = {jamf.client_secret}\n"
+        'sync_field = SERIAL_NUMBER\nmapping.SERIAL_NUMBER = {"source": "general.serial_number"}\n'
+    )
+    text = (
+        f"[oomnitza]\nurl = {oomnitza.url}\napi_token = {oomnitza.token}\n\n"
+        f"[casper]\nenable = True\n{common}webhook_token = {TOKEN}\n\n"
+        f"[casper.MDM]\nenable = True\n{common}sync_type = mobiledevices\nwebhook_username = jamf\n"
+        "webhook_password = hook-pass-99\n\n"
+        "[csv_assets]\nenable = True\nfilename = x.csv\nsync_field = A\n"
+    )
     path = tmp_path / "config.ini"
     path.write_text(text, encoding="utf-8")
     return path
@@ -67,8 +71,10 @@ def hooks(tmp_path: Path, fake_oomnitza: FakeOomnitza, jamf: FakeJamf) -> Iterat
 
 def event(name: str, jss_id: int, nested: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {"computer": {"jssID": jss_id}} if nested else {"jssID": jss_id}
-    return {"webhook": {"id": 7, "name": "oomnitza-sync", "webhookEvent": name, "eventTimestamp": 1767225600000},
-            "event": body}
+    return {
+        "webhook": {"id": 7, "name": "oomnitza-sync", "webhookEvent": name, "eventTimestamp": 1767225600000},
+        "event": body,
+    }
 
 
 def post(url: str, payload: Any, **kwargs: Any) -> httpx.Response:
@@ -83,25 +89,44 @@ def wait_for(predicate: Any, seconds: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("name, nested", [
-    ("ComputerAdded", False), ("ComputerCheckIn", True), ("ComputerInventoryCompleted", False),
-    ("ComputerPolicyFinished", True), ("ComputerPushCapabilityChanged", False),
-])
-def test_computer_events_sync_that_device(hooks: tuple[str, Any], fake_oomnitza: FakeOomnitza,
-                                          name: str, nested: bool) -> None:
+@pytest.mark.parametrize(
+    "name, nested",
+    [
+        ("ComputerAdded", False),
+        ("ComputerCheckIn", True),
+        ("ComputerInventoryCompleted", False),
+        ("ComputerPolicyFinished", True),
+        ("ComputerPushCapabilityChanged", False),
+    ],
+)
+def test_computer_events_sync_that_device(
+    hooks: tuple[str, Any], fake_oomnitza: FakeOomnitza, name: str, nested: bool
+) -> None:
     url, worker = hooks
     response = post(f"{url}/it/does/not/matter/casper", event(name, 102, nested))
     assert response.status_code == 202 and response.json() == {"status": "queued"}
-    wait_for(lambda: fake_oomnitza.records("assets") or (worker.synced and worker.synced[-1].error and
-                                                         pytest.fail(worker.synced[-1].error)))
+    wait_for(
+        lambda: (
+            fake_oomnitza.records("assets")
+            or (worker.synced and worker.synced[-1].error and pytest.fail(worker.synced[-1].error))
+        )
+    )
     (record,) = fake_oomnitza.records("assets")
     assert record["SERIAL_NUMBER"] == computer(102)["hardware"]["serialNumber"]
     wait_for(lambda: any(p.finalized for p in fake_oomnitza.portions.values()))
     assert fake_oomnitza.bulk_payloads[0]["connector_name"] == "Casper"
 
 
-@pytest.mark.parametrize("name", ["MobileDeviceCheckIn", "MobileDeviceCommandCompleted", "MobileDeviceEnrolled",
-                                  "MobileDevicePushSent", "MobileDeviceUnEnrolled"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MobileDeviceCheckIn",
+        "MobileDeviceCommandCompleted",
+        "MobileDeviceEnrolled",
+        "MobileDevicePushSent",
+        "MobileDeviceUnEnrolled",
+    ],
+)
 def test_mobile_events_with_basic_auth(hooks: tuple[str, Any], fake_oomnitza: FakeOomnitza, name: str) -> None:
     url, _ = hooks
     response = httpx.post(f"{url}/casper.MDM", json=event(name, 55), auth=("jamf", "hook-pass-99"), timeout=10)
@@ -110,8 +135,7 @@ def test_mobile_events_with_basic_auth(hooks: tuple[str, Any], fake_oomnitza: Fa
     assert fake_oomnitza.bulk_payloads[0]["connector_name"] == "Casper.MDM"
 
 
-def test_a_burst_of_duplicates_is_one_sync(hooks: tuple[str, Any], fake_oomnitza: FakeOomnitza,
-                                           jamf: FakeJamf) -> None:
+def test_a_burst_of_duplicates_is_one_sync(hooks: tuple[str, Any], fake_oomnitza: FakeOomnitza, jamf: FakeJamf) -> None:
     url, worker = hooks
     for _ in range(10):
         assert post(f"{url}/casper", event("ComputerCheckIn", 101, nested=True)).status_code == 202
@@ -122,13 +146,17 @@ def test_a_burst_of_duplicates_is_one_sync(hooks: tuple[str, Any], fake_oomnitza
     assert len(fake_oomnitza.portions) == 1 and next(iter(fake_oomnitza.portions.values())).finalized
 
 
-@pytest.mark.parametrize("headers, auth, status", [
-    ({}, None, 401),
-    ({"Authorization": "Bearer wrong"}, None, 401),
-    ({"Authorization": ""}, ("jamf", "hook-pass-99"), 401),  # basic is configured for casper.MDM only
-])
-def test_wrong_or_missing_credentials(hooks: tuple[str, Any], fake_oomnitza: FakeOomnitza,
-                                      headers: dict[str, str], auth: Any, status: int) -> None:
+@pytest.mark.parametrize(
+    "headers, auth, status",
+    [
+        ({}, None, 401),
+        ({"Authorization": "Bearer wrong"}, None, 401),
+        ({"Authorization": ""}, ("jamf", "hook-pass-99"), 401),  # basic is configured for casper.MDM only
+    ],
+)
+def test_wrong_or_missing_credentials(
+    hooks: tuple[str, Any], fake_oomnitza: FakeOomnitza, headers: dict[str, str], auth: Any, status: int
+) -> None:
     url, _ = hooks
     response = httpx.post(f"{url}/casper", json=event("ComputerAdded", 101), headers=headers, auth=auth, timeout=10)
     assert response.status_code == status
@@ -144,11 +172,16 @@ def test_unknown_section_and_other_requests(hooks: tuple[str, Any]) -> None:
     assert httpx.get(f"{url}/casper", timeout=10).status_code == 405
     assert httpx.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
     assert post(f"{url}/casper", None, content=b"x", headers={"Content-Type": "text/plain"}).status_code == 415
-    bad = httpx.post(f"{url}/casper", content=b"{not json", timeout=10,
-                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    bad = httpx.post(
+        f"{url}/casper",
+        content=b"{not json",
+        timeout=10,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
     assert bad.status_code == 400
-    assert post(f"{url}/casper", {"webhook": {"webhookEvent": "SmartGroupMembershipChange"}}).json()["status"] == \
-        "ignored"
+    assert (
+        post(f"{url}/casper", {"webhook": {"webhookEvent": "SmartGroupMembershipChange"}}).json()["status"] == "ignored"
+    )
     assert post(f"{url}/casper", event("MobileDeviceCheckIn", 55)).json()["status"] == "ignored"  # wrong kind
 
 
@@ -165,12 +198,17 @@ def test_unknown_device_is_counted_not_fatal(hooks: tuple[str, Any], fake_oomnit
     assert worker.synced[0].counts["failed_convert"] == 1 and fake_oomnitza.records("assets") == []
 
 
-def test_a_section_without_authentication_is_refused(tmp_path: Path, fake_oomnitza: FakeOomnitza,
-                                                     jamf: FakeJamf) -> None:
+def test_a_section_without_authentication_is_refused(
+    tmp_path: Path, fake_oomnitza: FakeOomnitza, jamf: FakeJamf
+) -> None:
     path = write_ini(tmp_path, fake_oomnitza, jamf)
     path.write_text(path.read_text().replace(f"webhook_token = {TOKEN}\n", ""), encoding="utf-8")
-    proc = subprocess.run([sys.executable, str(ROOT / "server.py"), "--ini", str(path), "--port", "0"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "--ini", str(path), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert "[casper] set webhook_token" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -182,9 +220,24 @@ def test_server_script_end_to_end(tmp_path: Path, fake_oomnitza: FakeOomnitza, j
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     path = write_ini(tmp_path, fake_oomnitza, jamf)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "connector.py"), "server", "--ini", str(path), "--port",
-                             str(port), "--coalesce-seconds", "0.2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ}, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "connector.py"),
+            "server",
+            "--ini",
+            str(path),
+            "--port",
+            str(port),
+            "--coalesce-seconds",
+            "0.2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+        cwd=tmp_path,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:

@@ -322,8 +322,9 @@ def test_csv_header_spaces_warned_or_stripped(tmp_path: Path) -> None:
 def test_json_arrays_are_streamed_and_a_cut_file_keeps_what_came_before(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    people = [{"login": f"u{i}", "name": {"first": f"N{i}"}, "score": i + 0.5, "active": i % 2 == 0}
-              for i in range(2300)]
+    people = [
+        {"login": f"u{i}", "name": {"first": f"N{i}"}, "score": i + 0.5, "active": i % 2 == 0} for i in range(2300)
+    ]
     text = json.dumps(people, indent=1)
     (inbox / "a_whole.json").write_text("\n  " + text, encoding="utf-8")
     cut = json.dumps([{"login": f"c{i}"} for i in range(1500)])

@@ -59,8 +59,12 @@ class DpopKey:
         import jwt
 
         target = httpx.URL(str(url))
-        claims: dict[str, object] = {"htm": method.upper(), "htu": str(target.copy_with(query=None, fragment=None)),
-                                     "iat": int(time.time()), "jti": str(uuid.uuid4())}
+        claims: dict[str, object] = {
+            "htm": method.upper(),
+            "htu": str(target.copy_with(query=None, fragment=None)),
+            "iat": int(time.time()),
+            "jti": str(uuid.uuid4()),
+        }
         if self.nonce:
             claims["nonce"] = self.nonce
         if token is not None:  # binds the proof to the access token it accompanies
@@ -90,8 +94,15 @@ class RefreshingToken(httpx.Auth):
     """A token obtained by a call (OAuth client credentials, a login), reused until it expires,
     fetched again ahead of expiry and once more when the server answers 401."""
 
-    def __init__(self, fetch: TokenFetcher, *, header: str = "Authorization", scheme: str = "Bearer",
-                 leeway: float = 60.0, refresh_on: tuple[int, ...] = (401,)) -> None:
+    def __init__(
+        self,
+        fetch: TokenFetcher,
+        *,
+        header: str = "Authorization",
+        scheme: str = "Bearer",
+        leeway: float = 60.0,
+        refresh_on: tuple[int, ...] = (401,),
+    ) -> None:
         self.fetch = fetch
         self.header, self.scheme, self.leeway = header, scheme, leeway
         self.refresh_on = refresh_on  # statuses meaning "session expired" (some vendors answer 403)
@@ -114,8 +125,11 @@ class RefreshingToken(httpx.Auth):
 
     async def _ensure(self, stale: str | None = None) -> None:
         async with self.lock:  # one refresh for many concurrent requests
-            fresh = self.token is not None and self.token != stale and (
-                self.expires_at is None or time.monotonic() < self.expires_at - self.leeway)
+            fresh = (
+                self.token is not None
+                and self.token != stale
+                and (self.expires_at is None or time.monotonic() < self.expires_at - self.leeway)
+            )
             if fresh:
                 return
             token, expires_in = await self.fetch()

@@ -33,35 +33,57 @@ def build_parser() -> argparse.ArgumentParser:
         prog="connector.py",
         description="Sync records from your IT systems into Oomnitza.",
         epilog="Examples:  connector.py upload csv_assets --testmode   |   connector.py generate-ini --ini new.ini"
-               "   |   connector.py local export --format csv.   "
-               "Also: connector.py strongbox --help (secrets in the OS keyring), "
-               "connector.py server --help (the webhook receiver).",
+        "   |   connector.py local export --format csv.   "
+        "Also: connector.py strongbox --help (secrets in the OS keyring), "
+        "connector.py server --help (the webhook receiver).",
     )
-    parser.add_argument("mode", nargs="?", default="managed", choices=MODES, metavar="{" + ",".join(MODES) + "}",
-                        help="action to perform (default: managed)")
-    parser.add_argument("connectors", nargs="*",
-                        help="upload: the sections to run, in order; local: summary or export")
-    parser.add_argument("--record-count", type=_non_negative, default=0,
-                        help="stop after this many records per section (0 = all)")
-    parser.add_argument("--workers", type=_non_negative, default=2,
-                        help="batches in flight to Oomnitza per section (0 = one at a time); default 2")
-    parser.add_argument("--batch-size", type=_positive, default=100,
-                        help="records per upload request; default 100")
-    parser.add_argument("--ignore-cloud-maintenance", action="store_true",
-                        help="managed mode: keep polling while the cloud is in maintenance")
-    parser.add_argument("--poll-interval", type=float, default=10.0,
-                        help="managed mode: seconds between polls of Oomnitza; default 10")
-    parser.add_argument("--exit-when-idle", action="store_true",
-                        help="managed mode: run what is due, then exit when nothing is due or running")
-    parser.add_argument("--show-mappings", action="store_true",
-                        help="print the merged mapping of each section and exit")
-    parser.add_argument("--testmode", action="store_true",
-                        help="print the payloads instead of sending them; nothing is written to Oomnitza")
-    parser.add_argument("--save-data", action="store_true",
-                        help="write the source records and the payloads to ./saved_data/")
+    parser.add_argument(
+        "mode",
+        nargs="?",
+        default="managed",
+        choices=MODES,
+        metavar="{" + ",".join(MODES) + "}",
+        help="action to perform (default: managed)",
+    )
+    parser.add_argument("connectors", nargs="*", help="upload: the sections to run, in order; local: summary or export")
+    parser.add_argument(
+        "--record-count", type=_non_negative, default=0, help="stop after this many records per section (0 = all)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=_non_negative,
+        default=2,
+        help="batches in flight to Oomnitza per section (0 = one at a time); default 2",
+    )
+    parser.add_argument("--batch-size", type=_positive, default=100, help="records per upload request; default 100")
+    parser.add_argument(
+        "--ignore-cloud-maintenance",
+        action="store_true",
+        help="managed mode: keep polling while the cloud is in maintenance",
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=10.0, help="managed mode: seconds between polls of Oomnitza; default 10"
+    )
+    parser.add_argument(
+        "--exit-when-idle",
+        action="store_true",
+        help="managed mode: run what is due, then exit when nothing is due or running",
+    )
+    parser.add_argument(
+        "--show-mappings", action="store_true", help="print the merged mapping of each section and exit"
+    )
+    parser.add_argument(
+        "--testmode",
+        action="store_true",
+        help="print the payloads instead of sending them; nothing is written to Oomnitza",
+    )
+    parser.add_argument(
+        "--save-data", action="store_true", help="write the source records and the payloads to ./saved_data/"
+    )
     parser.add_argument("--ini", type=Path, default=None, help="config file (default: config.ini)")
-    parser.add_argument("--logging-config", type=Path, default=None,
-                        help="logging dict-config JSON (default: logging.json)")
+    parser.add_argument(
+        "--logging-config", type=Path, default=None, help="logging dict-config JSON (default: logging.json)"
+    )
     parser.add_argument("--debug", action="store_true", help="verbose logs, and tracebacks for errors")
     local = parser.add_argument_group("local store (mode 'local')")
     local.add_argument("--data-type", choices=("assets", "users"), default=None, help="only this record type")
@@ -84,8 +106,13 @@ def _positive(text: str) -> int:
     return value
 
 
-def main(argv: list[str] | None = None, *, program_dir: Path | None = None,
-         stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    *,
+    program_dir: Path | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
     """Run the CLI; returns the exit code. ``program_dir`` is where config.ini and logging.json live
     by default (``connector.py``'s folder); None means the working directory."""
     out = stdout or sys.stdout
@@ -160,13 +187,22 @@ def _managed(args: argparse.Namespace, ini: Path, out: TextIO) -> int:
     from .managed.poller import Poller
 
     config = load_oomnitza(ini)
-    poller = Poller(config, ini, workers=args.workers, batch_size=args.batch_size, interval=args.poll_interval,
-                    ignore_maintenance=args.ignore_cloud_maintenance, exit_when_idle=args.exit_when_idle,
-                    testmode=args.testmode, out=out)
+    poller = Poller(
+        config,
+        ini,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        interval=args.poll_interval,
+        ignore_maintenance=args.ignore_cloud_maintenance,
+        exit_when_idle=args.exit_when_idle,
+        testmode=args.testmode,
+        out=out,
+    )
     return asyncio.run(poller.run())
 
 
 # -- upload -------------------------------------------------------------------------------------------
+
 
 def _upload(args: argparse.Namespace, ini: Path, out: TextIO, err: TextIO) -> int:
     import asyncio
@@ -193,12 +229,16 @@ def _upload(args: argparse.Namespace, ini: Path, out: TextIO, err: TextIO) -> in
 def _options(args: argparse.Namespace) -> Any:
     from .sync import Options
 
-    return Options(workers=args.workers, batch_size=args.batch_size, record_count=args.record_count,
-                   testmode=args.testmode, save_data=Path("saved_data") if args.save_data else None)
+    return Options(
+        workers=args.workers,
+        batch_size=args.batch_size,
+        record_count=args.record_count,
+        testmode=args.testmode,
+        save_data=Path("saved_data") if args.save_data else None,
+    )
 
 
-async def _run_upload(config: Config, names: list[str], args: argparse.Namespace,
-                      out: TextIO) -> list[SectionResult]:
+async def _run_upload(config: Config, names: list[str], args: argparse.Namespace, out: TextIO) -> list[SectionResult]:
     import logging
 
     from .oomnitza.sinks import make_sink
@@ -250,8 +290,7 @@ def _print_summary(results: list[SectionResult], err: TextIO, *, testmode: bool)
 
     from .sync import BUCKET_TITLES, BUCKETS
 
-    table = Table(title="Sync summary" + (" (test mode: nothing was sent)" if testmode else ""),
-                  title_justify="left")
+    table = Table(title="Sync summary" + (" (test mode: nothing was sent)" if testmode else ""), title_justify="left")
     # never shorten a section name ("google_mobile_devices" would become "google_mobile_…")
     table.add_column("section", no_wrap=True, min_width=max((len(r.section) for r in results), default=7))
     table.add_column("type")
@@ -261,12 +300,14 @@ def _print_summary(results: list[SectionResult], err: TextIO, *, testmode: bool)
     table.add_column("result")
     for r in results:
         status = "ok" if r.ok else ("error" if r.error else "records failed")
-        table.add_row(r.section, r.data_type, str(r.pulled), *(str(r.counts[b]) for b in BUCKETS),
-                      f"{r.seconds:.1f}s", status)
+        table.add_row(
+            r.section, r.data_type, str(r.pulled), *(str(r.counts[b]) for b in BUCKETS), f"{r.seconds:.1f}s", status
+        )
     Console(file=err, width=max(120, Console(file=err).width)).print(table)
 
 
 # -- local store --------------------------------------------------------------------------------------
+
 
 def _local(args: argparse.Namespace, ini: Path, out: TextIO, err: TextIO) -> int:
     from .errors import ConfigError
@@ -275,8 +316,7 @@ def _local(args: argparse.Namespace, ini: Path, out: TextIO, err: TextIO) -> int
 
     action = args.connectors[0] if args.connectors else "summary"
     if action not in ("summary", "export") or len(args.connectors) > 1:
-        print("usage: connector.py local {summary,export} [--data-type T] [--format csv|json] [--output F]",
-              file=err)
+        print("usage: connector.py local {summary,export} [--data-type T] [--format csv|json] [--output F]", file=err)
         return Exit.USAGE
     doc = read_ini(ini)
     url = doc["oomnitza"].values.get("url", "") if "oomnitza" in doc else ""
@@ -319,11 +359,20 @@ def _print_store_summary(store: Any, out: TextIO) -> None:
     console.print(table)
     runs = Table(title="Recent sync sessions", title_justify="left")
     for col in ("started", "section", "type", "received", "inserted", "updated", "skipped", "failed", "finalized"):
-        runs.add_column(col, justify="right" if col in ("received", "inserted", "updated", "skipped", "failed")
-                        else "left")
+        runs.add_column(
+            col, justify="right" if col in ("received", "inserted", "updated", "skipped", "failed") else "left"
+        )
     for p in store.portions(10):
         started = dt.datetime.fromtimestamp(p["started_at"]).strftime("%Y-%m-%d %H:%M:%S")
-        runs.add_row(started, p["section"], p["data_type"], str(p["received"]), str(p["inserted"]),
-                     str(p["updated"]), str(p["skipped"]), str(p["failed"]),
-                     "yes" if p["finalized_at"] else "no")
+        runs.add_row(
+            started,
+            p["section"],
+            p["data_type"],
+            str(p["received"]),
+            str(p["inserted"]),
+            str(p["updated"]),
+            str(p["skipped"]),
+            str(p["failed"]),
+            "yes" if p["finalized_at"] else "no",
+        )
     console.print(runs)

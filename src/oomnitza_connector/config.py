@@ -35,8 +35,12 @@ SPECIAL_KEYS = ("enable", "recordfilter")
 LEGACY_TLS_WORDS = ("ssl", "sslv23", "sslv3", "tls", "tls1")
 
 OOMNITZA_SETTINGS: tuple[Setting, ...] = (
-    Setting("url", None, example="https://example.oomnitza.com",
-            help="your Oomnitza tenant, or sqlite:///./oomnitza-local.db for the embedded local store"),
+    Setting(
+        "url",
+        None,
+        example="https://example.oomnitza.com",
+        help="your Oomnitza tenant, or sqlite:///./oomnitza-local.db for the embedded local store",
+    ),
     Setting("api_token", "", secret=True, help="API token of the service account"),
     Setting("username", "", example="oomnitza-sa", help="service account login (when no api_token)"),
     Setting("password", "", example="ThePassword", secret=True, help="service account password"),
@@ -134,7 +138,7 @@ def parse_mapping_value(text: str, *, where: str) -> dict[str, Any]:
     """A ``mapping.X`` value: JSON, a Python-dict literal as the seed's docs print them, or a bare path."""
     text = text.strip()
     if not text:
-        raise ConfigError(f"{where}: empty mapping; write e.g. {{\"source\": \"serial\"}}")
+        raise ConfigError(f'{where}: empty mapping; write e.g. {{"source": "serial"}}')
     try:
         value = json.loads(text)
     except ValueError:
@@ -153,11 +157,13 @@ def parse_mapping_value(text: str, *, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         if isinstance(value, str):
             return {"source": value}
-        raise ConfigError(f"{where}: a mapping must be an object like {{\"source\": \"serial\"}}, not {text!r}")
+        raise ConfigError(f'{where}: a mapping must be an object like {{"source": "serial"}}, not {text!r}')
     unknown = set(value) - {"source", "setting", "hardcoded", "converter", "required", "type"}
     if unknown:
-        raise ConfigError(f"{where}: unknown mapping key(s) {', '.join(sorted(unknown))}; "
-                          "use source, setting, hardcoded, converter, required or type")
+        raise ConfigError(
+            f"{where}: unknown mapping key(s) {', '.join(sorted(unknown))}; "
+            "use source, setting, hardcoded, converter, required or type"
+        )
     return value
 
 
@@ -185,8 +191,9 @@ class _Problems:
             raise ConfigError("\n".join(self.lines))
 
 
-def _resolve_settings(ini: IniSection, declared: tuple[Setting, ...], *, path: str,
-                      problems: _Problems) -> tuple[dict[str, str], frozenset[str]]:
+def _resolve_settings(
+    ini: IniSection, declared: tuple[Setting, ...], *, path: str, problems: _Problems
+) -> tuple[dict[str, str], frozenset[str]]:
     own = {s.name: s for s in declared}
     resolved: dict[str, str] = {}
     secrets: set[str] = {s.name for s in declared if s.secret}
@@ -194,8 +201,13 @@ def _resolve_settings(ini: IniSection, declared: tuple[Setting, ...], *, path: s
         if key in SPECIAL_KEYS or key.startswith("mapping."):
             continue
         if key not in own and key not in COMMON_BY_NAME:
-            log.warning("%s: [%s] has an unknown setting '%s' (line %s); it is ignored",
-                        path, ini.name, key, ini.key_lines.get(key, "?"))
+            log.warning(
+                "%s: [%s] has an unknown setting '%s' (line %s); it is ignored",
+                path,
+                ini.name,
+                key,
+                ini.key_lines.get(key, "?"),
+            )
             continue
         resolved[key] = value
     _apply_secrets(ini.name, own, resolved, secrets, problems)
@@ -203,13 +215,14 @@ def _resolve_settings(ini: IniSection, declared: tuple[Setting, ...], *, path: s
         value = resolved.get(setting.name, "")
         if value == "":
             if setting.required:
-                problems.add(f"{path}: [{ini.name}] {setting.name} is required but not set"
-                             + (f" (e.g. {setting.name} = {setting.example})" if setting.example else ""))
+                problems.add(
+                    f"{path}: [{ini.name}] {setting.name} is required but not set"
+                    + (f" (e.g. {setting.name} = {setting.example})" if setting.example else "")
+                )
                 continue
             value = setting.default or ""
         if setting.choices and value not in setting.choices:
-            problems.add(f"{path}: [{ini.name}] {setting.name} = {value!r} is not one of "
-                         f"{', '.join(setting.choices)}")
+            problems.add(f"{path}: [{ini.name}] {setting.name} = {value!r} is not one of {', '.join(setting.choices)}")
         resolved[setting.name] = value
     for key in resolved:
         if looks_secret(key):
@@ -219,8 +232,9 @@ def _resolve_settings(ini: IniSection, declared: tuple[Setting, ...], *, path: s
     return resolved, frozenset(secrets)
 
 
-def _apply_secrets(section: str, own: dict[str, Setting], resolved: dict[str, str], secret_names: set[str],
-                   problems: _Problems) -> None:
+def _apply_secrets(
+    section: str, own: dict[str, Setting], resolved: dict[str, str], secret_names: set[str], problems: _Problems
+) -> None:
     """Environment variables, then the section's secret backend, override the INI (secrets.md §1)."""
     from . import secrets
 
@@ -246,16 +260,22 @@ def _check_common(sc: SectionConfig, problems: _Problems) -> None:
     if sc.settings.get("insert_only") and sc.settings.get("update_only"):
         both = problems.guard(lambda: sc.insert_only and sc.update_only)
         if both:
-            problems.add(f"{sc.ini_path}: [{sc.name}] insert_only and update_only are both true; "
-                         "set at most one of them")
+            problems.add(
+                f"{sc.ini_path}: [{sc.name}] insert_only and update_only are both true; set at most one of them"
+            )
     proto = sc.settings.get("ssl_protocol", "").strip().lower()
     if proto and proto not in LEGACY_TLS_WORDS:
-        problems.add(f"{sc.ini_path}: [{sc.name}] ssl_protocol = {proto!r} is not supported; remove it "
-                     "(TLS 1.2 or newer is always negotiated)")
+        problems.add(
+            f"{sc.ini_path}: [{sc.name}] ssl_protocol = {proto!r} is not supported; remove it "
+            "(TLS 1.2 or newer is always negotiated)"
+        )
     elif proto:
         log.warning("[%s] ssl_protocol = %s is ignored: TLS 1.2 or newer is always negotiated", sc.name, proto)
-    for key, kind in (("cacert_file", os.path.isfile), ("cacert_dir", os.path.isdir),
-                      ("user_pem_file", os.path.isfile)):
+    for key, kind in (
+        ("cacert_file", os.path.isfile),
+        ("cacert_dir", os.path.isdir),
+        ("user_pem_file", os.path.isfile),
+    ):
         value = sc.settings.get(key, "")
         if value and not kind(value):
             problems.add(f"{sc.ini_path}: [{sc.name}] {key} = {value!r} does not exist")
@@ -263,8 +283,10 @@ def _check_common(sc: SectionConfig, problems: _Problems) -> None:
 
 def _oomnitza_section(doc: IniDocument, problems: _Problems) -> SectionConfig | None:
     if OOMNITZA not in doc:
-        problems.add(f"{doc.path}: there is no [oomnitza] section; add one with url and api_token "
-                     "(or run generate-ini for a template)")
+        problems.add(
+            f"{doc.path}: there is no [oomnitza] section; add one with url and api_token "
+            "(or run generate-ini for a template)"
+        )
         return None
     ini = doc[OOMNITZA]
     settings, secrets = _resolve_settings(ini, OOMNITZA_SETTINGS, path=doc.path, problems=problems)
@@ -274,26 +296,31 @@ def _oomnitza_section(doc: IniDocument, problems: _Problems) -> SectionConfig | 
     secrets_listed = bool(settings.get("vault_keys", "").strip())
     if url and not url.startswith("sqlite:"):
         if not url.startswith(("http://", "https://")):
-            problems.add(f"{doc.path}: [oomnitza] url = {url!r} must start with https:// "
-                         "(or be sqlite:///./oomnitza-local.db for the embedded local store)")
-        elif not (settings.get("api_token") or (settings.get("username") and settings.get("password"))
-                  or settings.get("user_pem_file") or secrets_listed):
-            problems.add(f"{doc.path}: [oomnitza] needs api_token, or username and password, "
-                         "or user_pem_file")
+            problems.add(
+                f"{doc.path}: [oomnitza] url = {url!r} must start with https:// "
+                "(or be sqlite:///./oomnitza-local.db for the embedded local store)"
+            )
+        elif not (
+            settings.get("api_token")
+            or (settings.get("username") and settings.get("password"))
+            or settings.get("user_pem_file")
+            or secrets_listed
+        ):
+            problems.add(f"{doc.path}: [oomnitza] needs api_token, or username and password, or user_pem_file")
     _check_common(sc, problems)
     return sc
 
 
-def _connector_section(doc: IniDocument, ini: IniSection, registry: ConverterRegistry,
-                       problems: _Problems) -> SectionConfig | None:
+def _connector_section(
+    doc: IniDocument, ini: IniSection, registry: ConverterRegistry, problems: _Problems
+) -> SectionConfig | None:
     cls = problems.guard(lambda: load_source_class(ini.name))
     if cls is None:
         return None
     declared = tuple(cls.settings)
     settings, secrets = _resolve_settings(ini, declared, path=doc.path, problems=problems)
     settings.setdefault("VERSION", __version__)
-    sc = SectionConfig(name=ini.name, ini_path=doc.path, settings=settings, source_cls=cls,
-                       secret_names=secrets)
+    sc = SectionConfig(name=ini.name, ini_path=doc.path, settings=settings, source_cls=cls, secret_names=secrets)
     for key, value in ini.values.items():
         if key.startswith("mapping."):
             where = f"{doc.path}: [{ini.name}] {key} (line {ini.key_lines.get(key, '?')})"
@@ -312,7 +339,8 @@ def _connector_section(doc: IniDocument, ini: IniSection, registry: ConverterReg
     body = ini.values.get("recordfilter", "")
     if body.strip():
         sc.recordfilter = problems.guard(
-            lambda: compile_filter(body, section=f"{doc.path}: [{ini.name}]", registry=registry))
+            lambda: compile_filter(body, section=f"{doc.path}: [{ini.name}]", registry=registry)
+        )
     _check_common(sc, problems)
     return sc
 
@@ -321,8 +349,13 @@ def _check_mappings(sc: SectionConfig, source: Source, registry: ConverterRegist
     """Compile the section's mapping now (without the server part) so mistakes surface before any I/O."""
     from .mapping import Mapper, merge_mappings
 
-    specs = merge_mappings(defaults=source.default_mappings, server={}, ini=sc.mappings,
-                           default_converters=source.default_converters, extras=source.extra_mappings())
+    specs = merge_mappings(
+        defaults=source.default_mappings,
+        server={},
+        ini=sc.mappings,
+        default_converters=source.default_converters,
+        extras=source.extra_mappings(),
+    )
     problems.guard(lambda: Mapper(specs, sc, registry))
 
 
@@ -334,8 +367,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     if CONVERTERS in doc:
         conv = doc[CONVERTERS]
         for name, body in conv.values.items():
-            problems.guard(lambda name=name, body=body: registry.register_custom(
-                name, body, origin=f"{doc.path}: [converters] {name}"))
+            problems.guard(
+                lambda name=name, body=body: registry.register_custom(
+                    name, body, origin=f"{doc.path}: [converters] {name}"
+                )
+            )
     oomnitza = _oomnitza_section(doc, problems)
     sections: dict[str, SectionConfig] = {}
     disabled: list[str] = []
@@ -345,8 +381,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         ini = doc[name]
         raw_enable = ini.values.get("enable", "")
         enabled = problems.guard(
-            lambda raw=raw_enable, name=name: parse_bool(raw, setting=f"{doc.path}: [{name}] enable")
-            if raw.strip() else False)
+            lambda raw=raw_enable, name=name: (
+                parse_bool(raw, setting=f"{doc.path}: [{name}] enable") if raw.strip() else False
+            )
+        )
         if not enabled:
             disabled.append(name)
             continue
@@ -355,8 +393,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
             sections[name] = sc
     problems.raise_if_any()
     assert oomnitza is not None
-    return Config(path=str(path), doc=doc, oomnitza=oomnitza, sections=sections, disabled=disabled,
-                  converters=registry)
+    return Config(path=str(path), doc=doc, oomnitza=oomnitza, sections=sections, disabled=disabled, converters=registry)
 
 
 def default_ini_path(program_dir: Path | None) -> Path:
@@ -364,6 +401,7 @@ def default_ini_path(program_dir: Path | None) -> Path:
 
 
 # -- generate-ini -----------------------------------------------------------------------------------
+
 
 def _template_line(setting: Setting) -> str:
     value = setting.template_value()
@@ -378,8 +416,11 @@ def render_template() -> str:
     """The generate-ini template: [oomnitza], then every connector alphabetically, disabled."""
     lines = ["[oomnitza]"]
     lines += [_template_line(s) for s in OOMNITZA_SETTINGS]
-    lines += ["# To try the connector without a tenant, use the embedded local store:",
-              "# url = sqlite:///./oomnitza-local.db", ""]
+    lines += [
+        "# To try the connector without a tenant, use the embedded local store:",
+        "# url = sqlite:///./oomnitza-local.db",
+        "",
+    ]
     for module in sorted(REGISTRY):
         lines.append(f"[{module}]")
         lines.append("enable = False")
@@ -416,8 +457,7 @@ MANAGED_SETTINGS: tuple[Setting, ...] = (
 _PERCENT_KEYS = ("saas_authorization", "oomnitza_authorization", "local_inputs")
 
 
-def load_managed_section(path: str | os.PathLike[str], name: str,
-                         registry: ConverterRegistry) -> SectionConfig | None:
+def load_managed_section(path: str | os.PathLike[str], name: str, registry: ConverterRegistry) -> SectionConfig | None:
     """``[managed.<id>]`` / ``[managed_reports.<id>]``, re-read for every run (edits apply without a
     restart). None when the file has no such section: the run goes on with the cloud config alone."""
     doc = read_ini(path)
@@ -444,7 +484,8 @@ def load_managed_section(path: str | os.PathLike[str], name: str,
     body = ini.values.get("recordfilter", "")
     if body.strip():
         sc.recordfilter = problems.guard(
-            lambda: compile_filter(body, section=f"{doc.path}: [{name}]", registry=registry))
+            lambda: compile_filter(body, section=f"{doc.path}: [{name}]", registry=registry)
+        )
     problems.raise_if_any()
     return sc
 
@@ -456,8 +497,11 @@ def load_oomnitza(path: str | os.PathLike[str]) -> Config:
     registry = ConverterRegistry()
     if CONVERTERS in doc:
         for name, body in doc[CONVERTERS].values.items():
-            problems.guard(lambda name=name, body=body: registry.register_custom(
-                name, body, origin=f"{doc.path}: [converters] {name}"))
+            problems.guard(
+                lambda name=name, body=body: registry.register_custom(
+                    name, body, origin=f"{doc.path}: [converters] {name}"
+                )
+            )
     oomnitza = _oomnitza_section(doc, problems)
     problems.raise_if_any()
     assert oomnitza is not None

@@ -103,9 +103,7 @@ class TlsOptions:
     def context(self) -> ssl.SSLContext | bool:
         if not self.verify and not self.client_cert:
             return False
-        ctx = ssl.create_default_context(
-            cafile=self.cacert_file or None, capath=self.cacert_dir or None
-        )
+        ctx = ssl.create_default_context(cafile=self.cacert_file or None, capath=self.cacert_dir or None)
         if not self.verify:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
@@ -125,8 +123,10 @@ def classify_transport_error(exc: Exception, url: str) -> str:
         return f"{url} did not answer in time"
     if isinstance(exc, httpx.ConnectError):
         if "CERTIFICATE_VERIFY_FAILED" in reason:
-            return (f"cannot reach {url}: TLS certificate not trusted ({reason}); "
-                    "set cacert_file to its CA bundle, or verify_ssl = false")
+            return (
+                f"cannot reach {url}: TLS certificate not trusted ({reason}); "
+                "set cacert_file to its CA bundle, or verify_ssl = false"
+            )
         return f"cannot reach {url}: {reason}"
     return f"request to {url} failed: {reason}"
 
@@ -135,8 +135,9 @@ class RateLimiter:
     """Keeps a source within a vendor's limits: a cap on requests per second, and a pause when the
     vendor says the budget is spent (``X-Rate-Limit-Remaining: 0`` until ``X-Rate-Limit-Reset``)."""
 
-    def __init__(self, per_second: float | None = None,
-                 pause_from: Callable[[httpx.Response], float | None] | None = None) -> None:
+    def __init__(
+        self, per_second: float | None = None, pause_from: Callable[[httpx.Response], float | None] | None = None
+    ) -> None:
         self.interval = 1.0 / per_second if per_second else 0.0
         self.pause_from = pause_from
         self._next = 0.0
@@ -160,8 +161,9 @@ class RateLimiter:
             log.info("rate limit budget spent; pausing requests for %.1fs", pause)
 
 
-def reset_pause(remaining_header: str, reset_header: str, *,
-                epoch: bool = True) -> Callable[[httpx.Response], float | None]:
+def reset_pause(
+    remaining_header: str, reset_header: str, *, epoch: bool = True
+) -> Callable[[httpx.Response], float | None]:
     """A ``pause_from`` for the common "remaining / reset" header pair (reset as epoch or seconds)."""
 
     def pause(response: httpx.Response) -> float | None:
@@ -258,9 +260,9 @@ class Http:
             throttled = self.retry_if is not None and self.retry_if(response)
             if status in (401, 403) and not throttled:
                 raise HttpAuthError(
-                    f"{method} {where} was refused with {status} {response.reason_phrase}: "
-                    "check the credentials",
-                    status=status, response=response,
+                    f"{method} {where} was refused with {status} {response.reason_phrase}: check the credentials",
+                    status=status,
+                    response=response,
                 )
             retriable = throttled or status in self.policy.retry_statuses
             wait = self.policy.wait(attempt, response) if retry and retriable else None
@@ -269,8 +271,9 @@ class Http:
                 if retry and retriable:
                     detail += f" after {attempt} attempts"
                 raise HttpError(f"{method} {where} failed: {detail}", status=status, response=response)
-            log.warning("%s: %s %s answered %d; retrying in %.1fs (attempt %d)",
-                        self.name, method, where, status, wait, attempt)
+            log.warning(
+                "%s: %s %s answered %d; retrying in %.1fs (attempt %d)", self.name, method, where, status, wait, attempt
+            )
             await response.aclose()
             await asyncio.sleep(wait)
 
@@ -278,8 +281,9 @@ class Http:
         response = await self.request("GET", url, **kwargs)
         return decode_json(response)
 
-    async def paginate(self, paginator: Paginator, url: str, *, method: str = "GET",
-                       **kwargs: Any) -> AsyncIterator[httpx.Response]:
+    async def paginate(
+        self, paginator: Paginator, url: str, *, method: str = "GET", **kwargs: Any
+    ) -> AsyncIterator[httpx.Response]:
         """Yield each page's response; the paginator decides the next request. The one paging loop.
         ``method`` is for search APIs that page a POST (same body on every page, e.g. Chef)."""
         request: PageRequest | None = paginator.first(PageRequest(url, dict(kwargs.pop("params", {}) or {})))
@@ -325,6 +329,7 @@ def decode_json(response: httpx.Response) -> Any:
 
 # -- pagination -------------------------------------------------------------------------------------
 
+
 @dataclass
 class PageRequest:
     url: str
@@ -368,14 +373,20 @@ class NextUrlInBody(Paginator):
 class OffsetLimit(Paginator):
     """``offset``/``limit`` parameters; a short page ends the listing."""
 
-    def __init__(self, count: Callable[[Any], int], limit: int, *, offset_param: str = "offset",
-                 limit_param: str = "limit", start: int = 0) -> None:
+    def __init__(
+        self,
+        count: Callable[[Any], int],
+        limit: int,
+        *,
+        offset_param: str = "offset",
+        limit_param: str = "limit",
+        start: int = 0,
+    ) -> None:
         self.count, self.limit, self.start = count, limit, start
         self.offset_param, self.limit_param = offset_param, limit_param
 
     def first(self, request: PageRequest) -> PageRequest:
-        return PageRequest(request.url, {**request.params, self.offset_param: self.start,
-                                         self.limit_param: self.limit})
+        return PageRequest(request.url, {**request.params, self.offset_param: self.start, self.limit_param: self.limit})
 
     def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
         n = self.count(decode_json(response))
@@ -388,8 +399,14 @@ class OffsetLimit(Paginator):
 class PageNumber(Paginator):
     """``page`` numbering; stops when ``has_more`` says so (or on an empty page)."""
 
-    def __init__(self, has_more: Callable[[Any, int], bool], *, page_param: str = "page", start: int = 1,
-                 extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        has_more: Callable[[Any, int], bool],
+        *,
+        page_param: str = "page",
+        start: int = 1,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         self.has_more, self.page_param, self.start, self.extra = has_more, page_param, start, dict(extra or {})
 
     def first(self, request: PageRequest) -> PageRequest:

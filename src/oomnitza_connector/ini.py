@@ -66,9 +66,7 @@ def parse_bool(value: str, *, setting: str) -> bool:
 def read_ini(path: str | os.PathLike[str]) -> IniDocument:
     shown = os.fspath(path)
     if os.path.isdir(shown):  # checked first: Windows reports a directory as "permission denied"
-        raise ConfigError(
-            f"cannot open config file '{shown}': it is a directory (give the path of the .ini file)"
-        )
+        raise ConfigError(f"cannot open config file '{shown}': it is a directory (give the path of the .ini file)")
     try:
         with open(shown, "rb") as fh:
             data = fh.read()

@@ -55,14 +55,15 @@ def merge_mappings(
 _TYPES: dict[str, Callable[[Any], Any]] = {"str": str, "int": int, "float": float, "bool": truthy}
 
 
-def _make_field(name: str, spec: Mapping[str, Any], section: SectionConfig,
-                registry: ConverterRegistry) -> Callable[[dict[str, Any]], Any]:
+def _make_field(
+    name: str, spec: Mapping[str, Any], section: SectionConfig, registry: ConverterRegistry
+) -> Callable[[dict[str, Any]], Any]:
     where = f"{section.ini_path}: [{section.name}] mapping.{name}"
     source = spec.get("source")
     setting = spec.get("setting")
     if source not in (None, ""):
         if not isinstance(source, str):
-            raise ConfigError(f"{where}: \"source\" must be a text path like \"general.serial\"")
+            raise ConfigError(f'{where}: "source" must be a text path like "general.serial"')
         getter: Callable[[Any], Any] = compile_path(source)
         field_arg = source
     elif setting not in (None, ""):
@@ -74,7 +75,7 @@ def _make_field(name: str, spec: Mapping[str, Any], section: SectionConfig,
         constant = spec["hardcoded"]
         getter, field_arg = (lambda _r: constant), name
     else:
-        raise ConfigError(f"{where}: set one of \"source\", \"setting\" or \"hardcoded\"")
+        raise ConfigError(f'{where}: set one of "source", "setting" or "hardcoded"')
     conv_spec = spec.get("converter")
     type_name = spec.get("type")
     if not conv_spec and not type_name:

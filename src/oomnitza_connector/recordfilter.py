@@ -64,8 +64,7 @@ class RecordView(Mapping[str, Any]):
         return f"RecordView({self._data!r})"
 
 
-def compile_filter(body: str, *, section: str,
-                   registry: ConverterRegistry) -> Callable[[dict[str, Any]], bool]:
+def compile_filter(body: str, *, section: str, registry: ConverterRegistry) -> Callable[[dict[str, Any]], bool]:
     """Compile a section's ``recordfilter`` body into ``record -> bool``.
 
     ``section`` names the section in messages (``"[csv_assets]"``, possibly prefixed by the
@@ -74,9 +73,12 @@ def compile_filter(body: str, *, section: str,
     """
     label = section if "[" in section else f"[{section}]"
     func, _ = compile_body(
-        body, args="record", where=f"{label} recordfilter",
+        body,
+        args="record",
+        where=f"{label} recordfilter",
         hint="each line of the body must be indented under recordfilter",
-        globals_=registry.make_globals("recordfilter"))
+        globals_=registry.make_globals("recordfilter"),
+    )
 
     def run(record: dict[str, Any]) -> bool:
         try:

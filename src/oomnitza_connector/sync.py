@@ -68,8 +68,9 @@ class SectionResult:
         return sum(self.counts.values()) == self.pulled
 
 
-async def build_mapper(section: SectionConfig, source_cls: type[Source], source: Source, sink: Sink,
-                       config: Config) -> Mapper:
+async def build_mapper(
+    section: SectionConfig, source_cls: type[Source], source: Source, sink: Sink, config: Config
+) -> Mapper:
     server: dict[str, Any] = {}
     if section.flag("use_server_map"):
         server = await sink.mapping(source.connector_name())
@@ -87,8 +88,15 @@ async def build_mapper(section: SectionConfig, source_cls: type[Source], source:
 class _Run:
     """State of one section's run (kept off the hot loop's locals for readability)."""
 
-    def __init__(self, section: SectionConfig, sink: Sink, run: RunInfo, options: Options,
-                 result: SectionResult, saver: SaveData | None) -> None:
+    def __init__(
+        self,
+        section: SectionConfig,
+        sink: Sink,
+        run: RunInfo,
+        options: Options,
+        result: SectionResult,
+        saver: SaveData | None,
+    ) -> None:
         self.section, self.sink, self.info, self.options = section, sink, run, options
         self.result, self.saver = result, saver
         self.slots = asyncio.Semaphore(max(1, options.workers))
@@ -139,8 +147,9 @@ class _Run:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
 
-async def run_section(section: SectionConfig, config: Config, sink: Sink, options: Options,
-                      source: Source | None = None) -> SectionResult:
+async def run_section(
+    section: SectionConfig, config: Config, sink: Sink, options: Options, source: Source | None = None
+) -> SectionResult:
     """Sync one section. Never raises for user-fixable problems: they end up in ``result.error``.
     ``source`` replaces the section's own (the webhook server syncs only the devices it was told of)."""
     started = time.monotonic()
@@ -155,9 +164,14 @@ async def run_section(section: SectionConfig, config: Config, sink: Sink, option
             result.error = str(exc)
             return result
     source.workers = options.workers
-    run = RunInfo(section=section.name, connector_name=source.connector_name(), data_type=source.record_type,
-                  sync_field=section.sync_fields, insert_only=section.insert_only,
-                  update_only=section.update_only)
+    run = RunInfo(
+        section=section.name,
+        connector_name=source.connector_name(),
+        data_type=source.record_type,
+        sync_field=section.sync_fields,
+        insert_only=section.insert_only,
+        update_only=section.update_only,
+    )
     result.data_type, result.portion = run.data_type, run.portion
     state: _Run | None = None
     try:

@@ -22,29 +22,61 @@ def uem_error(code: int, message: str, status: int) -> JSONResponse:
 
 def windows_device() -> dict[str, Any]:
     return {
-        "Id": {"Value": 5614}, "Uuid": "8f0b6c1e-3d2a-4c55-9a0e-1b2c3d4e5f60",
+        "Id": {"Value": 5614},
+        "Uuid": "8f0b6c1e-3d2a-4c55-9a0e-1b2c3d4e5f60",
         "Udid": "A1B2C3D4E5F60718293A4B5C6D7E8F90",
-        "SerialNumber": "5CG1234XYZ", "MacAddress": "A4:B1:C1:22:33:44", "Imei": "", "AssetNumber": "OOM-7781",
+        "SerialNumber": "5CG1234XYZ",
+        "MacAddress": "A4:B1:C1:22:33:44",
+        "Imei": "",
+        "AssetNumber": "OOM-7781",
         "DeviceFriendlyName": "jdoe EliteBook 840 Windows Desktop 11",
         "LocationGroupId": {"Id": {"Value": 1142}, "Name": "Acme Corp", "Uuid": DEP_GROUP},
-        "LocationGroupName": "Acme Corp", "UserId": {"Id": {"Value": 90211}, "Name": "jdoe"}, "UserName": "jdoe",
-        "UserEmailAddress": "jdoe@example.com", "Ownership": "C", "PlatformId": {"Id": {"Value": 12}, "Name": "WinRT"},
-        "Platform": "WinRT", "Model": "HP EliteBook 840 G8", "OperatingSystem": "10.0.22631", "PhoneNumber": "",
-        "LastSeen": "2026-09-14T07:55:20.150", "EnrollmentStatus": "Enrolled", "ComplianceStatus": "Compliant",
-        "CompromisedStatus": False, "LastEnrolledOn": "2025-01-10T12:44:21.720", "IsSupervised": False, "OEMInfo": "HP",
+        "LocationGroupName": "Acme Corp",
+        "UserId": {"Id": {"Value": 90211}, "Name": "jdoe"},
+        "UserName": "jdoe",
+        "UserEmailAddress": "jdoe@example.com",
+        "Ownership": "C",
+        "PlatformId": {"Id": {"Value": 12}, "Name": "WinRT"},
+        "Platform": "WinRT",
+        "Model": "HP EliteBook 840 G8",
+        "OperatingSystem": "10.0.22631",
+        "PhoneNumber": "",
+        "LastSeen": "2026-09-14T07:55:20.150",
+        "EnrollmentStatus": "Enrolled",
+        "ComplianceStatus": "Compliant",
+        "CompromisedStatus": False,
+        "LastEnrolledOn": "2025-01-10T12:44:21.720",
+        "IsSupervised": False,
+        "OEMInfo": "HP",
     }
 
 
 def ipad() -> dict[str, Any]:
-    return {"Id": {"Value": 5620}, "Uuid": "0c7d2e1f-0000-4000-8000-00000000009a", "SerialNumber": "F9FXK2ABCD12",
-            "MacAddress": "", "Platform": "Apple", "Model": "iPad Air (5th generation)", "UserName": "asilva",
-            "LastSeen": "2026-09-13T17:40:02.000", "Ownership": "C"}
+    return {
+        "Id": {"Value": 5620},
+        "Uuid": "0c7d2e1f-0000-4000-8000-00000000009a",
+        "SerialNumber": "F9FXK2ABCD12",
+        "MacAddress": "",
+        "Platform": "Apple",
+        "Model": "iPad Air (5th generation)",
+        "UserName": "asilva",
+        "LastSeen": "2026-09-13T17:40:02.000",
+        "Ownership": "C",
+    }
 
 
 def device(i: int) -> dict[str, Any]:
-    return {"Id": {"Value": 6000 + i}, "Uuid": f"00000000-0000-4000-8000-{i:012d}", "SerialNumber": f"SN{i:06d}",
-            "MacAddress": f"00:11:22:33:44:{i:02X}", "Platform": "AppleOsX", "Model": "MacBook Pro",
-            "UserName": f"user{i}", "LastSeen": "2026-09-12T10:00:00.000", "Ownership": "E"}
+    return {
+        "Id": {"Value": 6000 + i},
+        "Uuid": f"00000000-0000-4000-8000-{i:012d}",
+        "SerialNumber": f"SN{i:06d}",
+        "MacAddress": f"00:11:22:33:44:{i:02X}",
+        "Platform": "AppleOsX",
+        "Model": "MacBook Pro",
+        "UserName": f"user{i}",
+        "LastSeen": "2026-09-12T10:00:00.000",
+        "Ownership": "E",
+    }
 
 
 def network(mac: str = "A4:B1:C1:22:33:45") -> dict[str, Any]:
@@ -52,18 +84,34 @@ def network(mac: str = "A4:B1:C1:22:33:45") -> dict[str, Any]:
         "IPAddress": {"WifiIPAddress": "10.20.30.41", "CellularIPAddress": "", "EthernetIPAddress": "10.20.1.15"},
         "PublicIPAddress": "203.0.113.24",
         "WifiInfo": {"WifiMacAddress": mac, "SSID": "ACME-CORP", "SignalStrength": 0},
-        "DeviceNetworkInfo": [{"ConnectionType": "Ethernet", "IPAddress": "10.20.1.15",
-                               "MACAddress": "A4:B1:C1:22:33:44", "Name": "Ethernet", "Vendor": "Intel"}],
-        "RoamingStatus": False, "DataRoamingEnabled": False, "VoiceRoamingEnabled": False,
+        "DeviceNetworkInfo": [
+            {
+                "ConnectionType": "Ethernet",
+                "IPAddress": "10.20.1.15",
+                "MACAddress": "A4:B1:C1:22:33:44",
+                "Name": "Ethernet",
+                "Vendor": "Intel",
+            }
+        ],
+        "RoamingStatus": False,
+        "DataRoamingEnabled": False,
+        "VoiceRoamingEnabled": False,
     }
 
 
 def dep_entry(serial: str = "F9FXK2ABCD12") -> dict[str, Any]:
-    return {"deviceSerialNumber": serial, "model": "iPad Air", "description": "IPAD AIR WI-FI 64GB",
-            "color": "SPACE GRAY",
-            "assetNumber": "", "profileName": "Corporate ADE", "profileUuid": "7a1c0000-0000-4000-8000-000000000001",
-            "deviceAssignedDate": "2025-02-03T10:00:00Z", "deviceAssignedBy": "it@example.com",
-            "enrollmentStatus": "Enrolled"}
+    return {
+        "deviceSerialNumber": serial,
+        "model": "iPad Air",
+        "description": "IPAD AIR WI-FI 64GB",
+        "color": "SPACE GRAY",
+        "assetNumber": "",
+        "profileName": "Corporate ADE",
+        "profileUuid": "7a1c0000-0000-4000-8000-000000000001",
+        "deviceAssignedDate": "2025-02-03T10:00:00Z",
+        "deviceAssignedBy": "it@example.com",
+        "enrollmentStatus": "Enrolled",
+    }
 
 
 class FakeAirWatch(FakeVendor):
@@ -110,8 +158,11 @@ class FakeAirWatch(FakeVendor):
             user = ""
             if header.startswith("Basic "):
                 user = base64.b64decode(header[6:]).decode(errors="replace").split(":", 1)[0]
-            return uem_error(1005, "An error occurred while validating remote service client credentials or user "
-                                   f"not found : {user}", 401)
+            return uem_error(
+                1005,
+                f"An error occurred while validating remote service client credentials or user not found : {user}",
+                401,
+            )
         if tenant != self.tenant_code:
             return uem_error(1013, f"Tenant code {tenant} does not identify an Organization Group.", 403)
         return None

@@ -30,19 +30,66 @@ SECRET = "s3cr3t~Value.Of.The.App"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
-DEFAULT_SELECT = ("id", "businessPhones", "displayName", "givenName", "jobTitle", "mail", "mobilePhone",
-                  "officeLocation", "preferredLanguage", "surname", "userPrincipalName")
-KNOWN = frozenset({
-    *DEFAULT_SELECT, "accountEnabled", "ageGroup", "assignedLicenses", "assignedPlans", "city", "companyName",
-    "consentProvidedForMinor", "country", "createdDateTime", "creationType", "department", "employeeHireDate",
-    "employeeId", "employeeOrgData", "employeeType", "externalUserState", "externalUserStateChangeDateTime",
-    "faxNumber", "identities", "imAddresses", "legalAgeGroupClassification", "mailNickname",
-    "onPremisesDistinguishedName", "onPremisesDomainName", "onPremisesExtensionAttributes",
-    "onPremisesImmutableId", "onPremisesLastSyncDateTime", "onPremisesSamAccountName",
-    "onPremisesSecurityIdentifier", "onPremisesSyncEnabled", "onPremisesUserPrincipalName", "otherMails",
-    "passwordPolicies", "postalCode", "provisionedPlans", "proxyAddresses", "showInAddressList",
-    "signInSessionsValidFromDateTime", "state", "streetAddress", "usageLocation", "userType",
-})
+DEFAULT_SELECT = (
+    "id",
+    "businessPhones",
+    "displayName",
+    "givenName",
+    "jobTitle",
+    "mail",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "surname",
+    "userPrincipalName",
+)
+KNOWN = frozenset(
+    {
+        *DEFAULT_SELECT,
+        "accountEnabled",
+        "ageGroup",
+        "assignedLicenses",
+        "assignedPlans",
+        "city",
+        "companyName",
+        "consentProvidedForMinor",
+        "country",
+        "createdDateTime",
+        "creationType",
+        "department",
+        "employeeHireDate",
+        "employeeId",
+        "employeeOrgData",
+        "employeeType",
+        "externalUserState",
+        "externalUserStateChangeDateTime",
+        "faxNumber",
+        "identities",
+        "imAddresses",
+        "legalAgeGroupClassification",
+        "mailNickname",
+        "onPremisesDistinguishedName",
+        "onPremisesDomainName",
+        "onPremisesExtensionAttributes",
+        "onPremisesImmutableId",
+        "onPremisesLastSyncDateTime",
+        "onPremisesSamAccountName",
+        "onPremisesSecurityIdentifier",
+        "onPremisesSyncEnabled",
+        "onPremisesUserPrincipalName",
+        "otherMails",
+        "passwordPolicies",
+        "postalCode",
+        "provisionedPlans",
+        "proxyAddresses",
+        "showInAddressList",
+        "signInSessionsValidFromDateTime",
+        "state",
+        "streetAddress",
+        "usageLocation",
+        "userType",
+    }
+)
 
 
 def graph_error_body(code: str, message: str) -> dict[str, Any]:
@@ -55,8 +102,14 @@ def graph_error(code: str, message: str, status: int, headers: dict[str, str] | 
 
 
 def entra_error(error: str, description: str, codes: list[int], status: int) -> JSONResponse:
-    body = {"error": error, "error_description": description, "error_codes": codes,
-            "timestamp": "2026-10-02 10:00:00Z", "trace_id": "fake-trace", "correlation_id": "fake-corr"}
+    body = {
+        "error": error,
+        "error_description": description,
+        "error_codes": codes,
+        "timestamp": "2026-10-02 10:00:00Z",
+        "trace_id": "fake-trace",
+        "correlation_id": "fake-corr",
+    }
     return JSONResponse(body, status_code=status)
 
 
@@ -66,26 +119,68 @@ THROTTLED = graph_error_body("TooManyRequests", "Too many requests.")
 def fixture_users() -> list[dict[str, Any]]:
     """The fact sheet's emulator users, plus a guest."""
     return [
-        {"id": "6e7b0c1a-0000-4a1b-9c2d-111111111111", "displayName": "Alice Fabre", "givenName": "Alice",
-         "surname": "Fabre", "mail": "alice@contoso-fake.com", "userPrincipalName": "alice@contoso-fake.com",
-         "jobTitle": "Designer", "accountEnabled": True, "userType": "Member", "department": "Design",
-         "mobilePhone": "+33 6 00 00 00 01", "businessPhones": ["+33 1 00 00 00 01"], "officeLocation": "Paris 3",
-         "usageLocation": "FR", "mailNickname": "alice", "onPremisesImmutableId": "AbCdEf==",
-         "companyName": "Contoso", "employeeId": "E-001", "city": "Paris", "country": "France"},
-        {"id": "6e7b0c1a-0000-4a1b-9c2d-222222222222", "displayName": "Jörg Ñúñez", "givenName": "Jörg",
-         "surname": "Ñúñez", "mail": None, "userPrincipalName": "jnunez@contoso-fake.com", "jobTitle": None,
-         "accountEnabled": False, "userType": "Member", "businessPhones": []},
-        {"id": "6e7b0c1a-0000-4a1b-9c2d-333333333333", "displayName": "Guest Person", "givenName": "Guest",
-         "surname": "Person", "mail": "guest@partner.test",
-         "userPrincipalName": "guest_partner.test#EXT#@contoso-fake.onmicrosoft.com", "jobTitle": None,
-         "accountEnabled": True, "userType": "Guest", "businessPhones": []},
+        {
+            "id": "6e7b0c1a-0000-4a1b-9c2d-111111111111",
+            "displayName": "Alice Fabre",
+            "givenName": "Alice",
+            "surname": "Fabre",
+            "mail": "alice@contoso-fake.com",
+            "userPrincipalName": "alice@contoso-fake.com",
+            "jobTitle": "Designer",
+            "accountEnabled": True,
+            "userType": "Member",
+            "department": "Design",
+            "mobilePhone": "+33 6 00 00 00 01",
+            "businessPhones": ["+33 1 00 00 00 01"],
+            "officeLocation": "Paris 3",
+            "usageLocation": "FR",
+            "mailNickname": "alice",
+            "onPremisesImmutableId": "AbCdEf==",
+            "companyName": "Contoso",
+            "employeeId": "E-001",
+            "city": "Paris",
+            "country": "France",
+        },
+        {
+            "id": "6e7b0c1a-0000-4a1b-9c2d-222222222222",
+            "displayName": "Jörg Ñúñez",
+            "givenName": "Jörg",
+            "surname": "Ñúñez",
+            "mail": None,
+            "userPrincipalName": "jnunez@contoso-fake.com",
+            "jobTitle": None,
+            "accountEnabled": False,
+            "userType": "Member",
+            "businessPhones": [],
+        },
+        {
+            "id": "6e7b0c1a-0000-4a1b-9c2d-333333333333",
+            "displayName": "Guest Person",
+            "givenName": "Guest",
+            "surname": "Person",
+            "mail": "guest@partner.test",
+            "userPrincipalName": "guest_partner.test#EXT#@contoso-fake.onmicrosoft.com",
+            "jobTitle": None,
+            "accountEnabled": True,
+            "userType": "Guest",
+            "businessPhones": [],
+        },
     ]
 
 
 def user(i: int) -> dict[str, Any]:
-    return {"id": f"00000000-0000-0000-0000-{i:012d}", "displayName": f"User {i}", "givenName": f"User{i}",
-            "surname": "Test", "mail": f"user{i}@contoso-fake.com", "userPrincipalName": f"user{i}@contoso-fake.com",
-            "jobTitle": "Engineer", "accountEnabled": True, "userType": "Member", "businessPhones": []}
+    return {
+        "id": f"00000000-0000-0000-0000-{i:012d}",
+        "displayName": f"User {i}",
+        "givenName": f"User{i}",
+        "surname": "Test",
+        "mail": f"user{i}@contoso-fake.com",
+        "userPrincipalName": f"user{i}@contoso-fake.com",
+        "jobTitle": "Engineer",
+        "accountEnabled": True,
+        "userType": "Member",
+        "businessPhones": [],
+    }
 
 
 def _skiptoken(offset: int) -> str:
@@ -118,8 +213,13 @@ def _matches(user: dict[str, Any], expression: str) -> bool | None:
 
 
 class FakeAzure(FakeVendor):
-    def __init__(self, users: list[dict[str, Any]] | None = None, max_page: int = 999,
-                 certificate_pem: bytes | None = None, link_host: str | None = None) -> None:
+    def __init__(
+        self,
+        users: list[dict[str, Any]] | None = None,
+        max_page: int = 999,
+        certificate_pem: bytes | None = None,
+        link_host: str | None = None,
+    ) -> None:
         self.users = users if users is not None else fixture_users()
         self.max_page = max_page
         self.secret = SECRET
@@ -144,15 +244,22 @@ class FakeAzure(FakeVendor):
     async def openid_configuration(self, request: Request) -> Response:
         tenant = request.path_params["tenant"]
         if not self._known_tenant(tenant):
-            return entra_error("invalid_tenant", f"AADSTS90002: Tenant '{tenant}' not found. Check to make sure "
-                               "you have the correct tenant ID. Trace ID: x Correlation ID: y", [90002], 400)
-        return JSONResponse({
-            "token_endpoint": f"{self.url}/{tenant}/oauth2/v2.0/token",
-            "authorization_endpoint": f"{self.url}/{tenant}/oauth2/v2.0/authorize",
-            "issuer": f"https://login.microsoftonline.com/{TENANT}/v2.0",
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
-            "tenant_region_scope": "EU",
-        })
+            return entra_error(
+                "invalid_tenant",
+                f"AADSTS90002: Tenant '{tenant}' not found. Check to make sure "
+                "you have the correct tenant ID. Trace ID: x Correlation ID: y",
+                [90002],
+                400,
+            )
+        return JSONResponse(
+            {
+                "token_endpoint": f"{self.url}/{tenant}/oauth2/v2.0/token",
+                "authorization_endpoint": f"{self.url}/{tenant}/oauth2/v2.0/authorize",
+                "issuer": f"https://login.microsoftonline.com/{TENANT}/v2.0",
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
+                "tenant_region_scope": "EU",
+            }
+        )
 
     async def token(self, request: Request) -> Response:
         tenant = request.path_params["tenant"]
@@ -162,26 +269,41 @@ class FakeAzure(FakeVendor):
         if form.get("grant_type") != "client_credentials":
             return entra_error("unsupported_grant_type", "AADSTS70003: unsupported grant type.", [70003], 400)
         if form.get("client_id") != CLIENT_ID:
-            return entra_error("unauthorized_client", f"AADSTS700016: Application with identifier "
-                               f"'{form.get('client_id')}' was not found in the directory.", [700016], 400)
+            return entra_error(
+                "unauthorized_client",
+                f"AADSTS700016: Application with identifier '{form.get('client_id')}' was not found in the directory.",
+                [700016],
+                400,
+            )
         if form.get("scope") != GRAPH_SCOPE:
-            return entra_error("invalid_scope", "AADSTS1002012: The provided value for scope is not valid.",
-                               [1002012], 400)
+            return entra_error(
+                "invalid_scope", "AADSTS1002012: The provided value for scope is not valid.", [1002012], 400
+            )
         if form.get("client_assertion"):
-            ok = (form.get("client_assertion_type") == ASSERTION_TYPE
-                  and self._assertion_ok(str(form["client_assertion"]), f"{self.url}/{tenant}/oauth2/v2.0/token"))
+            ok = form.get("client_assertion_type") == ASSERTION_TYPE and self._assertion_ok(
+                str(form["client_assertion"]), f"{self.url}/{tenant}/oauth2/v2.0/token"
+            )
             if not ok:
-                return entra_error("invalid_client", "AADSTS700027: The certificate with identifier used to "
-                                   "sign the client assertion is not registered on application.", [700027], 401)
+                return entra_error(
+                    "invalid_client",
+                    "AADSTS700027: The certificate with identifier used to "
+                    "sign the client assertion is not registered on application.",
+                    [700027],
+                    401,
+                )
         elif form.get("client_secret") != self.secret:
-            return entra_error("invalid_client", "AADSTS7000215: Invalid client secret provided. Ensure the "
-                               "secret being sent in the request is the client secret value, not the client "
-                               "secret ID, for a secret added to app 'aaaaaaaa'. Trace ID: 1 Correlation ID: 2 "
-                               "Timestamp: 2026-10-02 10:00:00Z", [7000215], 401)
+            return entra_error(
+                "invalid_client",
+                "AADSTS7000215: Invalid client secret provided. Ensure the "
+                "secret being sent in the request is the client secret value, not the client "
+                "secret ID, for a secret added to app 'aaaaaaaa'. Trace ID: 1 Correlation ID: 2 "
+                "Timestamp: 2026-10-02 10:00:00Z",
+                [7000215],
+                401,
+            )
         token = f"eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.fake{len(self.issued)}.sig"
         self.issued.append(token)
-        return JSONResponse({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
-                             "access_token": token})
+        return JSONResponse({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token})
 
     def _assertion_ok(self, assertion: str, audience: str) -> bool:
         if self.certificate_pem is None:
@@ -208,46 +330,57 @@ class FakeAzure(FakeVendor):
     async def list_users(self, request: Request) -> Response:
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
         if not token or token not in self.issued or token in self.revoked:
-            return graph_error("InvalidAuthenticationToken", "Access token validation failure. Invalid audience.",
-                               401)
+            return graph_error("InvalidAuthenticationToken", "Access token validation failure. Invalid audience.", 401)
         q = request.query_params
         pool = self.users
         if "$filter" in q:
             kept = [u for u in pool if _matches(u, q["$filter"])]
             if any(_matches(u, q["$filter"]) is None for u in pool[:1]):
-                return graph_error("Request_UnsupportedQuery", "Unsupported or invalid query filter clause "
-                                   "specified for property.", 400)
+                return graph_error(
+                    "Request_UnsupportedQuery",
+                    "Unsupported or invalid query filter clause specified for property.",
+                    400,
+                )
             pool = kept
         if q.get("$count") == "true" and request.headers.get("consistencylevel") != "eventual":
             return graph_error("Request_BadRequest", "$count is not currently supported.", 400)
         select = [p for p in q.get("$select", "").split(",") if p] or list(DEFAULT_SELECT)
         unknown = [p for p in select if p not in KNOWN and not p.startswith("extension_")]
         if unknown:
-            return graph_error("Request_BadRequest",
-                               f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.user'.",
-                               400)
+            return graph_error(
+                "Request_BadRequest",
+                f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.user'.",
+                400,
+            )
         try:
             top = int(q.get("$top", 100))
         except ValueError:
             return graph_error("Request_BadRequest", "Invalid page size specified.", 400)
         if not 1 <= top <= 999:
-            return graph_error("Request_BadRequest", f"Invalid page size specified: '{top}'. Must be between 1 "
-                               "and 999 inclusive.", 400)
+            return graph_error(
+                "Request_BadRequest", f"Invalid page size specified: '{top}'. Must be between 1 and 999 inclusive.", 400
+            )
         size = min(top, self.max_page)
         manager_select: list[str] | None = None
         if "$expand" in q:  # only manager, as the connector asks: manager($select=a,b)
             match = re.fullmatch(r"manager(?:\(\$select=([\w,]+)\))?", q["$expand"])
             if match is None:
-                return graph_error("Request_BadRequest", f"Could not find a navigation property named "
-                                   f"'{q['$expand']}' on type 'microsoft.graph.user'.", 400)
+                return graph_error(
+                    "Request_BadRequest",
+                    f"Could not find a navigation property named '{q['$expand']}' on type 'microsoft.graph.user'.",
+                    400,
+                )
             manager_select = (match.group(1) or ",".join(DEFAULT_SELECT)).split(",")
             size = min(size, 100)  # Graph's documented limit for $expand on directory objects
         start = 0
         if "$skiptoken" in q:
             offset = _offset(q["$skiptoken"])
             if offset is None:
-                return graph_error("Directory_ExpiredPageToken", "The specified page token value has expired "
-                                   "and can no longer be included in your request.", 400)
+                return graph_error(
+                    "Directory_ExpiredPageToken",
+                    "The specified page token value has expired and can no longer be included in your request.",
+                    400,
+                )
             start = offset
         page = pool[start : start + size]
         body: dict[str, Any] = {
@@ -265,6 +398,8 @@ class FakeAzure(FakeVendor):
             for shown, u in zip(body["value"], page, strict=True):
                 boss = by_id.get(u.get("managerId") or "")
                 if boss is not None:  # Graph omits "manager" for a user without one
-                    shown["manager"] = {"@odata.type": "#microsoft.graph.user",
-                                        **{p: boss.get(p) for p in manager_select}}
+                    shown["manager"] = {
+                        "@odata.type": "#microsoft.graph.user",
+                        **{p: boss.get(p) for p in manager_select},
+                    }
         return JSONResponse(body, headers={"request-id": f"req-{len(self.requests)}"})

@@ -31,26 +31,62 @@ FIELDS = [
     {"id": "supervisor", "type": "text", "name": "Supervisor"},
 ]
 DANA = {
-    "id": "101", "displayName": "Dana Whitfield", "firstName": "Dana", "lastName": "Whitfield", "preferredName": None,
-    "jobTitle": "IT Manager", "workPhone": "+1 801 555 0101", "mobilePhone": "+1 801 555 0199",
-    "workEmail": "dana.whitfield@acme-fake.com", "department": "IT", "location": "Lindon, Utah", "division": None,
-    "supervisor": "Morgan Lee", "photoUploaded": False, "photoUrl": "https://images.example/photo_placeholder.png",
+    "id": "101",
+    "displayName": "Dana Whitfield",
+    "firstName": "Dana",
+    "lastName": "Whitfield",
+    "preferredName": None,
+    "jobTitle": "IT Manager",
+    "workPhone": "+1 801 555 0101",
+    "mobilePhone": "+1 801 555 0199",
+    "workEmail": "dana.whitfield@acme-fake.com",
+    "department": "IT",
+    "location": "Lindon, Utah",
+    "division": None,
+    "supervisor": "Morgan Lee",
+    "photoUploaded": False,
+    "photoUrl": "https://images.example/photo_placeholder.png",
     "canUploadPhoto": 0,
 }
 ZOE = {
-    "id": "102", "displayName": "Zoë Ångström", "firstName": "Zoë", "lastName": "Ångström", "preferredName": "Zo",
-    "jobTitle": "Engineer", "workPhone": None, "mobilePhone": None, "workEmail": None, "department": "R&D",
-    "location": "Remote", "division": "Product", "supervisor": "Dana Whitfield", "photoUploaded": True,
-    "photoUrl": "https://images.example/102.jpg", "canUploadPhoto": 1,
+    "id": "102",
+    "displayName": "Zoë Ångström",
+    "firstName": "Zoë",
+    "lastName": "Ångström",
+    "preferredName": "Zo",
+    "jobTitle": "Engineer",
+    "workPhone": None,
+    "mobilePhone": None,
+    "workEmail": None,
+    "department": "R&D",
+    "location": "Remote",
+    "division": "Product",
+    "supervisor": "Dana Whitfield",
+    "photoUploaded": True,
+    "photoUrl": "https://images.example/102.jpg",
+    "canUploadPhoto": 1,
 }
 
 
 def employee(i: int, **extra: Any) -> dict[str, Any]:
     return {
-        "id": str(200 + i), "displayName": f"Emp{i} Park", "firstName": f"Emp{i}", "lastName": "Park",
-        "preferredName": None, "jobTitle": "Analyst", "workPhone": None, "mobilePhone": f"+1 801 555 {i:04d}",
-        "workEmail": f"emp{i}@acme-fake.com", "department": "Finance", "location": "Remote", "division": None,
-        "supervisor": "Dana Whitfield", "photoUploaded": False, "photoUrl": None, "canUploadPhoto": 0, **extra,
+        "id": str(200 + i),
+        "displayName": f"Emp{i} Park",
+        "firstName": f"Emp{i}",
+        "lastName": "Park",
+        "preferredName": None,
+        "jobTitle": "Analyst",
+        "workPhone": None,
+        "mobilePhone": f"+1 801 555 {i:04d}",
+        "workEmail": f"emp{i}@acme-fake.com",
+        "department": "Finance",
+        "location": "Remote",
+        "division": None,
+        "supervisor": "Dana Whitfield",
+        "photoUploaded": False,
+        "photoUrl": None,
+        "canUploadPhoto": 0,
+        **extra,
     }
 
 
@@ -66,8 +102,13 @@ def _xml_directory(employees: list[dict[str, Any]]) -> str:
 
 
 class FakeBambooHR(FakeVendor):
-    def __init__(self, employees: list[dict[str, Any]] | None = None, company: str = COMPANY, key: str = KEY,
-                 terminated: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        employees: list[dict[str, Any]] | None = None,
+        company: str = COMPANY,
+        key: str = KEY,
+        terminated: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.employees = employees if employees is not None else [DANA, ZOE]
         self.terminated = terminated if terminated is not None else []  # only in reports with onlyCurrent=false
         self.company = company

@@ -34,13 +34,26 @@ def pem(key: rsa.RSAPrivateKey, pkcs8: bool = False) -> bytes:
 
 def mac_node(name: str = "mbp-jdoe") -> dict[str, Any]:
     return {
-        "name": name, "chef_environment": "_default", "json_class": "Chef::Node", "chef_type": "node",
-        "run_list": ["role[workstation]"], "normal": {"tags": ["laptop"]}, "default": {}, "override": {},
+        "name": name,
+        "chef_environment": "_default",
+        "json_class": "Chef::Node",
+        "chef_type": "node",
+        "run_list": ["role[workstation]"],
+        "normal": {"tags": ["laptop"]},
+        "default": {},
+        "override": {},
         "automatic": {
-            "platform": "mac_os_x", "platform_version": "15.1", "hostname": name,
-            "fqdn": f"{name}.corp.example", "domain": "corp.example", "ipaddress": "10.20.30.41",
-            "macaddress": "a4:83:e7:00:11:22", "uptime_seconds": 86400, "machinename": name,
-            "memory": {"total": "32768MB"}, "cpu": {"model_name": "Apple M3 Pro", "total": 12},
+            "platform": "mac_os_x",
+            "platform_version": "15.1",
+            "hostname": name,
+            "fqdn": f"{name}.corp.example",
+            "domain": "corp.example",
+            "ipaddress": "10.20.30.41",
+            "macaddress": "a4:83:e7:00:11:22",
+            "uptime_seconds": 86400,
+            "machinename": name,
+            "memory": {"total": "32768MB"},
+            "cpu": {"model_name": "Apple M3 Pro", "total": 12},
             "hardware": {"serial_number": "C02FAKE0MD6R", "machine_model": "Mac15,6", "number_processors": 1},
             "filesystem": {"by_mountpoint": {"/": {"kb_size": "971350180"}}},
         },
@@ -49,12 +62,24 @@ def mac_node(name: str = "mbp-jdoe") -> dict[str, Any]:
 
 def linux_node(name: str = "web-07", serial: str = "VMW-4221-FAKE") -> dict[str, Any]:
     return {
-        "name": name, "chef_environment": "production", "json_class": "Chef::Node", "chef_type": "node",
-        "run_list": ["role[web]"], "normal": {}, "default": {}, "override": {},
+        "name": name,
+        "chef_environment": "production",
+        "json_class": "Chef::Node",
+        "chef_type": "node",
+        "run_list": ["role[web]"],
+        "normal": {},
+        "default": {},
+        "override": {},
         "automatic": {
-            "platform": "ubuntu", "platform_version": "24.04", "hostname": name,
-            "fqdn": f"{name}.prod.example", "domain": "prod.example", "ipaddress": "10.1.0.7",
-            "macaddress": "52:54:00:ab:cd:07", "uptime_seconds": 1209600, "kernel": {"name": "Linux"},
+            "platform": "ubuntu",
+            "platform_version": "24.04",
+            "hostname": name,
+            "fqdn": f"{name}.prod.example",
+            "domain": "prod.example",
+            "ipaddress": "10.1.0.7",
+            "macaddress": "52:54:00:ab:cd:07",
+            "uptime_seconds": 1209600,
+            "kernel": {"name": "Linux"},
             "memory": {"total": "16314348kB"},
             "cpu": {"0": {"model_name": "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"}, "total": 8},
             "dmi": {"system": {"serial_number": serial, "product_name": "VMware Virtual Platform"}},
@@ -66,17 +91,30 @@ def linux_node(name: str = "web-07", serial: str = "VMW-4221-FAKE") -> dict[str,
 
 def windows_node(name: str = "win-042") -> dict[str, Any]:
     return {
-        "name": name, "chef_environment": "_default", "json_class": "Chef::Node", "chef_type": "node",
-        "run_list": [], "normal": {}, "default": {}, "override": {},
+        "name": name,
+        "chef_environment": "_default",
+        "json_class": "Chef::Node",
+        "chef_type": "node",
+        "run_list": [],
+        "normal": {},
+        "default": {},
+        "override": {},
         "automatic": {
-            "platform": "windows", "platform_version": "10.0.22631", "hostname": name.upper(),
-            "fqdn": f"{name}.corp.example", "domain": "corp.example", "ipaddress": "10.20.30.42",
-            "macaddress": "B0:7B:25:AA:BB:CC", "uptime_seconds": 3600,
+            "platform": "windows",
+            "platform_version": "10.0.22631",
+            "hostname": name.upper(),
+            "fqdn": f"{name}.corp.example",
+            "domain": "corp.example",
+            "ipaddress": "10.20.30.42",
+            "macaddress": "B0:7B:25:AA:BB:CC",
+            "uptime_seconds": 3600,
             "memory": {"total": "33554432kB"},
             "cpu": {"0": {"model_name": "Intel(R) Core(TM) i7-1365U"}, "total": 12},
-            "kernel": {"name": "Microsoft Windows 11 Enterprise",
-                       "os_info": {"serial_number": "00330-80000-00000-AA123"},
-                       "cs_info": {"model": "Latitude 7440", "number_of_processors": 1}},
+            "kernel": {
+                "name": "Microsoft Windows 11 Enterprise",
+                "os_info": {"serial_number": "00330-80000-00000-AA123"},
+                "cs_info": {"model": "Latitude 7440", "number_of_processors": 1},
+            },
             "filesystem": {"C:": {"kb_size": "498000000"}, "D:": {"kb_size": "1000"}},
         },
     }
@@ -99,9 +137,15 @@ def _ej_get(node: Any, path: list[str]) -> Any:
 
 
 class FakeChef(FakeVendor):
-    def __init__(self, nodes: list[dict[str, Any]] | None = None, *, org: str = "acme",
-                 clients: dict[str, rsa.RSAPublicKey] | None = None, max_rows: int = 1000,
-                 clock_offset: dt.timedelta = dt.timedelta(0)) -> None:
+    def __init__(
+        self,
+        nodes: list[dict[str, Any]] | None = None,
+        *,
+        org: str = "acme",
+        clients: dict[str, rsa.RSAPublicKey] | None = None,
+        max_rows: int = 1000,
+        clock_offset: dt.timedelta = dt.timedelta(0),
+    ) -> None:
         self.nodes = nodes if nodes is not None else [mac_node(), linux_node()]
         self.org = org
         self.clients = dict(clients or {})  # client name -> public key
@@ -139,9 +183,17 @@ class FakeChef(FakeVendor):
             if sign.get("algorithm", "sha256") != "sha256" or h.get("x-ops-content-hash") != _digest("sha256", body):
                 return "content hash"
             api = h.get("x-ops-server-api-version", "0")
-            canonical = "\n".join((f"Method:{method}", f"Path:{path}", f"X-Ops-Content-Hash:{_digest('sha256', body)}",
-                                   "X-Ops-Sign:version=1.3", f"X-Ops-Timestamp:{ts}", f"X-Ops-UserId:{userid}",
-                                   f"X-Ops-Server-API-Version:{api}"))
+            canonical = "\n".join(
+                (
+                    f"Method:{method}",
+                    f"Path:{path}",
+                    f"X-Ops-Content-Hash:{_digest('sha256', body)}",
+                    "X-Ops-Sign:version=1.3",
+                    f"X-Ops-Timestamp:{ts}",
+                    f"X-Ops-UserId:{userid}",
+                    f"X-Ops-Server-API-Version:{api}",
+                )
+            )
             try:
                 key.verify(signature, canonical.encode(), padding.PKCS1v15(), hashes.SHA256())
             except InvalidSignature:
@@ -150,9 +202,15 @@ class FakeChef(FakeVendor):
         if version == "1.0":
             if h.get("x-ops-content-hash") != _digest("sha1", body):
                 return "content hash"
-            canonical = "\n".join((f"Method:{method}", f"Hashed Path:{_digest('sha1', path.encode())}",
-                                   f"X-Ops-Content-Hash:{_digest('sha1', body)}", f"X-Ops-Timestamp:{ts}",
-                                   f"X-Ops-UserId:{userid}"))
+            canonical = "\n".join(
+                (
+                    f"Method:{method}",
+                    f"Hashed Path:{_digest('sha1', path.encode())}",
+                    f"X-Ops-Content-Hash:{_digest('sha1', body)}",
+                    f"X-Ops-Timestamp:{ts}",
+                    f"X-Ops-UserId:{userid}",
+                )
+            )
             try:  # OpenSSL's RSA_public_decrypt: PKCS#1 type-1 padding, no DigestInfo
                 recovered = key.recover_data_from_signature(signature, padding.PKCS1v15(), None)
             except InvalidSignature:
@@ -166,10 +224,12 @@ class FakeChef(FakeVendor):
         reason = self._verify(request, body)
         if reason is not None:
             self.last_reject = reason
-            response = chef_error(f"Failed to authenticate as '{userid}'. Ensure that your node_name and "
-                                  "client key are correct.", 401)
+            response = chef_error(
+                f"Failed to authenticate as '{userid}'. Ensure that your node_name and client key are correct.", 401
+            )
             response.headers["date"] = (dt.datetime.now(dt.UTC) + self.clock_offset).strftime(
-                "%a, %d %b %Y %H:%M:%S GMT")
+                "%a, %d %b %Y %H:%M:%S GMT"
+            )
             return response
         self.verified.append(request.headers.get("x-ops-sign", ""))
         if request.path_params["org"] != self.org:
@@ -185,8 +245,13 @@ class FakeChef(FakeVendor):
                 wanted = json.loads(body)
             except ValueError:
                 return chef_error("invalid JSON", 400)
-            out = [{"url": f"{self.url}/organizations/{self.org}/nodes/{n['name']}",
-                    "data": {k: _ej_get(n, p) for k, p in wanted.items()}} for n in page]
+            out = [
+                {
+                    "url": f"{self.url}/organizations/{self.org}/nodes/{n['name']}",
+                    "data": {k: _ej_get(n, p) for k, p in wanted.items()},
+                }
+                for n in page
+            ]
         else:
             out = list(page)
         headers = {"X-Ops-Server-API-Info": "flavor=cs;version=1;min_version=0;max_version=2"}

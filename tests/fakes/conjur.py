@@ -24,17 +24,27 @@ class FakeConjur(FakeVendor):
         super().__init__()
 
     def routes(self) -> list[BaseRoute]:
-        return [Route("/authn/{account}/{login:path}/authenticate", self.authenticate, methods=["POST"]),
-                Route("/secrets/{account}/variable/{identifier:path}", self.variable)]
+        return [
+            Route("/authn/{account}/{login:path}/authenticate", self.authenticate, methods=["POST"]),
+            Route("/secrets/{account}/variable/{identifier:path}", self.variable),
+        ]
 
     async def authenticate(self, request: Request) -> Response:
         body = (await request.body()).decode()
         if (request.path_params["account"], request.path_params["login"], body) != (
-                self.account, self.login, self.api_key):
+            self.account,
+            self.login,
+            self.api_key,
+        ):
             return PlainTextResponse("", status_code=401)
         self.authentications += 1
-        raw = json.dumps({"protected": "eyJhbGciOiJjb25qdXIub3JnL3Nsb3NpbG8vdjIifQ==",
-                          "payload": secrets.token_urlsafe(16), "signature": "c2ln"})
+        raw = json.dumps(
+            {
+                "protected": "eyJhbGciOiJjb25qdXIub3JnL3Nsb3NpbG8vdjIifQ==",
+                "payload": secrets.token_urlsafe(16),
+                "signature": "c2ln",
+            }
+        )
         token = base64.b64encode(raw.encode()).decode()
         self.tokens[token] = self.uses_per_token
         if request.headers.get("accept-encoding") == "base64":

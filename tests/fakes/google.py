@@ -63,16 +63,21 @@ SIGN_DENIED = "Permission 'iam.serviceAccounts.signJwt' denied on resource (or i
 
 # -- keys ------------------------------------------------------------------------------------------
 
+
 def rsa_key_pair() -> tuple[str, str]:
     """(private PEM, public PEM) of a fresh RSA key, as a service account key would hold."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return private, public
 
 
@@ -110,57 +115,126 @@ def service_account_key(private_pem: str, token_uri: str, **overrides: Any) -> d
 # -- records (the fact sheets' emulator fixtures) --------------------------------------------------
 
 CHROMEBOOK = {
-    "kind": "admin#directory#chromeosdevice", "deviceId": "3f1e2d3c-5b6a-4c7d-8e9f-0a1b2c3d4e5f",
-    "serialNumber": "5CD1234ABC", "status": "ACTIVE", "model": "HP Chromebook 14 G7",
-    "osVersion": "128.0.6613.131", "platformVersion": "15964.59.0 (Official Build) stable-channel",
-    "firmwareVersion": "Google_Drallion.12200.300.0", "macAddress": "a4b1c1223344",
-    "annotatedAssetId": "OOM-55120", "annotatedUser": "Room 214 cart", "annotatedLocation": "Lincoln HS",
-    "orgUnitPath": "/Students/Grade 9", "orgUnitId": "id:03ph8a2z1abcd",
-    "lastSync": "2026-09-14T07:55:20.150Z", "lastEnrollmentTime": "2025-08-20T14:01:00.000Z",
-    "autoUpdateExpiration": "1843977600000", "systemRamTotal": "8229224448", "bootMode": "Verified",
+    "kind": "admin#directory#chromeosdevice",
+    "deviceId": "3f1e2d3c-5b6a-4c7d-8e9f-0a1b2c3d4e5f",
+    "serialNumber": "5CD1234ABC",
+    "status": "ACTIVE",
+    "model": "HP Chromebook 14 G7",
+    "osVersion": "128.0.6613.131",
+    "platformVersion": "15964.59.0 (Official Build) stable-channel",
+    "firmwareVersion": "Google_Drallion.12200.300.0",
+    "macAddress": "a4b1c1223344",
+    "annotatedAssetId": "OOM-55120",
+    "annotatedUser": "Room 214 cart",
+    "annotatedLocation": "Lincoln HS",
+    "orgUnitPath": "/Students/Grade 9",
+    "orgUnitId": "id:03ph8a2z1abcd",
+    "lastSync": "2026-09-14T07:55:20.150Z",
+    "lastEnrollmentTime": "2025-08-20T14:01:00.000Z",
+    "autoUpdateExpiration": "1843977600000",
+    "systemRamTotal": "8229224448",
+    "bootMode": "Verified",
     "recentUsers": [{"type": "USER_TYPE_MANAGED", "email": "student42@example.edu"}],
     "lastKnownNetwork": [{"ipAddress": "10.4.5.66", "wanIpAddress": "203.0.113.77"}],
 }
-DISABLED_CHROMEBOOK = {"kind": "admin#directory#chromeosdevice", "deviceId": "9a8b7c6d-0000-4000-8000-00000000a001",
-                       "serialNumber": "NXHQEAA00123456789", "status": "DISABLED", "model": "Acer Chromebook 314",
-                       "orgUnitPath": "/Staff"}
+DISABLED_CHROMEBOOK = {
+    "kind": "admin#directory#chromeosdevice",
+    "deviceId": "9a8b7c6d-0000-4000-8000-00000000a001",
+    "serialNumber": "NXHQEAA00123456789",
+    "status": "DISABLED",
+    "model": "Acer Chromebook 314",
+    "orgUnitPath": "/Staff",
+}
 
 
 def chromebook(i: int) -> dict[str, Any]:
-    return {"kind": "admin#directory#chromeosdevice", "deviceId": f"00000000-0000-4000-8000-{i:012d}",
-            "serialNumber": f"SN{i:08d}", "status": "ACTIVE", "model": "Lenovo 300e Chromebook Gen 4",
-            "orgUnitPath": "/Students", "lastSync": "2026-09-13T10:00:00.000Z"}
+    return {
+        "kind": "admin#directory#chromeosdevice",
+        "deviceId": f"00000000-0000-4000-8000-{i:012d}",
+        "serialNumber": f"SN{i:08d}",
+        "status": "ACTIVE",
+        "model": "Lenovo 300e Chromebook Gen 4",
+        "orgUnitPath": "/Students",
+        "lastSync": "2026-09-13T10:00:00.000Z",
+    }
 
 
 PIXEL = {
-    "kind": "admin#directory#mobiledevice", "resourceId": "AFiQxQ8Zq1kD2exampleR1", "deviceId": "b7c2e9d4a1f03e55",
-    "name": ["Ana Silva"], "email": ["ana.silva@example.com"], "model": "Pixel 8", "manufacturer": "Google",
-    "brand": "google", "os": "Android 15", "buildNumber": "AP4A.250905.002", "securityPatchLevel": "1756684800000",
-    "type": "ANDROID", "status": "APPROVED", "serialNumber": "39011FDJH00ABC", "imei": "356938035643809",
-    "wifiMacAddress": "f4:f5:e8:11:22:33", "firstSync": "2025-03-02T10:11:12.000Z",
-    "lastSync": "2026-09-14T07:30:00.000Z", "encryptionStatus": "Encrypted", "devicePasswordStatus": "On",
+    "kind": "admin#directory#mobiledevice",
+    "resourceId": "AFiQxQ8Zq1kD2exampleR1",
+    "deviceId": "b7c2e9d4a1f03e55",
+    "name": ["Ana Silva"],
+    "email": ["ana.silva@example.com"],
+    "model": "Pixel 8",
+    "manufacturer": "Google",
+    "brand": "google",
+    "os": "Android 15",
+    "buildNumber": "AP4A.250905.002",
+    "securityPatchLevel": "1756684800000",
+    "type": "ANDROID",
+    "status": "APPROVED",
+    "serialNumber": "39011FDJH00ABC",
+    "imei": "356938035643809",
+    "wifiMacAddress": "f4:f5:e8:11:22:33",
+    "firstSync": "2025-03-02T10:11:12.000Z",
+    "lastSync": "2026-09-14T07:30:00.000Z",
+    "encryptionStatus": "Encrypted",
+    "devicePasswordStatus": "On",
     "deviceCompromisedStatus": "No compromise detected",
-    "applications": [{"packageName": "com.google.android.gm", "displayName": "Gmail", "versionName": "2026.08.24",
-                      "versionCode": 64123, "permission": ["android.permission.INTERNET"]}],
+    "applications": [
+        {
+            "packageName": "com.google.android.gm",
+            "displayName": "Gmail",
+            "versionName": "2026.08.24",
+            "versionCode": 64123,
+            "permission": ["android.permission.INTERNET"],
+        }
+    ],
 }
-IPHONE = {"kind": "admin#directory#mobiledevice", "resourceId": "AFiQxQ9Lm2nExampleR2", "deviceId": "SEC1A2B3C4D5E6F7",
-          "email": ["jdoe@example.com"], "model": "iPhone", "os": "iOS 18.6", "type": "IOS_SYNC", "status": "APPROVED",
-          "lastSync": "2026-09-13T21:04:44.000Z"}
+IPHONE = {
+    "kind": "admin#directory#mobiledevice",
+    "resourceId": "AFiQxQ9Lm2nExampleR2",
+    "deviceId": "SEC1A2B3C4D5E6F7",
+    "email": ["jdoe@example.com"],
+    "model": "iPhone",
+    "os": "iOS 18.6",
+    "type": "IOS_SYNC",
+    "status": "APPROVED",
+    "lastSync": "2026-09-13T21:04:44.000Z",
+}
 
 
 def phone(i: int) -> dict[str, Any]:
-    return {"kind": "admin#directory#mobiledevice", "resourceId": f"AFiQxQ{i:06d}ExampleRx", "deviceId": f"dev{i:06d}",
-            "email": [f"user{i}@example.com"], "name": [f"User {i}"], "model": "Galaxy S24", "os": "Android 14",
-            "type": "ANDROID", "status": "APPROVED", "serialNumber": f"R5C{i:08d}"}
+    return {
+        "kind": "admin#directory#mobiledevice",
+        "resourceId": f"AFiQxQ{i:06d}ExampleRx",
+        "deviceId": f"dev{i:06d}",
+        "email": [f"user{i}@example.com"],
+        "name": [f"User {i}"],
+        "model": "Galaxy S24",
+        "os": "Android 14",
+        "type": "ANDROID",
+        "status": "APPROVED",
+        "serialNumber": f"R5C{i:08d}",
+    }
 
 
-COMPANY_PHONE = {"name": "devices/AFiQxQ8CompanyOwned01", "deviceType": "ANDROID", "ownerType": "COMPANY",
-                 "serialNumber": "R5CT00COMPANY1", "model": "Galaxy XCover7", "osVersion": "Android 14",
-                 "imei": "351234567890123", "wifiMacAddresses": ["aa:bb:cc:dd:ee:01"],
-                 "lastSyncTime": "2026-09-14T06:00:00Z", "encryptionState": "ENCRYPTED"}
+COMPANY_PHONE = {
+    "name": "devices/AFiQxQ8CompanyOwned01",
+    "deviceType": "ANDROID",
+    "ownerType": "COMPANY",
+    "serialNumber": "R5CT00COMPANY1",
+    "model": "Galaxy XCover7",
+    "osVersion": "Android 14",
+    "imei": "351234567890123",
+    "wifiMacAddresses": ["aa:bb:cc:dd:ee:01"],
+    "lastSyncTime": "2026-09-14T06:00:00Z",
+    "encryptionState": "ENCRYPTED",
+}
 
 
 # -- errors -----------------------------------------------------------------------------------------
+
 
 def api_error(status: int, message: str, reason: str, domain: str = "global") -> JSONResponse:
     errors = [{"message": message, "domain": domain, "reason": reason}]
@@ -171,26 +245,44 @@ def oauth_error(status: int, error: str, description: str) -> JSONResponse:
     return JSONResponse({"error": error, "error_description": description}, status_code=status)
 
 
-def rpc_error(status: int, code: str, message: str, reason: str = "", domain: str = "iam.googleapis.com",
-              **metadata: str) -> dict[str, Any]:
+def rpc_error(
+    status: int, code: str, message: str, reason: str = "", domain: str = "iam.googleapis.com", **metadata: str
+) -> dict[str, Any]:
     """A Google Cloud API (AIP-193) error body, as IAM answers."""
     error: dict[str, Any] = {"code": status, "message": message, "status": code}
     if reason:
-        error["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
-                             "domain": domain, "metadata": metadata}]
+        error["details"] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": reason,
+                "domain": domain,
+                "metadata": metadata,
+            }
+        ]
     return {"error": error}
 
 
-UNAUTHENTICATED = rpc_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials. Expected "
-                            "OAuth 2 access token, login cookie or other valid authentication credential.",
-                            "ACCESS_TOKEN_TYPE_UNSUPPORTED", "googleapis.com")
-SIGN_JWT_DENIED = rpc_error(403, "PERMISSION_DENIED", SIGN_DENIED, "IAM_PERMISSION_DENIED",
-                            permission="iam.serviceAccounts.signJwt")
+UNAUTHENTICATED = rpc_error(
+    401,
+    "UNAUTHENTICATED",
+    "Request had invalid authentication credentials. Expected "
+    "OAuth 2 access token, login cookie or other valid authentication credential.",
+    "ACCESS_TOKEN_TYPE_UNSUPPORTED",
+    "googleapis.com",
+)
+SIGN_JWT_DENIED = rpc_error(
+    403, "PERMISSION_DENIED", SIGN_DENIED, "IAM_PERMISSION_DENIED", permission="iam.serviceAccounts.signJwt"
+)
 IAM_API_DISABLED = rpc_error(
-    403, "PERMISSION_DENIED", "IAM Service Account Credentials API has not been used in project 123456789012 "
+    403,
+    "PERMISSION_DENIED",
+    "IAM Service Account Credentials API has not been used in project 123456789012 "
     "before or it is disabled. Enable it by visiting https://console.developers.google.com/apis/api/"
-    "iamcredentials.googleapis.com/overview?project=123456789012 then retry.", "SERVICE_DISABLED",
-    "googleapis.com", service="iamcredentials.googleapis.com")
+    "iamcredentials.googleapis.com/overview?project=123456789012 then retry.",
+    "SERVICE_DISABLED",
+    "googleapis.com",
+    service="iamcredentials.googleapis.com",
+)
 
 
 FORBIDDEN = "Not Authorized to access this resource/api"
@@ -198,24 +290,38 @@ QUOTA = "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute
 
 
 def quota_body(reason: str = "userRateLimitExceeded") -> dict[str, Any]:
-    return {"error": {"code": 403, "message": QUOTA,
-                      "errors": [{"reason": reason, "domain": "usageLimits", "message": QUOTA}]}}
+    return {
+        "error": {
+            "code": 403,
+            "message": QUOTA,
+            "errors": [{"reason": reason, "domain": "usageLimits", "message": QUOTA}],
+        }
+    }
 
 
 class FakeGoogle(FakeVendor):
-    def __init__(self, public_pem: str, *, chromeos: list[dict[str, Any]] | None = None,
-                 mobile: list[dict[str, Any]] | None = None, cloud_devices: list[dict[str, Any]] | None = None,
-                 admins: set[str] | None = None, users: set[str] | None = None,
-                 delegated: set[str] | None = None, page_cap: int | None = None,
-                 token_creators: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        public_pem: str,
+        *,
+        chromeos: list[dict[str, Any]] | None = None,
+        mobile: list[dict[str, Any]] | None = None,
+        cloud_devices: list[dict[str, Any]] | None = None,
+        admins: set[str] | None = None,
+        users: set[str] | None = None,
+        delegated: set[str] | None = None,
+        page_cap: int | None = None,
+        token_creators: set[str] | None = None,
+    ) -> None:
         self.public_pem = public_pem
         self.client_email = CLIENT_EMAIL
         # the delegated account's public keys by key id: its user-managed key and the one IAM signs with
         self.account_keys = {KEY_ID: public_pem, IAM_KEY_ID: iam_key_pair()[1]}
         self.callers = {CALLER_EMAIL: caller_key_pair()[1]}  # other service accounts that may get tokens
         self.token_creators = token_creators if token_creators is not None else {CALLER_EMAIL}
-        self.chromeos = chromeos if chromeos is not None else [copy.deepcopy(CHROMEBOOK),
-                                                               copy.deepcopy(DISABLED_CHROMEBOOK)]
+        self.chromeos = (
+            chromeos if chromeos is not None else [copy.deepcopy(CHROMEBOOK), copy.deepcopy(DISABLED_CHROMEBOOK)]
+        )
         self.mobile = mobile if mobile is not None else [copy.deepcopy(PIXEL), copy.deepcopy(IPHONE)]
         self.cloud_devices = cloud_devices if cloud_devices is not None else [copy.deepcopy(COMPANY_PHONE)]
         self.admins = admins if admins is not None else {ADMIN}
@@ -263,8 +369,13 @@ class FakeGoogle(FakeVendor):
         claims: dict[str, Any] | None = None
         for key in keys:
             try:
-                claims = jwt.decode(assertion, key, algorithms=["RS256"], audience=GOOGLE_TOKEN_URI,
-                                    options={"require": ["iss", "aud", "iat", "exp"]})
+                claims = jwt.decode(
+                    assertion,
+                    key,
+                    algorithms=["RS256"],
+                    audience=GOOGLE_TOKEN_URI,
+                    options={"require": ["iss", "aud", "iat", "exp"]},
+                )
                 break
             except jwt.InvalidSignatureError:
                 continue
@@ -283,9 +394,12 @@ class FakeGoogle(FakeVendor):
             return oauth_error(400, "invalid_grant", "Invalid email or User ID")
         scopes = set(str(claims.get("scope", "")).split())
         if not scopes or not scopes <= self.delegated:
-            return oauth_error(401, "unauthorized_client",
-                               "Client is unauthorized to retrieve access tokens using this method, or client not "
-                               "authorized for any of the scopes requested.")
+            return oauth_error(
+                401,
+                "unauthorized_client",
+                "Client is unauthorized to retrieve access tokens using this method, or client not "
+                "authorized for any of the scopes requested.",
+            )
         self.assertions.append({"header": header, **claims})
         token = f"ya29.fake-token-{len(self.tokens) + 1}"
         self.tokens[token] = {"sub": sub, "scopes": scopes, "expires": time.time() + self.expires_in}
@@ -297,12 +411,18 @@ class FakeGoogle(FakeVendor):
             return oauth_error(400, "invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes)")
         scopes = set(str(claims.get("scope", "")).split())
         if claims.get("sub") or not scopes or not scopes <= {CLOUD_PLATFORM_SCOPE, IAM_SCOPE}:
-            return oauth_error(401, "unauthorized_client",
-                               "Client is unauthorized to retrieve access tokens using this method, or client not "
-                               "authorized for any of the scopes requested.")
+            return oauth_error(
+                401,
+                "unauthorized_client",
+                "Client is unauthorized to retrieve access tokens using this method, or client not "
+                "authorized for any of the scopes requested.",
+            )
         token = f"ya29.fake-caller-token-{len(self.caller_tokens) + 1}"
-        self.caller_tokens[token] = {"principal": claims["iss"], "scopes": scopes,
-                                     "expires": time.time() + self.caller_expires_in}
+        self.caller_tokens[token] = {
+            "principal": claims["iss"],
+            "scopes": scopes,
+            "expires": time.time() + self.caller_expires_in,
+        }
         return JSONResponse({"access_token": token, "expires_in": self.caller_expires_in, "token_type": "Bearer"})
 
     # -- IAM Service Account Credentials ------------------------------------------------------------
@@ -315,8 +435,16 @@ class FakeGoogle(FakeVendor):
         if grant is None or grant["expires"] < time.time():
             return JSONResponse(UNAUTHENTICATED, status_code=401)
         if not grant["scopes"] & {CLOUD_PLATFORM_SCOPE, IAM_SCOPE}:
-            return JSONResponse(rpc_error(403, "PERMISSION_DENIED", "Request had insufficient authentication scopes.",
-                                          "ACCESS_TOKEN_SCOPE_INSUFFICIENT", "googleapis.com"), status_code=403)
+            return JSONResponse(
+                rpc_error(
+                    403,
+                    "PERMISSION_DENIED",
+                    "Request had insufficient authentication scopes.",
+                    "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+                    "googleapis.com",
+                ),
+                status_code=403,
+            )
         account = request.path_params["account"]
         if account != self.client_email or grant["principal"] not in self.token_creators:
             return JSONResponse(SIGN_JWT_DENIED, status_code=403)
@@ -337,11 +465,19 @@ class FakeGoogle(FakeVendor):
         header = request.headers.get("authorization", "")
         grant = self.tokens.get(header.removeprefix("Bearer ")) if header.startswith("Bearer ") else None
         if grant is None or grant["expires"] < time.time():
-            return JSONResponse({"error": {"code": 401, "message": "Request had invalid authentication credentials. "
-                                           "Expected OAuth 2 access token, login cookie or other valid authentication "
-                                           "credential.", "status": "UNAUTHENTICATED",
-                                           "errors": [{"message": "Invalid Credentials", "domain": "global",
-                                                       "reason": "authError"}]}}, status_code=401)
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": 401,
+                        "message": "Request had invalid authentication credentials. "
+                        "Expected OAuth 2 access token, login cookie or other valid authentication "
+                        "credential.",
+                        "status": "UNAUTHENTICATED",
+                        "errors": [{"message": "Invalid Credentials", "domain": "global", "reason": "authError"}],
+                    }
+                },
+                status_code=401,
+            )
         if scope not in grant["scopes"]:
             return api_error(403, "Request had insufficient authentication scopes.", "insufficientPermissions")
         if grant["sub"] not in self.admins:
@@ -350,8 +486,17 @@ class FakeGoogle(FakeVendor):
 
     # -- lists ------------------------------------------------------------------------------------
 
-    def _page(self, request: Request, pool: list[dict[str, Any]], key: str, kind: str, maximum: int,
-              size_param: str = "maxResults", default: int = 100, coerce: bool = False) -> Response:
+    def _page(
+        self,
+        request: Request,
+        pool: list[dict[str, Any]],
+        key: str,
+        kind: str,
+        maximum: int,
+        size_param: str = "maxResults",
+        default: int = 100,
+        coerce: bool = False,
+    ) -> Response:
         q = request.query_params
         try:
             size = int(q.get(size_param, default))
@@ -369,7 +514,7 @@ class FakeGoogle(FakeVendor):
                 start = int(json.loads(base64.urlsafe_b64decode(q["pageToken"]))["o"])
             except (ValueError, KeyError, TypeError):
                 return api_error(400, "Invalid Input: pageToken", "invalid")
-        page = pool[start: start + size]
+        page = pool[start : start + size]
         body: dict[str, Any] = {"kind": kind, "etag": '"fake-etag"'} if kind else {}
         if page:
             body[key] = page
@@ -400,21 +545,27 @@ class FakeGoogle(FakeVendor):
             return problem
         if request.query_params.get("customer") != "customers/my_customer":
             return api_error(400, "Request contains an invalid argument.", "badRequest")
-        return self._page(request, self.cloud_devices, "devices", "", 100, size_param="pageSize", default=20,
-                          coerce=True)
+        return self._page(
+            request, self.cloud_devices, "devices", "", 100, size_param="pageSize", default=20, coerce=True
+        )
 
 
 def section_settings(fake: FakeGoogle, private_pem: str, **extra: str) -> dict[str, str]:
     """An INI section for either Google source against ``fake`` (the key inline, on one line)."""
     key = service_account_key(private_pem, f"{fake.url}/token")
-    return {"service_account_impersonate": ADMIN, "service_account_json_key": json.dumps(key),
-            "url": fake.url, **extra}
+    return {"service_account_impersonate": ADMIN, "service_account_json_key": json.dumps(key), "url": fake.url, **extra}
 
 
 def keyless_settings(fake: FakeGoogle, **extra: str) -> dict[str, str]:
     """An INI section for either Google source in keyless mode: no key, IAM signs as CLIENT_EMAIL."""
-    return {"service_account_impersonate": ADMIN, "service_account_email": CLIENT_EMAIL, "url": fake.url,
-            "iam_url": fake.url, "token_url": f"{fake.url}/token", **extra}
+    return {
+        "service_account_impersonate": ADMIN,
+        "service_account_email": CLIENT_EMAIL,
+        "url": fake.url,
+        "iam_url": fake.url,
+        "token_url": f"{fake.url}/token",
+        **extra,
+    }
 
 
 def ambient_environment(fake: FakeGoogle, directory: Path, *, key_file: bool = True) -> dict[str, str]:
@@ -424,13 +575,21 @@ def ambient_environment(fake: FakeGoogle, directory: Path, *, key_file: bool = T
     server probe goes to the fake, which is not a metadata server (404, no ``Metadata-Flavor``)."""
     gcloud = directory / "gcloud-config"
     gcloud.mkdir(exist_ok=True)
-    env = {"CLOUDSDK_CONFIG": str(gcloud), "GCE_METADATA_IP": fake.url.removeprefix("http://"),
-           "GOOGLE_APPLICATION_CREDENTIALS": ""}
+    env = {
+        "CLOUDSDK_CONFIG": str(gcloud),
+        "GCE_METADATA_IP": fake.url.removeprefix("http://"),
+        "GOOGLE_APPLICATION_CREDENTIALS": "",
+    }
     if key_file:
         path = directory / "caller-credentials.json"
-        key = service_account_key(caller_key_pair()[0], f"{fake.url}/token", project_id="acme-ops",
-                                  client_email=CALLER_EMAIL, client_id="101010101010101010101",
-                                  private_key_id="c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00")
+        key = service_account_key(
+            caller_key_pair()[0],
+            f"{fake.url}/token",
+            project_id="acme-ops",
+            client_email=CALLER_EMAIL,
+            client_id="101010101010101010101",
+            private_key_id="c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00",
+        )
         path.write_text(json.dumps(key, indent=2), encoding="utf-8")
         env["GOOGLE_APPLICATION_CREDENTIALS"] = str(path)
     return env

@@ -29,15 +29,28 @@ from starlette.routing import BaseRoute, Route
 from .vendor import FakeVendor
 
 COMPUTER_SECTIONS = {
-    "GENERAL": "general", "HARDWARE": "hardware", "OPERATING_SYSTEM": "operatingSystem",
-    "USER_AND_LOCATION": "userAndLocation", "PURCHASING": "purchasing", "APPLICATIONS": "applications",
-    "EXTENSION_ATTRIBUTES": "extensionAttributes", "SECURITY": "security", "STORAGE": "storage",
-    "GROUP_MEMBERSHIPS": "groupMemberships", "DISK_ENCRYPTION": "diskEncryption",
+    "GENERAL": "general",
+    "HARDWARE": "hardware",
+    "OPERATING_SYSTEM": "operatingSystem",
+    "USER_AND_LOCATION": "userAndLocation",
+    "PURCHASING": "purchasing",
+    "APPLICATIONS": "applications",
+    "EXTENSION_ATTRIBUTES": "extensionAttributes",
+    "SECURITY": "security",
+    "STORAGE": "storage",
+    "GROUP_MEMBERSHIPS": "groupMemberships",
+    "DISK_ENCRYPTION": "diskEncryption",
 }
 MOBILE_SECTIONS = {
-    "GENERAL": "general", "HARDWARE": "hardware", "USER_AND_LOCATION": "userAndLocation",
-    "PURCHASING": "purchasing", "SECURITY": "security", "NETWORK": "network", "APPLICATIONS": "applications",
-    "EXTENSION_ATTRIBUTES": "extensionAttributes", "CERTIFICATES": "certificates",
+    "GENERAL": "general",
+    "HARDWARE": "hardware",
+    "USER_AND_LOCATION": "userAndLocation",
+    "PURCHASING": "purchasing",
+    "SECURITY": "security",
+    "NETWORK": "network",
+    "APPLICATIONS": "applications",
+    "EXTENSION_ATTRIBUTES": "extensionAttributes",
+    "CERTIFICATES": "certificates",
 }
 UNAUTHORIZED_HTML = "<html><body><p>Unauthorized</p></body></html>"
 NOT_FOUND_HTML = "<html><body><p>The server has not found anything matching the request URI</p></body></html>"
@@ -49,55 +62,152 @@ def computer(i: int) -> dict[str, Any]:
         "id": str(i),
         "udid": f"5E1A9C40-7B1D-5F0E-9A11-3C22FB10{i:04X}",
         "general": {
-            "name": f"FIN-MBP-{i:04d}", "lastIpAddress": f"203.0.113.{i % 250}", "lastReportedIp": "10.1.2.3",
-            "jamfBinaryVersion": "11.8.0-t1718810000", "platform": "Mac", "barcode1": f"BC1-{i}", "barcode2": "",
-            "assetTag": f"OOM-{i:06d}", "supervised": True,
+            "name": f"FIN-MBP-{i:04d}",
+            "lastIpAddress": f"203.0.113.{i % 250}",
+            "lastReportedIp": "10.1.2.3",
+            "jamfBinaryVersion": "11.8.0-t1718810000",
+            "platform": "Mac",
+            "barcode1": f"BC1-{i}",
+            "barcode2": "",
+            "assetTag": f"OOM-{i:06d}",
+            "supervised": True,
             "remoteManagement": {"managed": True, "managementUsername": "jamfmgmt"},
             "mdmCapable": {"capable": True, "capableUsers": ["jdoe"]},
-            "reportDate": "2026-09-14T08:02:11.000Z", "lastContactTime": "2026-09-14T08:01:59Z",
-            "lastCloudBackupDate": None, "lastEnrolledDate": "2024-02-01T10:00:00.000Z",
-            "initialEntryDate": "2024-02-01", "distributionPoint": "", "itunesStoreAccountActive": False,
-            "enrolledViaAutomatedDeviceEnrollment": True, "userApprovedMdm": True,
+            "reportDate": "2026-09-14T08:02:11.000Z",
+            "lastContactTime": "2026-09-14T08:01:59Z",
+            "lastCloudBackupDate": None,
+            "lastEnrolledDate": "2024-02-01T10:00:00.000Z",
+            "initialEntryDate": "2024-02-01",
+            "distributionPoint": "",
+            "itunesStoreAccountActive": False,
+            "enrolledViaAutomatedDeviceEnrollment": True,
+            "userApprovedMdm": True,
             "site": {"id": "-1", "name": "None"},
-            "extensionAttributes": [{"definitionId": "3", "name": "Battery Cycle Count", "enabled": True,
-                                     "multiValue": False, "values": [str(200 + i)], "dataType": "INTEGER",
-                                     "options": None, "inputType": "SCRIPT"}],
+            "extensionAttributes": [
+                {
+                    "definitionId": "3",
+                    "name": "Battery Cycle Count",
+                    "enabled": True,
+                    "multiValue": False,
+                    "values": [str(200 + i)],
+                    "dataType": "INTEGER",
+                    "options": None,
+                    "inputType": "SCRIPT",
+                }
+            ],
         },
         "hardware": {
-            "make": "Apple", "model": "MacBook Pro (14-inch, 2023)", "modelIdentifier": "Mac14,9",
-            "serialNumber": f"C02ZK{i:04d}D6T", "processorSpeedMhz": 0, "processorCount": 1, "coreCount": 10,
-            "processorType": "Apple M2 Pro", "processorArchitecture": "arm64", "busSpeedMhz": 0,
-            "cacheSizeKilobytes": 0, "macAddress": f"3C:22:FB:10:{i // 256:02X}:{i % 256:02X}", "altMacAddress": "",
-            "totalRamMegabytes": 16384, "openRamSlots": 0, "batteryCapacityPercent": 91, "smcVersion": "",
-            "nicSpeed": "n/a", "opticalDrive": "", "bootRom": "10151.140.19", "appleSilicon": True,
+            "make": "Apple",
+            "model": "MacBook Pro (14-inch, 2023)",
+            "modelIdentifier": "Mac14,9",
+            "serialNumber": f"C02ZK{i:04d}D6T",
+            "processorSpeedMhz": 0,
+            "processorCount": 1,
+            "coreCount": 10,
+            "processorType": "Apple M2 Pro",
+            "processorArchitecture": "arm64",
+            "busSpeedMhz": 0,
+            "cacheSizeKilobytes": 0,
+            "macAddress": f"3C:22:FB:10:{i // 256:02X}:{i % 256:02X}",
+            "altMacAddress": "",
+            "totalRamMegabytes": 16384,
+            "openRamSlots": 0,
+            "batteryCapacityPercent": 91,
+            "smcVersion": "",
+            "nicSpeed": "n/a",
+            "opticalDrive": "",
+            "bootRom": "10151.140.19",
+            "appleSilicon": True,
             "extensionAttributes": [],
         },
-        "operatingSystem": {"name": "macOS", "version": "15.6", "build": "24G84", "activeDirectoryStatus": "Not Bound",
-                            "fileVault2Status": "ALL_ENCRYPTED", "extensionAttributes": []},
+        "operatingSystem": {
+            "name": "macOS",
+            "version": "15.6",
+            "build": "24G84",
+            "activeDirectoryStatus": "Not Bound",
+            "fileVault2Status": "ALL_ENCRYPTED",
+            "extensionAttributes": [],
+        },
         "userAndLocation": {
-            "username": f"user{i}", "realname": f"User {i}", "email": f"user{i}@acme.test", "position": "Analyst",
-            "phone": "+1 555 0100", "departmentId": "2", "buildingId": "1", "room": "3.14",
-            "extensionAttributes": [{"definitionId": "9", "name": "Cost Center", "multiValue": True,
-                                     "values": ["CC-100", "CC-200"], "dataType": "STRING"}],
+            "username": f"user{i}",
+            "realname": f"User {i}",
+            "email": f"user{i}@acme.test",
+            "position": "Analyst",
+            "phone": "+1 555 0100",
+            "departmentId": "2",
+            "buildingId": "1",
+            "room": "3.14",
+            "extensionAttributes": [
+                {
+                    "definitionId": "9",
+                    "name": "Cost Center",
+                    "multiValue": True,
+                    "values": ["CC-100", "CC-200"],
+                    "dataType": "STRING",
+                }
+            ],
         },
         "purchasing": {
-            "leased": False, "purchased": True, "poNumber": f"PO-{i}", "poDate": "2024-01-15", "vendor": "Apple",
-            "warrantyDate": "2027-01-15", "appleCareId": "", "leaseDate": None, "purchasePrice": "2499",
-            "lifeExpectancy": 4, "purchasingAccount": "", "purchasingContact": "", "extensionAttributes": [],
+            "leased": False,
+            "purchased": True,
+            "poNumber": f"PO-{i}",
+            "poDate": "2024-01-15",
+            "vendor": "Apple",
+            "warrantyDate": "2027-01-15",
+            "appleCareId": "",
+            "leaseDate": None,
+            "purchasePrice": "2499",
+            "lifeExpectancy": 4,
+            "purchasingAccount": "",
+            "purchasingContact": "",
+            "extensionAttributes": [],
         },
         "applications": [
-            {"name": "Safari.app", "path": "/Applications/Safari.app", "version": "18.6", "macAppStore": False,
-             "sizeMegabytes": 12, "bundleId": "com.apple.Safari", "updateAvailable": False, "externalVersionId": "0"},
-            {"name": "Slack.app", "path": "/Applications/Slack.app", "version": "4.45.64", "macAppStore": True,
-             "sizeMegabytes": 300, "bundleId": "com.tinyspeck.slackmacgap", "updateAvailable": False,
-             "externalVersionId": "0"},
+            {
+                "name": "Safari.app",
+                "path": "/Applications/Safari.app",
+                "version": "18.6",
+                "macAppStore": False,
+                "sizeMegabytes": 12,
+                "bundleId": "com.apple.Safari",
+                "updateAvailable": False,
+                "externalVersionId": "0",
+            },
+            {
+                "name": "Slack.app",
+                "path": "/Applications/Slack.app",
+                "version": "4.45.64",
+                "macAppStore": True,
+                "sizeMegabytes": 300,
+                "bundleId": "com.tinyspeck.slackmacgap",
+                "updateAvailable": False,
+                "externalVersionId": "0",
+            },
         ],
         "extensionAttributes": [],
-        "security": {"sipStatus": "ENABLED", "gatekeeperStatus": "APP_STORE_AND_IDENTIFIED_DEVELOPERS",
-                     "activationLockEnabled": False, "firewallEnabled": True, "secureBootLevel": "FULL_SECURITY"},
-        "storage": {"bootDriveAvailableSpaceMegabytes": 300000, "disks": [
-            {"id": "1", "device": "disk0", "model": "APPLE SSD AP0512Z", "revision": "874", "serialNumber": "0ba0",
-             "sizeMegabytes": 500277, "smartStatus": "Verified", "type": "SSD", "partitions": []}]},
+        "security": {
+            "sipStatus": "ENABLED",
+            "gatekeeperStatus": "APP_STORE_AND_IDENTIFIED_DEVELOPERS",
+            "activationLockEnabled": False,
+            "firewallEnabled": True,
+            "secureBootLevel": "FULL_SECURITY",
+        },
+        "storage": {
+            "bootDriveAvailableSpaceMegabytes": 300000,
+            "disks": [
+                {
+                    "id": "1",
+                    "device": "disk0",
+                    "model": "APPLE SSD AP0512Z",
+                    "revision": "874",
+                    "serialNumber": "0ba0",
+                    "sizeMegabytes": 500277,
+                    "smartStatus": "Verified",
+                    "type": "SSD",
+                    "partitions": [],
+                }
+            ],
+        },
         "groupMemberships": [{"groupId": "1", "groupName": "All Managed Clients", "smartGroup": True}],
         "diskEncryption": None,
     }
@@ -109,43 +219,104 @@ def mobile(i: int) -> dict[str, Any]:
         "mobileDeviceId": str(i),
         "deviceType": "iOS",
         "general": {
-            "udid": f"00008103-001A2B3C4D5E{i:04X}", "displayName": f"Ana's iPad {i}", "assetTag": f"IPAD-{i}",
-            "siteId": "-1", "lastInventoryUpdateDate": "2026-09-13T17:40:02.000Z", "osVersion": "18.6",
-            "osBuild": "22G86", "ipAddress": "203.0.113.77", "managed": True, "supervised": True,
-            "deviceOwnershipType": "Institutional", "lastEnrolledDate": "2025-03-01T09:00:00Z", "timeZone": "UTC",
+            "udid": f"00008103-001A2B3C4D5E{i:04X}",
+            "displayName": f"Ana's iPad {i}",
+            "assetTag": f"IPAD-{i}",
+            "siteId": "-1",
+            "lastInventoryUpdateDate": "2026-09-13T17:40:02.000Z",
+            "osVersion": "18.6",
+            "osBuild": "22G86",
+            "ipAddress": "203.0.113.77",
+            "managed": True,
+            "supervised": True,
+            "deviceOwnershipType": "Institutional",
+            "lastEnrolledDate": "2025-03-01T09:00:00Z",
+            "timeZone": "UTC",
             "extensionAttributes": [{"id": "5", "name": "Cart", "type": "STRING", "value": [f"Cart {i % 2}"]}],
         },
         "hardware": {
-            "capacityMb": 65536, "availableSpaceMb": 40000, "usedSpacePercentage": 39, "batteryLevel": 87,
-            "serialNumber": f"DMPXK{i:04d}CD", "wifiMacAddress": "A4:83:E7:00:00:01",
-            "bluetoothMacAddress": "A4:83:E7:00:00:02", "modemFirmwareVersion": "",
-            "model": "iPad Air (5th generation)", "modelIdentifier": "iPad13,16", "modelNumber": "MM9E3LL",
-            "deviceId": "J407AP", "extensionAttributes": [],
+            "capacityMb": 65536,
+            "availableSpaceMb": 40000,
+            "usedSpacePercentage": 39,
+            "batteryLevel": 87,
+            "serialNumber": f"DMPXK{i:04d}CD",
+            "wifiMacAddress": "A4:83:E7:00:00:01",
+            "bluetoothMacAddress": "A4:83:E7:00:00:02",
+            "modemFirmwareVersion": "",
+            "model": "iPad Air (5th generation)",
+            "modelIdentifier": "iPad13,16",
+            "modelNumber": "MM9E3LL",
+            "deviceId": "J407AP",
+            "extensionAttributes": [],
         },
         "userAndLocation": {
-            "username": "ana.silva", "realName": "Ana Silva", "emailAddress": "ana.silva@example.com",
-            "position": "Analyst", "phoneNumber": "", "departmentId": "2", "buildingId": "1", "room": "3.14",
-            "building": "HQ", "department": "Finance", "extensionAttributes": [],
+            "username": "ana.silva",
+            "realName": "Ana Silva",
+            "emailAddress": "ana.silva@example.com",
+            "position": "Analyst",
+            "phoneNumber": "",
+            "departmentId": "2",
+            "buildingId": "1",
+            "room": "3.14",
+            "building": "HQ",
+            "department": "Finance",
+            "extensionAttributes": [],
         },
-        "purchasing": {"purchased": True, "leased": False, "poNumber": f"PO-M{i}", "vendor": "Apple",
-                       "appleCareId": "", "purchasePrice": "699", "purchasingAccount": "", "poDate": "2025-02-20",
-                       "warrantyExpiresDate": "2026-02-20", "leaseExpiresDate": None, "lifeExpectancy": 3,
-                       "purchasingContact": "", "extensionAttributes": []},
-        "security": {"dataProtected": True, "blockLevelEncryptionCapable": True, "fileLevelEncryptionCapable": True,
-                     "passcodePresent": True, "passcodeCompliant": True, "passcodeCompliantWithProfile": True},
-        "network": {"cellularTechnology": "Unknown", "voiceRoamingEnabled": False, "imei": "35 123456 789012 3",
-                    "iccid": "", "carrierSettingsVersion": "", "currentCarrierNetwork": "", "homeCarrierNetwork": "",
-                    "dataRoamingEnabled": False, "roaming": False, "phoneNumber": ""},
-        "applications": [{"identifier": "com.apple.Pages", "name": "Pages", "version": "14.4", "shortVersion": "14.4",
-                          "managementStatus": "Managed", "validationStatus": True}],
+        "purchasing": {
+            "purchased": True,
+            "leased": False,
+            "poNumber": f"PO-M{i}",
+            "vendor": "Apple",
+            "appleCareId": "",
+            "purchasePrice": "699",
+            "purchasingAccount": "",
+            "poDate": "2025-02-20",
+            "warrantyExpiresDate": "2026-02-20",
+            "leaseExpiresDate": None,
+            "lifeExpectancy": 3,
+            "purchasingContact": "",
+            "extensionAttributes": [],
+        },
+        "security": {
+            "dataProtected": True,
+            "blockLevelEncryptionCapable": True,
+            "fileLevelEncryptionCapable": True,
+            "passcodePresent": True,
+            "passcodeCompliant": True,
+            "passcodeCompliantWithProfile": True,
+        },
+        "network": {
+            "cellularTechnology": "Unknown",
+            "voiceRoamingEnabled": False,
+            "imei": "35 123456 789012 3",
+            "iccid": "",
+            "carrierSettingsVersion": "",
+            "currentCarrierNetwork": "",
+            "homeCarrierNetwork": "",
+            "dataRoamingEnabled": False,
+            "roaming": False,
+            "phoneNumber": "",
+        },
+        "applications": [
+            {
+                "identifier": "com.apple.Pages",
+                "name": "Pages",
+                "version": "14.4",
+                "shortVersion": "14.4",
+                "managementStatus": "Managed",
+                "validationStatus": True,
+            }
+        ],
         "extensionAttributes": [],
         "certificates": [],
     }
 
 
 def jamf_error(status: int, code: str, description: str) -> JSONResponse:
-    return JSONResponse({"httpStatus": status, "errors": [{"code": code, "description": description, "id": "0",
-                                                           "field": None}]}, status_code=status)
+    return JSONResponse(
+        {"httpStatus": status, "errors": [{"code": code, "description": description, "id": "0", "field": None}]},
+        status_code=status,
+    )
 
 
 class FakeJamf(FakeVendor):
@@ -226,11 +397,20 @@ class FakeJamf(FakeVendor):
 
     async def oauth_token(self, request: Request) -> Response:
         form = await request.form()
-        if (form.get("grant_type") != "client_credentials" or form.get("client_id") != self.client_id
-                or form.get("client_secret") != self.client_secret):
+        if (
+            form.get("grant_type") != "client_credentials"
+            or form.get("client_id") != self.client_id
+            or form.get("client_secret") != self.client_secret
+        ):
             return JSONResponse({"error": "invalid_client"}, status_code=401)
-        return JSONResponse({"access_token": self._issue(), "scope": "api-role:2", "token_type": "Bearer",
-                             "expires_in": self.token_lifetime})
+        return JSONResponse(
+            {
+                "access_token": self._issue(),
+                "scope": "api-role:2",
+                "token_type": "Bearer",
+                "expires_in": self.token_lifetime,
+            }
+        )
 
     def _expires(self) -> str:
         when = datetime.fromtimestamp(time.time() + self.token_lifetime, UTC)
@@ -267,11 +447,18 @@ class FakeJamf(FakeVendor):
         return await self._inventory(request, self.computers, COMPUTER_SECTIONS, "id", ("id", "udid"))
 
     async def mobile_inventory(self, request: Request) -> Response:
-        return await self._inventory(request, self.mobiles, MOBILE_SECTIONS, "mobileDeviceId",
-                                     ("mobileDeviceId", "deviceType"))
+        return await self._inventory(
+            request, self.mobiles, MOBILE_SECTIONS, "mobileDeviceId", ("mobileDeviceId", "deviceType")
+        )
 
-    async def _inventory(self, request: Request, pool: list[dict[str, Any]], sections: dict[str, str],
-                         id_field: str, always: tuple[str, ...]) -> Response:
+    async def _inventory(
+        self,
+        request: Request,
+        pool: list[dict[str, Any]],
+        sections: dict[str, str],
+        id_field: str,
+        always: tuple[str, ...],
+    ) -> Response:
         if self._bearer(request) is None:
             return jamf_error(401, "INVALID_TOKEN", "Unauthorized")
         self.in_flight += 1
@@ -298,8 +485,10 @@ class FakeJamf(FakeVendor):
             size = min(int(q.get("page-size", 100)), self.max_page)
             page = int(q.get("page", 0))
             keys = {sections[s] for s in wanted}
-            results = [{k: (v if k in keys or k in always else None) for k, v in r.items()}
-                       for r in rows[page * size:(page + 1) * size]]
+            results = [
+                {k: (v if k in keys or k in always else None) for k, v in r.items()}
+                for r in rows[page * size : (page + 1) * size]
+            ]
             return JSONResponse({"totalCount": len(rows), "results": results})
         finally:
             self.in_flight -= 1
@@ -311,7 +500,7 @@ class FakeJamf(FakeVendor):
             rows = getattr(self, what)
             size = min(int(request.query_params.get("page-size", 100)), self.max_page)
             page = int(request.query_params.get("page", 0))
-            return JSONResponse({"totalCount": len(rows), "results": rows[page * size:(page + 1) * size]})
+            return JSONResponse({"totalCount": len(rows), "results": rows[page * size : (page + 1) * size]})
 
         return endpoint
 
@@ -338,11 +527,24 @@ class FakeJamf(FakeVendor):
             group = next((g for g in groups if str(g["id"]) == request.path_params["id"]), None)
             if group is None:
                 return HTMLResponse(NOT_FOUND_HTML, status_code=404)
-            body: dict[str, Any] = {"id": group["id"], "name": group["name"], "is_smart": group["is_smart"],
-                                    "site": {"id": -1, "name": "None"}, "criteria": []}
+            body: dict[str, Any] = {
+                "id": group["id"],
+                "name": group["name"],
+                "is_smart": group["is_smart"],
+                "site": {"id": -1, "name": "None"},
+                "criteria": [],
+            }
             if kind == "computer":
-                body["computers"] = [{"id": m, "name": f"FIN-MBP-{m:04d}", "mac_address": "", "alt_mac_address": "",
-                                      "serial_number": f"C02ZK{m:04d}D6T"} for m in group["members"]]
+                body["computers"] = [
+                    {
+                        "id": m,
+                        "name": f"FIN-MBP-{m:04d}",
+                        "mac_address": "",
+                        "alt_mac_address": "",
+                        "serial_number": f"C02ZK{m:04d}D6T",
+                    }
+                    for m in group["members"]
+                ]
                 return JSONResponse({"computer_group": body})
             members = [{"id": m, "name": f"Ana's iPad {m}", "udid": "", "serial_number": ""} for m in group["members"]]
             # Classic JSON sends a lone member as an object rather than a one-element list.

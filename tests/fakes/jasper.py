@@ -30,19 +30,45 @@ PASSWORD_TEXT = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-usernam
 
 # TerminalType's children, in schema order, with their XSD types.
 TERMINAL_FIELDS: list[tuple[str, str]] = [
-    ("iccid", "xsd:string"), ("terminalId", "xsd:string"), ("modemId", "xsd:string"), ("customer", "xsd:string"),
-    ("endConsumerId", "xsd:string"), ("suspended", "xsd:string"), ("ratePlan", "xsd:string"),
-    ("status", "xsd:string"), ("monthToDateUsage", "xsd:decimal"), ("overageLimitReached", "xsd:boolean"),
-    ("overageLimitOverride", "xsd:string"), ("dateActivated", "xsd:dateTime"), ("dateAdded", "xsd:dateTime"),
-    ("dateModified", "xsd:dateTime"), ("dateShipped", "xsd:dateTime"), ("monthToDateDataUsage", "xsd:decimal"),
-    ("monthToDateSMSUsage", "xsd:decimal"), ("monthToDateVoiceUsage", "xsd:decimal"), ("secureSimId", "xsd:string"),
+    ("iccid", "xsd:string"),
+    ("terminalId", "xsd:string"),
+    ("modemId", "xsd:string"),
+    ("customer", "xsd:string"),
+    ("endConsumerId", "xsd:string"),
+    ("suspended", "xsd:string"),
+    ("ratePlan", "xsd:string"),
+    ("status", "xsd:string"),
+    ("monthToDateUsage", "xsd:decimal"),
+    ("overageLimitReached", "xsd:boolean"),
+    ("overageLimitOverride", "xsd:string"),
+    ("dateActivated", "xsd:dateTime"),
+    ("dateAdded", "xsd:dateTime"),
+    ("dateModified", "xsd:dateTime"),
+    ("dateShipped", "xsd:dateTime"),
+    ("monthToDateDataUsage", "xsd:decimal"),
+    ("monthToDateSMSUsage", "xsd:decimal"),
+    ("monthToDateVoiceUsage", "xsd:decimal"),
+    ("secureSimId", "xsd:string"),
     *[(f"custom{i}", "xsd:string") for i in range(1, 11)],
-    ("rating", "sch:RatingType"), ("accountId", "xsd:long"), ("fixedIpAddress", "xsd:string"),
-    ("ctdSessionCount", "xsd:long"), ("imsi", "xsd:string"), ("primaryICCID", "xsd:string"), ("imei", "xsd:string"),
-    ("globalSimType", "xsd:string"), ("simNotes", "xsd:string"), ("version", "xsd:int"),
+    ("rating", "sch:RatingType"),
+    ("accountId", "xsd:long"),
+    ("fixedIpAddress", "xsd:string"),
+    ("ctdSessionCount", "xsd:long"),
+    ("imsi", "xsd:string"),
+    ("primaryICCID", "xsd:string"),
+    ("imei", "xsd:string"),
+    ("globalSimType", "xsd:string"),
+    ("simNotes", "xsd:string"),
+    ("version", "xsd:int"),
 ]
-RATING_FIELDS = ["termStartDate", "termEndDate", "renewalPolicy", "renewalRatePlan", "totalPrimaryIncludedData",
-                 "primaryDataRemaining"]
+RATING_FIELDS = [
+    "termStartDate",
+    "termEndDate",
+    "renewalPolicy",
+    "renewalRatePlan",
+    "totalPrimaryIncludedData",
+    "primaryDataRemaining",
+]
 
 XSD = f"""<?xml version="1.0" encoding="UTF-8"?>
 <xsd:schema xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:sch="{SCH}" targetNamespace="{SCH}"
@@ -147,14 +173,20 @@ OPERATIONS = ("GetModifiedTerminals", "GetTerminalDetails")
 def wsdl(base: str) -> str:
     messages = "".join(
         f'  <wsdl:message name="{op}{kind}"><wsdl:part name="body" element="sch:{op}{kind}"/></wsdl:message>\n'
-        for op in OPERATIONS for kind in ("Request", "Response"))
+        for op in OPERATIONS
+        for kind in ("Request", "Response")
+    )
     port_ops = "".join(
         f'    <wsdl:operation name="{op}"><wsdl:input message="tns:{op}Request"/>'
-        f'<wsdl:output message="tns:{op}Response"/></wsdl:operation>\n' for op in OPERATIONS)
+        f'<wsdl:output message="tns:{op}Response"/></wsdl:operation>\n'
+        for op in OPERATIONS
+    )
     binding_ops = "".join(
         f'    <wsdl:operation name="{op}"><soap:operation soapAction="{SVC}/{op}"/>'
         f'<wsdl:input><soap:body use="literal"/></wsdl:input><wsdl:output><soap:body use="literal"/></wsdl:output>'
-        f'</wsdl:operation>\n' for op in OPERATIONS)
+        f"</wsdl:operation>\n"
+        for op in OPERATIONS
+    )
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <wsdl:definitions xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/"
     xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:sch="{SCH}" xmlns:tns="{SVC}" targetNamespace="{SVC}">
@@ -180,14 +212,33 @@ def wsdl(base: str) -> str:
 def terminal(i: int, modified: str, **extra: Any) -> dict[str, Any]:
     """One SIM; ``modified`` like ``2026-11-02T14:22:31.000Z``."""
     iccid = f"890117042789300{i:05d}"
-    return {"msisdn": f"88235{i:010d}", "iccid": iccid, "terminalId": f"TRUCK-{i:04d}", "modemId": f"MDM-{i}",
-            "customer": "Fleet East", "suspended": "N", "ratePlan": "IOT-1GB-POOL", "status": "ACTIVATED",
-            "monthToDateUsage": "12.50", "overageLimitReached": "false", "overageLimitOverride": "DEFAULT",
-            "dateActivated": "2025-02-03T09:15:00.000Z", "dateAdded": "2025-01-20T00:00:00.000Z",
-            "dateModified": modified, "monthToDateDataUsage": "12.50", "monthToDateSMSUsage": "3",
-            "monthToDateVoiceUsage": "0", "secureSimId": "", "custom1": f"Depot {i}", "accountId": "100045",
-            "fixedIpAddress": f"10.200.1.{i}", "imsi": f"31017{i:010d}", "imei": f"3569380356{i:05d}",
-            "version": "7", **extra}
+    return {
+        "msisdn": f"88235{i:010d}",
+        "iccid": iccid,
+        "terminalId": f"TRUCK-{i:04d}",
+        "modemId": f"MDM-{i}",
+        "customer": "Fleet East",
+        "suspended": "N",
+        "ratePlan": "IOT-1GB-POOL",
+        "status": "ACTIVATED",
+        "monthToDateUsage": "12.50",
+        "overageLimitReached": "false",
+        "overageLimitOverride": "DEFAULT",
+        "dateActivated": "2025-02-03T09:15:00.000Z",
+        "dateAdded": "2025-01-20T00:00:00.000Z",
+        "dateModified": modified,
+        "monthToDateDataUsage": "12.50",
+        "monthToDateSMSUsage": "3",
+        "monthToDateVoiceUsage": "0",
+        "secureSimId": "",
+        "custom1": f"Depot {i}",
+        "accountId": "100045",
+        "fixedIpAddress": f"10.200.1.{i}",
+        "imsi": f"31017{i:010d}",
+        "imei": f"3569380356{i:05d}",
+        "version": "7",
+        **extra,
+    }
 
 
 def _parse_time(text: str) -> datetime:
@@ -195,17 +246,26 @@ def _parse_time(text: str) -> datetime:
 
 
 def soap_fault(code: str, string: str, detail: str = "") -> Response:
-    body = (f'<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP_ENV}"><SOAP-ENV:Body><SOAP-ENV:Fault>'
-            f"<faultcode>SOAP-ENV:{code}</faultcode><faultstring>{escape(string)}</faultstring>"
-            + (f"<detail><error>{escape(detail)}</error></detail>" if detail else "")
-            + "</SOAP-ENV:Fault></SOAP-ENV:Body></SOAP-ENV:Envelope>")
+    body = (
+        f'<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP_ENV}"><SOAP-ENV:Body><SOAP-ENV:Fault>'
+        f"<faultcode>SOAP-ENV:{code}</faultcode><faultstring>{escape(string)}</faultstring>"
+        + (f"<detail><error>{escape(detail)}</error></detail>" if detail else "")
+        + "</SOAP-ENV:Fault></SOAP-ENV:Body></SOAP-ENV:Envelope>"
+    )
     return Response(body, status_code=500, media_type="text/xml; charset=utf-8")
 
 
 class FakeJasper(FakeVendor):
-    def __init__(self, *, username: str = "api-user@example.com", password: str = "s3cret",
-                 license_key: str = "LIC-0000-FAKE", page_size: int = 10, max_details: int = 50,
-                 paged: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        username: str = "api-user@example.com",
+        password: str = "s3cret",
+        license_key: str = "LIC-0000-FAKE",
+        page_size: int = 10,
+        max_details: int = 50,
+        paged: bool = True,
+    ) -> None:
         self.username, self.password, self.license_key = username, password, license_key
         self.page_size, self.max_details, self.paged = page_size, max_details, paged
         self.terminals: list[dict[str, Any]] = []
@@ -234,8 +294,12 @@ class FakeJasper(FakeVendor):
         ns = {"s": SOAP_ENV, "w": WSSE, "j": SCH}
         user = envelope.findtext("s:Header/w:Security/w:UsernameToken/w:Username", namespaces=ns)
         password = envelope.find("s:Header/w:Security/w:UsernameToken/w:Password", namespaces=ns)
-        if (user != self.username or password is None or password.text != self.password
-                or password.get("Type") != PASSWORD_TEXT):
+        if (
+            user != self.username
+            or password is None
+            or password.text != self.password
+            or password.get("Type") != PASSWORD_TEXT
+        ):
             return soap_fault("Client", "200200", "Invalid username or password (fictional text)")
         body = envelope.find("s:Body", namespaces=ns)
         if body is None or len(body) == 0:
@@ -254,19 +318,23 @@ class FakeJasper(FakeVendor):
 
     def _envelope(self, operation: str, correlation: str, inner: str) -> Response:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        body = (f'<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP_ENV}"><SOAP-ENV:Body>'
-                f'<ns2:{operation}Response xmlns:ns2="{SCH}">'
-                f"<ns2:correlationId>{escape(correlation)}</ns2:correlationId><ns2:version>1.0</ns2:version>"
-                f"<ns2:build>fake-build</ns2:build><ns2:timestamp>{now}</ns2:timestamp>{inner}"
-                f"</ns2:{operation}Response></SOAP-ENV:Body></SOAP-ENV:Envelope>")
+        body = (
+            f'<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP_ENV}"><SOAP-ENV:Body>'
+            f'<ns2:{operation}Response xmlns:ns2="{SCH}">'
+            f"<ns2:correlationId>{escape(correlation)}</ns2:correlationId><ns2:version>1.0</ns2:version>"
+            f"<ns2:build>fake-build</ns2:build><ns2:timestamp>{now}</ns2:timestamp>{inner}"
+            f"</ns2:{operation}Response></SOAP-ENV:Body></SOAP-ENV:Envelope>"
+        )
         return Response(body, media_type="text/xml; charset=utf-8")
 
     def _modified(self, payload: Any, ns: dict[str, str], correlation: str) -> Response:
         since_text = payload.findtext("j:since", default="", namespaces=ns)
         self.seen_since.append(since_text)
         since = _parse_time(since_text) if since_text else datetime(1970, 1, 1, tzinfo=UTC)
-        changed = sorted((t for t in self.terminals if _parse_time(t["dateModified"]) > since),
-                         key=lambda t: _parse_time(t["dateModified"]))
+        changed = sorted(
+            (t for t in self.terminals if _parse_time(t["dateModified"]) > since),
+            key=lambda t: _parse_time(t["dateModified"]),
+        )
         iccids = [t["iccid"] for t in changed]
         total_pages = max(1, -(-len(iccids) // self.page_size))
         page = int(payload.findtext("j:pageNumber", default="1", namespaces=ns) or 1)

@@ -33,16 +33,33 @@ LIST_FIELDS = ("iccid", "status", "ratePlan", "communicationPlan")
 
 def device(i: int, updated: str, **extra: Any) -> dict[str, Any]:
     """One SIM's detail answer; ``updated`` like ``2026-11-02 14:22:31.000+0000``."""
-    return {"iccid": f"890117042789300{i:05d}", "imsi": f"31017{i:010d}", "msisdn": f"88235{i:010d}",
-            "imei": f"3569380356{i:05d}", "status": "ACTIVATED", "ratePlan": "IOT-1GB-POOL",
-            "communicationPlan": "CP-Data-Only", "customer": "Fleet East", "endConsumerId": None,
-            "dateActivated": "2025-02-03 09:15:00.000+0000", "dateAdded": "2025-01-20 00:00:00.000+0000",
-            "dateUpdated": updated, "dateShipped": "2025-01-21 00:00:00.000+0000", "accountId": "100045",
-            "fixedIPAddress": f"10.200.1.{i}", "fixedIpv6Address": None, "deviceID": f"TRUCK-{i:04d}",
-            "modemID": f"MDM-{i}", "globalSimType": "", "simNotes": None,
-            "accountCustom1": f"Depot {i}", **{f"accountCustom{n}": "" for n in range(2, 11)},
-            **{f"operatorCustom{n}": "" for n in range(1, 6)}, **{f"customerCustom{n}": "" for n in range(1, 6)},
-            **extra}
+    return {
+        "iccid": f"890117042789300{i:05d}",
+        "imsi": f"31017{i:010d}",
+        "msisdn": f"88235{i:010d}",
+        "imei": f"3569380356{i:05d}",
+        "status": "ACTIVATED",
+        "ratePlan": "IOT-1GB-POOL",
+        "communicationPlan": "CP-Data-Only",
+        "customer": "Fleet East",
+        "endConsumerId": None,
+        "dateActivated": "2025-02-03 09:15:00.000+0000",
+        "dateAdded": "2025-01-20 00:00:00.000+0000",
+        "dateUpdated": updated,
+        "dateShipped": "2025-01-21 00:00:00.000+0000",
+        "accountId": "100045",
+        "fixedIPAddress": f"10.200.1.{i}",
+        "fixedIpv6Address": None,
+        "deviceID": f"TRUCK-{i:04d}",
+        "modemID": f"MDM-{i}",
+        "globalSimType": "",
+        "simNotes": None,
+        "accountCustom1": f"Depot {i}",
+        **{f"accountCustom{n}": "" for n in range(2, 11)},
+        **{f"operatorCustom{n}": "" for n in range(1, 6)},
+        **{f"customerCustom{n}": "" for n in range(1, 6)},
+        **extra,
+    }
 
 
 def _parse_time(text: str) -> datetime | None:
@@ -58,8 +75,14 @@ def error(status: int, message: str, code: str) -> Response:
 
 
 class FakeJasperRest(FakeVendor):
-    def __init__(self, *, username: str = "api-user@example.com", api_key: str = "cc-api-key-0000-fake",
-                 accounts: tuple[str, ...] = ("100045",), max_page: int = MAX_PAGE) -> None:
+    def __init__(
+        self,
+        *,
+        username: str = "api-user@example.com",
+        api_key: str = "cc-api-key-0000-fake",
+        accounts: tuple[str, ...] = ("100045",),
+        max_page: int = MAX_PAGE,
+    ) -> None:
         self.username, self.api_key, self.accounts, self.max_page = username, api_key, accounts, max_page
         self.devices: list[dict[str, Any]] = []
         self.seen_since: list[str] = []
@@ -103,13 +126,22 @@ class FakeJasperRest(FakeVendor):
         if account is not None and account not in self.accounts:
             return error(400, "Invalid accountId", "10000010")
         size = min(size, self.max_page)
-        changed = [d for d in self.devices if self._updated(d) > since
-                   and (account is None or str(d.get("accountId")) == account)
-                   and ("status" not in q or d.get("status") == q["status"])]
+        changed = [
+            d
+            for d in self.devices
+            if self._updated(d) > since
+            and (account is None or str(d.get("accountId")) == account)
+            and ("status" not in q or d.get("status") == q["status"])
+        ]
         changed.sort(key=self._updated)
         chosen = changed[(number - 1) * size : number * size]
-        return JSONResponse({"devices": [{k: d.get(k) for k in LIST_FIELDS} for d in chosen],
-                             "pageNumber": number, "lastPage": number * size >= len(changed)})
+        return JSONResponse(
+            {
+                "devices": [{k: d.get(k) for k in LIST_FIELDS} for d in chosen],
+                "pageNumber": number,
+                "lastPage": number * size >= len(changed),
+            }
+        )
 
     async def device_details(self, request: Request) -> Response:
         if (denied := self._denied(request)) is not None:

@@ -29,25 +29,48 @@ LOGIN = "/ams/shared/api/security/login"
 COOKIE = "kboxid"
 
 LAPTOP = {
-    "Id": 1042, "Name": "ACC-LT-0031", "Mac": "A4:B1:C1:22:33:44", "Ip": "10.20.1.15", "User": "jdoe",
-    "User_fullname": "John Doe", "Os_name": "Microsoft Windows 11 Enterprise x64", "Os_version": "10.0.22631",
-    "Cs_manufacturer": "Dell Inc.", "Cs_model": "Latitude 5440", "Bios_serial_number": "7H2KXY3",
-    "Ram_total": "16384", "Last_inventory": "2026-09-14 06:12:45", "Last_sync": "2026-09-14 07:40:02",
+    "Id": 1042,
+    "Name": "ACC-LT-0031",
+    "Mac": "A4:B1:C1:22:33:44",
+    "Ip": "10.20.1.15",
+    "User": "jdoe",
+    "User_fullname": "John Doe",
+    "Os_name": "Microsoft Windows 11 Enterprise x64",
+    "Os_version": "10.0.22631",
+    "Cs_manufacturer": "Dell Inc.",
+    "Cs_model": "Latitude 5440",
+    "Bios_serial_number": "7H2KXY3",
+    "Ram_total": "16384",
+    "Last_inventory": "2026-09-14 06:12:45",
+    "Last_sync": "2026-09-14 07:40:02",
     "Notes": "empty",
     "Software": [
         {"ID": 5531, "DISPLAY_NAME": "Google Chrome", "DISPLAY_VERSION": "140.0.7339.80", "PUBLISHER": "Google LLC"},
         {"ID": 5602, "DISPLAY_NAME": "7-Zip 24.08 (x64)", "DISPLAY_VERSION": "24.08", "PUBLISHER": "Igor Pavlov"},
     ],
 }
-DESKTOP = {"Id": 1043, "Name": "ACC-DT-0007", "Bios_serial_number": "5CD1234ABC",
-           "Last_inventory": "0000-00-00 00:00:00", "Last_sync": "2026-09-10 12:00:00", "Software": []}
+DESKTOP = {
+    "Id": 1043,
+    "Name": "ACC-DT-0007",
+    "Bios_serial_number": "5CD1234ABC",
+    "Last_inventory": "0000-00-00 00:00:00",
+    "Last_sync": "2026-09-10 12:00:00",
+    "Software": [],
+}
 
 
 def machine(i: int) -> dict[str, Any]:
-    return {"Id": 2000 + i, "Name": f"ACC-VM-{i:04d}", "Bios_serial_number": f"VMW{i:06d}",
-            "Os_name": "Ubuntu 24.04 LTS", "Last_inventory": "2026-09-12 10:00:00",
-            "Last_sync": "2026-09-12 10:05:00", "Notes": "", "User": "empty",
-            "Software": [{"ID": 1, "DISPLAY_NAME": "openssh-server", "DISPLAY_VERSION": "9.6p1"}]}
+    return {
+        "Id": 2000 + i,
+        "Name": f"ACC-VM-{i:04d}",
+        "Bios_serial_number": f"VMW{i:06d}",
+        "Os_name": "Ubuntu 24.04 LTS",
+        "Last_inventory": "2026-09-12 10:00:00",
+        "Last_sync": "2026-09-12 10:05:00",
+        "Notes": "",
+        "User": "empty",
+        "Software": [{"ID": 1, "DISPLAY_NAME": "openssh-server", "DISPLAY_VERSION": "9.6p1"}],
+    }
 
 
 def fixture_machines() -> list[dict[str, Any]]:
@@ -59,9 +82,17 @@ def kace_error(message: str, status: int) -> JSONResponse:
 
 
 class FakeKace(FakeVendor):
-    def __init__(self, machines: list[dict[str, Any]] | None = None, *, legacy: bool = False,
-                 username: str = "oomnitza", password: str = "s3cret", organization: str = "Default",
-                 max_page: int = 1000, two_factor: bool = False) -> None:
+    def __init__(
+        self,
+        machines: list[dict[str, Any]] | None = None,
+        *,
+        legacy: bool = False,
+        username: str = "oomnitza",
+        password: str = "s3cret",
+        organization: str = "Default",
+        max_page: int = 1000,
+        two_factor: bool = False,
+    ) -> None:
         self.machines = machines if machines is not None else fixture_machines()
         self.legacy = legacy
         self.username, self.password, self.organization = username, password, organization
@@ -91,8 +122,9 @@ class FakeKace(FakeVendor):
             body = json.loads(await request.body())
         except ValueError:
             return kace_error("Invalid request body", 400)
-        if (body.get("userName"), body.get("password")) != (self.username, self.password) or \
-                body.get("organizationName", "Default") != self.organization:
+        if (body.get("userName"), body.get("password")) != (self.username, self.password) or body.get(
+            "organizationName", "Default"
+        ) != self.organization:
             return kace_error("Invalid user name or password", 401)
         self.logins += 1
         sid = secrets.token_hex(12)
@@ -140,7 +172,7 @@ class FakeKace(FakeVendor):
         limit = min(limit or len(self.machines), self.max_page)
         with_software = "software" in q.get("shaping", "").lower()
         page = []
-        for m in self.machines[offset: offset + limit]:
+        for m in self.machines[offset : offset + limit]:
             m = copy.deepcopy(m)
             if not with_software:
                 m.pop("Software", None)

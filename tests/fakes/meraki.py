@@ -23,31 +23,72 @@ DISK_INFO = [{"name": "Macintosh HD", "mountPoint": "/", "size": 494384795648, "
 
 
 def macbook() -> dict[str, Any]:
-    return {"id": "1284392014810", "name": "Ana's MacBook Air", "tags": ["finance", "recently-added"],
-            "ssid": "ACME-CORP", "wifiMac": "3c:22:fb:10:aa:01", "osName": "macOS 15.6",
-            "systemModel": "MacBookAir10,1",
-            "uuid": "8E6F2A34-9A11-4D57-B0A7-3C22FB10AA01", "serialNumber": "FVFXK2ABCD12", "ip": "10.20.30.41",
-            "systemType": "mac", "lastConnected": 1789372920, "ownerEmail": "ana.silva@example.com",
-            "diskInfoJson": json.dumps(DISK_INFO), "isManaged": True}
+    return {
+        "id": "1284392014810",
+        "name": "Ana's MacBook Air",
+        "tags": ["finance", "recently-added"],
+        "ssid": "ACME-CORP",
+        "wifiMac": "3c:22:fb:10:aa:01",
+        "osName": "macOS 15.6",
+        "systemModel": "MacBookAir10,1",
+        "uuid": "8E6F2A34-9A11-4D57-B0A7-3C22FB10AA01",
+        "serialNumber": "FVFXK2ABCD12",
+        "ip": "10.20.30.41",
+        "systemType": "mac",
+        "lastConnected": 1789372920,
+        "ownerEmail": "ana.silva@example.com",
+        "diskInfoJson": json.dumps(DISK_INFO),
+        "isManaged": True,
+    }
 
 
 def scanner() -> dict[str, Any]:
-    return {"id": "1284392014819", "name": "Warehouse Scanner 7", "tags": [], "ssid": None,
-            "wifiMac": "f4:f5:e8:11:22:33", "osName": "Android 13", "systemModel": "Zebra TC52",
-            "uuid": "b7c2e9d4a1f03e55", "serialNumber": "", "ip": "10.40.0.17", "systemType": "android",
-            "lastConnected": 1789369011, "ownerEmail": None, "diskInfoJson": ""}
+    return {
+        "id": "1284392014819",
+        "name": "Warehouse Scanner 7",
+        "tags": [],
+        "ssid": None,
+        "wifiMac": "f4:f5:e8:11:22:33",
+        "osName": "Android 13",
+        "systemModel": "Zebra TC52",
+        "uuid": "b7c2e9d4a1f03e55",
+        "serialNumber": "",
+        "ip": "10.40.0.17",
+        "systemType": "android",
+        "lastConnected": 1789369011,
+        "ownerEmail": None,
+        "diskInfoJson": "",
+    }
 
 
 def device(i: int) -> dict[str, Any]:
-    return {"id": str(1284392015000 + i), "name": f"Laptop {i}", "tags": ["fleet"], "ssid": "ACME-CORP",
-            "wifiMac": f"3c:22:fb:10:bb:{i:02x}", "osName": "Windows 11", "systemModel": "Latitude 5440",
-            "uuid": f"UUID-{i:04d}", "serialNumber": f"MRK{i:05d}", "ip": f"10.20.31.{i}", "systemType": "windows",
-            "lastConnected": 1789370000 + i, "ownerEmail": f"user{i}@example.com", "diskInfoJson": "not json {"}
+    return {
+        "id": str(1284392015000 + i),
+        "name": f"Laptop {i}",
+        "tags": ["fleet"],
+        "ssid": "ACME-CORP",
+        "wifiMac": f"3c:22:fb:10:bb:{i:02x}",
+        "osName": "Windows 11",
+        "systemModel": "Latitude 5440",
+        "uuid": f"UUID-{i:04d}",
+        "serialNumber": f"MRK{i:05d}",
+        "ip": f"10.20.31.{i}",
+        "systemType": "windows",
+        "lastConnected": 1789370000 + i,
+        "ownerEmail": f"user{i}@example.com",
+        "diskInfoJson": "not json {",
+    }
 
 
 class FakeMeraki(FakeVendor):
-    def __init__(self, devices: list[dict[str, Any]] | None = None, *, api_key: str = "0123456789abcdef0123meraki",
-                 max_page: int = 1000, per_second: int = 10) -> None:
+    def __init__(
+        self,
+        devices: list[dict[str, Any]] | None = None,
+        *,
+        api_key: str = "0123456789abcdef0123meraki",
+        max_page: int = 1000,
+        per_second: int = 10,
+    ) -> None:
         self.devices = devices if devices is not None else [macbook(), scanner(), device(1)]
         self.api_key = api_key
         self.max_page = max_page
@@ -75,16 +116,20 @@ class FakeMeraki(FakeVendor):
         if self.redirect_to:
             return RedirectResponse(f"{self.redirect_to}{request.url.path}?{request.url.query}", status_code=307)
         header = request.headers.get("authorization", "")
-        key = header.removeprefix("Bearer ") if header.startswith("Bearer ") else request.headers.get(
-            "x-cisco-meraki-api-key")
+        key = (
+            header.removeprefix("Bearer ")
+            if header.startswith("Bearer ")
+            else request.headers.get("x-cisco-meraki-api-key")
+        )
         if not key:
             return JSONResponse({"errors": ["Missing API key"]}, status_code=401)
         if key != self.api_key:
             return JSONResponse({"errors": ["Invalid API key"]}, status_code=self.bad_key_status)
         if self._over_budget():
             self.throttled += 1
-            return JSONResponse({"errors": ["API rate limit exceeded for organization"]}, status_code=429,
-                                headers={"Retry-After": "1"})
+            return JSONResponse(
+                {"errors": ["API rate limit exceeded for organization"]}, status_code=429, headers={"Retry-After": "1"}
+            )
         if request.path_params["network"] != NETWORK:
             return JSONResponse({"errors": ["Not found"]}, status_code=404)
         self.queries.append(request.url.query)

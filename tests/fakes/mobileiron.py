@@ -23,35 +23,69 @@ def now_ms() -> int:
 
 
 def android(i: int, checkin: int | None) -> dict[str, Any]:
-    return {"id": 730400 + i, "guid": f"57d9903c-aadf-4b40-aef3-{i:012d}", "displayName": f"DRV-TAB-{i:04d}",
-            "platformType": "ANDROID", "platformVersion": "14", "manufacturer": "Samsung", "model": "SM-X200",
-            "serialNumber": f"R9TT{i:07d}", "imei": "356938035643809", "wifiMacAddress": f"f4:f5:e8:11:22:{i:02x}",
-            "emailAddress": f"driver{i}@example.com", "lastCheckin": checkin, "windowsDeviceType": None}
+    return {
+        "id": 730400 + i,
+        "guid": f"57d9903c-aadf-4b40-aef3-{i:012d}",
+        "displayName": f"DRV-TAB-{i:04d}",
+        "platformType": "ANDROID",
+        "platformVersion": "14",
+        "manufacturer": "Samsung",
+        "model": "SM-X200",
+        "serialNumber": f"R9TT{i:07d}",
+        "imei": "356938035643809",
+        "wifiMacAddress": f"f4:f5:e8:11:22:{i:02x}",
+        "emailAddress": f"driver{i}@example.com",
+        "lastCheckin": checkin,
+        "windowsDeviceType": None,
+    }
 
 
 def windows(i: int, checkin: int | None, serial: str | None = None) -> dict[str, Any]:
-    return {"id": 730460 + i, "guid": f"0b1c2d3e-4f50-6172-8394-{i:012d}", "displayName": f"DRV-LAP-{i:04d}",
-            "platformType": "WINDOWS", "platformVersion": "10.0.22631", "manufacturer": "Dell Inc.",
-            "model": "Latitude 5440", "serialNumber": serial, "emailAddress": "dispatch@example.com",
-            "lastCheckin": checkin, "windowsDeviceType": "DESKTOP"}
+    return {
+        "id": 730460 + i,
+        "guid": f"0b1c2d3e-4f50-6172-8394-{i:012d}",
+        "displayName": f"DRV-LAP-{i:04d}",
+        "platformType": "WINDOWS",
+        "platformVersion": "10.0.22631",
+        "manufacturer": "Dell Inc.",
+        "model": "Latitude 5440",
+        "serialNumber": serial,
+        "emailAddress": "dispatch@example.com",
+        "lastCheckin": checkin,
+        "windowsDeviceType": "DESKTOP",
+    }
 
 
 def hardware(serial: str | None = "7H2KXY3") -> dict[str, Any]:
-    inventory: dict[str, Any] = {"processor": [{"name": "13th Gen Intel(R) Core(TM) i5-1345U", "cores": 10}],
-                                 "hardDrive": [{"size": 512110190592}], "physicalMemory": [{"capacity": 17179869184}]}
+    inventory: dict[str, Any] = {
+        "processor": [{"name": "13th Gen Intel(R) Core(TM) i5-1345U", "cores": 10}],
+        "hardDrive": [{"size": 512110190592}],
+        "physicalMemory": [{"capacity": 17179869184}],
+    }
     if serial is not None:
         inventory["computerSystemProduct"] = {"identifyingNumber": serial}
     return {"errors": None, "result": inventory}
 
 
 def core_device(i: int) -> dict[str, Any]:
-    return {"common.uuid": f"4239b999-46e3-423b-b808-{i:012d}", "common.serial_number": f"F9FXK{i:07d}",
-            "common.model": "iPhone 15", "user.display_name": f"User {i}", "ios.DeviceName": f"iPhone {i}",
-            "common.status": "ACTIVE"}
+    return {
+        "common.uuid": f"4239b999-46e3-423b-b808-{i:012d}",
+        "common.serial_number": f"F9FXK{i:07d}",
+        "common.model": "iPhone 15",
+        "user.display_name": f"User {i}",
+        "ios.DeviceName": f"iPhone {i}",
+        "common.status": "ACTIVE",
+    }
 
 
-CORE_CRITERIA = ["common.uuid", "common.serial_number", "common.model", "user.display_name", "ios.DeviceName",
-                 "common.status"]
+CORE_CRITERIA = [
+    "common.uuid",
+    "common.serial_number",
+    "common.model",
+    "user.display_name",
+    "ios.DeviceName",
+    "common.status",
+]
 
 
 class FakeMobileIron(FakeVendor):
@@ -65,10 +99,14 @@ class FakeMobileIron(FakeVendor):
         max_page: int = 500,
     ) -> None:
         fresh = now_ms() - 3_600_000
-        self.partitions: dict[str, list[dict[str, Any]]] = partitions if partitions is not None else {
-            "Default Partition": [android(90, fresh)],
-            "Drivers": [android(1, fresh), windows(1, fresh - 1000), android(2, fresh - 2000)],
-        }
+        self.partitions: dict[str, list[dict[str, Any]]] = (
+            partitions
+            if partitions is not None
+            else {
+                "Default Partition": [android(90, fresh)],
+                "Drivers": [android(1, fresh), windows(1, fresh - 1000), android(2, fresh - 2000)],
+            }
+        )
         self.partition_ids = {name: 10021 + i for i, name in enumerate(self.partitions)}
         self.hardware: dict[int, dict[str, Any]] = {730461: hardware()}
         self.spaces = spaces if spaces is not None else {1: [core_device(i) for i in range(3)]}
@@ -94,15 +132,18 @@ class FakeMobileIron(FakeVendor):
             return None
         if request.url.path.startswith("/api/v2/"):  # Core answers with an HTML page
             return HTMLResponse("<html><body><h1>HTTP Status 401 - Unauthorized</h1></body></html>", status_code=401)
-        return JSONResponse({"errors": {"globalErrors": [{"code": "Unauthorized", "message": "Bad credentials"}]},
-                             "result": None}, status_code=401)
+        return JSONResponse(
+            {"errors": {"globalErrors": [{"code": "Unauthorized", "message": "Bad credentials"}]}, "result": None},
+            status_code=401,
+        )
 
     async def v1_partitions(self, request: Request) -> Response:
         if (denied := self._denied(request)) is not None:
             return denied
         rows = [{"id": pid, "name": name} for name, pid in self.partition_ids.items()]
-        return JSONResponse({"errors": None, "result": {"searchResults": rows, "totalCount": len(rows), "offset": 0,
-                                                        "limit": 50}})
+        return JSONResponse(
+            {"errors": None, "result": {"searchResults": rows, "totalCount": len(rows), "offset": 0, "limit": 50}}
+        )
 
     async def v1_devices(self, request: Request) -> Response:
         if (denied := self._denied(request)) is not None:
@@ -110,39 +151,61 @@ class FakeMobileIron(FakeVendor):
         q = request.query_params
         rows = int(q.get("rows", 50))
         if not 1 <= rows <= 500:
-            return JSONResponse({"errors": {"globalErrors": None, "fieldErrors": [
-                {"code": "Range", "message": "must be between 1 and 500", "field": "rows"}]}, "result": None},
-                status_code=400)
+            return JSONResponse(
+                {
+                    "errors": {
+                        "globalErrors": None,
+                        "fieldErrors": [{"code": "Range", "message": "must be between 1 and 500", "field": "rows"}],
+                    },
+                    "result": None,
+                },
+                status_code=400,
+            )
         name = next((n for n, pid in self.partition_ids.items() if str(pid) == q.get("dmPartitionId")), None)
         if name is None:
-            return JSONResponse({"errors": {"globalErrors": [{"message": "Unknown partition"}]}, "result": None},
-                                status_code=400)
+            return JSONResponse(
+                {"errors": {"globalErrors": [{"message": "Unknown partition"}]}, "result": None}, status_code=400
+            )
         devices = list(self.partitions[name])
         if q.get("sortFields[0].name") == "lastCheckin":
-            with_date = sorted((d for d in devices if d.get("lastCheckin") is not None),
-                               key=lambda d: d["lastCheckin"], reverse=q.get("sortFields[0].order") == "DESC")
+            with_date = sorted(
+                (d for d in devices if d.get("lastCheckin") is not None),
+                key=lambda d: d["lastCheckin"],
+                reverse=q.get("sortFields[0].order") == "DESC",
+            )
             nulls = [d for d in devices if d.get("lastCheckin") is None]
             devices = nulls + with_date if self.nulls_first else with_date + nulls
         start = int(q.get("start", 0))
         size = min(rows, self.max_page)
-        return JSONResponse({"errors": None, "result": {"totalCount": len(devices), "offset": 0, "limit": size,
-                                                        "searchResults": devices[start : start + size]}})
+        return JSONResponse(
+            {
+                "errors": None,
+                "result": {
+                    "totalCount": len(devices),
+                    "offset": 0,
+                    "limit": size,
+                    "searchResults": devices[start : start + size],
+                },
+            }
+        )
 
     async def v1_hardware(self, request: Request) -> Response:
         if (denied := self._denied(request)) is not None:
             return denied
         device_id = int(request.path_params["device_id"])
         if device_id not in self.hardware:
-            return JSONResponse({"errors": {"globalErrors": [{"message": "Device not found"}]}, "result": None},
-                                status_code=404)
+            return JSONResponse(
+                {"errors": {"globalErrors": [{"message": "Device not found"}]}, "result": None}, status_code=404
+            )
         return JSONResponse(self.hardware[device_id])
 
     async def v2_spaces(self, request: Request) -> Response:
         if (denied := self._denied(request)) is not None:
             return denied
         results = [{"id": sid, "name": "Global" if sid == 1 else f"Space {sid}"} for sid in self.spaces]
-        return JSONResponse({"results": results, "totalCount": len(results), "resultCount": len(results),
-                             "hasMore": False})
+        return JSONResponse(
+            {"results": results, "totalCount": len(results), "resultCount": len(results), "hasMore": False}
+        )
 
     async def v2_criteria(self, request: Request) -> Response:
         if (denied := self._denied(request)) is not None:
@@ -154,15 +217,21 @@ class FakeMobileIron(FakeVendor):
             return denied
         q = request.query_params
         if "labelId" not in q and "query" not in q:
-            return JSONResponse({"messages": [{"type": "Error", "message": "query or labelId is required"}]},
-                                status_code=400)
+            return JSONResponse(
+                {"messages": [{"type": "Error", "message": "query or labelId is required"}]}, status_code=400
+            )
         fields = [f for f in q.get("fields", "").split(",") if f]
         if not fields or len(fields) > 512:
-            return JSONResponse({"messages": [{"type": "Error", "message": "fields: 1 to 512 names"}]},
-                                status_code=400)
+            return JSONResponse({"messages": [{"type": "Error", "message": "fields: 1 to 512 names"}]}, status_code=400)
         devices = self.spaces.get(int(q.get("adminDeviceSpaceId", 0)), [])
         offset = int(q.get("offset", 0))
         limit = min(int(q.get("limit", 50)), self.max_page)
         chunk = [{f: d.get(f) for f in fields} for d in devices[offset : offset + limit]]
-        return JSONResponse({"totalCount": len(devices), "resultCount": len(chunk),
-                             "hasMore": offset + len(chunk) < len(devices), "results": chunk})
+        return JSONResponse(
+            {
+                "totalCount": len(devices),
+                "resultCount": len(chunk),
+                "hasMore": offset + len(chunk) < len(devices),
+                "results": chunk,
+            }
+        )

@@ -18,36 +18,70 @@ V1_TOKEN = "0123456789abcdef0123456789abcdef01234567"
 V2_TOKEN = "nbt_AbCdEf123456.s3cr3tv2value"
 
 RTR = {
-    "id": 231, "url": "https://netbox.example.test/api/dcim/devices/231/", "display": "rtr-ams-01",
+    "id": 231,
+    "url": "https://netbox.example.test/api/dcim/devices/231/",
+    "display": "rtr-ams-01",
     "name": "rtr-ams-01",
-    "device_type": {"id": 12, "display": "ISR4331", "manufacturer": {"id": 3, "name": "Cisco", "slug": "cisco"},
-                    "model": "ISR4331", "slug": "isr4331"},
+    "device_type": {
+        "id": 12,
+        "display": "ISR4331",
+        "manufacturer": {"id": 3, "name": "Cisco", "slug": "cisco"},
+        "model": "ISR4331",
+        "slug": "isr4331",
+    },
     "role": {"id": 2, "name": "Router", "slug": "router"},
-    "tenant": None, "platform": {"id": 5, "name": "IOS-XE", "slug": "ios-xe"},
-    "serial": "FOC2233X0AB", "asset_tag": "AT-000231",
-    "site": {"id": 1, "name": "AMS1", "slug": "ams1"}, "location": None, "rack": {"id": 9, "name": "R09"},
-    "position": 42.0, "status": {"value": "active", "label": "Active"},
+    "tenant": None,
+    "platform": {"id": 5, "name": "IOS-XE", "slug": "ios-xe"},
+    "serial": "FOC2233X0AB",
+    "asset_tag": "AT-000231",
+    "site": {"id": 1, "name": "AMS1", "slug": "ams1"},
+    "location": None,
+    "rack": {"id": 9, "name": "R09"},
+    "position": 42.0,
+    "status": {"value": "active", "label": "Active"},
     "primary_ip": {"id": 77, "family": {"value": 4, "label": "IPv4"}, "address": "10.0.0.1/24"},
     "primary_ip4": {"id": 77, "family": {"value": 4, "label": "IPv4"}, "address": "10.0.0.1/24"},
-    "primary_ip6": None, "description": "", "comments": "",
+    "primary_ip6": None,
+    "description": "",
+    "comments": "",
     "tags": [{"id": 4, "name": "core", "slug": "core", "color": "ff0000"}],
     "custom_fields": {"purchase_order": "PO-2291"},
     "config_context": {"ntp": ["10.0.0.53"]},
-    "created": "2024-05-02T08:01:12.000000Z", "last_updated": "2026-10-30T16:44:05.120000Z",
+    "created": "2024-05-02T08:01:12.000000Z",
+    "last_updated": "2026-10-30T16:44:05.120000Z",
 }
 SWITCH = {
-    "id": 232, "url": "https://netbox.example.test/api/dcim/devices/232/", "display": "sw-ams-01",
+    "id": 232,
+    "url": "https://netbox.example.test/api/dcim/devices/232/",
+    "display": "sw-ams-01",
     "name": "sw-ams-01",
-    "device_type": {"id": 14, "display": "EX4300-48T", "manufacturer": {"id": 6, "name": "Juniper", "slug": "juniper"},
-                    "model": "EX4300-48T", "slug": "ex4300-48t"},
+    "device_type": {
+        "id": 14,
+        "display": "EX4300-48T",
+        "manufacturer": {"id": 6, "name": "Juniper", "slug": "juniper"},
+        "model": "EX4300-48T",
+        "slug": "ex4300-48t",
+    },
     "role": {"id": 3, "name": "Access Switch", "slug": "access-switch"},
-    "tenant": None, "platform": None, "serial": "", "asset_tag": None,
-    "site": {"id": 1, "name": "AMS1", "slug": "ams1"}, "location": None, "rack": None, "position": None,
+    "tenant": None,
+    "platform": None,
+    "serial": "",
+    "asset_tag": None,
+    "site": {"id": 1, "name": "AMS1", "slug": "ams1"},
+    "location": None,
+    "rack": None,
+    "position": None,
     "status": {"value": "planned", "label": "Planned"},
-    "primary_ip": None, "primary_ip4": None, "primary_ip6": None,
-    "description": "", "comments": "", "tags": [], "custom_fields": {"purchase_order": None},
+    "primary_ip": None,
+    "primary_ip4": None,
+    "primary_ip6": None,
+    "description": "",
+    "comments": "",
+    "tags": [],
+    "custom_fields": {"purchase_order": None},
     "config_context": {},
-    "created": "2026-11-20T10:00:00.000000Z", "last_updated": "2026-11-20T10:00:00.000000Z",
+    "created": "2026-11-20T10:00:00.000000Z",
+    "last_updated": "2026-11-20T10:00:00.000000Z",
 }
 
 
@@ -58,8 +92,14 @@ def device(i: int) -> dict[str, Any]:
 
 
 class FakeNetbox(FakeVendor):
-    def __init__(self, devices: list[dict[str, Any]] | None = None, *, max_page: int = 1000,
-                 tokens: tuple[str, ...] = (V1_TOKEN, V2_TOKEN), next_base: str | None = None) -> None:
+    def __init__(
+        self,
+        devices: list[dict[str, Any]] | None = None,
+        *,
+        max_page: int = 1000,
+        tokens: tuple[str, ...] = (V1_TOKEN, V2_TOKEN),
+        next_base: str | None = None,
+    ) -> None:
         self.devices = devices if devices is not None else [copy.deepcopy(RTR), copy.deepcopy(SWITCH)]
         self.max_page = max_page
         self.tokens = tokens
@@ -100,9 +140,11 @@ class FakeNetbox(FakeVendor):
         def link(off: int) -> str:
             return base + "?" + urlencode({**keep, "limit": limit, **({"offset": off} if off else {})})
 
-        return JSONResponse({
-            "count": len(pool),
-            "next": link(offset + limit) if offset + limit < len(pool) else None,
-            "previous": link(max(0, offset - limit)) if offset else None,
-            "results": page,
-        })
+        return JSONResponse(
+            {
+                "count": len(pool),
+                "next": link(offset + limit) if offset + limit < len(pool) else None,
+                "previous": link(max(0, offset - limit)) if offset else None,
+                "results": page,
+            }
+        )

@@ -80,8 +80,7 @@ class FakeOkta(FakeVendor):
         header = request.headers.get("authorization", "")
         if header.startswith("DPoP "):
             token = header.removeprefix("DPoP ")
-            claims = self._proof(request, token=token,
-                                 nonce=self.resource_nonce_value if self.resource_nonce else None)
+            claims = self._proof(request, token=token, nonce=self.resource_nonce_value if self.resource_nonce else None)
             return claims is not None and self.bound.get(token) == claims["_jkt"]
         token = header.removeprefix("Bearer ")
         return header == f"SSWS {self.token}" or (token in self.issued and token not in self.bound)
@@ -127,22 +126,31 @@ class FakeOkta(FakeVendor):
         if claims.get("iss") != self.client_id or claims.get("aud") != f"{self.url}/oauth2/v1/token":
             return JSONResponse({"error": "invalid_client"}, status_code=401)
         if claims.get("jti") in self.client_assertion_ids:
-            return JSONResponse({"error": "invalid_client",
-                                 "error_description": "The client_assertion token has already been used."}, 401)
+            return JSONResponse(
+                {"error": "invalid_client", "error_description": "The client_assertion token has already been used."},
+                401,
+            )
         self.client_assertion_ids.add(claims.get("jti"))
         token_type, jkt = "Bearer", None
         if self.require_dpop:
             if "dpop" not in request.headers:
-                return JSONResponse({"error": "invalid_dpop_proof",
-                                     "error_description": "The DPoP proof JWT header is missing."}, 400)
+                return JSONResponse(
+                    {"error": "invalid_dpop_proof", "error_description": "The DPoP proof JWT header is missing."}, 400
+                )
             proof = self._proof(request)
             if proof is None:
-                return JSONResponse({"error": "invalid_dpop_proof",
-                                     "error_description": "The DPoP proof JWT is invalid."}, 400)
+                return JSONResponse(
+                    {"error": "invalid_dpop_proof", "error_description": "The DPoP proof JWT is invalid."}, 400
+                )
             if proof.get("nonce") != self.nonce:
-                return JSONResponse({"error": "use_dpop_nonce",
-                                     "error_description": "Authorization server requires nonce in DPoP proof."},
-                                    400, headers={"DPoP-Nonce": self.nonce})
+                return JSONResponse(
+                    {
+                        "error": "use_dpop_nonce",
+                        "error_description": "Authorization server requires nonce in DPoP proof.",
+                    },
+                    400,
+                    headers={"DPoP-Nonce": self.nonce},
+                )
             token_type, jkt = "DPoP", proof["_jkt"]
         token = f"at-{len(self.issued)}-okta"
         self.issued.append(token)
@@ -155,9 +163,16 @@ class FakeOkta(FakeVendor):
     async def list_users(self, request: Request) -> Response:
         if not self._authorized(request):
             if self.resource_nonce and request.headers.get("authorization", "").startswith("DPoP "):
-                return okta_error("E0000011", "Invalid token provided", 401, headers={
-                    "WWW-Authenticate": 'DPoP error="use_dpop_nonce", error_description="Resource server requires '
-                                        'nonce in DPoP proof"', "DPoP-Nonce": self.resource_nonce_value})
+                return okta_error(
+                    "E0000011",
+                    "Invalid token provided",
+                    401,
+                    headers={
+                        "WWW-Authenticate": 'DPoP error="use_dpop_nonce", error_description="Resource server requires '
+                        'nonce in DPoP proof"',
+                        "DPoP-Nonce": self.resource_nonce_value,
+                    },
+                )
             return okta_error("E0000011", "Invalid token provided", 401)
         q = request.query_params
         limit = min(int(q.get("limit", 200)), self.max_page)

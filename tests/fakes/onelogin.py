@@ -18,11 +18,38 @@ from .vendor import FakeVendor
 
 # The fields a v2 list entry carries when no ``fields`` parameter is given.
 DEFAULT_FIELDS = (
-    "id", "username", "email", "firstname", "lastname", "title", "department", "company", "comment",
-    "group_id", "role_ids", "phone", "state", "status", "directory_id", "trusted_idp_id", "manager_ad_id",
-    "manager_user_id", "samaccount_name", "member_of", "userprincipalname", "distinguished_name",
-    "external_id", "activated_at", "last_login", "invitation_sent_at", "updated_at", "preferred_locale_code",
-    "created_at", "invalid_login_attempts", "locked_until", "password_changed_at",
+    "id",
+    "username",
+    "email",
+    "firstname",
+    "lastname",
+    "title",
+    "department",
+    "company",
+    "comment",
+    "group_id",
+    "role_ids",
+    "phone",
+    "state",
+    "status",
+    "directory_id",
+    "trusted_idp_id",
+    "manager_ad_id",
+    "manager_user_id",
+    "samaccount_name",
+    "member_of",
+    "userprincipalname",
+    "distinguished_name",
+    "external_id",
+    "activated_at",
+    "last_login",
+    "invitation_sent_at",
+    "updated_at",
+    "preferred_locale_code",
+    "created_at",
+    "invalid_login_attempts",
+    "locked_until",
+    "password_changed_at",
 )
 
 
@@ -40,22 +67,52 @@ def full_user(**fields: Any) -> dict[str, Any]:
 
 
 KWAME = full_user(
-    id=40001, username="kwame.mensah", email="kwame@acme.test", firstname="Kwame", lastname="Mensah",
-    phone="+233 20 000 0001", status=1, state=1, title="Technician", department="IT", company="Acme",
-    role_ids=[123], group_id=77, last_login="2026-09-29T07:00:00.000Z", created_at="2024-03-01T10:00:00.000Z",
-    updated_at="2026-09-29T07:00:00.000Z", samaccount_name="kmensah", preferred_locale_code="en",
-    manager_user_id="40009", custom_attributes={"employee_id": "E-40001", "cost_center": "CC-9"},
+    id=40001,
+    username="kwame.mensah",
+    email="kwame@acme.test",
+    firstname="Kwame",
+    lastname="Mensah",
+    phone="+233 20 000 0001",
+    status=1,
+    state=1,
+    title="Technician",
+    department="IT",
+    company="Acme",
+    role_ids=[123],
+    group_id=77,
+    last_login="2026-09-29T07:00:00.000Z",
+    created_at="2024-03-01T10:00:00.000Z",
+    updated_at="2026-09-29T07:00:00.000Z",
+    samaccount_name="kmensah",
+    preferred_locale_code="en",
+    manager_user_id="40009",
+    custom_attributes={"employee_id": "E-40001", "cost_center": "CC-9"},
 )
 LEA = full_user(
-    id=40002, username=None, email="lea.muller@acme.test", firstname="Léa", lastname="Müller", phone=None,
-    status=2, state=1, role_ids=[], custom_attributes={"employee_id": None, "cost_center": None},
+    id=40002,
+    username=None,
+    email="lea.muller@acme.test",
+    firstname="Léa",
+    lastname="Müller",
+    phone=None,
+    status=2,
+    state=1,
+    role_ids=[],
+    custom_attributes={"employee_id": None, "cost_center": None},
 )
 
 
 def user(i: int) -> dict[str, Any]:
     return full_user(
-        id=50000 + i, username=f"user{i}", email=f"user{i}@acme.test", firstname=f"Ama{i}", lastname="Owusu",
-        phone=f"+233 20 100 {i:04d}", status=1, state=1, role_ids=[200 + i],
+        id=50000 + i,
+        username=f"user{i}",
+        email=f"user{i}@acme.test",
+        firstname=f"Ama{i}",
+        lastname="Owusu",
+        phone=f"+233 20 100 {i:04d}",
+        status=1,
+        state=1,
+        role_ids=[200 + i],
         custom_attributes={"employee_id": f"E-{50000 + i}", "cost_center": None},
     )
 
@@ -125,27 +182,39 @@ class FakeOnelogin(FakeVendor):
             return envelope_error(401, "Unauthorized", "Authentication Failure")
         token = f"fake-at-{len(self.issued) + 1}"
         self.issued.append(token)
-        return JSONResponse({
-            "access_token": token, "created_at": "2026-10-01T08:00:00.000Z", "expires_in": 36000,
-            "refresh_token": f"rt-{token}", "token_type": "bearer", "account_id": 555555,
-        })
+        return JSONResponse(
+            {
+                "access_token": token,
+                "created_at": "2026-10-01T08:00:00.000Z",
+                "expires_in": 36000,
+                "refresh_token": f"rt-{token}",
+                "token_type": "bearer",
+                "account_id": 555555,
+            }
+        )
 
     def _rate_headers(self) -> dict[str, str]:
         self.remaining = max(self.remaining - 1, 0)
-        return {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": str(self.remaining),
-                "X-RateLimit-Reset": str(self.reset)}
+        return {
+            "X-RateLimit-Limit": "5000",
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset),
+        }
 
     async def list_users(self, request: Request) -> Response:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or token not in self.issued or token in self.revoked:
-            return JSONResponse({"message": "Unauthorized", "statusCode": 401, "name": "UnauthorizedError"},
-                                status_code=401)
+            return JSONResponse(
+                {"message": "Unauthorized", "statusCode": 401, "name": "UnauthorizedError"}, status_code=401
+            )
         q = request.query_params
         fields = [f.strip() for f in q.get("fields", "").split(",") if f.strip()]
         if fields and self.reject_fields and "custom_attributes" in fields:
-            return JSONResponse({"message": "Invalid field: custom_attributes", "name": "BadRequestError",
-                                 "statusCode": 400}, status_code=400)
+            return JSONResponse(
+                {"message": "Invalid field: custom_attributes", "name": "BadRequestError", "statusCode": 400},
+                status_code=400,
+            )
         if q.get("cursor"):
             offset, limit = _offset(q["cursor"])
         else:

@@ -47,12 +47,12 @@ class DroppingProxy:
             self.chunks.append(chunks)
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             first = self.connections == 1 or self.every
-            threading.Thread(target=self._client_to_server, args=(client, upstream, chunks, first),
-                             daemon=True).start()
+            threading.Thread(target=self._client_to_server, args=(client, upstream, chunks, first), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
 
-    def _client_to_server(self, client: socket.socket, upstream: socket.socket, chunks: list[bytes],
-                          first: bool) -> None:
+    def _client_to_server(
+        self, client: socket.socket, upstream: socket.socket, chunks: list[bytes], first: bool
+    ) -> None:
         try:
             while data := client.recv(65536):
                 chunks.append(data)

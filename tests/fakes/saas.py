@@ -17,8 +17,13 @@ KEY = "fw_live_123"
 
 
 def device(i: int) -> dict[str, Any]:
-    return {"id": f"dv-{i}", "serial": f"C02XK{i}", "model": "MacBookPro18,3", "phone": f"555010{i}",
-            "apps": [{"title": "Slack", "ver": "4.41"}, {"title": "Zoom", "ver": None}]}
+    return {
+        "id": f"dv-{i}",
+        "serial": f"C02XK{i}",
+        "model": "MacBookPro18,3",
+        "phone": f"555010{i}",
+        "apps": [{"title": "Slack", "ver": "4.41"}, {"title": "Zoom", "ver": None}],
+    }
 
 
 class FakeSaas(FakeVendor):
@@ -70,17 +75,18 @@ class FakeSaas(FakeVendor):
             return denied
         size = int(request.query_params.get("per_page", self.page_size))
         start = int(request.query_params.get("cursor", "c0")[1:])
-        page = self.devices[start:start + size]
+        page = self.devices[start : start + size]
         nxt = f"c{start + size}" if start + size < len(self.devices) else None
-        return JSONResponse({"devices": [{"id": d["id"], "name": d["model"]} for d in page],
-                             "paging": {"next_cursor": nxt}})
+        return JSONResponse(
+            {"devices": [{"id": d["id"], "name": d["model"]} for d in page], "paging": {"next_cursor": nxt}}
+        )
 
     async def link_list(self, request: Request) -> Response:
         if denied := self._denied(request):
             return denied
         page_no = int(request.query_params.get("page", "1"))
         start = (page_no - 1) * self.page_size
-        page = self.devices[start:start + self.page_size]
+        page = self.devices[start : start + self.page_size]
         response = JSONResponse(page)
         if start + self.page_size < len(self.devices):
             response.headers["link"] = f'<{self.url}/v2/devices?page={page_no + 1}>; rel="next"'
@@ -91,14 +97,15 @@ class FakeSaas(FakeVendor):
             return denied
         page_no = int(request.query_params.get("page", "1"))
         start = (page_no - 1) * self.page_size
-        page = self.devices[start:start + self.page_size]
+        page = self.devices[start : start + self.page_size]
         return JSONResponse({"items": page, "has_more": start + self.page_size < len(self.devices)})
 
     async def xml_list(self, request: Request) -> Response:
         if denied := self._denied(request):
             return denied
-        rows = "".join(f"<device><serial>{d['serial']}</serial><model>{d['model']}</model></device>"
-                       for d in self.devices)
+        rows = "".join(
+            f"<device><serial>{d['serial']}</serial><model>{d['model']}</model></device>" for d in self.devices
+        )
         return Response(f"<devices>{rows}</devices>", media_type="application/xml")
 
     async def detail(self, request: Request) -> Response:

@@ -51,11 +51,13 @@ def _recv(conn: socket.socket, n: int) -> bytes | None:
 
 
 def prelogin_reply() -> bytes:
-    options = [(0x00, bytes([15, 0, 0x07, 0xD0, 0, 0])),  # VERSION 15.0.2000
-               (0x01, b"\x02"),  # ENCRYPTION: ENCRYPT_NOT_SUP
-               (0x02, b"\x00"),  # INSTOPT
-               (0x03, b""),  # THREADID
-               (0x04, b"\x00")]  # MARS off
+    options = [
+        (0x00, bytes([15, 0, 0x07, 0xD0, 0, 0])),  # VERSION 15.0.2000
+        (0x01, b"\x02"),  # ENCRYPTION: ENCRYPT_NOT_SUP
+        (0x02, b"\x00"),  # INSTOPT
+        (0x03, b""),  # THREADID
+        (0x04, b"\x00"),
+    ]  # MARS off
     offset = len(options) * 5 + 1
     head, data = b"", b""
     for token, value in options:
@@ -74,8 +76,15 @@ def decode_login7(data: bytes) -> dict[str, Any]:
             raw = bytearray((((b ^ 0xA5) & 0x0F) << 4) | ((b ^ 0xA5) >> 4) for b in raw)
         return raw.decode("utf-16-le")
 
-    return {"tds_version": tds_version, "host": text(36), "user": text(40), "password": text(44, True),
-            "app": text(48), "server": text(52), "database": text(68)}
+    return {
+        "tds_version": tds_version,
+        "host": text(36),
+        "user": text(40),
+        "password": text(44, True),
+        "app": text(48),
+        "server": text(52),
+        "database": text(68),
+    }
 
 
 def login_failed(user: str, tds_version: int) -> bytes:
@@ -87,8 +96,13 @@ def login_failed(user: str, tds_version: int) -> bytes:
     def b_varchar(s: str) -> bytes:
         return struct.pack("<B", len(s)) + s.encode("utf-16-le")
 
-    body = (struct.pack("<iBB", 18456, 1, 14) + us_varchar(f"Login failed for user '{user}'.")
-            + b_varchar("FAKESQL01") + b_varchar("") + (struct.pack("<i", 1) if modern else struct.pack("<H", 1)))
+    body = (
+        struct.pack("<iBB", 18456, 1, 14)
+        + us_varchar(f"Login failed for user '{user}'.")
+        + b_varchar("FAKESQL01")
+        + b_varchar("")
+        + (struct.pack("<i", 1) if modern else struct.pack("<H", 1))
+    )
     error = b"\xaa" + struct.pack("<H", len(body)) + body
     done = b"\xfd" + struct.pack("<HH", 0x0002, 0) + (struct.pack("<Q", 0) if modern else struct.pack("<I", 0))
     return error + done

@@ -18,13 +18,21 @@ from starlette.routing import BaseRoute, Route
 
 from .vendor import FakeVendor
 
-LINK_TABLES = {"model": "cmdb_model", "assigned_to": "sys_user", "ci": "cmdb_ci", "location": "cmn_location",
-               "manufacturer": "core_company", "model_id": "cmdb_model", "installed_on": "cmdb_ci"}
+LINK_TABLES = {
+    "model": "cmdb_model",
+    "assigned_to": "sys_user",
+    "ci": "cmdb_ci",
+    "location": "cmn_location",
+    "manufacturer": "core_company",
+    "model_id": "cmdb_model",
+    "installed_on": "cmdb_ci",
+}
 
 
 def sn_error(status: int, message: str, detail: str | None = None, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"error": {"message": message, "detail": detail}, "status": "failure"},
-                        status_code=status, headers=headers)
+    return JSONResponse(
+        {"error": {"message": message, "detail": detail}, "status": "failure"}, status_code=status, headers=headers
+    )
 
 
 def field(value: str, shown: str | None = None) -> dict[str, str]:
@@ -88,15 +96,25 @@ def computer(ci: str, n: int) -> dict[str, Any]:
 
 
 class FakeServiceNow(FakeVendor):
-    def __init__(self, *, username: str = "svc_oomnitza", password: str = "Passw0rd!", max_page: int = 10000,
-                 client_id: str = "oomnitza-client", client_secret: str = "s3cr3t-client",
-                 client_credentials_enabled: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        username: str = "svc_oomnitza",
+        password: str = "Passw0rd!",
+        max_page: int = 10000,
+        client_id: str = "oomnitza-client",
+        client_secret: str = "s3cr3t-client",
+        client_credentials_enabled: bool = True,
+    ) -> None:
         self.username, self.password = username, password
         self.client_id, self.client_secret = client_id, client_secret
         self.client_credentials_enabled = client_credentials_enabled
         self.max_page = max_page
         self.tables: dict[str, list[dict[str, Any]]] = {
-            "alm_asset": [], "alm_hardware": [], "cmdb_ci_computer": [], "cmdb_software_instance": [],
+            "alm_asset": [],
+            "alm_hardware": [],
+            "cmdb_ci_computer": [],
+            "cmdb_software_instance": [],
         }
         self.issued: list[str] = []
         self._ids = itertools.count(1)
@@ -115,11 +133,20 @@ class FakeServiceNow(FakeVendor):
     def add_software(self, ci: str, name: str, version: str, table: str = "cmdb_software_instance") -> None:
         n = next(self._ids)
         if table == "cmdb_sam_sw_install":
-            row = {"sys_id": field(sys_id(10**6 + n)), "installed_on": field(ci), "display_name": field(name),
-                   "version": field(version), "publisher": field("Acme")}
+            row = {
+                "sys_id": field(sys_id(10**6 + n)),
+                "installed_on": field(ci),
+                "display_name": field(name),
+                "version": field(version),
+                "publisher": field("Acme"),
+            }
         else:
-            row = {"sys_id": field(sys_id(10**6 + n)), "installed_on": field(ci), "software.name": field(name),
-                   "software.version": field(version)}
+            row = {
+                "sys_id": field(sys_id(10**6 + n)),
+                "installed_on": field(ci),
+                "software.name": field(name),
+                "software.version": field(version),
+            }
         self.tables.setdefault(table, []).append(row)
 
     # -- routes ---------------------------------------------------------------------------------
@@ -148,12 +175,20 @@ class FakeServiceNow(FakeVendor):
         if grant == "password" and (form.get("username"), form.get("password")) != (self.username, self.password):
             return JSONResponse({"error_description": "access_denied", "error": "server_error"}, status_code=401)
         if grant not in ("client_credentials", "password"):
-            return JSONResponse({"error_description": "unsupported_grant_type", "error": "server_error"},
-                                status_code=400)
+            return JSONResponse(
+                {"error_description": "unsupported_grant_type", "error": "server_error"}, status_code=400
+            )
         token = f"sn-at-{len(self.issued)}"
         self.issued.append(token)
-        return JSONResponse({"access_token": token, "refresh_token": "sn-rt", "scope": "useraccount",
-                             "token_type": "Bearer", "expires_in": 1799})
+        return JSONResponse(
+            {
+                "access_token": token,
+                "refresh_token": "sn-rt",
+                "scope": "useraccount",
+                "token_type": "Bearer",
+                "expires_in": 1799,
+            }
+        )
 
     async def table(self, request: Request) -> Response:
         if not self._authorized(request):
@@ -195,8 +230,10 @@ class FakeServiceNow(FakeVendor):
             else:
                 value = cell["value"]
                 if links and key in LINK_TABLES and cell["value"]:
-                    value = {"link": f"{self.url}/api/now/table/{LINK_TABLES[key]}/{cell['value']}",
-                             "value": cell["value"]}
+                    value = {
+                        "link": f"{self.url}/api/now/table/{LINK_TABLES[key]}/{cell['value']}",
+                        "value": cell["value"],
+                    }
             out[key] = value
         return out
 

@@ -15,34 +15,69 @@ from .vendor import FakeVendor
 
 
 def iphone(i: int = 121, group: int | None = 1) -> dict[str, Any]:
-    dev: dict[str, Any] = {"type": "device", "id": i, "attributes": {
-        "name": "Mike's iPhone", "device_name": "Mike's iPhone", "serial_number": f"DNFJE9DNG{i:03d}",
-        "unique_identifier": "4A08359C-1D3A-5D3E-939E-FFA6A561321D", "status": "enrolled",
-        "last_seen_at": "2026-09-13T16:00:54.000-07:00", "os_version": "18.6", "model_name": "iPhone 15",
-        "product_name": "iPhone15,4", "imei": "35 445506 652132 5", "wifi_mac": "f0:db:e2:df:e9:2f",
-        "cellular_technology": 3, "is_supervised": True}}
+    dev: dict[str, Any] = {
+        "type": "device",
+        "id": i,
+        "attributes": {
+            "name": "Mike's iPhone",
+            "device_name": "Mike's iPhone",
+            "serial_number": f"DNFJE9DNG{i:03d}",
+            "unique_identifier": "4A08359C-1D3A-5D3E-939E-FFA6A561321D",
+            "status": "enrolled",
+            "last_seen_at": "2026-09-13T16:00:54.000-07:00",
+            "os_version": "18.6",
+            "model_name": "iPhone 15",
+            "product_name": "iPhone15,4",
+            "imei": "35 445506 652132 5",
+            "wifi_mac": "f0:db:e2:df:e9:2f",
+            "cellular_technology": 3,
+            "is_supervised": True,
+        },
+    }
     if group is not None:
         dev["relationships"] = {"device_group": {"data": {"type": "device_group", "id": group}}}
     return dev
 
 
 def mac(i: int = 122, group: int | None = 2) -> dict[str, Any]:
-    dev: dict[str, Any] = {"type": "device", "id": i, "attributes": {
-        "name": f"Design-MBP-{i}", "device_name": f"Design-MBP-{i}", "serial_number": f"C02ZK1ABM{i:03d}",
-        "unique_identifier": f"5E1A9C40-7B1D-5F0E-9A11-3C22FB10A{i:03d}", "status": "enrolled",
-        "last_seen_at": "2026-09-14T07:55:20.000-07:00", "os_version": "15.6", "model_name": "MacBook Pro",
-        "product_name": "Mac14,9", "wifi_mac": "3c:22:fb:10:aa:01", "ethernet_macs": ["3c:22:fb:10:aa:02"],
-        "cellular_technology": None, "filevault_enabled": True, "filevault_recovery_key": "ABCD-EFGH-IJKL-MNOP",
-        "firmware_password": "fw-pa55"}}
+    dev: dict[str, Any] = {
+        "type": "device",
+        "id": i,
+        "attributes": {
+            "name": f"Design-MBP-{i}",
+            "device_name": f"Design-MBP-{i}",
+            "serial_number": f"C02ZK1ABM{i:03d}",
+            "unique_identifier": f"5E1A9C40-7B1D-5F0E-9A11-3C22FB10A{i:03d}",
+            "status": "enrolled",
+            "last_seen_at": "2026-09-14T07:55:20.000-07:00",
+            "os_version": "15.6",
+            "model_name": "MacBook Pro",
+            "product_name": "Mac14,9",
+            "wifi_mac": "3c:22:fb:10:aa:01",
+            "ethernet_macs": ["3c:22:fb:10:aa:02"],
+            "cellular_technology": None,
+            "filevault_enabled": True,
+            "filevault_recovery_key": "ABCD-EFGH-IJKL-MNOP",
+            "firmware_password": "fw-pa55",
+        },
+    }
     if group is not None:
         dev["relationships"] = {"device_group": {"data": {"type": "device_group", "id": group}}}
     return dev
 
 
 def app(i: int, name: str, short: str) -> dict[str, Any]:
-    return {"type": "installed_app", "id": i, "attributes": {"name": name, "identifier": f"com.example.{i}",
-                                                             "version": short.replace(".", ""),
-                                                             "short_version": short, "managed": False}}
+    return {
+        "type": "installed_app",
+        "id": i,
+        "attributes": {
+            "name": name,
+            "identifier": f"com.example.{i}",
+            "version": short.replace(".", ""),
+            "short_version": short,
+            "managed": False,
+        },
+    }
 
 
 SLACK = app(9001, "Slack", "4.45.64")
@@ -51,8 +86,13 @@ XCODE = app(9003, "Xcode", "26.0")
 
 
 class FakeSimpleMDM(FakeVendor):
-    def __init__(self, devices: list[dict[str, Any]] | None = None, *, api_key: str = "SMDMkey0123456789abcdef",
-                 max_page: int = 100) -> None:
+    def __init__(
+        self,
+        devices: list[dict[str, Any]] | None = None,
+        *,
+        api_key: str = "SMDMkey0123456789abcdef",
+        max_page: int = 100,
+    ) -> None:
         self.devices = devices if devices is not None else [iphone(), mac()]
         self.api_key = api_key
         self.max_page = max_page
@@ -107,5 +147,11 @@ class FakeSimpleMDM(FakeVendor):
         if self._device(device_id) is None:
             return JSONResponse({"errors": [{"title": "object not found"}]}, status_code=404)
         values = self.custom.get(device_id, {})
-        return JSONResponse({"data": [{"type": "custom_attribute_value", "id": k,
-                                       "attributes": {"value": v, "secret": False}} for k, v in values.items()]})
+        return JSONResponse(
+            {
+                "data": [
+                    {"type": "custom_attribute_value", "id": k, "attributes": {"value": v, "secret": False}}
+                    for k, v in values.items()
+                ]
+            }
+        )

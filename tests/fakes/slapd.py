@@ -67,7 +67,8 @@ objectclass ( 1.2.840.113556.1.3.30 NAME 'computer' SUP top STRUCTURAL MUST cn
 def slapd_binary() -> str | None:
     """Path of ``slapd`` (it lives in /usr/sbin, often not on a user's PATH), or None."""
     found = shutil.which("slapd") or next(
-        (p for p in ("/usr/sbin/slapd", "/usr/local/sbin/slapd", "/usr/libexec/slapd") if os.path.exists(p)), None)
+        (p for p in ("/usr/sbin/slapd", "/usr/local/sbin/slapd", "/usr/libexec/slapd") if os.path.exists(p)), None
+    )
     if found and shutil.which("slapadd") is None and not os.path.exists("/usr/sbin/slapadd"):
         return None
     return found
@@ -116,15 +117,19 @@ class Slapd:
     def _conf(self) -> Path:
         modules = next((d for d in MODULE_DIRS if os.path.exists(os.path.join(d, "back_mdb.so"))), None)
         (self.workdir / "ad-lite.schema").write_text(AD_LITE_SCHEMA, encoding="utf-8")
-        lines = [f"include {self.workdir / 'ad-lite.schema' if name == 'ad-lite' else SCHEMA_DIR / (name + '.schema')}"
-                 for name in self.schemas]
+        lines = [
+            f"include {self.workdir / 'ad-lite.schema' if name == 'ad-lite' else SCHEMA_DIR / (name + '.schema')}"
+            for name in self.schemas
+        ]
         if modules:  # Debian builds back_mdb as a module; other builds link it in
             lines += [f"modulepath {modules}", "moduleload back_mdb"]
         lines += [f"pidfile {self.workdir / 'slapd.pid'}", f"argsfile {self.workdir / 'slapd.args'}"]
         if self.tls:
-            lines += [f"TLSCACertificateFile {self.tls['ca']}",
-                      f"TLSCertificateFile {self.tls['server_cert']}",
-                      f"TLSCertificateKeyFile {self.tls['server_key']}"]
+            lines += [
+                f"TLSCACertificateFile {self.tls['ca']}",
+                f"TLSCertificateFile {self.tls['server_cert']}",
+                f"TLSCertificateKeyFile {self.tls['server_key']}",
+            ]
         lines += [
             "sizelimit unlimited",
             *self.extra_conf,
@@ -146,15 +151,21 @@ class Slapd:
         (self.workdir / "db").mkdir(parents=True, exist_ok=True)
         path = self.workdir / "data.ldif"
         path.write_text(ldif, encoding="utf-8")
-        done = subprocess.run([_tool("slapadd"), "-f", str(self._conf()), "-l", str(path)],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [_tool("slapadd"), "-f", str(self._conf()), "-l", str(path)], capture_output=True, text=True, timeout=60
+        )
         if done.returncode != 0:
             raise RuntimeError(f"slapadd failed: {done.stderr.strip()}")
 
     def add(self, ldif: str) -> None:
         """Add entries to the running server with ``ldapadd``."""
-        done = subprocess.run(["ldapadd", "-x", "-H", self.url, "-D", self.admin_dn, "-w", self.admin_password],
-                              input=ldif, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            ["ldapadd", "-x", "-H", self.url, "-D", self.admin_dn, "-w", self.admin_password],
+            input=ldif,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"ldapadd failed: {done.stderr.strip()}")
 
@@ -172,8 +183,9 @@ class Slapd:
                 urls.append(f"{self.ldaps_url}/")
             log = open(self.log_path, "wb")
             # -d stats: stay in the foreground and log every operation (the tests read it).
-            self.proc = subprocess.Popen([binary, "-d", "stats", "-h", " ".join(urls), "-f", str(conf)],
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [binary, "-d", "stats", "-h", " ".join(urls), "-f", str(conf)], stdout=log, stderr=subprocess.STDOUT
+            )
             log.close()
             if self._wait_ready():
                 return
@@ -249,9 +261,17 @@ class FakeActiveDirectory:
     ``size_limit`` cuts a search after that many entries with 4 sizeLimitExceeded (AD's MaxPageSize).
     """
 
-    def __init__(self, entries: dict[str, dict[str, list[Any]]], *, bind_dn: str, password: str,
-                 max_values: int = 1500, paging: bool = True, require_signing: bool = False,
-                 size_limit: int = 0) -> None:
+    def __init__(
+        self,
+        entries: dict[str, dict[str, list[Any]]],
+        *,
+        bind_dn: str,
+        password: str,
+        max_values: int = 1500,
+        paging: bool = True,
+        require_signing: bool = False,
+        size_limit: int = 0,
+    ) -> None:
         self.entries = {dn: attrs for dn, attrs in entries.items()}
         self.bind_dn, self.password = bind_dn, password
         self.max_values, self.paging, self.require_signing = max_values, paging, require_signing
@@ -282,8 +302,11 @@ class FakeActiveDirectory:
             server.server_close()
 
     def searches(self, attribute_prefix: str = "") -> list[dict[str, Any]]:
-        return [r for r in self.requests
-                if not attribute_prefix or any(a.lower().startswith(attribute_prefix.lower()) for a in r["attributes"])]
+        return [
+            r
+            for r in self.requests
+            if not attribute_prefix or any(a.lower().startswith(attribute_prefix.lower()) for a in r["attributes"])
+        ]
 
     # protocol --------------------------------------------------------------------------------
 
@@ -313,9 +336,14 @@ class FakeActiveDirectory:
         if not name and not password:
             return _result(msg_id, "bindResponse", 0)
         if self.require_signing:
-            return _result(msg_id, "bindResponse", 8, "00002028: LdapErr: DSID-0C090259, comment: The server "
-                           "requires binds to turn on integrity checking if SSL\\TLS are not already active on "
-                           "the connection, data 0, v4563")
+            return _result(
+                msg_id,
+                "bindResponse",
+                8,
+                "00002028: LdapErr: DSID-0C090259, comment: The server "
+                "requires binds to turn on integrity checking if SSL\\TLS are not already active on "
+                "the connection, data 0, v4563",
+            )
         if name.lower() == self.bind_dn.lower() and password == self.password:
             return _result(msg_id, "bindResponse", 0)
         return _result(msg_id, "bindResponse", 49, AD_BAD_PASSWORD)
@@ -329,8 +357,11 @@ class FakeActiveDirectory:
         self.requests.append({"base": base, "scope": scope, "attributes": attrs, "paged": PAGED_OID in controls})
         if not base and scope == 0:  # root DSE
             supported = ["1.2.840.113556.1.4.417", "1.2.840.113556.1.4.473"] + ([PAGED_OID] if self.paging else [])
-            root = {"supportedControl": supported, "supportedLDAPVersion": ["3", "2"],
-                    "defaultNamingContext": ["DC=example,DC=test"]}
+            root = {
+                "supportedControl": supported,
+                "supportedLDAPVersion": ["3", "2"],
+                "defaultNamingContext": ["DC=example,DC=test"],
+            }
             return _entry(msg_id, "", self._select(root, attrs)) + _result(msg_id, "searchResDone", 0)
         if len(self._index) != len(self.entries):
             self._index = {dn.lower(): dn for dn in self.entries}
@@ -352,8 +383,9 @@ class FakeActiveDirectory:
         wanted = [a.lower() for a in requested]
         out: dict[str, list[Any]] = {}
         for name, values in attributes.items():
-            ranged = next((m for m in map(_RANGE_REQ.match, requested) if m and m.group(1).lower() == name.lower()),
-                          None)
+            ranged = next(
+                (m for m in map(_RANGE_REQ.match, requested) if m and m.group(1).lower() == name.lower()), None
+            )
             if ranged:
                 low = int(ranged.group(2))
             elif not wanted or "*" in wanted or name.lower() in wanted:
@@ -361,7 +393,7 @@ class FakeActiveDirectory:
             else:
                 continue
             if len(values) > self.max_values or ranged:
-                chunk = values[low:low + self.max_values]
+                chunk = values[low : low + self.max_values]
                 last = low + len(chunk) >= len(values)
                 out[f"{name};range={low}-{'*' if last else low + len(chunk) - 1}"] = chunk
             else:
@@ -386,10 +418,10 @@ def _read_message(sock: socket.socket, buffer: bytes) -> tuple[bytes | None, byt
         octets = length & 0x7F
         if not need(2 + octets):
             return None, b""
-        length, header = int.from_bytes(buffer[2:2 + octets], "big"), 2 + octets
+        length, header = int.from_bytes(buffer[2 : 2 + octets], "big"), 2 + octets
     if not need(header + length):
         return None, b""
-    return buffer[:header + length], buffer[header + length:]
+    return buffer[: header + length], buffer[header + length :]
 
 
 def _message(msg_id: int, op_name: str, op: Any) -> bytes:
@@ -448,8 +480,8 @@ def _tlv(data: bytes, pos: int) -> tuple[int, bytes, int]:
     tag, length, pos = data[pos], data[pos + 1], pos + 2
     if length & 0x80:
         octets = length & 0x7F
-        length, pos = int.from_bytes(data[pos:pos + octets], "big"), pos + octets
-    return tag, data[pos:pos + length], pos + length
+        length, pos = int.from_bytes(data[pos : pos + octets], "big"), pos + octets
+    return tag, data[pos : pos + length], pos + length
 
 
 def _children(contents: bytes) -> list[tuple[int, bytes]]:

@@ -18,9 +18,16 @@ ASSETS = "/plugin/products/asset/v1/assets"
 API_TOKEN = "token-0123456789abcdef"
 
 WKS = {
-    "id": 1001, "computer_name": "WKS-0042.corp.example", "serial_number": "7XK2P93", "manufacturer": "Dell Inc.",
-    "model": "Latitude 7440", "os_platform": "Windows", "os_name": "Windows 11 Enterprise",
-    "ip_address": "10.20.30.42", "last_logged_in_user": "CORP\\jdoe", "ram": "32768 MB",
+    "id": 1001,
+    "computer_name": "WKS-0042.corp.example",
+    "serial_number": "7XK2P93",
+    "manufacturer": "Dell Inc.",
+    "model": "Latitude 7440",
+    "os_platform": "Windows",
+    "os_name": "Windows 11 Enterprise",
+    "ip_address": "10.20.30.42",
+    "last_logged_in_user": "CORP\\jdoe",
+    "ram": "32768 MB",
     "ci_installed_application": [
         {"name": "7-Zip 23.01 (x64)", "version": "23.01", "vendor": "Igor Pavlov"},
         {"name": "Microsoft Edge", "version": "131.0.2903.70", "vendor": "Microsoft Corporation"},
@@ -29,24 +36,45 @@ WKS = {
     "ci_network_adapter": [{"mac_address": "b0:7b:25:aa:bb:cc", "name": "Intel(R) Wi-Fi 6E AX211"}],
 }
 DB = {
-    "id": 1002, "computer_name": "srv-db-01.corp.example", "serial_number": "VMware-42 21 aa bb",
-    "manufacturer": "VMware, Inc.", "model": "VMware7,1", "os_platform": "Linux",
-    "os_name": "Red Hat Enterprise Linux 9.4", "ip_address": "10.1.0.21", "ci_installed_application": None,
+    "id": 1002,
+    "computer_name": "srv-db-01.corp.example",
+    "serial_number": "VMware-42 21 aa bb",
+    "manufacturer": "VMware, Inc.",
+    "model": "VMware7,1",
+    "os_platform": "Linux",
+    "os_name": "Red Hat Enterprise Linux 9.4",
+    "ip_address": "10.1.0.21",
+    "ci_installed_application": None,
 }
 MAC = {"id": 1003, "computer_name": "mac-0007.corp.example", "serial_number": "C02FAKE0MD6R", "os_platform": "Mac"}
 
 
 def asset(i: int) -> dict[str, Any]:
-    return {"id": i, "computer_name": f"vm-{i}.corp.example", "serial_number": f"SN{i}", "os_platform": "Linux",
-            "ci_installed_application": [{"name": "openssl", "version": "3.0.7"}]}
+    return {
+        "id": i,
+        "computer_name": f"vm-{i}.corp.example",
+        "serial_number": f"SN{i}",
+        "os_platform": "Linux",
+        "ci_installed_application": [{"name": "openssl", "version": "3.0.7"}],
+    }
 
 
 class FakeTanium(FakeVendor):
-    def __init__(self, assets: list[dict[str, Any]] | None = None, *, username: str = "svc_oomnitza",
-                 password: str = "Passw0rd!", domain: str = "", max_page: int = 100,
-                 views: dict[str, tuple[str, ...]] | None = None) -> None:
-        self.assets = assets if assets is not None else [copy.deepcopy(WKS), copy.deepcopy(DB), copy.deepcopy(MAC),
-                                                         asset(1004), asset(1005)]
+    def __init__(
+        self,
+        assets: list[dict[str, Any]] | None = None,
+        *,
+        username: str = "svc_oomnitza",
+        password: str = "Passw0rd!",
+        domain: str = "",
+        max_page: int = 100,
+        views: dict[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        self.assets = (
+            assets
+            if assets is not None
+            else [copy.deepcopy(WKS), copy.deepcopy(DB), copy.deepcopy(MAC), asset(1004), asset(1005)]
+        )
         self.username, self.password, self.domain = username, password, domain
         self.max_page = max_page
         self.views = views if views is not None else {"12": ("id", "computer_name", "serial_number")}
@@ -67,7 +95,10 @@ class FakeTanium(FakeVendor):
     async def login(self, request: Request) -> Response:
         body = await request.json()
         if (body.get("username"), body.get("password"), body.get("domain", "")) != (
-                self.username, self.password, self.domain):
+            self.username,
+            self.password,
+            self.domain,
+        ):
             return JSONResponse({"text": "Unauthorized: invalid username or password"}, status_code=401)
         self.issued += 1
         session = f"{self.issued}-2345-6789abcdef0123456789abcdef"

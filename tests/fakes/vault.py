@@ -24,8 +24,10 @@ class FakeVault(FakeVendor):
         super().__init__()
 
     def routes(self) -> list[BaseRoute]:
-        return [Route("/v1/sys/internal/ui/mounts/{mount}", self.mount_info),
-                Route("/v1/{mount}/{path:path}", self.read)]
+        return [
+            Route("/v1/sys/internal/ui/mounts/{mount}", self.mount_info),
+            Route("/v1/{mount}/{path:path}", self.read),
+        ]
 
     def _denied(self, request: Request) -> Response | None:
         if request.headers.get("x-vault-token") != self.token:
@@ -42,8 +44,15 @@ class FakeVault(FakeVendor):
         if mount not in self.mounts:
             return errors(400, f"no mount at {mount}")
         version = self.mounts[mount]
-        return JSONResponse({"data": {"path": f"{mount}/", "type": "kv",
-                                      "options": {"version": str(version)} if version == 2 else None}})
+        return JSONResponse(
+            {
+                "data": {
+                    "path": f"{mount}/",
+                    "type": "kv",
+                    "options": {"version": str(version)} if version == 2 else None,
+                }
+            }
+        )
 
     async def read(self, request: Request) -> Response:
         denied = self._denied(request)
@@ -59,8 +68,9 @@ class FakeVault(FakeVendor):
             secret = self.data.get((mount, path.removeprefix("data/")))
             if secret is None:
                 return errors(404)
-            return JSONResponse({"data": {"data": secret, "metadata": {"version": 1, "destroyed": False,
-                                                                       "deletion_time": ""}}})
+            return JSONResponse(
+                {"data": {"data": secret, "metadata": {"version": 1, "destroyed": False, "deletion_time": ""}}}
+            )
         secret = self.data.get((mount, path))
         if secret is None:
             return errors(404)

@@ -38,8 +38,11 @@ class Fault:
     query: dict[str, str] = field(default_factory=dict)  # only requests carrying these parameters
 
     def matches(self, method: str, path: str, query: dict[str, str]) -> bool:
-        return ((self.method is None or self.method == method) and path.startswith(self.path_prefix)
-                and all(query.get(k) == v for k, v in self.query.items()))
+        return (
+            (self.method is None or self.method == method)
+            and path.startswith(self.path_prefix)
+            and all(query.get(k) == v for k, v in self.query.items())
+        )
 
 
 class FakeVendor:

@@ -33,31 +33,57 @@ REFRESH_TOKEN = "wd-refresh-token-value"
 def fixture_entries() -> list[dict[str, Any]]:
     """The fact sheet's emulator report."""
     return [
-        {"Employee_ID": "21001", "Legal_Name_First_Name": "Priya", "Legal_Name_Last_Name": "Raman",
-         "Email_-_Work": "priya.raman@acme.test", "Business_Title": "HR Partner", "Worker_Status": "Active",
-         "Hire_Date": "2022-04-04", "Manager": "Dana Whitfield", "Work_Phones": [{"Phone": "+1 (415) 555-0142"}]},
-        {"Employee_ID": "21002", "Legal_Name_First_Name": "Søren", "Legal_Name_Last_Name": "Kierkegård",
-         "Email_-_Work": "soren.k@acme.test", "Business_Title": "Engineer", "Worker_Status": "Terminated",
-         "Hire_Date": "2019-09-01", "Termination_Date": "2026-06-30"},
-        {"Employee_ID": "21003", "Legal_Name_First_Name": "Tomás", "Legal_Name_Last_Name": "Ortega",
-         "Worker_Status": "Active", "Hire_Date": "2026-10-01",
-         "Work_Phones": [{"Phone": "+34 600 000 003"}, {"Phone": "+34 600 000 004"}]},
+        {
+            "Employee_ID": "21001",
+            "Legal_Name_First_Name": "Priya",
+            "Legal_Name_Last_Name": "Raman",
+            "Email_-_Work": "priya.raman@acme.test",
+            "Business_Title": "HR Partner",
+            "Worker_Status": "Active",
+            "Hire_Date": "2022-04-04",
+            "Manager": "Dana Whitfield",
+            "Work_Phones": [{"Phone": "+1 (415) 555-0142"}],
+        },
+        {
+            "Employee_ID": "21002",
+            "Legal_Name_First_Name": "Søren",
+            "Legal_Name_Last_Name": "Kierkegård",
+            "Email_-_Work": "soren.k@acme.test",
+            "Business_Title": "Engineer",
+            "Worker_Status": "Terminated",
+            "Hire_Date": "2019-09-01",
+            "Termination_Date": "2026-06-30",
+        },
+        {
+            "Employee_ID": "21003",
+            "Legal_Name_First_Name": "Tomás",
+            "Legal_Name_Last_Name": "Ortega",
+            "Worker_Status": "Active",
+            "Hire_Date": "2026-10-01",
+            "Work_Phones": [{"Phone": "+34 600 000 003"}, {"Phone": "+34 600 000 004"}],
+        },
     ]
 
 
 def workday_fault(message: str, status: int) -> Response:
-    body = (f'<?xml version="1.0" encoding="UTF-8"?><wd:Error xmlns:wd="urn:com.workday/bsvc">'
-            f"<wd:Message>{escape(message)}</wd:Message></wd:Error>")
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?><wd:Error xmlns:wd="urn:com.workday/bsvc">'
+        f"<wd:Message>{escape(message)}</wd:Message></wd:Error>"
+    )
     return Response(body, status_code=status, media_type="text/xml;charset=UTF-8")
 
 
 def report_xml(entries: list[dict[str, Any]]) -> str:
     rows = "".join(
-        "<wd:Report_Entry>" + "".join(f"<wd:{k}>{escape(str(v))}</wd:{k}>" for k, v in e.items()
-                                       if not isinstance(v, list)) + "</wd:Report_Entry>"
-        for e in entries)
-    return (f'<?xml version="1.0" encoding="UTF-8"?><wd:Report_Data xmlns:wd="urn:com.workday.report/{REPORT}">'
-            f"{rows}</wd:Report_Data>")
+        "<wd:Report_Entry>"
+        + "".join(f"<wd:{k}>{escape(str(v))}</wd:{k}>" for k, v in e.items() if not isinstance(v, list))
+        + "</wd:Report_Entry>"
+        for e in entries
+    )
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><wd:Report_Data xmlns:wd="urn:com.workday.report/{REPORT}">'
+        f"{rows}</wd:Report_Data>"
+    )
 
 
 class FakeWorkday(FakeVendor):

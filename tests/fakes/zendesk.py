@@ -22,42 +22,91 @@ EMAIL = "it@acme.test"
 TOKEN = "FaKeT0k3n"
 
 GRACE = {
-    "id": 3001, "url": "https://acme.zendesk.test/api/v2/users/3001.json", "name": "Grace Hopper",
-    "email": "grace@acme.test", "phone": "+1 555 0100", "role": "admin", "active": True, "verified": True,
-    "suspended": False, "organization_id": 9001, "external_id": "E-3001", "locale": "en-US",
-    "time_zone": "Eastern Time (US & Canada)", "created_at": "2023-01-05T10:00:00Z",
-    "updated_at": "2026-09-01T12:00:00Z", "last_login_at": "2026-09-30T08:00:00Z", "tags": ["vip"],
+    "id": 3001,
+    "url": "https://acme.zendesk.test/api/v2/users/3001.json",
+    "name": "Grace Hopper",
+    "email": "grace@acme.test",
+    "phone": "+1 555 0100",
+    "role": "admin",
+    "active": True,
+    "verified": True,
+    "suspended": False,
+    "organization_id": 9001,
+    "external_id": "E-3001",
+    "locale": "en-US",
+    "time_zone": "Eastern Time (US & Canada)",
+    "created_at": "2023-01-05T10:00:00Z",
+    "updated_at": "2026-09-01T12:00:00Z",
+    "last_login_at": "2026-09-30T08:00:00Z",
+    "tags": ["vip"],
     "user_fields": {"employee_number": "3001"},
 }
 AN = {
-    "id": 3002, "url": "https://acme.zendesk.test/api/v2/users/3002.json", "name": "Nguyễn Văn An",
-    "email": None, "phone": None, "role": "end-user", "active": True, "verified": False, "suspended": False,
-    "organization_id": None, "tags": [], "user_fields": {"employee_number": None},
+    "id": 3002,
+    "url": "https://acme.zendesk.test/api/v2/users/3002.json",
+    "name": "Nguyễn Văn An",
+    "email": None,
+    "phone": None,
+    "role": "end-user",
+    "active": True,
+    "verified": False,
+    "suspended": False,
+    "organization_id": None,
+    "tags": [],
+    "user_fields": {"employee_number": None},
 }
 MARY = {
-    "id": 3003, "url": "https://acme.zendesk.test/api/v2/users/3003.json", "name": "Mary Ann van Dyke",
-    "email": "mary@acme.test", "phone": None, "role": "agent", "active": True, "verified": True,
-    "suspended": True, "organization_id": 9999, "tags": [], "user_fields": {"employee_number": "3003"},
+    "id": 3003,
+    "url": "https://acme.zendesk.test/api/v2/users/3003.json",
+    "name": "Mary Ann van Dyke",
+    "email": "mary@acme.test",
+    "phone": None,
+    "role": "agent",
+    "active": True,
+    "verified": True,
+    "suspended": True,
+    "organization_id": 9999,
+    "tags": [],
+    "user_fields": {"employee_number": "3003"},
 }
 ACME_HQ = {
-    "id": 9001, "name": "Acme HQ", "external_id": "ORG-1", "domain_names": ["acme.test"], "tags": [],
-    "organization_fields": {"region": "NA"}, "created_at": "2023-01-01T00:00:00Z",
+    "id": 9001,
+    "name": "Acme HQ",
+    "external_id": "ORG-1",
+    "domain_names": ["acme.test"],
+    "tags": [],
+    "organization_fields": {"region": "NA"},
+    "created_at": "2023-01-01T00:00:00Z",
     "updated_at": "2026-01-01T00:00:00Z",
 }
 
 
 def user(i: int, role: str = "end-user", organization_id: int | None = None) -> dict[str, Any]:
     return {
-        "id": 4000 + i, "url": f"https://acme.zendesk.test/api/v2/users/{4000 + i}.json", "name": f"User{i} Tester",
-        "email": f"user{i}@acme.test", "phone": f"+1 555 1{i:03d}", "role": role, "active": True,
-        "verified": True, "suspended": False, "organization_id": organization_id, "tags": [],
+        "id": 4000 + i,
+        "url": f"https://acme.zendesk.test/api/v2/users/{4000 + i}.json",
+        "name": f"User{i} Tester",
+        "email": f"user{i}@acme.test",
+        "phone": f"+1 555 1{i:03d}",
+        "role": role,
+        "active": True,
+        "verified": True,
+        "suspended": False,
+        "organization_id": organization_id,
+        "tags": [],
         "user_fields": {"employee_number": str(4000 + i)},
     }
 
 
 def organization(i: int) -> dict[str, Any]:
-    return {"id": 9100 + i, "name": f"Org {i}", "external_id": f"ORG-{100 + i}", "domain_names": [], "tags": [],
-            "organization_fields": {"region": "EU"}}
+    return {
+        "id": 9100 + i,
+        "name": f"Org {i}",
+        "external_id": f"ORG-{100 + i}",
+        "domain_names": [],
+        "tags": [],
+        "organization_fields": {"region": "EU"},
+    }
 
 
 def _cursor(offset: int) -> str:
@@ -102,8 +151,13 @@ class FakeZendesk(FakeVendor):
 
     def _headers(self) -> dict[str, str]:
         self.remaining = max(self.remaining - 1, 0)
-        return {"X-Rate-Limit": "700", "X-Rate-Limit-Remaining": str(self.remaining), "ratelimit-limit": "700",
-                "ratelimit-remaining": str(self.remaining), "ratelimit-reset": "1"}
+        return {
+            "X-Rate-Limit": "700",
+            "X-Rate-Limit-Remaining": str(self.remaining),
+            "ratelimit-limit": "700",
+            "ratelimit-remaining": str(self.remaining),
+            "ratelimit-reset": "1",
+        }
 
     async def list_users(self, request: Request) -> Response:
         roles = request.query_params.getlist("role[]") or request.query_params.getlist("role")
@@ -115,12 +169,20 @@ class FakeZendesk(FakeVendor):
 
     def _listing(self, request: Request, key: str, pool: list[dict[str, Any]]) -> Response:
         if not self._authorized(request):
-            return JSONResponse({"error": "Couldn't authenticate you"}, status_code=401,
-                                headers={"WWW-Authenticate": 'Basic realm="Web Password"'})
+            return JSONResponse(
+                {"error": "Couldn't authenticate you"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="Web Password"'},
+            )
         if self.forbidden:
-            return JSONResponse({"error": "Forbidden", "description": "You do not have access to this page. "
-                                 "Please contact the account owner of this help desk for further help."},
-                                status_code=403)
+            return JSONResponse(
+                {
+                    "error": "Forbidden",
+                    "description": "You do not have access to this page. "
+                    "Please contact the account owner of this help desk for further help.",
+                },
+                status_code=403,
+            )
         q = request.query_params
         path = request.url.path
         if "page[size]" in q or "page[after]" in q:
@@ -132,13 +194,18 @@ class FakeZendesk(FakeVendor):
             after = _cursor(start + size)
             body: dict[str, Any] = {
                 key: items,
-                "meta": {"has_more": more, "after_cursor": after if items else None,
-                         "before_cursor": _cursor(start) if items else None},
+                "meta": {
+                    "has_more": more,
+                    "after_cursor": after if items else None,
+                    "before_cursor": _cursor(start) if items else None,
+                },
                 "links": {
                     "next": f"{self.url}{path}?{urlencode([('page[size]', size), ('page[after]', after), *extra])}"
-                    if more else None,
+                    if more
+                    else None,
                     "prev": f"{self.url}{path}?{urlencode([('page[size]', size), ('page[before]', _cursor(start))])}"
-                    if start else None,
+                    if start
+                    else None,
                 },
             }
             return JSONResponse(body, headers=self._headers())
@@ -146,9 +213,14 @@ class FakeZendesk(FakeVendor):
         page = int(q.get("page", 1))
         start = (page - 1) * per_page
         if start >= self.offset_limit:
-            return JSONResponse({"error": "InvalidPaginationParameter",
-                                 "description": "Offset pagination is limited to the first 100 pages. "
-                                 "Use cursor based pagination instead."}, status_code=400)
+            return JSONResponse(
+                {
+                    "error": "InvalidPaginationParameter",
+                    "description": "Offset pagination is limited to the first 100 pages. "
+                    "Use cursor based pagination instead.",
+                },
+                status_code=400,
+            )
         items = pool[start : start + per_page]
         more = start + per_page < len(pool)
         body = {

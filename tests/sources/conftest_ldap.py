@@ -36,8 +36,11 @@ GENERATED_USERS = 6  # user01..user06, besides the fact sheet's three and o(dd*
 def _sid_bytes(sid: str) -> bytes:
     parts = sid.split("-")
     subs = [int(p) for p in parts[3:]]
-    return (bytes([int(parts[1]), len(subs)]) + int(parts[2]).to_bytes(6, "big")
-            + b"".join(s.to_bytes(4, "little") for s in subs))
+    return (
+        bytes([int(parts[1]), len(subs)])
+        + int(parts[2]).to_bytes(6, "big")
+        + b"".join(s.to_bytes(4, "little") for s in subs)
+    )
 
 
 def ldif_entry(dn: str, attributes: dict[str, list[Any]]) -> str:
@@ -56,8 +59,13 @@ def ldif_entry(dn: str, attributes: dict[str, list[Any]]) -> str:
 
 
 def person(uid: str, given: str, sn: str, *mails: str, cn: str | None = None, **extra: list[str]) -> dict[str, Any]:
-    attrs: dict[str, list[Any]] = {"objectClass": ["inetOrgPerson"], "cn": [cn or f"{given} {sn}"], "uid": [uid],
-                                   "givenName": [given], "sn": [sn]}
+    attrs: dict[str, list[Any]] = {
+        "objectClass": ["inetOrgPerson"],
+        "cn": [cn or f"{given} {sn}"],
+        "uid": [uid],
+        "givenName": [given],
+        "sn": [sn],
+    }
     if mails:
         attrs["mail"] = list(mails)
     attrs.update(extra)
@@ -68,47 +76,100 @@ def directory_entries() -> list[tuple[str, dict[str, list[Any]]]]:
     e: list[tuple[str, dict[str, list[Any]]]] = [
         (SUFFIX, {"objectClass": ["dcObject", "organization"], "dc": ["example"], "o": ["Example"]}),
         (f"ou=system,{SUFFIX}", {"objectClass": ["organizationalUnit"], "ou": ["system"]}),
-        (READER_DN, {"objectClass": ["account", "simpleSecurityObject"], "uid": ["reader"],
-                     "userPassword": [READER_PASSWORD]}),
+        (
+            READER_DN,
+            {"objectClass": ["account", "simpleSecurityObject"], "uid": ["reader"], "userPassword": [READER_PASSWORD]},
+        ),
         (PEOPLE, {"objectClass": ["organizationalUnit"], "ou": ["people"]}),
-        (f"uid=afabre,{PEOPLE}", person("afabre", "Alice", "Fabre", "alice@example.test", "a.fabre@example.test",
-                                        title=["Designer"])),
+        (
+            f"uid=afabre,{PEOPLE}",
+            person("afabre", "Alice", "Fabre", "alice@example.test", "a.fabre@example.test", title=["Designer"]),
+        ),
         (f"cn=José Núñez,{PEOPLE}", person("jnunez", "José", "Núñez", "jose@example.test", cn="José Núñez")),
-        (f"uid=nomail,{PEOPLE}", {"objectClass": ["inetOrgPerson"], "cn": ["No Mail"], "uid": ["nomail"],
-                                  "sn": ["Nobody"]}),
+        (
+            f"uid=nomail,{PEOPLE}",
+            {"objectClass": ["inetOrgPerson"], "cn": ["No Mail"], "uid": ["nomail"], "sn": ["Nobody"]},
+        ),
         (f"uid=o(dd*,{PEOPLE}", person("o(dd*", "Odd", "Name", "odd@example.test")),
     ]
     for i in range(1, GENERATED_USERS + 1):
         e.append((f"uid=user{i:02d},{PEOPLE}", person(f"user{i:02d}", f"User{i}", "Test", f"user{i:02d}@example.test")))
     e += [
         (GROUPS, {"objectClass": ["organizationalUnit"], "ou": ["groups"]}),
-        (f"cn=it,{GROUPS}", {"objectClass": ["groupOfNames"], "cn": ["it"], "member": [
-            f"uid=afabre,{PEOPLE}", f"cn=José Núñez,{PEOPLE}", f"cn=nested,{GROUPS}"]}),
+        (
+            f"cn=it,{GROUPS}",
+            {
+                "objectClass": ["groupOfNames"],
+                "cn": ["it"],
+                "member": [f"uid=afabre,{PEOPLE}", f"cn=José Núñez,{PEOPLE}", f"cn=nested,{GROUPS}"],
+            },
+        ),
         # nested: a user already in "it" (sent once), a new one, and a cycle back to "it".
-        (f"cn=nested,{GROUPS}", {"objectClass": ["groupOfNames"], "cn": ["nested"], "member": [
-            f"uid=user03,{PEOPLE}", f"uid=afabre,{PEOPLE}", f"cn=it,{GROUPS}"]}),
-        (f"cn=posix,{GROUPS}", {"objectClass": ["posixGroup"], "cn": ["posix"], "gidNumber": ["5000"],
-                                "memberUid": ["afabre", "jnunez", "o(dd*", "ghost"]}),
-        (f"cn=stale,{GROUPS}", {"objectClass": ["groupOfNames"], "cn": ["stale"], "member": [
-            f"uid=gone,{PEOPLE}", f"uid=user05,{PEOPLE}"]}),
+        (
+            f"cn=nested,{GROUPS}",
+            {
+                "objectClass": ["groupOfNames"],
+                "cn": ["nested"],
+                "member": [f"uid=user03,{PEOPLE}", f"uid=afabre,{PEOPLE}", f"cn=it,{GROUPS}"],
+            },
+        ),
+        (
+            f"cn=posix,{GROUPS}",
+            {
+                "objectClass": ["posixGroup"],
+                "cn": ["posix"],
+                "gidNumber": ["5000"],
+                "memberUid": ["afabre", "jnunez", "o(dd*", "ghost"],
+            },
+        ),
+        (
+            f"cn=stale,{GROUPS}",
+            {
+                "objectClass": ["groupOfNames"],
+                "cn": ["stale"],
+                "member": [f"uid=gone,{PEOPLE}", f"uid=user05,{PEOPLE}"],
+            },
+        ),
         (f"ou=empty,{SUFFIX}", {"objectClass": ["organizationalUnit"], "ou": ["empty"]}),
         (WORKSTATIONS, {"objectClass": ["organizationalUnit"], "ou": ["Workstations"]}),
-        (f"CN=WS-0001,{WORKSTATIONS}", {
-            "objectClass": ["top", "computer"], "cn": ["WS-0001"],
-            "objectCategory": [COMPUTER_CATEGORY], "dNSHostName": ["ws-0001.example.test"],
-            "sAMAccountName": ["WS-0001$"], "operatingSystem": ["Windows 11 Enterprise"],
-            "operatingSystemVersion": ["10.0 (22631)"], "lastLogonTimestamp": ["134035776000000000"],
-            "userAccountControl": ["4096"], "serialNumber": ["SN-A1", "SN-A2"],
-            "objectGUID": [uuid.UUID(WS1_GUID).bytes_le], "objectSid": [_sid_bytes(WS1_SID)],
-            "jpegPhoto": [b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01"]}),
-        (f"CN=WS-0002,{WORKSTATIONS}", {
-            "objectClass": ["top", "computer"], "cn": ["WS-0002"],
-            "objectCategory": [COMPUTER_CATEGORY], "operatingSystem": ["Windows 10 Pro"],
-            "userAccountControl": ["4098"]}),
-        (f"CN=WS-0003,{WORKSTATIONS}", {
-            "objectClass": ["top", "computer"], "cn": ["WS-0003"],
-            "objectCategory": [COMPUTER_CATEGORY], "operatingSystem": ["Ubuntu 24.04"],
-            "userAccountControl": ["4096"]}),
+        (
+            f"CN=WS-0001,{WORKSTATIONS}",
+            {
+                "objectClass": ["top", "computer"],
+                "cn": ["WS-0001"],
+                "objectCategory": [COMPUTER_CATEGORY],
+                "dNSHostName": ["ws-0001.example.test"],
+                "sAMAccountName": ["WS-0001$"],
+                "operatingSystem": ["Windows 11 Enterprise"],
+                "operatingSystemVersion": ["10.0 (22631)"],
+                "lastLogonTimestamp": ["134035776000000000"],
+                "userAccountControl": ["4096"],
+                "serialNumber": ["SN-A1", "SN-A2"],
+                "objectGUID": [uuid.UUID(WS1_GUID).bytes_le],
+                "objectSid": [_sid_bytes(WS1_SID)],
+                "jpegPhoto": [b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01"],
+            },
+        ),
+        (
+            f"CN=WS-0002,{WORKSTATIONS}",
+            {
+                "objectClass": ["top", "computer"],
+                "cn": ["WS-0002"],
+                "objectCategory": [COMPUTER_CATEGORY],
+                "operatingSystem": ["Windows 10 Pro"],
+                "userAccountControl": ["4098"],
+            },
+        ),
+        (
+            f"CN=WS-0003,{WORKSTATIONS}",
+            {
+                "objectClass": ["top", "computer"],
+                "cn": ["WS-0003"],
+                "objectCategory": [COMPUTER_CATEGORY],
+                "operatingSystem": ["Ubuntu 24.04"],
+                "userAccountControl": ["4096"],
+            },
+        ),
     ]
     return e
 
@@ -154,8 +215,12 @@ def ad_entries(members: int = AD_MEMBERS) -> dict[str, dict[str, list[Any]]]:
         dns.append(dn)
         entries[dn] = {
             "objectClass": ["top", "person", "organizationalPerson", "user"],
-            "cn": [f"Staff {i:04d}"], "sAMAccountName": [f"staff{i:04d}"], "givenName": [f"Staff{i}"],
-            "sn": ["Member"], "mail": [f"staff{i:04d}@corp.test"], "distinguishedName": [dn],
+            "cn": [f"Staff {i:04d}"],
+            "sAMAccountName": [f"staff{i:04d}"],
+            "givenName": [f"Staff{i}"],
+            "sn": ["Member"],
+            "mail": [f"staff{i:04d}@corp.test"],
+            "distinguishedName": [dn],
             "lastLogonTimestamp": ["134035776000000000"],
         }
     entries[AD_BIG_GROUP] = {"objectClass": ["top", "group"], "cn": ["All Staff"], "member": dns}
@@ -173,8 +238,9 @@ def fake_ad() -> Iterator[FakeActiveDirectory]:
 def slapd_mtls(tmp_path_factory: pytest.TempPathFactory, tls_files: dict[str, str]) -> Iterator[Slapd]:
     """A second slapd whose TLS handshake demands a client certificate issued by the CA."""
     require_slapd()
-    server = Slapd(tmp_path_factory.mktemp("slapd-mtls"), suffix=SUFFIX, tls=tls_files,
-                   extra_conf=["TLSVerifyClient demand"])
+    server = Slapd(
+        tmp_path_factory.mktemp("slapd-mtls"), suffix=SUFFIX, tls=tls_files, extra_conf=["TLSVerifyClient demand"]
+    )
     server.load("\n".join(ldif_entry(dn, attrs) for dn, attrs in directory_entries()))
     server.start()
     try:

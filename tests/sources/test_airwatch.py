@@ -32,20 +32,34 @@ def uem() -> Iterator[FakeAirWatch]:
 
 
 def basic_settings(uem: FakeAirWatch, **extra: str) -> dict[str, str]:
-    return {"url": uem.url, "username": uem.username, "password": uem.password, "api_token": uem.tenant_code,
-            "sync_field": "SERIAL_NUMBER", **extra}
+    return {
+        "url": uem.url,
+        "username": uem.username,
+        "password": uem.password,
+        "api_token": uem.tenant_code,
+        "sync_field": "SERIAL_NUMBER",
+        **extra,
+    }
 
 
 def oauth_settings(uem: FakeAirWatch, **extra: str) -> dict[str, str]:
-    return {"url": uem.url, "client_id": uem.client_id, "client_secret": uem.client_secret,
-            "token_url": f"{uem.url}/connect/token", "api_token": uem.tenant_code, "sync_field": "SERIAL_NUMBER",
-            **extra}
+    return {
+        "url": uem.url,
+        "client_id": uem.client_id,
+        "client_secret": uem.client_secret,
+        "token_url": f"{uem.url}/connect/token",
+        "api_token": uem.tenant_code,
+        "sync_field": "SERIAL_NUMBER",
+        **extra,
+    }
 
 
-def run(tmp_path: Path, oomnitza: FakeOomnitza, settings: dict[str, str],
-        mappings: dict[str, str] | None = None) -> Any:
-    return upload(write_config(tmp_path, oomnitza, "airwatch", settings, MAPPINGS if mappings is None else mappings),
-                  "airwatch")
+def run(
+    tmp_path: Path, oomnitza: FakeOomnitza, settings: dict[str, str], mappings: dict[str, str] | None = None
+) -> Any:
+    return upload(
+        write_config(tmp_path, oomnitza, "airwatch", settings, MAPPINGS if mappings is None else mappings), "airwatch"
+    )
 
 
 def test_several_pages_basic_auth(tmp_path: Path, uem: FakeAirWatch, fake_oomnitza: FakeOomnitza) -> None:
@@ -61,7 +75,10 @@ def test_several_pages_basic_auth(tmp_path: Path, uem: FakeAirWatch, fake_oomnit
     assert first["aw-tenant-code"] == uem.tenant_code
     assert first["authorization"] == "Basic " + base64.b64encode(f"{uem.username}:{uem.password}".encode()).decode()
     assert fake_oomnitza.record("assets", SERIAL_NUMBER="5CG1234XYZ") == {
-        "SERIAL_NUMBER": "5CG1234XYZ", "MODEL": "HP EliteBook 840 G8", "ASSIGNED_TO": "jdoe", "DEVICE_ID": 5614,
+        "SERIAL_NUMBER": "5CG1234XYZ",
+        "MODEL": "HP EliteBook 840 G8",
+        "ASSIGNED_TO": "jdoe",
+        "DEVICE_ID": 5614,
         "LOCATION": "Acme Corp",
     }
     assert fake_oomnitza.bulk_payloads[0]["connector_name"] == "AirWatch"
@@ -79,8 +96,9 @@ def test_without_total_stops_on_204(tmp_path: Path, uem: FakeAirWatch, fake_oomn
 def test_network_details_only_when_mapped_by_the_server_mapping(
     tmp_path: Path, uem: FakeAirWatch, fake_oomnitza: FakeOomnitza
 ) -> None:
-    fake_oomnitza.set_mapping("AirWatch", {"network.WifiInfo.WifiMacAddress": "WIFI_MAC",
-                                           "network.DeviceNetworkInfo.0.Vendor": "NIC_VENDOR"})
+    fake_oomnitza.set_mapping(
+        "AirWatch", {"network.WifiInfo.WifiMacAddress": "WIFI_MAC", "network.DeviceNetworkInfo.0.Vendor": "NIC_VENDOR"}
+    )
     result = run(tmp_path, fake_oomnitza, basic_settings(uem))
     assert result.code == 0, result.all
     assert_accounted(result, "airwatch", pulled=5, sent=5)
@@ -127,8 +145,11 @@ def test_oauth_client_credentials(tmp_path: Path, uem: FakeAirWatch, fake_oomnit
 
 def test_oauth_bad_client_secret(tmp_path: Path, uem: FakeAirWatch, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, oauth_settings(uem, client_secret="wrong-oauth-secret"))
-    assert_one_line_error(result, "token service refused the OAuth client (400 invalid_client)",
-                          "check client_id, client_secret and region/token_url")
+    assert_one_line_error(
+        result,
+        "token service refused the OAuth client (400 invalid_client)",
+        "check client_id, client_secret and region/token_url",
+    )
     assert "wrong-oauth-secret" not in result.all
     assert len(uem.calls("/connect/token")) == 1
     assert not uem.calls("/api/mdm/devices/search")
@@ -136,8 +157,12 @@ def test_oauth_bad_client_secret(tmp_path: Path, uem: FakeAirWatch, fake_oomnitz
 
 def test_bad_password(tmp_path: Path, uem: FakeAirWatch, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, basic_settings(uem, password="wrong-pa55word"))
-    assert_one_line_error(result, "Workspace ONE UEM rejected the credentials (401 1005 ",
-                          "user not found : jdoe", "check username, password and api_token")
+    assert_one_line_error(
+        result,
+        "Workspace ONE UEM rejected the credentials (401 1005 ",
+        "user not found : jdoe",
+        "check username, password and api_token",
+    )
     assert "wrong-pa55word" not in result.all
     assert len(uem.calls()) == 1  # a rejected credential is not retried
 
@@ -150,8 +175,14 @@ def test_bad_tenant_code_is_not_printed(tmp_path: Path, uem: FakeAirWatch, fake_
 
 
 def test_429_with_retry_after(tmp_path: Path, uem: FakeAirWatch, fake_oomnitza: FakeOomnitza) -> None:
-    uem.fail("GET", "/api/mdm/devices/search", 429, headers={"Retry-After": "1"},
-             body={"errorCode": 429, "message": "API request quota exceeded"}, query={"page": "1"})
+    uem.fail(
+        "GET",
+        "/api/mdm/devices/search",
+        429,
+        headers={"Retry-After": "1"},
+        body={"errorCode": 429, "message": "API request quota exceeded"},
+        query={"page": "1"},
+    )
     result = run(tmp_path, fake_oomnitza, basic_settings(uem))
     assert result.code == 0, result.all
     assert_accounted(result, "airwatch", pulled=5, sent=5)
@@ -175,8 +206,9 @@ def test_empty_tenant_answers_204(tmp_path: Path, uem: FakeAirWatch, fake_oomnit
 
 
 def test_malformed_body(tmp_path: Path, uem: FakeAirWatch, fake_oomnitza: FakeOomnitza) -> None:
-    uem.fail("GET", "/api/mdm/devices/search", 200, body="<html>maintenance</html>",
-             headers={"Content-Type": "text/html"})
+    uem.fail(
+        "GET", "/api/mdm/devices/search", 200, body="<html>maintenance</html>", headers={"Content-Type": "text/html"}
+    )
     result = run(tmp_path, fake_oomnitza, basic_settings(uem))
     assert_one_line_error(result, "returned a body that is not JSON (content-type text/html)")
     assert fake_oomnitza.records("assets") == []
@@ -191,9 +223,13 @@ def test_200_without_devices_key(tmp_path: Path, uem: FakeAirWatch, fake_oomnitz
 
 def test_settings_validated(tmp_path: Path, uem: FakeAirWatch, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, {"url": uem.url, "username": "jdoe", "sync_field": "SERIAL_NUMBER"})
-    assert_one_line_error(result, "set client_id and client_secret (OAuth), or username, password and api_token",
-                          "missing: password, api_token")
-    result = run(tmp_path, fake_oomnitza, {"url": uem.url, "client_id": "x", "client_secret": "y",
-                                           "sync_field": "SERIAL_NUMBER"})
+    assert_one_line_error(
+        result,
+        "set client_id and client_secret (OAuth), or username, password and api_token",
+        "missing: password, api_token",
+    )
+    result = run(
+        tmp_path, fake_oomnitza, {"url": uem.url, "client_id": "x", "client_secret": "y", "sync_field": "SERIAL_NUMBER"}
+    )
     assert_one_line_error(result, "set region (na, emea, apac, uat) or token_url")
     assert not uem.requests

@@ -57,10 +57,21 @@ def settings(azure: FakeAzure, tls_files: dict[str, str], **extra: str) -> dict[
     }
 
 
-def run(tmp_path: Path, fake_oomnitza: FakeOomnitza, azure: FakeAzure, tls_files: dict[str, str],
-        mappings: dict[str, str] | None = None, **extra: str) -> Any:
-    ini = write_config(tmp_path, fake_oomnitza, "azureusers", settings(azure, tls_files, **extra),
-                       MAPPINGS if mappings is None else mappings)
+def run(
+    tmp_path: Path,
+    fake_oomnitza: FakeOomnitza,
+    azure: FakeAzure,
+    tls_files: dict[str, str],
+    mappings: dict[str, str] | None = None,
+    **extra: str,
+) -> Any:
+    ini = write_config(
+        tmp_path,
+        fake_oomnitza,
+        "azureusers",
+        settings(azure, tls_files, **extra),
+        MAPPINGS if mappings is None else mappings,
+    )
     return upload(ini, "azureusers")
 
 
@@ -68,8 +79,9 @@ def graph_calls(azure: FakeAzure) -> list[Any]:
     return azure.calls("/v1.0/users", "GET")
 
 
-def test_several_pages_graph_names(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                                   fake_oomnitza: FakeOomnitza) -> None:
+def test_several_pages_graph_names(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     result = run(tmp_path, fake_oomnitza, azure, tls_files)
     assert result.code == 0, result.all
     # Disabled accounts and guests are synced too (the old connector had no filter either).
@@ -99,8 +111,9 @@ def test_several_pages_graph_names(tmp_path: Path, azure: FakeAzure, tls_files: 
     assert fake_oomnitza.bulk_payloads[0]["connector_name"] == "Azureusers"
 
 
-def test_old_connector_mapping_names(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                                     fake_oomnitza: FakeOomnitza) -> None:
+def test_old_connector_mapping_names(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     """Mappings written for the 2.3.3 connector (Azure AD Graph SDK names) keep working."""
     mappings = {
         "USER": '{"source": "user_principal_name"}',
@@ -149,8 +162,9 @@ def test_old_connector_mapping_names(tmp_path: Path, azure: FakeAzure, tls_files
     assert jorg is not None and jorg["ENABLED"] is False and not jorg.get("PHONE")  # businessPhones = []
 
 
-def test_legacy_names_off(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                          fake_oomnitza: FakeOomnitza) -> None:
+def test_legacy_names_off(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     mappings = {"USER": '{"source": "userPrincipalName"}', "FIRST_NAME": '{"source": "given_name"}'}
     result = run(tmp_path, fake_oomnitza, azure, tls_files, mappings, legacy_names="false")
     assert result.code == 0, result.all
@@ -159,11 +173,13 @@ def test_legacy_names_off(tmp_path: Path, azure: FakeAzure, tls_files: dict[str,
     assert rec is not None and not rec.get("FIRST_NAME")
 
 
-def test_bad_secret(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                    fake_oomnitza: FakeOomnitza) -> None:
+def test_bad_secret(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, azure, tls_files, secret="wrong-secret-123")
-    assert_one_line_error(result, "Microsoft Entra ID rejected the credentials (invalid_client AADSTS7000215: "
-                          "Invalid client secret provided.", "check tenant_id, client_id and secret")
+    assert_one_line_error(
+        result,
+        "Microsoft Entra ID rejected the credentials (invalid_client AADSTS7000215: Invalid client secret provided.",
+        "check tenant_id, client_id and secret",
+    )
     assert "wrong-secret-123" not in result.all
     assert "Trace ID" not in result.err
     assert len(azure.calls(TOKEN_PATH)) == 1  # a rejected credential is not retried
@@ -171,47 +187,69 @@ def test_bad_secret(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
     assert fake_oomnitza.records("users") == []
 
 
-def test_unknown_client_id(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                           fake_oomnitza: FakeOomnitza) -> None:
+def test_unknown_client_id(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     result = run(tmp_path, fake_oomnitza, azure, tls_files, client_id="00000000-dead-beef-0000-000000000000")
     assert_one_line_error(result, "rejected the credentials (unauthorized_client AADSTS700016")
     assert len(azure.calls(TOKEN_PATH)) == 1
     assert fake_oomnitza.records("users") == []
 
 
-def test_unknown_tenant(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                        fake_oomnitza: FakeOomnitza) -> None:
+def test_unknown_tenant(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     result = run(tmp_path, fake_oomnitza, azure, tls_files, tenant_id="not-our-tenant.example")
-    assert_one_line_error(result, "Microsoft Entra ID does not know the tenant 'not-our-tenant.example'",
-                          "check tenant_id")
+    assert_one_line_error(
+        result, "Microsoft Entra ID does not know the tenant 'not-our-tenant.example'", "check tenant_id"
+    )
     assert azure.calls(TOKEN_PATH) == [] and graph_calls(azure) == []
     assert fake_oomnitza.records("users") == []
 
 
-def test_tenant_domain_and_host_spellings(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                                          fake_oomnitza: FakeOomnitza) -> None:
+def test_tenant_domain_and_host_spellings(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     """A verified domain as tenant_id; graph_host with /v1.0 and trailing slashes are accepted."""
-    result = run(tmp_path, fake_oomnitza, azure, tls_files, tenant_id=TENANT_DOMAIN,
-                 authority_host=azure.url + "/", graph_host=azure.url + "/v1.0/")
+    result = run(
+        tmp_path,
+        fake_oomnitza,
+        azure,
+        tls_files,
+        tenant_id=TENANT_DOMAIN,
+        authority_host=azure.url + "/",
+        graph_host=azure.url + "/v1.0/",
+    )
     assert result.code == 0, result.all
     assert_accounted(result, "azureusers", pulled=5, sent=5)
     assert len(azure.calls(f"/{TENANT_DOMAIN}/oauth2/v2.0/token")) == 1
     assert all(c.path == "/v1.0/users" for c in graph_calls(azure))
 
 
-def test_missing_graph_permission_403(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                                      fake_oomnitza: FakeOomnitza) -> None:
-    azure.fail("GET", "/v1.0/users", 403, times=5, body=graph_error_body(
-        "Authorization_RequestDenied", "Insufficient privileges to complete the operation."))
+def test_missing_graph_permission_403(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
+    azure.fail(
+        "GET",
+        "/v1.0/users",
+        403,
+        times=5,
+        body=graph_error_body("Authorization_RequestDenied", "Insufficient privileges to complete the operation."),
+    )
     result = run(tmp_path, fake_oomnitza, azure, tls_files)
-    assert_one_line_error(result, "Microsoft Graph refused to list users (403 Authorization_RequestDenied: "
-                          "Insufficient privileges to complete the operation.)", "User.Read.All")
+    assert_one_line_error(
+        result,
+        "Microsoft Graph refused to list users (403 Authorization_RequestDenied: "
+        "Insufficient privileges to complete the operation.)",
+        "User.Read.All",
+    )
     assert len(graph_calls(azure)) == 1  # not retried
     assert SECRET not in result.all
 
 
-def test_429_retry_after_then_success(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                                      fake_oomnitza: FakeOomnitza) -> None:
+def test_429_retry_after_then_success(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     azure.fail("GET", "/v1.0/users", 429, headers={"Retry-After": "1"}, body=THROTTLED)
     result = run(tmp_path, fake_oomnitza, azure, tls_files)
     assert result.code == 0, result.all
@@ -220,8 +258,7 @@ def test_429_retry_after_then_success(tmp_path: Path, azure: FakeAzure, tls_file
     assert "429" in result.err
 
 
-def test_5xx_retried(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                     fake_oomnitza: FakeOomnitza) -> None:
+def test_5xx_retried(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza) -> None:
     azure.fail("GET", "/v1.0/users", 503, times=2, body=graph_error_body("serviceNotAvailable", "Service unavailable"))
     result = run(tmp_path, fake_oomnitza, azure, tls_files)
     assert result.code == 0, result.all
@@ -229,8 +266,9 @@ def test_5xx_retried(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str]
     assert len(graph_calls(azure)) == 5
 
 
-def test_token_endpoint_throttled_then_success(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                                               fake_oomnitza: FakeOomnitza) -> None:
+def test_token_endpoint_throttled_then_success(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     azure.fail("POST", TOKEN_PATH, 503, headers={"Retry-After": "1"}, body="<html>busy</html>")
     result = run(tmp_path, fake_oomnitza, azure, tls_files)
     assert result.code == 0, result.all
@@ -238,11 +276,16 @@ def test_token_endpoint_throttled_then_success(tmp_path: Path, azure: FakeAzure,
     assert len(azure.calls(TOKEN_PATH)) == 2
 
 
-def test_expired_token_refreshed_once(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                                      fake_oomnitza: FakeOomnitza) -> None:
+def test_expired_token_refreshed_once(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     """A 401 mid-run means the token expired: one new token (past MSAL's cache), then go on."""
-    azure.fail("GET", "/v1.0/users", 401, body=graph_error_body(
-        "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired."))
+    azure.fail(
+        "GET",
+        "/v1.0/users",
+        401,
+        body=graph_error_body("InvalidAuthenticationToken", "Lifetime validation failed, the token is expired."),
+    )
     result = run(tmp_path, fake_oomnitza, azure, tls_files)
     assert result.code == 0, result.all
     assert_accounted(result, "azureusers", pulled=5, sent=5)
@@ -250,19 +293,27 @@ def test_expired_token_refreshed_once(tmp_path: Path, azure: FakeAzure, tls_file
     assert graph_calls(azure)[-1].headers["authorization"] == f"Bearer {azure.issued[1]}"
 
 
-def test_token_refused_by_graph(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                                fake_oomnitza: FakeOomnitza) -> None:
-    azure.fail("GET", "/v1.0/users", 401, times=5, body=graph_error_body(
-        "InvalidAuthenticationToken", "Access token validation failure. Invalid audience."))
+def test_token_refused_by_graph(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
+    azure.fail(
+        "GET",
+        "/v1.0/users",
+        401,
+        times=5,
+        body=graph_error_body("InvalidAuthenticationToken", "Access token validation failure. Invalid audience."),
+    )
     result = run(tmp_path, fake_oomnitza, azure, tls_files)
-    assert_one_line_error(result, "Microsoft Graph rejected the access token (401 InvalidAuthenticationToken: "
-                          "Access token validation failure. Invalid audience.)")
+    assert_one_line_error(
+        result,
+        "Microsoft Graph rejected the access token (401 InvalidAuthenticationToken: "
+        "Access token validation failure. Invalid audience.)",
+    )
     assert len(graph_calls(azure)) == 2  # the first try and one after a fresh token; no more
     assert fake_oomnitza.records("users") == []
 
 
-def test_empty_tenant(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                      fake_oomnitza: FakeOomnitza) -> None:
+def test_empty_tenant(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza) -> None:
     azure.users.clear()
     result = run(tmp_path, fake_oomnitza, azure, tls_files)
     assert result.code == 0, result.all
@@ -270,24 +321,27 @@ def test_empty_tenant(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str
     assert next(iter(fake_oomnitza.portions.values())).finalized
 
 
-def test_malformed_body(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                        fake_oomnitza: FakeOomnitza) -> None:
+def test_malformed_body(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     azure.fail("GET", "/v1.0/users", 200, body="<html>maintenance</html>", headers={"Content-Type": "text/html"})
     result = run(tmp_path, fake_oomnitza, azure, tls_files)
     assert_one_line_error(result, "returned a body that is not JSON (content-type text/html)")
     assert fake_oomnitza.records("users") == []
 
 
-def test_json_without_value_list(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                                 fake_oomnitza: FakeOomnitza) -> None:
+def test_json_without_value_list(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     azure.fail("GET", "/v1.0/users", 200, body={"@odata.context": "x", "value": {"id": "1"}})
     result = run(tmp_path, fake_oomnitza, azure, tls_files)
     assert_one_line_error(result, "Microsoft Graph answered without a 'value' list of users")
     assert fake_oomnitza.records("users") == []
 
 
-def test_filter_with_advanced_query(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                                    fake_oomnitza: FakeOomnitza) -> None:
+def test_filter_with_advanced_query(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     result = run(tmp_path, fake_oomnitza, azure, tls_files, filter="accountEnabled eq true")
     assert result.code == 0, result.all
     assert_accounted(result, "azureusers", pulled=4, sent=4)
@@ -297,13 +351,18 @@ def test_filter_with_advanced_query(tmp_path: Path, azure: FakeAzure, tls_files:
     assert first.headers["consistencylevel"] == "eventual"
 
 
-def test_select_follows_mappings_and_setting(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                                             fake_oomnitza: FakeOomnitza) -> None:
+def test_select_follows_mappings_and_setting(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     for u in azure.users:
         u["extension_0a1b2c_costCenter"] = f"CC-{u['surname']}"
         u["onPremisesSamAccountName"] = u["givenName"].lower()
-    mappings = {**MAPPINGS, "COST_CENTER": '{"source": "additional_properties.extension_0a1b2c_costCenter"}',
-                "SAM": '{"source": "onPremisesSamAccountName"}', "OTHER": '{"source": "not_a_graph_field"}'}
+    mappings = {
+        **MAPPINGS,
+        "COST_CENTER": '{"source": "additional_properties.extension_0a1b2c_costCenter"}',
+        "SAM": '{"source": "onPremisesSamAccountName"}',
+        "OTHER": '{"source": "not_a_graph_field"}',
+    }
     result = run(tmp_path, fake_oomnitza, azure, tls_files, mappings, select="extension_0a1b2c_costCenter, city")
     assert result.code == 0, result.all
     assert_accounted(result, "azureusers", pulled=5, sent=5)
@@ -314,16 +373,21 @@ def test_select_follows_mappings_and_setting(tmp_path: Path, azure: FakeAzure, t
     assert rec is not None and rec["COST_CENTER"] == "CC-Fabre" and rec["SAM"] == "alice"
 
 
-def test_select_refused_by_graph(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                                 fake_oomnitza: FakeOomnitza) -> None:
+def test_select_refused_by_graph(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     result = run(tmp_path, fake_oomnitza, azure, tls_files, select="costCentre")
-    assert_one_line_error(result, "Microsoft Graph refused the query (400 Request_BadRequest: Could not find a "
-                          "property named 'costCentre' on type 'microsoft.graph.user'.)")
+    assert_one_line_error(
+        result,
+        "Microsoft Graph refused the query (400 Request_BadRequest: Could not find a "
+        "property named 'costCentre' on type 'microsoft.graph.user'.)",
+    )
     assert len(graph_calls(azure)) == 1
 
 
-def test_next_link_on_another_host_is_rebased(tmp_path: Path, tls_files: dict[str, str],
-                                              fake_oomnitza: FakeOomnitza) -> None:
+def test_next_link_on_another_host_is_rebased(
+    tmp_path: Path, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     """Graph behind a proxy names graph.microsoft.com in @odata.nextLink: the token stays on graph_host."""
     fake = FakeAzure(users=[user(i) for i in range(5)], max_page=2, link_host="https://graph.microsoft.com")
     with serve(fake.app, ssl_certfile=tls_files["server_cert"], ssl_keyfile=tls_files["server_key"]) as url:
@@ -334,8 +398,9 @@ def test_next_link_on_another_host_is_rebased(tmp_path: Path, tls_files: dict[st
     assert len(graph_calls(fake)) == 3
 
 
-def test_certificate_credential(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                                tls_ca: Any, fake_oomnitza: FakeOomnitza) -> None:
+def test_certificate_credential(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], tls_ca: Any, fake_oomnitza: FakeOomnitza
+) -> None:
     app_cert = tls_ca.issue_cert("oomnitza-connector.contoso-fake.com", key_type=RSA)
     pem = tmp_path / "app.pem"
     app_cert.private_key_and_cert_chain_pem.write_to_path(str(pem))
@@ -347,20 +412,25 @@ def test_certificate_credential(tmp_path: Path, azure: FakeAzure, tls_files: dic
     assert "client_assertion=" in form and "client_secret" not in form
 
 
-def test_wrong_certificate(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                           tls_ca: Any, fake_oomnitza: FakeOomnitza) -> None:
+def test_wrong_certificate(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], tls_ca: Any, fake_oomnitza: FakeOomnitza
+) -> None:
     pem = tmp_path / "app.pem"
     other = tls_ca.issue_cert("someone-else.test", key_type=RSA)
     other.private_key_and_cert_chain_pem.write_to_path(str(pem))
     azure.certificate_pem = tls_ca.issue_cert("registered.test", key_type=RSA).cert_chain_pems[0].bytes()
     result = run(tmp_path, fake_oomnitza, azure, tls_files, secret="", certificate_file=str(pem))
-    assert_one_line_error(result, "rejected the credentials (invalid_client AADSTS700027",
-                          "check tenant_id, client_id and certificate_file")
+    assert_one_line_error(
+        result,
+        "rejected the credentials (invalid_client AADSTS700027",
+        "check tenant_id, client_id and certificate_file",
+    )
     assert len(azure.calls(TOKEN_PATH)) == 1
 
 
-def test_ec_certificate_refused_clearly(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                                        tls_ca: Any, fake_oomnitza: FakeOomnitza) -> None:
+def test_ec_certificate_refused_clearly(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], tls_ca: Any, fake_oomnitza: FakeOomnitza
+) -> None:
     pem = tmp_path / "app.pem"
     tls_ca.issue_cert("ec.test").private_key_and_cert_chain_pem.write_to_path(str(pem))  # ECDSA
     result = run(tmp_path, fake_oomnitza, azure, tls_files, secret="", certificate_file=str(pem))
@@ -368,35 +438,53 @@ def test_ec_certificate_refused_clearly(tmp_path: Path, azure: FakeAzure, tls_fi
     assert azure.calls(TOKEN_PATH) == [] and fake_oomnitza.records("users") == []
 
 
-def test_untrusted_tls(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                       fake_oomnitza: FakeOomnitza) -> None:
-    ini = write_config(tmp_path, fake_oomnitza, "azureusers",
-                       {k: v for k, v in settings(azure, tls_files).items() if k != "cacert_file"}, MAPPINGS)
+def test_untrusted_tls(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
+    ini = write_config(
+        tmp_path,
+        fake_oomnitza,
+        "azureusers",
+        {k: v for k, v in settings(azure, tls_files).items() if k != "cacert_file"},
+        MAPPINGS,
+    )
     result = upload(ini, "azureusers")
     assert_one_line_error(result, f"cannot reach {azure.url}: TLS certificate not trusted", "cacert_file")
 
 
-@pytest.mark.parametrize(("extra", "needle"), [
-    ({"client_id": ""}, "set client_id"),
-    ({"secret": ""}, "set secret (or certificate_file)"),
-    ({"page_size": "1000"}, "page_size must be a number from 1 to 999"),
-    ({"authority_host": "http://login.example.test"}, "authority_host must use https"),
-])
-def test_settings_checked_at_startup(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                                     fake_oomnitza: FakeOomnitza, extra: dict[str, str], needle: str) -> None:
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"client_id": ""}, "set client_id"),
+        ({"secret": ""}, "set secret (or certificate_file)"),
+        ({"page_size": "1000"}, "page_size must be a number from 1 to 999"),
+        ({"authority_host": "http://login.example.test"}, "authority_host must use https"),
+    ],
+)
+def test_settings_checked_at_startup(
+    tmp_path: Path,
+    azure: FakeAzure,
+    tls_files: dict[str, str],
+    fake_oomnitza: FakeOomnitza,
+    extra: dict[str, str],
+    needle: str,
+) -> None:
     result = run(tmp_path, fake_oomnitza, azure, tls_files, **extra)
     assert_one_line_error(result, needle)
     assert azure.requests == [] and fake_oomnitza.records("users") == []
 
 
-
-def test_manager_expanded_when_mapped(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                                      fake_oomnitza: FakeOomnitza) -> None:
+def test_manager_expanded_when_mapped(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     alice = azure.users[0]
     for u in azure.users[1:]:
         u["managerId"] = alice["id"]
-    mappings = {**MAPPINGS, "MANAGER": '{"source": "manager.mail"}',
-                "MANAGER_NAME": '{"source": "manager.displayName"}'}
+    mappings = {
+        **MAPPINGS,
+        "MANAGER": '{"source": "manager.mail"}',
+        "MANAGER_NAME": '{"source": "manager.displayName"}',
+    }
     result = run(tmp_path, fake_oomnitza, azure, tls_files, mappings)
     assert result.code == 0, result.all
     assert_accounted(result, "azureusers", pulled=5, sent=5)
@@ -410,8 +498,9 @@ def test_manager_expanded_when_mapped(tmp_path: Path, azure: FakeAzure, tls_file
     assert top is not None and top["MANAGER"] is None  # no manager: Graph leaves the property out
 
 
-def test_manager_setting(tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str],
-                         fake_oomnitza: FakeOomnitza) -> None:
+def test_manager_setting(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     assert run(tmp_path, fake_oomnitza, azure, tls_files).code == 0
     assert "$expand" not in graph_calls(azure)[0].query  # auto, and no mapping uses manager.*
     azure.requests.clear()

@@ -38,8 +38,9 @@ def settings(bamboo: FakeBambooHR, **extra: str) -> dict[str, str]:
     }
 
 
-def run(tmp_path: Path, oomnitza: FakeOomnitza, bamboo: FakeBambooHR, mappings: dict[str, str] | None = None,
-        **extra: str) -> Any:
+def run(
+    tmp_path: Path, oomnitza: FakeOomnitza, bamboo: FakeBambooHR, mappings: dict[str, str] | None = None, **extra: str
+) -> Any:
     ini = write_config(tmp_path, oomnitza, "bamboohr", settings(bamboo, **extra), {**ID, **(mappings or {})})
     return upload(ini, "bamboohr")
 
@@ -53,14 +54,25 @@ def test_directory_default_mappings(tmp_path: Path, bamboo: FakeBambooHR, fake_o
     assert calls[0].headers["accept"] == "application/json"
     assert calls[0].headers["authorization"] == "Basic " + base64.b64encode(f"{bamboo.key}:x".encode()).decode()
     assert fake_oomnitza.record("users", BAMBOO_ID="101") == {
-        "BAMBOO_ID": "101", "USER": "dana.whitfield@acme-fake.com", "FIRST_NAME": "Dana", "LAST_NAME": "Whitfield",
-        "EMAIL": "dana.whitfield@acme-fake.com", "PHONE": "+1 801 555 0199", "POSITION": "IT Manager",
+        "BAMBOO_ID": "101",
+        "USER": "dana.whitfield@acme-fake.com",
+        "FIRST_NAME": "Dana",
+        "LAST_NAME": "Whitfield",
+        "EMAIL": "dana.whitfield@acme-fake.com",
+        "PHONE": "+1 801 555 0199",
+        "POSITION": "IT Manager",
         "PERMISSIONS_ID": "25",
     }
     # no work e-mail: still sent (USER/EMAIL are not required); non-ASCII names
     assert fake_oomnitza.record("users", BAMBOO_ID="102") == {
-        "BAMBOO_ID": "102", "USER": None, "FIRST_NAME": "Zoë", "LAST_NAME": "Ångström", "EMAIL": None,
-        "PHONE": None, "POSITION": "Engineer", "PERMISSIONS_ID": "25",
+        "BAMBOO_ID": "102",
+        "USER": None,
+        "FIRST_NAME": "Zoë",
+        "LAST_NAME": "Ångström",
+        "EMAIL": None,
+        "PHONE": None,
+        "POSITION": "Engineer",
+        "PERMISSIONS_ID": "25",
     }
     assert fake_oomnitza.bulk_payloads[0]["connector_name"] == "BambooHR"
 
@@ -170,7 +182,10 @@ def test_report_mode_includes_terminated(tmp_path: Path, bamboo: FakeBambooHR, f
     assert call.query == {"format": "JSON", "onlyCurrent": "false"}
     gone = fake_oomnitza.record("users", BAMBOO_ID="209")
     assert gone is not None and (gone["STATUS"], gone["TERMINATED"], gone["USER"]) == (
-        "Inactive", "2026-06-30", "emp9@acme-fake.com")
+        "Inactive",
+        "2026-06-30",
+        "emp9@acme-fake.com",
+    )
     assert fake_oomnitza.record("users", BAMBOO_ID="101")["STATUS"] == "Active"  # type: ignore[index]
 
     result = run(tmp_path, fake_oomnitza, bamboo, mappings, mode="report", only_current="true")

@@ -71,8 +71,13 @@ def settings(jamf: FakeJamf, **extra: str) -> dict[str, str]:
 
 
 def user_settings(jamf: FakeJamf, **extra: str) -> dict[str, str]:
-    return {"url": jamf.url, "username": jamf.username, "password": jamf.password, "sync_field": "SERIAL_NUMBER",
-            **extra}
+    return {
+        "url": jamf.url,
+        "username": jamf.username,
+        "password": jamf.password,
+        "sync_field": "SERIAL_NUMBER",
+        **extra,
+    }
 
 
 def inventory_calls(jamf: FakeJamf) -> list[Any]:
@@ -88,8 +93,17 @@ def test_several_pages_classic_mappings(tmp_path: Path, jamf: FakeJamf, fake_oom
     assert [c.query["page"] for c in pages] == ["0", "1", "2"]  # the server serves 3 of the 5 asked for
     assert pages[0].query["page-size"] == "5" and pages[0].query["sort"] == "id:asc"
     assert jamf.sections_seen[-1] == [
-        "GENERAL", "HARDWARE", "OPERATING_SYSTEM", "USER_AND_LOCATION", "PURCHASING", "APPLICATIONS",
-        "EXTENSION_ATTRIBUTES", "SECURITY", "STORAGE", "GROUP_MEMBERSHIPS"]
+        "GENERAL",
+        "HARDWARE",
+        "OPERATING_SYSTEM",
+        "USER_AND_LOCATION",
+        "PURCHASING",
+        "APPLICATIONS",
+        "EXTENSION_ATTRIBUTES",
+        "SECURITY",
+        "STORAGE",
+        "GROUP_MEMBERSHIPS",
+    ]
     rec = fake_oomnitza.record("assets", SERIAL_NUMBER="C02ZK0103D6T")
     assert rec is not None
     assert {k: v for k, v in rec.items() if k != "APPLICATIONS"} == {
@@ -125,8 +139,12 @@ def test_several_pages_classic_mappings(tmp_path: Path, jamf: FakeJamf, fake_oom
     # APPLICATIONS ← software.applications is added for computers when not mapped.
     assert rec["APPLICATIONS"] == [
         {"name": "Safari.app", "path": "/Applications/Safari.app", "version": "18.6", "bundle_id": "com.apple.Safari"},
-        {"name": "Slack.app", "path": "/Applications/Slack.app", "version": "4.45.64",
-         "bundle_id": "com.tinyspeck.slackmacgap"},
+        {
+            "name": "Slack.app",
+            "path": "/Applications/Slack.app",
+            "version": "4.45.64",
+            "bundle_id": "com.tinyspeck.slackmacgap",
+        },
     ]
     payload = fake_oomnitza.bulk_payloads[0]
     assert payload["connector_name"] == "Casper"
@@ -141,8 +159,13 @@ def test_requested_sections_and_version_discovery(tmp_path: Path, fake_oomnitza:
     fake = FakeJamf(versions=("v1", "v3"))  # an older server: v4 is not there yet
     with serve(fake.app) as url:
         fake.url = url
-        ini = write_config(tmp_path, fake_oomnitza, "casper", settings(fake, url=url + "/api/"),
-                           {"SERIAL_NUMBER": "general.serial_number"})
+        ini = write_config(
+            tmp_path,
+            fake_oomnitza,
+            "casper",
+            settings(fake, url=url + "/api/"),
+            {"SERIAL_NUMBER": "general.serial_number"},
+        )
         result = upload(ini, "casper")
     assert result.code == 0, result.all
     assert_accounted(result, "casper", pulled=5, sent=5)
@@ -156,17 +179,28 @@ def test_requested_sections_and_version_discovery(tmp_path: Path, fake_oomnitza:
 
 
 def test_pinned_api_version_and_sections(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitza) -> None:
-    mappings = {"SERIAL_NUMBER": "general.serial_number", "OS": "hardware.os_version",
-                "APPLICATIONS": '{"hardcoded": []}'}
-    ini = write_config(tmp_path, fake_oomnitza, "casper",
-                       settings(jamf, api_version="v3", sections="general, hardware, operating_system"), mappings)
+    mappings = {
+        "SERIAL_NUMBER": "general.serial_number",
+        "OS": "hardware.os_version",
+        "APPLICATIONS": '{"hardcoded": []}',
+    }
+    ini = write_config(
+        tmp_path,
+        fake_oomnitza,
+        "casper",
+        settings(jamf, api_version="v3", sections="general, hardware, operating_system"),
+        mappings,
+    )
     result = upload(ini, "casper")
     assert result.code == 0, result.all
     assert_accounted(result, "casper", pulled=7, sent=7)
     assert not jamf.calls("/api/v4")  # no probing when the version is pinned
     assert not jamf.calls("/api/v1/buildings")  # no USER_AND_LOCATION, no name lookups
     assert fake_oomnitza.record("assets", SERIAL_NUMBER="C02ZK0107D6T") == {
-        "SERIAL_NUMBER": "C02ZK0107D6T", "OS": "15.6", "APPLICATIONS": []}
+        "SERIAL_NUMBER": "C02ZK0107D6T",
+        "OS": "15.6",
+        "APPLICATIONS": [],
+    }
 
 
 def test_username_password_bearer_token(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitza) -> None:
@@ -182,8 +216,13 @@ def test_username_password_bearer_token(tmp_path: Path, jamf: FakeJamf, fake_oom
 
 
 def test_bad_client_secret(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitza) -> None:
-    ini = write_config(tmp_path, fake_oomnitza, "casper", settings(jamf, client_secret="Wr0ng-Secret-777"),
-                       {"SERIAL_NUMBER": "general.serial_number"})
+    ini = write_config(
+        tmp_path,
+        fake_oomnitza,
+        "casper",
+        settings(jamf, client_secret="Wr0ng-Secret-777"),
+        {"SERIAL_NUMBER": "general.serial_number"},
+    )
     result = upload(ini, "casper")
     assert_one_line_error(result, "Jamf Pro rejected the client_id and client_secret (401 invalid_client)")
     assert "Wr0ng-Secret-777" not in result.all
@@ -192,8 +231,13 @@ def test_bad_client_secret(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOo
 
 
 def test_bad_password(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitza) -> None:
-    ini = write_config(tmp_path, fake_oomnitza, "casper", user_settings(jamf, password="n0t-the-pa$$word"),
-                       {"SERIAL_NUMBER": "general.serial_number"})
+    ini = write_config(
+        tmp_path,
+        fake_oomnitza,
+        "casper",
+        user_settings(jamf, password="n0t-the-pa$$word"),
+        {"SERIAL_NUMBER": "general.serial_number"},
+    )
     result = upload(ini, "casper")
     assert_one_line_error(result, "Jamf Pro rejected the username and password (401): check username and password")
     assert "n0t-the-pa$$word" not in result.all
@@ -217,8 +261,13 @@ def test_user_token_renewed_with_keep_alive(tmp_path: Path, fake_oomnitza: FakeO
     fake = FakeJamf(token_lifetime=10)  # shorter than the renewal margin: renewed before every request
     with serve(fake.app) as url:
         fake.url = url
-        ini = write_config(tmp_path, fake_oomnitza, "casper", user_settings(fake, page_size="2"),
-                           {"SERIAL_NUMBER": "general.serial_number"})
+        ini = write_config(
+            tmp_path,
+            fake_oomnitza,
+            "casper",
+            user_settings(fake, page_size="2"),
+            {"SERIAL_NUMBER": "general.serial_number"},
+        )
         result = upload(ini, "casper")
     assert result.code == 0, result.all
     assert_accounted(result, "casper", pulled=5, sent=5)
@@ -228,8 +277,13 @@ def test_user_token_renewed_with_keep_alive(tmp_path: Path, fake_oomnitza: FakeO
 
 
 def test_429_with_retry_after(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitza) -> None:
-    jamf.fail("GET", "/api/v4/computers-inventory", 429, headers={"Retry-After": "1"},
-              body={"httpStatus": 429, "errors": [{"code": "TOO_MANY_REQUESTS"}]})
+    jamf.fail(
+        "GET",
+        "/api/v4/computers-inventory",
+        429,
+        headers={"Retry-After": "1"},
+        body={"httpStatus": 429, "errors": [{"code": "TOO_MANY_REQUESTS"}]},
+    )
     ini = write_config(tmp_path, fake_oomnitza, "casper", settings(jamf), {"SERIAL_NUMBER": "general.serial_number"})
     result = upload(ini, "casper")
     assert result.code == 0, result.all
@@ -257,8 +311,14 @@ def test_empty_inventory(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomn
 
 
 def test_malformed_body(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitza) -> None:
-    jamf.fail("GET", "/api/v4/computers-inventory", 200, times=2, body="<html>Jamf Pro is starting</html>",
-              headers={"Content-Type": "text/html"})
+    jamf.fail(
+        "GET",
+        "/api/v4/computers-inventory",
+        200,
+        times=2,
+        body="<html>Jamf Pro is starting</html>",
+        headers={"Content-Type": "text/html"},
+    )
     ini = write_config(tmp_path, fake_oomnitza, "casper", settings(jamf), {"SERIAL_NUMBER": "general.serial_number"})
     result = upload(ini, "casper")
     assert_one_line_error(result, "returned a body that is not JSON (content-type text/html)")
@@ -317,26 +377,42 @@ def test_mobile_devices(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
 
 
 def test_group_name_computers(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitza) -> None:
-    ini = write_config(tmp_path, fake_oomnitza, "casper", settings(jamf, group_name="Finance Macs"),
-                       {"SERIAL_NUMBER": "general.serial_number"})
+    ini = write_config(
+        tmp_path,
+        fake_oomnitza,
+        "casper",
+        settings(jamf, group_name="Finance Macs"),
+        {"SERIAL_NUMBER": "general.serial_number"},
+    )
     result = upload(ini, "casper")
     assert result.code == 0, result.all
     assert_accounted(result, "casper", pulled=2, sent=2)
     assert sorted(r["SERIAL_NUMBER"] for r in fake_oomnitza.records("assets")) == ["C02ZK0101D6T", "C02ZK0103D6T"]
-    assert [c.path for c in jamf.calls("/JSSResource")] == ["/JSSResource/computergroups",
-                                                           "/JSSResource/computergroups/id/7"]
+    assert [c.path for c in jamf.calls("/JSSResource")] == [
+        "/JSSResource/computergroups",
+        "/JSSResource/computergroups/id/7",
+    ]
     assert jamf.calls("/JSSResource")[0].headers["authorization"].startswith("Bearer ")
     assert [c.query["filter"] for c in inventory_calls(jamf)] == ["id=in=(101,103)"]
 
 
 def test_group_name_with_slash_and_mobile(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitza) -> None:
-    ini = write_config(tmp_path, fake_oomnitza, "casper", settings(jamf, group_name="Design/Video"),
-                       {"SERIAL_NUMBER": "general.serial_number"})
+    ini = write_config(
+        tmp_path,
+        fake_oomnitza,
+        "casper",
+        settings(jamf, group_name="Design/Video"),
+        {"SERIAL_NUMBER": "general.serial_number"},
+    )
     result = upload(ini, "casper")
     assert_accounted(result, "casper", pulled=1, sent=1)
-    ini = write_config(tmp_path, fake_oomnitza, "casper.MDM",
-                       settings(jamf, sync_type="mobiledevices", group_name="finance ipads"),
-                       {"SERIAL_NUMBER": "general.serial_number"})
+    ini = write_config(
+        tmp_path,
+        fake_oomnitza,
+        "casper.MDM",
+        settings(jamf, sync_type="mobiledevices", group_name="finance ipads"),
+        {"SERIAL_NUMBER": "general.serial_number"},
+    )
     result = upload(ini, "casper.MDM")
     assert result.code == 0, result.all
     assert_accounted(result, "casper.MDM", pulled=1, sent=1)
@@ -345,8 +421,13 @@ def test_group_name_with_slash_and_mobile(tmp_path: Path, jamf: FakeJamf, fake_o
 
 
 def test_unknown_group(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitza) -> None:
-    ini = write_config(tmp_path, fake_oomnitza, "casper", settings(jamf, group_name="Marketing"),
-                       {"SERIAL_NUMBER": "general.serial_number"})
+    ini = write_config(
+        tmp_path,
+        fake_oomnitza,
+        "casper",
+        settings(jamf, group_name="Marketing"),
+        {"SERIAL_NUMBER": "general.serial_number"},
+    )
     result = upload(ini, "casper")
     assert_one_line_error(result, "Jamf Pro has no computer group named 'Marketing': check group_name")
     assert_accounted(result, "casper", pulled=0)
@@ -357,9 +438,13 @@ def test_group_members_fetched_concurrently_within_the_cap(tmp_path: Path, fake_
     fake.computer_groups.append({"id": 9, "name": "Everyone", "is_smart": True, "members": list(range(101, 113))})
     with serve(fake.app) as url:
         fake.url = url
-        ini = write_config(tmp_path, fake_oomnitza, "casper",
-                           settings(fake, group_name="Everyone", page_size="1", max_connections="3"),
-                           {"SERIAL_NUMBER": "general.serial_number"})
+        ini = write_config(
+            tmp_path,
+            fake_oomnitza,
+            "casper",
+            settings(fake, group_name="Everyone", page_size="1", max_connections="3"),
+            {"SERIAL_NUMBER": "general.serial_number"},
+        )
         result = upload(ini, "casper", "--workers", "8")
         assert result.code == 0, result.all
         assert_accounted(result, "casper", pulled=12, sent=12)
@@ -374,10 +459,19 @@ def test_group_members_fetched_concurrently_within_the_cap(tmp_path: Path, fake_
 def test_one_failed_chunk_skips_only_its_devices(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitza) -> None:
     jamf.computer_groups.append({"id": 9, "name": "Everyone", "is_smart": True, "members": list(range(101, 108))})
     jamf.fail("GET", "/api/v4/computers-inventory", 200)  # the version probe
-    jamf.fail("GET", "/api/v4/computers-inventory", 400,
-              body={"httpStatus": 400, "errors": [{"code": "INVALID_FILTER", "description": "bad"}]})
-    ini = write_config(tmp_path, fake_oomnitza, "casper", settings(jamf, group_name="Everyone", page_size="3"),
-                       {"SERIAL_NUMBER": "general.serial_number"})
+    jamf.fail(
+        "GET",
+        "/api/v4/computers-inventory",
+        400,
+        body={"httpStatus": 400, "errors": [{"code": "INVALID_FILTER", "description": "bad"}]},
+    )
+    ini = write_config(
+        tmp_path,
+        fake_oomnitza,
+        "casper",
+        settings(jamf, group_name="Everyone", page_size="3"),
+        {"SERIAL_NUMBER": "general.serial_number"},
+    )
     result = upload(ini, "casper", "--workers", "1")
     assert result.code == 3, result.all  # the run completed, some records failed
     counts = assert_accounted(result, "casper", pulled=7, sent=4)
@@ -386,21 +480,31 @@ def test_one_failed_chunk_skips_only_its_devices(tmp_path: Path, jamf: FakeJamf,
 
 
 def test_missing_privilege(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitza) -> None:
-    jamf.fail("GET", "/api/v4/computers-inventory", 403, times=2,
-              body={"httpStatus": 403, "errors": [{"code": "FORBIDDEN", "description": "Forbidden"}]})
+    jamf.fail(
+        "GET",
+        "/api/v4/computers-inventory",
+        403,
+        times=2,
+        body={"httpStatus": 403, "errors": [{"code": "FORBIDDEN", "description": "Forbidden"}]},
+    )
     ini = write_config(tmp_path, fake_oomnitza, "casper", settings(jamf), {"SERIAL_NUMBER": "general.serial_number"})
     result = upload(ini, "casper")
-    assert_one_line_error(result, "Jamf Pro refused access to", "(403 FORBIDDEN): give the API role or user",
-                          "'Read Computers'")
+    assert_one_line_error(
+        result, "Jamf Pro refused access to", "(403 FORBIDDEN): give the API role or user", "'Read Computers'"
+    )
     assert_accounted(result, "casper", pulled=0)
 
 
 def test_settings_are_checked(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitza) -> None:
-    ini = write_config(tmp_path, fake_oomnitza, "casper", {"url": jamf.url, "sync_type": "printers",
-                                                           "max_connections": "0"})
+    ini = write_config(
+        tmp_path, fake_oomnitza, "casper", {"url": jamf.url, "sync_type": "printers", "max_connections": "0"}
+    )
     result = upload(ini, "casper")
-    assert_one_line_error(result, "sync_type = 'printers' is not one of computers, mobiledevices",
-                          "set client_id and client_secret (a Jamf Pro API client), or username and password")
+    assert_one_line_error(
+        result,
+        "sync_type = 'printers' is not one of computers, mobiledevices",
+        "set client_id and client_secret (a Jamf Pro API client), or username and password",
+    )
     assert not jamf.requests
 
 
@@ -411,8 +515,9 @@ def test_fetch_one_matches_pages(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: 
         source_cls = load_config(ini).sections[section].source_cls
         assert source_cls is not None
 
-        async def run(section: str = section, source_cls: Any = source_cls,
-                      ini: Path = ini) -> tuple[list[Any], dict[str, Any]]:
+        async def run(
+            section: str = section, source_cls: Any = source_cls, ini: Path = ini
+        ) -> tuple[list[Any], dict[str, Any]]:
             source = source_cls(load_config(ini).sections[section])
             try:
                 listed = [r for page in [p async for p in source.pages()] for r in page]

@@ -97,14 +97,21 @@ def settings(chef: FakeChef, key_file: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def run(tmp_path: Path, oomnitza: FakeOomnitza, chef: FakeChef, key_file: Path, mappings: dict[str, str] | None = None,
-        **extra: str) -> Any:
+def run(
+    tmp_path: Path,
+    oomnitza: FakeOomnitza,
+    chef: FakeChef,
+    key_file: Path,
+    mappings: dict[str, str] | None = None,
+    **extra: str,
+) -> Any:
     ini = write_config(tmp_path, oomnitza, "chef", settings(chef, key_file, **extra), MAPPINGS | (mappings or {}))
     return upload(ini, "chef")
 
 
-def test_partial_search_several_pages_signed_1_3(tmp_path: Path, chef: FakeChef, key_file: Path,
-                                                 fake_oomnitza: FakeOomnitza) -> None:
+def test_partial_search_several_pages_signed_1_3(
+    tmp_path: Path, chef: FakeChef, key_file: Path, fake_oomnitza: FakeOomnitza
+) -> None:
     result = run(tmp_path, fake_oomnitza, chef, key_file)
     assert result.code == 0, result.all
     assert_accounted(result, "chef", pulled=7, sent=7)
@@ -125,8 +132,9 @@ def test_partial_search_several_pages_signed_1_3(tmp_path: Path, chef: FakeChef,
     assert fake_oomnitza.bulk_payloads[0]["connector_name"] == "Chef"
 
 
-def test_full_search_gives_the_same_records(tmp_path: Path, chef: FakeChef, key_file: Path,
-                                            fake_oomnitza: FakeOomnitza) -> None:
+def test_full_search_gives_the_same_records(
+    tmp_path: Path, chef: FakeChef, key_file: Path, fake_oomnitza: FakeOomnitza
+) -> None:
     result = run(tmp_path, fake_oomnitza, chef, key_file, partial_search="false")
     assert result.code == 0, result.all
     assert_accounted(result, "chef", pulled=7, sent=7)
@@ -151,8 +159,11 @@ def test_wrong_key_is_rejected_once(tmp_path: Path, chef: FakeChef, fake_oomnitz
     other = tmp_path / "other.pem"
     other.write_bytes(pem(new_key()))
     result = run(tmp_path, fake_oomnitza, chef, other)
-    assert_one_line_error(result, "[chef] Chef Infra Server rejected the signed request (401: Failed to "
-                                  "authenticate as 'oomnitza-sync'", "check client, key_file")
+    assert_one_line_error(
+        result,
+        "[chef] Chef Infra Server rejected the signed request (401: Failed to authenticate as 'oomnitza-sync'",
+        "check client, key_file",
+    )
     assert "BEGIN" not in result.all  # the key never appears
     assert len(chef.calls()) == 1  # a rejected credential is not retried
     assert chef.last_reject == "bad signature"
@@ -193,17 +204,24 @@ def test_empty_org(tmp_path: Path, chef: FakeChef, key_file: Path, fake_oomnitza
     assert next(iter(fake_oomnitza.portions.values())).finalized
 
 
-def test_malformed_body_fails_loudly(tmp_path: Path, chef: FakeChef, key_file: Path,
-                                     fake_oomnitza: FakeOomnitza) -> None:
-    chef.fail("POST", "/organizations/acme/search/node", 200, body="<html>upgrade</html>",
-              headers={"Content-Type": "text/html"})
+def test_malformed_body_fails_loudly(
+    tmp_path: Path, chef: FakeChef, key_file: Path, fake_oomnitza: FakeOomnitza
+) -> None:
+    chef.fail(
+        "POST",
+        "/organizations/acme/search/node",
+        200,
+        body="<html>upgrade</html>",
+        headers={"Content-Type": "text/html"},
+    )
     result = run(tmp_path, fake_oomnitza, chef, key_file)
     assert_one_line_error(result, "returned a body that is not JSON (content-type text/html)")
     assert fake_oomnitza.records("assets") == []
 
 
-def test_api_error_mid_run_fails_the_run(tmp_path: Path, chef: FakeChef, key_file: Path,
-                                         fake_oomnitza: FakeOomnitza) -> None:
+def test_api_error_mid_run_fails_the_run(
+    tmp_path: Path, chef: FakeChef, key_file: Path, fake_oomnitza: FakeOomnitza
+) -> None:
     # The reference collected everything first, then logged and sent zero records; we stream page
     # by page, so the first page is sent, and the run fails loudly.
     chef.broken_from = 3
@@ -219,30 +237,48 @@ def test_wrong_organization(tmp_path: Path, chef: FakeChef, key_file: Path, fake
     assert_one_line_error(result, "answered 404", "check the organization in url")
 
 
-def test_extensions_per_platform_default_and_override(tmp_path: Path, chef: FakeChef, key_file: Path,
-                                                      fake_oomnitza: FakeOomnitza) -> None:
+def test_extensions_per_platform_default_and_override(
+    tmp_path: Path, chef: FakeChef, key_file: Path, fake_oomnitza: FakeOomnitza
+) -> None:
     unconverged = {"name": "placeholder", "chef_environment": "_default", "normal": {}, "automatic": {}}
     chef.nodes[:] = [mac_node(), linux_node(), windows_node(), unconverged]
-    extension = json.dumps({
-        "__default__": {"env": "chef_environment", "first_tag": "normal.tags.0",
-                        "serial_number": "automatic.dmi.system.serial_number"},
-        "mac_os_x": {"machine_name": "automatic.machinename", "serial_number": "automatic.hardware.serial_number"},
-        "windows": {"machine_name": "automatic.kernel.cs_info.model"},
-    })
-    extra = {"ENV": '{"source": "hardware.env"}', "TAG": '{"source": "hardware.first_tag"}',
-             "MACHINE": '{"source": "hardware.machine_name"}'}
+    extension = json.dumps(
+        {
+            "__default__": {
+                "env": "chef_environment",
+                "first_tag": "normal.tags.0",
+                "serial_number": "automatic.dmi.system.serial_number",
+            },
+            "mac_os_x": {"machine_name": "automatic.machinename", "serial_number": "automatic.hardware.serial_number"},
+            "windows": {"machine_name": "automatic.kernel.cs_info.model"},
+        }
+    )
+    extra = {
+        "ENV": '{"source": "hardware.env"}',
+        "TAG": '{"source": "hardware.first_tag"}',
+        "MACHINE": '{"source": "hardware.machine_name"}',
+    }
     for partial in ("true", "false"):
         fake_oomnitza.reset()
-        result = run(tmp_path, fake_oomnitza, chef, key_file, extra, attribute_extension=extension,
-                     partial_search=partial)
+        result = run(
+            tmp_path, fake_oomnitza, chef, key_file, extra, attribute_extension=extension, partial_search=partial
+        )
         assert result.code == 0, result.all
         assert_accounted(result, "chef", pulled=4, sent=4)
         mac = fake_oomnitza.record("assets", NAME="mbp-jdoe")
         assert (mac["ENV"], mac["TAG"], mac["MACHINE"], mac["SERIAL_NUMBER"]) == (
-            "_default", "laptop", "mbp-jdoe", "C02FAKE0MD6R")  # the later mac_os_x block wins
+            "_default",
+            "laptop",
+            "mbp-jdoe",
+            "C02FAKE0MD6R",
+        )  # the later mac_os_x block wins
         web = fake_oomnitza.record("assets", NAME="web-07")
         assert (web["ENV"], web["TAG"], web["MACHINE"], web["SERIAL_NUMBER"]) == (
-            "production", None, None, "VMW-4221-FAKE")
+            "production",
+            None,
+            None,
+            "VMW-4221-FAKE",
+        )
         win = fake_oomnitza.record("assets", NAME="win-042")
         assert (win["MACHINE"], win["SERIAL_NUMBER"]) == ("Latitude 7440", None)  # __default__ overrides
         placeholder = fake_oomnitza.record("assets", NAME="placeholder")  # no platform: __default__ only
@@ -250,8 +286,14 @@ def test_extensions_per_platform_default_and_override(tmp_path: Path, chef: Fake
 
 
 def test_node_mappings(tmp_path: Path, chef: FakeChef, key_file: Path, fake_oomnitza: FakeOomnitza) -> None:
-    node_mappings = json.dumps({"__default__": {"serial_number": "automatic.dmi.system.serial_number",
-                                                "model": "automatic.dmi.system.product_name"}})
+    node_mappings = json.dumps(
+        {
+            "__default__": {
+                "serial_number": "automatic.dmi.system.serial_number",
+                "model": "automatic.dmi.system.product_name",
+            }
+        }
+    )
     result = run(tmp_path, fake_oomnitza, chef, key_file, node_mappings=node_mappings)
     assert result.code == 0, result.all
     web = fake_oomnitza.record("assets", NAME="web-07")
@@ -260,17 +302,32 @@ def test_node_mappings(tmp_path: Path, chef: FakeChef, key_file: Path, fake_oomn
     assert (mac["SERIAL_NUMBER"], mac["MODEL"]) == ("C02FAKE0MD6R", "Mac15,6")
 
 
-def test_extension_config_is_per_section(tmp_path: Path, chef: FakeChef, key_file: Path,
-                                         fake_oomnitza: FakeOomnitza) -> None:
+def test_extension_config_is_per_section(
+    tmp_path: Path, chef: FakeChef, key_file: Path, fake_oomnitza: FakeOomnitza
+) -> None:
     # The reference kept the extension process-wide: the section built last won for both.
-    ini = write_config(tmp_path, fake_oomnitza, "chef",
-                       settings(chef, key_file, attribute_extension='{"__default__": {"x": "automatic.kernel.name"}}'),
-                       {"NAME": "hardware.name", "X": "hardware.x"})
-    text = ini.read_text() + "\n".join([
-        "", "[chef.lab]", "enable = True", f"url = {chef.url}/organizations/acme", "client = oomnitza-sync",
-        f"key_file = {key_file}", "sync_field = NAME",
-        'attribute_extension = {"__default__": {"x": "chef_environment"}}',
-        "mapping.NAME = hardware.name", "mapping.X = hardware.x", ""])
+    ini = write_config(
+        tmp_path,
+        fake_oomnitza,
+        "chef",
+        settings(chef, key_file, attribute_extension='{"__default__": {"x": "automatic.kernel.name"}}'),
+        {"NAME": "hardware.name", "X": "hardware.x"},
+    )
+    text = ini.read_text() + "\n".join(
+        [
+            "",
+            "[chef.lab]",
+            "enable = True",
+            f"url = {chef.url}/organizations/acme",
+            "client = oomnitza-sync",
+            f"key_file = {key_file}",
+            "sync_field = NAME",
+            'attribute_extension = {"__default__": {"x": "chef_environment"}}',
+            "mapping.NAME = hardware.name",
+            "mapping.X = hardware.x",
+            "",
+        ]
+    )
     ini.write_text(text)
     result = run_cli("upload", "chef", "chef.lab", "--ini", str(ini))
     assert result.code == 0, result.all
@@ -280,8 +337,9 @@ def test_extension_config_is_per_section(tmp_path: Path, chef: FakeChef, key_fil
     assert {r["NAME"]: r["X"] for r in second["records"]}["web-07"] == "production"
 
 
-def test_bad_settings_are_config_errors(tmp_path: Path, chef: FakeChef, key_file: Path,
-                                        fake_oomnitza: FakeOomnitza) -> None:
+def test_bad_settings_are_config_errors(
+    tmp_path: Path, chef: FakeChef, key_file: Path, fake_oomnitza: FakeOomnitza
+) -> None:
     result = run(tmp_path, fake_oomnitza, chef, key_file, attribute_extension="{'__default__': 1}")
     assert_one_line_error(result, "[chef] attribute_extension is not valid JSON")
     result = run(tmp_path, fake_oomnitza, chef, tmp_path / "missing.pem")

@@ -74,14 +74,19 @@ def google(keys: tuple[str, str]) -> Iterator[FakeGoogle]:
     yield from make(keys)
 
 
-def run(tmp_path: Path, oomnitza: FakeOomnitza, google: FakeGoogle, keys: tuple[str, str],
-        mappings: dict[str, str] | None = None, **extra: str) -> Any:
+def run(
+    tmp_path: Path,
+    oomnitza: FakeOomnitza,
+    google: FakeGoogle,
+    keys: tuple[str, str],
+    mappings: dict[str, str] | None = None,
+    **extra: str,
+) -> Any:
     settings = section_settings(google, keys[0], **{"page_size": "2", "sync_field": "RESOURCE_ID", **extra})
     return upload(write_config(tmp_path, oomnitza, SECTION, settings, mappings or MAPPINGS), SECTION)
 
 
-def test_several_pages(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
-                       fake_oomnitza: FakeOomnitza) -> None:
+def test_several_pages(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, google, keys)
     assert result.code == 0, result.all
     assert_accounted(result, SECTION, pulled=5, sent=5)
@@ -95,21 +100,27 @@ def test_several_pages(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str]
     iphone = fake_oomnitza.record("assets", RESOURCE_ID="AFiQxQ9Lm2nExampleR2")
     # iOS Sync devices have no serial, no name, no applications
     assert (iphone["SERIAL_NUMBER"], iphone["OWNER_NAME"], iphone["FIRST_APP"], iphone["OWNER_EMAIL"]) == (
-        None, None, None, "jdoe@example.com")
+        None,
+        None,
+        None,
+        "jdoe@example.com",
+    )
     assert fake_oomnitza.bulk_payloads[0]["connector_name"] == "GoogleMobileDevices"
     assert "BEGIN PRIVATE KEY" not in result.all
 
 
-def test_default_page_size_is_googles_maximum(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
-                                              fake_oomnitza: FakeOomnitza) -> None:
+def test_default_page_size_is_googles_maximum(
+    tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     settings = section_settings(google, keys[0], sync_field="RESOURCE_ID")
     result = upload(write_config(tmp_path, fake_oomnitza, SECTION, settings, MAPPINGS), SECTION)
     assert_accounted(result, SECTION, pulled=5, sent=5)
     assert [c.query["maxResults"] for c in google.calls(MOBILE_PATH)] == ["100"]
 
 
-def test_page_size_above_googles_limit(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
-                                       fake_oomnitza: FakeOomnitza) -> None:
+def test_page_size_above_googles_limit(
+    tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     result = run(tmp_path, fake_oomnitza, google, keys, page_size="500")
     assert_one_line_error(result, "page_size must be a number from 1 to 100")
     assert not google.requests
@@ -126,13 +137,17 @@ def test_mobile_scope_not_delegated(tmp_path: Path, keys: tuple[str, str], fake_
 def test_subject_not_an_admin(tmp_path: Path, keys: tuple[str, str], fake_oomnitza: FakeOomnitza) -> None:
     for google in make(keys, users={"ana.silva@example.com"}):
         result = run(tmp_path, fake_oomnitza, google, keys, service_account_impersonate="ana.silva@example.com")
-        assert_one_line_error(result, "Google refused access (403 Not Authorized to access this resource/api)",
-                              "Manage Devices and Settings")
+        assert_one_line_error(
+            result,
+            "Google refused access (403 Not Authorized to access this resource/api)",
+            "Manage Devices and Settings",
+        )
         assert len(google.calls(MOBILE_PATH)) == 1
 
 
-def test_rate_limit_403_and_429(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
-                                fake_oomnitza: FakeOomnitza) -> None:
+def test_rate_limit_403_and_429(
+    tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
     google.fail("GET", MOBILE_PATH, 403, body=quota_body("rateLimitExceeded"))
     google.fail("GET", MOBILE_PATH, 429, headers={"Retry-After": "1"}, body=quota_body("rateLimitExceeded"))
     started = time.monotonic()
@@ -143,17 +158,18 @@ def test_rate_limit_403_and_429(tmp_path: Path, google: FakeGoogle, keys: tuple[
     assert len(google.calls(MOBILE_PATH)) == 5
 
 
-def test_quota_never_recovers(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
-                              fake_oomnitza: FakeOomnitza) -> None:
-    google.fail("GET", MOBILE_PATH, 403, times=100, body=quota_body("userRateLimitExceeded"),
-                headers={"Retry-After": "0"})
+def test_quota_never_recovers(
+    tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
+    google.fail(
+        "GET", MOBILE_PATH, 403, times=100, body=quota_body("userRateLimitExceeded"), headers={"Retry-After": "0"}
+    )
     result = run(tmp_path, fake_oomnitza, google, keys)
     assert_one_line_error(result, "failed: 403 Forbidden after 8 attempts", "Quota exceeded")
     assert len(google.calls(MOBILE_PATH)) == 8
 
 
-def test_5xx_retried(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
-                     fake_oomnitza: FakeOomnitza) -> None:
+def test_5xx_retried(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza) -> None:
     google.fail("GET", MOBILE_PATH, 500, body={"error": {"code": 500, "message": "Internal error"}})
     google.fail("POST", "/token", 503, body={"error": "temporarily_unavailable"})  # google-auth retries it
     result = run(tmp_path, fake_oomnitza, google, keys)
@@ -162,8 +178,7 @@ def test_5xx_retried(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
     assert len(google.calls("/token")) == 2
 
 
-def test_empty_customer(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
-                        fake_oomnitza: FakeOomnitza) -> None:
+def test_empty_customer(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza) -> None:
     google.mobile.clear()
     result = run(tmp_path, fake_oomnitza, google, keys)
     assert result.code == 0, result.all
@@ -171,8 +186,7 @@ def test_empty_customer(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str
     assert next(iter(fake_oomnitza.portions.values())).finalized
 
 
-def test_malformed_body(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
-                        fake_oomnitza: FakeOomnitza) -> None:
+def test_malformed_body(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza) -> None:
     google.fail("GET", MOBILE_PATH, 200, body={"kind": "admin#directory#mobiledevices", "mobiledevices": "oops"})
     result = run(tmp_path, fake_oomnitza, google, keys)
     assert_one_line_error(result, "Google's 'mobiledevices' is not a list")
@@ -181,26 +195,47 @@ def test_malformed_body(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str
     assert_one_line_error(result, "returned a body that is not JSON (content-type text/plain)")
 
 
-def test_bad_request_shows_googles_message(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
-                                           fake_oomnitza: FakeOomnitza) -> None:
-    google.fail("GET", MOBILE_PATH, 400, body={"error": {"code": 400, "message": "Invalid Input: maxResults",
-                                                         "errors": [{"reason": "invalid"}]}})
+def test_bad_request_shows_googles_message(
+    tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
+    google.fail(
+        "GET",
+        MOBILE_PATH,
+        400,
+        body={"error": {"code": 400, "message": "Invalid Input: maxResults", "errors": [{"reason": "invalid"}]}},
+    )
     result = run(tmp_path, fake_oomnitza, google, keys)
     assert_one_line_error(result, "failed: 400 Bad Request (Invalid Input: maxResults)")
     assert len(google.calls(MOBILE_PATH)) == 1
 
 
-def test_cloud_identity_company_owned_devices(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
-                                              fake_oomnitza: FakeOomnitza) -> None:
-    mappings = {"NAME": '{"source": "name"}', "SERIAL_NUMBER": '{"source": "serialNumber"}',
-                "OWNER_TYPE": '{"source": "ownerType"}', "MAC": '{"source": "wifiMacAddresses.0"}'}
-    result = run(tmp_path, fake_oomnitza, google, keys, mappings, device_api="cloud_identity",
-                 cloud_identity_url=f"{google.url}/v1", sync_field="NAME")
+def test_cloud_identity_company_owned_devices(
+    tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
+    mappings = {
+        "NAME": '{"source": "name"}',
+        "SERIAL_NUMBER": '{"source": "serialNumber"}',
+        "OWNER_TYPE": '{"source": "ownerType"}',
+        "MAC": '{"source": "wifiMacAddresses.0"}',
+    }
+    result = run(
+        tmp_path,
+        fake_oomnitza,
+        google,
+        keys,
+        mappings,
+        device_api="cloud_identity",
+        cloud_identity_url=f"{google.url}/v1",
+        sync_field="NAME",
+    )
     assert result.code == 0, result.all
     assert_accounted(result, SECTION, pulled=1, sent=1)
     assert fake_oomnitza.record("assets", NAME="devices/AFiQxQ8CompanyOwned01") == {
-        "NAME": "devices/AFiQxQ8CompanyOwned01", "SERIAL_NUMBER": "R5CT00COMPANY1", "OWNER_TYPE": "COMPANY",
-        "MAC": "aa:bb:cc:dd:ee:01"}
+        "NAME": "devices/AFiQxQ8CompanyOwned01",
+        "SERIAL_NUMBER": "R5CT00COMPANY1",
+        "OWNER_TYPE": "COMPANY",
+        "MAC": "aa:bb:cc:dd:ee:01",
+    }
     assert google.calls("/v1/devices")[0].query == {"customer": "customers/my_customer", "pageSize": "2"}
     assert google.assertions[0]["scope"] == CLOUD_IDENTITY_SCOPE
     assert not google.calls(MOBILE_PATH)
@@ -208,19 +243,22 @@ def test_cloud_identity_company_owned_devices(tmp_path: Path, google: FakeGoogle
 
 # -- keyless: ambient credentials + IAM signJwt -------------------------------------------------------
 
+
 def use_ambient(monkeypatch: pytest.MonkeyPatch, google: FakeGoogle, tmp_path: Path, *, key_file: bool = True) -> None:
     for name, value in ambient_environment(google, tmp_path, key_file=key_file).items():
         monkeypatch.setenv(name, value)
 
 
-def run_keyless(tmp_path: Path, oomnitza: FakeOomnitza, google: FakeGoogle,
-                mappings: dict[str, str] | None = None, **extra: str) -> Any:
+def run_keyless(
+    tmp_path: Path, oomnitza: FakeOomnitza, google: FakeGoogle, mappings: dict[str, str] | None = None, **extra: str
+) -> Any:
     settings = keyless_settings(google, **{"page_size": "2", "sync_field": "RESOURCE_ID", **extra})
     return upload(write_config(tmp_path, oomnitza, SECTION, settings, mappings or MAPPINGS), SECTION)
 
 
-def test_keyless_several_pages(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
-                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keyless_several_pages(
+    tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_ambient(monkeypatch, google, tmp_path)
     result = run_keyless(tmp_path, fake_oomnitza, google)
     assert result.code == 0, result.all
@@ -228,45 +266,61 @@ def test_keyless_several_pages(tmp_path: Path, google: FakeGoogle, fake_oomnitza
     assert fake_oomnitza.record("assets", RESOURCE_ID="AFiQxQ8Zq1kD2exampleR1") == PIXEL_RECORD
     assert len(google.calls(MOBILE_PATH)) == 3
     assert [(s["caller"], s["iss"], s["sub"], s["scope"]) for s in google.signed] == [
-        (CALLER_EMAIL, CLIENT_EMAIL, ADMIN, MOBILE_SCOPE)]
+        (CALLER_EMAIL, CLIENT_EMAIL, ADMIN, MOBILE_SCOPE)
+    ]
     assert len(google.assertions) == 1
     assert (google.assertions[0]["header"]["kid"], google.assertions[0]["scope"]) == (IAM_KEY_ID, MOBILE_SCOPE)
     assert "fake-token" not in result.all and "fake-caller-token" not in result.all
 
 
-def test_keyless_cloud_identity(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keyless_cloud_identity(
+    tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_ambient(monkeypatch, google, tmp_path)
     mappings = {"NAME": '{"source": "name"}', "OWNER_TYPE": '{"source": "ownerType"}'}
-    result = run_keyless(tmp_path, fake_oomnitza, google, mappings, device_api="cloud_identity",
-                         cloud_identity_url=google.url, sync_field="NAME")
+    result = run_keyless(
+        tmp_path,
+        fake_oomnitza,
+        google,
+        mappings,
+        device_api="cloud_identity",
+        cloud_identity_url=google.url,
+        sync_field="NAME",
+    )
     assert result.code == 0, result.all
     assert_accounted(result, SECTION, pulled=1, sent=1)
     assert google.signed[0]["scope"] == google.assertions[0]["scope"] == CLOUD_IDENTITY_SCOPE
 
 
-def test_keyless_iam_refuses_to_sign(tmp_path: Path, keys: tuple[str, str], fake_oomnitza: FakeOomnitza,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keyless_iam_refuses_to_sign(
+    tmp_path: Path, keys: tuple[str, str], fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for google in make(keys, token_creators={"someone-else@acme-ops.iam.gserviceaccount.com"}):
         use_ambient(monkeypatch, google, tmp_path)
         result = run_keyless(tmp_path, fake_oomnitza, google)
-        assert_one_line_error(result, f"[{SECTION}] IAM refused to sign for {CLIENT_EMAIL} (403 {SIGN_DENIED}): "
-                                      f"grant {CALLER_EMAIL} roles/iam.serviceAccountTokenCreator on {CLIENT_EMAIL}")
+        assert_one_line_error(
+            result,
+            f"[{SECTION}] IAM refused to sign for {CLIENT_EMAIL} (403 {SIGN_DENIED}): "
+            f"grant {CALLER_EMAIL} roles/iam.serviceAccountTokenCreator on {CLIENT_EMAIL}",
+        )
         assert len(google.calls(SIGN_JWT_PATH)) == 1
         assert not google.assertions and not google.calls(MOBILE_PATH)
 
 
-def test_keyless_without_ambient_credentials(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keyless_without_ambient_credentials(
+    tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_ambient(monkeypatch, google, tmp_path, key_file=False)
     result = run_keyless(tmp_path, fake_oomnitza, google)
-    assert_one_line_error(result, f"[{SECTION}] no ambient Google credentials found (Your default credentials were "
-                                  "not found.")
+    assert_one_line_error(
+        result, f"[{SECTION}] no ambient Google credentials found (Your default credentials were not found."
+    )
     assert not google.calls("/token") and not google.calls(SIGN_JWT_PATH)
 
 
-def test_keyless_expired_token_refreshed(tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keyless_expired_token_refreshed(
+    tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_ambient(monkeypatch, google, tmp_path)
     google.fail("GET", MOBILE_PATH, 401, body={"error": {"code": 401, "message": "Invalid Credentials"}})
     result = run_keyless(tmp_path, fake_oomnitza, google)
@@ -277,8 +331,13 @@ def test_keyless_expired_token_refreshed(tmp_path: Path, google: FakeGoogle, fak
     assert google.calls(MOBILE_PATH)[-1].headers["authorization"] == "Bearer ya29.fake-token-2"
 
 
-def test_key_config_unaffected(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str],
-                               fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_config_unaffected(
+    tmp_path: Path,
+    google: FakeGoogle,
+    keys: tuple[str, str],
+    fake_oomnitza: FakeOomnitza,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     use_ambient(monkeypatch, google, tmp_path)
     result = run(tmp_path, fake_oomnitza, google, keys)
     assert result.code == 0, result.all

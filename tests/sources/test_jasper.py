@@ -19,9 +19,17 @@ from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
 from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
 
-MAPPINGS = {"SERIAL_NUMBER": "iccid", "NAME": "terminalId", "PHONE": "msisdn", "STATUS": "status",
-            "MODIFIED": "dateModified", "USAGE": "monthToDateUsage", "OVERAGE": "overageLimitReached",
-            "TERM_END": "rating.termEndDate", "DEPOT": "custom1"}
+MAPPINGS = {
+    "SERIAL_NUMBER": "iccid",
+    "NAME": "terminalId",
+    "PHONE": "msisdn",
+    "STATUS": "status",
+    "MODIFIED": "dateModified",
+    "USAGE": "monthToDateUsage",
+    "OVERAGE": "overageLimitReached",
+    "TERM_END": "rating.termEndDate",
+    "DEPOT": "custom1",
+}
 
 
 def stamp(day: int, minute: int = 0) -> str:
@@ -33,16 +41,21 @@ def jasper() -> Iterator[FakeJasper]:
     fake = FakeJasper(page_size=7)
     # 12 SIMs over two GetModifiedTerminals pages (7 + 5), modified on different days
     fake.terminals = [terminal(i, stamp(1 + i % 5, i)) for i in range(1, 13)]
-    fake.terminals[0]["rating"] = {"termStartDate": "2026-01-01", "termEndDate": "2026-12-31",
-                                   "renewalPolicy": "AUTO"}
+    fake.terminals[0]["rating"] = {"termStartDate": "2026-01-01", "termEndDate": "2026-12-31", "renewalPolicy": "AUTO"}
     with serve(fake.app) as url:
         fake.url = url
         yield fake
 
 
 def settings(jasper: FakeJasper, **extra: str) -> dict[str, str]:
-    return {"wsdl_path": f"{jasper.url}/ws/schema/Terminal.wsdl", "username": jasper.username,
-            "password": jasper.password, "api_token": jasper.license_key, "sync_field": "SERIAL_NUMBER", **extra}
+    return {
+        "wsdl_path": f"{jasper.url}/ws/schema/Terminal.wsdl",
+        "username": jasper.username,
+        "password": jasper.password,
+        "api_token": jasper.license_key,
+        "sync_field": "SERIAL_NUMBER",
+        **extra,
+    }
 
 
 def run(tmp_path: Path, jasper: FakeJasper, oomnitza: FakeOomnitza, **extra: str):  # type: ignore[no-untyped-def]
@@ -94,11 +107,15 @@ def test_pages_chunks_and_state(tmp_path: Path, jasper: FakeJasper, fake_oomnitz
     assert state(tmp_path) == {"jasper": "2026-11-20T14:00:31Z"}
 
 
-def test_bad_credentials_is_one_line_and_state_untouched(tmp_path: Path, jasper: FakeJasper,
-                                                        fake_oomnitza: FakeOomnitza) -> None:
+def test_bad_credentials_is_one_line_and_state_untouched(
+    tmp_path: Path, jasper: FakeJasper, fake_oomnitza: FakeOomnitza
+) -> None:
     result = run(tmp_path, jasper, fake_oomnitza, password="Wr0ng-pass-42")
-    assert_one_line_error(result, "Control Center refused GetModifiedTerminals (SOAP fault Client 200200 "
-                                  "Invalid username or password (fictional text)): check username, password")
+    assert_one_line_error(
+        result,
+        "Control Center refused GetModifiedTerminals (SOAP fault Client 200200 "
+        "Invalid username or password (fictional text)): check username, password",
+    )
     assert "Wr0ng-pass-42" not in result.all
     assert len(jasper.calls("/ws/service/terminal")) == 1  # a fault is not retried
     assert not (tmp_path / "storage.db").exists()
@@ -126,8 +143,7 @@ def test_5xx_retried(tmp_path: Path, jasper: FakeJasper, fake_oomnitza: FakeOomn
     assert_accounted(result, "jasper", pulled=12, sent=12)
 
 
-def test_upload_failure_does_not_advance_state(tmp_path: Path, jasper: FakeJasper,
-                                               fake_oomnitza: FakeOomnitza) -> None:
+def test_upload_failure_does_not_advance_state(tmp_path: Path, jasper: FakeJasper, fake_oomnitza: FakeOomnitza) -> None:
     fake_oomnitza.fail("POST", "/api/v3/bulk", 422, times=1, body={"errors": "rejected"})
     result = run(tmp_path, jasper, fake_oomnitza)
     counts = assert_accounted(result, "jasper", pulled=12)
@@ -135,13 +151,13 @@ def test_upload_failure_does_not_advance_state(tmp_path: Path, jasper: FakeJaspe
     assert not (tmp_path / "storage.db").exists()  # the SIMs that did not arrive are read again next time
 
 
-def test_details_fault_mid_run_keeps_old_mark(tmp_path: Path, jasper: FakeJasper,
-                                              fake_oomnitza: FakeOomnitza) -> None:
+def test_details_fault_mid_run_keeps_old_mark(tmp_path: Path, jasper: FakeJasper, fake_oomnitza: FakeOomnitza) -> None:
     (tmp_path / "storage.db").write_text("2026-11-01T00:00:00Z\n", encoding="utf-8")  # the reference's format
     jasper.max_details = 3  # the account's per-call limit is lower than asked: a fault on the details call
     result = run(tmp_path, jasper, fake_oomnitza, details_per_call="5")
-    assert_one_line_error(result, "Control Center answered GetTerminalDetails with a SOAP fault: Client 400300 "
-                                  "Too many ICCIDs (max 3)")
+    assert_one_line_error(
+        result, "Control Center answered GetTerminalDetails with a SOAP fault: Client 400300 Too many ICCIDs (max 3)"
+    )
     assert jasper.seen_since == ["2026-11-01T00:00:00Z"]  # the legacy one-line file was read
     assert (tmp_path / "storage.db").read_text(encoding="utf-8") == "2026-11-01T00:00:00Z\n"  # not advanced
 
@@ -156,8 +172,13 @@ def test_empty_account(tmp_path: Path, jasper: FakeJasper, fake_oomnitza: FakeOo
 
 
 def test_malformed_soap_answer(tmp_path: Path, jasper: FakeJasper, fake_oomnitza: FakeOomnitza) -> None:
-    jasper.fail("POST", "/ws/service/terminal", 200, body="<html><body>maintenance</body></html>",
-                headers={"Content-Type": "text/html"})
+    jasper.fail(
+        "POST",
+        "/ws/service/terminal",
+        200,
+        body="<html><body>maintenance</body></html>",
+        headers={"Content-Type": "text/html"},
+    )
     result = run(tmp_path, jasper, fake_oomnitza)
     assert_one_line_error(result, "[jasper] GetModifiedTerminals")
     assert fake_oomnitza.records("assets") == []
@@ -197,14 +218,14 @@ def test_old_schema_without_paging(tmp_path: Path, jasper: FakeJasper, fake_oomn
     assert len(jasper.seen_since) == 1
 
 
-def test_sections_keep_separate_marks_and_verify_ssl(tmp_path: Path, jasper: FakeJasper,
-                                                     fake_oomnitza: FakeOomnitza) -> None:
+def test_sections_keep_separate_marks_and_verify_ssl(
+    tmp_path: Path, jasper: FakeJasper, fake_oomnitza: FakeOomnitza
+) -> None:
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "sims.json").write_text(json.dumps({"jasper.eu": "2026-10-01T00:00:00Z"}), encoding="utf-8")
     result = run(tmp_path, jasper, fake_oomnitza, storage="state/sims.json", verify_ssl="false")
     assert result.code == 0, result.all
-    assert state(tmp_path, "state/sims.json") == {"jasper": "2026-11-05T14:09:31Z",
-                                                  "jasper.eu": "2026-10-01T00:00:00Z"}
+    assert state(tmp_path, "state/sims.json") == {"jasper": "2026-11-05T14:09:31Z", "jasper.eu": "2026-10-01T00:00:00Z"}
     assert list((tmp_path / "state").iterdir()) == [tmp_path / "state" / "sims.json"]  # no temp file left
 
 
@@ -234,12 +255,27 @@ def test_tls_settings_reach_zeep(tmp_path: Path, fake_oomnitza: FakeOomnitza, tl
 
 # -- REST (Control Center REST API) ------------------------------------------------------------------
 
-REST_MAPPINGS = {"SERIAL_NUMBER": "iccid", "NAME": "deviceID", "PHONE": "msisdn", "STATUS": "status",
-                 "UPDATED": "dateUpdated", "PLAN": "communicationPlan", "IP": "fixedIPAddress",
-                 "DEPOT": "accountCustom1"}
+REST_MAPPINGS = {
+    "SERIAL_NUMBER": "iccid",
+    "NAME": "deviceID",
+    "PHONE": "msisdn",
+    "STATUS": "status",
+    "UPDATED": "dateUpdated",
+    "PLAN": "communicationPlan",
+    "IP": "fixedIPAddress",
+    "DEPOT": "accountCustom1",
+}
 # a mapping written for the SOAP record: it must keep working on REST records (aliases)
-SOAP_NAMES = {"SERIAL_NUMBER": "iccid", "NAME": "terminalId", "MODEM": "modemId", "PHONE": "_msisdn",
-              "MODIFIED": "dateModified", "IP": "fixedIpAddress", "DEPOT": "custom1", "STATUS": "status"}
+SOAP_NAMES = {
+    "SERIAL_NUMBER": "iccid",
+    "NAME": "terminalId",
+    "MODEM": "modemId",
+    "PHONE": "_msisdn",
+    "MODIFIED": "dateModified",
+    "IP": "fixedIpAddress",
+    "DEPOT": "custom1",
+    "STATUS": "status",
+}
 DEVICES = "/rws/api/v1/devices"
 
 
@@ -257,12 +293,24 @@ def cc() -> Iterator[FakeJasperRest]:
 
 
 def rest_settings(cc: FakeJasperRest, **extra: str) -> dict[str, str]:
-    return {"url": f"{cc.url}/rws/api/v1", "username": cc.username, "api_key": cc.api_key,
-            "requests_per_second": "50", "sync_field": "SERIAL_NUMBER", **extra}
+    return {
+        "url": f"{cc.url}/rws/api/v1",
+        "username": cc.username,
+        "api_key": cc.api_key,
+        "requests_per_second": "50",
+        "sync_field": "SERIAL_NUMBER",
+        **extra,
+    }
 
 
-def rest_run(tmp_path: Path, cc: FakeJasperRest, oomnitza: FakeOomnitza, *args: str,
-             mappings: dict[str, str] | None = None, **extra: str):  # type: ignore[no-untyped-def]
+def rest_run(
+    tmp_path: Path,
+    cc: FakeJasperRest,
+    oomnitza: FakeOomnitza,
+    *args: str,
+    mappings: dict[str, str] | None = None,
+    **extra: str,
+):  # type: ignore[no-untyped-def]
     ini = write_config(tmp_path, oomnitza, "jasper", rest_settings(cc, **extra), mappings or REST_MAPPINGS)
     return upload(ini, "jasper", *args)
 
@@ -315,8 +363,7 @@ def test_rest_pages_details_and_state(tmp_path: Path, cc: FakeJasperRest, fake_o
     assert state(tmp_path) == {"jasper": "2026-11-20T14:00:31Z"}
 
 
-def test_rest_soap_names_are_aliases_and_order(tmp_path: Path, cc: FakeJasperRest,
-                                               fake_oomnitza: FakeOomnitza) -> None:
+def test_rest_soap_names_are_aliases_and_order(tmp_path: Path, cc: FakeJasperRest, fake_oomnitza: FakeOomnitza) -> None:
     result = rest_run(tmp_path, cc, fake_oomnitza, "--workers", "1", mappings=SOAP_NAMES)
     assert result.code == 0, result.all
     assert_accounted(result, "jasper", pulled=12, sent=12)
@@ -337,8 +384,11 @@ def test_rest_soap_names_are_aliases_and_order(tmp_path: Path, cc: FakeJasperRes
 
 def test_rest_bad_credentials_is_one_line(tmp_path: Path, cc: FakeJasperRest, fake_oomnitza: FakeOomnitza) -> None:
     result = rest_run(tmp_path, cc, fake_oomnitza, api_key="Wr0ng-key-42")
-    assert_one_line_error(result, "[jasper] Control Center rejected the credentials (401 Invalid credentials, "
-                                  "errorCode 10000001): check username and api_key")
+    assert_one_line_error(
+        result,
+        "[jasper] Control Center rejected the credentials (401 Invalid credentials, "
+        "errorCode 10000001): check username and api_key",
+    )
     assert result.err.count("rejected the credentials") == 1
     assert "Wr0ng-key-42" not in result.all
     assert base64.b64encode(f"{cc.username}:Wr0ng-key-42".encode()).decode() not in result.all
@@ -348,8 +398,13 @@ def test_rest_bad_credentials_is_one_line(tmp_path: Path, cc: FakeJasperRest, fa
 
 
 def test_rest_429_retry_after_then_success(tmp_path: Path, cc: FakeJasperRest, fake_oomnitza: FakeOomnitza) -> None:
-    cc.fail("GET", DEVICES, 429, headers={"Retry-After": "1"},
-            body={"errorMessage": "Too many requests", "errorCode": "10000029"})
+    cc.fail(
+        "GET",
+        DEVICES,
+        429,
+        headers={"Retry-After": "1"},
+        body={"errorMessage": "Too many requests", "errorCode": "10000029"},
+    )
     started = time.monotonic()
     result = rest_run(tmp_path, cc, fake_oomnitza)
     assert result.code == 0, result.all
@@ -393,10 +448,12 @@ def test_rest_malformed_list(tmp_path: Path, cc: FakeJasperRest, fake_oomnitza: 
     assert not (tmp_path / "storage.db").exists()
 
 
-def test_rest_malformed_detail_is_a_failed_record(tmp_path: Path, cc: FakeJasperRest,
-                                                  fake_oomnitza: FakeOomnitza) -> None:
-    cc.fail("GET", f"{DEVICES}/89011704278930000005", 200, body="<html>oops</html>",
-            headers={"Content-Type": "text/html"})
+def test_rest_malformed_detail_is_a_failed_record(
+    tmp_path: Path, cc: FakeJasperRest, fake_oomnitza: FakeOomnitza
+) -> None:
+    cc.fail(
+        "GET", f"{DEVICES}/89011704278930000005", 200, body="<html>oops</html>", headers={"Content-Type": "text/html"}
+    )
     cc.fail("GET", f"{DEVICES}/89011704278930000006", 200, body=["not", "an", "object"])
     result = rest_run(tmp_path, cc, fake_oomnitza)
     counts = assert_accounted(result, "jasper", pulled=12, sent=10)
@@ -408,8 +465,12 @@ def test_rest_malformed_detail_is_a_failed_record(tmp_path: Path, cc: FakeJasper
 
 def test_rest_listed_but_unknown_iccid(tmp_path: Path, cc: FakeJasperRest, fake_oomnitza: FakeOomnitza) -> None:
     # a SIM listed as changed whose details are gone by the time they are read (404) is skipped
-    cc.fail("GET", f"{DEVICES}/89011704278930000008", 404,
-            body={"errorMessage": "Resource not found - Invalid ICCID", "errorCode": "10000003"})
+    cc.fail(
+        "GET",
+        f"{DEVICES}/89011704278930000008",
+        404,
+        body={"errorMessage": "Resource not found - Invalid ICCID", "errorCode": "10000003"},
+    )
     result = rest_run(tmp_path, cc, fake_oomnitza)
     assert result.code == 0, result.all
     assert_accounted(result, "jasper", pulled=11, sent=11)
@@ -418,8 +479,9 @@ def test_rest_listed_but_unknown_iccid(tmp_path: Path, cc: FakeJasperRest, fake_
     assert state(tmp_path) == {"jasper": "2026-11-05T14:09:31Z"}
 
 
-def test_rest_state_advances_only_after_a_complete_upload(tmp_path: Path, cc: FakeJasperRest,
-                                                          fake_oomnitza: FakeOomnitza) -> None:
+def test_rest_state_advances_only_after_a_complete_upload(
+    tmp_path: Path, cc: FakeJasperRest, fake_oomnitza: FakeOomnitza
+) -> None:
     (tmp_path / "storage.db").write_text("2026-11-01T00:00:00Z\n", encoding="utf-8")  # a SOAP-era file
     fake_oomnitza.fail("POST", "/api/v3/bulk", 422, times=1, body={"errors": "rejected"})
     result = rest_run(tmp_path, cc, fake_oomnitza)
@@ -449,12 +511,14 @@ def test_rest_account_id(tmp_path: Path, cc: FakeJasperRest, fake_oomnitza: Fake
     assert {q["accountId"] for q in listing(cc)} == {"100045"}
 
     result = rest_run(tmp_path, cc, fake_oomnitza, account_id="999")
-    assert_one_line_error(result, "[jasper] GET", "/rws/api/v1/devices failed: 400 Bad Request: Invalid accountId, "
-                                                  "errorCode 10000010")
+    assert_one_line_error(
+        result, "[jasper] GET", "/rws/api/v1/devices failed: 400 Bad Request: Invalid accountId, errorCode 10000010"
+    )
 
 
-def test_rest_details_concurrent_within_workers(tmp_path: Path, cc: FakeJasperRest,
-                                                fake_oomnitza: FakeOomnitza) -> None:
+def test_rest_details_concurrent_within_workers(
+    tmp_path: Path, cc: FakeJasperRest, fake_oomnitza: FakeOomnitza
+) -> None:
     cc.detail_delay = 0.3
     result = rest_run(tmp_path, cc, fake_oomnitza, "--workers", "3")
     assert result.code == 0, result.all
@@ -485,8 +549,9 @@ def test_fake_rest_protocol(cc: FakeJasperRest) -> None:
         page = client.get("/devices", params={"modifiedSince": "2015-03-04T00:00:00Z", "pageSize": 10}).json()
         assert page["pageNumber"] == 1 and page["lastPage"] is False and len(page["devices"]) == 10
         assert set(page["devices"][0]) == {"iccid", "status", "ratePlan", "communicationPlan"}
-        last = client.get("/devices", params={"modifiedSince": "2015-03-04T00:00:00Z", "pageSize": 10,
-                                              "pageNumber": 2}).json()
+        last = client.get(
+            "/devices", params={"modifiedSince": "2015-03-04T00:00:00Z", "pageSize": 10, "pageNumber": 2}
+        ).json()
         assert last["lastPage"] is True and len(last["devices"]) == 2
         unknown = client.get("/devices/89000000000000000000")
         assert unknown.status_code == 404 and unknown.json()["errorCode"] == "10000003"
@@ -495,8 +560,10 @@ def test_fake_rest_protocol(cc: FakeJasperRest) -> None:
 
 # -- choosing the API ---------------------------------------------------------------------------------
 
-def test_existing_soap_config_still_selects_soap(tmp_path: Path, jasper: FakeJasper, cc: FakeJasperRest,
-                                                 fake_oomnitza: FakeOomnitza) -> None:
+
+def test_existing_soap_config_still_selects_soap(
+    tmp_path: Path, jasper: FakeJasper, cc: FakeJasperRest, fake_oomnitza: FakeOomnitza
+) -> None:
     # an INI written for the SOAP connector (no api, no url): SOAP, as before
     result = run(tmp_path, jasper, fake_oomnitza)
     assert result.code == 0, result.all
@@ -512,8 +579,9 @@ def test_existing_soap_config_still_selects_soap(tmp_path: Path, jasper: FakeJas
     assert cc.requests == []
 
 
-def test_auto_selects_rest_when_url_is_set(tmp_path: Path, jasper: FakeJasper, cc: FakeJasperRest,
-                                           fake_oomnitza: FakeOomnitza) -> None:
+def test_auto_selects_rest_when_url_is_set(
+    tmp_path: Path, jasper: FakeJasper, cc: FakeJasperRest, fake_oomnitza: FakeOomnitza
+) -> None:
     # a SOAP section extended with the REST settings moves to REST; the SOAP service is not asked
     result = run(tmp_path, jasper, fake_oomnitza, url=cc.url, api_key=cc.api_key, requests_per_second="50")
     assert result.code == 0, result.all
@@ -523,16 +591,20 @@ def test_auto_selects_rest_when_url_is_set(tmp_path: Path, jasper: FakeJasper, c
     assert "(REST API)" in result.err
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    ({"api": "rest"}, "url must be the Control Center REST base for api = rest"),
-    ({"api_key": ""}, "api_key is required for the REST API"),
-    ({"page_size": "51"}, "page_size must be a number from 1 to 50"),
-    ({"requests_per_second": "0"}, "requests_per_second must be a number above 0"),
-    ({"account_id": "acme"}, "account_id must be the numeric enterprise account id"),
-    ({"api": "graphql"}, "api = 'graphql' is not one of auto, soap, rest"),
-])
-def test_rest_settings_are_checked(tmp_path: Path, cc: FakeJasperRest, fake_oomnitza: FakeOomnitza,
-                                   extra: dict[str, str], message: str) -> None:
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"api": "rest"}, "url must be the Control Center REST base for api = rest"),
+        ({"api_key": ""}, "api_key is required for the REST API"),
+        ({"page_size": "51"}, "page_size must be a number from 1 to 50"),
+        ({"requests_per_second": "0"}, "requests_per_second must be a number above 0"),
+        ({"account_id": "acme"}, "account_id must be the numeric enterprise account id"),
+        ({"api": "graphql"}, "api = 'graphql' is not one of auto, soap, rest"),
+    ],
+)
+def test_rest_settings_are_checked(
+    tmp_path: Path, cc: FakeJasperRest, fake_oomnitza: FakeOomnitza, extra: dict[str, str], message: str
+) -> None:
     settings = {**rest_settings(cc), **extra}
     if extra.get("api") == "rest":
         del settings["url"]
@@ -541,8 +613,7 @@ def test_rest_settings_are_checked(tmp_path: Path, cc: FakeJasperRest, fake_oomn
     assert cc.requests == []
 
 
-def test_soap_settings_still_required_for_soap(tmp_path: Path, jasper: FakeJasper,
-                                               fake_oomnitza: FakeOomnitza) -> None:
+def test_soap_settings_still_required_for_soap(tmp_path: Path, jasper: FakeJasper, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, jasper, fake_oomnitza, password="")
     assert_one_line_error(result, "[jasper] password is required for the SOAP Terminal API")
     assert jasper.requests == []

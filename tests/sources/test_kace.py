@@ -70,9 +70,16 @@ def old_kace() -> Iterator[FakeKace]:
 
 
 def run(tmp_path: Path, oomnitza: FakeOomnitza, kace: FakeKace, *args: str, **extra: str) -> Any:
-    settings = {"url": kace.url, "username": kace.username, "password": kace.password,
-                "organization_name": "Default", "api_version": "8", "page_size": "2",
-                "sync_field": "NAME", **extra}
+    settings = {
+        "url": kace.url,
+        "username": kace.username,
+        "password": kace.password,
+        "organization_name": "Default",
+        "api_version": "8",
+        "page_size": "2",
+        "sync_field": "NAME",
+        **extra,
+    }
     return upload(write_config(tmp_path, oomnitza, "kace", settings, MAPPINGS), "kace", *args)
 
 
@@ -98,7 +105,10 @@ def test_modern_appliance_several_pages(tmp_path: Path, kace: FakeKace, fake_oom
     desktop = fake_oomnitza.record("assets", NAME="ACC-DT-0007")
     # "0000-00-00 00:00:00" -> "" (then nothing for the timestamp converter to parse); no software -> []
     assert (desktop["LAST_INVENTORY"], desktop["LAST_SYNC"], desktop["APPLICATIONS"]) == (
-        "", epoch("2026-09-10 12:00:00"), [])
+        "",
+        epoch("2026-09-10 12:00:00"),
+        [],
+    )
     assert fake_oomnitza.bulk_payloads[0]["connector_name"] == "KACE"
     assert kace.logouts == 1  # the session is closed at the end
     assert kace.password not in result.all
@@ -125,8 +135,11 @@ def test_api_version_setting(tmp_path: Path, kace: FakeKace, fake_oomnitza: Fake
 
 def test_bad_password(tmp_path: Path, kace: FakeKace, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, kace, password="Wr0ngPassw0rd")
-    assert_one_line_error(result, "KACE rejected the login (401 Invalid user name or password)",
-                          "check username, password and organization_name")
+    assert_one_line_error(
+        result,
+        "KACE rejected the login (401 Invalid user name or password)",
+        "check username, password and organization_name",
+    )
     assert "Wr0ngPassw0rd" not in result.all
     assert len(kace.calls()) == 1  # not retried
     assert not fake_oomnitza.bulk_payloads
@@ -145,21 +158,33 @@ def test_session_expiry_logs_in_again(tmp_path: Path, kace: FakeKace, fake_oomni
     assert_accounted(result, "kace", pulled=5, sent=5)
     assert kace.logins == 3
     assert [c.query["paging"] for c in machine_calls(kace)] == [
-        "limit 2 offset 0", "limit 2 offset 2", "limit 2 offset 2", "limit 2 offset 4", "limit 2 offset 4"]
+        "limit 2 offset 0",
+        "limit 2 offset 2",
+        "limit 2 offset 2",
+        "limit 2 offset 4",
+        "limit 2 offset 4",
+    ]
 
 
 def test_two_factor_account(tmp_path: Path, kace: FakeKace, fake_oomnitza: FakeOomnitza) -> None:
     kace.two_factor = True
     result = run(tmp_path, fake_oomnitza, kace)
-    assert_one_line_error(result, "KACE refused access after logging in again (401 Two factor authentication",
-                          "without 2FA")
+    assert_one_line_error(
+        result, "KACE refused access after logging in again (401 Two factor authentication", "without 2FA"
+    )
     assert kace.logins == 2  # one re-login, then give up
     assert len(machine_calls(kace)) == 2
 
 
 def test_429_with_retry_after(tmp_path: Path, kace: FakeKace, fake_oomnitza: FakeOomnitza) -> None:
-    kace.fail("GET", "/api/inventory/machines", 429, headers={"Retry-After": "1"}, body={"error": "Too many"},
-              query={"paging": "limit 2 offset 2"})
+    kace.fail(
+        "GET",
+        "/api/inventory/machines",
+        429,
+        headers={"Retry-After": "1"},
+        body={"error": "Too many"},
+        query={"paging": "limit 2 offset 2"},
+    )
     started = time.monotonic()
     result = run(tmp_path, fake_oomnitza, kace)
     assert result.code == 0, result.all
@@ -187,8 +212,13 @@ def test_empty_inventory(tmp_path: Path, kace: FakeKace, fake_oomnitza: FakeOomn
 
 
 def test_malformed_body(tmp_path: Path, kace: FakeKace, fake_oomnitza: FakeOomnitza) -> None:
-    kace.fail("GET", "/api/inventory/machines", 200, body="<html>KACE is restarting</html>",
-              headers={"Content-Type": "text/html"})
+    kace.fail(
+        "GET",
+        "/api/inventory/machines",
+        200,
+        body="<html>KACE is restarting</html>",
+        headers={"Content-Type": "text/html"},
+    )
     result = run(tmp_path, fake_oomnitza, kace)
     assert_one_line_error(result, "returned a body that is not JSON (content-type text/html)")
 
@@ -199,7 +229,10 @@ def test_capped_pages_and_count(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> 
         assert_accounted(result, "kace", pulled=5, sent=5)
         # the appliance sent 2 of the 100 asked: offsets count what arrived; Count ends the listing
         assert [c.query["paging"] for c in machine_calls(fake)] == [
-            "limit 100 offset 0", "limit 100 offset 2", "limit 100 offset 4"]
+            "limit 100 offset 0",
+            "limit 100 offset 2",
+            "limit 100 offset 4",
+        ]
 
 
 def test_timezone_setting(tmp_path: Path, kace: FakeKace, fake_oomnitza: FakeOomnitza) -> None:
@@ -225,8 +258,9 @@ def test_config_errors(tmp_path: Path, kace: FakeKace, fake_oomnitza: FakeOomnit
     assert not kace.requests
 
 
-def test_machine_without_software_and_a_broken_entry(tmp_path: Path, kace: FakeKace,
-                                                     fake_oomnitza: FakeOomnitza) -> None:
+def test_machine_without_software_and_a_broken_entry(
+    tmp_path: Path, kace: FakeKace, fake_oomnitza: FakeOomnitza
+) -> None:
     del kace.machines[2]["Software"]  # e.g. another shaping: the old connector crashed here
     kace.machines.append("not a machine")  # type: ignore[arg-type]
     result = run(tmp_path, fake_oomnitza, kace)

@@ -66,8 +66,14 @@ def users(server: Slapd, **extra: str) -> dict[str, str]:
     return settings
 
 
-def run(tmp_path: Path, oomnitza: FakeOomnitza, settings: dict[str, str], section: str = "ldap",
-        mappings: dict[str, str] | None = None, *args: str) -> CliResult:
+def run(
+    tmp_path: Path,
+    oomnitza: FakeOomnitza,
+    settings: dict[str, str],
+    section: str = "ldap",
+    mappings: dict[str, str] | None = None,
+    *args: str,
+) -> CliResult:
     return upload(write_config(tmp_path, oomnitza, section, settings, mappings), section, *args)
 
 
@@ -98,8 +104,9 @@ def test_several_pages_default_mappings_utf8(tmp_path: Path, slapd: Slapd, fake_
     assert any("err=0" in line for line in slapd.binds(since=mark))
 
 
-def test_multi_valued_dn_and_case_insensitive_mappings(tmp_path: Path, slapd: Slapd,
-                                                       fake_oomnitza: FakeOomnitza) -> None:
+def test_multi_valued_dn_and_case_insensitive_mappings(
+    tmp_path: Path, slapd: Slapd, fake_oomnitza: FakeOomnitza
+) -> None:
     mappings = {
         "ALL_EMAILS": '{"source": "mail*"}',
         "SECOND_EMAIL": '{"source": "mail*.1"}',
@@ -120,8 +127,7 @@ def test_multi_valued_dn_and_case_insensitive_mappings(tmp_path: Path, slapd: Sl
     assert rec["TITLE"] == "Designer"
 
 
-def test_mapped_operational_attribute_is_requested(tmp_path: Path, slapd: Slapd,
-                                                   fake_oomnitza: FakeOomnitza) -> None:
+def test_mapped_operational_attribute_is_requested(tmp_path: Path, slapd: Slapd, fake_oomnitza: FakeOomnitza) -> None:
     # "*" returns user attributes only; an operational one named in an INI mapping is asked for too.
     mappings = {"MODIFIED": '{"source": "modifyTimestamp"}', "UUID": '{"source": "entryUUID"}'}
     result = run(tmp_path, fake_oomnitza, users(slapd, filter="(uid=user01)"), mappings=mappings)
@@ -142,8 +148,9 @@ def test_record_count_stops_the_paged_search(tmp_path: Path, slapd: Slapd, fake_
     assert slapd.searches(PEOPLE, since=mark) == [3, 3]
 
 
-def test_ldaps_with_cacert_file(tmp_path: Path, slapd: Slapd, fake_oomnitza: FakeOomnitza,
-                                tls_files: dict[str, str]) -> None:
+def test_ldaps_with_cacert_file(
+    tmp_path: Path, slapd: Slapd, fake_oomnitza: FakeOomnitza, tls_files: dict[str, str]
+) -> None:
     result = run(tmp_path, fake_oomnitza, users(slapd, url=slapd.ldaps_url, cacert_file=tls_files["ca"]))
     assert result.code == 0, result.all
     assert_accounted(result, "ldap", pulled=PEOPLE_COUNT, sent=PEOPLE_COUNT - 1)
@@ -151,8 +158,7 @@ def test_ldaps_with_cacert_file(tmp_path: Path, slapd: Slapd, fake_oomnitza: Fak
 
 def test_ldaps_untrusted_certificate(tmp_path: Path, slapd: Slapd, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, users(slapd, url=slapd.ldaps_url))
-    assert_one_line_error(result, f"cannot reach {slapd.ldaps_url}", "TLS certificate not trusted",
-                          "cacert_file")
+    assert_one_line_error(result, f"cannot reach {slapd.ldaps_url}", "TLS certificate not trusted", "cacert_file")
     assert fake_oomnitza.records("users") == []
 
 
@@ -164,8 +170,11 @@ def test_ldaps_verify_ssl_false(tmp_path: Path, slapd: Slapd, fake_oomnitza: Fak
 
 
 def test_starttls(tmp_path: Path, slapd: Slapd, fake_oomnitza: FakeOomnitza, tls_files: dict[str, str]) -> None:
-    result = run(tmp_path, fake_oomnitza, users(slapd, start_tls="true", cacert_dir=str(Path(tls_files["ca"]).parent),
-                                                cacert_file=tls_files["ca"]))
+    result = run(
+        tmp_path,
+        fake_oomnitza,
+        users(slapd, start_tls="true", cacert_dir=str(Path(tls_files["ca"]).parent), cacert_file=tls_files["ca"]),
+    )
     assert result.code == 0, result.all
     assert "(StartTLS)" in result.err
     assert_accounted(result, "ldap", pulled=PEOPLE_COUNT, sent=PEOPLE_COUNT - 1)
@@ -177,12 +186,14 @@ def test_starttls_untrusted(tmp_path: Path, slapd: Slapd, fake_oomnitza: FakeOom
     assert fake_oomnitza.records("users") == []
 
 
-def test_client_certificate(tmp_path: Path, slapd_mtls: Slapd, fake_oomnitza: FakeOomnitza,
-                            tls_files: dict[str, str]) -> None:
+def test_client_certificate(
+    tmp_path: Path, slapd_mtls: Slapd, fake_oomnitza: FakeOomnitza, tls_files: dict[str, str]
+) -> None:
     settings = users(slapd_mtls, url=slapd_mtls.ldaps_url, cacert_file=tls_files["ca"])
     result = run(tmp_path, fake_oomnitza, settings)
-    assert_one_line_error(result, f"cannot reach {slapd_mtls.ldaps_url}: the server ended the TLS handshake",
-                          "set user_pem_file")
+    assert_one_line_error(
+        result, f"cannot reach {slapd_mtls.ldaps_url}: the server ended the TLS handshake", "set user_pem_file"
+    )
     result = run(tmp_path, fake_oomnitza, {**settings, "user_pem_file": tls_files["client_pem"]})
     assert result.code == 0, result.all
     assert_accounted(result, "ldap", pulled=PEOPLE_COUNT, sent=PEOPLE_COUNT - 1)
@@ -191,8 +202,9 @@ def test_client_certificate(tmp_path: Path, slapd_mtls: Slapd, fake_oomnitza: Fa
 def test_bad_password(tmp_path: Path, slapd: Slapd, fake_oomnitza: FakeOomnitza) -> None:
     mark = slapd.mark()
     result = run(tmp_path, fake_oomnitza, users(slapd, password="Wrong-Secret-913"))
-    assert_one_line_error(result, "[ldap] the LDAP server rejected the credentials (49 invalidCredentials",
-                          "check username and password")
+    assert_one_line_error(
+        result, "[ldap] the LDAP server rejected the credentials (49 invalidCredentials", "check username and password"
+    )
     assert "Wrong-Secret-913" not in result.all
     assert len([line for line in slapd.binds(since=mark) if "err=49" in line]) == 1  # not retried
     assert fake_oomnitza.records("users") == []
@@ -275,10 +287,14 @@ def test_group_dn_alone_and_a_missing_member(tmp_path: Path, slapd: Slapd, fake_
     assert f"uid=gone,{PEOPLE}" in result.err  # the member that does not exist is named
 
 
-def test_memberuid_with_group_member_filter_escaped(tmp_path: Path, slapd: Slapd,
-                                                    fake_oomnitza: FakeOomnitza) -> None:
-    settings = users(slapd, base_dn=SUFFIX, group_dn=f"cn=posix,{GROUPS}", group_members_attr="memberUid",
-                     group_member_filter="(uid={})")
+def test_memberuid_with_group_member_filter_escaped(tmp_path: Path, slapd: Slapd, fake_oomnitza: FakeOomnitza) -> None:
+    settings = users(
+        slapd,
+        base_dn=SUFFIX,
+        group_dn=f"cn=posix,{GROUPS}",
+        group_members_attr="memberUid",
+        group_member_filter="(uid={})",
+    )
     result = run(tmp_path, fake_oomnitza, settings)
     assert result.code == 0, result.all
     # "o(dd*" is escaped (uid=o\28dd\2a): it matches only itself; "ghost" matches nobody.
@@ -377,8 +393,9 @@ def test_assets_sync_field_is_required(tmp_path: Path, slapd: Slapd, fake_oomnit
         ({"page_size": "0"}, "page_size must be a number"),
     ],
 )
-def test_config_errors(tmp_path: Path, slapd: Slapd, fake_oomnitza: FakeOomnitza, extra: dict[str, str],
-                       needle: str) -> None:
+def test_config_errors(
+    tmp_path: Path, slapd: Slapd, fake_oomnitza: FakeOomnitza, extra: dict[str, str], needle: str
+) -> None:
     result = run(tmp_path, fake_oomnitza, users(slapd, **extra))
     assert_one_line_error(result, needle)
     assert fake_oomnitza.records("users") == []
@@ -404,8 +421,9 @@ def ad(fake: FakeActiveDirectory, **extra: str) -> dict[str, str]:
     return settings
 
 
-def test_ad_range_retrieval_of_a_large_group(tmp_path: Path, fake_ad: FakeActiveDirectory,
-                                             fake_oomnitza: FakeOomnitza) -> None:
+def test_ad_range_retrieval_of_a_large_group(
+    tmp_path: Path, fake_ad: FakeActiveDirectory, fake_oomnitza: FakeOomnitza
+) -> None:
     mappings = {"LAST_SEEN": '{"source": "lastLogonTimestamp", "converter": "ldap_timestamp"}'}
     result = run(tmp_path, fake_oomnitza, ad(fake_ad), "ldap", mappings)
     assert result.code == 0, result.all
@@ -431,8 +449,7 @@ def test_ad_small_ranges(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
 
 def test_ad_bad_password(tmp_path: Path, fake_ad: FakeActiveDirectory, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, ad(fake_ad, password="Not-The-Password-1"))
-    assert_one_line_error(result, "rejected the credentials (49 invalidCredentials: 80090308: LdapErr:",
-                          "data 52e")
+    assert_one_line_error(result, "rejected the credentials (49 invalidCredentials: 80090308: LdapErr:", "data 52e")
     assert "Not-The-Password-1" not in result.all
     assert fake_oomnitza.records("users") == []
 
@@ -456,7 +473,6 @@ def test_ad_without_paged_results_control(tmp_path: Path, fake_oomnitza: FakeOom
     assert "does not offer paged results" in result.err
 
 
-
 def test_protocol_version_2_searches_unpaged(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     fake = FakeActiveDirectory(ad_entries(4), bind_dn=AD_BIND_DN, password=AD_PASSWORD)
     with fake.running():
@@ -476,8 +492,9 @@ def test_ad_size_limit_on_an_unpaged_search(tmp_path: Path, fake_oomnitza: FakeO
     assert "4 sizeLimitExceeded" in result.err
 
 
-def test_lost_connection_restarts_the_search_without_duplicates(tmp_path: Path, slapd: Slapd,
-                                                                 fake_oomnitza: FakeOomnitza) -> None:
+def test_lost_connection_restarts_the_search_without_duplicates(
+    tmp_path: Path, slapd: Slapd, fake_oomnitza: FakeOomnitza
+) -> None:
     # Client messages on a connection: bind, two reads of the server's info, then the pages;
     # the first connection is cut when the client asks for page 2.
     with DroppingProxy(slapd.port, drop_at=5).serve() as proxy:
@@ -492,8 +509,9 @@ def test_lost_connection_restarts_the_search_without_duplicates(tmp_path: Path, 
     assert len(fake_oomnitza.records("users")) == PEOPLE_COUNT - 1
 
 
-def test_a_connection_that_keeps_dropping_fails_the_run(tmp_path: Path, slapd: Slapd,
-                                                       fake_oomnitza: FakeOomnitza) -> None:
+def test_a_connection_that_keeps_dropping_fails_the_run(
+    tmp_path: Path, slapd: Slapd, fake_oomnitza: FakeOomnitza
+) -> None:
     # Every connection binds, then is cut when the client asks for page 1.
     with DroppingProxy(slapd.port, drop_at=4, every=True).serve() as proxy:
         result = run(tmp_path, fake_oomnitza, users(slapd, url=f"ldap://127.0.0.1:{proxy.port}"))

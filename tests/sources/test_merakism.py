@@ -38,12 +38,19 @@ def meraki() -> Iterator[FakeMeraki]:
     yield from serve_fake(FakeMeraki(max_page=2))
 
 
-def run(tmp_path: Path, oomnitza: FakeOomnitza, meraki: FakeMeraki, mappings: dict[str, str] | None = None,
-        **extra: str) -> Any:
-    settings = {"meraki_api_key": meraki.api_key, "network_id": NETWORK, "url": f"{meraki.url}/api/v1",
-                "sync_field": "SERIAL_NUMBER", **extra}
-    return upload(write_config(tmp_path, oomnitza, "merakism", settings, MAPPINGS if mappings is None else mappings),
-                  "merakism")
+def run(
+    tmp_path: Path, oomnitza: FakeOomnitza, meraki: FakeMeraki, mappings: dict[str, str] | None = None, **extra: str
+) -> Any:
+    settings = {
+        "meraki_api_key": meraki.api_key,
+        "network_id": NETWORK,
+        "url": f"{meraki.url}/api/v1",
+        "sync_field": "SERIAL_NUMBER",
+        **extra,
+    }
+    return upload(
+        write_config(tmp_path, oomnitza, "merakism", settings, MAPPINGS if mappings is None else mappings), "merakism"
+    )
 
 
 def test_several_pages_link_header(tmp_path: Path, meraki: FakeMeraki, fake_oomnitza: FakeOomnitza) -> None:
@@ -57,9 +64,14 @@ def test_several_pages_link_header(tmp_path: Path, meraki: FakeMeraki, fake_oomn
     assert calls[0].query["perPage"] == "1000"
     rec = fake_oomnitza.record("assets", SERIAL_NUMBER="1284392014810")
     assert rec == {
-        "SERIAL_NUMBER": "1284392014810", "NAME": "Ana's MacBook Air", "MODEL": "MacBookAir10,1",
-        "FIRST_TAG": "finance", "LAST_CONNECTED": 1789372920, "OWNER": "ana.silva@example.com",
-        "DISK_SIZE": 494384795648, "DISK_JSON": macbook()["diskInfoJson"],  # the string is kept as it was
+        "SERIAL_NUMBER": "1284392014810",
+        "NAME": "Ana's MacBook Air",
+        "MODEL": "MacBookAir10,1",
+        "FIRST_TAG": "finance",
+        "LAST_CONNECTED": 1789372920,
+        "OWNER": "ana.silva@example.com",
+        "DISK_SIZE": 494384795648,
+        "DISK_JSON": macbook()["diskInfoJson"],  # the string is kept as it was
     }
     other = fake_oomnitza.record("assets", SERIAL_NUMBER="1284392014819")
     assert other["FIRST_TAG"] is None and other["DISK_SIZE"] is None
@@ -67,8 +79,7 @@ def test_several_pages_link_header(tmp_path: Path, meraki: FakeMeraki, fake_oomn
     assert fake_oomnitza.bulk_payloads[0]["connector_name"] == "MerakiSM"
 
 
-def test_fields_requested_as_array_parameters(tmp_path: Path, meraki: FakeMeraki,
-                                              fake_oomnitza: FakeOomnitza) -> None:
+def test_fields_requested_as_array_parameters(tmp_path: Path, meraki: FakeMeraki, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, meraki, url=meraki.url, extra_fields="androidSecurityPatchVersion")
     assert result.code == 0, result.all  # url without /api/v1 works too
     assert_accounted(result, "merakism", pulled=3, sent=3)
@@ -91,8 +102,14 @@ def test_stays_under_the_organization_rate_limit(tmp_path: Path, fake_oomnitza: 
 
 
 def test_429_retry_after(tmp_path: Path, meraki: FakeMeraki, fake_oomnitza: FakeOomnitza) -> None:
-    meraki.fail("GET", DEVICES, 429, headers={"Retry-After": "1"},
-                body={"errors": ["API rate limit exceeded for organization"]}, query={"startingAfter": "1284392014819"})
+    meraki.fail(
+        "GET",
+        DEVICES,
+        429,
+        headers={"Retry-After": "1"},
+        body={"errors": ["API rate limit exceeded for organization"]},
+        query={"startingAfter": "1284392014819"},
+    )
     result = run(tmp_path, fake_oomnitza, meraki)
     assert result.code == 0, result.all
     assert_accounted(result, "merakism", pulled=3, sent=3)
@@ -116,8 +133,9 @@ def test_bad_key_401(tmp_path: Path, meraki: FakeMeraki, fake_oomnitza: FakeOomn
 def test_bad_key_404(tmp_path: Path, meraki: FakeMeraki, fake_oomnitza: FakeOomnitza) -> None:
     meraki.bad_key_status = 404  # Meraki hides whether the resource exists
     result = run(tmp_path, fake_oomnitza, meraki, meraki_api_key="ffffffffffffffffwrongkey")
-    assert_one_line_error(result, f"Meraki answered 404 Invalid API key for network {NETWORK}",
-                          "check network_id", "meraki_api_key")
+    assert_one_line_error(
+        result, f"Meraki answered 404 Invalid API key for network {NETWORK}", "check network_id", "meraki_api_key"
+    )
     assert "ffffffffffffffffwrongkey" not in result.all
     assert len(meraki.requests) == 1
 
@@ -159,10 +177,16 @@ def test_redirect_to_another_shard_keeps_the_key(tmp_path: Path, fake_oomnitza: 
             assert shard.calls(DEVICES)[0].headers["authorization"] == f"Bearer {shard.api_key}"
 
 
-def test_next_link_to_a_foreign_site_is_refused(tmp_path: Path, meraki: FakeMeraki,
-                                                fake_oomnitza: FakeOomnitza) -> None:
-    meraki.fail("GET", DEVICES, 200, body=[macbook()],
-                headers={"Link": '<https://dashboard.example.net/api/v1/x?startingAfter=1>; rel="next"'})
+def test_next_link_to_a_foreign_site_is_refused(
+    tmp_path: Path, meraki: FakeMeraki, fake_oomnitza: FakeOomnitza
+) -> None:
+    meraki.fail(
+        "GET",
+        DEVICES,
+        200,
+        body=[macbook()],
+        headers={"Link": '<https://dashboard.example.net/api/v1/x?startingAfter=1>; rel="next"'},
+    )
     result = run(tmp_path, fake_oomnitza, meraki)
     assert_one_line_error(result, "next-page link points to another site", "not sending the API key there")
     assert_accounted(result, "merakism", pulled=1, sent=1)

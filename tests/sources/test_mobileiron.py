@@ -30,24 +30,38 @@ V2_MAPPINGS = {
 
 def drivers() -> list[dict[str, Any]]:
     fresh = now_ms() - 3_600_000
-    return [android(1, fresh), windows(1, fresh - 1000), android(2, fresh - 2000),
-            android(3, now_ms() - 5 * DAY_MS), android(4, now_ms() - 6 * DAY_MS)]
+    return [
+        android(1, fresh),
+        windows(1, fresh - 1000),
+        android(2, fresh - 2000),
+        android(3, now_ms() - 5 * DAY_MS),
+        android(4, now_ms() - 6 * DAY_MS),
+    ]
 
 
 @pytest.fixture
 def ivanti() -> Iterator[FakeMobileIron]:
-    fake = FakeMobileIron(partitions={"Default Partition": [android(90, now_ms())], "Drivers": drivers()},
-                          spaces={1: [core_device(i) for i in range(3)], 2: [core_device(7), core_device(0)]},
-                          max_page=2)
+    fake = FakeMobileIron(
+        partitions={"Default Partition": [android(90, now_ms())], "Drivers": drivers()},
+        spaces={1: [core_device(i) for i in range(3)], 2: [core_device(7), core_device(0)]},
+        max_page=2,
+    )
     with serve(fake.app) as url:
         fake.url = url
         yield fake
 
 
-def run(tmp_path: Path, oomnitza: FakeOomnitza, ivanti: FakeMobileIron, mappings: dict[str, str] | None = None,
-        **extra: str) -> Any:
-    settings = {"url": ivanti.url, "username": ivanti.username, "password": ivanti.password,
-                "partitions": '["Drivers"]', "sync_field": "SERIAL_NUMBER", **extra}
+def run(
+    tmp_path: Path, oomnitza: FakeOomnitza, ivanti: FakeMobileIron, mappings: dict[str, str] | None = None, **extra: str
+) -> Any:
+    settings = {
+        "url": ivanti.url,
+        "username": ivanti.username,
+        "password": ivanti.password,
+        "partitions": '["Drivers"]',
+        "sync_field": "SERIAL_NUMBER",
+        **extra,
+    }
     ini = write_config(tmp_path, oomnitza, "mobileiron", settings, V1_MAPPINGS if mappings is None else mappings)
     return upload(ini, "mobileiron")
 
@@ -69,11 +83,19 @@ def test_v1_pages_checkin_window_and_windows_hardware(
     assert first.query["rows"] == "500"
     assert first.query["sortFields[0].name"] == "lastCheckin" and first.query["sortFields[0].order"] == "DESC"
     assert fake_oomnitza.record("assets", SERIAL_NUMBER="7H2KXY3") == {
-        "SERIAL_NUMBER": "7H2KXY3", "NAME": "DRV-LAP-0001", "CPU": "13th Gen Intel(R) Core(TM) i5-1345U",
-        "CORES": 10, "DISK": 512110190592, "MEMORY": 17179869184,
+        "SERIAL_NUMBER": "7H2KXY3",
+        "NAME": "DRV-LAP-0001",
+        "CPU": "13th Gen Intel(R) Core(TM) i5-1345U",
+        "CORES": 10,
+        "DISK": 512110190592,
+        "MEMORY": 17179869184,
     }
     assert fake_oomnitza.record("assets", SERIAL_NUMBER="R9TT0000001") == {
-        "SERIAL_NUMBER": "R9TT0000001", "NAME": "DRV-TAB-0001", "CPU": None, "CORES": None, "DISK": None,
+        "SERIAL_NUMBER": "R9TT0000001",
+        "NAME": "DRV-TAB-0001",
+        "CPU": None,
+        "CORES": None,
+        "DISK": None,
         "MEMORY": None,
     }
     assert [c.path for c in ivanti.calls("/api/v1/device/")] == ["/api/v1/device/730461/hardwareinventory"]
@@ -102,7 +124,8 @@ def test_v1_all_partitions(tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza
     assert result.code == 0, result.all
     assert_accounted(result, "mobileiron", pulled=4, sent=4)
     assert {c.query["dmPartitionId"] for c in ivanti.calls("/api/v1/device") if c.path == "/api/v1/device"} == {
-        str(pid) for pid in ivanti.partition_ids.values()}
+        str(pid) for pid in ivanti.partition_ids.values()
+    }
 
 
 def test_v1_partition_names_are_exact_not_substrings(
@@ -125,8 +148,9 @@ def test_v1_never_checked_in_devices_sorted_first(
     assert starts(ivanti) == ["0", "2", "4", "6"]
 
 
-def test_v1_hardware_failures_keep_the_device(tmp_path: Path, ivanti: FakeMobileIron,
-                                              fake_oomnitza: FakeOomnitza) -> None:
+def test_v1_hardware_failures_keep_the_device(
+    tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza: FakeOomnitza
+) -> None:
     fresh = now_ms()
     ivanti.partitions["Drivers"] = [windows(1, fresh, serial="KEEP-ME-1"), windows(2, fresh, serial="KEEP-ME-2")]
     ivanti.hardware = {730461: hardware(serial=None)}  # 730462: 404
@@ -141,14 +165,14 @@ def test_v1_hardware_failures_keep_the_device(tmp_path: Path, ivanti: FakeMobile
 
 def test_v1_bad_password(tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, ivanti, password="not-the-pa55")
-    assert_one_line_error(result, "MobileIron rejected the credentials (401 Bad credentials): check username and "
-                                  "password")
+    assert_one_line_error(
+        result, "MobileIron rejected the credentials (401 Bad credentials): check username and password"
+    )
     assert "not-the-pa55" not in result.all
     assert len(ivanti.requests) == 1
 
 
-def test_v1_429_and_503_with_retry_after(tmp_path: Path, ivanti: FakeMobileIron,
-                                         fake_oomnitza: FakeOomnitza) -> None:
+def test_v1_429_and_503_with_retry_after(tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza: FakeOomnitza) -> None:
     ivanti.fail("GET", "/api/v1/device", 429, headers={"Retry-After": "1"}, query={"start": "2"})
     ivanti.fail("GET", "/api/v1/tenant/partition/device", 503, headers={"Retry-After": "1"})
     result = run(tmp_path, fake_oomnitza, ivanti)
@@ -173,8 +197,9 @@ def test_v1_empty_partition(tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitz
 
 
 def test_v1_malformed_body(tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza: FakeOomnitza) -> None:
-    ivanti.fail("GET", "/api/v1/device", 200, body="<html>Service Unavailable</html>",
-                headers={"Content-Type": "text/html"})
+    ivanti.fail(
+        "GET", "/api/v1/device", 200, body="<html>Service Unavailable</html>", headers={"Content-Type": "text/html"}
+    )
     result = run(tmp_path, fake_oomnitza, ivanti)
     assert_one_line_error(result, "returned a body that is not JSON (content-type text/html)")
     assert fake_oomnitza.records("assets") == []
@@ -190,7 +215,10 @@ def test_v2_dotted_keys_spaces_and_pages(tmp_path: Path, ivanti: FakeMobileIron,
     assert pages[0].query["labelId"] == "-1" and pages[0].query["limit"] == "50"
     assert pages[0].query["fields"] == ",".join(ivanti.criteria)  # every searchable field, as the seed did
     assert fake_oomnitza.record("assets", SERIAL_NUMBER="F9FXK0000001") == {
-        "SERIAL_NUMBER": "F9FXK0000001", "MODEL": "iPhone 15", "ASSIGNED_TO": "User 1"}
+        "SERIAL_NUMBER": "F9FXK0000001",
+        "MODEL": "iPhone 15",
+        "ASSIGNED_TO": "User 1",
+    }
 
 
 def test_v2_only_mapped_fields(tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza: FakeOomnitza) -> None:
@@ -199,8 +227,9 @@ def test_v2_only_mapped_fields(tmp_path: Path, ivanti: FakeMobileIron, fake_oomn
     assert result.code == 0, result.all
     assert_accounted(result, "mobileiron", pulled=4, sent=4)
     fields = ivanti.calls("/api/v2/devices")[0].query["fields"].split(",")
-    assert sorted(fields) == sorted(["common.uuid", "common.serial_number", "common.model", "user.display_name",
-                                     "ios.DeviceName"])
+    assert sorted(fields) == sorted(
+        ["common.uuid", "common.serial_number", "common.model", "user.display_name", "ios.DeviceName"]
+    )
     assert fake_oomnitza.record("assets", SERIAL_NUMBER="F9FXK0000002")["NAME"] == "iPhone 2"
 
 
@@ -229,13 +258,20 @@ def test_v2_empty_space(tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza: F
     assert_accounted(result, "mobileiron", pulled=0)
 
 
-def test_managed_authorization_pass_through(tmp_path: Path, ivanti: FakeMobileIron,
-                                            fake_oomnitza: FakeOomnitza) -> None:
+def test_managed_authorization_pass_through(
+    tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza: FakeOomnitza
+) -> None:
     import base64
 
     header = "Basic " + base64.b64encode(f"{ivanti.username}:{ivanti.password}".encode()).decode()
-    result = run(tmp_path, fake_oomnitza, ivanti, username="", password="",
-                 authorization_settings=f'{{"Authorization": "{header}"}}')
+    result = run(
+        tmp_path,
+        fake_oomnitza,
+        ivanti,
+        username="",
+        password="",
+        authorization_settings=f'{{"Authorization": "{header}"}}',
+    )
     assert result.code == 0, result.all
     assert_accounted(result, "mobileiron", pulled=3, sent=3)
 

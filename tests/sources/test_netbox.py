@@ -50,12 +50,26 @@ def test_several_pages_v2_token(tmp_path: Path, netbox: FakeNetbox, fake_oomnitz
     assert calls[0].headers["authorization"] == f"Bearer {V2_TOKEN}"
     assert calls[0].headers["accept"] == "application/json"
     assert fake_oomnitza.record("assets", NAME="rtr-ams-01") == {
-        "NAME": "rtr-ams-01", "SERIAL_NUMBER": "FOC2233X0AB", "MODEL": "ISR4331", "MANUFACTURER": "Cisco",
-        "STATUS": "active", "ROLE": "Router", "IP": "10.0.0.1/24", "TAG": "core", "PO": "PO-2291",
+        "NAME": "rtr-ams-01",
+        "SERIAL_NUMBER": "FOC2233X0AB",
+        "MODEL": "ISR4331",
+        "MANUFACTURER": "Cisco",
+        "STATUS": "active",
+        "ROLE": "Router",
+        "IP": "10.0.0.1/24",
+        "TAG": "core",
+        "PO": "PO-2291",
     }
     assert fake_oomnitza.record("assets", NAME="sw-ams-01") == {
-        "NAME": "sw-ams-01", "SERIAL_NUMBER": "", "MODEL": "EX4300-48T", "MANUFACTURER": "Juniper",
-        "STATUS": "planned", "ROLE": "Access Switch", "IP": None, "TAG": None, "PO": None,
+        "NAME": "sw-ams-01",
+        "SERIAL_NUMBER": "",
+        "MODEL": "EX4300-48T",
+        "MANUFACTURER": "Juniper",
+        "STATUS": "planned",
+        "ROLE": "Access Switch",
+        "IP": None,
+        "TAG": None,
+        "PO": None,
     }
     assert fake_oomnitza.bulk_payloads[0]["connector_name"] == "Netbox"
     assert "deprecated" not in result.err
@@ -123,8 +137,9 @@ def test_cross_host_next_never_gets_the_token(tmp_path: Path, fake_oomnitza: Fak
     spy = FakeNetbox([])  # "another host": must never be called
     with serve(spy.app) as spy_url:
         spy.url = spy_url
-        netbox = FakeNetbox([device(i) for i in range(5)], max_page=2,
-                            next_base=spy_url.replace("127.0.0.1", "localhost"))
+        netbox = FakeNetbox(
+            [device(i) for i in range(5)], max_page=2, next_base=spy_url.replace("127.0.0.1", "localhost")
+        )
         with serve(netbox.app) as url:
             netbox.url = url
             result = run(tmp_path, fake_oomnitza, netbox)
@@ -139,8 +154,9 @@ def test_exclude_config_context(tmp_path: Path, netbox: FakeNetbox, fake_oomnitz
     for exclude, ntp in (("true", None), ("false", "10.0.0.53")):
         fake_oomnitza.reset()
         settings = {"url": netbox.url, "auth_token": V2_TOKEN, "sync_field": "NAME", "exclude_config_context": exclude}
-        ini = write_config(tmp_path, fake_oomnitza, "netbox", settings,
-                           {"NAME": "name", "NTP": '{"source": "config_context.ntp.0"}'})
+        ini = write_config(
+            tmp_path, fake_oomnitza, "netbox", settings, {"NAME": "name", "NTP": '{"source": "config_context.ntp.0"}'}
+        )
         result = upload(ini, "netbox")
         assert result.code == 0, result.all
         assert_accounted(result, "netbox", pulled=7, sent=7)

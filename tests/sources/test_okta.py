@@ -130,8 +130,12 @@ def test_oauth_private_key_jwt(tmp_path: Path, okta: FakeOkta, fake_oomnitza: Fa
 
 def oauth_upload(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza, **extra: str):
     okta.client_id = "0oaCLIENT"
-    ini = write_config(tmp_path, fake_oomnitza, "okta", settings(
-        okta, api_token="", client_id="0oaCLIENT", private_key_file=str(app_key(tmp_path)), **extra))
+    ini = write_config(
+        tmp_path,
+        fake_oomnitza,
+        "okta",
+        settings(okta, api_token="", client_id="0oaCLIENT", private_key_file=str(app_key(tmp_path)), **extra),
+    )
     return upload(ini, "okta")
 
 
@@ -150,8 +154,9 @@ def test_oauth_app_that_requires_dpop(tmp_path: Path, okta: FakeOkta, fake_oomni
     assert "at-0-okta" not in result.all
 
 
-def test_dpop_nonce_demanded_by_the_resource_server(tmp_path: Path, okta: FakeOkta,
-                                                     fake_oomnitza: FakeOomnitza) -> None:
+def test_dpop_nonce_demanded_by_the_resource_server(
+    tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza
+) -> None:
     okta.require_dpop = okta.resource_nonce = True
     result = oauth_upload(tmp_path, okta, fake_oomnitza, dpop="true")
     assert result.code == 0, result.all
@@ -165,6 +170,9 @@ def test_dpop_nonce_demanded_by_the_resource_server(tmp_path: Path, okta: FakeOk
 def test_dpop_switched_off_but_required(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza) -> None:
     okta.require_dpop = True
     result = oauth_upload(tmp_path, okta, fake_oomnitza, dpop="false")
-    assert_one_line_error(result, "[okta] Okta refused the OAuth client credentials (400 invalid_dpop_proof: "
-                                  "The DPoP proof JWT header is missing.) (set dpop = auto or true)")
+    assert_one_line_error(
+        result,
+        "[okta] Okta refused the OAuth client credentials (400 invalid_dpop_proof: "
+        "The DPoP proof JWT header is missing.) (set dpop = auto or true)",
+    )
     assert fake_oomnitza.records("users") == []

@@ -35,8 +35,9 @@ def settings(onelogin: FakeOnelogin, **extra: str) -> dict[str, str]:
     }
 
 
-def run(tmp_path: Path, oomnitza: FakeOomnitza, onelogin: FakeOnelogin, mappings: dict[str, str] | None = None,
-        **extra: str) -> Any:
+def run(
+    tmp_path: Path, oomnitza: FakeOomnitza, onelogin: FakeOnelogin, mappings: dict[str, str] | None = None, **extra: str
+) -> Any:
     ini = write_config(tmp_path, oomnitza, "onelogin", settings(onelogin, **extra), mappings)
     return upload(ini, "onelogin")
 
@@ -55,13 +56,23 @@ def test_several_pages_default_mappings(tmp_path: Path, onelogin: FakeOnelogin, 
     assert len(token_calls) == 1  # on the host of url, once for the whole run
     assert token_calls[0].headers["authorization"].startswith("Basic ")
     assert fake_oomnitza.record("users", EMAIL="kwame@acme.test") == {
-        "USER": "kwame.mensah", "FIRST_NAME": "Kwame", "LAST_NAME": "Mensah", "EMAIL": "kwame@acme.test",
-        "PHONE": "+233 20 000 0001", "PERMISSIONS_ID": "25", "POSITION": "Employee",
+        "USER": "kwame.mensah",
+        "FIRST_NAME": "Kwame",
+        "LAST_NAME": "Mensah",
+        "EMAIL": "kwame@acme.test",
+        "PHONE": "+233 20 000 0001",
+        "PERMISSIONS_ID": "25",
+        "POSITION": "Employee",
     }
     # OneLogin users identified by e-mail have no username
     assert fake_oomnitza.record("users", EMAIL="lea.muller@acme.test") == {
-        "USER": None, "FIRST_NAME": "Léa", "LAST_NAME": "Müller", "EMAIL": "lea.muller@acme.test",
-        "PHONE": None, "PERMISSIONS_ID": "25", "POSITION": "Employee",
+        "USER": None,
+        "FIRST_NAME": "Léa",
+        "LAST_NAME": "Müller",
+        "EMAIL": "lea.muller@acme.test",
+        "PHONE": None,
+        "PERMISSIONS_ID": "25",
+        "POSITION": "Employee",
     }
     assert fake_oomnitza.bulk_payloads[0]["connector_name"] == "OneLogin"
     assert "client_secret" not in result.all and onelogin.client_secret not in result.all
@@ -114,19 +125,22 @@ def test_custom_attributes_off(tmp_path: Path, onelogin: FakeOnelogin, fake_oomn
 
 def test_bad_secret(tmp_path: Path, onelogin: FakeOnelogin, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, onelogin, client_secret="wrong-secret-987")
-    assert_one_line_error(result, "OneLogin rejected the API credentials (401 Authentication Failure): "
-                                  "check client_id and client_secret")
+    assert_one_line_error(
+        result, "OneLogin rejected the API credentials (401 Authentication Failure): check client_id and client_secret"
+    )
     assert "wrong-secret-987" not in result.all
     assert len(onelogin.calls()) == 1  # the token call, not retried; no users call
     assert fake_oomnitza.records("users") == []
 
 
 def test_token_rejected_on_users_call(tmp_path: Path, onelogin: FakeOnelogin, fake_oomnitza: FakeOomnitza) -> None:
-    onelogin.fail("GET", "/api/2/users", 403, times=1,
-                  body={"message": "Forbidden", "statusCode": 403, "name": "ForbiddenError"})
+    onelogin.fail(
+        "GET", "/api/2/users", 403, times=1, body={"message": "Forbidden", "statusCode": 403, "name": "ForbiddenError"}
+    )
     result = run(tmp_path, fake_oomnitza, onelogin)
-    assert_one_line_error(result, "OneLogin rejected the access token (403 Forbidden): check that the API "
-                                  "credential has the Read users")
+    assert_one_line_error(
+        result, "OneLogin rejected the access token (403 Forbidden): check that the API credential has the Read users"
+    )
     assert len(onelogin.calls("/api/2/users")) == 1
 
 
@@ -145,8 +159,14 @@ def test_legacy_xml_url(tmp_path: Path, onelogin: FakeOnelogin, fake_oomnitza: F
 
 def test_expired_token_refreshed_once(tmp_path: Path, onelogin: FakeOnelogin, fake_oomnitza: FakeOomnitza) -> None:
     onelogin.max_page = 6
-    onelogin.fail("GET", "/api/2/users", 401, times=1, query={"limit": "50"},
-                  body={"message": "Unauthorized", "statusCode": 401, "name": "UnauthorizedError"})
+    onelogin.fail(
+        "GET",
+        "/api/2/users",
+        401,
+        times=1,
+        query={"limit": "50"},
+        body={"message": "Unauthorized", "statusCode": 401, "name": "UnauthorizedError"},
+    )
     result = run(tmp_path, fake_oomnitza, onelogin)
     assert result.code == 0, result.all
     assert_accounted(result, "onelogin", pulled=7, sent=7)
@@ -155,9 +175,18 @@ def test_expired_token_refreshed_once(tmp_path: Path, onelogin: FakeOnelogin, fa
 
 
 def test_429_with_rate_limit_headers(tmp_path: Path, onelogin: FakeOnelogin, fake_oomnitza: FakeOomnitza) -> None:
-    onelogin.fail("GET", "/api/2/users", 429, headers={
-        "Retry-After": "1", "X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1",
-    }, body={"status": {"error": True, "code": 429, "type": "Too Many Requests", "message": "Rate limit exceeded"}})
+    onelogin.fail(
+        "GET",
+        "/api/2/users",
+        429,
+        headers={
+            "Retry-After": "1",
+            "X-RateLimit-Limit": "5000",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": "1",
+        },
+        body={"status": {"error": True, "code": 429, "type": "Too Many Requests", "message": "Rate limit exceeded"}},
+    )
     result = run(tmp_path, fake_oomnitza, onelogin)
     assert result.code == 0, result.all
     assert_accounted(result, "onelogin", pulled=7, sent=7)

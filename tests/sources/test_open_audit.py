@@ -25,8 +25,12 @@ MAPPINGS = {
     "LAST_SEEN": '{"source": "hardware.last_seen"}',
     "OS_BIT": '{"source": "hardware.os_bit"}',
 }
-SEVEN_ZIP = {"name": "7-Zip 23.01 (x64)", "version": "23.01", "publisher": "Igor Pavlov",
-             "path": "C:\\Program Files\\7-Zip\\"}
+SEVEN_ZIP = {
+    "name": "7-Zip 23.01 (x64)",
+    "version": "23.01",
+    "publisher": "Igor Pavlov",
+    "path": "C:\\Program Files\\7-Zip\\",
+}
 
 
 def epoch(text: str) -> int:
@@ -72,8 +76,7 @@ def legacy_audit() -> Iterator[FakeOpenAudit]:
 
 
 def run(tmp_path: Path, oomnitza: FakeOomnitza, audit: FakeOpenAudit, **extra: str) -> Any:
-    settings = {"url": audit.url, "username": audit.username, "password": audit.password, "sync_field": "NAME",
-                **extra}
+    settings = {"url": audit.url, "username": audit.username, "password": audit.password, "sync_field": "NAME", **extra}
     return upload(write_config(tmp_path, oomnitza, "open_audit", settings, MAPPINGS), "open_audit")
 
 
@@ -97,22 +100,27 @@ def test_modern_server_several_pages(tmp_path: Path, audit: FakeOpenAudit, fake_
     assert audit.password not in result.all
 
 
-def test_legacy_server_phpsessid_and_sub_resource(tmp_path: Path, legacy_audit: FakeOpenAudit,
-                                                  fake_oomnitza: FakeOomnitza) -> None:
+def test_legacy_server_phpsessid_and_sub_resource(
+    tmp_path: Path, legacy_audit: FakeOpenAudit, fake_oomnitza: FakeOomnitza
+) -> None:
     url = f"{legacy_audit.url}/open-audit/index.php/"  # with the API prefix works too
     result = run(tmp_path, fake_oomnitza, legacy_audit, url=url)
     assert result.code == 0, result.all
     assert_accounted(result, "open_audit", pulled=5, sent=5)
     details = legacy_audit.calls(f"{API}/devices/")
     assert sorted(c.query.get("sub_resource", "") for c in details if c.path.endswith("/17")) == [
-        "", "network", "software"]
+        "",
+        "network",
+        "software",
+    ]
     assert not any("include" in c.query for c in details)
     assert "PHPSESSID=" in details[0].headers["cookie"]
     assert fake_oomnitza.record("assets", NAME="WKS-0042") == WKS_RECORD
 
 
-def test_auto_falls_back_when_include_is_ignored(tmp_path: Path, legacy_audit: FakeOpenAudit,
-                                                 fake_oomnitza: FakeOomnitza) -> None:
+def test_auto_falls_back_when_include_is_ignored(
+    tmp_path: Path, legacy_audit: FakeOpenAudit, fake_oomnitza: FakeOomnitza
+) -> None:
     legacy_audit.cookie_name = "ci_session"  # an old API behind a new cookie name: detected by the answer
     result = run(tmp_path, fake_oomnitza, legacy_audit)
     assert result.code == 0, result.all
@@ -123,8 +131,9 @@ def test_auto_falls_back_when_include_is_ignored(tmp_path: Path, legacy_audit: F
     assert fake_oomnitza.record("assets", NAME="WKS-0042") == WKS_RECORD
 
 
-def test_forced_include_on_an_old_server_is_one_clear_line(tmp_path: Path, legacy_audit: FakeOpenAudit,
-                                                           fake_oomnitza: FakeOomnitza) -> None:
+def test_forced_include_on_an_old_server_is_one_clear_line(
+    tmp_path: Path, legacy_audit: FakeOpenAudit, fake_oomnitza: FakeOomnitza
+) -> None:
     result = run(tmp_path, fake_oomnitza, legacy_audit, api_style="include")
     assert_one_line_error(result, "ignored include=network,software; set api_style = sub_resource")
 
@@ -132,8 +141,9 @@ def test_forced_include_on_an_old_server_is_one_clear_line(tmp_path: Path, legac
 def test_bad_password(tmp_path: Path, audit: FakeOpenAudit, fake_oomnitza: FakeOomnitza) -> None:
     audit.bad_password_delay = 0.2
     result = run(tmp_path, fake_oomnitza, audit, password="Wr0ng-Passw0rd")
-    assert_one_line_error(result, "[open_audit] Open-AudIT rejected the login (401 Credentials required): "
-                                  "check username and password")
+    assert_one_line_error(
+        result, "[open_audit] Open-AudIT rejected the login (401 Credentials required): check username and password"
+    )
     assert "Wr0ng-Passw0rd" not in result.all
     assert len(audit.calls(f"{API}/logon")) == 1  # not retried
     assert fake_oomnitza.records("assets") == []
@@ -173,8 +183,9 @@ def test_malformed_list(tmp_path: Path, audit: FakeOpenAudit, fake_oomnitza: Fak
     assert fake_oomnitza.records("assets") == []
 
 
-def test_device_vanished_between_list_and_detail(tmp_path: Path, audit: FakeOpenAudit,
-                                                 fake_oomnitza: FakeOomnitza) -> None:
+def test_device_vanished_between_list_and_detail(
+    tmp_path: Path, audit: FakeOpenAudit, fake_oomnitza: FakeOomnitza
+) -> None:
     audit.vanish.add(24)
     result = run(tmp_path, fake_oomnitza, audit)
     assert result.code == 0, result.all
@@ -185,10 +196,21 @@ def test_device_vanished_between_list_and_detail(tmp_path: Path, audit: FakeOpen
 
 def test_applications_can_be_switched_off(tmp_path: Path, audit: FakeOpenAudit, fake_oomnitza: FakeOomnitza) -> None:
     settings = {"url": audit.url, "username": audit.username, "password": audit.password, "sync_field": "NAME"}
-    ini = write_config(tmp_path, fake_oomnitza, "open_audit", settings,
-                       {"NAME": "hardware.name", "APPLICATIONS": '{"source": "", "hardcoded": []}',
-                        "FIRST_SEEN": '{"source": "hardware.first_seen", "converter": "date_format"}'})
+    ini = write_config(
+        tmp_path,
+        fake_oomnitza,
+        "open_audit",
+        settings,
+        {
+            "NAME": "hardware.name",
+            "APPLICATIONS": '{"source": "", "hardcoded": []}',
+            "FIRST_SEEN": '{"source": "hardware.first_seen", "converter": "date_format"}',
+        },
+    )
     result = upload(ini, "open_audit")
     assert result.code == 0, result.all
     assert fake_oomnitza.record("assets", NAME="WKS-0042") == {
-        "NAME": "WKS-0042", "APPLICATIONS": [], "FIRST_SEEN": epoch("2025-03-15 08:12:44")}
+        "NAME": "WKS-0042",
+        "APPLICATIONS": [],
+        "FIRST_SEEN": epoch("2025-03-15 08:12:44"),
+    }

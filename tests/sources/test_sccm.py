@@ -57,8 +57,10 @@ def run(tmp_path: Path, oomnitza: FakeOomnitza, db: Path, **extra: str):  # type
 def more_computers(first: int, count: int) -> list[str]:
     sql = []
     for rid in range(first, first + count):
-        sql.append(f"INSERT INTO dbo.v_GS_COMPUTER_SYSTEM VALUES ({rid}, 1, 'PC-{rid}', 'CORP', 'Lenovo', "
-                   f"'ThinkPad T14', 'x64-based PC', 'CORP\\u{rid}');")
+        sql.append(
+            f"INSERT INTO dbo.v_GS_COMPUTER_SYSTEM VALUES ({rid}, 1, 'PC-{rid}', 'CORP', 'Lenovo', "
+            f"'ThinkPad T14', 'x64-based PC', 'CORP\\u{rid}');"
+        )
         sql.append(f"INSERT INTO dbo.v_GS_PC_BIOS VALUES ({rid}, 1, 'SN{rid}');")
         sql.append(f"INSERT INTO dbo.v_GS_DISK VALUES ({rid}, 1, 512000);")
         sql.append(f"INSERT INTO dbo.v_GS_ADD_REMOVE_PROGRAMS VALUES ({rid}, 1, 'App of {rid}', '1.{rid}', 'Acme');")
@@ -88,8 +90,7 @@ def test_fixture_one_record_per_computer(tmp_path: Path, fake_oomnitza: FakeOomn
         "RESOURCE_ID": 16777220,
         "APPLICATIONS": [  # UNION removed the duplicate, the nameless row is dropped
             {"name": "7-Zip 23.01 (x64)", "version": "23.01", "publisher": "Igor Pavlov", "path": None},
-            {"name": "Microsoft Edge", "version": "131.0.2903.70", "publisher": "Microsoft Corporation",
-             "path": None},
+            {"name": "Microsoft Edge", "version": "131.0.2903.70", "publisher": "Microsoft Corporation", "path": None},
         ],
     }
     kiosk = fake_oomnitza.record("assets", NAME="KIOSK-07")
@@ -110,8 +111,7 @@ def test_streams_in_chunks_with_software_per_chunk(tmp_path: Path, fake_oomnitza
     assert len(fake_oomnitza.record("assets", NAME="WKS-0042")["APPLICATIONS"]) == 2
 
 
-def test_duplicate_rows_in_a_one_to_one_view_across_a_chunk_edge(tmp_path: Path,
-                                                                 fake_oomnitza: FakeOomnitza) -> None:
+def test_duplicate_rows_in_a_one_to_one_view_across_a_chunk_edge(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     # a second BIOS row for WKS-0042 (re-inventory glitch): still one record, the first row wins
     db = site_db(tmp_path, "INSERT INTO dbo.v_GS_PC_BIOS VALUES (16777220, 2, '7XK2P93-B');")
     result = run(tmp_path, fake_oomnitza, db, chunk_size="1")
@@ -139,8 +139,9 @@ def test_optional_views_missing_give_nulls(tmp_path: Path, fake_oomnitza: FakeOo
     assert rec["CPU"] == "13th Gen Intel(R) Core(TM) i7-1365U"
 
 
-def test_failing_software_query_fails_instead_of_sending_empty_software(tmp_path: Path,
-                                                                        fake_oomnitza: FakeOomnitza) -> None:
+def test_failing_software_query_fails_instead_of_sending_empty_software(
+    tmp_path: Path, fake_oomnitza: FakeOomnitza
+) -> None:
     db = site_db(tmp_path, "DROP TABLE dbo.v_GS_ADD_REMOVE_PROGRAMS_64;")
     result = run(tmp_path, fake_oomnitza, db)
     assert_one_line_error(result, "the software query failed", "v_GS_ADD_REMOVE_PROGRAMS_64")
@@ -165,8 +166,13 @@ def test_not_a_database(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
 
 def test_record_count_stops_early(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     db = site_db(tmp_path, *more_computers(30000000, 8))
-    ini = write_config(tmp_path, fake_oomnitza, "sccm", {"server": str(db), "driver": "sqlite", "sync_field": "NAME",
-                                                          "chunk_size": "3"}, MAPPINGS)
+    ini = write_config(
+        tmp_path,
+        fake_oomnitza,
+        "sccm",
+        {"server": str(db), "driver": "sqlite", "sync_field": "NAME", "chunk_size": "3"},
+        MAPPINGS,
+    )
     result = upload(ini, "sccm", "--record-count", "4")
     assert result.code == 0, result.all
     assert_accounted(result, "sccm", pulled=4, sent=4)
@@ -185,8 +191,13 @@ def test_unreachable_server_falls_back_to_pymssql(tmp_path: Path, fake_oomnitza:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    choices = {"server": f"127.0.0.1,{port}", "driver": "", "username": "oomnitza_ro",
-               "password": "Secr3t;}pw", "login_timeout": "3"}
+    choices = {
+        "server": f"127.0.0.1,{port}",
+        "driver": "",
+        "username": "oomnitza_ro",
+        "password": "Secr3t;}pw",
+        "login_timeout": "3",
+    }
     result = run(tmp_path, fake_oomnitza, Path("unused"), **choices)
     assert_one_line_error(result, f"cannot connect to SQL Server 127.0.0.1,{port}/CM_DCT with ")
     if not _odbc_usable():
@@ -199,16 +210,29 @@ def test_login_failed_is_one_clear_line(tmp_path: Path, fake_oomnitza: FakeOomni
     require(_importable("pymssql"), "pymssql is not installed")
     sql = FakeSqlServer()
     with sql.serve() as port:
-        choices = {"server": f"127.0.0.1,{port}", "database": "CM_P01", "driver": "pymssql",
-                   "username": "oomnitza_ro", "password": "Wr0ng;}pass", "encrypt": "no"}
+        choices = {
+            "server": f"127.0.0.1,{port}",
+            "database": "CM_P01",
+            "driver": "pymssql",
+            "username": "oomnitza_ro",
+            "password": "Wr0ng;}pass",
+            "encrypt": "no",
+        }
         result = run(tmp_path, fake_oomnitza, Path("unused"), **choices)
-    assert_one_line_error(result, f"SQL Server 127.0.0.1,{port}/CM_P01 rejected the login (Login failed for user "
-                                  "'oomnitza_ro'.", "): check username and password")
+    assert_one_line_error(
+        result,
+        f"SQL Server 127.0.0.1,{port}/CM_P01 rejected the login (Login failed for user 'oomnitza_ro'.",
+        "): check username and password",
+    )
     assert "Wr0ng" not in result.all
     assert len(sql.logins) == 1  # not retried
     login = sql.logins[0]
     assert (login["user"], login["password"], login["database"], login["app"]) == (
-        "oomnitza_ro", "Wr0ng;}pass", "CM_P01", "oomnitza-connector")
+        "oomnitza_ro",
+        "Wr0ng;}pass",
+        "CM_P01",
+        "oomnitza-connector",
+    )
     assert fake_oomnitza.records("assets") == []
 
 
@@ -220,19 +244,30 @@ def test_login_failed_through_odbc(tmp_path: Path, fake_oomnitza: FakeOomnitza) 
     require("FreeTDS" in pyodbc.drivers(), "the FreeTDS ODBC driver (tdsodbc) is not installed")
     sql = FakeSqlServer()
     with sql.serve() as port:
-        choices = {"server": f"127.0.0.1,{port}", "database": "CM_P01", "driver": "FreeTDS",
-                   "username": "oomnitza_ro", "password": "Wr0ng;pass", "encrypt": "no"}
+        choices = {
+            "server": f"127.0.0.1,{port}",
+            "database": "CM_P01",
+            "driver": "FreeTDS",
+            "username": "oomnitza_ro",
+            "password": "Wr0ng;pass",
+            "encrypt": "no",
+        }
         result = run(tmp_path, fake_oomnitza, Path("unused"), **choices)
-        assert_one_line_error(result, f"SQL Server 127.0.0.1,{port}/CM_P01 rejected the login ([42000] [FreeTDS]"
-                                      "[SQL Server]Login failed for user 'oomnitza_ro'. (18456)",
-                              "check username and password")
+        assert_one_line_error(
+            result,
+            f"SQL Server 127.0.0.1,{port}/CM_P01 rejected the login ([42000] [FreeTDS]"
+            "[SQL Server]Login failed for user 'oomnitza_ro'. (18456)",
+            "check username and password",
+        )
         assert "Wr0ng" not in result.all
         assert [(x["user"], x["password"], x["app"]) for x in sql.logins] == [
-            ("oomnitza_ro", "Wr0ng;pass", "oomnitza-connector")]
+            ("oomnitza_ro", "Wr0ng;pass", "oomnitza-connector")
+        ]
         # encrypt = yes (the default): FreeTDS must not log in to a server without TLS
         result = run(tmp_path, fake_oomnitza, Path("unused"), **{**choices, "encrypt": "yes"})
-        assert_one_line_error(result, f"cannot connect to SQL Server 127.0.0.1,{port}/CM_P01",
-                              "with ODBC driver 'FreeTDS'")
+        assert_one_line_error(
+            result, f"cannot connect to SQL Server 127.0.0.1,{port}/CM_P01", "with ODBC driver 'FreeTDS'"
+        )
         assert len(sql.logins) == 1
     assert fake_oomnitza.records("assets") == []
 
@@ -242,8 +277,15 @@ def test_encryption_required_by_default(tmp_path: Path, fake_oomnitza: FakeOomni
     require(_importable("pymssql"), "pymssql is not installed")
     sql = FakeSqlServer()
     with sql.serve() as port:
-        result = run(tmp_path, fake_oomnitza, Path("unused"), server=f"127.0.0.1,{port}", driver="pymssql",
-                     username="oomnitza_ro", password="Secr3t-pw")
+        result = run(
+            tmp_path,
+            fake_oomnitza,
+            Path("unused"),
+            server=f"127.0.0.1,{port}",
+            driver="pymssql",
+            username="oomnitza_ro",
+            password="Secr3t-pw",
+        )
     assert_one_line_error(result, f"cannot connect to SQL Server 127.0.0.1,{port}/CM_DCT with pymssql")
     assert sql.prelogins == 1 and sql.logins == []
 
@@ -258,9 +300,15 @@ def _odbc_usable() -> bool:
 
 # -- pure helpers -----------------------------------------------------------------------------------
 
+
 def test_driver_choice() -> None:
-    installed = ["SQL Server", "ODBC Driver 9 for SQL Server", "ODBC Driver 18 for SQL Server",
-                 "ODBC Driver 17 for SQL Server", "PostgreSQL Unicode"]
+    installed = [
+        "SQL Server",
+        "ODBC Driver 9 for SQL Server",
+        "ODBC Driver 18 for SQL Server",
+        "ODBC Driver 17 for SQL Server",
+        "PostgreSQL Unicode",
+    ]
     assert choose_odbc_driver(installed) == "ODBC Driver 18 for SQL Server"  # by number, not as strings
     assert choose_odbc_driver(["SQL Server", "MySQL"]) == "SQL Server"
     assert choose_odbc_driver(installed, "ODBC Driver 17 for SQL Server") == "ODBC Driver 17 for SQL Server"
@@ -278,11 +326,18 @@ def test_connection_string_values_are_escaped() -> None:
 
 
 def test_driver_messages_are_one_line() -> None:
-    odbc = Exception("28000", "[28000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]"
-                              "Login failed for user 'oomnitza_ro'. (18456) (SQLDriverConnect)")
+    odbc = Exception(
+        "28000",
+        "[28000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]"
+        "Login failed for user 'oomnitza_ro'. (18456) (SQLDriverConnect)",
+    )
     assert db_message(odbc).startswith("[28000] [Microsoft]")
-    tds = Exception((18456, b"Login failed for user 'oomnitza_ro'.DB-Lib error message 20018, severity 14:\n"
-                           b"General SQL Server error"))
+    tds = Exception(
+        (
+            18456,
+            b"Login failed for user 'oomnitza_ro'.DB-Lib error message 20018, severity 14:\nGeneral SQL Server error",
+        )
+    )
     assert db_message(tds) == "Login failed for user 'oomnitza_ro'."
 
 
@@ -290,17 +345,27 @@ def test_odbc_connection_string(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> 
     from oomnitza_connector.config import load_config
     from oomnitza_connector.sources.sccm import Sccm
 
-    settings = {"server": "sql01\\SCCM", "database": "CM_P01", "username": "oomnitza_ro", "password": "p;w}d",
-                "verify_ssl": "false"}
+    settings = {
+        "server": "sql01\\SCCM",
+        "database": "CM_P01",
+        "username": "oomnitza_ro",
+        "password": "p;w}d",
+        "verify_ssl": "false",
+    }
     section = load_config(write_config(tmp_path, fake_oomnitza, "sccm", settings)).section("sccm")
     assert Sccm(section)._odbc_string("ODBC Driver 18 for SQL Server") == (
         "DRIVER={ODBC Driver 18 for SQL Server};SERVER=sql01\\SCCM;DATABASE=CM_P01;UID=oomnitza_ro;PWD={p;w}}d};"
-        "Encrypt=yes;TrustServerCertificate=yes;APP=oomnitza-connector")
-    windows = load_config(write_config(tmp_path, fake_oomnitza, "sccm", {
-        "server": "sql01,1433", "authentication": "Windows", "encrypt": "strict"})).section("sccm")
+        "Encrypt=yes;TrustServerCertificate=yes;APP=oomnitza-connector"
+    )
+    windows = load_config(
+        write_config(
+            tmp_path, fake_oomnitza, "sccm", {"server": "sql01,1433", "authentication": "Windows", "encrypt": "strict"}
+        )
+    ).section("sccm")
     assert Sccm(windows)._odbc_string("ODBC Driver 18 for SQL Server") == (
         "DRIVER={ODBC Driver 18 for SQL Server};SERVER=sql01,1433;DATABASE=CM_DCT;Trusted_Connection=yes;"
-        "Encrypt=strict;APP=oomnitza-connector")
+        "Encrypt=strict;APP=oomnitza-connector"
+    )
 
 
 def _importable(module: str) -> bool:

@@ -13,8 +13,11 @@ from tests.fakes.servicenow import FakeServiceNow, computer, consumable, field, 
 from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
 
 CI1, CI2 = "b4fd7c8437201000deeabfc8bcbe5dc1", "c5fe7c8437201000deeabfc8bcbe5dc2"
-MAPPINGS = {"SERIAL_NUMBER": '{"source": "hardware.serial_number"}', "BARCODE": '{"source": "hardware.asset_tag"}',
-            "NAME": '{"source": "hardware.display_name"}'}
+MAPPINGS = {
+    "SERIAL_NUMBER": '{"source": "hardware.serial_number"}',
+    "BARCODE": '{"source": "hardware.asset_tag"}',
+    "NAME": '{"source": "hardware.display_name"}',
+}
 
 
 @pytest.fixture
@@ -37,17 +40,26 @@ def settings(sn: FakeServiceNow, **extra: str) -> dict[str, str]:
     return {"url": sn.url, "username": sn.username, "password": sn.password, "sync_field": "NAME", **extra}
 
 
-def run(tmp_path: Path, sn: FakeServiceNow, oomnitza: FakeOomnitza, mappings: dict[str, str] | None = None,
-        **extra: str):  # type: ignore[no-untyped-def]
+def run(
+    tmp_path: Path, sn: FakeServiceNow, oomnitza: FakeOomnitza, mappings: dict[str, str] | None = None, **extra: str
+):  # type: ignore[no-untyped-def]
     ini = write_config(tmp_path, oomnitza, "servicenow", settings(sn, **extra), mappings or MAPPINGS)
     return upload(ini, "servicenow")
 
 
 def test_several_pages_with_joins(tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: FakeOomnitza) -> None:
-    mappings = {**MAPPINGS, "MODEL": "hardware.model", "STATUS": "hardware.install_status",
-                "CREATED": "hardware.sys_created_on", "WARRANTY": "hardware.warranty_expiration",
-                "COST_CENTER": "hardware.u_cost_center_code", "RAM": "hardware.ram", "IP": "hardware.ip_address",
-                "ASSET_CREATED": "hardware.asset_sys_created_on", "MODEL_SYS_ID": "hardware_raw.model"}
+    mappings = {
+        **MAPPINGS,
+        "MODEL": "hardware.model",
+        "STATUS": "hardware.install_status",
+        "CREATED": "hardware.sys_created_on",
+        "WARRANTY": "hardware.warranty_expiration",
+        "COST_CENTER": "hardware.u_cost_center_code",
+        "RAM": "hardware.ram",
+        "IP": "hardware.ip_address",
+        "ASSET_CREATED": "hardware.asset_sys_created_on",
+        "MODEL_SYS_ID": "hardware_raw.model",
+    }
     result = run(tmp_path, sn, fake_oomnitza, mappings)
     assert result.code == 0, result.all
     assert_accounted(result, "servicenow", pulled=3, sent=3)
@@ -65,8 +77,10 @@ def test_several_pages_with_joins(tmp_path: Path, sn: FakeServiceNow, fake_oomni
     assert rec["RAM"] == "32,768"
     assert rec["IP"] == "10.20.30.42"
     assert rec["MODEL_SYS_ID"] == "5f5520c9c0a8010e00a9714f2a172815"
-    assert rec["APPLICATIONS"] == [{"name": "7-Zip", "version": "23.01", "path": None},
-                                   {"name": "Microsoft Edge", "version": "131.0.2903.70", "path": None}]
+    assert rec["APPLICATIONS"] == [
+        {"name": "7-Zip", "version": "23.01", "path": None},
+        {"name": "Microsoft Edge", "version": "131.0.2903.70", "path": None},
+    ]
     other = fake_oomnitza.record("assets", BARCODE="P1000003")
     assert other["APPLICATIONS"] == [{"name": "Slack", "version": "4.41", "path": None}]
     assert "COST_CENTER" not in other or other["COST_CENTER"] in (None, "")
@@ -102,24 +116,30 @@ def test_many_assets_page_through_joins(tmp_path: Path, sn: FakeServiceNow, fake
 
 def test_bad_password(tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, sn, fake_oomnitza, password="wrong-Passw0rd-9")
-    assert_one_line_error(result, "ServiceNow rejected the credentials (401: User Not Authenticated",
-                          "check username and password")
+    assert_one_line_error(
+        result, "ServiceNow rejected the credentials (401: User Not Authenticated", "check username and password"
+    )
     assert "wrong-Passw0rd-9" not in result.all
     assert len(sn.calls()) == 1  # not retried
     assert fake_oomnitza.records("assets") == []
 
 
 def test_acl_denied(tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: FakeOomnitza) -> None:
-    sn.fail("GET", "/api/now/table/cmdb_ci_computer", 403,
-            body={"error": {"message": "Insufficient rights to query records", "detail": None}, "status": "failure"})
+    sn.fail(
+        "GET",
+        "/api/now/table/cmdb_ci_computer",
+        403,
+        body={"error": {"message": "Insufficient rights to query records", "detail": None}, "status": "failure"},
+    )
     result = run(tmp_path, sn, fake_oomnitza)
     assert_one_line_error(result, "ServiceNow denied access (403: Insufficient rights to query records)")
     assert_accounted(result, "servicenow", pulled=0)
 
 
 def test_oauth_client_credentials(tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: FakeOomnitza) -> None:
-    result = run(tmp_path, sn, fake_oomnitza, username="", password="", client_id=sn.client_id,
-                 client_secret=sn.client_secret)
+    result = run(
+        tmp_path, sn, fake_oomnitza, username="", password="", client_id=sn.client_id, client_secret=sn.client_secret
+    )
     assert result.code == 0, result.all
     assert_accounted(result, "servicenow", pulled=3, sent=3)
     token_call = sn.calls("/oauth_token.do")
@@ -137,31 +157,52 @@ def test_oauth_password_grant(tmp_path: Path, sn: FakeServiceNow, fake_oomnitza:
 
 
 def test_oauth_token_refreshed_on_401(tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: FakeOomnitza) -> None:
-    sn.fail("GET", "/api/now/table/alm_asset", 401, query={"sysparm_offset": "2"},
-            body={"error": {"message": "User Not Authenticated", "detail": "token expired"}, "status": "failure"})
-    result = run(tmp_path, sn, fake_oomnitza, username="", password="", client_id=sn.client_id,
-                 client_secret=sn.client_secret)
+    sn.fail(
+        "GET",
+        "/api/now/table/alm_asset",
+        401,
+        query={"sysparm_offset": "2"},
+        body={"error": {"message": "User Not Authenticated", "detail": "token expired"}, "status": "failure"},
+    )
+    result = run(
+        tmp_path, sn, fake_oomnitza, username="", password="", client_id=sn.client_id, client_secret=sn.client_secret
+    )
     assert result.code == 0, result.all
     assert_accounted(result, "servicenow", pulled=3, sent=3)
     assert len(sn.issued) == 2
 
 
 def test_oauth_bad_secret(tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: FakeOomnitza) -> None:
-    result = run(tmp_path, sn, fake_oomnitza, username="", password="", client_id=sn.client_id,
-                 client_secret="not-the-secret-77")
-    assert_one_line_error(result, "ServiceNow refused the OAuth client_credentials grant (401: access_denied)",
-                          "check client_id and client_secret")
+    result = run(
+        tmp_path, sn, fake_oomnitza, username="", password="", client_id=sn.client_id, client_secret="not-the-secret-77"
+    )
+    assert_one_line_error(
+        result,
+        "ServiceNow refused the OAuth client_credentials grant (401: access_denied)",
+        "check client_id and client_secret",
+    )
     assert "not-the-secret-77" not in result.all
     assert len(sn.calls("/oauth_token.do")) == 1
     assert sn.calls("/api/now/table") == []
 
 
 def test_429_retry_after(tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: FakeOomnitza) -> None:
-    sn.fail("GET", "/api/now/table/alm_asset", 429, query={"sysparm_offset": "2"},
-            headers={"Retry-After": "1", "X-RateLimit-Limit": "5000", "X-RateLimit-Reset": "1795712400",
-                     "X-RateLimit-Rule": "9c2d6a1f87a30210fake000000000000"},
-            body={"error": {"message": "Rate limit exceeded", "detail": "rule allows 5000 requests per hour"},
-                  "status": "failure"})
+    sn.fail(
+        "GET",
+        "/api/now/table/alm_asset",
+        429,
+        query={"sysparm_offset": "2"},
+        headers={
+            "Retry-After": "1",
+            "X-RateLimit-Limit": "5000",
+            "X-RateLimit-Reset": "1795712400",
+            "X-RateLimit-Rule": "9c2d6a1f87a30210fake000000000000",
+        },
+        body={
+            "error": {"message": "Rate limit exceeded", "detail": "rule allows 5000 requests per hour"},
+            "status": "failure",
+        },
+    )
     result = run(tmp_path, sn, fake_oomnitza)
     assert result.code == 0, result.all
     assert_accounted(result, "servicenow", pulled=3, sent=3)
@@ -172,8 +213,13 @@ def test_429_with_only_ratelimit_reset(tmp_path: Path, sn: FakeServiceNow, fake_
     import time
 
     reset = str(int(time.time()) + 1)
-    sn.fail("GET", "/api/now/table/cmdb_ci_computer", 429, headers={"X-RateLimit-Reset": reset},
-            body={"error": {"message": "Rate limit exceeded", "detail": ""}, "status": "failure"})
+    sn.fail(
+        "GET",
+        "/api/now/table/cmdb_ci_computer",
+        429,
+        headers={"X-RateLimit-Reset": reset},
+        body={"error": {"message": "Rate limit exceeded", "detail": ""}, "status": "failure"},
+    )
     started = time.monotonic()
     result = run(tmp_path, sn, fake_oomnitza)
     assert result.code == 0, result.all
@@ -199,8 +245,13 @@ def test_empty_instance(tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: FakeO
 
 
 def test_malformed_body(tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: FakeOomnitza) -> None:
-    sn.fail("GET", "/api/now/table/alm_asset", 200, body="<html><body>Instance Hibernating</body></html>",
-            headers={"Content-Type": "text/html"})
+    sn.fail(
+        "GET",
+        "/api/now/table/alm_asset",
+        200,
+        body="<html><body>Instance Hibernating</body></html>",
+        headers={"Content-Type": "text/html"},
+    )
     result = run(tmp_path, sn, fake_oomnitza)
     assert_one_line_error(result, "returned a body that is not JSON (content-type text/html)")
     assert fake_oomnitza.records("assets") == []
@@ -213,8 +264,9 @@ def test_json_without_result(tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: 
     assert_accounted(result, "servicenow", pulled=0)
 
 
-def test_ci_not_a_computer_and_several_hardware_rows(tmp_path: Path, sn: FakeServiceNow,
-                                                     fake_oomnitza: FakeOomnitza) -> None:
+def test_ci_not_a_computer_and_several_hardware_rows(
+    tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: FakeOomnitza
+) -> None:
     printer_ci = sys_id(777)
     sn.add_asset(laptop(4, printer_ci), u_fields={"u_cost_center_code": "OPS-1"})
     extra = dict(sn.tables["alm_hardware"][-1])
@@ -241,16 +293,16 @@ def test_sam_software_table(tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: F
     assert sn.calls("/api/now/table/cmdb_software_instance") == []
 
 
-def test_url_with_api_prefix_and_fixed_software_table(tmp_path: Path, sn: FakeServiceNow,
-                                                      fake_oomnitza: FakeOomnitza) -> None:
+def test_url_with_api_prefix_and_fixed_software_table(
+    tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: FakeOomnitza
+) -> None:
     result = run(tmp_path, sn, fake_oomnitza, url=f"{sn.url}/api/now/", software_table="cmdb_software_instance")
     assert result.code == 0, result.all
     assert_accounted(result, "servicenow", pulled=3, sent=3)
     assert sn.calls("/api/now/table/cmdb_sam_sw_install") == []  # no probe when the table is chosen
 
 
-def test_missing_credentials_is_a_config_error(tmp_path: Path, sn: FakeServiceNow,
-                                               fake_oomnitza: FakeOomnitza) -> None:
+def test_missing_credentials_is_a_config_error(tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, sn, fake_oomnitza, username="", password="")
     assert_one_line_error(result, "set username and password (Basic auth), or client_id and client_secret")
     assert sn.calls() == []

@@ -39,20 +39,22 @@ def epoch(text: str) -> int:
 
 @pytest.fixture
 def smdm() -> Iterator[FakeSimpleMDM]:
-    fake = FakeSimpleMDM([iphone(121, group=1), mac(122, group=2), mac(130, group=None), iphone(131, group=3)],
-                         max_page=2)
+    fake = FakeSimpleMDM(
+        [iphone(121, group=1), mac(122, group=2), mac(130, group=None), iphone(131, group=3)], max_page=2
+    )
     fake.apps[130] = []
     with serve(fake.app) as url:
         fake.url = url
         yield fake
 
 
-def run(tmp_path: Path, oomnitza: FakeOomnitza, smdm: FakeSimpleMDM, mappings: dict[str, str] | None = None,
-        **extra: str) -> Any:
-    settings = {"secret_access_key": smdm.api_key, "url": f"{smdm.url}/api/v1", "sync_field": "SERIAL_NUMBER",
-                **extra}
-    return upload(write_config(tmp_path, oomnitza, "simplemdm", settings, MAPPINGS if mappings is None else mappings),
-                  "simplemdm")
+def run(
+    tmp_path: Path, oomnitza: FakeOomnitza, smdm: FakeSimpleMDM, mappings: dict[str, str] | None = None, **extra: str
+) -> Any:
+    settings = {"secret_access_key": smdm.api_key, "url": f"{smdm.url}/api/v1", "sync_field": "SERIAL_NUMBER", **extra}
+    return upload(
+        write_config(tmp_path, oomnitza, "simplemdm", settings, MAPPINGS if mappings is None else mappings), "simplemdm"
+    )
 
 
 def test_several_pages_apps_and_defaults(tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOomnitza) -> None:
@@ -68,12 +70,17 @@ def test_several_pages_apps_and_defaults(tmp_path: Path, smdm: FakeSimpleMDM, fa
     # Installed apps for computers only, cursor-paged (3 apps, server pages of 2).
     app_calls = [c for c in lists if c.path.endswith("/installed_apps")]
     assert sorted((c.path, c.query.get("starting_after", "")) for c in app_calls) == [
-        ("/api/v1/devices/122/installed_apps", ""), ("/api/v1/devices/122/installed_apps", "9002"),
-        ("/api/v1/devices/130/installed_apps", "")]
+        ("/api/v1/devices/122/installed_apps", ""),
+        ("/api/v1/devices/122/installed_apps", "9002"),
+        ("/api/v1/devices/130/installed_apps", ""),
+    ]
     mbp = fake_oomnitza.record("assets", SERIAL_NUMBER="C02ZK1ABM122")
     assert mbp == {
-        "SERIAL_NUMBER": "C02ZK1ABM122", "NAME": "Design-MBP-122", "DEVICE_ID": 122,
-        "LAST_SEEN": epoch("2026-09-14T07:55:20-07:00"), "ETHERNET_MAC": "3c:22:fb:10:aa:02",
+        "SERIAL_NUMBER": "C02ZK1ABM122",
+        "NAME": "Design-MBP-122",
+        "DEVICE_ID": 122,
+        "LAST_SEEN": epoch("2026-09-14T07:55:20-07:00"),
+        "ETHERNET_MAC": "3c:22:fb:10:aa:02",
         "FV_KEY": None,  # secret attributes are dropped from the record
         "APPLICATIONS": apps(SLACK, CHROME, smdm.apps[122][2]),
     }
@@ -90,8 +97,9 @@ def test_device_types(tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOo
     assert {r["SERIAL_NUMBER"] for r in fake_oomnitza.records("assets")} == {"C02ZK1ABM122", "C02ZK1ABM130"}
 
 
-def test_device_groups_and_devices_without_group(tmp_path: Path, smdm: FakeSimpleMDM,
-                                                 fake_oomnitza: FakeOomnitza) -> None:
+def test_device_groups_and_devices_without_group(
+    tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOomnitza
+) -> None:
     result = run(tmp_path, fake_oomnitza, smdm, device_groups="1, 3", device_types="bogus")  # bogus → both
     assert result.code == 0, result.all
     assert_accounted(result, "simplemdm", pulled=2, sent=2)  # mac 130 has no device_group: skipped, no crash
@@ -99,8 +107,11 @@ def test_device_groups_and_devices_without_group(tmp_path: Path, smdm: FakeSimpl
 
 
 def test_custom_attributes(tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOomnitza) -> None:
-    mappings = {**MAPPINGS, "OWNER": '{"source": "custom_attributes.asset_owner"}',
-                "COST_CENTER": '{"source": "custom_attributes.cost center"}'}
+    mappings = {
+        **MAPPINGS,
+        "OWNER": '{"source": "custom_attributes.asset_owner"}',
+        "COST_CENTER": '{"source": "custom_attributes.cost center"}',
+    }
     result = run(tmp_path, fake_oomnitza, smdm, mappings, custom_attributes="True")
     assert result.code == 0, result.all
     assert_accounted(result, "simplemdm", pulled=4, sent=4)
@@ -110,8 +121,9 @@ def test_custom_attributes(tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: F
     assert len(smdm.calls("/api/v1/devices/", "GET")) - 3 == 4  # one custom-attribute call per device
 
 
-def test_no_app_calls_when_applications_unmapped(tmp_path: Path, smdm: FakeSimpleMDM,
-                                                 fake_oomnitza: FakeOomnitza) -> None:
+def test_no_app_calls_when_applications_unmapped(
+    tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOomnitza
+) -> None:
     result = run(tmp_path, fake_oomnitza, smdm, {**MAPPINGS, "APPLICATIONS": '{"hardcoded": []}'})
     assert result.code == 0, result.all
     assert_accounted(result, "simplemdm", pulled=4, sent=4)
@@ -126,8 +138,13 @@ def test_bad_api_key(tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOom
 
 
 def test_429_with_retry_after(tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOomnitza) -> None:
-    smdm.fail("GET", "/api/v1/devices/122/installed_apps", 429, headers={"Retry-After": "1"},
-              body={"errors": [{"title": "too many requests"}]})
+    smdm.fail(
+        "GET",
+        "/api/v1/devices/122/installed_apps",
+        429,
+        headers={"Retry-After": "1"},
+        body={"errors": [{"title": "too many requests"}]},
+    )
     smdm.fail("GET", "/api/v1/devices", 429, headers={"Retry-After": "1"}, query={"starting_after": "122"})
     result = run(tmp_path, fake_oomnitza, smdm)
     assert result.code == 0, result.all
@@ -165,8 +182,9 @@ def test_has_more_with_empty_data_stops(tmp_path: Path, smdm: FakeSimpleMDM, fak
     assert "has_more with no object to continue after" in result.err
 
 
-def test_device_deleted_between_list_and_details(tmp_path: Path, smdm: FakeSimpleMDM,
-                                                 fake_oomnitza: FakeOomnitza) -> None:
+def test_device_deleted_between_list_and_details(
+    tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOomnitza
+) -> None:
     smdm.fail("GET", "/api/v1/devices/122/", 404, times=2, body={"errors": [{"title": "object not found"}]})
     result = run(tmp_path, fake_oomnitza, smdm, custom_attributes="yes")
     assert result.code == 0, result.all

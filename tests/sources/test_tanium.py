@@ -34,8 +34,13 @@ def tanium() -> Iterator[FakeTanium]:
 
 
 def run(tmp_path: Path, oomnitza: FakeOomnitza, tanium: FakeTanium, **extra: str) -> Any:
-    settings = {"url": tanium.url, "username": tanium.username, "password": tanium.password, "sync_field": "NAME",
-                **extra}
+    settings = {
+        "url": tanium.url,
+        "username": tanium.username,
+        "password": tanium.password,
+        "sync_field": "NAME",
+        **extra,
+    }
     return upload(write_config(tmp_path, oomnitza, "tanium", settings, MAPPINGS), "tanium")
 
 
@@ -51,7 +56,9 @@ def test_login_several_pages(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: 
     assert calls[0].headers["session"] == "1-2345-6789abcdef0123456789abcdef"
     assert "authorization" not in calls[0].headers
     assert fake_oomnitza.record("assets", NAME="WKS-0042.corp.example") == {
-        "NAME": "WKS-0042.corp.example", "SERIAL_NUMBER": "7XK2P93", "MAC": "b0:7b:25:aa:bb:cc",
+        "NAME": "WKS-0042.corp.example",
+        "SERIAL_NUMBER": "7XK2P93",
+        "MAC": "b0:7b:25:aa:bb:cc",
         "APPLICATIONS": WKS_APPS,  # the nameless application entry is skipped
     }
     assert fake_oomnitza.record("assets", NAME="srv-db-01.corp.example")["APPLICATIONS"] == []  # null list
@@ -62,8 +69,9 @@ def test_login_several_pages(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: 
 
 
 def test_api_token_prefix_added(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: FakeOomnitza) -> None:
-    result = run(tmp_path, fake_oomnitza, tanium, username="", password="",
-                 session_token=API_TOKEN.removeprefix("token-"))
+    result = run(
+        tmp_path, fake_oomnitza, tanium, username="", password="", session_token=API_TOKEN.removeprefix("token-")
+    )
     assert result.code == 0, result.all
     assert_accounted(result, "tanium", pulled=5, sent=5)
     assert tanium.calls("/api/v2/session") == []  # no login, no logout
@@ -72,8 +80,11 @@ def test_api_token_prefix_added(tmp_path: Path, tanium: FakeTanium, fake_oomnitz
 
 def test_bad_password(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, tanium, password="Wr0ngPassw0rd")
-    assert_one_line_error(result, "[tanium] Tanium rejected the login (401 Unauthorized: invalid username or "
-                                  "password): check username, password and domain")
+    assert_one_line_error(
+        result,
+        "[tanium] Tanium rejected the login (401 Unauthorized: invalid username or "
+        "password): check username, password and domain",
+    )
     assert "Wr0ngPassw0rd" not in result.all
     assert len(tanium.calls("/api/v2/session/login")) == 1  # not retried
     assert tanium.calls(ASSETS) == []
@@ -82,8 +93,10 @@ def test_bad_password(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: FakeOom
 
 def test_bad_api_token(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, tanium, session_token="token-expired0000")
-    assert_one_line_error(result, "[tanium] Tanium rejected the API token (403 Forbidden: invalid or expired "
-                                  "session): check session_token")
+    assert_one_line_error(
+        result,
+        "[tanium] Tanium rejected the API token (403 Forbidden: invalid or expired session): check session_token",
+    )
     assert "token-expired0000" not in result.all
     assert len(tanium.calls(ASSETS)) == 1  # not retried
     assert tanium.calls("/api/v2/session/login") == []
@@ -104,7 +117,11 @@ def test_view_limits_attributes_and_warns(tmp_path: Path, tanium: FakeTanium, fa
     assert_accounted(result, "tanium", pulled=5, sent=5)
     assert all(c.query["viewId"] == "12" for c in tanium.calls(ASSETS))
     assert fake_oomnitza.record("assets", NAME="WKS-0042.corp.example") == {
-        "NAME": "WKS-0042.corp.example", "SERIAL_NUMBER": "7XK2P93", "MAC": None, "APPLICATIONS": []}
+        "NAME": "WKS-0042.corp.example",
+        "SERIAL_NUMBER": "7XK2P93",
+        "MAC": None,
+        "APPLICATIONS": [],
+    }
     assert result.err.count("view 12 does not include ci_installed_application") == 1
 
 
@@ -138,12 +155,16 @@ def test_malformed_body(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: FakeO
     assert fake_oomnitza.records("assets") == []
 
 
-@pytest.mark.parametrize(("next_id", "message"), [
-    (None, "no meta.nextAssetId; treating it as the last page"),
-    (1, "does not move past 1; stopping to avoid a loop"),
-])
-def test_broken_next_asset_id_stops(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: FakeOomnitza,
-                                    next_id: Any, message: str) -> None:
+@pytest.mark.parametrize(
+    ("next_id", "message"),
+    [
+        (None, "no meta.nextAssetId; treating it as the last page"),
+        (1, "does not move past 1; stopping to avoid a loop"),
+    ],
+)
+def test_broken_next_asset_id_stops(
+    tmp_path: Path, tanium: FakeTanium, fake_oomnitza: FakeOomnitza, next_id: Any, message: str
+) -> None:
     tanium.next_id_override = next_id
     result = run(tmp_path, fake_oomnitza, tanium)
     assert result.code == 0, result.all
@@ -160,11 +181,18 @@ def test_no_credentials_is_a_config_error(tmp_path: Path, tanium: FakeTanium, fa
 
 def test_applications_can_be_switched_off(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: FakeOomnitza) -> None:
     settings = {"url": tanium.url, "session_token": API_TOKEN, "sync_field": "NAME", "view": "12"}
-    ini = write_config(tmp_path, fake_oomnitza, "tanium", settings,
-                       {"NAME": "computer_name", "APPLICATIONS": '{"source": "", "hardcoded": []}'})
+    ini = write_config(
+        tmp_path,
+        fake_oomnitza,
+        "tanium",
+        settings,
+        {"NAME": "computer_name", "APPLICATIONS": '{"source": "", "hardcoded": []}'},
+    )
     result = upload(ini, "tanium")
     assert result.code == 0, result.all
     assert_accounted(result, "tanium", pulled=5, sent=5)
     assert fake_oomnitza.record("assets", NAME="WKS-0042.corp.example") == {
-        "NAME": "WKS-0042.corp.example", "APPLICATIONS": []}
+        "NAME": "WKS-0042.corp.example",
+        "APPLICATIONS": [],
+    }
     assert "does not include ci_installed_application" not in result.err  # software deliberately off

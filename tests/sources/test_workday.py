@@ -56,10 +56,16 @@ def settings(workday: FakeWorkday, **extra: str) -> dict[str, str]:
     }
 
 
-def run(tmp_path: Path, fake_oomnitza: FakeOomnitza, workday: FakeWorkday, mappings: dict[str, str] | None = None,
-        **extra: str) -> Any:
-    ini = write_config(tmp_path, fake_oomnitza, "workday", settings(workday, **extra),
-                       MAPPINGS if mappings is None else mappings)
+def run(
+    tmp_path: Path,
+    fake_oomnitza: FakeOomnitza,
+    workday: FakeWorkday,
+    mappings: dict[str, str] | None = None,
+    **extra: str,
+) -> Any:
+    ini = write_config(
+        tmp_path, fake_oomnitza, "workday", settings(workday, **extra), MAPPINGS if mappings is None else mappings
+    )
     return upload(ini, "workday")
 
 
@@ -92,16 +98,21 @@ def test_report_rows_with_sheet_mappings(tmp_path: Path, workday: FakeWorkday, f
 
 
 def test_default_mappings_only(tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza) -> None:
-    result = run(tmp_path, fake_oomnitza, workday, {"EMPLOYEE_ID": '{"source": "Employee_ID"}'},
-                 default_position="Staff")
+    result = run(
+        tmp_path, fake_oomnitza, workday, {"EMPLOYEE_ID": '{"source": "Employee_ID"}'}, default_position="Staff"
+    )
     assert result.code == 0, result.all
     assert_accounted(result, "workday", pulled=3, sent=3)
     assert fake_oomnitza.record("users", EMPLOYEE_ID="21003") == {
-        "EMPLOYEE_ID": "21003", "PERMISSIONS_ID": "25", "POSITION": "Staff"}
+        "EMPLOYEE_ID": "21003",
+        "PERMISSIONS_ID": "25",
+        "POSITION": "Staff",
+    }
 
 
-def test_report_url_without_format_asks_for_json(tmp_path: Path, workday: FakeWorkday,
-                                                 fake_oomnitza: FakeOomnitza) -> None:
+def test_report_url_without_format_asks_for_json(
+    tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza
+) -> None:
     """Workday's default format is XML: the connector adds format=json (the reference crashed)."""
     result = run(tmp_path, fake_oomnitza, workday, report_url=f"{workday.url}{REPORT_PATH}")
     assert result.code == 0, result.all
@@ -109,8 +120,9 @@ def test_report_url_without_format_asks_for_json(tmp_path: Path, workday: FakeWo
     assert workday.calls(REPORT_PATH)[0].query == {"format": "json"}
 
 
-def test_report_url_with_xml_format_is_switched(tmp_path: Path, workday: FakeWorkday,
-                                                fake_oomnitza: FakeOomnitza) -> None:
+def test_report_url_with_xml_format_is_switched(
+    tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza
+) -> None:
     result = run(tmp_path, fake_oomnitza, workday, report_url=f"{workday.url}{REPORT_PATH}?format=simplexml")
     assert result.code == 0, result.all
     assert_accounted(result, "workday", pulled=3, sent=3)
@@ -118,13 +130,22 @@ def test_report_url_with_xml_format_is_switched(tmp_path: Path, workday: FakeWor
     assert workday.calls(REPORT_PATH)[0].query == {"format": "json"}
 
 
-def test_xml_instead_of_json_is_one_clear_line(tmp_path: Path, workday: FakeWorkday,
-                                               fake_oomnitza: FakeOomnitza) -> None:
-    workday.fail("GET", REPORT_PATH, 200, headers={"Content-Type": "text/xml;charset=UTF-8"},
-                 body='<?xml version="1.0"?><wd:Report_Data xmlns:wd="urn:com.workday.report/x"></wd:Report_Data>')
+def test_xml_instead_of_json_is_one_clear_line(
+    tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza
+) -> None:
+    workday.fail(
+        "GET",
+        REPORT_PATH,
+        200,
+        headers={"Content-Type": "text/xml;charset=UTF-8"},
+        body='<?xml version="1.0"?><wd:Report_Data xmlns:wd="urn:com.workday.report/x"></wd:Report_Data>',
+    )
     result = run(tmp_path, fake_oomnitza, workday)
-    assert_one_line_error(result, "Workday answered with XML instead of JSON (text/xml;charset=utf-8)",
-                          "use the report's JSON URL (format=json)")
+    assert_one_line_error(
+        result,
+        "Workday answered with XML instead of JSON (text/xml;charset=utf-8)",
+        "use the report's JSON URL (format=json)",
+    )
     error_lines = [line for line in result.err.splitlines() if "ERROR" in line]
     assert len(error_lines) == 1, result.err
     assert fake_oomnitza.records("users") == []
@@ -154,8 +175,13 @@ def test_429_with_retry_after(tmp_path: Path, workday: FakeWorkday, fake_oomnitz
 
 
 def test_maintenance_503_retried(tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza) -> None:
-    workday.fail("GET", REPORT_PATH, 503, body="<html>Workday is down for scheduled maintenance</html>",
-                 headers={"Content-Type": "text/html"})
+    workday.fail(
+        "GET",
+        REPORT_PATH,
+        503,
+        body="<html>Workday is down for scheduled maintenance</html>",
+        headers={"Content-Type": "text/html"},
+    )
     result = run(tmp_path, fake_oomnitza, workday)
     assert result.code == 0, result.all
     assert_accounted(result, "workday", pulled=3, sent=3)
@@ -165,8 +191,7 @@ def test_maintenance_503_retried(tmp_path: Path, workday: FakeWorkday, fake_oomn
 def test_unknown_report_fault(tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza) -> None:
     url = f"{workday.url}/ccx/service/customreport2/{TENANT}/ISU_Oomnitza/No_Such_Report?format=json"
     result = run(tmp_path, fake_oomnitza, workday, report_url=url)
-    assert_one_line_error(result, "Workday could not run the report at", "(500: Invalid report)",
-                          "check report_url")
+    assert_one_line_error(result, "Workday could not run the report at", "(500: Invalid report)", "check report_url")
     assert len(workday.calls()) == 4  # a few quick tries, not minutes of backoff
     assert fake_oomnitza.records("users") == []
 
@@ -187,22 +212,29 @@ def test_report_without_report_entry_key(tmp_path: Path, workday: FakeWorkday, f
 
 
 def test_malformed_json(tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza) -> None:
-    workday.fail("GET", REPORT_PATH, 200, body='{"Report_Entry": [{"Employee_ID": ',
-                 headers={"Content-Type": "application/json;charset=UTF-8"})
+    workday.fail(
+        "GET",
+        REPORT_PATH,
+        200,
+        body='{"Report_Entry": [{"Employee_ID": ',
+        headers={"Content-Type": "application/json;charset=UTF-8"},
+    )
     result = run(tmp_path, fake_oomnitza, workday)
     assert_one_line_error(result, "returned a body that is not JSON")
     assert fake_oomnitza.records("users") == []
 
 
 def test_html_page_instead_of_report(tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza) -> None:
-    workday.fail("GET", REPORT_PATH, 200, body="<html><body>Sign In</body></html>",
-                 headers={"Content-Type": "text/html"})
+    workday.fail(
+        "GET", REPORT_PATH, 200, body="<html><body>Sign In</body></html>", headers={"Content-Type": "text/html"}
+    )
     result = run(tmp_path, fake_oomnitza, workday)
     assert_one_line_error(result, "Workday answered with an HTML page, not the report")
 
 
-def test_entry_that_is_not_an_object_is_counted_failed(tmp_path: Path, workday: FakeWorkday,
-                                                       fake_oomnitza: FakeOomnitza) -> None:
+def test_entry_that_is_not_an_object_is_counted_failed(
+    tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza
+) -> None:
     workday.fail("GET", REPORT_PATH, 200, body={"Report_Entry": [fixture_entries()[0], "garbage"]})
     result = run(tmp_path, fake_oomnitza, workday)
     counts = assert_accounted(result, "workday", pulled=2, sent=1)
@@ -223,8 +255,16 @@ def test_several_report_urls_by_prompt(tmp_path: Path, workday: FakeWorkday, fak
 
 
 def test_oauth_refresh_token(tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza) -> None:
-    result = run(tmp_path, fake_oomnitza, workday, username="", password="", client_id=CLIENT_ID,
-                 client_secret=CLIENT_SECRET, refresh_token=REFRESH_TOKEN)
+    result = run(
+        tmp_path,
+        fake_oomnitza,
+        workday,
+        username="",
+        password="",
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        refresh_token=REFRESH_TOKEN,
+    )
     assert result.code == 0, result.all
     assert_accounted(result, "workday", pulled=3, sent=3)
     assert len(workday.calls(f"/ccx/oauth2/{TENANT}/token")) == 1  # derived from report_url
@@ -232,22 +272,37 @@ def test_oauth_refresh_token(tmp_path: Path, workday: FakeWorkday, fake_oomnitza
 
 
 def test_oauth_bad_refresh_token(tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza) -> None:
-    result = run(tmp_path, fake_oomnitza, workday, username="", password="", client_id=CLIENT_ID,
-                 client_secret=CLIENT_SECRET, refresh_token="stale-refresh-token-9")
-    assert_one_line_error(result, "Workday refused the OAuth refresh token (400 invalid_grant)",
-                          "check client_id, client_secret and refresh_token")
+    result = run(
+        tmp_path,
+        fake_oomnitza,
+        workday,
+        username="",
+        password="",
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        refresh_token="stale-refresh-token-9",
+    )
+    assert_one_line_error(
+        result,
+        "Workday refused the OAuth refresh token (400 invalid_grant)",
+        "check client_id, client_secret and refresh_token",
+    )
     assert "stale-refresh-token-9" not in result.all and CLIENT_SECRET not in result.all
     assert len(workday.calls()) == 1 and workday.calls(REPORT_PATH) == []
 
 
-@pytest.mark.parametrize(("extra", "needle"), [
-    ({"password": ""}, "set username and password"),
-    ({"report_url": "acme/Oomnitza_Workers"}, "report_url 'acme/Oomnitza_Workers' is not a URL"),
-    ({"client_id": CLIENT_ID}, "OAuth needs client_id, client_secret and refresh_token together"),
-    ({"timeout": "soon"}, "timeout must be a number of seconds"),
-])
-def test_settings_checked_at_startup(tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza,
-                                     extra: dict[str, str], needle: str) -> None:
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"password": ""}, "set username and password"),
+        ({"report_url": "acme/Oomnitza_Workers"}, "report_url 'acme/Oomnitza_Workers' is not a URL"),
+        ({"client_id": CLIENT_ID}, "OAuth needs client_id, client_secret and refresh_token together"),
+        ({"timeout": "soon"}, "timeout must be a number of seconds"),
+    ],
+)
+def test_settings_checked_at_startup(
+    tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza, extra: dict[str, str], needle: str
+) -> None:
     result = run(tmp_path, fake_oomnitza, workday, **extra)
     assert_one_line_error(result, needle)
     assert workday.requests == [] and fake_oomnitza.records("users") == []

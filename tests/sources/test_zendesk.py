@@ -39,8 +39,9 @@ def settings(zendesk: FakeZendesk, **extra: str) -> dict[str, str]:
     }
 
 
-def run(tmp_path: Path, oomnitza: FakeOomnitza, zendesk: FakeZendesk, mappings: dict[str, str] | None = None,
-        **extra: str) -> Any:
+def run(
+    tmp_path: Path, oomnitza: FakeOomnitza, zendesk: FakeZendesk, mappings: dict[str, str] | None = None, **extra: str
+) -> Any:
     ini = write_config(tmp_path, oomnitza, "zendesk", settings(zendesk, **extra), {**ID, **(mappings or {})})
     return upload(ini, "zendesk")
 
@@ -58,21 +59,34 @@ def test_several_pages_default_mappings(tmp_path: Path, zendesk: FakeZendesk, fa
     assert calls[0].headers["accept"] == "application/json"
     assert zendesk.calls("/api/v2/organizations") == []  # load_organizations = false is off
     assert fake_oomnitza.record("users", ZENDESK_ID=3001) == {
-        "ZENDESK_ID": 3001, "USER": "grace@acme.test", "FIRST_NAME": "Grace", "LAST_NAME": "Hopper",
-        "EMAIL": "grace@acme.test", "PHONE": "+1 555 0100", "PERMISSIONS_ID": "25", "POSITION": "Employee",
+        "ZENDESK_ID": 3001,
+        "USER": "grace@acme.test",
+        "FIRST_NAME": "Grace",
+        "LAST_NAME": "Hopper",
+        "EMAIL": "grace@acme.test",
+        "PHONE": "+1 555 0100",
+        "PERMISSIONS_ID": "25",
+        "POSITION": "Employee",
     }
     # an end-user without e-mail, a non-ASCII name; a suspended agent with a four-word name
     assert fake_oomnitza.record("users", ZENDESK_ID=3002) == {
-        "ZENDESK_ID": 3002, "USER": None, "FIRST_NAME": "Nguyễn", "LAST_NAME": "An", "EMAIL": None,
-        "PHONE": None, "PERMISSIONS_ID": "25", "POSITION": "Employee",
+        "ZENDESK_ID": 3002,
+        "USER": None,
+        "FIRST_NAME": "Nguyễn",
+        "LAST_NAME": "An",
+        "EMAIL": None,
+        "PHONE": None,
+        "PERMISSIONS_ID": "25",
+        "POSITION": "Employee",
     }
     mary = fake_oomnitza.record("users", ZENDESK_ID=3003)
     assert mary is not None and (mary["FIRST_NAME"], mary["LAST_NAME"]) == ("Mary", "Dyke")
     assert fake_oomnitza.bulk_payloads[0]["connector_name"] == "Zendesk"
 
 
-def test_more_users_than_offset_pagination_reaches(tmp_path: Path, zendesk: FakeZendesk,
-                                                   fake_oomnitza: FakeOomnitza) -> None:
+def test_more_users_than_offset_pagination_reaches(
+    tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza
+) -> None:
     # The real limit is 10,000 records (100 offset pages); the fake's is 6: offset pages past it answer 400.
     zendesk.users = [user(i) for i in range(20)]
     zendesk.offset_limit, zendesk.max_page = 6, 100
@@ -110,7 +124,11 @@ def test_load_organizations(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza:
     grace = fake_oomnitza.record("users", ZENDESK_ID=3001)
     assert grace is not None
     assert (grace["ORG"], grace["ORG_DOMAIN"], grace["REGION"], grace["EMPLOYEE_NUMBER"]) == (
-        "Acme HQ", "acme.test", "NA", "3001")
+        "Acme HQ",
+        "acme.test",
+        "NA",
+        "3001",
+    )
     assert fake_oomnitza.record("users", ZENDESK_ID=4050)["ORG"] == "Org 2"  # type: ignore[index]
     assert fake_oomnitza.record("users", ZENDESK_ID=3002)["ORG"] is None  # type: ignore[index]  # no org
     assert fake_oomnitza.record("users", ZENDESK_ID=3003)["ORG"] is None  # type: ignore[index]  # unknown org
@@ -137,8 +155,9 @@ def test_url_with_api_prefix(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza
 
 def test_bad_token(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, zendesk, api_token="wrong-token-555")
-    assert_one_line_error(result, "Zendesk rejected the credentials (401 Couldn't authenticate you): "
-                                  "check username and api_token")
+    assert_one_line_error(
+        result, "Zendesk rejected the credentials (401 Couldn't authenticate you): check username and api_token"
+    )
     assert "wrong-token-555" not in result.all
     assert len(zendesk.calls()) == 1  # not retried
     assert fake_oomnitza.records("users") == []
@@ -152,8 +171,13 @@ def test_forbidden(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomn
 
 
 def test_429_with_retry_after(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza) -> None:
-    zendesk.fail("GET", "/api/v2/users", 429, body="Rate limit exceeded",
-                 headers={"Retry-After": "1", "X-Rate-Limit": "700", "X-Rate-Limit-Remaining": "0"})
+    zendesk.fail(
+        "GET",
+        "/api/v2/users",
+        429,
+        body="Rate limit exceeded",
+        headers={"Retry-After": "1", "X-Rate-Limit": "700", "X-Rate-Limit-Remaining": "0"},
+    )
     result = run(tmp_path, fake_oomnitza, zendesk)
     assert result.code == 0, result.all
     assert_accounted(result, "zendesk", pulled=7, sent=7)

@@ -198,8 +198,7 @@ def first_field(field: str, record: Mapping[str, Any], value: Any, params: dict[
 # --- record lookups --------------------------------------------------------------------------
 
 
-def casper_extension_attribute(field: str, record: Mapping[str, Any], value: Any,
-                               params: dict[str, Any]) -> Any:
+def casper_extension_attribute(field: str, record: Mapping[str, Any], value: Any, params: dict[str, Any]) -> Any:
     """The ``value`` of the Jamf extension attribute named ``attr``, else ``default``."""
     attr = params.get("attr")
     attributes = _top(record, "extension_attributes")
@@ -243,8 +242,9 @@ def uber_position(field: str, record: Mapping[str, Any], value: Any, params: dic
     return "Contractor"
 
 
-def mac_model_from_sn(field: str, record: Mapping[str, Any], value: Any, params: dict[str, Any],
-                      lookup: MacModelLookup | None = None) -> Any:
+def mac_model_from_sn(
+    field: str, record: Mapping[str, Any], value: Any, params: dict[str, Any], lookup: MacModelLookup | None = None
+) -> Any:
     """Model name for the record's ``general.serial_number``, via an opt-in lookup.
 
     Without a ``lookup`` (the default) the value is returned unchanged: the reference called an
@@ -278,8 +278,9 @@ class LocationIndex:
     workers, hence the lock around the miss counter.
     """
 
-    def __init__(self, items: Iterable[Mapping[str, Any]], *, id_field: str = "location_id",
-                 label_field: str = "name") -> None:
+    def __init__(
+        self, items: Iterable[Mapping[str, Any]], *, id_field: str = "location_id", label_field: str = "name"
+    ) -> None:
         self.id_field = id_field
         self.label_field = label_field
         self._by_label: dict[Any, Any] = {}
@@ -320,8 +321,9 @@ class LocationIndex:
         return f"Could not lookup Location values for the following values: {listed}"
 
 
-def location(field: str, record: Mapping[str, Any], value: Any, params: dict[str, Any],
-             index: LocationIndex | None = None) -> Any:
+def location(
+    field: str, record: Mapping[str, Any], value: Any, params: dict[str, Any], index: LocationIndex | None = None
+) -> Any:
     """Location label or id → Oomnitza location id (the registry supplies ``index``)."""
     if not value:
         return None

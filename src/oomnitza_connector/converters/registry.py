@@ -58,8 +58,9 @@ def _did_you_mean(name: str, choices: list[str]) -> str:
     return f" (did you mean '{original}'?)"
 
 
-def compile_body(body: str, *, args: str, where: str, hint: str,
-                 globals_: dict[str, Any]) -> tuple[types.FunctionType, ast.Module]:
+def compile_body(
+    body: str, *, args: str, where: str, hint: str, globals_: dict[str, Any]
+) -> tuple[types.FunctionType, ast.Module]:
     """Compile an INI multi-line value as the body of ``def _fn(<args>):``.
 
     Line numbers in errors count the body's lines (the first non-blank one is line 1); the
@@ -95,15 +96,23 @@ def _location_calls(tree: ast.AST) -> list[tuple[str, str]]:
     """
     found = []
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id == "converter" and len(node.args) >= 2):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "converter"
+            and len(node.args) >= 2
+        ):
             continue
         name = node.args[1]
-        if not (isinstance(name, ast.Constant) and isinstance(name.value, str)
-                and name.value.strip().lower() == "location"):
+        if not (
+            isinstance(name, ast.Constant) and isinstance(name.value, str) and name.value.strip().lower() == "location"
+        ):
             continue
-        kw = {k.arg: k.value.value for k in node.keywords
-              if isinstance(k.value, ast.Constant) and isinstance(k.value.value, str)}
+        kw = {
+            k.arg: k.value.value
+            for k in node.keywords
+            if isinstance(k.value, ast.Constant) and isinstance(k.value.value, str)
+        }
         found.append((kw.get("field", DEFAULT_LOCATION_FIELD), kw.get("label", DEFAULT_LOCATION_LABEL)))
     return found
 
@@ -113,8 +122,9 @@ class BoundConverter:
 
     __slots__ = ("_copy_params", "_func", "name", "params", "where")
 
-    def __init__(self, name: str, params: dict[str, Any], func: Converter, *, where: str,
-                 copy_params: bool = False) -> None:
+    def __init__(
+        self, name: str, params: dict[str, Any], func: Converter, *, where: str, copy_params: bool = False
+    ) -> None:
         self.name = name
         self.params = params
         self.where = where
@@ -197,9 +207,12 @@ class ConverterRegistry:
         key = name.strip().lower()
         where = origin or f"[converters] {key}"
         func, tree = compile_body(
-            body, args="field, record, value, params", where=where,
+            body,
+            args="field, record, value, params",
+            where=where,
             hint="each line of the body must be indented under the name",
-            globals_=self.make_globals(key))
+            globals_=self.make_globals(key),
+        )
         self._custom[key] = func
         self._custom_location_calls[key] = _location_calls(tree)
 
@@ -215,8 +228,11 @@ class ConverterRegistry:
             raise ConfigError(f"{where}: unknown converter '{name}'{_did_you_mean(name, self.names())}")
         key = name.lower()
         if func == self._location:
-            self._use_location(str(params.get("field", DEFAULT_LOCATION_FIELD)),
-                               str(params.get("label", DEFAULT_LOCATION_LABEL)), where)
+            self._use_location(
+                str(params.get("field", DEFAULT_LOCATION_FIELD)),
+                str(params.get("label", DEFAULT_LOCATION_LABEL)),
+                where,
+            )
         if key in self._custom and self.lookup("location") == self._location:
             for field, label in self._custom_location_calls.get(key, ()):
                 self._use_location(field, label, where)
@@ -232,7 +248,8 @@ class ConverterRegistry:
             f0, l0 = self._location_params
             raise ConfigError(
                 f"{where}: location converter uses field={field!r}, label={label!r} but "
-                f"{self._location_where} uses field={f0!r}, label={l0!r}; all must be the same")
+                f"{self._location_where} uses field={f0!r}, label={l0!r}; all must be the same"
+            )
 
     @property
     def uses_location(self) -> bool:

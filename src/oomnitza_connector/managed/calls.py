@@ -111,10 +111,20 @@ class SaasAuth:
             request.headers.update({k: str(v) for k, v in (self.value.get("headers") or {}).items()})
             request.params.update({k: str(v) for k, v in (self.value.get("params") or {}).items()})
         elif self.kind == "credential":
-            answer = await self.oomnitza.call_json(
-                "POST", f"/api/v3/auth/{self.value['credential_id']}/secret",
-                json={"url": request.url, "http_method": request.method, "params": request.params,
-                      "headers": request.headers, "body": request.body or ""}) or {}
+            answer = (
+                await self.oomnitza.call_json(
+                    "POST",
+                    f"/api/v3/auth/{self.value['credential_id']}/secret",
+                    json={
+                        "url": request.url,
+                        "http_method": request.method,
+                        "params": request.params,
+                        "headers": request.headers,
+                        "body": request.body or "",
+                    },
+                )
+                or {}
+            )
             for part, target in (("headers", request.headers), ("params", request.params)):
                 for key, secret in (answer.get(part) or {}).items():
                     redact.add_secret(str(secret))
@@ -131,8 +141,13 @@ class SaasAuth:
         behavior = self.value["behavior"]
         request = render_call(behavior, context)
         request.headers.setdefault("User-Agent", USER_AGENT)
-        response = await http.request(request.method, request.url, params=request.params, headers=request.headers,
-                                      content=request.body.encode() if request.body is not None else None)
+        response = await http.request(
+            request.method,
+            request.url,
+            params=request.params,
+            headers=request.headers,
+            content=request.body.encode() if request.body is not None else None,
+        )
         self.logins += 1
         scope = {**context, "response": parse_body(response), "response_headers": response.headers}
         result = behavior.get("result") or {}
@@ -164,8 +179,13 @@ async def send(request: Request, http: Http, auth: SaasAuth, context: dict[str, 
 
 
 async def _send(request: Request, http: Http) -> httpx.Response:
-    return await http.request(request.method, request.url, params=request.params or None, headers=request.headers,
-                              content=request.body.encode() if request.body is not None else None)
+    return await http.request(
+        request.method,
+        request.url,
+        params=request.params or None,
+        headers=request.headers,
+        content=request.body.encode() if request.body is not None else None,
+    )
 
 
 def native(template: Any, context: dict[str, Any]) -> Any:

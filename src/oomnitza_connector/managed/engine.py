@@ -103,8 +103,9 @@ class ManagedRun:
 
     # -- set-up -------------------------------------------------------------------------------------
     def _inputs(self) -> dict[str, Any]:
-        inputs = {k: (v.get("value") if isinstance(v, dict) else v)
-                  for k, v in (self.config.get("inputs") or {}).items()}
+        inputs = {
+            k: (v.get("value") if isinstance(v, dict) else v) for k, v in (self.config.get("inputs") or {}).items()
+        }
         local = _json_setting(self.settings.get("local_inputs"), "local_inputs", self.id)
         if not isinstance(local, dict):
             raise ManagedConfigError(f"Managed connector #{self.id}: local inputs have invalid format. Exiting")
@@ -132,8 +133,9 @@ class ManagedRun:
             answer = await self.base.call_json("GET", f"/api/v3/auth/oomnitza_tokens/{auth['token_id']}") or {}
             token = answer.get("token")
             if not token:
-                raise ManagedConfigError(f"Managed connector #{self.id}: Oomnitza returned no token for "
-                                         f"token_id {auth['token_id']}")
+                raise ManagedConfigError(
+                    f"Managed connector #{self.id}: Oomnitza returned no token for token_id {auth['token_id']}"
+                )
             redact.add_secret(token)
             return self.base.with_token(token)
         raise ManagedConfigError(f"Managed connector #{self.id}: Oomnitza authorization format is invalid. Exiting")
@@ -141,8 +143,10 @@ class ManagedRun:
     def _saas_auth(self, oomnitza: OomnitzaClient) -> SaasAuth:
         value = _json_setting(self.settings.get("saas_authorization"), "saas_authorization", self.id)
         if not isinstance(value, dict):
-            raise ManagedConfigError(f"Managed connector #{self.id}: Information for the authorization in SaaS "
-                                     "must be presented in form of dictionary JSON")
+            raise ManagedConfigError(
+                f"Managed connector #{self.id}: Information for the authorization in SaaS "
+                "must be presented in form of dictionary JSON"
+            )
         auth = SaasAuth(value, oomnitza)
         if auth.kind == "none" and value:
             raise ManagedConfigError(f"Managed connector #{self.id}: SaaS authorization format is invalid. Exiting")
@@ -164,13 +168,15 @@ class ManagedRun:
         if truthy((self.config.get("saas_behavior") or {}).get("enabled")):
             specs.setdefault("SAAS", {"type": "attribute", "value": "saas"})
         local = self.section.mappings if self.section else {}
-        fields = [self._server_field(name, spec, inputs, credential_name)
-                  for name, spec in specs.items() if name not in local]
+        fields = [
+            self._server_field(name, spec, inputs, credential_name) for name, spec in specs.items() if name not in local
+        ]
         fields += [self._local_field(name, spec) for name, spec in local.items()]
         return fields
 
-    def _server_field(self, name: str, spec: dict[str, Any], inputs: dict[str, Any],
-                      credential_name: str | None) -> _Field:
+    def _server_field(
+        self, name: str, spec: dict[str, Any], inputs: dict[str, Any], credential_name: str | None
+    ) -> _Field:
         kind, value = spec.get("type"), spec.get("value")
         if kind == "attribute":
             expr = mapping_expression(str(value))
@@ -180,8 +186,9 @@ class ManagedRun:
             return _Field(name, lambda rec: constant, str(value))
         if kind == "credential_input":
             if credential_name is None:
-                log.warning("managed.%s: field %s names the run's cloud credential, but this run uses none",
-                            self.id, name)
+                log.warning(
+                    "managed.%s: field %s names the run's cloud credential, but this run uses none", self.id, name
+                )
             return _Field(name, lambda rec: credential_name, str(value))
         return _Field(name, lambda rec: value, str(value))  # "value": a constant
 
@@ -203,6 +210,7 @@ class ManagedRun:
 
             def base(rec: dict[str, Any]) -> Any:
                 return constant
+
         converter = self.converters.bind(spec["converter"], where=where) if spec.get("converter") else None
         source = str(spec.get("source") or name)
         if converter is None:
@@ -227,13 +235,16 @@ class ManagedRun:
         tls = self._tls()
         http = Http(name=f"[managed.{self.id}]", tls=tls, max_connections=DETAIL_CONCURRENCY + 2)
         self.run_info = RunInfo(
-            section=f"managed.{self.id}", connector_name=str(self.config.get("name") or self.id),
+            section=f"managed.{self.id}",
+            connector_name=str(self.config.get("name") or self.id),
             data_type=str(self.config.get("type") or "assets"),
             sync_field=[f.strip() for f in str(self.settings.get("sync_field") or "").split(",") if f.strip()],
             insert_only=_flag(self.settings.get("insert_only"), "insert_only"),
             update_only=_flag(self.settings.get("update_only"), "update_only"),
-            connector_id=self.id, test_run=True if _flag(self.settings.get("test_run"), "test_run") else None,
-            multi_str_input_value=self._multi_str())
+            connector_id=self.id,
+            test_run=True if _flag(self.settings.get("test_run"), "test_run") else None,
+            multi_str_input_value=self._multi_str(),
+        )
         self.result.portion = self.run_info.portion
         self.oomnitza, self.auth, self.fields, self.http = oomnitza, auth, fields, http
         self.uploads = _Uploads(self)
@@ -248,11 +259,16 @@ class ManagedRun:
         return self.result
 
     def _tls(self) -> TlsOptions:
-        verify = _flag(self.settings.get("verify_ssl") if self.settings.get("verify_ssl") not in (None, "")
-                       else "true", "verify_ssl")
-        return TlsOptions(verify=verify, cacert_file=str(self.settings.get("cacert_file") or ""),
-                          cacert_dir=str(self.settings.get("cacert_dir") or ""),
-                          client_cert=str(self.settings.get("user_pem_file") or ""))
+        verify = _flag(
+            self.settings.get("verify_ssl") if self.settings.get("verify_ssl") not in (None, "") else "true",
+            "verify_ssl",
+        )
+        return TlsOptions(
+            verify=verify,
+            cacert_file=str(self.settings.get("cacert_file") or ""),
+            cacert_dir=str(self.settings.get("cacert_dir") or ""),
+            client_cert=str(self.settings.get("user_pem_file") or ""),
+        )
 
     async def _config_failure(self, message: str) -> ManagedResult:
         message = redact.scrub(message)
@@ -265,16 +281,22 @@ class ManagedRun:
         if self.testmode:
             return
         try:
-            await self.base.call_json("POST", f"/api/v3/bulk/{self.id}/add_ready_portion",
-                                      json={"correlation_id": str(uuid.uuid4()), **body})
+            await self.base.call_json(
+                "POST", f"/api/v3/bulk/{self.id}/add_ready_portion", json={"correlation_id": str(uuid.uuid4()), **body}
+            )
         except ConnectorError as exc:
             log.error("managed.%s: could not report to Oomnitza: %s", self.id, exc)
 
     async def _list(self, inputs: dict[str, Any]) -> None:
         behavior = self.config.get("list_behavior") or {}
         pagination = behavior.get("pagination") or None
-        ctx: dict[str, Any] = {"inputs": inputs, "iteration": 0, "list_response": {},
-                               "list_response_headers": {}, "list_response_links": {}}
+        ctx: dict[str, Any] = {
+            "inputs": inputs,
+            "iteration": 0,
+            "list_response": {},
+            "list_response_headers": {},
+            "list_response_links": {},
+        }
         seen: set[str] = set()
         limit = TEST_RUN_RECORDS if self.run_info.test_run else 0
         while True:
@@ -289,12 +311,17 @@ class ManagedRun:
                 if pagination and (add_if in (None, "") or truthy_native(add_if, ctx)):
                     add_pairs(request, pagination, ctx)
                 if request.key() in seen:
-                    raise ManagedError("the pagination asked for the same page twice; stopping (check the "
-                                       "pagination rules of the list behavior)")
+                    raise ManagedError(
+                        "the pagination asked for the same page twice; stopping (check the "
+                        "pagination rules of the list behavior)"
+                    )
                 seen.add(request.key())
                 response = await send_call(request, self.http, self.auth, ctx)
-                ctx.update(list_response=parse_body(response), list_response_headers=response.headers,
-                           list_response_links=links_of(response))
+                ctx.update(
+                    list_response=parse_body(response),
+                    list_response_headers=response.headers,
+                    list_response_links=links_of(response),
+                )
                 items = render_native(behavior.get("result"), ctx)
             except (ConnectorError, ManagedError) as exc:
                 await self._list_failure(iteration, str(exc))
@@ -302,8 +329,9 @@ class ManagedRun:
             if not items:
                 if iteration == 0:
                     self.result.outcome = "empty"
-                    await self._ready_portion({"is_empty_run": True,
-                                               "multi_str_input_value": self.run_info.multi_str_input_value})
+                    await self._ready_portion(
+                        {"is_empty_run": True, "multi_str_input_value": self.run_info.multi_str_input_value}
+                    )
                     return
                 break
             if isinstance(items, dict):
@@ -325,8 +353,7 @@ class ManagedRun:
         if iteration == 0:
             self.result.message = FIRST_PAGE.format(error)
             log.error("managed.%s: %s", self.id, self.result.message)
-            await self._ready_portion({"failed": 1, "error_message": self.result.message,
-                                       "error_type": "Fatal Error"})
+            await self._ready_portion({"failed": 1, "error_message": self.result.message, "error_type": "Fatal Error"})
             return
         self.result.message = error if error == MAX_ITER else NEXT_PAGE.format(error)
         log.error("managed.%s: %s", self.id, self.result.message)
@@ -400,9 +427,13 @@ class ManagedRun:
         for item in items if isinstance(items, list) else []:
             item_ctx = {**ctx, "software_response_item": item}
             version = render_native(spec.get("version"), item_ctx)
-            apps.append({"name": render_native(spec.get("name"), item_ctx),
-                         "version": None if version is None else render_str(spec.get("version"), item_ctx),
-                         "path": None})
+            apps.append(
+                {
+                    "name": render_native(spec.get("name"), item_ctx),
+                    "version": None if version is None else render_str(spec.get("version"), item_ctx),
+                    "path": None,
+                }
+            )
         return apps
 
     async def _convert(self, record: Any) -> None:

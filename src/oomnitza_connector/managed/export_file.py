@@ -38,22 +38,29 @@ class Watermarks:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS media_storage_state (data_source_type TEXT, data_source_id TEXT, "
-                       "creation_date INTEGER, PRIMARY KEY (data_source_type, data_source_id))")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS media_storage_state (data_source_type TEXT, data_source_id TEXT, "
+                "creation_date INTEGER, PRIMARY KEY (data_source_type, data_source_id))"
+            )
 
     def _db(self) -> sqlite3.Connection:
         return sqlite3.connect(str(self.path))
 
     def get(self, kind: str, ident: str) -> int:
         with self._db() as db:
-            row = db.execute("SELECT creation_date FROM media_storage_state WHERE data_source_type=? AND "
-                             "data_source_id=?", (kind, ident)).fetchone()
+            row = db.execute(
+                "SELECT creation_date FROM media_storage_state WHERE data_source_type=? AND data_source_id=?",
+                (kind, ident),
+            ).fetchone()
         return int(row[0]) if row else 0
 
     def set(self, kind: str, ident: str, value: int) -> None:
         with self._db() as db:
-            db.execute("INSERT INTO media_storage_state VALUES (?, ?, ?) ON CONFLICT(data_source_type, data_source_id) "
-                       "DO UPDATE SET creation_date=excluded.creation_date", (kind, ident, value))
+            db.execute(
+                "INSERT INTO media_storage_state VALUES (?, ?, ?) ON CONFLICT(data_source_type, data_source_id) "
+                "DO UPDATE SET creation_date=excluded.creation_date",
+                (kind, ident, value),
+            )
 
 
 def safe_name(filename: Any, fallback: str) -> str:
@@ -70,8 +77,14 @@ class ExportResult:
     failed: list[str] = field(default_factory=list)
 
 
-async def run_export(config: dict[str, Any], section: SectionConfig | None, oomnitza: OomnitzaClient, *,
-                     workers: int = 2, state_dir: Path | None = None) -> ExportResult:
+async def run_export(
+    config: dict[str, Any],
+    section: SectionConfig | None,
+    oomnitza: OomnitzaClient,
+    *,
+    workers: int = 2,
+    state_dir: Path | None = None,
+) -> ExportResult:
     ident = config.get("id")
     result = ExportResult(ident)
     settings = {**config, **(section.settings if section else {})}
@@ -116,9 +129,10 @@ async def run_export(config: dict[str, Any], section: SectionConfig | None, oomn
 
 async def _listing(oomnitza: OomnitzaClient, ident: Any, kind: str, source_id: str, since: int) -> list[dict[str, Any]]:
     """The data source's files created after ``since``, oldest first ([] when the listing fails)."""
-    query = {"filter": f"(creation_date gt {since}) and (created_by_type eq '{kind}') and "
-                       f"(created_by_id eq '{source_id}')",
-             "sortby": "creation_date asc"}
+    query = {
+        "filter": f"(creation_date gt {since}) and (created_by_type eq '{kind}') and (created_by_id eq '{source_id}')",
+        "sortby": "creation_date asc",
+    }
     try:
         files = await oomnitza.call_json("GET", "/api/v3/media_storage", params=query) or []
     except ConnectorError as exc:
@@ -130,8 +144,15 @@ async def _listing(oomnitza: OomnitzaClient, ident: Any, kind: str, source_id: s
     return sorted((f for f in files if isinstance(f, dict)), key=lambda f: int(f.get("creation_date") or 0))
 
 
-async def _download(item: dict[str, Any], folder: Path, overwrite: bool, http: Http, oomnitza: OomnitzaClient,
-                    ident: Any, result: ExportResult) -> bool:
+async def _download(
+    item: dict[str, Any],
+    folder: Path,
+    overwrite: bool,
+    http: Http,
+    oomnitza: OomnitzaClient,
+    ident: Any,
+    result: ExportResult,
+) -> bool:
     uid = str(item.get("uid") or "")
     name = safe_name(item.get("filename"), fallback=f"{uid or 'report'}.csv")
     if not overwrite:

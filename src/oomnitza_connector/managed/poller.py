@@ -54,14 +54,17 @@ class Poller:
             log.info("managed mode: polling %s every %.0fs", client.url, self.interval)
             while not stop.is_set():
                 try:
-                    configs = await poll.call_json("POST", "/api/v3/bulk/check_managed",
-                                                     json={"version": __version__}) or []
+                    configs = (
+                        await poll.call_json("POST", "/api/v3/bulk/check_managed", json={"version": __version__}) or []
+                    )
                 except AuthError:
                     raise
                 except HttpError as exc:
                     if not self.ignore_maintenance:
-                        raise ConnectorError(f"polling Oomnitza failed: {exc} (start with "
-                                             "--ignore-cloud-maintenance to keep polling through outages)") from None
+                        raise ConnectorError(
+                            f"polling Oomnitza failed: {exc} (start with "
+                            "--ignore-cloud-maintenance to keep polling through outages)"
+                        ) from None
                     log.warning("Oomnitza maintenance detected (%s); will retry later", exc)
                     await _sleep(stop, 2.0)
                     continue
@@ -116,8 +119,16 @@ class Poller:
             else:
                 from .engine import ManagedRun
 
-                run = ManagedRun(cfg, section, client, self.config.converters, workers=self.workers,
-                                 batch_size=self.batch_size, testmode=self.testmode, out=self.out)
+                run = ManagedRun(
+                    cfg,
+                    section,
+                    client,
+                    self.config.converters,
+                    workers=self.workers,
+                    batch_size=self.batch_size,
+                    testmode=self.testmode,
+                    out=self.out,
+                )
                 result = await run.run()
             self.results.append(result)
             log.info("%s finished: %s", key, _describe(result))
@@ -132,8 +143,9 @@ class Poller:
 def _describe(result: Any) -> str:
     if hasattr(result, "downloaded"):
         return f"{len(result.downloaded)} file(s) downloaded, {len(result.failed)} failed"
-    return (f"{result.outcome}: {result.pulled} record(s) read, {result.sent} sent, {result.errors} error(s)"
-            + (f" — {result.message}" if result.message else ""))
+    return f"{result.outcome}: {result.pulled} record(s) read, {result.sent} sent, {result.errors} error(s)" + (
+        f" — {result.message}" if result.message else ""
+    )
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

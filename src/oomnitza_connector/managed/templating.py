@@ -67,40 +67,88 @@ def _ns(**members: Any) -> types.SimpleNamespace:
 
 
 SHIMS: dict[str, types.SimpleNamespace] = {
-    "base64": _ns(b64encode=base64.b64encode, b64decode=base64.b64decode, urlsafe_b64encode=base64.urlsafe_b64encode,
-                  urlsafe_b64decode=base64.urlsafe_b64decode, b32encode=base64.b32encode,
-                  b32decode=base64.b32decode, b16encode=base64.b16encode, b16decode=base64.b16decode),
+    "base64": _ns(
+        b64encode=base64.b64encode,
+        b64decode=base64.b64decode,
+        urlsafe_b64encode=base64.urlsafe_b64encode,
+        urlsafe_b64decode=base64.urlsafe_b64decode,
+        b32encode=base64.b32encode,
+        b32decode=base64.b32decode,
+        b16encode=base64.b16encode,
+        b16decode=base64.b16decode,
+    ),
     "binascii": _ns(hexlify=binascii.hexlify, unhexlify=binascii.unhexlify, crc32=binascii.crc32),
     "bisect": _ns(bisect=bisect.bisect, bisect_left=bisect.bisect_left, bisect_right=bisect.bisect_right),
     "calendar": _ns(timegm=calendar.timegm, monthrange=calendar.monthrange, isleap=calendar.isleap),
-    "collections": _ns(OrderedDict=collections.OrderedDict, Counter=collections.Counter,
-                       defaultdict=collections.defaultdict, namedtuple=collections.namedtuple),
-    "datetime": _ns(datetime=datetime.datetime, date=datetime.date, time=datetime.time,
-                    timedelta=datetime.timedelta, timezone=datetime.timezone),
-    "hashlib": _ns(md5=hashlib.md5, sha1=hashlib.sha1, sha224=hashlib.sha224, sha256=hashlib.sha256,
-                   sha384=hashlib.sha384, sha512=hashlib.sha512, new=hashlib.new),
+    "collections": _ns(
+        OrderedDict=collections.OrderedDict,
+        Counter=collections.Counter,
+        defaultdict=collections.defaultdict,
+        namedtuple=collections.namedtuple,
+    ),
+    "datetime": _ns(
+        datetime=datetime.datetime,
+        date=datetime.date,
+        time=datetime.time,
+        timedelta=datetime.timedelta,
+        timezone=datetime.timezone,
+    ),
+    "hashlib": _ns(
+        md5=hashlib.md5,
+        sha1=hashlib.sha1,
+        sha224=hashlib.sha224,
+        sha256=hashlib.sha256,
+        sha384=hashlib.sha384,
+        sha512=hashlib.sha512,
+        new=hashlib.new,
+    ),
     "hmac": _ns(new=hmac.new, compare_digest=hmac.compare_digest, digest=hmac.digest),
     "html": _ns(escape=html.escape, unescape=html.unescape),
     "json": _ns(dumps=json.dumps, loads=json.loads),
     "math": _ns(**{name: getattr(math, name) for name in dir(math) if not name.startswith("_")}),
     "random": _ns(random=random.random, randint=random.randint, choice=random.choice, uniform=random.uniform),
-    "re": _ns(search=re.search, match=re.match, fullmatch=re.fullmatch, sub=re.sub, findall=re.findall,
-              split=re.split, escape=re.escape, compile=re.compile, IGNORECASE=re.IGNORECASE, I=re.I),
-    "secrets": _ns(token_hex=secrets.token_hex, token_urlsafe=secrets.token_urlsafe,
-                   token_bytes=secrets.token_bytes),
+    "re": _ns(
+        search=re.search,
+        match=re.match,
+        fullmatch=re.fullmatch,
+        sub=re.sub,
+        findall=re.findall,
+        split=re.split,
+        escape=re.escape,
+        compile=re.compile,
+        IGNORECASE=re.IGNORECASE,
+        I=re.I,
+    ),
+    "secrets": _ns(token_hex=secrets.token_hex, token_urlsafe=secrets.token_urlsafe, token_bytes=secrets.token_bytes),
     "statistics": _ns(mean=statistics.mean, median=statistics.median, mode=statistics.mode),
-    "string": _ns(ascii_letters=string.ascii_letters, ascii_lowercase=string.ascii_lowercase,
-                  ascii_uppercase=string.ascii_uppercase, digits=string.digits, hexdigits=string.hexdigits,
-                  punctuation=string.punctuation, capwords=string.capwords),
+    "string": _ns(
+        ascii_letters=string.ascii_letters,
+        ascii_lowercase=string.ascii_lowercase,
+        ascii_uppercase=string.ascii_uppercase,
+        digits=string.digits,
+        hexdigits=string.hexdigits,
+        punctuation=string.punctuation,
+        capwords=string.capwords,
+    ),
     "struct": _ns(pack=struct.pack, unpack=struct.unpack, calcsize=struct.calcsize),
-    "time": _ns(time=time.time, gmtime=time.gmtime, strftime=time.strftime, strptime=time.strptime,
-                mktime=time.mktime),
-    "urllib.parse": _ns(quote=urllib.parse.quote, quote_plus=urllib.parse.quote_plus,
-                        unquote=urllib.parse.unquote, unquote_plus=urllib.parse.unquote_plus,
-                        urlencode=urllib.parse.urlencode, urlparse=urllib.parse.urlparse,
-                        urljoin=urllib.parse.urljoin, parse_qs=urllib.parse.parse_qs),
-    "uuid": _ns(uuid4=uuid.uuid4, uuid5=uuid.uuid5, UUID=uuid.UUID, NAMESPACE_DNS=uuid.NAMESPACE_DNS,
-                NAMESPACE_URL=uuid.NAMESPACE_URL),
+    "time": _ns(time=time.time, gmtime=time.gmtime, strftime=time.strftime, strptime=time.strptime, mktime=time.mktime),
+    "urllib.parse": _ns(
+        quote=urllib.parse.quote,
+        quote_plus=urllib.parse.quote_plus,
+        unquote=urllib.parse.unquote,
+        unquote_plus=urllib.parse.unquote_plus,
+        urlencode=urllib.parse.urlencode,
+        urlparse=urllib.parse.urlparse,
+        urljoin=urllib.parse.urljoin,
+        parse_qs=urllib.parse.parse_qs,
+    ),
+    "uuid": _ns(
+        uuid4=uuid.uuid4,
+        uuid5=uuid.uuid5,
+        UUID=uuid.UUID,
+        NAMESPACE_DNS=uuid.NAMESPACE_DNS,
+        NAMESPACE_URL=uuid.NAMESPACE_URL,
+    ),
 }
 SHIMS["urllib"] = _ns(parse=SHIMS["urllib.parse"])
 
@@ -140,8 +188,9 @@ def _compile(env_name: str, source: str) -> Any:
     try:
         return env.from_string(source)
     except TemplateSyntaxError as exc:
-        raise TemplateError(f"Invalid configuration for the managed connector: {exc.message} "
-                            f"(in template {source[:80]!r})") from None
+        raise TemplateError(
+            f"Invalid configuration for the managed connector: {exc.message} (in template {source[:80]!r})"
+        ) from None
 
 
 def render_str(template: Any, context: dict[str, Any]) -> str:
@@ -212,12 +261,38 @@ def _concat(pieces: list[Any]) -> Any:
 
 _WRAPPERS = ("{{", "}}", "{%", "%}")
 # HEAD's renaming of record keys that are not identifiers (managed-mode.md §7.2).
-_KEY_CHARS = {".": "_DOT_", ":": "_COLON_", "-": "_DASH_", "#": "_HASH_", "$": "_DOLLAR_", "@": "_AT_",
-              "/": "_SLASH_", "*": "_STAR_", "!": "_EXCLAIM_", "£": "_POUND_", "%": "_PERCENT_", "^": "_CIRCUM_",
-              "?": "_QUES_", "=": "_EQUAL_", "+": "_PLUS_", "&": "_AMPERSAND_", "<": "_LESSTHAN_",
-              ">": "_GRTRTHAN_", "(": "_OPENBRAC_", ")": "_CLOSEBRAC_", " ": "_SPACE_"}
-_KEY_WORDS = {"not": "_NOT_", "self": "_SELF_", "False": "_FALSE_", "false": "_FALSE_", "None": "_NONE_",
-              "True": "_TRUE_", "true": "_TRUE_"}
+_KEY_CHARS = {
+    ".": "_DOT_",
+    ":": "_COLON_",
+    "-": "_DASH_",
+    "#": "_HASH_",
+    "$": "_DOLLAR_",
+    "@": "_AT_",
+    "/": "_SLASH_",
+    "*": "_STAR_",
+    "!": "_EXCLAIM_",
+    "£": "_POUND_",
+    "%": "_PERCENT_",
+    "^": "_CIRCUM_",
+    "?": "_QUES_",
+    "=": "_EQUAL_",
+    "+": "_PLUS_",
+    "&": "_AMPERSAND_",
+    "<": "_LESSTHAN_",
+    ">": "_GRTRTHAN_",
+    "(": "_OPENBRAC_",
+    ")": "_CLOSEBRAC_",
+    " ": "_SPACE_",
+}
+_KEY_WORDS = {
+    "not": "_NOT_",
+    "self": "_SELF_",
+    "False": "_FALSE_",
+    "false": "_FALSE_",
+    "None": "_NONE_",
+    "True": "_TRUE_",
+    "true": "_TRUE_",
+}
 _KEY_RE = re.compile("|".join(re.escape(c) for c in _KEY_CHARS))
 
 
@@ -234,4 +309,3 @@ def mapping_variables(record: dict[str, Any]) -> dict[str, Any]:
 
 def mapping_expression(expr: str) -> str:
     return expr if any(w in expr for w in _WRAPPERS) else "{{ " + expr + " }}"
-

@@ -24,8 +24,9 @@ class OomnitzaClient:
     def __init__(self, section: SectionConfig, *, workers: int = 2, policy: RetryPolicy = DEFAULT_POLICY):
         self.section = section
         self.url = section.settings["url"].rstrip("/")
-        self.http = Http(name="[oomnitza]", base_url=self.url, tls=section.tls(), policy=policy,
-                         max_connections=max(4, workers + 2))
+        self.http = Http(
+            name="[oomnitza]", base_url=self.url, tls=section.tls(), policy=policy, max_connections=max(4, workers + 2)
+        )
         self.token = section.settings.get("api_token", "")
         self.workers = workers
         self._logged_in = False
@@ -45,8 +46,10 @@ class OomnitzaClient:
                 self._set_token(self.section.settings["api_token"])
                 await self.http.request("GET", "/api/v2/mappings", params={"name": "AuthTest"})
             else:
-                form = {"login": self.section.settings.get("username", ""),
-                        "password": self.section.settings.get("password", "")}
+                form = {
+                    "login": self.section.settings.get("username", ""),
+                    "password": self.section.settings.get("password", ""),
+                }
                 response = await self.http.request("POST", "/api/request_token", data=form, retry=False)
                 token = (decode_json(response) or {}).get("token")
                 if not token:
@@ -54,8 +57,10 @@ class OomnitzaClient:
                 self._set_token(token)
         except HttpAuthError as exc:
             what = "api_token" if self.section.settings.get("api_token") else "username/password"
-            raise AuthError(f"Oomnitza at {self.url} rejected the {what} ({exc.status}): "
-                            f"check [oomnitza] {what} in {self.section.ini_path}") from None
+            raise AuthError(
+                f"Oomnitza at {self.url} rejected the {what} ({exc.status}): "
+                f"check [oomnitza] {what} in {self.section.ini_path}"
+            ) from None
         except HttpError as exc:
             raise SinkError(f"cannot log in to Oomnitza: {exc}") from None
         self._logged_in = True
@@ -67,15 +72,18 @@ class OomnitzaClient:
             return await self.http.request(method, path, **kwargs)
         except HttpAuthError:
             if self.section.settings.get("api_token"):
-                raise AuthError(f"Oomnitza at {self.url} rejected the api_token: "
-                                f"check [oomnitza] api_token in {self.section.ini_path}") from None
+                raise AuthError(
+                    f"Oomnitza at {self.url} rejected the api_token: "
+                    f"check [oomnitza] api_token in {self.section.ini_path}"
+                ) from None
             log.info("[oomnitza] token refused; logging in again")
             await self.login()
             try:
                 return await self.http.request(method, path, **kwargs)
             except HttpAuthError as exc:
-                raise AuthError(f"Oomnitza at {self.url} refused the request after a new login "
-                                f"({exc.status})") from None
+                raise AuthError(
+                    f"Oomnitza at {self.url} refused the request after a new login ({exc.status})"
+                ) from None
 
     # -- reads --------------------------------------------------------------------------------------
     async def mapping(self, name: str) -> dict[str, Any]:
@@ -89,13 +97,13 @@ class OomnitzaClient:
     # -- writes -------------------------------------------------------------------------------------
     async def send(self, run: RunInfo, records: list[dict[str, Any]]) -> None:
         # Safe to retry: a bulk payload is an upsert by sync key within one portion.
-        await self._call("POST", "/api/v3/bulk", content=bulk_body(run, records),
-                         headers={"Content-Type": JSON_TYPE})
+        await self._call("POST", "/api/v3/bulk", content=bulk_body(run, records), headers={"Content-Type": JSON_TYPE})
 
     async def send_error(self, run: RunInfo, record: Any, error: str, *, fatal: bool = False) -> None:
         """Report a problem of a managed run: ``record`` is the raw item (or {})."""
-        await self._call("POST", "/api/v3/bulk", content=bulk_body(run, [record], error, fatal),
-                         headers={"Content-Type": JSON_TYPE})
+        await self._call(
+            "POST", "/api/v3/bulk", content=bulk_body(run, [record], error, fatal), headers={"Content-Type": JSON_TYPE}
+        )
 
     async def call_json(self, method: str, path: str, **kwargs: Any) -> Any:
         if "json" in kwargs:
@@ -109,10 +117,15 @@ class OomnitzaClient:
     def with_token(self, token: str) -> OomnitzaClient:
         """A client of the same tenant acting with another API token (a managed integration's user)."""
         settings = {**self.section.settings, "api_token": token}
-        section = SectionConfig(name=self.section.name, ini_path=self.section.ini_path, settings=settings,
-                                secret_names=self.section.secret_names)
+        section = SectionConfig(
+            name=self.section.name,
+            ini_path=self.section.ini_path,
+            settings=settings,
+            secret_names=self.section.secret_names,
+        )
         return OomnitzaClient(section, workers=self.workers, policy=self.http.policy)
 
     async def finalize(self, run: RunInfo) -> None:
-        await self._call("POST", f"/api/v3/bulk/{run.portion}/finalize", content=b"{}",
-                         headers={"Content-Type": JSON_TYPE})
+        await self._call(
+            "POST", f"/api/v3/bulk/{run.portion}/finalize", content=b"{}", headers={"Content-Type": JSON_TYPE}
+        )

@@ -60,7 +60,7 @@ def store_path(url: str) -> Path:
     prefix = "sqlite:///"
     if not url.startswith(prefix) or url == prefix:
         raise ConfigError(f"[oomnitza] url = {url!r}: write the local store as sqlite:///./oomnitza-local.db")
-    return Path(url[len(prefix):])
+    return Path(url[len(prefix) :])
 
 
 class LocalStore:
@@ -85,7 +85,9 @@ class LocalStore:
     def _ensure_portion(self, run: RunInfo) -> None:
         self.db.execute(
             "INSERT OR IGNORE INTO portions (portion, section, connector_name, data_type, started_at) "
-            "VALUES (?, ?, ?, ?, ?)", (run.portion, run.section, run.connector_name, run.data_type, time.time()))
+            "VALUES (?, ?, ?, ?, ?)",
+            (run.portion, run.section, run.connector_name, run.data_type, time.time()),
+        )
 
     def apply(self, run: RunInfo, records: list[dict[str, Any]]) -> dict[str, int]:
         counts = {"received": len(records), "inserted": 0, "updated": 0, "skipped": 0, "failed": 0}
@@ -100,20 +102,28 @@ class LocalStore:
                     key_values = [fields.get(f) for f in sync]
                     if not sync or any(v in (None, "") for v in key_values):
                         counts["failed"] += 1
-                        reason = ("no sync_field is set for this section" if not sync else
-                                  f"no value for sync field(s) {', '.join(sync)}")
-                        self.db.execute("INSERT INTO errors VALUES (?, ?, ?, ?)",
-                                        (run.portion, reason, encode(record).decode(), now))
+                        reason = (
+                            "no sync_field is set for this section"
+                            if not sync
+                            else f"no value for sync field(s) {', '.join(sync)}"
+                        )
+                        self.db.execute(
+                            "INSERT INTO errors VALUES (?, ?, ?, ?)",
+                            (run.portion, reason, encode(record).decode(), now),
+                        )
                         continue
                     key = encode(key_values).decode()
-                    row = self.db.execute("SELECT fields FROM records WHERE data_type=? AND sync_key=?",
-                                          (run.data_type, key)).fetchone()
+                    row = self.db.execute(
+                        "SELECT fields FROM records WHERE data_type=? AND sync_key=?", (run.data_type, key)
+                    ).fetchone()
                     if row is None:
                         if run.update_only:
                             counts["skipped"] += 1
                             continue
-                        self.db.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, 1)",
-                                        (run.data_type, key, encode(fields).decode(), run.portion, now, now))
+                        self.db.execute(
+                            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, 1)",
+                            (run.data_type, key, encode(fields).decode(), run.portion, now, now),
+                        )
                         counts["inserted"] += 1
                     else:
                         if run.insert_only:
@@ -123,13 +133,21 @@ class LocalStore:
                         self.db.execute(
                             "UPDATE records SET fields=?, portion=?, updated_at=?, writes=writes+1 "
                             "WHERE data_type=? AND sync_key=?",
-                            (encode(merged).decode(), run.portion, now, run.data_type, key))
+                            (encode(merged).decode(), run.portion, now, run.data_type, key),
+                        )
                         counts["updated"] += 1
                 self.db.execute(
                     "UPDATE portions SET received=received+?, inserted=inserted+?, updated=updated+?, "
                     "skipped=skipped+?, failed=failed+? WHERE portion=?",
-                    (counts["received"], counts["inserted"], counts["updated"], counts["skipped"],
-                     counts["failed"], run.portion))
+                    (
+                        counts["received"],
+                        counts["inserted"],
+                        counts["updated"],
+                        counts["skipped"],
+                        counts["failed"],
+                        run.portion,
+                    ),
+                )
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
@@ -139,8 +157,9 @@ class LocalStore:
     def finalize(self, run: RunInfo) -> None:
         with self.lock:
             self._ensure_portion(run)
-            self.db.execute("UPDATE portions SET finalized_at=COALESCE(finalized_at, ?) WHERE portion=?",
-                            (time.time(), run.portion))
+            self.db.execute(
+                "UPDATE portions SET finalized_at=COALESCE(finalized_at, ?) WHERE portion=?", (time.time(), run.portion)
+            )
 
     # -- reading it back ----------------------------------------------------------------------------
     def records(self, data_type: str | None = None) -> list[dict[str, Any]]:
@@ -162,7 +181,9 @@ class LocalStore:
         with self.lock:
             cur = self.db.execute(
                 "SELECT portion, section, connector_name, data_type, started_at, finalized_at, received, "
-                "inserted, updated, skipped, failed FROM portions ORDER BY started_at DESC LIMIT ?", (limit,))
+                "inserted, updated, skipped, failed FROM portions ORDER BY started_at DESC LIMIT ?",
+                (limit,),
+            )
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 

@@ -81,8 +81,14 @@ class SaveData:
         self.payloads.close()
 
 
-def make_sink(oomnitza: SectionConfig, *, testmode: bool, workers: int,
-              policy: RetryPolicy = DEFAULT_POLICY, out: TextIO | None = None) -> Sink:
+def make_sink(
+    oomnitza: SectionConfig,
+    *,
+    testmode: bool,
+    workers: int,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    out: TextIO | None = None,
+) -> Sink:
     url = oomnitza.settings.get("url", "")
     if url.startswith("sqlite:"):
         from .local_store import LocalStoreSink

@@ -35,7 +35,7 @@ def from_environment(section: str, keys: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for name, value in os.environ.items():
         if name.startswith(prefix) and value != "":
-            key = name[len(prefix):].lower()
+            key = name[len(prefix) :].lower()
             if key in keys or keys == []:
                 found[key] = value
     return found
@@ -65,8 +65,11 @@ def fetch(section: str, backend: str, service: str, keys: list[str], settings: d
         value = values.get(key)
         if not value:
             where = {"keyring": "the OS keyring", "vault": "Vault", "cyberark": "Conjur"}[backend]
-            hint = (f"; store it with: {strongbox_hint(service, key)}" if backend == "keyring"
-                    else f" (service '{service}')")
+            hint = (
+                f"; store it with: {strongbox_hint(service, key)}"
+                if backend == "keyring"
+                else f" (service '{service}')"
+            )
             raise ConfigError(f"[{section}] the secret '{key}' was not found in {where}{hint}")
         redact.add_secret(value)
     return {k: values[k] for k in keys}

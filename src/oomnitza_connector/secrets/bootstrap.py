@@ -23,8 +23,10 @@ def bootstrap(section: str, service: str, settings: dict[str, str], key: str, en
         value = next((os.environ[name] for name in env if os.environ.get(name)), "")
     if not value:
         names = " or ".join(env)
-        raise ConfigError(f"[{section}] {key} for the secret backend is not set; store it with: "
-                          f"python strongbox.py --connector={service} --key={key} --value= (or set {names})")
+        raise ConfigError(
+            f"[{section}] {key} for the secret backend is not set; store it with: "
+            f"python strongbox.py --connector={service} --key={key} --value= (or set {names})"
+        )
     if key != "vault_url":
         redact.add_secret(value)
     return value

@@ -29,11 +29,13 @@ def read_conjur(section: str, service: str, keys: list[str], settings: dict[str,
     with httpx.Client(verify=verify_option(settings, "conjur_cacert"), timeout=30) as client:
 
         def authenticate() -> str:
-            response = client.post(f"{url}/authn/{quote(account, safe='')}/{quote(login, safe='')}/authenticate",
-                                   content=api_key.encode(), headers={"Accept-Encoding": "base64"})
+            response = client.post(
+                f"{url}/authn/{quote(account, safe='')}/{quote(login, safe='')}/authenticate",
+                content=api_key.encode(),
+                headers={"Accept-Encoding": "base64"},
+            )
             if response.status_code == 401:
-                raise ConfigError(f"[{section}] Conjur rejected the API key of '{login}' in account "
-                                  f"'{account}' (401)")
+                raise ConfigError(f"[{section}] Conjur rejected the API key of '{login}' in account '{account}' (401)")
             response.raise_for_status()
             text = response.text.strip()
             token = text if not text.startswith("{") else base64.b64encode(text.encode()).decode()
@@ -62,13 +64,13 @@ def read_conjur(section: str, service: str, keys: list[str], settings: dict[str,
                 if response.status_code == 404:
                     continue  # reported as missing by the caller
                 if response.status_code == 403:
-                    raise ConfigError(f"[{section}] Conjur: '{login}' may not read the variable "
-                                      f"'{prefix + key}' (403)")
+                    raise ConfigError(f"[{section}] Conjur: '{login}' may not read the variable '{prefix + key}' (403)")
                 response.raise_for_status()
                 values[key] = response.text
         except httpx.HTTPStatusError as exc:
-            raise ConfigError(f"[{section}] Conjur answered {exc.response.status_code} at "
-                              f"{exc.request.url.path}") from None
+            raise ConfigError(
+                f"[{section}] Conjur answered {exc.response.status_code} at {exc.request.url.path}"
+            ) from None
         except httpx.TransportError as exc:
             raise ConfigError(f"[{section}] cannot reach Conjur at {url}: {exc}") from None
     return values

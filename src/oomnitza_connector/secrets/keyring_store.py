@@ -19,8 +19,10 @@ from typing import Any
 from ..errors import ConfigError
 
 INDEX_KEY = "__keys__"
-SETUP_HINT = ("set OOMNITZA_KEYRING=cryptfile and OOMNITZA_KEYRING_PASSWORD (or OOMNITZA_KEYRING_PASSWORD_FILE) "
-              "to use an encrypted file keyring, or run a Secret Service (GNOME Keyring) session")
+SETUP_HINT = (
+    "set OOMNITZA_KEYRING=cryptfile and OOMNITZA_KEYRING_PASSWORD (or OOMNITZA_KEYRING_PASSWORD_FILE) "
+    "to use an encrypted file keyring, or run a Secret Service (GNOME Keyring) session"
+)
 
 
 def _open() -> Any:
@@ -44,8 +46,9 @@ def _cryptfile() -> Any:
     try:
         from keyrings.cryptfile.cryptfile import CryptFileKeyring
     except ImportError:
-        raise ConfigError("OOMNITZA_KEYRING=cryptfile needs the 'keyrings.cryptfile' package "
-                          "(pip install keyrings.cryptfile)") from None
+        raise ConfigError(
+            "OOMNITZA_KEYRING=cryptfile needs the 'keyrings.cryptfile' package (pip install keyrings.cryptfile)"
+        ) from None
     password = os.environ.get("OOMNITZA_KEYRING_PASSWORD", "")
     password_file = os.environ.get("OOMNITZA_KEYRING_PASSWORD_FILE", "")
     if not password and password_file:
@@ -55,8 +58,10 @@ def _cryptfile() -> Any:
         except OSError as exc:
             raise ConfigError(f"OOMNITZA_KEYRING_PASSWORD_FILE {password_file}: {exc.strerror}") from None
     if not password:
-        raise ConfigError("OOMNITZA_KEYRING=cryptfile needs OOMNITZA_KEYRING_PASSWORD or "
-                          "OOMNITZA_KEYRING_PASSWORD_FILE (the file keyring's unlock password)")
+        raise ConfigError(
+            "OOMNITZA_KEYRING=cryptfile needs OOMNITZA_KEYRING_PASSWORD or "
+            "OOMNITZA_KEYRING_PASSWORD_FILE (the file keyring's unlock password)"
+        )
     path = os.environ.get("OOMNITZA_KEYRING_FILE", "")
 
     class FileKeyring(CryptFileKeyring):  # type: ignore[misc]
@@ -68,8 +73,9 @@ def _cryptfile() -> Any:
     try:
         store.keyring_key = password  # unlocks (or creates) the file
     except ValueError:
-        raise ConfigError(f"cannot unlock the file keyring {store.file_path}: "
-                          "OOMNITZA_KEYRING_PASSWORD is not its password") from None
+        raise ConfigError(
+            f"cannot unlock the file keyring {store.file_path}: OOMNITZA_KEYRING_PASSWORD is not its password"
+        ) from None
     return store
 
 

@@ -25,16 +25,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="show the version and exit")
     parser.add_argument("--connector", help="section name or vault_alias the secret belongs to")
     parser.add_argument("--key", help="secret (setting) name, e.g. api_token, password, vault_token")
-    parser.add_argument("--value", nargs="?", const="", default=None,
-                        help="'--value=' to be prompted (no echo), '--value -' to read standard input")
+    parser.add_argument(
+        "--value",
+        nargs="?",
+        const="",
+        default=None,
+        help="'--value=' to be prompted (no echo), '--value -' to read standard input",
+    )
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--list", action="store_true", help="list the key names stored for --connector")
     action.add_argument("--delete", action="store_true", help="delete --key of --connector")
     return parser
 
 
-def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None,
-         stderr: TextIO | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
     inp, out, err = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -75,8 +85,11 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
 
 def _read_value(option: str | None, inp: TextIO, err: TextIO) -> str | None:
     if option not in (None, "", "-"):
-        print("error: do not put the secret on the command line (it would stay in the shell history); "
-              "use --value= to be prompted, or --value - to read standard input", file=err)
+        print(
+            "error: do not put the secret on the command line (it would stay in the shell history); "
+            "use --value= to be prompted, or --value - to read standard input",
+            file=err,
+        )
         return None
     if option == "-" or not inp.isatty():
         value = inp.read().rstrip("\r\n")

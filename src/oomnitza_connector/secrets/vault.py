@@ -33,28 +33,39 @@ def read_vault(section: str, service: str, keys: list[str], settings: dict[str, 
     version = (settings.get("vault_kv_version") or "auto").strip().lower()
     if version not in ("auto", "1", "2"):
         raise ConfigError(f"[{section}] vault_kv_version = {version!r} must be 1, 2 or auto")
-    client = hvac.Client(url=url, token=token, namespace=settings.get("vault_namespace") or None,
-                         verify=verify_option(settings, "vault_cacert"), timeout=30)
+    client = hvac.Client(
+        url=url,
+        token=token,
+        namespace=settings.get("vault_namespace") or None,
+        verify=verify_option(settings, "vault_cacert"),
+        timeout=30,
+    )
     where = f"{mount}/{path}"
     try:
         if version == "auto":
             version = _detect(client, mount)
         if version == "2":
-            data = client.secrets.kv.v2.read_secret_version(path=path, mount_point=mount,
-                                                            raise_on_deleted_version=True)["data"]["data"]
+            data = client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=mount, raise_on_deleted_version=True
+            )["data"]["data"]
         else:
             data = client.secrets.kv.v1.read_secret(path=path, mount_point=mount)["data"]
     except hx.Forbidden:
-        raise ConfigError(f"[{section}] Vault refused to read {where} (403): the token is wrong or its "
-                          "policy does not allow reading this path") from None
+        raise ConfigError(
+            f"[{section}] Vault refused to read {where} (403): the token is wrong or its "
+            "policy does not allow reading this path"
+        ) from None
     except hx.InvalidPath:
-        raise ConfigError(f"[{section}] Vault has no secret at {where} (KV v{version}); check "
-                          "vault_mount, vault_path and vault_kv_version") from None
+        raise ConfigError(
+            f"[{section}] Vault has no secret at {where} (KV v{version}); check "
+            "vault_mount, vault_path and vault_kv_version"
+        ) from None
     except hx.VaultError as exc:
         raise ConfigError(f"[{section}] Vault could not read {where}: {exc}") from None
     except requests.exceptions.SSLError:
-        raise ConfigError(f"[{section}] cannot reach Vault at {url}: TLS certificate not trusted "
-                          "(set vault_cacert or cacert_file)") from None
+        raise ConfigError(
+            f"[{section}] cannot reach Vault at {url}: TLS certificate not trusted (set vault_cacert or cacert_file)"
+        ) from None
     except requests.exceptions.RequestException as exc:
         raise ConfigError(f"[{section}] cannot reach Vault at {url}: {type(exc).__name__}") from None
     return {k: str(data[k]) for k in keys if isinstance(data, dict) and data.get(k) not in (None, "")}

@@ -28,10 +28,20 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 MAX_PENDING = 10_000
-COMPUTER_EVENTS = ("ComputerAdded", "ComputerCheckIn", "ComputerInventoryCompleted", "ComputerPolicyFinished",
-                   "ComputerPushCapabilityChanged")
-MOBILE_EVENTS = ("MobileDeviceCheckIn", "MobileDeviceCommandCompleted", "MobileDeviceEnrolled",
-                 "MobileDevicePushSent", "MobileDeviceUnEnrolled")
+COMPUTER_EVENTS = (
+    "ComputerAdded",
+    "ComputerCheckIn",
+    "ComputerInventoryCompleted",
+    "ComputerPolicyFinished",
+    "ComputerPushCapabilityChanged",
+)
+MOBILE_EVENTS = (
+    "MobileDeviceCheckIn",
+    "MobileDeviceCommandCompleted",
+    "MobileDeviceEnrolled",
+    "MobileDevicePushSent",
+    "MobileDeviceUnEnrolled",
+)
 KIND_OF = {**dict.fromkeys(COMPUTER_EVENTS, "computers"), **dict.fromkeys(MOBILE_EVENTS, "mobiledevices")}
 
 Start = Callable[[str, list[tuple[str, str]]], Any]
@@ -50,13 +60,19 @@ class Guard:
     @classmethod
     def of(cls, section: SectionConfig) -> Guard:
         s = section.settings
-        guard = cls(token=s.get("webhook_token", ""), header=s.get("webhook_header", "") or "Authorization",
-                    username=s.get("webhook_username", ""), password=s.get("webhook_password", ""),
-                    insecure=section.flag("webhook_insecure") if s.get("webhook_insecure") else False)
+        guard = cls(
+            token=s.get("webhook_token", ""),
+            header=s.get("webhook_header", "") or "Authorization",
+            username=s.get("webhook_username", ""),
+            password=s.get("webhook_password", ""),
+            insecure=section.flag("webhook_insecure") if s.get("webhook_insecure") else False,
+        )
         if not (guard.token or guard.username or guard.insecure):
-            raise ConfigError(f"[{section.name}] set webhook_token (header authentication) or webhook_username and "
-                              "webhook_password (basic authentication) for the webhook server, or "
-                              "webhook_insecure = true to accept anyone who can reach it")
+            raise ConfigError(
+                f"[{section.name}] set webhook_token (header authentication) or webhook_username and "
+                "webhook_password (basic authentication) for the webhook server, or "
+                "webhook_insecure = true to accept anyone who can reach it"
+            )
         for secret in (guard.token, guard.password):
             redact.add_secret(secret)
         return guard
@@ -78,7 +94,8 @@ class Guard:
                 except (ValueError, UnicodeDecodeError):
                     return False
                 return hmac.compare_digest(user.encode(), self.username.encode()) and hmac.compare_digest(
-                    password.encode(), self.password.encode())
+                    password.encode(), self.password.encode()
+                )
         return False
 
 
@@ -136,12 +153,19 @@ class WebhookApp:
         if guard is None:
             # Unknown section: say so only to a caller that could authenticate somewhere.
             known_caller = any(g.admits(environ) for g in self.guards.values())
-            return _answer(start, 404 if known_caller else 401, {"error": "not found" if known_caller else
-                                                                 "authentication required"})
+            return _answer(
+                start,
+                404 if known_caller else 401,
+                {"error": "not found" if known_caller else "authentication required"},
+            )
         if not guard.admits(environ):
             log.warning("[%s] webhook refused: wrong or missing credentials", name)
-            return _answer(start, 401, {"error": "authentication required"},
-                           [("WWW-Authenticate", 'Basic realm="oomnitza-connector"')] if guard.username else [])
+            return _answer(
+                start,
+                401,
+                {"error": "authentication required"},
+                [("WWW-Authenticate", 'Basic realm="oomnitza-connector"')] if guard.username else [],
+            )
         ctype = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             return _answer(start, 415, {"error": "send JSON (Content-Type: application/json)"})
@@ -180,14 +204,25 @@ class WebhookApp:
         return _answer(start, 202, {"status": "queued"})
 
 
-def _answer(start: Start, status: int, body: dict[str, Any],
-            headers: list[tuple[str, str]] | None = None) -> list[bytes]:
-    reasons = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-               405: "Method Not Allowed", 413: "Payload Too Large", 415: "Unsupported Media Type",
-               503: "Service Unavailable"}
+def _answer(
+    start: Start, status: int, body: dict[str, Any], headers: list[tuple[str, str]] | None = None
+) -> list[bytes]:
+    reasons = {
+        200: "OK",
+        202: "Accepted",
+        400: "Bad Request",
+        401: "Unauthorized",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        413: "Payload Too Large",
+        415: "Unsupported Media Type",
+        503: "Service Unavailable",
+    }
     data = json.dumps(body).encode()
-    start(f"{status} {reasons[status]}", [("Content-Type", "application/json"),
-                                          ("Content-Length", str(len(data))), *(headers or [])])
+    start(
+        f"{status} {reasons[status]}",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *(headers or [])],
+    )
     return [data]
 
 

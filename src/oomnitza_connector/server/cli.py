@@ -25,21 +25,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-data", action="store_true", help="save fetched records and payloads")
     parser.add_argument("--ini", type=Path, default=None, help="config file (default config.ini)")
     parser.add_argument("--logging-config", type=Path, default=None, help="logging dict-config JSON")
-    parser.add_argument("--coalesce-seconds", type=float, default=2.0,
-                        help="events for the same device within this time are synced once (default 2)")
+    parser.add_argument(
+        "--coalesce-seconds",
+        type=float,
+        default=2.0,
+        help="events for the same device within this time are synced once (default 2)",
+    )
     parser.add_argument("--threads", type=int, default=4, help="HTTP worker threads (default 4)")
     parser.add_argument("--debug", action="store_true")
     return parser
 
 
-def build(config: Any, *, testmode: bool = False, save_data: bool = False, coalesce: float = 2.0,
-          out: TextIO | None = None) -> tuple[WebhookApp, Worker]:
+def build(
+    config: Any, *, testmode: bool = False, save_data: bool = False, coalesce: float = 2.0, out: TextIO | None = None
+) -> tuple[WebhookApp, Worker]:
     from ..config import ConfigError
     from ..oomnitza.sinks import make_sink
     from ..sync import Options
 
-    sections = {name: sc for name, sc in config.sections.items()
-                if sc.source_cls is not None and hasattr(sc.source_cls, "fetch_one")}
+    sections = {
+        name: sc
+        for name, sc in config.sections.items()
+        if sc.source_cls is not None and hasattr(sc.source_cls, "fetch_one")
+    }
     if not sections:
         raise ConfigError(f"{config.path}: no enabled section can receive webhooks (enable a [casper] section)")
     pending = Pending(window=coalesce)
@@ -71,16 +79,21 @@ def main(argv: list[str] | None = None, *, program_dir: Path | None = None) -> i
         return 1
     import waitress
 
-    server = waitress.create_server(app, host=args.host, port=args.port, threads=args.threads,
-                                    max_request_body_size=1024 * 1024)
+    server = waitress.create_server(
+        app, host=args.host, port=args.port, threads=args.threads, max_request_body_size=1024 * 1024
+    )
     worker.start()
 
     def stop(*_: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    log.info("--CONNECTOR SERVER STARTED-- listening on http://%s:%s/<section>; sections: %s",
-             args.host, server.effective_port, ", ".join(app.sections))  # type: ignore[union-attr]
+    log.info(
+        "--CONNECTOR SERVER STARTED-- listening on http://%s:%s/<section>; sections: %s",
+        args.host,
+        server.effective_port,
+        ", ".join(app.sections),
+    )  # type: ignore[union-attr]
     try:
         server.run()
     except KeyboardInterrupt:

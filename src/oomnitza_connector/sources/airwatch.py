@@ -73,18 +73,30 @@ class AirWatch(Source):
     record_type = "assets"
     summary = "Workspace ONE UEM (AirWatch) devices"
     settings = (
-        Setting("url", "https://apidev.awmdm.com", example="https://as1234.awmdm.com",
-                help="UEM REST API host (with or without /api)"),
-        Setting("username", "", example="username@example.com",
-                help="admin with API access, for Basic auth (when no client_id is set)"),
+        Setting(
+            "url",
+            "https://apidev.awmdm.com",
+            example="https://as1234.awmdm.com",
+            help="UEM REST API host (with or without /api)",
+        ),
+        Setting(
+            "username",
+            "",
+            example="username@example.com",
+            help="admin with API access, for Basic auth (when no client_id is set)",
+        ),
         Setting("password", "", example="change-me", secret=True, help="that admin's password"),
-        Setting("api_token", "", example="YOUR AirWatch API TOKEN", secret=True,
-                help="REST API key (tenant code), sent as aw-tenant-code; required with username/password"),
+        Setting(
+            "api_token",
+            "",
+            example="YOUR AirWatch API TOKEN",
+            secret=True,
+            help="REST API key (tenant code), sent as aw-tenant-code; required with username/password",
+        ),
         Setting("dep_uuid", "", help="organization group UUID whose Apple DEP (ADE) device list is merged as 'dep'"),
         Setting("client_id", "", help="OAuth client id (Groups & Settings > Configurations > OAuth Client Management)"),
         Setting("client_secret", "", secret=True, help="that OAuth client's secret"),
-        Setting("region", "",
-                help="token service region of the OAuth client: na, emea, apac or uat"),
+        Setting("region", "", help="token service region of the OAuth client: na, emea, apac or uat"),
         Setting("token_url", "", help="OAuth token URL; overrides region (other datacenters, proxies)"),
         Setting("page_size", "250", help=f"devices per search request (1-{MAX_PAGE_SIZE})"),
         Setting("max_connections", "4", help="concurrent requests to UEM at most (network detail calls)"),
@@ -103,8 +115,10 @@ class AirWatch(Source):
         else:
             missing = [n for n in ("username", "password", "api_token") if not self.setting(n)]
             if missing:
-                raise ConfigError(f"{where} set client_id and client_secret (OAuth), or username, password and "
-                                  f"api_token (missing: {', '.join(missing)})")
+                raise ConfigError(
+                    f"{where} set client_id and client_secret (OAuth), or username, password and "
+                    f"api_token (missing: {', '.join(missing)})"
+                )
         for name, low, high in (("page_size", 1, MAX_PAGE_SIZE), ("max_connections", 1, 32)):
             value = self.setting(name)
             if not value.isdigit() or not low <= int(value) <= high:
@@ -137,12 +151,15 @@ class AirWatch(Source):
         form = {"grant_type": "client_credentials"}
         client = basic(self.setting("client_id"), self.setting("client_secret"))
         try:
-            response = await http.request("POST", self.token_url, data=form, auth=client,
-                                          headers={"Accept": "application/json"})
+            response = await http.request(
+                "POST", self.token_url, data=form, auth=client, headers={"Accept": "application/json"}
+            )
         except HttpError as exc:
-            raise SourceError(f"[{self.name}] the Workspace ONE token service refused the OAuth client "
-                              f"({exc.status or 'no answer'}{_oauth_error(exc)}): check client_id, client_secret "
-                              "and region/token_url") from None
+            raise SourceError(
+                f"[{self.name}] the Workspace ONE token service refused the OAuth client "
+                f"({exc.status or 'no answer'}{_oauth_error(exc)}): check client_id, client_secret "
+                "and region/token_url"
+            ) from None
         data = decode_json(response)
         token = data.get("access_token") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:
@@ -172,8 +189,9 @@ class AirWatch(Source):
             except HttpAuthError as exc:
                 raise SourceError(self._rejected(exc)) from None
 
-    async def _page(self, http: Http, devices: list[Any], dep: dict[str, Any] | None, network: bool,
-                    slots: asyncio.Semaphore) -> list[Record]:
+    async def _page(
+        self, http: Http, devices: list[Any], dep: dict[str, Any] | None, network: bool, slots: asyncio.Semaphore
+    ) -> list[Record]:
         page: list[Any] = []
         for device in devices:
             if not isinstance(device, dict):
@@ -230,10 +248,14 @@ class AirWatch(Source):
         return by_serial
 
     def _rejected(self, exc: HttpError) -> str:
-        check = ("client_id/client_secret, the OAuth client's role and api_token" if self.oauth
-                 else "username, password and api_token")
-        return (f"[{self.name}] Workspace ONE UEM rejected the credentials ({exc.status}{_uem_error(exc)}): "
-                f"check {check}")
+        check = (
+            "client_id/client_secret, the OAuth client's role and api_token"
+            if self.oauth
+            else "username, password and api_token"
+        )
+        return (
+            f"[{self.name}] Workspace ONE UEM rejected the credentials ({exc.status}{_uem_error(exc)}): check {check}"
+        )
 
 
 def _uem_error(exc: HttpError) -> str:

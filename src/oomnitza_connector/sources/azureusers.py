@@ -40,48 +40,149 @@ MAX_TOP = 999
 
 # Entra ID sign-in hosts (worldwide, US Government, China 21Vianet, legacy Germany). MSAL knows these;
 # for any other host it would first ask login.microsoftonline.com to validate the authority.
-MICROSOFT_AUTHORITY_HOSTS = frozenset({
-    "login.microsoftonline.com", "login.microsoft.com", "login.windows.net", "sts.windows.net",
-    "login.microsoftonline.us", "login-us.microsoftonline.com", "login.usgovcloudapi.net",
-    "login.chinacloudapi.cn", "login.partner.microsoftonline.cn", "login.microsoftonline.de",
-})
+MICROSOFT_AUTHORITY_HOSTS = frozenset(
+    {
+        "login.microsoftonline.com",
+        "login.microsoft.com",
+        "login.windows.net",
+        "sts.windows.net",
+        "login.microsoftonline.us",
+        "login-us.microsoftonline.com",
+        "login.usgovcloudapi.net",
+        "login.chinacloudapi.cn",
+        "login.partner.microsoftonline.cn",
+        "login.microsoftonline.de",
+    }
+)
 
 # Graph hosts of the national clouds: each is also the token audience there.
-NATIONAL_GRAPH_HOSTS = frozenset({
-    "graph.microsoft.us", "dod-graph.microsoft.us", "microsoftgraph.chinacloudapi.cn", "graph.microsoft.de",
-})
+NATIONAL_GRAPH_HOSTS = frozenset(
+    {
+        "graph.microsoft.us",
+        "dod-graph.microsoft.us",
+        "microsoftgraph.chinacloudapi.cn",
+        "graph.microsoft.de",
+    }
+)
 
 # Graph user properties that a *list* request may $select with User.Read.All. Properties that
 # Graph returns only for a single user (aboutMe, birthday, hireDate, interests, mySite, pastProjects,
 # preferredName, responsibilities, schools, skills, mailboxSettings) make a list request fail, and
 # signInActivity / employeeLeaveDateTime / customSecurityAttributes need extra permissions: those
 # are never added implicitly (name them in `select` if your app may read them).
-GRAPH_USER_PROPERTIES = frozenset({
-    "accountEnabled", "ageGroup", "assignedLicenses", "assignedPlans", "authorizationInfo", "businessPhones",
-    "city", "companyName", "consentProvidedForMinor", "country", "createdDateTime", "creationType",
-    "deletedDateTime", "department", "displayName", "employeeHireDate", "employeeId", "employeeOrgData",
-    "employeeType", "externalUserState", "externalUserStateChangeDateTime", "faxNumber", "givenName", "id",
-    "identities", "imAddresses", "isResourceAccount", "jobTitle", "lastPasswordChangeDateTime",
-    "legalAgeGroupClassification", "licenseAssignmentStates", "mail", "mailNickname", "mobilePhone",
-    "officeLocation", "onPremisesDistinguishedName", "onPremisesDomainName", "onPremisesExtensionAttributes",
-    "onPremisesImmutableId", "onPremisesLastSyncDateTime", "onPremisesProvisioningErrors",
-    "onPremisesSamAccountName", "onPremisesSecurityIdentifier", "onPremisesSyncEnabled",
-    "onPremisesUserPrincipalName", "otherMails", "passwordPolicies", "postalCode", "preferredDataLocation",
-    "preferredLanguage", "provisionedPlans", "proxyAddresses", "securityIdentifier",
-    "serviceProvisioningErrors", "showInAddressList", "signInSessionsValidFromDateTime", "state",
-    "streetAddress", "surname", "usageLocation", "userPrincipalName", "userType",
-})
+GRAPH_USER_PROPERTIES = frozenset(
+    {
+        "accountEnabled",
+        "ageGroup",
+        "assignedLicenses",
+        "assignedPlans",
+        "authorizationInfo",
+        "businessPhones",
+        "city",
+        "companyName",
+        "consentProvidedForMinor",
+        "country",
+        "createdDateTime",
+        "creationType",
+        "deletedDateTime",
+        "department",
+        "displayName",
+        "employeeHireDate",
+        "employeeId",
+        "employeeOrgData",
+        "employeeType",
+        "externalUserState",
+        "externalUserStateChangeDateTime",
+        "faxNumber",
+        "givenName",
+        "id",
+        "identities",
+        "imAddresses",
+        "isResourceAccount",
+        "jobTitle",
+        "lastPasswordChangeDateTime",
+        "legalAgeGroupClassification",
+        "licenseAssignmentStates",
+        "mail",
+        "mailNickname",
+        "mobilePhone",
+        "officeLocation",
+        "onPremisesDistinguishedName",
+        "onPremisesDomainName",
+        "onPremisesExtensionAttributes",
+        "onPremisesImmutableId",
+        "onPremisesLastSyncDateTime",
+        "onPremisesProvisioningErrors",
+        "onPremisesSamAccountName",
+        "onPremisesSecurityIdentifier",
+        "onPremisesSyncEnabled",
+        "onPremisesUserPrincipalName",
+        "otherMails",
+        "passwordPolicies",
+        "postalCode",
+        "preferredDataLocation",
+        "preferredLanguage",
+        "provisionedPlans",
+        "proxyAddresses",
+        "securityIdentifier",
+        "serviceProvisioningErrors",
+        "showInAddressList",
+        "signInSessionsValidFromDateTime",
+        "state",
+        "streetAddress",
+        "surname",
+        "usageLocation",
+        "userPrincipalName",
+        "userType",
+    }
+)
 
 # Always selected: Graph's default set, every property an alias below reads, and the usual HR fields.
 BASE_SELECT = (
-    "id", "displayName", "givenName", "surname", "mail", "userPrincipalName", "jobTitle", "mobilePhone",
-    "businessPhones", "officeLocation", "preferredLanguage", "accountEnabled", "userType", "usageLocation",
-    "mailNickname", "onPremisesImmutableId", "department", "companyName", "city", "country", "state",
-    "postalCode", "streetAddress", "employeeId", "employeeType", "employeeHireDate", "faxNumber", "otherMails",
-    "proxyAddresses", "createdDateTime", "creationType", "externalUserState", "externalUserStateChangeDateTime",
-    "onPremisesSamAccountName", "onPremisesUserPrincipalName", "onPremisesDomainName", "onPremisesSyncEnabled",
-    "onPremisesLastSyncDateTime", "onPremisesSecurityIdentifier", "onPremisesDistinguishedName",
-    "onPremisesExtensionAttributes", "signInSessionsValidFromDateTime", "passwordPolicies", "ageGroup",
+    "id",
+    "displayName",
+    "givenName",
+    "surname",
+    "mail",
+    "userPrincipalName",
+    "jobTitle",
+    "mobilePhone",
+    "businessPhones",
+    "officeLocation",
+    "preferredLanguage",
+    "accountEnabled",
+    "userType",
+    "usageLocation",
+    "mailNickname",
+    "onPremisesImmutableId",
+    "department",
+    "companyName",
+    "city",
+    "country",
+    "state",
+    "postalCode",
+    "streetAddress",
+    "employeeId",
+    "employeeType",
+    "employeeHireDate",
+    "faxNumber",
+    "otherMails",
+    "proxyAddresses",
+    "createdDateTime",
+    "creationType",
+    "externalUserState",
+    "externalUserStateChangeDateTime",
+    "onPremisesSamAccountName",
+    "onPremisesUserPrincipalName",
+    "onPremisesDomainName",
+    "onPremisesSyncEnabled",
+    "onPremisesLastSyncDateTime",
+    "onPremisesSecurityIdentifier",
+    "onPremisesDistinguishedName",
+    "onPremisesExtensionAttributes",
+    "signInSessionsValidFromDateTime",
+    "passwordPolicies",
+    "ageGroup",
 )
 
 # ``manager=…``: the manager's properties a mapping can reach as ``manager.<name>``.
@@ -104,11 +205,30 @@ TOP_ALIASES = {
 }
 # ``additional_properties.<AAD Graph name>`` → Graph property (same name, or renamed by Graph).
 SAME_NAME_EXTRAS = (
-    "jobTitle", "department", "city", "country", "companyName", "employeeId", "state", "postalCode",
-    "streetAddress", "otherMails", "proxyAddresses", "preferredLanguage", "createdDateTime", "creationType",
-    "onPremisesSecurityIdentifier", "onPremisesDistinguishedName", "passwordPolicies", "ageGroup",
-    "consentProvidedForMinor", "legalAgeGroupClassification", "assignedLicenses", "assignedPlans",
-    "provisionedPlans", "showInAddressList",
+    "jobTitle",
+    "department",
+    "city",
+    "country",
+    "companyName",
+    "employeeId",
+    "state",
+    "postalCode",
+    "streetAddress",
+    "otherMails",
+    "proxyAddresses",
+    "preferredLanguage",
+    "createdDateTime",
+    "creationType",
+    "onPremisesSecurityIdentifier",
+    "onPremisesDistinguishedName",
+    "passwordPolicies",
+    "ageGroup",
+    "consentProvidedForMinor",
+    "legalAgeGroupClassification",
+    "assignedLicenses",
+    "assignedPlans",
+    "provisionedPlans",
+    "showInAddressList",
 )
 RENAMED_EXTRAS = {
     "mobile": "mobilePhone",
@@ -120,8 +240,7 @@ RENAMED_EXTRAS = {
     "userState": "externalUserState",
     "userStateChangedOn": "externalUserStateChangeDateTime",
 }
-EXTRA_TO_GRAPH = {**{name: name for name in SAME_NAME_EXTRAS}, **RENAMED_EXTRAS,
-                  "telephoneNumber": "businessPhones"}
+EXTRA_TO_GRAPH = {**{name: name for name in SAME_NAME_EXTRAS}, **RENAMED_EXTRAS, "telephoneNumber": "businessPhones"}
 AAD_ODATA_TYPE = "Microsoft.DirectoryServices.User"
 
 
@@ -204,29 +323,55 @@ class Azureusers(UsersSource):
     mapping_name = "Azureusers"
     summary = "Microsoft Entra ID (Azure AD) users, via Microsoft Graph"
     settings = (
-        Setting("tenant_id", "", example="00000000-0000-0000-0000-000000000000",
-                help="Directory (tenant) ID, or a verified domain of the tenant"),
-        Setting("client_id", "", example="00000000-0000-0000-0000-000000000000",
-                help="Application (client) ID of the app registration"),
+        Setting(
+            "tenant_id",
+            "",
+            example="00000000-0000-0000-0000-000000000000",
+            help="Directory (tenant) ID, or a verified domain of the tenant",
+        ),
+        Setting(
+            "client_id",
+            "",
+            example="00000000-0000-0000-0000-000000000000",
+            help="Application (client) ID of the app registration",
+        ),
         Setting("secret", "", example="YOUR CLIENT SECRET", secret=True, help="client secret value of that app"),
         *UsersSource.role_settings,
-        Setting("certificate_file", "",
-                help="instead of secret: PEM with the app's certificate and private key, or a .pfx/.p12"),
+        Setting(
+            "certificate_file",
+            "",
+            help="instead of secret: PEM with the app's certificate and private key, or a .pfx/.p12",
+        ),
         Setting("certificate_password", "", secret=True, help="password of an encrypted key or .pfx"),
-        Setting("authority_host", DEFAULT_AUTHORITY,
-                help="Entra sign-in host (https://login.microsoftonline.us for US Government, "
-                     "https://login.chinacloudapi.cn for China)"),
-        Setting("graph_host", DEFAULT_GRAPH,
-                help="Microsoft Graph host (https://graph.microsoft.us, https://microsoftgraph.chinacloudapi.cn)"),
+        Setting(
+            "authority_host",
+            DEFAULT_AUTHORITY,
+            help="Entra sign-in host (https://login.microsoftonline.us for US Government, "
+            "https://login.chinacloudapi.cn for China)",
+        ),
+        Setting(
+            "graph_host",
+            DEFAULT_GRAPH,
+            help="Microsoft Graph host (https://graph.microsoft.us, https://microsoftgraph.chinacloudapi.cn)",
+        ),
         Setting("page_size", str(MAX_TOP), help="users per request ($top, 1 to 999)"),
-        Setting("filter", "", help="a Graph $filter for /users, e.g. accountEnabled eq true "
-                                   "(sent with ConsistencyLevel: eventual)"),
+        Setting(
+            "filter",
+            "",
+            help="a Graph $filter for /users, e.g. accountEnabled eq true (sent with ConsistencyLevel: eventual)",
+        ),
         Setting("select", "", help="extra Graph user properties to ask for, comma-separated"),
-        Setting("manager", "auto",
-                help="read each user's manager (manager.mail, manager.displayName, …): true, false, or auto = "
-                     "when a mapping uses manager.*"),
-        Setting("legacy_names", "true",
-                help="also expose the old connector's names (given_name, additional_properties.jobTitle…)"),
+        Setting(
+            "manager",
+            "auto",
+            help="read each user's manager (manager.mail, manager.displayName, …): true, false, or auto = "
+            "when a mapping uses manager.*",
+        ),
+        Setting(
+            "legacy_names",
+            "true",
+            help="also expose the old connector's names (given_name, additional_properties.jobTitle…)",
+        ),
     )
     default_mappings = {
         "PERMISSIONS_ID": {"setting": "default_role"},
@@ -241,16 +386,19 @@ class Azureusers(UsersSource):
         if not self.setting("secret") and not self.setting("certificate_file"):
             missing.append("secret (or certificate_file)")
         if missing:
-            raise ConfigError(f"[{self.name}] set {', '.join(missing)}: the app registration's "
-                              "tenant, client id and credential")
+            raise ConfigError(
+                f"[{self.name}] set {', '.join(missing)}: the app registration's tenant, client id and credential"
+            )
         size = self.setting("page_size").strip()
         if not size.isdigit() or not 1 <= int(size) <= MAX_TOP:
             raise ConfigError(f"[{self.name}] page_size must be a number from 1 to {MAX_TOP}")
         for name in ("authority_host", "graph_host"):
             parts = urlsplit(self.setting(name).strip())
             if parts.scheme not in ("https", "http") or not parts.hostname:
-                raise ConfigError(f"[{self.name}] {name} must be a URL like "
-                                  f"{DEFAULT_AUTHORITY if name == 'authority_host' else DEFAULT_GRAPH}")
+                raise ConfigError(
+                    f"[{self.name}] {name} must be a URL like "
+                    f"{DEFAULT_AUTHORITY if name == 'authority_host' else DEFAULT_GRAPH}"
+                )
         if self.setting("manager").strip().lower() != "auto":
             parse_bool(self.setting("manager"), setting=f"[{self.name}] manager (true, false or auto)")
         if urlsplit(self.setting("authority_host").strip()).scheme != "https":
@@ -300,20 +448,25 @@ class Azureusers(UsersSource):
         except OSError as exc:
             raise ConfigError(f"[{self.name}] certificate_file '{path}': {exc.strerror}") from None
         if "PRIVATE KEY-----" not in pem or "BEGIN CERTIFICATE-----" not in pem:
-            raise ConfigError(f"[{self.name}] certificate_file '{path}' must hold both the certificate "
-                              "and its private key (PEM)")
+            raise ConfigError(
+                f"[{self.name}] certificate_file '{path}' must hold both the certificate and its private key (PEM)"
+            )
         from cryptography.hazmat.primitives.asymmetric import rsa
         from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
         try:
             key = load_pem_private_key(pem.encode(), password.encode() if password else None)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"[{self.name}] certificate_file '{path}': cannot read the private key "
-                              f"({_one_line(str(exc), 120)}); check certificate_password") from None
+            raise ConfigError(
+                f"[{self.name}] certificate_file '{path}': cannot read the private key "
+                f"({_one_line(str(exc), 120)}); check certificate_password"
+            ) from None
         if not isinstance(key, rsa.RSAPrivateKey):
-            raise ConfigError(f"[{self.name}] certificate_file '{path}' holds a {type(key).__name__.lstrip('_')} "
-                              "key; Microsoft Entra ID accepts RSA certificates only")
-        cert = pem[pem.index("-----BEGIN CERTIFICATE-----"):]
+            raise ConfigError(
+                f"[{self.name}] certificate_file '{path}' holds a {type(key).__name__.lstrip('_')} "
+                "key; Microsoft Entra ID accepts RSA certificates only"
+            )
+        cert = pem[pem.index("-----BEGIN CERTIFICATE-----") :]
         cert = cert[: cert.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")]
         credential: dict[str, Any] = {"private_key": pem, "public_certificate": cert}
         if password:
@@ -342,9 +495,18 @@ class Azureusers(UsersSource):
                 return None if after is None else min(after, 120.0)
 
         # TLS failures ("other") are not retried: they do not heal.
-        retry = CappedRetry(total=4, connect=2, read=1, other=0, status=3, backoff_factor=0.5,
-                      status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None,
-                      respect_retry_after_header=True, raise_on_status=False)
+        retry = CappedRetry(
+            total=4,
+            connect=2,
+            read=1,
+            other=0,
+            status=3,
+            backoff_factor=0.5,
+            status_forcelist=(429, 500, 502, 503, 504),
+            allowed_methods=None,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
         adapter = HTTPAdapter(max_retries=retry)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
@@ -373,10 +535,14 @@ class Azureusers(UsersSource):
         except ValueError as exc:
             text = str(exc)
             if "authority configuration" in text or "OIDC Discovery" in text or "invalid_instance" in text:
-                raise SourceError(f"[{self.name}] Microsoft Entra ID does not know the tenant '{tenant}' "
-                                  f"at {self.authority_root}: check tenant_id and authority_host") from None
-            raise SourceError(f"[{self.name}] cannot use the app credential: {_one_line(text)}; "
-                              "check certificate_file and certificate_password") from None
+                raise SourceError(
+                    f"[{self.name}] Microsoft Entra ID does not know the tenant '{tenant}' "
+                    f"at {self.authority_root}: check tenant_id and authority_host"
+                ) from None
+            raise SourceError(
+                f"[{self.name}] cannot use the app credential: {_one_line(text)}; "
+                "check certificate_file and certificate_password"
+            ) from None
 
     def _token_fetcher(self) -> Any:
         state: dict[str, Any] = {"app": None, "fetched": False}
@@ -395,16 +561,20 @@ class Azureusers(UsersSource):
                 try:
                     result = app.acquire_token_for_client(scopes=[self.scope])
                 except requests.exceptions.RequestException as exc:
-                    raise SourceError(f"[{self.name}] the token request to {self.authority_root} failed: "
-                                      f"{_requests_reason(exc)}") from None
+                    raise SourceError(
+                        f"[{self.name}] the token request to {self.authority_root} failed: {_requests_reason(exc)}"
+                    ) from None
                 except ValueError as exc:
                     if "json" in type(exc).__name__.lower() or "Expecting" in str(exc):
-                        raise SourceError(f"[{self.name}] the token endpoint at {self.authority_root} "
-                                          "answered with a body that is not JSON") from None
+                        raise SourceError(
+                            f"[{self.name}] the token endpoint at {self.authority_root} "
+                            "answered with a body that is not JSON"
+                        ) from None
                     raise SourceError(f"[{self.name}] cannot use the app credential: {_one_line(str(exc))}") from None
                 except Exception as exc:  # MSAL/PyJWT signing errors: report them as one line
-                    raise SourceError(f"[{self.name}] cannot use the app credential: "
-                                      f"{type(exc).__name__}: {_one_line(str(exc))}") from None
+                    raise SourceError(
+                        f"[{self.name}] cannot use the app credential: {type(exc).__name__}: {_one_line(str(exc))}"
+                    ) from None
                 state["fetched"] = True
                 return dict(result or {})
 
@@ -418,7 +588,8 @@ class Azureusers(UsersSource):
                     f"[{self.name}] Microsoft Entra ID rejected the credentials ({error}"
                     + (f" {detail}" if detail else "")
                     + "): check tenant_id, client_id and "
-                    + ("certificate_file" if self.setting("certificate_file") else "secret"))
+                    + ("certificate_file" if self.setting("certificate_file") else "secret")
+                )
             return str(token), float(result.get("expires_in") or 3599)
 
         return fetch
@@ -429,8 +600,9 @@ class Azureusers(UsersSource):
         headers = {"Accept": "application/json"}
         if self.setting("filter").strip():
             headers["ConsistencyLevel"] = "eventual"  # advanced query: most filters on users need it
-        return self.http(base_url=self.graph_root, headers=headers,
-                         auth=RefreshingToken(self._token_fetcher(), leeway=300.0))
+        return self.http(
+            base_url=self.graph_root, headers=headers, auth=RefreshingToken(self._token_fetcher(), leeway=300.0)
+        )
 
     def wants_manager(self) -> bool:
         value = self.setting("manager").strip().lower()
@@ -455,11 +627,15 @@ class Azureusers(UsersSource):
             hint = "grant the app the Microsoft Graph application permission User.Read.All, with admin consent"
             return SourceError(f"[{self.name}] Microsoft Graph refused to list users ({detail}): {hint}")
         if exc.status == 401:
-            return SourceError(f"[{self.name}] Microsoft Graph rejected the access token ({detail}): "
-                               "check tenant_id, authority_host and graph_host (same cloud)")
+            return SourceError(
+                f"[{self.name}] Microsoft Graph rejected the access token ({detail}): "
+                "check tenant_id, authority_host and graph_host (same cloud)"
+            )
         if exc.status == 400:
-            return SourceError(f"[{self.name}] Microsoft Graph refused the query ({detail}): "
-                               "check the filter and select settings and the mapped fields")
+            return SourceError(
+                f"[{self.name}] Microsoft Graph refused the query ({detail}): "
+                "check the filter and select settings and the mapped fields"
+            )
         return SourceError(f"[{self.name}] {exc}" + (f" ({code}: {message})" if code or message else ""))
 
     def _close_sessions(self) -> None:
@@ -484,8 +660,10 @@ class Azureusers(UsersSource):
                     body = decode_json(response)
                     users = body.get("value") if isinstance(body, dict) else None
                     if not isinstance(users, list):
-                        raise SourceError(f"[{self.name}] Microsoft Graph answered without a 'value' list of "
-                                          f"users ({type(body).__name__}) at {safe_url(response.request.url)}")
+                        raise SourceError(
+                            f"[{self.name}] Microsoft Graph answered without a 'value' list of "
+                            f"users ({type(body).__name__}) at {safe_url(response.request.url)}"
+                        )
                     paginator.pending = body.get("@odata.nextLink")
                     if users:
                         yield list(_records(users, legacy))
@@ -504,8 +682,15 @@ def _requests_reason(exc: Exception) -> str:
     text = str(exc)
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
         return "TLS certificate not trusted; set cacert_file to its CA bundle, or verify_ssl = false"
-    for phrase in ("Connection refused", "Name or service not known", "Temporary failure in name resolution",
-                   "nodename nor servname provided", "No route to host", "timed out", "Connection reset"):
+    for phrase in (
+        "Connection refused",
+        "Name or service not known",
+        "Temporary failure in name resolution",
+        "nodename nor servname provided",
+        "No route to host",
+        "timed out",
+        "Connection reset",
+    ):
         if phrase in text:
             return phrase.lower() if phrase != "Connection refused" else "connection refused"
     status = getattr(getattr(exc, "response", None), "status_code", None)

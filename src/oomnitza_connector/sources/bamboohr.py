@@ -48,12 +48,20 @@ class BambooHR(UsersSource):
     summary = "BambooHR employees (directory or custom report)"
     settings = (
         Setting("url", DEFAULT_URL, help="BambooHR API gateway (with or without /api/gateway.php)"),
-        Setting("system_name", None, example="YOUR BambooHR SYSTEM NAME",
-                help="company subdomain: acme for acme.bamboohr.com"),
+        Setting(
+            "system_name",
+            None,
+            example="YOUR BambooHR SYSTEM NAME",
+            help="company subdomain: acme for acme.bamboohr.com",
+        ),
         Setting("api_token", None, example="YOUR BambooHR API TOKEN", secret=True, help="BambooHR API key"),
         *UsersSource.role_settings,
-        Setting("mode", "directory", choices=("directory", "report"),
-                help="directory (active employees, directory fields) or report (custom report)"),
+        Setting(
+            "mode",
+            "directory",
+            choices=("directory", "report"),
+            help="directory (active employees, directory fields) or report (custom report)",
+        ),
         Setting("report_fields", REPORT_FIELDS, help="mode = report: the BambooHR field names to request"),
         Setting("only_current", "false", help="mode = report: only current employees (false adds terminated)"),
     )
@@ -72,8 +80,7 @@ class BambooHR(UsersSource):
             raise ConfigError(f"[{self.name}] url must start with https:// (e.g. {DEFAULT_URL})")
         company = self.setting("system_name").strip()
         if any(c in company for c in "./: "):
-            raise ConfigError(f"[{self.name}] system_name is the company subdomain only (acme for "
-                              "acme.bamboohr.com)")
+            raise ConfigError(f"[{self.name}] system_name is the company subdomain only (acme for acme.bamboohr.com)")
         if self.setting("mode") == "report" and not self.fields:
             raise ConfigError(f"[{self.name}] report_fields is empty; list the BambooHR fields to request")
         self.section.flag("only_current")
@@ -96,8 +103,7 @@ class BambooHR(UsersSource):
         name = f"[{self.name}]"
         report = self.setting("mode") == "report"
         headers = {"Accept": "application/json"}
-        async with self.http(base_url=self.base, headers=headers,
-                             auth=basic(self.setting("api_token"), "x")) as http:
+        async with self.http(base_url=self.base, headers=headers, auth=basic(self.setting("api_token"), "x")) as http:
             try:
                 if report:
                     query = {"format": "JSON", "onlyCurrent": str(self.section.flag("only_current")).lower()}
@@ -107,16 +113,23 @@ class BambooHR(UsersSource):
                     response = await http.request("GET", "/employees/directory")
             except HttpAuthError as exc:
                 if exc.status == 403:
-                    raise SourceError(f"{name} BambooHR refused the employee directory (403{vendor_message(exc)}): "
-                                      "it is not shared company-wide and the API key's user has no access to it; "
-                                      "share the directory or use a key of a user who can see it") from None
-                raise SourceError(f"{name} BambooHR rejected the API key ({exc.status}{vendor_message(exc)}): "
-                                  "check api_token") from None
+                    raise SourceError(
+                        f"{name} BambooHR refused the employee directory (403{vendor_message(exc)}): "
+                        "it is not shared company-wide and the API key's user has no access to it; "
+                        "share the directory or use a key of a user who can see it"
+                    ) from None
+                raise SourceError(
+                    f"{name} BambooHR rejected the API key ({exc.status}{vendor_message(exc)}): check api_token"
+                ) from None
             except HttpError as exc:
                 if exc.status == 404:
-                    log.warning("%s BambooHR answered 404 (%s): the directory of '%s' is empty (or system_name is "
-                                "wrong); 0 records", name, vendor_message(exc).lstrip(": ") or "no employees",
-                                self.setting("system_name"))
+                    log.warning(
+                        "%s BambooHR answered 404 (%s): the directory of '%s' is empty (or system_name is "
+                        "wrong); 0 records",
+                        name,
+                        vendor_message(exc).lstrip(": ") or "no employees",
+                        self.setting("system_name"),
+                    )
                     return
                 raise SourceError(f"{name} {exc}{vendor_message(exc)}") from None
             data = decode_json(response)
@@ -124,6 +137,4 @@ class BambooHR(UsersSource):
             if not isinstance(employees, list):
                 raise SourceError(f"{name} BambooHR answered {safe_url(response.url)} without an 'employees' list")
             if employees:
-                yield [e if isinstance(e, dict) else BadRecord("employee is not a JSON object", e)
-                       for e in employees]  # type: ignore[misc]
-
+                yield [e if isinstance(e, dict) else BadRecord("employee is not a JSON object", e) for e in employees]  # type: ignore[misc]

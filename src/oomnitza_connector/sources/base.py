@@ -149,8 +149,7 @@ def load_source_class(section_name: str) -> type[Source]:
         close = difflib.get_close_matches(module, REGISTRY, n=1)
         hint = f" (did you mean [{close[0]}]?)" if close else ""
         raise ConfigError(
-            f"[{section_name}]: no connector named '{module}'{hint}; "
-            f"known connectors: {', '.join(sorted(REGISTRY))}"
+            f"[{section_name}]: no connector named '{module}'{hint}; known connectors: {', '.join(sorted(REGISTRY))}"
         )
     try:
         mod = importlib.import_module(entry[0])

@@ -42,15 +42,39 @@ from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
 
-COMPUTER_SECTIONS = ("GENERAL", "HARDWARE", "OPERATING_SYSTEM", "USER_AND_LOCATION", "PURCHASING", "APPLICATIONS",
-                     "EXTENSION_ATTRIBUTES", "SECURITY", "STORAGE", "GROUP_MEMBERSHIPS")
-MOBILE_SECTIONS = ("GENERAL", "HARDWARE", "USER_AND_LOCATION", "PURCHASING", "SECURITY", "NETWORK", "APPLICATIONS",
-                   "EXTENSION_ATTRIBUTES")
+COMPUTER_SECTIONS = (
+    "GENERAL",
+    "HARDWARE",
+    "OPERATING_SYSTEM",
+    "USER_AND_LOCATION",
+    "PURCHASING",
+    "APPLICATIONS",
+    "EXTENSION_ATTRIBUTES",
+    "SECURITY",
+    "STORAGE",
+    "GROUP_MEMBERSHIPS",
+)
+MOBILE_SECTIONS = (
+    "GENERAL",
+    "HARDWARE",
+    "USER_AND_LOCATION",
+    "PURCHASING",
+    "SECURITY",
+    "NETWORK",
+    "APPLICATIONS",
+    "EXTENSION_ATTRIBUTES",
+)
 COMPUTER_API_VERSIONS = ("v4", "v3", "v2", "v1")  # newest first; v1 and v3 are deprecated by Jamf
 MAX_IDS_PER_FILTER = 100  # an RSQL id=in=(…) list per request; keeps the request line short
 NAMES_TTL = 3600.0  # building/department names are re-read after this long (long-lived webhook server)
-DATE_FIELDS = ("general.report_date", "general.last_contact_time", "general.initial_entry_date",
-               "purchasing.warranty_expires", "purchasing.lease_expires", "purchasing.po_date")
+DATE_FIELDS = (
+    "general.report_date",
+    "general.last_contact_time",
+    "general.initial_entry_date",
+    "purchasing.warranty_expires",
+    "purchasing.lease_expires",
+    "purchasing.po_date",
+)
 
 
 class DeviceNotFound(SourceError):
@@ -78,21 +102,33 @@ class Casper(Source):
     record_type = "assets"
     summary = "Jamf Pro (Casper) computers or mobile devices"
     settings = (
-        Setting("url", "https://jss.jamfcloud.com/example", example="https://acme.jamfcloud.com",
-                help="Jamf Pro base URL"),
-        Setting("username", "", example="username@example.com",
-                help="Jamf Pro user for a bearer token (when no client_id is set)"),
+        Setting(
+            "url", "https://jss.jamfcloud.com/example", example="https://acme.jamfcloud.com", help="Jamf Pro base URL"
+        ),
+        Setting(
+            "username",
+            "",
+            example="username@example.com",
+            help="Jamf Pro user for a bearer token (when no client_id is set)",
+        ),
         Setting("password", "", example="change-me", secret=True, help="that user's password"),
-        Setting("sync_type", "computers", choices=("computers", "mobiledevices"),
-                help="computers (mapping 'Casper') or mobiledevices (mapping 'Casper.MDM')"),
+        Setting(
+            "sync_type",
+            "computers",
+            choices=("computers", "mobiledevices"),
+            help="computers (mapping 'Casper') or mobiledevices (mapping 'Casper.MDM')",
+        ),
         Setting("group_name", "", help="only the members of this computer / mobile device group"),
         Setting("client_id", "", help="Jamf Pro API client ID (preferred over username/password)"),
         Setting("client_secret", "", secret=True, help="that API client's secret"),
         Setting("page_size", "100", help="devices per inventory request (1-2000)"),
         Setting("max_connections", "5", help="concurrent requests to Jamf Pro at most (Jamf asks for 5 or fewer)"),
         Setting("api_version", "auto", help="computers-inventory API version: auto (newest served), v4, v3, v2, v1"),
-        Setting("sections", "", help="inventory sections to request, comma-separated (default: all that the "
-                                     "Classic field names need)"),
+        Setting(
+            "sections",
+            "",
+            help="inventory sections to request, comma-separated (default: all that the Classic field names need)",
+        ),
     )
     default_converters = dict.fromkeys(DATE_FIELDS, "date_format")
 
@@ -110,8 +146,9 @@ class Casper(Source):
         if bool(self.setting("client_id")) != bool(self.setting("client_secret")):
             raise ConfigError(f"{where} set both client_id and client_secret (a Jamf Pro API client)")
         if not self.setting("client_id") and not (self.setting("username") and self.setting("password")):
-            raise ConfigError(f"{where} set client_id and client_secret (a Jamf Pro API client), "
-                              "or username and password")
+            raise ConfigError(
+                f"{where} set client_id and client_secret (a Jamf Pro API client), or username and password"
+            )
         for name, low, high in (("page_size", 1, 2000), ("max_connections", 1, 50)):
             value = self.setting(name) or "0"
             if not value.isdigit() or not low <= int(value) <= high:
@@ -231,10 +268,13 @@ class Casper(Source):
         where = safe_url(exc.response.request.url) if exc.response is not None else "Jamf Pro"
         code = _jamf_error(exc.response)
         if exc.status == 403:
-            return SourceError(f"[{self.name}] Jamf Pro refused access to {where} ({exc.status}{code}): give the "
-                               f"API role or user the privileges {self.kind.privileges}")
-        return SourceError(f"[{self.name}] Jamf Pro rejected the credentials ({exc.status}{code}): "
-                           f"check {self.credentials_hint}")
+            return SourceError(
+                f"[{self.name}] Jamf Pro refused access to {where} ({exc.status}{code}): give the "
+                f"API role or user the privileges {self.kind.privileges}"
+            )
+        return SourceError(
+            f"[{self.name}] Jamf Pro rejected the credentials ({exc.status}{code}): check {self.credentials_hint}"
+        )
 
 
 # -- the Jamf Pro API conversation ------------------------------------------------------------------
@@ -248,8 +288,9 @@ class _Session:
         self.kind = source.kind
         self.name = source.name
         self.sections = source._requested_sections()
-        self.http: Http = source.http(base_url=source.base, headers={"Accept": "application/json"},
-                                      max_connections=source.cap)
+        self.http: Http = source.http(
+            base_url=source.base, headers={"Accept": "application/json"}, max_connections=source.cap
+        )
         self.http.client.auth = RefreshingToken(self._fetch_token, leeway=30.0)
         self.user_token: str | None = None  # a username/password bearer token, renewed by keep-alive
         self.user_expires = 0.0
@@ -263,8 +304,12 @@ class _Session:
         try:
             if self.user_token:  # a user token outlives the run unless it is invalidated
                 with contextlib.suppress(HttpError):
-                    await self.http.request("POST", "/api/v1/auth/invalidate-token", retry=False,
-                                            auth=HeaderToken(self.user_token, scheme="Bearer"))
+                    await self.http.request(
+                        "POST",
+                        "/api/v1/auth/invalidate-token",
+                        retry=False,
+                        auth=HeaderToken(self.user_token, scheme="Bearer"),
+                    )
                 self.user_token = None
         finally:
             await self.http.aclose()
@@ -275,23 +320,34 @@ class _Session:
         s = self.source
         if s.setting("client_id"):
             body = await self._token_call(
-                "/api/oauth/token", "client_id and client_secret",
-                data={"grant_type": "client_credentials", "client_id": s.setting("client_id"),
-                      "client_secret": s.setting("client_secret")})
+                "/api/oauth/token",
+                "client_id and client_secret",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": s.setting("client_id"),
+                    "client_secret": s.setting("client_secret"),
+                },
+            )
             token = body.get("access_token")
             lifetime = _number(body.get("expires_in")) or 300.0
         else:
             body = None
             if self.user_token and time.time() < self.user_expires:
                 try:  # renew the token we have: Jamf invalidates the old one
-                    body = decode_json(await self.http.request(
-                        "POST", "/api/v1/auth/keep-alive", auth=HeaderToken(self.user_token, scheme="Bearer")))
+                    body = decode_json(
+                        await self.http.request(
+                            "POST", "/api/v1/auth/keep-alive", auth=HeaderToken(self.user_token, scheme="Bearer")
+                        )
+                    )
                 except HttpError as exc:
                     log.debug("[%s] keep-alive failed (%s); logging in again", self.name, exc)
                     body = None
             if not isinstance(body, dict) or not body.get("token"):
-                body = await self._token_call("/api/v1/auth/token", "username and password",
-                                              auth=basic(s.setting("username"), s.setting("password")))
+                body = await self._token_call(
+                    "/api/v1/auth/token",
+                    "username and password",
+                    auth=basic(s.setting("username"), s.setting("password")),
+                )
             token = body.get("token")
             expires = _parse_time(body.get("expires"))
             lifetime = max(1.0, expires.timestamp() - time.time()) if expires else 1200.0
@@ -307,8 +363,10 @@ class _Session:
             response = await self.http.request("POST", path, **kwargs)
         except HttpError as exc:
             if exc.status in (400, 401, 403):
-                raise SourceError(f"[{self.name}] Jamf Pro rejected the {what} ({exc.status}"
-                                  f"{_jamf_error(exc.response)}): check {what}") from None
+                raise SourceError(
+                    f"[{self.name}] Jamf Pro rejected the {what} ({exc.status}"
+                    f"{_jamf_error(exc.response)}): check {what}"
+                ) from None
             raise
         body = decode_json(response)
         if not isinstance(body, dict):
@@ -331,14 +389,17 @@ class _Session:
             return f"/api/{pinned}/computers-inventory"
         for version in COMPUTER_API_VERSIONS:
             path = f"/api/{version}/computers-inventory"
-            response = await self.http.request("GET", path, params={"section": "GENERAL", "page": 0, "page-size": 1},
-                                               ok_statuses=frozenset({404}))
+            response = await self.http.request(
+                "GET", path, params={"section": "GENERAL", "page": 0, "page-size": 1}, ok_statuses=frozenset({404})
+            )
             await response.aclose()
             if response.status_code != 404:
                 log.info("[%s] using Jamf Pro API %s", self.name, path)
                 return path
-        raise SourceError(f"[{self.name}] {self.source.base} has no Jamf Pro computers-inventory API (tried "
-                          f"{', '.join(COMPUTER_API_VERSIONS)}): check url; Jamf Pro 10.39 or newer is needed")
+        raise SourceError(
+            f"[{self.name}] {self.source.base} has no Jamf Pro computers-inventory API (tried "
+            f"{', '.join(COMPUTER_API_VERSIONS)}): check url; Jamf Pro 10.39 or newer is needed"
+        )
 
     def _params(self, **extra: Any) -> dict[str, Any]:
         params: dict[str, Any] = {"section": self.sections, **extra}
@@ -369,10 +430,10 @@ class _Session:
     async def pages_for_ids(self, ids: list[str]) -> AsyncIterator[list[Record | BadRecord]]:
         """Group members in chunks; up to ``concurrency`` chunks in flight, pages yielded in order."""
         size = min(self.source.page_size, MAX_IDS_PER_FILTER)
-        chunks = [ids[i:i + size] for i in range(0, len(ids), size)]
+        chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
         width = self.source.concurrency
         for start in range(0, len(chunks), width):
-            window = chunks[start:start + width]
+            window = chunks[start : start + width]
             results = await asyncio.gather(*(self.fetch_ids(chunk) for chunk in window), return_exceptions=True)
             for chunk, result in zip(window, results, strict=True):
                 if isinstance(result, HttpError) and not isinstance(result, HttpAuthError):
@@ -388,8 +449,10 @@ class _Session:
         body = decode_json(response)
         results = body.get("results") if isinstance(body, dict) else None
         if not isinstance(results, list):
-            raise SourceError(f"[{self.name}] {safe_url(response.request.url)} answered with "
-                              f"{type(body).__name__}, not an inventory page ({{\"totalCount\", \"results\"}})")
+            raise SourceError(
+                f"[{self.name}] {safe_url(response.request.url)} answered with "
+                f'{type(body).__name__}, not an inventory page ({{"totalCount", "results"}})'
+            )
         out: list[Record | BadRecord] = []
         for raw in results:
             if not isinstance(raw, dict):
@@ -398,8 +461,12 @@ class _Session:
             try:
                 out.append(self.kind.translate(raw, self.names))
             except (TypeError, ValueError, AttributeError) as exc:
-                out.append(BadRecord(f"{self.kind.label} {raw.get('id', raw.get('mobileDeviceId'))}: cannot read "
-                                     f"the record ({exc})", raw))
+                out.append(
+                    BadRecord(
+                        f"{self.kind.label} {raw.get('id', raw.get('mobileDeviceId'))}: cannot read the record ({exc})",
+                        raw,
+                    )
+                )
         return out
 
     # building and department names (the Jamf Pro API gives computers only their IDs)
@@ -425,8 +492,14 @@ class _Session:
                     if isinstance(item, dict) and item.get("id") is not None:
                         table[str(item["id"])] = item.get("name")
         except HttpError as exc:
-            log.warning("[%s] cannot read the Jamf Pro %s (%s); location.%s stays empty (grant 'Read %s')",
-                        self.name, what, exc, what[:-1], what.capitalize())
+            log.warning(
+                "[%s] cannot read the Jamf Pro %s (%s); location.%s stays empty (grant 'Read %s')",
+                self.name,
+                what,
+                exc,
+                what[:-1],
+                what.capitalize(),
+            )
         return table
 
     # groups (Classic API: one list call, one group call; members of smart and static groups alike)
@@ -436,13 +509,16 @@ class _Session:
         listing = decode_json(await self.http.request("GET", f"/JSSResource/{kind.group_path}"))
         groups = [g for g in _as_list(_dig(listing, kind.group_list_key)) if isinstance(g, dict)]
         found = [g for g in groups if g.get("name") == group] or [
-            g for g in groups if str(g.get("name", "")).casefold() == group.casefold()]
+            g for g in groups if str(g.get("name", "")).casefold() == group.casefold()
+        ]
         if not found:
             raise SourceError(f"[{self.name}] Jamf Pro has no {kind.label} group named {group!r}: check group_name")
         if len(found) > 1:
             ids = ", ".join(str(g.get("id")) for g in found)
-            raise SourceError(f"[{self.name}] {len(found)} {kind.label} groups are named {group!r} (ids {ids}); "
-                              "make group_name unique")
+            raise SourceError(
+                f"[{self.name}] {len(found)} {kind.label} groups are named {group!r} (ids {ids}); "
+                "make group_name unique"
+            )
         detail = decode_json(await self.http.request("GET", f"/JSSResource/{kind.group_path}/id/{found[0].get('id')}"))
         members = _as_list(_dig(detail, kind.group_key, kind.members_key))
         ids: list[str] = []
@@ -559,34 +635,38 @@ def classic_location(ul: dict[str, Any], names: Any) -> dict[str, Any]:
     """The Classic API's ``location`` of a computer or mobile device from the Jamf Pro API's ``userAndLocation``."""
     location = _with_snake(ul)
     phone = _either(ul, "phoneNumber", "phone")
-    location.update({
-        "username": ul.get("username"),
-        "real_name": _either(ul, "realname", "realName"),
-        "email_address": _either(ul, "email", "emailAddress"),
-        "position": ul.get("position"),
-        "phone": phone,
-        "phone_number": phone,
-        "room": ul.get("room"),
-        "building": ul.get("building") or names.building(ul.get("buildingId")),
-        "department": ul.get("department") or names.department(ul.get("departmentId")),
-    })
+    location.update(
+        {
+            "username": ul.get("username"),
+            "real_name": _either(ul, "realname", "realName"),
+            "email_address": _either(ul, "email", "emailAddress"),
+            "position": ul.get("position"),
+            "phone": phone,
+            "phone_number": phone,
+            "room": ul.get("room"),
+            "building": ul.get("building") or names.building(ul.get("buildingId")),
+            "department": ul.get("department") or names.department(ul.get("departmentId")),
+        }
+    )
     return location
 
 
 def classic_purchasing(pu: dict[str, Any]) -> dict[str, Any]:
     """The Classic API's ``purchasing`` (with the ``*_epoch``/``*_utc`` dates) from the Jamf Pro API's."""
     purchasing = _with_snake(pu)
-    purchasing.update({
-        "is_purchased": pu.get("purchased"),
-        "is_leased": pu.get("leased"),
-        "po_number": pu.get("poNumber"),
-        "vendor": pu.get("vendor"),
-        "applecare_id": pu.get("appleCareId"),
-        "purchase_price": pu.get("purchasePrice"),
-        "purchasing_account": pu.get("purchasingAccount"),
-        "purchasing_contact": pu.get("purchasingContact"),
-        "life_expectancy": pu.get("lifeExpectancy"),
-    })
+    purchasing.update(
+        {
+            "is_purchased": pu.get("purchased"),
+            "is_leased": pu.get("leased"),
+            "po_number": pu.get("poNumber"),
+            "vendor": pu.get("vendor"),
+            "applecare_id": pu.get("appleCareId"),
+            "purchase_price": pu.get("purchasePrice"),
+            "purchasing_account": pu.get("purchasingAccount"),
+            "purchasing_contact": pu.get("purchasingContact"),
+            "life_expectancy": pu.get("lifeExpectancy"),
+        }
+    )
     add_dates(purchasing, "po_date", pu.get("poDate"))
     add_dates(purchasing, "warranty_expires", _either(pu, "warrantyDate", "warrantyExpiresDate"))
     add_dates(purchasing, "lease_expires", _either(pu, "leaseDate", "leaseExpiresDate"))
@@ -614,7 +694,8 @@ def extension_attributes(raw: dict[str, Any]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     seen: set[tuple[Any, Any]] = set()
     sources = [raw.get("extensionAttributes")] + [
-        section.get("extensionAttributes") for section in raw.values() if isinstance(section, dict)]
+        section.get("extensionAttributes") for section in raw.values() if isinstance(section, dict)
+    ]
     for entries in sources:
         for ea in entries if isinstance(entries, list) else []:
             if not isinstance(ea, dict):
@@ -628,9 +709,15 @@ def extension_attributes(raw: dict[str, Any]) -> list[dict[str, Any]]:
                 value = ", ".join("" if v is None else str(v) for v in values)
             else:
                 value = "" if values is None else values
-            found.append({"id": ident, "name": ea.get("name"), "type": ea.get("dataType", ea.get("type")),
-                          "multi_value": ea.get("multiValue", isinstance(values, list) and len(values) > 1),
-                          "value": value})
+            found.append(
+                {
+                    "id": ident,
+                    "name": ea.get("name"),
+                    "type": ea.get("dataType", ea.get("type")),
+                    "multi_value": ea.get("multiValue", isinstance(values, list) and len(values) > 1),
+                    "value": value,
+                }
+            )
     return found
 
 
@@ -646,30 +733,36 @@ def classic_computer(raw: dict[str, Any], names: Names) -> Record:
     site = g.get("site") if isinstance(g.get("site"), dict) else {}
 
     general = _with_snake(g)
-    general.update({
-        "id": _int(raw.get("id")),
-        "name": g.get("name"),
-        "udid": raw.get("udid"),
-        "serial_number": hw.get("serialNumber"),
-        "asset_tag": g.get("assetTag"),
-        "barcode_1": g.get("barcode1"),
-        "barcode_2": g.get("barcode2"),
-        "mac_address": hw.get("macAddress"),
-        "alt_mac_address": hw.get("altMacAddress"),
-        "ip_address": g.get("lastIpAddress"),
-        "last_reported_ip": g.get("lastReportedIp"),
-        "jamf_version": g.get("jamfBinaryVersion"),
-        "platform": g.get("platform"),
-        "mdm_capable": mdm.get("capable") if isinstance(mdm, dict) else mdm,
-        "supervised": g.get("supervised"),
-        "distribution_point": g.get("distributionPoint"),
-        "itunes_store_account_is_active": g.get("itunesStoreAccountActive"),
-        "remote_management": {"managed": remote.get("managed"),
-                              "management_username": remote.get("managementUsername")},
-        "management_status": {"enrolled_via_dep": g.get("enrolledViaAutomatedDeviceEnrollment"),
-                              "user_approved_mdm": g.get("userApprovedMdm")},
-        "site": {"id": _int(site.get("id")), "name": site.get("name")},
-    })
+    general.update(
+        {
+            "id": _int(raw.get("id")),
+            "name": g.get("name"),
+            "udid": raw.get("udid"),
+            "serial_number": hw.get("serialNumber"),
+            "asset_tag": g.get("assetTag"),
+            "barcode_1": g.get("barcode1"),
+            "barcode_2": g.get("barcode2"),
+            "mac_address": hw.get("macAddress"),
+            "alt_mac_address": hw.get("altMacAddress"),
+            "ip_address": g.get("lastIpAddress"),
+            "last_reported_ip": g.get("lastReportedIp"),
+            "jamf_version": g.get("jamfBinaryVersion"),
+            "platform": g.get("platform"),
+            "mdm_capable": mdm.get("capable") if isinstance(mdm, dict) else mdm,
+            "supervised": g.get("supervised"),
+            "distribution_point": g.get("distributionPoint"),
+            "itunes_store_account_is_active": g.get("itunesStoreAccountActive"),
+            "remote_management": {
+                "managed": remote.get("managed"),
+                "management_username": remote.get("managementUsername"),
+            },
+            "management_status": {
+                "enrolled_via_dep": g.get("enrolledViaAutomatedDeviceEnrollment"),
+                "user_approved_mdm": g.get("userApprovedMdm"),
+            },
+            "site": {"id": _int(site.get("id")), "name": site.get("name")},
+        }
+    )
     add_dates(general, "report_date", g.get("reportDate"))
     add_dates(general, "last_contact_time", g.get("lastContactTime"))
     add_dates(general, "initial_entry_date", g.get("initialEntryDate"))
@@ -677,39 +770,49 @@ def classic_computer(raw: dict[str, Any], names: Names) -> Record:
     add_dates(general, "last_enrolled_date", g.get("lastEnrolledDate"))
 
     hardware = _with_snake(hw)
-    hardware.update({
-        "make": hw.get("make"),
-        "model": hw.get("model"),
-        "model_identifier": hw.get("modelIdentifier"),
-        "os_name": os_.get("name"),
-        "os_version": os_.get("version"),
-        "os_build": os_.get("build"),
-        "active_directory_status": os_.get("activeDirectoryStatus"),
-        "processor_type": hw.get("processorType"),
-        "processor_architecture": hw.get("processorArchitecture"),
-        "processor_speed": hw.get("processorSpeedMhz"),
-        "processor_speed_mhz": hw.get("processorSpeedMhz"),
-        "number_processors": hw.get("processorCount"),
-        "number_cores": hw.get("coreCount"),
-        "bus_speed": hw.get("busSpeedMhz"),
-        "bus_speed_mhz": hw.get("busSpeedMhz"),
-        "cache_size": hw.get("cacheSizeKilobytes"),
-        "cache_size_kb": hw.get("cacheSizeKilobytes"),
-        "total_ram": hw.get("totalRamMegabytes"),
-        "total_ram_mb": hw.get("totalRamMegabytes"),
-        "available_ram_slots": hw.get("openRamSlots"),
-        "battery_capacity": hw.get("batteryCapacityPercent"),
-        "smc_version": hw.get("smcVersion"),
-        "nic_speed": hw.get("nicSpeed"),
-        "optical_drive": hw.get("opticalDrive"),
-        "boot_rom": hw.get("bootRom"),
-        "storage": [
-            {"disk": d.get("device"), "model": d.get("model"), "revision": d.get("revision"),
-             "serial_number": d.get("serialNumber"), "size": d.get("sizeMegabytes"),
-             "drive_capacity_mb": d.get("sizeMegabytes"), "connection_type": d.get("type"),
-             "smart_status": d.get("smartStatus")}
-            for d in _as_list(_section(raw, "storage").get("disks")) if isinstance(d, dict)],
-    })
+    hardware.update(
+        {
+            "make": hw.get("make"),
+            "model": hw.get("model"),
+            "model_identifier": hw.get("modelIdentifier"),
+            "os_name": os_.get("name"),
+            "os_version": os_.get("version"),
+            "os_build": os_.get("build"),
+            "active_directory_status": os_.get("activeDirectoryStatus"),
+            "processor_type": hw.get("processorType"),
+            "processor_architecture": hw.get("processorArchitecture"),
+            "processor_speed": hw.get("processorSpeedMhz"),
+            "processor_speed_mhz": hw.get("processorSpeedMhz"),
+            "number_processors": hw.get("processorCount"),
+            "number_cores": hw.get("coreCount"),
+            "bus_speed": hw.get("busSpeedMhz"),
+            "bus_speed_mhz": hw.get("busSpeedMhz"),
+            "cache_size": hw.get("cacheSizeKilobytes"),
+            "cache_size_kb": hw.get("cacheSizeKilobytes"),
+            "total_ram": hw.get("totalRamMegabytes"),
+            "total_ram_mb": hw.get("totalRamMegabytes"),
+            "available_ram_slots": hw.get("openRamSlots"),
+            "battery_capacity": hw.get("batteryCapacityPercent"),
+            "smc_version": hw.get("smcVersion"),
+            "nic_speed": hw.get("nicSpeed"),
+            "optical_drive": hw.get("opticalDrive"),
+            "boot_rom": hw.get("bootRom"),
+            "storage": [
+                {
+                    "disk": d.get("device"),
+                    "model": d.get("model"),
+                    "revision": d.get("revision"),
+                    "serial_number": d.get("serialNumber"),
+                    "size": d.get("sizeMegabytes"),
+                    "drive_capacity_mb": d.get("sizeMegabytes"),
+                    "connection_type": d.get("type"),
+                    "smart_status": d.get("smartStatus"),
+                }
+                for d in _as_list(_section(raw, "storage").get("disks"))
+                if isinstance(d, dict)
+            ],
+        }
+    )
 
     location = classic_location(ul, names)
     purchasing = classic_purchasing(pu)
@@ -718,20 +821,33 @@ def classic_computer(raw: dict[str, Any], names: Names) -> Record:
     security.setdefault("activation_lock", security.get("activationLockEnabled"))
 
     record = dict(raw)
-    record.update({
-        "general": general,
-        "hardware": hardware,
-        "location": location,
-        "purchasing": purchasing,
-        "security": security,
-        "software": {"applications": [
-            {"name": a.get("name"), "path": a.get("path"), "version": a.get("version"),
-             "bundle_id": a.get("bundleId")}
-            for a in _as_list(raw.get("applications")) if isinstance(a, dict)]},
-        "extension_attributes": extension_attributes(raw),
-        "groups_accounts": {"computer_group_memberships": [
-            m.get("groupName") for m in _as_list(raw.get("groupMemberships")) if isinstance(m, dict)]},
-    })
+    record.update(
+        {
+            "general": general,
+            "hardware": hardware,
+            "location": location,
+            "purchasing": purchasing,
+            "security": security,
+            "software": {
+                "applications": [
+                    {
+                        "name": a.get("name"),
+                        "path": a.get("path"),
+                        "version": a.get("version"),
+                        "bundle_id": a.get("bundleId"),
+                    }
+                    for a in _as_list(raw.get("applications"))
+                    if isinstance(a, dict)
+                ]
+            },
+            "extension_attributes": extension_attributes(raw),
+            "groups_accounts": {
+                "computer_group_memberships": [
+                    m.get("groupName") for m in _as_list(raw.get("groupMemberships")) if isinstance(m, dict)
+                ]
+            },
+        }
+    )
     return record
 
 
@@ -746,41 +862,43 @@ def classic_mobile(raw: dict[str, Any], names: Names) -> Record:
     display = g.get("displayName", g.get("name"))
 
     general = _with_snake(g)
-    general.update({
-        "id": _int(raw.get("mobileDeviceId", raw.get("id"))),
-        "name": display,
-        "device_name": display,
-        "display_name": display,
-        "serial_number": hw.get("serialNumber"),
-        "udid": g.get("udid"),
-        "asset_tag": g.get("assetTag"),
-        "os_type": raw.get("deviceType"),
-        "os_version": g.get("osVersion"),
-        "os_build": g.get("osBuild"),
-        "ip_address": g.get("ipAddress"),
-        "managed": g.get("managed"),
-        "supervised": g.get("supervised"),
-        "model": hw.get("model"),
-        "model_display": hw.get("model"),
-        "modelDisplay": hw.get("model"),
-        "model_identifier": hw.get("modelIdentifier"),
-        "model_number": hw.get("modelNumber"),
-        "wifi_mac_address": hw.get("wifiMacAddress"),
-        "bluetooth_mac_address": hw.get("bluetoothMacAddress"),
-        "modem_firmware": hw.get("modemFirmwareVersion"),
-        "capacity": hw.get("capacityMb"),
-        "capacity_mb": hw.get("capacityMb"),
-        "available": hw.get("availableSpaceMb"),
-        "available_mb": hw.get("availableSpaceMb"),
-        "percentage_used": hw.get("usedSpacePercentage"),
-        "battery_level": hw.get("batteryLevel"),
-        "device_id": hw.get("deviceId"),
-        "phone_number": net.get("phoneNumber"),
-        "airplay_password": g.get("airPlayPassword"),
-        "device_ownership_level": g.get("deviceOwnershipType"),
-        "itunes_store_account_is_active": g.get("itunesStoreAccountActive"),
-        "site": {"id": _int(g.get("siteId")), "name": None},
-    })
+    general.update(
+        {
+            "id": _int(raw.get("mobileDeviceId", raw.get("id"))),
+            "name": display,
+            "device_name": display,
+            "display_name": display,
+            "serial_number": hw.get("serialNumber"),
+            "udid": g.get("udid"),
+            "asset_tag": g.get("assetTag"),
+            "os_type": raw.get("deviceType"),
+            "os_version": g.get("osVersion"),
+            "os_build": g.get("osBuild"),
+            "ip_address": g.get("ipAddress"),
+            "managed": g.get("managed"),
+            "supervised": g.get("supervised"),
+            "model": hw.get("model"),
+            "model_display": hw.get("model"),
+            "modelDisplay": hw.get("model"),
+            "model_identifier": hw.get("modelIdentifier"),
+            "model_number": hw.get("modelNumber"),
+            "wifi_mac_address": hw.get("wifiMacAddress"),
+            "bluetooth_mac_address": hw.get("bluetoothMacAddress"),
+            "modem_firmware": hw.get("modemFirmwareVersion"),
+            "capacity": hw.get("capacityMb"),
+            "capacity_mb": hw.get("capacityMb"),
+            "available": hw.get("availableSpaceMb"),
+            "available_mb": hw.get("availableSpaceMb"),
+            "percentage_used": hw.get("usedSpacePercentage"),
+            "battery_level": hw.get("batteryLevel"),
+            "device_id": hw.get("deviceId"),
+            "phone_number": net.get("phoneNumber"),
+            "airplay_password": g.get("airPlayPassword"),
+            "device_ownership_level": g.get("deviceOwnershipType"),
+            "itunes_store_account_is_active": g.get("itunesStoreAccountActive"),
+            "site": {"id": _int(g.get("siteId")), "name": None},
+        }
+    )
     add_dates(general, "last_inventory_update", g.get("lastInventoryUpdateDate"))
     add_dates(general, "last_enrollment", g.get("lastEnrolledDate"))
     add_dates(general, "initial_entry_date", g.get("initialEntryDate", g.get("initialEntryTimestamp")))
@@ -795,20 +913,29 @@ def classic_mobile(raw: dict[str, Any], names: Names) -> Record:
     security.setdefault("data_protection", sec.get("dataProtected"))
 
     record = dict(raw)
-    record.update({
-        "general": general,
-        "location": location,
-        "purchasing": purchasing,
-        "network": network,
-        "security": security,
-        # One list, both spellings: Classic application_* keys next to the Jamf Pro API ones.
-        "applications": [
-            {**a, "application_name": a.get("name"), "application_version": a.get("version"),
-             "application_short_version": a.get("shortVersion"), "identifier": a.get("identifier"),
-             "application_status": a.get("managementStatus")}
-            for a in _as_list(raw.get("applications")) if isinstance(a, dict)],
-        "extension_attributes": extension_attributes(raw),
-    })
+    record.update(
+        {
+            "general": general,
+            "location": location,
+            "purchasing": purchasing,
+            "network": network,
+            "security": security,
+            # One list, both spellings: Classic application_* keys next to the Jamf Pro API ones.
+            "applications": [
+                {
+                    **a,
+                    "application_name": a.get("name"),
+                    "application_version": a.get("version"),
+                    "application_short_version": a.get("shortVersion"),
+                    "identifier": a.get("identifier"),
+                    "application_status": a.get("managementStatus"),
+                }
+                for a in _as_list(raw.get("applications"))
+                if isinstance(a, dict)
+            ],
+            "extension_attributes": extension_attributes(raw),
+        }
+    )
     return record
 
 
@@ -840,8 +967,7 @@ COMPUTERS = Kind(
     group_list_key="computer_groups",
     group_key="computer_group",
     members_key="computers",
-    privileges="'Read Computers' (and, for group_name, 'Read Smart Computer Groups' and 'Read Static Computer "
-               "Groups')",
+    privileges="'Read Computers' (and, for group_name, 'Read Smart Computer Groups' and 'Read Static Computer Groups')",
     translate=classic_computer,
 )
 MOBILES = Kind(
@@ -853,6 +979,6 @@ MOBILES = Kind(
     group_key="mobile_device_group",
     members_key="mobile_devices",
     privileges="'Read Mobile Devices' (and, for group_name, 'Read Smart Mobile Device Groups' and 'Read Static "
-               "Mobile Device Groups')",
+    "Mobile Device Groups')",
     translate=classic_mobile,
 )

@@ -64,6 +64,7 @@ BUILTIN_PATHS: tuple[tuple[str, ...], ...] = (
 
 # -- request signing ---------------------------------------------------------------------------------
 
+
 def canonical_path(path: str) -> str:
     """Path only; runs of ``/`` collapsed; no trailing ``/`` unless the path is ``/``."""
     path = re.sub("/+", "/", path or "/")
@@ -78,27 +79,38 @@ def chef_timestamp(now: dt.datetime | None = None) -> str:
     return (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def string_to_sign(protocol: str, method: str, path: str, body: bytes, timestamp: str, userid: str,
-                   server_api_version: str = SERVER_API_VERSION) -> str:
+def string_to_sign(
+    protocol: str,
+    method: str,
+    path: str,
+    body: bytes,
+    timestamp: str,
+    userid: str,
+    server_api_version: str = SERVER_API_VERSION,
+) -> str:
     """The canonical request of Chef's signing protocol ``protocol`` (mixlib-authentication)."""
     path = canonical_path(path)
     if protocol == "1.3":
-        return "\n".join((
+        return "\n".join(
+            (
+                f"Method:{method.upper()}",
+                f"Path:{path}",
+                f"X-Ops-Content-Hash:{_b64(hashlib.sha256(body).digest())}",
+                "X-Ops-Sign:version=1.3",
+                f"X-Ops-Timestamp:{timestamp}",
+                f"X-Ops-UserId:{userid}",
+                f"X-Ops-Server-API-Version:{server_api_version}",
+            )
+        )
+    return "\n".join(
+        (
             f"Method:{method.upper()}",
-            f"Path:{path}",
-            f"X-Ops-Content-Hash:{_b64(hashlib.sha256(body).digest())}",
-            "X-Ops-Sign:version=1.3",
+            f"Hashed Path:{_b64(hashlib.sha1(path.encode()).digest())}",
+            f"X-Ops-Content-Hash:{_b64(hashlib.sha1(body).digest())}",
             f"X-Ops-Timestamp:{timestamp}",
             f"X-Ops-UserId:{userid}",
-            f"X-Ops-Server-API-Version:{server_api_version}",
-        ))
-    return "\n".join((
-        f"Method:{method.upper()}",
-        f"Hashed Path:{_b64(hashlib.sha1(path.encode()).digest())}",
-        f"X-Ops-Content-Hash:{_b64(hashlib.sha1(body).digest())}",
-        f"X-Ops-Timestamp:{timestamp}",
-        f"X-Ops-UserId:{userid}",
-    ))
+        )
+    )
 
 
 def rsa_private_encrypt(key: Any, data: bytes) -> bytes:
@@ -109,8 +121,10 @@ def rsa_private_encrypt(key: Any, data: bytes) -> bytes:
     n, d = numbers.public_numbers.n, numbers.d
     k = (n.bit_length() + 7) // 8
     if len(data) > k - 11:
-        raise SourceError(f"the {n.bit_length()}-bit key is too short for Chef signing protocol 1.0; "
-                          "use signing_protocol = 1.3 or a 2048-bit key")
+        raise SourceError(
+            f"the {n.bit_length()}-bit key is too short for Chef signing protocol 1.0; "
+            "use signing_protocol = 1.3 or a 2048-bit key"
+        )
     block = b"\x00\x01" + b"\xff" * (k - 3 - len(data)) + b"\x00" + data
     return pow(int.from_bytes(block, "big"), d, n).to_bytes(k, "big")
 
@@ -164,14 +178,17 @@ def load_private_key(path: str, section: str) -> Any:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
-        raise ConfigError(f"[{section}] key_file {path!r} is not an unencrypted PEM private key "
-                          "(PKCS#1 'BEGIN RSA PRIVATE KEY' or PKCS#8 'BEGIN PRIVATE KEY')") from None
+        raise ConfigError(
+            f"[{section}] key_file {path!r} is not an unencrypted PEM private key "
+            "(PKCS#1 'BEGIN RSA PRIVATE KEY' or PKCS#8 'BEGIN PRIVATE KEY')"
+        ) from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ConfigError(f"[{section}] key_file {path!r} is not an RSA key; Chef signs with RSA")
     return key
 
 
 # -- paging --------------------------------------------------------------------------------------------
+
 
 class StartRows(Paginator):
     """Chef search paging: ``rows`` per page from ``start``; ends on an empty page or at ``total``
@@ -201,6 +218,7 @@ class StartRows(Paginator):
 
 # -- record shape ---------------------------------------------------------------------------------------
 
+
 def _digits(value: Any) -> int | None:
     """The leading run of digits of ``value``'s text as an int; none, or 0, gives None."""
     if value is None or isinstance(value, bool):
@@ -224,8 +242,9 @@ def _first_filesystem_kb(node: dict[str, Any]) -> Any:
     return None
 
 
-def hardware_of(node: dict[str, Any], extension: dict[str, dict[str, str]],
-                node_mappings: dict[str, dict[str, str]]) -> dict[str, Any]:
+def hardware_of(
+    node: dict[str, Any], extension: dict[str, dict[str, str]], node_mappings: dict[str, dict[str, str]]
+) -> dict[str, Any]:
     """The reference's derived ``hardware`` keys, then node_mappings, then attribute_extension."""
 
     def get(path: str) -> Any:
@@ -305,14 +324,19 @@ def _json_setting(section: str, name: str, text: str) -> dict[str, dict[str, str
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise ConfigError(f"[{section}] {name} is not valid JSON ({exc.msg} at char {exc.pos}); "
-                          'write e.g. {"__default__": {"kernel_name": "automatic.kernel.name"}}') from None
+        raise ConfigError(
+            f"[{section}] {name} is not valid JSON ({exc.msg} at char {exc.pos}); "
+            'write e.g. {"__default__": {"kernel_name": "automatic.kernel.name"}}'
+        ) from None
     ok = isinstance(value, dict) and all(
         isinstance(block, dict) and all(isinstance(k, str) and isinstance(p, str) and p for k, p in block.items())
-        for block in value.values())
+        for block in value.values()
+    )
     if not ok:
-        raise ConfigError(f"[{section}] {name} must be a JSON object of objects: "
-                          '{"<platform or __default__>": {"<hardware key>": "<dotted node path>"}}')
+        raise ConfigError(
+            f"[{section}] {name} must be a JSON object of objects: "
+            '{"<platform or __default__>": {"<hardware key>": "<dotted node path>"}}'
+        )
     return value
 
 
@@ -322,18 +346,35 @@ class Chef(Source):
     record_type = "assets"
     summary = "Chef Infra Server nodes"
     settings = (
-        Setting("url", None, example="https://example.com/organizations/org",
-                help="organization URL: https://<host>/organizations/<org>"),
+        Setting(
+            "url",
+            None,
+            example="https://example.com/organizations/org",
+            help="organization URL: https://<host>/organizations/<org>",
+        ),
         Setting("client", None, example="user", help="Chef user or API client name (X-Ops-UserId)"),
         Setting("key_file", None, example="/path/to/user.pem", help="PEM RSA private key of that client"),
-        Setting("attribute_extension", "",
-                help='JSON: {"<platform or __default__>": {"<new hardware key>": "<dotted node path>"}}'),
-        Setting("node_mappings", "",
-                help='JSON: {"<platform or __default__>": {"serial_number"|"model": "<dotted node path>"}}'),
-        Setting("signing_protocol", "1.3", choices=PROTOCOLS,
-                help="1.3 (SHA-256, Chef Infra Server 12.4+) or 1.0 (SHA-1, older servers)"),
-        Setting("partial_search", "true",
-                help="fetch only the attributes the record needs (POST search); false = whole nodes"),
+        Setting(
+            "attribute_extension",
+            "",
+            help='JSON: {"<platform or __default__>": {"<new hardware key>": "<dotted node path>"}}',
+        ),
+        Setting(
+            "node_mappings",
+            "",
+            help='JSON: {"<platform or __default__>": {"serial_number"|"model": "<dotted node path>"}}',
+        ),
+        Setting(
+            "signing_protocol",
+            "1.3",
+            choices=PROTOCOLS,
+            help="1.3 (SHA-256, Chef Infra Server 12.4+) or 1.0 (SHA-1, older servers)",
+        ),
+        Setting(
+            "partial_search",
+            "true",
+            help="fetch only the attributes the record needs (POST search); false = whole nodes",
+        ),
         Setting("page_size", "1000", help="nodes per search request (rows)"),
     )
     default_mappings: dict[str, dict[str, Any]] = {}
@@ -345,13 +386,16 @@ class Chef(Source):
         for block in self.node_mappings.values():
             unknown = set(block) - set(NODE_MAPPING_KEYS)
             if unknown:
-                raise ConfigError(f"[{self.name}] node_mappings can set only serial_number and model, "
-                                  f"not {', '.join(sorted(unknown))}")
+                raise ConfigError(
+                    f"[{self.name}] node_mappings can set only serial_number and model, "
+                    f"not {', '.join(sorted(unknown))}"
+                )
         if not self.setting("page_size").isdigit() or not 1 <= int(self.setting("page_size")) <= 10000:
             raise ConfigError(f"[{self.name}] page_size must be a number from 1 to 10000")
         if not self.setting("url").lower().startswith(("http://", "https://")):
-            raise ConfigError(f"[{self.name}] url must start with https:// (e.g. "
-                              "https://chef.example.com/organizations/acme)")
+            raise ConfigError(
+                f"[{self.name}] url must start with https:// (e.g. https://chef.example.com/organizations/acme)"
+            )
 
     @property
     def base(self) -> str:
@@ -380,8 +424,9 @@ class Chef(Source):
         warned = False
         async with self.http(base_url=self.base, headers=headers, auth=signer) as http:
             try:
-                async for response in http.paginate(StartRows(int(self.setting("page_size"))), "/search/node",
-                                                    **kwargs):
+                async for response in http.paginate(
+                    StartRows(int(self.setting("page_size"))), "/search/node", **kwargs
+                ):
                     data = decode_json(response)
                     rows = data.get("rows") if isinstance(data, dict) else None
                     if not isinstance(rows, list):
@@ -395,10 +440,13 @@ class Chef(Source):
                         hw = hardware_of(node, self.extension, self.node_mappings)
                         if not warned and hw["platform"] not in (MAC, WINDOWS) and hw["serial_number"] is None:
                             warned = True
-                            log.info("[%s] nodes on platforms other than mac_os_x/windows (e.g. %s) have no "
-                                     "serial_number/model; set node_mappings, e.g. {\"__default__\": "
-                                     "{\"serial_number\": \"automatic.dmi.system.serial_number\"}}",
-                                     self.name, hw["platform"])
+                            log.info(
+                                "[%s] nodes on platforms other than mac_os_x/windows (e.g. %s) have no "
+                                'serial_number/model; set node_mappings, e.g. {"__default__": '
+                                '{"serial_number": "automatic.dmi.system.serial_number"}}',
+                                self.name,
+                                hw["platform"],
+                            )
                         page.append({"hardware": hw})
                     if page:
                         yield page  # type: ignore[misc]
@@ -406,11 +454,15 @@ class Chef(Source):
                 raise SourceError(self._auth_message(exc)) from None
             except HttpError as exc:
                 if exc.status == 404:
-                    raise SourceError(f"[{self.name}] Chef Infra Server answered 404 for {self.base}/search/node: "
-                                      "check the organization in url (https://<host>/organizations/<org>)") from None
+                    raise SourceError(
+                        f"[{self.name}] Chef Infra Server answered 404 for {self.base}/search/node: "
+                        "check the organization in url (https://<host>/organizations/<org>)"
+                    ) from None
                 if exc.status == 413:
-                    raise SourceError(f"[{self.name}] the partial search request is too large (413); "
-                                      "use fewer attribute_extension paths or partial_search = false") from None
+                    raise SourceError(
+                        f"[{self.name}] the partial search request is too large (413); "
+                        "use fewer attribute_extension paths or partial_search = false"
+                    ) from None
                 raise
 
     @staticmethod
@@ -437,12 +489,18 @@ class Chef(Source):
                 try:
                     offset = email.utils.parsedate_to_datetime(date).timestamp() - dt.datetime.now(dt.UTC).timestamp()
                     if abs(offset) > 60:
-                        skew = (f"; this machine's clock differs from the server's by about "
-                                f"{abs(offset) / 60:.0f} min (Chef allows 15)")
+                        skew = (
+                            f"; this machine's clock differs from the server's by about "
+                            f"{abs(offset) / 60:.0f} min (Chef allows 15)"
+                        )
                 except (TypeError, ValueError):
                     pass
         if exc.status == 403:
-            return (f"[{self.name}] Chef Infra Server refused access (403{detail}): "
-                    f"client '{self.setting('client')}' needs read access to the node search index")
-        return (f"[{self.name}] Chef Infra Server rejected the signed request ({exc.status}{detail}): "
-                f"check client, key_file and signing_protocol{skew}")
+            return (
+                f"[{self.name}] Chef Infra Server refused access (403{detail}): "
+                f"client '{self.setting('client')}' needs read access to the node search index"
+            )
+        return (
+            f"[{self.name}] Chef Infra Server rejected the signed request ({exc.status}{detail}): "
+            f"check client, key_file and signing_protocol{skew}"
+        )

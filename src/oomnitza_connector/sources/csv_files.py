@@ -34,7 +34,7 @@ FILE_SETTINGS = (
 FORMAT_SETTINGS = (
     Setting("encoding", "utf-8-sig", help="text encoding of the files, e.g. cp1252 or latin-1"),
     Setting("delimiter", ",", help="field separator: , ; | tab, or auto to detect it from the header"),
-    Setting("strip_headers", "false", help="remove spaces around column names (\" Serial \" becomes \"Serial\")"),
+    Setting("strip_headers", "false", help='remove spaces around column names (" Serial " becomes "Serial")'),
     *PROCESSED_SETTINGS,
 )
 
@@ -95,13 +95,16 @@ class _CsvSource(Source):
         try:
             codecs.lookup(self.setting("encoding"))
         except LookupError:
-            raise ConfigError(f"[{self.name}] encoding = {self.setting('encoding')!r} is not a known "
-                              "encoding (e.g. utf-8, cp1252, latin-1, utf-16)") from None
+            raise ConfigError(
+                f"[{self.name}] encoding = {self.setting('encoding')!r} is not a known "
+                "encoding (e.g. utf-8, cp1252, latin-1, utf-16)"
+            ) from None
         self.strip_headers = parse_bool(self.setting("strip_headers"), setting=f"[{self.name}] strip_headers")
         delimiter = self._delimiter_setting()
         if delimiter != "auto" and len(delimiter) != 1:
-            raise ConfigError(f"[{self.name}] delimiter = {self.setting('delimiter')!r} must be one "
-                              "character, tab, or auto")
+            raise ConfigError(
+                f"[{self.name}] delimiter = {self.setting('delimiter')!r} must be one character, tab, or auto"
+            )
 
     def _delimiter_setting(self) -> str:
         raw = self.setting("delimiter") or ","
@@ -140,7 +143,8 @@ class _CsvSource(Source):
                     line, reason = first_bad_line(path, encoding)
                 raise SourceError(
                     f"[{self.name}] {name} line {line} is not valid {encoding} ({reason}); "
-                    f"set encoding = <the file's encoding> (e.g. cp1252) in [{self.name}]") from None
+                    f"set encoding = <the file's encoding> (e.g. cp1252) in [{self.name}]"
+                ) from None
             except csv.Error as exc:
                 raise SourceError(f"[{self.name}] {name}: malformed CSV: {exc}") from None
 
@@ -163,11 +167,20 @@ class _CsvSource(Source):
         if padded and self.strip_headers:
             header = [h.strip() for h in header]
         elif padded:
-            log.warning("[%s] %s: column name(s) %s have spaces around them: mappings must use them exactly, "
-                        "or set strip_headers = true", self.name, name, ", ".join(map(repr, padded[:5])))
+            log.warning(
+                "[%s] %s: column name(s) %s have spaces around them: mappings must use them exactly, "
+                "or set strip_headers = true",
+                self.name,
+                name,
+                ", ".join(map(repr, padded[:5])),
+            )
         if width == 1 and delimiter == "," and any(c in header[0] for c in ";\t|"):
-            log.warning("[%s] %s has a single column %r: is the file separated by another character? "
-                        "(set delimiter)", self.name, name, header[0])
+            log.warning(
+                "[%s] %s has a single column %r: is the file separated by another character? (set delimiter)",
+                self.name,
+                name,
+                header[0],
+            )
         page: list[Record] = []
         short_lines: list[int] = []
         try:
@@ -179,14 +192,17 @@ class _CsvSource(Source):
                 elif len(row) < width:
                     short_lines.append(reader.line_num)
                     record: dict[Any, Any] = dict(zip(header, row, strict=False))
-                    for col in header[len(row):]:
+                    for col in header[len(row) :]:
                         record[col] = None
                     page.append(record)
                 else:
-                    page.append(BadRecord(  # type: ignore[arg-type]
-                        f"{name} line {reader.line_num}: {len(row)} cells but the header has {width}; "
-                        "the row is not sent (a value with an unquoted delimiter?)",
-                        raw={"file": name, "line": reader.line_num, "cells": row}))
+                    page.append(
+                        BadRecord(  # type: ignore[arg-type]
+                            f"{name} line {reader.line_num}: {len(row)} cells but the header has {width}; "
+                            "the row is not sent (a value with an unquoted delimiter?)",
+                            raw={"file": name, "line": reader.line_num, "cells": row},
+                        )
+                    )
                 if len(page) >= PAGE_SIZE:
                     yield page
                     page = []
@@ -198,8 +214,13 @@ class _CsvSource(Source):
             yield page
         if short_lines:
             shown = ", ".join(map(str, short_lines[:10])) + (" …" if len(short_lines) > 10 else "")
-            log.warning("[%s] %s: %d row(s) have fewer cells than the header (lines %s); "
-                        "the missing cells are empty (null)", self.name, name, len(short_lines), shown)
+            log.warning(
+                "[%s] %s: %d row(s) have fewer cells than the header (lines %s); the missing cells are empty (null)",
+                self.name,
+                name,
+                len(short_lines),
+                shown,
+            )
 
 
 class CsvAssets(_CsvSource):
@@ -207,10 +228,16 @@ class CsvAssets(_CsvSource):
     mapping_name = "CSV_assets"
     record_type = "assets"
     summary = "Rows of a CSV file (or a folder of them) as assets"
-    settings = (*FILE_SETTINGS,
-                Setting("sync_field", None, example="24DCF85294E411E38A52066B556BA4EE",
-                        help="Oomnitza field id(s) identifying an asset"),
-                *FORMAT_SETTINGS)
+    settings = (
+        *FILE_SETTINGS,
+        Setting(
+            "sync_field",
+            None,
+            example="24DCF85294E411E38A52066B556BA4EE",
+            help="Oomnitza field id(s) identifying an asset",
+        ),
+        *FORMAT_SETTINGS,
+    )
 
 
 class CsvUsers(_CsvSource, UsersSource):
@@ -218,8 +245,10 @@ class CsvUsers(_CsvSource, UsersSource):
     mapping_name = "CSV_users"
     record_type = "users"
     summary = "Rows of a CSV file (or a folder of them) as users"
-    settings = (Setting("filename", "", example="/some/path/to/file/users.csv", help="one CSV file"),
-                FILE_SETTINGS[1],
-                *UsersSource.role_settings,
-                Setting("sync_field", None, example="USER", help="Oomnitza field id(s) identifying a user"),
-                *FORMAT_SETTINGS)
+    settings = (
+        Setting("filename", "", example="/some/path/to/file/users.csv", help="one CSV file"),
+        FILE_SETTINGS[1],
+        *UsersSource.role_settings,
+        Setting("sync_field", None, example="USER", help="Oomnitza field id(s) identifying a user"),
+        *FORMAT_SETTINGS,
+    )

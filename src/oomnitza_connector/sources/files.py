@@ -33,8 +33,7 @@ def discover(section: str, filename: str, directory: str, suffix: str | tuple[st
     if not folder.is_dir():
         raise SourceError(f"[{section}] directory = {directory}: no such directory")
     return sorted(
-        (p for p in folder.iterdir()
-         if not p.name.startswith(".") and p.name.lower().endswith(suffix) and p.is_file()),
+        (p for p in folder.iterdir() if not p.name.startswith(".") and p.name.lower().endswith(suffix) and p.is_file()),
         key=lambda p: p.name,
     )
 
@@ -60,11 +59,19 @@ def display(path: Path) -> str:
 
 PROCESSED_ACTIONS = ("none", "move", "delete")
 PROCESSED_SETTINGS = (
-    Setting("processed_action", "none", choices=PROCESSED_ACTIONS,
-            help="after a run in which every record was accepted: none, move (to processed_dir) or delete "
-                 "the files read to the end"),
-    Setting("processed_dir", "", example="/some/path/to/processed/",
-            help="where processed_action = move puts the files (created if missing)"),
+    Setting(
+        "processed_action",
+        "none",
+        choices=PROCESSED_ACTIONS,
+        help="after a run in which every record was accepted: none, move (to processed_dir) or delete "
+        "the files read to the end",
+    ),
+    Setting(
+        "processed_dir",
+        "",
+        example="/some/path/to/processed/",
+        help="where processed_action = move puts the files (created if missing)",
+    ),
 )
 
 
@@ -98,8 +105,9 @@ class ProcessedFiles:
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise SourceError(f"[{self.section}] cannot create processed_dir {self.folder}: "
-                                  f"{exc.strerror}") from None
+                raise SourceError(
+                    f"[{self.section}] cannot create processed_dir {self.folder}: {exc.strerror}"
+                ) from None
         for path in self.done:
             try:
                 if self.action == "delete":
@@ -108,10 +116,16 @@ class ProcessedFiles:
                     assert self.folder is not None
                     shutil.move(path, _free_name(self.folder / path.name))
             except OSError as exc:
-                raise SourceError(f"[{self.section}] cannot {self.action} {display(path)}: "
-                                  f"{exc.strerror or exc}") from None
-        log.info("[%s] %s %d processed file(s)%s", self.section, "moved" if self.action == "move" else "deleted",
-                 len(self.done), f" to {display(self.folder)}" if self.folder and self.action == "move" else "")
+                raise SourceError(
+                    f"[{self.section}] cannot {self.action} {display(path)}: {exc.strerror or exc}"
+                ) from None
+        log.info(
+            "[%s] %s %d processed file(s)%s",
+            self.section,
+            "moved" if self.action == "move" else "deleted",
+            len(self.done),
+            f" to {display(self.folder)}" if self.folder and self.action == "move" else "",
+        )
         self.done = []
 
 

@@ -70,6 +70,7 @@ JWT_LIFETIME = 3600  # Google's maximum for the JWT bearer grant
 
 # -- Google's error bodies ---------------------------------------------------------------------------
 
+
 def _error(response: httpx.Response | None) -> dict[str, Any]:
     """The ``error`` object of a Google API error body, or {}."""
     error = error_body(response).get("error")
@@ -99,6 +100,7 @@ def next_page_token(response: httpx.Response) -> str | None:
 
 # -- google-auth over httpx ----------------------------------------------------------------------------
 
+
 def _google_transport_base() -> type:
     from google.auth import transport
 
@@ -121,12 +123,19 @@ def make_transport(verify: Any, timeout: float = 60.0) -> Any:
         def __init__(self) -> None:
             self.client = httpx.Client(verify=verify, timeout=timeout, headers={"User-Agent": "oomnitza-connector"})
 
-        def __call__(self, url: str, method: str = "GET", body: Any = None,
-                     headers: Mapping[str, str] | None = None, timeout: float | None = None,
-                     **kwargs: Any) -> _TransportResponse:
+        def __call__(
+            self,
+            url: str,
+            method: str = "GET",
+            body: Any = None,
+            headers: Mapping[str, str] | None = None,
+            timeout: float | None = None,
+            **kwargs: Any,
+        ) -> _TransportResponse:
             try:
-                response = self.client.request(method, url, content=body, headers=dict(headers or {}),
-                                               timeout=timeout or self.client.timeout)
+                response = self.client.request(
+                    method, url, content=body, headers=dict(headers or {}), timeout=timeout or self.client.timeout
+                )
             except httpx.HTTPError as exc:
                 raise exceptions.TransportError(classify_transport_error(exc, safe_url(url))) from None
             return _TransportResponse(response)
@@ -159,16 +168,22 @@ class _AdcProbeFilter(logging.Filter):
     place it found nothing (no metadata server, no project id): the one-line error, or the "keyless"
     log line, already says what was found. The same warnings at other times still show."""
 
-    NOISE = ("Compute Engine Metadata server unavailable", "Authentication failed using Compute Engine",
-             "No project ID could be determined")
+    NOISE = (
+        "Compute Engine Metadata server unavailable",
+        "Authentication failed using Compute Engine",
+        "No project ID could be determined",
+    )
 
     def __init__(self) -> None:
         super().__init__()
         self.probing = threading.local()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (getattr(self.probing, "on", False) and record.levelno == logging.WARNING
-                    and str(record.msg).startswith(self.NOISE))
+        return not (
+            getattr(self.probing, "on", False)
+            and record.levelno == logging.WARNING
+            and str(record.msg).startswith(self.NOISE)
+        )
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
@@ -213,21 +228,28 @@ def describe_credentials(creds: Any) -> str:
 
 # -- the service account key --------------------------------------------------------------------------
 
+
 def parse_key(text: str, section: str, where: str) -> dict[str, Any]:
     """The service-account JSON key as a dict, checked for the fields the JWT grant needs."""
     try:
         info = json.loads(text, strict=False)  # strict=False: a pasted key may hold raw newlines
     except ValueError as exc:
         pos = f"line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise ConfigError(f"[{section}] service_account_json_key ({where}) is not valid JSON ({pos}): paste the "
-                          "key file's content on one line, or give the path of the .json file") from None
+        raise ConfigError(
+            f"[{section}] service_account_json_key ({where}) is not valid JSON ({pos}): paste the "
+            "key file's content on one line, or give the path of the .json file"
+        ) from None
     if not isinstance(info, dict) or not info:
-        raise ConfigError(f"[{section}] service_account_json_key ({where}) must be the service account's JSON key "
-                          "(an object with client_email and private_key)")
+        raise ConfigError(
+            f"[{section}] service_account_json_key ({where}) must be the service account's JSON key "
+            "(an object with client_email and private_key)"
+        )
     kind = info.get("type", "service_account")
     if kind != "service_account":
-        raise ConfigError(f"[{section}] service_account_json_key ({where}) is a credential of type '{kind}', "
-                          "not a service account key: create a key for the service account (type service_account)")
+        raise ConfigError(
+            f"[{section}] service_account_json_key ({where}) is a credential of type '{kind}', "
+            "not a service account key: create a key for the service account (type service_account)"
+        )
     missing = [k for k in ("client_email", "private_key") if not isinstance(info.get(k), str) or not info[k]]
     if missing:
         raise ConfigError(f"[{section}] service_account_json_key ({where}) lacks {' and '.join(missing)}")
@@ -252,39 +274,61 @@ class GoogleDirectorySource(Source):
     @staticmethod
     def google_settings(max_page: int) -> tuple[Setting, ...]:
         return (
-            Setting("service_account_impersonate", "", example="username@example.com",
-                    help="email of the Google Workspace administrator the service account acts as"),
-            Setting("service_account_json_key", "{}", secret=True,
-                    help="the service account's JSON key: the file's content on one line, or the path of the file; "
-                         "leave it {} for keyless signing with service_account_email"),
-            Setting("service_account_email", "",
-                    help="keyless: the service account whose identity IAM signs with, used when "
-                         "service_account_json_key is empty; the connector's ambient Google credentials need "
-                         f"{TOKEN_CREATOR} on it"),
+            Setting(
+                "service_account_impersonate",
+                "",
+                example="username@example.com",
+                help="email of the Google Workspace administrator the service account acts as",
+            ),
+            Setting(
+                "service_account_json_key",
+                "{}",
+                secret=True,
+                help="the service account's JSON key: the file's content on one line, or the path of the file; "
+                "leave it {} for keyless signing with service_account_email",
+            ),
+            Setting(
+                "service_account_email",
+                "",
+                help="keyless: the service account whose identity IAM signs with, used when "
+                "service_account_json_key is empty; the connector's ambient Google credentials need "
+                f"{TOKEN_CREATOR} on it",
+            ),
             Setting("url", DIRECTORY_API, help="Admin SDK API base (with or without /admin/directory/v1)"),
             Setting("page_size", str(max_page), help=f"devices per request (1-{max_page})"),
             Setting("iam_url", IAM_CREDENTIALS_API, help="keyless: IAM Service Account Credentials API base"),
-            Setting("token_url", GOOGLE_TOKEN_URI,
-                    help="keyless: Google's OAuth token endpoint (with a key, the key's token_uri is used)"),
+            Setting(
+                "token_url",
+                GOOGLE_TOKEN_URI,
+                help="keyless: Google's OAuth token endpoint (with a key, the key's token_uri is used)",
+            ),
         )
 
     def validate(self) -> None:
         subject = self.setting("service_account_impersonate").strip()
         if not subject or "@" not in subject:
-            raise ConfigError(f"[{self.name}] set service_account_impersonate to the email of a Google Workspace "
-                              "administrator (domain-wide delegation acts as that user)")
+            raise ConfigError(
+                f"[{self.name}] set service_account_impersonate to the email of a Google Workspace "
+                "administrator (domain-wide delegation acts as that user)"
+            )
         raw = self.setting("service_account_json_key").strip()
         email = self.service_account_email
         if self.has_key and email:
-            raise ConfigError(f"[{self.name}] set service_account_json_key (a key) or service_account_email "
-                              "(keyless signing through IAM), not both")
+            raise ConfigError(
+                f"[{self.name}] set service_account_json_key (a key) or service_account_email "
+                "(keyless signing through IAM), not both"
+            )
         if not self.has_key and not email:
-            raise ConfigError(f"[{self.name}] set service_account_json_key to the service account's JSON key "
-                              "(the file's content on one line, or the path of the .json file), or set "
-                              "service_account_email for keyless signing with the machine's Google credentials")
+            raise ConfigError(
+                f"[{self.name}] set service_account_json_key to the service account's JSON key "
+                "(the file's content on one line, or the path of the .json file), or set "
+                "service_account_email for keyless signing with the machine's Google credentials"
+            )
         if email and ("@" not in email or any(c.isspace() or c in "/:?#" for c in email)):
-            raise ConfigError(f"[{self.name}] service_account_email must be the service account's email "
-                              "(name@project.iam.gserviceaccount.com)")
+            raise ConfigError(
+                f"[{self.name}] service_account_email must be the service account's email "
+                "(name@project.iam.gserviceaccount.com)"
+            )
         if raw.startswith("{") and self.has_key:
             parse_key(raw, self.name, "inline")  # reading a key file is I/O: that waits for the run
         for name in ("url", "iam_url", "token_url"):
@@ -319,8 +363,10 @@ class GoogleDirectorySource(Source):
                 text = handle.read()
         except OSError as exc:
             # the path itself is the secret setting's value, so the redactor masks it in messages
-            raise ConfigError(f"[{self.name}] service_account_json_key: cannot read the key file it names "
-                              f"({exc.strerror}); give the .json key file's path or its content") from None
+            raise ConfigError(
+                f"[{self.name}] service_account_json_key: cannot read the key file it names "
+                f"({exc.strerror}); give the .json key file's path or its content"
+            ) from None
         return parse_key(text, self.name, "file")
 
     def scopes(self) -> list[str]:
@@ -331,11 +377,14 @@ class GoogleDirectorySource(Source):
 
         try:
             return service_account.Credentials.from_service_account_info(
-                info, scopes=self.scopes(), subject=self.setting("service_account_impersonate").strip())
+                info, scopes=self.scopes(), subject=self.setting("service_account_impersonate").strip()
+            )
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             reason = redact.scrub(str(exc).split(". ")[0].splitlines()[0] if str(exc) else type(exc).__name__)
-            raise ConfigError(f"[{self.name}] service_account_json_key: the private_key cannot be used ({reason}); "
-                              "download a new key for the service account") from None
+            raise ConfigError(
+                f"[{self.name}] service_account_json_key: the private_key cannot be used ({reason}); "
+                "download a new key for the service account"
+            ) from None
 
     def key_fetcher(self, info: dict[str, Any], transport: Any) -> TokenFetcher:
         """Key mode: google-auth signs the JWT with the key and exchanges it at the key's token_uri."""
@@ -366,18 +415,25 @@ class GoogleDirectorySource(Source):
             client_id = info.get("client_id") or info.get("client_email")
             client = f"client id {client_id}"
         else:
-            client = (f"the client id of {sa} (its unique id: gcloud iam service-accounts describe {sa} "
-                      "--format='value(oauth2ClientId)')")
+            client = (
+                f"the client id of {sa} (its unique id: gcloud iam service-accounts describe {sa} "
+                "--format='value(oauth2ClientId)')"
+            )
         if error == "unauthorized_client":
-            hint = (f"grant domain-wide delegation to {client} with the scope {' '.join(self.scopes())} "
-                    f"({DELEGATION_PAGE})")
+            hint = (
+                f"grant domain-wide delegation to {client} with the scope {' '.join(self.scopes())} ({DELEGATION_PAGE})"
+            )
         elif error == "invalid_grant" and "signature" in text.lower() and info is not None:
-            hint = ("Google does not know this key (deleted or rotated): download a new JSON key for "
-                    f"{info.get('client_email')} into service_account_json_key")
+            hint = (
+                "Google does not know this key (deleted or rotated): download a new JSON key for "
+                f"{info.get('client_email')} into service_account_json_key"
+            )
         elif error == "invalid_grant":
             what = "that the key was not deleted" if info is not None else f"that {sa} still exists"
-            hint = (f"check service_account_impersonate ({subject} must be an existing Workspace user), {what}, "
-                    "and this machine's clock")
+            hint = (
+                f"check service_account_impersonate ({subject} must be an existing Workspace user), {what}, "
+                "and this machine's clock"
+            )
         elif info is not None:
             hint = "check service_account_json_key (a current key of an existing service account)"
         else:
@@ -396,14 +452,21 @@ class GoogleDirectorySource(Source):
                 creds, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE], request=transport)
         except exceptions.GoogleAuthError as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
-            raise SourceError(redact.scrub(
-                f"[{self.name}] no ambient Google credentials found ({reason}): service_account_email needs the "
-                "connector to run with Google credentials (an attached service account on GCE/GKE/Cloud Run, "
-                "GOOGLE_APPLICATION_CREDENTIALS naming a Workload Identity Federation configuration or a "
-                "credentials file, or 'gcloud auth application-default login'); or set service_account_json_key "
-                "instead")) from None
-        log.info("[%s] keyless: IAM signs as %s, called with %s", self.name, self.service_account_email,
-                 describe_credentials(creds))
+            raise SourceError(
+                redact.scrub(
+                    f"[{self.name}] no ambient Google credentials found ({reason}): service_account_email needs the "
+                    "connector to run with Google credentials (an attached service account on GCE/GKE/Cloud Run, "
+                    "GOOGLE_APPLICATION_CREDENTIALS naming a Workload Identity Federation configuration or a "
+                    "credentials file, or 'gcloud auth application-default login'); or set service_account_json_key "
+                    "instead"
+                )
+            ) from None
+        log.info(
+            "[%s] keyless: IAM signs as %s, called with %s",
+            self.name,
+            self.service_account_email,
+            describe_credentials(creds),
+        )
         return creds
 
     def ambient_fetcher(self, creds: Any, transport: Any) -> TokenFetcher:
@@ -416,11 +479,15 @@ class GoogleDirectorySource(Source):
             except (exceptions.RefreshError, exceptions.TransportError) as exc:
                 data = _grant_error(exc)
                 text = str(data.get("error_description") or data.get("error") or "") or (
-                    " ".join(str(exc.args[0] if exc.args else exc).split()))
-                raise SourceError(redact.scrub(
-                    f"[{self.name}] the ambient Google credentials ({describe_credentials(creds)}) could not get an "
-                    f"access token ({text}): check GOOGLE_APPLICATION_CREDENTIALS or the service account attached "
-                    "to this machine")) from None
+                    " ".join(str(exc.args[0] if exc.args else exc).split())
+                )
+                raise SourceError(
+                    redact.scrub(
+                        f"[{self.name}] the ambient Google credentials ({describe_credentials(creds)}) "
+                        f"could not get an access token ({text}): check GOOGLE_APPLICATION_CREDENTIALS or the "
+                        "service account attached to this machine"
+                    )
+                ) from None
             return str(creds.token or ""), seconds_left(creds.expiry)
 
         return fetch
@@ -434,9 +501,14 @@ class GoogleDirectorySource(Source):
 
         async def fetch() -> tuple[str, float | None]:
             now = int(time.time())
-            claims = {"iss": self.service_account_email, "sub": self.setting("service_account_impersonate").strip(),
-                      "scope": " ".join(self.scopes()), "aud": GOOGLE_TOKEN_URI, "iat": now,
-                      "exp": now + JWT_LIFETIME}
+            claims = {
+                "iss": self.service_account_email,
+                "sub": self.setting("service_account_impersonate").strip(),
+                "scope": " ".join(self.scopes()),
+                "aud": GOOGLE_TOKEN_URI,
+                "iat": now,
+                "exp": now + JWT_LIFETIME,
+            }
             assertion = await self.sign_jwt(iam, creds, claims)
             try:
                 token, expiry, _ = await asyncio.to_thread(_client.jwt_grant, transport, token_url, assertion)
@@ -454,23 +526,34 @@ class GoogleDirectorySource(Source):
         quota_project = getattr(creds, "quota_project_id", None)  # user credentials bill IAM to it
         headers = {"x-goog-user-project": quota_project} if isinstance(quota_project, str) and quota_project else {}
         try:
-            response = await iam.request("POST", f"/v1/projects/-/serviceAccounts/{sa}:signJwt",
-                                         json={"payload": json.dumps(claims)}, headers=headers)
+            response = await iam.request(
+                "POST",
+                f"/v1/projects/-/serviceAccounts/{sa}:signJwt",
+                json={"payload": json.dumps(claims)},
+                headers=headers,
+            )
         except HttpAuthError as exc:
             message = google_message(exc.response)
             if exc.status == 401:
-                raise SourceError(redact.scrub(
-                    f"[{self.name}] IAM rejected the token of the ambient Google credentials "
-                    f"({describe_credentials(creds)}) (401{message}): check GOOGLE_APPLICATION_CREDENTIALS or the "
-                    "service account attached to this machine")) from None
-            raise SourceError(redact.scrub(
-                f"[{self.name}] IAM refused to sign for {sa} (403{message}): {self._iam_hint(exc, creds)}")) from None
+                raise SourceError(
+                    redact.scrub(
+                        f"[{self.name}] IAM rejected the token of the ambient Google credentials "
+                        f"({describe_credentials(creds)}) (401{message}): check GOOGLE_APPLICATION_CREDENTIALS or the "
+                        "service account attached to this machine"
+                    )
+                ) from None
+            raise SourceError(
+                redact.scrub(f"[{self.name}] IAM refused to sign for {sa} (403{message}): {self._iam_hint(exc, creds)}")
+            ) from None
         except HttpError as exc:
             message = google_message(exc.response)
             if exc.status in (400, 404):
-                raise SourceError(redact.scrub(
-                    f"[{self.name}] IAM cannot sign for {sa} ({exc.status}{message}): check service_account_email "
-                    "(the email of an existing service account)")) from None
+                raise SourceError(
+                    redact.scrub(
+                        f"[{self.name}] IAM cannot sign for {sa} ({exc.status}{message}): check service_account_email "
+                        "(the email of an existing service account)"
+                    )
+                ) from None
             if not message:
                 raise
             raise SourceError(f"{exc} ({message.strip()})") from None
@@ -483,19 +566,22 @@ class GoogleDirectorySource(Source):
 
     def _iam_hint(self, exc: HttpError, creds: Any) -> str:
         sa = self.service_account_email
-        reasons = {str(d.get("reason")) for d in (_error(exc.response).get("details") or [])
-                   if isinstance(d, dict)}
+        reasons = {str(d.get("reason")) for d in (_error(exc.response).get("details") or []) if isinstance(d, dict)}
         if reasons & {"SERVICE_DISABLED", "API_DISABLED"}:
-            return ("enable the IAM Service Account Credentials API (iamcredentials.googleapis.com) in the Cloud "
-                    "project of the ambient credentials")
+            return (
+                "enable the IAM Service Account Credentials API (iamcredentials.googleapis.com) in the Cloud "
+                "project of the ambient credentials"
+            )
         caller = caller_email(creds)
         if caller:
             who = caller
             member = f"serviceAccount:{caller}" if caller.endswith(".gserviceaccount.com") else f"user:{caller}"
         else:
             who, member = "the identity the connector runs as", "PRINCIPAL"
-        return (f"grant {who} {TOKEN_CREATOR} on {sa} (gcloud iam service-accounts add-iam-policy-binding {sa} "
-                f"--member={member} --role={TOKEN_CREATOR}), and check that service_account_email is right")
+        return (
+            f"grant {who} {TOKEN_CREATOR} on {sa} (gcloud iam service-accounts add-iam-policy-binding {sa} "
+            f"--member={member} --role={TOKEN_CREATOR}), and check that service_account_email is right"
+        )
 
     # -- listing ------------------------------------------------------------------------------------
 
@@ -517,23 +603,32 @@ class GoogleDirectorySource(Source):
             fetch: TokenFetcher
             if self.keyless:
                 creds = await asyncio.to_thread(self.ambient_credentials, transport)
-                iam = await stack.enter_async_context(self.http(
-                    base_url=self.setting("iam_url").strip().rstrip("/").removesuffix("/v1"),
-                    headers={"Accept": "application/json"},
-                    auth=RefreshingToken(self.ambient_fetcher(creds, transport))))
+                iam = await stack.enter_async_context(
+                    self.http(
+                        base_url=self.setting("iam_url").strip().rstrip("/").removesuffix("/v1"),
+                        headers={"Accept": "application/json"},
+                        auth=RefreshingToken(self.ambient_fetcher(creds, transport)),
+                    )
+                )
                 fetch = self.keyless_fetcher(iam, creds, transport)
             else:
                 fetch = self.key_fetcher(self.key_info(), transport)
-            http = await stack.enter_async_context(self.http(
-                base_url=self.base, headers={"Accept": "application/json"}, auth=RefreshingToken(fetch),
-                retry_if=google_throttled))
+            http = await stack.enter_async_context(
+                self.http(
+                    base_url=self.base,
+                    headers={"Accept": "application/json"},
+                    auth=RefreshingToken(fetch),
+                    retry_if=google_throttled,
+                )
+            )
             async for page in self._list(http):
                 yield page
 
     async def _list(self, http: Http) -> AsyncIterator[list[Record]]:
         try:
-            async for response in http.paginate(Cursor(next_page_token, "pageToken"), self.path,
-                                                params=self.list_params()):
+            async for response in http.paginate(
+                Cursor(next_page_token, "pageToken"), self.path, params=self.list_params()
+            ):
                 body = decode_json(response)
                 if not isinstance(body, dict):
                     raise SourceError(f"[{self.name}] Google answered with {type(body).__name__}, not an object")
@@ -541,18 +636,23 @@ class GoogleDirectorySource(Source):
                 if not isinstance(items, list):
                     raise SourceError(f"[{self.name}] Google's '{self.items_key}' is not a list")
                 if items:
-                    yield [d if isinstance(d, dict) else BadRecord("device is not an object", d)  # type: ignore[misc]
-                           for d in items]
+                    yield [
+                        d if isinstance(d, dict) else BadRecord("device is not an object", d)  # type: ignore[misc]
+                        for d in items
+                    ]
         except HttpAuthError as exc:
             subject = self.setting("service_account_impersonate").strip()
             if exc.status == 403:
                 raise SourceError(
                     f"[{self.name}] Google refused access ({exc.status}{google_message(exc.response)}): "
                     f"{subject} must be a Workspace administrator with the '{self.privilege}' privilege, and the "
-                    "API must be enabled in the service account's Cloud project") from None
+                    "API must be enabled in the service account's Cloud project"
+                ) from None
             setting = "service_account_email" if self.keyless else "service_account_json_key"
-            raise SourceError(f"[{self.name}] Google rejected the access token ({exc.status}"
-                              f"{google_message(exc.response)}): check {setting}") from None
+            raise SourceError(
+                f"[{self.name}] Google rejected the access token ({exc.status}"
+                f"{google_message(exc.response)}): check {setting}"
+            ) from None
         except HttpError as exc:
             message = google_message(exc.response)
             if not message:
@@ -585,9 +685,13 @@ class GoogleMobileDevices(GoogleDirectorySource):
     privilege = "Services › Mobile Device Management › Manage Devices and Settings"
     settings = (
         *GoogleDirectorySource.google_settings(100),
-        Setting("device_api", "directory", choices=DEVICE_APIS,
-                help="directory (Admin SDK: user-owned devices, the old record shape) or cloud_identity "
-                     "(Cloud Identity Devices API: company-owned devices too, another record shape)"),
+        Setting(
+            "device_api",
+            "directory",
+            choices=DEVICE_APIS,
+            help="directory (Admin SDK: user-owned devices, the old record shape) or cloud_identity "
+            "(Cloud Identity Devices API: company-owned devices too, another record shape)",
+        ),
         Setting("cloud_identity_url", CLOUD_IDENTITY_API, help="Cloud Identity API base (device_api = cloud_identity)"),
     )
 

@@ -77,6 +77,7 @@ REST_ALIASES: tuple[tuple[str, str], ...] = (
 
 # -- state file -------------------------------------------------------------------------------------
 
+
 class StateFile:
     """The "modified since" mark of each section in one small JSON file (``{"jasper": "2026-…Z"}``).
     A legacy file holding one ISO timestamp line is read as the mark of every section."""
@@ -101,8 +102,9 @@ class StateFile:
             return data
         if parse_time(text.splitlines()[0]) is not None:  # the reference's one-line file
             return {"*": text.splitlines()[0].strip()}
-        raise SourceError(f"[{self.section}] the state file {self.path} is not readable; delete it to "
-                          "load every SIM again")
+        raise SourceError(
+            f"[{self.section}] the state file {self.path} is not readable; delete it to load every SIM again"
+        )
 
     def read(self) -> str | None:
         data = self._all()
@@ -141,6 +143,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 # -- values -----------------------------------------------------------------------------------------
+
 
 def parse_time(text: str) -> datetime | None:
     try:
@@ -222,27 +225,50 @@ def _true(value: Any) -> bool:
 
 # -- the source -------------------------------------------------------------------------------------
 
+
 class Jasper(Source):
     module = "jasper"
     mapping_name = "Jasper"
     record_type = "assets"
     summary = "Cisco IoT Control Center (Jasper) SIMs via the REST API or the SOAP Terminal API"
     settings = (
-        Setting("wsdl_path", DEFAULT_WSDL,
-                help="SOAP: URL of the Terminal service WSDL (its soap:address is the endpoint)"),
-        Setting("username", None, example="username@example.com",
-                help="Control Center user (SOAP UsernameToken; REST Basic auth)"),
+        Setting(
+            "wsdl_path", DEFAULT_WSDL, help="SOAP: URL of the Terminal service WSDL (its soap:address is the endpoint)"
+        ),
+        Setting(
+            "username",
+            None,
+            example="username@example.com",
+            help="Control Center user (SOAP UsernameToken; REST Basic auth)",
+        ),
         Setting("password", "", example="change-me", secret=True, help="SOAP: its password"),
-        Setting("api_token", "", example="YOUR Jasper API TOKEN", secret=True,
-                help="SOAP: the account license key (licenseKey)"),
-        Setting("storage", "storage.db",
-                help="state file of the last 'modified since' mark (relative to the INI file's folder)"),
+        Setting(
+            "api_token",
+            "",
+            example="YOUR Jasper API TOKEN",
+            secret=True,
+            help="SOAP: the account license key (licenseKey)",
+        ),
+        Setting(
+            "storage",
+            "storage.db",
+            help="state file of the last 'modified since' mark (relative to the INI file's folder)",
+        ),
         Setting("details_per_call", "50", help=f"SOAP: ICCIDs per GetTerminalDetails call (1-{MAX_DETAILS})"),
-        Setting("api", "auto", choices=APIS,
-                help="rest, soap, or auto: rest when url is set, else soap (existing SOAP files unchanged)"),
+        Setting(
+            "api",
+            "auto",
+            choices=APIS,
+            help="rest, soap, or auto: rest when url is set, else soap (existing SOAP files unchanged)",
+        ),
         Setting("url", "", help=f"REST: the Control Center REST base, e.g. https://<host>{REST_PATH}"),
-        Setting("api_key", "", example="YOUR Control Center API KEY", secret=True,
-                help="REST: the user's API key (Account Settings), not the password"),
+        Setting(
+            "api_key",
+            "",
+            example="YOUR Control Center API KEY",
+            secret=True,
+            help="REST: the user's API key (Account Settings), not the password",
+        ),
         Setting("account_id", "", help="REST: only SIMs of this enterprise account id (empty: the user's account)"),
         Setting("page_size", str(REST_MAX_PAGE), help=f"REST: SIMs per list page (1-{REST_MAX_PAGE})"),
         Setting("requests_per_second", "1", help=f"REST: request rate cap (more than 0, at most {MAX_RATE:g})"),
@@ -266,25 +292,29 @@ class Jasper(Source):
 
     def _validate_soap(self) -> None:
         if not self.setting("wsdl_path").lower().startswith(("http://", "https://", "file:")):
-            raise ConfigError(f"[{self.name}] wsdl_path must be the URL of Terminal.wsdl "
-                              f"(e.g. {DEFAULT_WSDL})")
+            raise ConfigError(f"[{self.name}] wsdl_path must be the URL of Terminal.wsdl (e.g. {DEFAULT_WSDL})")
         per_call = self.setting("details_per_call")
         if not per_call.isdigit() or not 1 <= int(per_call) <= MAX_DETAILS:
             raise ConfigError(f"[{self.name}] details_per_call must be a number from 1 to {MAX_DETAILS}")
         missing = [n for n in ("password", "api_token") if not self.setting(n).strip()]
         if missing:
-            raise ConfigError(f"[{self.name}] {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
-                              "required for the SOAP Terminal API (api = soap); for the REST API set url and "
-                              "api_key instead")
+            raise ConfigError(
+                f"[{self.name}] {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                "required for the SOAP Terminal API (api = soap); for the REST API set url and "
+                "api_key instead"
+            )
 
     def _validate_rest(self) -> None:
         where = f"[{self.name}]"
         if not re.match(r"^https?://[^/\s]", self.setting("url").strip(), flags=re.IGNORECASE):
-            raise ConfigError(f"{where} url must be the Control Center REST base for api = rest, "
-                              f"e.g. https://<host>{REST_PATH}")
+            raise ConfigError(
+                f"{where} url must be the Control Center REST base for api = rest, e.g. https://<host>{REST_PATH}"
+            )
         if not self.setting("api_key").strip():
-            raise ConfigError(f"{where} api_key is required for the REST API (Control Center: your user's "
-                              "Account Settings > API key; it is not the password)")
+            raise ConfigError(
+                f"{where} api_key is required for the REST API (Control Center: your user's "
+                "Account Settings > API key; it is not the password)"
+            )
         size = self.setting("page_size").strip()
         if not size.isdigit() or not 1 <= int(size) <= REST_MAX_PAGE:
             raise ConfigError(f"{where} page_size must be a number from 1 to {REST_MAX_PAGE}")
@@ -336,8 +366,17 @@ class Jasper(Source):
         if tls.client_cert:
             session.cert = tls.client_cert
         # read/other errors (TLS failures included) are not retried: asking again will not help
-        retry = Retry(total=6, connect=2, read=0, other=0, backoff_factor=0.5, status_forcelist=(429, 502, 503, 504),
-                      allowed_methods=None, respect_retry_after_header=True, raise_on_status=False)
+        retry = Retry(
+            total=6,
+            connect=2,
+            read=0,
+            other=0,
+            backoff_factor=0.5,
+            status_forcelist=(429, 502, 503, 504),
+            allowed_methods=None,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
         adapter = HTTPAdapter(max_retries=retry)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
@@ -351,8 +390,12 @@ class Jasper(Source):
 
         transport = Transport(session=self._session(), timeout=TIMEOUT, operation_timeout=TIMEOUT)
         settings = zeep.Settings(strict=False, xml_huge_tree=True)
-        return zeep.Client(self.setting("wsdl_path"), transport=transport, settings=settings,
-                           wsse=UsernameToken(self.setting("username"), self.setting("password")))
+        return zeep.Client(
+            self.setting("wsdl_path"),
+            transport=transport,
+            settings=settings,
+            wsse=UsernameToken(self.setting("username"), self.setting("password")),
+        )
 
     def _fields(self, client: Any, element: str) -> set[str]:
         try:
@@ -393,16 +436,20 @@ class Jasper(Source):
         except Fault as exc:
             text = _fault_text(exc)
             if first:
-                raise SourceError(f"[{self.name}] Control Center refused {what} (SOAP fault {text}): check "
-                                  "username, password and api_token (the license key)") from None
+                raise SourceError(
+                    f"[{self.name}] Control Center refused {what} (SOAP fault {text}): check "
+                    "username, password and api_token (the license key)"
+                ) from None
             raise SourceError(f"[{self.name}] Control Center answered {what} with a SOAP fault: {text}") from None
         except TransportError as exc:
             raise SourceError(f"[{self.name}] {what} failed: HTTP {exc.status_code} from Control Center") from None
         except requests.exceptions.SSLError as exc:
             found = CERT_REASON.search(str(exc))
             reason = found.group(0).strip() if found else _short(exc)
-            raise SourceError(f"[{self.name}] {what}: TLS certificate not trusted ({reason}); set cacert_file "
-                              "to its CA bundle, or verify_ssl = false") from None
+            raise SourceError(
+                f"[{self.name}] {what}: TLS certificate not trusted ({reason}); set cacert_file "
+                "to its CA bundle, or verify_ssl = false"
+            ) from None
         except requests.exceptions.RequestException as exc:
             raise SourceError(f"[{self.name}] {what} failed: {_short(exc)}") from None
         except (ZeepError, ValueError) as exc:  # unreadable WSDL/XML (lxml errors are ValueErrors)
@@ -441,8 +488,9 @@ class Jasper(Source):
         bound = max(1, min(self.workers, size))
         auth = basic(self.setting("username"), self.setting("api_key").strip())
         limiter = RateLimiter(per_second=float(self.setting("requests_per_second")))
-        async with self.http(base_url=base, headers={"Accept": "application/json"}, auth=auth, limiter=limiter,
-                             max_connections=bound) as http:
+        async with self.http(
+            base_url=base, headers={"Accept": "application/json"}, auth=auth, limiter=limiter, max_connections=bound
+        ) as http:
             slots = asyncio.Semaphore(bound)
             number = 0
             try:
@@ -451,11 +499,13 @@ class Jasper(Source):
                     body = decode_json(response)
                     devices = body.get("devices") if isinstance(body, dict) else None
                     if not isinstance(devices, list):
-                        raise SourceError(f"[{self.name}] Control Center's device list (page {number}) has no "
-                                          "'devices' list")
+                        raise SourceError(
+                            f"[{self.name}] Control Center's device list (page {number}) has no 'devices' list"
+                        )
                     listed = [d for d in devices if _iccid(d)]
-                    page: list[Any] = [BadRecord("device list entry without an iccid", d)
-                                       for d in devices if not _iccid(d)]
+                    page: list[Any] = [
+                        BadRecord("device list entry without an iccid", d) for d in devices if not _iccid(d)
+                    ]
                     tasks = [asyncio.ensure_future(self._device(http, slots, d)) for d in listed]
                     try:
                         details = await asyncio.gather(*tasks)
@@ -467,8 +517,10 @@ class Jasper(Source):
                     if page:
                         yield page
             except HttpAuthError as exc:
-                raise SourceError(f"[{self.name}] Control Center rejected the credentials ({exc.status}"
-                                  f"{_rest_error(exc)}): check username and api_key") from None
+                raise SourceError(
+                    f"[{self.name}] Control Center rejected the credentials ({exc.status}"
+                    f"{_rest_error(exc)}): check username and api_key"
+                ) from None
             except HttpError as exc:
                 vendor = _rest_error(exc)
                 if not vendor:
@@ -480,8 +532,9 @@ class Jasper(Source):
         async with slots:
             response = await http.request("GET", f"/devices/{quote(iccid, safe='')}", ok_statuses=frozenset({404}))
         if response.status_code == 404:
-            log.info("[%s] SIM %s was listed but has no details (404%s); skipped", self.name, iccid,
-                     _rest_error(response))
+            log.info(
+                "[%s] SIM %s was listed but has no details (404%s); skipped", self.name, iccid, _rest_error(response)
+            )
             return None
         try:
             detail = decode_json(response)
@@ -498,8 +551,10 @@ class Jasper(Source):
         redact.add_secret(self.setting("api_token"))
         url = self.setting("wsdl_path")
         if url.lower().startswith("http://"):
-            log.warning("[%s] wsdl_path is http://: the WSDL (and so the endpoint) can be altered in transit; "
-                        "use https://", self.name)
+            log.warning(
+                "[%s] wsdl_path is http://: the WSDL (and so the endpoint) can be altered in transit; use https://",
+                self.name,
+            )
         since = self._since()
         client = await self._call(f"loading the WSDL {url}", self._client)
         modified_fields = self._fields(client, "GetModifiedTerminalsRequest")
@@ -507,12 +562,14 @@ class Jasper(Source):
         per_call = int(self.setting("details_per_call"))
         page, first = 1, True
         while True:
-            iccids, total_pages = await self._call("GetModifiedTerminals", self._modified, client, since, page,
-                                                   modified_fields, first=first)
+            iccids, total_pages = await self._call(
+                "GetModifiedTerminals", self._modified, client, since, page, modified_fields, first=first
+            )
             first = False
             for start in range(0, len(iccids), per_call):
-                terminals = await self._call("GetTerminalDetails", self._details, client,
-                                             iccids[start : start + per_call], detail_fields)
+                terminals = await self._call(
+                    "GetTerminalDetails", self._details, client, iccids[start : start + per_call], detail_fields
+                )
                 yield [self._record(t) for t in terminals]
             if not iccids or total_pages is None or page >= total_pages:
                 break

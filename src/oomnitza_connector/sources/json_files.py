@@ -99,8 +99,11 @@ def _document(path: Path, name: str) -> Iterator[list[Record]]:
         count = 0
         try:
             for item in ijson.items(fh, "item", use_float=True):
-                page.append(item if isinstance(item, dict) else
-                            _bad(f"{name}: item #{count} is not an object", file=name, item=item))
+                page.append(
+                    item
+                    if isinstance(item, dict)
+                    else _bad(f"{name}: item #{count} is not an object", file=name, item=item)
+                )
                 count += 1
                 if len(page) >= PAGE_SIZE:
                     yield page
@@ -138,9 +141,10 @@ def _records(name: str, data: Any) -> Iterator[list[Record]]:
         yield [data]
     elif isinstance(data, list):
         for start in range(0, len(data), PAGE_SIZE):
-            yield [item if isinstance(item, dict) else
-                   _bad(f"{name}: item #{i} is not an object", file=name, item=item)
-                   for i, item in enumerate(data[start:start + PAGE_SIZE], start=start)]
+            yield [
+                item if isinstance(item, dict) else _bad(f"{name}: item #{i} is not an object", file=name, item=item)
+                for i, item in enumerate(data[start : start + PAGE_SIZE], start=start)
+            ]
     else:
         yield [_bad(f"{name}: does not contain a list or an object", file=name)]
 
@@ -160,8 +164,12 @@ class JsonAssets(_JsonSource):
     summary = "Objects of *.json files as assets"
     settings = (
         Setting("directory", None, example="/some/path/to/files/", help="a folder of *.json and *.jsonl files"),
-        Setting("sync_field", None, example="24DCF85294E411E38A52066B556BA4EE",
-                help="Oomnitza field id(s) identifying an asset"),
+        Setting(
+            "sync_field",
+            None,
+            example="24DCF85294E411E38A52066B556BA4EE",
+            help="Oomnitza field id(s) identifying an asset",
+        ),
         *PROCESSED_SETTINGS,
     )
 

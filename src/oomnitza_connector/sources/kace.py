@@ -176,8 +176,9 @@ class Kace(Source):
         try:
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"[{self.name}] timezone '{name}' is not a known time zone "
-                              "(use an IANA name such as Europe/Berlin)") from None
+            raise ConfigError(
+                f"[{self.name}] timezone '{name}' is not a known time zone (use an IANA name such as Europe/Berlin)"
+            ) from None
 
     @property
     def base(self) -> str:
@@ -198,19 +199,25 @@ class Kace(Source):
         return self.http(base_url=self.base, headers=headers)
 
     async def _login(self, http: Http) -> tuple[str, dict[str, str]]:
-        body = {"userName": self.setting("username"), "password": self.setting("password"),
-                "organizationName": self.setting("organization_name")}
+        body = {
+            "userName": self.setting("username"),
+            "password": self.setting("password"),
+            "organizationName": self.setting("organization_name"),
+        }
         try:
             response = await http.request("POST", LOGIN, json=body, auth=None)
         except HttpAuthError as exc:
-            raise SourceError(f"[{self.name}] KACE rejected the login ({exc.status}{_kace_error(exc)}): "
-                              "check username, password and organization_name") from None
+            raise SourceError(
+                f"[{self.name}] KACE rejected the login ({exc.status}{_kace_error(exc)}): "
+                "check username, password and organization_name"
+            ) from None
         cookies = [(c.name, c.value) for c in response.cookies.jar]
         http.client.cookies.clear()  # sent by KaceSession, also over http:// (the cookie may say Secure)
         extra = {name: response.headers[name] for name in CSRF_HEADERS if response.headers.get(name)}
         if not cookies and not extra:
-            raise SourceError(f"[{self.name}] KACE accepted the login but returned no session cookie: "
-                              "is url the KACE appliance?")
+            raise SourceError(
+                f"[{self.name}] KACE accepted the login but returned no session cookie: is url the KACE appliance?"
+            )
         for _, value in cookies:
             redact.add_secret(value)
         for value in extra.values():
@@ -227,18 +234,22 @@ class Kace(Source):
                 async for response in http.paginate(MachinePages(int(self.setting("page_size"))), MACHINES):
                     body = decode_json(response)
                     if not isinstance(body, dict):
-                        raise SourceError(f"[{self.name}] KACE answered with {type(body).__name__}, "
-                                          "not an object with 'Machines'")
+                        raise SourceError(
+                            f"[{self.name}] KACE answered with {type(body).__name__}, not an object with 'Machines'"
+                        )
                     machines = body.get("Machines")
                     if not isinstance(machines, list) or not machines:
                         break
-                    yield [clean_machine(m, zone) if isinstance(m, dict) else BadRecord("machine is not an object", m)
-                           for m in machines]  # type: ignore[misc]
+                    yield [
+                        clean_machine(m, zone) if isinstance(m, dict) else BadRecord("machine is not an object", m)
+                        for m in machines
+                    ]  # type: ignore[misc]
             except HttpAuthError as exc:
                 raise SourceError(
                     f"[{self.name}] KACE refused access after logging in again ({exc.status}{_kace_error(exc)}): "
                     "the user needs the admin or read-only admin role, and accounts with two-factor "
-                    "authentication cannot use the API (use a dedicated API account without 2FA)") from None
+                    "authentication cannot use the API (use a dedicated API account without 2FA)"
+                ) from None
             finally:
                 if session.token is not None:
                     await self._logout(http)

@@ -85,7 +85,7 @@ def sid_string(raw: bytes) -> str | None:
     if len(raw) < 8 or raw[0] != 1 or len(raw) != 8 + 4 * raw[1]:
         return None
     authority = int.from_bytes(raw[2:8], "big")
-    subs = [int.from_bytes(raw[8 + 4 * i:12 + 4 * i], "little") for i in range(raw[1])]
+    subs = [int.from_bytes(raw[8 + 4 * i : 12 + 4 * i], "little") for i in range(raw[1])]
     return "-".join(["S", str(raw[0]), str(authority), *map(str, subs)])
 
 
@@ -183,31 +183,52 @@ def range_key(attributes: dict[str, Any], attr: str) -> tuple[str | None, int | 
 
 # --- settings ----------------------------------------------------------------------------------
 
-S_URL = Setting("url", None, example="ldaps://ldap.example.com:636",
-                help="ldap://host[:port] (add start_tls = true) or ldaps://host[:port]")
-S_USERNAME = Setting("username", None, example="cn=reader,dc=example,dc=com",
-                     help="bind DN (AD also user@domain or DOMAIN\\user); 'anonymous' = anonymous bind")
+S_URL = Setting(
+    "url",
+    None,
+    example="ldaps://ldap.example.com:636",
+    help="ldap://host[:port] (add start_tls = true) or ldaps://host[:port]",
+)
+S_USERNAME = Setting(
+    "username",
+    None,
+    example="cn=reader,dc=example,dc=com",
+    help="bind DN (AD also user@domain or DOMAIN\\user); 'anonymous' = anonymous bind",
+)
 S_PASSWORD = Setting("password", "", secret=True, help="bind password (required unless username = anonymous)")
-S_BASE_DN = Setting("base_dn", None, example="ou=people,dc=example,dc=com",
-                    help="search base (also used by group_member_filter lookups)")
+S_BASE_DN = Setting(
+    "base_dn",
+    None,
+    example="ou=people,dc=example,dc=com",
+    help="search base (also used by group_member_filter lookups)",
+)
 S_GROUP_DN = Setting("group_dn", "", help="legacy single group DN whose members are synced")
-S_GROUPS_DN = Setting("groups_dn", "[]",
-                      help="JSON array of group DNs whose members are synced (wins over group_dn)")
-S_MEMBERS_ATTR = Setting("group_members_attr", "member",
-                         help="group attribute listing the members (member, uniqueMember, memberUid, ...)")
-S_MEMBER_FILTER = Setting("group_member_filter", "",
-                          help="look members up under base_dn with this filter, {} = the member value, "
-                               "e.g. (uid={}) for memberUid")
+S_GROUPS_DN = Setting("groups_dn", "[]", help="JSON array of group DNs whose members are synced (wins over group_dn)")
+S_MEMBERS_ATTR = Setting(
+    "group_members_attr", "member", help="group attribute listing the members (member, uniqueMember, memberUid, ...)"
+)
+S_MEMBER_FILTER = Setting(
+    "group_member_filter",
+    "",
+    help="look members up under base_dn with this filter, {} = the member value, e.g. (uid={}) for memberUid",
+)
 S_PROTOCOL = Setting("protocol_version", "3", help="LDAP protocol version: 3, or 2 (no paging)")
 S_FILTER = Setting("filter", "(objectClass=*)", help="search filter (also applied to group members)")
 S_PAGE_CRITERIUM = Setting("page_criterium", "", help="accepted for compatibility; no effect")
 EXTRA_SETTINGS = (
     Setting("start_tls", "false", help="upgrade an ldap:// connection with StartTLS before binding"),
-    Setting("page_size", "500", help="entries per page (RFC 2696); keep it at or below the server's "
-                                     "limit (Active Directory MaxPageSize: 1000)"),
+    Setting(
+        "page_size",
+        "500",
+        help="entries per page (RFC 2696); keep it at or below the server's limit (Active Directory MaxPageSize: 1000)",
+    ),
     Setting("nested_groups", "true", help="group mode: expand groups found among the members"),
-    Setting("attributes", "*", help="attributes to request, comma-separated: * = all user attributes; "
-                                    "add operational ones by name (*,modifyTimestamp) or + for all"),
+    Setting(
+        "attributes",
+        "*",
+        help="attributes to request, comma-separated: * = all user attributes; "
+        "add operational ones by name (*,modifyTimestamp) or + for all",
+    ),
     Setting("timeout", "30", help="seconds to wait for the server to connect or answer"),
 )
 
@@ -267,9 +288,12 @@ class Directory:
             result = self.conn.result or {}
             code = int(result.get("result", 80))
             if code == 4:
-                log.warning("[%s] the LDAP server's size limit cut the search short (4 sizeLimitExceeded): "
-                            "only part of the entries are synced; use paging (protocol_version = 3) "
-                            "or raise the server's limit", self.name)
+                log.warning(
+                    "[%s] the LDAP server's size limit cut the search short (4 sizeLimitExceeded): "
+                    "only part of the entries are synced; use paging (protocol_version = 3) "
+                    "or raise the server's limit",
+                    self.name,
+                )
             elif code != 0:
                 raise _failure(result)
             cookie = ((result.get("controls") or {}).get(PAGED_RESULTS_OID) or {}).get("value", {}).get("cookie")
@@ -331,15 +355,27 @@ class Directory:
 
 
 def _failure(result: dict[str, Any]) -> LdapFailure:
-    return LdapFailure(int(result.get("result", 80)), str(result.get("description") or "error"),
-                       str(result.get("message") or "").strip())
+    return LdapFailure(
+        int(result.get("result", 80)),
+        str(result.get("description") or "error"),
+        str(result.get("message") or "").strip(),
+    )
 
 
 class GroupWalker:
     """Resolves the members of the configured groups into records, one page at a time."""
 
-    def __init__(self, directory: Directory, *, groups: list[str], members_attr: str, search_filter: str,
-                 member_filter: str, base_dn: str, nested: bool) -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        *,
+        groups: list[str],
+        members_attr: str,
+        search_filter: str,
+        member_filter: str,
+        base_dn: str,
+        nested: bool,
+    ) -> None:
         self.d = directory
         self.members_attr = members_attr
         self.filter = search_filter
@@ -434,8 +470,9 @@ def _is_group(attributes: dict[str, list[bytes]]) -> bool:
     return False
 
 
-def _without_helpers(attributes: dict[str, list[bytes]], requested: list[str],
-                     members_attr: str) -> dict[str, list[bytes]]:
+def _without_helpers(
+    attributes: dict[str, list[bytes]], requested: list[str], members_attr: str
+) -> dict[str, list[bytes]]:
     """Drop the member attribute fetched only to expand nested groups, unless it was asked for."""
     wanted = {a.lower() for a in requested}
     if "*" in wanted or members_attr.lower() in wanted:
@@ -457,8 +494,10 @@ class _LdapBase(Source):
         if self.anonymous and self.setting("password"):
             log.warning("%s username = anonymous: the password is not used", where)
         if not self.anonymous and not self.setting("password"):
-            raise ConfigError(f"{where} password is empty: an empty password makes many servers bind anonymously "
-                              "(RFC 4513 unauthenticated bind); set it, or set username = anonymous")
+            raise ConfigError(
+                f"{where} password is empty: an empty password makes many servers bind anonymously "
+                "(RFC 4513 unauthenticated bind); set it, or set username = anonymous"
+            )
         if not self.setting("page_size").strip().isdigit() or not 1 <= int(self.setting("page_size")) <= 100000:
             raise ConfigError(f"{where} page_size must be a number from 1 to 100000")
         try:
@@ -477,8 +516,10 @@ class _LdapBase(Source):
         try:
             parse_filter(text, None, auto_escape=False, auto_encode=True, validator=None, check_names=False)
         except LDAPInvalidFilterError as exc:
-            raise ConfigError(f"[{self.name}] {key} {text!r} is not a valid LDAP filter ({exc}); "
-                              "write it like (&(objectClass=person)(mail=*))") from None
+            raise ConfigError(
+                f"[{self.name}] {key} {text!r} is not a valid LDAP filter ({exc}); "
+                "write it like (&(objectClass=person)(mail=*))"
+            ) from None
 
     @property
     def anonymous(self) -> bool:
@@ -520,8 +561,10 @@ class _LdapBase(Source):
             try:
                 value = json.loads(text)
             except ValueError:
-                raise ConfigError(f"[{self.name}] groups_dn must be a JSON array of DNs, e.g. "
-                                  '["cn=it,ou=groups,dc=example,dc=com"] (double quotes)') from None
+                raise ConfigError(
+                    f"[{self.name}] groups_dn must be a JSON array of DNs, e.g. "
+                    '["cn=it,ou=groups,dc=example,dc=com"] (double quotes)'
+                ) from None
             if isinstance(value, str):
                 value = [value]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -534,8 +577,11 @@ class _LdapBase(Source):
     def _attributes(self) -> list[str]:
         wanted = [a.strip() for a in self.setting("attributes").split(",") if a.strip()] or ["*"]
         names = list(wanted)
-        heads = [str(spec.get("source", "")).split(".", 1)[0].removesuffix(LIST_SUFFIX)
-                 for spec in self.section.mappings.values() if isinstance(spec.get("source"), str)]
+        heads = [
+            str(spec.get("source", "")).split(".", 1)[0].removesuffix(LIST_SUFFIX)
+            for spec in self.section.mappings.values()
+            if isinstance(spec.get("source"), str)
+        ]
         for name in [*self.extra_attributes, *heads]:
             if name.lower() in ("dn", "distinguishedname") and name != "distinguishedName":
                 continue
@@ -571,8 +617,7 @@ class _LdapBase(Source):
 
         def connection() -> Any:
             # A fresh Server each attempt: ldap3 remembers an address that failed as unusable.
-            server = ldap3.Server(host, port=port, use_ssl=ldaps, tls=tls, get_info=ldap3.DSA,
-                                  connect_timeout=timeout)
+            server = ldap3.Server(host, port=port, use_ssl=ldaps, tls=tls, get_info=ldap3.DSA, connect_timeout=timeout)
             return ldap3.Connection(
                 server,
                 user=None if self.anonymous else self.setting("username"),
@@ -610,17 +655,28 @@ class _LdapBase(Source):
                 raise self._bind_error(_failure(conn.result or {}))
         except LDAPException as exc:
             _quiet_close(conn)
-            raise SourceError(f"[{self.name}] {'StartTLS' if start_tls else 'bind'} with {url} failed: "
-                              f"{_socket_reason(exc, tls=ldaps or start_tls)}") from None
+            raise SourceError(
+                f"[{self.name}] {'StartTLS' if start_tls else 'bind'} with {url} failed: "
+                f"{_socket_reason(exc, tls=ldaps or start_tls)}"
+            ) from None
         except SourceError:
             _quiet_close(conn)
             raise
         paged = self.protocol == 3 and _supports_paging(conn.server)
         if self.protocol == 3 and not paged:
-            log.warning("[%s] %s does not offer paged results (RFC 2696): one unpaged search is made, "
-                        "which the server may cut at its size limit", self.name, url)
-        log.info("[%s] bound to %s as %s%s", self.name, url,
-                 "anonymous" if self.anonymous else self.setting("username"), " (StartTLS)" if start_tls else "")
+            log.warning(
+                "[%s] %s does not offer paged results (RFC 2696): one unpaged search is made, "
+                "which the server may cut at its size limit",
+                self.name,
+                url,
+            )
+        log.info(
+            "[%s] bound to %s as %s%s",
+            self.name,
+            url,
+            "anonymous" if self.anonymous else self.setting("username"),
+            " (StartTLS)" if start_tls else "",
+        )
         return Directory(conn, self._attributes(), int(self.setting("page_size")), paged, self.name)
 
     def _bind_error(self, failure: LdapFailure) -> SourceError:
@@ -628,8 +684,10 @@ class _LdapBase(Source):
         if failure.code == 49:
             return SourceError(f"[{self.name}] the LDAP server rejected {who} ({failure}): check username and password")
         if failure.code == 8 or failure.code == 13:
-            return SourceError(f"[{self.name}] the LDAP server requires a protected connection for this bind "
-                               f"({failure}): use an ldaps:// url or start_tls = true")
+            return SourceError(
+                f"[{self.name}] the LDAP server requires a protected connection for this bind "
+                f"({failure}): use an ldaps:// url or start_tls = true"
+            )
         return SourceError(f"[{self.name}] the LDAP server refused the bind ({failure})")
 
     async def check(self) -> None:
@@ -650,10 +708,14 @@ class _LdapBase(Source):
         directory = await asyncio.to_thread(self._connect)
         try:
             walker = GroupWalker(
-                directory, groups=groups, members_attr=self.setting("group_members_attr") or "member",
-                search_filter=search_filter, member_filter=self.setting("group_member_filter"),
+                directory,
+                groups=groups,
+                members_attr=self.setting("group_members_attr") or "member",
+                search_filter=search_filter,
+                member_filter=self.setting("group_member_filter"),
                 base_dn=self.setting("base_dn"),
-                nested=_flag(self.setting("nested_groups"), where=f"[{self.name}] nested_groups"))
+                nested=_flag(self.setting("nested_groups"), where=f"[{self.name}] nested_groups"),
+            )
             while (page := await self._call(walker.next_page)) is not None:
                 if page:
                     yield list(page)
@@ -677,12 +739,18 @@ class _LdapBase(Source):
                     page = await self._call(next_page, lost=True)
                 except _ConnectionLost as exc:
                     if restarts == SEARCH_RESTARTS:
-                        raise SourceError(f"[{self.name}] the connection to the LDAP server was lost "
-                                          f"{restarts + 1} times; last: {exc.reason}") from None
+                        raise SourceError(
+                            f"[{self.name}] the connection to the LDAP server was lost "
+                            f"{restarts + 1} times; last: {exc.reason}"
+                        ) from None
                     restarts += 1
-                    log.warning("[%s] the connection to the LDAP server was lost (%s): reconnecting and "
-                                "restarting the search; the %d entries already read are not sent again",
-                                self.name, exc.reason, len(seen))
+                    log.warning(
+                        "[%s] the connection to the LDAP server was lost (%s): reconnecting and "
+                        "restarting the search; the %d entries already read are not sent again",
+                        self.name,
+                        exc.reason,
+                        len(seen),
+                    )
                     directory.close()
                     directory = await asyncio.to_thread(self._connect)
                     next_page = directory.search_pages(base, search_filter)
@@ -714,11 +782,14 @@ class _LdapBase(Source):
 
     def _search_error(self, failure: LdapFailure) -> SourceError:
         if failure.code == 32:
-            return SourceError(f"[{self.name}] base_dn {self.setting('base_dn')!r} does not exist on the LDAP server "
-                               f"({failure})")
+            return SourceError(
+                f"[{self.name}] base_dn {self.setting('base_dn')!r} does not exist on the LDAP server ({failure})"
+            )
         if failure.code == 10:
-            return SourceError(f"[{self.name}] the LDAP server referred the search elsewhere ({failure}); "
-                               "referrals are not followed: point url and base_dn at the server holding them")
+            return SourceError(
+                f"[{self.name}] the LDAP server referred the search elsewhere ({failure}); "
+                "referrals are not followed: point url and base_dn at the server holding them"
+            )
         if failure.code == 87 or (failure.code == 2 and "filter" in failure.message.lower()):
             return SourceError(f"[{self.name}] the LDAP server rejected the filter ({failure})")
         return SourceError(f"[{self.name}] the LDAP search failed ({failure})")
@@ -746,17 +817,21 @@ def _socket_reason(exc: BaseException, *, tls: bool = False) -> str:
         # certificate: a refusal then shows up as a closed session on the first read, not as an alert.
         lowered = "eof occurred in violation of protocol"
     if "certificate verify failed" in lowered or "certificate_verify_failed" in lowered:
-        return ("TLS certificate not trusted; set cacert_file (or cacert_dir) to its CA, "
-                "or verify_ssl = false")
+        return "TLS certificate not trusted; set cacert_file (or cacert_dir) to its CA, or verify_ssl = false"
     if "doesn't match any name" in lowered:
         return "the server's TLS certificate does not match its host name"
     if "eof occurred in violation of protocol" in lowered or ("alert" in lowered and "ssl" in lowered):
-        return ("the server ended the TLS handshake (it may demand a client certificate: set user_pem_file; "
-                "or the port does not speak TLS)")
-    for pattern, reason in (("connection refused", "connection refused"), ("connection reset", "connection reset"),
-                            ("timed out", "connection timed out"),
-                            ("name or service not known", "unknown host"),
-                            ("temporary failure in name resolution", "unknown host")):
+        return (
+            "the server ended the TLS handshake (it may demand a client certificate: set user_pem_file; "
+            "or the port does not speak TLS)"
+        )
+    for pattern, reason in (
+        ("connection refused", "connection refused"),
+        ("connection reset", "connection reset"),
+        ("timed out", "connection timed out"),
+        ("name or service not known", "unknown host"),
+        ("temporary failure in name resolution", "unknown host"),
+    ):
         if pattern in lowered:
             return reason
     text = re.sub(r"^\(['\"](.*)['\"],\)$", r"\1", text.strip())  # ldap3 wraps some messages in a tuple repr
@@ -787,8 +862,22 @@ class Ldap(_LdapBase, UsersSource):
     module = "ldap"
     mapping_name = "LDAP"
     summary = "LDAP / Active Directory users"
-    settings = _settings((S_URL, S_USERNAME, S_PASSWORD, S_BASE_DN, S_GROUP_DN, S_GROUPS_DN, S_MEMBERS_ATTR,
-                          S_MEMBER_FILTER, S_PROTOCOL, S_FILTER, S_PAGE_CRITERIUM, *UsersSource.role_settings))
+    settings = _settings(
+        (
+            S_URL,
+            S_USERNAME,
+            S_PASSWORD,
+            S_BASE_DN,
+            S_GROUP_DN,
+            S_GROUPS_DN,
+            S_MEMBERS_ATTR,
+            S_MEMBER_FILTER,
+            S_PROTOCOL,
+            S_FILTER,
+            S_PAGE_CRITERIUM,
+            *UsersSource.role_settings,
+        )
+    )
     default_mappings = {
         "USER": {"source": "uid", "required": True, "converter": "ldap_user_field"},
         "FIRST_NAME": {"source": "givenName"},
@@ -804,7 +893,24 @@ class LdapAssets(_LdapBase):
     mapping_name = "LDAP_assets"
     record_type = "assets"
     summary = "LDAP / Active Directory entries as assets (e.g. AD computers)"
-    settings = _settings((S_URL, S_USERNAME, S_PASSWORD, S_BASE_DN, S_GROUP_DN, S_PROTOCOL, S_FILTER,
-                          S_PAGE_CRITERIUM, S_GROUPS_DN, S_MEMBERS_ATTR, S_MEMBER_FILTER,
-                          Setting("sync_field", None, example="24DCF85294E411E38A52066B556BA4EE",
-                                  help="Oomnitza field id(s) identifying an asset")))
+    settings = _settings(
+        (
+            S_URL,
+            S_USERNAME,
+            S_PASSWORD,
+            S_BASE_DN,
+            S_GROUP_DN,
+            S_PROTOCOL,
+            S_FILTER,
+            S_PAGE_CRITERIUM,
+            S_GROUPS_DN,
+            S_MEMBERS_ATTR,
+            S_MEMBER_FILTER,
+            Setting(
+                "sync_field",
+                None,
+                example="24DCF85294E411E38A52066B556BA4EE",
+                help="Oomnitza field id(s) identifying an asset",
+            ),
+        )
+    )

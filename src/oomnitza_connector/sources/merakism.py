@@ -46,13 +46,48 @@ DEFAULT_URL = "https://api.meraki.com/api/v1"
 # The seed's extra fields (Meraki always adds id, name, tags, ssid, wifiMac, osName, systemModel, uuid,
 # serialNumber), plus the owner and OS build fields v1 offers.
 FIELDS = (
-    "ip", "systemType", "availableDeviceCapacity", "kioskAppName", "biosVersion", "lastConnected",
-    "userSuppliedAddress", "location", "lastUser", "publicIp", "phoneNumber", "diskInfoJson", "deviceCapacity",
-    "isManaged", "hadMdm", "isSupervised", "meid", "imei", "iccid", "simCarrierNetwork", "cellularDataUsed",
-    "isHotspotEnabled", "createdAt", "batteryEstCharge", "quarantined", "avName", "avRunning", "asName", "fwName",
-    "isRooted", "loginRequired", "screenLockEnabled", "screenLockDelay", "autoLoginDisabled", "hasMdm",
-    "hasDesktopAgent", "diskEncryptionEnabled", "hardwareEncryptionCaps", "passCodeLock",
-    "ownerEmail", "ownerUsername", "osBuild",
+    "ip",
+    "systemType",
+    "availableDeviceCapacity",
+    "kioskAppName",
+    "biosVersion",
+    "lastConnected",
+    "userSuppliedAddress",
+    "location",
+    "lastUser",
+    "publicIp",
+    "phoneNumber",
+    "diskInfoJson",
+    "deviceCapacity",
+    "isManaged",
+    "hadMdm",
+    "isSupervised",
+    "meid",
+    "imei",
+    "iccid",
+    "simCarrierNetwork",
+    "cellularDataUsed",
+    "isHotspotEnabled",
+    "createdAt",
+    "batteryEstCharge",
+    "quarantined",
+    "avName",
+    "avRunning",
+    "asName",
+    "fwName",
+    "isRooted",
+    "loginRequired",
+    "screenLockEnabled",
+    "screenLockDelay",
+    "autoLoginDisabled",
+    "hasMdm",
+    "hasDesktopAgent",
+    "diskEncryptionEnabled",
+    "hardwareEncryptionCaps",
+    "passCodeLock",
+    "ownerEmail",
+    "ownerUsername",
+    "osBuild",
 )
 MAX_PER_PAGE = 1000
 MAX_PER_SECOND = 10  # Meraki's per-organization budget
@@ -78,8 +113,10 @@ class MerakiLinks(Paginator):
         nxt = urljoin(str(response.url), nxt)
         host = urlsplit(nxt).hostname or ""
         if _site(host) != self.site:
-            raise SourceError(f"{self.name} Meraki's next-page link points to another site ({safe_url(nxt)}); "
-                              "not sending the API key there")
+            raise SourceError(
+                f"{self.name} Meraki's next-page link points to another site ({safe_url(nxt)}); "
+                "not sending the API key there"
+            )
         return PageRequest(nxt, {})
 
 
@@ -89,15 +126,24 @@ class MerakiSM(Source):
     record_type = "assets"
     summary = "Cisco Meraki Systems Manager devices"
     settings = (
-        Setting("meraki_api_key", "", example="YOUR Meraki API KEY", secret=True,
-                help="Dashboard API key (My Profile > API access)"),
+        Setting(
+            "meraki_api_key",
+            "",
+            example="YOUR Meraki API KEY",
+            secret=True,
+            help="Dashboard API key (My Profile > API access)",
+        ),
         Setting("network_id", "", example="N_**************", help="ID of the Systems Manager network (N_… or L_…)"),
         Setting("url", DEFAULT_URL, help="Dashboard API base (China, government dashboards, proxies)"),
         Setting("page_size", str(MAX_PER_PAGE), help=f"devices per request (3-{MAX_PER_PAGE})"),
-        Setting("extra_fields", "",
-                help="more device fields to request, comma-separated (e.g. androidSecurityPatchVersion)"),
-        Setting("requests_per_second", str(MAX_PER_SECOND),
-                help="requests per second at most (the organization's budget of 10 is shared)"),
+        Setting(
+            "extra_fields", "", help="more device fields to request, comma-separated (e.g. androidSecurityPatchVersion)"
+        ),
+        Setting(
+            "requests_per_second",
+            str(MAX_PER_SECOND),
+            help="requests per second at most (the organization's budget of 10 is shared)",
+        ),
     )
 
     def validate(self) -> None:
@@ -127,15 +173,22 @@ class MerakiSM(Source):
     def _client(self) -> Http:
         key = self.setting("meraki_api_key").strip()
         per_second = int(self.setting("requests_per_second") or MAX_PER_SECOND)
-        http = self.http(base_url=self.base, headers={"Accept": "application/json"},
-                         auth=HeaderToken(key, scheme="Bearer"), limiter=RateLimiter(per_second=per_second),
-                         max_connections=2)
+        http = self.http(
+            base_url=self.base,
+            headers={"Accept": "application/json"},
+            auth=HeaderToken(key, scheme="Bearer"),
+            limiter=RateLimiter(per_second=per_second),
+            max_connections=2,
+        )
         site = _site(urlsplit(self.base).hostname or "")
 
         async def keep_key_on_redirect(request: httpx.Request) -> None:
             # httpx drops Authorization when a redirect changes host; dashboards redirect between shards.
-            if "authorization" not in request.headers and _site(request.url.host) == site \
-                    and request.url.scheme == urlsplit(self.base).scheme:
+            if (
+                "authorization" not in request.headers
+                and _site(request.url.host) == site
+                and request.url.scheme == urlsplit(self.base).scheme
+            ):
                 request.headers["Authorization"] = f"Bearer {key}"
 
         http.client.event_hooks["request"].append(keep_key_on_redirect)
@@ -159,20 +212,25 @@ class MerakiSM(Source):
                     first = False
                     devices = decode_json(response)
                     if not isinstance(devices, list):
-                        raise SourceError(f"[{self.name}] Meraki answered with {type(devices).__name__}, not a list "
-                                          f"of devices{_errors(devices)}")
+                        raise SourceError(
+                            f"[{self.name}] Meraki answered with {type(devices).__name__}, not a list "
+                            f"of devices{_errors(devices)}"
+                        )
                     if not devices:
                         break
                     yield [_record(d) for d in devices]
             except HttpAuthError as exc:
-                raise SourceError(f"[{self.name}] Meraki rejected the API key ({exc.status}{_error_text(exc)}): "
-                                  "check meraki_api_key") from None
+                raise SourceError(
+                    f"[{self.name}] Meraki rejected the API key ({exc.status}{_error_text(exc)}): check meraki_api_key"
+                ) from None
             except HttpError as exc:
                 if first and exc.status in (400, 404):
                     # Meraki answers 404 for an invalid key as well as for a network the key cannot see.
-                    raise SourceError(f"[{self.name}] Meraki answered {exc.status}{_error_text(exc)} for network "
-                                      f"{network}: check network_id (a Systems Manager network) and that "
-                                      "meraki_api_key's admin can access it") from None
+                    raise SourceError(
+                        f"[{self.name}] Meraki answered {exc.status}{_error_text(exc)} for network "
+                        f"{network}: check network_id (a Systems Manager network) and that "
+                        "meraki_api_key's admin can access it"
+                    ) from None
                 raise
 
 

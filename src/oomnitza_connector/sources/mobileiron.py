@@ -114,17 +114,31 @@ class MobileIron(Source):
         Setting("url", "https://na1.mobileiron.com", help="tenant (Cloud) or Core server base URL"),
         Setting("username", "", example="username@example.com", help="API user (Basic auth)"),
         Setting("password", "", example="change-me", secret=True, help="that user's password"),
-        Setting("partitions", "", example='["Drivers"]',
-                help='api_version 1: partition names as a JSON list, a comma list, or All'),
+        Setting(
+            "partitions",
+            "",
+            example='["Drivers"]',
+            help="api_version 1: partition names as a JSON list, a comma list, or All",
+        ),
         Setting("api_version", "1", help="1 = MobileIron Cloud / Neurons for MDM, 2 = MobileIron Core / EPMM"),
-        Setting("include_checkin_devices_only", "True",
-                help="api_version 1: only devices that checked in within last_checkin_date_threshold"),
+        Setting(
+            "include_checkin_devices_only",
+            "True",
+            help="api_version 1: only devices that checked in within last_checkin_date_threshold",
+        ),
         Setting("last_checkin_date_threshold", "129600", help="api_version 1: that window, in seconds (36 h)"),
-        Setting("authorization_settings", "", secret=True,
-                help='managed mode: {"Authorization": "..."} sent verbatim instead of username/password'),
+        Setting(
+            "authorization_settings",
+            "",
+            secret=True,
+            help='managed mode: {"Authorization": "..."} sent verbatim instead of username/password',
+        ),
         Setting("page_size", str(V1_MAX_ROWS), help=f"api_version 1: devices per request (1-{V1_MAX_ROWS})"),
-        Setting("fields", "",
-                help="api_version 2: empty = every searchable field; 'mapped' = only mapped ones; or a comma list"),
+        Setting(
+            "fields",
+            "",
+            help="api_version 2: empty = every searchable field; 'mapped' = only mapped ones; or a comma list",
+        ),
         Setting("max_connections", "4", help="concurrent requests at most (Windows hardware calls)"),
     )
 
@@ -136,15 +150,17 @@ class MobileIron(Source):
             raise ConfigError(f"{where} set username and password (an API user)")
         if not self.v2:
             if self.setting("api_version").strip() not in ("", "1"):
-                log.warning("%s api_version %r is read as 1 (MobileIron Cloud); use 1 or 2", where,
-                            self.setting("api_version"))
+                log.warning(
+                    "%s api_version %r is read as 1 (MobileIron Cloud); use 1 or 2", where, self.setting("api_version")
+                )
             if not self.setting("partitions").strip():
                 raise ConfigError(f'{where} partitions is required with api_version 1: e.g. ["Drivers"] or All')
             try:
                 parse_partitions(self.setting("partitions"))
             except ValueError:
-                raise ConfigError(f'{where} partitions must be a JSON list of names like ["Drivers"], '
-                                  "a comma list, or All") from None
+                raise ConfigError(
+                    f'{where} partitions must be a JSON list of names like ["Drivers"], a comma list, or All'
+                ) from None
             self.checkin_only  # noqa: B018  (validates the boolean)
             if not self.setting("last_checkin_date_threshold").strip().isdigit():
                 raise ConfigError(f"{where} last_checkin_date_threshold must be a number of seconds")
@@ -161,8 +177,10 @@ class MobileIron(Source):
 
     @property
     def checkin_only(self) -> bool:
-        return parse_bool(self.setting("include_checkin_devices_only") or "True",
-                          setting=f"[{self.name}] include_checkin_devices_only")
+        return parse_bool(
+            self.setting("include_checkin_devices_only") or "True",
+            setting=f"[{self.name}] include_checkin_devices_only",
+        )
 
     @property
     def authorization(self) -> str | None:
@@ -172,8 +190,9 @@ class MobileIron(Source):
         try:
             value = json.loads(text)
         except ValueError:
-            raise ConfigError(f'[{self.name}] authorization_settings must be JSON like {{"Authorization": "..."}}') \
-                from None
+            raise ConfigError(
+                f'[{self.name}] authorization_settings must be JSON like {{"Authorization": "..."}}'
+            ) from None
         auth = value.get("Authorization") if isinstance(value, dict) else None
         return auth if isinstance(auth, str) and auth else None
 
@@ -183,10 +202,17 @@ class MobileIron(Source):
 
     def _client(self) -> Http:
         authorization = self.authorization
-        auth: httpx.Auth = (HeaderToken(authorization) if authorization is not None
-                            else basic(self.setting("username"), self.setting("password")))
-        return self.http(base_url=self.base, headers={"Accept": "application/json"}, auth=auth,
-                         max_connections=int(self.setting("max_connections")))
+        auth: httpx.Auth = (
+            HeaderToken(authorization)
+            if authorization is not None
+            else basic(self.setting("username"), self.setting("password"))
+        )
+        return self.http(
+            base_url=self.base,
+            headers={"Accept": "application/json"},
+            auth=auth,
+            max_connections=int(self.setting("max_connections")),
+        )
 
     async def pages(self) -> AsyncIterator[list[Record]]:
         async with self._client() as http:
@@ -196,8 +222,10 @@ class MobileIron(Source):
                     yield page
             except HttpAuthError as exc:
                 check = "authorization_settings" if self.authorization is not None else "username and password"
-                raise SourceError(f"[{self.name}] MobileIron rejected the credentials ({exc.status}"
-                                  f"{_error_text(exc)}): check {check} and the user's API role") from None
+                raise SourceError(
+                    f"[{self.name}] MobileIron rejected the credentials ({exc.status}"
+                    f"{_error_text(exc)}): check {check} and the user's API role"
+                ) from None
 
     # -- v1: MobileIron Cloud / Ivanti Neurons for MDM ---------------------------------------------
 
@@ -213,8 +241,10 @@ class MobileIron(Source):
         chosen = [(pid, name) for pid, name in found if name in wanted]
         missing = [name for name in wanted if name not in {n for _, n in found}]
         if not chosen:
-            raise SourceError(f"[{self.name}] no device partition named {', '.join(wanted)}; the tenant has: "
-                              f"{', '.join(n for _, n in found) or 'none'}")
+            raise SourceError(
+                f"[{self.name}] no device partition named {', '.join(wanted)}; the tenant has: "
+                f"{', '.join(n for _, n in found) or 'none'}"
+            )
         if missing:
             log.warning("[%s] no device partition named %s; skipped", self.name, ", ".join(missing))
         return chosen
@@ -231,8 +261,9 @@ class MobileIron(Source):
                 result = _v1_result(decode_json(response))
                 devices = result.get("searchResults") if result else None
                 if not isinstance(devices, list):
-                    raise SourceError(f"[{self.name}] MobileIron's device list of partition {name} has no "
-                                      "result.searchResults")
+                    raise SourceError(
+                        f"[{self.name}] MobileIron's device list of partition {name} has no result.searchResults"
+                    )
                 if not devices:
                     break
                 page: list[Any] = []
@@ -242,10 +273,14 @@ class MobileIron(Source):
                     elif not checkin_only or _checked_in_since(device.get("lastCheckin"), cutoff):
                         page.append(device)
                 kept = [d for d in page if isinstance(d, dict)]
-                if checkin_only and not kept and any(_older(d.get("lastCheckin"), cutoff) for d in devices
-                                                     if isinstance(d, dict)):
-                    log.info("[%s] partition %s: the remaining devices did not check in within %ss", self.name,
-                             name, window)
+                if (
+                    checkin_only
+                    and not kept
+                    and any(_older(d.get("lastCheckin"), cutoff) for d in devices if isinstance(d, dict))
+                ):
+                    log.info(
+                        "[%s] partition %s: the remaining devices did not check in within %ss", self.name, name, window
+                    )
                     break  # sorted by check-in, newest first: the rest are older
                 await asyncio.gather(*(self._windows(http, d, slots) for d in kept))
                 if page:
@@ -308,8 +343,9 @@ class MobileIron(Source):
                     yield page
 
     async def _fields(self, http: Http, space_id: Any) -> list[str]:
-        body = decode_json(await http.request("GET", "/api/v2/device_spaces/criteria",
-                                              params={"adminDeviceSpaceId": space_id}))
+        body = decode_json(
+            await http.request("GET", "/api/v2/device_spaces/criteria", params={"adminDeviceSpaceId": space_id})
+        )
         rows = body.get("results") if isinstance(body, dict) else None
         if not isinstance(rows, list):
             raise SourceError(f"[{self.name}] MobileIron Core's field list (criteria) has no 'results'")
@@ -326,9 +362,14 @@ class MobileIron(Source):
         if len(fields) > V2_MAX_FIELDS:
             # Ivanti accepts 512 fields at most: the mapped ones (and the id) first, then the rest in order.
             fields = list(dict.fromkeys([V2_ID_FIELD, *mapped, *fields]))[:V2_MAX_FIELDS]
-            log.warning("[%s] device space %s has %d searchable fields; requesting %d (mapped ones first); "
-                        "set fields = mapped to request only those", self.name, space_id, len(available),
-                        V2_MAX_FIELDS)
+            log.warning(
+                "[%s] device space %s has %d searchable fields; requesting %d (mapped ones first); "
+                "set fields = mapped to request only those",
+                self.name,
+                space_id,
+                len(available),
+                V2_MAX_FIELDS,
+            )
         if not fields:
             raise SourceError(f"[{self.name}] MobileIron Core lists no searchable fields for device space {space_id}")
         return fields

@@ -47,9 +47,13 @@ class NextQuery(Paginator):
         elsewhere = (parts.netloc.lower(), parts.scheme.lower()) != (self.host, self.scheme)
         if not self.warned and parts.netloc and elsewhere:
             self.warned = True
-            log.warning("%s NetBox's next link points to %s://%s, not the configured url; requesting the next "
-                        "pages from the configured url (check the proxy's X-Forwarded-Proto/Host headers)",
-                        self.name, parts.scheme, parts.netloc)
+            log.warning(
+                "%s NetBox's next link points to %s://%s, not the configured url; requesting the next "
+                "pages from the configured url (check the proxy's X-Forwarded-Proto/Host headers)",
+                self.name,
+                parts.scheme,
+                parts.netloc,
+            )
         return PageRequest(request.url, dict(parse_qsl(parts.query, keep_blank_values=True)))
 
 
@@ -60,11 +64,19 @@ class Netbox(Source):
     summary = "NetBox DCIM devices"
     settings = (
         Setting("url", None, example="https://NETBOX", help="NetBox base URL (with or without /api)"),
-        Setting("auth_token", None, example="*******", secret=True,
-                help="API token: v2 nbt_<key>.<secret> (Bearer) or a v1 40-hex token (Token)"),
+        Setting(
+            "auth_token",
+            None,
+            example="*******",
+            secret=True,
+            help="API token: v2 nbt_<key>.<secret> (Bearer) or a v1 40-hex token (Token)",
+        ),
         Setting("page_size", "1000", help="devices per request (NetBox's MAX_PAGE_SIZE defaults to 1000)"),
-        Setting("exclude_config_context", "false",
-                help="leave out the rendered config_context (smaller pages; config_context.* unmapped)"),
+        Setting(
+            "exclude_config_context",
+            "false",
+            help="leave out the rendered config_context (smaller pages; config_context.* unmapped)",
+        ),
     )
     default_mappings: dict[str, dict[str, Any]] = {}
 
@@ -85,8 +97,11 @@ class Netbox(Source):
         token = self.setting("auth_token").strip()
         if token.startswith(V2_PREFIX):
             return HeaderToken(token, scheme="Bearer")
-        log.warning("[%s] auth_token is a v1 NetBox token (Authorization: Token), deprecated in NetBox 4.6 and "
-                    "removed in 5.0; create a v2 token (nbt_...) in NetBox", self.name)
+        log.warning(
+            "[%s] auth_token is a v1 NetBox token (Authorization: Token), deprecated in NetBox 4.6 and "
+            "removed in 5.0; create a v2 token (nbt_...) in NetBox",
+            self.name,
+        )
         return HeaderToken(token, scheme="Token")
 
     async def pages(self) -> AsyncIterator[list[Record]]:
@@ -100,14 +115,18 @@ class Netbox(Source):
                     body = decode_json(response)
                     results = body.get("results") if isinstance(body, dict) else None
                     if not isinstance(results, list):
-                        raise SourceError(f"{name} {safe_url(response.url)} answered without a 'results' list: "
-                                          "is url the NetBox base URL?")
+                        raise SourceError(
+                            f"{name} {safe_url(response.url)} answered without a 'results' list: "
+                            "is url the NetBox base URL?"
+                        )
                     if results:
-                        yield [r if isinstance(r, dict) else BadRecord("device is not a JSON object", r)
-                               for r in results]  # type: ignore[misc]
+                        yield [
+                            r if isinstance(r, dict) else BadRecord("device is not a JSON object", r) for r in results
+                        ]  # type: ignore[misc]
             except HttpAuthError as exc:
-                raise SourceError(f"{name} NetBox rejected the token ({exc.status}{_detail(exc)}): "
-                                  "check auth_token") from None
+                raise SourceError(
+                    f"{name} NetBox rejected the token ({exc.status}{_detail(exc)}): check auth_token"
+                ) from None
 
 
 def _detail(exc: HttpError) -> str:

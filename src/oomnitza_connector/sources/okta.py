@@ -64,9 +64,12 @@ class Okta(UsersSource):
 
     def _client(self) -> Http:
         limiter = RateLimiter(pause_from=reset_pause("x-rate-limit-remaining", "x-rate-limit-reset"))
-        return self.http(base_url=self.base, headers={"Accept": "application/json"}, limiter=limiter,
-                         auth=None if not self.setting("api_token") else
-                         HeaderToken(self.setting("api_token"), scheme="SSWS"))
+        return self.http(
+            base_url=self.base,
+            headers={"Accept": "application/json"},
+            limiter=limiter,
+            auth=None if not self.setting("api_token") else HeaderToken(self.setting("api_token"), scheme="SSWS"),
+        )
 
     async def _oauth(self, http: Http) -> None:
         token_url = f"{self.base}/oauth2/v1/token"
@@ -84,8 +87,15 @@ class Okta(UsersSource):
                 }
                 headers = {"DPoP": dpop.proof("POST", token_url)} if dpop is not None else {}
                 try:
-                    response = await http.request("POST", token_url, data=body, headers=headers, auth=None,
-                                                  retry=False, ok_statuses=frozenset({400}))
+                    response = await http.request(
+                        "POST",
+                        token_url,
+                        data=body,
+                        headers=headers,
+                        auth=None,
+                        retry=False,
+                        ok_statuses=frozenset({400}),
+                    )
                 except HttpError as exc:
                     raise SourceError(f"[{self.name}] Okta refused the OAuth client credentials: {exc}") from None
                 if response.status_code == 400:
@@ -98,8 +108,9 @@ class Okta(UsersSource):
                         continue
                     detail = ": ".join(str(v) for v in (error.get("error"), error.get("error_description")) if v)
                     hint = " (set dpop = auto or true)" if error.get("error") == "invalid_dpop_proof" else ""
-                    raise SourceError(f"[{self.name}] Okta refused the OAuth client credentials (400 "
-                                      f"{detail or 'Bad Request'}){hint}")
+                    raise SourceError(
+                        f"[{self.name}] Okta refused the OAuth client credentials (400 {detail or 'Bad Request'}){hint}"
+                    )
                 data = decode_json(response)
                 auth.dpop = dpop if str(data.get("token_type", "")).lower() == "dpop" else None
                 return str(data.get("access_token", "")), float(data.get("expires_in") or 3600)
@@ -116,8 +127,14 @@ class Okta(UsersSource):
         except OSError as exc:
             raise ConfigError(f"[{self.name}] private_key_file: {exc.strerror}") from None
         now = int(time.time())
-        claims = {"iss": self.setting("client_id"), "sub": self.setting("client_id"), "aud": audience,
-                  "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}
+        claims = {
+            "iss": self.setting("client_id"),
+            "sub": self.setting("client_id"),
+            "aud": audience,
+            "iat": now,
+            "exp": now + 300,
+            "jti": str(uuid.uuid4()),
+        }
         return jwt.encode(claims, key, algorithm="RS256")
 
     async def pages(self) -> AsyncIterator[list[Record]]:
@@ -132,14 +149,16 @@ class Okta(UsersSource):
                     async for response in http.paginate(LinkHeader(), "/api/v1/users", params=params):
                         users = decode_json(response)
                         if not isinstance(users, list):
-                            raise SourceError(f"[{self.name}] Okta answered with {type(users).__name__}, "
-                                              "not a list of users")
+                            raise SourceError(
+                                f"[{self.name}] Okta answered with {type(users).__name__}, not a list of users"
+                            )
                         if not users:
                             break
                         yield users
                 except HttpAuthError as exc:
-                    raise SourceError(f"[{self.name}] Okta rejected the credentials ({exc.status}{_okta_error(exc)}): "
-                                      f"check api_token") from None
+                    raise SourceError(
+                        f"[{self.name}] Okta rejected the credentials ({exc.status}{_okta_error(exc)}): check api_token"
+                    ) from None
 
 
 def _okta_error(exc: HttpError) -> str:

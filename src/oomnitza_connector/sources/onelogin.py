@@ -41,22 +41,80 @@ DEFAULT_URL = "https://api.us.onelogin.com/api/1/users"
 # The fields of a v2 "List Users" entry; with custom_attributes they are asked for explicitly
 # (the list leaves custom attributes out unless ``fields`` names them).
 LIST_FIELDS = (
-    "id", "username", "email", "firstname", "lastname", "title", "department", "company", "comment",
-    "group_id", "role_ids", "phone", "state", "status", "directory_id", "trusted_idp_id", "manager_ad_id",
-    "manager_user_id", "samaccount_name", "member_of", "userprincipalname", "distinguished_name",
-    "external_id", "activated_at", "last_login", "invitation_sent_at", "updated_at", "preferred_locale_code",
-    "created_at", "invalid_login_attempts", "locked_until", "password_changed_at",
+    "id",
+    "username",
+    "email",
+    "firstname",
+    "lastname",
+    "title",
+    "department",
+    "company",
+    "comment",
+    "group_id",
+    "role_ids",
+    "phone",
+    "state",
+    "status",
+    "directory_id",
+    "trusted_idp_id",
+    "manager_ad_id",
+    "manager_user_id",
+    "samaccount_name",
+    "member_of",
+    "userprincipalname",
+    "distinguished_name",
+    "external_id",
+    "activated_at",
+    "last_login",
+    "invitation_sent_at",
+    "updated_at",
+    "preferred_locale_code",
+    "created_at",
+    "invalid_login_attempts",
+    "locked_until",
+    "password_changed_at",
 )
 # Standard user fields: the seed's list plus the v2 names. Any other mapping source is read from
 # custom_attributes, as the seed did.
-STANDARD_FIELDS = frozenset({
-    "activated_at", "created_at", "email", "username", "firstname", "group_id", "id",
-    "invalid_login_attempts", "invitation_sent_at", "last_login", "lastname", "locked_until", "comment",
-    "openid_name", "locale_code", "password_changed_at", "phone", "status", "updated_at",
-    "distinguished_name", "external_id", "directory_id", "member_of", "samaccountname", "userprincipalname",
-    "manager_ad_id", "role_id", "company", "department", "title", "state", "trusted_idp_id",
-    *LIST_FIELDS, "custom_attributes", "notes",
-})
+STANDARD_FIELDS = frozenset(
+    {
+        "activated_at",
+        "created_at",
+        "email",
+        "username",
+        "firstname",
+        "group_id",
+        "id",
+        "invalid_login_attempts",
+        "invitation_sent_at",
+        "last_login",
+        "lastname",
+        "locked_until",
+        "comment",
+        "openid_name",
+        "locale_code",
+        "password_changed_at",
+        "phone",
+        "status",
+        "updated_at",
+        "distinguished_name",
+        "external_id",
+        "directory_id",
+        "member_of",
+        "samaccountname",
+        "userprincipalname",
+        "manager_ad_id",
+        "role_id",
+        "company",
+        "department",
+        "title",
+        "state",
+        "trusted_idp_id",
+        *LIST_FIELDS,
+        "custom_attributes",
+        "notes",
+    }
+)
 # v1 name -> v2 name: the v1 name is filled from the v2 one so seed mappings keep working.
 V1_NAMES = {"role_id": "role_ids", "samaccountname": "samaccount_name", "locale_code": "preferred_locale_code"}
 API_SUFFIX = re.compile(r"/api(/\d+(/users(\.json)?)?)?$", re.IGNORECASE)
@@ -90,8 +148,12 @@ def onelogin_message(response: httpx.Response | None) -> str:
     """OneLogin's error text from a v1 envelope, a v2 error or an OAuth error body."""
     body = error_body(response)
     status = body.get("status")
-    for value in (status.get("message") if isinstance(status, dict) else None, body.get("message"),
-                  body.get("error_description"), body.get("error")):
+    for value in (
+        status.get("message") if isinstance(status, dict) else None,
+        body.get("message"),
+        body.get("error_description"),
+        body.get("error"),
+    ):
         if isinstance(value, str) and value.strip():
             return " " + value.strip()
     return ""
@@ -102,16 +164,23 @@ class Onelogin(UsersSource):
     mapping_name = "OneLogin"
     summary = "OneLogin users (API v2)"
     settings = (
-        Setting("url", DEFAULT_URL, example=DEFAULT_URL,
-                help="OneLogin API host: https://api.us.onelogin.com, https://api.eu.onelogin.com or "
-                     "https://<subdomain>.onelogin.com (a path such as /api/1/users is accepted and ignored)"),
+        Setting(
+            "url",
+            DEFAULT_URL,
+            example=DEFAULT_URL,
+            help="OneLogin API host: https://api.us.onelogin.com, https://api.eu.onelogin.com or "
+            "https://<subdomain>.onelogin.com (a path such as /api/1/users is accepted and ignored)",
+        ),
         Setting("client_id", "", help="API credential client ID (Read users scope or higher)"),
         Setting("client_secret", "", secret=True, help="API credential client secret"),
         Setting("api_token", "", secret=True, help="retired legacy API key: not supported, use client_id"),
         *UsersSource.role_settings,
         Setting("page_size", "50", help="users per request (OneLogin returns at most 50)"),
-        Setting("custom_attributes", "true",
-                help="ask the users list for custom_attributes (one extra field, no extra calls)"),
+        Setting(
+            "custom_attributes",
+            "true",
+            help="ask the users list for custom_attributes (one extra field, no extra calls)",
+        ),
     )
     default_mappings = {
         "USER": {"source": "username"},
@@ -127,16 +196,21 @@ class Onelogin(UsersSource):
         if not url.lower().startswith(("http://", "https://")):
             raise ConfigError(f"[{self.name}] url must start with https:// (e.g. https://api.us.onelogin.com)")
         if LEGACY_PATH.search(urlsplit(url).path.rstrip("/")):
-            raise ConfigError(f"[{self.name}] url {url} is OneLogin's retired XML API; set url to "
-                              "https://api.us.onelogin.com (EU: https://api.eu.onelogin.com) and use "
-                              "client_id/client_secret")
+            raise ConfigError(
+                f"[{self.name}] url {url} is OneLogin's retired XML API; set url to "
+                "https://api.us.onelogin.com (EU: https://api.eu.onelogin.com) and use "
+                "client_id/client_secret"
+            )
         if not (self.setting("client_id") and self.setting("client_secret")):
             if self.setting("api_token"):
-                raise ConfigError(f"[{self.name}] api_token is OneLogin's legacy API key, whose APIs OneLogin "
-                                  "shut down; create an API credential (Administration > Developers > API "
-                                  "Credentials, Read users) and set client_id and client_secret")
-            raise ConfigError(f"[{self.name}] OneLogin connector configured improperly: set client_id and "
-                              "client_secret")
+                raise ConfigError(
+                    f"[{self.name}] api_token is OneLogin's legacy API key, whose APIs OneLogin "
+                    "shut down; create an API credential (Administration > Developers > API "
+                    "Credentials, Read users) and set client_id and client_secret"
+                )
+            raise ConfigError(
+                f"[{self.name}] OneLogin connector configured improperly: set client_id and client_secret"
+            )
         size = self.setting("page_size")
         if not size.isdigit() or not 1 <= int(size) <= 1000:
             raise ConfigError(f"[{self.name}] page_size must be a number from 1 to 1000")
@@ -156,14 +230,16 @@ class Onelogin(UsersSource):
 
         async def fetch() -> tuple[str, float | None]:
             try:
-                response = await http.request("POST", TOKEN, json={"grant_type": "client_credentials"},
-                                              auth=credentials)
+                response = await http.request(
+                    "POST", TOKEN, json={"grant_type": "client_credentials"}, auth=credentials
+                )
                 data = decode_json(response)
             except HttpError as exc:
                 if exc.status in (400, 401, 403):
-                    raise SourceError(f"{name} OneLogin rejected the API credentials ({exc.status}"
-                                      f"{onelogin_message(exc.response)}): check client_id and client_secret"
-                                      ) from None
+                    raise SourceError(
+                        f"{name} OneLogin rejected the API credentials ({exc.status}"
+                        f"{onelogin_message(exc.response)}): check client_id and client_secret"
+                    ) from None
                 raise SourceError(f"{name} could not get a OneLogin access token: {exc}") from None
             token = data.get("access_token") if isinstance(data, dict) else None
             if not isinstance(token, str) or not token:
@@ -186,20 +262,28 @@ class Onelogin(UsersSource):
                     async for response in http.paginate(Cursor(_after_cursor, "cursor"), USERS, params=query):
                         users = decode_json(response)
                         if not isinstance(users, list):
-                            raise SourceError(f"{name} OneLogin answered {safe_url(response.url)} with "
-                                              f"{type(users).__name__}, not a list of users: is url the API host?")
+                            raise SourceError(
+                                f"{name} OneLogin answered {safe_url(response.url)} with "
+                                f"{type(users).__name__}, not a list of users: is url the API host?"
+                            )
                         answered += 1
                         if users:
                             yield [shape(u) for u in users]  # type: ignore[misc]
                     return
                 except HttpAuthError as exc:
-                    raise SourceError(f"{name} OneLogin rejected the access token ({exc.status}"
-                                      f"{onelogin_message(exc.response)}): check that the API credential has "
-                                      "the Read users (or higher) scope") from None
+                    raise SourceError(
+                        f"{name} OneLogin rejected the access token ({exc.status}"
+                        f"{onelogin_message(exc.response)}): check that the API credential has "
+                        "the Read users (or higher) scope"
+                    ) from None
                 except HttpError as exc:
                     if with_custom and answered == 0 and exc.status in (400, 422):
-                        log.warning("%s OneLogin refused the fields parameter (%s%s); listing users without "
-                                    "custom_attributes", name, exc.status, onelogin_message(exc.response))
+                        log.warning(
+                            "%s OneLogin refused the fields parameter (%s%s); listing users without custom_attributes",
+                            name,
+                            exc.status,
+                            onelogin_message(exc.response),
+                        )
                         with_custom = False
                         continue
                     raise

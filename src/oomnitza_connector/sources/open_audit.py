@@ -31,8 +31,7 @@ log = logging.getLogger(__name__)
 
 API = "/open-audit/index.php"
 DETAIL_CONCURRENCY = 8
-DATE_FIELDS = ("end_of_life", "end_of_service", "first_seen", "last_seen", "os_installation_date",
-               "warranty_expires")
+DATE_FIELDS = ("end_of_life", "end_of_service", "first_seen", "last_seen", "os_installation_date", "warranty_expires")
 UNKNOWN_DATES = frozenset({"2000-01-01", "2000-01-01 00:00:00", "0000-00-00", "0000-00-00 00:00:00"})
 NULL_MACS = frozenset({"", "00:00:00:00:00:00"})
 STYLES = ("auto", "include", "sub_resource")
@@ -105,8 +104,14 @@ def build_record(detail: dict[str, Any], network: list[Any], software: list[Any]
     apps = []
     for row in map(_attrs, software):
         if row and str(row.get("name") or "").strip():
-            apps.append({"name": row.get("name"), "version": row.get("version"),
-                         "publisher": row.get("publisher"), "path": row.get("location")})
+            apps.append(
+                {
+                    "name": row.get("name"),
+                    "version": row.get("version"),
+                    "publisher": row.get("publisher"),
+                    "path": row.get("location"),
+                }
+            )
     return {"hardware": hardware, "software": apps}
 
 
@@ -121,12 +126,20 @@ class OpenAudit(Source):
     record_type = "assets"
     summary = "Open-AudIT devices"
     settings = (
-        Setting("url", None, example="http://XXX.XXX.XXX.XXX",
-                help="scheme and host of the server (with or without /open-audit/index.php)"),
+        Setting(
+            "url",
+            None,
+            example="http://XXX.XXX.XXX.XXX",
+            help="scheme and host of the server (with or without /open-audit/index.php)",
+        ),
         Setting("username", None, example="", help="Open-AudIT user"),
         Setting("password", "", secret=True, help="its password"),
-        Setting("api_style", "auto", choices=STYLES,
-                help="auto; include (?include=network,software, current servers); sub_resource (legacy)"),
+        Setting(
+            "api_style",
+            "auto",
+            choices=STYLES,
+            help="auto; include (?include=network,software, current servers); sub_resource (legacy)",
+        ),
         Setting("page_size", "1000", help="devices per list request"),
     )
     default_mappings = {"APPLICATIONS": {"source": "software"}}
@@ -150,12 +163,15 @@ class OpenAudit(Source):
         try:
             response = await http.request("POST", "/logon", data=form, auth=None)
         except HttpAuthError as exc:
-            raise SourceError(f"[{self.name}] Open-AudIT rejected the login ({exc.status}{_message(exc)}): "
-                              "check username and password") from None
+            raise SourceError(
+                f"[{self.name}] Open-AudIT rejected the login ({exc.status}{_message(exc)}): "
+                "check username and password"
+            ) from None
         cookies = [(c.name, c.value) for c in response.cookies.jar]
         if not cookies:
-            raise SourceError(f"[{self.name}] Open-AudIT accepted the login but set no session cookie: "
-                              "is url the Open-AudIT server?")
+            raise SourceError(
+                f"[{self.name}] Open-AudIT accepted the login but set no session cookie: is url the Open-AudIT server?"
+            )
         for _, value in cookies:
             redact.add_secret(value)
         names = {name for name, _ in cookies}
@@ -168,10 +184,12 @@ class OpenAudit(Source):
             log.warning("[%s] url is http://: the Open-AudIT password travels unencrypted; use https://", self.name)
         self.style = self.setting("api_style")
         self.legacy_noted = False
-        async with self.http(base_url=self.base, headers={"Accept": "application/json"},
-                             max_connections=DETAIL_CONCURRENCY) as http:
-            http.client.auth = RefreshingToken(lambda: self._login(http), header="Cookie", scheme="",
-                                               refresh_on=(401, 403))
+        async with self.http(
+            base_url=self.base, headers={"Accept": "application/json"}, max_connections=DETAIL_CONCURRENCY
+        ) as http:
+            http.client.auth = RefreshingToken(
+                lambda: self._login(http), header="Cookie", scheme="", refresh_on=(401, 403)
+            )
             slots = asyncio.Semaphore(DETAIL_CONCURRENCY)
 
             async def one(device_id: Any) -> Record | BadRecord | None:
@@ -186,19 +204,25 @@ class OpenAudit(Source):
                     ids = [_device_id(item) for item in body["data"]]
                     records = await asyncio.gather(*(one(i) for i in ids if i is not None))
                     page = [r for r in records if r is not None]
-                    page += [BadRecord("device list entry without an id", item)
-                             for item, i in zip(body["data"], ids, strict=True) if i is None]
+                    page += [
+                        BadRecord("device list entry without an id", item)
+                        for item, i in zip(body["data"], ids, strict=True)
+                        if i is None
+                    ]
                     if page:
                         yield page  # type: ignore[misc]
             except HttpAuthError as exc:
-                raise SourceError(f"[{self.name}] Open-AudIT refused access ({exc.status}{_message(exc)}) after "
-                                  "logging in again: check the user's roles") from None
+                raise SourceError(
+                    f"[{self.name}] Open-AudIT refused access ({exc.status}{_message(exc)}) after "
+                    "logging in again: check the user's roles"
+                ) from None
 
     async def _device(self, http: Http, device_id: Any) -> Record | BadRecord | None:
         path = f"/devices/{device_id}"
         if self.style != "sub_resource":
-            response = await http.request("GET", path, params={"include": "network,software"},
-                                          ok_statuses=frozenset({404}))
+            response = await http.request(
+                "GET", path, params={"include": "network,software"}, ok_statuses=frozenset({404})
+            )
             body = decode_json(response) if response.status_code != 404 else {}
             detail = _rows(body)
             if not detail:
@@ -210,12 +234,13 @@ class OpenAudit(Source):
                     return BadRecord(f"device {device_id}: detail is not an object", detail[0])
                 return build_record(attrs, _list(included.get("network")), _list(included.get("software")))
             if self.style == "include":
-                raise SourceError(f"[{self.name}] Open-AudIT ignored include=network,software; "
-                                  "set api_style = sub_resource (or auto) for this server")
+                raise SourceError(
+                    f"[{self.name}] Open-AudIT ignored include=network,software; "
+                    "set api_style = sub_resource (or auto) for this server"
+                )
             if not self.legacy_noted:
                 self.legacy_noted = True
-                log.info("[%s] this Open-AudIT server does not answer include=; using sub_resource calls",
-                         self.name)
+                log.info("[%s] this Open-AudIT server does not answer include=; using sub_resource calls", self.name)
             self.style = "sub_resource"
             first = body
         else:

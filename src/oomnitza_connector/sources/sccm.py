@@ -176,17 +176,33 @@ class Sccm(Source):
     record_type = "assets"
     summary = "Microsoft Configuration Manager (SCCM) computers from the site database"
     settings = (
-        Setting("server", None, example="server.example.com",
-                help="SQL Server of the site database: host, host\\INSTANCE or host,port"),
+        Setting(
+            "server",
+            None,
+            example="server.example.com",
+            help="SQL Server of the site database: host, host\\INSTANCE or host,port",
+        ),
         Setting("database", "CM_DCT", help="site database, normally CM_<site code>"),
         Setting("username", "", example="change-me", help="SQL login (SQL Server authentication)"),
         Setting("password", "", example="change-me", secret=True, help="its password"),
-        Setting("authentication", "SQL Server", choices=AUTH_CHOICES,
-                help="SQL Server (username/password) or Windows (the account running the connector)"),
-        Setting("driver", "", help="ODBC driver name; empty = newest installed, else pymssql; "
-                                   "pymssql = the pure-pip driver; sqlite = tests only"),
-        Setting("encrypt", "yes", choices=ENCRYPT_CHOICES,
-                help="ODBC Encrypt (yes, no, strict); verify_ssl = false trusts the server certificate"),
+        Setting(
+            "authentication",
+            "SQL Server",
+            choices=AUTH_CHOICES,
+            help="SQL Server (username/password) or Windows (the account running the connector)",
+        ),
+        Setting(
+            "driver",
+            "",
+            help="ODBC driver name; empty = newest installed, else pymssql; "
+            "pymssql = the pure-pip driver; sqlite = tests only",
+        ),
+        Setting(
+            "encrypt",
+            "yes",
+            choices=ENCRYPT_CHOICES,
+            help="ODBC Encrypt (yes, no, strict); verify_ssl = false trusts the server certificate",
+        ),
         Setting("login_timeout", "30", help="seconds to wait for the connection and login"),
         Setting("query_timeout", "600", help="seconds a query may run (0 = no limit)"),
         Setting("chunk_size", "500", help=f"computers read per round trip (1-{MAX_CHUNK})"),
@@ -202,10 +218,15 @@ class Sccm(Source):
         if not chunk.isdigit() or not 1 <= int(chunk) <= MAX_CHUNK:
             raise ConfigError(f"[{self.name}] chunk_size must be a number from 1 to {MAX_CHUNK}")
         sql_auth = self.setting("authentication") == "SQL Server"
-        if sql_auth and self.setting("driver") != "sqlite" and not (self.setting("username")
-                                                                    and self.setting("password")):
-            raise ConfigError(f"[{self.name}] authentication = SQL Server needs username and password "
-                              "(or set authentication = Windows)")
+        if (
+            sql_auth
+            and self.setting("driver") != "sqlite"
+            and not (self.setting("username") and self.setting("password"))
+        ):
+            raise ConfigError(
+                f"[{self.name}] authentication = SQL Server needs username and password "
+                "(or set authentication = Windows)"
+            )
 
     # -- connecting -------------------------------------------------------------------------------
     def _connector(self) -> tuple[Callable[[], Any], Dialect, str]:
@@ -219,8 +240,10 @@ class Sccm(Source):
             import pyodbc  # imported here: needs the unixODBC/Windows driver manager
         except ImportError as exc:
             if wanted:
-                raise ConfigError(f"[{self.name}] driver = {wanted!r} needs pyodbc and an ODBC driver "
-                                  f"manager ({exc}); install unixODBC, or set driver = pymssql") from None
+                raise ConfigError(
+                    f"[{self.name}] driver = {wanted!r} needs pyodbc and an ODBC driver "
+                    f"manager ({exc}); install unixODBC, or set driver = pymssql"
+                ) from None
             log.info("[%s] pyodbc cannot be used (%s); trying pymssql", self.name, exc)
             return self._pymssql(required=True)  # type: ignore[return-value]
         try:
@@ -234,8 +257,11 @@ class Sccm(Source):
             log.info("[%s] pyodbc finds no ODBC driver for SQL Server; using pymssql", self.name)
             return fallback
         if name == LEGACY_ODBC:
-            log.warning("[%s] using the legacy Windows 'SQL Server' ODBC driver: it cannot talk TLS 1.2 to "
-                        "current servers; install Microsoft ODBC Driver 18 for SQL Server", self.name)
+            log.warning(
+                "[%s] using the legacy Windows 'SQL Server' ODBC driver: it cannot talk TLS 1.2 to "
+                "current servers; install Microsoft ODBC Driver 18 for SQL Server",
+                self.name,
+            )
         conn_str = self._odbc_string(name)
 
         def connect() -> Any:
@@ -246,13 +272,18 @@ class Sccm(Source):
         return connect, Dialect("odbc", True, pyodbc.Error, MSSQL_CATALOGUE), f"ODBC driver '{name}'"
 
     def _odbc_string(self, driver: str) -> str:
-        parts = [f"DRIVER={{{driver.replace('}', '}}')}}}", f"SERVER={odbc_value(self.setting('server'))}",
-                 f"DATABASE={odbc_value(self.setting('database'))}"]
+        parts = [
+            f"DRIVER={{{driver.replace('}', '}}')}}}",
+            f"SERVER={odbc_value(self.setting('server'))}",
+            f"DATABASE={odbc_value(self.setting('database'))}",
+        ]
         if self.setting("authentication") == "Windows":
             parts.append("Trusted_Connection=yes")
         else:
-            parts += [f"UID={odbc_value(self.setting('username'))}",
-                      "PWD={" + self.setting("password").replace("}", "}}") + "}"]
+            parts += [
+                f"UID={odbc_value(self.setting('username'))}",
+                "PWD={" + self.setting("password").replace("}", "}}") + "}",
+            ]
         parts.append(f"Encrypt={self.setting('encrypt')}")
         if "freetds" in driver.lower():  # FreeTDS's ODBC driver has its own keyword for it
             parts.append(f"Encryption={'off' if self.setting('encrypt') == 'no' else 'require'}")
@@ -267,17 +298,23 @@ class Sccm(Source):
         except ImportError:
             if not required:
                 return None
-            raise ConfigError(f"[{self.name}] no SQL Server driver is usable: install Microsoft ODBC Driver 18 "
-                              f"for SQL Server ({ODBC_DOWNLOAD}) and pyodbc, or pip install pymssql") from None
+            raise ConfigError(
+                f"[{self.name}] no SQL Server driver is usable: install Microsoft ODBC Driver 18 "
+                f"for SQL Server ({ODBC_DOWNLOAD}) and pyodbc, or pip install pymssql"
+            ) from None
         server, port = self.setting("server"), "1433"
         if "," in server:  # host,port as in ODBC
             server, _, port = server.partition(",")
         windows = self.setting("authentication") == "Windows"
         user = self.setting("username") if not windows or self.setting("password") else None
         options: dict[str, Any] = {
-            "server": server.strip(), "port": port.strip(), "database": self.setting("database"),
-            "user": user or None, "password": (self.setting("password") or None) if user else None,
-            "login_timeout": int(self.setting("login_timeout")), "timeout": int(self.setting("query_timeout")),
+            "server": server.strip(),
+            "port": port.strip(),
+            "database": self.setting("database"),
+            "user": user or None,
+            "password": (self.setting("password") or None) if user else None,
+            "login_timeout": int(self.setting("login_timeout")),
+            "timeout": int(self.setting("query_timeout")),
             "appname": "oomnitza-connector",
             "encryption": "off" if self.setting("encrypt") == "no" else "require",
         }
@@ -290,8 +327,9 @@ class Sccm(Source):
     def _sqlite(self) -> tuple[Callable[[], Any], Dialect, str]:
         path = Path(self.setting("server")).expanduser()
         if not path.is_file():
-            raise ConfigError(f"[{self.name}] driver = sqlite: server must be the path of an SQLite file "
-                              f"(not found: {path})")
+            raise ConfigError(
+                f"[{self.name}] driver = sqlite: server must be the path of an SQLite file (not found: {path})"
+            )
 
         def connect() -> Any:
             conn = sqlite3.connect(":memory:", check_same_thread=False, uri=True)
@@ -311,8 +349,10 @@ class Sccm(Source):
                 hint = "check username and password"
             return SourceError(f"[{self.name}] SQL Server {where} rejected the login ({text}): {hint}")
         if "certificate" in text.lower():
-            return SourceError(f"[{self.name}] cannot connect to SQL Server {where}: {text}; install a trusted "
-                               "certificate on the server, or set verify_ssl = false to trust it as it is")
+            return SourceError(
+                f"[{self.name}] cannot connect to SQL Server {where}: {text}; install a trusted "
+                "certificate on the server, or set verify_ssl = false to trust it as it is"
+            )
         hint = ""
         if driver.startswith("pymssql") and self.setting("encrypt") != "no":
             hint = " (if the server is reachable, it may not offer TLS, which encrypt = yes requires)"
@@ -325,8 +365,7 @@ class Sccm(Source):
             db = await asyncio.to_thread(SiteDb, connect, dialect)
         except dialect.error as exc:
             raise self._connect_error(exc, driver) from None
-        log.info("[%s] connected to %s/%s with %s", self.name, self.setting("server"), self.setting("database"),
-                 driver)
+        log.info("[%s] connected to %s/%s with %s", self.name, self.setting("server"), self.setting("database"), driver)
         try:
             async for page in self._read(db):
                 yield page
@@ -338,12 +377,17 @@ class Sccm(Source):
         try:
             present = await asyncio.to_thread(db.present_views, q.OPTIONAL_VIEWS)
         except error as exc:
-            raise SourceError(f"[{self.name}] cannot list the views of {self.setting('database')}: "
-                              f"{db_message(exc)}") from None
+            raise SourceError(
+                f"[{self.name}] cannot list the views of {self.setting('database')}: {db_message(exc)}"
+            ) from None
         for view, column in q.OPTIONAL_COLUMNS.items():
             if view.lower() not in present:
-                log.warning("[%s] dbo.%s is not in the site database (its inventory class is off): %s is null",
-                            self.name, view, column)
+                log.warning(
+                    "[%s] dbo.%s is not in the site database (its inventory class is off): %s is null",
+                    self.name,
+                    view,
+                    column,
+                )
         try:
             columns = await asyncio.to_thread(db.start, q.main_query(present))
         except error as exc:
@@ -372,5 +416,6 @@ class Sccm(Source):
             software: dict[Any, list[dict[str, Any]]] = {}
             for rid, name, version, publisher in software_rows:
                 software.setdefault(rid, []).append(
-                    {"name": name, "version": version, "publisher": publisher, "path": None})
+                    {"name": name, "version": version, "publisher": publisher, "path": None}
+                )
             yield [{"hardware": h, "software": software.get(h["resource_id"], [])} for h in hardware]

@@ -21,8 +21,7 @@ from __future__ import annotations
 OPTIONAL_VIEWS = {
     "v_GS_ENCRYPTABLE_VOLUME": (
         "enc.ProtectionStatus0",
-        "LEFT OUTER JOIN dbo.v_GS_ENCRYPTABLE_VOLUME enc ON enc.ResourceID = cs.ResourceID "
-        "AND enc.DriveLetter0 = 'C:'",
+        "LEFT OUTER JOIN dbo.v_GS_ENCRYPTABLE_VOLUME enc ON enc.ResourceID = cs.ResourceID AND enc.DriveLetter0 = 'C:'",
     ),
     "v_GS_AntimalwareHealthStatus": (
         "av.AntivirusEnabled",
@@ -32,9 +31,24 @@ OPTIONAL_VIEWS = {
 OPTIONAL_COLUMNS = {"v_GS_ENCRYPTABLE_VOLUME": "c_drive_encrypted", "v_GS_AntimalwareHealthStatus": "antivirus_enabled"}
 
 HARDWARE_KEYS = (
-    "resource_id", "computer_name", "domain_name", "make", "model", "platform", "user_name", "cpu",
-    "hdd_total_mb", "ipv4_address", "mac_address", "memory_total_kb", "serial_number", "last_logon",
-    "c_drive_encrypted", "antivirus_enabled", "primary_user", "os_version",
+    "resource_id",
+    "computer_name",
+    "domain_name",
+    "make",
+    "model",
+    "platform",
+    "user_name",
+    "cpu",
+    "hdd_total_mb",
+    "ipv4_address",
+    "mac_address",
+    "memory_total_kb",
+    "serial_number",
+    "last_logon",
+    "c_drive_encrypted",
+    "antivirus_enabled",
+    "primary_user",
+    "os_version",
 )
 
 MAIN = """
@@ -108,8 +122,11 @@ def main_query(present: set[str]) -> str:
             joins.append(join)
         else:
             columns[view] = "NULL"
-    return MAIN.format(encrypted=columns["v_GS_ENCRYPTABLE_VOLUME"],
-                       antivirus=columns["v_GS_AntimalwareHealthStatus"], optional_joins="\n".join(joins))
+    return MAIN.format(
+        encrypted=columns["v_GS_ENCRYPTABLE_VOLUME"],
+        antivirus=columns["v_GS_AntimalwareHealthStatus"],
+        optional_joins="\n".join(joins),
+    )
 
 
 def software_query(count: int) -> str:

@@ -34,9 +34,22 @@ log = logging.getLogger(__name__)
 TABLE = "/api/now/table"
 TOKEN_PATH = "/oauth_token.do"
 COMPUTER_FIELDS = (
-    "manufacturer", "model_number", "operational_status", "hardware_status", "ip_address", "cpu_name",
-    "cpu_speed", "cpu_count", "os", "os_version", "disk_space", "ram", "sys_created_on", "mac_address",
-    "warranty_expiration", "model_id",
+    "manufacturer",
+    "model_number",
+    "operational_status",
+    "hardware_status",
+    "ip_address",
+    "cpu_name",
+    "cpu_speed",
+    "cpu_count",
+    "os",
+    "os_version",
+    "disk_space",
+    "ram",
+    "sys_created_on",
+    "mac_address",
+    "warranty_expiration",
+    "model_id",
 )
 COMPUTER_DATES = ("sys_created_on", "warranty_expiration")
 SOFTWARE_TABLES = ("auto", "cmdb_software_instance", "cmdb_sam_sw_install")
@@ -99,8 +112,12 @@ def iso_utc(value: Any) -> str:
     return parsed.isoformat()
 
 
-def build_record(asset: dict[str, Any], computer: dict[str, Any] | None, hardware: dict[str, Any] | None,
-                 software: list[dict[str, Any]]) -> Record:
+def build_record(
+    asset: dict[str, Any],
+    computer: dict[str, Any] | None,
+    hardware: dict[str, Any] | None,
+    software: list[dict[str, Any]],
+) -> Record:
     """Merge in the reference's order (asset → computer → ``u_*`` of alm_hardware, later wins)."""
     shown, stored = display(asset), raw(asset)
     for key in ("sys_created_on", "model_id"):
@@ -154,15 +171,18 @@ class ServiceNow(Source):
     record_type = "assets"
     summary = "ServiceNow assets (alm_asset + computer CI + software)"
     settings = (
-        Setting("url", None, example="https://xxx.service-now.com",
-                help="instance URL (with or without /api/now)"),
+        Setting("url", None, example="https://xxx.service-now.com", help="instance URL (with or without /api/now)"),
         Setting("username", "", help="user for Basic auth (or for the OAuth password grant)"),
         Setting("password", "", secret=True, help="its password"),
         Setting("client_id", "", help="OAuth client id (Application Registry); empty = Basic auth"),
         Setting("client_secret", "", secret=True, help="OAuth client secret"),
         Setting("page_size", "100", help="rows per Table API request (sysparm_limit), 1-10000"),
-        Setting("software_table", "auto", choices=SOFTWARE_TABLES,
-                help="auto (cmdb_sam_sw_install when SAM has data, else cmdb_software_instance), or a table"),
+        Setting(
+            "software_table",
+            "auto",
+            choices=SOFTWARE_TABLES,
+            help="auto (cmdb_sam_sw_install when SAM has data, else cmdb_software_instance), or a table",
+        ),
     )
     default_mappings = {"APPLICATIONS": {"source": "software"}}
 
@@ -178,8 +198,9 @@ class ServiceNow(Source):
             if bool(self.setting("username")) != bool(self.setting("password")):
                 raise ConfigError(f"[{self.name}] the OAuth password grant needs both username and password")
         elif not (self.setting("username") and self.setting("password")):
-            raise ConfigError(f"[{self.name}] set username and password (Basic auth), "
-                              "or client_id and client_secret (OAuth)")
+            raise ConfigError(
+                f"[{self.name}] set username and password (Basic auth), or client_id and client_secret (OAuth)"
+            )
 
     @property
     def base(self) -> str:
@@ -205,8 +226,11 @@ class ServiceNow(Source):
 
     def _oauth(self, http: Http) -> None:
         grant = "password" if self.setting("username") else "client_credentials"
-        form = {"grant_type": grant, "client_id": self.setting("client_id"),
-                "client_secret": self.setting("client_secret")}
+        form = {
+            "grant_type": grant,
+            "client_id": self.setting("client_id"),
+            "client_secret": self.setting("client_secret"),
+        }
         if grant == "password":
             form |= {"username": self.setting("username"), "password": self.setting("password")}
 
@@ -214,9 +238,11 @@ class ServiceNow(Source):
             try:
                 response = await http.request("POST", TOKEN_PATH, data=form, auth=None)
             except HttpError as exc:
-                raise SourceError(f"[{self.name}] ServiceNow refused the OAuth {grant} grant "
-                                  f"({exc.status}{_error_text(exc)}): check client_id and client_secret"
-                                  + (", username and password" if grant == "password" else "")) from None
+                raise SourceError(
+                    f"[{self.name}] ServiceNow refused the OAuth {grant} grant "
+                    f"({exc.status}{_error_text(exc)}): check client_id and client_secret"
+                    + (", username and password" if grant == "password" else "")
+                ) from None
             body = decode_json(response)
             token = body.get("access_token") if isinstance(body, dict) else None
             if not isinstance(token, str) or not token:
@@ -232,11 +258,13 @@ class ServiceNow(Source):
                 self._oauth(http)
             self._software_table = self.setting("software_table")
             self._slots = asyncio.Semaphore(ENRICH_CONCURRENCY)
-            params = {"sysparm_display_value": "all", "sysparm_query": "ORDERBYsys_id",
-                      "sysparm_exclude_reference_link": "true"}
+            params = {
+                "sysparm_display_value": "all",
+                "sysparm_query": "ORDERBYsys_id",
+                "sysparm_exclude_reference_link": "true",
+            }
             try:
-                async for response in http.paginate(TablePages(self.page_size), f"{TABLE}/alm_asset",
-                                                    params=params):
+                async for response in http.paginate(TablePages(self.page_size), f"{TABLE}/alm_asset", params=params):
                     assets = _result(decode_json(response))
                     if assets is None:
                         raise SourceError(f"[{self.name}] ServiceNow's alm_asset answer has no 'result' list")
@@ -244,12 +272,15 @@ class ServiceNow(Source):
                         yield await self._enrich(http, assets)
             except HttpAuthError as exc:
                 if exc.status == 403:
-                    raise SourceError(f"[{self.name}] ServiceNow denied access ({exc.status}{_error_text(exc)}): "
-                                      "give the user read access (ACLs) to alm_asset, cmdb_ci_computer, "
-                                      "alm_hardware and the software table") from None
+                    raise SourceError(
+                        f"[{self.name}] ServiceNow denied access ({exc.status}{_error_text(exc)}): "
+                        "give the user read access (ACLs) to alm_asset, cmdb_ci_computer, "
+                        "alm_hardware and the software table"
+                    ) from None
                 what = "client_id and client_secret" if self.setting("client_id") else "username and password"
-                raise SourceError(f"[{self.name}] ServiceNow rejected the credentials "
-                                  f"({exc.status}{_error_text(exc)}): check {what}") from None
+                raise SourceError(
+                    f"[{self.name}] ServiceNow rejected the credentials ({exc.status}{_error_text(exc)}): check {what}"
+                ) from None
             except HttpError as exc:
                 raise SourceError(f"[{self.name}] {exc}{_error_text(exc)}") from None
 
@@ -266,15 +297,19 @@ class ServiceNow(Source):
                     hardware_cis.add(ci)
         cis = sorted(set(ci_of.values()))
         computers, hardware, software = await asyncio.gather(
-            self._computers(http, cis), self._hardware(http, sorted(hardware_cis)), self._software(http, cis))
+            self._computers(http, cis), self._hardware(http, sorted(hardware_cis)), self._software(http, cis)
+        )
         page: list[Record | BadRecord] = []
         for i, asset in enumerate(assets):
             if not isinstance(asset, dict):
                 page.append(BadRecord("alm_asset row is not an object", asset))
                 continue
             ci = ci_of.get(i, "")
-            page.append(build_record(asset, computers.get(ci), hardware.get(ci) if ci in hardware_cis else None,
-                                     software.get(ci, [])))
+            page.append(
+                build_record(
+                    asset, computers.get(ci), hardware.get(ci) if ci in hardware_cis else None, software.get(ci, [])
+                )
+            )
         return page
 
     async def _rows(self, http: Http, table: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -288,19 +323,31 @@ class ServiceNow(Source):
                 rows += [r for r in result if isinstance(r, dict)]
         return rows
 
-    async def _batched(self, http: Http, table: str, field: str, ids: list[str],
-                       params: dict[str, Any]) -> list[dict[str, Any]]:
-        chunks = await asyncio.gather(*(
-            self._rows(http, table, {**params, "sysparm_query": f"{field}IN{','.join(chunk)}^ORDERBYsys_id"})
-            for chunk in _chunks(ids)))
+    async def _batched(
+        self, http: Http, table: str, field: str, ids: list[str], params: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        chunks = await asyncio.gather(
+            *(
+                self._rows(http, table, {**params, "sysparm_query": f"{field}IN{','.join(chunk)}^ORDERBYsys_id"})
+                for chunk in _chunks(ids)
+            )
+        )
         return [row for chunk in chunks for row in chunk]
 
     async def _computers(self, http: Http, cis: list[str]) -> dict[str, dict[str, Any]]:
         if not cis:
             return {}
-        rows = await self._batched(http, "cmdb_ci_computer", "sys_id", cis, {
-            "sysparm_display_value": "all", "sysparm_exclude_reference_link": "true",
-            "sysparm_fields": ",".join(("sys_id", *COMPUTER_FIELDS))})
+        rows = await self._batched(
+            http,
+            "cmdb_ci_computer",
+            "sys_id",
+            cis,
+            {
+                "sysparm_display_value": "all",
+                "sysparm_exclude_reference_link": "true",
+                "sysparm_fields": ",".join(("sys_id", *COMPUTER_FIELDS)),
+            },
+        )
         found: dict[str, dict[str, Any]] = {}
         for row in rows:
             found.setdefault(_value(row.pop("sys_id", None)), row)
@@ -309,8 +356,9 @@ class ServiceNow(Source):
     async def _hardware(self, http: Http, cis: list[str]) -> dict[str, dict[str, Any]]:
         if not cis:
             return {}
-        rows = await self._batched(http, "alm_hardware", "ci", cis, {
-            "sysparm_display_value": "all", "sysparm_exclude_reference_link": "true"})
+        rows = await self._batched(
+            http, "alm_hardware", "ci", cis, {"sysparm_display_value": "all", "sysparm_exclude_reference_link": "true"}
+        )
         found: dict[str, dict[str, Any]] = {}
         for row in rows:  # several alm_hardware rows on one CI: the first (by sys_id) wins
             found.setdefault(_value(row.get("ci")), row)
@@ -324,16 +372,24 @@ class ServiceNow(Source):
             fields = "installed_on,display_name,version,publisher"
         else:
             fields = "installed_on,software.name,software.version"
-        rows = await self._batched(http, table, "installed_on", cis, {
-            "sysparm_fields": fields, "sysparm_exclude_reference_link": "true"})
+        rows = await self._batched(
+            http, table, "installed_on", cis, {"sysparm_fields": fields, "sysparm_exclude_reference_link": "true"}
+        )
         found: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             if table == "cmdb_sam_sw_install":
-                entry = {"name": _value(row.get("display_name")), "version": _value(row.get("version")),
-                         "publisher": _value(row.get("publisher")), "path": None}
+                entry = {
+                    "name": _value(row.get("display_name")),
+                    "version": _value(row.get("version")),
+                    "publisher": _value(row.get("publisher")),
+                    "path": None,
+                }
             else:
-                entry = {"name": _value(row.get("software.name")), "version": _value(row.get("software.version")),
-                         "path": None}
+                entry = {
+                    "name": _value(row.get("software.name")),
+                    "version": _value(row.get("software.version")),
+                    "path": None,
+                }
             if entry["name"].strip():
                 found.setdefault(_value(row.get("installed_on")), []).append(entry)
         return found
@@ -343,9 +399,12 @@ class ServiceNow(Source):
             return self._software_table
         self._software_table = "cmdb_software_instance"
         async with self._slots:
-            response = await http.request("GET", f"{TABLE}/cmdb_sam_sw_install",
-                                          params={"sysparm_limit": 1, "sysparm_fields": "sys_id"},
-                                          ok_statuses=frozenset({400, 403, 404}))
+            response = await http.request(
+                "GET",
+                f"{TABLE}/cmdb_sam_sw_install",
+                params={"sysparm_limit": 1, "sysparm_fields": "sys_id"},
+                ok_statuses=frozenset({400, 403, 404}),
+            )
         if response.status_code == 200 and _result(decode_json(response)):
             self._software_table = "cmdb_sam_sw_install"
         log.info("[%s] reading installed software from %s", self.name, self._software_table)

@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 DEFAULT_URL = "https://a.simplemdm.com/api/v1"
 PAGE = 100  # SimpleMDM's maximum limit
 DEVICE_TYPES = ("computers", "mobiledevices")
-SECRET_ATTRIBUTES = frozenset({"filevault_recovery_key", "firmware_password", "recovery_lock_password",
-                               "activation_lock_bypass_code"})
+SECRET_ATTRIBUTES = frozenset(
+    {"filevault_recovery_key", "firmware_password", "recovery_lock_password", "activation_lock_bypass_code"}
+)
 MOBILE_PRODUCTS = ("iphone", "ipad", "ipod", "appletv", "watch", "audioaccessory", "realitydevice")
 
 
@@ -55,8 +56,7 @@ class AfterLastId(Paginator):
             return None
         last = data[-1].get("id") if data and isinstance(data[-1], dict) else None
         if last is None:
-            log.warning("%s %s said has_more with no object to continue after; stopping", self.name,
-                        request.url)
+            log.warning("%s %s said has_more with no object to continue after; stopping", self.name, request.url)
             return None
         return PageRequest(request.url, {**request.params, "starting_after": last})
 
@@ -100,8 +100,9 @@ class SimpleMDM(Source):
             raise ConfigError(f"{where} url must start with https:// (e.g. {DEFAULT_URL})")
         bad = [g for g in self._groups_text() if not g.isdigit()]
         if bad:
-            raise ConfigError(f"{where} device_groups must be numeric group IDs, comma-separated "
-                              f"(not {', '.join(bad)})")
+            raise ConfigError(
+                f"{where} device_groups must be numeric group IDs, comma-separated (not {', '.join(bad)})"
+            )
         value = self.setting("max_connections") or "4"
         if not value.isdigit() or not 1 <= int(value) <= 16:
             raise ConfigError(f"{where} max_connections must be a number from 1 to 16")
@@ -132,8 +133,9 @@ class SimpleMDM(Source):
         groups, types = self.groups, self.types
         software = self.wants_software()
         custom = truthy(self.setting("custom_attributes"))
-        async with self.http(base_url=self.base, headers={"Accept": "application/json"}, auth=auth,
-                             max_connections=cap) as http:
+        async with self.http(
+            base_url=self.base, headers={"Accept": "application/json"}, auth=auth, max_connections=cap
+        ) as http:
             slots = asyncio.Semaphore(cap)
             try:
                 async for response in http.paginate(AfterLastId(f"[{self.name}]"), "/devices"):
@@ -151,17 +153,21 @@ class SimpleMDM(Source):
                         if kind not in types or (groups and group_id(device) not in groups):
                             continue
                         page.append(device)
-                    records = await asyncio.gather(*(
-                        self._enrich(http, slots, d, software, custom) for d in page if isinstance(d, dict)))
+                    records = await asyncio.gather(
+                        *(self._enrich(http, slots, d, software, custom) for d in page if isinstance(d, dict))
+                    )
                     out = [p for p in page if isinstance(p, BadRecord)] + list(records)
                     if out:
                         yield out
             except HttpAuthError as exc:
-                raise SourceError(f"[{self.name}] SimpleMDM rejected the API key ({exc.status}{_error_text(exc)}): "
-                                  "check secret_access_key") from None
+                raise SourceError(
+                    f"[{self.name}] SimpleMDM rejected the API key ({exc.status}{_error_text(exc)}): "
+                    "check secret_access_key"
+                ) from None
 
-    async def _enrich(self, http: Http, slots: asyncio.Semaphore, device: dict[str, Any], software: bool,
-                      custom: bool) -> Record:
+    async def _enrich(
+        self, http: Http, slots: asyncio.Semaphore, device: dict[str, Any], software: bool, custom: bool
+    ) -> Record:
         attrs = device["attributes"]
         record: Record = {k: v for k, v in attrs.items() if k not in SECRET_ATTRIBUTES}
         record.setdefault("id", device["id"])
@@ -177,8 +183,9 @@ class SimpleMDM(Source):
 
     async def _apps(self, http: Http, device_id: Any) -> list[dict[str, Any]]:
         apps: list[dict[str, Any]] = []
-        pages = http.paginate(AfterLastId(f"[{self.name}]"), f"/devices/{device_id}/installed_apps",
-                              ok_statuses=frozenset({404}))
+        pages = http.paginate(
+            AfterLastId(f"[{self.name}]"), f"/devices/{device_id}/installed_apps", ok_statuses=frozenset({404})
+        )
         async for response in pages:
             if response.status_code == 404:
                 return []  # the device was deleted since it was listed
@@ -193,8 +200,9 @@ class SimpleMDM(Source):
         return apps
 
     async def _custom(self, http: Http, device_id: Any) -> dict[str, Any]:
-        response = await http.request("GET", f"/devices/{device_id}/custom_attribute_values",
-                                      ok_statuses=frozenset({404}))
+        response = await http.request(
+            "GET", f"/devices/{device_id}/custom_attribute_values", ok_statuses=frozenset({404})
+        )
         if response.status_code == 404:
             return {}  # the device was deleted since it was listed
         body = decode_json(response)

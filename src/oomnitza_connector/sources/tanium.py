@@ -58,12 +58,17 @@ class AssetKeyset(Paginator):
         meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
         nxt = meta.get("nextAssetId")
         if not isinstance(nxt, int) or isinstance(nxt, bool):
-            log.warning("%s Tanium's answer has assets but no meta.nextAssetId; treating it as the last page",
-                        self.name)
+            log.warning(
+                "%s Tanium's answer has assets but no meta.nextAssetId; treating it as the last page", self.name
+            )
             return None
         if nxt <= int(request.params["minimumAssetId"]):
-            log.warning("%s Tanium's meta.nextAssetId (%d) does not move past %s; stopping to avoid a loop",
-                        self.name, nxt, request.params["minimumAssetId"])
+            log.warning(
+                "%s Tanium's meta.nextAssetId (%d) does not move past %s; stopping to avoid a loop",
+                self.name,
+                nxt,
+                request.params["minimumAssetId"],
+            )
             return None
         return PageRequest(request.url, {**request.params, "minimumAssetId": nxt})
 
@@ -73,8 +78,11 @@ def software_of(asset: dict[str, Any]) -> list[dict[str, Any]]:
     apps = asset.get(SOFTWARE_KEY)
     if not isinstance(apps, list):
         return []
-    return [{"name": app["name"], "version": app.get("version"), "path": None}
-            for app in apps if isinstance(app, dict) and str(app.get("name") or "").strip()]
+    return [
+        {"name": app["name"], "version": app.get("version"), "path": None}
+        for app in apps
+        if isinstance(app, dict) and str(app.get("name") or "").strip()
+    ]
 
 
 class Tanium(Source):
@@ -115,16 +123,24 @@ class Tanium(Source):
         return bool(self.setting("session_token"))
 
     async def _login(self, http: Http) -> tuple[str, float | None]:
-        body = {"username": self.setting("username"), "password": self.setting("password"),
-                "domain": self.setting("domain")}
+        body = {
+            "username": self.setting("username"),
+            "password": self.setting("password"),
+            "domain": self.setting("domain"),
+        }
         try:
             response = await http.request("POST", LOGIN, json=body, auth=None)
         except HttpAuthError as exc:
-            raise SourceError(f"[{self.name}] Tanium rejected the login ({exc.status}{_text(exc)}): "
-                              "check username, password and domain") from None
+            raise SourceError(
+                f"[{self.name}] Tanium rejected the login ({exc.status}{_text(exc)}): "
+                "check username, password and domain"
+            ) from None
         data = decode_json(response)
-        session = data.get("data", {}).get("session") if isinstance(data, dict) and isinstance(
-            data.get("data"), dict) else None
+        session = (
+            data.get("data", {}).get("session")
+            if isinstance(data, dict) and isinstance(data.get("data"), dict)
+            else None
+        )
         if not isinstance(session, str) or not session:
             raise SourceError(f"[{self.name}] Tanium's login answer has no data.session: is url the Tanium server?")
         self.session = session
@@ -152,8 +168,9 @@ class Tanium(Source):
             if self.uses_token:
                 http.client.auth = HeaderToken(session_header_value(self.setting("session_token")), header="session")
             else:
-                http.client.auth = RefreshingToken(lambda: self._login(http), header="session", scheme="",
-                                                   refresh_on=(401, 403))
+                http.client.auth = RefreshingToken(
+                    lambda: self._login(http), header="session", scheme="", refresh_on=(401, 403)
+                )
             warned = False
             try:
                 async for response in http.paginate(AssetKeyset(name), ASSETS, params=params):
@@ -169,24 +186,39 @@ class Tanium(Source):
                             page.append(BadRecord("asset is not a JSON object", asset))
                             continue
                         page.append({**asset, "oomnitza_software": software_of(asset)})
-                    if (not warned and data and "viewId" in params and self._applications_mapped()
-                            and not any(isinstance(a, dict) and SOFTWARE_KEY in a for a in data)):
+                    if (
+                        not warned
+                        and data
+                        and "viewId" in params
+                        and self._applications_mapped()
+                        and not any(isinstance(a, dict) and SOFTWARE_KEY in a for a in data)
+                    ):
                         warned = True
-                        log.warning("%s view %s does not include %s: APPLICATIONS will be sent empty and can clear "
-                                    "software in Oomnitza; add it to the view or set mapping.APPLICATIONS",
-                                    name, params["viewId"], SOFTWARE_KEY)
+                        log.warning(
+                            "%s view %s does not include %s: APPLICATIONS will be sent empty and can clear "
+                            "software in Oomnitza; add it to the view or set mapping.APPLICATIONS",
+                            name,
+                            params["viewId"],
+                            SOFTWARE_KEY,
+                        )
                     if page:
                         yield page  # type: ignore[misc]
             except HttpAuthError as exc:
                 if self.uses_token:
-                    raise SourceError(f"{name} Tanium rejected the API token ({exc.status}{_text(exc)}): check "
-                                      "session_token (tokens expire and are bound to trusted IP ranges)") from None
-                raise SourceError(f"{name} Tanium refused the session ({exc.status}{_text(exc)}) after logging in "
-                                  "again: check the user's Asset permissions and the view") from None
+                    raise SourceError(
+                        f"{name} Tanium rejected the API token ({exc.status}{_text(exc)}): check "
+                        "session_token (tokens expire and are bound to trusted IP ranges)"
+                    ) from None
+                raise SourceError(
+                    f"{name} Tanium refused the session ({exc.status}{_text(exc)}) after logging in "
+                    "again: check the user's Asset permissions and the view"
+                ) from None
             except HttpError as exc:
                 if exc.status in (400, 404) and "viewId" in params:
-                    raise SourceError(f"{name} Tanium refused view {params['viewId']} ({exc.status}{_text(exc)}): "
-                                      "check that the view exists and the user can see it") from None
+                    raise SourceError(
+                        f"{name} Tanium refused view {params['viewId']} ({exc.status}{_text(exc)}): "
+                        "check that the view exists and the user can see it"
+                    ) from None
                 raise
             finally:
                 if not self.uses_token:

@@ -67,10 +67,13 @@ class Workday(UsersSource):
     mapping_name = "Workday"
     summary = "Workday workers from a custom report (RaaS)"
     settings = (
-        Setting("report_url", None,
-                example="https://wd2-impl-services1.workday.com/ccx/service/customreport2/acme/ISU_Oomnitza/"
-                        "Oomnitza_Workers?format=json",
-                help="the report's JSON URL from Workday (View URLs); several URLs may be listed one per line"),
+        Setting(
+            "report_url",
+            None,
+            example="https://wd2-impl-services1.workday.com/ccx/service/customreport2/acme/ISU_Oomnitza/"
+            "Oomnitza_Workers?format=json",
+            help="the report's JSON URL from Workday (View URLs); several URLs may be listed one per line",
+        ),
         Setting("username", "", example="ISU_Oomnitza", help="Workday account (Integration System User)"),
         Setting("password", "", example="ThePassword", secret=True, help="its password"),
         *UsersSource.role_settings,
@@ -92,14 +95,17 @@ class Workday(UsersSource):
             except httpx.InvalidURL:
                 parsed = None
             if parsed is None or parsed.scheme not in ("https", "http") or not parsed.host:
-                raise ConfigError(f"[{self.name}] report_url '{url}' is not a URL; copy the report's JSON URL "
-                                  "from Workday (Actions → Web Service → View URLs)")
+                raise ConfigError(
+                    f"[{self.name}] report_url '{url}' is not a URL; copy the report's JSON URL "
+                    "from Workday (Actions → Web Service → View URLs)"
+                )
         oauth = [self.setting(n) for n in ("client_id", "client_secret", "refresh_token")]
         if any(oauth) and not all(oauth):
             raise ConfigError(f"[{self.name}] OAuth needs client_id, client_secret and refresh_token together")
         if not all(oauth) and not (self.setting("username") and self.setting("password")):
-            raise ConfigError(f"[{self.name}] set username and password (or client_id, client_secret and "
-                              "refresh_token for OAuth)")
+            raise ConfigError(
+                f"[{self.name}] set username and password (or client_id, client_secret and refresh_token for OAuth)"
+            )
         if all(oauth) and not self.setting("token_url") and not all(token_url_for(u) for u in urls):
             raise ConfigError(f"[{self.name}] set token_url: it cannot be derived from report_url")
         try:
@@ -117,21 +123,31 @@ class Workday(UsersSource):
         if not self.oauth:
             auth = basic(self.setting("username"), self.setting("password"))
         seconds = float(self.setting("timeout"))
-        return self.http(headers={"Accept": "application/json"}, auth=auth, policy=WORKDAY_RETRIES,
-                         timeout=httpx.Timeout(seconds, connect=15.0))
+        return self.http(
+            headers={"Accept": "application/json"},
+            auth=auth,
+            policy=WORKDAY_RETRIES,
+            timeout=httpx.Timeout(seconds, connect=15.0),
+        )
 
     def _use_oauth(self, http: Http, report_url: str) -> None:
         token_url = self.setting("token_url") or token_url_for(report_url)
 
         async def fetch() -> tuple[str, float | None]:
-            form = {"grant_type": "refresh_token", "refresh_token": self.setting("refresh_token"),
-                    "client_id": self.setting("client_id"), "client_secret": self.setting("client_secret")}
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": self.setting("refresh_token"),
+                "client_id": self.setting("client_id"),
+                "client_secret": self.setting("client_secret"),
+            }
             try:
                 data = decode_json(await http.request("POST", token_url, data=form, auth=None, retry=False))
             except HttpError as exc:
                 reason = _oauth_error(exc)
-                raise SourceError(f"[{self.name}] Workday refused the OAuth refresh token ({exc.status}{reason}): "
-                                  "check client_id, client_secret and refresh_token") from None
+                raise SourceError(
+                    f"[{self.name}] Workday refused the OAuth refresh token ({exc.status}{reason}): "
+                    "check client_id, client_secret and refresh_token"
+                ) from None
             token = data.get("access_token") if isinstance(data, dict) else None
             if not token:
                 raise SourceError(f"[{self.name}] Workday's token endpoint answered without an access_token")
@@ -144,7 +160,8 @@ class Workday(UsersSource):
         return SourceError(
             f"[{self.name}] Workday rejected the credentials ({exc.status}): check {what}; the account must be "
             "allowed to run the report, and an expired or locked ISU password also gives this"
-            + ("" if self.oauth else " (if the plain user name fails, try user@tenant)"))
+            + ("" if self.oauth else " (if the plain user name fails, try user@tenant)")
+        )
 
     async def _fetch(self, http: Http, url: str) -> list[Any]:
         try:
@@ -159,20 +176,25 @@ class Workday(UsersSource):
                 f"[{self.name}] Workday could not run the report at {safe_url(url)} ({exc.status}"
                 + (f": {message}" if message else f" {exc.response.reason_phrase}")
                 + "): check report_url and the report's prompts; the report must be enabled as a web "
-                "service and shared with the account") from None
+                "service and shared with the account"
+            ) from None
         ctype = response.headers.get("content-type", "").lower()
         head = response.content[:200].lstrip()
         if "xml" in ctype or head.startswith(b"<?xml") or head.startswith(b"<wd:"):
             raise SourceError(
                 f"[{self.name}] Workday answered with XML instead of JSON ({ctype or 'no content-type'}) "
-                f"at {safe_url(url)}: use the report's JSON URL (format=json)")
+                f"at {safe_url(url)}: use the report's JSON URL (format=json)"
+            )
         if "html" in ctype or head[:1] == b"<":
-            raise SourceError(f"[{self.name}] Workday answered with an HTML page, not the report, at "
-                              f"{safe_url(url)}: check report_url (a sign-in or error page?)")
+            raise SourceError(
+                f"[{self.name}] Workday answered with an HTML page, not the report, at "
+                f"{safe_url(url)}: check report_url (a sign-in or error page?)"
+            )
         body = decode_json(response)
         if not isinstance(body, dict):
-            raise SourceError(f"[{self.name}] the report answered with a JSON {type(body).__name__}, not an "
-                              "object with Report_Entry")
+            raise SourceError(
+                f"[{self.name}] the report answered with a JSON {type(body).__name__}, not an object with Report_Entry"
+            )
         entries = body.get("Report_Entry")
         if entries is None:
             log.info("[%s] the report at %s has no Report_Entry: no rows", self.name, safe_url(url))
@@ -184,8 +206,7 @@ class Workday(UsersSource):
         for raw in report_urls(self.setting("report_url")):
             url, before = with_json_format(raw)
             if before not in (None, "json"):
-                log.warning("[%s] report_url asks for format=%s; the connector reads format=json",
-                            self.name, before)
+                log.warning("[%s] report_url asks for format=%s; the connector reads format=json", self.name, before)
             urls.append(url)
         async with self._client() as http:
             if self.oauth:
@@ -198,9 +219,12 @@ class Workday(UsersSource):
 
 def _chunks(entries: list[Any]) -> Iterator[list[Record | BadRecord]]:
     for start in range(0, len(entries), CHUNK):
-        yield [entry if isinstance(entry, dict) else
-               BadRecord(f"a Report_Entry that is not an object: {str(entry)[:80]!r}", entry)
-               for entry in entries[start : start + CHUNK]]
+        yield [
+            entry
+            if isinstance(entry, dict)
+            else BadRecord(f"a Report_Entry that is not an object: {str(entry)[:80]!r}", entry)
+            for entry in entries[start : start + CHUNK]
+        ]
 
 
 def _oauth_error(exc: HttpError) -> str:

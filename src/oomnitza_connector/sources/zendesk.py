@@ -86,8 +86,12 @@ class Zendesk(UsersSource):
         Setting("api_token", None, example="YOUR Zendesk API TOKEN", secret=True, help="Zendesk API token"),
         Setting("username", None, example="it@acme.com", help="e-mail of the agent/admin owning the token"),
         *UsersSource.role_settings,
-        Setting("load_organizations", "false", example="false",
-                help="attach each user's organization object (organization.name, ...)"),
+        Setting(
+            "load_organizations",
+            "false",
+            example="false",
+            help="attach each user's organization object (organization.name, ...)",
+        ),
         Setting("url", "", help="API base URL (default https://{system_name}.zendesk.com; host-mapped domains)"),
         Setting("role", "", help="only these roles, comma-separated: end-user, agent, admin (default all)"),
         Setting("page_size", "100", help="records per request (Zendesk's maximum is 100)"),
@@ -107,8 +111,10 @@ class Zendesk(UsersSource):
             raise ConfigError(f"[{self.name}] url must start with https:// (e.g. https://support.acme.com)")
         sub = self.setting("system_name").strip()
         if not url and any(c in sub for c in "./: "):
-            raise ConfigError(f"[{self.name}] system_name is the Zendesk subdomain only (acme for "
-                              "https://acme.zendesk.com); for another host set url")
+            raise ConfigError(
+                f"[{self.name}] system_name is the Zendesk subdomain only (acme for "
+                "https://acme.zendesk.com); for another host set url"
+            )
         self.section.flag("load_organizations")  # true/false; anything else is a clear error
         unknown = [r for r in self.roles if r not in ROLES]
         if unknown:
@@ -130,8 +136,12 @@ class Zendesk(UsersSource):
         user = self.setting("username").strip()
         login = user if user.endswith("/token") else f"{user}/token"
         limiter = RateLimiter(pause_from=reset_pause("ratelimit-remaining", "ratelimit-reset", epoch=False))
-        return self.http(base_url=self.base, headers={"Accept": "application/json"},
-                         auth=basic(login, self.setting("api_token")), limiter=limiter)
+        return self.http(
+            base_url=self.base,
+            headers={"Accept": "application/json"},
+            auth=basic(login, self.setting("api_token")),
+            limiter=limiter,
+        )
 
     async def _list(self, http: Http, path: str, key: str, params: dict[str, Any]) -> AsyncIterator[list[Any]]:
         name = f"[{self.name}]"
@@ -141,15 +151,21 @@ class Zendesk(UsersSource):
                 body = decode_json(response)
                 items = body.get(key) if isinstance(body, dict) else None
                 if not isinstance(items, list):
-                    raise SourceError(f"{name} Zendesk answered {safe_url(response.url)} without a '{key}' list: "
-                                      "is url the Zendesk account URL?")
+                    raise SourceError(
+                        f"{name} Zendesk answered {safe_url(response.url)} without a '{key}' list: "
+                        "is url the Zendesk account URL?"
+                    )
                 yield items
         except HttpAuthError as exc:
             if exc.status == 403:
-                raise SourceError(f"{name} Zendesk refused access (403{zendesk_error(exc)}): the user in username "
-                                  "must be an admin (or an agent allowed to list users)") from None
-            raise SourceError(f"{name} Zendesk rejected the credentials ({exc.status}{zendesk_error(exc)}): "
-                              "check username and api_token, and that token access is enabled") from None
+                raise SourceError(
+                    f"{name} Zendesk refused access (403{zendesk_error(exc)}): the user in username "
+                    "must be an admin (or an agent allowed to list users)"
+                ) from None
+            raise SourceError(
+                f"{name} Zendesk rejected the credentials ({exc.status}{zendesk_error(exc)}): "
+                "check username and api_token, and that token access is enabled"
+            ) from None
         except HttpError as exc:
             if exc.status == 404:
                 raise SourceError(f"{name} Zendesk answered 404 for {path}: check system_name (or url)") from None
