@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.fakes.oomnitza import FakeOomnitza
+from tests.fakes.vendor import FakeVendor
 
 from .helpers import CliResult, run_cli
 
@@ -69,3 +70,25 @@ def assert_one_line_error(result: CliResult, *needles: str) -> None:
     assert "Traceback" not in result.all, result.all
     for needle in needles:
         assert needle in result.err, result.err
+
+
+# The transient faults every HTTP source must ride out with nothing lost (brief: "Faults are part of
+# every feature"). Run a source's test with ``request_timeout = STALL_TIMEOUT`` so the stall is cut short.
+STANDARD_FAULTS = ("429_retry_after", "429_no_retry_after", "5xx_once", "stall")
+STALL_TIMEOUT = "1"
+
+
+def inject_fault(
+    vendor: FakeVendor, fault: str, method: str | None, path_prefix: str, *, query: dict[str, str] | None = None
+) -> None:
+    """Arm one of STANDARD_FAULTS on the next matching request of ``vendor``."""
+    if fault == "429_retry_after":
+        vendor.fail(method, path_prefix, 429, headers={"Retry-After": "1"}, query=query)
+    elif fault == "429_no_retry_after":
+        vendor.fail(method, path_prefix, 429, query=query)
+    elif fault == "5xx_once":
+        vendor.fail(method, path_prefix, 503, body="<html><body>Service Unavailable</body></html>", query=query)
+    elif fault == "stall":
+        vendor.stall(method, path_prefix, 3.0, query=query)
+    else:
+        raise ValueError(f"unknown fault {fault!r}")

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from . import __version__, redact
 from .converters import ConverterRegistry
 from .errors import ConfigError, ConnectorError
@@ -105,6 +107,12 @@ class SectionConfig:
             cacert_dir=self.settings.get("cacert_dir", ""),
             client_cert=self.settings.get("user_pem_file", ""),
         )
+
+    def http_timeout(self) -> httpx.Timeout:
+        """``request_timeout`` for every phase of a request, connecting capped at 15 s (a host that does
+        not answer a SYN in 15 s will not answer in 120)."""
+        seconds = float(self.settings.get("request_timeout") or COMMON_BY_NAME["request_timeout"].default or 120)
+        return httpx.Timeout(seconds, connect=min(seconds, 15.0))
 
     def shown_settings(self) -> dict[str, str]:
         """Settings with secret values masked (for --show-mappings and diagnostics)."""
@@ -262,6 +270,16 @@ def _check_common(sc: SectionConfig, problems: _Problems) -> None:
         if both:
             problems.add(
                 f"{sc.ini_path}: [{sc.name}] insert_only and update_only are both true; set at most one of them"
+            )
+    timeout = sc.settings.get("request_timeout", "").strip()
+    if timeout:
+        try:
+            ok = float(timeout) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.add(
+                f"{sc.ini_path}: [{sc.name}] request_timeout = {timeout!r} must be a number of seconds above 0"
             )
     proto = sc.settings.get("ssl_protocol", "").strip().lower()
     if proto and proto not in LEGACY_TLS_WORDS:

@@ -32,6 +32,9 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("cacert_file", "", help="CA bundle (PEM) to trust, for HTTPS and LDAP"),
     Setting("cacert_dir", "", help="directory of CA certificates to trust"),
     Setting("ssl_protocol", "", help="legacy; TLS 1.2 or newer is always negotiated"),
+    Setting(
+        "request_timeout", "120", help="seconds to wait for an HTTP answer before it counts as failed (and is retried)"
+    ),
     Setting("use_server_map", "true", help="merge the mapping stored in Oomnitza"),
     Setting("only_if_filled", "", help="accepted for compatibility; no effect"),
     Setting("dont_overwrite", "", help="accepted for compatibility; no effect"),

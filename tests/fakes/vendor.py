@@ -2,11 +2,12 @@
 
 A fake vendor subclasses ``FakeVendor``, sets ``routes()`` speaking the vendor's real wire shapes
 (auth headers, pagination, error bodies), and tests drive it with ``fail()`` for 429/5xx/malformed
-answers. Serve it with ``tests.fakes.server.serve(fake.app)``.
+answers and ``stall()`` for a server that keeps a request waiting. Serve it with ``tests.fakes.server.serve(fake.app)``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,11 +32,12 @@ class Seen:
 class Fault:
     method: str | None
     path_prefix: str
-    status: int
+    status: int | None  # None: answer normally, after ``stall`` seconds
     times: int
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None  # dict/list → JSON; str/bytes → raw
     query: dict[str, str] = field(default_factory=dict)  # only requests carrying these parameters
+    stall: float = 0.0  # seconds of silence before the answer (a hung backend, a slow proxy)
 
     def matches(self, method: str, path: str, query: dict[str, str]) -> bool:
         return (
@@ -73,6 +75,20 @@ class FakeVendor:
         only requests that carry those parameters."""
         with self._lock:
             self._faults.append(Fault(method, path_prefix, status, times, dict(headers or {}), body, dict(query or {})))
+
+    def stall(
+        self,
+        method: str | None,
+        path_prefix: str,
+        seconds: float,
+        *,
+        times: int = 1,
+        query: dict[str, str] | None = None,
+    ) -> None:
+        """Keep the next ``times`` matching requests waiting ``seconds`` before answering them normally:
+        a client with a shorter ``request_timeout`` gives up and must retry."""
+        with self._lock:
+            self._faults.append(Fault(method, path_prefix, None, times, {}, None, dict(query or {}), seconds))
 
     def calls(self, path_prefix: str = "", method: str | None = None) -> list[Seen]:
         return [r for r in self.requests if r.path.startswith(path_prefix) and (method is None or r.method == method)]
@@ -120,7 +136,9 @@ class _Gate:
             return {"type": "http.request", "body": body, "more_body": False}
 
         fault = self.fake._take_fault(request.method, request.url.path, dict(request.query_params))
-        if fault is not None:
+        if fault is not None and fault.stall:
+            await asyncio.sleep(fault.stall)
+        if fault is not None and fault.status is not None:
             await fault_response(fault)(scope, replay, send)
             return
         await self.inner(scope, replay, send)

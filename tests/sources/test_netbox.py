@@ -11,7 +11,15 @@ import pytest
 from tests.fakes.netbox import RTR, SWITCH, V1_TOKEN, V2_TOKEN, FakeNetbox, device
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
 MAPPINGS = {
     "NAME": "name",
@@ -104,6 +112,17 @@ def test_429_with_retry_after(tmp_path: Path, netbox: FakeNetbox, fake_oomnitza:
     assert result.code == 0, result.all
     assert_accounted(result, "netbox", pulled=7, sent=7)
     assert len(netbox.calls()) == 4
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault_on_a_later_page(
+    tmp_path: Path, netbox: FakeNetbox, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    inject_fault(netbox, fault, "GET", "/api/dcim/devices/", query={"offset": "3"})
+    result = run(tmp_path, fake_oomnitza, netbox, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "netbox", pulled=7, sent=7)
+    assert len(fake_oomnitza.records("assets")) == 7
 
 
 def test_5xx_retried(tmp_path: Path, netbox: FakeNetbox, fake_oomnitza: FakeOomnitza) -> None:

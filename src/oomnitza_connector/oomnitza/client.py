@@ -25,7 +25,12 @@ class OomnitzaClient:
         self.section = section
         self.url = section.settings["url"].rstrip("/")
         self.http = Http(
-            name="[oomnitza]", base_url=self.url, tls=section.tls(), policy=policy, max_connections=max(4, workers + 2)
+            name="[oomnitza]",
+            base_url=self.url,
+            tls=section.tls(),
+            policy=policy,
+            timeout=section.http_timeout(),
+            max_connections=max(4, workers + 2),
         )
         self.token = section.settings.get("api_token", "")
         self.workers = workers

@@ -73,6 +73,7 @@ class Source:
         """A client with this section's TLS settings and the shared retry policy."""
         from ..http import Http
 
+        kwargs.setdefault("timeout", self.section.http_timeout())
         return Http(name=f"[{self.name}]", tls=self.section.tls(), **kwargs)
 
     async def check(self) -> None:
