@@ -1,6 +1,29 @@
-"""Fake Workspace ONE UEM (AirWatch): the device search (``page``/``pagesize``, ``Total``, ``204`` past the
-end), per-device ``/network``, the DEP device list, Basic + ``aw-tenant-code`` or an OAuth bearer token
-from ``/connect/token`` (client credentials), and UEM's error bodies."""
+"""Fake Omnissa (formerly VMware) Workspace ONE UEM REST API (AirWatch).
+
+- Auth: HTTP Basic + ``aw-tenant-code`` (VMware blog "AirWatch 101: AirWatch REST APIs", 2017: both
+  headers on every call), or ``Authorization: Bearer`` from the OAuth token service. Token service:
+  ``POST https://{region}.uemauth.workspaceone.com/connect/token``, form ``grant_type=client_credentials``,
+  the client in Basic (or the form), answer ``{"access_token", "expires_in": 3600, "token_type":
+  "Bearer"}``; SaaS only (UEM Console Basics, "Datacenter and Token URLs for OAuth 2.0 Support",
+  docs.vmware.com …/UEM_ConsoleBasics/GUID-BF20C949-5065-4DCF-889D-1E0151016B5A.html and its
+  docs.omnissa.com successor). A bad client: ``400 {"error": "invalid_client"}`` (RFC 6749 §5.2).
+- Errors: ``{"errorCode", "message", "activityId"}``: 1005 for a bad user/password (401), 1013
+  "Tenant code … does not identify an Organization Group." for a bad tenant code (demisto/content
+  Packs/VMwareWorkspaceONEUEM test_data ``invalid_username_password_error_msg.json`` and
+  ``invalid_api_key_error_msg.json``). An unknown device's sub-resource answers the IIS HTML 404 page
+  "Server Error in '/Api/Mdm' Application" (same pack, ``get_device_404_no_records_found_message.html``).
+- Paging: ``GET /api/mdm/devices/search?page=N&pagesize=M``, ``page`` 0-based, the body has ``Total``
+  and the client must use it to know how many pages to ask for (Tech Zone blog "Using paginated
+  requests with Workspace ONE UEM REST APIs", 2022); a page past the end or an empty tenant answers
+  ``204 No Content``. The server may cap ``pagesize`` below what was asked (``max_page``): the cap is
+  not documented, so the fake does the harder thing.
+- Limits: UEM's API quota and its throttle signal are not documented in material we could check;
+  tests inject ``429`` with and without ``Retry-After``.
+- Record shape: version 1 of the search (``Accept: application/json;version=1``), PascalCase, ``Id.Value``,
+  ``LocationGroupId.Name`` … (same pack, ``devices_search_resp.json``); ``/api/mdm/devices/{id}/network``
+  and the DEP list ``/api/mdm/dep/groups/{uuid}/devices`` (a JSON array keyed by
+  ``deviceSerialNumber``) follow our fact sheet: their field sets are not confirmed by vendor material.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +31,17 @@ import base64
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .vendor import FakeVendor
 
 DEP_GROUP = "2d9e5a1c-7b0f-4c3e-9d1a-5e6f7a8b9cc1"
+NOT_FOUND_PAGE = (
+    "<!DOCTYPE html><html><head><title>The resource cannot be found.</title></head><body>"
+    "<span><H1>Server Error in '/Api/Mdm' Application.<hr></H1><h2><em>The resource cannot be found.</em></h2>"
+    "</span><strong>Description: </strong>HTTP 404.</body></html>"
+)
 
 
 def uem_error(code: int, message: str, status: int) -> JSONResponse:
@@ -188,7 +216,7 @@ class FakeAirWatch(FakeVendor):
             return denied
         device_id = int(request.path_params["device_id"])
         if device_id not in self.networks:
-            return uem_error(400, "Device not found", 404)
+            return HTMLResponse(NOT_FOUND_PAGE, status_code=404)
         return JSONResponse(self.networks[device_id])
 
     async def dep_devices(self, request: Request) -> Response:

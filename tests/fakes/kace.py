@@ -1,14 +1,29 @@
-"""Fake Quest KACE SMA: the JSON login at ``/ams/shared/api/security/login`` setting the ``kboxid``
-session cookie, in both generations:
+"""Fake Quest KACE Systems Management Appliance (SMA) API, after Quest's "API Reference Guide"
+(support.quest.com, KACE SMA 12.1-14.1 Common Documents; 11.1 for the pre-12.1 headers).
 
-- ``legacy=True`` (SMA 12.0 and older): the login answers ``x-dell-csrf-token``; every API call must
-  echo it and carry ``x-dell-api-version`` (the cookie holds the token the header is checked against);
-- ``legacy=False`` (SMA 12.1+): the login itself must carry ``x-kace-api-version`` (or, for old
-  clients, ``x-dell-api-version``), no CSRF token is returned, and every call needs the version header.
-
-``/api/inventory/machines`` understands ``shaping`` and ``paging=limit N offset M`` and answers
-``{"Count", "Warnings", "Machines"}``. Sessions can expire after N requests; an account can be
-flagged as needing two-factor verification (every call then answers 401).
+- Login ("Authentication and organization selection"): ``POST /ams/shared/api/security/login`` with
+  a JSON body ``{"userName", "password", "organizationName"}``; the session lives in a cookie (the
+  cookie's name, ``kboxid`` here, and the body of the answer are not documented). Two generations:
+  - ``legacy=True`` (SMA 12.0 and older, guide 11.1 "Headers › CSRF"): the login answers
+    ``x-dell-csrf-token``; every later request must echo it (checked against the token kept with the
+    cookie) and carry ``x-dell-api-version``;
+  - ``legacy=False`` (12.1+, the NOTE atop the 12.1-14.1 guides): no CSRF token; ``x-kace-api-version``
+    on every request, the login included; an old client sending ``x-dell-api-version`` on the login
+    is still served.
+- Two-factor ("Authentication": ``/ams/shared/api/security/verify_2factor``): without the code every
+  API call answers ``401``; ``two_factor=True`` does that.
+- Headers ("Headers › Accept"): ``Accept`` is mandatory and selects JSON or XML; without
+  ``application/json`` the fake answers XML (the harder case).
+- Paging ("Paging"): ``paging=limit N offset M`` in either order, default limit 50, ``limit 0``/``ALL``
+  returns everything; a page may hold fewer than asked (``max_page``, the harder case).
+  ("Shaping"): ``shaping=machine all,software standard``; sub-entities not named are left out.
+  ("Counts"): ``Count`` (total matches) is in the payload unless ``use_count=false``.
+- Record shape: ``{"Count", "Warnings", "Machines": [...]}`` with Capitalised_snake_case machine keys
+  and a ``Software`` list of UPPER_CASE entries (``DISPLAY_NAME``, ``DISPLAY_VERSION``); KACE's "no
+  value" markers ``"empty"`` and ``"0000-00-00 00:00:00"`` (our fact sheet; the guide shows no full
+  machine).
+- Limits: the guide documents no rate limit; sessions expire (``expire_after``), then ``401``. Error
+  bodies are not documented; the fake answers ``{"error": "…"}``.
 """
 
 from __future__ import annotations
@@ -163,6 +178,8 @@ class FakeKace(FakeVendor):
         problem = self._session_problem(request)
         if problem is not None:
             return problem
+        if "json" not in request.headers.get("accept", ""):
+            return Response("<Machines><Count>0</Count></Machines>", media_type="application/xml")
         q = request.query_params
         paging = q.get("paging", "")
         limit_m = re.search(r"limit (\d+)", paging)

@@ -1,7 +1,33 @@
-"""Fake Cisco Meraki Dashboard API v1: ``/api/v1/networks/{id}/sm/devices`` with Bearer (or the legacy
-``X-Cisco-Meraki-API-Key``) auth, ``fields[]``, ``perPage`` 3-1000, ``Link: <…startingAfter=…>; rel=next``,
-the organization's per-second budget (429 + ``Retry-After``), Meraki's ``{"errors": [...]}`` bodies, and an
-optional redirect to another dashboard shard."""
+"""Fake Cisco Meraki Dashboard API v1, ``GET /api/v1/networks/{id}/sm/devices`` (getNetworkSmDevices).
+
+What it does and where that comes from:
+
+- Auth: ``Authorization: Bearer <key>`` (the legacy ``X-Cisco-Meraki-API-Key`` is still accepted);
+  no key → ``401 {"errors": ["Missing API key"]}``, a wrong key → 401 (or 404 with ``bad_key_status``:
+  Meraki hides whether a resource exists). https://developer.cisco.com/meraki/api-v1/authorization
+  (Troubleshooting: 401 "Missing API key"); the SDK sends ``Authorization: Bearer`` in
+  meraki/dashboard-api-python ``meraki/session/base.py`` ``_build_headers``.
+- Paging: a bare JSON array; ``perPage`` 3-1000 (default 1000), a page may be smaller than asked
+  (``max_page``); the next page is ``Link: <…startingAfter=…>; rel=next``, absent on the last page, and
+  ``startingAfter`` "should not be defined by client applications". SDK docstring of
+  ``getNetworkSmDevices`` in ``meraki/api/sm.py``; link following in ``meraki/session/sync.py`` ``get_pages``.
+- Fields: ``fields[]`` array parameters; ``id, name, tags, ssid, wifiMac, osName, systemModel, uuid,
+  serialNumber`` always come back, every other field only when asked for, and only the documented
+  additional fields are accepted (``meraki/api/sm.py``). Whether Meraki rejects an undocumented name is
+  not documented: the fake does the harder thing and answers ``400 {"errors": [...]}``.
+- Limits: 10 requests per second per organization (token bucket, shared with every other integration),
+  exceeded → ``429`` with ``Retry-After`` and ``{"errors": ["API rate limit exceeded for organization"]}``.
+  https://developer.cisco.com/meraki/api-v1/rate-limit . The SDK also copes with a 429 *without*
+  ``Retry-After`` (``NGINX_429_RETRY_WAIT_TIME`` in ``meraki/config.py``, ``_handle_rate_limit`` in
+  ``meraki/session/base.py``); tests inject that with ``fail()``.
+- Errors: ``{"errors": ["…"]}`` bodies (rate-limit page above; ``_handle_client_error`` in
+  ``meraki/session/base.py`` reads ``message["errors"][0]``).
+- Redirects: a dashboard host may answer 3xx to another shard (``handle_3xx`` in
+  ``meraki/response_handler.py``; the docs' curl examples use ``-L``); ``redirect_to`` does that.
+- Record shape: camelCase device objects; ``tags`` is a list; ``lastConnected``/``createdAt`` epoch
+  seconds; ``diskInfoJson`` a JSON *string* (SDK docstring; response model
+  ``GetNetworkSmDevices200ResponseInner`` in meraki/dashboard-api-go ``client/docs``).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +45,18 @@ from .vendor import FakeVendor
 
 NETWORK = "N_24329156"
 DEFAULT_FIELDS = ("id", "name", "tags", "ssid", "wifiMac", "osName", "systemModel", "uuid", "serialNumber")
+ADDITIONAL_FIELDS = frozenset(
+    {
+        "ip", "systemType", "availableDeviceCapacity", "kioskAppName", "biosVersion", "lastConnected",
+        "missingAppsCount", "userSuppliedAddress", "location", "lastUser", "ownerEmail", "ownerUsername",
+        "osBuild", "publicIp", "phoneNumber", "diskInfoJson", "deviceCapacity", "isManaged", "hadMdm",
+        "isSupervised", "meid", "imei", "iccid", "simCarrierNetwork", "cellularDataUsed", "isHotspotEnabled",
+        "createdAt", "batteryEstCharge", "quarantined", "avName", "avRunning", "asName", "fwName", "isRooted",
+        "loginRequired", "screenLockEnabled", "screenLockDelay", "autoLoginDisabled", "autoTags", "hasMdm",
+        "hasDesktopAgent", "diskEncryptionEnabled", "hardwareEncryptionCaps", "passCodeLock",
+        "usesHardwareKeystore", "androidSecurityPatchVersion", "cellular", "url",
+    }
+)  # fmt: skip
 DISK_INFO = [{"name": "Macintosh HD", "mountPoint": "/", "size": 494384795648, "freeSpace": 301234567890}]
 
 
@@ -39,6 +77,8 @@ def macbook() -> dict[str, Any]:
         "ownerEmail": "ana.silva@example.com",
         "diskInfoJson": json.dumps(DISK_INFO),
         "isManaged": True,
+        "androidSecurityPatchVersion": None,
+        "autoTags": ["macos", "laptop"],
     }
 
 
@@ -137,6 +177,9 @@ class FakeMeraki(FakeVendor):
         per_page = int(q.get("perPage", 1000))
         if not 3 <= per_page <= 1000:
             return JSONResponse({"errors": ["'perPage' must be between 3 and 1000"]}, status_code=400)
+        unknown = [f for f in q.getlist("fields[]") if f not in ADDITIONAL_FIELDS and f not in DEFAULT_FIELDS]
+        if unknown:
+            return JSONResponse({"errors": [f"Invalid field(s): {', '.join(unknown)}"]}, status_code=400)
         size = min(per_page, self.max_page)
         wanted = set(DEFAULT_FIELDS) | set(q.getlist("fields[]"))
         after = q.get("startingAfter")

@@ -1,7 +1,31 @@
-"""Fake Ivanti MobileIron: Cloud / Neurons for MDM (API v1: partitions, ``start``/``rows`` paging sorted by
-``lastCheckin``, ``rows`` > 500 → 400, Windows hardware inventory) and Core / EPMM (API v2: device spaces,
-criteria, ``offset``/``limit``/``hasMore``, flat dotted-key records limited to the requested ``fields``),
-both behind HTTP Basic."""
+"""Fake Ivanti MobileIron: Cloud / Neurons for MDM (API v1) and Core / EPMM (API v2), both behind HTTP Basic.
+
+Neurons for MDM, after Ivanti's "MDM Customer Integration API Guide" (help.ivanti.com/mi/help/en_US/
+cld/8x/api/MDMCustomerIntegrationAPIGuide/, and the MobileIron Cloud 76 edition of it):
+- Auth ("API Basics › Authentication"): Basic on every call. A refusal is ``401`` with the v1 error
+  envelope ``{"errors": {"globalErrors": [...]}, "result": null}`` (its exact text is not documented).
+- Limits ("API Basics › Rows Parameter Limit"): ``rows`` above 500 → ``400 {"errors": {"globalErrors":
+  null, "fieldErrors": [{"code": "Range", "message": "must be between 1 and 500", "field": "rows"}]},
+  "result": null}``; calls "against the database" (groups, partitions) may return only 50 rows, so the
+  partition list pages by 50 here. No request-rate limit is documented for these calls; tests inject
+  ``429``/``503`` with and without ``Retry-After``.
+- Paging: ``start``/``rows`` with ``result.totalCount`` and ``result.searchResults``; pages may hold
+  fewer rows than asked (``max_page``). ``sortFields[0].name=lastCheckin`` with ``order=DESC`` sorts;
+  where never-checked-in devices (``lastCheckin`` null) sort is not documented (``nulls_first``).
+- Record shape: camelCase devices (``id``, ``guid``, ``serialNumber``, ``lastCheckin`` in epoch ms,
+  ``windowsDeviceType`` …) and ``/api/v1/device/{id}/hardwareinventory`` (``processor``, ``hardDrive``,
+  ``physicalMemory``, ``computerSystemProduct.identifyingNumber``) follow our fact sheet; the guide
+  confirms the ``{"errors", "result"}`` envelope and device ids/GUIDs ("Device API Calls").
+
+EPMM, after "MobileIron Core / EPMM API v2 Guide" (help.ivanti.com/mi/help/en_us/CORE/11.x/api2/APIv2/
+APIv2Devices.htm, "Search for devices"):
+- ``/api/v2/devices`` needs ``adminDeviceSpaceId``, ``query`` or ``labelId``, and ``fields``: 1 to 512
+  names, each one of the searchable fields (``/api/v2/device_spaces/criteria``). A name that is not
+  searchable is refused with ``400`` here: the guide lists the valid values but not what happens
+  otherwise (the harder case). Answers ``{"totalCount", "resultCount", "hasMore", "results"}`` with
+  flat records whose keys are the dotted field names, only the fields asked for.
+- A refused credential on Core answers an HTML error page (Tomcat), not JSON.
+"""
 
 from __future__ import annotations
 
@@ -114,6 +138,7 @@ class FakeMobileIron(FakeVendor):
         self.username, self.password = username, password
         self.max_page = max_page
         self.nulls_first = False
+        self.partition_page = 50
         super().__init__()
 
     def routes(self) -> list[BaseRoute]:
@@ -141,8 +166,18 @@ class FakeMobileIron(FakeVendor):
         if (denied := self._denied(request)) is not None:
             return denied
         rows = [{"id": pid, "name": name} for name, pid in self.partition_ids.items()]
+        start = int(request.query_params.get("start", 0))
+        size = min(int(request.query_params.get("rows", 50)), self.partition_page)
         return JSONResponse(
-            {"errors": None, "result": {"searchResults": rows, "totalCount": len(rows), "offset": 0, "limit": 50}}
+            {
+                "errors": None,
+                "result": {
+                    "searchResults": rows[start : start + size],
+                    "totalCount": len(rows),
+                    "offset": start,
+                    "limit": size,
+                },
+            }
         )
 
     async def v1_devices(self, request: Request) -> Response:
@@ -223,6 +258,11 @@ class FakeMobileIron(FakeVendor):
         fields = [f for f in q.get("fields", "").split(",") if f]
         if not fields or len(fields) > 512:
             return JSONResponse({"messages": [{"type": "Error", "message": "fields: 1 to 512 names"}]}, status_code=400)
+        unknown = [f for f in fields if f not in self.criteria]
+        if unknown:
+            return JSONResponse(
+                {"messages": [{"type": "Error", "message": f"Invalid field: {unknown[0]}"}]}, status_code=400
+            )
         devices = self.spaces.get(int(q.get("adminDeviceSpaceId", 0)), [])
         offset = int(q.get("offset", 0))
         limit = min(int(q.get("limit", 50)), self.max_page)

@@ -1,6 +1,29 @@
-"""Fake SimpleMDM API v1: JSON:API ``/devices`` with cursor paging (``limit`` ≤ 100, ``starting_after``,
-``has_more``), ``/devices/{id}/installed_apps`` (paged the same way), ``/devices/{id}/custom_attribute_values``,
-HTTP Basic with the API key as user name and an empty password, and SimpleMDM's ``{"errors": [...]}``."""
+"""Fake SimpleMDM API v1 (JSON:API shapes), following https://api.simplemdm.com (the published reference).
+
+- Auth ("Authentication"): HTTP Basic with the API key as user name and an empty password. The body of
+  a refusal is not documented; the fake answers like a Rails app's Basic-auth refusal, ``401`` with
+  plain text ``HTTP Basic: Access denied.`` and ``WWW-Authenticate`` (not JSON: the harder case).
+- Paging ("Pagination"): ``limit`` 1-100 (default 10), ``starting_after=<id of the last object>``,
+  ``{"data": [...], "has_more": bool}``; a page may be smaller than ``limit`` (``max_page``). A limit
+  out of range is refused with SimpleMDM's error shape (the exact message is not documented).
+- Errors ("Errors"): ``{"errors": [{"title": "object not found"}]}`` with the HTTP status, e.g. ``404``
+  for a device deleted since it was listed.
+- Limits: no account-wide rate limit is documented; ``429`` is documented for some endpoints
+  (Devices › Refresh; Assignment Groups › Sync profiles, with ``X-RateLimit-Reset`` and no
+  ``Retry-After``); tests inject ``429`` with and without ``Retry-After``.
+- Record shape ("Devices › List all"): ``{"type": "device", "id", "attributes": {...snake_case...},
+  "relationships": {"device_group": {"data": {...}}, "custom_attribute_values": {"data": [...]}}}``;
+  ``cellular_technology`` is an integer on iPhones, ``null`` on Macs; secret-bearing attributes
+  (``filevault_recovery_key``, ``firmware_password``, ``recovery_lock_password``) exist. The list carries
+  only non-secret custom attribute values (``include_secret_custom_attributes`` defaults to false);
+  ``inline_custom = False`` serves devices without that relationship (accounts or API versions that
+  omit it; the harder case).
+- ``/devices/{id}/installed_apps`` ("Devices › List installed apps"): paged like the list; items
+  ``{"type": "installed_app", "attributes": {"name", "identifier", "version", "short_version", ...}}``.
+- ``/devices/{id}/custom_attribute_values`` ("Custom Attributes › Get values for device"): not paged,
+  ``{"data": [{"type": "custom_attribute_value", "id": <name>, "attributes": {"value", "secret",
+  "source"}}]}``; a secret value comes back as ``""``.
+"""
 
 from __future__ import annotations
 
@@ -98,6 +121,8 @@ class FakeSimpleMDM(FakeVendor):
         self.max_page = max_page
         self.apps: dict[int, list[dict[str, Any]]] = {122: [SLACK, CHROME, XCODE]}
         self.custom: dict[int, dict[str, Any]] = {122: {"asset_owner": "design-team", "cost center": "CC-42"}}
+        self.secret_custom: dict[int, dict[str, Any]] = {122: {"admin_pin": "4711"}}
+        self.inline_custom = True
         super().__init__()
 
     def routes(self) -> list[BaseRoute]:
@@ -110,7 +135,12 @@ class FakeSimpleMDM(FakeVendor):
     def _denied(self, request: Request) -> Response | None:
         expected = "Basic " + base64.b64encode(f"{self.api_key}:".encode()).decode()
         if request.headers.get("authorization") != expected:
-            return JSONResponse({"errors": [{"title": "unauthorized"}]}, status_code=401)
+            return Response(
+                "HTTP Basic: Access denied.\n",
+                status_code=401,
+                media_type="text/html",
+                headers={"WWW-Authenticate": 'Basic realm="Application"'},
+            )
         return None
 
     def _page(self, request: Request, items: list[dict[str, Any]]) -> Response:
@@ -130,7 +160,17 @@ class FakeSimpleMDM(FakeVendor):
     async def list_devices(self, request: Request) -> Response:
         if (denied := self._denied(request)) is not None:
             return denied
-        return self._page(request, self.devices)
+        return self._page(request, [self._listed(d) for d in self.devices])
+
+    def _listed(self, device: dict[str, Any]) -> dict[str, Any]:
+        if not self.inline_custom:
+            return device
+        values = [
+            {"type": "custom_attribute_value", "id": k, "attributes": {"secret": False, "value": v}}
+            for k, v in self.custom.get(device["id"], {}).items()
+        ]
+        rel = {**device.get("relationships", {}), "custom_attribute_values": {"data": values}}
+        return {**device, "relationships": rel}
 
     async def installed_apps(self, request: Request) -> Response:
         if (denied := self._denied(request)) is not None:
@@ -146,12 +186,12 @@ class FakeSimpleMDM(FakeVendor):
         device_id = request.path_params["device_id"]
         if self._device(device_id) is None:
             return JSONResponse({"errors": [{"title": "object not found"}]}, status_code=404)
-        values = self.custom.get(device_id, {})
-        return JSONResponse(
-            {
-                "data": [
-                    {"type": "custom_attribute_value", "id": k, "attributes": {"value": v, "secret": False}}
-                    for k, v in values.items()
-                ]
-            }
-        )
+        plain = [
+            {"type": "custom_attribute_value", "id": k, "attributes": {"value": v, "secret": False, "source": "device"}}
+            for k, v in self.custom.get(device_id, {}).items()
+        ]
+        secret = [
+            {"type": "custom_attribute_value", "id": k, "attributes": {"value": "", "secret": True, "source": "device"}}
+            for k in self.secret_custom.get(device_id, {})
+        ]
+        return JSONResponse({"data": plain + secret})

@@ -12,7 +12,15 @@ import pytest
 from tests.fakes.airwatch import DEP_GROUP, FakeAirWatch, device, ipad, windows_device
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
 MAPPINGS = {
     "SERIAL_NUMBER": '{"source": "SerialNumber"}',
@@ -122,8 +130,28 @@ def test_dep_list_merged_by_serial(tmp_path: Path, uem: FakeAirWatch, fake_oomni
     assert fake_oomnitza.record("assets", SERIAL_NUMBER="5CG1234XYZ")["DEP_PROFILE"] is None
 
 
+def test_dep_read_only_when_a_mapping_reads_it(tmp_path: Path, uem: FakeAirWatch, fake_oomnitza: FakeOomnitza) -> None:
+    result = run(tmp_path, fake_oomnitza, basic_settings(uem, dep_uuid=DEP_GROUP))
+    assert result.code == 0, result.all
+    assert_accounted(result, "airwatch", pulled=5, sent=5)
+    assert not uem.calls("/api/mdm/dep/groups/")  # nothing maps dep.*: no call, nothing that could abort
+    assert "no mapping reads dep.*" in result.err
+
+
+def test_dep_requested_by_the_server_side_mapping(
+    tmp_path: Path, uem: FakeAirWatch, fake_oomnitza: FakeOomnitza
+) -> None:
+    fake_oomnitza.set_mapping("AirWatch", {"dep.profileName": "DEP_PROFILE"})
+    result = run(tmp_path, fake_oomnitza, basic_settings(uem, dep_uuid=DEP_GROUP))
+    assert result.code == 0, result.all
+    assert_accounted(result, "airwatch", pulled=5, sent=5)
+    assert len(uem.calls("/api/mdm/dep/groups/")) == 1
+    assert fake_oomnitza.record("assets", SERIAL_NUMBER="F9FXK2ABCD12")["DEP_PROFILE"] == "Corporate ADE"
+
+
 def test_dep_failure_aborts(tmp_path: Path, uem: FakeAirWatch, fake_oomnitza: FakeOomnitza) -> None:
-    result = run(tmp_path, fake_oomnitza, basic_settings(uem, dep_uuid="no-such-group"))
+    mappings = {**MAPPINGS, "DEP_PROFILE": "dep.profileName"}
+    result = run(tmp_path, fake_oomnitza, basic_settings(uem, dep_uuid="no-such-group"), mappings)
     assert_one_line_error(result, "the DEP device list of group no-such-group could not be read", "404")
     assert not uem.calls("/api/mdm/devices/search")
     assert fake_oomnitza.records("assets") == []
@@ -187,6 +215,42 @@ def test_429_with_retry_after(tmp_path: Path, uem: FakeAirWatch, fake_oomnitza: 
     assert result.code == 0, result.all
     assert_accounted(result, "airwatch", pulled=5, sent=5)
     assert [c.query["page"] for c in uem.calls("/api/mdm/devices/search")] == ["0", "1", "1", "2"]
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault_on_a_later_page(
+    tmp_path: Path, uem: FakeAirWatch, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    inject_fault(uem, fault, "GET", "/api/mdm/devices/search", query={"page": "1"})
+    result = run(tmp_path, fake_oomnitza, oauth_settings(uem, request_timeout=STALL_TIMEOUT))
+    assert result.code == 0, result.all
+    assert_accounted(result, "airwatch", pulled=5, sent=5)
+    assert len(fake_oomnitza.records("assets")) == 5
+    assert len(uem.issued) == 1  # the token is reused across the retry
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault_on_the_token_service(
+    tmp_path: Path, uem: FakeAirWatch, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    inject_fault(uem, fault, "POST", "/connect/token")
+    result = run(tmp_path, fake_oomnitza, oauth_settings(uem, request_timeout=STALL_TIMEOUT))
+    assert result.code == 0, result.all
+    assert_accounted(result, "airwatch", pulled=5, sent=5)
+
+
+def test_expired_token_is_renewed_once(tmp_path: Path, uem: FakeAirWatch, fake_oomnitza: FakeOomnitza) -> None:
+    uem.fail(
+        "GET",
+        "/api/mdm/devices/search",
+        401,
+        body={"errorCode": 1005, "message": "Invalid or expired token"},
+        query={"page": "1"},
+    )
+    result = run(tmp_path, fake_oomnitza, oauth_settings(uem))
+    assert result.code == 0, result.all
+    assert_accounted(result, "airwatch", pulled=5, sent=5)
+    assert len(uem.issued) == 2
 
 
 def test_5xx_retried(tmp_path: Path, uem: FakeAirWatch, fake_oomnitza: FakeOomnitza) -> None:

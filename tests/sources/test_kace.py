@@ -13,7 +13,15 @@ import pytest
 from tests.fakes.kace import LOGIN, FakeKace, fixture_machines, machine
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
 MAPPINGS = {
     "NAME": '{"source": "Name"}',
@@ -191,6 +199,28 @@ def test_429_with_retry_after(tmp_path: Path, kace: FakeKace, fake_oomnitza: Fak
     assert_accounted(result, "kace", pulled=5, sent=5)
     assert time.monotonic() - started >= 1.0
     assert len(machine_calls(kace)) == 4
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault_on_a_later_page(
+    tmp_path: Path, kace: FakeKace, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    inject_fault(kace, fault, "GET", "/api/inventory/machines", query={"paging": "limit 2 offset 2"})
+    result = run(tmp_path, fake_oomnitza, kace, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "kace", pulled=5, sent=5)
+    assert len(fake_oomnitza.records("assets")) == 5
+    assert kace.logins == 1 and kace.logouts == 1
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault_on_the_login(
+    tmp_path: Path, old_kace: FakeKace, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    inject_fault(old_kace, fault, "POST", LOGIN)
+    result = run(tmp_path, fake_oomnitza, old_kace, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "kace", pulled=5, sent=5)
 
 
 def test_5xx_retried(tmp_path: Path, kace: FakeKace, fake_oomnitza: FakeOomnitza) -> None:

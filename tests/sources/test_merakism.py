@@ -12,7 +12,15 @@ import pytest
 from tests.fakes.meraki import NETWORK, FakeMeraki, device, macbook, scanner
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
 DEVICES = f"/api/v1/networks/{NETWORK}/sm/devices"
 MAPPINGS = {
@@ -89,6 +97,44 @@ def test_fields_requested_as_array_parameters(tmp_path: Path, meraki: FakeMeraki
     assert ("fields", "ip,systemType") not in first  # no v0-style comma list
     assert first.count(("fields[]", "ip")) == 1
     assert ("fields[]", "diskInfoJson") in second  # the next link is followed verbatim
+
+
+def test_fields_mapped_only_in_oomnitza_are_requested(
+    tmp_path: Path, meraki: FakeMeraki, fake_oomnitza: FakeOomnitza
+) -> None:
+    fake_oomnitza.set_mapping("MerakiSM", {"autoTags.0": "AUTO_TAG", "noSuchMerakiField": "OTHER"})
+    result = run(tmp_path, fake_oomnitza, meraki)
+    assert result.code == 0, result.all
+    assert_accounted(result, "merakism", pulled=3, sent=3)
+    first = parse_qsl(meraki.queries[0])
+    assert ("fields[]", "autoTags") in first  # mapped in Oomnitza only, and a documented field
+    assert ("fields[]", "noSuchMerakiField") not in first  # never sent: Meraki may refuse the whole request
+    assert ("fields[]", "id") not in first  # always returned, not asked for
+    assert fake_oomnitza.record("assets", SERIAL_NUMBER="1284392014810")["AUTO_TAG"] == "macos"
+
+
+def test_undocumented_extra_field_is_one_clear_line(
+    tmp_path: Path, meraki: FakeMeraki, fake_oomnitza: FakeOomnitza
+) -> None:
+    result = run(tmp_path, fake_oomnitza, meraki, extra_fields="batteryLevel")
+    assert_one_line_error(
+        result,
+        "Meraki refused the device request (400 Invalid field(s): batteryLevel)",
+        "check network_id",
+        "extra_fields",
+    )
+    assert len(meraki.calls(DEVICES)) == 1  # a 400 is not retried
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault_on_a_later_page(
+    tmp_path: Path, meraki: FakeMeraki, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    inject_fault(meraki, fault, "GET", DEVICES, query={"startingAfter": "1284392014819"})
+    result = run(tmp_path, fake_oomnitza, meraki, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "merakism", pulled=3, sent=3)
+    assert len(fake_oomnitza.records("assets")) == 3
 
 
 def test_stays_under_the_organization_rate_limit(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:

@@ -11,7 +11,15 @@ import pytest
 from tests.fakes.mobileiron import DAY_MS, FakeMobileIron, android, core_device, hardware, now_ms, windows
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
 V1_MAPPINGS = {
     "SERIAL_NUMBER": '{"source": "serialNumber"}',
@@ -128,6 +136,38 @@ def test_v1_all_partitions(tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza
     }
 
 
+def test_v1_partition_list_is_paged(tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza: FakeOomnitza) -> None:
+    ivanti.partition_page = 1  # Ivanti's database-backed lists page (by 50); here by one
+    result = run(tmp_path, fake_oomnitza, ivanti, partitions='["Drivers"]')
+    assert result.code == 0, result.all
+    assert_accounted(result, "mobileiron", pulled=3, sent=3)
+    listing = ivanti.calls("/api/v1/tenant/partition/device")
+    assert [c.query["start"] for c in listing] == ["0", "1"]
+    assert listing[0].query["rows"] == "50"
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_v1_transient_fault_on_a_later_page(
+    tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    inject_fault(ivanti, fault, "GET", "/api/v1/device", query={"start": "2"})
+    result = run(tmp_path, fake_oomnitza, ivanti, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "mobileiron", pulled=3, sent=3)
+    assert len(fake_oomnitza.records("assets")) == 3
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_v2_transient_fault_on_a_later_page(
+    tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    inject_fault(ivanti, fault, "GET", "/api/v2/devices", query={"offset": "2"})
+    result = run(tmp_path, fake_oomnitza, ivanti, V2_MAPPINGS, api_version="2", request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "mobileiron", pulled=4, sent=4)
+    assert len(fake_oomnitza.records("assets")) == 4
+
+
 def test_v1_partition_names_are_exact_not_substrings(
     tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza: FakeOomnitza
 ) -> None:
@@ -231,6 +271,37 @@ def test_v2_only_mapped_fields(tmp_path: Path, ivanti: FakeMobileIron, fake_oomn
         ["common.uuid", "common.serial_number", "common.model", "user.display_name", "ios.DeviceName"]
     )
     assert fake_oomnitza.record("assets", SERIAL_NUMBER="F9FXK0000002")["NAME"] == "iPhone 2"
+
+
+def test_v2_explicit_fields_plus_the_server_side_mapping(
+    tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza: FakeOomnitza
+) -> None:
+    fake_oomnitza.set_mapping("MobileIron", {"ios.DeviceName": "NAME", "custom.not_searchable": "OTHER"})
+    result = run(
+        tmp_path,
+        fake_oomnitza,
+        ivanti,
+        V2_MAPPINGS,
+        api_version="2",
+        fields="common.serial_number, common.status, common.no_such_field",
+    )
+    assert result.code == 0, result.all
+    assert_accounted(result, "mobileiron", pulled=4, sent=4)
+    fields = ivanti.calls("/api/v2/devices")[0].query["fields"].split(",")
+    # the listed ones, then every searchable field a mapping reads; names that are not searchable are not sent
+    assert fields[:3] == ["common.uuid", "common.serial_number", "common.status"]
+    assert sorted(fields[3:]) == ["common.model", "ios.DeviceName", "user.display_name"]
+    assert "no searchable field common.no_such_field" in result.err
+    assert fake_oomnitza.record("assets", SERIAL_NUMBER="F9FXK0000002")["NAME"] == "iPhone 2"
+
+
+def test_v2_malformed_body(tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza: FakeOomnitza) -> None:
+    ivanti.fail(
+        "GET", "/api/v2/devices", 200, body="<html><title>Sign in</title></html>", headers={"Content-Type": "text/html"}
+    )
+    result = run(tmp_path, fake_oomnitza, ivanti, V2_MAPPINGS, api_version="2")
+    assert_one_line_error(result, "returned a body that is not JSON (content-type text/html)")
+    assert fake_oomnitza.records("assets") == []
 
 
 def test_v2_more_than_512_fields(tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza: FakeOomnitza) -> None:

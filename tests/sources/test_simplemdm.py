@@ -14,7 +14,15 @@ import pytest
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
 from tests.fakes.simplemdm import CHROME, SLACK, FakeSimpleMDM, iphone, mac
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
 MAPPINGS = {
     "SERIAL_NUMBER": '{"source": "serial_number"}',
@@ -106,7 +114,13 @@ def test_device_groups_and_devices_without_group(
     assert {r["SERIAL_NUMBER"] for r in fake_oomnitza.records("assets")} == {"DNFJE9DNG121", "DNFJE9DNG131"}
 
 
-def test_custom_attributes(tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOomnitza) -> None:
+def custom_calls(smdm: FakeSimpleMDM) -> list[Any]:
+    return [c for c in smdm.requests if c.path.endswith("/custom_attribute_values")]
+
+
+def test_custom_attributes_from_the_device_list(
+    tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOomnitza
+) -> None:
     mappings = {
         **MAPPINGS,
         "OWNER": '{"source": "custom_attributes.asset_owner"}',
@@ -118,7 +132,41 @@ def test_custom_attributes(tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: F
     mbp = fake_oomnitza.record("assets", SERIAL_NUMBER="C02ZK1ABM122")
     assert (mbp["OWNER"], mbp["COST_CENTER"]) == ("design-team", "CC-42")
     assert fake_oomnitza.record("assets", SERIAL_NUMBER="DNFJE9DNG121")["OWNER"] is None
-    assert len(smdm.calls("/api/v1/devices/", "GET")) - 3 == 4  # one custom-attribute call per device
+    assert not custom_calls(smdm)  # the list already carries the values: no call per device
+
+
+def test_custom_attributes_per_device_when_the_list_lacks_them(
+    tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOomnitza
+) -> None:
+    smdm.inline_custom = False
+    mappings = {
+        **MAPPINGS,
+        "OWNER": '{"source": "custom_attributes.asset_owner"}',
+        "PIN": "custom_attributes.admin_pin",
+    }
+    result = run(tmp_path, fake_oomnitza, smdm, mappings, custom_attributes="True")
+    assert result.code == 0, result.all
+    assert_accounted(result, "simplemdm", pulled=4, sent=4)
+    mbp = fake_oomnitza.record("assets", SERIAL_NUMBER="C02ZK1ABM122")
+    assert mbp["OWNER"] == "design-team"
+    assert mbp["PIN"] is None  # a secret value is never kept
+    assert len(custom_calls(smdm)) == 4
+
+
+def test_server_side_mapping_decides_the_extra_calls(
+    tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOomnitza
+) -> None:
+    smdm.inline_custom = False
+    # The INI turns APPLICATIONS off and custom_attributes is off; only Oomnitza's mapping reads them.
+    fake_oomnitza.set_mapping("SimpleMDM", {"software": "SOFTWARE", "custom_attributes.asset_owner": "OWNER"})
+    result = run(tmp_path, fake_oomnitza, smdm, {**MAPPINGS, "APPLICATIONS": '{"hardcoded": []}'})
+    assert result.code == 0, result.all
+    assert_accounted(result, "simplemdm", pulled=4, sent=4)
+    mbp = fake_oomnitza.record("assets", SERIAL_NUMBER="C02ZK1ABM122")
+    assert mbp["OWNER"] == "design-team"
+    assert [a["name"] for a in mbp["SOFTWARE"]] == ["Slack", "Google Chrome", "Xcode"]
+    assert [c for c in smdm.requests if c.path.endswith("/installed_apps")]
+    assert len(custom_calls(smdm)) == 4
 
 
 def test_no_app_calls_when_applications_unmapped(
@@ -132,7 +180,7 @@ def test_no_app_calls_when_applications_unmapped(
 
 def test_bad_api_key(tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, smdm, secret_access_key="WrongKey0000000000")
-    assert_one_line_error(result, "SimpleMDM rejected the API key (401 unauthorized): check secret_access_key")
+    assert_one_line_error(result, "SimpleMDM rejected the API key (401): check secret_access_key")
     assert "WrongKey0000000000" not in result.all
     assert len(smdm.requests) == 1
 
@@ -150,6 +198,28 @@ def test_429_with_retry_after(tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza
     assert result.code == 0, result.all
     assert_accounted(result, "simplemdm", pulled=4, sent=4)
     assert fake_oomnitza.record("assets", SERIAL_NUMBER="C02ZK1ABM122")["APPLICATIONS"][0]["name"] == "Slack"
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault_on_a_later_page(
+    tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    inject_fault(smdm, fault, "GET", "/api/v1/devices", query={"starting_after": "122"})
+    result = run(tmp_path, fake_oomnitza, smdm, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "simplemdm", pulled=4, sent=4)
+    assert len(fake_oomnitza.records("assets")) == 4
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault_on_a_detail_call(
+    tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    inject_fault(smdm, fault, "GET", "/api/v1/devices/122/installed_apps")
+    result = run(tmp_path, fake_oomnitza, smdm, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "simplemdm", pulled=4, sent=4)
+    assert len(fake_oomnitza.record("assets", SERIAL_NUMBER="C02ZK1ABM122")["APPLICATIONS"]) == 3
 
 
 def test_5xx_retried(tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOomnitza) -> None:
@@ -185,6 +255,7 @@ def test_has_more_with_empty_data_stops(tmp_path: Path, smdm: FakeSimpleMDM, fak
 def test_device_deleted_between_list_and_details(
     tmp_path: Path, smdm: FakeSimpleMDM, fake_oomnitza: FakeOomnitza
 ) -> None:
+    smdm.inline_custom = False
     smdm.fail("GET", "/api/v1/devices/122/", 404, times=2, body={"errors": [{"title": "object not found"}]})
     result = run(tmp_path, fake_oomnitza, smdm, custom_attributes="yes")
     assert result.code == 0, result.all

@@ -12,8 +12,13 @@ Enrichments:
 - ``network``: ``GET /api/mdm/devices/{Id.Value}/network`` per device, only when a mapping (the
   Oomnitza one included) reads ``network.*``; concurrent within a page, bounded; a failed call leaves
   ``network = {}``;
-- ``dep``: when ``dep_uuid`` is set, ``GET /api/mdm/dep/groups/{dep_uuid}/devices`` once, matched to
-  devices by serial number. A failure there aborts the run (as the seed did).
+- ``dep``: when ``dep_uuid`` is set and a mapping (the Oomnitza one included) reads ``dep.*``,
+  ``GET /api/mdm/dep/groups/{dep_uuid}/devices`` once, matched to devices by serial number. A failure
+  there aborts the run (as the seed did).
+
+Vendor material: paging by ``page`` (0-based)/``pagesize`` and ``Total`` (VMware/Omnissa Tech Zone,
+"Using paginated requests with Workspace ONE UEM REST APIs"); region token URLs (UEM Console Basics,
+"Datacenter and Token URLs for OAuth 2.0 Support"); ``errorCode``/``message`` error bodies.
 """
 
 from __future__ import annotations
@@ -137,7 +142,13 @@ class AirWatch(Source):
         return self.setting("token_url") or TOKEN_URL.format(region=self.setting("region").strip().lower())
 
     def wants_network(self) -> bool:
-        return any(src == "network" or src.startswith("network.") for src in self.mapped_sources())
+        return self._maps("network")
+
+    def wants_dep(self) -> bool:
+        return bool(self.setting("dep_uuid").strip()) and self._maps("dep")
+
+    def _maps(self, key: str) -> bool:
+        return any(src == key or src.startswith(f"{key}.") for src in self.mapped_sources())
 
     def _client(self) -> Http:
         headers = {"Accept": ACCEPT}
@@ -172,7 +183,9 @@ class AirWatch(Source):
             if self.oauth:
                 http.client.auth = RefreshingToken(lambda: self._token(http))
             try:
-                dep = await self._dep(http) if self.setting("dep_uuid").strip() else None
+                if self.setting("dep_uuid").strip() and not self.wants_dep():
+                    log.info("[%s] dep_uuid is set but no mapping reads dep.*: DEP list not read", self.name)
+                dep = await self._dep(http) if self.wants_dep() else None
                 network = self.wants_network()
                 slots = asyncio.Semaphore(int(self.setting("max_connections")))
                 paginator = DevicePages(int(self.setting("page_size")))

@@ -9,6 +9,10 @@ Meraki allows 10 requests per second per organization, shared with every other i
 organization: requests are spaced to ``requests_per_second`` and a 429 waits for its ``Retry-After``.
 Dashboard hosts may redirect to another shard; the key is sent again to Meraki hosts only.
 
+``fields[]`` lists the seed's fields plus every documented device field the merged mapping reads
+(INI, defaults and the ``MerakiSM`` mapping stored in Oomnitza), so a field mapped only in Oomnitza
+is asked for; names Meraki does not document are never sent (``extra_fields`` is sent as given).
+
 Records are the device objects as returned, plus ``diskInfo``: ``diskInfoJson`` (a JSON *string*)
 parsed, so ``diskInfo.…`` paths work while ``diskInfoJson`` keeps its old value.
 """
@@ -43,8 +47,23 @@ from .base import BadRecord, Record, Source
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "https://api.meraki.com/api/v1"
-# The seed's extra fields (Meraki always adds id, name, tags, ssid, wifiMac, osName, systemModel, uuid,
-# serialNumber), plus the owner and OS build fields v1 offers.
+# Returned for every device whatever fields[] asks (getNetworkSmDevices, dashboard-api-python meraki/api/sm.py).
+DEFAULT_FIELDS = frozenset({"id", "name", "tags", "ssid", "wifiMac", "osName", "systemModel", "uuid", "serialNumber"})
+# The "additional fields" fields[] accepts, as the official SDK documents them (meraki/api/sm.py).
+KNOWN_FIELDS = frozenset(
+    {
+        "ip", "systemType", "availableDeviceCapacity", "kioskAppName", "biosVersion", "lastConnected",
+        "missingAppsCount", "userSuppliedAddress", "location", "lastUser", "ownerEmail", "ownerUsername",
+        "osBuild", "publicIp", "phoneNumber", "diskInfoJson", "deviceCapacity", "isManaged", "hadMdm",
+        "isSupervised", "meid", "imei", "iccid", "simCarrierNetwork", "cellularDataUsed", "isHotspotEnabled",
+        "createdAt", "batteryEstCharge", "quarantined", "avName", "avRunning", "asName", "fwName", "isRooted",
+        "loginRequired", "screenLockEnabled", "screenLockDelay", "autoLoginDisabled", "autoTags", "hasMdm",
+        "hasDesktopAgent", "diskEncryptionEnabled", "hardwareEncryptionCaps", "passCodeLock",
+        "usesHardwareKeystore", "androidSecurityPatchVersion", "cellular", "url",
+    }
+)  # fmt: skip
+# Always requested: the seed's list (its users' Oomnitza mappings rely on it) plus the owner and OS build
+# fields; every other known field is requested when a mapping (INI, defaults or Oomnitza's) reads it.
 FIELDS = (
     "ip",
     "systemType",
@@ -194,9 +213,19 @@ class MerakiSM(Source):
         http.client.event_hooks["request"].append(keep_key_on_redirect)
         return http
 
-    def _params(self) -> list[tuple[str, str]]:
+    def requested_fields(self) -> list[str]:
+        """fields[]: the base list, the known fields the merged mapping reads, then ``extra_fields``."""
+        mapped: list[str] = []
+        for source in self.mapped_sources():
+            top = source.split(".", 1)[0]
+            top = "diskInfoJson" if top == "diskInfo" else top  # diskInfo is parsed from diskInfoJson
+            if top in KNOWN_FIELDS:
+                mapped.append(top)
         extra = [f.strip() for f in self.setting("extra_fields").split(",") if f.strip()]
-        params = [("fields[]", f) for f in dict.fromkeys([*FIELDS, *extra])]
+        return [f for f in dict.fromkeys([*FIELDS, *mapped, *extra]) if f not in DEFAULT_FIELDS]
+
+    def _params(self) -> list[tuple[str, str]]:
+        params = [("fields[]", f) for f in self.requested_fields()]
         params.append(("perPage", self.setting("page_size") or str(MAX_PER_PAGE)))
         return params
 
@@ -224,7 +253,12 @@ class MerakiSM(Source):
                     f"[{self.name}] Meraki rejected the API key ({exc.status}{_error_text(exc)}): check meraki_api_key"
                 ) from None
             except HttpError as exc:
-                if first and exc.status in (400, 404):
+                if first and exc.status == 400:
+                    raise SourceError(
+                        f"[{self.name}] Meraki refused the device request (400{_error_text(exc)}) for network "
+                        f"{network}: check network_id (a Systems Manager network) and extra_fields"
+                    ) from None
+                if first and exc.status == 404:
                     # Meraki answers 404 for an invalid key as well as for a network the key cannot see.
                     raise SourceError(
                         f"[{self.name}] Meraki answered {exc.status}{_error_text(exc)} for network "

@@ -1,16 +1,20 @@
 """``[mobileiron]``: Ivanti (MobileIron) devices, from one of two different back ends.
 
 ``api_version = 1``: MobileIron Cloud, today Ivanti Neurons for MDM. The tenant's device partitions
-(``/api/v1/tenant/partition/device``) are matched by name against ``partitions``; each partition's
-devices come from ``/api/v1/device`` newest check-in first, paged with ``start``/``rows`` (500 at most)
-until ``totalCount``. With ``include_checkin_devices_only`` only devices that checked in within
-``last_checkin_date_threshold`` seconds are kept, and paging stops at the first page with none left
-(the list is sorted by check-in). Windows devices get four hardware fields and their serial number
-from ``/api/v1/device/{id}/hardwareinventory`` (concurrent within a page, bounded).
+(``/api/v1/tenant/partition/device``, paged by 50 like Ivanti's other database-backed lists) are
+matched by name against ``partitions``; each partition's devices come from ``/api/v1/device`` newest
+check-in first, paged with ``start``/``rows`` (500 at most) until ``totalCount``. With
+``include_checkin_devices_only`` only devices that checked in within ``last_checkin_date_threshold``
+seconds are kept, and paging stops at the first page with none left (the list is sorted by check-in).
+Windows devices get four hardware fields and their serial number from
+``/api/v1/device/{id}/hardwareinventory`` (concurrent within a page, bounded).
 
 ``api_version = 2``: MobileIron Core, today Ivanti EPMM. For every device space the API user administers
 (``/api/v2/device_spaces/mine``) the searchable fields are read from ``/api/v2/device_spaces/criteria``
-and the devices from ``/api/v2/devices`` (``offset``/``limit``, ``hasMore``). Records are flat dicts
+and the devices from ``/api/v2/devices`` (``offset``/``limit``, ``hasMore``). ``fields`` (1-512 names,
+all searchable) is every searchable field by default, or with ``fields = mapped``/an explicit list the
+ones named there plus every searchable field the merged mapping reads (INI, defaults and the
+``MobileIron`` mapping in Oomnitza); mapped fields go first when the 512 cap cuts. Records are flat dicts
 whose keys contain dots (``common.serial_number``); mappings address them verbatim (the path resolver
 falls back to the literal key).
 
@@ -39,6 +43,7 @@ from .base import BadRecord, Record, Source
 log = logging.getLogger(__name__)
 
 V1_MAX_ROWS = 500  # Ivanti's hard limit: more is a 400
+V1_PARTITION_ROWS = 50
 V2_PAGE = 50
 V2_MAX_FIELDS = 512
 V2_ID_FIELD = "common.uuid"
@@ -230,10 +235,13 @@ class MobileIron(Source):
     # -- v1: MobileIron Cloud / Ivanti Neurons for MDM ---------------------------------------------
 
     async def _partitions(self, http: Http) -> list[tuple[Any, str]]:
-        body = decode_json(await http.request("GET", "/api/v1/tenant/partition/device"))
-        rows = (_v1_result(body) or {}).get("searchResults")
-        if not isinstance(rows, list):
-            raise SourceError(f"[{self.name}] MobileIron's partition list has no result.searchResults")
+        rows: list[Any] = []
+        # Ivanti: calls "against the database" (groups, partitions) may return 50 rows a page.
+        async for response in http.paginate(StartRows(V1_PARTITION_ROWS), "/api/v1/tenant/partition/device"):
+            page = (_v1_result(decode_json(response)) or {}).get("searchResults")
+            if not isinstance(page, list):
+                raise SourceError(f"[{self.name}] MobileIron's partition list has no result.searchResults")
+            rows += page
         found = [(row.get("id"), str(row.get("name"))) for row in rows if isinstance(row, dict) and "id" in row]
         wanted = parse_partitions(self.setting("partitions"))
         if wanted is None:
@@ -350,18 +358,30 @@ class MobileIron(Source):
         if not isinstance(rows, list):
             raise SourceError(f"[{self.name}] MobileIron Core's field list (criteria) has no 'results'")
         available = [str(r["name"]) for r in rows if isinstance(r, dict) and r.get("name")]
+        known = set(available)
         choice = self.setting("fields").strip()
-        mapped = [s for s in self.mapped_sources() if s in set(available)]
+        # The merged mapping (INI, defaults and Oomnitza's MobileIron mapping) names the fields it reads.
+        mapped = [s for s in self.mapped_sources() if s in known]
+        ids = [V2_ID_FIELD] if V2_ID_FIELD in known else []
         if choice.lower() == "mapped":
-            fields = [V2_ID_FIELD, *mapped]
+            fields = [*ids, *mapped]
         elif choice:
-            fields = [V2_ID_FIELD, *(f.strip() for f in choice.split(",") if f.strip())]
+            listed = [f.strip() for f in choice.split(",") if f.strip()]
+            unknown = [f for f in listed if f not in known]
+            if unknown:
+                log.warning(
+                    "[%s] device space %s has no searchable field %s; not requested",
+                    self.name,
+                    space_id,
+                    ", ".join(unknown),
+                )
+            fields = [*ids, *(f for f in listed if f in known), *mapped]
         else:
             fields = available
         fields = list(dict.fromkeys(fields))
         if len(fields) > V2_MAX_FIELDS:
             # Ivanti accepts 512 fields at most: the mapped ones (and the id) first, then the rest in order.
-            fields = list(dict.fromkeys([V2_ID_FIELD, *mapped, *fields]))[:V2_MAX_FIELDS]
+            fields = list(dict.fromkeys([*ids, *mapped, *fields]))[:V2_MAX_FIELDS]
             log.warning(
                 "[%s] device space %s has %d searchable fields; requesting %d (mapped ones first); "
                 "set fields = mapped to request only those",
@@ -371,7 +391,10 @@ class MobileIron(Source):
                 V2_MAX_FIELDS,
             )
         if not fields:
-            raise SourceError(f"[{self.name}] MobileIron Core lists no searchable fields for device space {space_id}")
+            raise SourceError(
+                f"[{self.name}] nothing to request from MobileIron Core for device space {space_id}: none of "
+                "the fields chosen (fields, mappings) is searchable there"
+            )
         return fields
 
 

@@ -1,12 +1,16 @@
 """``[simplemdm]``: SimpleMDM (PDQ) devices, with installed apps and custom attribute values.
 
 ``GET {url}/devices?limit=100`` with HTTP Basic (the API key as user name, empty password), cursor-paged
-with ``starting_after=<last id>`` while ``has_more``. Devices are kept by type (computer = no
-``cellular_technology``) and by legacy device group (``device_groups``), then enriched concurrently
-within a page, bounded:
+with ``starting_after=<last id>`` while ``has_more`` (https://api.simplemdm.com, Authentication and
+Pagination). Devices are kept by type (computer = no ``cellular_technology``) and by legacy device group
+(``device_groups``), then enriched concurrently within a page, bounded:
 - computers: ``/devices/{id}/installed_apps`` (cursor-paged too) → ``software`` ``[{name, version, path}]``,
-  only when a mapping (``APPLICATIONS ← software`` by default) reads it;
-- with ``custom_attributes``: ``/devices/{id}/custom_attribute_values`` → ``custom_attributes`` ``{id: value}``.
+  only when the merged mapping (``APPLICATIONS ← software`` by default, the Oomnitza one included)
+  reads it;
+- ``custom_attributes`` ``{name: value}``: from the device list's own
+  ``relationships.custom_attribute_values`` (no extra call); only a device listed without that
+  relationship costs ``/devices/{id}/custom_attribute_values``, and only with ``custom_attributes`` on or
+  a mapping that reads ``custom_attributes.…``. Values marked secret are never kept.
 
 The record is the device's ``attributes`` (as the seed) plus ``id`` and ``relationships``; secret
 attributes (FileVault recovery key, firmware and recovery-lock passwords) are removed.
@@ -125,14 +129,20 @@ class SimpleMDM(Source):
         return re.sub(r"/api(/v\d+)?$", "", url, flags=re.IGNORECASE) + "/api/v1"
 
     def wants_software(self) -> bool:
-        return any(src == "software" or src.startswith("software.") for src in self.mapped_sources())
+        return self._maps("software")
+
+    def wants_custom(self) -> bool:
+        return truthy(self.setting("custom_attributes")) or self._maps("custom_attributes")
+
+    def _maps(self, key: str) -> bool:
+        return any(src == key or src.startswith(f"{key}.") for src in self.mapped_sources())
 
     async def pages(self) -> AsyncIterator[list[Record]]:
         auth = basic(self.setting("secret_access_key").strip(), "")
         cap = int(self.setting("max_connections") or 4)
         groups, types = self.groups, self.types
         software = self.wants_software()
-        custom = truthy(self.setting("custom_attributes"))
+        custom = self.wants_custom()
         async with self.http(
             base_url=self.base, headers={"Accept": "application/json"}, auth=auth, max_connections=cap
         ) as http:
@@ -174,10 +184,13 @@ class SimpleMDM(Source):
         if "relationships" in device:
             record.setdefault("relationships", device["relationships"])
         device_id = device["id"]
+        inline = _inline_custom(device)
+        if inline is not None:
+            record["custom_attributes"] = inline
         async with slots:
             if software:
                 record["software"] = await self._apps(http, device_id) if is_computer(attrs) else []
-            if custom:
+            if custom and inline is None:
                 record["custom_attributes"] = await self._custom(http, device_id)
         return record
 
@@ -206,13 +219,27 @@ class SimpleMDM(Source):
         if response.status_code == 404:
             return {}  # the device was deleted since it was listed
         body = decode_json(response)
-        values: dict[str, Any] = {}
-        data = body.get("data") if isinstance(body, dict) else None
-        for item in data if isinstance(data, list) else []:
-            if isinstance(item, dict) and item.get("id") is not None:
-                attrs = item.get("attributes") if isinstance(item.get("attributes"), dict) else {}
-                values[str(item["id"])] = attrs.get("value")
-        return values
+        return _values(body.get("data") if isinstance(body, dict) else None)
+
+
+def _inline_custom(device: dict[str, Any]) -> dict[str, Any] | None:
+    """The values the device list carries in ``relationships.custom_attribute_values`` (None: not there)."""
+    rel = device.get("relationships")
+    values = rel.get("custom_attribute_values") if isinstance(rel, dict) else None
+    data = values.get("data") if isinstance(values, dict) else None
+    return _values(data) if isinstance(data, list) else None
+
+
+def _values(data: Any) -> dict[str, Any]:
+    """``[{"id": name, "attributes": {"value", "secret"}}]`` → ``{name: value}``, secret ones left out."""
+    values: dict[str, Any] = {}
+    for item in data if isinstance(data, list) else []:
+        if isinstance(item, dict) and item.get("id") is not None:
+            attrs = item.get("attributes") if isinstance(item.get("attributes"), dict) else {}
+            if attrs.get("secret") is True:
+                continue
+            values[str(item["id"])] = attrs.get("value")
+    return values
 
 
 def _error_text(exc: HttpError) -> str:
