@@ -109,6 +109,7 @@ def test_transient_fault_on_a_later_page(
     assert result.code == 0, result.all
     assert_accounted(result, "okta", pulled=7, sent=7)
     assert len(fake_oomnitza.records("users")) == 7
+    assert okta._faults == []  # the fault was met
 
 
 @pytest.mark.parametrize("url", ["{url}/", "{url}/api/v1", "https://acme-admin.okta.com"])

@@ -375,6 +375,7 @@ def test_transient_fault_on_a_later_page(
     assert result.code == 0, result.all
     assert_accounted(result, "zendesk", pulled=7, sent=7)
     assert len(fake_oomnitza.records("users")) == 7
+    assert zendesk._faults == []  # the fault was met
 
 
 def test_token_endpoint_5xx_retried(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza) -> None:
