@@ -1,11 +1,31 @@
-"""Fake Microsoft Entra ID + Microsoft Graph on one (TLS) server.
+"""Fake Microsoft Entra ID + Microsoft Graph on one (TLS) server. Each behaviour and its source:
 
-- sign-in (what MSAL calls): ``GET /{tenant}/v2.0/.well-known/openid-configuration`` and
+- Sign-in (what MSAL calls): ``GET /{tenant}/v2.0/.well-known/openid-configuration`` and
   ``POST /{tenant}/oauth2/v2.0/token`` (client credentials with a secret or a certificate
-  ``client_assertion``), answering Entra's JSON bodies, ``AADSTS…`` errors included;
-- Graph v1.0: ``GET /v1.0/users`` with ``Authorization: Bearer``, ``$top`` (capped by ``max_page``),
-  ``$select`` projection, ``$filter`` (``prop eq value`` only), ``$count`` (needs
-  ``ConsistencyLevel: eventual``), and ``@odata.nextLink`` carrying a ``$skiptoken``.
+  ``client_assertion`` whose header names the certificate by ``x5t#S256``/``x5t``), answering
+  Entra's JSON bodies, ``AADSTS…`` errors included (learn.microsoft.com "Microsoft identity platform
+  and the OAuth 2.0 client credentials flow", "certificate credentials").
+- ``GET /v1.0/users`` with ``Authorization: Bearer``; ``$top`` 1..999 (capped by ``max_page``,
+  the harder case), ``@odata.nextLink`` with a ``$skiptoken`` (Graph "List users", "Paging").
+- ``$select``: only the named properties come back (Graph's default set without it); an unknown
+  name is 400 ``Request_BadRequest``; extension attributes come back only when selected ("Returned
+  only on $select", user resource type).
+- ``$filter``: ``eq``/``ne``/``startsWith``/``endsWith`` clauses joined by ``and``. Whether a clause
+  needs the advanced query parameters (``ConsistencyLevel: eventual`` *and* ``$count=true``)
+  follows the user table of "Advanced query capabilities on Microsoft Entra ID objects"
+  (microsoftgraph/microsoft-graph-docs-contrib ``concepts/aad-advanced-queries.md``,
+  ``includes/filter-directory-objects.md``): ``ne``, ``endsWith``, ``null`` and the properties
+  indexed only for advanced queries; without them Graph answers 400 ``Request_UnsupportedQuery``.
+  ``$count=true`` without the header is silently ignored (no ``@odata.count``), as documented.
+- ``$expand=manager($select=…)``: at most 100 users per page; "``$expand`` is not currently
+  supported with advanced queries": an advanced query with ``$expand`` is 400
+  ``Request_UnsupportedQuery`` "Unsupported or invalid query filter clause specified for property
+  'X' of resource 'User'." (microsoft-graph-docs-contrib #9095, msgraph-sdk-dotnet #2068).
+- ``POST /v1.0/$batch`` (JSON batching): at most 20 requests; each ``GET /users/{id}/manager``
+  answers 200 with the manager (``$select`` honoured) or 404 ``Request_ResourceNotFound`` when there
+  is none (Graph "List manager"); answers come in another order than asked (the docs allow it), and
+  ``throttle_batch_items`` makes that many sub-requests 429 with their own ``Retry-After`` ("Requests
+  in a batch are evaluated individually against the applicable throttling limits").
 
 MSAL insists on https authorities, so serve it with the ``tls_files`` certificate.
 """
@@ -13,9 +33,10 @@ MSAL insists on https authorities, so serve it with the ``tls_files`` certificat
 from __future__ import annotations
 
 import base64
+import json
 import re
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -114,6 +135,25 @@ def entra_error(error: str, description: str, codes: list[int], status: int) -> 
 
 
 THROTTLED = graph_error_body("TooManyRequests", "Too many requests.")
+# Properties whose $filter is supported only in advanced queries (the user table of the docs).
+ADVANCED_ONLY = frozenset(
+    {
+        "companyName",
+        "employeeHireDate",
+        "employeeType",
+        "mobilePhone",
+        "officeLocation",
+        "onPremisesExtensionAttributes",
+        "onPremisesImmutableId",
+        "onPremisesLastSyncDateTime",
+        "onPremisesSamAccountName",
+        "passwordPolicies",
+        "postalCode",
+        "preferredLanguage",
+        "showInAddressList",
+        "streetAddress",
+    }
+)
 
 
 def fixture_users() -> list[dict[str, Any]]:
@@ -194,22 +234,65 @@ def _offset(token: str) -> int | None:
         return None
 
 
-def _matches(user: dict[str, Any], expression: str) -> bool | None:
-    """``prop eq value`` (value: true/false/'text'/number); None when the filter is not understood."""
-    parts = expression.split(" ", 2)
-    if len(parts) != 3 or parts[1] != "eq":
-        return None
-    prop, raw = parts[0], parts[2]
+def _literal(raw: str) -> tuple[bool, Any]:
     if raw in ("true", "false"):
-        value: Any = raw == "true"
-    elif raw.startswith("'") and raw.endswith("'"):
-        value = raw[1:-1]
-    else:
-        try:
-            value = int(raw)
-        except ValueError:
+        return True, raw == "true"
+    if raw == "null":
+        return True, None
+    if raw.startswith("'") and raw.endswith("'"):
+        return True, raw[1:-1]
+    try:
+        return True, int(raw)
+    except ValueError:
+        return False, None
+
+
+def parse_filter(expression: str) -> list[tuple[str, str, Any]] | None:
+    """``[(op, prop, value)]`` for clauses joined by ``and``; None when not understood."""
+    clauses = []
+    for clause in re.split(r"\s+and\s+", expression.strip(), flags=re.IGNORECASE):
+        call = re.fullmatch(r"(startsWith|endsWith)\((\w+),\s*'([^']*)'\)", clause.strip(), re.IGNORECASE)
+        if call:
+            clauses.append((call.group(1).lower(), call.group(2), call.group(3)))
+            continue
+        parts = clause.strip().split(" ", 2)
+        if len(parts) != 3 or parts[1].lower() not in ("eq", "ne"):
             return None
-    return user.get(prop) == value
+        ok, value = _literal(parts[2])
+        if not ok:
+            return None
+        clauses.append((parts[1].lower(), parts[0], value))
+    return clauses
+
+
+def needs_advanced(clauses: list[tuple[str, str, Any]], advanced_only: frozenset[str] = ADVANCED_ONLY) -> str | None:
+    """The property of the first clause that only an advanced query supports, or None."""
+    for op, prop, value in clauses:
+        if op in ("ne", "endswith") or value is None or prop in advanced_only:
+            return prop
+    return None
+
+
+def _matches(user: dict[str, Any], clauses: list[tuple[str, str, Any]]) -> bool:
+    for op, prop, value in clauses:
+        have = user.get(prop)
+        ok = {
+            "eq": have == value,
+            "ne": have != value,
+            "startswith": isinstance(have, str) and have.lower().startswith(str(value).lower()),
+            "endswith": isinstance(have, str) and have.lower().endswith(str(value).lower()),
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def unsupported_clause(prop: str) -> JSONResponse:
+    return graph_error(
+        "Request_UnsupportedQuery",
+        f"Unsupported or invalid query filter clause specified for property '{prop}' of resource 'User'.",
+        400,
+    )
 
 
 class FakeAzure(FakeVendor):
@@ -227,11 +310,14 @@ class FakeAzure(FakeVendor):
         self.link_host = link_host  # emit nextLinks on this host (as Graph behind a proxy would)
         self.issued: list[str] = []
         self.revoked: set[str] = set()
+        self.throttle_batch_items = 0  # the next N sub-requests of $batch calls answer 429
+        self.advanced_only = ADVANCED_ONLY  # Graph may index more properties for advanced queries only
         super().__init__()
 
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/v1.0/users", self.list_users),
+            Route("/v1.0/$batch", self.batch, methods=["POST"]),
             Route("/{tenant}/v2.0/.well-known/openid-configuration", self.openid_configuration),
             Route("/{tenant}/oauth2/v2.0/token", self.token, methods=["POST"]),
         ]
@@ -327,23 +413,71 @@ class FakeAzure(FakeVendor):
 
     # -- Graph ---------------------------------------------------------------------------------------
 
-    async def list_users(self, request: Request) -> Response:
+    def _token_ok(self, request: Request) -> bool:
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
-        if not token or token not in self.issued or token in self.revoked:
+        return bool(token) and token in self.issued and token not in self.revoked
+
+    async def batch(self, request: Request) -> Response:
+        if not self._token_ok(request):
+            return graph_error("InvalidAuthenticationToken", "Access token validation failure. Invalid audience.", 401)
+        try:
+            asked = json.loads(await request.body())["requests"]
+        except (ValueError, KeyError, TypeError):
+            return graph_error("BadRequest", "Invalid batch payload format.", 400)
+        if not isinstance(asked, list) or len(asked) > 20:
+            return graph_error("BadRequest", "Batch request cannot contain more than 20 requests.", 400)
+        by_id = {u["id"]: u for u in self.users}
+        answers = []
+        for item in asked:
+            if self.throttle_batch_items > 0:
+                self.throttle_batch_items -= 1
+                answers.append({"id": item["id"], "status": 429, "headers": {"Retry-After": "1"}, "body": THROTTLED})
+                continue
+            url = urlsplit(item.get("url", ""))
+            match = re.fullmatch(r"/users/([^/]+)/manager", url.path)
+            if item.get("method") != "GET" or match is None:
+                answers.append({"id": item["id"], "status": 400, "body": graph_error_body("BadRequest", "Unsupported")})
+                continue
+            select = (parse_qs(url.query).get("$select") or [",".join(DEFAULT_SELECT)])[0].split(",")
+            user = by_id.get(match.group(1))
+            boss = by_id.get((user or {}).get("managerId") or "")
+            if boss is None:
+                message = (
+                    "Resource 'manager' does not exist or one of its queried reference-property objects "
+                    "are not present."
+                )
+                answers.append(
+                    {"id": item["id"], "status": 404, "body": graph_error_body("Request_ResourceNotFound", message)}
+                )
+                continue
+            body = {
+                "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#directoryObjects/$entity",
+                "@odata.type": "#microsoft.graph.user",
+                **{p: boss.get(p) for p in select},
+            }
+            answers.append(
+                {"id": item["id"], "status": 200, "headers": {"Content-Type": "application/json"}, "body": body}
+            )
+        return JSONResponse({"responses": list(reversed(answers))})
+
+    async def list_users(self, request: Request) -> Response:
+        if not self._token_ok(request):
             return graph_error("InvalidAuthenticationToken", "Access token validation failure. Invalid audience.", 401)
         q = request.query_params
         pool = self.users
+        advanced = q.get("$count") == "true" and request.headers.get("consistencylevel") == "eventual"
         if "$filter" in q:
-            kept = [u for u in pool if _matches(u, q["$filter"])]
-            if any(_matches(u, q["$filter"]) is None for u in pool[:1]):
-                return graph_error(
-                    "Request_UnsupportedQuery",
-                    "Unsupported or invalid query filter clause specified for property.",
-                    400,
-                )
-            pool = kept
-        if q.get("$count") == "true" and request.headers.get("consistencylevel") != "eventual":
-            return graph_error("Request_BadRequest", "$count is not currently supported.", 400)
+            clauses = parse_filter(q["$filter"])
+            if clauses is None:
+                return unsupported_clause(q["$filter"].split(" ", 1)[0])
+            prop = needs_advanced(clauses, self.advanced_only)
+            if prop is not None and not advanced:
+                return unsupported_clause(prop)
+            if advanced and "$expand" in q:  # "$expand is not currently supported with advanced queries"
+                return unsupported_clause(clauses[0][1])
+            pool = [u for u in pool if _matches(u, clauses)]
+        elif advanced and "$expand" in q:
+            return graph_error("Request_UnsupportedQuery", "Unsupported Query.", 400)
         select = [p for p in q.get("$select", "").split(",") if p] or list(DEFAULT_SELECT)
         unknown = [p for p in select if p not in KNOWN and not p.startswith("extension_")]
         if unknown:
@@ -386,7 +520,7 @@ class FakeAzure(FakeVendor):
         body: dict[str, Any] = {
             "@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#users({','.join(select)})",
         }
-        if q.get("$count") == "true":
+        if advanced:  # without ConsistencyLevel, $count=true is silently ignored
             body["@odata.count"] = len(pool)
         if start + size < len(pool):
             params = {k: v for k, v in q.items() if k != "$skiptoken"}

@@ -1,5 +1,29 @@
-"""Fake Okta org: ``/api/v1/users`` with SSWS or Bearer auth, ``Link`` pagination, rate-limit
-headers, the ``filter`` for DEPROVISIONED users, and the OAuth token endpoint.
+"""Fake Okta org: ``/api/v1/users`` and the org authorization server's token endpoint. Each
+behaviour and where it comes from:
+
+- Auth: ``Authorization: SSWS <api token>`` (developer.okta.com "Create an API token"), or an
+  OAuth 2.0 API Services app: ``POST /oauth2/v1/token`` with ``grant_type=client_credentials``,
+  ``scope=okta.users.read`` and a ``private_key_jwt`` client assertion (``iss`` = ``sub`` = client
+  id, ``aud`` = the token URL, a ``jti`` never seen before). The assertion's signature is checked
+  against the app's registered public keys; with several keys the JWT header must name one in
+  ``kid``, else 401 ``invalid_client`` "The client_assertion JWT kid is invalid." (developer.okta.com
+  "Implement OAuth for Okta with a service app"; support.okta.com "Creating a Private Key JWT when a
+  Client Has Multiple Public/Private Key Pairs"). RSA and EC keys are accepted.
+- Admin role: an app's token without an admin role assigned to the app is refused on every call
+  with 403 ``E0000006`` "You do not have permission to perform the requested action"
+  (developer.okta.com "Assign admin roles to the OAuth 2.0 service app"; support.okta.com "How to
+  Assign the Correct Admin Role to a Service Application").
+- Paging: ``limit`` (at most 200; ``max_page`` caps it lower, the harder case) and ``Link:
+  <…?after=…>; rel="next"`` headers, one per link (developer.okta.com "Pagination"). Users with
+  status DEPROVISIONED only come with ``filter=status eq "DEPROVISIONED"`` (List all users).
+- Rate limits: every answer carries ``X-Rate-Limit-Limit``, ``-Remaining`` and ``-Reset`` (UTC
+  epoch seconds) (developer.okta.com "Rate limit best practices"). ``throttle()`` opens a window
+  in which every request is 429 ``E0000047`` with those headers and a ``Date``, and no
+  ``Retry-After``, until the reset time: a client that retries sooner is throttled again (okta
+  /okta-sdk-python ``request_executor.py`` waits ``X-Rate-Limit-Reset - Date + 1`` and demands both
+  headers on a 429).
+- Errors: Okta's body ``{"errorCode", "errorSummary", "errorLink", "errorId", "errorCauses"}``; a bad
+  token is 401 ``E0000011`` "Invalid token provided".
 
 With ``require_dpop`` the OAuth app behaves as one with "Require DPoP header in token requests"
 (RFC 9449 as Okta implements it): a token request without a proof gets ``invalid_dpop_proof``, a
@@ -12,6 +36,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import time
 from typing import Any
 
@@ -68,7 +93,16 @@ class FakeOkta(FakeVendor):
         self.bound: dict[str, str] = {}  # DPoP token -> thumbprint of the key it is bound to
         self.proof_ids: set[str] = set()  # jti of every proof seen (a replay is refused)
         self.client_assertion_ids: set[str] = set()
+        self.app_keys: dict[str, Any] = {}  # kid -> the app's registered public key (empty: not checked)
+        self.admin_role = True  # the API Services app has an admin role assigned
+        self.throttle_next: float = 0.0  # seconds of throttling that the next users request starts
+        self.throttled_until = 0.0
+        self.throttled: list[float] = []  # when each 429 was answered
         super().__init__()
+
+    def throttle(self, seconds: float = 1.0) -> None:
+        """The next users request hits the rate limit for ``seconds`` (rounded up to Okta's whole seconds)."""
+        self.throttle_next = seconds
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -123,6 +157,23 @@ class FakeOkta(FakeVendor):
         import jwt
 
         claims = jwt.decode(assertion, options={"verify_signature": False})
+        if self.app_keys:
+            kid = jwt.get_unverified_header(assertion).get("kid")
+            key = self.app_keys.get(kid) if kid else next(iter(self.app_keys.values()))
+            if key is None or (not kid and len(self.app_keys) > 1):
+                return JSONResponse(
+                    {"error": "invalid_client", "error_description": "The client_assertion JWT kid is invalid."}, 401
+                )
+            try:
+                jwt.decode(assertion, key, algorithms=["RS256", "ES256", "ES384", "ES512"], audience=claims.get("aud"))
+            except jwt.PyJWTError:
+                return JSONResponse(
+                    {
+                        "error": "invalid_client",
+                        "error_description": "The client_assertion signature is invalid.",
+                    },
+                    401,
+                )
         if claims.get("iss") != self.client_id or claims.get("aud") != f"{self.url}/oauth2/v1/token":
             return JSONResponse({"error": "invalid_client"}, status_code=401)
         if claims.get("jti") in self.client_assertion_ids:
@@ -160,7 +211,27 @@ class FakeOkta(FakeVendor):
             {"token_type": token_type, "expires_in": 3600, "access_token": token, "scope": "okta.users.read"}
         )
 
+    def _rate_headers(self, remaining: int, reset: float) -> dict[str, str]:
+        return {
+            "X-Rate-Limit-Limit": "600",
+            "X-Rate-Limit-Remaining": str(remaining),
+            "X-Rate-Limit-Reset": str(int(reset)),
+        }  # the server (uvicorn) adds Date to every answer, as Okta's does
+
     async def list_users(self, request: Request) -> Response:
+        now = time.time()
+        if self.throttle_next:
+            self.throttled_until, self.throttle_next = math.ceil(now + self.throttle_next), 0.0
+        if now < self.throttled_until:
+            self.throttled.append(now)
+            body = {
+                "errorCode": "E0000047",
+                "errorSummary": "API call exceeded rate limit due to too many requests.",
+                "errorLink": "E0000047",
+                "errorId": "oaeFAKE47",
+                "errorCauses": [],
+            }
+            return JSONResponse(body, status_code=429, headers=self._rate_headers(0, self.throttled_until))
         if not self._authorized(request):
             if self.resource_nonce and request.headers.get("authorization", "").startswith("DPoP "):
                 return okta_error(
@@ -174,6 +245,8 @@ class FakeOkta(FakeVendor):
                     },
                 )
             return okta_error("E0000011", "Invalid token provided", 401)
+        if not self.admin_role and not request.headers.get("authorization", "").startswith("SSWS "):
+            return okta_error("E0000006", "You do not have permission to perform the requested action", 403)
         q = request.query_params
         limit = min(int(q.get("limit", 200)), self.max_page)
         if q.get("filter") == 'status eq "DEPROVISIONED"':
@@ -188,12 +261,7 @@ class FakeOkta(FakeVendor):
         if start + limit < len(pool):
             extra = f"&filter={q['filter']}" if q.get("filter") else ""
             links.append(f'<{self.url}/api/v1/users?after={page[-1]["id"]}&limit={limit}{extra}>; rel="next"')
-        headers = {
-            "X-Rate-Limit-Limit": "600",
-            "X-Rate-Limit-Remaining": str(max(self.remaining, 1)),
-            "X-Rate-Limit-Reset": str(int(time.time()) + 60),
-        }
-        response = JSONResponse(page, headers=headers)
+        response = JSONResponse(page, headers=self._rate_headers(max(self.remaining, 1), now + 60))
         for link in links:
             response.headers.append("link", link)
         return response

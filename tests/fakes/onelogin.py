@@ -1,8 +1,29 @@
-"""Fake OneLogin account: the v2 token endpoint (HTTP Basic ``client_id:client_secret``, the
-``client_id:…, client_secret:…`` header or form fields), ``/api/2/users`` with ``Authorization:
-Bearer``, page cursors in the ``After-Cursor`` response header, the ``fields`` parameter (the list
-leaves ``custom_attributes`` out unless asked), ``X-RateLimit-*`` headers (reset in seconds) and the
-v1 error envelope."""
+"""Fake OneLogin account (API v2). Each behaviour and where it comes from:
+
+- Token: ``POST /auth/oauth2/v2/token`` with ``{"grant_type": "client_credentials"}`` and the
+  credential pair as HTTP Basic, the ``client_id:…, client_secret:…`` header or body fields;
+  answer ``access_token``, ``expires_in`` 36000, ``token_type: bearer`` (developers.onelogin.com
+  api-docs/2/oauth20-tokens/generate-tokens-2). A wrong pair is 401 in the v1 envelope
+  ``{"status": {"error": true, "code": 401, "type": "Unauthorized", "message": "Authentication
+  Failure"}}``.
+- Users: ``GET /api/2/users`` with ``Authorization: Bearer`` (developers.onelogin.com api-docs/2/
+  users/list-users). The answer is a bare JSON array; paging metadata is in headers
+  (``Total-Count``, ``Total-Pages``, ``Current-Page``, ``Page-Items``, ``Before-Cursor``,
+  ``After-Cursor``; next page with ``cursor=``) (api-docs/2/getting-started/using-query-parameters).
+- ``limit``: at most 100 (onelogin-python-sdk ``api/users_v2_api.py``: "How many items to return at
+  one time (max 100)"; more is refused here, the harder reading); pages of at most ``max_page``
+  (50 by default: the List Users page says "This call returns up to 50 users per page").
+- ``fields``: "Comma delimited list of fields to return" (users_v2_api.py): only the named fields
+  come back, and a name OneLogin does not know is silently left out, which is how a misspelt field
+  (``samaccount_name`` for ``samaccountname``, models/user.py) loses data. Without ``fields`` the
+  list returns the reduced shape of the documented sample (no title, department, company,
+  role_ids, managers, userprincipalname, preferred_locale_code or custom attributes);
+  ``custom_attributes`` only when named. ``reject_fields`` makes the server refuse ``fields``
+  (400, "custom_attributes" or "all"): not documented, the harder case.
+- Errors of the v2 API: ``{"message", "name", "statusCode"}`` (List Custom Attributes samples).
+- Rate limit: ``X-RateLimit-Limit`` / ``-Remaining`` / ``-Reset`` (seconds left, not an epoch)
+  (api-docs/1/oauth20-tokens/get-rate-limit).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +37,8 @@ from starlette.routing import BaseRoute, Route
 
 from .vendor import FakeVendor
 
-# The fields a v2 list entry carries when no ``fields`` parameter is given.
-DEFAULT_FIELDS = (
+# Every field of a v2 user (onelogin-python-sdk models/user.py, passwords left out).
+ALL_FIELDS = (
     "id",
     "username",
     "email",
@@ -36,7 +57,7 @@ DEFAULT_FIELDS = (
     "trusted_idp_id",
     "manager_ad_id",
     "manager_user_id",
-    "samaccount_name",
+    "samaccountname",
     "member_of",
     "userprincipalname",
     "distinguished_name",
@@ -51,6 +72,31 @@ DEFAULT_FIELDS = (
     "locked_until",
     "password_changed_at",
 )
+# What a list entry carries when no ``fields`` parameter is given (the List Users sample answer).
+DEFAULT_FIELDS = (
+    "activated_at",
+    "distinguished_name",
+    "external_id",
+    "firstname",
+    "last_login",
+    "lastname",
+    "directory_id",
+    "invitation_sent_at",
+    "member_of",
+    "updated_at",
+    "created_at",
+    "id",
+    "invalid_login_attempts",
+    "locked_until",
+    "username",
+    "email",
+    "phone",
+    "state",
+    "group_id",
+    "password_changed_at",
+    "status",
+    "samaccountname",
+)
 
 
 def envelope_error(code: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -60,7 +106,7 @@ def envelope_error(code: int, kind: str, message: str, headers: dict[str, str] |
 
 def full_user(**fields: Any) -> dict[str, Any]:
     """A user as OneLogin stores it: every default list field (null unless given) + custom attributes."""
-    base: dict[str, Any] = dict.fromkeys(DEFAULT_FIELDS)
+    base: dict[str, Any] = dict.fromkeys(ALL_FIELDS)
     base.update({"role_ids": [], "custom_attributes": {"employee_id": None, "cost_center": None}})
     base.update(fields)
     return base
@@ -83,7 +129,7 @@ KWAME = full_user(
     last_login="2026-09-29T07:00:00.000Z",
     created_at="2024-03-01T10:00:00.000Z",
     updated_at="2026-09-29T07:00:00.000Z",
-    samaccount_name="kmensah",
+    samaccountname="kmensah",
     preferred_locale_code="en",
     manager_user_id="40009",
     custom_attributes={"employee_id": "E-40001", "cost_center": "CC-9"},
@@ -134,13 +180,13 @@ class FakeOnelogin(FakeVendor):
         client_id: str = "0a1b2c3d4e5f",
         client_secret: str = "s3cr3t-OneLogin-v2",
         max_page: int = 50,
-        reject_fields: bool = False,
+        reject_fields: str = "",
     ) -> None:
         self.users = users if users is not None else [KWAME, LEA, user(3)]
         self.client_id = client_id
         self.client_secret = client_secret
         self.max_page = max_page
-        self.reject_fields = reject_fields  # answer 400 to a fields parameter naming custom_attributes
+        self.reject_fields = reject_fields  # "custom_attributes": refuse it in fields; "all": refuse fields
         self.issued: list[str] = []
         self.revoked: set[str] = set()
         self.remaining = 5000
@@ -210,9 +256,18 @@ class FakeOnelogin(FakeVendor):
             )
         q = request.query_params
         fields = [f.strip() for f in q.get("fields", "").split(",") if f.strip()]
-        if fields and self.reject_fields and "custom_attributes" in fields:
+        refused = (self.reject_fields == "all" and fields) or (
+            self.reject_fields == "custom_attributes" and "custom_attributes" in fields
+        )
+        if refused:
+            bad = "custom_attributes" if "custom_attributes" in fields else fields[0]
             return JSONResponse(
-                {"message": "Invalid field: custom_attributes", "name": "BadRequestError", "statusCode": 400},
+                {"message": f"Invalid field: {bad}", "name": "BadRequestError", "statusCode": 400},
+                status_code=400,
+            )
+        if int(q.get("limit", 50)) > 100:
+            return JSONResponse(
+                {"message": "limit must be less than or equal to 100", "name": "BadRequestError", "statusCode": 400},
                 status_code=400,
             )
         if q.get("cursor"):
@@ -221,7 +276,8 @@ class FakeOnelogin(FakeVendor):
             offset, limit = 0, int(q.get("limit", 50))
         limit = min(limit, self.max_page)
         page = self.users[offset : offset + limit]
-        shown = fields or list(DEFAULT_FIELDS)
+        known = {*ALL_FIELDS, "custom_attributes"}
+        shown = [f for f in fields if f in known] or list(DEFAULT_FIELDS)  # unknown names: silently left out
         body = [{k: u.get(k) for k in ("id", *shown) if k in u} for u in page]
         total = len(self.users)
         headers = {

@@ -1,15 +1,32 @@
-"""Fake Workday RaaS: ``GET /ccx/service/customreport2/{tenant}/{owner}/{report}`` with HTTP Basic
-(or a Bearer token from ``POST /ccx/oauth2/{tenant}/token``, refresh-token grant).
+"""Fake Workday Report-as-a-Service (RaaS). Each behaviour and where it comes from; Workday's own
+reference is behind a Community login, so the public sources are Workday's open-source clients
+and integrators' guides:
 
-``format=json`` answers ``{"Report_Entry": [...]}`` (``application/json;charset=UTF-8``); no
-``format`` answers the default XML (``<wd:Report_Data>``), as Workday does. Other query parameters
-are report prompts: they keep the rows whose column of that name has that value. A wrong password
-answers 401 with an empty body; an unknown report answers 500 with an XML ``wd:Error``.
+- Report: ``GET /ccx/service/customreport2/{tenant}/{owner}/{report}`` (the URL of *Actions → Web
+  Service → View URLs*; Workday/raas-python ``raas/raas.py``). ``format=json`` answers
+  ``{"Report_Entry": [...]}`` in one response, no paging (raas.py reads ``r.json()["Report_Entry"]``);
+  no ``format`` answers the default XML ``<wd:Report_Data>``. Other query parameters are report
+  prompts ("Prompts behave like request parameters", workato/docs ``connectors/workday/
+  workday_raas.md``): they keep the rows whose column of that name has that value.
+- Auth: HTTP Basic with an Integration System User (also as ``user@tenant``), or a Bearer token.
+- Token: ``POST /ccx/oauth2/{tenant}/token``, form body ``grant_type=refresh_token``,
+  ``refresh_token``, ``client_id``, ``client_secret`` (raas.py and Workday/prism-python
+  ``prism/prism.py`` ``create_bearer_token``); the answer has ``access_token``, ``token_type`` and
+  ``refresh_token`` but no ``expires_in`` (prism.py renews after 15 minutes, which suggests the
+  lifetime is short and unstated). Tokens expire after ``token_lifetime`` seconds; ``expire_tokens()``
+  ends them early. Errors follow RFC 6749 (``invalid_client`` 401, ``invalid_grant`` 400):
+  unverified, as is the body of a refused Bearer token (401, empty here).
+- Errors: a wrong password is 401 with an empty body; a report that does not exist or cannot run
+  is 500 with an XML body (``error_style = "xml"``: ``<wd:Error><wd:Message>``; ``"soap"``: a SOAP
+  fault with ``faultstring``, the shape of Workday's web services) or JSON (``"json"``: ``{"error",
+  "errors": [{"error", "location"}]}``, Workday's REST API shape). Which one RaaS sends is not
+  documented publicly; the source reads all three.
 """
 
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -65,12 +82,23 @@ def fixture_entries() -> list[dict[str, Any]]:
     ]
 
 
-def workday_fault(message: str, status: int) -> Response:
-    body = (
+def workday_fault(message: str, status: int, style: str = "xml") -> Response:
+    if style == "json":
+        body = {"error": message, "errors": [{"error": message, "location": "report"}]}
+        return JSONResponse(body, status_code=status)
+    if style == "soap":
+        text = (
+            '<?xml version="1.0" encoding="UTF-8"?><SOAP-ENV:Envelope '
+            'xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"><SOAP-ENV:Body>'
+            '<SOAP-ENV:Fault xmlns:wd="urn:com.workday/bsvc"><faultcode>SOAP-ENV:Client.validationError</faultcode>'
+            f"<faultstring>{escape(message)}</faultstring></SOAP-ENV:Fault></SOAP-ENV:Body></SOAP-ENV:Envelope>"
+        )
+        return Response(text, status_code=status, media_type="text/xml;charset=UTF-8")
+    text = (
         f'<?xml version="1.0" encoding="UTF-8"?><wd:Error xmlns:wd="urn:com.workday/bsvc">'
         f"<wd:Message>{escape(message)}</wd:Message></wd:Error>"
     )
-    return Response(body, status_code=status, media_type="text/xml;charset=UTF-8")
+    return Response(text, status_code=status, media_type="text/xml;charset=UTF-8")
 
 
 def report_xml(entries: list[dict[str, Any]]) -> str:
@@ -91,7 +119,13 @@ class FakeWorkday(FakeVendor):
         self.entries = entries if entries is not None else fixture_entries()
         self.username, self.password = USERNAME, PASSWORD
         self.issued: list[str] = []
+        self.expires: dict[str, float] = {}  # access token -> epoch it stops working
+        self.token_lifetime = 900.0
+        self.error_style = "xml"
         super().__init__()
+
+    def expire_tokens(self) -> None:
+        self.expires = dict.fromkeys(self.expires, 0.0)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -102,7 +136,7 @@ class FakeWorkday(FakeVendor):
     def _authorized(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
         if header.startswith("Bearer "):
-            return header.removeprefix("Bearer ") in self.issued
+            return time.time() < self.expires.get(header.removeprefix("Bearer "), 0.0)
         if not header.startswith("Basic "):
             return False
         try:
@@ -121,6 +155,7 @@ class FakeWorkday(FakeVendor):
             return JSONResponse({"error": "invalid_grant"}, status_code=400)
         token = f"wd-access-{len(self.issued)}"
         self.issued.append(token)
+        self.expires[token] = time.time() + self.token_lifetime
         return JSONResponse({"access_token": token, "token_type": "Bearer", "refresh_token": REFRESH_TOKEN})
 
     async def report(self, request: Request) -> Response:
@@ -128,7 +163,7 @@ class FakeWorkday(FakeVendor):
             return Response(b"", status_code=401, headers={"WWW-Authenticate": 'Basic realm="Workday"'})
         p = request.path_params
         if (p["tenant"], p["owner"], p["report"]) != (TENANT, OWNER, REPORT):
-            return workday_fault("Invalid report", 500)
+            return workday_fault("Invalid report", 500, self.error_style)
         q = request.query_params
         rows = self.entries
         for prompt, value in q.items():
@@ -139,4 +174,4 @@ class FakeWorkday(FakeVendor):
             return JSONResponse({"Report_Entry": rows}, media_type="application/json;charset=UTF-8")
         if fmt in (None, "simplexml"):
             return Response(report_xml(rows), media_type="text/xml;charset=UTF-8")
-        return workday_fault(f"Invalid format: {fmt}", 400)
+        return workday_fault(f"Invalid format: {fmt}", 400, self.error_style)

@@ -1,14 +1,37 @@
 """Fake Zendesk Support account: ``/api/v2/users`` and ``/api/v2/organizations`` (with or without
-``.json``) behind API-token Basic auth (``<email>/token:<token>``), in both pagination styles:
-offset (``page``/``per_page``, ``next_page``; 400 past the offset limit, 10,000 records on the real
-service) and cursor (``page[size]``, ``page[after]``, ``meta.has_more``, ``links.next``). Role
-filters ``role`` / ``role[]``, the ``X-Rate-Limit`` and ``ratelimit-*`` headers, Zendesk's error
-bodies."""
+``.json``) and the OAuth token endpoint. Each behaviour and where it comes from:
+
+- OAuth client credentials: ``POST /oauth/tokens`` with a JSON body (``grant_type=client_credentials``,
+  ``client_id``, ``client_secret``, optional ``scope``) answers ``access_token``, ``token_type:
+  bearer``, ``scope`` and ``expires_in`` (default 1800 s: access tokens expire, 30 minutes unless
+  asked otherwise). developer.zendesk.com/api-reference/ticketing/oauth/grant_type_tokens/ ("Create
+  Token for Grant Type", JSON parameters), the client-credentials announcement of 2025-03-04
+  (support.zendesk.com/hc/articles/8983332483226), zendesk/zcli PR #407 (the same JSON body).
+  An unknown client or a wrong secret is 401 ``invalid_client``; a scope outside the client's
+  allowed scopes is 400 ``invalid_scope`` (developer.zendesk.com "Creating and using OAuth tokens
+  with the API": "Allowed scopes define the maximum set of scopes").
+- Bearer tokens on the API: an unknown, revoked or expired token answers 401 ``{"error":
+  "invalid_token", "error_description": "The access token provided is expired, revoked, malformed
+  or invalid for other reasons."}`` (the body Zendesk sends, quoted in zendesk/zendesk_api_client_rb
+  #297, fprimex/zdesk #58, facetoe/zenpy #463).
+- API tokens: HTTP Basic ``<email>/token:<token>``; a wrong one is 401 ``{"error": "Couldn't
+  authenticate you"}`` (developer.zendesk.com "API token"; retired 2027-04-30, "Migrating from API
+  tokens to OAuth access tokens").
+- Paging, both styles (developer.zendesk.com "Pagination"): offset (``page``/``per_page``,
+  ``next_page``; 400 ``InvalidPaginationParameter`` past 100 pages, i.e. 10,000 records) and cursor
+  (``page[size]`` at most 100, ``page[after]``, ``meta.has_more``, ``links.next``). ``max_page``
+  makes pages smaller than asked (the harder case).
+- Role filters ``role`` / ``role[]`` (List Users).
+- Rate limits: ``X-Rate-Limit`` / ``ratelimit-*`` headers on every answer; 429 carries
+  ``Retry-After`` (developer.zendesk.com "Rate limits"; injected by the tests).
+- A user without the right to list users: 403 ``{"error": "Forbidden", "description": ...}``.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,6 +43,12 @@ from .vendor import FakeVendor
 
 EMAIL = "it@acme.test"
 TOKEN = "FaKeT0k3n"
+CLIENT_ID = "oomnitza_connector"
+CLIENT_SECRET = "zd-c0nfidential-s3cret"
+INVALID_TOKEN = {
+    "error": "invalid_token",
+    "error_description": "The access token provided is expired, revoked, malformed or invalid for other reasons.",
+}
 
 GRACE = {
     "id": 3001,
@@ -109,7 +138,7 @@ def organization(i: int) -> dict[str, Any]:
     }
 
 
-def _cursor(offset: int) -> str:
+def cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode()
 
 
@@ -135,19 +164,68 @@ class FakeZendesk(FakeVendor):
         self.offset_limit = offset_limit  # records reachable with offset pagination
         self.forbidden = False  # the credential is valid but may not list users (an end-user)
         self.remaining = 700
+        self.clients = {CLIENT_ID: CLIENT_SECRET}  # OAuth clients of kind Confidential
+        self.allowed_scopes = {"read", "write", "users:read", "organizations:read"}
+        self.token_lifetime = 1800  # seconds; Zendesk's default for access tokens
+        self.tokens: dict[str, float] = {}  # access token -> epoch it expires at
+        self.issued: list[str] = []
+        self.expire_after: int | None = None  # revoke every token once this many API calls succeeded
+        self.served = 0
         super().__init__()
+
+    def expire_tokens(self) -> None:
+        for token in self.tokens:
+            self.tokens[token] = 0.0
 
     def routes(self) -> list[BaseRoute]:
         return [
+            Route("/oauth/tokens", self.token_endpoint, methods=["POST"]),
             Route("/api/v2/users", self.list_users),
             Route("/api/v2/users.json", self.list_users),
             Route("/api/v2/organizations", self.list_organizations),
             Route("/api/v2/organizations.json", self.list_organizations),
         ]
 
+    async def token_endpoint(self, request: Request) -> Response:
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            return JSONResponse({"error": "invalid_request", "error_description": "JSON body expected"}, 400)
+        try:
+            form = json.loads(await request.body())
+        except ValueError:
+            return JSONResponse({"error": "invalid_request", "error_description": "Malformed JSON"}, 400)
+        if form.get("grant_type") != "client_credentials":
+            return JSONResponse({"error": "unsupported_grant_type"}, 400)
+        if self.clients.get(str(form.get("client_id"))) != form.get("client_secret"):
+            return JSONResponse(
+                {
+                    "error": "invalid_client",
+                    "error_description": "Client authentication failed due to unknown client, no client "
+                    "authentication included, or unsupported authentication method.",
+                },
+                401,
+            )
+        scopes = str(form.get("scope") or "read").split()
+        if not set(scopes) <= self.allowed_scopes:
+            return JSONResponse(
+                {
+                    "error": "invalid_scope",
+                    "error_description": "The requested scope is invalid, unknown, or malformed.",
+                },
+                400,
+            )
+        token = f"zd-at-{len(self.issued) + 1}"
+        self.issued.append(token)
+        self.tokens[token] = time.time() + self.token_lifetime
+        body = {"access_token": token, "token_type": "bearer", "scope": " ".join(scopes)}
+        return JSONResponse({**body, "expires_in": self.token_lifetime})
+
     def _authorized(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        if header.startswith("Bearer "):
+            expires = self.tokens.get(header.removeprefix("Bearer "))
+            return expires is not None and time.time() < expires
         expected = base64.b64encode(f"{self.email}/token:{self.token}".encode()).decode()
-        return request.headers.get("authorization", "") == f"Basic {expected}"
+        return header == f"Basic {expected}"
 
     def _headers(self) -> dict[str, str]:
         self.remaining = max(self.remaining - 1, 0)
@@ -168,6 +246,11 @@ class FakeZendesk(FakeVendor):
         return self._listing(request, "organizations", self.organizations)
 
     def _listing(self, request: Request, key: str, pool: list[dict[str, Any]]) -> Response:
+        if self.expire_after is not None and self.served >= self.expire_after:
+            self.expire_tokens()
+            self.expire_after = None
+        if request.headers.get("authorization", "").startswith("Bearer ") and not self._authorized(request):
+            return JSONResponse(INVALID_TOKEN, status_code=401)
         if not self._authorized(request):
             return JSONResponse(
                 {"error": "Couldn't authenticate you"},
@@ -183,6 +266,7 @@ class FakeZendesk(FakeVendor):
                 },
                 status_code=403,
             )
+        self.served += 1
         q = request.query_params
         path = request.url.path
         if "page[size]" in q or "page[after]" in q:
@@ -191,19 +275,19 @@ class FakeZendesk(FakeVendor):
             items = pool[start : start + size]
             more = start + size < len(pool)
             extra = [(k, v) for k, v in q.multi_items() if k not in ("page[size]", "page[after]", "page[before]")]
-            after = _cursor(start + size)
+            after = cursor(start + size)
             body: dict[str, Any] = {
                 key: items,
                 "meta": {
                     "has_more": more,
                     "after_cursor": after if items else None,
-                    "before_cursor": _cursor(start) if items else None,
+                    "before_cursor": cursor(start) if items else None,
                 },
                 "links": {
                     "next": f"{self.url}{path}?{urlencode([('page[size]', size), ('page[after]', after), *extra])}"
                     if more
                     else None,
-                    "prev": f"{self.url}{path}?{urlencode([('page[size]', size), ('page[before]', _cursor(start))])}"
+                    "prev": f"{self.url}{path}?{urlencode([('page[size]', size), ('page[before]', cursor(start))])}"
                     if start
                     else None,
                 },

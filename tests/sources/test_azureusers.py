@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,15 @@ from tests.fakes.azure import (
 )
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
 TOKEN_PATH = f"/{TENANT}/oauth2/v2.0/token"
 RSA = trustme.KeyType.RSA  # Entra ID app certificates are RSA
@@ -339,7 +348,7 @@ def test_json_without_value_list(
     assert fake_oomnitza.records("users") == []
 
 
-def test_filter_with_advanced_query(
+def test_filter_that_works_by_default(
     tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
 ) -> None:
     result = run(tmp_path, fake_oomnitza, azure, tls_files, filter="accountEnabled eq true")
@@ -347,8 +356,91 @@ def test_filter_with_advanced_query(
     assert_accounted(result, "azureusers", pulled=4, sent=4)
     assert fake_oomnitza.record("users", USER="jnunez@contoso-fake.com") is None  # the disabled one
     first = graph_calls(azure)[0]
-    assert first.query["$filter"] == "accountEnabled eq true" and first.query["$count"] == "true"
-    assert first.headers["consistencylevel"] == "eventual"
+    assert first.query["$filter"] == "accountEnabled eq true"
+    assert "$count" not in first.query and "consistencylevel" not in first.headers  # not an advanced query
+
+
+def with_managers(azure: FakeAzure) -> dict[str, str]:
+    alice = azure.users[0]
+    for u in azure.users[1:]:
+        u["managerId"] = alice["id"]
+    return {**MAPPINGS, "MANAGER": '{"source": "manager.mail"}', "MANAGER_NAME": '{"source": "manager.displayName"}'}
+
+
+def test_advanced_filter_reads_managers_in_batches(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
+    """An advanced query cannot $expand (Graph answers Request_UnsupportedQuery): managers come from
+    /users/{id}/manager in JSON batches of at most 20."""
+    azure.users += [user(i) for i in range(6, 30)]
+    azure.max_page = 999
+    mappings = with_managers(azure)
+    result = run(tmp_path, fake_oomnitza, azure, tls_files, mappings, filter="accountEnabled ne false", page_size="25")
+    assert result.code == 0, result.all
+    assert_accounted(result, "azureusers", pulled=28, sent=28)
+    users_calls = graph_calls(azure)
+    assert all(c.headers["consistencylevel"] == "eventual" and "$expand" not in c.query for c in users_calls)
+    assert users_calls[0].query["$count"] == "true"
+    batches = [json.loads(c.body)["requests"] for c in azure.calls("/v1.0/$batch", "POST")]
+    assert len(users_calls) == 2 and sorted(map(len, batches)) == [3, 5, 20]  # pages of 25 and 3
+    assert batches[0][0]["url"].endswith("/manager?$select=id,displayName,mail,userPrincipalName,employeeId,jobTitle")
+    guest = fake_oomnitza.record("users", USER="guest_partner.test#EXT#@contoso-fake.onmicrosoft.com")
+    assert guest is not None and (guest["MANAGER"], guest["MANAGER_NAME"]) == ("alice@contoso-fake.com", "Alice Fabre")
+    top = fake_oomnitza.record("users", USER="alice@contoso-fake.com")
+    assert top is not None and top["MANAGER"] is None  # 404 from Graph: no manager
+
+
+def test_throttled_manager_lookups_are_retried(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
+    mappings = with_managers(azure)
+    azure.throttle_batch_items = 3
+    result = run(tmp_path, fake_oomnitza, azure, tls_files, mappings, filter="endsWith(mail,'@contoso-fake.com')")
+    assert result.code == 0, result.all
+    assert_accounted(result, "azureusers", pulled=3, sent=3)  # the users whose mail ends so
+    assert fake_oomnitza.record("users", USER="user5@contoso-fake.com")["MANAGER"] == "alice@contoso-fake.com"  # type: ignore[index]
+    assert "Graph throttled" in result.err and azure.throttle_batch_items == 0
+    assert len(azure.calls("/v1.0/$batch")) >= 2
+
+
+def test_filter_graph_wants_as_advanced_query(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
+    """A filter the connector's rules take for a default query, refused by Graph: asked again as advanced."""
+    azure.advanced_only = frozenset({*azure.advanced_only, "department"})
+    result = run(tmp_path, fake_oomnitza, azure, tls_files, filter="department eq 'Design'")
+    assert result.code == 0, result.all
+    assert_accounted(result, "azureusers", pulled=1, sent=1)
+    first, again = graph_calls(azure)[:2]
+    assert "consistencylevel" not in first.headers and again.headers["consistencylevel"] == "eventual"
+    assert again.query["$count"] == "true"
+
+
+def test_bad_filter_is_one_line(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
+    result = run(tmp_path, fake_oomnitza, azure, tls_files, filter="department has 'x'")
+    assert_one_line_error(result, "Microsoft Graph refused the query (400 Request_UnsupportedQuery")
+    assert len(graph_calls(azure)) == 2  # as given, then once as an advanced query
+
+
+@pytest.mark.parametrize("advanced", [False, True])
+def test_server_side_mapping_selects_the_extension_attribute(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza, advanced: bool
+) -> None:
+    """Extension attributes are returned only when $select names them; a field mapped only in Oomnitza
+    is selected and arrives."""
+    for u in azure.users:
+        u["extension_0a1b2c_costCenter"] = f"CC-{u['surname']}"
+    fake_oomnitza.set_mapping("Azureusers", {"extension_0a1b2c_costCenter": "COST_CENTER", "manager.mail": "BOSS"})
+    with_managers(azure)
+    extra = {"filter": "accountEnabled ne false"} if advanced else {}
+    result = run(tmp_path, fake_oomnitza, azure, tls_files, **extra)
+    assert result.code == 0, result.all
+    assert "extension_0a1b2c_costCenter" in graph_calls(azure)[0].query["$select"].split(",")
+    rec = fake_oomnitza.record("users", USER="guest_partner.test#EXT#@contoso-fake.onmicrosoft.com")
+    assert rec is not None and rec["COST_CENTER"] == "CC-Person" and rec["BOSS"] == "alice@contoso-fake.com"
+    assert ("$expand" in graph_calls(azure)[0].query) is not advanced
 
 
 def test_select_follows_mappings_and_setting(
@@ -459,6 +551,8 @@ def test_untrusted_tls(
         ({"secret": ""}, "set secret (or certificate_file)"),
         ({"page_size": "1000"}, "page_size must be a number from 1 to 999"),
         ({"authority_host": "http://login.example.test"}, "authority_host must use https"),
+        ({"authority_host": "https://login.microsoftonline.de"}, "Microsoft Cloud Deutschland was closed in 2021"),
+        ({"graph_host": "https://graph.microsoft.de"}, "graph_host: Microsoft Cloud Deutschland was closed"),
     ],
 )
 def test_settings_checked_at_startup(
@@ -508,3 +602,16 @@ def test_manager_setting(
     assert graph_calls(azure)[0].query["$expand"].startswith("manager(")
     result = run(tmp_path, fake_oomnitza, azure, tls_files, manager="sometimes")
     assert_one_line_error(result, "[azureusers] manager (true, false or auto): 'sometimes' is not a boolean")
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault_on_a_later_page(
+    tmp_path: Path, azure: FakeAzure, tls_files: dict[str, str], fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    from tests.fakes.azure import _skiptoken
+
+    inject_fault(azure, fault, "GET", "/v1.0/users", query={"$skiptoken": _skiptoken(2)})
+    result = run(tmp_path, fake_oomnitza, azure, tls_files, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "azureusers", pulled=5, sent=5)
+    assert len(fake_oomnitza.records("users")) == 5 and azure._faults == []

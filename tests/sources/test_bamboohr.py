@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,15 @@ import pytest
 from tests.fakes.bamboohr import DANA, ZOE, FakeBambooHR, employee
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
 ID = {"BAMBOO_ID": '{"source": "id"}'}  # every employee has one (workEmail may be empty)
 DIRECTORY = "/api/gateway.php/acme/v1/employees/directory"
@@ -109,21 +118,73 @@ def test_directory_not_shared(tmp_path: Path, bamboo: FakeBambooHR, fake_oomnitz
     assert fake_oomnitza.records("users") == []
 
 
-def test_empty_directory_is_404(tmp_path: Path, bamboo: FakeBambooHR, fake_oomnitza: FakeOomnitza) -> None:
+def test_directory_404_is_an_error(tmp_path: Path, bamboo: FakeBambooHR, fake_oomnitza: FakeOomnitza) -> None:
+    """BambooHR answers 404 for an empty directory; it looks the same as a typo, so it is not a success."""
     bamboo.employees.clear()
     result = run(tmp_path, fake_oomnitza, bamboo)
-    assert result.code == 0, result.all
-    assert_accounted(result, "bamboohr", pulled=0)
-    assert "BambooHR answered 404 (no employees): the directory of 'acme' is empty" in result.err
+    assert_one_line_error(result, "BambooHR answered 404 for", "check system_name ('acme') and url")
     assert len(bamboo.calls()) == 1
-    assert next(iter(fake_oomnitza.portions.values())).finalized
+    assert fake_oomnitza.records("users") == []
 
 
 def test_unknown_company_404(tmp_path: Path, bamboo: FakeBambooHR, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, bamboo, system_name="acmee")
+    assert_one_line_error(result, "BambooHR answered 404 for", ": Company not found: check system_name ('acmee')")
+    assert fake_oomnitza.records("users") == []
+
+
+@pytest.mark.parametrize("suffix", ["/api/v1", "/api/v1/"])
+def test_company_host_url_form(tmp_path: Path, bamboo: FakeBambooHR, fake_oomnitza: FakeOomnitza, suffix: str) -> None:
+    """https://acme.bamboohr.com/api/v1, the form of BambooHR's current SDK, works beside the gateway."""
+    result = run(tmp_path, fake_oomnitza, bamboo, url=bamboo.url + suffix)
     assert result.code == 0, result.all
-    assert_accounted(result, "bamboohr", pulled=0)
-    assert "BambooHR answered 404 (Company not found)" in result.err and "system_name is wrong" in result.err
+    assert_accounted(result, "bamboohr", pulled=5, sent=5)
+    assert [c.path for c in bamboo.calls()] == ["/api/v1/employees/directory"]
+    result = run(tmp_path, fake_oomnitza, bamboo, url=bamboo.url + suffix, mode="report")
+    assert result.code == 0, result.all
+    assert bamboo.calls()[-1].path == "/api/v1/reports/custom"
+
+
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("https://acme.bamboohr.com", "https://acme.bamboohr.com/api/v1"),
+        ("https://acme.bamboohr.com/api/v1/", "https://acme.bamboohr.com/api/v1"),
+        ("https://api.bamboohr.com/api/gateway.php", "https://api.bamboohr.com/api/gateway.php/acme/v1"),
+        ("https://api.bamboohr.com/api/gateway.php/acme/v1", "https://api.bamboohr.com/api/gateway.php/acme/v1"),
+        ("https://api.bamboohr.com", "https://api.bamboohr.com/api/gateway.php/acme/v1"),
+    ],
+)
+def test_base_url(url: str, base: str) -> None:
+    from oomnitza_connector.config import SectionConfig
+    from oomnitza_connector.sources.bamboohr import BambooHR
+
+    section = SectionConfig(
+        name="bamboohr", ini_path="config.ini", settings={"url": url, "system_name": "acme", "api_token": "k"}
+    )
+    assert BambooHR(section).base == base
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault(tmp_path: Path, bamboo: FakeBambooHR, fake_oomnitza: FakeOomnitza, fault: str) -> None:
+    inject_fault(bamboo, fault, "GET", DIRECTORY)  # the directory is one request: no later page to hit
+    result = run(tmp_path, fake_oomnitza, bamboo, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "bamboohr", pulled=5, sent=5)
+    assert len(fake_oomnitza.records("users")) == 5 and bamboo._faults == []
+
+
+def test_report_fields_from_the_merged_mapping(
+    tmp_path: Path, bamboo: FakeBambooHR, fake_oomnitza: FakeOomnitza
+) -> None:
+    """A field mapped only in Oomnitza is asked for in the custom report and arrives."""
+    bamboo.employees = [employee(1, customCostCenter="CC-7")]
+    fake_oomnitza.set_mapping("BambooHR", {"customCostCenter": "COST_CENTER"})
+    result = run(tmp_path, fake_oomnitza, bamboo, mode="report", report_fields="id,firstName")
+    assert result.code == 0, result.all
+    fields = json.loads(bamboo.calls("/api/gateway.php/acme/v1/reports/custom")[0].body)["fields"]
+    assert fields[:2] == ["id", "firstName"] and "customCostCenter" in fields and "workEmail" in fields
+    assert fake_oomnitza.record("users", BAMBOO_ID="201")["COST_CENTER"] == "CC-7"  # type: ignore[index]
 
 
 def test_empty_employee_list(tmp_path: Path, bamboo: FakeBambooHR, fake_oomnitza: FakeOomnitza) -> None:
@@ -173,10 +234,11 @@ def test_body_without_employees(tmp_path: Path, bamboo: FakeBambooHR, fake_oomni
 
 def test_report_mode_includes_terminated(tmp_path: Path, bamboo: FakeBambooHR, fake_oomnitza: FakeOomnitza) -> None:
     bamboo.terminated = [employee(9, status="Inactive", terminationDate="2026-06-30")]
+    bamboo.future = [employee(8, status="Active", hireDate="2027-01-04")]
     mappings = {"STATUS": "status", "TERMINATED": "terminationDate"}
     result = run(tmp_path, fake_oomnitza, bamboo, mappings, mode="report")
     assert result.code == 0, result.all
-    assert_accounted(result, "bamboohr", pulled=6, sent=6)
+    assert_accounted(result, "bamboohr", pulled=7, sent=7)  # 5 current, 1 terminated, 1 future hire
     call = bamboo.calls()[0]
     assert (call.method, call.path) == ("POST", "/api/gateway.php/acme/v1/reports/custom")
     assert call.query == {"format": "JSON", "onlyCurrent": "false"}
@@ -188,8 +250,10 @@ def test_report_mode_includes_terminated(tmp_path: Path, bamboo: FakeBambooHR, f
     )
     assert fake_oomnitza.record("users", BAMBOO_ID="101")["STATUS"] == "Active"  # type: ignore[index]
 
+    # onlyCurrent=true leaves out future-dated hires, not terminated employees (reports_api.py)
     result = run(tmp_path, fake_oomnitza, bamboo, mappings, mode="report", only_current="true")
-    assert_accounted(result, "bamboohr", pulled=5, sent=5)
+    assert_accounted(result, "bamboohr", pulled=6, sent=6)
+    assert bamboo.calls()[-1].headers["content-type"] == "application/json"
 
 
 def test_bad_mode(tmp_path: Path, bamboo: FakeBambooHR, fake_oomnitza: FakeOomnitza) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.fakes.okta import FakeOkta, user
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import STALL_TIMEOUT, assert_accounted, assert_one_line_error, inject_fault, upload, write_config
 
 
 @pytest.fixture
@@ -61,6 +62,13 @@ def test_deprovisioned_second_pass(tmp_path: Path, okta: FakeOkta, fake_oomnitza
     assert okta.calls()[-1].query["filter"] == 'status eq "DEPROVISIONED"'
 
 
+def test_ssws_token_without_permission(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza) -> None:
+    okta.fail("GET", "/api/v1/users", 403, body={"errorCode": "E0000006", "errorSummary": "You do not have permission"})
+    result = upload(write_config(tmp_path, fake_oomnitza, "okta", settings(okta)), "okta")
+    assert_one_line_error(result, "Okta refused to list users (403 E0000006", "Read-only Administrator")
+    assert len(okta.calls()) == 1
+
+
 def test_bad_token(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza) -> None:
     ini = write_config(tmp_path, fake_oomnitza, "okta", settings(okta, api_token="wrong-token-123"))
     result = upload(ini, "okta")
@@ -69,17 +77,99 @@ def test_bad_token(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza) 
     assert len(okta.calls()) == 1  # a rejected credential is not retried
 
 
-def test_429_with_rate_limit_headers_then_success(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza) -> None:
-    okta.fail(
-        "GET",
-        "/api/v1/users",
-        429,
-        headers={"Retry-After": "1", "X-Rate-Limit-Remaining": "0"},
-        body={"errorCode": "E0000047", "errorSummary": "API call exceeded rate limit due to too many requests."},
-    )
+def test_429_waits_until_the_rate_limit_reset(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza) -> None:
+    """Okta's 429 has X-Rate-Limit-Reset (epoch) and no Retry-After; a retry before the reset is throttled
+    again, so exactly one 429 proves the connector waited for the reset."""
+    okta.throttle(1.0)
     result = upload(write_config(tmp_path, fake_oomnitza, "okta", settings(okta)), "okta")
     assert result.code == 0, result.all
     assert_accounted(result, "okta", pulled=7, sent=7)
+    assert len(okta.throttled) == 1
+    assert len(okta.calls("/api/v1/users")) == 4  # the throttled one, then 3 pages
+
+
+@pytest.mark.parametrize("fault", ["okta_429", "5xx_once", "stall"])
+def test_transient_fault_on_a_later_page(
+    tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    later = {"after": user(2)["id"]}
+    if fault == "okta_429":
+        okta.fail(
+            "GET",
+            "/api/v1/users",
+            429,
+            query=later,
+            headers={"X-Rate-Limit-Limit": "600", "X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "0"},
+            body={"errorCode": "E0000047", "errorSummary": "API call exceeded rate limit due to too many requests."},
+        )
+    else:
+        inject_fault(okta, fault, "GET", "/api/v1/users", query=later)
+    ini = write_config(tmp_path, fake_oomnitza, "okta", settings(okta, request_timeout=STALL_TIMEOUT))
+    result = upload(ini, "okta")
+    assert result.code == 0, result.all
+    assert_accounted(result, "okta", pulled=7, sent=7)
+    assert len(fake_oomnitza.records("users")) == 7
+    assert okta._faults == []  # the fault was met
+
+
+@pytest.mark.parametrize("url", ["{url}/", "{url}/api/v1", "https://acme-admin.okta.com"])
+def test_org_url_forms(url: str, okta: FakeOkta) -> None:
+    from oomnitza_connector.sources.okta import org_url
+
+    expected = "https://acme.okta.com" if "acme" in url else okta.url
+    assert org_url(url.format(url=okta.url)) == expected
+    assert org_url("https://acme-admin.oktapreview.com/") == "https://acme.oktapreview.com"
+    assert org_url("https://login-admin.acme.com") == "https://login-admin.acme.com"  # a custom domain stays
+
+
+def test_oauth_app_without_admin_role(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza) -> None:
+    okta.admin_role = False
+    result = oauth_upload(tmp_path, okta, fake_oomnitza)
+    assert_one_line_error(
+        result,
+        "Okta refused to list users with the app's token (403 E0000006 You do not have permission",
+        "assign the API Services app an admin role",
+    )
+    assert len(okta.issued) == 1 and len(okta.calls("/api/v1/users")) == 1  # not retried
+    assert fake_oomnitza.records("users") == []
+
+
+def test_oauth_app_with_several_keys_needs_kid(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza) -> None:
+    pem = app_key(tmp_path, okta, kid="key-2026")
+    app_key(tmp_path / "other", okta, kid="key-2025")  # the app has two public keys
+    okta.client_id = "0oaCLIENT"
+    base = settings(okta, api_token="", client_id="0oaCLIENT", private_key_file=str(pem))
+    result = upload(write_config(tmp_path, fake_oomnitza, "okta", base), "okta")
+    assert_one_line_error(
+        result, "Okta refused the OAuth client credentials (401 invalid_client: The client_assertion JWT kid is invalid"
+    )
+    assert len(okta.calls("/oauth2/v1/token")) == 1  # a refused client is not retried
+    result = upload(write_config(tmp_path, fake_oomnitza, "okta", {**base, "kid": "key-2026"}), "okta")
+    assert result.code == 0, result.all
+    assert_accounted(result, "okta", pulled=7, sent=7)
+
+
+def test_oauth_app_with_an_ec_key(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza) -> None:
+    pem = app_key(tmp_path, okta, kind="ec")
+    okta.client_id = "0oaCLIENT"
+    ini = write_config(
+        tmp_path, fake_oomnitza, "okta", settings(okta, api_token="", client_id="0oaCLIENT", private_key_file=str(pem))
+    )
+    result = upload(ini, "okta")
+    assert result.code == 0, result.all
+    assert_accounted(result, "okta", pulled=7, sent=7)
+
+
+def test_wrong_private_key(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza) -> None:
+    app_key(tmp_path / "registered", okta)
+    pem = app_key(tmp_path)  # a key the app does not know
+    okta.client_id = "0oaCLIENT"
+    ini = write_config(
+        tmp_path, fake_oomnitza, "okta", settings(okta, api_token="", client_id="0oaCLIENT", private_key_file=str(pem))
+    )
+    result = upload(ini, "okta")
+    assert_one_line_error(result, "Okta refused the OAuth client credentials (401 invalid_client")
+    assert len(okta.calls()) == 1
 
 
 def test_5xx_retried(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza) -> None:
@@ -103,20 +193,24 @@ def test_malformed_body(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomni
     assert_one_line_error(result, "returned a body that is not JSON (content-type text/html)")
 
 
-def app_key(tmp_path: Path) -> Path:
+def app_key(tmp_path: Path, okta: FakeOkta | None = None, *, kid: str = "k1", kind: str = "rsa") -> Path:
+    """A private key in PEM; with ``okta``, its public half is registered with the fake's app."""
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key: Any = ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else rsa.generate_private_key(65537, 2048)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     pem = tmp_path / "okta.pem"
     pem.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
+    if okta is not None:
+        okta.app_keys[kid] = key.public_key()
     return pem
 
 
 def test_oauth_private_key_jwt(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza) -> None:
-    pem = app_key(tmp_path)
+    pem = app_key(tmp_path, okta)
     okta.client_id = "0oaCLIENT"
     ini = write_config(
         tmp_path, fake_oomnitza, "okta", settings(okta, api_token="", client_id="0oaCLIENT", private_key_file=str(pem))
@@ -134,7 +228,7 @@ def oauth_upload(tmp_path: Path, okta: FakeOkta, fake_oomnitza: FakeOomnitza, **
         tmp_path,
         fake_oomnitza,
         "okta",
-        settings(okta, api_token="", client_id="0oaCLIENT", private_key_file=str(app_key(tmp_path)), **extra),
+        settings(okta, api_token="", client_id="0oaCLIENT", private_key_file=str(app_key(tmp_path, okta)), **extra),
     )
     return upload(ini, "okta")
 

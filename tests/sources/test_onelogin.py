@@ -12,7 +12,15 @@ import pytest
 from tests.fakes.onelogin import KWAME, LEA, FakeOnelogin, user
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
 
 @pytest.fixture
@@ -48,7 +56,10 @@ def test_several_pages_default_mappings(tmp_path: Path, onelogin: FakeOnelogin, 
     assert_accounted(result, "onelogin", pulled=7, sent=7)
     calls = onelogin.calls("/api/2/users")
     assert len(calls) == 3  # 3 + 3 + 1: the server caps the 50 asked for, After-Cursor leads on
-    assert calls[0].query["limit"] == "50"
+    assert calls[0].query["limit"] == "100"  # OneLogin's maximum; the fake answers 50 at most
+    fields = calls[0].query["fields"].split(",")
+    assert {"title", "department", "company", "role_ids", "samaccountname", "custom_attributes"} <= set(fields)
+    assert "samaccount_name" not in fields
     assert "cursor" not in calls[0].query and calls[1].query["cursor"] and calls[2].query["cursor"]
     assert calls[0].headers["authorization"] == "Bearer fake-at-1"
     assert onelogin.calls("/api/1") == []
@@ -92,7 +103,9 @@ def test_custom_attribute_lookup_quirk(tmp_path: Path, onelogin: FakeOnelogin, f
         "DEPARTMENT": '{"source": "department"}',  # standard: not prefixed
         "MANAGER": '{"source": "manager_user_id"}',  # a v2 field: not prefixed either
         "ROLE": '{"source": "role_id.0"}',  # the v1 name of role_ids
-        "SAM": '{"source": "samaccountname"}',  # v1 name of samaccount_name
+        "SAM": '{"source": "samaccountname"}',  # the v2 name (models/user.py)
+        "SAM_OLD": '{"source": "samaccount_name"}',  # the misspelling earlier versions documented
+        "TITLE": '{"source": "title"}',
     }
     result = run(tmp_path, fake_oomnitza, onelogin, mappings)
     assert result.code == 0, result.all
@@ -102,25 +115,83 @@ def test_custom_attribute_lookup_quirk(tmp_path: Path, onelogin: FakeOnelogin, f
     kwame = fake_oomnitza.record("users", EMAIL="kwame@acme.test")
     assert kwame is not None
     assert (kwame["EMPLOYEE_ID"], kwame["COST_CENTER"], kwame["DEPARTMENT"]) == ("E-40001", "CC-9", "IT")
-    assert (kwame["MANAGER"], kwame["ROLE"], kwame["SAM"]) == ("40009", 123, "kmensah")
+    assert (kwame["MANAGER"], kwame["ROLE"], kwame["SAM"], kwame["SAM_OLD"]) == ("40009", 123, "kmensah", "kmensah")
+    assert kwame["TITLE"] == "Technician"
     lea = fake_oomnitza.record("users", EMAIL="lea.muller@acme.test")
     assert lea is not None and lea["EMPLOYEE_ID"] is None and lea["ROLE"] is None
 
 
-def test_fields_refused_falls_back(tmp_path: Path, onelogin: FakeOnelogin, fake_oomnitza: FakeOomnitza) -> None:
-    onelogin.reject_fields = True
-    result = run(tmp_path, fake_oomnitza, onelogin, {"EMPLOYEE_ID": "employee_id"})
+def test_custom_attributes_refused_keeps_the_other_fields(
+    tmp_path: Path, onelogin: FakeOnelogin, fake_oomnitza: FakeOomnitza
+) -> None:
+    onelogin.reject_fields = "custom_attributes"
+    mappings = {"EMPLOYEE_ID": "employee_id", "DEPARTMENT": '{"source": "department"}'}
+    result = run(tmp_path, fake_oomnitza, onelogin, mappings)
     assert result.code == 0, result.all
     assert_accounted(result, "onelogin", pulled=7, sent=7)
     assert "refused the fields parameter (400 Invalid field: custom_attributes)" in result.err
-    assert fake_oomnitza.record("users", EMAIL="kwame@acme.test")["EMPLOYEE_ID"] is None  # type: ignore[index]
-    assert "fields" not in onelogin.calls("/api/2/users")[-1].query
+    kwame = fake_oomnitza.record("users", EMAIL="kwame@acme.test")
+    assert kwame is not None and kwame["EMPLOYEE_ID"] is None and kwame["DEPARTMENT"] == "IT"
+    last = onelogin.calls("/api/2/users")[-1].query["fields"].split(",")
+    assert "custom_attributes" not in last and "department" in last
+
+
+def test_fields_refused_altogether(tmp_path: Path, onelogin: FakeOnelogin, fake_oomnitza: FakeOomnitza) -> None:
+    """Without fields OneLogin's list drops title, department, role_ids…: the warning names what is lost."""
+    onelogin.reject_fields = "all"
+    mappings = {"DEPARTMENT": '{"source": "department"}', "ROLE": '{"source": "role_id.0"}'}
+    result = run(tmp_path, fake_oomnitza, onelogin, mappings)
+    assert result.code == 0, result.all
+    assert_accounted(result, "onelogin", pulled=7, sent=7)
+    assert "listing users without it, so OneLogin leaves out title, department" in result.err
+    assert "mapped here and lost: department, role_id.0" in result.err
+    assert [("fields" in c.query) for c in onelogin.calls("/api/2/users")][:3] == [True, True, False]
+    kwame = fake_oomnitza.record("users", EMAIL="kwame@acme.test")
+    assert kwame is not None and kwame["DEPARTMENT"] is None and kwame["EMAIL"] == "kwame@acme.test"
 
 
 def test_custom_attributes_off(tmp_path: Path, onelogin: FakeOnelogin, fake_oomnitza: FakeOomnitza) -> None:
-    result = run(tmp_path, fake_oomnitza, onelogin, custom_attributes="false")
+    result = run(
+        tmp_path, fake_oomnitza, onelogin, {"DEPARTMENT": '{"source": "department"}'}, custom_attributes="false"
+    )
     assert_accounted(result, "onelogin", pulled=7, sent=7)
-    assert all("fields" not in c.query for c in onelogin.calls("/api/2/users"))
+    fields = [c.query["fields"].split(",") for c in onelogin.calls("/api/2/users")]
+    assert all("custom_attributes" not in f and "department" in f for f in fields)
+    assert fake_oomnitza.record("users", EMAIL="kwame@acme.test")["DEPARTMENT"] == "IT"  # type: ignore[index]
+
+
+def test_server_side_mapping_is_requested(tmp_path: Path, onelogin: FakeOnelogin, fake_oomnitza: FakeOomnitza) -> None:
+    """Fields mapped only in Oomnitza reach the fields parameter and arrive."""
+    fake_oomnitza.set_mapping("OneLogin", {"notes": "NOTES", "samaccount_name": "SAM", "cost_center": "COST"})
+    for u in onelogin.users:
+        u["notes"] = f"note {u['id']}"
+    result = run(tmp_path, fake_oomnitza, onelogin)
+    assert result.code == 0, result.all
+    fields = onelogin.calls("/api/2/users")[0].query["fields"].split(",")
+    assert "notes" in fields and "samaccountname" in fields and "cost_center" not in fields
+    kwame = fake_oomnitza.record("users", EMAIL="kwame@acme.test")
+    assert kwame is not None and (kwame["SAM"], kwame["COST"]) == ("kmensah", "CC-9")
+
+
+@pytest.mark.parametrize("size", ["100", "500"])
+def test_page_size_at_most_100(tmp_path: Path, onelogin: FakeOnelogin, fake_oomnitza: FakeOomnitza, size: str) -> None:
+    result = run(tmp_path, fake_oomnitza, onelogin, page_size=size)
+    assert result.code == 0, result.all
+    assert onelogin.calls("/api/2/users")[0].query["limit"] == "100"
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault_on_a_later_page(
+    tmp_path: Path, onelogin: FakeOnelogin, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    from tests.fakes.onelogin import _cursor
+
+    inject_fault(onelogin, fault, "GET", "/api/2/users", query={"cursor": _cursor(3, 3)})
+    result = run(tmp_path, fake_oomnitza, onelogin, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "onelogin", pulled=7, sent=7)
+    assert len(fake_oomnitza.records("users")) == 7
+    assert onelogin._faults == []  # the fault was met
 
 
 def test_bad_secret(tmp_path: Path, onelogin: FakeOnelogin, fake_oomnitza: FakeOomnitza) -> None:
@@ -164,7 +235,7 @@ def test_expired_token_refreshed_once(tmp_path: Path, onelogin: FakeOnelogin, fa
         "/api/2/users",
         401,
         times=1,
-        query={"limit": "50"},
+        query={"limit": "100"},
         body={"message": "Unauthorized", "statusCode": 401, "name": "UnauthorizedError"},
     )
     result = run(tmp_path, fake_oomnitza, onelogin)

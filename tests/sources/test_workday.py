@@ -22,7 +22,15 @@ from tests.fakes.workday import (
     FakeWorkday,
     fixture_entries,
 )
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
 # The fact sheet's suggested mappings, keyed on the employee id (one worker has no e-mail).
 MAPPINGS = {
@@ -306,3 +314,52 @@ def test_settings_checked_at_startup(
     result = run(tmp_path, fake_oomnitza, workday, **extra)
     assert_one_line_error(result, needle)
     assert workday.requests == [] and fake_oomnitza.records("users") == []
+
+
+OAUTH = {"username": "", "password": "", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+
+
+def test_oauth_token_refused_mid_run_is_renewed_once(
+    tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza
+) -> None:
+    urls = "\n".join(f"{workday.url}{REPORT_PATH}?format=json&Worker_Status={s}" for s in ("Active", "Terminated"))
+    workday.fail("GET", REPORT_PATH, 401, query={"Worker_Status": "Terminated"})  # the token ran out
+    result = run(tmp_path, fake_oomnitza, workday, report_url=urls, refresh_token=REFRESH_TOKEN, **OAUTH)
+    assert result.code == 0, result.all
+    assert_accounted(result, "workday", pulled=3, sent=3)
+    assert workday.issued == ["wd-access-0", "wd-access-1"]
+    token_call = workday.calls(f"/ccx/oauth2/{TENANT}/token")[0]
+    assert token_call.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert b"grant_type=refresh_token" in token_call.body and b"client_secret=" in token_call.body
+
+
+def test_oauth_token_expired_by_workday(tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza) -> None:
+    workday.token_lifetime = 0  # every token Workday issues is already expired: one renewal, then a clear line
+    result = run(tmp_path, fake_oomnitza, workday, refresh_token=REFRESH_TOKEN, **OAUTH)
+    assert_one_line_error(result, "Workday rejected the credentials (401): check client_id, client_secret")
+    assert len(workday.issued) == 2 and fake_oomnitza.records("users") == []
+
+
+@pytest.mark.parametrize("style", ["xml", "soap", "json"])
+def test_report_error_shapes(tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza, style: str) -> None:
+    workday.error_style = style
+    url = f"{workday.url}/ccx/service/customreport2/{TENANT}/ISU_Oomnitza/No_Such_Report?format=json"
+    result = run(tmp_path, fake_oomnitza, workday, report_url=url)
+    assert_one_line_error(result, "Workday could not run the report at", "(500: Invalid report)")
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault(tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza, fault: str) -> None:
+    inject_fault(workday, fault, "GET", REPORT_PATH)  # RaaS answers in one response: no later page
+    result = run(tmp_path, fake_oomnitza, workday, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "workday", pulled=3, sent=3)
+    assert len(fake_oomnitza.records("users")) == 3 and workday._faults == []
+
+
+def test_column_mapped_only_in_oomnitza(tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza) -> None:
+    """RaaS returns the report's columns whatever is mapped: a column mapped only in Oomnitza arrives."""
+    fake_oomnitza.set_mapping("Workday", {"Business_Title": "TITLE"})
+    result = run(tmp_path, fake_oomnitza, workday)
+    assert result.code == 0, result.all
+    assert fake_oomnitza.record("users", EMPLOYEE_ID="21001")["TITLE"] == "HR Partner"  # type: ignore[index]

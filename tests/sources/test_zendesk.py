@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,33 @@ import pytest
 
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
-from tests.fakes.zendesk import ACME_HQ, AN, GRACE, MARY, FakeZendesk, organization, user
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.fakes.zendesk import (
+    ACME_HQ,
+    AN,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    GRACE,
+    MARY,
+    FakeZendesk,
+    cursor,
+    organization,
+    user,
+)
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
-ID = {"ZENDESK_ID": '{"source": "id"}'}  # a key every user has (end-users may have no e-mail)
+ID = {"ZENDESK_ID": '{"source": "id"}'}
+INVALID = {
+    "error": "invalid_token",
+    "error_description": "The access token provided is expired, revoked, malformed or invalid for other reasons.",
+}  # a key every user has (end-users may have no e-mail)
 
 
 @pytest.fixture
@@ -37,6 +61,11 @@ def settings(zendesk: FakeZendesk, **extra: str) -> dict[str, str]:
         "sync_field": "ZENDESK_ID",
         **extra,
     }
+
+
+def oauth_settings(**extra: str) -> dict[str, str]:
+    """The recommended login: an OAuth client instead of username/api_token."""
+    return {"username": "", "api_token": "", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, **extra}
 
 
 def run(
@@ -219,4 +248,146 @@ def test_wrong_subdomain(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: Fa
     result = run(tmp_path, fake_oomnitza, zendesk)
     assert_one_line_error(result, "Zendesk answered 404 for /api/v2/users: check system_name (or url)")
     assert len(zendesk.calls()) == 1
+    assert fake_oomnitza.records("users") == []
+
+
+def test_api_token_warns_about_its_retirement(
+    tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza
+) -> None:
+    result = run(tmp_path, fake_oomnitza, zendesk)
+    assert result.code == 0, result.all
+    assert "Zendesk deactivates every API token on 2027-04-30" in result.err
+    assert zendesk.calls("/oauth/tokens") == []
+
+
+def test_oauth_client_credentials(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza) -> None:
+    result = run(tmp_path, fake_oomnitza, zendesk, **oauth_settings())
+    assert result.code == 0, result.all
+    assert_accounted(result, "zendesk", pulled=7, sent=7)
+    token_calls = zendesk.calls("/oauth/tokens", "POST")
+    assert len(token_calls) == 1  # one token for the whole (short) run
+    assert json.loads(token_calls[0].body) == {
+        "grant_type": "client_credentials",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "scope": "read",
+    }
+    users = zendesk.calls("/api/v2/users")
+    assert len(users) == 3 and all(c.headers["authorization"] == "Bearer zd-at-1" for c in users)
+    assert "2027-04-30" not in result.err and CLIENT_SECRET not in result.all and "zd-at-1" not in result.all
+    assert fake_oomnitza.record("users", ZENDESK_ID=3001)["EMAIL"] == "grace@acme.test"  # type: ignore[index]
+
+
+def test_oauth_scope_setting(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza) -> None:
+    assert run(tmp_path, fake_oomnitza, zendesk, **oauth_settings(scope="users:read  organizations:read")).code == 0
+    assert json.loads(zendesk.calls("/oauth/tokens")[0].body)["scope"] == "users:read organizations:read"
+
+
+def test_token_renewed_before_it_expires(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza) -> None:
+    # Tokens that live less than the connector's safety margin are never used once they are about to expire:
+    # a new one is fetched before each request, and the fake never sees an expired token.
+    zendesk.token_lifetime = 45
+    result = run(tmp_path, fake_oomnitza, zendesk, **oauth_settings())
+    assert result.code == 0, result.all
+    assert_accounted(result, "zendesk", pulled=7, sent=7)
+    users = zendesk.calls("/api/v2/users")
+    assert len({c.headers["authorization"] for c in users}) == len(users) == 3
+    assert len(zendesk.calls("/oauth/tokens")) == 3
+
+
+def test_expired_token_renewed_once_on_401(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza) -> None:
+    zendesk.expire_after = 1  # Zendesk expires the token after the first page
+    result = run(tmp_path, fake_oomnitza, zendesk, **oauth_settings())
+    assert result.code == 0, result.all
+    assert_accounted(result, "zendesk", pulled=7, sent=7)
+    assert zendesk.issued == ["zd-at-1", "zd-at-2"]
+    auths = [c.headers["authorization"] for c in zendesk.calls("/api/v2/users")]
+    assert auths == ["Bearer zd-at-1", "Bearer zd-at-1", "Bearer zd-at-2", "Bearer zd-at-2"]
+
+
+def test_fresh_token_rejected_too(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza) -> None:
+    zendesk.fail("GET", "/api/v2/users", 401, times=5, body=INVALID)
+    result = run(tmp_path, fake_oomnitza, zendesk, **oauth_settings())
+    assert_one_line_error(result, "Zendesk rejected a fresh OAuth access token (401 invalid_token: The access token")
+    assert len(zendesk.calls("/oauth/tokens")) == 2 and len(zendesk.calls("/api/v2/users")) == 2
+    assert fake_oomnitza.records("users") == []
+
+
+def test_bad_client_secret(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza) -> None:
+    result = run(tmp_path, fake_oomnitza, zendesk, **oauth_settings(client_secret="wrong-secret-777"))
+    assert_one_line_error(
+        result,
+        "Zendesk refused the OAuth client (401 invalid_client: Client authentication failed",
+        "check client_id and client_secret, and that the OAuth client's kind is Confidential",
+    )
+    assert "wrong-secret-777" not in result.all
+    assert len(zendesk.calls()) == 1  # the token request, not retried; no users request
+    assert fake_oomnitza.records("users") == []
+
+
+def test_scope_not_allowed_for_the_client(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza) -> None:
+    result = run(tmp_path, fake_oomnitza, zendesk, **oauth_settings(scope="impersonate"))
+    assert_one_line_error(result, "Zendesk refused the OAuth client (400 invalid_scope", "check scope")
+    assert len(zendesk.calls()) == 1
+
+
+def test_oauth_scope_without_user_access(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza) -> None:
+    zendesk.forbidden = True
+    result = run(tmp_path, fake_oomnitza, zendesk, **oauth_settings())
+    assert_one_line_error(result, "Zendesk refused access (403", "the OAuth client's scope must allow reading users")
+    assert len(zendesk.calls("/api/v2/users")) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"client_id": CLIENT_ID}, "set both client_id and client_secret"),
+        ({"api_token": "", "username": ""}, "set client_id and client_secret (an OAuth client, recommended)"),
+    ],
+)
+def test_credentials_checked_at_startup(
+    tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza, extra: dict[str, str], needle: str
+) -> None:
+    result = run(tmp_path, fake_oomnitza, zendesk, **extra)
+    assert_one_line_error(result, needle)
+    assert zendesk.requests == [] and fake_oomnitza.records("users") == []
+
+
+def test_server_side_mapping_loads_organizations(
+    tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza
+) -> None:
+    """A field mapped only in Oomnitza (organization.name) switches the organization lookup on."""
+    fake_oomnitza.set_mapping("Zendesk", {"organization.name": "ORG", "user_fields.employee_number": "EMP_NO"})
+    result = run(tmp_path, fake_oomnitza, zendesk, **oauth_settings())  # load_organizations = false
+    assert result.code == 0, result.all
+    assert_accounted(result, "zendesk", pulled=7, sent=7)
+    assert len(zendesk.calls("/api/v2/organizations")) == 1
+    grace = fake_oomnitza.record("users", ZENDESK_ID=3001)
+    assert grace is not None and (grace["ORG"], grace["EMP_NO"]) == ("Acme HQ", "3001")
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault_on_a_later_page(
+    tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    inject_fault(zendesk, fault, "GET", "/api/v2/users", query={"page[after]": cursor(3)})
+    result = run(tmp_path, fake_oomnitza, zendesk, request_timeout=STALL_TIMEOUT, **oauth_settings())
+    assert result.code == 0, result.all
+    assert_accounted(result, "zendesk", pulled=7, sent=7)
+    assert len(fake_oomnitza.records("users")) == 7
+    assert zendesk._faults == []  # the fault was met
+
+
+def test_token_endpoint_5xx_retried(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza) -> None:
+    zendesk.fail("POST", "/oauth/tokens", 503, headers={"Retry-After": "1"})
+    result = run(tmp_path, fake_oomnitza, zendesk, **oauth_settings())
+    assert result.code == 0, result.all
+    assert_accounted(result, "zendesk", pulled=7, sent=7)
+    assert zendesk.issued == ["zd-at-1"]
+
+
+def test_html_page_from_a_proxy(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza) -> None:
+    zendesk.fail("GET", "/api/v2/users", 200, body="<html>Sign in</html>", headers={"Content-Type": "text/html"})
+    result = run(tmp_path, fake_oomnitza, zendesk, **oauth_settings())
+    assert_one_line_error(result, "returned a body that is not JSON (content-type text/html)")
     assert fake_oomnitza.records("users") == []

@@ -6,6 +6,15 @@ app-only token with MSAL (client credentials: a secret or a certificate, scope
 ``@odata.nextLink``. Each record is the Graph user object as-is, plus the snake_case and
 ``additional_properties.*`` names the old connector exposed, so old mappings keep working.
 
+``$select`` comes from the merged mapping (Graph returns extension attributes and several other
+properties only when named). A ``filter`` that needs Graph's advanced query capabilities (``ne``,
+``not``, ``endsWith``, ``null``, ``/$count`` or a property indexed only for advanced queries) is
+sent with ``ConsistencyLevel: eventual`` and ``$count=true``; any other filter without them, and
+one that Graph refuses as unsupported gets them on a second try. ``$expand`` is not supported
+with advanced queries, so managers are then read per user (``/users/{id}/manager``) in JSON
+``$batch`` requests of 20 (Microsoft Graph docs: "Advanced query capabilities on Microsoft Entra
+ID objects", "Combine multiple HTTP requests using JSON batching").
+
 MSAL is blocking (it talks through ``requests``), so its calls run in a worker thread.
 ``authority_host`` and ``graph_host`` reach national clouds, proxies and test fakes.
 """
@@ -16,6 +25,7 @@ import asyncio
 import functools
 import ipaddress
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -26,7 +36,17 @@ import httpx
 from ..auth import RefreshingToken
 from ..config import truthy
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body, safe_url
+from ..http import (
+    Http,
+    HttpAuthError,
+    HttpError,
+    PageRequest,
+    Paginator,
+    decode_json,
+    error_body,
+    retry_after,
+    safe_url,
+)
 from ..ini import parse_bool
 from ..settings import Setting
 from .base import BadRecord, Record, UsersSource
@@ -38,7 +58,7 @@ DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 DEFAULT_GRAPH = "https://graph.microsoft.com"
 MAX_TOP = 999
 
-# Entra ID sign-in hosts (worldwide, US Government, China 21Vianet, legacy Germany). MSAL knows these;
+# Entra ID sign-in hosts (worldwide, US Government, China 21Vianet). MSAL knows these;
 # for any other host it would first ask login.microsoftonline.com to validate the authority.
 MICROSOFT_AUTHORITY_HOSTS = frozenset(
     {
@@ -51,9 +71,10 @@ MICROSOFT_AUTHORITY_HOSTS = frozenset(
         "login.usgovcloudapi.net",
         "login.chinacloudapi.cn",
         "login.partner.microsoftonline.cn",
-        "login.microsoftonline.de",
     }
 )
+# Microsoft Cloud Deutschland closed on 2021-10-29; its tenants moved to the worldwide cloud.
+CLOSED_HOSTS = frozenset({"login.microsoftonline.de", "graph.microsoft.de"})
 
 # Graph hosts of the national clouds: each is also the token audience there.
 NATIONAL_GRAPH_HOSTS = frozenset(
@@ -61,7 +82,6 @@ NATIONAL_GRAPH_HOSTS = frozenset(
         "graph.microsoft.us",
         "dod-graph.microsoft.us",
         "microsoftgraph.chinacloudapi.cn",
-        "graph.microsoft.de",
     }
 )
 
@@ -188,6 +208,42 @@ BASE_SELECT = (
 # ``manager=…``: the manager's properties a mapping can reach as ``manager.<name>``.
 MANAGER_SELECT = ("id", "displayName", "mail", "userPrincipalName", "employeeId", "jobTitle")
 MAX_TOP_EXPANDED = 100  # Graph returns at most 100 users per page when $expand is used (a known limit)
+BATCH_SIZE = 20  # Graph's JSON batching: "currently limited to 20 individual requests"
+BATCH_ROUNDS = 5  # tries for sub-requests Graph throttles (429) or fails (5xx) inside a batch
+
+# User properties whose $filter needs the advanced query parameters even with eq (Graph docs,
+# "Advanced query capabilities on Microsoft Entra ID objects", the user table of filter support).
+ADVANCED_ONLY_PROPERTIES = frozenset(
+    {
+        "companyName",
+        "employeeHireDate",
+        "employeeType",
+        "mobilePhone",
+        "officeLocation",
+        "onPremisesExtensionAttributes",
+        "onPremisesImmutableId",
+        "onPremisesLastSyncDateTime",
+        "onPremisesSamAccountName",
+        "passwordPolicies",
+        "postalCode",
+        "preferredLanguage",
+        "showInAddressList",
+        "streetAddress",
+    }
+)
+_ADVANCED_SYNTAX = re.compile(r"\b(ne|not)\b|endswith\s*\(|/\$count|\bnull\b", re.IGNORECASE)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def needs_advanced_query(expression: str) -> bool:
+    """True when a users $filter works only as an advanced query (ConsistencyLevel + $count)."""
+    if not expression.strip():
+        return False
+    unquoted = re.sub(r"'(?:[^']|'')*'", "''", expression)  # words inside string values do not count
+    if _ADVANCED_SYNTAX.search(unquoted):
+        return True
+    return any(word in ADVANCED_ONLY_PROPERTIES for word in _IDENTIFIER.findall(unquoted))
+
 
 # -- the alias layer: names of the 2.3.3 connector (azure-graphrbac model attributes) ----------------
 
@@ -358,7 +414,7 @@ class Azureusers(UsersSource):
         Setting(
             "filter",
             "",
-            help="a Graph $filter for /users, e.g. accountEnabled eq true (sent with ConsistencyLevel: eventual)",
+            help="a Graph $filter for /users, e.g. accountEnabled eq true (advanced queries get ConsistencyLevel)",
         ),
         Setting("select", "", help="extra Graph user properties to ask for, comma-separated"),
         Setting(
@@ -403,6 +459,13 @@ class Azureusers(UsersSource):
             parse_bool(self.setting("manager"), setting=f"[{self.name}] manager (true, false or auto)")
         if urlsplit(self.setting("authority_host").strip()).scheme != "https":
             raise ConfigError(f"[{self.name}] authority_host must use https (MSAL accepts no other)")
+        for name in ("authority_host", "graph_host"):
+            if (urlsplit(self.setting(name).strip()).hostname or "") in CLOSED_HOSTS:
+                raise ConfigError(
+                    f"[{self.name}] {name}: Microsoft Cloud Deutschland was closed in 2021 and its tenants moved "
+                    f"to the worldwide cloud; remove authority_host and graph_host (or set {DEFAULT_AUTHORITY} "
+                    f"and {DEFAULT_GRAPH})"
+                )
 
     # -- URLs --------------------------------------------------------------------------------------
 
@@ -425,10 +488,10 @@ class Azureusers(UsersSource):
         return f"{DEFAULT_GRAPH}{GRAPH_SCOPE_PATH}"
 
     def select(self) -> list[str]:
+        """Graph's $select: the base set, every property the merged mapping names, the select setting."""
         wanted = list(BASE_SELECT)
-        for spec in self.section.mappings.values():
-            src = spec.get("source")
-            prop = graph_properties_for(src) if isinstance(src, str) else None
+        for src in self.mapped_sources():
+            prop = graph_properties_for(src)
             if prop:
                 wanted.append(prop)
         wanted += [p.strip() for p in self.setting("select").split(",") if p.strip()]
@@ -597,11 +660,10 @@ class Azureusers(UsersSource):
     # -- Graph ---------------------------------------------------------------------------------------
 
     def _client(self) -> Http:
-        headers = {"Accept": "application/json"}
-        if self.setting("filter").strip():
-            headers["ConsistencyLevel"] = "eventual"  # advanced query: most filters on users need it
         return self.http(
-            base_url=self.graph_root, headers=headers, auth=RefreshingToken(self._token_fetcher(), leeway=300.0)
+            base_url=self.graph_root,
+            headers={"Accept": "application/json"},
+            auth=RefreshingToken(self._token_fetcher(), leeway=300.0),
         )
 
     def wants_manager(self) -> bool:
@@ -610,15 +672,74 @@ class Azureusers(UsersSource):
             return parse_bool(value, setting=f"[{self.name}] manager")
         return any(src == "manager" or src.startswith("manager.") for src in self.mapped_sources())
 
-    def _params(self, top: int | None = None) -> dict[str, Any]:
-        params: dict[str, Any] = {"$top": top or int(self.setting("page_size")), "$select": ",".join(self.select())}
-        if self.wants_manager():
+    def _params(self, advanced: bool) -> dict[str, Any]:
+        params: dict[str, Any] = {"$top": int(self.setting("page_size")), "$select": ",".join(self.select())}
+        if self.wants_manager() and not advanced:  # Graph: "$expand is not supported with advanced queries"
             params["$expand"] = f"manager($select={','.join(MANAGER_SELECT)})"
             params["$top"] = min(params["$top"], MAX_TOP_EXPANDED)
         if self.setting("filter").strip():
             params["$filter"] = self.setting("filter").strip()
+        if advanced:
             params["$count"] = "true"
         return params
+
+    async def _attach_managers(self, http: Http, users: list[Any]) -> None:
+        """``manager`` for each user, read as ``/users/{id}/manager`` in JSON batches of 20 (the way to
+        get managers when the list is an advanced query and cannot $expand)."""
+        people = [u for u in users if isinstance(u, dict) and u.get("id")]
+        gate = asyncio.Semaphore(max(1, self.workers))
+
+        async def one_batch(chunk: list[dict[str, Any]]) -> None:
+            async with gate:
+                await self._manager_batch(http, chunk)
+
+        await asyncio.gather(*(one_batch(people[i : i + BATCH_SIZE]) for i in range(0, len(people), BATCH_SIZE)))
+
+    async def _manager_batch(self, http: Http, chunk: list[dict[str, Any]]) -> None:
+        select = ",".join(MANAGER_SELECT)
+        pending = {str(n): user for n, user in enumerate(chunk, 1)}
+        for attempt in range(1, BATCH_ROUNDS + 1):
+            requests = [
+                {"id": key, "method": "GET", "url": f"/users/{user['id']}/manager?$select={select}"}
+                for key, user in pending.items()
+            ]
+            response = await http.request("POST", "/v1.0/$batch", json={"requests": requests})
+            body = decode_json(response)
+            answers = body.get("responses") if isinstance(body, dict) else None
+            if not isinstance(answers, list):
+                raise SourceError(f"[{self.name}] Microsoft Graph answered a $batch without 'responses'")
+            wait = 0.0
+            for answer in answers:
+                if not isinstance(answer, dict) or str(answer.get("id")) not in pending:
+                    continue
+                status, payload = answer.get("status"), answer.get("body")
+                if status == 200 and isinstance(payload, dict):
+                    user = pending.pop(str(answer["id"]))
+                    user["manager"] = {k: v for k, v in payload.items() if k != "@odata.context"}
+                elif status == 404:  # no manager: leave "manager" out, as $expand does
+                    pending.pop(str(answer["id"]))
+                elif status in (429, 500, 502, 503, 504):
+                    headers = answer.get("headers") if isinstance(answer.get("headers"), dict) else {}
+                    after = retry_after(httpx.Response(int(status), headers=headers))
+                    wait = max(wait, after if after is not None else 2.0 ** (attempt - 1))
+                else:
+                    code, message = _graph_error_of(payload)
+                    hint = " (grant User.Read.All)" if status in (401, 403) else ""
+                    raise SourceError(
+                        f"[{self.name}] Microsoft Graph refused to read a manager ({status}"
+                        + (f" {code}" if code else "")
+                        + (f": {message}" if message else "")
+                        + f"){hint}"
+                    )
+            if not pending:
+                return
+            if attempt < BATCH_ROUNDS:
+                log.info("[%s] Graph throttled %d manager lookups; retrying in %.1fs", self.name, len(pending), wait)
+                await asyncio.sleep(min(max(wait, 0.5), 120.0))
+        raise SourceError(
+            f"[{self.name}] Microsoft Graph kept throttling the manager lookups ({len(pending)} left after "
+            f"{BATCH_ROUNDS} tries); run again later"
+        )
 
     def _graph_error(self, exc: HttpError) -> SourceError:
         code, message = _graph_error_body(exc)
@@ -653,20 +774,37 @@ class Azureusers(UsersSource):
 
     async def pages(self) -> AsyncIterator[list[Record | BadRecord]]:
         legacy = truthy(self.setting("legacy_names"))
-        paginator = _GraphNextLink(self.graph_root)
+        advanced = needs_advanced_query(self.setting("filter"))
         try:
             async with self._client() as http:
-                async for response in http.paginate(paginator, "/v1.0/users", params=self._params()):
-                    body = decode_json(response)
-                    users = body.get("value") if isinstance(body, dict) else None
-                    if not isinstance(users, list):
-                        raise SourceError(
-                            f"[{self.name}] Microsoft Graph answered without a 'value' list of "
-                            f"users ({type(body).__name__}) at {safe_url(response.request.url)}"
-                        )
-                    paginator.pending = body.get("@odata.nextLink")
-                    if users:
-                        yield list(_records(users, legacy))
+                while True:
+                    paginator = _GraphNextLink(self.graph_root)
+                    # An advanced query needs the header on every page (nextLinks carry $count themselves).
+                    headers = {"ConsistencyLevel": "eventual"} if advanced else {}
+                    answered = 0
+                    try:
+                        async for response in http.paginate(
+                            paginator, "/v1.0/users", params=self._params(advanced), headers=headers
+                        ):
+                            answered += 1
+                            body = decode_json(response)
+                            users = body.get("value") if isinstance(body, dict) else None
+                            if not isinstance(users, list):
+                                raise SourceError(
+                                    f"[{self.name}] Microsoft Graph answered without a 'value' list of "
+                                    f"users ({type(body).__name__}) at {safe_url(response.request.url)}"
+                                )
+                            paginator.pending = body.get("@odata.nextLink")
+                            if users and advanced and self.wants_manager():
+                                await self._attach_managers(http, users)
+                            if users:
+                                yield list(_records(users, legacy))
+                        return
+                    except HttpError as exc:
+                        if advanced or answered or not self._wants_advanced(exc):
+                            raise
+                        log.info("[%s] Graph needs the filter as an advanced query; asking again that way", self.name)
+                        advanced = True
         except HttpAuthError as exc:
             raise self._graph_error(exc) from None
         except HttpError as exc:
@@ -675,6 +813,11 @@ class Azureusers(UsersSource):
             raise
         finally:
             self._close_sessions()
+
+    def _wants_advanced(self, exc: HttpError) -> bool:
+        """Graph refused a filter that only advanced queries support (a case the rules above missed)."""
+        code, _ = _graph_error_body(exc)
+        return exc.status == 400 and code == "Request_UnsupportedQuery" and bool(self.setting("filter").strip())
 
 
 def _requests_reason(exc: Exception) -> str:
@@ -709,7 +852,11 @@ def _records(users: Iterable[Any], legacy: bool) -> Iterable[Record | BadRecord]
 
 def _graph_error_body(exc: HttpError) -> tuple[str, str]:
     """``error.code`` and ``error.message`` of a Graph error body (empty when absent)."""
-    error = error_body(exc).get("error")
+    return _graph_error_of(error_body(exc))
+
+
+def _graph_error_of(body: Any) -> tuple[str, str]:
+    error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         return "", ""
     return str(error.get("code") or ""), _one_line(str(error.get("message") or ""), 200)

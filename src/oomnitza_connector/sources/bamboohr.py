@@ -1,15 +1,21 @@
 """``[bamboohr]``: BambooHR employees, one user record per employee.
 
-Default (as the seed): the employee directory, ``GET {url}/{system_name}/v1/employees/directory``,
-one call, active employees only, the fields the company shows in its directory. Opt-in
-(``mode = report``): a custom report, ``POST {url}/{system_name}/v1/reports/custom?format=JSON``
-with the fields in ``report_fields``; with ``only_current = false`` (the default in that mode) it
-also returns terminated employees with their ``status`` and ``terminationDate``.
+Two URL forms reach the same API: the gateway, ``https://api.bamboohr.com/api/gateway.php/{company}/v1``
+(the seed's ``url`` plus ``system_name``), and the company's own host,
+``https://{company}.bamboohr.com/api/v1`` (BambooHR's current SDK, BambooHR/bhr-api-python).
+
+Default (as the seed): the employee directory, ``GET …/employees/directory``, one call, current
+employees only (BambooHR's ``onlyCurrent`` defaults to true there), the fields the company shows
+in its directory. Opt-in (``mode = report``): a custom report, ``POST …/reports/custom?format=JSON``
+with the fields in ``report_fields`` plus every field the merged mapping names (BambooHR leaves
+out unknown ones). A custom report returns active and inactive (terminated) employees alike;
+``only_current = false`` (the default in that mode) adds the future-dated hires.
 
 Auth is HTTP Basic with the API key as user name and ``x`` as password. ``Accept:
 application/json`` is always sent (BambooHR answers XML otherwise). Outcomes: 401 = wrong key (one
 line, not retried); 403 = the directory is not shared with the key's user (one line, not retried);
-404 = an empty directory (0 records, with a warning, since a wrong ``system_name`` looks the same);
+404 = an error naming ``system_name`` and ``url`` (BambooHR answers 404 for an unknown company and
+for an empty directory alike, and an unattended run must not report an empty success for a typo);
 429 and 503 are retried honouring ``Retry-After`` (BambooHR's throttle signal), other 5xx with
 backoff. BambooHR's ``X-BambooHR-Error-Message`` header is shown when present.
 """
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from ..auth import basic
 from ..errors import ConfigError, SourceError
@@ -30,6 +36,7 @@ log = logging.getLogger(__name__)
 
 GATEWAY = "/api/gateway.php"
 DEFAULT_URL = "https://api.bamboohr.com" + GATEWAY
+MAX_FIELDS = 400  # bhr-api-python reports_api.py: "The maximum number of fields per request is 400"
 REPORT_FIELDS = (
     "id,employeeNumber,displayName,firstName,lastName,preferredName,jobTitle,workEmail,homeEmail,workPhone,"
     "mobilePhone,department,division,location,supervisor,supervisorEmail,status,employmentHistoryStatus,"
@@ -47,7 +54,12 @@ class BambooHR(UsersSource):
     mapping_name = "BambooHR"
     summary = "BambooHR employees (directory or custom report)"
     settings = (
-        Setting("url", DEFAULT_URL, help="BambooHR API gateway (with or without /api/gateway.php)"),
+        Setting(
+            "url",
+            DEFAULT_URL,
+            help="BambooHR API: the gateway (https://api.bamboohr.com/api/gateway.php) or your company's "
+            "host (https://acme.bamboohr.com/api/v1)",
+        ),
         Setting(
             "system_name",
             None,
@@ -62,8 +74,16 @@ class BambooHR(UsersSource):
             choices=("directory", "report"),
             help="directory (active employees, directory fields) or report (custom report)",
         ),
-        Setting("report_fields", REPORT_FIELDS, help="mode = report: the BambooHR field names to request"),
-        Setting("only_current", "false", help="mode = report: only current employees (false adds terminated)"),
+        Setting(
+            "report_fields",
+            REPORT_FIELDS,
+            help="mode = report: the BambooHR field names to request (mapped fields are added)",
+        ),
+        Setting(
+            "only_current",
+            "false",
+            help="mode = report: true leaves out future-dated hires (terminated employees come either way)",
+        ),
     )
     default_mappings = {
         "USER": {"source": "workEmail"},
@@ -89,14 +109,37 @@ class BambooHR(UsersSource):
     def fields(self) -> list[str]:
         return [f.strip() for f in self.setting("report_fields").split(",") if f.strip()]
 
+    def report_fields(self) -> list[str]:
+        """``report_fields`` plus the field each mapping (the merged one) reads; at most 400 (BambooHR's cap)."""
+        wanted = list(self.fields)
+        for source in self.mapped_sources():
+            head = source.split(".", 1)[0].strip()
+            if head:
+                wanted.append(head)
+        unique = list(dict.fromkeys(wanted))
+        if len(unique) > MAX_FIELDS:
+            log.warning(
+                "[%s] %d report fields; BambooHR takes %d, the rest are left out", self.name, len(unique), MAX_FIELDS
+            )
+        return unique[:MAX_FIELDS]
+
     @property
     def base(self) -> str:
-        """``…/api/gateway.php/<company>/v1`` from a url with or without the gateway path."""
+        """The API root: ``https://{company}.bamboohr.com/api/v1`` (the company's host, as the current SDK
+        uses it) or ``…/api/gateway.php/{company}/v1`` (the gateway of the seed, also the form for
+        proxies given without a path)."""
         url = self.setting("url").strip().rstrip("/")
         company = self.setting("system_name").strip()
-        url = url.removesuffix("/v1").removesuffix(f"/{company}")
-        if not url.endswith(GATEWAY):
-            url += GATEWAY
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if url.endswith("/api/v1"):
+            return url
+        if GATEWAY not in parts.path and host.endswith(".bamboohr.com") and host != "api.bamboohr.com":
+            return f"{url}/api/v1"  # https://acme.bamboohr.com
+        if GATEWAY in parts.path:
+            url = url[: url.index(GATEWAY) + len(GATEWAY)]
+        else:
+            url = url.removesuffix("/v1").removesuffix(f"/{company}") + GATEWAY
         return f"{url}/{quote(company)}/v1"
 
     async def pages(self) -> AsyncIterator[list[Record]]:
@@ -107,7 +150,7 @@ class BambooHR(UsersSource):
             try:
                 if report:
                     query = {"format": "JSON", "onlyCurrent": str(self.section.flag("only_current")).lower()}
-                    body = {"title": "Oomnitza connector", "fields": self.fields}
+                    body = {"title": "Oomnitza connector", "fields": self.report_fields()}
                     response = await http.request("POST", "/reports/custom", params=query, json=body)
                 else:
                     response = await http.request("GET", "/employees/directory")
@@ -123,14 +166,11 @@ class BambooHR(UsersSource):
                 ) from None
             except HttpError as exc:
                 if exc.status == 404:
-                    log.warning(
-                        "%s BambooHR answered 404 (%s): the directory of '%s' is empty (or system_name is "
-                        "wrong); 0 records",
-                        name,
-                        vendor_message(exc).lstrip(": ") or "no employees",
-                        self.setting("system_name"),
-                    )
-                    return
+                    raise SourceError(
+                        f"{name} BambooHR answered 404 for {safe_url(self.base)}{vendor_message(exc)}: check "
+                        f"system_name ('{self.setting('system_name')}') and url; BambooHR also answers 404 "
+                        "when the directory has no employees"
+                    ) from None
                 raise SourceError(f"{name} {exc}{vendor_message(exc)}") from None
             data = decode_json(response)
             employees = data.get("employees") if isinstance(data, dict) else None

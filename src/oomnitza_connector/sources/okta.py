@@ -1,23 +1,31 @@
 """``[okta]``: Okta users via ``/api/v1/users``, following ``Link: rel="next"``.
 
 Auth: the SSWS API token of the seed, or (recommended by Okta) an OAuth 2.0 API Services app with
-``private_key_jwt`` client credentials and the ``okta.users.read`` scope, with DPoP-bound tokens
-(RFC 9449) when the app requires them. Okta's rate-limit headers (``X-Rate-Limit-Remaining`` /
-``-Reset``) pause requests before the budget runs out.
+``private_key_jwt`` client credentials (RS256 or ES256 by the key's type, ``kid`` when the app has
+several keys) and the ``okta.users.read`` scope, with DPoP-bound tokens (RFC 9449) when the app
+requires them. Such an app also needs an admin role (Read-only Administrator): without one every
+call is 403 although the token was issued. The Admin Console host (``acme-admin.okta.com``) is
+turned into the org host. Okta throttles with 429 and ``X-Rate-Limit-Reset`` (epoch seconds, no
+``Retry-After``): requests wait until that reset, measured against the answer's ``Date`` as
+Okta's SDKs do; ``X-Rate-Limit-Remaining: 0`` pauses them before the budget runs out.
 """
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
 
 from ..auth import DpopKey, HeaderToken, RefreshingToken
 from ..config import truthy
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, LinkHeader, RateLimiter, decode_json, error_body, reset_pause
+from ..http import Http, HttpAuthError, HttpError, LinkHeader, RateLimiter, decode_json, error_body
 from ..ini import parse_bool
 from ..settings import Setting
 from .base import Record, UsersSource
@@ -25,6 +33,48 @@ from .base import Record, UsersSource
 log = logging.getLogger(__name__)
 
 DEPROVISIONED_FILTER = 'status eq "DEPROVISIONED"'
+# Okta's Admin Console hosts; the API lives on the org host without "-admin" (Okta SDKs refuse these).
+ADMIN_SUFFIXES = ("-admin.okta.com", "-admin.oktapreview.com", "-admin.okta-emea.com")
+
+
+def org_url(url: str) -> str:
+    """The org URL: no trailing ``/``, no ``/api/v1``, and ``acme-admin.okta.com`` → ``acme.okta.com``."""
+    parts = urlsplit(url.strip().rstrip("/"))
+    host = parts.netloc
+    for suffix in ADMIN_SUFFIXES:
+        if host.lower().endswith(suffix):
+            host = host[: -len(suffix)] + suffix.removeprefix("-admin")
+    path = parts.path.rstrip("/").removesuffix("/api/v1")
+    return urlunsplit((parts.scheme, host, path, "", ""))
+
+
+def _server_now(response: httpx.Response) -> float:
+    """The answer's ``Date`` as epoch seconds (Okta's reset is on its clock, not ours), else our clock."""
+    try:
+        return email.utils.parsedate_to_datetime(response.headers.get("date", "")).timestamp()
+    except (TypeError, ValueError):
+        return time.time()
+
+
+def okta_pause(response: httpx.Response) -> float | None:
+    """Seconds to hold requests: until ``X-Rate-Limit-Reset`` on a 429 (Okta sends no Retry-After) or
+    when ``X-Rate-Limit-Remaining`` is 0; one second more for the header's whole-second precision."""
+    resets: list[float] = []
+    for value in response.headers.get_list("x-rate-limit-reset"):
+        for part in value.split(","):
+            try:
+                resets.append(float(part))
+            except ValueError:
+                continue
+    if not resets:
+        return None
+    if response.status_code != 429:
+        try:
+            if int(float(response.headers.get("x-rate-limit-remaining", "1"))) > 0:
+                return None
+        except ValueError:
+            return None
+    return max(0.0, min(resets) - _server_now(response)) + 1.0
 
 
 class Okta(UsersSource):
@@ -32,12 +82,13 @@ class Okta(UsersSource):
     mapping_name = "Okta"
     summary = "Okta users"
     settings = (
-        Setting("url", None, example="https://example.okta.com", help="your Okta org URL"),
+        Setting("url", None, example="https://example.okta.com", help="your Okta org URL (not the -admin one)"),
         Setting("api_token", "", example="YOUR Okta API TOKEN", secret=True, help="SSWS API token"),
         *UsersSource.role_settings,
         Setting("deprovisioned", "false", help="also sync DEPROVISIONED users"),
         Setting("client_id", "", help="OAuth API Services app client id (instead of api_token)"),
-        Setting("private_key_file", "", help="PEM private key of that app (private_key_jwt)"),
+        Setting("private_key_file", "", help="PEM private key of that app (private_key_jwt), RSA or EC"),
+        Setting("kid", "", help="OAuth app: key ID of that key in the app (needed when the app has several keys)"),
         Setting("page_size", "200", help="users per request (Okta's maximum is 200)"),
         Setting("dpop", "auto", help="OAuth app: DPoP-bound tokens: auto (when the app requires them), true or false"),
     )
@@ -60,10 +111,12 @@ class Okta(UsersSource):
 
     @property
     def base(self) -> str:
-        return self.setting("url").rstrip("/").removesuffix("/api/v1")
+        return org_url(self.setting("url"))
 
     def _client(self) -> Http:
-        limiter = RateLimiter(pause_from=reset_pause("x-rate-limit-remaining", "x-rate-limit-reset"))
+        if self.base != self.setting("url").strip().rstrip("/").removesuffix("/api/v1"):
+            log.info("[%s] using the org URL %s (the -admin host is the Admin Console's)", self.name, self.base)
+        limiter = RateLimiter(pause_from=okta_pause)
         return self.http(
             base_url=self.base,
             headers={"Accept": "application/json"},
@@ -97,7 +150,17 @@ class Okta(UsersSource):
                         ok_statuses=frozenset({400}),
                     )
                 except HttpError as exc:
-                    raise SourceError(f"[{self.name}] Okta refused the OAuth client credentials: {exc}") from None
+                    error = error_body(exc)
+                    detail = ": ".join(str(v) for v in (error.get("error"), error.get("error_description")) if v)
+                    hint = ""
+                    if "kid" in str(error.get("error_description", "")):
+                        hint = " (set kid to the key ID of the app's public key)"
+                    elif exc.status == 401:
+                        hint = ": check client_id, private_key_file and that the app's public key matches"
+                    raise SourceError(
+                        f"[{self.name}] Okta refused the OAuth client credentials "
+                        f"({exc.status or ''}{' ' + detail if detail else ''}){hint}"
+                    ) from None
                 if response.status_code == 400:
                     error = error_body(response)
                     if dpop is None and mode == "auto" and error.get("error") == "invalid_dpop_proof":
@@ -119,13 +182,31 @@ class Okta(UsersSource):
         auth = RefreshingToken(fetch)
         http.client.auth = auth
 
+    def _signing_key(self) -> tuple[Any, str]:
+        """The app's private key and its JWS algorithm (Okta accepts RSA and EC keys)."""
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        try:
+            pem = open(self.setting("private_key_file"), "rb").read()
+        except OSError as exc:
+            raise ConfigError(f"[{self.name}] private_key_file: {exc.strerror}") from None
+        try:
+            key = load_pem_private_key(pem, None)
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"[{self.name}] private_key_file is not an unencrypted PEM private key (RSA or EC)"
+            ) from None
+        if isinstance(key, rsa.RSAPrivateKey):
+            return key, "RS256"
+        if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in EC_ALGORITHMS:
+            return key, EC_ALGORITHMS[key.curve.name]
+        raise ConfigError(f"[{self.name}] private_key_file: Okta signs with RSA or EC (P-256/384/521) keys only")
+
     def _assertion(self, audience: str) -> str:
         import jwt  # PyJWT, imported only for OAuth apps
 
-        try:
-            key = open(self.setting("private_key_file"), encoding="utf-8").read()
-        except OSError as exc:
-            raise ConfigError(f"[{self.name}] private_key_file: {exc.strerror}") from None
+        key, algorithm = self._signing_key()
         now = int(time.time())
         claims = {
             "iss": self.setting("client_id"),
@@ -135,7 +216,8 @@ class Okta(UsersSource):
             "exp": now + 300,
             "jti": str(uuid.uuid4()),
         }
-        return jwt.encode(claims, key, algorithm="RS256")
+        kid = self.setting("kid").strip()
+        return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid} if kid else None)
 
     async def pages(self) -> AsyncIterator[list[Record]]:
         async with self._client() as http:
@@ -156,9 +238,26 @@ class Okta(UsersSource):
                             break
                         yield users
                 except HttpAuthError as exc:
-                    raise SourceError(
-                        f"[{self.name}] Okta rejected the credentials ({exc.status}{_okta_error(exc)}): check api_token"
-                    ) from None
+                    raise self._refused(exc) from None
+
+    def _refused(self, exc: HttpError) -> SourceError:
+        detail = f"{exc.status}{_okta_error(exc)}"
+        if exc.status == 403 and not self.setting("api_token"):
+            return SourceError(
+                f"[{self.name}] Okta refused to list users with the app's token ({detail}): assign the API "
+                "Services app an admin role (Applications → the app → Admin roles: Read-only Administrator) "
+                "and grant it the okta.users.read scope"
+            )
+        if exc.status == 403:
+            return SourceError(
+                f"[{self.name}] Okta refused to list users ({detail}): the admin who created api_token "
+                "may not read users (use a Read-only Administrator or higher)"
+            )
+        what = "the OAuth app (client_id, private_key_file)" if not self.setting("api_token") else "api_token"
+        return SourceError(f"[{self.name}] Okta rejected the credentials ({detail}): check {what}")
+
+
+EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
 
 def _okta_error(exc: HttpError) -> str:

@@ -9,9 +9,16 @@ shut down by OneLogin and are not supported: such a configuration is a clear con
 
 Compatibility with the seed: a ``url`` such as ``https://api.us.onelogin.com/api/1/users`` still
 works (only its scheme, host and any proxy prefix are used), the records keep the v1 names
-(``role_id``, ``samaccountname``, ``locale_code``) next to the v2 ones, and the seed's lookup quirk
-is kept: a mapping source that is not a standard user field reads the custom attribute of that
-name (``{"source": "employee_id"}`` = ``custom_attributes.employee_id``).
+(``role_id``, ``locale_code``) next to the v2 ones, and the seed's lookup quirk is kept: a mapping
+source that is not a standard user field reads the custom attribute of that name
+(``{"source": "employee_id"}`` = ``custom_attributes.employee_id``).
+
+Fields: without ``fields=`` the v2 list returns a reduced user (no title, department, company,
+role_ids, manager, custom attributes…), and with it only the fields named, so the connector always
+names every field of the v2 user (onelogin-python-sdk ``models/user.py``: ``samaccountname``, not
+``samaccount_name``, which stays an alias) plus the standard fields the merged mapping uses. If
+OneLogin refuses ``custom_attributes`` in ``fields`` the list is read without it; if it refuses
+``fields`` altogether, without ``fields`` and a warning naming the mapped fields that are lost.
 OneLogin's ``X-RateLimit-Remaining`` / ``X-RateLimit-Reset`` (seconds) pause requests before the
 hourly budget runs out.
 """
@@ -38,8 +45,9 @@ USERS = "/api/2/users"
 TOKEN = "/auth/oauth2/v2/token"
 DEFAULT_URL = "https://api.us.onelogin.com/api/1/users"
 
-# The fields of a v2 "List Users" entry; with custom_attributes they are asked for explicitly
-# (the list leaves custom attributes out unless ``fields`` names them).
+MAX_PAGE = 100  # onelogin-python-sdk users_v2_api.py list_users2: "limit ... (max 100)"
+# Every field of a v2 user (onelogin-python-sdk models/user.py, passwords left out), asked for by
+# name: ``fields`` limits the answer to what it names.
 LIST_FIELDS = (
     "id",
     "username",
@@ -59,7 +67,7 @@ LIST_FIELDS = (
     "trusted_idp_id",
     "manager_ad_id",
     "manager_user_id",
-    "samaccount_name",
+    "samaccountname",
     "member_of",
     "userprincipalname",
     "distinguished_name",
@@ -73,6 +81,33 @@ LIST_FIELDS = (
     "invalid_login_attempts",
     "locked_until",
     "password_changed_at",
+)
+# What the v2 list returns without ``fields`` (developers.onelogin.com "List Users", sample answer).
+DEFAULT_LIST_SHAPE = frozenset(
+    {
+        "activated_at",
+        "created_at",
+        "directory_id",
+        "distinguished_name",
+        "email",
+        "external_id",
+        "firstname",
+        "group_id",
+        "id",
+        "invalid_login_attempts",
+        "invitation_sent_at",
+        "last_login",
+        "lastname",
+        "locked_until",
+        "member_of",
+        "password_changed_at",
+        "phone",
+        "samaccountname",
+        "state",
+        "status",
+        "updated_at",
+        "username",
+    }
 )
 # Standard user fields: the seed's list plus the v2 names. Any other mapping source is read from
 # custom_attributes, as the seed did.
@@ -113,10 +148,12 @@ STANDARD_FIELDS = frozenset(
         *LIST_FIELDS,
         "custom_attributes",
         "notes",
+        "samaccount_name",
     }
 )
-# v1 name -> v2 name: the v1 name is filled from the v2 one so seed mappings keep working.
-V1_NAMES = {"role_id": "role_ids", "samaccountname": "samaccount_name", "locale_code": "preferred_locale_code"}
+# Older name -> v2 name: the older name is filled from the v2 one so existing mappings keep working
+# (v1 names of the seed; ``samaccount_name``, the wrong v2 spelling earlier versions documented).
+V1_NAMES = {"role_id": "role_ids", "locale_code": "preferred_locale_code", "samaccount_name": "samaccountname"}
 API_SUFFIX = re.compile(r"/api(/\d+(/users(\.json)?)?)?$", re.IGNORECASE)
 LEGACY_PATH = re.compile(r"(/api/v\d+(/|$))|(\.xml$)", re.IGNORECASE)
 
@@ -175,7 +212,7 @@ class Onelogin(UsersSource):
         Setting("client_secret", "", secret=True, help="API credential client secret"),
         Setting("api_token", "", secret=True, help="retired legacy API key: not supported, use client_id"),
         *UsersSource.role_settings,
-        Setting("page_size", "50", help="users per request (OneLogin returns at most 50)"),
+        Setting("page_size", str(MAX_PAGE), help=f"users per request (OneLogin's maximum is {MAX_PAGE})"),
         Setting(
             "custom_attributes",
             "true",
@@ -212,8 +249,8 @@ class Onelogin(UsersSource):
                 f"[{self.name}] OneLogin connector configured improperly: set client_id and client_secret"
             )
         size = self.setting("page_size")
-        if not size.isdigit() or not 1 <= int(size) <= 1000:
-            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to 1000")
+        if not size.isdigit() or int(size) < 1:
+            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to {MAX_PAGE}")
         self.section.flag("custom_attributes")  # a clear error for a value that is not a boolean
 
     @property
@@ -249,14 +286,45 @@ class Onelogin(UsersSource):
 
         return RefreshingToken(fetch)
 
+    def fields(self, with_custom: bool) -> list[str]:
+        """Every v2 user field, the standard ones the merged mapping names, and custom_attributes."""
+        wanted = list(LIST_FIELDS)
+        for source in self.mapped_sources():
+            head = source.split(".", 1)[0]
+            head = V1_NAMES.get(head, head)
+            if head in STANDARD_FIELDS and head != "custom_attributes":
+                wanted.append(head)
+        if with_custom:
+            wanted.append("custom_attributes")
+        return list(dict.fromkeys(wanted))
+
+    def _lost_without_fields(self) -> list[str]:
+        """Mapped standard fields that the reduced default answer does not carry."""
+        lost = []
+        for source in self.mapped_sources():
+            head = source.split(".", 1)[0]
+            head = V1_NAMES.get(head, head)
+            if head in STANDARD_FIELDS and head not in DEFAULT_LIST_SHAPE:
+                lost.append(source)
+            elif head not in STANDARD_FIELDS or head == "custom_attributes":
+                lost.append(source)  # custom attributes come only when fields names them
+        return sorted(set(lost))
+
     async def pages(self) -> AsyncIterator[list[Record]]:
         name = f"[{self.name}]"
-        params: dict[str, Any] = {"limit": self.setting("page_size")}
-        with_custom = self.section.flag("custom_attributes")
+        size = int(self.setting("page_size"))
+        if size > MAX_PAGE:
+            log.info("[%s] page_size %d lowered to OneLogin's maximum of %d", self.name, size, MAX_PAGE)
+        params: dict[str, Any] = {"limit": min(size, MAX_PAGE)}
+        # The fields asked for: all + custom_attributes, then without custom_attributes, then none.
+        attempts: list[list[str] | None] = [self.fields(with_custom=False), None]
+        if self.section.flag("custom_attributes"):
+            attempts.insert(0, self.fields(with_custom=True))
         async with self._client() as http:
             http.client.auth = self._token(http)
             while True:
-                query = {**params, "fields": ",".join((*LIST_FIELDS, "custom_attributes"))} if with_custom else params
+                fields = attempts[0]
+                query = {**params, "fields": ",".join(fields)} if fields is not None else params
                 answered = 0
                 try:
                     async for response in http.paginate(Cursor(_after_cursor, "cursor"), USERS, params=query):
@@ -277,16 +345,25 @@ class Onelogin(UsersSource):
                         "the Read users (or higher) scope"
                     ) from None
                 except HttpError as exc:
-                    if with_custom and answered == 0 and exc.status in (400, 422):
+                    if fields is None or answered or exc.status not in (400, 422):
+                        raise
+                    attempts.pop(0)
+                    reason = f"{exc.status}{onelogin_message(exc.response)}"
+                    if attempts[0] is not None:
                         log.warning(
-                            "%s OneLogin refused the fields parameter (%s%s); listing users without custom_attributes",
+                            "%s OneLogin refused the fields parameter (%s); listing users without custom_attributes",
                             name,
-                            exc.status,
-                            onelogin_message(exc.response),
+                            reason,
                         )
-                        with_custom = False
-                        continue
-                    raise
+                    else:
+                        lost = self._lost_without_fields()
+                        log.warning(
+                            "%s OneLogin refused the fields parameter (%s); listing users without it, so OneLogin "
+                            "leaves out title, department, company, role_ids, managers and custom attributes%s",
+                            name,
+                            reason,
+                            f" (mapped here and lost: {', '.join(lost)})" if lost else "",
+                        )
 
 
 def _after_cursor(response: httpx.Response) -> str | None:

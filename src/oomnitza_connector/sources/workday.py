@@ -3,13 +3,20 @@
 ``GET {report_url}`` with ``format=json`` answers ``{"Report_Entry": [{...}, ...]}`` in one response
 (RaaS has no paging); each entry is one user record, keyed by the report columns' XML aliases.
 Auth is HTTP Basic with an Integration System User, or optionally OAuth 2.0 with the refresh token
-of a Workday "API Client for Integrations". ``report_url`` may list several URLs (one per line),
-e.g. the same report with different prompt values, read one after the other.
+of a Workday "API Client for Integrations": ``POST https://<host>/ccx/oauth2/<tenant>/token`` with a
+form body ``grant_type=refresh_token``, ``refresh_token``, ``client_id``, ``client_secret``, as
+Workday's own clients do (Workday/raas-python ``raas/raas.py``, Workday/prism-python
+``prism/prism.py``). The access token is short-lived; when the answer has no ``expires_in`` it is
+renewed after 15 minutes, as prism-python does, and once more when Workday answers 401.
+``report_url`` may list several URLs (one per line), e.g. the same report with different prompt
+values, read one after the other. Errors are read from Workday's XML (``wd:Message``,
+``faultstring``) or JSON (``error``, ``errors[].error``) bodies.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +36,7 @@ CHUNK = 1000  # entries handed to the pipeline at a time (the report itself arri
 # Workday answers report errors (a bad prompt value, a report that is not web-service enabled) with
 # a 500 and an XML fault, so a few quick tries are enough; 503 during maintenance is retried too.
 WORKDAY_RETRIES = RetryPolicy(attempts=4)
+TOKEN_LIFETIME = 900.0  # Workday/prism-python renews its bearer token after 15 minutes
 
 
 def report_urls(value: str) -> list[str]:
@@ -45,9 +53,23 @@ def with_json_format(url: str) -> tuple[str, str | None]:
 
 
 def workday_message(body: str) -> str:
-    """The text of ``<wd:Message>`` / ``<faultstring>`` in a Workday XML error, or ''."""
+    """The text of a Workday error: ``<wd:Message>`` / ``<faultstring>`` in XML, or ``error`` /
+    ``errors[].error`` in JSON; '' when there is none."""
     match = re.search(r"<(?:\w+:)?(?:Message|faultstring)[^>]*>(.*?)</", body, re.S)
-    return " ".join(html.unescape(match.group(1)).split())[:200] if match else ""
+    if match:
+        return " ".join(html.unescape(match.group(1)).split())[:200]
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    texts = [data.get("error")]
+    errors = data.get("errors")
+    if isinstance(errors, list):
+        texts += [e.get("error") for e in errors if isinstance(e, dict)]
+    found = [" ".join(str(t).split()) for t in texts if isinstance(t, str) and t.strip()]
+    return "; ".join(dict.fromkeys(found))[:200]
 
 
 def token_url_for(report_url: str) -> str:
@@ -151,14 +173,18 @@ class Workday(UsersSource):
             token = data.get("access_token") if isinstance(data, dict) else None
             if not token:
                 raise SourceError(f"[{self.name}] Workday's token endpoint answered without an access_token")
-            return str(token), float(data.get("expires_in") or 3600)
+            lifetime = data.get("expires_in")
+            valid = isinstance(lifetime, (int, float)) and not isinstance(lifetime, bool) and lifetime > 0
+            return str(token), float(lifetime) if valid else TOKEN_LIFETIME
 
         http.client.auth = RefreshingToken(fetch)
 
     def _refused(self, exc: HttpError) -> SourceError:
         what = "client_id, client_secret and refresh_token" if self.oauth else "username and password"
+        message = workday_message(exc.response.text) if exc.response is not None else ""
         return SourceError(
-            f"[{self.name}] Workday rejected the credentials ({exc.status}): check {what}; the account must be "
+            f"[{self.name}] Workday rejected the credentials ({exc.status}{': ' + message if message else ''}): "
+            f"check {what}; the account must be "
             "allowed to run the report, and an expired or locked ISU password also gives this"
             + ("" if self.oauth else " (if the plain user name fails, try user@tenant)")
         )
@@ -228,5 +254,6 @@ def _chunks(entries: list[Any]) -> Iterator[list[Record | BadRecord]]:
 
 
 def _oauth_error(exc: HttpError) -> str:
-    error = error_body(exc).get("error")
-    return f" {error}" if error else ""
+    body = error_body(exc)
+    parts = [str(body[k]) for k in ("error", "error_description") if isinstance(body.get(k), str) and body[k]]
+    return f" {': '.join(parts)}" if parts else ""

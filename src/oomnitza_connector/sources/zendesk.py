@@ -2,9 +2,15 @@
 cursor pagination (``page[size]``, ``meta.has_more``, ``page[after]``), so accounts with more than
 10,000 users sync (Zendesk refuses offset pages past the 100th with 400).
 
-Auth is an API token: HTTP Basic ``<email>/token:<api_token>``. With ``load_organizations`` (a real
-boolean: ``false`` means off) every organization is read first, and each user gets the whole
-``organization`` object of its ``organization_id`` (``{}`` when it has none). ``url`` defaults to
+Auth (recommended): an OAuth client of kind *Confidential* and the client credentials grant,
+``POST {url}/oauth/tokens`` with a JSON body (``grant_type=client_credentials``, ``client_id``,
+``client_secret``, ``scope``); Zendesk's access tokens expire (30 minutes by default), so the
+token is renewed ahead of ``expires_in`` and once more when Zendesk answers 401. Legacy: an API
+token, HTTP Basic ``<email>/token:<api_token>``, which Zendesk deactivates for good on 2027-04-30
+(a warning says so on every run that uses one). With ``load_organizations`` (a real boolean:
+``false`` means off), or when a mapping reads ``organization.*``, every organization is read
+first and each user gets the whole ``organization`` object of its ``organization_id`` (``{}``
+when it has none). ``url`` defaults to
 ``https://{system_name}.zendesk.com`` and may carry ``/api/v2``. Next pages are requested on the
 configured ``url`` with the ``after_cursor`` (never on a host named by ``links.next``). 429 and
 503 honour ``Retry-After``; ``ratelimit-remaining`` / ``ratelimit-reset`` pause requests before the
@@ -20,7 +26,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
-from ..auth import basic
+from ..auth import RefreshingToken, basic
 from ..errors import ConfigError, SourceError
 from ..http import (
     Http,
@@ -41,6 +47,9 @@ log = logging.getLogger(__name__)
 
 USERS = "/api/v2/users"
 ORGANIZATIONS = "/api/v2/organizations"
+TOKENS = "/oauth/tokens"
+API_TOKEN_END = "2027-04-30"  # Zendesk: "all remaining API tokens are permanently deactivated"
+DEFAULT_LIFETIME = 1800.0  # Zendesk's default access token lifetime, when an answer omits expires_in
 ROLES = ("end-user", "agent", "admin")
 AFTER = "page[after]"
 
@@ -67,6 +76,14 @@ class ZendeskCursor(Paginator):
         return PageRequest(request.url, {**request.params, AFTER: after})
 
 
+def oauth_error(exc: HttpError) -> str:
+    """`` <error>: <error_description>`` of an OAuth error body, or ``""``."""
+    body = error_body(exc)
+    parts = [str(body[k]).strip() for k in ("error", "error_description") if isinstance(body.get(k), str)]
+    text = ": ".join(p for p in parts if p)
+    return f" {text[:200]}" if text else ""
+
+
 def zendesk_error(exc: HttpError) -> str:
     """`` <error>: <description>`` from Zendesk's error body, or ``""``."""
     body = error_body(exc)
@@ -83,8 +100,13 @@ class Zendesk(UsersSource):
     summary = "Zendesk Support users"
     settings = (
         Setting("system_name", None, example="acme", help="Zendesk subdomain: acme for https://acme.zendesk.com"),
-        Setting("api_token", None, example="YOUR Zendesk API TOKEN", secret=True, help="Zendesk API token"),
-        Setting("username", None, example="it@acme.com", help="e-mail of the agent/admin owning the token"),
+        Setting("client_id", "", example="oomnitza_connector", help="OAuth client unique identifier (recommended)"),
+        Setting("client_secret", "", secret=True, help="secret of that OAuth client (kind: Confidential)"),
+        Setting(
+            "scope", "read", help="OAuth scopes to ask for, space-separated (read, or users:read organizations:read)"
+        ),
+        Setting("api_token", "", secret=True, help=f"legacy API token (Zendesk retires them on {API_TOKEN_END})"),
+        Setting("username", "", help="legacy: e-mail of the agent/admin owning api_token"),
         *UsersSource.role_settings,
         Setting(
             "load_organizations",
@@ -106,6 +128,14 @@ class Zendesk(UsersSource):
     }
 
     def validate(self) -> None:
+        oauth = [self.setting("client_id").strip(), self.setting("client_secret")]
+        if any(oauth) and not all(oauth):
+            raise ConfigError(f"[{self.name}] set both client_id and client_secret (the OAuth client)")
+        if not all(oauth) and not (self.setting("api_token") and self.setting("username").strip()):
+            raise ConfigError(
+                f"[{self.name}] set client_id and client_secret (an OAuth client, recommended), or username "
+                f"and api_token (API tokens stop working on {API_TOKEN_END})"
+            )
         url = self.setting("url").strip()
         if url and not url.lower().startswith(("http://", "https://")):
             raise ConfigError(f"[{self.name}] url must start with https:// (e.g. https://support.acme.com)")
@@ -132,16 +162,59 @@ class Zendesk(UsersSource):
         url = self.setting("url").strip() or f"https://{self.setting('system_name').strip()}.zendesk.com"
         return url.rstrip("/").removesuffix("/api/v2").removesuffix("/api").rstrip("/")
 
+    @property
+    def oauth(self) -> bool:
+        return bool(self.setting("client_id").strip() and self.setting("client_secret"))
+
     def _client(self) -> Http:
-        user = self.setting("username").strip()
-        login = user if user.endswith("/token") else f"{user}/token"
         limiter = RateLimiter(pause_from=reset_pause("ratelimit-remaining", "ratelimit-reset", epoch=False))
-        return self.http(
-            base_url=self.base,
-            headers={"Accept": "application/json"},
-            auth=basic(login, self.setting("api_token")),
-            limiter=limiter,
-        )
+        http = self.http(base_url=self.base, headers={"Accept": "application/json"}, limiter=limiter)
+        if self.oauth:
+            http.client.auth = RefreshingToken(self._token_fetcher(http))
+        else:
+            log.warning(
+                "[%s] uses a Zendesk API token: Zendesk deactivates every API token on %s; create an OAuth "
+                "client (client_id, client_secret) before then",
+                self.name,
+                API_TOKEN_END,
+            )
+            user = self.setting("username").strip()
+            login = user if user.endswith("/token") else f"{user}/token"
+            http.client.auth = basic(login, self.setting("api_token"))
+        return http
+
+    def _token_fetcher(self, http: Http) -> Any:
+        name = f"[{self.name}]"
+        body = {
+            "grant_type": "client_credentials",
+            "client_id": self.setting("client_id").strip(),
+            "client_secret": self.setting("client_secret"),
+        }
+        body["scope"] = " ".join(self.setting("scope").split()) or "read"
+
+        async def fetch() -> tuple[str, float | None]:
+            try:
+                response = await http.request("POST", TOKENS, json=body, auth=None)
+            except HttpError as exc:
+                if exc.status in (400, 401, 403):
+                    hint = (
+                        "check scope"
+                        if error_body(exc).get("error") == "invalid_scope"
+                        else ("check client_id and client_secret, and that the OAuth client's kind is Confidential")
+                    )
+                    raise SourceError(
+                        f"{name} Zendesk refused the OAuth client ({exc.status}{oauth_error(exc)}): {hint}"
+                    ) from None
+                raise SourceError(f"{name} could not get a Zendesk access token: {exc}") from None
+            data = decode_json(response)
+            token = data.get("access_token") if isinstance(data, dict) else None
+            if not isinstance(token, str) or not token:
+                raise SourceError(f"{name} Zendesk's token answer ({safe_url(response.url)}) has no access_token")
+            lifetime = data.get("expires_in")
+            valid = isinstance(lifetime, (int, float)) and not isinstance(lifetime, bool) and lifetime > 0
+            return token, float(lifetime) if valid else DEFAULT_LIFETIME
+
+        return fetch
 
     async def _list(self, http: Http, path: str, key: str, params: dict[str, Any]) -> AsyncIterator[list[Any]]:
         name = f"[{self.name}]"
@@ -157,19 +230,38 @@ class Zendesk(UsersSource):
                     )
                 yield items
         except HttpAuthError as exc:
-            if exc.status == 403:
-                raise SourceError(
-                    f"{name} Zendesk refused access (403{zendesk_error(exc)}): the user in username "
-                    "must be an admin (or an agent allowed to list users)"
-                ) from None
-            raise SourceError(
-                f"{name} Zendesk rejected the credentials ({exc.status}{zendesk_error(exc)}): "
-                "check username and api_token, and that token access is enabled"
-            ) from None
+            raise self._refused(exc) from None
         except HttpError as exc:
             if exc.status == 404:
                 raise SourceError(f"{name} Zendesk answered 404 for {path}: check system_name (or url)") from None
             raise
+
+    def _refused(self, exc: HttpError) -> SourceError:
+        name = f"[{self.name}]"
+        detail = oauth_error(exc) if "error_description" in error_body(exc) else zendesk_error(exc)
+        if exc.status == 403:
+            who = (
+                "the OAuth client's scope must allow reading users (read or users:read) and the admin who "
+                "created the client must be allowed to list users"
+                if self.oauth
+                else "the user in username must be an admin (or an agent allowed to list users)"
+            )
+            return SourceError(f"{name} Zendesk refused access (403{detail}): {who}")
+        if self.oauth:
+            return SourceError(
+                f"{name} Zendesk rejected a fresh OAuth access token ({exc.status}{detail}): check that the "
+                "OAuth client is active and belongs to this Zendesk account (url / system_name)"
+            )
+        return SourceError(
+            f"{name} Zendesk rejected the credentials ({exc.status}{detail}): check username and api_token, "
+            f"and that token access is enabled (API tokens stop working on {API_TOKEN_END})"
+        )
+
+    def wants_organizations(self) -> bool:
+        """On with load_organizations, or when any mapping (server-side included) reads organization.*."""
+        if self.section.flag("load_organizations"):
+            return True
+        return any(src == "organization" or src.startswith("organization.") for src in self.mapped_sources())
 
     async def _organizations(self, http: Http) -> dict[Any, dict[str, Any]]:
         orgs: dict[Any, dict[str, Any]] = {}
@@ -183,7 +275,7 @@ class Zendesk(UsersSource):
     async def pages(self) -> AsyncIterator[list[Record]]:
         params: dict[str, Any] = {"role[]": self.roles} if self.roles else {}
         async with self._client() as http:
-            orgs = await self._organizations(http) if self.section.flag("load_organizations") else None
+            orgs = await self._organizations(http) if self.wants_organizations() else None
             async for users in self._list(http, USERS, "users", params):
                 if not users:
                     continue
