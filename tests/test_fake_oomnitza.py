@@ -383,9 +383,13 @@ def test_media_storage_listing_and_download(fake_oomnitza: FakeOomnitza, client:
     fake_oomnitza.add_media_file("a.csv", b"a,b\n", creation_date=100, created_by_id=12, uid="u1")
     fake_oomnitza.add_media_file("b.csv", b"c,d\n", creation_date=200, created_by_id=12, uid="u2")
     fake_oomnitza.add_media_file("c.csv", b"x", creation_date=300, created_by_id=99, uid="u3")
-    flt = "(creation_date gt 100) and (created_by_type eq 'reports_connectors') and (created_by_id eq '12')"
-    files = client.get("/api/v3/media_storage", params={"filter": flt, "sortby": "creation_date asc"}).json()
+    flt = "(creation_date gt 100) and (created_by_type eq 'reports_connectors')"
+    query = {"filter": flt, "created_by_id": "12", "sortby": "creation_date asc"}
+    files = client.get("/api/v3/media_storage", params=query).json()
     assert [f["uid"] for f in files] == ["u2"]
+    # created_by_id inside the filter (before 2.3.8) narrows nothing: every integration's files.
+    old_style = client.get("/api/v3/media_storage", params={"filter": f"{flt} and (created_by_id eq '12')"}).json()
+    assert [f["uid"] for f in old_style] == ["u2", "u3"]
     head_style = client.get(
         "/api/v3/media_storage",
         params={"filter": "(creation_date gt 0) and (created_by_type eq 'reports_connectors')", "created_by_id": "12"},

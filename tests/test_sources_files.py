@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from oomnitza_connector.oomnitza.local_store import LocalStore
+from tests.fakes.oomnitza import FakeOomnitza
 
-from .helpers import run_cli, write_ini
+from .helpers import ROOT, run_cli, write_ini
+from .sourcekit import assert_accounted
 
 ASSETS_OK = (
     "Serial Number,Model,Owner Email,Notes\n"
@@ -269,6 +276,120 @@ def test_processed_files_stay_when_a_record_fails(tmp_path: Path) -> None:
     result = run_cli("upload", "csv_assets", "--ini", str(ini))
     assert result.code == 3
     assert (inbox / "a.csv").exists()  # fix the file, and the next run reads it again
+
+
+def two_files(tmp_path: Path) -> Path:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.csv").write_text("Serial Number,Model\nA1,M\nA2,M\n", encoding="utf-8")
+    (inbox / "b.csv").write_text("Serial Number,Model\nB1,M\nB2,M\n", encoding="utf-8")
+    return inbox
+
+
+def rest_assets_ini(tmp_path: Path, fake: FakeOomnitza, inbox: Path) -> Path:
+    ini = assets_ini(tmp_path, f"directory = {inbox}\nprocessed_action = move\nprocessed_dir = {tmp_path / 'done'}")
+    text = ini.read_text(encoding="utf-8").replace(
+        f"url = sqlite:///{tmp_path}/store.db", f"url = {fake.url}\napi_token = {fake.token}"
+    )
+    ini.write_text(text, encoding="utf-8")
+    return ini
+
+
+def test_processed_files_stay_when_oomnitza_refuses_a_batch(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
+    inbox = two_files(tmp_path)
+    fake_oomnitza.fail("POST", "/api/v3/bulk", 400, times=1, body={"error": "bad payload"})
+    ini = rest_assets_ini(tmp_path, fake_oomnitza, inbox)
+    result = run_cli("upload", "csv_assets", "--ini", str(ini), "--batch-size", "2", "--workers", "0")
+    assert result.code == 3, result.all
+    assert assert_accounted(result, "csv_assets", pulled=4, sent=2)["failed_send"] == 2
+    assert len(fake_oomnitza.records("assets")) == 2 and fake_oomnitza.portion().finalized
+    assert sorted(p.name for p in inbox.iterdir()) == ["a.csv", "b.csv"] and not (tmp_path / "done").exists()
+    # The next run delivers everything: now the files move.
+    result = run_cli("upload", "csv_assets", "--ini", str(ini))
+    assert result.code == 0, result.all
+    assert list(inbox.iterdir()) == [] and sorted(p.name for p in (tmp_path / "done").iterdir()) == ["a.csv", "b.csv"]
+
+
+def test_processed_files_stay_when_the_session_cannot_be_closed(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
+    inbox = two_files(tmp_path)
+    fake_oomnitza.fail("POST", "/api/v3/bulk/", 400, times=1)  # the finalize of the portion
+    result = run_cli("upload", "csv_assets", "--ini", str(rest_assets_ini(tmp_path, fake_oomnitza, inbox)))
+    assert result.code == 1 and "could not finalize the sync session" in result.err, result.all
+    assert sorted(p.name for p in inbox.iterdir()) == ["a.csv", "b.csv"]
+
+
+def test_local_store_rejections_are_failed_sends_and_files_stay(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.csv").write_text("Serial Number,Model\nA1,M\n,no serial\nA3,M\n", encoding="utf-8")
+    result = run_cli(
+        "upload", "csv_assets", "--ini", str(assets_ini(tmp_path, f"directory = {inbox}\nprocessed_action = delete"))
+    )
+    assert result.code == 3, result.all
+    counts = assert_accounted(result, "csv_assets", pulled=3, sent=2)
+    assert counts["failed_send"] == 1
+    assert "the local store refused 1 of 3 record(s): no value for sync field(s) SERIAL" in result.err
+    assert (inbox / "a.csv").exists()
+    # What the summary says is what the store holds.
+    store = LocalStore(tmp_path / "store.db")
+    try:
+        (portion,) = store.portions()
+        assert (portion["inserted"] + portion["updated"] + portion["skipped"], portion["failed"]) == (2, 1)
+        assert {r["SERIAL"] for r in store.records("assets")} == {"A1", "A3"}
+        (error,) = store.errors(portion["portion"])
+        assert error["record"]["MODEL"] == "no serial"
+    finally:
+        store.close()
+
+
+def test_local_store_constraint_failure_is_a_failed_send(tmp_path: Path) -> None:
+    """A record the store's own rules refuse (here a user's trigger) fails alone; the batch is kept."""
+    store = LocalStore(tmp_path / "store.db")
+    store.db.execute(
+        "CREATE TRIGGER no_bad BEFORE INSERT ON records WHEN json_extract(NEW.fields, '$.MODEL') = 'BAD' "
+        "BEGIN SELECT RAISE(ABORT, 'models named BAD are not allowed'); END"
+    )
+    store.close()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.csv").write_text("Serial Number,Model\nA1,M\nA2,BAD\nA3,M\n", encoding="utf-8")
+    result = run_cli(
+        "upload", "csv_assets", "--ini", str(assets_ini(tmp_path, f"directory = {inbox}\nprocessed_action = delete"))
+    )
+    assert result.code == 3, result.all
+    assert assert_accounted(result, "csv_assets", pulled=3, sent=2)["failed_send"] == 1
+    assert "models named BAD are not allowed" in result.err
+    assert {r["SERIAL"] for r in stored(tmp_path)} == {"A1", "A3"}
+    assert (inbox / "a.csv").exists()
+
+
+def test_processed_files_stay_when_the_run_is_interrupted(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
+    inbox = two_files(tmp_path)
+    ini = rest_assets_ini(tmp_path, fake_oomnitza, inbox)
+    fake_oomnitza.delay("POST", "/api/v3/bulk", 10.0)  # the first upload hangs until Ctrl-C
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    code = "import sys; from oomnitza_connector.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "upload", "csv_assets", "--ini", str(ini), "--batch-size", "1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(600):  # wait (up to a minute) until the upload is in flight
+            if fake_oomnitza.find_requests("POST", "/api/v3/bulk") or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in inbox.iterdir()) == ["a.csv", "b.csv"] and not (tmp_path / "done").exists()
 
 
 def test_processed_json_files_are_deleted(tmp_path: Path) -> None:

@@ -330,7 +330,12 @@ def _local(args: argparse.Namespace, ini: Path, out: TextIO, err: TextIO) -> int
         if action == "export":
             text = export(store, data_type=args.data_type, fmt=args.format)
             if args.output:
-                args.output.write_text(text, encoding="utf-8")
+                try:
+                    args.output.write_text(text, encoding="utf-8")
+                except OSError as exc:
+                    from .diskio import disk_error
+
+                    raise disk_error(exc, args.output) from None
                 print(f"wrote {args.output}", file=err)
             else:
                 out.write(text)

@@ -33,3 +33,17 @@ class RecordError(Exception):
     def __init__(self, message: str, bucket: str = "failed_convert") -> None:
         super().__init__(message)
         self.bucket = bucket
+
+
+class DiskError(ConnectorError):
+    """A file could not be written: the disk is full or read-only, or the folder not writable.
+    Every later write would fail too, so a run stops writing (and says so in one line)."""
+
+
+class RecordsRejected(SinkError):
+    """The sink took the batch but refused ``rejected`` of its records (the embedded local store
+    answers per record); the others were stored."""
+
+    def __init__(self, message: str, rejected: int) -> None:
+        super().__init__(message)
+        self.rejected = rejected

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import redact
 from .config import Config, SectionConfig
-from .errors import AuthError, ConnectorError, RecordError
+from .errors import AuthError, ConnectorError, DiskError, RecordError, RecordsRejected
 from .mapping import Mapper, merge_mappings
 from .oomnitza.payload import RunInfo
 from .oomnitza.sinks import SaveData, Sink
@@ -106,9 +106,12 @@ class _Run:
 
     def record_problem(self, bucket: str, message: str, index: int) -> None:
         self.result.counts[bucket] += 1
+        self.warn(f"record {index}: {message}")
+
+    def warn(self, message: str) -> None:
         self.warnings += 1
         if self.warnings <= MAX_RECORD_WARNINGS:
-            log.warning("[%s] record %d: %s", self.section.name, index, message)
+            log.warning("[%s] %s", self.section.name, message)
         elif self.warnings == MAX_RECORD_WARNINGS + 1:
             log.warning("[%s] more records have problems; they are counted in the summary", self.section.name)
 
@@ -129,11 +132,15 @@ class _Run:
                 raise self.fatal
             await self.sink.send(self.info, batch)
             self.result.counts["sent"] += len(batch)
+        except RecordsRejected as exc:  # the sink stored the others
+            self.result.counts["sent"] += len(batch) - exc.rejected
+            self.result.counts["failed_send"] += exc.rejected
+            self.warn(str(exc))
         except ConnectorError as exc:
             self.result.counts["failed_send"] += len(batch)
-            if self.fatal is None:
+            if self.fatal is None and not isinstance(exc, DiskError):  # that one is the run's error line
                 log.error("[%s] %d record(s) not sent: %s", self.section.name, len(batch), exc)
-            if isinstance(exc, AuthError) and self.fatal is None:
+            if isinstance(exc, (AuthError, DiskError)) and self.fatal is None:
                 self.fatal = exc  # every later batch would be refused too: stop reading
         except Exception as exc:  # a bug must not lose the accounting of the batch
             self.result.counts["failed_send"] += len(batch)
@@ -174,6 +181,7 @@ async def run_section(
     )
     result.data_type, result.portion = run.data_type, run.portion
     state: _Run | None = None
+    finished = False  # the source was read to the end it was asked for, without an exception
     try:
         mapper = await build_mapper(section, source_cls, source, sink, config)
         if config.converters.uses_location:
@@ -182,6 +190,7 @@ async def run_section(
             saver = SaveData(options.save_data, section.name)
         state = _Run(section, sink, run, options, result, saver)
         await _pump(source, mapper, section, state, options)
+        finished = True
     except ConnectorError as exc:
         result.error = str(exc)
     except asyncio.CancelledError:
@@ -195,9 +204,12 @@ async def run_section(
         await source.aclose()
         if saver:
             saver.close()
+            if saver.error and result.error is None:
+                result.error = saver.error
         if state is not None:
             await _finalize(sink, run, result)
-            if result.ok and not options.testmode:
+            # Only a run that ended normally with every record delivered may move or delete its input.
+            if finished and result.ok and not options.testmode:
                 await _commit(source, result)
         result.seconds = time.monotonic() - started
         if result.error:

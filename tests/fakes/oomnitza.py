@@ -811,8 +811,10 @@ class FakeOomnitza:
         flt = q.get("filter", "")
         since = _filter_value(flt, r"creation_date\s+gt\s+(\d+)")
         by_type = _filter_value(flt, r"created_by_type\s+eq\s+'([^']*)'")
-        # 2.3.3 puts created_by_id in the filter, HEAD in its own query parameter.
-        by_id = q.get("created_by_id") or _filter_value(flt, r"created_by_id\s+eq\s+'?([^')\s]*)'?")
+        # Since 2.3.8 the reference sends created_by_id as its own parameter (the spec's corrections,
+        # "export-file listing"); a created_by_id clause left inside the filter narrows nothing here,
+        # the harder case: a client still sending it gets the files of every integration.
+        by_id = q.get("created_by_id")
         base = str(request.base_url).rstrip("/")
         files = []
         for meta in sorted(self.media_files.values(), key=lambda m: m["creation_date"]):

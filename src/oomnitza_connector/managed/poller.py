@@ -84,6 +84,8 @@ class Poller:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
+        if self.exit_when_idle and any(getattr(r, "error", None) for r in self.results):
+            code = 1  # e.g. an export file could not be written: the disk is full or read-only
         return code
 
     def _on_signal(self, stop: asyncio.Event) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import logging
 import sqlite3
 import threading
 import time
@@ -19,8 +20,11 @@ from typing import Any
 
 import orjson
 
-from ..errors import ConfigError
+from ..diskio import describe_os_error, describe_sqlite_error, is_disk_problem
+from ..errors import ConfigError, DiskError, RecordsRejected
 from .payload import RunInfo, encode
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -55,6 +59,9 @@ CREATE TABLE IF NOT EXISTS errors (
 """
 
 
+STORED = ("inserted", "updated", "skipped")  # what _apply_one answers for a record it took
+
+
 def store_path(url: str) -> Path:
     """``sqlite:///./x.db`` → ``./x.db`` (relative to the working directory); ``sqlite:////abs`` → ``/abs``."""
     prefix = "sqlite:///"
@@ -70,12 +77,15 @@ class LocalStore:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DiskError(f"local store: {describe_os_error(exc, path.parent)}") from None
+        try:
             self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open the local store {path}: {exc}") from None
+        except sqlite3.Error as exc:
+            raise DiskError(f"local store: {describe_sqlite_error(exc, path)}") from None
         self.lock = threading.Lock()
 
     def close(self) -> None:
@@ -90,52 +100,31 @@ class LocalStore:
         )
 
     def apply(self, run: RunInfo, records: list[dict[str, Any]]) -> dict[str, int]:
+        return self.apply_with_reasons(run, records)[0]
+
+    def apply_with_reasons(self, run: RunInfo, records: list[dict[str, Any]]) -> tuple[dict[str, int], list[str]]:
+        """Store one batch in one transaction: the counts, and why each refused record was refused.
+
+        A record the store refuses (no sync field value, a value it cannot keep) is counted as
+        failed and kept in ``errors``; a failure of the file itself (disk full, read-only) loses the
+        whole batch and raises ``DiskError``."""
         counts = {"received": len(records), "inserted": 0, "updated": 0, "skipped": 0, "failed": 0}
-        sync = [f.upper() for f in run.sync_field]
-        now = time.time()
+        reasons: list[str] = []
         with self.lock:
-            self.db.execute("BEGIN")
             try:
+                self.db.execute("BEGIN")
                 self._ensure_portion(run)
+                now = time.time()
                 for record in records:
-                    fields = {str(k).upper(): v for k, v in record.items()}
-                    key_values = [fields.get(f) for f in sync]
-                    if not sync or any(v in (None, "") for v in key_values):
-                        counts["failed"] += 1
-                        reason = (
-                            "no sync_field is set for this section"
-                            if not sync
-                            else f"no value for sync field(s) {', '.join(sync)}"
-                        )
-                        self.db.execute(
-                            "INSERT INTO errors VALUES (?, ?, ?, ?)",
-                            (run.portion, reason, encode(record).decode(), now),
-                        )
+                    outcome = self._apply_one(run, record, now)
+                    if outcome in STORED:
+                        counts[outcome] += 1
                         continue
-                    key = encode(key_values).decode()
-                    row = self.db.execute(
-                        "SELECT fields FROM records WHERE data_type=? AND sync_key=?", (run.data_type, key)
-                    ).fetchone()
-                    if row is None:
-                        if run.update_only:
-                            counts["skipped"] += 1
-                            continue
-                        self.db.execute(
-                            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, 1)",
-                            (run.data_type, key, encode(fields).decode(), run.portion, now, now),
-                        )
-                        counts["inserted"] += 1
-                    else:
-                        if run.insert_only:
-                            counts["skipped"] += 1
-                            continue
-                        merged = {**orjson.loads(row[0]), **fields}
-                        self.db.execute(
-                            "UPDATE records SET fields=?, portion=?, updated_at=?, writes=writes+1 "
-                            "WHERE data_type=? AND sync_key=?",
-                            (encode(merged).decode(), run.portion, now, run.data_type, key),
-                        )
-                        counts["updated"] += 1
+                    counts["failed"] += 1
+                    reasons.append(outcome)
+                    self.db.execute(
+                        "INSERT INTO errors VALUES (?, ?, ?, ?)", (run.portion, outcome, _as_text(record), now)
+                    )
                 self.db.execute(
                     "UPDATE portions SET received=received+?, inserted=inserted+?, updated=updated+?, "
                     "skipped=skipped+?, failed=failed+? WHERE portion=?",
@@ -149,17 +138,72 @@ class LocalStore:
                     ),
                 )
                 self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise DiskError(describe_sqlite_error(exc, self.path)) from None
             except BaseException:
-                self.db.execute("ROLLBACK")
+                self._rollback()
                 raise
-        return counts
+        return counts, reasons
+
+    def _apply_one(self, run: RunInfo, record: dict[str, Any], now: float) -> str:
+        """``inserted``, ``updated`` or ``skipped``; any other answer is why the record was refused."""
+        sync = [f.upper() for f in run.sync_field]
+        fields = {str(k).upper(): v for k, v in record.items()}
+        key_values = [fields.get(f) for f in sync]
+        if not sync:
+            return "no sync_field is set for this section"
+        if any(v in (None, "") for v in key_values):
+            return f"no value for sync field(s) {', '.join(sync)}"
+        try:
+            key = encode(key_values).decode()
+            row = self.db.execute(
+                "SELECT fields FROM records WHERE data_type=? AND sync_key=?", (run.data_type, key)
+            ).fetchone()
+            if row is None:
+                if run.update_only:
+                    return "skipped"
+                self.db.execute(
+                    "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, 1)",
+                    (run.data_type, key, encode(fields).decode(), run.portion, now, now),
+                )
+                return "inserted"
+            if run.insert_only:
+                return "skipped"
+            merged = {**orjson.loads(row[0]), **fields}
+            self.db.execute(
+                "UPDATE records SET fields=?, portion=?, updated_at=?, writes=writes+1 "
+                "WHERE data_type=? AND sync_key=?",
+                (encode(merged).decode(), run.portion, now, run.data_type, key),
+            )
+            return "updated"
+        except (TypeError, orjson.JSONEncodeError) as exc:  # a value no JSON can hold
+            return f"cannot store the record: {exc}"
+        except sqlite3.Error as exc:
+            if is_disk_problem(exc):
+                raise
+            return f"the local store refused the record: {exc}"  # a constraint: this record only
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                log.debug("rollback of %s failed: %s", self.path, exc)
 
     def finalize(self, run: RunInfo) -> None:
         with self.lock:
-            self._ensure_portion(run)
-            self.db.execute(
-                "UPDATE portions SET finalized_at=COALESCE(finalized_at, ?) WHERE portion=?", (time.time(), run.portion)
-            )
+            try:
+                self.db.execute("BEGIN")
+                self._ensure_portion(run)
+                self.db.execute(
+                    "UPDATE portions SET finalized_at=COALESCE(finalized_at, ?) WHERE portion=?",
+                    (time.time(), run.portion),
+                )
+                self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise DiskError(describe_sqlite_error(exc, self.path)) from None
 
     # -- reading it back ----------------------------------------------------------------------------
     def records(self, data_type: str | None = None) -> list[dict[str, Any]]:
@@ -207,6 +251,13 @@ def export(store: LocalStore, *, data_type: str | None, fmt: str) -> str:
     return buf.getvalue()
 
 
+def _as_text(record: Any) -> str:
+    try:
+        return encode(record).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return repr(record)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -221,6 +272,7 @@ class LocalStoreSink:
     def __init__(self, url: str) -> None:
         self.store = LocalStore(store_path(url))
         self.url = url
+        self.disk_problem: str | None = None  # the first write the store's file could not take
 
     async def login(self) -> None:
         return None
@@ -232,10 +284,27 @@ class LocalStoreSink:
         return []
 
     async def send(self, run: RunInfo, records: list[dict[str, Any]]) -> None:
-        await asyncio.to_thread(self.store.apply, run, records)
+        try:
+            counts, reasons = await asyncio.to_thread(self.store.apply_with_reasons, run, records)
+        except DiskError as exc:
+            self.disk_problem = self.disk_problem or str(exc)
+            raise
+        if counts["failed"]:
+            why = "; ".join(sorted(set(reasons))[:3])
+            raise RecordsRejected(
+                f"the local store refused {counts['failed']} of {len(records)} record(s): {why}",
+                counts["failed"],
+            )
 
     async def finalize(self, run: RunInfo) -> None:
-        await asyncio.to_thread(self.store.finalize, run)
+        try:
+            await asyncio.to_thread(self.store.finalize, run)
+        except DiskError as exc:
+            if self.disk_problem is None:
+                raise
+            # Already reported (that is the run's error line); the session stays open in the store
+            # because the file cannot take one more write.
+            log.debug("[%s] the local store cannot close the sync session: %s", run.section, exc)
 
     async def aclose(self) -> None:
         self.store.close()

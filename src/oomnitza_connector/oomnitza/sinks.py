@@ -3,12 +3,15 @@ standard output. ``--save-data`` wraps any of them."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import IO, Any, Protocol, TextIO
 
 from .. import redact
 from ..config import SectionConfig
+from ..diskio import describe_os_error, open_private, private_dir
+from ..errors import DiskError
 from ..http import DEFAULT_POLICY, RetryPolicy
 from .payload import RunInfo, encode
 
@@ -61,24 +64,54 @@ class SaveData:
     """``--save-data``: the raw source records and the payloads, one JSON document per line.
 
     Files: ``saved_data/<section>.source.jsonl`` and ``saved_data/<section>.payloads.jsonl``, secrets
-    scrubbed. JSON Lines keeps memory flat and the files greppable.
+    scrubbed. JSON Lines keeps memory flat and the files greppable. They hold raw records, so they
+    are created private (0600; the folder 0700 when we create it).
+
+    Saving never stops the sync: when the disk is full or read-only, saving stops, ``error`` holds
+    one line naming the file, and the run reports it (and exits non-zero) after finalizing.
     """
 
     def __init__(self, folder: Path, section: str) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in section)
-        self.source = open(folder / f"{safe}.source.jsonl", "w", encoding="utf-8")
-        self.payloads = open(folder / f"{safe}.payloads.jsonl", "w", encoding="utf-8")
+        self.error: str | None = None
+        self._files: list[tuple[Path, IO[str]]] = []
+        try:
+            private_dir(folder)
+            self._open(folder / f"{safe}.source.jsonl")  # index 0: record()
+            self._open(folder / f"{safe}.payloads.jsonl")  # index 1: payload()
+        except DiskError as exc:
+            self._stop(str(exc))
+
+    def _open(self, path: Path) -> None:
+        self._files.append((path, os.fdopen(open_private(path), "w", encoding="utf-8")))
 
     def record(self, raw: Any) -> None:
-        self.source.write(redact.scrub(encode(raw).decode()) + "\n")
+        self._write(0, redact.scrub(encode(raw).decode()) + "\n")
 
     def payload(self, run: RunInfo, records: list[dict[str, Any]]) -> None:
-        self.payloads.write(redact.scrub(encode({**run.envelope(), "records": records}).decode()) + "\n")
+        self._write(1, redact.scrub(encode({**run.envelope(), "records": records}).decode()) + "\n")
+
+    def _write(self, index: int, line: str) -> None:
+        if self.error is not None:
+            return
+        path, fh = self._files[index]
+        try:
+            fh.write(line)
+        except OSError as exc:
+            self._stop(describe_os_error(exc, path))
+
+    def _stop(self, message: str) -> None:
+        """Remember the first problem and close every file (what is written so far stays)."""
+        self.error = self.error or f"--save-data: {message}"
+        self.close()
 
     def close(self) -> None:
-        self.source.close()
-        self.payloads.close()
+        files, self._files = self._files, []
+        for path, fh in files:
+            try:
+                fh.close()  # flushes: a full disk may show only here
+            except OSError as exc:
+                self.error = self.error or f"--save-data: {describe_os_error(exc, path)}"
 
 
 def make_sink(

@@ -9,6 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
+from ..diskio import describe_os_error
 from ..errors import ConfigError, SourceError
 from ..settings import Setting
 
@@ -85,6 +86,9 @@ class ProcessedFiles:
 
     A file is "done" only when the reader went past its last record, so a run cut short by
     ``--record-count`` or an error leaves the file where it is, to be read again next time.
+    ``finish`` is called (through ``Source.commit``) only after a run that ended normally with every
+    record confirmed delivered: no failed send (a record the local store refused included), no
+    failed convert, the session closed. Anything else leaves every file in place.
     """
 
     def __init__(self, section: str, action: str, folder: str) -> None:
@@ -106,19 +110,19 @@ class ProcessedFiles:
                 self.folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise SourceError(
-                    f"[{self.section}] cannot create processed_dir {self.folder}: {exc.strerror}"
+                    f"[{self.section}] cannot create processed_dir: {describe_os_error(exc, self.folder)}"
                 ) from None
         for path in self.done:
-            try:
-                if self.action == "delete":
+            if self.action == "delete":
+                try:
                     path.unlink()
-                else:
-                    assert self.folder is not None
-                    shutil.move(path, _free_name(self.folder / path.name))
-            except OSError as exc:
-                raise SourceError(
-                    f"[{self.section}] cannot {self.action} {display(path)}: {exc.strerror or exc}"
-                ) from None
+                except OSError as exc:
+                    raise SourceError(
+                        f"[{self.section}] cannot delete {display(path)}: {exc.strerror or exc}"
+                    ) from None
+            else:
+                assert self.folder is not None
+                self._move(path, _free_name(self.folder / path.name))
         log.info(
             "[%s] %s %d processed file(s)%s",
             self.section,
@@ -127,6 +131,17 @@ class ProcessedFiles:
             f" to {display(self.folder)}" if self.folder and self.action == "move" else "",
         )
         self.done = []
+
+    def _move(self, path: Path, target: Path) -> None:
+        try:
+            shutil.move(path, target)
+        except OSError as exc:
+            # Across file systems a move is a copy: never leave half a copy next to the original.
+            if path.exists():
+                target.unlink(missing_ok=True)
+            raise SourceError(
+                f"[{self.section}] cannot move {display(path)}: {describe_os_error(exc, display(target))}"
+            ) from None
 
 
 def _free_name(target: Path) -> Path:
