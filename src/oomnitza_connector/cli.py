@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--logging-config", type=Path, default=None, help="logging dict-config JSON (default: logging.json)"
     )
     parser.add_argument("--debug", action="store_true", help="verbose logs, and tracebacks for errors")
+    parser.add_argument("--version", action="version", version=f"Connector version: {__version__}")
     local = parser.add_argument_group("local store (mode 'local')")
     local.add_argument("--data-type", choices=("assets", "users"), default=None, help="only this record type")
     local.add_argument("--format", choices=("csv", "json"), default="csv", help="export format; default csv")

@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 from ..errors import ConfigError
+from ..extras import install_hint
 
 INDEX_KEY = "__keys__"
 SETUP_HINT = (
@@ -47,7 +48,7 @@ def _cryptfile() -> Any:
         from keyrings.cryptfile.cryptfile import CryptFileKeyring
     except ImportError:
         raise ConfigError(
-            "OOMNITZA_KEYRING=cryptfile needs the 'keyrings.cryptfile' package (pip install keyrings.cryptfile)"
+            f"OOMNITZA_KEYRING=cryptfile needs the 'keyrings.cryptfile' package: {install_hint('keyrings')}"
         ) from None
     password = os.environ.get("OOMNITZA_KEYRING_PASSWORD", "")
     password_file = os.environ.get("OOMNITZA_KEYRING_PASSWORD_FILE", "")

@@ -6,6 +6,7 @@ import logging
 import re
 
 from ..errors import ConfigError
+from ..extras import install_hint
 from .bootstrap import bootstrap, verify_option
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ def read_vault(section: str, service: str, keys: list[str], settings: dict[str, 
         import hvac.exceptions as hx
         import requests
     except ImportError:
-        raise ConfigError("vault_backend = vault needs the 'hvac' package (pip install hvac)") from None
+        raise ConfigError(f"vault_backend = vault needs the 'hvac' package: {install_hint('hvac')}") from None
     url = _base_url(bootstrap(section, service, settings, "vault_url", ("VAULT_ADDR",)))
     token = bootstrap(section, service, settings, "vault_token", ("VAULT_TOKEN",))
     mount = settings.get("vault_mount") or "secret"

@@ -152,12 +152,18 @@ def load_source_class(section_name: str) -> type[Source]:
         raise ConfigError(
             f"[{section_name}]: no connector named '{module}'{hint}; known connectors: {', '.join(sorted(REGISTRY))}"
         )
+    from ..extras import install_hint, missing_for
+
+    missing = missing_for(module)
     try:
+        if missing:
+            raise ModuleNotFoundError(name=missing)
         mod = importlib.import_module(entry[0])
     except ImportError as exc:
+        name = exc.name or missing or "?"
         raise ConfigError(
-            f"[{section_name}]: the '{module}' connector needs the Python package '{exc.name}', "
-            f"which is not installed (pip install {exc.name})"
+            f"[{section_name}]: the '{module}' connector needs the Python package '{name.split('.')[0]}', "
+            f"which is not installed: {install_hint(name)}"
         ) from None
     cls: type[Source] = getattr(mod, entry[1])
     return cls
