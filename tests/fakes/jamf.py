@@ -227,7 +227,17 @@ def computer(i: int) -> dict[str, Any]:
             ],
         },
         "groupMemberships": [{"groupId": "1", "groupName": "All Managed Clients", "smartGroup": True}],
-        "diskEncryption": None,
+        "diskEncryption": {
+            "bootPartitionEncryptionDetails": {
+                "partitionName": "Macintosh HD (Boot Partition)",
+                "partitionFileVault2State": "ENCRYPTED",
+                "partitionFileVault2Percent": 100,
+            },
+            "individualRecoveryKeyValidityStatus": "VALID",
+            "institutionalRecoveryKeyPresent": False,
+            "diskEncryptionConfigurationName": "",
+            "fileVault2EnabledUserNames": [f"user{i}"],
+        },
     }
 
 

@@ -671,3 +671,16 @@ def test_transient_fault_on_a_later_page(
     assert result.code == 0, result.all
     assert_accounted(result, "casper", pulled=7, sent=7)
     assert len(fake_oomnitza.records("assets")) == 7
+
+
+def test_section_mapped_only_in_oomnitza_is_requested(
+    tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitza
+) -> None:
+    # DISK_ENCRYPTION is not in the default list: a server-side mapping of diskEncryption.* adds it.
+    fake_oomnitza.set_mapping("Casper", {"diskEncryption.individualRecoveryKeyValidityStatus": "FV_KEY"})
+    ini = write_config(tmp_path, fake_oomnitza, "casper", settings(jamf), SERIAL)
+    result = upload(ini, "casper")
+    assert result.code == 0, result.all
+    assert_accounted(result, "casper", pulled=7, sent=7)
+    assert "DISK_ENCRYPTION" in jamf.sections_seen[-1]
+    assert fake_oomnitza.record("assets", SERIAL_NUMBER="C02ZK0104D6T")["FV_KEY"] == "VALID"

@@ -68,6 +68,24 @@ MOBILE_SECTIONS = (
     "APPLICATIONS",
     "EXTENSION_ATTRIBUTES",
 )
+# Sections beyond the default list, requested when the merged mapping names their record key
+# (the ComputerSection enum of the Jamf Pro API schema, jamf-cli specs/ComputersInventory.yaml).
+COMPUTER_EXTRA_SECTIONS = {
+    "diskEncryption": "DISK_ENCRYPTION",
+    "configurationProfiles": "CONFIGURATION_PROFILES",
+    "printers": "PRINTERS",
+    "services": "SERVICES",
+    "localUserAccounts": "LOCAL_USER_ACCOUNTS",
+    "certificates": "CERTIFICATES",
+    "attachments": "ATTACHMENTS",
+    "plugins": "PLUGINS",
+    "packageReceipts": "PACKAGE_RECEIPTS",
+    "fonts": "FONTS",
+    "licensedSoftware": "LICENSED_SOFTWARE",
+    "ibeacons": "IBEACONS",
+    "softwareUpdates": "SOFTWARE_UPDATES",
+    "contentCaching": "CONTENT_CACHING",
+}
 COMPUTER_API_VERSIONS = ("v4", "v3", "v2", "v1")  # newest first; v1 and v3 are deprecated by Jamf
 # Classic mobile fields only the per-device detail (/api/v2/mobile-devices/{id}/detail) can fill.
 MOBILE_DETAIL_FIELDS = ("general.initial_entry_date", "general.last_backup_time")
@@ -100,6 +118,7 @@ class Kind:
     members_key: str
     privileges: str
     translate: Callable[[dict[str, Any], Names], Record]
+    extra_sections: dict[str, str] = field(default_factory=dict)  # record key → section, on demand
 
 
 class Casper(Source):
@@ -199,8 +218,15 @@ class Casper(Source):
     def _requested_sections(self) -> list[str]:
         text = self.setting("sections").strip()
         if not text:
-            return list(self.kind.sections)
+            return list(self.kind.sections) + [s for s in self._mapped_sections() if s not in self.kind.sections]
         return [s.strip().upper() for s in text.split(",") if s.strip()]
+
+    def _mapped_sections(self) -> list[str]:
+        """Further sections the merged mapping reads by their Jamf Pro API name (``diskEncryption.…``)."""
+        extra = self.kind.extra_sections
+        return list(
+            dict.fromkeys(extra[s.split(".", 1)[0]] for s in self.mapped_sources() if s.split(".", 1)[0] in extra)
+        )
 
     def wants_mobile_detail(self) -> bool:
         return any(src.startswith(MOBILE_DETAIL_FIELDS) for src in self.mapped_sources())
@@ -1033,6 +1059,7 @@ COMPUTERS = Kind(
     members_key="computers",
     privileges="'Read Computers' (and, for group_name, 'Read Smart Computer Groups' and 'Read Static Computer Groups')",
     translate=classic_computer,
+    extra_sections=COMPUTER_EXTRA_SECTIONS,
 )
 MOBILES = Kind(
     label="mobile device",
