@@ -370,3 +370,18 @@ def test_transient_faults(
     assert result.code == 0, result.all
     assert_accounted(result, "open_audit", pulled=5, sent=5)
     assert fake_oomnitza.record("assets", NAME="WKS-0042") == WKS_RECORD
+
+
+def test_an_odd_answer_mid_run_does_not_switch_the_api_style(
+    tmp_path: Path, audit: FakeOpenAudit, fake_oomnitza: FakeOomnitza
+) -> None:
+    # After the first device proved include= works, a device answered without "included" (a
+    # proxy's cached page, say) fails alone; the run stays on include= (never sub_resource on 5.x).
+    body = {"meta": {"header": 200}, "data": [{"id": 25, "type": "devices", "attributes": device(25)}]}
+    audit.fail("GET", f"{API}/devices/25", 200, body=body)
+    result = run(tmp_path, fake_oomnitza, audit)
+    assert result.code == 3, result.all
+    counts = assert_accounted(result, "open_audit", pulled=5, sent=4)
+    assert counts["failed_convert"] == 1
+    assert "device 25: Open-AudIT answered include=network without 'included'" in result.err
+    assert not any("sub_resource" in c.query for c in detail_calls(audit))

@@ -287,6 +287,7 @@ class OpenAudit(Source):
             log.warning("[%s] url is http://: the Open-AudIT password travels unencrypted; use https://", self.name)
         self.style = self.setting("api_style")
         self.legacy_noted = False
+        self.include_seen = False
         self.needed = self.tables()
         async with self.http(
             base_url=self.base, headers={"Accept": "application/json"}, max_connections=MAX_DETAIL_CONCURRENCY
@@ -354,13 +355,17 @@ class OpenAudit(Source):
             if refused or not detail:
                 return self._skipped(device_id, refused)
             if "included" not in body:
-                if self.style == "include" or attrs is not None:
+                if self.style == "auto":
+                    return await self._switch_to_legacy(http, path, device_id, body)
+                if not self.include_seen:  # api_style = include on a server without include=
                     raise SourceError(
                         f"[{self.name}] Open-AudIT ignored include={table}; "
                         "set api_style = sub_resource (or auto) for this server"
                     )
-                return await self._switch_to_legacy(http, path, device_id, body)
+                # The style stays: one odd answer costs its device, not the run's API style.
+                return BadRecord(f"device {device_id}: Open-AudIT answered include={table} without 'included'", body)
             self.style = "include"  # decided: never switched again in this run
+            self.include_seen = True
             attrs = attrs or _attrs(detail[0])
             if attrs is None:
                 return BadRecord(f"device {device_id}: detail is not an object", detail[0])
