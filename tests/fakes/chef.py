@@ -1,7 +1,23 @@
-"""Fake Chef Infra Server: ``/organizations/<org>/search/node`` (GET full search, POST partial
-search) with ``rows``/``start`` paging, and request-signature verification (protocols 1.3 and 1.0)
-with each client's public key, as mixlib-authentication does. A bad signature, unknown client,
-wrong content hash or a clock more than 15 minutes off gets Chef's 401 error body."""
+"""Fake Chef Infra Server: ``/organizations/<org>/search/node``, as chef-server answers it.
+
+- Auth: request signatures (protocols 1.3 and 1.0) verified with each client's public key, as
+  mixlib-authentication's verifier does (lib/mixlib/authentication/signatureverification.rb): a bad
+  signature, unknown client, wrong content hash or a clock more than 15 minutes off gets Chef's 401
+  ``{"error": ["Failed to authenticate as '<client>'. ..."]}``.
+- Full search (``GET``): rows are the stored node objects, precedence levels and all
+  (chef-server ``oc_chef_wm/src/chef_wm_search.erl`` ``make_bulk_get_fun`` with no paths).
+- Partial search (``POST``, body ``{"<name>": ["k1", "k2"], ...}``): each row is
+  ``{"url": ..., "data": {"<name>": <value>}}`` where the value is read from the node *as indexed*:
+  ``chef_wm_search.erl`` ``parse_item(node, …)`` calls ``chef_node.erl`` ``ejson_for_indexing``,
+  which deep-merges default < normal < override < automatic (``chef_deep_merge.erl``: objects
+  merge, anything else is replaced) and puts ``name``, ``chef_type``, ``chef_environment``,
+  ``recipe``, ``role``, ``run_list`` on top. So ``["automatic", "ipaddress"]`` is null and
+  ``["ipaddress"]`` is the address; a missing path or an empty one is null (``extract_path``).
+  Docs example: github.com/chef-boneyard/partial_search_cookbook README
+  (``'kernel_version' => ['kernel', 'version']``).
+- Paging: ``rows``/``start``, ``{"total", "start", "rows"}``; ``max_rows`` plays a server that
+  returns fewer rows than asked. Errors are ``{"error": ["..."]}`` (404 unknown organization).
+"""
 
 from __future__ import annotations
 
@@ -129,11 +145,46 @@ def _digest(kind: str, data: bytes) -> str:
 
 
 def _ej_get(node: Any, path: list[str]) -> Any:
+    """``ej:get(Path, Item, null)``: object keys only (a list or scalar in the way gives null)."""
+    if not path:
+        return None
     for key in path:
         if not isinstance(node, dict) or key not in node:
             return None
         node = node[key]
     return node
+
+
+def _deep_merge(low: Any, high: Any) -> Any:
+    if isinstance(low, dict) and isinstance(high, dict):
+        out = dict(low)
+        for key, value in high.items():
+            out[key] = _deep_merge(low[key], value) if key in low else value
+        return out
+    return high
+
+
+def indexed_node(node: dict[str, Any]) -> dict[str, Any]:
+    """``chef_node:ejson_for_indexing``: the node as search (and partial search) sees it."""
+    merged: Any = {}
+    for level in ("default", "normal", "override", "automatic"):
+        merged = _deep_merge(merged, node.get(level) or {})
+    run_list = node.get("run_list") or []
+    top = {
+        "name": node.get("name"),
+        "chef_type": "node",
+        "chef_environment": node.get("chef_environment"),
+        "recipe": [i[7:-1] for i in run_list if i.startswith("recipe[")],
+        "role": [i[5:-1] for i in run_list if i.startswith("role[")],
+        "run_list": run_list,
+    }
+    return {**merged, **top}
+
+
+def partial_row(node: dict[str, Any], wanted: dict[str, list[str]]) -> dict[str, Any]:
+    """The ``data`` of one partial search row for the request body ``wanted``."""
+    indexed = indexed_node(node)
+    return {name: _ej_get(indexed, list(path)) for name, path in wanted.items()}
 
 
 class FakeChef(FakeVendor):
@@ -248,7 +299,7 @@ class FakeChef(FakeVendor):
             out = [
                 {
                     "url": f"{self.url}/organizations/{self.org}/nodes/{n['name']}",
-                    "data": {k: _ej_get(n, p) for k, p in wanted.items()},
+                    "data": partial_row(n, wanted),
                 }
                 for n in page
             ]

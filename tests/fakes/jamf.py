@@ -1,16 +1,34 @@
 """Fake Jamf Pro server: the Jamf Pro API as the connector uses it, plus the Classic group endpoints.
 
-- ``POST /api/oauth/token`` (API client, form ``grant_type=client_credentials``) → ``access_token`` /
-  ``expires_in``; ``POST /api/v1/auth/token`` (Basic) → ``token`` / ``expires``;
-  ``/api/v1/auth/keep-alive`` (new token, old one invalidated) and ``/api/v1/auth/invalidate-token``.
+Per behaviour, what it follows:
+
+- Auth: ``POST /api/oauth/token`` (API client, form ``grant_type=client_credentials``) →
+  ``access_token`` / ``expires_in``; ``POST /api/v1/auth/token`` (Basic) → ``token`` / ``expires``;
+  ``/api/v1/auth/keep-alive`` (new token, old one invalidated) and ``/api/v1/auth/invalidate-token``
+  (developer.jamf.com/jamf-pro/docs/client-credentials, …/classic-api-authentication-changes).
   Tokens may be limited to ``token_uses`` requests (then ``401 INVALID_TOKEN``, as an expired one).
-- ``GET /api/{version}/computers-inventory`` for the ``versions`` served (others 404) and
-  ``GET /api/v2/mobile-devices/detail``: ``section`` (only those sections are filled, the others are
-  null), ``page`` (0-based), ``page-size`` (capped at ``max_page``), ``sort``, RSQL
-  ``filter=id=in=(…)`` / ``mobileDeviceId=in=(…)``; envelope ``{"totalCount", "results"}``.
+- ``GET /api/{version}/computers-inventory`` for the ``versions`` served (others 404), with
+  ``section`` (only those sections are filled, the others null), ``page`` (0-based),
+  ``page-size`` (capped at ``max_page``: the harder case of a server serving fewer than asked),
+  ``sort``, RSQL ``filter=id=in=(…)``; envelope ``{"totalCount", "results"}`` (Jamf-Concepts/jamf-cli
+  ``specs/ComputersInventoryV3.yaml``: default sort ``general.name:asc``). Under ``/v4`` the
+  check-in time is ``general.lastCheckIn`` (v3 and older: ``general.lastContactTime``): Jamf
+  11.30 added v4 and deprecated v3 (developer.jamf.com/jamf-pro/changelog/11300-deprecations), and
+  jamf-cli's v4 smoke test asserts ``results.0.general.lastCheckIn``.
+- ``GET /api/v2/mobile-devices/detail``: same parameters, RSQL on ``mobileDeviceId``, default sort
+  ``displayName:asc`` (Jamf Pro API reference, "Return paginated Mobile Device Inventory
+  records"); its ``general`` section has no ``initialEntry…`` field. ``GET
+  /api/v2/mobile-devices/{id}/detail`` (MobileDeviceDetailsGetV2) carries ``initialEntryTimestamp``
+  at the top level and ``ios.lastBackupTimestamp``.
+- Sorting: rows whose sort key is equal come back in an order that differs from one request to the
+  next (a database without a tie-breaker), so paging by a non-unique key (``displayName``,
+  ``general.name``) skips and repeats devices, as on a real server with many "iPad"s. ``sort=id:asc``
+  / ``sort=mobileDeviceId:asc`` is stable.
 - ``GET /api/v1/buildings`` and ``/api/v1/departments`` (same envelope).
 - ``GET /JSSResource/{computergroups,mobiledevicegroups}`` and ``…/id/{id}`` (Classic JSON): Basic
-  auth is refused with the HTML 401 of a modern Jamf Pro.
+  auth is refused with the HTML 401 of a modern Jamf Pro (Basic off since 11.5); a lone member comes
+  as an object, not a one-element list.
+- Errors: ``{"httpStatus", "errors": [{"code", "description", "id", "field"}]}``.
 """
 
 from __future__ import annotations
@@ -209,7 +227,17 @@ def computer(i: int) -> dict[str, Any]:
             ],
         },
         "groupMemberships": [{"groupId": "1", "groupName": "All Managed Clients", "smartGroup": True}],
-        "diskEncryption": None,
+        "diskEncryption": {
+            "bootPartitionEncryptionDetails": {
+                "partitionName": "Macintosh HD (Boot Partition)",
+                "partitionFileVault2State": "ENCRYPTED",
+                "partitionFileVault2Percent": 100,
+            },
+            "individualRecoveryKeyValidityStatus": "VALID",
+            "institutionalRecoveryKeyPresent": False,
+            "diskEncryptionConfigurationName": "",
+            "fileVault2EnabledUserNames": [f"user{i}"],
+        },
     }
 
 
@@ -231,6 +259,8 @@ def mobile(i: int) -> dict[str, Any]:
             "supervised": True,
             "deviceOwnershipType": "Institutional",
             "lastEnrolledDate": "2025-03-01T09:00:00Z",
+            "initialEntryTimestamp": f"2025-02-{i % 28 + 1:02d}T08:00:00.000Z",  # per-device detail only
+            "lastBackupTimestamp": "2026-09-12T22:00:00Z",  # per-device detail only
             "timeZone": "UTC",
             "extensionAttributes": [{"id": "5", "name": "Cart", "type": "STRING", "value": [f"Cart {i % 2}"]}],
         },
@@ -349,6 +379,9 @@ class FakeJamf(FakeVendor):
         self.keepalives = 0
         self.invalidated: list[str] = []
         self.sections_seen: list[list[str]] = []  # the repeated ?section= values of each inventory request
+        self.sorts_seen: list[str] = []
+        self.requests_served = 0
+        self.mobile_details = 0  # per-device /api/v2/mobile-devices/{id}/detail calls
         self.in_flight = 0
         self.max_in_flight = 0
         self.buildings = [{"id": "1", "name": "HQ", "city": "Lisbon"}, {"id": "3", "name": "Annex"}]
@@ -369,6 +402,7 @@ class FakeJamf(FakeVendor):
             Route("/api/v1/auth/keep-alive", self.keep_alive, methods=["POST"]),
             Route("/api/v1/auth/invalidate-token", self.invalidate, methods=["POST"]),
             Route("/api/v2/mobile-devices/detail", self.mobile_inventory),
+            Route("/api/v2/mobile-devices/{id}/detail", self.mobile_detail),
             Route("/api/v1/buildings", self.named("buildings")),
             Route("/api/v1/departments", self.named("departments")),
             Route("/api/{version}/computers-inventory", self.computer_inventory),
@@ -442,14 +476,34 @@ class FakeJamf(FakeVendor):
     # -- Jamf Pro API ---------------------------------------------------------------------------------
 
     async def computer_inventory(self, request: Request) -> Response:
-        if request.path_params["version"] not in self.versions:
+        version = request.path_params["version"]
+        if version not in self.versions:
             return Response(status_code=404)
-        return await self._inventory(request, self.computers, COMPUTER_SECTIONS, "id", ("id", "udid"))
+        pool = [_as_v4(c) for c in self.computers] if version >= "v4" else self.computers
+        return await self._inventory(
+            request, pool, COMPUTER_SECTIONS, "id", ("id", "udid"), ("general.name", _general_name)
+        )
 
     async def mobile_inventory(self, request: Request) -> Response:
+        pool = [_inventory_mobile(m) for m in self.mobiles]
         return await self._inventory(
-            request, self.mobiles, MOBILE_SECTIONS, "mobileDeviceId", ("mobileDeviceId", "deviceType")
+            request,
+            pool,
+            MOBILE_SECTIONS,
+            "mobileDeviceId",
+            ("mobileDeviceId", "deviceType"),
+            ("displayName", _display_name),
         )
+
+    async def mobile_detail(self, request: Request) -> Response:
+        """``/api/v2/mobile-devices/{id}/detail``: one device, every section, its own shape."""
+        if self._bearer(request) is None:
+            return jamf_error(401, "INVALID_TOKEN", "Unauthorized")
+        self.mobile_details += 1
+        found = next((m for m in self.mobiles if m["mobileDeviceId"] == request.path_params["id"]), None)
+        if found is None:
+            return jamf_error(404, "INVALID_ID", "Mobile device not found")
+        return JSONResponse(_mobile_detail(found))
 
     async def _inventory(
         self,
@@ -458,6 +512,7 @@ class FakeJamf(FakeVendor):
         sections: dict[str, str],
         id_field: str,
         always: tuple[str, ...],
+        default_sort: tuple[str, Any],
     ) -> Response:
         if self._bearer(request) is None:
             return jamf_error(401, "INVALID_TOKEN", "Unauthorized")
@@ -480,10 +535,17 @@ class FakeJamf(FakeVendor):
                     return jamf_error(400, "INVALID_FILTER", f"Unsupported filter {rsql}")
                 ids = set((match.group(1) or match.group(2) or "").split(","))
                 rows = [r for r in pool if r[id_field] in ids]
-            if q.get("sort", "id:asc").startswith("id"):
-                rows = sorted(rows, key=lambda r: int(r[id_field]))
             size = min(int(q.get("page-size", 100)), self.max_page)
             page = int(q.get("page", 0))
+            self.sorts_seen.append(q.get("sort", ""))
+            sort = q.get("sort", f"{default_sort[0]}:asc").split(":")[0]
+            if sort == id_field:
+                rows = sorted(rows, key=lambda r: int(r[id_field]))
+            else:  # equal keys in a different order on every request: no tie-breaker
+                name_of = default_sort[1]
+                self.requests_served += 1
+                salt = self.requests_served
+                rows = sorted(rows, key=lambda r: (name_of(r), (int(r[id_field]) + 13) * (2 * salt + 1) * 7919 % 1009))
             keys = {sections[s] for s in wanted}
             results = [
                 {k: (v if k in keys or k in always else None) for k, v in r.items()}
@@ -552,3 +614,49 @@ class FakeJamf(FakeVendor):
             return JSONResponse({"mobile_device_group": body})
 
         return endpoint
+
+
+def _general_name(row: dict[str, Any]) -> str:
+    return str((row.get("general") or {}).get("name") or "")
+
+
+def _display_name(row: dict[str, Any]) -> str:
+    return str((row.get("general") or {}).get("displayName") or "")
+
+
+def _as_v4(row: dict[str, Any]) -> dict[str, Any]:
+    """computers-inventory v4: ``general.lastContactTime`` is ``general.lastCheckIn``."""
+    general = dict(row.get("general") or {})
+    if "lastContactTime" in general:
+        general["lastCheckIn"] = general.pop("lastContactTime")
+    return {**row, "general": general}
+
+
+# Fields of a mobile device that only the per-device detail shows (top level / under "ios").
+DETAIL_ONLY = ("initialEntryTimestamp", "lastBackupTimestamp")
+
+
+def _inventory_mobile(row: dict[str, Any]) -> dict[str, Any]:
+    """``mobile-devices/detail`` rows: no initial entry or backup time in ``general``."""
+    general = {k: v for k, v in (row.get("general") or {}).items() if k not in DETAIL_ONLY}
+    return {**row, "general": general}
+
+
+def _mobile_detail(row: dict[str, Any]) -> dict[str, Any]:
+    """The MobileDeviceDetailsGetV2 shape of a device (the fields the connector reads from it)."""
+    general = row.get("general") or {}
+    hardware = row.get("hardware") or {}
+    return {
+        "id": row["mobileDeviceId"],
+        "name": general.get("displayName"),
+        "serialNumber": hardware.get("serialNumber"),
+        "udid": general.get("udid"),
+        "initialEntryTimestamp": general.get("initialEntryTimestamp"),
+        "lastEnrollmentTimestamp": general.get("lastEnrolledDate"),
+        "type": "ios",
+        "ios": {
+            "model": hardware.get("model"),
+            "lastBackupTimestamp": general.get("lastBackupTimestamp"),
+            "capacityMb": hardware.get("capacityMb"),
+        },
+    }

@@ -1,7 +1,32 @@
-"""Fake Open-AudIT: form login to ``/open-audit/index.php/logon`` setting ``ci_session`` (5.x) or
-``PHPSESSID`` (legacy), the device list with ``limit``/``offset`` and ``meta.filtered``/``total``,
-device details with ``?include=network,software`` (modern) or ``?sub_resource=`` (legacy; modern
-servers ignore it), sessions that can expire after N requests, and the slow 401 of a bad password."""
+"""Fake Open-AudIT, after Open-AudIT's own source (github.com/Opmantek/open-audit, tag
+Open-AudIT_5.6.5, and Open-AudIT_4.4.2 for the older generation), checked against a real 5.6.5:
+
+- Logon (``app/Controllers/Logon.php`` ``create``): form fields or ``username``/``password``
+  headers; success prints the user as JSON with ``print_r`` and exits, so the body is JSON sent as
+  ``text/html`` with the session cookie (``ci_session`` on 5.x, ``PHPSESSID`` on the oldest
+  servers); missing or wrong credentials are an immediate 401 ``{"message":"Credentials required"}``.
+- Sessions (``app/Filters/Session.php`` ``before``): a request without a live session sleeps 5 s
+  (``expired_pause`` here, shortened) and redirects (302) to ``/logon``, JSON requests included;
+  ``GET /logon`` is the HTML logon page. CodeIgniter's session file lock serves one session's
+  requests one after another (a lock per session here).
+- Device list (``Collections::collection``): ``limit``/``offset``, ``meta.filtered``/``total``; a
+  page past the end is ``"data": false``; ``meta.total`` counts organisation-1 devices the user may
+  not see (``hidden``), so it can overcount.
+- Refusals (``app/Helpers/response_helper.php``): no permission on the collection, or a device of
+  another organisation (or one deleted since), is answered with HTTP 200 and a body with no
+  ``data``, ``"included": []``, ``"errors": "<text>"`` and ``meta.header`` 403 (the code echoes and
+  exits before the status is sent).
+- Device read (``Collections::read`` + ``DevicesModel::includedRead``): ``include`` takes ONE valid
+  table name (``response_get_include``); anything else (``network,software`` included) is dropped
+  and every table comes back (counted in ``all_tables_served``). ``included`` is keyed by table and
+  holds only tables with rows, plus a blank ``rack_devices`` row that is always there. 5.x network
+  rows have no IP: the ``ip`` table links ``mac``, ``ip`` and ``net_index``. ``sub_resource`` is
+  ignored by 5.x: the device itself comes back.
+- Generation "4" (``code_igniter/application/controllers/devices.php``): ``include`` takes a comma
+  list and ``included`` is one flat list of rows typed ``network``, ``software`` …; ``sub_resource``
+  works. Generation "3" (``legacy=True``): ``PHPSESSID``, no ``include``, ``sub_resource`` only,
+  404 for an unknown device.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +36,15 @@ import secrets
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .vendor import FakeVendor
 
 API = "/open-audit/index.php"
+VALID_INCLUDES = ("application", "bios", "disk", "ip", "memory", "network", "rack_devices", "software", "windows")
+BLANK_RACK = {"rack_id": 0, "position": 0, "racks.name": "Not in a rack", "locations.name": "", "locations.id": 0}
+FILLER_TABLES = ("bios", "disk", "memory", "windows")  # what "every table" adds (~70 KB on a real server)
 
 WKS = {
     "id": 17,
@@ -56,41 +84,51 @@ WKS = {
     "first_seen": "2025-03-15 08:12:44",
     "last_seen": "2026-11-25 23:02:10",
 }
+# Network cards as 5.x stores them: no IP column (the ip table below carries the addresses).
 WKS_NETWORK = [
     {
+        "id": 299,
+        "device_id": 17,
+        "mac": "00:50:56:c0:00:08",
+        "manufacturer": "VMware, Inc.",
+        "description": "VMware Virtual Ethernet Adapter",
+        "ip_enabled": "y",
+        "net_index": "3",
+    },
+    {
         "id": 300,
-        "type": "network",
-        "attributes": {
-            "device_id": 17,
-            "mac": "00:50:56:c0:00:08",
-            "manufacturer": "VMware, Inc.",
-            "description": "VMware Virtual Ethernet Adapter",
-            "ip_enabled": "y",
-        },
+        "device_id": 17,
+        "mac": "f4:8c:50:11:22:33",
+        "manufacturer": "Intel Corporate",
+        "description": "Intel(R) Wi-Fi 6E AX211 160MHz",
+        "ip_enabled": "y",
+        "net_index": "7",
     },
     {
         "id": 301,
-        "type": "network",
-        "attributes": {
-            "device_id": 17,
-            "mac": "b0:7b:25:aa:bb:cc",
-            "manufacturer": "Intel Corporate",
-            "ip_enabled": "y",
-        },
+        "device_id": 17,
+        "mac": "b0:7b:25:aa:bb:cc",
+        "manufacturer": "Intel Corporate",
+        "description": "Intel(R) Ethernet Connection (16) I219-LM",
+        "ip_enabled": "y",
+        "net_index": "12",
     },
+]
+WKS_IP = [
+    {"id": 500, "device_id": 17, "mac": "00:50:56:c0:00:08", "net_index": "3", "ip": "192.168.56.1", "version": 4},
+    {"id": 501, "device_id": 17, "mac": "f4:8c:50:11:22:33", "net_index": "7", "ip": "10.9.8.7", "version": 4},
+    {"id": 502, "device_id": 17, "mac": "b0:7b:25:aa:bb:cc", "net_index": "12", "ip": "192.168.1.42", "version": 4},
 ]
 WKS_SOFTWARE = [
     {
         "id": 9001,
-        "type": "software",
-        "attributes": {
-            "name": "7-Zip 23.01 (x64)",
-            "version": "23.01",
-            "publisher": "Igor Pavlov",
-            "location": "C:\\Program Files\\7-Zip\\",
-        },
+        "device_id": 17,
+        "name": "7-Zip 23.01 (x64)",
+        "version": "23.01",
+        "publisher": "Igor Pavlov",
+        "location": "C:\\Program Files\\7-Zip\\",
     },
-    {"id": 9002, "type": "software", "attributes": {"name": "", "version": "1.0", "publisher": "", "location": ""}},
+    {"id": 9002, "device_id": 17, "name": "", "version": "1.0", "publisher": "", "location": ""},
 ]
 
 
@@ -110,31 +148,55 @@ def device(i: int) -> dict[str, Any]:
     return d
 
 
+def refusal(message: str, collection: str = "devices", action: str = "read") -> dict[str, Any]:
+    """response_helper.php's refusal body (sent with HTTP 200)."""
+    return {
+        "meta": {"collection": collection, "action": action, "header": 403},
+        "links": {},
+        "included": [],
+        "logs": [],
+        "errors": message,
+    }
+
+
 class FakeOpenAudit(FakeVendor):
     def __init__(
         self,
         devices: list[dict[str, Any]] | None = None,
         *,
         legacy: bool = False,
+        generation: str = "5",
         username: str = "admin",
         password: str = "s3cret!",
         max_page: int = 1000,
-        bad_password_delay: float = 0.0,
         cookie_name: str | None = None,
+        expired_pause: float = 0.2,
     ) -> None:
         self.devices = devices if devices is not None else [copy.deepcopy(WKS), device(23)]
-        self.network: dict[int, list[dict[str, Any]]] = {17: copy.deepcopy(WKS_NETWORK)}
-        self.software: dict[int, list[dict[str, Any]]] = {17: copy.deepcopy(WKS_SOFTWARE)}
-        self.legacy = legacy  # PHPSESSID, no include=; sub_resource honoured
+        self.tables: dict[str, dict[int, list[dict[str, Any]]]] = {
+            "network": {17: copy.deepcopy(WKS_NETWORK)},
+            "ip": {17: copy.deepcopy(WKS_IP)},
+            "software": {17: copy.deepcopy(WKS_SOFTWARE)},
+        }
+        self.generation = "3" if legacy else generation
         self.cookie_name = cookie_name  # overrides the cookie the generation would set
         self.username, self.password = username, password
         self.max_page = max_page
-        self.bad_password_delay = bad_password_delay  # the real server sleeps 5 s
+        self.expired_pause = expired_pause  # the real server sleeps 5 s before redirecting
         self.sessions: dict[str, int] = {}  # session id -> requests served with it
+        self.locks: dict[str, asyncio.Lock] = {}
         self.expire_after: int | None = None  # a session dies after serving this many requests
         self.logins = 0
-        self.vanish: set[int] = set()  # listed, but their detail is gone (404)
+        self.vanish: set[int] = set()  # listed, but deleted before their detail is read
+        self.forbidden: set[int] = set()  # listed (org 1 counts), but of an organisation the user cannot read
+        self.hidden = 0  # devices meta.total counts that the user cannot see
+        self.may_list = True  # the user's role may read devices
+        self.all_tables_served = 0  # reads answered with every table (include missing or invalid)
         super().__init__()
+
+    @property
+    def legacy(self) -> bool:
+        return self.generation == "3"
 
     @property
     def cookie(self) -> str:
@@ -143,47 +205,68 @@ class FakeOpenAudit(FakeVendor):
     def routes(self) -> list[BaseRoute]:
         return [
             Route(f"{API}/logon", self.logon, methods=["POST"]),
+            Route(f"{API}/logon", self.logon_page, methods=["GET"]),
             Route(f"{API}/devices", self.list_devices),
             Route(f"{API}/devices/{{id:int}}", self.read_device),
         ]
+
+    # -- session ------------------------------------------------------------------------------------
 
     async def logon(self, request: Request) -> Response:
         form = await request.form()
         user = str(form.get("username") or request.headers.get("username") or "")
         password = str(form.get("password") or request.headers.get("password") or "")
-        if not user or not password:
-            return JSONResponse({"message": "Credentials required"}, status_code=401)
-        if (user, password) != (self.username, self.password):
-            await asyncio.sleep(self.bad_password_delay)
-            return JSONResponse({"message": "Credentials required"}, status_code=401)
+        if not user or not password or (user, password) != (self.username, self.password):
+            return Response('{"message":"Credentials required"}', status_code=401, media_type="application/json")
         self.logins += 1
         session = secrets.token_hex(6)
         self.sessions[session] = 0
-        response = JSONResponse(
-            {"id": 1, "name": "admin", "full_name": "Administrator", "org_id": 1, "roles": ["admin", "org_admin"]}
-        )
+        user_json = '{"id":1,"name":"admin","full_name":"Administrator","org_id":1,"roles":["admin","org_admin"]}'
+        response = HTMLResponse(user_json)  # print_r(json_encode($user)); exit; → text/html
         response.set_cookie(self.cookie, session, path="/", httponly=True)
         return response
 
-    def _unauthorized(self, request: Request) -> Response | None:
+    async def logon_page(self, request: Request) -> Response:
+        return HTMLResponse("<!DOCTYPE html><html><body><form action='logon' method='post'></form></body></html>")
+
+    async def _expired(self, request: Request) -> Response | None:
         session = request.cookies.get(self.cookie)
-        if session not in self.sessions:
-            return JSONResponse({"message": "Not logged in"}, status_code=401)
-        self.sessions[session] += 1
-        if self.expire_after is not None and self.sessions[session] > self.expire_after:
+        if session in self.sessions:
+            self.sessions[session] += 1
+            if self.expire_after is None or self.sessions[session] <= self.expire_after:
+                return None
             del self.sessions[session]
-            return JSONResponse({"message": "Session expired"}, status_code=401)
-        return None
+        if self.legacy:
+            return JSONResponse({"message": "Not logged in"}, status_code=401)
+        await asyncio.sleep(self.expired_pause)
+        return RedirectResponse(f"{self.url}{API}/logon", status_code=302)
+
+    async def _serialized(self, request: Request, handler: Any) -> Response:
+        expired = await self._expired(request)
+        if expired is not None:
+            return expired
+        lock = self.locks.setdefault(request.cookies.get(self.cookie, ""), asyncio.Lock())
+        async with lock:  # CodeIgniter's session file lock
+            return await handler(request)
+
+    # -- devices ------------------------------------------------------------------------------------
 
     async def list_devices(self, request: Request) -> Response:
-        denied = self._unauthorized(request)
-        if denied:
-            return denied
+        return await self._serialized(request, self._list)
+
+    async def _list(self, request: Request) -> Response:
+        if not self.may_list:
+            return JSONResponse(
+                refusal(
+                    "User Administrator requested to perform collection on devices, but has no permission to do so.",
+                    action="collection",
+                )
+            )
         q = request.query_params
         limit = min(int(q.get("limit", 1000)), self.max_page)
         offset = int(q.get("offset", 0))
         page = self.devices[offset : offset + limit]
-        data = [
+        data: Any = [
             {
                 "id": d["id"],
                 "type": "devices",
@@ -195,45 +278,82 @@ class FakeOpenAudit(FakeVendor):
         meta = {
             "collection": "devices",
             "action": "collection",
+            "header": 200,
             "limit": limit,
             "offset": offset,
             "filtered": len(data),
-            "total": len(self.devices),
+            "total": len(self.devices) + self.hidden,
             "access_token": "f00dfeedcafe",
         }
-        return JSONResponse({"meta": meta, "data": data})
+        return JSONResponse({"meta": meta, "links": {}, "data": data or False, "included": [], "logs": []})
 
     async def read_device(self, request: Request) -> Response:
-        denied = self._unauthorized(request)
-        if denied:
-            return denied
+        return await self._serialized(request, self._read)
+
+    async def _read(self, request: Request) -> Response:
         device_id = request.path_params["id"]
         found = next((d for d in self.devices if d["id"] == device_id and device_id not in self.vanish), None)
-        if found is None:
-            return JSONResponse({"errors": [{"code": "ERR-0007", "title": "Resource not found"}]}, status_code=404)
         q = request.query_params
+        if self.legacy:
+            if found is None:
+                return JSONResponse({"errors": [{"code": "ERR-0007", "title": "Resource not found"}]}, status_code=404)
+            sub = q.get("sub_resource")
+            if sub in self.tables:
+                rows = [self._typed(sub, r) for r in self.tables[sub].get(device_id, [])]
+                return JSONResponse({"meta": {"collection": "devices", "sub_resource": sub}, "data": rows})
+            return JSONResponse(self._device_body(found))
+        if found is None or device_id in self.forbidden:
+            return JSONResponse(refusal("User permission denied for devices to perform read on item because of OrgID."))
+        if self.generation == "4":
+            return JSONResponse(self._read_v4(found, q))
+        body = self._device_body(found)
+        include = q.get("include", "")
+        if include not in VALID_INCLUDES:  # invalid or missing: '' → every table
+            self.all_tables_served += 1
+            wanted: tuple[str, ...] = (*self.tables, *FILLER_TABLES)
+        else:
+            wanted = (include,)
+        included: dict[str, Any] = {}
+        for table in wanted:
+            rows = self._rows(table, device_id)
+            if rows:
+                included[table] = rows
+        included["rack_devices"] = [dict(BLANK_RACK)]
+        body["included"] = included
+        return JSONResponse(body)
+
+    def _read_v4(self, found: dict[str, Any], q: Any) -> dict[str, Any]:
         sub = q.get("sub_resource")
-        if self.legacy and sub in ("network", "software"):
-            rows = (self.network if sub == "network" else self.software).get(device_id, [])
-            return JSONResponse({"meta": {"collection": "devices", "sub_resource": sub}, "data": rows})
-        body: dict[str, Any] = {
+        if sub in self.tables:
+            return {"meta": {"sub_resource": sub}, "data": [self._typed(sub, r) for r in self._rows(sub, found["id"])]}
+        body = self._device_body(found)
+        body["included"] = [
+            self._typed(table, row)
+            for table in q.get("include", "").split(",")
+            if table in self.tables
+            for row in self._rows(table, found["id"])
+        ]
+        return body
+
+    def _rows(self, table: str, device_id: int) -> list[dict[str, Any]]:
+        if table in FILLER_TABLES:
+            return [{"id": i, "device_id": device_id, "padding": "x" * 400} for i in range(40)]
+        return copy.deepcopy(self.tables.get(table, {}).get(device_id, []))
+
+    @staticmethod
+    def _typed(table: str, row: dict[str, Any]) -> dict[str, Any]:
+        return {"id": row.get("id"), "type": table, "attributes": dict(row)}
+
+    def _device_body(self, found: dict[str, Any]) -> dict[str, Any]:
+        return {
             "meta": {
                 "collection": "devices",
                 "action": "read",
-                "id": device_id,
+                "header": 200,
+                "id": found["id"],
                 "filtered": 1,
                 "total": len(self.devices),
             },
-            "data": [{"id": device_id, "type": "devices", "attributes": found}],
+            "links": {},
+            "data": [{"id": found["id"], "type": "devices", "attributes": copy.deepcopy(found)}],
         }
-        if not self.legacy and "include" in q:
-            wanted = q["include"].split(",")
-            body["included"] = {
-                kind: [
-                    row["attributes"]
-                    for row in (self.network if kind == "network" else self.software).get(device_id, [])
-                ]
-                for kind in wanted
-                if kind in ("network", "software")
-            }
-        return JSONResponse(body)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from oomnitza_connector.config import load_config
@@ -15,7 +16,15 @@ from oomnitza_connector.sources.casper import DeviceNotFound
 from tests.fakes.jamf import FakeJamf, computer, mobile
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
 SERIAL = {"SERIAL_NUMBER": "general.serial_number"}
 
@@ -373,7 +382,9 @@ def test_mobile_devices(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     }  # no APPLICATIONS default for mobile devices
     calls = fake.calls("/api/v2/mobile-devices/detail")
     assert [c.query["page"] for c in calls] == ["0", "1", "2"]
+    assert {c.query["sort"] for c in calls} == {"mobileDeviceId:asc"}
     assert not fake.calls("/api/v4")
+    assert fake.mobile_details == 0  # no mapping reads a detail-only field
 
 
 def test_group_name_computers(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitza) -> None:
@@ -532,3 +543,144 @@ def test_fetch_one_matches_pages(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: 
         assert json.dumps(one, sort_keys=True) == json.dumps(listed[1], sort_keys=True)
         assert one["general"]["serial_number"] == listed[1]["general"]["serial_number"]
     assert not fake_oomnitza.bulk_payloads  # fetch_one only reads
+
+
+def _pages(fake: FakeJamf, path: str, **params: str) -> list[str]:
+    """Every device ID a plain page-by-page walk of ``path`` returns (straight to the fake)."""
+    token = httpx.post(
+        f"{fake.url}/api/oauth/token",
+        data={"grant_type": "client_credentials", "client_id": fake.client_id, "client_secret": fake.client_secret},
+    ).json()["access_token"]
+    ids: list[str] = []
+    for page in range(10):
+        body = httpx.get(
+            f"{fake.url}{path}",
+            params={"page": str(page), "page-size": "3", **params},
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()
+        ids += [r.get("mobileDeviceId", r.get("id")) for r in body["results"]]
+        if (page + 1) * 3 >= body["totalCount"]:
+            break
+    return ids
+
+
+def ipads(n: int) -> list[dict[str, Any]]:
+    fleet = [mobile(i) for i in range(60, 60 + n)]
+    for device in fleet:
+        device["general"]["displayName"] = "iPad"  # what an unnamed fleet looks like
+    return fleet
+
+
+def test_mobile_paging_is_stable_with_equal_names(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
+    fake = FakeJamf(mobiles=ipads(10), max_page=3)
+    with serve(fake.app) as url:
+        fake.url = url
+        # The fake reproduces the vendor problem: by the default sort (displayName) pages overlap.
+        walked = _pages(fake, "/api/v2/mobile-devices/detail")
+        assert len(walked) == 10 and len(set(walked)) < 10
+        assert len(set(_pages(fake, "/api/v2/mobile-devices/detail", sort="mobileDeviceId:asc"))) == 10
+        ini = write_config(
+            tmp_path, fake_oomnitza, "casper.MDM", settings(fake, sync_type="mobiledevices", page_size="3"), SERIAL
+        )
+        result = upload(ini, "casper.MDM")
+    assert result.code == 0, result.all
+    assert_accounted(result, "casper.MDM", pulled=10, sent=10)
+    assert sorted(r["SERIAL_NUMBER"] for r in fake_oomnitza.records("assets")) == [
+        f"DMPXK{i:04d}CD" for i in range(60, 70)
+    ]
+    assert set(fake.sorts_seen[-4:]) == {"mobileDeviceId:asc"}
+
+
+def test_mobile_initial_entry_comes_from_the_per_device_detail(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
+    fake = FakeJamf(mobiles=[mobile(i) for i in range(55, 60)], max_page=2)
+    fake.mobiles[1]["general"]["initialEntryTimestamp"] = None  # never recorded
+    # Mapped only in Oomnitza: the merged mapping decides that the detail is needed.
+    fake_oomnitza.set_mapping("Casper.MDM", {"general.initial_entry_date_utc": "ENTRY_UTC"})
+    with serve(fake.app) as url:
+        fake.url = url
+        fake.mobiles.append(mobile(99))  # listed ...
+        fake.fail("GET", "/api/v2/mobile-devices/99/detail", 404, body={"httpStatus": 404, "errors": []})  # ... gone
+        mappings = {
+            "SERIAL_NUMBER": "general.serial_number",
+            "ENTRY": "general.initial_entry_date_epoch",
+            "BACKUP": "general.last_backup_time_utc",
+        }
+        ini = write_config(tmp_path, fake_oomnitza, "casper.MDM", settings(fake, sync_type="mobiledevices"), mappings)
+        result = upload(ini, "casper.MDM")
+    assert result.code == 0, result.all
+    assert_accounted(result, "casper.MDM", pulled=6, sent=6)
+    details = [c for c in fake.requests if c.path.endswith("/detail") and c.path != "/api/v2/mobile-devices/detail"]
+    assert len(details) == 6  # one per device, only because a mapping reads those fields
+    assert fake_oomnitza.record("assets", SERIAL_NUMBER="DMPXK0055CD") == {
+        "SERIAL_NUMBER": "DMPXK0055CD",
+        "ENTRY": 1740729600000,  # 2025-02-28T08:00:00Z
+        "ENTRY_UTC": "2025-02-28T08:00:00.000+0000",
+        "BACKUP": "2026-09-12T22:00:00.000+0000",
+    }
+    assert fake_oomnitza.record("assets", SERIAL_NUMBER="DMPXK0056CD")["ENTRY"] is None
+    assert fake_oomnitza.record("assets", SERIAL_NUMBER="DMPXK0099CD")["ENTRY"] is None
+
+
+def test_computer_check_in_time_v4_and_v3(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
+    """v4 calls it general.lastCheckIn, v3 general.lastContactTime; the seed's name reads both."""
+    mappings = {
+        "SERIAL_NUMBER": "general.serial_number",
+        "CONTACT": "general.last_contact_time",
+        "CONTACT_UTC": "general.last_contact_time_utc",
+        "NETBOOT": "general.netboot_server",  # seed fields Jamf Pro no longer has: null, not an error
+        "SUS": "general.sus",
+        "SERVICE_PACK": "hardware.service_pack",
+        "OS_APPLECARE": "purchasing.os_applecare_id",
+        "OS_MAINTENANCE": "purchasing.os_maintence_expires",
+    }
+    for version in ("v4", "v3"):
+        fake_oomnitza.reset()
+        fake = FakeJamf(versions=(version,))
+        with serve(fake.app) as url:
+            fake.url = url
+            token = httpx.post(f"{url}/api/v1/auth/token", auth=(fake.username, fake.password)).json()["token"]
+            raw = httpx.get(
+                f"{url}/api/{version}/computers-inventory",
+                params={"section": "GENERAL"},
+                headers={"Authorization": f"Bearer {token}"},
+            ).json()["results"][0]["general"]
+            assert ("lastCheckIn" in raw, "lastContactTime" in raw) == (version == "v4", version == "v3")
+            ini = write_config(tmp_path, fake_oomnitza, "casper", settings(fake), mappings)
+            result = upload(ini, "casper")
+        assert result.code == 0, result.all
+        record = fake_oomnitza.record("assets", SERIAL_NUMBER="C02ZK0102D6T")
+        assert {k: v for k, v in record.items() if k != "APPLICATIONS"} == {
+            "SERIAL_NUMBER": "C02ZK0102D6T",
+            "CONTACT": 1789372919,  # "2026-09-14 08:01:59" through the default date_format converter
+            "CONTACT_UTC": "2026-09-14T08:01:59.000+0000",
+            "NETBOOT": None,
+            "SUS": None,
+            "SERVICE_PACK": None,
+            "OS_APPLECARE": None,
+            "OS_MAINTENANCE": None,
+        }
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault_on_a_later_page(
+    tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    inject_fault(jamf, fault, "GET", "/api/v4/computers-inventory", query={"page": "1"})
+    ini = write_config(tmp_path, fake_oomnitza, "casper", settings(jamf, request_timeout=STALL_TIMEOUT), SERIAL)
+    result = upload(ini, "casper")
+    assert result.code == 0, result.all
+    assert_accounted(result, "casper", pulled=7, sent=7)
+    assert len(fake_oomnitza.records("assets")) == 7
+
+
+def test_section_mapped_only_in_oomnitza_is_requested(
+    tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitza
+) -> None:
+    # DISK_ENCRYPTION is not in the default list: a server-side mapping of diskEncryption.* adds it.
+    fake_oomnitza.set_mapping("Casper", {"diskEncryption.individualRecoveryKeyValidityStatus": "FV_KEY"})
+    ini = write_config(tmp_path, fake_oomnitza, "casper", settings(jamf), SERIAL)
+    result = upload(ini, "casper")
+    assert result.code == 0, result.all
+    assert_accounted(result, "casper", pulled=7, sent=7)
+    assert "DISK_ENCRYPTION" in jamf.sections_seen[-1]
+    assert fake_oomnitza.record("assets", SERIAL_NUMBER="C02ZK0104D6T")["FV_KEY"] == "VALID"

@@ -13,11 +13,19 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.chef import FakeChef, linux_node, mac_node, new_key, pem, windows_node
+from tests.fakes.chef import FakeChef, linux_node, mac_node, new_key, partial_row, pem, windows_node
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
 from tests.helpers import run_cli
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
 KEY = new_key()
 MAPPINGS = {
@@ -123,8 +131,10 @@ def test_partial_search_several_pages_signed_1_3(
     assert calls[0].headers["x-ops-server-api-version"] == "1"
     assert calls[0].headers["accept"] == "application/json"
     wanted = json.loads(calls[0].body)
-    assert wanted["automatic.platform"] == ["automatic", "platform"]
-    assert not any(path[:2] == ["automatic", "packages"] for path in wanted.values())  # no whole Ohai tree
+    # Partial search reads the merged attributes: paths carry no precedence level.
+    assert wanted["platform"] == ["platform"] and wanted["memory.total"] == ["memory", "total"]
+    assert not any(path[0] in ("automatic", "normal", "default", "override") for path in wanted.values())
+    assert not any(path[0] == "packages" for path in wanted.values())  # no whole Ohai tree
     assert chef.verified == ["algorithm=sha256;version=1.3"] * 3
     assert fake_oomnitza.record("assets", NAME="web-07") == WEB_07
     assert fake_oomnitza.record("assets", NAME="mbp-jdoe") == MBP
@@ -186,6 +196,17 @@ def test_429_retry_after_resigns(tmp_path: Path, chef: FakeChef, key_file: Path,
     calls = chef.calls()
     assert len(calls) == 4
     assert calls[0].headers["x-ops-timestamp"] != calls[1].headers["x-ops-timestamp"]  # signed afresh
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault_on_a_later_page(
+    tmp_path: Path, chef: FakeChef, key_file: Path, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    inject_fault(chef, fault, "POST", "/organizations/acme/search/node", query={"start": "3"})
+    result = run(tmp_path, fake_oomnitza, chef, key_file, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "chef", pulled=7, sent=7)
+    assert len(fake_oomnitza.records("assets")) == 7
 
 
 def test_5xx_retried(tmp_path: Path, chef: FakeChef, key_file: Path, fake_oomnitza: FakeOomnitza) -> None:
@@ -345,3 +366,103 @@ def test_bad_settings_are_config_errors(
     result = run(tmp_path, fake_oomnitza, chef, tmp_path / "missing.pem")
     assert_one_line_error(result, "[chef] key_file", "cannot be read")
     assert chef.calls() == []
+
+
+def test_fake_partial_search_reads_the_merged_node() -> None:
+    """The fake answers partial search the way chef-server does (ejson_for_indexing): what the
+    source sends is tested against that, not against our own idea of it."""
+    node = linux_node()
+    node["normal"] = {"tags": ["n"], "owner": "normal-owner"}
+    node["default"] = {"tags": ["d"], "owner": "default-owner", "rack": {"row": "A"}}
+    node["override"] = {"rack": {"unit": 7}}
+    wanted = {
+        "seed_style": ["automatic", "ipaddress"],
+        "ip": ["ipaddress"],
+        "kernel": ["kernel", "name"],
+        "owner": ["owner"],
+        "tags": ["tags"],
+        "rack": ["rack"],
+        "env": ["chef_environment"],
+        "role": ["role"],
+        "empty": [],
+    }
+    assert partial_row(node, wanted) == {
+        "seed_style": None,  # a precedence level is not a key of the indexed node
+        "ip": "10.1.0.7",
+        "kernel": "Linux",
+        "owner": "normal-owner",  # normal beats default
+        "tags": ["n"],  # lists are replaced, not merged
+        "rack": {"row": "A", "unit": 7},  # objects merge
+        "env": "production",
+        "role": ["web"],
+        "empty": None,
+    }
+
+
+def test_partial_and_full_search_agree_on_merged_attributes(
+    tmp_path: Path, chef: FakeChef, key_file: Path, fake_oomnitza: FakeOomnitza
+) -> None:
+    node = linux_node("db-01")
+    node["normal"] = {"tags": ["n"], "owner": "normal-owner"}
+    node["default"] = {"tags": ["d"], "owner": "default-owner", "rack": {"row": "A"}}
+    node["override"] = {"rack": {"unit": 7}}
+    chef.nodes[:] = [node, mac_node(), windows_node()]
+    extension = json.dumps(
+        {
+            "__default__": {
+                "owner": "normal.owner",
+                "first_tag": "default.tags.0",
+                "rack_row": "override.rack.row",
+                "rack_unit": "rack.unit",
+                "kernel": "automatic.kernel.name",
+            }
+        }
+    )
+    extra = {
+        "OWNER": '{"source": "hardware.owner"}',
+        "TAG": '{"source": "hardware.first_tag"}',
+        "ROW": '{"source": "hardware.rack_row"}',
+        "UNIT": '{"source": "hardware.rack_unit"}',
+        "KERNEL": '{"source": "hardware.kernel"}',
+        "ROLE": '{"source": "role.0"}',  # top-level keys of the indexed node, mapped directly
+        "ENV": '{"source": "chef_environment"}',
+        "NORMAL_OWNER": '{"source": "normal.owner"}',  # a seed-style path mapped directly
+    }
+    stored = {}
+    for partial in ("true", "false"):
+        fake_oomnitza.reset()
+        result = run(
+            tmp_path, fake_oomnitza, chef, key_file, extra, attribute_extension=extension, partial_search=partial
+        )
+        assert result.code == 0, result.all
+        assert_accounted(result, "chef", pulled=3, sent=3)
+        stored[partial] = sorted(fake_oomnitza.records("assets"), key=lambda r: r["NAME"])
+    assert stored["true"] == stored["false"]
+    db = next(r for r in stored["true"] if r["NAME"] == "db-01")
+    assert {k: db[k] for k in extra} == {
+        "OWNER": "normal-owner",
+        "TAG": "n",  # the merged list: normal's replaced default's
+        "ROW": "A",
+        "UNIT": 7,
+        "KERNEL": "Linux",
+        "ROLE": "web",
+        "ENV": "production",
+        "NORMAL_OWNER": "normal-owner",
+    }
+    body = json.loads(next(c.body for c in chef.calls() if c.method == "POST"))
+    assert body["owner"] == ["owner"] and body["rack.unit"] == ["rack", "unit"] and body["role"] == ["role"]
+
+
+def test_field_mapped_only_in_oomnitza_is_requested(
+    tmp_path: Path, chef: FakeChef, key_file: Path, fake_oomnitza: FakeOomnitza
+) -> None:
+    fake_oomnitza.set_mapping("Chef", {"automatic.kernel.name": "KERNEL", "hardware.fqdn": "FQDN"})
+    result = run(tmp_path, fake_oomnitza, chef, key_file)
+    assert result.code == 0, result.all
+    assert_accounted(result, "chef", pulled=7, sent=7)
+    body = json.loads(chef.calls()[0].body)
+    assert body["kernel.name"] == ["kernel", "name"]
+    web = fake_oomnitza.record("assets", NAME="web-07")
+    assert (web["KERNEL"], web["FQDN"]) == ("Linux", "web-07.prod.example")
+    assert fake_oomnitza.record("assets", NAME="win-042")["KERNEL"] == "Microsoft Windows 11 Enterprise"
+    assert fake_oomnitza.record("assets", NAME="mbp-jdoe")["KERNEL"] is None

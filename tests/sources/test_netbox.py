@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.fakes.netbox import RTR, SWITCH, V1_TOKEN, V2_TOKEN, FakeNetbox, device
+from tests.fakes.netbox import RTR, SWITCH, V1_HEX_TOKEN, V1_TOKEN, V2_TOKEN, FakeNetbox, device
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
 from tests.sourcekit import (
@@ -92,12 +93,71 @@ def test_v1_token_and_url_with_api_suffix(tmp_path: Path, netbox: FakeNetbox, fa
     assert V1_TOKEN not in result.all
 
 
+def test_pasted_bearer_prefix_is_dropped(tmp_path: Path, netbox: FakeNetbox, fake_oomnitza: FakeOomnitza) -> None:
+    # NetBox 4.6's token page shows "Bearer nbt_<key>.<secret>" with a copy button.
+    result = run(tmp_path, fake_oomnitza, netbox, auth_token=f"Bearer {V2_TOKEN}")
+    assert result.code == 0, result.all
+    assert_accounted(result, "netbox", pulled=7, sent=7)
+    assert {c.headers["authorization"] for c in netbox.calls()} == {f"Bearer {V2_TOKEN}"}
+
+
+def test_netbox_4_4_hex_v1_token(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
+    # 4.4 reads only the "Token" keyword: a v1 token pasted as "Bearer <v1>" must go out as Token.
+    fake = FakeNetbox([RTR, SWITCH], version="4.4")
+    with serve(fake.app) as url:
+        fake.url = url
+        result = run(tmp_path, fake_oomnitza, fake, auth_token=f"bearer {V1_HEX_TOKEN}")
+    assert result.code == 0, result.all
+    assert_accounted(result, "netbox", pulled=2, sent=2)
+    assert fake.calls()[0].headers["authorization"] == f"Token {V1_HEX_TOKEN}"
+
+
+def test_fake_follows_netbox_token_rules(netbox: FakeNetbox) -> None:
+    """The fake answers like NetBox's TokenAuthentication (4.6: version from the nbt_ prefix, either
+    keyword; 4.4: Token only), so the source's choices above are tested against the real rules."""
+
+    def status(fake: FakeNetbox, header: str) -> tuple[int, Any]:
+        response = httpx.get(f"{fake.url}/api/dcim/devices/", headers={"Authorization": header})
+        return response.status_code, response.json().get("detail") if response.status_code != 200 else None
+
+    assert status(netbox, f"Token {V2_TOKEN}") == (200, None)  # since 4.5 the prefix decides
+    assert status(netbox, f"Bearer {V1_TOKEN}") == (200, None)
+    assert status(netbox, "Bearer nbt_nodot")[0] == 403
+    assert status(netbox, f"Token {V1_TOKEN.lower()}") == (403, "Invalid v1 token")
+    old = FakeNetbox([RTR], version="4.4")
+    with serve(old.app) as url:
+        old.url = url
+        assert status(old, f"Token {V1_HEX_TOKEN}") == (200, None)
+        assert status(old, f"Bearer {V1_HEX_TOKEN}") == (403, "Authentication credentials were not provided.")
+
+
 def test_bad_token(tmp_path: Path, netbox: FakeNetbox, fake_oomnitza: FakeOomnitza) -> None:
-    result = run(tmp_path, fake_oomnitza, netbox, auth_token="ffffffffffffffffffffffffffffffffffffffff")
+    result = run(tmp_path, fake_oomnitza, netbox, auth_token="Zx9" * 13 + "Q")
     assert_one_line_error(result, "[netbox] NetBox rejected the token (403 Invalid v1 token): check auth_token")
-    assert "ffffffffffffffffffff" not in result.all
+    assert "Zx9Zx9Zx9" not in result.all
     assert len(netbox.calls()) == 1  # a rejected credential is not retried
     assert fake_oomnitza.records("assets") == []
+
+
+def test_token_user_without_view_permission(tmp_path: Path, netbox: FakeNetbox, fake_oomnitza: FakeOomnitza) -> None:
+    netbox.may_view_devices = False
+    result = run(tmp_path, fake_oomnitza, netbox)
+    assert_one_line_error(
+        result,
+        "NetBox accepted the token but its user may not read devices (403 You do not have permission",
+        "grant view permission on DCIM devices (dcim.view_device)",
+    )
+    assert "check auth_token" not in result.err
+    assert len(netbox.calls()) == 1
+    assert fake_oomnitza.records("assets") == []
+
+
+def test_validation_error_list_is_one_line(tmp_path: Path, netbox: FakeNetbox, fake_oomnitza: FakeOomnitza) -> None:
+    # DRF ValidationError(str) bodies are a JSON list (pagination.py: "'start' and 'offset' are ...").
+    netbox.fail("GET", "/api/dcim/devices/", 400, body=["'start' and 'offset' are mutually exclusive."])
+    result = run(tmp_path, fake_oomnitza, netbox)
+    assert_one_line_error(result, "NetBox refused the device query (400 'start' and 'offset' are mutually exclusive.)")
+    assert len(netbox.calls()) == 1  # a 400 is not retried
 
 
 def test_missing_token_is_a_config_error(tmp_path: Path, netbox: FakeNetbox, fake_oomnitza: FakeOomnitza) -> None:
@@ -169,15 +229,26 @@ def test_cross_host_next_never_gets_the_token(tmp_path: Path, fake_oomnitza: Fak
     assert result.err.count("next link points to") == 1  # warned once
 
 
+def test_server_mapping_of_config_context_keeps_it(
+    tmp_path: Path, netbox: FakeNetbox, fake_oomnitza: FakeOomnitza
+) -> None:
+    # A field mapped only in Oomnitza's "Netbox" mapping: config_context must then be requested.
+    fake_oomnitza.set_mapping("Netbox", {"config_context.ntp.0": "NTP"})
+    settings = {"url": netbox.url, "auth_token": V2_TOKEN, "sync_field": "NAME", "exclude_config_context": "true"}
+    result = upload(write_config(tmp_path, fake_oomnitza, "netbox", settings, {"NAME": "name"}), "netbox")
+    assert result.code == 0, result.all
+    assert_accounted(result, "netbox", pulled=7, sent=7)
+    assert "exclude" not in netbox.calls()[0].query
+    assert fake_oomnitza.record("assets", NAME="rtr-ams-01") == {"NAME": "rtr-ams-01", "NTP": "10.0.0.53"}
+
+
 def test_exclude_config_context(tmp_path: Path, netbox: FakeNetbox, fake_oomnitza: FakeOomnitza) -> None:
-    for exclude, ntp in (("true", None), ("false", "10.0.0.53")):
+    settings = {"url": netbox.url, "auth_token": V2_TOKEN, "sync_field": "NAME", "exclude_config_context": "true"}
+    plain = {"NAME": "name"}
+    for mappings, excluded in ((plain, True), (plain | {"NTP": '{"source": "config_context.ntp.0"}'}, False)):
         fake_oomnitza.reset()
-        settings = {"url": netbox.url, "auth_token": V2_TOKEN, "sync_field": "NAME", "exclude_config_context": exclude}
-        ini = write_config(
-            tmp_path, fake_oomnitza, "netbox", settings, {"NAME": "name", "NTP": '{"source": "config_context.ntp.0"}'}
-        )
-        result = upload(ini, "netbox")
+        result = upload(write_config(tmp_path, fake_oomnitza, "netbox", settings, mappings), "netbox")
         assert result.code == 0, result.all
         assert_accounted(result, "netbox", pulled=7, sent=7)
-        assert netbox.calls()[-1].query.get("exclude") == ("config_context" if exclude == "true" else None)
-        assert fake_oomnitza.record("assets", NAME="rtr-ams-01")["NTP"] == ntp
+        assert netbox.calls()[-1].query.get("exclude") == ("config_context" if excluded else None)
+        assert fake_oomnitza.record("assets", NAME="rtr-ams-01").get("NTP") == (None if excluded else "10.0.0.53")

@@ -8,8 +8,12 @@ inventory in 11.15, so this source reads the Jamf Pro API and keeps the seed's r
   ``/api/v1/auth/keep-alive``, invalidated when the run ends). ``RefreshingToken`` renews it ahead of
   expiry and once more on a 401;
 - computers: ``GET /api/vN/computers-inventory?section=…&page=&page-size=&sort=id:asc``, N the newest
-  of v4, v3, v2, v1 the server answers (or the ``api_version`` setting);
-- mobile devices: ``GET /api/v2/mobile-devices/detail?section=…&page=&page-size=``;
+  of v4, v3, v2, v1 the server answers (or the ``api_version`` setting); v4 calls the check-in time
+  ``general.lastCheckIn`` (v3: ``lastContactTime``);
+- mobile devices: ``GET /api/v2/mobile-devices/detail?section=…&page=&page-size=&sort=mobileDeviceId:asc``
+  (the default sort, ``displayName``, is not unique: equal names make page paging skip and repeat
+  devices); ``initialEntryTimestamp`` and the last backup time exist only in the per-device
+  ``/api/v2/mobile-devices/{id}/detail``, fetched only when the merged mapping uses them;
 - ``group_name``: the group's member IDs from the Classic API (``/JSSResource/computergroups``, with
   the bearer token), then the inventory filtered with RSQL ``id=in=(…)`` in chunks, fetched
   concurrently but never more than ``min(--workers, max_connections)`` at a time.
@@ -64,7 +68,27 @@ MOBILE_SECTIONS = (
     "APPLICATIONS",
     "EXTENSION_ATTRIBUTES",
 )
+# Sections beyond the default list, requested when the merged mapping names their record key
+# (the ComputerSection enum of the Jamf Pro API schema, jamf-cli specs/ComputersInventory.yaml).
+COMPUTER_EXTRA_SECTIONS = {
+    "diskEncryption": "DISK_ENCRYPTION",
+    "configurationProfiles": "CONFIGURATION_PROFILES",
+    "printers": "PRINTERS",
+    "services": "SERVICES",
+    "localUserAccounts": "LOCAL_USER_ACCOUNTS",
+    "certificates": "CERTIFICATES",
+    "attachments": "ATTACHMENTS",
+    "plugins": "PLUGINS",
+    "packageReceipts": "PACKAGE_RECEIPTS",
+    "fonts": "FONTS",
+    "licensedSoftware": "LICENSED_SOFTWARE",
+    "ibeacons": "IBEACONS",
+    "softwareUpdates": "SOFTWARE_UPDATES",
+    "contentCaching": "CONTENT_CACHING",
+}
 COMPUTER_API_VERSIONS = ("v4", "v3", "v2", "v1")  # newest first; v1 and v3 are deprecated by Jamf
+# Classic mobile fields only the per-device detail (/api/v2/mobile-devices/{id}/detail) can fill.
+MOBILE_DETAIL_FIELDS = ("general.initial_entry_date", "general.last_backup_time")
 MAX_IDS_PER_FILTER = 100  # an RSQL id=in=(…) list per request; keeps the request line short
 NAMES_TTL = 3600.0  # building/department names are re-read after this long (long-lived webhook server)
 DATE_FIELDS = (
@@ -87,13 +111,14 @@ class Kind:
 
     label: str
     sections: tuple[str, ...]
-    id_field: str  # the RSQL field holding the numeric ID
+    id_field: str  # the RSQL field holding the numeric ID (and the unique sort key)
     group_path: str  # Classic API group collection
     group_list_key: str
     group_key: str
     members_key: str
     privileges: str
     translate: Callable[[dict[str, Any], Names], Record]
+    extra_sections: dict[str, str] = field(default_factory=dict)  # record key → section, on demand
 
 
 class Casper(Source):
@@ -193,8 +218,18 @@ class Casper(Source):
     def _requested_sections(self) -> list[str]:
         text = self.setting("sections").strip()
         if not text:
-            return list(self.kind.sections)
+            return list(self.kind.sections) + [s for s in self._mapped_sections() if s not in self.kind.sections]
         return [s.strip().upper() for s in text.split(",") if s.strip()]
+
+    def _mapped_sections(self) -> list[str]:
+        """Further sections the merged mapping reads by their Jamf Pro API name (``diskEncryption.…``)."""
+        extra = self.kind.extra_sections
+        return list(
+            dict.fromkeys(extra[s.split(".", 1)[0]] for s in self.mapped_sources() if s.split(".", 1)[0] in extra)
+        )
+
+    def wants_mobile_detail(self) -> bool:
+        return any(src.startswith(MOBILE_DETAIL_FIELDS) for src in self.mapped_sources())
 
     @property
     def credentials_hint(self) -> str:
@@ -402,10 +437,8 @@ class _Session:
         )
 
     def _params(self, **extra: Any) -> dict[str, Any]:
-        params: dict[str, Any] = {"section": self.sections, **extra}
-        if self.kind is COMPUTERS:
-            params["sort"] = "id:asc"  # stable pages
-        return params
+        # A unique sort key keeps page paging stable: the defaults (general.name, displayName) are not.
+        return {"section": self.sections, "sort": f"{self.kind.id_field}:asc", **extra}
 
     async def inventory(self) -> AsyncIterator[list[Record | BadRecord]]:
         path = await self.inventory_path()
@@ -413,7 +446,7 @@ class _Session:
             page = self._records(response)
             if not page:
                 break
-            yield page
+            yield await self.with_mobile_details(page)
 
     async def fetch_ids(self, ids: list[str]) -> list[Record | BadRecord]:
         """The devices with these IDs (≤ MAX_IDS_PER_FILTER), via the inventory's RSQL filter."""
@@ -425,7 +458,39 @@ class _Session:
             if not page:
                 break
             records += page
-        return records
+        return await self.with_mobile_details(records)
+
+    async def with_mobile_details(self, page: list[Record | BadRecord]) -> list[Record | BadRecord]:
+        """Fill the fields only ``/api/v2/mobile-devices/{id}/detail`` has, when a mapping uses them."""
+        if self.kind is not MOBILES or not self.source.wants_mobile_detail():
+            return page
+        slots = asyncio.Semaphore(self.source.concurrency)
+
+        async def one(record: Record | BadRecord) -> Record | BadRecord:
+            if isinstance(record, BadRecord):
+                return record
+            async with slots:
+                return await self._mobile_detail(record)
+
+        return list(await asyncio.gather(*(one(r) for r in page)))
+
+    async def _mobile_detail(self, record: Record) -> Record | BadRecord:
+        ident = _id_of(record)
+        try:
+            response = await self.http.request(
+                "GET", f"/api/v2/mobile-devices/{ident}/detail", ok_statuses=frozenset({404})
+            )
+        except HttpError as exc:
+            if isinstance(exc, HttpAuthError):
+                raise
+            return BadRecord(f"mobile device {ident}: its detail could not be read: {exc}", {"id": ident})
+        if response.status_code == 404:  # deleted since the page was read: the page's data stands
+            log.debug("[%s] mobile device %s has no detail any more", self.name, ident)
+            return record
+        detail = decode_json(response)
+        if isinstance(detail, dict):
+            add_mobile_detail(record, detail)
+        return record
 
     async def pages_for_ids(self, ids: list[str]) -> AsyncIterator[list[Record | BadRecord]]:
         """Group members in chunks; up to ``concurrency`` chunks in flight, pages yielded in order."""
@@ -721,6 +786,24 @@ def extension_attributes(raw: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+# Seed field names with no Jamf Pro API counterpart (NetBoot, Apple's Software Update Server and
+# Windows service packs are gone; OS AppleCare/maintenance were never in the API): null, not missing.
+NO_SOURCE = {
+    "general": ("netboot_server", "sus"),
+    "hardware": ("service_pack",),
+    "purchasing": ("os_applecare_id", "os_maintence_expires"),
+}
+
+
+def add_mobile_detail(record: Record, detail: dict[str, Any]) -> None:
+    """The Classic dates only the per-device detail (MobileDeviceDetailsGetV2) carries."""
+    general = record.setdefault("general", {})
+    add_dates(general, "initial_entry_date", detail.get("initialEntryTimestamp"))
+    kind = next((detail[k] for k in ("ios", "visionos", "watchos") if isinstance(detail.get(k), dict)), {})
+    if kind.get("lastBackupTimestamp") is not None:
+        add_dates(general, "last_backup_time", kind.get("lastBackupTimestamp"))
+
+
 def classic_computer(raw: dict[str, Any], names: Names) -> Record:
     """A ``computers-inventory`` result with the Classic ``/JSSResource/computers`` keys added."""
     g = _section(raw, "general")
@@ -764,10 +847,13 @@ def classic_computer(raw: dict[str, Any], names: Names) -> Record:
         }
     )
     add_dates(general, "report_date", g.get("reportDate"))
-    add_dates(general, "last_contact_time", g.get("lastContactTime"))
+    # computers-inventory v4 renamed lastContactTime to lastCheckIn; the seed's name stays.
+    add_dates(general, "last_contact_time", _either(g, "lastCheckIn", "lastContactTime"))
     add_dates(general, "initial_entry_date", g.get("initialEntryDate"))
     add_dates(general, "last_cloud_backup_date", g.get("lastCloudBackupDate"))
     add_dates(general, "last_enrolled_date", g.get("lastEnrolledDate"))
+    for name in NO_SOURCE["general"]:
+        general.setdefault(name, None)
 
     hardware = _with_snake(hw)
     hardware.update(
@@ -814,8 +900,12 @@ def classic_computer(raw: dict[str, Any], names: Names) -> Record:
         }
     )
 
+    for name in NO_SOURCE["hardware"]:
+        hardware.setdefault(name, None)
     location = classic_location(ul, names)
     purchasing = classic_purchasing(pu)
+    for name in NO_SOURCE["purchasing"]:
+        purchasing.setdefault(name, None)
 
     security = _with_snake(_section(raw, "security"))
     security.setdefault("activation_lock", security.get("activationLockEnabled"))
@@ -969,6 +1059,7 @@ COMPUTERS = Kind(
     members_key="computers",
     privileges="'Read Computers' (and, for group_name, 'Read Smart Computer Groups' and 'Read Static Computer Groups')",
     translate=classic_computer,
+    extra_sections=COMPUTER_EXTRA_SECTIONS,
 )
 MOBILES = Kind(
     label="mobile device",

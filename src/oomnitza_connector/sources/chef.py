@@ -6,6 +6,14 @@ request, retries included (a retry gets a fresh timestamp). Protocol 1.3 (SHA-25
 the default; protocol 1.0 (SHA-1, raw RSA private-encrypt, what PyChef sent) is kept as an opt-in
 for servers older than 12.4. Nodes are read with partial search (``POST /search/node``: only the
 attributes the record needs) or full search (``GET``), ``rows``/``start`` paging, page by page.
+
+Chef Infra Server answers partial search from the node as it indexes it (chef-server
+``chef_wm_search.erl`` ``parse_item`` → ``chef_node.erl`` ``ejson_for_indexing``): the attributes
+deep-merged (default < normal < override < automatic) plus the top-level ``name``,
+``chef_environment``, ``run_list``, ``recipe``, ``role``. ``["automatic", "ipaddress"]`` is null
+there; ``["ipaddress"]`` is the address. Paths written the seed's way (``automatic.kernel.name``)
+are therefore read without their precedence level, and full search reads the same merged view
+(built here the way the server builds it), so both modes give the same records.
 """
 
 from __future__ import annotations
@@ -37,7 +45,13 @@ CHEF_VERSION = "18.5.0"
 MAC, WINDOWS, DEFAULT = "mac_os_x", "windows", "__default__"
 NODE_MAPPING_KEYS = ("serial_number", "model")
 
-# Node attributes the built-in ``hardware`` keys read (requested by partial search).
+# Attribute precedence levels of a node, lowest first; the merged view drops them from paths.
+PRECEDENCE = ("default", "normal", "override", "automatic")
+# Keys ejson_for_indexing puts at the top of the merged view, over any attribute of that name.
+TOP_LEVEL = ("name", "chef_type", "chef_environment", "recipe", "role", "run_list", "policy_name", "policy_group")
+
+# Node attributes the built-in ``hardware`` keys read, in the seed's spelling (requested by partial
+# search without the precedence level).
 BUILTIN_PATHS: tuple[tuple[str, ...], ...] = (
     ("name",),
     ("automatic", "ipaddress"),
@@ -233,8 +247,56 @@ def _per_1024(value: Any) -> float | None:
     return number / 1024 if number is not None else None
 
 
-def _first_filesystem_kb(node: dict[str, Any]) -> Any:
-    filesystem = get_field_value(node, "automatic.filesystem")
+def merged_path(path: tuple[str, ...]) -> tuple[str, ...]:
+    """A node path as the merged view spells it: ``("automatic", "kernel", "name")`` → ``("kernel", "name")``."""
+    if len(path) > 1 and path[0] in PRECEDENCE:
+        return path[1:]
+    return path
+
+
+def merged_dotted(path: str) -> str:
+    head, dot, rest = path.partition(".")
+    return rest if dot and rest and head in PRECEDENCE else path
+
+
+def deep_merge(low: Any, high: Any) -> Any:
+    """chef-server ``chef_deep_merge:merge``: objects merge key by key, anything else is replaced."""
+    if isinstance(low, dict) and isinstance(high, dict):
+        merged = dict(low)
+        for key, value in high.items():
+            merged[key] = deep_merge(low[key], value) if key in low else value
+        return merged
+    return high
+
+
+def _recipes_and_roles(run_list: Any, kind: str) -> list[str]:
+    items = run_list if isinstance(run_list, list) else []
+    prefix = f"{kind}["
+    return [i[len(prefix) : -1] for i in items if isinstance(i, str) and i.startswith(prefix) and i.endswith("]")]
+
+
+def merged_view(node: dict[str, Any]) -> dict[str, Any]:
+    """The node as Chef Infra Server indexes it (``chef_node:ejson_for_indexing``): the four
+    attribute levels deep-merged, then the top-level keys over them."""
+    merged: Any = {}
+    for level in PRECEDENCE:
+        attrs = node.get(level)
+        merged = deep_merge(merged, attrs if isinstance(attrs, dict) else {})
+    run_list = node.get("run_list") if isinstance(node.get("run_list"), list) else []
+    top = {
+        "name": node.get("name"),
+        "chef_type": "node",
+        "chef_environment": node.get("chef_environment"),
+        "recipe": _recipes_and_roles(run_list, "recipe"),
+        "role": _recipes_and_roles(run_list, "role"),
+        "run_list": run_list,
+    }
+    top.update({k: node[k] for k in ("policy_name", "policy_group") if node.get(k) is not None})
+    return {**merged, **top}
+
+
+def _first_filesystem_kb(get: Any) -> Any:
+    filesystem = get("automatic.filesystem")
     if isinstance(filesystem, dict) and filesystem:
         first = next(iter(filesystem.values()))
         if isinstance(first, dict):
@@ -243,16 +305,19 @@ def _first_filesystem_kb(node: dict[str, Any]) -> Any:
 
 
 def hardware_of(
-    node: dict[str, Any], extension: dict[str, dict[str, str]], node_mappings: dict[str, dict[str, str]]
+    view: dict[str, Any], extension: dict[str, dict[str, str]], node_mappings: dict[str, dict[str, str]]
 ) -> dict[str, Any]:
-    """The reference's derived ``hardware`` keys, then node_mappings, then attribute_extension."""
+    """The reference's derived ``hardware`` keys, then node_mappings, then attribute_extension.
+
+    ``view`` is the merged node; every path (the built-in ones and the user's, written with or
+    without a precedence level) is read from it without its level."""
 
     def get(path: str) -> Any:
-        return get_field_value(node, path)
+        return get_field_value(view, merged_dotted(path))
 
     platform = get("automatic.platform")
     hw: dict[str, Any] = {
-        "name": node.get("name"),
+        "name": view.get("name"),
         "ip_address": get("automatic.ipaddress"),
         "mac_address": get("automatic.macaddress"),
         "hostname": get("automatic.hostname"),
@@ -278,7 +343,7 @@ def hardware_of(
         hw["serial_number"] = get("automatic.kernel.os_info.serial_number")  # the OS product id
         hw["model"] = get("automatic.kernel.cs_info.model")
         hw["cpu_count"] = get("automatic.kernel.cs_info.number_of_processors")
-        hw["total_hdd_mb"] = _per_1024(_first_filesystem_kb(node))
+        hw["total_hdd_mb"] = _per_1024(_first_filesystem_kb(get))
     for key in NODE_MAPPING_KEYS:
         for block in (node_mappings.get(str(platform)), node_mappings.get(DEFAULT)):
             if block and block.get(key):
@@ -294,7 +359,7 @@ def hardware_of(
 
 
 def _place(node: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    """Put a partial-search value back where it lives in a node (parents placed first win)."""
+    """Put a value where ``path`` lives in ``node`` (parents placed first win)."""
     cur = node
     for key in path[:-1]:
         nxt = cur.get(key)
@@ -309,13 +374,17 @@ def _place(node: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 
 
 def _request_path(dotted: str) -> tuple[str, ...]:
-    """A mapping path as a partial-search key path, cut before a list index (lists come whole)."""
+    """A mapping path as a node key path, cut before a list index (lists come whole)."""
     parts: list[str] = []
     for part in dotted.split("."):
         if part.isascii() and part.isdigit() and parts:
             break
         parts.append(part)
     return tuple(p for p in parts if p) or (dotted,)
+
+
+def _full_view(row: Any) -> dict[str, Any] | None:
+    return merged_view(row) if isinstance(row, dict) else None
 
 
 def _json_setting(section: str, name: str, text: str) -> dict[str, dict[str, str]]:
@@ -401,14 +470,34 @@ class Chef(Source):
     def base(self) -> str:
         return self.setting("url").rstrip("/")
 
-    def _search_body(self) -> tuple[bytes, list[tuple[str, tuple[str, ...]]]]:
-        paths = {p: None for p in BUILTIN_PATHS}
+    def _mapped_node_paths(self) -> list[tuple[str, ...]]:
+        """Node paths the merged mapping reads directly (not through ``hardware``), as written."""
+        paths: dict[tuple[str, ...], None] = {}
+        for source in self.mapped_sources():
+            if source and source != "hardware" and not source.startswith("hardware."):
+                paths.setdefault(_request_path(source), None)
+        return list(paths)
+
+    def _wanted(self) -> list[tuple[str, ...]]:
+        """Every path the record needs, in the merged view's spelling, parents before children."""
+        paths: dict[tuple[str, ...], None] = {merged_path(p): None for p in BUILTIN_PATHS}
         for block in (*self.extension.values(), *self.node_mappings.values()):
             for path in block.values():
-                paths.setdefault(_request_path(path), None)
-        ordered = sorted(paths, key=len)  # parents before children: _place keeps the whole parent
-        keys = [(".".join(p), p) for p in ordered]
+                paths.setdefault(merged_path(_request_path(path)), None)
+        for path in self._mapped_node_paths():
+            paths.setdefault(merged_path(path), None)
+        return sorted(paths, key=len)  # _place keeps a whole parent over its children
+
+    def _search_body(self) -> tuple[bytes, list[tuple[str, tuple[str, ...]]]]:
+        keys = [(".".join(p), p) for p in self._wanted()]
         return json.dumps({k: list(p) for k, p in keys}).encode(), keys
+
+    def _record(self, view: dict[str, Any], node_paths: list[tuple[str, ...]]) -> Record:
+        record: Record = {"hardware": hardware_of(view, self.extension, self.node_mappings)}
+        for path in node_paths:  # a mapping naming a node attribute directly gets it where it points
+            if path[0] != "hardware":
+                _place(record, path, get_field_value(view, ".".join(merged_path(path))))
+        return record
 
     async def pages(self) -> AsyncIterator[list[Record]]:
         key = load_private_key(self.setting("key_file"), self.name)
@@ -421,6 +510,7 @@ class Chef(Source):
             body, keys = self._search_body()
             kwargs.update(method="POST", content=body)
             headers["Content-Type"] = "application/json"
+        node_paths = self._mapped_node_paths()
         warned = False
         async with self.http(base_url=self.base, headers=headers, auth=signer) as http:
             try:
@@ -433,11 +523,12 @@ class Chef(Source):
                         raise SourceError(f"[{self.name}] Chef search answered without a 'rows' list")
                     page: list[Record | BadRecord] = []
                     for row in rows:
-                        node = self._node(row, keys) if partial else row
-                        if not isinstance(node, dict):
+                        view = self._partial_view(row, keys) if partial else _full_view(row)
+                        if view is None:
                             page.append(BadRecord("search row is not a node object", row))
                             continue
-                        hw = hardware_of(node, self.extension, self.node_mappings)
+                        record = self._record(view, node_paths)
+                        hw = record["hardware"]
                         if not warned and hw["platform"] not in (MAC, WINDOWS) and hw["serial_number"] is None:
                             warned = True
                             log.info(
@@ -447,7 +538,7 @@ class Chef(Source):
                                 self.name,
                                 hw["platform"],
                             )
-                        page.append({"hardware": hw})
+                        page.append(record)
                     if page:
                         yield page  # type: ignore[misc]
             except HttpAuthError as exc:
@@ -466,14 +557,15 @@ class Chef(Source):
                 raise
 
     @staticmethod
-    def _node(row: Any, keys: list[tuple[str, tuple[str, ...]]]) -> dict[str, Any] | None:
+    def _partial_view(row: Any, keys: list[tuple[str, tuple[str, ...]]]) -> dict[str, Any] | None:
+        """The merged view rebuilt from a partial search row's ``data``."""
         data = row.get("data") if isinstance(row, dict) else None
         if not isinstance(data, dict):
             return None
-        node: dict[str, Any] = {}
+        view: dict[str, Any] = {}
         for name, path in keys:
-            _place(node, path, data.get(name))
-        return node
+            _place(view, path, data.get(name))
+        return view
 
     def _auth_message(self, exc: HttpError) -> str:
         detail = ""

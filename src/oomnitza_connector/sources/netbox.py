@@ -1,9 +1,11 @@
 """``[netbox]``: NetBox DCIM devices via ``/api/dcim/devices/``, one device per asset record.
 
-Auth is NetBox's API token: ``Authorization: Token <40 hex>`` (v1, deprecated in NetBox 4.6 and
-removed in 5.0) or, for a token that looks like ``nbt_<key>.<secret>``, ``Authorization: Bearer``
-(v2, the default for new tokens since 4.5). Paging is limit/offset ordered by id; NetBox's ``next``
-link only says "there is more" and carries the next query: it is always requested on the
+Auth is NetBox's API token. A v2 token (``nbt_<key>.<secret>``, the default since 4.5) is sent as
+``Authorization: Bearer``; a v1 token (40 characters: hex up to 4.4, mixed-case alphanumerics since
+4.5; deprecated in 4.6, removed in 5.0) as ``Authorization: Token``, the one keyword every NetBox
+reads (4.4 ignores ``Bearer``). A pasted ``Bearer ``/``Token `` prefix (NetBox 4.6's token page shows
+``Bearer nbt_…`` with a copy button) is dropped. Paging is limit/offset ordered by id; NetBox's
+``next`` link only says "there is more" and carries the next query: it is always requested on the
 configured ``url``, so the token never travels to another host or scheme a proxy put in ``next``.
 """
 
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 
 DEVICES = "/api/dcim/devices/"
 V2_PREFIX = "nbt_"
+SCHEMES = ("bearer ", "token ")  # a header value pasted whole into auth_token
+# DRF's PermissionDenied text: the token authenticated, its user may not view devices.
+NO_PERMISSION = "You do not have permission to perform this action."
 
 
 class NextQuery(Paginator):
@@ -69,7 +74,7 @@ class Netbox(Source):
             None,
             example="*******",
             secret=True,
-            help="API token: v2 nbt_<key>.<secret> (Bearer) or a v1 40-hex token (Token)",
+            help="API token: v2 nbt_<key>.<secret> or a v1 40-character token (a pasted 'Bearer ' prefix is fine)",
         ),
         Setting("page_size", "1000", help="devices per request (NetBox's MAX_PAGE_SIZE defaults to 1000)"),
         Setting(
@@ -85,8 +90,17 @@ class Netbox(Source):
             raise ConfigError(f"[{self.name}] url must start with https:// (e.g. https://netbox.example.com)")
         if not self.setting("page_size").isdigit() or not 1 <= int(self.setting("page_size")) <= 1000:
             raise ConfigError(f"[{self.name}] page_size must be a number from 1 to 1000")
-        if any(c.isspace() for c in self.setting("auth_token").strip()):
+        if any(c.isspace() for c in self.token):
             raise ConfigError(f"[{self.name}] auth_token contains spaces; set only the token itself")
+
+    @property
+    def token(self) -> str:
+        """``auth_token`` without a pasted ``Bearer ``/``Token `` scheme."""
+        token = self.setting("auth_token").strip()
+        for scheme in SCHEMES:
+            if token.lower().startswith(scheme):
+                return token[len(scheme) :].strip()
+        return token
 
     @property
     def base(self) -> str:
@@ -94,7 +108,7 @@ class Netbox(Source):
         return base.removesuffix("/api").rstrip("/")
 
     def _auth(self) -> HeaderToken:
-        token = self.setting("auth_token").strip()
+        token = self.token
         if token.startswith(V2_PREFIX):
             return HeaderToken(token, scheme="Bearer")
         log.warning(
@@ -104,9 +118,22 @@ class Netbox(Source):
         )
         return HeaderToken(token, scheme="Token")
 
+    def _exclude_config_context(self) -> bool:
+        if not truthy(self.setting("exclude_config_context")):
+            return False
+        mapped = [s for s in self.mapped_sources() if s == "config_context" or s.startswith("config_context.")]
+        if mapped:
+            log.info(
+                "[%s] exclude_config_context is on, but the mapping reads %s: config_context is requested",
+                self.name,
+                mapped[0],
+            )
+            return False
+        return True
+
     async def pages(self) -> AsyncIterator[list[Record]]:
         params: dict[str, Any] = {"limit": int(self.setting("page_size")), "ordering": "id"}
-        if truthy(self.setting("exclude_config_context")):
+        if self._exclude_config_context():
             params["exclude"] = "config_context"
         name = f"[{self.name}]"
         async with self.http(base_url=self.base, headers={"Accept": "application/json"}, auth=self._auth()) as http:
@@ -124,11 +151,29 @@ class Netbox(Source):
                             r if isinstance(r, dict) else BadRecord("device is not a JSON object", r) for r in results
                         ]  # type: ignore[misc]
             except HttpAuthError as exc:
+                if _detail(exc).strip() == NO_PERMISSION:
+                    raise SourceError(
+                        f"{name} NetBox accepted the token but its user may not read devices "
+                        f"({exc.status}{_detail(exc)}): grant view permission on DCIM devices "
+                        "(dcim.view_device) to the token's user"
+                    ) from None
                 raise SourceError(
                     f"{name} NetBox rejected the token ({exc.status}{_detail(exc)}): check auth_token"
                 ) from None
+            except HttpError as exc:
+                if exc.status == 400 and _detail(exc):
+                    raise SourceError(f"{name} NetBox refused the device query (400{_detail(exc)})") from None
+                raise
 
 
 def _detail(exc: HttpError) -> str:
+    """NetBox's error text: ``{"detail": "…"}`` (auth) or a JSON list of messages (validation)."""
     detail = error_body(exc).get("detail")
+    if not detail and exc.response is not None:
+        try:
+            body = exc.response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, list) and body and isinstance(body[0], str):
+            detail = "; ".join(str(m) for m in body)
     return f" {detail}" if isinstance(detail, str) and detail else ""

@@ -2,20 +2,27 @@
 
 Login is a form POST to ``/open-audit/index.php/logon``; the server answers with a session cookie:
 ``ci_session`` on Open-AudIT 5.x (CodeIgniter 4), ``PHPSESSID`` on older servers. Whatever cookies
-it sets are sent back on every request, and a 401/403 mid-run logs in again once (sessions expire).
+it sets are sent back on every request. An expired 5.x session is not a 401: the server waits 5 s
+and redirects to ``/logon`` (``App\\Filters\\Session::before``), JSON requests included, so
+redirects are not followed: a redirect (or a 401/403 on older servers) logs in again once and
+repeats the request; a second one is an error, never data.
 
-The device list is paged with ``limit``/``offset``; each device's details come from
-``/devices/<id>?include=network,software`` on current servers, or from the legacy
-``/devices/<id>`` + ``?sub_resource=network`` + ``?sub_resource=software`` calls on servers that do
-not answer ``include`` (detected once, or forced with ``api_style``). Detail calls run concurrently
-within a page, bounded.
+The device list is paged with ``limit``/``offset``; a page past the end is ``"data": false`` and
+``meta.total`` may count devices the user cannot see, so an empty page ends the list. Each device's
+details come from ``/devices/<id>?include=<table>``, one call per table the mapping needs
+(``network`` and ``ip`` for ``hardware.mac``, ``software`` for ``software``): 5.x takes exactly one
+table name (``response_get_include``), and anything else, ``network,software`` included, makes it
+answer every table (~70 KB per device). Servers before 5.x ignore ``include`` and get the legacy
+``/devices/<id>`` + ``?sub_resource=network`` + ``?sub_resource=software`` calls (detected once on the
+first device, or forced with ``api_style``); 5.x ignores ``sub_resource`` and answers the device
+itself, which is refused rather than read as a card or software.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -23,22 +30,25 @@ import httpx
 from .. import redact
 from ..auth import RefreshingToken
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
+from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body, safe_url
 from ..settings import Setting
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
 
 API = "/open-audit/index.php"
-DETAIL_CONCURRENCY = 8
+MAX_DETAIL_CONCURRENCY = 4  # the server serves one session's requests one at a time (its file lock)
 DATE_FIELDS = ("end_of_life", "end_of_service", "first_seen", "last_seen", "os_installation_date", "warranty_expires")
 UNKNOWN_DATES = frozenset({"2000-01-01", "2000-01-01 00:00:00", "0000-00-00", "0000-00-00 00:00:00"})
 NULL_MACS = frozenset({"", "00:00:00:00:00:00"})
+VIRTUAL_HINTS = ("virtual", "loopback", "vmware", "hyper-v", "vethernet", "miniport", "tunnel")
 STYLES = ("auto", "include", "sub_resource")
+NIC_FIELDS = ("hardware.mac", "hardware.mac_vendor")
 
 
 class DevicePages(Paginator):
-    """``limit``/``offset``; ends on an empty page, at ``meta.total``, or (no total) on a short page."""
+    """``limit``/``offset``; ends on an empty page (``"data": false`` past the end), at
+    ``meta.total``, or (no total) on a short page."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -78,46 +88,110 @@ def _device_id(item: Any) -> Any:
     return item.get("id") or attrs.get("devices.id") or attrs.get("id")
 
 
-def pick_nic(rows: list[Any], ip: Any) -> dict[str, Any] | None:
-    """The network row for ``hardware.mac``: the one carrying the device's IP, else the first
-    non-virtual card with a MAC, else the first card with a MAC."""
-    cards = [a for a in map(_attrs, rows) if a and str(a.get("mac") or "").strip().lower() not in NULL_MACS]
-    if ip:
-        for card in cards:
-            if ip in (card.get("ip"), card.get("ip_address_v4"), card.get("ip_address")):
+def plain_ip(value: Any) -> str:
+    """``192.168.001.042`` (how Open-AudIT stores IPv4) and ``192.168.1.42`` compare equal."""
+    text = str(value or "").strip()
+    parts = text.split(".")
+    if len(parts) == 4 and all(p.isdigit() for p in parts):
+        return ".".join(str(int(p)) for p in parts)
+    return text.lower()
+
+
+def _mac(row: dict[str, Any]) -> str:
+    return str(row.get("mac") or "").strip().lower()
+
+
+def pick_nic(cards: list[Any], addresses: list[Any], ip: Any) -> dict[str, Any] | None:
+    """The network card for ``hardware.mac``: the one whose MAC carries the device's IP (5.x links
+    them in the ``ip`` table: ``mac``, ``ip``, ``net_index``; older servers had the IP on the card),
+    else the first card that is not virtual, else the first card with a MAC."""
+    rows = [a for a in map(_attrs, cards) if a and _mac(a) not in NULL_MACS]
+    wanted = plain_ip(ip)
+    if wanted:
+        carrying = {_mac(a) for a in map(_attrs, addresses) if a and plain_ip(a.get("ip")) == wanted}
+        for card in rows:
+            if _mac(card) in carrying:
                 return card
-    for card in cards:
-        text = " ".join(str(card.get(k) or "") for k in ("type", "description", "connection", "name")).lower()
-        if "virtual" not in text and "loopback" not in text:
+        for card in rows:  # pre-5.x cards carried their own address
+            if wanted in {plain_ip(card.get(k)) for k in ("ip", "ip_address_v4", "ip_address") if card.get(k)}:
+                return card
+    for card in rows:
+        text = " ".join(str(card.get(k) or "") for k in ("type", "description", "connection", "name", "model"))
+        if not any(hint in text.lower() for hint in VIRTUAL_HINTS):
             return card
-    return cards[0] if cards else None
+    return rows[0] if rows else None
 
 
-def build_record(detail: dict[str, Any], network: list[Any], software: list[Any]) -> Record:
+def build_record(
+    detail: dict[str, Any],
+    cards: list[Any] | None,
+    addresses: list[Any] | None,
+    software: list[Any] | None,
+) -> Record:
+    """The record; ``None`` for a table that was not read (no mapping needs it)."""
     hardware = dict(detail)
     for name in DATE_FIELDS:
         if isinstance(hardware.get(name), str) and hardware[name].strip() in UNKNOWN_DATES:
             hardware[name] = None  # Open-AudIT's "unknown" placeholder, not a real date
-    nic = pick_nic(network, hardware.get("ip"))
-    hardware["mac"] = (nic or {}).get("mac") or ""
-    hardware["mac_vendor"] = (nic or {}).get("manufacturer") or ""
-    apps = []
-    for row in map(_attrs, software):
-        if row and str(row.get("name") or "").strip():
-            apps.append(
-                {
-                    "name": row.get("name"),
-                    "version": row.get("version"),
-                    "publisher": row.get("publisher"),
-                    "path": row.get("location"),
-                }
-            )
-    return {"hardware": hardware, "software": apps}
+    if cards is not None:
+        nic = pick_nic(cards, addresses or [], hardware.get("ip"))
+        hardware["mac"] = (nic or {}).get("mac") or ""
+        hardware["mac_vendor"] = (nic or {}).get("manufacturer") or ""
+    record: Record = {"hardware": hardware}
+    if software is not None:
+        apps = []
+        for row in map(_attrs, software):
+            if row and str(row.get("name") or "").strip():
+                apps.append(
+                    {
+                        "name": row.get("name"),
+                        "version": row.get("version"),
+                        "publisher": row.get("publisher"),
+                        "path": row.get("location"),
+                    }
+                )
+        record["software"] = apps
+    return record
 
 
 def _rows(body: Any) -> list[Any]:
     data = body.get("data") if isinstance(body, dict) else None
     return data if isinstance(data, list) else []
+
+
+def _refusal(body: Any) -> str | None:
+    """Open-AudIT's in-body refusal (HTTP 200, no ``data``, ``meta.header`` 403, an ``errors``
+    string; response_helper.php answers this way and exits): its text, or None."""
+    if not isinstance(body, dict) or "data" in body:
+        return None
+    meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
+    errors = body.get("errors")
+    if str(meta.get("header")) in ("403", "401") or (isinstance(errors, str) and errors):
+        return errors if isinstance(errors, str) and errors else f"meta.header {meta.get('header')}"
+    return None
+
+
+def _is_device_row(row: Any) -> bool:
+    return isinstance(row, dict) and (row.get("type") == "devices" or "devices.id" in (_attrs(row) or {}))
+
+
+class _OpenAuditSession(RefreshingToken):
+    """The session cookie; a redirect to the logon page (5.x) or a 401/403 (older) logs in again once."""
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        await self._ensure()
+        used = self.token
+        self._apply(request)
+        response = yield request
+        if response.status_code in (401, 403) or _to_logon(response):
+            await response.aread()
+            await self._ensure(stale=used)
+            self._apply(request)
+            yield request
+
+
+def _to_logon(response: httpx.Response) -> bool:
+    return response.is_redirect and "logon" in response.headers.get("location", "").lower()
 
 
 class OpenAudit(Source):
@@ -138,7 +212,7 @@ class OpenAudit(Source):
             "api_style",
             "auto",
             choices=STYLES,
-            help="auto; include (?include=network,software, current servers); sub_resource (legacy)",
+            help="auto; include (?include=<table>, one call per table, 5.x); sub_resource (before 5.x)",
         ),
         Setting("page_size", "1000", help="devices per list request"),
     )
@@ -158,6 +232,16 @@ class OpenAudit(Source):
             base = base.removesuffix(suffix).rstrip("/")
         return base + API
 
+    def tables(self) -> list[str]:
+        """The component tables the merged mapping needs, in the order they are read."""
+        sources = self.mapped_sources()
+        tables = []
+        if any(s in NIC_FIELDS or s == "hardware" for s in sources):
+            tables += ["network", "ip"]
+        if any(s == "software" or s.startswith("software.") for s in sources):
+            tables.append("software")
+        return tables
+
     async def _login(self, http: Http) -> tuple[str, float | None]:
         form = {"username": self.setting("username"), "password": self.setting("password")}
         try:
@@ -167,6 +251,11 @@ class OpenAudit(Source):
                 f"[{self.name}] Open-AudIT rejected the login ({exc.status}{_message(exc)}): "
                 "check username and password"
             ) from None
+        if response.is_redirect:
+            raise SourceError(
+                f"[{self.name}] Open-AudIT answered the login with a redirect to "
+                f"{response.headers.get('location', '?')}: is url the Open-AudIT server?"
+            )
         cookies = [(c.name, c.value) for c in response.cookies.jar]
         if not cookies:
             raise SourceError(
@@ -179,18 +268,33 @@ class OpenAudit(Source):
             self.style = "sub_resource"  # a pre-4.x server: no include=
         return "; ".join(f"{k}={v}" for k, v in cookies), None
 
+    async def _get(self, http: Http, path: str, **params: str) -> Any:
+        """A GET that must answer JSON; a redirect after logging in again is an error, never data."""
+        response = await http.request("GET", path, params=params or None, ok_statuses=frozenset({404}))
+        self._no_redirect(response)
+        return {} if response.status_code == 404 else decode_json(response)
+
+    def _no_redirect(self, response: httpx.Response) -> None:
+        if response.is_redirect:
+            raise SourceError(
+                f"[{self.name}] Open-AudIT sent {safe_url(response.request.url)} to "
+                f"{response.headers.get('location', '?')} again right after logging in: the session is not "
+                "kept (a proxy dropping cookies?) or the user may not use the API"
+            )
+
     async def pages(self) -> AsyncIterator[list[Record]]:
         if self.base.startswith("http://"):
             log.warning("[%s] url is http://: the Open-AudIT password travels unencrypted; use https://", self.name)
         self.style = self.setting("api_style")
         self.legacy_noted = False
+        self.include_seen = False
+        self.needed = self.tables()
         async with self.http(
-            base_url=self.base, headers={"Accept": "application/json"}, max_connections=DETAIL_CONCURRENCY
+            base_url=self.base, headers={"Accept": "application/json"}, max_connections=MAX_DETAIL_CONCURRENCY
         ) as http:
-            http.client.auth = RefreshingToken(
-                lambda: self._login(http), header="Cookie", scheme="", refresh_on=(401, 403)
-            )
-            slots = asyncio.Semaphore(DETAIL_CONCURRENCY)
+            http.client.follow_redirects = False  # a redirect to /logon means "log in again", not data
+            http.client.auth = _OpenAuditSession(lambda: self._login(http), header="Cookie", scheme="")
+            slots = asyncio.Semaphore(max(1, min(self.workers, MAX_DETAIL_CONCURRENCY)))
 
             async def one(device_id: Any) -> Record | BadRecord | None:
                 async with slots:
@@ -198,15 +302,19 @@ class OpenAudit(Source):
 
             try:
                 async for response in http.paginate(DevicePages(int(self.setting("page_size"))), "/devices"):
+                    self._no_redirect(response)
                     body = decode_json(response)
-                    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-                        raise SourceError(f"[{self.name}] Open-AudIT's device list has no 'data' list")
-                    ids = [_device_id(item) for item in body["data"]]
-                    records = await asyncio.gather(*(one(i) for i in ids if i is not None))
+                    items = self._device_list(body)
+                    ids = [_device_id(item) for item in items]
+                    todo = [i for i in ids if i is not None]
+                    records: list[Record | BadRecord | None] = []
+                    if todo and self.style == "auto":  # the first answer decides the API style, once
+                        records.append(await one(todo.pop(0)))
+                    records += await asyncio.gather(*(one(i) for i in todo))
                     page = [r for r in records if r is not None]
                     page += [
                         BadRecord("device list entry without an id", item)
-                        for item, i in zip(body["data"], ids, strict=True)
+                        for item, i in zip(items, ids, strict=True)
                         if i is None
                     ]
                     if page:
@@ -217,58 +325,108 @@ class OpenAudit(Source):
                     "logging in again: check the user's roles"
                 ) from None
 
+    def _device_list(self, body: Any) -> list[Any]:
+        if not isinstance(body, dict):
+            raise SourceError(f"[{self.name}] Open-AudIT's device list is not a JSON object")
+        refused = _refusal(body)
+        if refused:
+            raise SourceError(
+                f"[{self.name}] Open-AudIT refused to list devices ({refused}): give the user a role "
+                "that may read devices"
+            )
+        data = body.get("data")
+        if data is False or data is None:  # a page past the end (meta.total may overcount)
+            return []
+        if not isinstance(data, list):
+            raise SourceError(f"[{self.name}] Open-AudIT's device list has no 'data' list")
+        return data
+
     async def _device(self, http: Http, device_id: Any) -> Record | BadRecord | None:
         path = f"/devices/{device_id}"
-        if self.style != "sub_resource":
-            response = await http.request(
-                "GET", path, params={"include": "network,software"}, ok_statuses=frozenset({404})
-            )
-            body = decode_json(response) if response.status_code != 404 else {}
+        if self.style == "sub_resource":
+            return await self._legacy_device(http, path, device_id)
+        tables = self.needed or ["network"]  # some table: without include= 5.x sends them all
+        components: dict[str, list[Any]] = {}
+        attrs: dict[str, Any] | None = None
+        for table in tables:
+            body = await self._get(http, path, include=table)
+            refused = _refusal(body)
             detail = _rows(body)
-            if not detail:
-                return self._vanished(device_id)
-            included = body.get("included")
-            if isinstance(included, dict):
-                attrs = _attrs(detail[0])
-                if attrs is None:
-                    return BadRecord(f"device {device_id}: detail is not an object", detail[0])
-                return build_record(attrs, _list(included.get("network")), _list(included.get("software")))
-            if self.style == "include":
-                raise SourceError(
-                    f"[{self.name}] Open-AudIT ignored include=network,software; "
-                    "set api_style = sub_resource (or auto) for this server"
-                )
-            if not self.legacy_noted:
-                self.legacy_noted = True
-                log.info("[%s] this Open-AudIT server does not answer include=; using sub_resource calls", self.name)
-            self.style = "sub_resource"
-            first = body
-        else:
-            response = await http.request("GET", path, ok_statuses=frozenset({404}))
-            first = decode_json(response) if response.status_code != 404 else {}
-        detail = _rows(first)
-        if not detail:
-            return self._vanished(device_id)
+            if refused or not detail:
+                return self._skipped(device_id, refused)
+            if "included" not in body:
+                if self.style == "auto":
+                    return await self._switch_to_legacy(http, path, device_id, body)
+                if not self.include_seen:  # api_style = include on a server without include=
+                    raise SourceError(
+                        f"[{self.name}] Open-AudIT ignored include={table}; "
+                        "set api_style = sub_resource (or auto) for this server"
+                    )
+                # The style stays: one odd answer costs its device, not the run's API style.
+                return BadRecord(f"device {device_id}: Open-AudIT answered include={table} without 'included'", body)
+            self.style = "include"  # decided: never switched again in this run
+            self.include_seen = True
+            attrs = attrs or _attrs(detail[0])
+            if attrs is None:
+                return BadRecord(f"device {device_id}: detail is not an object", detail[0])
+            components[table] = _included(body.get("included"), table)
+        assert attrs is not None
+        return build_record(
+            attrs,
+            components.get("network") if "network" in self.needed else None,
+            components.get("ip"),
+            components.get("software") if "software" in self.needed else None,
+        )
+
+    async def _switch_to_legacy(self, http: Http, path: str, device_id: Any, first: Any) -> Record | BadRecord | None:
+        if not self.legacy_noted:
+            self.legacy_noted = True
+            log.info("[%s] this Open-AudIT server does not answer include=; using sub_resource calls", self.name)
+        self.style = "sub_resource"
+        return await self._legacy_device(http, path, device_id, first)
+
+    async def _legacy_device(
+        self, http: Http, path: str, device_id: Any, first: Any = None
+    ) -> Record | BadRecord | None:
+        body = first if first is not None else await self._get(http, path)
+        detail = _rows(body)
+        if _refusal(body) or not detail:
+            return self._skipped(device_id, _refusal(body))
         attrs = _attrs(detail[0])
         if attrs is None:
             return BadRecord(f"device {device_id}: detail is not an object", detail[0])
-        network, software = await asyncio.gather(
-            http.request("GET", path, params={"sub_resource": "network"}, ok_statuses=frozenset({404})),
-            http.request("GET", path, params={"sub_resource": "software"}, ok_statuses=frozenset({404})),
-        )
-        return build_record(attrs, _rows(_json_or_empty(network)), _rows(_json_or_empty(software)))
+        wanted = [t for t in ("network", "ip", "software") if t in self.needed]
+        answers = await asyncio.gather(*(self._get(http, path, sub_resource=t) for t in wanted))
+        found = dict(zip(wanted, map(_rows, answers), strict=True))
+        for table, rows in found.items():
+            if any(_is_device_row(r) for r in rows):
+                if table == "ip":  # an old server without the ip table: the cards carry their address
+                    found["ip"] = []
+                    continue
+                raise SourceError(
+                    f"[{self.name}] Open-AudIT answered sub_resource={table} with the device itself: this "
+                    "server (5.x) ignores sub_resource; set api_style = include (or auto)"
+                )
+        return build_record(attrs, found.get("network"), found.get("ip"), found.get("software"))
 
-    def _vanished(self, device_id: Any) -> None:
-        log.warning("[%s] device %s disappeared between the list and its details; skipped", self.name, device_id)
+    def _skipped(self, device_id: Any, refused: str | None) -> None:
+        if refused:
+            log.warning("[%s] device %s was listed but may not be read (%s); skipped", self.name, device_id, refused)
+        else:
+            log.warning("[%s] device %s disappeared between the list and its details; skipped", self.name, device_id)
         return None
 
 
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _json_or_empty(response: httpx.Response) -> Any:
-    return {} if response.status_code == 404 else decode_json(response)
+def _included(included: Any, table: str) -> list[Any]:
+    """The rows of ``table`` in ``included``: 5.x keys them by table and leaves out a table without
+    rows (PHP's empty array comes as ``[]``, not ``{}``); 4.x sends one flat list of rows typed
+    ``network``, ``software``, ... (``format_data``)."""
+    if isinstance(included, dict):
+        rows = included.get(table)
+        return rows if isinstance(rows, list) else []
+    if isinstance(included, list):
+        return [r for r in included if isinstance(r, dict) and r.get("type") == table]
+    return []
 
 
 def _message(exc: HttpError) -> str:
