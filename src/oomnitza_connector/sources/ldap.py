@@ -14,7 +14,12 @@ and ``--record-count`` ends the search early. Servers that do not advertise the 
 Group mode (``groups_dn`` > ``group_dn``): the members of each group are read (with Active
 Directory range retrieval, ``member;range=0-1499`` …), nested groups are expanded (visited-set) and
 each member entry is read (base search at its DN with ``filter``, or a ``group_member_filter``
-lookup under ``base_dn`` with the member value RFC 4515-escaped). Users are de-duplicated by DN.
+lookup under ``base_dn`` with the member value RFC 4515-escaped). On AD, the entries whose
+``primaryGroupID`` is the group's RID are members too (a paged search of the group's domain).
+Users are de-duplicated by DN.
+
+Attributes requested: ``attributes`` (default ``*``) plus, by name, every attribute the merged
+mapping names (operational and AD constructed attributes come only when named).
 
 Record shape: a flat dict; see ``entry_record``.
 """
@@ -144,9 +149,12 @@ def entry_record(dn: str, attributes: dict[str, list[bytes]]) -> LdapRecord:
     """The record a mapping sees for one entry.
 
     - ``dn``: the entry's DN (also ``distinguishedName`` when the server has no such attribute);
-    - ``<attr>``: the attribute's **first** value as text (``""`` when it has none), except
-      ``memberOf``, which is the list of all values (as in the old connector);
+    - ``<attr>``: the attribute's **first** value as text, except ``memberOf``, which is the list
+      of all values (as in the old connector); an attribute the entry does not have is absent, so
+      a mapping of it gives null (LDAP never sends an attribute without values);
     - ``<attr>*``: the list of **all** values, in server order (``mail*.1`` is the second ``mail``);
+      that order is the server's, not a ranking (``proxyAddresses``' primary ``SMTP:`` value is
+      not reliably first: use the ``primary_smtp_address`` converter);
     - values are UTF-8; ``objectGUID`` (any 16-byte ``*GUID``) → ``xxxxxxxx-xxxx-…``; ``objectSid``
       → ``S-1-5-…``; other binary values → ``*BINARY*``;
     - keys keep the server's spelling and are matched case-insensitively.
