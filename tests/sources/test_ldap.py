@@ -13,6 +13,7 @@ and a server without the paged-results control.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -659,6 +660,30 @@ def test_dc_certificate_names_the_dc(tmp_path: Path, samba: SambaDC, fake_oomnit
     result = run(tmp_path, fake_oomnitza, {k: v for k, v in dc_settings(samba).items() if k != "cacert_file"})
     assert_one_line_error(result, "TLS certificate not trusted; set cacert_file")
     assert fake_oomnitza.records("users") == []
+
+
+def test_dc_certificate_passes_python_313_strict_checks(
+    tmp_path: Path, samba: SambaDC, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python 3.13's ssl.create_default_context() adds VERIFY_X509_STRICT, which refuses Samba's own
+    # certificate (it has no Authority Key Identifier). Simulated here for older Pythons; ldap3
+    # imported the function by name.
+    import ssl
+
+    import ldap3.core.tls
+
+    real = ssl.create_default_context
+
+    def strict(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        context = real(*args, **kwargs)
+        context.verify_flags |= ssl.VERIFY_X509_STRICT
+        return context
+
+    monkeypatch.setattr(ssl, "create_default_context", strict)
+    monkeypatch.setattr(ldap3.core.tls, "create_default_context", strict)
+    result = run(tmp_path, fake_oomnitza, dc_settings(samba, filter="(sAMAccountName=alice)"))
+    assert result.code == 0, result.all
+    assert_accounted(result, "ldap", pulled=1, sent=1)
 
 
 @pytest.mark.parametrize(
