@@ -62,11 +62,13 @@ def test_every_builtin_is_registered() -> None:
         "first_field",
         "first_from_full",
         "last_from_full",
+        "ldap_generalized_time",
         "ldap_timestamp",
         "ldap_user_field",
         "location",
         "mac_model_from_sn",
         "memberOf",
+        "primary_smtp_address",
         "split",
         "split_email",
         "timestamp",
@@ -171,10 +173,12 @@ def test_first_and_last_from_full() -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (0, -11644473600),
-        ("0", -11644473600),
-        (9223372036854775807, 253402300799),  # AD "never"
-        ("9223372036854775807", 253402300799),
+        # AD's "never" (corrections 2026-12): lastLogon 0, accountExpires 0 or 2**63-1.
+        (0, None),
+        ("0", None),
+        (9223372036854775807, None),
+        ("9223372036854775807", None),
+        (9223372036854775806, 253402300799),  # beyond 9999-12-31: capped
         (133497216000000000, 1705248000),  # 2024-01-14T16:00:00Z
         ("133497216000000000", 1705248000),
         (116444736000000000, 0),
@@ -187,6 +191,43 @@ def test_first_and_last_from_full() -> None:
 )
 def test_ldap_timestamp(value: Any, expected: Any) -> None:
     assert run("ldap_timestamp", value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("20261201204412.0Z", 1796157852),  # Active Directory (whenCreated)
+        ("20261201204412Z", 1796157852),  # OpenLDAP (modifyTimestamp)
+        ("20261201204412.5Z", 1796157852),
+        ("20261201214412+0100", 1796157852),
+        ("20261201194412-0100", 1796157852),
+        ("202612012044Z", 1796157840),
+        ("2026120120.5Z", 1796157000),  # a fraction of an hour
+        ("20261201204412", 1796157852),  # no zone: UTC
+        ("16010101000000.0Z", None),  # AD's placeholder (dSCorePropagationData)
+        ("20261341204412.0Z", "20261341204412.0Z"),  # month 13
+        ("2026-12-01", "2026-12-01"),
+        ("", ""),
+        (None, None),
+        (5, 5),
+    ],
+)
+def test_ldap_generalized_time(value: Any, expected: Any) -> None:
+    assert run("ldap_generalized_time", value) == expected
+    if isinstance(value, str) and value[:1].isdigit() and not value.isdigit():  # all digits: a FILETIME
+        assert run("ldap_timestamp", value) == expected  # ldap_timestamp reads both forms
+
+
+def test_primary_smtp_address() -> None:
+    proxies = ["smtp:a.fabre@example.com", "X500:/o=Example/cn=afabre", "SMTP:alice@example.com"]
+    assert run("primary_smtp_address", proxies, field="proxyAddresses*") == "alice@example.com"
+    # From the plain attribute (its first value): the record's list is read.
+    record = {"proxyAddresses": proxies[0], "proxyAddresses*": proxies}
+    assert run("primary_smtp_address", proxies[0], record, field="proxyAddresses") == "alice@example.com"
+    assert run("primary_smtp_address:prefix=X500:", proxies, field="x*") == "/o=Example/cn=afabre"
+    assert run("primary_smtp_address", ["smtp:only@example.com"], field="x*") is None
+    assert run("primary_smtp_address", None, {}, field="proxyAddresses") is None
+    assert run("primary_smtp_address", "SMTP:a@b.c", {}, field="proxyAddresses") == "a@b.c"
 
 
 def test_ldap_user_field() -> None:

@@ -8,11 +8,23 @@ and, with a CA-signed certificate, ``ldaps://``. Its ``stats`` log tells the tes
 really reached it.
 
 ``FakeActiveDirectory``: a tiny wire-level LDAP v3 server (BER over TCP: requests parsed by a
-small BER reader, responses encoded with ldap3's RFC 4511 ASN.1 classes) for what slapd cannot do:
-Active Directory's range retrieval of large multi-valued attributes (``member;range=0-1499`` …
-``member;range=1500-*``), its bind error texts, and a server that does not offer the paged-results
-control. It answers bind, search (base/one/subtree, simple filters: and/or/not/equality/present)
-and unbind; nothing else.
+small BER reader, responses encoded with ldap3's RFC 4511 ASN.1 classes) for what neither slapd
+nor a Samba DC (tests/fakes/samba_dc.py) does, but Windows AD does. It answers bind, search
+(base/one/subtree, simple filters: and/or/not/equality/present) and unbind; nothing else.
+
+- Range retrieval: a multi-valued attribute with more values than ``MaxValRange`` (1,500) comes
+  back as ``member;range=0-1499``, the rest on request as ``member;range=1500-*`` …
+  (learn.microsoft.com/windows/win32/adsi/attribute-range-retrieval). Samba returns every value
+  at once, so only this fake exercises the ranged path.
+- Paging: ``MaxPageSize`` (1,000) caps every page whatever size the client asks for, and an
+  unpaged search stops there with 4 sizeLimitExceeded (learn.microsoft.com/troubleshoot/
+  windows-server/active-directory/view-set-ldap-policy-using-ntdsutil, "MaxPageSize").
+  Samba has no such cap.
+- Bind errors: 49 with AD's ``80090308: LdapErr: … data 52e …`` text, and 8 strongerAuthRequired
+  for a simple bind where signing is required (LDAP server signing requirements).
+- Groups carry an ``objectSid`` like every AD security principal (MS-ADA3 objectSid).
+- ``paging=False`` removes the paged-results control from the root DSE (and ignores it): a server
+  that does not offer RFC 2696.
 """
 
 from __future__ import annotations
@@ -238,6 +250,11 @@ class Slapd:
                 counts.append(int(m.group(3)))
         return counts
 
+    def search_attributes(self, since: int = 0) -> list[str]:
+        """The attribute lists of the searches since ``since`` (slapd logs ``SRCH attr=a b c``)."""
+        text = self.log_path.read_bytes()[since:].decode("utf-8", "replace")
+        return [line.split("SRCH attr=", 1)[1] for line in text.splitlines() if "SRCH attr=" in line]
+
     def binds(self, since: int = 0) -> list[str]:
         """Result lines of the binds since ``since`` (``err=49`` for a rejected password)."""
         text = self.log_path.read_bytes()[since:].decode("utf-8", "replace")
@@ -249,6 +266,7 @@ class Slapd:
 
 AD_BAD_PASSWORD = "80090308: LdapErr: DSID-0C09041C, comment: AcceptSecurityContext error, data 52e, v4563"
 PAGED_OID = "1.2.840.113556.1.4.319"
+AD_MAX_PAGE_SIZE = 1000
 _RANGE_REQ = re.compile(r"^(.*);range=(\d+)-(\d+|\*)$", re.IGNORECASE)
 
 
@@ -258,7 +276,8 @@ class FakeActiveDirectory:
     Multi-valued attributes with more than ``max_values`` values are returned AD-style in ranges.
     ``paging=False`` removes the paged-results control from the root DSE (and ignores it).
     ``require_signing=True`` answers simple binds with 8 strongerAuthRequired, as hardened AD does.
-    ``size_limit`` cuts a search after that many entries with 4 sizeLimitExceeded (AD's MaxPageSize).
+    ``size_limit`` cuts an unpaged search after that many entries with 4 sizeLimitExceeded, and is
+    the largest page of a paged one (AD's MaxPageSize, 1000 by default).
     """
 
     def __init__(
@@ -270,7 +289,7 @@ class FakeActiveDirectory:
         max_values: int = 1500,
         paging: bool = True,
         require_signing: bool = False,
-        size_limit: int = 0,
+        size_limit: int = AD_MAX_PAGE_SIZE,
     ) -> None:
         self.entries = {dn: attrs for dn, attrs in entries.items()}
         self.bind_dn, self.password = bind_dn, password
@@ -319,7 +338,7 @@ class FakeActiveDirectory:
             parts = _children(_tlv(message, 0)[1])  # LDAPMessage ::= SEQUENCE { id, op, controls? }
             msg_id = int.from_bytes(parts[0][1], "big")
             op_tag, op = parts[1]
-            controls = [_children(c)[0][1].decode() for _, c in _children(parts[2][1])] if len(parts) > 2 else []
+            controls = dict(_control(c) for _, c in _children(parts[2][1])) if len(parts) > 2 else {}
             if op_tag == 0x60:  # bindRequest
                 sock.sendall(self._bind(msg_id, op))
             elif op_tag == 0x63:  # searchRequest
@@ -348,13 +367,15 @@ class FakeActiveDirectory:
             return _result(msg_id, "bindResponse", 0)
         return _result(msg_id, "bindResponse", 49, AD_BAD_PASSWORD)
 
-    def _search(self, msg_id: int, op: bytes, controls: list[str]) -> bytes:
+    def _search(self, msg_id: int, op: bytes, controls: dict[str, bytes]) -> bytes:
         fields = _children(op)  # base, scope, deref, sizeLimit, timeLimit, typesOnly, filter, attributes
         base = fields[0][1].decode()
         scope = int.from_bytes(fields[1][1], "big")
         flt = _filter(*fields[6])
         attrs = [value.decode() for _, value in _children(fields[7][1])]
-        self.requests.append({"base": base, "scope": scope, "attributes": attrs, "paged": PAGED_OID in controls})
+        paged = self.paging and PAGED_OID in controls
+        request: dict[str, Any] = {"base": base, "scope": scope, "attributes": attrs, "paged": paged, "sent": 0}
+        self.requests.append(request)
         if not base and scope == 0:  # root DSE
             supported = ["1.2.840.113556.1.4.417", "1.2.840.113556.1.4.473"] + ([PAGED_OID] if self.paging else [])
             root = {
@@ -368,15 +389,25 @@ class FakeActiveDirectory:
         if base.lower() not in self._index:
             return _result(msg_id, "searchResDone", 32, "0000208D: NameErr: DSID-03100241, problem 2001 (NO_OBJECT)")
         candidates = [self._index[base.lower()]] if scope == 0 else list(self.entries)
+        matched = [dn for dn in candidates if _in_scope(dn, base, scope) and _matches(flt, self.entries[dn])]
+        if paged:
+            size, cookie = _paged_request(controls[PAGED_OID])
+            offset = int(cookie or b"0")
+            size = min(size or self.size_limit, self.size_limit) if self.size_limit else size
+            chunk = matched[offset : offset + size]
+            request["sent"] = len(chunk)
+            rest = offset + len(chunk)
+            out = b"".join(_entry(msg_id, dn, self._select(self.entries[dn], attrs)) for dn in chunk)
+            next_cookie = str(rest).encode() if rest < len(matched) else b""
+            return out + _result(msg_id, "searchResDone", 0, cookie=next_cookie)
         out, sent = b"", 0
-        for dn in candidates:
-            attributes = self.entries[dn]
-            if not _in_scope(dn, base, scope) or not _matches(flt, attributes):
-                continue
+        for dn in matched:
             if self.size_limit and sent >= self.size_limit:
+                request["sent"] = sent
                 return out + _result(msg_id, "searchResDone", 4)
-            out += _entry(msg_id, dn, self._select(attributes, attrs))
+            out += _entry(msg_id, dn, self._select(self.entries[dn], attrs))
             sent += 1
+        request["sent"] = sent
         return out + _result(msg_id, "searchResDone", 0)
 
     def _select(self, attributes: dict[str, list[Any]], requested: list[str]) -> dict[str, list[Any]]:
@@ -424,24 +455,41 @@ def _read_message(sock: socket.socket, buffer: bytes) -> tuple[bytes | None, byt
     return buffer[: header + length], buffer[header + length :]
 
 
-def _message(msg_id: int, op_name: str, op: Any) -> bytes:
+def _message(msg_id: int, op_name: str, op: Any, cookie: bytes | None = None) -> bytes:
+    from ldap3.protocol.convert import build_controls_list
+    from ldap3.protocol.rfc2696 import paged_search_control
     from ldap3.protocol.rfc4511 import LDAPMessage, MessageID, ProtocolOp
     from pyasn1.codec.ber import encoder
 
     message = LDAPMessage()
     message["messageID"] = MessageID(msg_id)
     message["protocolOp"] = ProtocolOp().setComponentByName(op_name, op)
+    if cookie is not None:  # RFC 2696: the response control, with the cookie of the next page ("" = done)
+        message["controls"] = build_controls_list([paged_search_control(False, 0, cookie)])
     return bytes(encoder.encode(message))
 
 
-def _result(msg_id: int, op_name: str, code: int, text: str = "") -> bytes:
+def _result(msg_id: int, op_name: str, code: int, text: str = "", cookie: bytes | None = None) -> bytes:
     from ldap3.protocol.rfc4511 import BindResponse, ExtendedResponse, ResultCode, SearchResultDone
 
     op = {"bindResponse": BindResponse, "searchResDone": SearchResultDone, "extendedResp": ExtendedResponse}[op_name]()
     op["resultCode"] = ResultCode(code)
     op["matchedDN"] = ""
     op["diagnosticMessage"] = text
-    return _message(msg_id, op_name, op)
+    return _message(msg_id, op_name, op, cookie)
+
+
+def _control(contents: bytes) -> tuple[str, bytes]:
+    """One request Control (RFC 4511 §4.1.11): (controlType, controlValue or b"")."""
+    parts = _children(contents)
+    value = next((v for tag, v in parts[1:] if tag == 0x04), b"")
+    return parts[0][1].decode(), value
+
+
+def _paged_request(value: bytes) -> tuple[int, bytes]:
+    """RFC 2696 realSearchControlValue ::= SEQUENCE { size INTEGER, cookie OCTET STRING }."""
+    size, cookie = _children(_tlv(value, 0)[1])
+    return int.from_bytes(size[1], "big"), cookie[1]
 
 
 def _entry(msg_id: int, dn: str, attributes: dict[str, list[Any]]) -> bytes:

@@ -13,11 +13,13 @@ and a server without the paged-results control.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.proxy import DroppingProxy
+from tests.fakes.samba_dc import DOMAIN_DN, SambaDC
 from tests.fakes.slapd import FakeActiveDirectory, Slapd, free_port
 from tests.helpers import CliResult
 from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
@@ -27,9 +29,23 @@ from tests.sources.conftest_ldap import (
     AD_BIND_DN,
     AD_MEMBERS,
     AD_PASSWORD,
+    AD_PRIMARY_MEMBER,
     AD_SUFFIX,
     AD_USERS,
+    ALICE_PROXIES,
     COMPUTER_CATEGORY,
+    DC_CONTRACTORS,
+    DC_DOMAIN_COMPUTERS,
+    DC_DOMAIN_USERS,
+    DC_HELPDESK,
+    DC_IT,
+    DC_PEOPLE,
+    DC_PEOPLE_FILTER,
+    DC_STAFF,
+    DC_SVC_DN,
+    DC_SVC_PASSWORD,
+    DC_WORKSTATIONS,
+    FRANK_EXPIRED,
     GROUPS,
     PEOPLE,
     PEOPLE_COUNT,
@@ -40,12 +56,16 @@ from tests.sources.conftest_ldap import (
     WS1_GUID,
     WS1_SID,
     ad_entries,
+    staff_dn,
+    staff_password,
 )
 
 # The fixtures (a real slapd for the session, the AD lookalike per test).
 slapd = conftest_ldap.slapd
 slapd_mtls = conftest_ldap.slapd_mtls
 fake_ad = conftest_ldap.fake_ad
+samba_dc = conftest_ldap.samba_dc
+samba = conftest_ldap.samba
 
 USERS_FILTER = "(objectClass=inetOrgPerson)"
 
@@ -427,10 +447,15 @@ def test_ad_range_retrieval_of_a_large_group(
     mappings = {"LAST_SEEN": '{"source": "lastLogonTimestamp", "converter": "ldap_timestamp"}'}
     result = run(tmp_path, fake_oomnitza, ad(fake_ad), "ldap", mappings)
     assert result.code == 0, result.all
-    assert_accounted(result, "ldap", pulled=AD_MEMBERS, sent=AD_MEMBERS)
+    # The members listed in "member", and the one whose primaryGroupID is the group's RID.
+    assert_accounted(result, "ldap", pulled=AD_MEMBERS + 1, sent=AD_MEMBERS + 1)
+    assert fake_oomnitza.record("users", USER=AD_PRIMARY_MEMBER) is not None
     # The group answered member;range=0-1499, so the rest was asked for as member;range=1500-*.
     ranged = [r for r in fake_ad.searches("member;range=") if r["base"] == AD_BIG_GROUP]
     assert [r["attributes"] for r in ranged] == [["member;range=1500-*"]]
+    # The primary-group search: paged, under the group's domain.
+    primary = [r for r in fake_ad.requests if r["base"] == AD_SUFFIX and r["scope"] == 2]
+    assert [(r["paged"], r["sent"]) for r in primary] == [(True, 1)]
     # No uid on AD users: ldap_user_field falls back to sAMAccountName.
     last = fake_oomnitza.record("users", USER="staff1599")
     assert last["EMAIL"] == "staff1599@corp.test"
@@ -442,7 +467,7 @@ def test_ad_small_ranges(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     with fake.running():
         result = run(tmp_path, fake_oomnitza, ad(fake, page_size="7"))
     assert result.code == 0, result.all
-    assert_accounted(result, "ldap", pulled=25, sent=25)
+    assert_accounted(result, "ldap", pulled=26, sent=26)
     ranged = [r["attributes"] for r in fake.searches("member;range=") if r["base"] == AD_BIG_GROUP]
     assert ranged == [["member;range=10-*"], ["member;range=20-*"]]
 
@@ -467,7 +492,7 @@ def test_ad_without_paged_results_control(tmp_path: Path, fake_oomnitza: FakeOom
     with fake.running():
         result = run(tmp_path, fake_oomnitza, ad(fake, groups_dn="[]", base_dn=AD_USERS, page_size="2"))
     assert result.code == 0, result.all
-    assert_accounted(result, "ldap", pulled=5, sent=5)
+    assert_accounted(result, "ldap", pulled=6, sent=6)
     searches = [r for r in fake.requests if r["base"] == AD_USERS]
     assert len(searches) == 1 and not searches[0]["paged"]
     assert "does not offer paged results" in result.err
@@ -478,7 +503,7 @@ def test_protocol_version_2_searches_unpaged(tmp_path: Path, fake_oomnitza: Fake
     with fake.running():
         result = run(tmp_path, fake_oomnitza, ad(fake, groups_dn="[]", base_dn=AD_USERS, protocol_version="2"))
     assert result.code == 0, result.all
-    assert_accounted(result, "ldap", pulled=4, sent=4)
+    assert_accounted(result, "ldap", pulled=5, sent=5)
     assert [r["paged"] for r in fake.requests if r["base"] == AD_USERS] == [False]
 
 
@@ -490,6 +515,16 @@ def test_ad_size_limit_on_an_unpaged_search(tmp_path: Path, fake_oomnitza: FakeO
     # 4 sizeLimitExceeded: the partial result is synced and the cut is logged.
     assert_accounted(result, "ldap", pulled=3, sent=3)
     assert "4 sizeLimitExceeded" in result.err
+
+
+def test_ad_max_page_size_caps_every_page(
+    tmp_path: Path, fake_ad: FakeActiveDirectory, fake_oomnitza: FakeOomnitza
+) -> None:
+    # page_size above AD's MaxPageSize (1000): AD answers 1000 entries a page with a cookie.
+    result = run(tmp_path, fake_oomnitza, ad(fake_ad, groups_dn="[]", base_dn=AD_USERS, page_size="1500"))
+    assert result.code == 0, result.all
+    assert_accounted(result, "ldap", pulled=AD_MEMBERS + 1, sent=AD_MEMBERS + 1)
+    assert [r["sent"] for r in fake_ad.requests if r["base"] == AD_USERS] == [1000, AD_MEMBERS + 1 - 1000]
 
 
 def test_lost_connection_restarts_the_search_without_duplicates(
@@ -518,3 +553,208 @@ def test_a_connection_that_keeps_dropping_fails_the_run(
     assert_one_line_error(result, "[ldap] the connection to the LDAP server was lost 4 times; last: ")
     assert proxy.connections == 4  # the first one and three restarts, then it gives up
     assert fake_oomnitza.records("users") == []
+
+
+# --- the merged mapping decides what is requested ----------------------------------------------
+
+
+def test_server_mapping_names_an_operational_attribute(
+    tmp_path: Path, slapd: Slapd, fake_oomnitza: FakeOomnitza
+) -> None:
+    # "*" returns user attributes only: modifyTimestamp / entryUUID arrive only when named, here
+    # by the mapping stored in Oomnitza (no INI mapping names them).
+    fake_oomnitza.set_mapping("LDAP", {"modifyTimestamp": "MODIFIED", "entryUUID": "UUID"})
+    mark = slapd.mark()
+    mappings = {"MODIFIED_AT": '{"source": "modifyTimestamp", "converter": "ldap_generalized_time"}'}
+    result = run(tmp_path, fake_oomnitza, users(slapd, filter="(uid=user01)"), mappings=mappings)
+    assert result.code == 0, result.all
+    assert_accounted(result, "ldap", pulled=1, sent=1)
+    rec = fake_oomnitza.record("users", USER="user01")
+    assert rec["MODIFIED"].endswith("Z") and len(rec["MODIFIED"]) == 15  # GeneralizedTime as sent
+    assert isinstance(rec["MODIFIED_AT"], int) and rec["MODIFIED_AT"] > 1_700_000_000
+    assert len(rec["UUID"]) == 36
+    assert any("modifyTimestamp" in line and "entryUUID" in line for line in slapd.search_attributes(since=mark))
+
+
+# --- a real Samba Active Directory domain controller -------------------------------------------
+
+
+def dc_settings(dc: SambaDC, **extra: str) -> dict[str, str]:
+    settings = {
+        "url": f"ldaps://{dc.fqdn}",
+        "cacert_file": dc.ca_file,
+        "username": DC_SVC_DN,
+        "password": DC_SVC_PASSWORD,
+        "base_dn": DC_STAFF,
+        "filter": DC_PEOPLE_FILTER,
+        "default_role": "25",
+        "default_position": "Employee",
+        "sync_field": "USER",
+        "page_size": "3",
+    }
+    settings.update(extra)
+    return settings
+
+
+def test_dc_users_over_ldaps(tmp_path: Path, samba: SambaDC, fake_oomnitza: FakeOomnitza) -> None:
+    # Constructed attributes (canonicalName, msDS-UserPasswordExpiryTimeComputed) come only when
+    # named: here only the Oomnitza server mapping names them.
+    fake_oomnitza.set_mapping("LDAP", {"canonicalName": "CANONICAL", "msDS-UserPasswordExpiryTimeComputed": "PWD"})
+    mappings = {
+        "FIRST_PROXY": '{"source": "proxyAddresses"}',
+        "PRIMARY_SMTP": '{"source": "proxyAddresses*", "converter": "primary_smtp_address"}',
+        "CREATED": '{"source": "whenCreated", "converter": "ldap_generalized_time"}',
+        "LAST_LOGON": '{"source": "lastLogon", "converter": "ldap_timestamp"}',
+        "EXPIRES": '{"source": "accountExpires", "converter": "ldap_timestamp"}',
+        "GROUPS": '{"source": "memberOf"}',
+        "GUID": '{"source": "objectGUID"}',
+        "SID": '{"source": "objectSid"}',
+        "NICKNAME": '{"source": "displayNamePrintable"}',
+    }
+    result = run(tmp_path, fake_oomnitza, dc_settings(samba), mappings=mappings)
+    assert result.code == 0, result.all
+    # bob is disabled: the filter leaves him out.
+    enabled = sorted(sam for sam in DC_PEOPLE if sam != "bob")
+    assert_accounted(result, "ldap", pulled=len(enabled), sent=len(enabled))
+    assert sorted(r["USER"] for r in fake_oomnitza.records("users")) == enabled
+    alice = fake_oomnitza.record("users", USER="alice")
+    assert alice["EMAIL"] == "alice@corp.test"
+    assert alice["CANONICAL"] == "corp.test/Staff/Alice Fabre"
+    assert int(alice["PWD"]) > 0  # FILETIME, as AD sends it
+    # The first value of a multi-valued attribute is the server's order, not the primary address.
+    assert alice["FIRST_PROXY"] == ALICE_PROXIES[0]
+    assert alice["PRIMARY_SMTP"] == "alice.fabre@corp.test"
+    assert isinstance(alice["CREATED"], int) and alice["CREATED"] > 1_700_000_000
+    assert alice["LAST_LOGON"] is None  # lastLogon: 0 = never
+    assert alice["EXPIRES"] is None  # accountExpires: 9223372036854775807 = never
+    assert alice["GROUPS"] == [DC_IT] or sorted(alice["GROUPS"]) == sorted([DC_IT, DC_HELPDESK])
+    assert len(alice["GUID"]) == 36 and alice["SID"].startswith("S-1-5-21-")
+    assert alice["NICKNAME"] is None  # an attribute the entry does not have arrives as null
+    assert fake_oomnitza.record("users", USER="frank")["EXPIRES"] == FRANK_EXPIRED
+    jose = fake_oomnitza.record("users", USER="jnunez")
+    assert (jose["FIRST_NAME"], jose["LAST_NAME"]) == ("José", "Núñez")
+
+
+def test_dc_starttls(tmp_path: Path, samba: SambaDC, fake_oomnitza: FakeOomnitza) -> None:
+    settings = dc_settings(samba, url=f"ldap://{samba.fqdn}", start_tls="true", filter="(sAMAccountName=alice)")
+    result = run(tmp_path, fake_oomnitza, settings)
+    assert result.code == 0, result.all
+    assert "(StartTLS)" in result.err
+    assert_accounted(result, "ldap", pulled=1, sent=1)
+
+
+def test_dc_refuses_a_simple_bind_without_tls(tmp_path: Path, samba: SambaDC, fake_oomnitza: FakeOomnitza) -> None:
+    result = run(tmp_path, fake_oomnitza, dc_settings(samba, url=f"ldap://{samba.fqdn}"))
+    assert_one_line_error(result, "8 strongerAuthRequired", "use an ldaps:// url or start_tls = true")
+    assert fake_oomnitza.records("users") == []
+
+
+def test_dc_certificate_names_the_dc(tmp_path: Path, samba: SambaDC, fake_oomnitza: FakeOomnitza) -> None:
+    # Samba's own certificate: CN=DC1.corp.test, no subjectAltName. By address it cannot match.
+    url = f"ldaps://{samba.address}"
+    result = run(tmp_path, fake_oomnitza, dc_settings(samba, url=url))
+    assert_one_line_error(
+        result, f"cannot reach {url}:636", "certificate is issued to DC1.corp.test", "put that name in url"
+    )
+    # Without cacert_file the system's CAs do not know Samba's own CA.
+    result = run(tmp_path, fake_oomnitza, {k: v for k, v in dc_settings(samba).items() if k != "cacert_file"})
+    assert_one_line_error(result, "TLS certificate not trusted; set cacert_file")
+    assert fake_oomnitza.records("users") == []
+
+
+def test_dc_certificate_passes_python_313_strict_checks(
+    tmp_path: Path, samba: SambaDC, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python 3.13's ssl.create_default_context() adds VERIFY_X509_STRICT, which refuses Samba's own
+    # certificate (it has no Authority Key Identifier). Simulated here for older Pythons; ldap3
+    # imported the function by name.
+    import ssl
+
+    import ldap3.core.tls
+
+    real = ssl.create_default_context
+
+    def strict(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        context = real(*args, **kwargs)
+        context.verify_flags |= ssl.VERIFY_X509_STRICT
+        return context
+
+    monkeypatch.setattr(ssl, "create_default_context", strict)
+    monkeypatch.setattr(ldap3.core.tls, "create_default_context", strict)
+    result = run(tmp_path, fake_oomnitza, dc_settings(samba, filter="(sAMAccountName=alice)"))
+    assert result.code == 0, result.all
+    assert_accounted(result, "ldap", pulled=1, sent=1)
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "cause"),
+    [
+        ("bob", None, "data 533, v1db1): the account is disabled: enable it"),
+        ("carol", None, "data 773, v1db1): the account must change its password at next logon"),
+        ("dave", None, "data 775, v1db1): the account is locked out"),
+        ("frank", None, "data 701, v1db1): the account has expired"),
+        ("alice", "Not-Her-Password-1", "data 52e, v1db1): wrong password or unknown account"),
+    ],
+)
+def test_dc_bind_failures_name_the_cause(
+    tmp_path: Path, samba: SambaDC, fake_oomnitza: FakeOomnitza, user: str, password: str | None, cause: str
+) -> None:
+    before = samba.attribute(staff_dn(user), "badPwdCount")
+    settings = dc_settings(samba, username=f"{user}@corp.test", password=password or staff_password(user))
+    result = run(tmp_path, fake_oomnitza, settings)
+    assert_one_line_error(result, "[ldap] the LDAP server rejected the credentials (49 invalidCredentials: ", cause)
+    assert staff_password(user) not in result.all
+    if password:  # one wrong password, one bad attempt on the DC: not retried
+        assert int(samba.attribute(staff_dn(user), "badPwdCount")[0]) == int(before[0]) + 1
+    assert fake_oomnitza.records("users") == []
+
+
+def test_dc_group_mode_domain_users(tmp_path: Path, samba: SambaDC, fake_oomnitza: FakeOomnitza) -> None:
+    # AD lists nobody in "member" of a primary group: Domain Users' members are the users whose
+    # primaryGroupID is its RID (513), plus henry, who AD listed there when his primary group
+    # became Contractors.
+    settings = dc_settings(samba, base_dn=DOMAIN_DN, group_dn=DC_DOMAIN_USERS)
+    result = run(tmp_path, fake_oomnitza, settings)
+    assert result.code == 0, result.all
+    # Administrator, dns-dc1 and svc-oomnitza have no mail: missing required. bob and krbtgt are disabled.
+    counts = assert_accounted(result, "ldap", pulled=11, sent=8)
+    assert counts["missing_required"] == 3
+    expected = sorted(sam for sam in DC_PEOPLE if sam != "bob")
+    assert sorted(r["USER"] for r in fake_oomnitza.records("users")) == expected
+
+
+def test_dc_group_mode_nested_and_primary(tmp_path: Path, samba: SambaDC, fake_oomnitza: FakeOomnitza) -> None:
+    # IT = alice + Helpdesk (grace, alice, IT again); Contractors = ivan + henry (his primary group).
+    settings = dc_settings(samba, groups_dn=f'["{DC_IT}", "{DC_CONTRACTORS}"]', page_size="2")
+    result = run(tmp_path, fake_oomnitza, settings)
+    assert result.code == 0, result.all
+    assert_accounted(result, "ldap", pulled=4, sent=4)
+    assert sorted(r["USER"] for r in fake_oomnitza.records("users")) == ["alice", "grace", "henry", "ivan"]
+
+
+def test_dc_computers_as_assets(tmp_path: Path, samba: SambaDC, fake_oomnitza: FakeOomnitza) -> None:
+    mappings = {
+        "24DCF85294E411E38A52066B556BA4EE": '{"source": "objectGUID", "required": true}',
+        "NAME": '{"source": "cn"}',
+        "HOSTNAME": '{"source": "dNSHostName"}',
+        "OS_NAME": '{"source": "operatingSystem"}',
+        "LAST_SEEN": '{"source": "lastLogonTimestamp", "converter": "ldap_timestamp"}',
+    }
+    settings = {
+        **dc_settings(samba, base_dn=DC_WORKSTATIONS, sync_field="24DCF85294E411E38A52066B556BA4EE"),
+        "filter": "(&(objectCategory=computer)(!(userAccountControl:1.2.840.113556.1.4.803:=2)))",
+    }
+    for key in ("default_role", "default_position"):
+        del settings[key]
+    result = run(tmp_path, fake_oomnitza, settings, "ldap_assets", mappings)
+    assert result.code == 0, result.all
+    assert_accounted(result, "ldap_assets", pulled=1, sent=1)
+    ws1 = fake_oomnitza.records("assets")[0]
+    assert (ws1["NAME"], ws1["HOSTNAME"], ws1["OS_NAME"]) == ("WS-0001", "ws-0001.corp.test", "Windows 11 Enterprise")
+    assert ws1["LAST_SEEN"] is None and len(ws1["24DCF85294E411E38A52066B556BA4EE"]) == 36
+    # Group mode: Domain Computers lists its members only through their primaryGroupID (515).
+    fake_oomnitza.reset()
+    group_mode = {**settings, "base_dn": DOMAIN_DN, "group_dn": DC_DOMAIN_COMPUTERS}
+    result = run(tmp_path, fake_oomnitza, group_mode, "ldap_assets", mappings)
+    assert result.code == 0, result.all
+    assert_accounted(result, "ldap_assets", pulled=1, sent=1)

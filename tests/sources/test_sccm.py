@@ -374,3 +374,113 @@ def _importable(module: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+# -- a real driver against the fake SQL Server (TDS): reading, and the faults of a SQL source -------
+
+# No "}" in it: FreeTDS's ODBC driver does not read "}}" in a braced value as "}" (Microsoft's does).
+TDS_USER, TDS_PASSWORD = "oomnitza_ro", "R3ad;Only=pw"
+
+
+def tds_hardware(count: int) -> list[dict[str, object]]:
+    return [
+        {
+            "resource_id": 16777300 + i,
+            "computer_name": f"PC-{i:03d}",
+            "serial_number": f"SN{i:05d}",
+            "cpu": "Intel(R) Core(TM) Ultra 7 165U",
+            "hdd_total_mb": 953867,
+            "last_logon": datetime(2026, 11, 24, 8, 1, 2),
+            "antivirus_enabled": i % 2 == 0,
+            "primary_user": f"corp\\user{i}",
+        }
+        for i in range(count)
+    ]
+
+
+def tds_drivers() -> list[str]:
+    drivers = ["pymssql"]
+    try:
+        import pyodbc
+
+        if "FreeTDS" in pyodbc.drivers():
+            drivers.append("FreeTDS")
+    except ImportError:
+        pass
+    return drivers
+
+
+def run_tds(tmp_path: Path, oomnitza: FakeOomnitza, port: int, driver: str, **extra: str):  # type: ignore[no-untyped-def]
+    require(_importable("pymssql" if driver == "pymssql" else "pyodbc"), f"{driver} cannot be loaded")
+    settings = {
+        "server": f"127.0.0.1,{port}",
+        "database": "CM_P01",
+        "driver": driver,
+        "username": TDS_USER,
+        "password": TDS_PASSWORD,
+        "encrypt": "no",
+        "sync_field": "NAME",
+        "login_timeout": "5",
+        "query_timeout": "10",
+        **extra,
+    }
+    return upload(write_config(tmp_path, oomnitza, "sccm", settings, MAPPINGS), "sccm")
+
+
+@pytest.mark.parametrize("driver", tds_drivers())
+def test_real_driver_reads_several_chunks(tmp_path: Path, fake_oomnitza: FakeOomnitza, driver: str) -> None:
+    hardware = tds_hardware(7)
+    software = {16777300: [{"name": "7-Zip 24.08 (x64)", "version": "24.08", "publisher": "Igor Pavlov"}]}
+    sql = FakeSqlServer(accept=(TDS_USER, TDS_PASSWORD), hardware=hardware, software=software)
+    with sql.serve() as port:
+        result = run_tds(tmp_path, fake_oomnitza, port, driver, chunk_size="3")
+    assert result.code == 0, result.all
+    assert_accounted(result, "sccm", pulled=7, sent=7)
+    first = fake_oomnitza.record("assets", NAME="PC-000")
+    assert first["SERIAL_NUMBER"] == "SN00000" and first["ANTIVIRUS"] is True
+    assert first["LAST_LOGON"] == int(datetime(2026, 11, 24, 8, 1, 2, tzinfo=UTC).timestamp())
+    assert first["APPLICATIONS"] == [
+        {"name": "7-Zip 24.08 (x64)", "version": "24.08", "publisher": "Igor Pavlov", "path": None}
+    ]
+    # One software query per chunk of 3 computers, not one per computer.
+    assert len([b for b in sql.batches if "ADD_REMOVE_PROGRAMS" in b]) == 3
+    assert TDS_PASSWORD not in result.all
+
+
+@pytest.mark.parametrize("driver", tds_drivers())
+def test_real_driver_empty_site(tmp_path: Path, fake_oomnitza: FakeOomnitza, driver: str) -> None:
+    sql = FakeSqlServer(accept=(TDS_USER, TDS_PASSWORD))
+    with sql.serve() as port:
+        result = run_tds(tmp_path, fake_oomnitza, port, driver)
+    assert result.code == 0, result.all
+    assert_accounted(result, "sccm", pulled=0)
+    assert next(iter(fake_oomnitza.portions.values())).finalized
+
+
+@pytest.mark.parametrize("driver", tds_drivers())
+def test_permission_denied_on_a_view(tmp_path: Path, fake_oomnitza: FakeOomnitza, driver: str) -> None:
+    # A login without read access to the views: SQL Server's error 229.
+    denied = "The SELECT permission was denied on the object 'v_GS_COMPUTER_SYSTEM', database 'CM_P01', schema 'dbo'."
+    sql = FakeSqlServer(accept=(TDS_USER, TDS_PASSWORD), hardware=tds_hardware(2), query_error=(229, denied))
+    with sql.serve() as port:
+        result = run_tds(tmp_path, fake_oomnitza, port, driver)
+    assert_one_line_error(
+        result,
+        "[sccm] the hardware query failed: ",
+        "The SELECT permission was denied on the object 'v_GS_COMPUTER_SYSTEM'",
+        "grant the login db_datareader on CM_P01",
+    )
+    assert_accounted(result, "sccm", pulled=0)
+    assert fake_oomnitza.records("assets") == []
+
+
+@pytest.mark.parametrize("driver", tds_drivers())
+def test_connection_lost_mid_read_fails_the_run(tmp_path: Path, fake_oomnitza: FakeOomnitza, driver: str) -> None:
+    # The server goes away after 5 of 9 rows: what was read is sent, and the run fails (not "success").
+    sql = FakeSqlServer(accept=(TDS_USER, TDS_PASSWORD), hardware=tds_hardware(9), drop_after=5)
+    with sql.serve() as port:
+        result = run_tds(tmp_path, fake_oomnitza, port, driver, chunk_size="2")
+    assert_one_line_error(result, "[sccm] reading the hardware rows failed: ")
+    counts = assert_accounted(result, "sccm", pulled=4)
+    assert len(fake_oomnitza.records("assets")) == counts["sent"] == 4
+    assert TDS_PASSWORD not in result.all

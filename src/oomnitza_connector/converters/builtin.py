@@ -30,6 +30,12 @@ _FILETIME_EPOCH_OFFSET = 11_644_473_600
 _FILETIME_TICKS = 10_000_000
 # 9999-12-31T23:59:59Z: the largest time a date library (and Oomnitza) can represent.
 MAX_EPOCH = 253_402_300_799
+# FILETIME values AD uses for "never" (accountExpires, lastLogon, lastLogonTimestamp, pwdLastSet).
+_FILETIME_NEVER = frozenset({0, 0x7FFF_FFFF_FFFF_FFFF})
+_FILETIME_ZERO = datetime(1601, 1, 1, tzinfo=UTC)
+# RFC 4517 GeneralizedTime: YYYYMMDDHH[MM[SS]][(.|,)fraction](Z|+hh[mm]|-hh[mm]); the zone is
+# optional here since some servers omit it.
+_GENERALIZED_TIME = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{2})(?:(\d{2})(\d{2})?)?([.,]\d+)?(Z|[+-]\d{2}(?:\d{2})?)?")
 
 
 def _top(record: Any, key: str, default: Any = None) -> Any:
@@ -110,14 +116,75 @@ def timestamp(field: str, record: Mapping[str, Any], value: Any, params: dict[st
 
 
 def ldap_timestamp(field: str, record: Mapping[str, Any], value: Any, params: dict[str, Any]) -> Any:
-    """Windows FILETIME (int or digit string) → epoch seconds, capped at 9999-12-31."""
+    """Windows FILETIME (int or digit string) → epoch seconds, capped at 9999-12-31.
+
+    AD's "never" values become None: ``0`` (``lastLogon`` of an account that never logged on,
+    ``accountExpires`` reset to never) and ``9223372036854775807`` (``accountExpires`` never set);
+    learn.microsoft.com/windows/win32/adschema/a-accountexpires. An LDAP GeneralizedTime string
+    (``whenCreated``) is read as ``ldap_generalized_time`` does.
+    """
     if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         ticks = int(value.strip())
     elif isinstance(value, int) and not isinstance(value, bool):
         ticks = value
+    elif isinstance(value, str) and _GENERALIZED_TIME.fullmatch(value.strip()):
+        return ldap_generalized_time(field, record, value, params)
     else:
         return value
+    if ticks in _FILETIME_NEVER:
+        return None
     return min(ticks // _FILETIME_TICKS - _FILETIME_EPOCH_OFFSET, MAX_EPOCH)
+
+
+def ldap_generalized_time(field: str, record: Mapping[str, Any], value: Any, params: dict[str, Any]) -> Any:
+    """LDAP GeneralizedTime (RFC 4517 §3.3.13: ``20261201204412.0Z``, ``20261201204412Z``,
+    ``202612012044+0100``) → epoch seconds. AD's placeholder ``16010101000000.0Z`` → None;
+    anything else that is not a GeneralizedTime is returned unchanged. A time without a zone is
+    read as UTC (AD and OpenLDAP always send ``Z``)."""
+    if not isinstance(value, str):
+        return value
+    match = _GENERALIZED_TIME.fullmatch(value.strip())
+    if match is None:
+        log.debug("ldap_generalized_time(%s): not a GeneralizedTime", field)
+        return value
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    try:
+        moment = datetime(int(year), int(month), int(day), int(hour), int(minute or 0), int(second or 0), tzinfo=UTC)
+    except ValueError:
+        return value
+    if moment == _FILETIME_ZERO:
+        return None
+    seconds = moment.timestamp()
+    if fraction:  # a fraction of the last unit given: of an hour, a minute or a second
+        unit = 1 if second else 60 if minute else 3600
+        seconds += float("0." + fraction[1:]) * unit
+    if zone and zone != "Z":
+        offset = int(zone[1:3]) * 3600 + int(zone[3:5] or 0) * 60
+        seconds -= offset if zone[0] == "+" else -offset
+    return int(seconds)
+
+
+def primary_smtp_address(field: str, record: Mapping[str, Any], value: Any, params: dict[str, Any]) -> Any:
+    """The primary e-mail address among Exchange ``proxyAddresses``: the value whose prefix is the
+    upper-case ``SMTP:`` (lower-case ``smtp:`` marks the other addresses; MS-OXOABK 2.2.3.23),
+    without the prefix; None when there is none. The server sends the values in no particular
+    order, so the first one is not reliably the primary one.
+
+    Works on the list (``"source": "proxyAddresses*"``) or, from the plain attribute
+    (``"source": "proxyAddresses"``), on all the values of the record's ``proxyAddresses*``.
+    """
+    values: Any = value
+    if not isinstance(values, list | tuple) and isinstance(record, Mapping) and not field.endswith("*"):
+        values = record.get(field.split(".", 1)[0] + "*", value)
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, list | tuple):
+        return None
+    prefix = params.get("prefix") if isinstance(params.get("prefix"), str) else "SMTP:"
+    for item in values:
+        if isinstance(item, str) and item.startswith(prefix):
+            return item[len(prefix) :]
+    return None
 
 
 # --- strings ---------------------------------------------------------------------------------
@@ -341,11 +408,13 @@ BUILTINS: dict[str, Converter] = {
     "first_field": first_field,
     "first_from_full": first_from_full,
     "last_from_full": last_from_full,
+    "ldap_generalized_time": ldap_generalized_time,
     "ldap_timestamp": ldap_timestamp,
     "ldap_user_field": ldap_user_field,
     "location": location,
     "mac_model_from_sn": mac_model_from_sn,
     "memberOf": memberOf,
+    "primary_smtp_address": primary_smtp_address,
     "split": split,
     "split_email": split_email,
     "timestamp": timestamp,

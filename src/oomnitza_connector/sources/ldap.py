@@ -14,7 +14,12 @@ and ``--record-count`` ends the search early. Servers that do not advertise the 
 Group mode (``groups_dn`` > ``group_dn``): the members of each group are read (with Active
 Directory range retrieval, ``member;range=0-1499`` …), nested groups are expanded (visited-set) and
 each member entry is read (base search at its DN with ``filter``, or a ``group_member_filter``
-lookup under ``base_dn`` with the member value RFC 4515-escaped). Users are de-duplicated by DN.
+lookup under ``base_dn`` with the member value RFC 4515-escaped). On AD, the entries whose
+``primaryGroupID`` is the group's RID are members too (a paged search of the group's domain).
+Users are de-duplicated by DN.
+
+Attributes requested: ``attributes`` (default ``*``) plus, by name, every attribute the merged
+mapping names (operational and AD constructed attributes come only when named).
 
 Record shape: a flat dict; see ``entry_record``.
 """
@@ -36,6 +41,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
+from ..converters.registry import parse_converter_spec
 from ..errors import ConfigError, SourceError
 from ..settings import Setting
 from .base import Record, Source, UsersSource
@@ -47,6 +53,7 @@ with warnings.catch_warnings():
     from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPInvalidFilterError
     from ldap3.operation.search import parse_filter
     from ldap3.utils import asn1 as _ldap3_asn1  # noqa: F401 - the module that warns, imported here
+    from ldap3.utils.dn import to_dn
 
 
 log = logging.getLogger(__name__)
@@ -142,9 +149,12 @@ def entry_record(dn: str, attributes: dict[str, list[bytes]]) -> LdapRecord:
     """The record a mapping sees for one entry.
 
     - ``dn``: the entry's DN (also ``distinguishedName`` when the server has no such attribute);
-    - ``<attr>``: the attribute's **first** value as text (``""`` when it has none), except
-      ``memberOf``, which is the list of all values (as in the old connector);
+    - ``<attr>``: the attribute's **first** value as text, except ``memberOf``, which is the list
+      of all values (as in the old connector); an attribute the entry does not have is absent, so
+      a mapping of it gives null (LDAP never sends an attribute without values);
     - ``<attr>*``: the list of **all** values, in server order (``mail*.1`` is the second ``mail``);
+      that order is the server's, not a ranking (``proxyAddresses``' primary ``SMTP:`` value is
+      not reliably first: use the ``primary_smtp_address`` converter);
     - values are UTF-8; ``objectGUID`` (any 16-byte ``*GUID``) → ``xxxxxxxx-xxxx-…``; ``objectSid``
       → ``S-1-5-…``; other binary values → ``*BINARY*``;
     - keys keep the server's spelling and are matched case-insensitively.
@@ -363,7 +373,14 @@ def _failure(result: dict[str, Any]) -> LdapFailure:
 
 
 class GroupWalker:
-    """Resolves the members of the configured groups into records, one page at a time."""
+    """Resolves the members of the configured groups into records, one page at a time.
+
+    A group's members are the values of its member attribute and, on Active Directory, the
+    entries whose ``primaryGroupID`` is the group's RID: AD lists no one in ``member`` of their
+    primary group (every user's ``Domain Users``, every computer's ``Domain Computers``; MS-ADA3
+    2.120 primaryGroupID). Those are found with a paged ``(primaryGroupID=<RID>)`` search of the
+    group's domain.
+    """
 
     def __init__(
         self,
@@ -385,33 +402,62 @@ class GroupWalker:
         self.pending_groups = deque(groups)
         self.visited_groups: set[str] = set()
         self.members: deque[str] = deque()
+        self.primary_searches: deque[tuple[str, str]] = deque()  # (base, filter) still to run
+        self.primary_pages: Callable[[], list[LdapRecord] | None] | None = None
+        self.found: deque[LdapRecord] = deque()  # records from a primary-group page, not yet sent
         self.seen: set[str] = set()
         self.skipped = 0
-        # A member read asks for the member attribute too (so a nested group needs no second read).
-        self.member_attrs = [*directory.attributes, "objectClass", members_attr]
+        # A member read asks for the member attribute and objectSid too, so that a nested group
+        # needs no second read.
+        self.group_attrs = ["objectClass", "objectSid", members_attr]
+        self.member_attrs = [*directory.attributes, *self.group_attrs]
         self.read_filter = f"(|{search_filter}{GROUP_FILTER})" if self.nested else search_filter
 
     def next_page(self) -> list[LdapRecord] | None:
         page: list[LdapRecord] = []
         while len(page) < self.d.page_size:
-            if not self.members:
-                if not self.pending_groups:
-                    break
-                self._open_group(self.pending_groups.popleft())
-                continue
-            record = self._resolve(self.members.popleft())
-            if record is not None:
-                page.append(record)
-        if not page and not self.members and not self.pending_groups:
+            record = self._next_record()
+            if record is None:
+                break
+            page.append(record)
+        if not page and self._exhausted():
             return None
         return page
+
+    def _exhausted(self) -> bool:
+        return not (self.found or self.members or self.primary_pages or self.primary_searches or self.pending_groups)
+
+    def _next_record(self) -> LdapRecord | None:
+        """The next new member (None when every group is done), reading what is needed for it."""
+        while True:
+            if self.found:
+                record = self.found.popleft()
+                if record["dn"].lower() not in self.seen:
+                    self.seen.add(record["dn"].lower())
+                    return record
+            elif self.members:
+                record = self._resolve(self.members.popleft())
+                if record is not None:
+                    return record
+            elif self.primary_pages is not None:
+                batch = self.primary_pages()
+                if batch is None:
+                    self.primary_pages = None
+                else:
+                    self.found.extend(batch)
+            elif self.primary_searches:
+                self.primary_pages = self.d.search_pages(*self.primary_searches.popleft())
+            elif self.pending_groups:
+                self._open_group(self.pending_groups.popleft())
+            else:
+                return None
 
     def _open_group(self, dn: str) -> None:
         if dn.lower() in self.visited_groups:
             return
         self.visited_groups.add(dn.lower())
         try:
-            found = self.d.read(dn, "(objectClass=*)", [self.members_attr])
+            found = self.d.read(dn, "(objectClass=*)", self.group_attrs)
         except LdapFailure as exc:
             if exc.code == 32:
                 raise SourceError(f"the group {dn!r} does not exist on the LDAP server (32 noSuchObject)") from None
@@ -424,6 +470,10 @@ class GroupWalker:
         values = self.d.all_values(dn, attributes, self.members_attr)
         log.debug("group %s: %d member value(s)", dn, len(values))
         self.members.extend(decode_value(self.members_attr, v) for v in values)
+        rid = _group_rid(attributes)
+        if rid is not None:
+            domain = _domain_of(dn) or self.base_dn
+            self.primary_searches.append((domain, f"(&(primaryGroupID={rid}){self.filter})"))
 
     def _resolve(self, member: str) -> LdapRecord | None:
         if self.member_filter:
@@ -455,7 +505,7 @@ class GroupWalker:
         if dn.lower() in self.seen:
             return None
         self.seen.add(dn.lower())
-        return self.d.record(dn, _without_helpers(attributes, self.d.attributes, self.members_attr))
+        return self.d.record(dn, _without_helpers(attributes, self.d.attributes, self.group_attrs))
 
     def _skip(self, message: str) -> None:
         self.skipped += 1
@@ -470,14 +520,39 @@ def _is_group(attributes: dict[str, list[bytes]]) -> bool:
     return False
 
 
+def _group_rid(attributes: dict[str, list[bytes]]) -> int | None:
+    """The RID (last sub-authority of ``objectSid``) of an AD group; None elsewhere."""
+    for key, values in attributes.items():
+        if key.lower() == "objectsid" and values:
+            sid = sid_string(bytes(values[0])) if isinstance(values[0], bytes | bytearray) else None
+            if sid and sid.count("-") >= 3:
+                return int(sid.rsplit("-", 1)[1])
+    return None
+
+
+def _domain_of(dn: str) -> str:
+    """The domain naming context of a DN: its trailing ``DC=`` components ("" when it has none)."""
+    try:
+        parts = to_dn(dn)
+    except (LDAPException, ValueError, IndexError):
+        return ""
+    tail: list[str] = []
+    for part in reversed(parts):
+        if not part.lower().startswith("dc="):
+            break
+        tail.insert(0, part)
+    return ",".join(tail)
+
+
 def _without_helpers(
-    attributes: dict[str, list[bytes]], requested: list[str], members_attr: str
+    attributes: dict[str, list[bytes]], requested: list[str], helpers: list[str]
 ) -> dict[str, list[bytes]]:
-    """Drop the member attribute fetched only to expand nested groups, unless it was asked for."""
+    """Drop the attributes fetched only to expand nested groups, unless they were asked for."""
     wanted = {a.lower() for a in requested}
-    if "*" in wanted or members_attr.lower() in wanted:
+    if "*" in wanted:
         return attributes
-    return {k: v for k, v in attributes.items() if _RANGE.sub("", k).lower() != members_attr.lower()}
+    unwanted = {h.lower() for h in helpers} - wanted
+    return {k: v for k, v in attributes.items() if _RANGE.sub("", k).lower() not in unwanted}
 
 
 # --- the source --------------------------------------------------------------------------------
@@ -575,18 +650,34 @@ class _LdapBase(Source):
         return groups
 
     def _attributes(self) -> list[str]:
+        """``attributes`` plus every attribute the merged mapping (defaults + Oomnitza server
+        mapping + INI) names, by name: ``*`` returns user attributes only, while operational and
+        constructed ones (``modifyTimestamp``, ``memberOf`` from OpenLDAP's memberof overlay, AD's
+        ``canonicalName``, ``msDS-UserPasswordExpiryTimeComputed``) come only when named
+        (RFC 4511 §4.5.1.8; AD: "constructed attributes")."""
         wanted = [a.strip() for a in self.setting("attributes").split(",") if a.strip()] or ["*"]
         names = list(wanted)
-        heads = [
-            str(spec.get("source", "")).split(".", 1)[0].removesuffix(LIST_SUFFIX)
-            for spec in self.section.mappings.values()
-            if isinstance(spec.get("source"), str)
-        ]
-        for name in [*self.extra_attributes, *heads]:
+        for name in [*self.extra_attributes, *self._mapped_attributes()]:
             if name.lower() in ("dn", "distinguishedname") and name != "distinguishedName":
                 continue
             if _ATTR_NAME.match(name) and name.lower() not in {n.lower() for n in names}:
                 names.append(name)
+        return names
+
+    def _mapped_attributes(self) -> list[str]:
+        """The attribute at the head of each mapped source path (``mail*.1`` → ``mail``), and the
+        record keys that ``concat`` / ``first_field`` converters read."""
+        names = [path.split(".", 1)[0].removesuffix(LIST_SUFFIX) for path in self.mapped_sources()]
+        specs = self.mapping_specs if self.mapping_specs is not None else self.section.mappings
+        for spec in specs.values():
+            converter = spec.get("converter")
+            if not isinstance(converter, str):
+                continue
+            name, params = parse_converter_spec(converter)
+            if name.lower() in ("concat", "first_field"):
+                listed = params.get("values" if name.lower() == "concat" else "fields")
+                if isinstance(listed, str):
+                    names += [item.strip() for item in listed.split(",") if item.strip()[:1] not in ("'", '"')]
         return names
 
     # connecting ----------------------------------------------------------------------------------
@@ -597,6 +688,11 @@ class _LdapBase(Source):
             log.warning("[%s] verify_ssl = false: the LDAP server's certificate is not checked", self.name)
         return ldap3.Tls(
             validate=ssl.CERT_REQUIRED if tls.verify else ssl.CERT_NONE,
+            # A plain client context rather than ssl.create_default_context(): Python 3.13 added
+            # VERIFY_X509_STRICT to the latter, which rejects certificates without an Authority
+            # Key Identifier, such as the one a Samba DC generates for itself. The chain, expiry
+            # and host name are still checked.
+            version=ssl.PROTOCOL_TLS_CLIENT,
             ca_certs_file=tls.cacert_file or None,
             ca_certs_path=tls.cacert_dir or None,
             local_certificate_file=tls.client_cert or None,
@@ -682,6 +778,9 @@ class _LdapBase(Source):
     def _bind_error(self, failure: LdapFailure) -> SourceError:
         who = "anonymous bind" if self.anonymous else "the credentials"
         if failure.code == 49:
+            cause = ad_bind_cause(failure.message)
+            if cause and not self.anonymous:
+                return SourceError(f"[{self.name}] the LDAP server rejected {who} ({failure}): {cause}")
             return SourceError(f"[{self.name}] the LDAP server rejected {who} ({failure}): check username and password")
         if failure.code == 8 or failure.code == 13:
             return SourceError(
@@ -801,6 +900,34 @@ class _ConnectionLost(Exception):
         self.reason = reason
 
 
+# Active Directory's invalidCredentials (49) text carries the Win32 error of the logon as
+# "data <hex>" ("80090308: LdapErr: DSID-…, comment: AcceptSecurityContext error, data 533, v…").
+# Codes: learn.microsoft.com/windows/win32/debug/system-error-codes--1300-1699- (0x52E = 1326
+# ERROR_LOGON_FAILURE, 0x533 = 1331 ERROR_ACCOUNT_DISABLED …) and --1700-3999- (0x773 = 1907,
+# 0x775 = 1909); Samba's DC sends the same texts (checked against Samba 4.17).
+AD_BIND_CAUSES = {
+    "525": "the account in username does not exist: check username",
+    "52e": "wrong password or unknown account: check username and password",
+    "530": "the account may not log on at this time: allow it in its logon hours",
+    "531": "the account may not log on from this computer: allow it under 'Log On To'",
+    "532": "the account's password has expired: set a new password and update password",
+    "533": "the account is disabled: enable it in Active Directory",
+    "701": "the account has expired: extend its expiry date in Active Directory",
+    "773": "the account must change its password at next logon: "
+    "set a new password (or clear that option) and update password",
+    "775": "the account is locked out: unlock it in Active Directory, or wait for the lockout to end",
+}
+_AD_DATA = re.compile(r"\bdata ([0-9a-f]+)\b", re.IGNORECASE)
+
+
+def ad_bind_cause(message: str) -> str | None:
+    """What AD's sub-code in a result-49 message means, and what to do (None without one)."""
+    match = _AD_DATA.search(message or "")
+    if match is None:
+        return None
+    return AD_BIND_CAUSES.get(match.group(1).lower())
+
+
 def _supports_paging(server: Any) -> bool:
     info = getattr(server, "info", None)
     controls = getattr(info, "supported_controls", None) if info is not None else None
@@ -819,6 +946,12 @@ def _socket_reason(exc: BaseException, *, tls: bool = False) -> str:
     if "certificate verify failed" in lowered or "certificate_verify_failed" in lowered:
         return "TLS certificate not trusted; set cacert_file (or cacert_dir) to its CA, or verify_ssl = false"
     if "doesn't match any name" in lowered:
+        names = _certificate_names(text)
+        if names:
+            return (
+                f"the server's TLS certificate is issued to {', '.join(names)}, not to the host in url: "
+                "put that name in url (it must resolve to the server)"
+            )
         return "the server's TLS certificate does not match its host name"
     if "eof occurred in violation of protocol" in lowered or ("alert" in lowered and "ssl" in lowered):
         return (
@@ -836,6 +969,14 @@ def _socket_reason(exc: BaseException, *, tls: bool = False) -> str:
             return reason
     text = re.sub(r"^\(['\"](.*)['\"],\)$", r"\1", text.strip())  # ldap3 wraps some messages in a tuple repr
     return re.sub(r"\s+", " ", text)[:300]
+
+
+def _certificate_names(text: str) -> list[str]:
+    """The DNS names of the certificate in ldap3's "certificate {...} doesn't match" text: the
+    subjectAltName DNS entries, else the subject's commonName (as a Samba DC's own self-signed
+    certificate has: CN=<DC's FQDN>, no subjectAltName)."""
+    names = re.findall(r"\('DNS', '([^']+)'\)", text)
+    return names or re.findall(r"\('commonName', '([^']+)'\)", text)
 
 
 @contextlib.contextmanager

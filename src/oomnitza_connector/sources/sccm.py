@@ -358,6 +358,15 @@ class Sccm(Source):
             hint = " (if the server is reachable, it may not offer TLS, which encrypt = yes requires)"
         return SourceError(f"[{self.name}] cannot connect to SQL Server {where} with {driver}: {text}{hint}")
 
+    def _query_hint(self, text: str) -> str:
+        """The driver's message, plus what to do when SQL Server refused the read (error 229)."""
+        if "permission was denied" in text.lower():
+            return (
+                f"{text}; grant the login db_datareader on {self.setting('database')} "
+                "(or ConfigMgr's smsschm_users role)"
+            )
+        return text
+
     # -- reading ----------------------------------------------------------------------------------
     async def pages(self) -> AsyncIterator[list[Record]]:
         connect, dialect, driver = self._connector()
@@ -391,7 +400,7 @@ class Sccm(Source):
         try:
             columns = await asyncio.to_thread(db.start, q.main_query(present))
         except error as exc:
-            raise SourceError(f"[{self.name}] the hardware query failed: {db_message(exc)}") from None
+            raise SourceError(f"[{self.name}] the hardware query failed: {self._query_hint(db_message(exc))}") from None
         chunk = int(self.setting("chunk_size"))
         last_id: Any = None
         while True:

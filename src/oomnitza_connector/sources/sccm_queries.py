@@ -11,7 +11,16 @@ One row per computer (``ResourceID``), where the reference produced one per disk
 - ``cpu``: the processor instance with the lowest ``GroupID``;
 - ``hdd_total_mb``: the sum of the physical disks;
 - ``ipv4_address``/``mac_address``: one configured adapter, preferring one with a default gateway;
-- ``primary_user``: active relationships only, primary-user type first, then the newest.
+- ``primary_user``: the newest active user device affinity (``v_UserMachineRelationship`` lists
+  "users and their primary devices"; its columns are ``RelationActive``, ``CreationTime`` …, not
+  the ``IsActive`` / ``Types[]`` of the SMS_UserMachineRelationship WMI class).
+
+Views and columns: Microsoft's "SQL Server views in Configuration Manager" pages name the views
+(learn.microsoft.com/intune/configmgr/develop/core/understand/sqlviews/…); hardware inventory
+views are ``v_GS_<class>`` with ``<property>0`` columns. Their exact column lists (which Microsoft's
+pages do not give) were checked against an Entity Framework scaffold of a real site database's
+``fn_rbac_*`` functions, which mirror the views (github.com/Eph-It/MEM.CommunityCenter,
+CommunityCenter.Models/RBAC/fn_rbac_<view>.cs).
 """
 
 from __future__ import annotations
@@ -92,10 +101,9 @@ LEFT OUTER JOIN dbo.v_R_System rs ON rs.ResourceID = cs.ResourceID
 {optional_joins}
 LEFT OUTER JOIN (
     SELECT MachineResourceID, UniqueUserName,
-           ROW_NUMBER() OVER (PARTITION BY MachineResourceID ORDER BY
-               CASE WHEN Types = 1 THEN 0 ELSE 1 END, CreationTime DESC, UniqueUserName) AS rn
+           ROW_NUMBER() OVER (PARTITION BY MachineResourceID ORDER BY CreationTime DESC, UniqueUserName) AS rn
     FROM dbo.v_UserMachineRelationship
-    WHERE IsActive = 1
+    WHERE RelationActive = 1
 ) umr ON umr.MachineResourceID = cs.ResourceID AND umr.rn = 1
 LEFT OUTER JOIN dbo.v_GS_OPERATING_SYSTEM osys ON osys.ResourceID = cs.ResourceID
 ORDER BY cs.ResourceID
