@@ -513,6 +513,7 @@ def test_keyless_delegation_missing(
             CHROMEOS_SCOPE,
         )
         assert len(google.signed) == 1 and not list_calls(google)
+        assert len(google.calls("/token")) == 2  # the caller's own token, then one refused exchange
 
 
 def test_keyless_unknown_admin(

@@ -153,6 +153,17 @@ def test_5xx_retried(tmp_path: Path, jasper: FakeJasper, fake_oomnitza: FakeOomn
     assert_accounted(result, "jasper", pulled=12, sent=12)
 
 
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_soap_transient_fault(tmp_path: Path, jasper: FakeJasper, fake_oomnitza: FakeOomnitza, fault: str) -> None:
+    # every SOAP call is a POST to the same endpoint (no query to aim at): the first one is hit
+    inject_fault(jasper, fault, "POST", "/ws/service/terminal")
+    result = run(tmp_path, jasper, fake_oomnitza, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "jasper", pulled=12, sent=12)
+    assert len(fake_oomnitza.records("assets")) == 12
+    assert len(jasper.calls("/ws/service/terminal")) == 5  # 2 list pages + 2 detail calls + the one retried
+
+
 def test_upload_failure_does_not_advance_state(tmp_path: Path, jasper: FakeJasper, fake_oomnitza: FakeOomnitza) -> None:
     fake_oomnitza.fail("POST", "/api/v3/bulk", 422, times=1, body={"errors": "rejected"})
     result = run(tmp_path, jasper, fake_oomnitza)

@@ -609,7 +609,7 @@ class GoogleDirectorySource(Source):
 
     async def pages(self) -> AsyncIterator[list[Record]]:
         async with contextlib.AsyncExitStack() as stack:
-            transport = make_transport(self.section.tls().context())
+            transport = make_transport(self.section.tls().context(), self.section.http_timeout().read or 60.0)
             stack.callback(transport.close)
             fetch: TokenFetcher
             if self.keyless:

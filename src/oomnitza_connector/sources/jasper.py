@@ -24,8 +24,9 @@ SOAP: every request carries a WS-Security UsernameToken (PasswordText) and the a
 A run asks ``GetModifiedTerminals(since)`` for the ICCIDs changed after the stored mark (every page
 when the schema has ``pageNumber``/``totalPages``), then ``GetTerminalDetails`` for them in chunks.
 zeep is blocking: each call runs in a worker thread. Its HTTP goes through a ``requests`` session
-that honours ``verify_ssl``/``cacert_file``/``user_pem_file`` and retries 429/502/503/504 with
-back-off and ``Retry-After`` (SOAP faults arrive as HTTP 500 and are never retried).
+that honours ``verify_ssl``/``cacert_file``/``user_pem_file`` and ``request_timeout``, and retries
+429/502/503/504 and read timeouts with back-off and ``Retry-After`` (SOAP faults arrive as HTTP 500
+and are never retried).
 
 The ``storage`` state file keeps, per section and whichever API read it, the "modified since" mark:
 the largest ``dateModified`` seen (SOAP), or the end of the last window fully delivered (REST). It is
@@ -65,7 +66,6 @@ SCHEMA_NS = "http://api.jasperwireless.com/ws/schema"
 DEFAULT_WSDL = "https://api.jasperwireless.com/ws/schema/Terminal.wsdl"
 DEFAULT_SINCE = "2015-03-04T00:00:00Z"
 MAX_DETAILS = 50  # ICCIDs per GetTerminalDetails call the service accepts
-TIMEOUT = 120
 CERT_REASON = re.compile(r"certificate verify failed[^('\"]*")
 T = TypeVar("T")
 
@@ -414,11 +414,12 @@ class Jasper(Source):
             log.warning("[%s] verify_ssl = false: the Control Center certificate is not checked", self.name)
         if tls.client_cert:
             session.cert = tls.client_cert
-        # read/other errors (TLS failures included) are not retried: asking again will not help
+        # a read timeout (a stalled answer) is retried: both operations only read. Other errors (TLS
+        # failures included) are not: asking again will not help.
         retry = Retry(
             total=6,
             connect=2,
-            read=0,
+            read=2,
             other=0,
             backoff_factor=0.5,
             status_forcelist=(429, 502, 503, 504),
@@ -437,7 +438,8 @@ class Jasper(Source):
         from zeep.transports import Transport
         from zeep.wsse.username import UsernameToken
 
-        transport = Transport(session=self._session(), timeout=TIMEOUT, operation_timeout=TIMEOUT)
+        seconds = self.section.http_timeout().read  # request_timeout, as for every HTTP section
+        transport = Transport(session=self._session(), timeout=seconds, operation_timeout=seconds)
         settings = zeep.Settings(strict=False, xml_huge_tree=True)
         return zeep.Client(
             self.setting("wsdl_path"),
