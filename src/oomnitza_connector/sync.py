@@ -244,6 +244,18 @@ async def _pump(source: Source, mapper: Mapper, section: SectionConfig, state: _
     batch: list[dict[str, Any]] = []
     pulled = 0
     done = False
+
+    async def delivered() -> bool:
+        """Source.delivered: flush the partial batch, drain the sends, report whether all arrived."""
+        nonlocal batch
+        if batch and state.fatal is None:
+            await state.dispatch(batch)
+            batch = []
+        await state.drain()
+        failed = counts["failed_convert"] or counts["failed_send"] or batch
+        return not options.testmode and state.fatal is None and not failed
+
+    source.delivered = delivered
     pages = source.pages()
     try:
         async for page in pages:

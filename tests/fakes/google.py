@@ -2,23 +2,42 @@
 Account Credentials ``signJwt`` method, and the Admin SDK Directory API lists of ChromeOS and mobile
 devices (plus the Cloud Identity Devices API list).
 
-The token endpoint verifies the assertion like Google does: RS256 signature with one of the service
-account's public keys (the user-managed key of the JSON key file, or the Google-managed key IAM signs
-with; ``kid`` picks it), ``iss`` = the account's email, ``aud`` = Google's token URI, a lifetime of at
-most an hour, ``sub`` = a known Workspace user, and every requested ``scope`` granted to the
-account by domain-wide delegation. Its error bodies are Google's (``unauthorized_client``,
-``invalid_grant``, ``invalid_client``). It also issues the *caller*'s own token: the assertion of a
-second service account (``CALLER_EMAIL``, no ``sub``, cloud-platform/iam scope), which is what
-``google.auth.default()`` sends for a key file named by ``GOOGLE_APPLICATION_CREDENTIALS``.
+What it follows, per behaviour:
 
-``signJwt`` (``POST /v1/projects/-/serviceAccounts/{sa}:signJwt``) needs a caller token with the
-cloud-platform or iam scope, and the caller in ``token_creators`` (the holders of
-roles/iam.serviceAccountTokenCreator on the account); otherwise 403 ``IAM_PERMISSION_DENIED`` with
-Google's body. It signs the payload with the account's Google-managed key and answers ``{"keyId",
-"signedJwt"}``.
-
-The lists need a token issued for their scope, answer 403 ``forbidden`` when the impersonated user is
-not an admin, cap ``maxResults``, and page with an opaque ``pageToken``/``nextPageToken``.
+- token endpoint (developers.google.com/identity/protocols/oauth2/service-account, "HTTP/REST";
+  RFC 7523): form ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`` + ``assertion``; the
+  assertion is verified like Google does: RS256 signature with one of the service account's public
+  keys (the user-managed key of the JSON key file, or the Google-managed key IAM signs with; ``kid``
+  picks it), ``iss`` = the account's email, ``aud`` = Google's token URI, a lifetime of at most an
+  hour, ``sub`` = a known Workspace user, and every requested ``scope`` granted to the account by
+  domain-wide delegation. Answers ``{"access_token", "expires_in", "token_type": "Bearer"}``; errors
+  are ``{"error", "error_description"}``: 401 ``unauthorized_client`` (scope not delegated), 400
+  ``invalid_grant`` ("Invalid email or User ID", "Invalid JWT Signature."), 401 ``invalid_client``
+  (the texts google-auth's tests and Google's delegation troubleshooting quote). It also issues the
+  *caller*'s own token: the assertion of a second service account (``CALLER_EMAIL``, no ``sub``,
+  cloud-platform/iam scope), which is what ``google.auth.default()`` sends for a key file named by
+  ``GOOGLE_APPLICATION_CREDENTIALS``.
+- ``signJwt`` (cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/signJwt):
+  ``POST /v1/projects/-/serviceAccounts/{sa}:signJwt`` with ``{"payload": "<claims JSON>"}`` needs a
+  caller token with the cloud-platform or iam scope, and the caller in ``token_creators`` (holders of
+  roles/iam.serviceAccountTokenCreator on the account); otherwise 403 ``IAM_PERMISSION_DENIED`` in
+  Google's AIP-193 error body (``{"error": {"code", "message", "status", "details": [ErrorInfo]}}``).
+  Answers ``{"keyId", "signedJwt"}``.
+- Directory API lists (developers.google.com/admin-sdk/directory/reference/rest/v1/chromeosdevices/list
+  and .../mobiledevices/list; google-api-python-client discovery document admin.directory_v1.json):
+  ``customer/my_customer/devices/{chromeos,mobile}``, ``maxResults`` default 100, at most 300
+  (ChromeOS: "Value should not exceed 300") and 100 (mobile: ``"maximum": "100"``); a larger value is
+  refused here with 400 ``invalid`` (whether Google refuses or caps it is unverified: the connector
+  never sends one); ``projection`` BASIC/FULL; opaque ``pageToken``/``nextPageToken``; an empty result
+  has no item key at all. A server may send fewer than asked (``page_cap``: the harder case).
+- errors (developers.google.com/admin-sdk/directory/v1/limits): ``{"error": {"code", "message",
+  "errors": [{"reason", "domain", "message"}]}}``; quota is 403 ``userRateLimitExceeded`` /
+  ``quotaExceeded`` / ``rateLimitExceeded`` or 429 (``quota_body``); a token for another scope is
+  403 ``insufficientPermissions``, a user who is not an admin 403 ``forbidden``, a bad token 401
+  ``authError``.
+- Cloud Identity ``GET /v1/devices`` (cloud.google.com/identity/docs/reference/rest/v1/devices/list):
+  ``customer=customers/my_customer``, ``pageSize`` default 20, values above 100 coerced to 100,
+  ``{"devices": [...], "nextPageToken"}``.
 """
 
 from __future__ import annotations
@@ -289,14 +308,21 @@ FORBIDDEN = "Not Authorized to access this resource/api"
 QUOTA = "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user'"
 
 
-def quota_body(reason: str = "userRateLimitExceeded") -> dict[str, Any]:
-    return {
-        "error": {
-            "code": 403,
-            "message": QUOTA,
-            "errors": [{"reason": reason, "domain": "usageLimits", "message": QUOTA}],
-        }
+def quota_body(reason: str = "userRateLimitExceeded", code: int = 403) -> dict[str, Any]:
+    """Google's quota error body (403 by the Directory API's table; 429 adds RESOURCE_EXHAUSTED)."""
+    error: dict[str, Any] = {
+        "code": code,
+        "message": QUOTA,
+        "errors": [{"reason": reason, "domain": "usageLimits", "message": QUOTA}],
     }
+    if code == 429:
+        error["status"] = "RESOURCE_EXHAUSTED"
+    return {"error": error}
+
+
+def page_token(offset: int) -> str:
+    """The fake's opaque page token for the page starting at ``offset`` (to aim faults at it)."""
+    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode()
 
 
 class FakeGoogle(FakeVendor):
@@ -334,6 +360,7 @@ class FakeGoogle(FakeVendor):
         self.caller_tokens: dict[str, dict[str, Any]] = {}  # the callers' own tokens -> {"principal", ...}
         self.caller_expires_in = 3599
         self.signed: list[dict[str, Any]] = []  # what signJwt signed: {"caller", "account", **claims}
+        self.grant_outages = 0  # the delegated account's grants answer 503 this many times first
         super().__init__()
 
     def routes(self) -> list[BaseRoute]:
@@ -366,6 +393,9 @@ class FakeGoogle(FakeVendor):
             keys = [self.account_keys[kid]] if kid in self.account_keys else list(self.account_keys.values())
         else:
             return oauth_error(401, "invalid_client", "The OAuth client was not found.")
+        if issuer == self.client_email and self.grant_outages > 0:
+            self.grant_outages -= 1
+            return oauth_error(503, "temporarily_unavailable", "The service is currently unavailable.")
         claims: dict[str, Any] | None = None
         for key in keys:
             try:
@@ -519,7 +549,7 @@ class FakeGoogle(FakeVendor):
         if page:
             body[key] = page
         if start + size < len(pool):
-            body["nextPageToken"] = base64.urlsafe_b64encode(json.dumps({"o": start + size}).encode()).decode()
+            body["nextPageToken"] = page_token(start + size)
         return JSONResponse(body)
 
     async def list_chromeos(self, request: Request) -> Response:

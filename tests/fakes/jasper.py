@@ -1,12 +1,24 @@
 """Fake Cisco IoT Control Center (Jasper) SOAP Terminal API.
 
-Serves a small but valid WSDL (``/ws/schema/Terminal.wsdl``) importing an XSD
-(``/ws/schema/JasperAPI.xsd``) for the two operations the connector uses, and answers SOAP 1.1
-document/literal POSTs at ``/ws/service/terminal``: ``GetModifiedTerminals`` (ICCIDs modified
-strictly after ``since``, oldest first, paged with ``pageNumber``/``totalPages``) and
-``GetTerminalDetails`` (unknown ICCIDs omitted, answered in reverse order, at most ``max_details``
-per call). Every request must carry a WS-Security UsernameToken (PasswordText) and the
-``licenseKey``; anything wrong is a SOAP Fault with HTTP 500, as the real service answers.
+What it follows, per behaviour (Jasper's schema is published with the service, at
+``https://api.jasperwireless.com/ws/schema/Terminal.wsdl`` and ``JasperAPI.xsd``; public clients generated
+from it: brightnucleus/jasper-client ``src/SoapTypes/TerminalClient/*.php``, and Cisco's C# sample
+classes that integrators copy):
+
+- schema: a small but valid WSDL (``/ws/schema/Terminal.wsdl``) importing an XSD
+  (``/ws/schema/JasperAPI.xsd``) for the two operations the connector uses, SOAP 1.1
+  document/literal at ``/ws/service/terminal``; the base ``RequestType`` (``messageId``,
+  ``version``, ``licenseKey``) and ``TerminalType``'s elements in schema order, ``msisdn`` as an
+  attribute, ``rating`` nested (as the generated clients declare them).
+- auth: every request carries a WS-Security UsernameToken with ``PasswordText`` (OASIS WSS 1.0
+  UsernameToken Profile) and the ``licenseKey``; anything wrong is a SOAP Fault with HTTP 500, as a
+  SOAP 1.1 service answers faults.
+- ``GetModifiedTerminals``: the ICCIDs modified strictly after ``since``, oldest first, paged with
+  ``pageNumber``/``totalPages`` (newer schemas; GetModifiedTerminalsRequest/Response.php carry them;
+  ``paged=False`` plays a schema without them).
+- ``GetTerminalDetails``: unknown ICCIDs are left out and the rest answered in reverse order (the
+  order is not documented: the harder case), at most ``max_details`` ICCIDs per call (50 is the
+  limit integrators quote; unverified).
 """
 
 from __future__ import annotations

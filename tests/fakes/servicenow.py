@@ -1,9 +1,26 @@
-"""Fake ServiceNow instance: the Table API (``GET /api/now/table/{table}``) with ``sysparm_limit`` /
-``sysparm_offset`` paging (``X-Total-Count`` and ``Link`` headers), encoded queries (``a=b``,
-``aIN x,y``, ``^ORDERBYfield``), ``sysparm_fields`` (dot-walked names included),
-``sysparm_display_value`` (``all``/``true``/``false``), ``sysparm_exclude_reference_link``, Basic
-auth and ``POST /oauth_token.do`` (client_credentials and password grants), and ServiceNow's error
-bodies."""
+"""Fake ServiceNow instance: the Table API and the OAuth token endpoint.
+
+What it follows, per behaviour:
+
+- Table API ``GET /api/now/table/{table}`` (servicenow.com/docs "Table API", Table - GET): the
+  envelope ``{"result": [...]}``; ``sysparm_limit``/``sysparm_offset`` paging with the
+  ``X-Total-Count`` header and a ``Link`` header of ``first``/``next``/``last`` URLs (ServiceNow's
+  sample response, gist bryanbarnard/ee1d952604a11e0f0342; ServiceNow's own client PySNC
+  ``pysnc/record.py`` reads X-Total-Count and pages by offset); a page may hold fewer rows than
+  asked (``max_page``: the harder case); encoded queries (``a=b``, ``aINx,y``, ``^ORDERBYfield``);
+  ``sysparm_fields`` (dot-walked names included; a name the table lacks is left out of the row,
+  unverified); ``sysparm_display_value`` (``all``: every field as ``{"display_value", "value"}``,
+  reference fields with ``link`` unless ``sysparm_exclude_reference_link=true``).
+- errors: ``{"error": {"message", "detail"}, "status": "failure"}`` (401 "User Not Authenticated" /
+  "Required to provide Auth information", 400 for an unknown table), as ServiceNow's REST API
+  answers ("REST API HTTP response codes"; the same bodies quoted by integrators, e.g. Tangoe's
+  ServiceNow API page). 429 is sent by the tests with ``Retry-After`` and ``X-RateLimit-*``
+  headers (servicenow.com/docs "Inbound REST API rate limiting").
+- auth: Basic, or ``POST /oauth_token.do`` (form: client_credentials or password grant) answering
+  ``{"access_token", "refresh_token", "token_type": "Bearer", "expires_in"}``; a refused grant is
+  401 ``{"error_description": "access_denied", "error": "server_error"}``, ServiceNow's own (odd)
+  error body (servicenow.com/docs "OAuth inbound", "Client credentials").
+"""
 
 from __future__ import annotations
 
@@ -220,7 +237,9 @@ class FakeServiceNow(FakeVendor):
     def _render(self, row: dict[str, Any], fields: list[str], mode: str, links: bool) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key in fields or list(row):
-            cell = row.get(key, field(""))
+            if key not in row:
+                continue  # a field the table does not have
+            cell = row[key]
             if mode == "all":
                 value: Any = dict(cell)
                 if links and key in LINK_TABLES and cell["value"]:

@@ -1,7 +1,24 @@
-"""Fake Tanium Server: ``POST /api/v2/session/login`` → ``data.session``, ``/api/v2/session/logout``,
-and the Asset API ``GET /plugin/products/asset/v1/assets`` with the ``session`` header (a login
-session or an API token ``token-...``), ``limit`` + ``minimumAssetId`` keyset paging with
-``meta.nextAssetId``, ``viewId`` restricting attributes, and sessions that expire after N calls."""
+"""Fake Tanium Server: session login, API tokens and the Asset module's asset listing.
+
+What it follows, per behaviour (Tanium's Asset API reference itself needs a customer login):
+
+- auth: every call carries a ``session`` header, either an API token with its ``token-`` prefix or
+  the session string of ``POST /api/v2/session/login`` (``{"data": {"session": ...}}``)
+  (developer.tanium.com/site/global/docs/how_tos/auth/index.gsp "Authentication Methods";
+  docs.tanium.com/platform_user/platform_user/console_api_tokens.html). A rejected session or token
+  is 403 with a short JSON body; sessions expire after N calls here (Tanium expires idle sessions);
+  ``/api/v2/session/logout`` ends one.
+- paging: ``GET /plugin/products/asset/v1/assets?limit&minimumAssetId[&viewId]`` answers
+  ``{"data": [...], "meta": {"nextAssetId": n, "endOfReader": bool}}``, keyset on the asset id,
+  ``endOfReader`` true on the last page (as the Axonius ``tanium_asset_adapter`` reads it, in
+  hshmilov/mongomock adapters/tanium_asset_adapter/connection.py, and a Tanium Cloud connector that
+  reports checking it live). The server may send fewer than ``limit`` (``max_page``: the harder case).
+  ``end_of_reader=False`` plays an older server without the flag (then an empty page ends the list).
+- record shape: Asset attribute names at the top level (``computer_name``, ``os_platform``,
+  ``ci_installed_application`` [{name, version, vendor}], ``ci_network_adapter`` [{mac_address}]),
+  as the same integrations read them; a view (``viewId``) returns only its attributes, an unknown
+  view is 404 (status unverified).
+"""
 
 from __future__ import annotations
 
@@ -69,6 +86,7 @@ class FakeTanium(FakeVendor):
         domain: str = "",
         max_page: int = 100,
         views: dict[str, tuple[str, ...]] | None = None,
+        end_of_reader: bool = True,
     ) -> None:
         self.assets = (
             assets
@@ -77,6 +95,7 @@ class FakeTanium(FakeVendor):
         )
         self.username, self.password, self.domain = username, password, domain
         self.max_page = max_page
+        self.end_of_reader = end_of_reader
         self.views = views if views is not None else {"12": ("id", "computer_name", "serial_number")}
         self.sessions: dict[str, int] = {}  # session -> calls served
         self.expire_after: int | None = None
@@ -133,11 +152,14 @@ class FakeTanium(FakeVendor):
         view = q.get("viewId")
         if view is not None and view not in self.views:
             return JSONResponse({"text": f"view {view} not found"}, status_code=404)
-        page = [copy.deepcopy(a) for a in sorted(self.assets, key=lambda a: a["id"]) if a["id"] >= minimum][:limit]
+        remaining = [copy.deepcopy(a) for a in sorted(self.assets, key=lambda a: a["id"]) if a["id"] >= minimum]
+        page = remaining[:limit]
         if view is not None:
             page = [{k: v for k, v in a.items() if k in self.views[view]} for a in page]
         next_id = page[-1]["id"] + 1 if page else minimum
         meta: dict[str, Any] = {"nextAssetId": next_id}
+        if self.end_of_reader:
+            meta["endOfReader"] = len(remaining) <= limit
         if self.next_id_override is not ...:
             meta = {} if self.next_id_override is None else {"nextAssetId": self.next_id_override}
         return JSONResponse({"data": page, "meta": meta})

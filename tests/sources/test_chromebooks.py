@@ -14,6 +14,7 @@ import pytest
 from tests.fakes.google import (
     ADMIN,
     CALLER_EMAIL,
+    CHROMEBOOK,
     CHROMEOS_PATH,
     CHROMEOS_SCOPE,
     CLIENT_EMAIL,
@@ -29,6 +30,7 @@ from tests.fakes.google import (
     ambient_environment,
     chromebook,
     keyless_settings,
+    page_token,
     quota_body,
     rpc_error,
     rsa_key_pair,
@@ -37,7 +39,15 @@ from tests.fakes.google import (
 )
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
 MAPPINGS = {
     "DEVICE_ID": '{"source": "deviceId"}',
@@ -186,6 +196,38 @@ def test_429_with_retry_after(
     assert result.code == 0, result.all
     assert_accounted(result, "chromebooks", pulled=5, sent=5)
     assert time.monotonic() - started >= 1.0
+
+
+@pytest.mark.parametrize("fault", [*STANDARD_FAULTS, "quota_403", "quota_429"])
+def test_transient_fault_on_a_later_page(
+    tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    second = {"pageToken": page_token(2)}
+    if fault == "quota_403":
+        google.fail("GET", CHROMEOS_PATH, 403, body=quota_body("rateLimitExceeded"), query=second)
+    elif fault == "quota_429":
+        google.fail("GET", CHROMEOS_PATH, 429, body=quota_body("rateLimitExceeded", 429), query=second)
+    else:
+        inject_fault(google, fault, "GET", CHROMEOS_PATH, query=second)
+    result = run(tmp_path, fake_oomnitza, google, keys, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "chromebooks", pulled=5, sent=5)
+    assert len(fake_oomnitza.records("assets")) == 5
+    assert [c.query.get("pageToken") for c in list_calls(google)] == [None, page_token(2), page_token(2), page_token(4)]
+    assert len(google.assertions) == 1  # a throttle or a server fault is not an auth problem
+
+
+def test_server_side_mapping(
+    tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
+    # a field mapped only in Oomnitza arrives: the full projection is read, no partial-response fields=
+    fake_oomnitza.set_mapping("Chromebooks", {"orgUnitPath": "ORG_UNIT", "osVersion": "OS_VERSION"})
+    result = run(tmp_path, fake_oomnitza, google, keys)
+    assert result.code == 0, result.all
+    assert_accounted(result, "chromebooks", pulled=5, sent=5)
+    assert all(c.query["projection"] == "FULL" and "fields" not in c.query for c in list_calls(google))
+    record = fake_oomnitza.record("assets", DEVICE_ID=CHROMEBOOK_RECORD["DEVICE_ID"])
+    assert (record["ORG_UNIT"], record["OS_VERSION"]) == (CHROMEBOOK["orgUnitPath"], CHROMEBOOK["osVersion"])
 
 
 def test_5xx_retried(tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza) -> None:
@@ -445,6 +487,19 @@ def test_keyless_iam_5xx_retried(
     assert len(google.calls(SIGN_JWT_PATH)) == 2 and len(google.signed) == 1
 
 
+def test_keyless_token_endpoint_5xx_retried(
+    tmp_path: Path, google: FakeGoogle, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the exchange of the IAM-signed JWT is the connector's own POST: retried by its HTTP layer
+    use_ambient(monkeypatch, google, tmp_path)
+    google.grant_outages = 1  # the delegated grant answers 503 once (the caller's own token is not hit)
+    result = run_keyless(tmp_path, fake_oomnitza, google)
+    assert result.code == 0, result.all
+    assert_accounted(result, "chromebooks", pulled=5, sent=5)
+    assert len(google.assertions) == 1 and len(google.signed) == 1
+    assert len(google.calls("/token")) == 3  # the caller's token, then the exchange twice
+
+
 def test_keyless_delegation_missing(
     tmp_path: Path, keys: tuple[str, str], fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -458,6 +513,7 @@ def test_keyless_delegation_missing(
             CHROMEOS_SCOPE,
         )
         assert len(google.signed) == 1 and not list_calls(google)
+        assert len(google.calls("/token")) == 2  # the caller's own token, then one refused exchange
 
 
 def test_keyless_unknown_admin(

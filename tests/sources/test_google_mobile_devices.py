@@ -15,15 +15,18 @@ from tests.fakes.google import (
     CALLER_EMAIL,
     CLIENT_EMAIL,
     CLOUD_IDENTITY_SCOPE,
+    COMPANY_PHONE,
     IAM_KEY_ID,
     KEY_ID,
     MOBILE_PATH,
     MOBILE_SCOPE,
+    PIXEL,
     SIGN_DENIED,
     SIGN_JWT_PATH,
     FakeGoogle,
     ambient_environment,
     keyless_settings,
+    page_token,
     phone,
     quota_body,
     rsa_key_pair,
@@ -31,7 +34,15 @@ from tests.fakes.google import (
 )
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
 SECTION = "google_mobile_devices"
 MAPPINGS = {
@@ -239,6 +250,67 @@ def test_cloud_identity_company_owned_devices(
     assert google.calls("/v1/devices")[0].query == {"customer": "customers/my_customer", "pageSize": "2"}
     assert google.assertions[0]["scope"] == CLOUD_IDENTITY_SCOPE
     assert not google.calls(MOBILE_PATH)
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault_on_a_later_page(
+    tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    inject_fault(google, fault, "GET", MOBILE_PATH, query={"pageToken": page_token(2)})
+    result = run(tmp_path, fake_oomnitza, google, keys, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, SECTION, pulled=5, sent=5)
+    assert len(fake_oomnitza.records("assets")) == 5
+    assert len(google.calls(MOBILE_PATH)) == 4
+
+
+def test_server_side_mapping(
+    tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza
+) -> None:
+    fake_oomnitza.set_mapping("GoogleMobileDevices", {"imei": "IMEI", "buildNumber": "BUILD"})
+    result = run(tmp_path, fake_oomnitza, google, keys)
+    assert result.code == 0, result.all
+    assert_accounted(result, SECTION, pulled=5, sent=5)
+    assert all(c.query["projection"] == "FULL" and "fields" not in c.query for c in google.calls(MOBILE_PATH))
+    record = fake_oomnitza.record("assets", RESOURCE_ID="AFiQxQ8Zq1kD2exampleR1")
+    assert (record["IMEI"], record["BUILD"]) == (PIXEL["imei"], PIXEL["buildNumber"])
+
+
+@pytest.mark.parametrize("fault", [*STANDARD_FAULTS, "resource_exhausted"])
+def test_cloud_identity_pages_and_faults(
+    tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    google.cloud_devices = [
+        {**COMPANY_PHONE, "name": f"devices/AFiQxQ8CompanyOwned{i:02d}", "serialNumber": f"R5CT{i:010d}"}
+        for i in range(5)
+    ]
+    second = {"pageToken": page_token(2)}
+    if fault == "resource_exhausted":  # Cloud Identity's quota answer (AIP-193)
+        body = {"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}
+        google.fail("GET", "/v1/devices", 429, body=body, query=second)
+    else:
+        inject_fault(google, fault, "GET", "/v1/devices", query=second)
+    mappings = {"NAME": '{"source": "name"}', "SERIAL_NUMBER": '{"source": "serialNumber"}'}
+    result = run(
+        tmp_path,
+        fake_oomnitza,
+        google,
+        keys,
+        mappings,
+        device_api="cloud_identity",
+        cloud_identity_url=google.url,
+        sync_field="NAME",
+        request_timeout=STALL_TIMEOUT,
+    )
+    assert result.code == 0, result.all
+    assert_accounted(result, SECTION, pulled=5, sent=5)
+    assert len(fake_oomnitza.records("assets")) == 5
+    assert [c.query.get("pageToken") for c in google.calls("/v1/devices")] == [
+        None,
+        page_token(2),
+        page_token(2),
+        page_token(4),
+    ]
 
 
 # -- keyless: ambient credentials + IAM signJwt -------------------------------------------------------

@@ -10,7 +10,15 @@ import pytest
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
 from tests.fakes.servicenow import FakeServiceNow, computer, consumable, field, laptop, sys_id
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
 CI1, CI2 = "b4fd7c8437201000deeabfc8bcbe5dc1", "c5fe7c8437201000deeabfc8bcbe5dc2"
 MAPPINGS = {
@@ -94,6 +102,40 @@ def test_several_pages_with_joins(tmp_path: Path, sn: FakeServiceNow, fake_oomni
     assert first_computers["sysparm_query"] == f"sys_idIN{CI1}^ORDERBYsys_id"
     assert "cpu_name" in first_computers["sysparm_fields"]
     assert sn.calls("/api/now/table/cmdb_software_instance")[0].query["sysparm_query"].startswith("installed_onIN")
+
+
+def test_server_side_mapping_fields_are_requested(
+    tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: FakeOomnitza
+) -> None:
+    # fields mapped only in Oomnitza that alm_asset lacks: from the computer CI or the alm_hardware row
+    fake_oomnitza.set_mapping(
+        "ServiceNow",
+        {"hardware.name": "HOSTNAME", "hardware_raw.cpu_core_count": "CORES", "hardware.beneficiary": "BENEFICIARY"},
+    )
+    sn.tables["cmdb_ci_computer"][0]["cpu_core_count"] = field("12")
+    sn.tables["alm_hardware"][0]["beneficiary"] = field("a1b2", "Acme Research")
+    result = run(tmp_path, sn, fake_oomnitza)
+    assert result.code == 0, result.all
+    assert_accounted(result, "servicenow", pulled=3, sent=3)
+    fields = sn.calls("/api/now/table/cmdb_ci_computer")[0].query["sysparm_fields"].split(",")
+    assert fields[0] == "sys_id" and "cpu_name" in fields
+    assert {"beneficiary", "cpu_core_count", "name", "serial_number"} <= set(fields)  # server + INI mapping
+    rec = fake_oomnitza.record("assets", BARCODE="P1000001")
+    assert (rec["HOSTNAME"], rec["CORES"], rec["BENEFICIARY"]) == ("WKS-0042", "12", "Acme Research")
+    other = fake_oomnitza.record("assets", BARCODE="P1000003")
+    assert (other["HOSTNAME"], other["CORES"], other["BENEFICIARY"]) == ("WKS-0043", None, None)
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault_on_a_later_page(
+    tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    inject_fault(sn, fault, "GET", "/api/now/table/alm_asset", query={"sysparm_offset": "2"})
+    result = run(tmp_path, sn, fake_oomnitza, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "servicenow", pulled=3, sent=3)
+    assert len(fake_oomnitza.records("assets")) == 3
+    assert [c.query["sysparm_offset"] for c in sn.calls("/api/now/table/alm_asset")] == ["0", "2", "2"]
 
 
 def test_many_assets_page_through_joins(tmp_path: Path, sn: FakeServiceNow, fake_oomnitza: FakeOomnitza) -> None:

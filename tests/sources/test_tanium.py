@@ -12,7 +12,15 @@ import pytest
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
 from tests.fakes.tanium import API_TOKEN, ASSETS, FakeTanium
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import (
+    STALL_TIMEOUT,
+    STANDARD_FAULTS,
+    assert_accounted,
+    assert_one_line_error,
+    inject_fault,
+    upload,
+    write_config,
+)
 
 MAPPINGS = {
     "NAME": "computer_name",
@@ -52,7 +60,8 @@ def test_login_several_pages(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: 
     assert len(login) == 1
     assert json.loads(login[0].body) == {"username": "svc_oomnitza", "password": "Passw0rd!", "domain": ""}
     calls = tanium.calls(ASSETS)
-    assert [c.query for c in calls] == [{"limit": "100", "minimumAssetId": str(i)} for i in (1, 1004, 1006)]
+    # pages of 3 (the server caps the 100 asked for); the second one says endOfReader: no third call
+    assert [c.query for c in calls] == [{"limit": "100", "minimumAssetId": str(i)} for i in (1, 1004)]
     assert calls[0].headers["session"] == "1-2345-6789abcdef0123456789abcdef"
     assert "authorization" not in calls[0].headers
     assert fake_oomnitza.record("assets", NAME="WKS-0042.corp.example") == {
@@ -66,6 +75,16 @@ def test_login_several_pages(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: 
     assert fake_oomnitza.bulk_payloads[0]["connector_name"] == "Tanium"
     assert tanium.logged_out == ["1-2345-6789abcdef0123456789abcdef"]
     assert "Passw0rd!" not in result.all
+
+
+def test_server_without_end_of_reader_stops_on_an_empty_page(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
+    fake = FakeTanium(max_page=3, end_of_reader=False)
+    with serve(fake.app) as url:
+        fake.url = url
+        result = run(tmp_path, fake_oomnitza, fake)
+    assert result.code == 0, result.all
+    assert_accounted(result, "tanium", pulled=5, sent=5)
+    assert [c.query["minimumAssetId"] for c in fake.calls(ASSETS)] == ["1", "1004", "1006"]
 
 
 def test_api_token_prefix_added(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: FakeOomnitza) -> None:
@@ -107,8 +126,8 @@ def test_session_expiry_logs_in_again(tmp_path: Path, tanium: FakeTanium, fake_o
     result = run(tmp_path, fake_oomnitza, tanium)
     assert result.code == 0, result.all
     assert_accounted(result, "tanium", pulled=5, sent=5)
-    assert tanium.issued == 3  # one session per page after the first expired
-    assert [c.headers["session"][0] for c in tanium.calls(ASSETS)] == ["1", "1", "2", "2", "3"]
+    assert tanium.issued == 2  # the second page found the session expired: one new login
+    assert [c.headers["session"][0] for c in tanium.calls(ASSETS)] == ["1", "1", "2"]
 
 
 def test_view_limits_attributes_and_warns(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: FakeOomnitza) -> None:
@@ -137,6 +156,34 @@ def test_429_and_5xx_retried(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: 
     assert result.code == 0, result.all
     assert_accounted(result, "tanium", pulled=5, sent=5)
     assert len(tanium.calls("/api/v2/session/login")) == 1
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+def test_transient_fault_on_a_later_page(
+    tmp_path: Path, tanium: FakeTanium, fake_oomnitza: FakeOomnitza, fault: str
+) -> None:
+    inject_fault(tanium, fault, "GET", ASSETS, query={"minimumAssetId": "1004"})
+    result = run(tmp_path, fake_oomnitza, tanium, request_timeout=STALL_TIMEOUT)
+    assert result.code == 0, result.all
+    assert_accounted(result, "tanium", pulled=5, sent=5)
+    assert len(fake_oomnitza.records("assets")) == 5
+    assert len(tanium.calls(ASSETS)) == 3  # the faulty page asked twice
+    assert len(tanium.calls("/api/v2/session/login")) == 1
+
+
+def test_server_side_mapping(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: FakeOomnitza) -> None:
+    # fields mapped only in Oomnitza arrive; a server-side APPLICATIONS source silences the view warning
+    fake_oomnitza.set_mapping("Tanium", {"os_name": "OS_NAME", "computer_name": "APPLICATIONS"})
+    result = run(tmp_path, fake_oomnitza, tanium)
+    assert result.code == 0, result.all
+    assert_accounted(result, "tanium", pulled=5, sent=5)
+    record = fake_oomnitza.record("assets", NAME="WKS-0042.corp.example")
+    assert record["OS_NAME"] == "Windows 11 Enterprise"
+    assert record["APPLICATIONS"] == "WKS-0042.corp.example"
+    tanium.views["12"] = ("id", "computer_name", "serial_number", "os_name")
+    result = run(tmp_path, fake_oomnitza, tanium, view="12")
+    assert result.code == 0, result.all
+    assert "does not include ci_installed_application" not in result.err
 
 
 def test_empty(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: FakeOomnitza) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError
@@ -40,6 +40,11 @@ class Source:
     # The run's merged mapping (server + INI + defaults), set by the pipeline before pages(), for
     # sources that fetch extra data only when a field uses it (AirWatch network, SimpleMDM apps).
     mapping_specs: dict[str, dict[str, Any]] | None = None
+    # Set by the pipeline before pages(): sends what is batched, waits for every send in flight, and
+    # says whether every record yielded so far reached Oomnitza (False in test mode or after any
+    # failure). A source whose run is long may save progress with it between its own pages (Jasper
+    # saves each finished window); the final mark still belongs in commit().
+    delivered: Callable[[], Awaitable[bool]] | None = None
 
     def __init__(self, section: SectionConfig) -> None:
         self.section = section

@@ -13,13 +13,16 @@ access token. Who signs the JWT depends on the settings:
   (``google.auth.default()``: an attached service account, Workload Identity Federation,
   ``GOOGLE_APPLICATION_CREDENTIALS``), IAM signs the JWT as ``service_account_email``
   (``POST {iam_url}/v1/projects/-/serviceAccounts/{sa}:signJwt``, which needs
-  ``roles/iam.serviceAccountTokenCreator`` on that account), and google-auth exchanges the signed JWT
-  at ``token_url``.
+  ``roles/iam.serviceAccountTokenCreator`` on that account), and the connector exchanges the signed
+  JWT at ``token_url`` itself: ``POST`` form ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer``
+  and ``assertion`` (RFC 7523; Google's "Using OAuth 2.0 for Server to Server Applications", HTTP/REST).
+  google-auth has no public call for exchanging a JWT signed elsewhere (its ``_client.jwt_grant`` is
+  private), and the plain POST keeps the exchange in the connector's HTTP layer.
 
-google-auth is blocking, so its token requests run in a worker thread; they go through httpx with
-the section's TLS settings. The signJwt call goes through the connector's HTTP layer (retries, TLS,
-redaction) with the ambient credentials' token. Tokens are reused until they expire
-(``RefreshingToken``).
+google-auth is blocking, so its token requests (key mode, and the ambient credentials' own token)
+run in a worker thread; they go through httpx with the section's TLS settings. The signJwt call and
+the keyless exchange go through the connector's HTTP layer (retries, TLS, redaction). Tokens are
+reused until they expire (``RefreshingToken``).
 
 Listing pages with ``maxResults`` and ``pageToken``/``nextPageToken``, ``projection=FULL``. Google
 signals quota with ``403`` and reason ``userRateLimitExceeded``/``rateLimitExceeded``/
@@ -66,6 +69,7 @@ IAM_CREDENTIALS_API = "https://iamcredentials.googleapis.com"
 CLOUD_PLATFORM_SCOPE = SCOPES + "cloud-platform"  # what the ambient credentials ask for (IAM accepts it)
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
 JWT_LIFETIME = 3600  # Google's maximum for the JWT bearer grant
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 # -- Google's error bodies ---------------------------------------------------------------------------
@@ -396,18 +400,20 @@ class GoogleDirectorySource(Source):
             try:
                 await asyncio.to_thread(creds.refresh, transport)
             except exceptions.RefreshError as exc:
-                raise SourceError(self._refused(exc, info)) from None
+                raise SourceError(
+                    self._refused(_grant_error(exc), str(exc.args[0] if exc.args else exc), info)
+                ) from None
             except exceptions.TransportError as exc:
                 raise SourceError(f"[{self.name}] cannot get a Google access token: {exc}") from None
             return str(creds.token or ""), seconds_left(creds.expiry)
 
         return fetch
 
-    def _refused(self, exc: Exception, info: dict[str, Any] | None) -> str:
-        """One line for a refused JWT bearer grant (``info`` None: keyless mode)."""
-        data = _grant_error(exc)
+    def _refused(self, data: dict[str, Any], fallback: str, info: dict[str, Any] | None) -> str:
+        """One line for a refused JWT bearer grant: ``data`` is the token endpoint's JSON error
+        (``{"error", "error_description"}``), ``fallback`` the text without one (``info`` None: keyless)."""
         error = str(data.get("error") or "")
-        text = str(data.get("error_description") or "") or (str(exc.args[0]) if exc.args else str(exc))
+        text = str(data.get("error_description") or "") or fallback
         detail = f"{error}: {text}" if error and not text.startswith(error) else text
         subject = self.setting("service_account_impersonate").strip()
         sa = self.service_account_email
@@ -492,11 +498,8 @@ class GoogleDirectorySource(Source):
 
         return fetch
 
-    def keyless_fetcher(self, iam: Http, creds: Any, transport: Any) -> TokenFetcher:
-        """Keyless mode: IAM signs the delegation JWT, google-auth exchanges it at ``token_url``."""
-        from google.auth import exceptions
-        from google.oauth2 import _client
-
+    def keyless_fetcher(self, iam: Http, token: Http, creds: Any) -> TokenFetcher:
+        """Keyless mode: IAM signs the delegation JWT, which is exchanged at ``token_url``."""
         token_url = self.setting("token_url").strip()
 
         async def fetch() -> tuple[str, float | None]:
@@ -511,12 +514,20 @@ class GoogleDirectorySource(Source):
             }
             assertion = await self.sign_jwt(iam, creds, claims)
             try:
-                token, expiry, _ = await asyncio.to_thread(_client.jwt_grant, transport, token_url, assertion)
-            except exceptions.RefreshError as exc:
-                raise SourceError(self._refused(exc, None)) from None
-            except exceptions.TransportError as exc:
-                raise SourceError(f"[{self.name}] cannot get a Google access token: {exc}") from None
-            return str(token or ""), seconds_left(expiry)
+                response = await token.request(
+                    "POST", token_url, data={"grant_type": JWT_BEARER, "assertion": assertion}
+                )
+            except HttpError as exc:
+                data = error_body(exc)
+                if exc.response is None or not data:
+                    raise SourceError(f"[{self.name}] cannot get a Google access token: {exc}") from None
+                raise SourceError(self._refused(data, str(exc), None)) from None
+            body = decode_json(response)
+            access = body.get("access_token") if isinstance(body, dict) else None
+            if not isinstance(access, str) or not access:
+                raise SourceError(f"[{self.name}] Google's token endpoint answered without an access_token")
+            expires = body.get("expires_in")
+            return access, float(expires) if isinstance(expires, int | float) else None
 
         return fetch
 
@@ -598,7 +609,7 @@ class GoogleDirectorySource(Source):
 
     async def pages(self) -> AsyncIterator[list[Record]]:
         async with contextlib.AsyncExitStack() as stack:
-            transport = make_transport(self.section.tls().context())
+            transport = make_transport(self.section.tls().context(), self.section.http_timeout().read or 60.0)
             stack.callback(transport.close)
             fetch: TokenFetcher
             if self.keyless:
@@ -610,7 +621,8 @@ class GoogleDirectorySource(Source):
                         auth=RefreshingToken(self.ambient_fetcher(creds, transport)),
                     )
                 )
-                fetch = self.keyless_fetcher(iam, creds, transport)
+                token = await stack.enter_async_context(self.http(headers={"Accept": "application/json"}))
+                fetch = self.keyless_fetcher(iam, token, creds)
             else:
                 fetch = self.key_fetcher(self.key_info(), transport)
             http = await stack.enter_async_context(

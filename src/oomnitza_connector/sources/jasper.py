@@ -5,24 +5,34 @@ Control Center REST API (``api = rest``) or the legacy SOAP Terminal API (``api 
 of existing (SOAP) users keep working unchanged.
 
 REST: HTTP Basic ``username:api_key`` with ``Accept: application/json``, all through the shared HTTP
-layer (retries, ``Retry-After``, TLS, redaction) under a request-rate cap (``requests_per_second``).
-``GET /devices?modifiedSince=..&pageSize=..&pageNumber=..[&accountId=..]`` lists the SIMs changed
-since the stored mark, oldest change first, page by page until ``lastPage``; ``GET /devices/{iccid}``
-reads each listed SIM, concurrently within a page (bounded by the run's ``--workers``). The record is
-the detail object with its dates as ISO-8601 UTC and the SOAP names added as aliases
+layer (retries, ``Retry-After``, TLS, redaction), one call at a time (the Control Center REST catalog
+asks for that) under a request-rate cap (``requests_per_second``). Control Center answers a throttled
+call with HTTP 400 and ``errorCode`` 40000029: retried like a 429. ``GET /devices?modifiedSince=..&
+modifiedTill=..&pageSize=..&pageNumber=..[&accountId=..]`` lists the SIMs changed in a window, oldest
+change first, page by page until ``lastPage``; ``GET /devices/{iccid}`` reads each listed SIM. The
+record is the detail object with its dates as ISO-8601 UTC and the SOAP names added as aliases
 (``dateModified`` = ``dateUpdated``, ``fixedIpAddress`` = ``fixedIPAddress``, ...).
+
+Control Center refuses a ``modifiedSince`` more than one year old (errorCode 10000045, as public
+integrations quote the REST catalog), so a run walks forward from the stored mark (a first run: from
+one year ago) to now in windows of ``window_days`` (at most 365), dates as ``yyyy-MM-ddTHH:mm:ssZ``.
+After each window whose SIMs all reached Oomnitza (``Source.delivered``) its end is saved, so a run
+that stops mid-way resumes there. Marks stay ``MARK_LAG`` behind the local clock (a clock ahead of
+Control Center's must not skip changes), and consecutive windows share a second.
 
 SOAP: every request carries a WS-Security UsernameToken (PasswordText) and the account's ``licenseKey``.
 A run asks ``GetModifiedTerminals(since)`` for the ICCIDs changed after the stored mark (every page
 when the schema has ``pageNumber``/``totalPages``), then ``GetTerminalDetails`` for them in chunks.
 zeep is blocking: each call runs in a worker thread. Its HTTP goes through a ``requests`` session
-that honours ``verify_ssl``/``cacert_file``/``user_pem_file`` and retries 429/502/503/504 with
-back-off and ``Retry-After`` (SOAP faults arrive as HTTP 500 and are never retried).
+that honours ``verify_ssl``/``cacert_file``/``user_pem_file`` and ``request_timeout``, and retries
+429/502/503/504 and read timeouts with back-off and ``Retry-After`` (SOAP faults arrive as HTTP 500
+and are never retried).
 
-The ``storage`` state file keeps the largest ``dateModified`` (SOAP) / ``dateUpdated`` (REST) seen,
-per section, whichever API read it. It is advanced only after a run in which every record reached
-Oomnitza (``commit``), written crash-safe (temporary file, fsync, ``os.replace``), so a failed or
-interrupted run is simply repeated next time.
+The ``storage`` state file keeps, per section and whichever API read it, the "modified since" mark:
+the largest ``dateModified`` seen (SOAP), or the end of the last window fully delivered (REST). It is
+advanced only when the records before it reached Oomnitza (``commit``, and the REST window
+checkpoints), written crash-safe (temporary file, fsync, ``os.replace``), so a failed or interrupted
+run is repeated from the last mark.
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,7 +66,6 @@ SCHEMA_NS = "http://api.jasperwireless.com/ws/schema"
 DEFAULT_WSDL = "https://api.jasperwireless.com/ws/schema/Terminal.wsdl"
 DEFAULT_SINCE = "2015-03-04T00:00:00Z"
 MAX_DETAILS = 50  # ICCIDs per GetTerminalDetails call the service accepts
-TIMEOUT = 120
 CERT_REASON = re.compile(r"certificate verify failed[^('\"]*")
 T = TypeVar("T")
 
@@ -64,6 +73,12 @@ APIS = ("auto", "soap", "rest")
 REST_PATH = "/rws/api/v1"
 REST_MAX_PAGE = 50  # the documented maximum (and default) pageSize of GET /devices
 MAX_RATE = 50.0  # requests_per_second at most
+MAX_AGE = timedelta(days=365)  # the oldest modifiedSince Control Center accepts (errorCode 10000045)
+START_MARGIN = timedelta(days=1)  # a first window starts this much inside the year: its pages take time
+MAX_WINDOW_DAYS = 365  # the longest modifiedSince..modifiedTill span, as public integrations send it
+MARK_LAG = timedelta(minutes=15)  # a REST mark stays this far behind the local clock
+THROTTLED = "40000029"  # Control Center's "Rate Limit Exceeded", sent with HTTP 400
+TOO_OLD = "10000045"  # "ModifiedSince cannot be more than one year old"
 # REST name -> SOAP (TerminalType) name, added to REST records so mappings written for SOAP keep working.
 REST_ALIASES: tuple[tuple[str, str], ...] = (
     ("dateUpdated", "dateModified"),
@@ -157,6 +172,32 @@ def iso_z(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def cc_time(value: datetime) -> str:
+    """A request date as Control Center wants it: ``yyyy-MM-ddTHH:mm:ssZ`` (UTC, whole seconds)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rest_throttled(response: httpx.Response) -> bool:
+    """Control Center's throttle answer: HTTP 400 with errorCode 40000029 (retried like a 429)."""
+    return response.status_code == 400 and str(error_body(response).get("errorCode")) == THROTTLED
+
+
+def windows(since: datetime, until: datetime, size: timedelta) -> list[tuple[datetime, datetime]]:
+    """``since``..``until`` cut into spans of at most ``size``; each starts a second before the previous
+    one ends (whether Control Center's bounds are inclusive is not documented: no second is lost)."""
+    spans: list[tuple[datetime, datetime]] = []
+    start = since
+    while start < until:
+        end = min(start + size, until)
+        spans.append((start, end))
+        if end >= until:
+            break
+        start = end - timedelta(seconds=1)
+    return spans
 
 
 def plain(value: Any) -> Any:
@@ -272,6 +313,11 @@ class Jasper(Source):
         Setting("account_id", "", help="REST: only SIMs of this enterprise account id (empty: the user's account)"),
         Setting("page_size", str(REST_MAX_PAGE), help=f"REST: SIMs per list page (1-{REST_MAX_PAGE})"),
         Setting("requests_per_second", "1", help=f"REST: request rate cap (more than 0, at most {MAX_RATE:g})"),
+        Setting(
+            "window_days",
+            "30",
+            help=f"REST: days of changes per listing window (1-{MAX_WINDOW_DAYS}); progress is saved after each",
+        ),
     )
 
     @property
@@ -327,6 +373,9 @@ class Jasper(Source):
         account = self.setting("account_id").strip()
         if account and not account.isdigit():
             raise ConfigError(f"{where} account_id must be the numeric enterprise account id")
+        days = self.setting("window_days").strip()
+        if not days.isdigit() or not 1 <= int(days) <= MAX_WINDOW_DAYS:
+            raise ConfigError(f"{where} window_days must be a number from 1 to {MAX_WINDOW_DAYS}")
 
     @property
     def rest_base(self) -> str:
@@ -365,11 +414,12 @@ class Jasper(Source):
             log.warning("[%s] verify_ssl = false: the Control Center certificate is not checked", self.name)
         if tls.client_cert:
             session.cert = tls.client_cert
-        # read/other errors (TLS failures included) are not retried: asking again will not help
+        # a read timeout (a stalled answer) is retried: both operations only read. Other errors (TLS
+        # failures included) are not: asking again will not help.
         retry = Retry(
             total=6,
             connect=2,
-            read=0,
+            read=2,
             other=0,
             backoff_factor=0.5,
             status_forcelist=(429, 502, 503, 504),
@@ -388,7 +438,8 @@ class Jasper(Source):
         from zeep.transports import Transport
         from zeep.wsse.username import UsernameToken
 
-        transport = Transport(session=self._session(), timeout=TIMEOUT, operation_timeout=TIMEOUT)
+        seconds = self.section.http_timeout().read  # request_timeout, as for every HTTP section
+        transport = Transport(session=self._session(), timeout=seconds, operation_timeout=seconds)
         settings = zeep.Settings(strict=False, xml_huge_tree=True)
         return zeep.Client(
             self.setting("wsdl_path"),
@@ -457,7 +508,7 @@ class Jasper(Source):
 
     # -- the run --------------------------------------------------------------------------------
     async def pages(self) -> AsyncIterator[list[Record]]:
-        self._complete, self._newest = False, None
+        self._complete, self._newest, self._rest_mark = False, None, None
         reader = self._rest_pages() if self.api == "rest" else self._soap_pages()
         async with contextlib.aclosing(reader) as pages:  # closed (connections too) when the run stops early
             async for page in pages:
@@ -477,45 +528,61 @@ class Jasper(Source):
             self._newest = modified
 
     # -- REST -----------------------------------------------------------------------------------
+    def _rest_start(self, now: datetime) -> datetime:
+        """Where this run's first window starts: the stored mark, at most a year back."""
+        oldest = now - MAX_AGE + START_MARGIN
+        stored = self.state.read()
+        mark = parse_time(stored) if stored else None
+        if mark is None:
+            log.info(
+                "[%s] first run: SIMs changed since %s (REST API; Control Center lists changes of the last year only)",
+                self.name,
+                cc_time(oldest),
+            )
+            return oldest
+        if mark < oldest:
+            log.warning(
+                "[%s] the stored mark %s is more than a year old and Control Center lists changes of the last "
+                "year only: SIMs last changed before %s are not read again (api = soap can read them)",
+                self.name,
+                cc_time(mark),
+                cc_time(oldest),
+            )
+            return oldest
+        log.info("[%s] SIMs modified after %s (REST API)", self.name, cc_time(mark))
+        return mark
+
     async def _rest_pages(self) -> AsyncIterator[list[Record]]:
         base = self.rest_base
         if base.lower().startswith("http://"):
             log.warning("[%s] url is http://: the API key travels unencrypted; use https://", self.name)
-        params: dict[str, Any] = {"modifiedSince": iso_z(self._since())}
-        if self.setting("account_id").strip():
-            params["accountId"] = self.setting("account_id").strip()
+        now = datetime.now(UTC).replace(microsecond=0)
+        start = self._rest_start(now)
+        spans = windows(start, now, timedelta(days=int(self.setting("window_days"))))
+        account = self.setting("account_id").strip()
         size = int(self.setting("page_size"))
-        bound = max(1, min(self.workers, size))
         auth = basic(self.setting("username"), self.setting("api_key").strip())
         limiter = RateLimiter(per_second=float(self.setting("requests_per_second")))
         async with self.http(
-            base_url=base, headers={"Accept": "application/json"}, auth=auth, limiter=limiter, max_connections=bound
+            base_url=base,
+            headers={"Accept": "application/json"},
+            auth=auth,
+            limiter=limiter,
+            max_connections=1,  # one call at a time, as the REST catalog asks
+            retry_if=rest_throttled,
         ) as http:
-            slots = asyncio.Semaphore(bound)
-            number = 0
+            if not spans:
+                log.info("[%s] the stored mark is not in the past: nothing to read", self.name)
             try:
-                async for response in http.paginate(DevicePages(size), "/devices", params=params):
-                    number += 1
-                    body = decode_json(response)
-                    devices = body.get("devices") if isinstance(body, dict) else None
-                    if not isinstance(devices, list):
-                        raise SourceError(
-                            f"[{self.name}] Control Center's device list (page {number}) has no 'devices' list"
-                        )
-                    listed = [d for d in devices if _iccid(d)]
-                    page: list[Any] = [
-                        BadRecord("device list entry without an iccid", d) for d in devices if not _iccid(d)
-                    ]
-                    tasks = [asyncio.ensure_future(self._device(http, slots, d)) for d in listed]
-                    try:
-                        details = await asyncio.gather(*tasks)
-                    except BaseException:
-                        for task in tasks:
-                            task.cancel()
-                        raise
-                    page += [d for d in details if d is not None]  # in list order: oldest change first
-                    if page:
+                for i, (since, till) in enumerate(spans):
+                    params: dict[str, Any] = {"modifiedSince": cc_time(since), "modifiedTill": cc_time(till)}
+                    if account:
+                        params["accountId"] = account
+                    async for page in self._rest_window(http, params, size):
                         yield page
+                    # resume where the next window starts; the last one's end stays behind the clock
+                    mark = spans[i + 1][0] if i + 1 < len(spans) else min(till, now - MARK_LAG)
+                    await self._window_done(mark, start)
             except HttpAuthError as exc:
                 raise SourceError(
                     f"[{self.name}] Control Center rejected the credentials ({exc.status}"
@@ -523,14 +590,46 @@ class Jasper(Source):
                 ) from None
             except HttpError as exc:
                 vendor = _rest_error(exc)
+                if str(error_body(exc).get("errorCode")) == TOO_OLD:
+                    raise SourceError(
+                        f"[{self.name}] Control Center refused the listing window ({exc.status}{vendor}): it lists "
+                        "changes of the last year only; the next run starts inside that year"
+                    ) from None
                 if not vendor:
                     raise
                 raise SourceError(f"[{self.name}] {exc}:{vendor}") from None
 
-    async def _device(self, http: Http, slots: asyncio.Semaphore, listed: dict[str, Any]) -> Record | BadRecord | None:
+    async def _rest_window(self, http: Http, params: dict[str, Any], size: int) -> AsyncIterator[list[Record]]:
+        """The SIMs changed in one window: the list pages, each SIM's details read one after another."""
+        number = 0
+        async for response in http.paginate(DevicePages(size), "/devices", params=params):
+            number += 1
+            body = decode_json(response)
+            devices = body.get("devices") if isinstance(body, dict) else None
+            if not isinstance(devices, list):
+                raise SourceError(f"[{self.name}] Control Center's device list (page {number}) has no 'devices' list")
+            page: list[Any] = []
+            for listed in devices:  # in list order: oldest change first
+                if not _iccid(listed):
+                    page.append(BadRecord("device list entry without an iccid", listed))
+                    continue
+                detail = await self._device(http, listed)
+                if detail is not None:
+                    page.append(detail)
+            if page:
+                yield page
+
+    async def _window_done(self, mark: datetime, start: datetime) -> None:
+        """A window was read: once its SIMs reached Oomnitza, save its end (never behind the start)."""
+        mark = max(mark, start)
+        self._rest_mark = mark
+        if self.delivered is not None and await self.delivered():
+            self.state.write(cc_time(mark))
+            log.info("[%s] SIMs changed up to %s are in Oomnitza (progress saved)", self.name, cc_time(mark))
+
+    async def _device(self, http: Http, listed: dict[str, Any]) -> Record | BadRecord | None:
         iccid = _iccid(listed)
-        async with slots:
-            response = await http.request("GET", f"/devices/{quote(iccid, safe='')}", ok_statuses=frozenset({404}))
+        response = await http.request("GET", f"/devices/{quote(iccid, safe='')}", ok_statuses=frozenset({404}))
         if response.status_code == 404:
             log.info(
                 "[%s] SIM %s was listed but has no details (404%s); skipped", self.name, iccid, _rest_error(response)
@@ -542,9 +641,7 @@ class Jasper(Source):
             return BadRecord(f"details of SIM {iccid}: {exc}", {"iccid": iccid, "body": response.text[:500]})
         if not isinstance(detail, dict):
             return BadRecord(f"details of SIM {iccid} are not a JSON object", detail)
-        record = rest_record(listed, detail)
-        self._see(record.get("dateUpdated"))
-        return record
+        return rest_record(listed, detail)
 
     # -- SOAP -----------------------------------------------------------------------------------
     async def _soap_pages(self) -> AsyncIterator[list[Record]]:
@@ -584,8 +681,14 @@ class Jasper(Source):
         return record
 
     async def commit(self) -> None:
-        """After a complete, fully uploaded run: remember the newest ``dateModified``/``dateUpdated`` seen."""
-        if getattr(self, "_complete", False) and self._newest is not None:
+        """After a complete, fully uploaded run: remember the end of the last REST window, or the newest
+        ``dateModified`` a SOAP run saw."""
+        if not getattr(self, "_complete", False):
+            return
+        if self._rest_mark is not None:
+            self.state.write(cc_time(self._rest_mark))
+            log.info("[%s] next run reads SIMs modified after %s", self.name, cc_time(self._rest_mark))
+        elif self._newest is not None:
             self.state.write(iso_z(self._newest))
             log.info("[%s] next run reads SIMs modified after %s", self.name, iso_z(self._newest))
 

@@ -6,10 +6,14 @@ Auth: HTTP Basic (the seed's ``username``/``password``), or OAuth 2.0 at ``POST 
 ``RefreshingToken`` ahead of expiry and once on 401.
 
 Paging is ``sysparm_limit``/``sysparm_offset`` ordered by ``sys_id``; the offset grows by the rows
-that actually arrived, and ``X-Total-Count`` saves the final empty request. The enrichment of a page
-is done with a few batched queries (``sys_idIN...``, ``ciIN...``, ``installed_onIN...``) that run
-concurrently, instead of 4-5 requests per asset: the join happens in memory, with the reference's
-merge order. 429 is retried honouring ``Retry-After``; an ``X-RateLimit-Reset`` pauses all requests.
+that actually arrived, and ``X-Total-Count`` saves the final empty request (as ServiceNow's own
+client, PySNC ``record.py``, pages). The enrichment of a page is done with a few batched queries
+(``sys_idIN...``, ``ciIN...``, ``installed_onIN...``) that run concurrently, instead of 4-5 requests
+per asset: the join happens in memory, with the reference's merge order. The computer query asks
+(``sysparm_fields``) for the 16 fields of the record shape plus every ``hardware.<field>`` /
+``hardware_raw.<field>`` the merged mapping names; such a field that the asset row lacks is taken
+from the asset's ``alm_hardware`` row, else from its computer CI. 429 is retried honouring
+``Retry-After``; an ``X-RateLimit-Reset`` pauses all requests (docs: "Inbound REST API rate limiting").
 """
 
 from __future__ import annotations
@@ -117,8 +121,10 @@ def build_record(
     computer: dict[str, Any] | None,
     hardware: dict[str, Any] | None,
     software: list[dict[str, Any]],
+    extras: Iterable[str] = (),
 ) -> Record:
-    """Merge in the reference's order (asset → computer → ``u_*`` of alm_hardware, later wins)."""
+    """Merge in the reference's order (asset → computer → ``u_*`` of alm_hardware, later wins), then
+    add the mapped ``extras`` the asset row lacks, from alm_hardware or else the computer."""
     shown, stored = display(asset), raw(asset)
     for key in ("sys_created_on", "model_id"):
         if key in shown:  # the computer's fields overwrite these; keep the asset's own too
@@ -136,6 +142,13 @@ def build_record(
             if key.startswith("u_"):
                 shown[key] = display({key: field})[key]
                 stored[key] = raw({key: field})[key]
+    for key in extras:
+        if key in asset or key in COMPUTER_FIELDS or key.startswith("u_"):
+            continue  # the asset's own field (and the fixed shape above) wins
+        found = hardware if hardware and key in hardware else computer if computer and key in computer else None
+        if found is not None:
+            shown[key] = display({key: found[key]})[key]
+            stored[key] = raw({key: found[key]})[key]
     return {"hardware": shown, "hardware_raw": stored, "software": software}
 
 
@@ -214,6 +227,17 @@ class ServiceNow(Source):
     def page_size(self) -> int:
         return int(self.setting("page_size"))
 
+    def mapped_fields(self) -> list[str]:
+        """The field names the merged mapping reads under ``hardware``/``hardware_raw`` that the fixed
+        record shape does not hold: asked of the computer CI too (``sysparm_fields``)."""
+        names: set[str] = set()
+        for path in self.mapped_sources():
+            root, _, rest = path.partition(".")
+            name = rest.split(".", 1)[0]
+            if root in ("hardware", "hardware_raw") and name and name not in COMPUTER_FIELDS:
+                names.add(name)
+        return sorted(names - {"sys_id", "asset_sys_created_on", "asset_model_id"})
+
     def _client(self) -> Http:
         oauth = bool(self.setting("client_id"))
         return self.http(
@@ -258,6 +282,7 @@ class ServiceNow(Source):
                 self._oauth(http)
             self._software_table = self.setting("software_table")
             self._slots = asyncio.Semaphore(ENRICH_CONCURRENCY)
+            self._extras = self.mapped_fields()
             params = {
                 "sysparm_display_value": "all",
                 "sysparm_query": "ORDERBYsys_id",
@@ -307,7 +332,11 @@ class ServiceNow(Source):
             ci = ci_of.get(i, "")
             page.append(
                 build_record(
-                    asset, computers.get(ci), hardware.get(ci) if ci in hardware_cis else None, software.get(ci, [])
+                    asset,
+                    computers.get(ci),
+                    hardware.get(ci) if ci in hardware_cis else None,
+                    software.get(ci, []),
+                    self._extras,
                 )
             )
         return page
@@ -345,7 +374,7 @@ class ServiceNow(Source):
             {
                 "sysparm_display_value": "all",
                 "sysparm_exclude_reference_link": "true",
-                "sysparm_fields": ",".join(("sys_id", *COMPUTER_FIELDS)),
+                "sysparm_fields": ",".join(("sys_id", *COMPUTER_FIELDS, *self._extras)),
             },
         )
         found: dict[str, dict[str, Any]] = {}

@@ -4,7 +4,13 @@ Every call carries a ``session`` header: either a Tanium API token (``session_to
 recommendation; the ``token-`` prefix is added when missing) or the session string of a
 username/password login (``POST /api/v2/session/login`` → ``data.session``), which is fetched again
 once when Tanium answers 401/403 (sessions expire after inactivity) and logged out at the end.
-Paging is keyset on the asset id: ``minimumAssetId`` = the previous page's ``meta.nextAssetId``.
+Paging is keyset on the asset id: ``minimumAssetId`` = the previous page's ``meta.nextAssetId``,
+until ``meta.endOfReader`` is true or a page is empty.
+
+Tanium's Asset API reference is behind its customer login. The envelope ``{"data": [...], "meta":
+{"nextAssetId", "endOfReader"}}`` is what public integrations read (e.g. the Axonius
+``tanium_asset_adapter``, and a Tanium Cloud connector that reports it checked it live in 2026); the
+``session`` header and the ``token-`` prefix are on developer.tanium.com ("Authentication Methods").
 """
 
 from __future__ import annotations
@@ -41,8 +47,8 @@ def session_header_value(value: str) -> str:
 
 
 class AssetKeyset(Paginator):
-    """``minimumAssetId`` from ``meta.nextAssetId``; ends on empty ``data``, a missing next id, or
-    a next id that does not move forward (a loop guard)."""
+    """``minimumAssetId`` from ``meta.nextAssetId``; ends on ``meta.endOfReader``, empty ``data``, a
+    missing next id, or a next id that does not move forward (a loop guard)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -56,6 +62,8 @@ class AssetKeyset(Paginator):
         if not isinstance(data, list) or not data:
             return None
         meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
+        if meta.get("endOfReader") is True:
+            return None
         nxt = meta.get("nextAssetId")
         if not isinstance(nxt, int) or isinstance(nxt, bool):
             log.warning(
@@ -155,8 +163,10 @@ class Tanium(Source):
             log.debug("[%s] logout failed: %s", self.name, exc)
 
     def _applications_mapped(self) -> bool:
-        spec = self.section.mappings.get("APPLICATIONS")
-        return spec is None or spec.get("source") in (None, "oomnitza_software")
+        """APPLICATIONS comes from the software list in the merged mapping (server + INI + default)."""
+        specs = self.mapping_specs if self.mapping_specs is not None else self.section.mappings
+        spec = specs.get("APPLICATIONS")
+        return spec is None or spec.get("source") == "oomnitza_software"
 
     async def pages(self) -> AsyncIterator[list[Record]]:
         params: dict[str, Any] = {"limit": int(self.setting("page_size"))}
