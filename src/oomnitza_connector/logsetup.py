@@ -32,7 +32,6 @@ from .redact import RedactingFilter, scrub
 
 _QUIET_BY_DEFAULT = ("httpx", "httpcore")  # they log every request at INFO; ours are enough
 _traceback_formatter = logging.Formatter()
-_installed = False
 
 
 class _ScrubbingFormatter(logging.Formatter):
@@ -61,6 +60,8 @@ def _scrub_record(record: logging.LogRecord) -> None:
 
 def _install_record_factory() -> None:
     previous = logging.getLogRecordFactory()
+    if getattr(previous, "scrubs_secrets", False):
+        return
 
     def scrubbing_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
@@ -68,6 +69,7 @@ def _install_record_factory() -> None:
             _scrub_record(record)
         return record
 
+    scrubbing_factory.scrubs_secrets = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(scrubbing_factory)
 
 
@@ -80,27 +82,22 @@ def _print_scrubbed(kind: type[BaseException], exc: BaseException | None, tb: Tr
         pass
 
 
-def _install_excepthooks() -> None:
-    def main_hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-        _print_scrubbed(kind, exc, tb, "")
+def _main_hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    _print_scrubbed(kind, exc, tb, "")
 
-    def thread_hook(args: threading.ExceptHookArgs) -> None:
-        if args.exc_type is SystemExit:
-            return
-        name = args.thread.name if args.thread is not None else "?"
-        _print_scrubbed(args.exc_type, args.exc_value, args.exc_traceback, f"Exception in thread {name}:\n")
 
-    sys.excepthook = main_hook
-    threading.excepthook = thread_hook
+def _thread_hook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    _print_scrubbed(args.exc_type, args.exc_value, args.exc_traceback, f"Exception in thread {name}:\n")
 
 
 def install() -> None:
     """Scrub every log record and every uncaught traceback from now on (idempotent)."""
-    global _installed
-    if not _installed:
-        _installed = True
-        _install_record_factory()
-        _install_excepthooks()
+    _install_record_factory()
+    sys.excepthook = _main_hook
+    threading.excepthook = _thread_hook
 
 
 # -- log files ----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import base64
 import hmac
 import json
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -267,12 +268,17 @@ class Worker:
         try:
             while True:
                 stopping = self.stopping.is_set()
-                for name, items in self.queue.take_due(self.sections, flush=stopping).items():
-                    await self._sync(name, items, sink)
+                try:
+                    for name, items in self.queue.take_due(self.sections, flush=stopping).items():
+                        await self._sync(name, items, sink)
+                    wait = self.queue.seconds_to_next(self.sections)
+                    pause = 0.5 if wait is None else min(0.5, wait)
+                except sqlite3.Error as exc:  # the queue file cannot be read now (disk?): try again
+                    log.error("the webhook queue %s cannot be read: %s", self.queue.path, exc)
+                    pause = 5.0
                 if stopping:
                     break
-                wait = self.queue.seconds_to_next(self.sections)
-                await asyncio.to_thread(self.queue.wake.wait, 0.5 if wait is None else min(0.5, wait))
+                await asyncio.to_thread(self.queue.wake.wait, pause)
                 self.queue.wake.clear()
         finally:
             await sink.aclose()
