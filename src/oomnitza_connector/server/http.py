@@ -4,7 +4,8 @@ Waitress reads requests in one event loop and hands only complete ones to its th
 client never holds a thread; what it can hold is a connection slot. So:
 
 - slots are plentiful (``max_connections``, 1,000 by default: the process's file limit is raised
-  to fit, and ``poll`` replaces ``select``, which cannot watch more than 1,024 sockets);
+  to fit, and ``poll`` replaces ``select``, which cannot watch more than 1,024 sockets; on
+  Windows, which has no ``poll``, 448);
 - a request must deliver its headers within ``header_timeout`` seconds of its first byte (of the
   connection, for its first request), and its body within ``body_timeout`` of its headers;
 - a kept-alive connection without a request is closed after ``idle_timeout``;
@@ -29,6 +30,7 @@ from waitress.task import ThreadedTaskDispatcher
 log = logging.getLogger(__name__)
 
 RESERVED_FILES = 64  # file descriptors left for everything but client connections
+SELECT_LIMIT = 512  # FD_SETSIZE of CPython on Windows, where there is no poll()
 
 
 @dataclass(frozen=True)
@@ -115,10 +117,12 @@ def _raise_file_limit(wanted: int) -> int:
 def make_server(app: Any, *, host: str, port: int, threads: int, limits: Limits) -> Any:
     """A waitress server for ``app`` with ``limits``; ``run()`` serves, ``close()`` stops."""
     files = _raise_file_limit(limits.max_connections + RESERVED_FILES)
+    if not hasattr(select, "poll"):  # Windows: select() watches at most 512 sockets
+        files = min(files, SELECT_LIMIT)
     slots = max(10, min(limits.max_connections, files - RESERVED_FILES))
     if slots < limits.max_connections:
-        wanted = limits.max_connections
-        log.warning("only %d connection slots fit in the open-file limit (%d); asked for %d", slots, files, wanted)
+        message = "only %d connection slots are available (open-file or select limit %d); asked for %d"
+        log.warning(message, slots, files, limits.max_connections)
     adj = Adjustments(
         host=host,
         port=port,
