@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -18,6 +22,7 @@ import pytest
 
 from oomnitza_connector.config import load_config
 from oomnitza_connector.server.cli import build
+from oomnitza_connector.server.http import Limits, make_server
 from tests.fakes.jamf import FakeJamf, computer, mobile
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
@@ -25,6 +30,8 @@ from tests.fakes.server import serve
 from .helpers import ROOT
 
 TOKEN = "hook-t0ken-1234"
+BASIC = ("jamf", "hook-pass-99")
+FAST = ("--coalesce-seconds", "0.2")
 
 
 @pytest.fixture
@@ -52,21 +59,48 @@ def write_ini(tmp_path: Path, oomnitza: FakeOomnitza, jamf: FakeJamf) -> Path:
     return path
 
 
-@pytest.fixture
-def hooks(tmp_path: Path, fake_oomnitza: FakeOomnitza, jamf: FakeJamf) -> Iterator[tuple[str, Any]]:
-    import waitress
+class Hooks:
+    """A webhook server in this process (waitress in a thread, the worker in another)."""
 
-    config = load_config(write_ini(tmp_path, fake_oomnitza, jamf))
-    app, worker = build(config, coalesce=0.5)
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
-    worker.start()
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.effective_port}", worker  # type: ignore[union-attr]
-    finally:
-        server.close()
-        worker.stop()
+    def __init__(self, config_path: Path, tmp_path: Path, *, coalesce: float = 0.5, **options: Any) -> None:
+        limits = Limits(**options.pop("limits", {}))
+        self.clock = options.pop("clock", None)
+        self.app, self.worker = build(
+            load_config(config_path), coalesce=coalesce, queue_file=tmp_path / "queue.db", **options
+        )
+        if self.clock is not None:
+            self.worker.queue.clock = self.clock
+        self.server = make_server(self.app, host="127.0.0.1", port=0, threads=2, limits=limits)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self.port = self.server.effective_port
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.worker.start()
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.close()
+        self.worker.stop()
+        self.worker.queue.close()
+
+
+@pytest.fixture
+def start(tmp_path: Path, fake_oomnitza: FakeOomnitza, jamf: FakeJamf) -> Iterator[Any]:
+    started: list[Hooks] = []
+
+    def run(**options: Any) -> Hooks:
+        hooks = Hooks(write_ini(tmp_path, fake_oomnitza, jamf), tmp_path, **options)
+        started.append(hooks)
+        return hooks
+
+    yield run
+    for hooks in started:
+        hooks.close()
+
+
+@pytest.fixture
+def hooks(start: Any) -> tuple[str, Any]:
+    server = start()
+    return server.url, server.worker
 
 
 def event(name: str, jss_id: int, nested: bool = False) -> dict[str, Any]:
@@ -135,14 +169,15 @@ def test_mobile_events_with_basic_auth(hooks: tuple[str, Any], fake_oomnitza: Fa
     assert fake_oomnitza.bulk_payloads[0]["connector_name"] == "Casper.MDM"
 
 
-def test_a_burst_of_duplicates_is_one_sync(hooks: tuple[str, Any], fake_oomnitza: FakeOomnitza, jamf: FakeJamf) -> None:
-    url, worker = hooks
+def test_a_burst_of_duplicates_is_one_sync(start: Any, fake_oomnitza: FakeOomnitza, jamf: FakeJamf) -> None:
+    server = start(coalesce=3600)  # nothing is due until the server stops, which syncs what waits
     for _ in range(10):
-        assert post(f"{url}/casper", event("ComputerCheckIn", 101, nested=True)).status_code == 202
-    assert post(f"{url}/casper", event("ComputerInventoryCompleted", 103)).status_code == 202
-    wait_for(lambda: len(fake_oomnitza.records("assets")) == 2)
-    time.sleep(0.8)
-    assert len(worker.synced) == 1  # both devices in one batch, each fetched once
+        assert post(f"{server.url}/casper", event("ComputerCheckIn", 101, nested=True)).status_code == 202
+    assert post(f"{server.url}/casper", event("ComputerInventoryCompleted", 103)).status_code == 202
+    assert len(server.worker.queue) == 2
+    server.close()
+    assert len(server.worker.synced) == 1  # both devices in one batch, each fetched once
+    assert len(fake_oomnitza.records("assets")) == 2
     assert len(fake_oomnitza.portions) == 1 and next(iter(fake_oomnitza.portions.values())).finalized
 
 
@@ -157,11 +192,10 @@ def test_a_burst_of_duplicates_is_one_sync(hooks: tuple[str, Any], fake_oomnitza
 def test_wrong_or_missing_credentials(
     hooks: tuple[str, Any], fake_oomnitza: FakeOomnitza, headers: dict[str, str], auth: Any, status: int
 ) -> None:
-    url, _ = hooks
+    url, worker = hooks
     response = httpx.post(f"{url}/casper", json=event("ComputerAdded", 101), headers=headers, auth=auth, timeout=10)
     assert response.status_code == status
-    time.sleep(0.7)
-    assert fake_oomnitza.records("assets") == []
+    assert len(worker.queue) == 0 and fake_oomnitza.records("assets") == []
 
 
 def test_unknown_section_and_other_requests(hooks: tuple[str, Any]) -> None:
@@ -255,3 +289,203 @@ def test_server_script_end_to_end(tmp_path: Path, fake_oomnitza: FakeOomnitza, j
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert TOKEN not in err and json.dumps(TOKEN) not in err
+
+
+# -- under load: slow and idle connections, hostile bodies ------------------------------------------
+
+
+def half_open(port: int, count: int, partial: bytes) -> list[socket.socket]:
+    """``count`` connections that each sent ``partial`` (an unfinished request) and then wait."""
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if partial:
+            sock.sendall(partial)
+        socks.append(sock)
+    return socks
+
+
+def test_half_open_connections_do_not_starve_the_server(start: Any, fake_oomnitza: FakeOomnitza) -> None:
+    # 100 clients stuck in their headers, 20 that never send a byte, 20 stuck in their body:
+    # each holds a connection, none a thread, and there are slots to spare.
+    server = start()
+    stuck = half_open(server.port, 100, b"POST /casper HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    stuck += half_open(server.port, 20, b"")
+    body = b"POST /casper HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"
+    stuck += half_open(server.port, 20, body)
+    try:
+        assert httpx.get(f"{server.url}/healthz", timeout=10).json() == {"status": "ok"}
+        assert post(f"{server.url}/casper", event("ComputerAdded", 101)).status_code == 202
+        wait_for(lambda: fake_oomnitza.records("assets"))
+    finally:
+        for sock in stuck:
+            sock.close()
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closed the connection (reads until it does, or 20 s without it)."""
+    sock.settimeout(20)
+    try:
+        while data := sock.recv(4096):
+            if b"408" in data or b"400" in data:  # an answer before closing is fine too
+                continue
+        return True
+    except TimeoutError:
+        return False
+    except OSError:  # reset
+        return True
+
+
+def test_slow_clients_are_cut_off(start: Any) -> None:
+    server = start(limits={"header_timeout": 1, "body_timeout": 1, "idle_timeout": 2})
+    silent = half_open(server.port, 1, b"")[0]
+    slow_headers = half_open(server.port, 1, b"POST /casper HTTP/1.1\r\nHost: x\r\n")[0]
+    slow_body = half_open(
+        server.port,
+        1,
+        b"POST /casper HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nContent-Type: application/json\r\n\r\n{",
+    )[0]
+    kept_alive = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    kept_alive.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"200 OK" in kept_alive.recv(4096)
+    try:
+        for sock in (silent, slow_headers, slow_body, kept_alive):
+            assert closed_by_server(sock)
+    finally:
+        for sock in (silent, slow_headers, slow_body, kept_alive):
+            sock.close()
+    assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 60_000,
+        b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+        b'{"webhook": {"webhookEvent": "ComputerAdded"}, "event": {"jssID": ' + b"[" * 30_000 + b"]" * 30_000 + b"}}",
+    ],
+)
+def test_deeply_nested_json_is_a_400(hooks: tuple[str, Any], body: bytes) -> None:
+    url, worker = hooks
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    response = httpx.post(f"{url}/casper", content=body, headers=headers, timeout=10)
+    assert response.status_code == 400 and "nested too deeply" in response.json()["error"]
+    assert len(worker.queue) == 0
+
+
+@pytest.mark.parametrize("jss_id", ["../../JSSResource/x", "1 OR 1=1", 7.5, True, [1], "1" * 30, ""])
+def test_a_jss_id_must_be_digits(hooks: tuple[str, Any], jss_id: Any) -> None:
+    url, worker = hooks
+    body = {"webhook": {"webhookEvent": "ComputerAdded"}, "event": {"jssID": jss_id}}
+    response = post(f"{url}/casper", body)
+    assert response.status_code == 400 and "jssID" in response.json()["error"]
+    assert len(worker.queue) == 0
+
+
+# -- the durable queue ------------------------------------------------------------------------------
+
+
+def test_a_device_jamf_cannot_give_now_is_tried_again(
+    start: Any, fake_oomnitza: FakeOomnitza, jamf: FakeJamf, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [time.time()]
+    server = start(coalesce=0, clock=lambda: now[0])
+    # Jamf answers 503 to everything for a while (Retry-After: 0, so its retries are quick).
+    jamf.fail("GET", "/api/", 503, times=50, headers={"Retry-After": "0"})
+    with caplog.at_level(logging.ERROR, logger="oomnitza_connector.server.app"):
+        assert post(f"{server.url}/casper", event("ComputerAdded", 102)).status_code == 202
+        wait_for(lambda: any("stay queued, next try in 5 s" in r.getMessage() for r in caplog.records))
+    assert fake_oomnitza.records("assets") == [] and len(server.worker.queue) == 1
+    jamf._faults.clear()  # Jamf is back
+    now[0] += 6  # the back-off has passed
+    server.worker.queue.wake.set()
+    wait_for(lambda: fake_oomnitza.records("assets"))
+    wait_for(lambda: len(server.worker.queue) == 0)
+
+
+def test_an_unknown_device_leaves_the_queue_with_an_error(
+    start: Any, fake_oomnitza: FakeOomnitza, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start(coalesce=0)
+    with caplog.at_level(logging.ERROR, logger="oomnitza_connector.server.app"):
+        assert post(f"{server.url}/casper", event("ComputerAdded", 999)).status_code == 202
+        wait_for(lambda: len(server.worker.queue) == 0 and server.worker.synced)
+    assert any("device 999 dropped from the queue" in r.getMessage() for r in caplog.records)
+
+
+def test_events_accepted_while_oomnitza_is_down_are_synced_after_a_restart(
+    tmp_path: Path, fake_oomnitza: FakeOomnitza, jamf: FakeJamf
+) -> None:
+    path = write_ini(tmp_path, fake_oomnitza, jamf)
+    fake_oomnitza.fail(None, "/api/", 503, times=100_000, headers={"Retry-After": "0"})  # Oomnitza is down
+    with running_server(path, tmp_path) as (port, first):
+        assert post(f"http://127.0.0.1:{port}/casper", event("ComputerAdded", 101)).status_code == 202
+        assert (
+            post(
+                f"http://127.0.0.1:{port}/casper.MDM",
+                event("MobileDeviceCheckIn", 55),
+                headers={"Authorization": ""},
+                auth=("jamf", "hook-pass-99"),
+            ).status_code
+            == 202
+        )
+        wait_for(lambda: first.err.count("ERROR") >= 2, seconds=60)
+    assert "Oomnitza cannot be reached now" in first.err
+    assert "ERROR [casper] webhook sync of 1 device(s) failed" in first.err
+    assert "they stay queued" in first.err
+    assert fake_oomnitza.records("assets") == []
+    queue_file = tmp_path / "webhook-queue.db"
+    if os.name == "posix":
+        assert stat.S_IMODE(queue_file.stat().st_mode) == 0o600
+    fake_oomnitza.reset()  # Oomnitza is back
+    with running_server(path, tmp_path) as (port, second):
+        wait_for(lambda: len(fake_oomnitza.records("assets")) == 2, seconds=60)
+    assert "2 device(s) from earlier events are queued" in second.err
+    assert {p["connector_name"] for p in fake_oomnitza.bulk_payloads} == {"Casper", "Casper.MDM"}
+    assert all(p.finalized for p in fake_oomnitza.portions.values())
+    assert TOKEN not in first.err + second.err
+
+
+class _Output:
+    def __init__(self) -> None:
+        self.err = ""
+
+
+@contextlib.contextmanager
+def running_server(ini: Path, cwd: Path) -> Iterator[tuple[int, _Output]]:
+    """``connector.py server`` in a subprocess; SIGTERM on exit, which must end it with code 0."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "connector.py"), "server", "--ini", str(ini), "--port", str(port), *FAST],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
+    output = _Output()
+    reader = threading.Thread(target=lambda: _drain(proc, output), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, output.err
+            time.sleep(0.1)
+        yield port, output
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        reader.join(10)
+    assert proc.returncode == 0, output.err
+
+
+def _drain(proc: subprocess.Popen[str], output: _Output) -> None:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        output.err += line

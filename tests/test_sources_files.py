@@ -74,15 +74,16 @@ def test_csv_bom_is_stripped(tmp_path: Path) -> None:
     assert {r["SERIAL"] for r in stored(tmp_path)} == {"C02XK0AAJG5H", "PF3ABC12", "5CG0000XYZ"}
 
 
-def test_csv_cp1252_fails_with_file_and_line_then_works_with_encoding(tmp_path: Path) -> None:
-    data = "Serial Number,Model,Owner Email,Notes\nS1,M1,a@x,ok\nS2,Caf\xe9,b@x,\n".encode("cp1252")
+def test_csv_cp1252_fails_the_line_then_works_with_encoding(tmp_path: Path) -> None:
+    data = "Serial Number,Model,Owner Email,Notes\nS1,M1,a@x,ok\nS2,Caf\xe9,b@x,\nS3,M3,c@x,\n".encode("cp1252")
     (tmp_path / "a.csv").write_bytes(data)
     ini = assets_ini(tmp_path, f"filename = {tmp_path}/a.csv")
     result = run_cli("upload", "csv_assets", "--ini", str(ini))
-    assert result.code == 1
+    assert result.code == 3  # that row failed; the rows after it are still read
     assert "line 3 is not valid utf-8-sig" in result.err and "a.csv" in result.err
     assert "encoding =" in result.err
     assert "Traceback" not in result.all
+    assert sorted(r["SERIAL"] for r in stored(tmp_path)) == ["S1", "S3"]
     ini = assets_ini(tmp_path, f"filename = {tmp_path}/a.csv\nencoding = cp1252")
     assert run_cli("upload", "csv_assets", "--ini", str(ini)).code == 0
     assert {r["SERIAL"]: r["MODEL"] for r in stored(tmp_path)}["S2"] == "Café"

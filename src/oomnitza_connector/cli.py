@@ -149,7 +149,7 @@ def main(
         if args.debug:
             import traceback
 
-            traceback.print_exc(file=err)
+            print(scrub(traceback.format_exc()), end="", file=err)
         for line in str(exc).splitlines() or [type(exc).__name__]:
             print(f"error: {scrub(line)}", file=err)
         return Exit.ERROR

@@ -23,7 +23,7 @@ from . import __version__, redact
 from .converters import ConverterRegistry
 from .errors import ConfigError, ConnectorError
 from .http import TlsOptions
-from .ini import IniDocument, IniSection, parse_bool, read_ini
+from .ini import IniDocument, IniSection, parse_bool, read_ini, shown_key
 from .recordfilter import compile_filter
 from .settings import COMMON_BY_NAME, Setting, looks_secret
 from .sources.base import REGISTRY, Source, load_source_class, module_of
@@ -213,7 +213,7 @@ def _resolve_settings(
                 "%s: [%s] has an unknown setting '%s' (line %s); it is ignored",
                 path,
                 ini.name,
-                key,
+                shown_key(key) or "(not shown: it may be part of a value)",
                 ini.key_lines.get(key, "?"),
             )
             continue

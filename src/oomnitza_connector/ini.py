@@ -20,7 +20,10 @@ DEFAULT_SECTION = "DEFAULT"
 # Like Python's universal newlines; str.splitlines() would also split on \v, \f, \x1c, \u2028...
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _DELIMITER = re.compile(r"[=:]")
-_SHOWN_CHARS = 50  # enough to recognise a bad line without dumping a whole secret into logs
+# What is named in a parse error: a setting name (lower case, as every setting is written) or a
+# mapping key. Anything else before "=" or ":" may be part of a value (a wrapped token ending in
+# "=="), so it is not shown.
+_KEY_LIKE = re.compile(r"[a-z][a-z0-9_]{0,39}|mapping\.[A-Za-z0-9_]{1,64}")
 
 _TRUE = frozenset({"1", "yes", "y", "true", "t", "on"})
 _FALSE = frozenset({"0", "no", "n", "false", "f", "off"})
@@ -162,11 +165,18 @@ def _value(text: str) -> str:
     return "" if value == '""' else value
 
 
+def shown_key(key: str) -> str | None:
+    """``key`` if it can be printed: a setting name or a mapping key; None when it may be part of a
+    value (``Zx9…V4lue==`` read as the key of an "=" line: a wrapped secret)."""
+    return key if _KEY_LIKE.fullmatch(key) else None
+
+
 def _describe(lineno: int, line: str) -> str:
-    shown = line.strip()
-    if len(shown) > _SHOWN_CHARS:
-        shown = shown[:_SHOWN_CHARS] + "..."
-    return f'line {lineno} ("{shown}")'
+    # Never the text of the line: a line that does not parse is often half of a value (a password
+    # wrapped onto two lines, a token pasted without its key). Only the key, when there is one.
+    match = _DELIMITER.search(line)
+    key = shown_key(line[: match.start()].strip()) if match else None
+    return f'line {lineno} (key "{key}")' if key else f"line {lineno}"
 
 
 def _problem(lines: list[str], hint: str) -> str:

@@ -1,8 +1,9 @@
 """Secret scrubbing for everything the connector prints or writes.
 
 Values of settings declared secret, credentials read from secret backends and tokens fetched at
-run time are registered here; every log record, user-facing error, ``--show-mappings`` line and
-``--save-data`` file passes through :func:`scrub`.
+run time are registered here; every log record (``logsetup`` scrubs them where they are made),
+uncaught traceback, user-facing error, ``--show-mappings`` line and ``--save-data`` file passes
+through :func:`scrub`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ def add_secret(value: Any) -> None:
         # Longest first, so a secret that contains another is masked whole.
         ordered = sorted(_secrets, key=len, reverse=True)
         _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+
+def has_secrets() -> bool:
+    return _pattern is not None
 
 
 def is_secret(value: Any) -> bool:

@@ -1,10 +1,14 @@
 """The webhook receiver: Jamf Pro (``casper`` sections) tells us a device changed; we sync that one.
 
-A WSGI app (served by waitress, which also runs on Windows) that authenticates the caller per
-section (Jamf can send Basic or header authentication), routes by the last path segment, limits
-body size and content type, answers at once (202), and hands the device id to a worker thread.
-The worker coalesces a burst of events for the same device into one fetch, and syncs each batch
-through the same pipeline as ``upload``, in a sync session of its own that is finalized.
+A WSGI app (served by waitress, which also runs on Windows; see ``http.py`` for the connection
+limits) that authenticates the caller per section (Jamf can send Basic or header
+authentication), routes by the last path segment, limits body size, content type and nesting,
+and answers at once: ``202`` once the device id is committed to the durable queue
+(``queue.py``). A worker thread syncs the queue through the same pipeline as ``upload``, a batch
+of devices per sync session (finalized), coalescing a burst of events for one device into one
+fetch. A device leaves the queue only when it is in Oomnitza or Jamf no longer has it; when
+Oomnitza (or Jamf) cannot be reached, the failure is logged at ERROR and the device is tried
+again later, across restarts.
 """
 
 from __future__ import annotations
@@ -14,20 +18,22 @@ import base64
 import hmac
 import json
 import logging
+import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .. import redact
 from ..config import Config, SectionConfig
 from ..errors import ConfigError
 
+if TYPE_CHECKING:
+    from .queue import EventQueue, Item
+
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
-MAX_PENDING = 10_000
 COMPUTER_EVENTS = (
     "ComputerAdded",
     "ComputerCheckIn",
@@ -99,48 +105,13 @@ class Guard:
         return False
 
 
-@dataclass
-class Pending:
-    """Device ids waiting to be synced, one entry per (section, id): duplicates coalesce."""
-
-    window: float = 2.0
-    items: dict[tuple[str, str], float] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    wake: threading.Event = field(default_factory=threading.Event)
-
-    def add(self, section: str, device_id: str) -> bool:
-        with self.lock:
-            key = (section, device_id)
-            if key in self.items:
-                return True
-            if len(self.items) >= MAX_PENDING:
-                return False
-            self.items[key] = time.monotonic()
-        self.wake.set()
-        return True
-
-    def take_due(self, *, everything: bool = False) -> dict[str, list[str]]:
-        now = time.monotonic()
-        due: dict[str, list[str]] = {}
-        with self.lock:
-            for key, since in list(self.items.items()):
-                if everything or now - since >= self.window:
-                    del self.items[key]
-                    due.setdefault(key[0], []).append(key[1])
-        return due
-
-    def __len__(self) -> int:
-        with self.lock:
-            return len(self.items)
-
-
 class WebhookApp:
     """The WSGI application. ``sections`` are the enabled sections able to take webhooks."""
 
-    def __init__(self, sections: dict[str, SectionConfig], pending: Pending) -> None:
+    def __init__(self, sections: dict[str, SectionConfig], queue: EventQueue) -> None:
         self.sections = sections
         self.guards = {name: Guard.of(sc) for name, sc in sections.items()}
-        self.pending = pending
+        self.queue = queue
 
     def __call__(self, environ: dict[str, Any], start: Start) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -180,6 +151,8 @@ class WebhookApp:
             event = json.loads(body)
         except ValueError:
             return _answer(start, 400, {"error": "the body is not JSON"})
+        except RecursionError:  # the parser recurses per level; the body is small, the nesting not
+            return _answer(start, 400, {"error": "the JSON is nested too deeply"})
         return self._event(name, event, start)
 
     def _event(self, name: str, event: Any, start: Start) -> Iterable[bytes]:
@@ -194,11 +167,21 @@ class WebhookApp:
             device_id = body["computer"].get("jssID")  # ComputerCheckIn / ComputerPolicyFinished
         if device_id is None:
             return _answer(start, 400, {"error": "the event has no jssID"})
+        if isinstance(device_id, bool) or not isinstance(device_id, int | str) or not str(device_id).isdigit():
+            return _answer(start, 400, {"error": "jssID is not a Jamf Pro ID (digits)"})
+        device_id = str(int(device_id))  # "007" and 7 are one device
+        if len(device_id) > 20:
+            return _answer(start, 400, {"error": "jssID is not a Jamf Pro ID (digits)"})
         wanted = self.sections[name].settings.get("sync_type") or "computers"
         if KIND_OF[what] != wanted:
             log.debug("[%s] %s ignored: the section syncs %s", name, what, wanted)
             return _answer(start, 202, {"status": "ignored", "reason": f"the section syncs {wanted}"})
-        if not self.pending.add(name, str(device_id)):
+        try:
+            kept = self.queue.add(name, device_id)
+        except Exception:  # the queue cannot be written (disk full?): do not acknowledge
+            log.exception("[%s] webhook event for device %s could not be queued", name, device_id)
+            return _answer(start, 503, {"error": "the event could not be stored; retry later"}, [("Retry-After", "30")])
+        if not kept:
             return _answer(start, 503, {"error": "too many pending events; retry later"}, [("Retry-After", "30")])
         log.info("[%s] %s for device %s queued", name, what, device_id)
         return _answer(start, 202, {"status": "queued"})
@@ -227,10 +210,14 @@ def _answer(
 
 
 class _Only:
-    """A source that yields only the given devices (fetched one by one with ``fetch_one``)."""
+    """A source that yields only the given devices (fetched one by one with ``fetch_one``), and
+    remembers which could not be fetched: ``missing`` (the source has no such device: nothing
+    to sync, ever) and ``failed`` (the source could not be read: try again later)."""
 
     def __init__(self, source: Any, ids: list[str]) -> None:
         self._source, self._ids = source, ids
+        self.missing: dict[str, str] = {}
+        self.failed: dict[str, str] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._source, name)
@@ -238,21 +225,29 @@ class _Only:
     async def pages(self) -> Any:
         from ..errors import ConnectorError
         from ..sources.base import BadRecord
+        from ..sources.casper import DeviceNotFound
 
         page: list[Any] = []
         for device_id in self._ids:
             try:
                 page.append(await self._source.fetch_one(device_id))
+            except DeviceNotFound as exc:
+                self.missing[device_id] = str(exc)
+                page.append(BadRecord(str(exc), {"id": device_id}))
             except ConnectorError as exc:
+                self.failed[device_id] = str(exc)
                 page.append(BadRecord(str(exc), {"id": device_id}))
         yield page
 
 
 class Worker:
-    """Runs the syncs of queued devices in a thread of its own, with its own event loop."""
+    """Syncs the queued devices in a thread of its own, with its own event loop."""
 
-    def __init__(self, config: Config, pending: Pending, options: Any, sink_factory: Callable[[], Any]) -> None:
-        self.config, self.pending, self.options, self.sink_factory = config, pending, options, sink_factory
+    def __init__(
+        self, config: Config, queue: EventQueue, options: Any, sink_factory: Callable[[], Any], sections: list[str]
+    ) -> None:
+        self.config, self.queue, self.options, self.sink_factory = config, queue, options, sink_factory
+        self.sections = sections  # those that take webhooks; queued devices of others stay queued
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._main, name="webhook-worker", daemon=True)
         self.synced: list[Any] = []
@@ -262,7 +257,7 @@ class Worker:
 
     def stop(self, timeout: float = 30) -> None:
         self.stopping.set()
-        self.pending.wake.set()
+        self.queue.wake.set()
         self.thread.join(timeout)
 
     def _main(self) -> None:
@@ -271,27 +266,65 @@ class Worker:
     async def _loop(self) -> None:
         sink = self.sink_factory()
         try:
-            await sink.login()
             while True:
                 stopping = self.stopping.is_set()
-                for name, ids in self.pending.take_due(everything=stopping).items():
-                    await self._sync(name, ids, sink)
+                try:
+                    for name, items in self.queue.take_due(self.sections, flush=stopping).items():
+                        await self._sync(name, items, sink)
+                    wait = self.queue.seconds_to_next(self.sections)
+                    pause = 0.5 if wait is None else min(0.5, wait)
+                except sqlite3.Error as exc:  # the queue file cannot be read now (disk?): try again
+                    log.error("the webhook queue %s cannot be read: %s", self.queue.path, exc)
+                    pause = 5.0
                 if stopping:
                     break
-                await asyncio.to_thread(self.pending.wake.wait, min(0.5, self.pending.window))
-                self.pending.wake.clear()
+                await asyncio.to_thread(self.queue.wake.wait, pause)
+                self.queue.wake.clear()
         finally:
             await sink.aclose()
 
-    async def _sync(self, name: str, ids: list[str], sink: Any) -> None:
+    async def _sync(self, name: str, items: list[Item], sink: Any) -> None:
         from ..sync import run_section
 
         section = self.config.sections[name]
         assert section.source_cls is not None
-        source = section.source_cls(section)
-        result = await run_section(section, self.config, sink, self.options, source=_Only(source, ids))
+        ids = [device for device, _ in items]
+        try:
+            only = _Only(section.source_cls(section), ids)
+            result = await run_section(section, self.config, sink, self.options, source=only)  # type: ignore[arg-type]
+        except Exception as exc:  # a bug must not stop the worker, nor lose the devices
+            log.exception("[%s] webhook sync of %d device(s) failed: %s", name, len(ids), exc)
+            self._retry(name, items, str(exc) or type(exc).__name__)
+            return
         self.synced.append(result)
-        if result.error:
-            log.error("[%s] webhook sync of %d device(s) failed: %s", name, len(ids), result.error)
+        delivered = result.error is None and result.counts["failed_send"] == 0
+        if delivered:
+            retry = [item for item in items if item[0] in only.failed]
+            done = [item for item in items if item[0] not in only.failed]
         else:
+            retry = [item for item in items if item[0] not in only.missing]
+            done = [item for item in items if item[0] in only.missing]
+        self.queue.done(name, done)
+        for device, reason in only.missing.items():
+            log.error("[%s] webhook: device %s dropped from the queue: %s", name, device, reason)
+        if retry:
+            if delivered:
+                reason = "; ".join(sorted(set(only.failed.values())))
+            else:
+                reason = result.error or f"{result.counts['failed_send']} record(s) not sent"
+            self._retry(name, retry, reason)
+        converted = result.counts["failed_convert"] - len(only.missing) - len(only.failed)
+        if delivered and converted > 0:
+            log.error("[%s] webhook: %d device(s) could not be converted and were not sent", name, converted)
+        if delivered:
             log.info("[%s] webhook sync: %d device(s), %d sent", name, len(ids), result.counts["sent"])
+
+    def _retry(self, name: str, items: list[Item], reason: str) -> None:
+        delay = self.queue.retry(name, items)
+        log.error(
+            "[%s] webhook sync of %d device(s) failed: %s; they stay queued, next try in %.0f s",
+            name,
+            len(items),
+            reason,
+            delay,
+        )

@@ -11,9 +11,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import ConnectorError
-from .app import Pending, WebhookApp, Worker
+from .app import WebhookApp, Worker
+from .http import Limits, make_server
+from .queue import EventQueue
 
 log = logging.getLogger(__name__)
+
+QUEUE_FILE = "webhook-queue.db"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,14 +36,68 @@ def build_parser() -> argparse.ArgumentParser:
         help="events for the same device within this time are synced once (default 2)",
     )
     parser.add_argument("--threads", type=int, default=4, help="HTTP worker threads (default 4)")
-    parser.add_argument("--debug", action="store_true")
+    parser.add_argument(
+        "--queue-file",
+        type=Path,
+        default=None,
+        help=f"the durable queue of accepted events (default {QUEUE_FILE} beside the config file)",
+    )
+    limits = Limits()
+    parser.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=limits.max_connections,
+        help=f"open connections at once (default {limits.max_connections})",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=_positive_float,
+        default=limits.header_timeout,
+        help=f"seconds a client may take to send a request's headers (default {limits.header_timeout:g})",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=_positive_float,
+        default=limits.body_timeout,
+        help=f"seconds a client may take to send a request's body (default {limits.body_timeout:g})",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=limits.idle_timeout,
+        help=f"seconds a kept-alive connection may wait between requests (default {limits.idle_timeout:g})",
+    )
+    parser.add_argument("--debug", action="store_true", help="verbose logs, and tracebacks for errors")
     return parser
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
 def build(
-    config: Any, *, testmode: bool = False, save_data: bool = False, coalesce: float = 2.0, out: TextIO | None = None
+    config: Any,
+    *,
+    testmode: bool = False,
+    save_data: bool = False,
+    coalesce: float = 2.0,
+    queue_file: Path | None = None,
+    out: TextIO | None = None,
 ) -> tuple[WebhookApp, Worker]:
+    """The app and its worker. Events are queued in ``queue_file`` (default: beside the config
+    file); in test mode in memory, so a test run never takes events a real run accepted."""
     from ..config import ConfigError
+    from ..http import RetryPolicy
     from ..oomnitza.sinks import make_sink
     from ..sync import Options
 
@@ -50,17 +108,27 @@ def build(
     }
     if not sections:
         raise ConfigError(f"{config.path}: no enabled section can receive webhooks (enable a [casper] section)")
-    pending = Pending(window=coalesce)
-    app = WebhookApp(sections, pending)
+    path = ":memory:" if testmode else (queue_file or Path(config.path).resolve().parent / QUEUE_FILE)
+    try:
+        queue = EventQueue(path, window=coalesce)
+    except Exception as exc:  # sqlite3.Error, OSError: the file cannot be made or read
+        raise ConfigError(f"cannot use the webhook queue {path}: {exc}") from None
+    app = WebhookApp(sections, queue)
     options = Options(workers=1, testmode=testmode, save_data=Path("saved_data") if save_data else None)
-    worker = Worker(config, pending, options, lambda: make_sink(config.oomnitza, testmode=testmode, workers=1, out=out))
-    return app, worker
+    # Short retries: a device that cannot be sent waits in the queue, not in a retry loop.
+    policy = RetryPolicy(attempts=3, connect_attempts=2, backoff=0.5, max_backoff=5.0, max_retry_after=10.0)
+
+    def sink() -> Any:
+        return make_sink(config.oomnitza, testmode=testmode, workers=1, policy=policy, out=out)
+
+    return app, Worker(config, queue, options, sink, list(sections))
 
 
 def main(argv: list[str] | None = None, *, program_dir: Path | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..cli import _setup_logging
     from ..config import load_config
+    from ..redact import scrub
 
     try:
         _setup_logging(args, program_dir)
@@ -70,18 +138,34 @@ def main(argv: list[str] | None = None, *, program_dir: Path | None = None) -> i
 
             args.workers = 1
             return asyncio.run(_show_mappings(config, list(config.sections), args, sys.stdout))
-        app, worker = build(config, testmode=args.testmode, save_data=args.save_data, coalesce=args.coalesce_seconds)
+        app, worker = build(
+            config,
+            testmode=args.testmode,
+            save_data=args.save_data,
+            coalesce=args.coalesce_seconds,
+            queue_file=args.queue_file,
+        )
         if not args.testmode:
             asyncio.run(_check_oomnitza(config))
+        limits = Limits(
+            max_connections=args.max_connections,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            idle_timeout=args.idle_timeout,
+        )
+        server = make_server(app, host=args.host, port=args.port, threads=args.threads, limits=limits)
     except ConnectorError as exc:
-        for line in str(exc).splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        return 1
-    import waitress
+        if args.debug:
+            import traceback
 
-    server = waitress.create_server(
-        app, host=args.host, port=args.port, threads=args.threads, max_request_body_size=1024 * 1024
-    )
+            print(scrub(traceback.format_exc()), end="", file=sys.stderr)
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"error: {scrub(line)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the port is taken, or not ours to bind
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    _report_waiting(worker)
     worker.start()
 
     def stop(*_: Any) -> None:
@@ -89,26 +173,50 @@ def main(argv: list[str] | None = None, *, program_dir: Path | None = None) -> i
 
     signal.signal(signal.SIGTERM, stop)
     log.info(
-        "--CONNECTOR SERVER STARTED-- listening on http://%s:%s/<section>; sections: %s",
-        args.host,
-        server.effective_port,
+        "--CONNECTOR SERVER STARTED-- listening on %s; sections: %s",
+        ", ".join(f"http://{host}:{port}/<section>" for host, port in _listening(server)),
         ", ".join(app.sections),
-    )  # type: ignore[union-attr]
+    )
     try:
         server.run()
     except KeyboardInterrupt:
-        log.info("stopping: syncing what is queued")
+        log.info("stopping: syncing what is due; the rest stays queued")
     finally:
         server.close()
         worker.stop()
+        worker.queue.close()
     return 0
 
 
+def _listening(server: Any) -> list[tuple[str, int]]:
+    effective = getattr(server, "effective_listen", None)
+    return list(effective) if effective else [(server.effective_host, server.effective_port)]
+
+
+def _report_waiting(worker: Worker) -> None:
+    waiting = worker.queue.waiting()
+    mine = sum(n for name, n in waiting.items() if name in worker.sections)
+    if mine:
+        log.info("%d device(s) from earlier events are queued; syncing them now", mine)
+    for name, n in waiting.items():
+        if name not in worker.sections:
+            log.warning("%d queued device(s) of [%s] are kept: that section is not enabled for webhooks now", n, name)
+
+
 async def _check_oomnitza(config: Any) -> None:
+    """Refuse to start with credentials Oomnitza rejects; start anyway when it cannot be reached
+    (accepted events wait in the durable queue until it is back)."""
+    from ..errors import AuthError
+    from ..http import RetryPolicy
     from ..oomnitza.sinks import make_sink
 
-    sink = make_sink(config.oomnitza, testmode=False, workers=1)
+    policy = RetryPolicy(attempts=2, connect_attempts=2, backoff=0.5, max_backoff=2.0, max_retry_after=5.0)
+    sink = make_sink(config.oomnitza, testmode=False, workers=1, policy=policy)
     try:
         await sink.login()
+    except AuthError:
+        raise
+    except ConnectorError as exc:
+        log.warning("Oomnitza cannot be reached now (%s); events are queued and synced when it is back", exc)
     finally:
         await sink.aclose()

@@ -4,6 +4,13 @@ A ``.json`` file holds one record (an object) or many (an array of objects); a `
 one object per line and is streamed. A file that is not valid JSON,
 or an array item that is not an object, is counted as a failed record and the run goes on with the
 next one, so one stray file does not stop the sync.
+
+Hostile files are bounded: a record (array item, line or whole document) may take at most
+``max_record_size`` bytes and nest at most ``MAX_DEPTH`` levels. Both are checked on the raw bytes
+as they are read (``_Guard``), before the parser builds anything: the streaming parser keeps an
+item whole, and its cost grows with the square of the depth (it builds a path per level), so
+deep nesting must never reach it. An over-limit line of a ``.jsonl`` file fails alone; in a
+``.json`` array, the items before it are sent and the rest of that file is not read.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +28,119 @@ import orjson
 from ..settings import Setting
 from .base import BadRecord, Record, Source, UsersSource
 from .files import PROCESSED_SETTINGS, ProcessedFiles, check_one_of, check_processed, discover, display
+from .limits import PAGE_BUDGET, PAGE_SIZE, human, parse_size
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 1000
 UTF8_BOM = b"\xef\xbb\xbf"
+MAX_DEPTH = 100  # nesting levels of one record; vendor exports stay far below
+BLOCK = 1 << 16
+SIZE_SETTING = Setting(
+    "max_record_size", "8M", help="largest record (array item, line or file) in bytes (K, M, G); a larger one fails"
+)
+
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_DELTA = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+class _Refused(Exception):
+    """The record being read is over a limit (message: what and why)."""
+
+
+class _Guard:
+    """Nesting depth and size of JSON text, counted on the raw bytes as they are read.
+
+    Linear and in C (bytes methods): escaped backslashes and quotes are dropped, then everything
+    but quotes and brackets; the brackets outside strings give the depth. A backslash ending a
+    block is carried to the next one, and so is being inside a string. Only a block that goes
+    too deep is walked byte by byte, to find where.
+    """
+
+    def __init__(self, max_depth: int, max_bytes: int) -> None:
+        self.max_depth, self.max_bytes = max_depth, max_bytes
+        self.depth = 0
+        self.in_string = False
+        self.carry = b""
+        self.size = 0  # bytes since the last mark()
+
+    def mark(self) -> None:
+        self.size = 0
+
+    def check_size(self) -> None:
+        if self.size > self.max_bytes:
+            raise _Refused(f"is larger than max_record_size ({human(self.max_bytes)})")
+
+    def scan(self, data: bytes) -> int:
+        """Account for ``data``; returns how many of its bytes stay within the depth limit."""
+        self.size += len(data)
+        before = (self.depth, self.in_string, self.carry)
+        text = self.carry + data
+        if b"\\" in text:
+            text = text.replace(b"\\\\", b"").replace(b'\\"', b"")
+            self.carry = b"\\" if text.endswith(b"\\") else b""
+        structure = text.translate(None, _NOT_STRUCTURE)
+        if self.in_string:
+            structure = b'"' + structure
+        parts = structure.split(b'"')  # even parts are outside strings
+        self.in_string = len(parts) % 2 == 0
+        brackets = b"".join(parts[::2])
+        if brackets:
+            peak = max(accumulate(map(_DELTA.__getitem__, brackets), initial=self.depth))
+            self.depth += sum(map(_DELTA.__getitem__, brackets))
+            if peak > self.max_depth:
+                return self._too_deep_at(data, *before)
+        return len(data)
+
+    def _too_deep_at(self, data: bytes, depth: int, in_string: bool, carry: bytes) -> int:
+        escaped = bool(carry)
+        for i, byte in enumerate(data):
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif byte == 0x5C:  # backslash
+                    escaped = True
+                elif byte == 0x22:
+                    in_string = False
+            elif byte == 0x22:
+                in_string = True
+            elif byte in _DELTA:
+                depth += _DELTA[byte]
+                if depth > self.max_depth:
+                    return i
+        return len(data)
+
+    def check(self, data: bytes) -> None:
+        """A whole document at once."""
+        if len(data) > self.max_bytes:
+            raise _Refused(f"is larger than max_record_size ({human(self.max_bytes)})")
+        if self.scan(data) < len(data):
+            raise _Refused(f"nests deeper than {MAX_DEPTH} levels")
+
+
+class _GuardedFile:
+    """A binary file for ijson that stops where a record goes over a limit (see ``_Guard``).
+
+    The bytes before that point are handed over first, so the parser still yields every item
+    that came before; the next read raises ``_Refused``.
+    """
+
+    def __init__(self, fh: Any, guard: _Guard) -> None:
+        self.fh, self.guard = fh, guard
+        self.refused = ""
+
+    def read(self, size: int = -1) -> bytes:
+        if self.refused:
+            raise _Refused(self.refused)
+        self.guard.check_size()
+        data = self.fh.read(BLOCK if size < 0 else size)
+        if data:
+            keep = self.guard.scan(data)
+            if keep < len(data):
+                self.refused = f"nests deeper than {MAX_DEPTH} levels"
+                if not keep:  # an empty read would look like the end of the file
+                    raise _Refused(self.refused)
+                data = data[:keep]
+        return data
 
 
 def load_json(data: bytes) -> Any:
@@ -49,6 +165,7 @@ class _JsonSource(Source):
         check_one_of(self.name, "", self.setting("directory"), allow_filename=False)
         check_processed(self.name, self.setting("processed_action"), self.setting("processed_dir"))
         self.processed = ProcessedFiles(self.name, self.setting("processed_action"), self.setting("processed_dir"))
+        self.max_bytes = parse_size(self.setting("max_record_size") or "8M", setting=f"[{self.name}] max_record_size")
 
     async def commit(self) -> None:
         self.processed.finish()
@@ -61,7 +178,7 @@ class _JsonSource(Source):
             name = display(path)
             read = _lines if path.name.lower().endswith(".jsonl") else _document
             try:
-                for page in read(path, name):
+                for page in read(path, name, self.max_bytes):
                     yield page
             except OSError as exc:
                 yield [_bad(f"{name}: cannot read: {exc.strerror}", file=name)]
@@ -70,90 +187,127 @@ class _JsonSource(Source):
             self.processed.mark(path)
 
 
-def _document(path: Path, name: str) -> Iterator[list[Record]]:
+def _parse_whole(data: bytes, where: str, max_bytes: int, **raw: Any) -> Any:
+    """One whole document (a .jsonl line, or a .json file that is not an array), or a BadRecord.
+    ``where`` names it in messages ("a.json", "a.jsonl line 7")."""
+    try:
+        if _wide(data.removeprefix(UTF8_BOM)):  # UTF-16/32: checked as UTF-8, parsed as before
+            data = data.decode(json.detect_encoding(data)).encode()
+        _Guard(MAX_DEPTH, max_bytes).check(data.removeprefix(UTF8_BOM))
+        return load_json(data)
+    except _Refused as exc:
+        return _bad(f"{where} {exc}", **raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        return _bad(f"{where}: not valid JSON: {exc}", **raw)
+
+
+def _document(path: Path, name: str, max_bytes: int) -> Iterator[list[Record]]:
     """A ``.json`` file: one object, or an array of objects streamed item by item (ijson), so a
     file of any size is never held whole. Items before a syntax error are still sent."""
     with open(path, "rb") as fh:
         head = fh.read(4)
-        if _wide(head.removeprefix(UTF8_BOM)):  # UTF-16/32: rare, small; parsed whole
-            try:
-                data = load_json(head + fh.read())
-            except ValueError as exc:
-                yield [_bad(f"{name}: not valid JSON: {exc}", file=name)]
-                return
-            yield from _records(name, data)
-            return
         start = len(UTF8_BOM) if head.startswith(UTF8_BOM) else 0
+        wide = _wide(head[start:])
         fh.seek(start)
-        if _first_char(fh) != b"[":
-            fh.seek(start)
-            try:
-                data = load_json(fh.read())
-            except ValueError as exc:
-                yield [_bad(f"{name}: not valid JSON: {exc}", file=name)]
+        if wide or _first_char(fh) != b"[":
+            # One object (or a UTF-16/32 file: rare, parsed whole): at most max_record_size.
+            fh.seek(0)
+            data = fh.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                kind = "UTF-16/32 file" if wide else "file that is not an array"
+                yield [_bad(f"{name}: a {kind} larger than max_record_size ({human(max_bytes)})", file=name)]
                 return
-            yield from _records(name, data)
+            data = _parse_whole(data, name, max_bytes, file=name)
+            yield [data] if isinstance(data, BadRecord) else list(_records(name, data))
             return
         fh.seek(start)
-        page: list[Record] = []
-        count = 0
-        try:
-            for item in ijson.items(fh, "item", use_float=True):
-                page.append(
-                    item
-                    if isinstance(item, dict)
-                    else _bad(f"{name}: item #{count} is not an object", file=name, item=item)
-                )
-                count += 1
-                if len(page) >= PAGE_SIZE:
-                    yield page
-                    page = []
-        except ijson.JSONError as exc:
-            page.append(_bad(f"{name}: not valid JSON after {count} item(s): {exc}", file=name))
-        if page:
-            yield page
+        yield from _array(fh, name, max_bytes)
 
 
-def _lines(path: Path, name: str) -> Iterator[list[Record]]:
-    """JSON Lines: one object per line, streamed; a bad line fails alone, with its number."""
+def _array(fh: Any, name: str, max_bytes: int) -> Iterator[list[Record]]:
+    # Depth counts the array itself; max_bytes is per item, checked between items.
+    guard = _Guard(MAX_DEPTH + 1, max_bytes)
     page: list[Record] = []
-    with open(path, "rb") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = load_json(line)
-            except ValueError as exc:
-                item = _bad(f"{name} line {number}: not valid JSON: {exc}", file=name, line=number)
-            if not isinstance(item, dict | BadRecord):
-                item = _bad(f"{name} line {number}: not an object", file=name, line=number)
-            page.append(item)
-            if len(page) >= PAGE_SIZE:
+    count = 0
+    page_bytes = 0
+    try:
+        for item in ijson.items(_GuardedFile(fh, guard), "item", use_float=True):
+            page.append(
+                item
+                if isinstance(item, dict)
+                else _bad(f"{name}: item #{count} is not an object", file=name, item=item)
+            )
+            count += 1
+            page_bytes += guard.size
+            guard.mark()
+            if len(page) >= PAGE_SIZE or page_bytes >= PAGE_BUDGET // 4:  # objects take ~4x their text
                 yield page
-                page = []
+                page, page_bytes = [], 0
+    except ijson.JSONError as exc:
+        page.append(_bad(f"{name}: not valid JSON after {count} item(s): {exc}", file=name))
+    except _Refused as exc:
+        page.append(_bad(f"{name}: item #{count} {exc}; the rest of the file is not read", file=name))
     if page:
         yield page
 
 
-def _records(name: str, data: Any) -> Iterator[list[Record]]:
+def _lines(path: Path, name: str, max_bytes: int) -> Iterator[list[Record]]:
+    """JSON Lines: one object per line, streamed; a bad line fails alone, with its number."""
+    page: list[Record] = []
+    page_bytes = 0
+    with open(path, "rb") as fh:
+        number = 0
+        while line := fh.readline(max_bytes + 1):
+            number += 1
+            if len(line) > max_bytes and not line.endswith(b"\n"):
+                size = len(line) + _skip_line(fh)
+                item = _bad(
+                    f"{name} line {number}: {human(size)}, larger than max_record_size ({human(max_bytes)})",
+                    file=name,
+                    line=number,
+                )
+            elif not line.strip():
+                continue
+            else:
+                item = _parse_whole(line, f"{name} line {number}", max_bytes, file=name, line=number)
+            if not isinstance(item, dict | BadRecord):
+                item = _bad(f"{name} line {number}: not an object", file=name, line=number)
+            page.append(item)
+            page_bytes += len(line)
+            if len(page) >= PAGE_SIZE or page_bytes >= PAGE_BUDGET // 4:
+                yield page
+                page, page_bytes = [], 0
+    if page:
+        yield page
+
+
+def _skip_line(fh: Any) -> int:
+    """Read past the end of the current line (without keeping it); returns the bytes skipped."""
+    skipped = 0
+    while chunk := fh.readline(BLOCK):
+        skipped += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return skipped
+
+
+def _records(name: str, data: Any) -> Iterator[Record]:
     """The records of a parsed document: an object, or a list of objects."""
     if isinstance(data, dict):
-        yield [data]
+        yield data
     elif isinstance(data, list):
-        for start in range(0, len(data), PAGE_SIZE):
-            yield [
-                item if isinstance(item, dict) else _bad(f"{name}: item #{i} is not an object", file=name, item=item)
-                for i, item in enumerate(data[start : start + PAGE_SIZE], start=start)
-            ]
+        for i, item in enumerate(data):
+            yield item if isinstance(item, dict) else _bad(f"{name}: item #{i} is not an object", file=name, item=item)
     else:
-        yield [_bad(f"{name}: does not contain a list or an object", file=name)]
+        yield _bad(f"{name}: does not contain a list or an object", file=name)
 
 
 def _first_char(fh: Any) -> bytes:
     """The first non-whitespace byte of a binary file (b"" when there is none)."""
-    while chunk := fh.read(1):
-        if not chunk.isspace():
-            return chunk
+    while chunk := fh.read(BLOCK):
+        stripped = chunk.lstrip()
+        if stripped:
+            return stripped[:1]
     return b""
 
 
@@ -170,6 +324,7 @@ class JsonAssets(_JsonSource):
             example="24DCF85294E411E38A52066B556BA4EE",
             help="Oomnitza field id(s) identifying an asset",
         ),
+        SIZE_SETTING,
         *PROCESSED_SETTINGS,
     )
 
@@ -184,5 +339,6 @@ class JsonUsers(_JsonSource, UsersSource):
         Setting("default_role", "25", help="Oomnitza role id given to new users"),
         Setting("default_position", "Employee", help="position given to users"),
         Setting("sync_field", None, example="USER", help="Oomnitza field id(s) identifying a user"),
+        SIZE_SETTING,
         *PROCESSED_SETTINGS,
     )
