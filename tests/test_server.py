@@ -159,6 +159,8 @@ def test_computer_events_sync_that_device(
         "MobileDeviceEnrolled",
         "MobileDevicePushSent",
         "MobileDeviceUnEnrolled",
+        "MobileDeviceInventoryCompleted",  # Jamf Pro 11.14
+        "MobileDeviceUnenrolled",  # the spelling of Jamf's 11.14 changelog
     ],
 )
 def test_mobile_events_with_basic_auth(hooks: tuple[str, Any], fake_oomnitza: FakeOomnitza, name: str) -> None:

@@ -41,12 +41,17 @@ COMPUTER_EVENTS = (
     "ComputerPolicyFinished",
     "ComputerPushCapabilityChanged",
 )
+# Jamf Pro 11.14 added MobileDeviceInventoryCompleted and spells the un-enrolment event
+# "MobileDeviceUnenrolled" in its changelog (developer.jamf.com/jamf-pro/changelog/11140-changes);
+# older servers send "MobileDeviceUnEnrolled". Both are accepted.
 MOBILE_EVENTS = (
     "MobileDeviceCheckIn",
     "MobileDeviceCommandCompleted",
     "MobileDeviceEnrolled",
+    "MobileDeviceInventoryCompleted",
     "MobileDevicePushSent",
     "MobileDeviceUnEnrolled",
+    "MobileDeviceUnenrolled",
 )
 KIND_OF = {**dict.fromkeys(COMPUTER_EVENTS, "computers"), **dict.fromkeys(MOBILE_EVENTS, "mobiledevices")}
 
