@@ -105,7 +105,8 @@ mapping.SERIAL = {{"source": "serial"}}
         ('mapping.BAD = {"source": "x"', "mapping.bad (line"),
         ('mapping.X = {"source": "x", "converter": "uppercase"}', "unknown converter 'uppercase'"),
         ('mapping.X = {"setting": "nope"}', "there is no setting 'nope'"),
-        ('mapping.X = {"required": true}', 'set one of "source", "setting" or "hardcoded"'),
+        # Only without a server mapping: with one, the field may get its source from it (run time).
+        ('mapping.X = {"required": true}\nuse_server_map = false', 'set one of "source", "setting" or "hardcoded"'),
         ("recordfilter:\n    return record[", "recordfilter"),
         ("ssl_protocol = sslv2", "ssl_protocol = 'sslv2' is not supported"),
     ],

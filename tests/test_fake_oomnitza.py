@@ -499,6 +499,38 @@ def test_delay_causes_client_timeout(fake_oomnitza: FakeOomnitza, client: httpx.
     assert client.get("/api/v3/locations").status_code == 200
 
 
+def test_stall_answers_504_and_stores_nothing(fake_oomnitza: FakeOomnitza, client: httpx.Client) -> None:
+    fake_oomnitza.stall("POST", "/api/v3/bulk$", 0.2)
+    body = payload([{"SERIAL_NUMBER": "S1"}])
+    r = post_bulk(client, body)
+    assert r.status_code == 504 and "text/html" in r.headers["content-type"]
+    assert fake_oomnitza.records("assets") == []
+    assert post_bulk(client, body).status_code == 200  # the exact path only, once
+
+
+def test_an_exact_path_fault_spares_longer_paths(fake_oomnitza: FakeOomnitza, client: httpx.Client) -> None:
+    fake_oomnitza.fail("POST", "/api/v3/bulk$", 503, times=5)
+    portion = str(uuid.uuid4())
+    assert client.post(f"/api/v3/bulk/{portion}/finalize", json={}).status_code == 200
+    assert post_bulk(client, payload([{"SERIAL_NUMBER": "S1"}])).status_code == 503
+
+
+def test_html_page_with_status_200(fake_oomnitza: FakeOomnitza, client: httpx.Client) -> None:
+    fake_oomnitza.html_page("POST", "/api/v3/bulk")
+    r = post_bulk(client, payload([{"SERIAL_NUMBER": "S1"}]))
+    assert r.status_code == 200 and r.text.startswith("<!DOCTYPE html>")
+    assert fake_oomnitza.records("assets") == []
+
+
+def test_bodies_over_max_body_bytes_get_nginx_413(fake_oomnitza: FakeOomnitza, client: httpx.Client) -> None:
+    fake_oomnitza.max_body_bytes = 1000
+    big = payload([{"SERIAL_NUMBER": f"S{i}", "NOTE": "x" * 50} for i in range(20)])
+    r = post_bulk(client, big)
+    assert r.status_code == 413 and "413 Request Entity Too Large" in r.text
+    assert post_bulk(client, payload([{"SERIAL_NUMBER": "S1"}])).status_code == 200
+    assert len(fake_oomnitza.records("assets")) == 1
+
+
 def test_peak_in_flight(fake_oomnitza: FakeOomnitza) -> None:
     fake_oomnitza.latency = 0.3
     codes: list[int] = []

@@ -105,4 +105,7 @@ def test_session_is_finalized_even_when_the_source_fails(tmp_path: Path, fake_oo
     assert "is not valid utf-8-sig" in result.err
     portion = fake_oomnitza.portion()
     assert portion.finalized
-    assert portion.received == 1200  # every row before the bad line was sent
+    assert len(fake_oomnitza.records("assets")) == 1200  # every row before the bad line was sent
+    # The failure is reported before the session is closed, so Oomnitza does not see a complete sync.
+    assert portion.events[-2:] == [("error", 1), ("finalize", 0)] and portion.fatal
+    assert "is not valid utf-8-sig" in portion.errors[0]["error"]

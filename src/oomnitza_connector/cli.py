@@ -6,7 +6,9 @@ Heavy modules are imported inside the modes, so ``version`` and ``--help`` answe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -25,7 +27,15 @@ class Exit(IntEnum):
     ERROR = 1  # configuration problem, or a section could not run
     USAGE = 2
     RECORDS_FAILED = 3  # the run completed, but some records failed to convert or send
-    INTERRUPTED = 130
+    CANCELED = 4  # a sync was canceled in Oomnitza's web UI
+    INTERRUPTED = 130  # SIGINT (Ctrl-C): 128 + 2, as shells report it
+    TERMINATED = 143  # SIGTERM: 128 + 15
+
+
+def signal_exit(signum: int | None) -> Exit:
+    import signal
+
+    return Exit.TERMINATED if signum == signal.SIGTERM else Exit.INTERRUPTED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +219,7 @@ def _upload(args: argparse.Namespace, ini: Path, out: TextIO, err: TextIO) -> in
     import asyncio
 
     from .config import load_config
+    from .sync import RunStop
 
     config = load_config(ini)
     if not args.connectors:
@@ -218,16 +229,26 @@ def _upload(args: argparse.Namespace, ini: Path, out: TextIO, err: TextIO) -> in
     sections = [config.section(name) for name in args.connectors]  # unknown/disabled → one clear line
     if args.show_mappings:
         return asyncio.run(_show_mappings(config, [s.name for s in sections], args, out))
-    results = asyncio.run(_run_upload(config, [s.name for s in sections], args, out))
-    _print_summary(results, err, testmode=args.testmode)
+    stop = RunStop()
+    results = asyncio.run(_run_upload(config, [s.name for s in sections], args, out, err, stop))
+    _print_summary(results, err, testmode=args.testmode, stopped=stop.reason)
+    return upload_exit(results, stop)
+
+
+def upload_exit(results: list[SectionResult], stop: Any) -> Exit:
+    """A signal wins (130/143), then errors (1), a canceled sync (4), failed records (3)."""
+    if stop.requested:
+        return signal_exit(stop.signum)
     if any(r.error for r in results):
         return Exit.ERROR
+    if any(r.canceled for r in results):
+        return Exit.CANCELED
     if any(not r.ok for r in results):
         return Exit.RECORDS_FAILED
     return Exit.OK
 
 
-def _options(args: argparse.Namespace) -> Any:
+def _options(args: argparse.Namespace, stop: Any = None) -> Any:
     from .sync import Options
 
     return Options(
@@ -236,31 +257,84 @@ def _options(args: argparse.Namespace) -> Any:
         record_count=args.record_count,
         testmode=args.testmode,
         save_data=Path("saved_data") if args.save_data else None,
+        stop=stop,
     )
 
 
-async def _run_upload(config: Config, names: list[str], args: argparse.Namespace, out: TextIO) -> list[SectionResult]:
+@contextlib.contextmanager
+def stop_on_signals(on_stop: Callable[[int], None], err: TextIO) -> Iterator[None]:
+    """SIGINT and SIGTERM ask the running loop to stop (``on_stop``); a second one exits at once.
+    Where the loop cannot take signals (Windows), Ctrl-C stays a KeyboardInterrupt."""
+    import asyncio
+    import os
+    import signal
+
+    loop = asyncio.get_running_loop()
+    seen: list[int] = []
+
+    def handle(signum: int) -> None:
+        if seen:  # the second signal: no more waiting
+            print(f"{signal.Signals(signum).name} again: exiting now.", file=err, flush=True)
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+            os._exit(signal_exit(signum))
+        seen.append(signum)
+        print(
+            f"{signal.Signals(signum).name} received: stopping (send it again to exit at once).", file=err, flush=True
+        )
+        on_stop(signum)
+
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, handle, signum)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        installed.append(signum)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+async def _run_upload(
+    config: Config, names: list[str], args: argparse.Namespace, out: TextIO, err: TextIO, stop: Any
+) -> list[SectionResult]:
     import logging
+    import signal
 
     from .oomnitza.sinks import make_sink
-    from .sync import run_section
+    from .sync import SectionResult, run_section
 
     log = logging.getLogger("oomnitza_connector")
-    sink = make_sink(config.oomnitza, testmode=args.testmode, workers=args.workers, out=out)
-    results = []
-    try:
-        await sink.login()
-        for name in names:
-            log.info("[%s] sync started", name)
-            result = await run_section(config.sections[name], config, sink, _options(args))
-            if result.error:
-                tag = f"[{name}]"
-                log.error("%s", result.error if result.error.startswith(tag) else f"{tag} {result.error}")
-            results.append(result)
-    finally:
-        await sink.aclose()
+
+    def request_stop(signum: int) -> None:
+        word = "interrupted" if signum == signal.SIGINT else "terminated"
+        stop.request(f"{word} ({signal.Signals(signum).name})", signum)
+
+    results: list[SectionResult] = []
+    with stop_on_signals(request_stop, err):
+        sink = make_sink(config.oomnitza, testmode=args.testmode, workers=args.workers, out=out)
+        try:
+            await sink.login()
+            for name in names:
+                if stop.requested or any(r.sink_down for r in results):
+                    results.append(SectionResult(section=name, not_run=True))
+                    continue
+                log.info("[%s] sync started", name)
+                result = await run_section(config.sections[name], config, sink, _options(args, stop))
+                if result.error:
+                    tag = f"[{name}]"
+                    log.error("%s", result.error if result.error.startswith(tag) else f"{tag} {result.error}")
+                results.append(result)
+        finally:
+            await sink.aclose()
     for message in config.converters.cleanup_messages():
         log.error("%s", message)
+    if any(r.sink_down for r in results) and any(r.not_run for r in results):
+        skipped = ", ".join(r.section for r in results if r.not_run)
+        log.error("Oomnitza is not taking records: the remaining sections were not run (%s)", skipped)
     return results
 
 
@@ -285,13 +359,16 @@ async def _show_mappings(config: Config, names: list[str], args: argparse.Namesp
     return Exit.OK
 
 
-def _print_summary(results: list[SectionResult], err: TextIO, *, testmode: bool) -> None:
+def _print_summary(results: list[SectionResult], err: TextIO, *, testmode: bool, stopped: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from .sync import BUCKET_TITLES, BUCKETS
 
-    table = Table(title="Sync summary" + (" (test mode: nothing was sent)" if testmode else ""), title_justify="left")
+    title = "Sync summary" + (" (test mode: nothing was sent)" if testmode else "")
+    if stopped:
+        title += f" (the run was {stopped}: it stopped early)"
+    table = Table(title=title, title_justify="left")
     # never shorten a section name ("google_mobile_devices" would become "google_mobile_…")
     table.add_column("section", no_wrap=True, min_width=max((len(r.section) for r in results), default=7))
     table.add_column("type")
@@ -300,11 +377,11 @@ def _print_summary(results: list[SectionResult], err: TextIO, *, testmode: bool)
     table.add_column("time", justify="right")
     table.add_column("result")
     for r in results:
-        status = "ok" if r.ok else ("error" if r.error else "records failed")
+        status = r.status
         table.add_row(
             r.section, r.data_type, str(r.pulled), *(str(r.counts[b]) for b in BUCKETS), f"{r.seconds:.1f}s", status
         )
-    Console(file=err, width=max(120, Console(file=err).width)).print(table)
+    Console(file=err, width=max(132, Console(file=err).width)).print(table)
 
 
 # -- local store --------------------------------------------------------------------------------------

@@ -46,7 +46,17 @@ OOMNITZA_SETTINGS: tuple[Setting, ...] = (
     Setting("api_token", "", secret=True, help="API token of the service account"),
     Setting("username", "", example="oomnitza-sa", help="service account login (when no api_token)"),
     Setting("password", "", example="ThePassword", secret=True, help="service account password"),
+    Setting(
+        "retry_budget", "300", help="seconds one batch may spend on retries (Retry-After honoured) before it fails"
+    ),
+    Setting(
+        "stop_after_failed_batches", "3", help="stop sending after this many batches in a row failed; 0 = never stop"
+    ),
+    Setting("cancel_check_interval", "2", help="seconds between checks whether the sync was canceled in Oomnitza"),
+    Setting("stop_grace", "5", help="seconds in-flight uploads get to finish after Ctrl-C or SIGTERM"),
 )
+# [oomnitza] settings that are a number of seconds (or a count): 0 or more.
+OOMNITZA_NUMBERS = ("retry_budget", "stop_after_failed_batches", "cancel_check_interval", "stop_grace")
 
 # The one truth table for "TrueValues" settings (verify_ssl, use_server_map, mapping "required").
 TRUE_WORDS = frozenset({"1", "yes", "y", "true", "t", "on"})
@@ -325,6 +335,15 @@ def _oomnitza_section(doc: IniDocument, problems: _Problems) -> SectionConfig | 
             or secrets_listed
         ):
             problems.add(f"{doc.path}: [oomnitza] needs api_token, or username and password, or user_pem_file")
+    for key in OOMNITZA_NUMBERS:
+        text = settings.get(key, "").strip()
+        try:
+            ok = float(text) >= 0 and (key != "stop_after_failed_batches" or float(text).is_integer())
+        except ValueError:
+            ok = False
+        if not ok:
+            kind = "a whole number" if key == "stop_after_failed_batches" else "a number of seconds"
+            problems.add(f"{doc.path}: [oomnitza] {key} = {text!r} must be {kind}, 0 or more")
     _check_common(sc, problems)
     return sc
 
@@ -364,8 +383,12 @@ def _connector_section(
 
 
 def _check_mappings(sc: SectionConfig, source: Source, registry: ConverterRegistry, problems: _Problems) -> None:
-    """Compile the section's mapping now (without the server part) so mistakes surface before any I/O."""
-    from .mapping import Mapper, merge_mappings
+    """Compile the section's mapping now (without the server part) so mistakes surface before any I/O.
+
+    The server mapping is merged key by key (config.md §6): an INI line with only a converter (or
+    ``required``) may get its source from it. Such a field is checked here with a stand-in source,
+    and once more at run time, after the merge (sync.build_mapper)."""
+    from .mapping import Mapper, has_value, merge_mappings
 
     specs = merge_mappings(
         defaults=source.default_mappings,
@@ -374,6 +397,8 @@ def _check_mappings(sc: SectionConfig, source: Source, registry: ConverterRegist
         default_converters=source.default_converters,
         extras=source.extra_mappings(),
     )
+    if problems.guard(lambda: sc.flag("use_server_map")):
+        specs = {name: spec if has_value(spec) else {**spec, "source": name} for name, spec in specs.items()}
     problems.guard(lambda: Mapper(specs, sc, registry))
 
 

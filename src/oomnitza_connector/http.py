@@ -13,7 +13,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -43,7 +43,15 @@ class HttpAuthError(HttpError, AuthError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Immutable retry policy: which outcomes are retried, and how long to wait."""
+    """Immutable retry policy: which outcomes are retried, and how long to wait.
+
+    Without a ``budget`` the limits are counts (``attempts`` for retried statuses, ``connect_attempts``
+    for connection errors). With a ``budget`` (seconds for every try of one request, waits included)
+    time is the limit instead: ``Retry-After`` is honoured as long as it fits in what is left of the
+    budget, so a throttling storm is ridden out rather than dropped after a fixed count. Either way a
+    read timeout (the server took the request and never answered) is tried at most
+    ``timeout_attempts`` times: a hung server must not cost the timeout once per connect retry.
+    """
 
     attempts: int = 8  # total tries, first one included
     connect_attempts: int = 4  # fewer when the host cannot be reached: a typo should not stall a minute
@@ -51,17 +59,45 @@ class RetryPolicy:
     max_backoff: float = 30.0
     max_retry_after: float = 120.0  # a longer Retry-After fails the call instead of stalling the run
     retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+    timeout_attempts: int = 2  # tries that may end in a read/write timeout
+    budget: float | None = None  # seconds for all tries of one request; replaces the attempt counts
 
-    def wait(self, attempt: int, response: httpx.Response | None) -> float | None:
-        """Seconds to wait before try ``attempt + 1``; None when we must give up."""
-        if attempt >= (self.attempts if response is not None else self.connect_attempts):
+    def wait(
+        self, attempt: int, response: httpx.Response | None, *, elapsed: float = 0.0, timeouts: int = 0
+    ) -> float | None:
+        """Seconds to wait before try ``attempt + 1``; None when we must give up.
+        ``elapsed``: seconds since the first try began; ``timeouts``: tries that timed out so far."""
+        if timeouts >= self.timeout_attempts:
             return None
+        if self.budget is None:
+            if attempt >= (self.attempts if response is not None else self.connect_attempts):
+                return None
+            left = float("inf")
+            longest_retry_after = self.max_retry_after
+        else:
+            left = self.budget - elapsed
+            if left <= 0:
+                return None
+            longest_retry_after = left
         if response is not None:
             after = retry_after(response)
             if after is not None:
-                return after if after <= self.max_retry_after else None
+                return after if after <= longest_retry_after else None
         base = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
-        return base * (0.5 + random.random() / 2)  # jitter: spread clients that failed together
+        return min(left, base * (0.5 + random.random() / 2))  # jitter: spread clients that failed together
+
+    def give_up_reason(self, response: httpx.Response | None, *, elapsed: float, timeouts: int) -> str:
+        """Why ``wait`` said no, for the one error line."""
+        if timeouts >= self.timeout_attempts:
+            return f"tried {timeouts} times"
+        after = retry_after(response) if response is not None else None
+        if self.budget is not None:
+            if after is not None and after > self.budget - elapsed:
+                return f"asked to wait {after:g}s, beyond the retry budget of {self.budget:g}s"
+            return f"retry budget of {self.budget:g}s spent"
+        if after is not None and after > self.max_retry_after:
+            return f"asked to wait {after:.0f}s, more than {self.max_retry_after:.0f}s"
+        return ""
 
 
 DEFAULT_POLICY = RetryPolicy()
@@ -198,9 +234,12 @@ class Http:
         max_connections: int = 10,
         limiter: RateLimiter | None = None,
         retry_if: Callable[[httpx.Response], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         self.name = name
         self.policy = policy
+        self.clock, self.sleep = clock, sleep  # injectable: tests run back-off without waiting
         self.limiter = limiter
         self.retry_if = retry_if  # vendor throttle signals that are not 429 (e.g. a 403 "rate limit")
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
@@ -230,10 +269,18 @@ class Http:
         *,
         retry: bool = True,
         ok_statuses: frozenset[int] = frozenset(),
+        policy: RetryPolicy | None = None,
+        validate: Callable[[httpx.Response], str | None] | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        """Send with retries; return a 2xx response (or one in ``ok_statuses``) or raise HttpError."""
-        attempt = 0
+        """Send with retries; return a 2xx response (or one in ``ok_statuses``) or raise HttpError.
+
+        ``policy`` replaces the client's policy for this call. ``validate`` inspects a 2xx answer and
+        returns why it is not the answer the API gives (e.g. a proxy's HTML page with status 200),
+        or None: such an answer is a failure and is retried like a 5xx."""
+        policy = policy or self.policy
+        started = self.clock()
+        attempt = timeouts = 0
         while True:
             attempt += 1
             response: httpx.Response | None = None
@@ -248,34 +295,59 @@ class Http:
                 message = redact.scrub(classify_transport_error(exc, where))
                 # An untrusted certificate will not become trusted by asking again.
                 fatal = "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate" in str(exc).lower()
-                wait = self.policy.wait(attempt, None) if retry and not fatal else None
+                if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
+                    timeouts += 1
+                elapsed = self.clock() - started
+                wait = policy.wait(attempt, None, elapsed=elapsed, timeouts=timeouts) if retry and not fatal else None
                 if wait is None:
-                    raise HttpError(message) from None
+                    reason = (
+                        policy.give_up_reason(None, elapsed=elapsed, timeouts=timeouts) if retry and not fatal else ""
+                    )
+                    raise HttpError(f"{message} ({reason})" if reason else message) from None
                 log.warning("%s: %s; retrying in %.1fs (attempt %d)", self.name, message, wait, attempt)
-                await asyncio.sleep(wait)
+                await self.sleep(wait)
                 continue
             status = response.status_code
+            problem = None
             if status < 400 or status in ok_statuses:
-                return response
+                problem = validate(response) if validate is not None and status < 300 else None
+                if problem is None:
+                    return response
             throttled = self.retry_if is not None and self.retry_if(response)
-            if status in (401, 403) and not throttled:
+            if problem is None and status in (401, 403) and not throttled:
                 raise HttpAuthError(
                     f"{method} {where} was refused with {status} {response.reason_phrase}: check the credentials",
                     status=status,
                     response=response,
                 )
-            retriable = throttled or status in self.policy.retry_statuses
-            wait = self.policy.wait(attempt, response) if retry and retriable else None
+            retriable = problem is not None or throttled or status in policy.retry_statuses
+            elapsed = self.clock() - started
+            wait = policy.wait(attempt, response, elapsed=elapsed, timeouts=timeouts) if retry and retriable else None
+            what = problem or f"{status} {response.reason_phrase}"
             if wait is None:
-                detail = f"{status} {response.reason_phrase}"
+                detail = what
                 if retry and retriable:
                     detail += f" after {attempt} attempts"
+                    reason = policy.give_up_reason(response, elapsed=elapsed, timeouts=timeouts)
+                    if reason:
+                        detail += f" ({reason})"
                 raise HttpError(f"{method} {where} failed: {detail}", status=status, response=response)
-            log.warning(
-                "%s: %s %s answered %d; retrying in %.1fs (attempt %d)", self.name, method, where, status, wait, attempt
-            )
+            if problem is not None:
+                log.warning(
+                    "%s: %s %s: %s; retrying in %.1fs (attempt %d)", self.name, method, where, problem, wait, attempt
+                )
+            else:
+                log.warning(
+                    "%s: %s %s answered %d; retrying in %.1fs (attempt %d)",
+                    self.name,
+                    method,
+                    where,
+                    status,
+                    wait,
+                    attempt,
+                )
             await response.aclose()
-            await asyncio.sleep(wait)
+            await self.sleep(wait)
 
     async def get_json(self, url: str | httpx.URL, **kwargs: Any) -> Any:
         response = await self.request("GET", url, **kwargs)

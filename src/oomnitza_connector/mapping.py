@@ -52,6 +52,21 @@ def merge_mappings(
     return merged
 
 
+def has_value(spec: Mapping[str, Any]) -> bool:
+    """Does the spec say where the value comes from (source, setting or hardcoded)?"""
+    return (
+        spec.get("source") not in (None, "")
+        or spec.get("setting") not in (None, "")
+        or spec.get("hardcoded") is not None
+    )
+
+
+def incomplete_fields(specs: MappingSpecs) -> list[str]:
+    """Fields whose merged spec still has no value source (e.g. an INI line with only a converter,
+    for a field the server mapping does not name)."""
+    return [name for name, spec in specs.items() if not has_value(spec)]
+
+
 _TYPES: dict[str, Callable[[Any], Any]] = {"str": str, "int": int, "float": float, "bool": truthy}
 
 

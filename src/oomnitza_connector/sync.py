@@ -3,22 +3,31 @@
 Memory stays flat: the source is read page by page, and at most ``workers`` batches are in flight
 while the next one fills (the semaphore is the backpressure). The portion is finalized only after
 every in-flight send has completed, and always (also after a failure), so sessions are never left
-open in Oomnitza.
+open in Oomnitza. A run that failed is reported to Oomnitza (a bulk error payload) before the
+finalize, so the session is not mistaken for a complete sync.
+
+A section stops early, sending nothing new, when:
+- the run is stopped (Ctrl-C, SIGTERM): in-flight sends get a short grace, then are cancelled;
+- someone canceled the sync in Oomnitza's web UI (checked between pages and batches, throttled);
+- Oomnitza failed several batches in a row (the circuit breaker) or rejected the credentials.
+Records read but not sent then count as "failed send"; the summary says why the run stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import redact
 from .config import Config, SectionConfig
-from .errors import AuthError, ConnectorError, DiskError, RecordError, RecordsRejected
-from .mapping import Mapper, merge_mappings
+from .errors import AuthError, ConfigError, ConnectorError, DiskError, RecordError, RecordsRejected
+from .mapping import Mapper, incomplete_fields, merge_mappings
 from .oomnitza.payload import RunInfo
 from .oomnitza.sinks import SaveData, Sink
 from .sources.base import BadRecord, Source
@@ -37,6 +46,34 @@ BUCKET_TITLES = {
 MAX_RECORD_WARNINGS = 20  # per section; the rest are counted, not each logged
 
 
+class RunStop:
+    """A request to stop the whole run early (a signal). Sections in progress stop reading, send
+    nothing new, give in-flight sends ``grace`` seconds, finalize and report what was sent."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None  # e.g. "interrupted (SIGINT)"
+        self.signum: int | None = None
+        self._listeners: set[asyncio.Event] = set()
+
+    @property
+    def requested(self) -> bool:
+        return self.reason is not None
+
+    def request(self, reason: str, signum: int | None = None) -> None:
+        if self.reason is None:
+            self.reason, self.signum = reason, signum
+        for event in list(self._listeners):
+            event.set()
+
+    def watch(self, event: asyncio.Event) -> None:
+        self._listeners.add(event)
+        if self.requested:
+            event.set()
+
+    def unwatch(self, event: asyncio.Event) -> None:
+        self._listeners.discard(event)
+
+
 @dataclass
 class Options:
     workers: int = 2
@@ -44,6 +81,30 @@ class Options:
     record_count: int = 0  # 0 = all
     testmode: bool = False
     save_data: Path | None = None
+    stop: RunStop | None = None  # set by the CLI, which turns signals into stop requests
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The run-lifecycle settings of ``[oomnitza]`` (validated when the config is loaded)."""
+
+    failed_batches: int = 3  # consecutive failed batches that stop the sending; 0 = never
+    cancel_check_interval: float = 2.0  # seconds between "was it canceled?" questions
+    stop_grace: float = 5.0  # seconds in-flight sends get after a stop request
+
+    @classmethod
+    def of(cls, oomnitza: SectionConfig) -> Limits:
+        def number(key: str, default: float) -> float:
+            try:
+                return float(oomnitza.settings.get(key) or default)
+            except ValueError:
+                return default
+
+        return cls(
+            failed_batches=int(number("stop_after_failed_batches", cls.failed_batches)),
+            cancel_check_interval=number("cancel_check_interval", cls.cancel_check_interval),
+            stop_grace=number("stop_grace", cls.stop_grace),
+        )
 
 
 @dataclass
@@ -55,6 +116,10 @@ class SectionResult:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0))
     error: str | None = None
     seconds: float = 0.0
+    canceled: bool = False  # canceled in Oomnitza's web UI
+    stopped: str | None = None  # the run was stopped by a signal: why
+    sink_down: bool = False  # Oomnitza stopped taking batches: later sections need not try
+    not_run: bool = False  # skipped because the run stopped before it
 
     @property
     def failed(self) -> int:
@@ -63,6 +128,19 @@ class SectionResult:
     @property
     def ok(self) -> bool:
         return self.error is None and self.counts["failed_convert"] == 0 and self.counts["failed_send"] == 0
+
+    @property
+    def status(self) -> str:
+        """The summary's one word for this section."""
+        if self.not_run:
+            return "not run"
+        if self.error:
+            return "error"
+        if self.stopped:
+            return self.stopped.split(" ")[0]  # "interrupted" (SIGINT) or "terminated" (SIGTERM)
+        if self.canceled:
+            return "canceled"
+        return "ok" if self.ok else "records failed"
 
     def balanced(self) -> bool:
         return sum(self.counts.values()) == self.pulled
@@ -81,6 +159,14 @@ async def build_mapper(
         default_converters=source_cls.default_converters,
         extras=source.extra_mappings(),
     )
+    missing = incomplete_fields(specs)
+    if missing:  # an INI line with only a converter/required, for a field the server mapping lacks
+        names = ", ".join(f"mapping.{name}" for name in missing)
+        raise ConfigError(
+            f'{section.ini_path}: [{section.name}] {names}: no "source", "setting" or "hardcoded" '
+            f"in the INI, and the server mapping {source.connector_name()!r} gives none either; "
+            "add one to the line"
+        )
     source.mapping_specs = specs
     return Mapper(specs, section, config.converters)
 
@@ -96,13 +182,40 @@ class _Run:
         options: Options,
         result: SectionResult,
         saver: SaveData | None,
+        limits: Limits,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.section, self.sink, self.info, self.options = section, sink, run, options
-        self.result, self.saver = result, saver
+        self.result, self.saver, self.limits, self.clock = result, saver, limits, clock
         self.slots = asyncio.Semaphore(max(1, options.workers))
         self.tasks: set[asyncio.Task[None]] = set()
-        self.fatal: ConnectorError | None = None
+        self.fatal: ConnectorError | None = None  # the sink refused us (credentials) or stopped answering
         self.warnings = 0
+        self.failed_in_a_row = 0
+        self.unsent = 0  # read but not sent because the section stopped early
+        self.halt = asyncio.Event()  # set when the section must stop reading and sending
+        self.stop = options.stop
+        if self.stop is not None:
+            self.stop.watch(self.halt)
+        self._ask_canceled = getattr(sink, "canceled", None)  # only the Oomnitza API can be asked
+        self._last_cancel_check = clock()
+
+    def close(self) -> None:
+        if self.stop is not None:
+            self.stop.unwatch(self.halt)
+
+    @property
+    def halted(self) -> bool:
+        return self.halt.is_set()
+
+    def why_halted(self) -> str:
+        if self.stop is not None and self.stop.reason:
+            return f"the run was {self.stop.reason}"
+        if self.result.canceled:
+            return "the sync was canceled in Oomnitza"
+        if self.result.sink_down:
+            return f"sending stopped after {self.failed_in_a_row} failed batches in a row"
+        return str(self.fatal) if self.fatal else "the section stopped"
 
     def record_problem(self, bucket: str, message: str, index: int) -> None:
         self.result.counts[bucket] += 1
@@ -115,47 +228,136 @@ class _Run:
         elif self.warnings == MAX_RECORD_WARNINGS + 1:
             log.warning("[%s] more records have problems; they are counted in the summary", self.section.name)
 
+    def not_sent(self, count: int) -> None:
+        """Records read but not sent because the section stopped."""
+        self.result.counts["failed_send"] += count
+        self.unsent += count
+
+    async def check_canceled(self) -> None:
+        """Ask Oomnitza whether the sync was canceled, at most once per ``cancel_check_interval``."""
+        if self._ask_canceled is None or self.halted:
+            return
+        now = self.clock()
+        if now - self._last_cancel_check < self.limits.cancel_check_interval:
+            return
+        self._last_cancel_check = now
+        if await self._ask_canceled(self.info):
+            log.warning(
+                "[%s] the sync was canceled in Oomnitza: reading stops, nothing more is sent", self.info.section
+            )
+            self.result.canceled = True
+            self.halt.set()
+
     async def dispatch(self, batch: list[dict[str, Any]]) -> None:
+        await self.check_canceled()
+        if self.halted:
+            self.not_sent(len(batch))
+            return
         if self.saver:
             self.saver.payload(self.info, batch)
-        if self.options.workers <= 0:
-            await self._send(batch)
+        if not await self._until_halted(self.slots.acquire()):
+            self.not_sent(len(batch))
             return
-        await self.slots.acquire()
-        task = asyncio.create_task(self._send(batch, release=True))
+        if self.halted:  # the slot and the halt came at once: send nothing new
+            self.slots.release()
+            self.not_sent(len(batch))
+            return
+        task = asyncio.create_task(self._send(batch))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        if self.options.workers <= 0:  # one at a time: wait for this batch before reading on
+            await self._until_halted(asyncio.shield(task))
 
-    async def _send(self, batch: list[dict[str, Any]], release: bool = False) -> None:
+    async def _until_halted(self, awaitable: Any) -> bool:
+        """Await ``awaitable`` unless the section halts first (then it is cancelled): True if it finished."""
+        job = asyncio.ensure_future(awaitable)
+        halt = asyncio.ensure_future(self.halt.wait())
         try:
-            if self.fatal is not None:
-                raise self.fatal
-            await self.sink.send(self.info, batch)
-            self.result.counts["sent"] += len(batch)
-        except RecordsRejected as exc:  # the sink stored the others
-            self.result.counts["sent"] += len(batch) - exc.rejected
-            self.result.counts["failed_send"] += exc.rejected
+            await asyncio.wait({job, halt}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            halt.cancel()
+            if not job.done():
+                job.cancel()
+                # Let it unwind (a source's generator must not be closed while it still runs).
+                await asyncio.wait({job})
+        if job.cancelled():
+            return False
+        error = job.exception()
+        if error is not None:
+            raise error
+        return True
+
+    async def _send(self, batch: list[dict[str, Any]]) -> None:
+        counts = self.result.counts
+        delivered = 0
+        try:
+            sent = await self.sink.send(self.info, batch)
+            delivered = len(batch) if sent is None else sent
+            self.failed_in_a_row = 0
+        except RecordsRejected as exc:  # the sink (the local store) stored the others
+            delivered = len(batch) - exc.rejected
             self.warn(str(exc))
         except ConnectorError as exc:
-            self.result.counts["failed_send"] += len(batch)
-            if self.fatal is None and not isinstance(exc, DiskError):  # that one is the run's error line
-                log.error("[%s] %d record(s) not sent: %s", self.section.name, len(batch), exc)
-            if isinstance(exc, (AuthError, DiskError)) and self.fatal is None:
-                self.fatal = exc  # every later batch would be refused too: stop reading
+            delivered = getattr(exc, "delivered", 0)
+            self._failed(batch, delivered, exc)
+        except asyncio.CancelledError:  # stalled past the grace after a stop request
+            log.error(
+                "[%s] %d record(s) not confirmed by Oomnitza: the upload was cut off (%s)",
+                self.section.name,
+                len(batch),
+                self.why_halted(),
+            )
+            raise
         except Exception as exc:  # a bug must not lose the accounting of the batch
-            self.result.counts["failed_send"] += len(batch)
             log.exception("[%s] %d record(s) not sent: %s", self.section.name, len(batch), exc)
         finally:
-            if release:
-                self.slots.release()
+            counts["sent"] += delivered
+            counts["failed_send"] += len(batch) - delivered
+            self.slots.release()
+
+    def _failed(self, batch: list[dict[str, Any]], delivered: int, exc: ConnectorError) -> None:
+        if not self.halted and not isinstance(exc, DiskError):  # a full disk is the run's one error line
+            log.error("[%s] %d record(s) not sent: %s", self.section.name, len(batch) - delivered, exc)
+        if self.fatal is not None:
+            return
+        if isinstance(exc, (AuthError, DiskError)) or isinstance(exc.__cause__, AuthError):
+            self.fatal = exc  # every later batch would be refused too: stop reading
+            self.halt.set()
+            return
+        self.failed_in_a_row += 1
+        limit = self.limits.failed_batches
+        if limit and self.failed_in_a_row >= limit:
+            self.fatal = ConnectorError(
+                f"stopped sending: Oomnitza failed {self.failed_in_a_row} batches in a row (last: {exc})"
+            )
+            self.result.sink_down = True  # the CLI prints result.error: one line
+            self.halt.set()
 
     async def drain(self) -> None:
+        """Wait for every in-flight send; after a stop request, only for ``stop_grace`` seconds."""
+        stopping = self.stop is not None and self.stop.requested
+        if stopping and self.tasks:
+            log.warning(
+                "[%s] waiting up to %.0fs for %d upload(s) in flight",
+                self.section.name,
+                self.limits.stop_grace,
+                len(self.tasks),
+            )
+            _done, late = await asyncio.wait(set(self.tasks), timeout=self.limits.stop_grace)
+            for task in late:
+                task.cancel()
         while self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
 
 async def run_section(
-    section: SectionConfig, config: Config, sink: Sink, options: Options, source: Source | None = None
+    section: SectionConfig,
+    config: Config,
+    sink: Sink,
+    options: Options,
+    source: Source | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
 ) -> SectionResult:
     """Sync one section. Never raises for user-fixable problems: they end up in ``result.error``.
     ``source`` replaces the section's own (the webhook server syncs only the devices it was told of)."""
@@ -188,9 +390,9 @@ async def run_section(
             config.converters.set_locations(await sink.locations())
         if options.save_data:
             saver = SaveData(options.save_data, section.name)
-        state = _Run(section, sink, run, options, result, saver)
+        state = _Run(section, sink, run, options, result, saver, Limits.of(config.oomnitza), clock)
         await _pump(source, mapper, section, state, options)
-        finished = True
+        finished = not state.halted  # a stop, a cancel or the circuit breaker left the source unread
     except ConnectorError as exc:
         result.error = str(exc)
     except asyncio.CancelledError:
@@ -199,15 +401,15 @@ async def run_section(
     finally:
         if state is not None:
             await state.drain()
-            if state.fatal is not None and result.error is None:
-                result.error = str(state.fatal)
+            state.close()
+            _note_stop(state, result)
         await source.aclose()
         if saver:
             saver.close()
             if saver.error and result.error is None:
                 result.error = saver.error
         if state is not None:
-            await _finalize(sink, run, result)
+            await _close_session(sink, run, result, state)
             # Only a run that ended normally with every record delivered may move or delete its input.
             if finished and result.ok and not options.testmode:
                 await _commit(source, result)
@@ -217,13 +419,45 @@ async def run_section(
     return result
 
 
-async def _finalize(sink: Sink, run: RunInfo, result: SectionResult) -> None:
+def _note_stop(state: _Run, result: SectionResult) -> None:
+    if state.fatal is not None and result.error is None:
+        result.error = str(state.fatal)
+    if state.stop is not None and state.stop.reason:
+        result.stopped = state.stop.reason
+    if state.unsent:
+        log.warning("[%s] %d record(s) read but not sent: %s", result.section, state.unsent, state.why_halted())
+
+
+async def _close_session(sink: Sink, run: RunInfo, result: SectionResult, state: _Run) -> None:
+    """Report a failed or stopped run to Oomnitza, then finalize the session. After a stop request
+    each call gets the grace, so a stalled Oomnitza cannot hold the exit."""
+    limit = state.limits.stop_grace if result.stopped else None
+    problem = _run_problem(result, state)
+    report = getattr(sink, "send_error", None)
+    if problem and report is not None:
+        try:
+            await asyncio.wait_for(report(run, {}, problem, fatal=True), limit)
+        except (ConnectorError, TimeoutError) as exc:
+            log.error("[%s] could not report the failure to Oomnitza: %s", run.section, exc or "no answer in time")
     try:
-        await sink.finalize(run)
-    except ConnectorError as exc:
-        log.error("[%s] could not finalize the sync session: %s", run.section, exc)
+        await asyncio.wait_for(sink.finalize(run), limit)
+    except (ConnectorError, TimeoutError) as exc:
+        message = str(exc) or "no answer in time"
+        log.error("[%s] could not finalize the sync session: %s", run.section, message)
         if result.error is None:
-            result.error = f"could not finalize the sync session: {exc}"
+            result.error = f"could not finalize the sync session: {message}"
+
+
+def _run_problem(result: SectionResult, state: _Run) -> str | None:
+    """What to tell Oomnitza about a run that did not complete (None: it completed, or Oomnitza is
+    the problem and would not take the report anyway)."""
+    if state.fatal is not None:  # refused credentials or a dead Oomnitza: a report would fail too
+        return None
+    if result.stopped:
+        return f"The run was {result.stopped} before the source was read to the end"
+    if result.error:
+        return redact.scrub(f"The run failed: {result.error}")
+    return None
 
 
 async def _commit(source: Source, result: SectionResult) -> None:
@@ -231,6 +465,25 @@ async def _commit(source: Source, result: SectionResult) -> None:
         await source.commit()
     except ConnectorError as exc:
         result.error = f"after the upload: {exc}"
+
+
+async def _pages(source: Source, state: _Run) -> AsyncIterator[list[Any]]:
+    """The source's pages until it ends or the section halts (a pending read is then cancelled).
+    Between pages, Oomnitza is asked (throttled) whether the sync was canceled."""
+    pages = source.pages()
+    try:
+        while not state.halted:
+            read = asyncio.ensure_future(pages.__anext__())
+            try:
+                if not await state._until_halted(read):
+                    return
+            except StopAsyncIteration:
+                return
+            yield read.result()
+            await state.check_canceled()
+    finally:
+        with contextlib.suppress(Exception):
+            await pages.aclose()  # type: ignore[attr-defined]
 
 
 async def _pump(source: Source, mapper: Mapper, section: SectionConfig, state: _Run, options: Options) -> None:
@@ -248,15 +501,15 @@ async def _pump(source: Source, mapper: Mapper, section: SectionConfig, state: _
     async def delivered() -> bool:
         """Source.delivered: flush the partial batch, drain the sends, report whether all arrived."""
         nonlocal batch
-        if batch and state.fatal is None:
+        if batch and not state.halted:
             await state.dispatch(batch)
             batch = []
         await state.drain()
         failed = counts["failed_convert"] or counts["failed_send"] or batch
-        return not options.testmode and state.fatal is None and not failed
+        return not options.testmode and not state.halted and state.fatal is None and not failed
 
     source.delivered = delivered
-    pages = source.pages()
+    pages = _pages(source, state)
     try:
         async for page in pages:
             for raw in page:
@@ -281,7 +534,7 @@ async def _pump(source: Source, mapper: Mapper, section: SectionConfig, state: _
                 if len(batch) >= batch_size:
                     await state.dispatch(batch)
                     batch = []
-                    if state.fatal is not None:
+                    if state.halted:
                         done = True
                         break
             if done:
@@ -289,8 +542,6 @@ async def _pump(source: Source, mapper: Mapper, section: SectionConfig, state: _
             await asyncio.sleep(0)  # let in-flight sends progress between pages
     finally:
         # Records already mapped are sent (or counted) even when the source failed mid-way.
-        if batch and state.fatal is None:
+        if batch:
             await state.dispatch(batch)
-        elif batch:
-            counts["failed_send"] += len(batch)
-        await pages.aclose()  # type: ignore[attr-defined]
+        await pages.aclose()

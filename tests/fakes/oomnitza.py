@@ -4,6 +4,21 @@ semantics, portions, managed polling and misc endpoints, plus fault injection.
 
 Tests run it in-process (see the `fake_oomnitza` fixture) and assert on its state directly;
 benchmarks run it as a subprocess: `python -m tests.fakes.oomnitza --port 0 ...`.
+
+Where the faults come from (the real service sits behind load balancers and proxies; its own bulk
+answer is undocumented, so the fake answers what the bench simulator answers and the connector must
+prove delivery from it):
+- `fail(..., 429, headers={"Retry-After": ...})`, 5xx: RFC 9110 §15.5.30 / §15.6 and §10.2.3
+  (Retry-After as delay-seconds or an HTTP-date), https://www.rfc-editor.org/rfc/rfc9110
+- `max_body_bytes`: a body over the limit is refused with 413 and nginx's HTML error page before the
+  application sees it, as nginx's `client_max_body_size` does (default 1m;
+  https://nginx.org/en/docs/http/ngx_http_core_module.html#client_max_body_size); RFC 9110 §15.5.14.
+- `html_page(...)`: a proxy, captive portal or WAF answering with its own HTML page, status 200
+  included; nothing reaches the application, nothing is stored.
+- `stall(...)`: a hung upstream: the request is held, then a gateway gives up with 504 (RFC 9110
+  §15.6.5); nothing is stored. `delay(...)` instead serves the request after the pause.
+- `cancel(...)`: a sync canceled in the web UI shows as `"canceled": true` in portion info
+  (oomnitza-api.md §4.5; the reference client reads exactly that key).
 """
 
 from __future__ import annotations
@@ -248,7 +263,11 @@ class _Fault:
     delay: float = 0.0
 
     def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and path.startswith(self.prefix)
+        if self.method is not None and self.method != method:
+            return False
+        if self.prefix.endswith("$"):  # "/api/v3/bulk$": that path only, not /api/v3/bulk/<portion>/...
+            return path == self.prefix[:-1]
+        return path.startswith(self.prefix)
 
 
 # ----------------------------------------------------------------------------------------- the fake
@@ -260,9 +279,9 @@ class FakeOomnitza:
     Inspect: records(data_type), record(data_type, FIELD=value), portions / portion(id=None),
     requests / find_requests(method, path_prefix), bulk_payloads, ready_portions, stats(),
     records_dump().
-    Inject: fail(method, path_prefix, status, times, headers, body), delay(...),
-    expire_token_after(n), latency, cancel(portion=None, after_records=None),
-    enqueue_managed(*configs), reset().
+    Inject: fail(method, path_prefix, status, times, headers, body), delay(...), stall(...),
+    html_page(...), max_body_bytes, expire_token_after(n), latency,
+    cancel(portion=None, after_records=None), enqueue_managed(*configs), reset().
     Configure (any time): username/password, mappings / set_mapping / set_managed_mapping,
     locations, global_variables, sync_keys (server-side sync fields per connector name or
     str(id), used when a payload's sync_field is empty), add_integration_token, set_secret /
@@ -300,6 +319,7 @@ class FakeOomnitza:
         # CERT_REQUIRED)), a login over https with empty login/password is accepted (§2 mode 3).
         self.require_client_cert = require_client_cert
         self.lenient = lenient  # accept unknown top-level keys in bulk payloads
+        self.max_body_bytes: int | None = None  # > 0: larger POST bodies get nginx's 413 page
         self.integration_tokens: dict[str, str] = {}  # token_id -> token (§2 per-integration)
         # credential_id -> {"headers", "params", ...} or callable(request body) -> response dict
         self.secrets: dict[str, dict[str, Any] | Callable[[Any], dict[str, Any]]] = {}
@@ -380,12 +400,27 @@ class FakeOomnitza:
         body: Any = None,
     ) -> None:
         """Answer the next `times` requests matching method ("*"/None = any) and path prefix with
-        `status` (before the auth check). `body`: dict/list → JSON, str/bytes → as-is."""
+        `status` (before the auth check). A prefix ending in "$" matches that exact path.
+        `body`: dict/list → JSON, str/bytes → as-is."""
         self._add_fault(_Fault(_norm_method(method), path_prefix, status, times, headers, body))
 
     def delay(self, method: str | None, path_prefix: str, seconds: float, times: int = 1) -> None:
         """Hold the next `times` matching requests for `seconds`, then serve them normally."""
         self._add_fault(_Fault(_norm_method(method), path_prefix, None, times, delay=seconds))
+
+    def stall(self, method: str | None, path_prefix: str, seconds: float, times: int = 1) -> None:
+        """Hold the next `times` matching requests for `seconds`, then answer 504 from a "gateway";
+        the request is not processed (nothing stored)."""
+        body = "<html><head><title>504 Gateway Time-out</title></head><body>504 Gateway Time-out</body></html>"
+        self._add_fault(
+            _Fault(_norm_method(method), path_prefix, 504, times, {"content-type": "text/html"}, body, delay=seconds)
+        )
+
+    def html_page(self, method: str | None, path_prefix: str, status: int = 200, times: int = 1) -> None:
+        """Answer the next `times` matching requests with a proxy's HTML page (status 200 unless
+        told otherwise); the request is not processed."""
+        body = "<!DOCTYPE html><html><head><title>Attention Required</title></head><body>blocked</body></html>"
+        self.fail(method, path_prefix, status, times, headers={"content-type": "text/html; charset=UTF-8"}, body=body)
 
     def _add_fault(self, fault: _Fault) -> None:
         with self._lock:
@@ -955,9 +990,14 @@ class _Gate:
             if is_api and fake.latency > 0:
                 await asyncio.sleep(fake.latency)
             response: Response | None = None
-            fault = fake._take_fault(method, path) if fake._faults else None
+            if fake.max_body_bytes and method == "POST" and len(raw) > fake.max_body_bytes:
+                response = _too_large()
+            fault = fake._take_fault(method, path) if fake._faults and response is None else None
             if fault is not None:
-                if fault.delay:
+                if fault.delay and fault.status is not None:  # a stall: over when the client gives up
+                    if await _client_left_within(receive, fault.delay):
+                        return
+                elif fault.delay:
                     await asyncio.sleep(fault.delay)
                 if fault.status is not None:
                     response = _fault_response(fault)
@@ -1098,6 +1138,34 @@ def _fault_response(fault: _Fault) -> Response:
         return _json(body, fault.status or 500, fault.headers)
     content = body.encode() if isinstance(body, str) else body
     return Response(content, status_code=fault.status or 500, headers=fault.headers, media_type="text/plain")
+
+
+async def _client_left_within(receive: Receive, seconds: float) -> bool:
+    """Wait `seconds` unless the client disconnects first (True then). The body is already read, so
+    the next message is the disconnect."""
+
+    async def gone() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait_for(asyncio.shield(watcher), seconds)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        watcher.cancel()
+
+
+def _too_large() -> Response:
+    """nginx's answer to a body over client_max_body_size."""
+    page = (
+        "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
+        "<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    )
+    return Response(page, status_code=413, media_type="text/html")
 
 
 def _filter_value(flt: str, pattern: str) -> str | None:

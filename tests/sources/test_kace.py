@@ -150,7 +150,7 @@ def test_bad_password(tmp_path: Path, kace: FakeKace, fake_oomnitza: FakeOomnitz
     )
     assert "Wr0ngPassw0rd" not in result.all
     assert len(kace.calls()) == 1  # not retried
-    assert not fake_oomnitza.bulk_payloads
+    assert all(p["error"] for p in fake_oomnitza.bulk_payloads)  # only the failure report
 
 
 def test_wrong_organization(tmp_path: Path, kace: FakeKace, fake_oomnitza: FakeOomnitza) -> None:

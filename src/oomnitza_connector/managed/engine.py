@@ -494,12 +494,14 @@ class _Uploads:
 
     async def _send(self, batch: list[dict[str, Any]]) -> None:
         try:
+            taken: int | None = None
             if self.run.testmode:
                 self._print({**self.run.run_info.envelope(), "records": batch})
             else:
-                await self.run.oomnitza.send(self.run.run_info, batch)
-            self.run.result.sent += len(batch)
+                taken = await self.run.oomnitza.send(self.run.run_info, batch)
+            self.run.result.sent += len(batch) if taken is None else taken  # Oomnitza's answer says
         except ConnectorError as exc:
+            self.run.result.sent += getattr(exc, "delivered", 0)  # part of a batch split after a 413
             log.error("managed.%s: %d record(s) not sent: %s", self.run.id, len(batch), exc)
         except Exception:  # a bug must not make records vanish silently
             log.exception("managed.%s: %d record(s) not sent", self.run.id, len(batch))

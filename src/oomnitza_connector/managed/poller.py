@@ -36,13 +36,14 @@ class Poller:
     out: TextIO | None = None
     running: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
     results: list[Any] = field(default_factory=list)
+    signum: int | None = None  # the signal that stopped the poller, for the exit code
 
     async def run(self) -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self._on_signal, stop)
+                loop.add_signal_handler(sig, self._on_signal, stop, sig)
         client = OomnitzaClient(self.config.oomnitza, workers=self.workers)
         # Polls repeat anyway: a short retry budget, so an outage is noticed in seconds, not minutes.
         poll = OomnitzaClient(self.config.oomnitza, policy=RetryPolicy(attempts=3, connect_attempts=3))
@@ -84,11 +85,15 @@ class Poller:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
+        # Stopped by a signal: exit as shells report it (130 for SIGINT, 143 for SIGTERM).
+        if self.signum:
+            return 128 + self.signum
         if self.exit_when_idle and any(getattr(r, "error", None) for r in self.results):
             code = 1  # e.g. an export file could not be written: the disk is full or read-only
         return code
 
-    def _on_signal(self, stop: asyncio.Event) -> None:
+    def _on_signal(self, stop: asyncio.Event, signum: int = signal.SIGINT) -> None:
+        self.signum = self.signum or signum
         if stop.is_set():  # a second signal: do not wait any longer
             for task in self.running.values():
                 task.cancel()

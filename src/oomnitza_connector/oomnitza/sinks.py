@@ -17,10 +17,15 @@ from .payload import RunInfo, encode
 
 
 class Sink(Protocol):
+    """Where a run's records go. ``send`` returns how many records the receiver took (None: all of
+    them) and raises when it took none. The Oomnitza API also offers ``canceled(run)`` (was the sync
+    canceled in the web UI?) and ``send_error(run, record, message, fatal=)``; the pipeline uses
+    them where a sink has them."""
+
     async def login(self) -> None: ...
     async def mapping(self, name: str) -> dict[str, Any]: ...
     async def locations(self) -> list[dict[str, Any]]: ...
-    async def send(self, run: RunInfo, records: list[dict[str, Any]]) -> None: ...
+    async def send(self, run: RunInfo, records: list[dict[str, Any]]) -> int | None: ...
     async def finalize(self, run: RunInfo) -> None: ...
     async def aclose(self) -> None: ...
 
@@ -47,10 +52,11 @@ class TestModeSink:
     async def locations(self) -> list[dict[str, Any]]:
         return await self.reader.locations() if self.reader else []
 
-    async def send(self, run: RunInfo, records: list[dict[str, Any]]) -> None:
+    async def send(self, run: RunInfo, records: list[dict[str, Any]]) -> int | None:
         payload = {**run.envelope(), "records": records}
         self.out.write(redact.scrub(encode(payload, pretty=True).decode()) + "\n")
         self.out.flush()
+        return None
 
     async def finalize(self, run: RunInfo) -> None:
         return None
