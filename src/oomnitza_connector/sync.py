@@ -215,6 +215,8 @@ class _Run:
             return "the sync was canceled in Oomnitza"
         if self.result.sink_down:
             return f"sending stopped after {self.failed_in_a_row} failed batches in a row"
+        if isinstance(self.fatal, DiskError):
+            return "the disk is full or read-only (see the error)"  # the error line names the file once
         return str(self.fatal) if self.fatal else "the section stopped"
 
     def record_problem(self, bucket: str, message: str, index: int) -> None:
@@ -411,7 +413,8 @@ async def run_section(
         if state is not None:
             await _close_session(sink, run, result, state)
             # Only a run that ended normally with every record delivered may move or delete its input.
-            if finished and result.ok and not options.testmode:
+            # A stop or cancel that came after the last record was read still means: do nothing more.
+            if finished and not state.halted and result.ok and not options.testmode:
                 await _commit(source, result)
         result.seconds = time.monotonic() - started
         if result.error:
