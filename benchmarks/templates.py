@@ -70,7 +70,7 @@ def record(i: int) -> dict:
 def worker_cpu() -> float:
     total = 0.0
     for worker in default_pool()._all:
-        fields = Path(f"/proc/{worker.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 

@@ -135,6 +135,64 @@ def test_exceptions_in_list_and_detail_templates(tmp_path: Path, saas: FakeSaas,
     assert sorted(r["serial_number"] for r in oomnitza.records("assets")) == ["C02XK2", "C02XK3"]
 
 
+def only_for(item_id: str, template: str, variable: str = "list_response_item") -> str:
+    return "{% if " + variable + "['id'] == '" + item_id + "' %}" + ENDLESS + "{% endif %}" + template
+
+
+@pytest.mark.parametrize(
+    ("where", "template", "label"),
+    [
+        (
+            ("detail_behavior", "url"),
+            only_for("dv-2", "{{ inputs.base_url }}/devices/{{ list_response_item['id'] }}"),
+            "detail call url",
+        ),
+        (
+            ("software_behavior", "name"),
+            only_for("dv-2", "{{ software_response_item['title'] }}", "detail_response"),
+            "software name",
+        ),
+    ],
+)
+def test_a_looping_call_or_software_template_fails_its_item(
+    tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza, where: tuple[str, str], template: str, label: str
+) -> None:
+    cfg = one_page(saas.url)
+    cfg[where[0]][where[1]] = template
+    oomnitza.enqueue_managed(cfg)
+    assert managed(ini(tmp_path, oomnitza, STATIC + "template_cpu_seconds = 0.2\n")).code == 0
+    (error,) = errors_of(oomnitza)
+    assert error["error"].endswith(f"The error is: template for {label} exceeded its 0.2 s CPU budget")
+    assert error["records"] == [{"id": "dv-2", "name": "MacBookPro18,3"}]
+    assert sorted(r["serial_number"] for r in oomnitza.records("assets")) == ["C02XK1", "C02XK3"]
+    assert portions_of(oomnitza)[0].finalized
+
+
+@pytest.mark.parametrize(
+    ("where", "label"),
+    [
+        (("url",), "list call url"),
+        (("pagination", "break_early"), "pagination break_early"),
+        (("result",), "list result"),
+    ],
+)
+def test_a_looping_list_template_fails_the_page(
+    tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza, where: tuple[str, ...], label: str
+) -> None:
+    cfg = one_page(saas.url)
+    spec = cfg["list_behavior"]
+    for key in where[:-1]:
+        spec = spec[key]
+    spec[where[-1]] = ENDLESS + spec[where[-1]]
+    oomnitza.enqueue_managed(cfg)
+    assert managed(ini(tmp_path, oomnitza, STATIC + "template_cpu_seconds = 0.2\n")).code == 0
+    (ready,) = oomnitza.ready_portions
+    assert ready["error_message"] == (
+        f"Failed to fetch the first block of data. The error is: template for {label} exceeded its 0.2 s CPU "
+        "budget. The further processing is impossible"
+    )
+
+
 def test_budgets_come_from_the_local_section_only(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
     big = "{{ 'x' * 2000000 }}"  # 2 MiB of text: over the default output budget
     oomnitza.set_managed_mapping(67, {**MAPPING, "notes": {"type": "attribute", "value": big}})

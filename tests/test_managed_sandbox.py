@@ -20,9 +20,11 @@ from oomnitza_connector.managed.templating import STRIKES, Budget, TemplateError
 ENDLESS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
 
 
-@pytest.fixture
-def pool() -> Iterator[RenderPool]:
-    pool = RenderPool(size=1)  # one worker: every job of a test goes through the same process
+@pytest.fixture(params=["exec", "spawn"])
+def pool(request: pytest.FixtureRequest) -> Iterator[RenderPool]:
+    """One worker, so every job of a test goes through the same process. "exec" is how workers
+    start on POSIX; "spawn" (multiprocessing), the way elsewhere, is exercised here too."""
+    pool = RenderPool(size=1, method=request.param)
     yield pool
     pool.close()
 
@@ -36,7 +38,7 @@ def run(templates: Templates, task: str, jobs: list[dict[str, Any]], scope: Scop
 
 
 def worker_pids(pool: RenderPool) -> set[int]:
-    return {w.proc.pid for w in pool._all}
+    return {w.pid for w in pool._all}
 
 
 def test_a_loop_that_calls_nothing_is_stopped_by_the_cpu_budget(pool: RenderPool) -> None:
@@ -61,8 +63,8 @@ def test_a_render_no_signal_reaches_is_killed_and_its_worker_replaced(pool: Rend
         while not pool._all or next(iter(pool._all)).current()[2] != "field stuck":
             await asyncio.sleep(0.01)
         (worker,) = pool._all
-        os.kill(worker.proc.pid, signal.SIGSTOP)  # ITIMER_PROF counts CPU time: it never fires now
-        return await task, worker.proc.pid
+        os.kill(worker.pid, signal.SIGSTOP)  # ITIMER_PROF counts CPU time: it never fires now
+        return await task, worker.pid
 
     out, stopped = asyncio.run(scenario())
     assert [o.value for o in out] == [1, None, 3]
@@ -145,7 +147,7 @@ def test_a_cancelled_render_kills_its_worker(pool: RenderPool) -> None:
         task = asyncio.create_task(templates.run("native", [job(ENDLESS, "field slow")]))
         while not pool._all or next(iter(pool._all)).current()[2] != "field slow":
             await asyncio.sleep(0.01)
-        pid = next(iter(pool._all)).proc.pid
+        pid = next(iter(pool._all)).pid
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -2,9 +2,9 @@
 
 A cloud config's template is code someone else wrote: a nested loop that calls nothing, a huge
 output or a deep recursion must cost one record, not the poller. So every render runs in a worker
-process (``python -c`` importing only the templating code; pickled messages over a socket pair; a
-small shared memory page where it publishes which render it is in) under the budgets of
-``templating.Budget``:
+process (on POSIX ``python -c`` importing only the templating code, elsewhere multiprocessing's
+spawn; pickled messages over a socket pair or pipe; a small shared memory page where the worker
+publishes which render it is in) under the budgets of ``templating.Budget``:
 
 - CPU: the worker arms ITIMER_PROF for each render; its signal stops pure-Python loops (Jinja's
   sandbox hooks are not called by a bare ``{% for %}``, so only a signal can), and the parent
@@ -142,8 +142,22 @@ class Progress:
         return index, started, bytes(self.memory[18 : 18 + min(size, 255)]).decode("utf-8", "replace")
 
 
+# How workers start: "exec" (POSIX) runs ``python -c`` with a socket pair and a shared file
+# mapping; "spawn" (elsewhere, e.g. Windows) uses multiprocessing's spawn start method, a Pipe and
+# shared ctypes memory, and (without ITIMER_PROF there) relies on the parent's kill for CPU.
+START_METHOD = "exec" if os.name == "posix" else "spawn"
+
+
 class _Worker:
-    def __init__(self) -> None:
+    def __init__(self, method: str = START_METHOD) -> None:
+        self.scopes: OrderedDict[int, None] = OrderedDict()  # mirror of the scopes the worker keeps
+        self.killed_over_budget = False
+        if method == "exec":
+            self._exec()
+        else:
+            self._spawn()
+
+    def _exec(self) -> None:
         import oomnitza_connector
 
         parent, child = socket.socketpair()
@@ -157,7 +171,7 @@ class _Worker:
                 "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
             }
             code = f"from {__name__} import worker_main; worker_main({child.fileno()}, {shared.fileno()})"
-            self.proc = subprocess.Popen(
+            self.proc: Any = subprocess.Popen(
                 [sys.executable, "-c", code],
                 pass_fds=(child.fileno(), shared.fileno()),
                 stdin=subprocess.DEVNULL,
@@ -170,24 +184,44 @@ class _Worker:
         finally:
             child.close()
             shared.close()
+        self.pid = self.proc.pid
         self.conn = Connection(parent.detach())
-        self.scopes: OrderedDict[int, None] = OrderedDict()  # mirror of the scopes the worker keeps
-        self.killed_over_budget = False
+
+    def _spawn(self) -> None:
+        import ctypes
+        import multiprocessing
+
+        mp = multiprocessing.get_context("spawn")
+        self.conn, child = mp.Pipe()
+        memory = mp.RawArray(ctypes.c_char, Progress.SIZE)
+        self.progress = Progress(memory)
+        self.proc = mp.Process(target=_spawned_main, args=(child, memory), name="oomnitza-templates", daemon=True)
+        self.proc.start()
+        child.close()
+        self.pid = self.proc.pid
+
+    def exit_code(self) -> int | None:
+        proc = self.proc
+        return proc.poll() if isinstance(proc, subprocess.Popen) else proc.exitcode
 
     def alive(self) -> bool:
-        return self.proc.poll() is None and not self.conn.closed
+        return self.exit_code() is None and not self.conn.closed
 
     def kill(self) -> None:
         with contextlib.suppress(Exception):
             self.proc.kill()
-            self.proc.wait(1.0)
+            if isinstance(self.proc, subprocess.Popen):
+                self.proc.wait(1.0)
+            else:
+                self.proc.join(1.0)
         with contextlib.suppress(Exception):
             self.conn.close()
 
     def close(self) -> None:
         self.kill()
-        with contextlib.suppress(Exception):
-            self.progress.memory.close()
+        if isinstance(self.progress.memory, mmap.mmap):
+            with contextlib.suppress(Exception):
+                self.progress.memory.close()
 
     def scope_message(self, scope: Scope | None) -> tuple[int, dict[str, Any] | None, list[int]]:
         """(id, data to send or None when the worker has it, ids the worker may drop)."""
@@ -219,8 +253,9 @@ class RenderPool:
     """At most ``size`` worker processes, started on demand and replaced when killed. Used from
     one event loop at a time (the loop may change between runs: nothing here is bound to one)."""
 
-    def __init__(self, size: int = POOL_SIZE) -> None:
+    def __init__(self, size: int = POOL_SIZE, method: str = START_METHOD) -> None:
         self.size = size
+        self.method = method
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -236,7 +271,7 @@ class RenderPool:
             if len(self._all) + self._starting < self.size:
                 self._starting += 1
                 try:
-                    worker = await asyncio.to_thread(_Worker)
+                    worker = await asyncio.to_thread(_Worker, self.method)
                 except Exception as exc:
                     raise TemplateError(f"could not start a template worker process: {exc}") from None
                 finally:
@@ -300,9 +335,9 @@ class RenderPool:
                 else:
                     what = f" while rendering the template for {label}" if label else ""
                     results[index] = Rendered(
-                        error=f"the template worker process stopped unexpectedly (exit code {worker.proc.poll()}){what}"
+                        error=f"the template worker process stopped unexpectedly (exit code {worker.exit_code()}){what}"
                     )
-                log.warning("template worker %s stopped: %s", worker.proc.pid, results[index].error)
+                log.warning("template worker %s stopped: %s", worker.pid, results[index].error)
             finally:
                 if busy:  # killed, crashed, or the run was cancelled mid-batch: never reuse it
                     self._discard(worker)
@@ -342,7 +377,10 @@ class RenderPool:
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
         fd = worker.conn.fileno()
-        loop.add_reader(fd, ready.set)
+        try:
+            loop.add_reader(fd, ready.set)
+        except NotImplementedError:  # Windows' proactor loop: _next_reply waits in a thread instead
+            ready = None
         try:
             while (reply := await _next_reply(worker, budget, ready)) is not None:
                 if reply[0] == "fatal":
@@ -363,7 +401,7 @@ class RenderPool:
         raise _Stale  # it died between renders (killed from outside?): the jobs are not to blame
 
 
-async def _next_reply(worker: _Worker, budget: Budget, ready: asyncio.Event) -> Any:
+async def _next_reply(worker: _Worker, budget: Budget, ready: asyncio.Event | None) -> Any:
     """The worker's next message, or None once it died or was killed for holding a render too long."""
     while True:
         if worker.conn.poll():
@@ -371,12 +409,16 @@ async def _next_reply(worker: _Worker, budget: Budget, ready: asyncio.Event) -> 
                 return worker.conn.recv()
             except (EOFError, OSError):
                 return None
-        ready.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ready.wait(), WATCH_SECONDS)
-        if ready.is_set():
-            continue
-        if worker.proc.poll() is not None:
+        if ready is None:
+            if await asyncio.to_thread(worker.conn.poll, WATCH_SECONDS):
+                continue
+        else:
+            ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), WATCH_SECONDS)
+            if ready.is_set():
+                continue
+        if worker.exit_code() is not None:
             return None
         _index, started, _label = worker.current()
         if started and time.monotonic() - started > budget.wall_seconds:
@@ -400,11 +442,19 @@ def default_pool() -> RenderPool:
 
 
 def worker_main(sock_fd: int, shared_fd: int) -> None:
-    """The worker process: render what the parent sends until it goes away."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
-    conn = Connection(sock_fd)
+    """The worker process ("exec" start): render what the parent sends until it goes away."""
     progress = Progress(mmap.mmap(shared_fd, Progress.SIZE))
     os.close(shared_fd)
+    _serve(Connection(sock_fd), progress)
+
+
+def _spawned_main(conn: Connection, memory: Any) -> None:
+    """The worker process ("spawn" start)."""
+    _serve(conn, Progress(memory))
+
+
+def _serve(conn: Connection, progress: Progress) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     templating.enter_worker(progress)
     scopes: dict[int, dict[str, Any]] = {}
     while True:

@@ -262,14 +262,16 @@ class _Guard:
         if self.progress is None:
             return
         self.progress.render_started(label)
-        self.armed = True
-        signal.setitimer(signal.ITIMER_PROF, self.budget.cpu_seconds)
+        if _TIMER:
+            self.armed = True
+            signal.setitimer(signal.ITIMER_PROF, self.budget.cpu_seconds)
 
     def end(self) -> None:
         if self.progress is None:
             return
-        self.armed = False
-        signal.setitimer(signal.ITIMER_PROF, 0)
+        if _TIMER:
+            self.armed = False
+            signal.setitimer(signal.ITIMER_PROF, 0)
         self.progress.render_ended()
 
     def strike(self, label: str) -> None:
@@ -278,6 +280,7 @@ class _Guard:
 
 
 _GUARD = _Guard()
+_TIMER = hasattr(signal, "setitimer") and hasattr(signal, "SIGPROF")  # not on Windows: the parent's kill only
 
 
 def _on_sigprof(signum: int, frame: Any) -> None:
@@ -289,7 +292,8 @@ def _on_sigprof(signum: int, frame: Any) -> None:
 def enter_worker(progress: Any) -> None:
     """Called once in a worker process: time every render and publish its progress."""
     _GUARD.progress = progress
-    signal.signal(signal.SIGPROF, _on_sigprof)
+    if _TIMER:
+        signal.signal(signal.SIGPROF, _on_sigprof)
 
 
 def begin_batch(budget: Budget, strikes: dict[str, int]) -> None:
