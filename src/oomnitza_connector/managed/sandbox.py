@@ -158,24 +158,20 @@ class _Worker:
             self._spawn()
 
     def _exec(self) -> None:
-        import oomnitza_connector
-
         parent, child = socket.socketpair()
         shared = tempfile.TemporaryFile()
         try:
             shared.truncate(Progress.SIZE)
             self.progress = Progress(mmap.mmap(shared.fileno(), Progress.SIZE))
-            package_root = os.path.dirname(os.path.dirname(os.path.abspath(oomnitza_connector.__file__)))
-            env = {
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
-            }
-            code = f"from {__name__} import worker_main; worker_main({child.fileno()}, {shared.fileno()})"
+            # The parent's import path (connector.py adds src/ at run time), then only this module.
+            code = (
+                f"import sys; sys.path[:] = {sys.path!r}; "
+                f"from {__name__} import worker_main; worker_main({child.fileno()}, {shared.fileno()})"
+            )
             self.proc: Any = subprocess.Popen(
                 [sys.executable, "-c", code],
                 pass_fds=(child.fileno(), shared.fileno()),
                 stdin=subprocess.DEVNULL,
-                env=env,
                 close_fds=True,
             )
         except BaseException:
