@@ -496,6 +496,9 @@ MANAGED_SETTINGS: tuple[Setting, ...] = (
     Setting("local_inputs", "", secret=True, help="JSON object of inputs kept on-premise"),
     Setting("enable", "", help="ignored in managed sections"),
     Setting("state_dir", "", help="[managed_reports.<id>]: folder of its state.db (default: the working directory)"),
+    Setting("template_cpu_seconds", "", example="2", help="CPU seconds one template render may use"),
+    Setting("template_output_kib", "", example="1024", help="KiB of text one template render may produce"),
+    Setting("template_memory_mib", "", example="1024", help="MiB of memory a template worker process may use"),
 )
 _PERCENT_KEYS = ("saas_authorization", "oomnitza_authorization", "local_inputs")
 

@@ -12,7 +12,7 @@ import httpx
 from .. import redact
 from ..http import Http, HttpAuthError
 from ..oomnitza.client import OomnitzaClient
-from .templating import render_native, render_str
+from .sandbox import Scope, Templates
 
 log = logging.getLogger(__name__)
 
@@ -38,29 +38,17 @@ class Request:
     def key(self) -> str:
         return json.dumps([self.method, self.url, sorted(self.params.items()), self.body], default=str)
 
-
-def _pairs(items: Any, context: dict[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items or []:
-        if isinstance(item, dict) and item.get("key"):
-            out[str(item["key"])] = render_str(item.get("value"), context)
-    return out
+    @classmethod
+    def of(cls, parts: dict[str, Any]) -> Request:
+        """A request from a worker's ``call`` task (templating.render_call)."""
+        return cls(parts["method"], parts["url"], parts["headers"], parts["params"], parts["body"])
 
 
-def render_call(spec: dict[str, Any], context: dict[str, Any]) -> Request:
-    body = spec.get("body")
-    return Request(
-        method=str(spec.get("http_method") or "GET").upper(),
-        url=render_str(spec.get("url"), context),
-        headers=_pairs(spec.get("headers"), context),
-        params=_pairs(spec.get("params"), context),
-        body=render_str(body, context) if body not in (None, "") else None,
-    )
-
-
-def add_pairs(request: Request, spec: dict[str, Any], context: dict[str, Any]) -> None:
-    request.headers.update(_pairs(spec.get("headers"), context))
-    request.params.update(_pairs(spec.get("params"), context))
+async def render_call(
+    templates: Templates, spec: dict[str, Any], what: str, scope: Scope | None, overlay: dict[str, Any]
+) -> Request:
+    """A call spec rendered (in a template worker) into a request."""
+    return Request.of(await templates.run_one("call", {"spec": spec, "what": what, "overlay": overlay}, scope))
 
 
 def parse_body(response: httpx.Response) -> Any:
@@ -87,9 +75,10 @@ def links_of(response: httpx.Response) -> dict[str, dict[str, str]]:
 class SaasAuth:
     """The SaaS authorization of a run: static headers/params, a cloud-held credential, or a session."""
 
-    def __init__(self, value: dict[str, Any], oomnitza: OomnitzaClient) -> None:
+    def __init__(self, value: dict[str, Any], oomnitza: OomnitzaClient, templates: Templates) -> None:
         self.value = value
         self.oomnitza = oomnitza
+        self.templates = templates
         self.session: dict[str, dict[str, str]] | None = None
         self.logins = 0
         if value.get("credential_id"):
@@ -106,7 +95,7 @@ class SaasAuth:
         else:
             self.kind = "none"
 
-    async def apply(self, request: Request, http: Http, context: dict[str, Any]) -> None:
+    async def apply(self, request: Request, http: Http, scope: Scope | None, overlay: dict[str, Any]) -> None:
         if self.kind == "static":
             request.headers.update({k: str(v) for k, v in (self.value.get("headers") or {}).items()})
             request.params.update({k: str(v) for k, v in (self.value.get("params") or {}).items()})
@@ -131,27 +120,22 @@ class SaasAuth:
                     target[key] = str(secret)
         elif self.kind == "session":
             if self.session is None:
-                await self.login(http, context)
+                await self.login(http, scope, overlay)
             assert self.session is not None
             request.headers.update(self.session["headers"])
             request.params.update(self.session["params"])
 
-    async def login(self, http: Http, context: dict[str, Any]) -> None:
+    async def login(self, http: Http, scope: Scope | None, overlay: dict[str, Any]) -> None:
         """Run the session behavior once; its headers/params are reused until the SaaS refuses them."""
         behavior = self.value["behavior"]
-        request = render_call(behavior, context)
+        request = await render_call(self.templates, behavior, "session login call", scope, overlay)
         request.headers.setdefault("User-Agent", USER_AGENT)
-        response = await http.request(
-            request.method,
-            request.url,
-            params=request.params,
-            headers=request.headers,
-            content=request.body.encode() if request.body is not None else None,
-        )
+        response = await _send(request, http)
         self.logins += 1
-        scope = {**context, "response": parse_body(response), "response_headers": response.headers}
-        result = behavior.get("result") or {}
-        self.session = {"headers": _pairs(result.get("headers"), scope), "params": _pairs(result.get("params"), scope)}
+        answer = {**overlay, "response": parse_body(response), "response_headers": response.headers}
+        self.session = await self.templates.run_one(
+            "pairs", {"spec": behavior.get("result") or {}, "what": "session login result", "overlay": answer}, scope
+        )
         for part in self.session.values():
             for secret in part.values():
                 redact.add_secret(secret)
@@ -160,10 +144,13 @@ class SaasAuth:
         return self.kind == "session"
 
 
-async def send(request: Request, http: Http, auth: SaasAuth, context: dict[str, Any]) -> httpx.Response:
-    """Send a rendered call with the run's authorization; a session is renewed once on a 401."""
+async def send(
+    request: Request, http: Http, auth: SaasAuth, scope: Scope | None, overlay: dict[str, Any]
+) -> httpx.Response:
+    """Send a rendered call with the run's authorization; a session is renewed once on a 401.
+    ``scope``/``overlay``: the template context a session login is rendered with."""
     prepared = Request(request.method, request.url, dict(request.headers), dict(request.params), request.body)
-    await auth.apply(prepared, http, context)
+    await auth.apply(prepared, http, scope, overlay)
     prepared.headers.setdefault("User-Agent", USER_AGENT)
     try:
         return await _send(prepared, http)
@@ -173,20 +160,19 @@ async def send(request: Request, http: Http, auth: SaasAuth, context: dict[str, 
         log.info("%s: the SaaS session was refused; logging in again", http.name)
         auth.session = None
         prepared = Request(request.method, request.url, dict(request.headers), dict(request.params), request.body)
-        await auth.apply(prepared, http, context)
+        await auth.apply(prepared, http, scope, overlay)
         prepared.headers.setdefault("User-Agent", USER_AGENT)
         return await _send(prepared, http)
 
 
 async def _send(request: Request, http: Http) -> httpx.Response:
-    return await http.request(
-        request.method,
-        request.url,
-        params=request.params or None,
-        headers=request.headers,
-        content=request.body.encode() if request.body is not None else None,
-    )
-
-
-def native(template: Any, context: dict[str, Any]) -> Any:
-    return render_native(template, context)
+    try:
+        return await http.request(
+            request.method,
+            request.url,
+            params=request.params or None,
+            headers=request.headers,
+            content=request.body.encode() if request.body is not None else None,
+        )
+    except httpx.InvalidURL as exc:  # a template rendered something that is not a URL
+        raise ManagedError(f"{request.method} {redact.scrub(request.url)[:200]!r} is not a valid URL: {exc}") from None

@@ -23,9 +23,10 @@ from ..http import Http, HttpError, TlsOptions
 from ..ini import parse_bool
 from ..oomnitza.client import OomnitzaClient
 from ..oomnitza.payload import RunInfo, encode
-from .calls import ManagedConfigError, ManagedError, Request, SaasAuth, add_pairs, links_of, parse_body, render_call
+from .calls import ManagedConfigError, ManagedError, Request, SaasAuth, links_of, parse_body
 from .calls import send as send_call
-from .templating import TemplateError, mapping_expression, mapping_variables, render_native, render_str
+from .sandbox import Rendered, Scope, Templates
+from .templating import Budget, TemplateError, mapping_expression
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,36 @@ class ManagedResult:
 
 @dataclass
 class _Field:
+    """A mapped field: a template rendered against the record's keys (in a template worker, a page
+    at a time) or a constant, then the INI converter if any."""
+
     name: str
-    evaluate: Callable[[dict[str, Any]], Any]
     source: str
+    template: str | None = None
+    constant: Any = None
+    converter: Callable[[str, dict[str, Any], Any], Any] | None = None
+
+
+@dataclass
+class _Item:
+    """One list item on its way to a record: detail → software → SaaS link, or an error."""
+
+    item: Any
+    overlay: dict[str, Any]  # the template variables of this item (over the page's scope)
+    record: Any = None
+    answer: Any = None  # the parsed body of its last detail/software call
+    error: str | None = None
+
+    def fail(self, message: str, error: str) -> None:
+        self.error = message.format(redact.scrub(error))
+
+
+# [managed.<id>] keys of the templates' budgets: name → (Budget field, type, minimum).
+BUDGET_SETTINGS = {
+    "template_cpu_seconds": ("cpu_seconds", float, 0.01),
+    "template_output_kib": ("output_chars", int, 1),
+    "template_memory_mib": ("memory_mib", int, 64),
+}
 
 
 @dataclass
@@ -147,10 +175,31 @@ class ManagedRun:
                 f"Managed connector #{self.id}: Information for the authorization in SaaS "
                 "must be presented in form of dictionary JSON"
             )
-        auth = SaasAuth(value, oomnitza)
+        auth = SaasAuth(value, oomnitza, self.templates)
         if auth.kind == "none" and value:
             raise ManagedConfigError(f"Managed connector #{self.id}: SaaS authorization format is invalid. Exiting")
         return auth
+
+    def _budget(self) -> Budget:
+        """The templates' budgets: from the local section only, so a cloud config cannot raise its own."""
+        if self.section is None:
+            return Budget()
+        values: dict[str, Any] = {}
+        for key, (name, kind, minimum) in BUDGET_SETTINGS.items():
+            text = str(self.section.settings.get(key) or "").strip()
+            if not text:
+                continue
+            try:
+                value = kind(text)
+            except ValueError:
+                value = None
+            if value is None or not value >= minimum:
+                raise ManagedConfigError(
+                    f"Managed connector #{self.id}: [{self.section.name}] {key} = {text!r} "
+                    f"must be a {'number' if kind is float else 'whole number'} of at least {minimum:g}"
+                )
+            values[name] = value * 1024 if key == "template_output_kib" else value
+        return Budget(**values)
 
     async def _fields(self, inputs: dict[str, Any], auth: SaasAuth) -> list[_Field]:
         server = await self.base.call_json("GET", "/api/v2/mappings", params={"connector_id": str(self.id)}) or {}
@@ -169,59 +218,47 @@ class ManagedRun:
             specs.setdefault("SAAS", {"type": "attribute", "value": "saas"})
         local = self.section.mappings if self.section else {}
         fields = [
-            self._server_field(name, spec, inputs, credential_name) for name, spec in specs.items() if name not in local
+            await self._server_field(name, spec, inputs, credential_name)
+            for name, spec in specs.items()
+            if name not in local
         ]
         fields += [self._local_field(name, spec) for name, spec in local.items()]
         return fields
 
-    def _server_field(
+    async def _server_field(
         self, name: str, spec: dict[str, Any], inputs: dict[str, Any], credential_name: str | None
     ) -> _Field:
         kind, value = spec.get("type"), spec.get("value")
         if kind == "attribute":
-            expr = mapping_expression(str(value))
-            return _Field(name, lambda rec: render_native(expr, mapping_variables(rec), strict=True), str(value))
+            return _Field(name, str(value), template=mapping_expression(str(value)))
         if kind == "catalog_input":
-            constant = render_str(inputs.get(str(value)), {"inputs": inputs})
-            return _Field(name, lambda rec: constant, str(value))
+            text = await self.templates.text(inputs.get(str(value)), f"field {name}", inputs=inputs)
+            return _Field(name, str(value), constant=text)
         if kind == "credential_input":
             if credential_name is None:
                 log.warning(
                     "managed.%s: field %s names the run's cloud credential, but this run uses none", self.id, name
                 )
-            return _Field(name, lambda rec: credential_name, str(value))
-        return _Field(name, lambda rec: value, str(value))  # "value": a constant
+            return _Field(name, str(value), constant=credential_name)
+        return _Field(name, str(value), constant=value)  # "value": a constant
 
     def _local_field(self, name: str, spec: dict[str, Any]) -> _Field:
         assert self.section is not None
         where = f"[{self.section.name}] mapping.{name}"
-        if spec.get("source") not in (None, ""):
-            expr = mapping_expression(str(spec["source"]))
-
-            def base(rec: dict[str, Any]) -> Any:
-                return render_native(expr, mapping_variables(rec), strict=True)
-        elif spec.get("setting") not in (None, ""):
-            constant = self.settings.get(spec["setting"])
-
-            def base(rec: dict[str, Any]) -> Any:
-                return constant
-        else:
-            constant = spec.get("hardcoded")
-
-            def base(rec: dict[str, Any]) -> Any:
-                return constant
-
         converter = self.converters.bind(spec["converter"], where=where) if spec.get("converter") else None
         source = str(spec.get("source") or name)
-        if converter is None:
-            return _Field(name, base, source)
-        return _Field(name, lambda rec: converter(source, rec, base(rec)), source)
+        if spec.get("source") not in (None, ""):
+            return _Field(name, source, template=mapping_expression(str(spec["source"])), converter=converter)
+        if spec.get("setting") not in (None, ""):
+            return _Field(name, source, constant=self.settings.get(spec["setting"]), converter=converter)
+        return _Field(name, source, constant=spec.get("hardcoded"), converter=converter)
 
     # -- the run ------------------------------------------------------------------------------------
     async def run(self) -> ManagedResult:
         try:
             if self.config.get("reports_service"):
                 raise ManagedConfigError("export-file configs are run by the export-file connector")
+            self.templates = Templates(self._budget())
             inputs = self._inputs()
             oomnitza = await self._oomnitza_client()
             if oomnitza is not self.base:
@@ -289,40 +326,36 @@ class ManagedRun:
 
     async def _list(self, inputs: dict[str, Any]) -> None:
         behavior = self.config.get("list_behavior") or {}
-        pagination = behavior.get("pagination") or None
-        ctx: dict[str, Any] = {
-            "inputs": inputs,
-            "iteration": 0,
-            "list_response": {},
-            "list_response_headers": {},
-            "list_response_links": {},
-        }
+        # The page's context is shipped to the template workers once and reused by its every stage.
+        scope = Scope({"inputs": inputs, "list_response": {}, "list_response_headers": {}, "list_response_links": {}})
         seen: set[str] = set()
         limit = TEST_RUN_RECORDS if self.run_info.test_run else 0
+        iteration = 0
         while True:
-            iteration = ctx["iteration"]
+            at = {"iteration": iteration}
             try:
                 if iteration >= MAX_ITERATIONS:
                     raise ManagedError(MAX_ITER)
-                if pagination and truthy_native(pagination.get("break_early"), ctx):
+                parts = await self.templates.run_one("list_request", {"behavior": behavior, "overlay": at}, scope)
+                if parts is None:  # break_early
                     break
-                request = render_call(behavior, ctx)
-                add_if = pagination.get("add_if") if pagination else None
-                if pagination and (add_if in (None, "") or truthy_native(add_if, ctx)):
-                    add_pairs(request, pagination, ctx)
+                request = Request.of(parts)
                 if request.key() in seen:
                     raise ManagedError(
                         "the pagination asked for the same page twice; stopping (check the "
                         "pagination rules of the list behavior)"
                     )
                 seen.add(request.key())
-                response = await send_call(request, self.http, self.auth, ctx)
-                ctx.update(
-                    list_response=parse_body(response),
-                    list_response_headers=response.headers,
-                    list_response_links=links_of(response),
+                response = await send_call(request, self.http, self.auth, scope, at)
+                scope = Scope(
+                    {
+                        "inputs": inputs,
+                        "list_response": parse_body(response),
+                        "list_response_headers": response.headers,
+                        "list_response_links": links_of(response),
+                    }
                 )
-                items = render_native(behavior.get("result"), ctx)
+                items = await self.templates.native(behavior.get("result"), "list result", scope, **at)
             except (ConnectorError, ManagedError) as exc:
                 await self._list_failure(iteration, str(exc))
                 return
@@ -340,10 +373,10 @@ class ManagedRun:
                 items = list(items) if not isinstance(items, str) else [items]
             if limit:
                 items = items[: max(0, limit - self.result.pulled)]
-            await self._page(items, ctx)
+            await self._page(items, scope, iteration)
             if limit and self.result.pulled >= limit:
                 break
-            ctx["iteration"] = iteration + 1
+            iteration += 1
         await self.uploads.drain()
         await self._finalize()
 
@@ -369,97 +402,162 @@ class ManagedRun:
         except ConnectorError as exc:
             log.error("managed.%s: could not finalize the sync session: %s", self.id, exc)
 
-    async def _page(self, items: list[Any], ctx: dict[str, Any]) -> None:
+    async def _page(self, items: list[Any], scope: Scope, iteration: int) -> None:
+        """A page's items through detail, software and SaaS stages, then its records through the
+        mapping: each template stage is one round trip to a template worker for the whole page."""
+        page = [_Item(item, {"iteration": iteration, "list_response_item": item}, record=item) for item in items]
+        await self._details(page, scope)
+        await self._software(page, scope)
+        await self._saas(page, scope)
+        records = []
+        for one in page:
+            self.result.pulled += 1
+            if one.error is not None:
+                await self.uploads.error(one.item if isinstance(one.item, dict) else {"item": one.item}, one.error)
+            else:
+                records.append(one.record)
+        await self._convert(records)
+
+    async def _calls(self, page: list[_Item], spec: dict[str, Any], what: str, scope: Scope, message: str) -> None:
+        """Render one call per item (one round trip), send them (at most DETAIL_CONCURRENCY at a
+        time) and keep each parsed answer in ``item.answer``."""
+        calls = await self.templates.run(
+            "call", [{"spec": spec, "what": what, "overlay": one.overlay} for one in page], scope
+        )
         gate = asyncio.Semaphore(DETAIL_CONCURRENCY)
 
-        async def one(item: Any) -> tuple[Any, str | None]:
+        async def fetch(one: _Item, call: Rendered) -> None:
+            if call.error is not None:
+                one.fail(message, call.error)
+                return
             async with gate:
-                return await self._record(item, ctx)
+                try:
+                    response = await send_call(Request.of(call.value), self.http, self.auth, scope, one.overlay)
+                    one.answer = parse_body(response)
+                except (ConnectorError, ManagedError) as exc:
+                    one.fail(message, str(exc))
 
-        for item, (record, error) in zip(items, await asyncio.gather(*(one(i) for i in items)), strict=True):
-            self.result.pulled += 1
-            if error is not None:
-                await self.uploads.error(item if isinstance(item, dict) else {"item": item}, error)
-                continue
-            await self._convert(record)
+        await asyncio.gather(*(fetch(one, call) for one, call in zip(page, calls, strict=True)))
 
-    async def _record(self, item: Any, page_ctx: dict[str, Any]) -> tuple[Any, str | None]:
-        ctx = {**page_ctx, "list_response_item": item}
-        record: Any = item
+    async def _each(
+        self, page: list[_Item], task: str, job: Callable[[_Item], dict[str, Any]], scope: Scope, message: str
+    ) -> list[tuple[_Item, Any]]:
+        """Run ``task`` for every item still going (one round trip); failures fail their item."""
+        live = [one for one in page if one.error is None]
+        done = []
+        for one, out in zip(live, await self.templates.run(task, [job(one) for one in live], scope), strict=True):
+            if out.error is not None:
+                one.fail(message, out.error)
+            else:
+                done.append((one, out.value))
+        return done
+
+    async def _details(self, page: list[_Item], scope: Scope) -> None:
         detail = self.config.get("detail_behavior") or {}
-        if detail.get("url"):
-            try:
-                response = await send_call(render_call(detail, ctx), self.http, self.auth, ctx)
-                record = parse_body(response)
-                if detail.get("result"):
-                    record = render_native(detail["result"], {**ctx, "detail_response": record})
-            except (ConnectorError, ManagedError) as exc:
-                return None, DETAIL.format(redact.scrub(str(exc)))
-        software = self.config.get("software_behavior") or {}
-        if truthy(software.get("enabled")) and isinstance(record, dict):
-            try:
-                apps = await self._software(software, {**ctx, "detail_response": record})
-            except (ConnectorError, ManagedError) as exc:
-                return None, SOFTWARE.format(redact.scrub(str(exc)))
-            if apps:
-                record = {**record, "software": apps}
-        saas = self.config.get("saas_behavior") or {}
-        if truthy(saas.get("enabled")) and saas.get("sync_key") and isinstance(record, dict):
-            try:
-                link = {"sync_key": render_str(saas["sync_key"], ctx)}
-                if saas.get("name"):
-                    link["name"] = render_str(saas["name"], ctx)
-                if saas.get("selected_saas_id"):
-                    link["selected_saas_id"] = saas["selected_saas_id"]
-            except TemplateError as exc:
-                return None, SAAS.format(exc)
-            record = {**record, "saas": link}
-        return record, None
-
-    async def _software(self, spec: dict[str, Any], ctx: dict[str, Any]) -> list[dict[str, Any]]:
-        if spec.get("url") and spec.get("http_method"):
-            response = await send_call(render_call(spec, ctx), self.http, self.auth, ctx)
-            ctx = {**ctx, "software_response": parse_body(response)}
-        else:
-            ctx = {**ctx, "software_response": ctx["detail_response"]}
-        items = render_native(spec.get("result"), ctx) or []
-        apps = []
-        for item in items if isinstance(items, list) else []:
-            item_ctx = {**ctx, "software_response_item": item}
-            version = render_native(spec.get("version"), item_ctx)
-            apps.append(
-                {
-                    "name": render_native(spec.get("name"), item_ctx),
-                    "version": None if version is None else render_str(spec.get("version"), item_ctx),
-                    "path": None,
-                }
+        if not detail.get("url"):
+            return
+        await self._calls(page, detail, "detail call", scope, DETAIL)
+        for one in page:
+            if one.error is None:
+                one.record = one.answer
+        if detail.get("result"):
+            results = await self._each(
+                page,
+                "native",
+                lambda one: {
+                    "template": detail["result"],
+                    "label": "detail result",
+                    "overlay": {**one.overlay, "detail_response": one.record},
+                },
+                scope,
+                DETAIL,
             )
-        return apps
+            for one, record in results:
+                one.record = record
 
-    async def _convert(self, record: Any) -> None:
-        if not isinstance(record, dict):
-            await self.uploads.error({"item": record}, CONVERSION.format("record", "the record is not an object"))
+    async def _software(self, page: list[_Item], scope: Scope) -> None:
+        spec = self.config.get("software_behavior") or {}
+        if not truthy(spec.get("enabled")):
             return
+        going = [one for one in page if one.error is None and isinstance(one.record, dict)]
+        for one in going:
+            one.overlay = {**one.overlay, "detail_response": one.record}
+            one.answer = one.record  # without a software call, the software comes from the record
+        if spec.get("url") and spec.get("http_method"):
+            await self._calls(going, spec, "software call", scope, SOFTWARE)
+        for one in going:
+            one.overlay = {**one.overlay, "software_response": one.answer}
+        results = await self._each(
+            going, "software", lambda one: {"spec": spec, "overlay": one.overlay}, scope, SOFTWARE
+        )
+        for one, apps in results:
+            if apps:
+                one.record = {**one.record, "software": apps}
+
+    async def _saas(self, page: list[_Item], scope: Scope) -> None:
+        spec = self.config.get("saas_behavior") or {}
+        if not (truthy(spec.get("enabled")) and spec.get("sync_key")):
+            return
+        going = [one for one in page if one.error is None and isinstance(one.record, dict)]
+        results = await self._each(going, "saas", lambda one: {"spec": spec, "overlay": one.overlay}, scope, SAAS)
+        for one, link in results:
+            if spec.get("selected_saas_id"):
+                link["selected_saas_id"] = spec["selected_saas_id"]
+            one.record = {**one.record, "saas": link}
+
+    async def _convert(self, records: list[Any]) -> None:
+        """Filter, then map a page's records: their template fields in one round trip to a worker."""
         record_filter = self.section.recordfilter if self.section else None
-        try:
-            if record_filter is not None and not record_filter(record):
-                self.result.filtered += 1
-                return
-        except RecordError as exc:
-            await self.uploads.error(record, CONVERSION.format("recordfilter", exc))
-            return
-        out: dict[str, Any] = {}
-        for f in self.fields:
+        kept: list[dict[str, Any]] = []
+        for record in records:
+            if not isinstance(record, dict):
+                await self.uploads.error({"item": record}, CONVERSION.format("record", "the record is not an object"))
+                continue
             try:
-                out[f.name] = f.evaluate(record)
-            except (TemplateError, RecordError) as exc:
-                await self.uploads.error(record, CONVERSION.format(f.source, redact.scrub(str(exc))))
-                return
-        await self.uploads.add(out)
+                if record_filter is not None and not record_filter(record):
+                    self.result.filtered += 1
+                    continue
+            except Exception as exc:  # RecordError or a bug of the filter: that record fails
+                await self.uploads.error(record, CONVERSION.format("recordfilter", _reason(exc)))
+                continue
+            kept.append(record)
+        templated = [(f.name, f.template) for f in self.fields if f.template is not None]
+        rendered: list[Rendered] = [Rendered((True, {}, ""))] * len(kept)
+        if templated and kept:
+            rendered = await self.templates.run(
+                "map_record", [{"fields": templated, "record": record} for record in kept]
+            )
+        for record, out in zip(kept, rendered, strict=True):
+            mapped = self._assemble(record, out)
+            if isinstance(mapped, str):
+                await self.uploads.error(record, mapped)
+            else:
+                await self.uploads.add(mapped)
+
+    def _assemble(self, record: dict[str, Any], out: Rendered) -> dict[str, Any] | str:
+        """The mapped record, or the error message of the first field that failed."""
+        if out.error is not None:
+            return CONVERSION.format("record", redact.scrub(out.error))
+        ok, values, error = out.value
+        if not ok:
+            failed = next((f.source for f in self.fields if f.name == values), values)
+            return CONVERSION.format(failed, redact.scrub(error))
+        mapped: dict[str, Any] = {}
+        for f in self.fields:
+            value = values[f.name] if f.template is not None else f.constant
+            if f.converter is not None:
+                try:
+                    value = f.converter(f.source, record, value)
+                except Exception as exc:  # RecordError, or whatever a custom converter raised
+                    return CONVERSION.format(f.source, redact.scrub(_reason(exc)))
+            mapped[f.name] = value
+        return mapped
 
 
-def truthy_native(template: Any, ctx: dict[str, Any]) -> bool:
-    return bool(render_native(template, ctx))
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, RecordError | ConnectorError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 class _Uploads:

@@ -18,6 +18,7 @@ from .. import __version__
 from ..config import Config, load_managed_section
 from ..errors import AuthError, ConnectorError
 from ..http import HttpError, RetryPolicy
+from ..ini import parse_bool
 from ..oomnitza.client import OomnitzaClient
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,10 @@ class Poller:
                 except AuthError:
                     raise
                 except HttpError as exc:
+                    if exc.status is not None and 200 <= exc.status < 300:  # an answer, but not JSON
+                        log.error("check_managed: Oomnitza's answer is not JSON; nothing started from it")
+                        await _sleep(stop, self.interval)
+                        continue
                     if not self.ignore_maintenance:
                         raise ConnectorError(
                             f"polling Oomnitza failed: {exc} (start with "
@@ -69,7 +74,8 @@ class Poller:
                     log.warning("Oomnitza maintenance detected (%s); will retry later", exc)
                     await _sleep(stop, 2.0)
                     continue
-                for cfg in configs if isinstance(configs, list) else []:
+                configs = due_configs(configs)
+                for cfg in configs:
                     self._start(cfg, client)
                 if self.exit_when_idle and not configs:
                     await self._wait_running()
@@ -145,6 +151,79 @@ class Poller:
     async def _wait_running(self) -> None:
         while self.running:
             await asyncio.gather(*list(self.running.values()), return_exceptions=True)
+
+
+# -- the check_managed answer ---------------------------------------------------------------------------
+# A list of config objects (managed-mode.md §3). Whatever else the cloud sends is logged, one line
+# per problem, and skipped: one bad entry must neither stop the poller nor the other configs.
+
+_OBJECT_FIELDS = (
+    "inputs",
+    "list_behavior",
+    "detail_behavior",
+    "software_behavior",
+    "saas_behavior",
+    "exploratory_list_behavior",
+    "pre_list_behavior",
+)
+_TEXT_OR_OBJECT_FIELDS = ("saas_authorization", "oomnitza_authorization")
+_FLAG_FIELDS = ("update_only", "insert_only", "test_run", "is_custom", "verify_ssl")
+
+
+def due_configs(answer: Any) -> list[dict[str, Any]]:
+    """The usable configs of a check_managed answer; each problem is logged in one line."""
+    if answer is None:
+        return []
+    if not isinstance(answer, list):
+        log.error("check_managed: expected a list of integrations, got %s; nothing started", _kind(answer))
+        return []
+    usable = []
+    for position, entry in enumerate(answer):
+        problem = _config_problem(entry)
+        if problem is None:
+            usable.append(entry)
+        else:
+            log.error("check_managed: entry %d skipped: %s", position, problem)
+    return usable
+
+
+def _config_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict):
+        return f"expected an object, got {_kind(entry)}"
+    ident = entry.get("id")
+    if isinstance(ident, bool) or not isinstance(ident, int | str) or not str(ident).isdigit():
+        return f"'id' must be a whole number, got {_show(ident)}"  # it becomes a section name and URL path
+    where = f"integration {ident}"
+    for key in ("type", "name"):
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            return f"{where}: '{key}' must be text, got {_kind(entry[key])}"
+    for key in _OBJECT_FIELDS:
+        if entry.get(key) not in (None, "") and not isinstance(entry[key], dict):
+            return f"{where}: '{key}' must be an object, got {_kind(entry[key])}"
+    for key in _TEXT_OR_OBJECT_FIELDS:
+        if entry.get(key) is not None and not isinstance(entry[key], dict | str):
+            return f"{where}: '{key}' must be an object or text, got {_kind(entry[key])}"
+    for key in _FLAG_FIELDS:
+        value = entry.get(key)
+        if value in (None, "") or isinstance(value, bool):
+            continue
+        if not isinstance(value, str | int):
+            return f"{where}: '{key}' must be true or false, got {_kind(value)}"
+        try:
+            parse_bool(str(value), setting=key)
+        except ConnectorError:
+            return f"{where}: '{key}' must be true or false, got {_show(value)}"
+    return None
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "text", bool: "true/false", type(None): "null"}
+    return names.get(type(value), "a number" if isinstance(value, int | float) else type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if not isinstance(value, dict | list) else _kind(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _describe(result: Any) -> str:
