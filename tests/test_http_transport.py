@@ -19,9 +19,7 @@ from oomnitza_connector.http import (
     HttpAuthError,
     HttpError,
     RateLimiter,
-    RetryConfig,
     RetryPolicy,
-    SyncRetryTransport,
     environment_proxies,
     judge_error,
     judge_response,
@@ -260,29 +258,20 @@ async def test_request_log_lines_carry_no_query_and_no_secret(caplog: pytest.Log
 def test_the_sync_twin_follows_the_same_policy() -> None:
     time = FakeTime()
     sleeps: list[float] = []
+
+    def blocking(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.Client:
+        return sync_client(name="[test]", clock=time.clock, sleep=sleeps.append, transport=httpx.MockTransport(handler))
+
     handler, seen = answers(httpx.Response(503), httpx.Response(429, headers={"Retry-After": "2"}), httpx.Response(200))
-    with sync_client(
-        name="[test]", clock=time.clock, sleep=sleeps.append, transport=httpx.MockTransport(handler)
-    ) as client:
+    with blocking(handler) as client:
         assert client.get("https://vendor.test/x").status_code == 200
-        assert len(seen) == 3 and sleeps[1] == 2.0
-        handler, seen = answers(httpx.Response(503))
-        client._transport = SyncRetryTransport(  # POSTs: flagged per request, as for the async client
-            httpx.MockTransport(handler), RetryConfig(name="[test]", clock=time.clock), sleep=sleeps.append
-        )
+    assert len(seen) == 3 and sleeps[1] == 2.0
+    handler, seen = answers(httpx.Response(503))
+    with blocking(handler) as client:  # POSTs: flagged per request, as on the async client
         assert client.post("https://vendor.test/x", content=b"x").status_code == 503
         assert len(seen) == 1
         client.post("https://vendor.test/x", content=b"x", extensions=retry_options(idempotent=True))
         assert len(seen) == 1 + 8
-
-
-def test_a_sync_twin_carries_the_clients_settings() -> None:
-    http = Http(name="[test]", base_url="https://vendor.test", headers={"Accept": "application/json"})
-    with http.sync_twin() as client:
-        assert str(client.base_url) == "https://vendor.test"
-        assert client.headers["accept"] == "application/json"
-        assert isinstance(client._transport, SyncRetryTransport)
-        assert client._transport.config.name == "[test]"
 
 
 # -- rate limits ----------------------------------------------------------------------------------------

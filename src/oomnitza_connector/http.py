@@ -576,7 +576,7 @@ def sync_client(
     *,
     name: str,
     base_url: str = "",
-    tls: TlsOptions | ssl.SSLContext | bool | None = None,
+    tls: TlsOptions | None = None,
     headers: Mapping[str, str] | None = None,
     policy: RetryPolicy = DEFAULT_POLICY,
     timeout: httpx.Timeout | float | None = None,
@@ -589,7 +589,7 @@ def sync_client(
 ) -> httpx.Client:
     """A blocking ``httpx.Client`` on ``SyncRetryTransport``, for libraries run in worker threads and
     for the secret stores read while the configuration loads. ``transport``: the wire (tests)."""
-    verify = tls.context() if isinstance(tls, TlsOptions) else (True if tls is None else tls)
+    verify = (tls or TlsOptions()).context()
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     config = RetryConfig(name=name, policy=policy, limiter=limiter, retry_if=retry_if, clock=clock)
     inner = transport or httpx.HTTPTransport(verify=verify, limits=limits)
@@ -631,10 +631,9 @@ class Http:
         so tests run back-off without waiting. ``transport``: the wire under the retry transport (tests)."""
         self.name = name
         self.config = RetryConfig(name=name, policy=policy, limiter=limiter, retry_if=retry_if, clock=clock)
-        self.verify = (tls or TlsOptions()).context()
-        self._sync_settings = {"base_url": base_url, "headers": dict(headers or {})}
+        verify = (tls or TlsOptions()).context()
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        inner = transport or httpx.AsyncHTTPTransport(verify=self.verify, limits=limits)
+        inner = transport or httpx.AsyncHTTPTransport(verify=verify, limits=limits)
         self.transport = RetryTransport(inner, self.config, sleep=sleep)
         self.client = httpx.AsyncClient(
             base_url=base_url,
@@ -642,7 +641,7 @@ class Http:
             auth=auth,
             timeout=timeout or DEFAULT_TIMEOUT,
             transport=self.transport,
-            mounts=_async_mounts(self.config, self.verify, limits, sleep) if transport is None else None,
+            mounts=_async_mounts(self.config, verify, limits, sleep) if transport is None else None,
             trust_env=False,  # environment proxies: the mounts above
             follow_redirects=True,
         )
@@ -650,26 +649,6 @@ class Http:
     @property
     def policy(self) -> RetryPolicy:
         return self.config.policy
-
-    @property
-    def limiter(self) -> RateLimiter | None:
-        return self.config.limiter
-
-    def sync_twin(self, *, policy: RetryPolicy | None = None, **overrides: Any) -> httpx.Client:
-        """A blocking client for a vendor library run in a worker thread, with this client's name,
-        TLS, headers, timeout, policy, rate limiter and throttle signal (no auth: the library's own)."""
-        settings: dict[str, Any] = {
-            **self._sync_settings,
-            "name": self.name,
-            "tls": self.verify,
-            "policy": policy or self.config.policy,
-            "timeout": self.client.timeout,
-            "limiter": self.config.limiter,
-            "retry_if": self.config.retry_if,
-            "clock": self.config.clock,
-            **overrides,
-        }
-        return sync_client(**settings)
 
     async def __aenter__(self) -> Http:
         return self
