@@ -24,6 +24,7 @@ from .converters import ConverterRegistry
 from .errors import ConfigError, ConnectorError
 from .http import TlsOptions
 from .ini import IniDocument, IniSection, parse_bool, read_ini, shown_key
+from .ini import truthy as truthy  # re-exported: the lenient form of ini.parse_bool
 from .recordfilter import compile_filter
 from .settings import COMMON_BY_NAME, Setting, looks_secret
 from .sources.base import REGISTRY, Source, load_source_class, module_of
@@ -57,18 +58,6 @@ OOMNITZA_SETTINGS: tuple[Setting, ...] = (
 )
 # [oomnitza] settings that are a number of seconds (or a count): 0 or more.
 OOMNITZA_NUMBERS = ("retry_budget", "stop_after_failed_batches", "cancel_check_interval", "stop_grace")
-
-# The one truth table for "TrueValues" settings (verify_ssl, use_server_map, mapping "required").
-TRUE_WORDS = frozenset({"1", "yes", "y", "true", "t", "on"})
-
-
-def truthy(value: Any) -> bool:
-    """Mapping-level truthiness (``"required": "True"`` or ``true``)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return value != 0
-    return isinstance(value, str) and value.strip().lower() in TRUE_WORDS
 
 
 @dataclass
@@ -137,6 +126,9 @@ class Config:
     sections: dict[str, SectionConfig]  # enabled connector sections, file order
     disabled: list[str]
     converters: ConverterRegistry
+    # The secrets of this file (and of what its secret backends returned): every run of it scrubs
+    # its output with this, and hands it to its sources in the RunContext.
+    redactor: redact.Redactor = field(default_factory=redact.Redactor)
 
     def section(self, name: str) -> SectionConfig:
         if name in self.sections:
@@ -402,8 +394,22 @@ def _check_mappings(sc: SectionConfig, source: Source, registry: ConverterRegist
     problems.guard(lambda: Mapper(specs, sc, registry))
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate the whole file; raise one ConfigError listing every problem found."""
+def _redactor_for(redactor: redact.Redactor | None) -> redact.Redactor:
+    """The redactor a file is read with: the one given, the one in force here, or a new one."""
+    return redactor or redact.in_context() or redact.Redactor()
+
+
+def load_config(path: str | os.PathLike[str], *, redactor: redact.Redactor | None = None) -> Config:
+    """Read and validate the whole file; raise one ConfigError listing every problem found. Its
+    secrets (settings, secret backends) are registered with ``redactor`` (see _redactor_for)."""
+    redactor = _redactor_for(redactor)
+    with redact.using(redactor):
+        config = _load_config(path)
+    config.redactor = redactor
+    return config
+
+
+def _load_config(path: str | os.PathLike[str]) -> Config:
     doc = read_ini(path)
     problems = _Problems()
     registry = ConverterRegistry()
@@ -503,9 +509,17 @@ MANAGED_SETTINGS: tuple[Setting, ...] = (
 _PERCENT_KEYS = ("saas_authorization", "oomnitza_authorization", "local_inputs")
 
 
-def load_managed_section(path: str | os.PathLike[str], name: str, registry: ConverterRegistry) -> SectionConfig | None:
+def load_managed_section(
+    path: str | os.PathLike[str], name: str, registry: ConverterRegistry, *, redactor: redact.Redactor | None = None
+) -> SectionConfig | None:
     """``[managed.<id>]`` / ``[managed_reports.<id>]``, re-read for every run (edits apply without a
-    restart). None when the file has no such section: the run goes on with the cloud config alone."""
+    restart). None when the file has no such section: the run goes on with the cloud config alone.
+    Its secrets are registered with ``redactor`` (the run's)."""
+    with redact.using(_redactor_for(redactor)):
+        return _load_managed_section(path, name, registry)
+
+
+def _load_managed_section(path: str | os.PathLike[str], name: str, registry: ConverterRegistry) -> SectionConfig | None:
     doc = read_ini(path)
     if name not in doc:
         return None
@@ -536,8 +550,16 @@ def load_managed_section(path: str | os.PathLike[str], name: str, registry: Conv
     return sc
 
 
-def load_oomnitza(path: str | os.PathLike[str]) -> Config:
+def load_oomnitza(path: str | os.PathLike[str], *, redactor: redact.Redactor | None = None) -> Config:
     """Only what managed mode needs: [oomnitza] and [converters]; upload sections are not validated."""
+    redactor = _redactor_for(redactor)
+    with redact.using(redactor):
+        config = _load_oomnitza(path)
+    config.redactor = redactor
+    return config
+
+
+def _load_oomnitza(path: str | os.PathLike[str]) -> Config:
     doc = read_ini(path)
     problems = _Problems()
     registry = ConverterRegistry()

@@ -34,7 +34,6 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..auth import RefreshingToken
-from ..config import truthy
 from ..errors import ConfigError, SourceError
 from ..http import (
     Http,
@@ -47,7 +46,7 @@ from ..http import (
     retry_after,
     safe_url,
 )
-from ..ini import parse_bool
+from ..ini import parse_bool, truthy
 from ..settings import Setting
 from .base import BadRecord, Record, UsersSource
 
@@ -687,7 +686,7 @@ class Azureusers(UsersSource):
         """``manager`` for each user, read as ``/users/{id}/manager`` in JSON batches of 20 (the way to
         get managers when the list is an advanced query and cannot $expand)."""
         people = [u for u in users if isinstance(u, dict) and u.get("id")]
-        gate = asyncio.Semaphore(max(1, self.workers))
+        gate = asyncio.Semaphore(max(1, self.ctx.workers))
 
         async def one_batch(chunk: list[dict[str, Any]]) -> None:
             async with gate:

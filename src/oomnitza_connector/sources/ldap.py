@@ -43,6 +43,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..converters.registry import parse_converter_spec
 from ..errors import ConfigError, SourceError
+from ..ini import parse_bool
 from ..settings import Setting
 from .base import Record, Source, UsersSource
 
@@ -244,12 +245,7 @@ EXTRA_SETTINGS = (
 
 
 def _flag(value: str, *, where: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "yes", "y", "true", "t", "on"):
-        return True
-    if lowered in ("", "0", "no", "n", "false", "f", "off"):
-        return False
-    raise ConfigError(f"{where}: {value!r} is not true or false")
+    return bool(value.strip()) and parse_bool(value, setting=where)
 
 
 # --- the blocking side (runs in worker threads) ------------------------------------------------
@@ -668,7 +664,7 @@ class _LdapBase(Source):
         """The attribute at the head of each mapped source path (``mail*.1`` → ``mail``), and the
         record keys that ``concat`` / ``first_field`` converters read."""
         names = [path.split(".", 1)[0].removesuffix(LIST_SUFFIX) for path in self.mapped_sources()]
-        specs = self.mapping_specs if self.mapping_specs is not None else self.section.mappings
+        specs = self.ctx.mapping
         for spec in specs.values():
             converter = spec.get("converter")
             if not isinstance(converter, str):

@@ -23,10 +23,9 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from ..auth import DpopKey, HeaderToken, RefreshingToken
-from ..config import truthy
 from ..errors import ConfigError, SourceError
 from ..http import Http, HttpAuthError, HttpError, LinkHeader, RateLimiter, decode_json, error_body
-from ..ini import parse_bool
+from ..ini import parse_bool, truthy
 from ..settings import Setting
 from .base import Record, UsersSource
 

@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 
 from ..auth import basic
-from ..config import truthy
 from ..errors import ConfigError, SourceError
 from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
+from ..ini import truthy
 from ..settings import Setting
 from .base import BadRecord, Record, Source
 
