@@ -152,7 +152,7 @@ def main(
             if args.mode == "generate-ini":
                 return _generate_ini(ini, err)
             if args.mode == "managed":
-                return _managed(args, ini, out)
+                return _managed(args, ini, out, err)
             if args.mode == "local":
                 return _local(args, ini, out, err)
             return _upload(args, ini, out, err)
@@ -190,7 +190,9 @@ def _generate_ini(path: Path, err: TextIO) -> int:
     return Exit.OK
 
 
-def _managed(args: argparse.Namespace, ini: Path, out: TextIO) -> int:
+def _managed(args: argparse.Namespace, ini: Path, out: TextIO, err: TextIO) -> int:
+    """Poll Oomnitza and run the integrations it hands out. With --exit-when-idle the summary and
+    the exit code are upload's: 1 when an integration failed, 3 when records failed, 4 canceled."""
     import asyncio
 
     from .config import load_oomnitza
@@ -206,9 +208,20 @@ def _managed(args: argparse.Namespace, ini: Path, out: TextIO) -> int:
         ignore_maintenance=args.ignore_cloud_maintenance,
         exit_when_idle=args.exit_when_idle,
         testmode=args.testmode,
+        save_data=Path("saved_data") if args.save_data else None,
         out=out,
+        err=err,
     )
-    return asyncio.run(poller.run())
+    asyncio.run(poller.run())
+    if poller.stop.requested:
+        return signal_exit(poller.stop.signum)
+    if not args.exit_when_idle:
+        return Exit.OK
+    if poller.results:
+        _print_summary(poller.results, err, testmode=args.testmode)
+    if poller.other_failures:  # e.g. an export file could not be written: the disk is full
+        return Exit.ERROR
+    return upload_exit(poller.results, poller.stop)
 
 
 # -- upload -------------------------------------------------------------------------------------------
