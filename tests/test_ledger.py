@@ -149,6 +149,15 @@ def test_records_without_a_sync_value_are_always_sent_and_never_remembered(state
         assert report.counts[UNKEYED] == 3
 
 
+def test_unkeyed_records_keep_their_place_in_a_first_run(state: Path, clock: Clock) -> None:
+    records = [{"SERIAL": "A"}, {"SERIAL": ""}, {"SERIAL": "B"}]
+    report, verdicts = sync(state, clock, records)
+    assert kinds(verdicts) == [NEW, UNKEYED, NEW] and [v.key for v in verdicts] == ["A", None, "B"]
+    assert report.counts == {NEW: 2, CHANGED: 0, UNCHANGED: 0, UNKEYED: 1, "sent": 3, "delivered": 3}
+    _, verdicts = sync(state, clock, records)
+    assert kinds(verdicts) == [UNCHANGED, UNKEYED, UNCHANGED]
+
+
 def test_composite_sync_keys(state: Path, clock: Clock) -> None:
     records = [{"USER": "a", "EMAIL": "x", "N": 1}, {"USER": "a", "EMAIL": "y", "N": 1}, {"USER": "b", "N": 1}]
     sync(state, clock, records, sync_fields=["USER", "EMAIL"])
@@ -198,6 +207,20 @@ def test_another_url_is_another_state(state: Path, clock: Clock) -> None:
     # the URL is compared without case and trailing slash
     report, _ = sync(state, clock, assets(3), url="HTTPS://ACME.oomnitza.com/")
     assert not report.full
+
+
+def test_other_sync_fields_start_over(state: Path, clock: Clock) -> None:
+    opts = retire_opts(after=1, guard="100%")
+    sync(state, clock, assets(5), **opts)
+    records = [dict(r, TAG=f"T{i}") for i, r in enumerate(assets(5))]
+    with scope(state, clock, read_only=True, sync_fields=["TAG"], **opts) as plan:
+        assert plan.full_reasons == ("the sync fields changed: the state starts over",)
+        assert kinds(plan.classify(records)) == [NEW] * 5
+    report, verdicts = sync(state, clock, records, sync_fields=["TAG"], **opts)
+    assert report.full_reasons == ("the sync fields changed: the state starts over",)
+    assert kinds(verdicts) == [NEW] * 5 and report.missing == 0  # the old keys are not "missing"
+    _, verdicts = sync(state, clock, records, sync_fields=["TAG"], **opts)
+    assert kinds(verdicts) == [UNCHANGED] * 5
 
 
 def test_an_unfinished_full_push_is_retried(state: Path, clock: Clock) -> None:

@@ -65,26 +65,34 @@ Rules:
   next run). A retired record that reappears is *changed* and is sent again.
 - Records not seen for ``PRUNE_AFTER`` (one year) that are missing or retired are forgotten.
 
-Storage (budget: 1,000,000 records < 150 MB): a ``records`` row holds the key, a 16-byte BLAKE2b
-digest, three integer timestamps, counters, and a (block, slot) reference; the delivered values are
-kept separately in zlib-compressed *blocks* of up to ``BLOCK_ROWS`` records (one block per flush).
-Values are stored without field names: a per-scope *layout* (the payload's non-key field names,
-pinned while the mapping stays the same) turns a payload into a JSON array of values; a payload
-with other fields is stored as a sorted JSON object. The same bytes are the digest's input, so a
-record is encoded once. Why blocks: stored raw, the values of the benchmark's 11-field assets
-take ~150 bytes a record and the file ~220 MB per million; zlib on one small record costs ~10 µs
-(a deflate state per call) and saves little, whereas one zlib call per block of a thousand
-records costs ~1 µs a record and brings the file to ~95 MB (records repeat models, places,
-domains). A changed record is written to a new block; the old slot becomes garbage, and blocks
-that are mostly garbage are rewritten (``_compact``) once the slots written since the last
-compaction exceed half of the live ones. Values larger than ``STORE_MAX`` bytes are not kept
-(``plan`` then shows no "before"); their digest still is. The file is private (0600): it holds
-the same values the connector sends.
+Storage (budget: 1,000,000 records < 150 MB): a ``records`` row holds the key, a 64-bit digest,
+integer timestamps, counters, and a (block, slot) reference; the delivered values are kept apart in
+zstd-compressed *blocks* of up to ``BLOCK_ROWS`` records (one block per flush). Values are stored
+without field names: a per-scope *layout* (the payload's non-key field names, pinned while the
+mapping stays the same) turns a payload into a JSON array of values; a payload with other fields is
+stored as a sorted JSON object. Those bytes are also the digest's input, so a record is encoded
+once. Why blocks: stored raw, the values of the benchmark's 11-field assets take ~150 bytes a
+record and the file ~220 MB per million; compressing one small record at a time saves little and
+costs ~10 µs (a compressor state per call), whereas one call per block of a thousand records
+brings the values to ~35 bytes a record (records repeat models, places, domains) and the file to
+well under budget (see benchmarks/ledger_bench.py). A changed record is written to a new block;
+its old slot becomes garbage, and blocks that are mostly garbage are rewritten (``_compact``) once
+the slots written since the last compaction reach half of the live ones. Values larger than
+``STORE_MAX`` bytes are not kept (``plan`` then shows no "before"); their digest still is. The
+file is private (0600): it holds the values the connector sends.
 
-Cost: ``classify`` costs one encode + digest per record and two indexed queries per call;
-``mark_delivered`` one upsert per record (batched); ``finish`` two set-based updates over the
-scope (≈0.5 s per million records): call it through ``asyncio.to_thread`` on large scopes. A
-scope object may be used from one thread at a time (calls are serialized by a lock).
+The digest is XXH3-64 (``xxhash``) of those bytes: change detection compares a record only with its
+own previous version, so a false "unchanged" needs a 1-in-2^64 coincidence per changed record; a
+cryptographic hash would cost ~1 µs more per record (a tenth of the CPU budget). zstd (level 1)
+compresses these blocks ~3x faster than zlib and slightly smaller.
+
+Cost: ``classify`` is one encode + digest per record and, once something is remembered, one lookup
+query per call (a range scan when the batch's keys are close together, as when a source lists
+records in key order, else one probe per key); ``mark_delivered`` one insert per record, batched
+per transaction; ``finish`` one pass over the scope that writes only records whose status changed
+(a record seen in a complete run keeps ``last_seen`` NULL, meaning "the latest complete run"), so
+a no-op run writes almost nothing. On large scopes call ``finish`` through ``asyncio.to_thread``.
+A scope object may be used from one thread at a time (calls are serialized by a lock).
 
 The file is in WAL mode while written (one writer at a time, readers never blocked) and switched
 back to a rollback journal when the last writer closes, so a read-only ``plan`` on a quiet file
@@ -206,6 +214,20 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (scope, key)
 ) WITHOUT ROWID;
 """
+
+
+# What a read-only run sees of a scope the file does not hold (yet).
+_NOTHING_YET: dict[str, Any] = {
+    "id": -1,
+    "identity": None,
+    "mapping": None,
+    "filter": None,
+    "layout": None,
+    "last_full_at": None,
+    "last_complete_at": None,
+    "runs": 0,
+    "sync_fields": "[]",
+}
 
 
 class StateError(ConnectorError):
@@ -581,6 +603,9 @@ class Scope:
         salt = self._salt()
         self._identity = _fingerprint(target.identity, salt) if salt else ""
         row = self._load_or_create()
+        self._restarted = row["id"] >= 0 and orjson.loads(row["sync_fields"]) != list(self.sync_fields)
+        if self._restarted:
+            row = self._start_over(row)
         self.id: int = row["id"]
         self.full, self.full_reasons = self._decide_full(row)
         self.filter_changed = row["id"] >= 0 and row["runs"] > 0 and (row["filter"] or "") != options.filter
@@ -624,24 +649,38 @@ class Scope:
         finally:
             self.db.row_factory = None
         if row is None:  # read-only, nothing known yet
-            return {
-                "id": -1,
-                "identity": None,
-                "mapping": None,
-                "filter": None,
-                "layout": None,
-                "last_full_at": None,
-                "last_complete_at": None,
-                "runs": 0,
-            }
+            return _NOTHING_YET
         return dict(row)
+
+    def _start_over(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Other sync fields make other keys: what is remembered under the old ones would all look
+        missing (and be retired). Forget it (read-only: pretend it is gone)."""
+        if self.read_only:
+            return dict(_NOTHING_YET)
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM records WHERE scope=?", (row["id"],))
+            db.execute("DELETE FROM blocks WHERE scope=?", (row["id"],))
+            db.execute(
+                "UPDATE scopes SET sync_fields=?, mapping=NULL, layout=NULL, last_full_at=NULL, runs=0, "
+                "complete_runs=0, slots_written=0, slots_live=0 WHERE id=?",
+                (orjson.dumps(self.sync_fields).decode(), row["id"]),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        return {**row, "mapping": None, "layout": None, "last_full_at": None, "runs": 0}
 
     def _decide_full(self, row: Mapping[str, Any]) -> tuple[bool, tuple[str, ...]]:
         reasons: list[str] = []
         if self.options.full:
             reasons.append("--full was given")
         if row["last_full_at"] is None:
-            if row["runs"] == 0 and self._elsewhere:
+            if self._restarted:
+                reasons.append("the sync fields changed: the state starts over")
+            elif row["runs"] == 0 and self._elsewhere:
                 reasons.append("first run against this Oomnitza URL (the state knows the section for another URL)")
             elif row["runs"] == 0:
                 reasons.append("first run: nothing remembered yet")
@@ -740,8 +779,26 @@ class Scope:
                 keys.append(key)
                 blobs.append(blob)
                 digests.append(digest_of_blob(blob) - _SIGN)
+            if not self._remembered:  # a first run: everything keyed is new, no lookups
+                return self._all_new(per_payload, keys, blobs, digests)
             known = self._lookup(keys)
             return self._verdicts(per_payload, keys, blobs, digests, known)
+
+    def _all_new(
+        self, per_payload: list[str | None], keys: list[str], blobs: list[bytes], digests: list[int]
+    ) -> list[Verdict]:
+        counts, new = self.counts, _new_verdict
+        unkeyed = len(per_payload) - len(keys)
+        counts[NEW] += len(keys)
+        counts[UNKEYED] += unkeyed
+        counts["sent"] += len(per_payload)
+        verdicts = [
+            new(Verdict, (k, NEW, True, d, b, None, None)) for k, d, b in zip(keys, digests, blobs, strict=True)
+        ]
+        if unkeyed:
+            it = iter(verdicts)
+            verdicts = [next(it) if key is not None else _verdict(None, UNKEYED, True) for key in per_payload]
+        return verdicts
 
     def _verdicts(
         self,
