@@ -589,3 +589,33 @@ def test_scopes_of_one_file_are_independent(state: Path, clock: Clock) -> None:
     ) as other:
         assert kinds(other.classify(assets(3))) == [NEW] * 3
     assert os.path.exists(state)
+
+
+def test_two_writers_share_the_file(state: Path, clock: Clock) -> None:
+    """The nightly upload and the webhook server (or two managed integrations) at once."""
+    nightly, webhook = scope(state, clock, flush_rows=2), scope(state, clock, flush_rows=1)
+    nightly_verdicts = nightly.classify(assets(4))
+    webhook_verdicts = webhook.classify(assets(1, start=2, OWNER="moved"))
+    nightly.mark_delivered(nightly_verdicts[:2])
+    webhook.mark_delivered(webhook_verdicts)
+    nightly.mark_delivered(nightly_verdicts[3:])
+    webhook.finish(complete=False)
+    nightly.finish(complete=True)
+    webhook.close()
+    nightly.close()
+    records = assets(4)
+    records[2]["OWNER"] = "moved"
+    _, verdicts = sync(state, clock, records)
+    assert kinds(verdicts) == [UNCHANGED] * 4
+    assert sorted(p.name for p in state.parent.iterdir()) == [ledger.STATE_FILE]
+
+
+def test_finish_from_a_worker_thread(state: Path, clock: Clock) -> None:
+    import asyncio
+
+    async def run() -> ledger.RunReport:
+        with scope(state, clock) as sc:
+            sc.mark_delivered(sc.classify(assets(3)))
+            return await asyncio.to_thread(sc.finish, complete=True)
+
+    assert asyncio.run(run()).counts["delivered"] == 3
