@@ -64,6 +64,8 @@ Rules:
   decommissioning. ``plan`` lists the same candidates (read-only, counting its own read as the
   next run). A retired record that reappears is *changed* and is sent again.
 - Records not seen for ``PRUNE_AFTER`` (one year) that are missing or retired are forgotten.
+- Other sync fields make other keys: the scope then forgets what it remembered (else every old
+  key would look missing and be retired) and the run is a full push that says why.
 
 Storage (budget: 1,000,000 records < 150 MB): a ``records`` row holds the key, a 64-bit digest,
 integer timestamps, counters, and a (block, slot) reference; the delivered values are kept apart in
