@@ -20,7 +20,7 @@ from ..auth import HeaderToken
 from ..config import truthy
 from ..errors import ConfigError, SourceError
 from ..http import HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body, safe_url
-from ..settings import Setting
+from ..settings import BOOL, Int, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class Netbox(Source):
     record_type = "assets"
     summary = "NetBox DCIM devices"
     settings = (
-        Setting("url", None, example="https://NETBOX", help="NetBox base URL (with or without /api)"),
+        Setting("url", None, example="https://NETBOX", kind=Url(), help="NetBox base URL (with or without /api)"),
         Setting(
             "auth_token",
             None,
@@ -71,20 +71,19 @@ class Netbox(Source):
             secret=True,
             help="API token: v2 nbt_<key>.<secret> (Bearer) or a v1 40-hex token (Token)",
         ),
-        Setting("page_size", "1000", help="devices per request (NetBox's MAX_PAGE_SIZE defaults to 1000)"),
+        Setting(
+            "page_size", "1000", kind=Int(1, 1000), help="devices per request (NetBox's MAX_PAGE_SIZE defaults to 1000)"
+        ),
         Setting(
             "exclude_config_context",
             "false",
+            kind=BOOL,
             help="leave out the rendered config_context (smaller pages; config_context.* unmapped)",
         ),
     )
     default_mappings: dict[str, dict[str, Any]] = {}
 
     def validate(self) -> None:
-        if not self.setting("url").lower().startswith(("http://", "https://")):
-            raise ConfigError(f"[{self.name}] url must start with https:// (e.g. https://netbox.example.com)")
-        if not self.setting("page_size").isdigit() or not 1 <= int(self.setting("page_size")) <= 1000:
-            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to 1000")
         if any(c.isspace() for c in self.setting("auth_token").strip()):
             raise ConfigError(f"[{self.name}] auth_token contains spaces; set only the token itself")
 
