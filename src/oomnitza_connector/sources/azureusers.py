@@ -27,7 +27,7 @@ import ipaddress
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,8 +47,7 @@ from ..http import (
     retry_after,
     safe_url,
 )
-from ..ini import parse_bool
-from ..settings import Setting
+from ..settings import BOOL, Bool, File, Int, List, Setting, Url
 from .base import BadRecord, Record, UsersSource
 
 log = logging.getLogger(__name__)
@@ -396,36 +395,41 @@ class Azureusers(UsersSource):
         Setting(
             "certificate_file",
             "",
+            kind=File(),
             help="instead of secret: PEM with the app's certificate and private key, or a .pfx/.p12",
         ),
         Setting("certificate_password", "", secret=True, help="password of an encrypted key or .pfx"),
         Setting(
             "authority_host",
             DEFAULT_AUTHORITY,
+            kind=Url(("https",)),  # MSAL accepts no other
             help="Entra sign-in host (https://login.microsoftonline.us for US Government, "
             "https://login.chinacloudapi.cn for China)",
         ),
         Setting(
             "graph_host",
             DEFAULT_GRAPH,
+            kind=Url(),
             help="Microsoft Graph host (https://graph.microsoft.us, https://microsoftgraph.chinacloudapi.cn)",
         ),
-        Setting("page_size", str(MAX_TOP), help="users per request ($top, 1 to 999)"),
+        Setting("page_size", str(MAX_TOP), kind=Int(1, MAX_TOP), help="users per request ($top)"),
         Setting(
             "filter",
             "",
             help="a Graph $filter for /users, e.g. accountEnabled eq true (advanced queries get ConsistencyLevel)",
         ),
-        Setting("select", "", help="extra Graph user properties to ask for, comma-separated"),
+        Setting("select", "", kind=List(), help="extra Graph user properties to ask for, comma-separated"),
         Setting(
             "manager",
             "auto",
+            kind=Bool(also=("auto",)),
             help="read each user's manager (manager.mail, manager.displayName, …): true, false, or auto = "
             "when a mapping uses manager.*",
         ),
         Setting(
             "legacy_names",
             "true",
+            kind=BOOL,
             help="also expose the old connector's names (given_name, additional_properties.jobTitle…)",
         ),
     )
@@ -437,31 +441,15 @@ class Azureusers(UsersSource):
         self._sessions: list[Any] = []  # MSAL's requests sessions, closed when a run ends
         super().__init__(section)
 
-    def validate(self) -> None:
+    def validate(self) -> Iterator[str]:
         missing = [name for name in ("tenant_id", "client_id") if not self.setting(name).strip()]
         if not self.setting("secret") and not self.setting("certificate_file"):
             missing.append("secret (or certificate_file)")
         if missing:
-            raise ConfigError(
-                f"[{self.name}] set {', '.join(missing)}: the app registration's tenant, client id and credential"
-            )
-        size = self.setting("page_size").strip()
-        if not size.isdigit() or not 1 <= int(size) <= MAX_TOP:
-            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to {MAX_TOP}")
-        for name in ("authority_host", "graph_host"):
-            parts = urlsplit(self.setting(name).strip())
-            if parts.scheme not in ("https", "http") or not parts.hostname:
-                raise ConfigError(
-                    f"[{self.name}] {name} must be a URL like "
-                    f"{DEFAULT_AUTHORITY if name == 'authority_host' else DEFAULT_GRAPH}"
-                )
-        if self.setting("manager").strip().lower() != "auto":
-            parse_bool(self.setting("manager"), setting=f"[{self.name}] manager (true, false or auto)")
-        if urlsplit(self.setting("authority_host").strip()).scheme != "https":
-            raise ConfigError(f"[{self.name}] authority_host must use https (MSAL accepts no other)")
+            yield f"[{self.name}] set {', '.join(missing)}: the app registration's tenant, client id and credential"
         for name in ("authority_host", "graph_host"):
             if (urlsplit(self.setting(name).strip()).hostname or "") in CLOSED_HOSTS:
-                raise ConfigError(
+                yield (
                     f"[{self.name}] {name}: Microsoft Cloud Deutschland was closed in 2021 and its tenants moved "
                     f"to the worldwide cloud; remove authority_host and graph_host (or set {DEFAULT_AUTHORITY} "
                     f"and {DEFAULT_GRAPH})"
@@ -667,9 +655,9 @@ class Azureusers(UsersSource):
         )
 
     def wants_manager(self) -> bool:
-        value = self.setting("manager").strip().lower()
+        value = self.value("manager")
         if value != "auto":
-            return parse_bool(value, setting=f"[{self.name}] manager")
+            return value is True
         return any(src == "manager" or src.startswith("manager.") for src in self.mapped_sources())
 
     def _params(self, advanced: bool) -> dict[str, Any]:
