@@ -23,13 +23,13 @@ backoff. BambooHR's ``X-BambooHR-Error-Message`` header is shown when present.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote, urlsplit
 
 from ..auth import basic
-from ..errors import ConfigError, SourceError
+from ..errors import SourceError
 from ..http import HttpAuthError, HttpError, decode_json, safe_url
-from ..settings import Setting
+from ..settings import BOOL, List, Setting, Url
 from .base import BadRecord, Record, UsersSource
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class BambooHR(UsersSource):
         Setting(
             "url",
             DEFAULT_URL,
+            kind=Url(),
             help="BambooHR API: the gateway (https://api.bamboohr.com/api/gateway.php) or your company's "
             "host (https://acme.bamboohr.com/api/v1)",
         ),
@@ -77,11 +78,13 @@ class BambooHR(UsersSource):
         Setting(
             "report_fields",
             REPORT_FIELDS,
+            kind=List(),
             help="mode = report: the BambooHR field names to request (mapped fields are added)",
         ),
         Setting(
             "only_current",
             "false",
+            kind=BOOL,
             help="mode = report: true leaves out future-dated hires (terminated employees come either way)",
         ),
     )
@@ -95,15 +98,12 @@ class BambooHR(UsersSource):
         "PERMISSIONS_ID": {"setting": "default_role"},
     }
 
-    def validate(self) -> None:
-        if not self.setting("url").strip().lower().startswith(("http://", "https://")):
-            raise ConfigError(f"[{self.name}] url must start with https:// (e.g. {DEFAULT_URL})")
+    def validate(self) -> Iterator[str]:
         company = self.setting("system_name").strip()
         if any(c in company for c in "./: "):
-            raise ConfigError(f"[{self.name}] system_name is the company subdomain only (acme for acme.bamboohr.com)")
+            yield f"[{self.name}] system_name is the company subdomain only (acme for acme.bamboohr.com)"
         if self.setting("mode") == "report" and not self.fields:
-            raise ConfigError(f"[{self.name}] report_fields is empty; list the BambooHR fields to request")
-        self.section.flag("only_current")
+            yield f"[{self.name}] report_fields is empty; list the BambooHR fields to request"
 
     @property
     def fields(self) -> list[str]:
