@@ -37,7 +37,7 @@ import httpx
 from ..auth import HeaderToken, RefreshingToken, basic
 from ..errors import ConfigError, SourceError
 from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body, safe_url
-from ..settings import Setting
+from ..settings import Int, List, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,11 @@ class Casper(Source):
     summary = "Jamf Pro (Casper) computers or mobile devices"
     settings = (
         Setting(
-            "url", "https://jss.jamfcloud.com/example", example="https://acme.jamfcloud.com", help="Jamf Pro base URL"
+            "url",
+            "https://jss.jamfcloud.com/example",
+            example="https://acme.jamfcloud.com",
+            kind=Url(),
+            help="Jamf Pro base URL",
         ),
         Setting(
             "username",
@@ -121,12 +125,18 @@ class Casper(Source):
         Setting("group_name", "", help="only the members of this computer / mobile device group"),
         Setting("client_id", "", help="Jamf Pro API client ID (preferred over username/password)"),
         Setting("client_secret", "", secret=True, help="that API client's secret"),
-        Setting("page_size", "100", help="devices per inventory request (1-2000)"),
-        Setting("max_connections", "5", help="concurrent requests to Jamf Pro at most (Jamf asks for 5 or fewer)"),
+        Setting("page_size", "100", kind=Int(1, 2000), help="devices per inventory request"),
+        Setting(
+            "max_connections",
+            "5",
+            kind=Int(1, 50),
+            help="concurrent requests to Jamf Pro at most (Jamf asks for 5 or fewer)",
+        ),
         Setting("api_version", "auto", help="computers-inventory API version: auto (newest served), v4, v3, v2, v1"),
         Setting(
             "sections",
             "",
+            kind=List(),
             help="inventory sections to request, comma-separated (default: all that the Classic field names need)",
         ),
     )
@@ -141,18 +151,12 @@ class Casper(Source):
 
     def validate(self) -> None:
         where = f"[{self.name}]"
-        if not re.match(r"^https?://[^/]", self.setting("url")):
-            raise ConfigError(f"{where} url must start with https:// (e.g. https://acme.jamfcloud.com)")
         if bool(self.setting("client_id")) != bool(self.setting("client_secret")):
             raise ConfigError(f"{where} set both client_id and client_secret (a Jamf Pro API client)")
         if not self.setting("client_id") and not (self.setting("username") and self.setting("password")):
             raise ConfigError(
                 f"{where} set client_id and client_secret (a Jamf Pro API client), or username and password"
             )
-        for name, low, high in (("page_size", 1, 2000), ("max_connections", 1, 50)):
-            value = self.setting(name) or "0"
-            if not value.isdigit() or not low <= int(value) <= high:
-                raise ConfigError(f"{where} {name} must be a number from {low} to {high}")
         version = self.setting("api_version") or "auto"
         if version != "auto" and not re.fullmatch(r"v\d+", version):
             raise ConfigError(f"{where} api_version must be auto or a version like v4")
