@@ -26,7 +26,7 @@ from ..config import truthy
 from ..errors import ConfigError, SourceError
 from ..http import HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
 from ..paths import get_field_value
-from ..settings import Setting
+from ..settings import BOOL, File, Int, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -350,10 +350,11 @@ class Chef(Source):
             "url",
             None,
             example="https://example.com/organizations/org",
+            kind=Url(),
             help="organization URL: https://<host>/organizations/<org>",
         ),
         Setting("client", None, example="user", help="Chef user or API client name (X-Ops-UserId)"),
-        Setting("key_file", None, example="/path/to/user.pem", help="PEM RSA private key of that client"),
+        Setting("key_file", None, example="/path/to/user.pem", kind=File(), help="PEM RSA private key of that client"),
         Setting(
             "attribute_extension",
             "",
@@ -373,9 +374,10 @@ class Chef(Source):
         Setting(
             "partial_search",
             "true",
+            kind=BOOL,
             help="fetch only the attributes the record needs (POST search); false = whole nodes",
         ),
-        Setting("page_size", "1000", help="nodes per search request (rows)"),
+        Setting("page_size", "1000", kind=Int(1, 10000), help="nodes per search request (rows)"),
     )
     default_mappings: dict[str, dict[str, Any]] = {}
 
@@ -390,12 +392,6 @@ class Chef(Source):
                     f"[{self.name}] node_mappings can set only serial_number and model, "
                     f"not {', '.join(sorted(unknown))}"
                 )
-        if not self.setting("page_size").isdigit() or not 1 <= int(self.setting("page_size")) <= 10000:
-            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to 10000")
-        if not self.setting("url").lower().startswith(("http://", "https://")):
-            raise ConfigError(
-                f"[{self.name}] url must start with https:// (e.g. https://chef.example.com/organizations/acme)"
-            )
 
     @property
     def base(self) -> str:
