@@ -16,11 +16,18 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import ConfigError, SourceError
-from ..ini import parse_bool
-from ..settings import Setting
+from ..errors import SourceError
+from ..settings import BOOL, File, Folder, List, Setting
 from .base import BadRecord, Record, Source, UsersSource
-from .files import PROCESSED_SETTINGS, ProcessedFiles, check_one_of, check_processed, discover, display, first_bad_line
+from .files import (
+    PROCESSED_SETTINGS,
+    ProcessedFiles,
+    discover,
+    display,
+    first_bad_line,
+    one_of_problems,
+    processed_problems,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +35,21 @@ PAGE_SIZE = 1000
 DELIMITER_WORDS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
 
 FILE_SETTINGS = (
-    Setting("filename", "", example="/some/path/to/file/assets.csv", help="one CSV file"),
-    Setting("directory", "", example="/some/path/to/files/", help="a folder of *.csv files (not recursive)"),
+    Setting("filename", "", example="/some/path/to/file/assets.csv", kind=File(must_exist=False), help="one CSV file"),
+    Setting(
+        "directory",
+        "",
+        example="/some/path/to/files/",
+        kind=Folder(must_exist=False),
+        help="a folder of *.csv files (not recursive)",
+    ),
 )
 FORMAT_SETTINGS = (
     Setting("encoding", "utf-8-sig", help="text encoding of the files, e.g. cp1252 or latin-1"),
     Setting("delimiter", ",", help="field separator: , ; | tab, or auto to detect it from the header"),
-    Setting("strip_headers", "false", help='remove spaces around column names (" Serial " becomes "Serial")'),
+    Setting(
+        "strip_headers", "false", kind=BOOL, help='remove spaces around column names (" Serial " becomes "Serial")'
+    ),
     *PROCESSED_SETTINGS,
 )
 
@@ -88,23 +103,21 @@ class _DecodedLines:
 class _CsvSource(Source):
     file_settings: ClassVar[tuple[Setting, ...]] = FILE_SETTINGS
 
-    def validate(self) -> None:
-        check_one_of(self.name, self.setting("filename"), self.setting("directory"))
-        check_processed(self.name, self.setting("processed_action"), self.setting("processed_dir"))
+    def validate(self) -> Iterator[str]:
+        yield from one_of_problems(self.name, self.setting("filename"), self.setting("directory"))
+        yield from processed_problems(self.name, self.setting("processed_action"), self.setting("processed_dir"))
         self.processed = ProcessedFiles(self.name, self.setting("processed_action"), self.setting("processed_dir"))
         try:
             codecs.lookup(self.setting("encoding"))
         except LookupError:
-            raise ConfigError(
+            yield (
                 f"[{self.name}] encoding = {self.setting('encoding')!r} is not a known "
                 "encoding (e.g. utf-8, cp1252, latin-1, utf-16)"
-            ) from None
-        self.strip_headers = parse_bool(self.setting("strip_headers"), setting=f"[{self.name}] strip_headers")
+            )
+        self.strip_headers = self.value("strip_headers")
         delimiter = self._delimiter_setting()
         if delimiter != "auto" and len(delimiter) != 1:
-            raise ConfigError(
-                f"[{self.name}] delimiter = {self.setting('delimiter')!r} must be one character, tab, or auto"
-            )
+            yield f"[{self.name}] delimiter = {self.setting('delimiter')!r} must be one character, tab, or auto"
 
     def _delimiter_setting(self) -> str:
         raw = self.setting("delimiter") or ","
@@ -234,7 +247,8 @@ class CsvAssets(_CsvSource):
             "sync_field",
             None,
             example="24DCF85294E411E38A52066B556BA4EE",
-            help="Oomnitza field id(s) identifying an asset",
+            kind=List(),
+            help="Oomnitza field id(s) identifying an asset, comma-separated",
         ),
         *FORMAT_SETTINGS,
     )
@@ -246,9 +260,17 @@ class CsvUsers(_CsvSource, UsersSource):
     record_type = "users"
     summary = "Rows of a CSV file (or a folder of them) as users"
     settings = (
-        Setting("filename", "", example="/some/path/to/file/users.csv", help="one CSV file"),
+        Setting(
+            "filename", "", example="/some/path/to/file/users.csv", kind=File(must_exist=False), help="one CSV file"
+        ),
         FILE_SETTINGS[1],
         *UsersSource.role_settings,
-        Setting("sync_field", None, example="USER", help="Oomnitza field id(s) identifying a user"),
+        Setting(
+            "sync_field",
+            None,
+            example="USER",
+            kind=List(),
+            help="Oomnitza field id(s) identifying a user, comma-separated",
+        ),
         *FORMAT_SETTINGS,
     )

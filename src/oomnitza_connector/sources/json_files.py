@@ -17,9 +17,9 @@ from typing import Any
 import ijson
 import orjson
 
-from ..settings import Setting
+from ..settings import Folder, List, Setting
 from .base import BadRecord, Record, Source, UsersSource
-from .files import PROCESSED_SETTINGS, ProcessedFiles, check_one_of, check_processed, discover, display
+from .files import PROCESSED_SETTINGS, ProcessedFiles, discover, display, one_of_problems, processed_problems
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,9 @@ def _bad(message: str, **raw: Any) -> Record:
 
 
 class _JsonSource(Source):
-    def validate(self) -> None:
-        check_one_of(self.name, "", self.setting("directory"), allow_filename=False)
-        check_processed(self.name, self.setting("processed_action"), self.setting("processed_dir"))
+    def validate(self) -> Iterator[str]:
+        yield from one_of_problems(self.name, "", self.setting("directory"), allow_filename=False)
+        yield from processed_problems(self.name, self.setting("processed_action"), self.setting("processed_dir"))
         self.processed = ProcessedFiles(self.name, self.setting("processed_action"), self.setting("processed_dir"))
 
     async def commit(self) -> None:
@@ -163,12 +163,19 @@ class JsonAssets(_JsonSource):
     record_type = "assets"
     summary = "Objects of *.json files as assets"
     settings = (
-        Setting("directory", None, example="/some/path/to/files/", help="a folder of *.json and *.jsonl files"),
+        Setting(
+            "directory",
+            None,
+            example="/some/path/to/files/",
+            kind=Folder(must_exist=False),
+            help="a folder of *.json and *.jsonl files",
+        ),
         Setting(
             "sync_field",
             None,
             example="24DCF85294E411E38A52066B556BA4EE",
-            help="Oomnitza field id(s) identifying an asset",
+            kind=List(),
+            help="Oomnitza field id(s) identifying an asset, comma-separated",
         ),
         *PROCESSED_SETTINGS,
     )
@@ -180,9 +187,21 @@ class JsonUsers(_JsonSource, UsersSource):
     record_type = "users"
     summary = "Objects of *.json files as users"
     settings = (
-        Setting("directory", None, example="/some/path/to/files/", help="a folder of *.json and *.jsonl files"),
+        Setting(
+            "directory",
+            None,
+            example="/some/path/to/files/",
+            kind=Folder(must_exist=False),
+            help="a folder of *.json and *.jsonl files",
+        ),
         Setting("default_role", "25", help="Oomnitza role id given to new users"),
         Setting("default_position", "Employee", help="position given to users"),
-        Setting("sync_field", None, example="USER", help="Oomnitza field id(s) identifying a user"),
+        Setting(
+            "sync_field",
+            None,
+            example="USER",
+            kind=List(),
+            help="Oomnitza field id(s) identifying a user, comma-separated",
+        ),
         *PROCESSED_SETTINGS,
     )
