@@ -48,7 +48,7 @@ from .. import redact
 from ..auth import RefreshingToken, TokenFetcher
 from ..errors import ConfigError, SourceError
 from ..http import Cursor, Http, HttpAuthError, HttpError, classify_transport_error, decode_json, error_body, safe_url
-from ..settings import Setting
+from ..settings import Int, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -294,12 +294,15 @@ class GoogleDirectorySource(Source):
                 "service_account_json_key is empty; the connector's ambient Google credentials need "
                 f"{TOKEN_CREATOR} on it",
             ),
-            Setting("url", DIRECTORY_API, help="Admin SDK API base (with or without /admin/directory/v1)"),
-            Setting("page_size", str(max_page), help=f"devices per request (1-{max_page})"),
-            Setting("iam_url", IAM_CREDENTIALS_API, help="keyless: IAM Service Account Credentials API base"),
+            Setting("url", DIRECTORY_API, kind=Url(), help="Admin SDK API base (with or without /admin/directory/v1)"),
+            Setting("page_size", str(max_page), kind=Int(1, max_page), help="devices per request"),
+            Setting(
+                "iam_url", IAM_CREDENTIALS_API, kind=Url(), help="keyless: IAM Service Account Credentials API base"
+            ),
             Setting(
                 "token_url",
                 GOOGLE_TOKEN_URI,
+                kind=Url(),
                 help="keyless: Google's OAuth token endpoint (with a key, the key's token_uri is used)",
             ),
         )
@@ -331,12 +334,6 @@ class GoogleDirectorySource(Source):
             )
         if raw.startswith("{") and self.has_key:
             parse_key(raw, self.name, "inline")  # reading a key file is I/O: that waits for the run
-        for name in ("url", "iam_url", "token_url"):
-            if not self.setting(name).lower().startswith(("http://", "https://")):
-                raise ConfigError(f"[{self.name}] {name} must start with https://")
-        size = self.setting("page_size")
-        if not size.isdigit() or not 1 <= int(size) <= self.max_page:
-            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to {self.max_page}")
 
     # -- auth ---------------------------------------------------------------------------------------
 
@@ -692,17 +689,17 @@ class GoogleMobileDevices(GoogleDirectorySource):
             help="directory (Admin SDK: user-owned devices, the old record shape) or cloud_identity "
             "(Cloud Identity Devices API: company-owned devices too, another record shape)",
         ),
-        Setting("cloud_identity_url", CLOUD_IDENTITY_API, help="Cloud Identity API base (device_api = cloud_identity)"),
+        Setting(
+            "cloud_identity_url",
+            CLOUD_IDENTITY_API,
+            kind=Url(),
+            help="Cloud Identity API base (device_api = cloud_identity)",
+        ),
     )
 
     @property
     def cloud_identity(self) -> bool:
         return self.setting("device_api") == "cloud_identity"
-
-    def validate(self) -> None:
-        super().validate()
-        if self.cloud_identity and not self.setting("cloud_identity_url").lower().startswith(("http://", "https://")):
-            raise ConfigError(f"[{self.name}] cloud_identity_url must start with https://")
 
     def scopes(self) -> list[str]:
         return [CLOUD_IDENTITY_SCOPE] if self.cloud_identity else [self.scope]
