@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError, SourceError
-from ..settings import Setting
+from ..settings import BOOL, Float, Int, List, Setting
 from .base import Record, Source, UsersSource
 
 with warnings.catch_warnings():
@@ -216,30 +216,23 @@ S_PROTOCOL = Setting("protocol_version", "3", help="LDAP protocol version: 3, or
 S_FILTER = Setting("filter", "(objectClass=*)", help="search filter (also applied to group members)")
 S_PAGE_CRITERIUM = Setting("page_criterium", "", help="accepted for compatibility; no effect")
 EXTRA_SETTINGS = (
-    Setting("start_tls", "false", help="upgrade an ldap:// connection with StartTLS before binding"),
+    Setting("start_tls", "false", kind=BOOL, help="upgrade an ldap:// connection with StartTLS before binding"),
     Setting(
         "page_size",
         "500",
+        kind=Int(1, 100000),
         help="entries per page (RFC 2696); keep it at or below the server's limit (Active Directory MaxPageSize: 1000)",
     ),
-    Setting("nested_groups", "true", help="group mode: expand groups found among the members"),
+    Setting("nested_groups", "true", kind=BOOL, help="group mode: expand groups found among the members"),
     Setting(
         "attributes",
         "*",
+        kind=List(),
         help="attributes to request, comma-separated: * = all user attributes; "
         "add operational ones by name (*,modifyTimestamp) or + for all",
     ),
-    Setting("timeout", "30", help="seconds to wait for the server to connect or answer"),
+    Setting("timeout", "30", kind=Float(above=0), help="seconds to wait for the server to connect or answer"),
 )
-
-
-def _flag(value: str, *, where: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "yes", "y", "true", "t", "on"):
-        return True
-    if lowered in ("", "0", "no", "n", "false", "f", "off"):
-        return False
-    raise ConfigError(f"{where}: {value!r} is not true or false")
 
 
 # --- the blocking side (runs in worker threads) ------------------------------------------------
@@ -498,16 +491,7 @@ class _LdapBase(Source):
                 f"{where} password is empty: an empty password makes many servers bind anonymously "
                 "(RFC 4513 unauthenticated bind); set it, or set username = anonymous"
             )
-        if not self.setting("page_size").strip().isdigit() or not 1 <= int(self.setting("page_size")) <= 100000:
-            raise ConfigError(f"{where} page_size must be a number from 1 to 100000")
-        try:
-            if float(self.setting("timeout")) <= 0:
-                raise ValueError
-        except ValueError:
-            raise ConfigError(f"{where} timeout must be a positive number of seconds") from None
         self._groups()
-        for key in ("start_tls", "nested_groups"):
-            _flag(self.setting(key), where=f"{where} {key}")
         self._check_filter("filter", self.setting("filter") or "(objectClass=*)")
         if self.setting("group_member_filter"):
             self._check_filter("group_member_filter", self.setting("group_member_filter").replace("{}", "x"))
@@ -550,7 +534,7 @@ class _LdapBase(Source):
         if not host:
             raise ConfigError(f"{where} {url!r} names no host")
         ldaps = scheme == "ldaps"
-        if ldaps and _flag(self.setting("start_tls"), where=f"[{self.name}] start_tls"):
+        if ldaps and self.value("start_tls"):
             raise ConfigError(f"[{self.name}] start_tls = true needs an ldap:// url (ldaps:// is already TLS)")
         return host, port or (636 if ldaps else 389), ldaps
 
@@ -607,7 +591,7 @@ class _LdapBase(Source):
     def _connect(self) -> Directory:
         """Open, secure and bind (blocking). Raises SourceError with one clear line."""
         host, port, ldaps = self._endpoint()
-        start_tls = _flag(self.setting("start_tls"), where=f"[{self.name}] start_tls")
+        start_tls = self.value("start_tls")
         timeout = float(self.setting("timeout"))
         url = f"{'ldaps' if ldaps else 'ldap'}://{host}:{port}"
         try:
@@ -714,7 +698,7 @@ class _LdapBase(Source):
                 search_filter=search_filter,
                 member_filter=self.setting("group_member_filter"),
                 base_dn=self.setting("base_dn"),
-                nested=_flag(self.setting("nested_groups"), where=f"[{self.name}] nested_groups"),
+                nested=self.value("nested_groups"),
             )
             while (page := await self._call(walker.next_page)) is not None:
                 if page:
