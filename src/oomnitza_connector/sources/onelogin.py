@@ -27,16 +27,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from ..auth import RefreshingToken, basic
-from ..errors import ConfigError, SourceError
+from ..errors import SourceError
 from ..http import Cursor, Http, HttpAuthError, HttpError, RateLimiter, decode_json, error_body, reset_pause, safe_url
-from ..settings import Setting
+from ..settings import BOOL, Int, Setting, Url
 from .base import BadRecord, Record, UsersSource
 
 log = logging.getLogger(__name__)
@@ -205,6 +205,7 @@ class Onelogin(UsersSource):
             "url",
             DEFAULT_URL,
             example=DEFAULT_URL,
+            kind=Url(),
             help="OneLogin API host: https://api.us.onelogin.com, https://api.eu.onelogin.com or "
             "https://<subdomain>.onelogin.com (a path such as /api/1/users is accepted and ignored)",
         ),
@@ -212,10 +213,16 @@ class Onelogin(UsersSource):
         Setting("client_secret", "", secret=True, help="API credential client secret"),
         Setting("api_token", "", secret=True, help="retired legacy API key: not supported, use client_id"),
         *UsersSource.role_settings,
-        Setting("page_size", str(MAX_PAGE), help=f"users per request (OneLogin's maximum is {MAX_PAGE})"),
+        Setting(
+            "page_size",
+            str(MAX_PAGE),
+            kind=Int(min=1),
+            help=f"users per request (OneLogin's maximum is {MAX_PAGE}; more is lowered to it)",
+        ),
         Setting(
             "custom_attributes",
             "true",
+            kind=BOOL,
             help="ask the users list for custom_attributes (one extra field, no extra calls)",
         ),
     )
@@ -228,30 +235,23 @@ class Onelogin(UsersSource):
         "PERMISSIONS_ID": {"setting": "default_role"},
     }
 
-    def validate(self) -> None:
+    def validate(self) -> Iterator[str]:
         url = self.setting("url").strip()
-        if not url.lower().startswith(("http://", "https://")):
-            raise ConfigError(f"[{self.name}] url must start with https:// (e.g. https://api.us.onelogin.com)")
         if LEGACY_PATH.search(urlsplit(url).path.rstrip("/")):
-            raise ConfigError(
+            yield (
                 f"[{self.name}] url {url} is OneLogin's retired XML API; set url to "
                 "https://api.us.onelogin.com (EU: https://api.eu.onelogin.com) and use "
                 "client_id/client_secret"
             )
         if not (self.setting("client_id") and self.setting("client_secret")):
             if self.setting("api_token"):
-                raise ConfigError(
+                yield (
                     f"[{self.name}] api_token is OneLogin's legacy API key, whose APIs OneLogin "
                     "shut down; create an API credential (Administration > Developers > API "
                     "Credentials, Read users) and set client_id and client_secret"
                 )
-            raise ConfigError(
-                f"[{self.name}] OneLogin connector configured improperly: set client_id and client_secret"
-            )
-        size = self.setting("page_size")
-        if not size.isdigit() or int(size) < 1:
-            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to {MAX_PAGE}")
-        self.section.flag("custom_attributes")  # a clear error for a value that is not a boolean
+            else:
+                yield f"[{self.name}] OneLogin connector configured improperly: set client_id and client_secret"
 
     @property
     def base(self) -> str:
