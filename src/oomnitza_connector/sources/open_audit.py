@@ -22,9 +22,9 @@ import httpx
 
 from .. import redact
 from ..auth import RefreshingToken
-from ..errors import ConfigError, SourceError
+from ..errors import SourceError
 from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
-from ..settings import Setting
+from ..settings import Int, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,7 @@ class OpenAudit(Source):
             "url",
             None,
             example="http://XXX.XXX.XXX.XXX",
+            kind=Url(),
             help="scheme and host of the server (with or without /open-audit/index.php)",
         ),
         Setting("username", None, example="", help="Open-AudIT user"),
@@ -140,16 +141,10 @@ class OpenAudit(Source):
             choices=STYLES,
             help="auto; include (?include=network,software, current servers); sub_resource (legacy)",
         ),
-        Setting("page_size", "1000", help="devices per list request"),
+        Setting("page_size", "1000", kind=Int(min=1), help="devices per list request"),
     )
     default_mappings = {"APPLICATIONS": {"source": "software"}}
     default_converters = {f"hardware.{name}": "date_format" for name in DATE_FIELDS}
-
-    def validate(self) -> None:
-        if not self.setting("url").lower().startswith(("http://", "https://")):
-            raise ConfigError(f"[{self.name}] url must start with http:// or https:// (e.g. https://audit.example.com)")
-        if not self.setting("page_size").isdigit() or int(self.setting("page_size")) < 1:
-            raise ConfigError(f"[{self.name}] page_size must be a positive number")
 
     @property
     def base(self) -> str:
