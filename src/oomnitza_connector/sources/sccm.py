@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, SourceError
-from ..settings import Setting
+from ..settings import Int, Setting
 from . import sccm_queries as q
 from .base import Record, Source
 
@@ -203,20 +203,14 @@ class Sccm(Source):
             choices=ENCRYPT_CHOICES,
             help="ODBC Encrypt (yes, no, strict); verify_ssl = false trusts the server certificate",
         ),
-        Setting("login_timeout", "30", help="seconds to wait for the connection and login"),
-        Setting("query_timeout", "600", help="seconds a query may run (0 = no limit)"),
-        Setting("chunk_size", "500", help=f"computers read per round trip (1-{MAX_CHUNK})"),
+        Setting("login_timeout", "30", kind=Int(min=0), help="seconds to wait for the connection and login"),
+        Setting("query_timeout", "600", kind=Int(min=0), help="seconds a query may run (0 = no limit)"),
+        Setting("chunk_size", "500", kind=Int(1, MAX_CHUNK), help="computers read per round trip"),
     )
     default_mappings = {"APPLICATIONS": {"source": "software"}}
     default_converters = {"hardware.last_logon": "date_format"}
 
     def validate(self) -> None:
-        for key in ("login_timeout", "query_timeout"):
-            if not self.setting(key).isdigit():
-                raise ConfigError(f"[{self.name}] {key} must be a number of seconds")
-        chunk = self.setting("chunk_size")
-        if not chunk.isdigit() or not 1 <= int(chunk) <= MAX_CHUNK:
-            raise ConfigError(f"[{self.name}] chunk_size must be a number from 1 to {MAX_CHUNK}")
         sql_auth = self.setting("authentication") == "SQL Server"
         if (
             sql_auth
