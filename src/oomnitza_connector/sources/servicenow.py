@@ -26,7 +26,7 @@ import httpx
 from ..auth import RefreshingToken, basic
 from ..errors import ConfigError, SourceError
 from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, RateLimiter, decode_json, error_body
-from ..settings import Setting
+from ..settings import Int, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -171,12 +171,18 @@ class ServiceNow(Source):
     record_type = "assets"
     summary = "ServiceNow assets (alm_asset + computer CI + software)"
     settings = (
-        Setting("url", None, example="https://xxx.service-now.com", help="instance URL (with or without /api/now)"),
+        Setting(
+            "url",
+            None,
+            example="https://xxx.service-now.com",
+            kind=Url(),
+            help="instance URL (with or without /api/now)",
+        ),
         Setting("username", "", help="user for Basic auth (or for the OAuth password grant)"),
         Setting("password", "", secret=True, help="its password"),
         Setting("client_id", "", help="OAuth client id (Application Registry); empty = Basic auth"),
         Setting("client_secret", "", secret=True, help="OAuth client secret"),
-        Setting("page_size", "100", help="rows per Table API request (sysparm_limit), 1-10000"),
+        Setting("page_size", "100", kind=Int(1, 10000), help="rows per Table API request (sysparm_limit)"),
         Setting(
             "software_table",
             "auto",
@@ -187,11 +193,6 @@ class ServiceNow(Source):
     default_mappings = {"APPLICATIONS": {"source": "software"}}
 
     def validate(self) -> None:
-        if not self.setting("url").lower().startswith(("http://", "https://")):
-            raise ConfigError(f"[{self.name}] url must start with https:// (e.g. https://acme.service-now.com)")
-        size = self.setting("page_size")
-        if not size.isdigit() or not 1 <= int(size) <= 10000:
-            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to 10000")
         if self.setting("client_id"):
             if not self.setting("client_secret"):
                 raise ConfigError(f"[{self.name}] client_id is set: set client_secret too")
