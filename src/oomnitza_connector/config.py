@@ -81,6 +81,10 @@ class SectionConfig:
     # The section's declarations (its own and the common settings); empty: the common ones only.
     declared: dict[str, Setting] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not self.declared and self.source_cls is not None:
+            self.declared = declarations(self.source_cls.settings)
+
     @property
     def module(self) -> str:
         return module_of(self.name)
@@ -91,10 +95,10 @@ class SectionConfig:
     def declaration(self, key: str) -> Setting | None:
         return self.declared.get(key) or COMMON_BY_NAME.get(key)
 
-    def value(self, key: str) -> Any:
+    def value(self, key: str, setting: Setting | None = None) -> Any:
         """The typed value of a declared setting (an int for ``Int``, a bool for ``Bool``...); an empty
         value is its default, else the kind's empty value (None, "", False or [])."""
-        setting = self.declaration(key)
+        setting = setting or self.declaration(key)
         if setting is None:
             raise KeyError(f"[{self.name}] declares no setting {key!r}")
         return _typed(setting, self.settings.get(key, ""), where=f"{self.ini_path}: [{self.name}]")

@@ -58,7 +58,8 @@ class Source:
     def value(self, name: str) -> Any:
         """The setting as its declaration types it: ``self.value("page_size") -> int``; a Bool gives a
         bool, a List a list of str, a Json the decoded value. Not set: the default, else None/""/False/[]."""
-        return self.section.value(name)
+        own = next((s for s in self.settings if s.name == name), None)
+        return self.section.value(name, own)
 
     def mapped_sources(self) -> list[str]:
         """The ``source`` paths the run maps (INI + defaults until the merged mapping is known)."""
