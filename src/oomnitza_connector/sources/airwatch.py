@@ -155,7 +155,7 @@ class AirWatch(Source):
         headers = {"Accept": ACCEPT}
         if self.setting("api_token"):
             headers["aw-tenant-code"] = self.setting("api_token")
-        cap = int(self.setting("max_connections"))
+        cap = self.value("max_connections")
         auth = None if self.oauth else basic(self.setting("username"), self.setting("password"))
         return self.http(base_url=self.base, headers=headers, auth=auth, max_connections=cap)
 
@@ -188,8 +188,8 @@ class AirWatch(Source):
                     log.info("[%s] dep_uuid is set but no mapping reads dep.*: DEP list not read", self.name)
                 dep = await self._dep(http) if self.wants_dep() else None
                 network = self.wants_network()
-                slots = asyncio.Semaphore(int(self.setting("max_connections")))
-                paginator = DevicePages(int(self.setting("page_size")))
+                slots = asyncio.Semaphore(self.value("max_connections"))
+                paginator = DevicePages(self.value("page_size"))
                 async for response in http.paginate(paginator, SEARCH):
                     if response.status_code == 204 or not response.content.strip():
                         break  # UEM's "no (more) devices"
