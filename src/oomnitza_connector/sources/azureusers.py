@@ -34,7 +34,6 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..auth import RefreshingToken
-from ..config import truthy
 from ..errors import ConfigError, SourceError
 from ..http import (
     Http,
@@ -661,7 +660,7 @@ class Azureusers(UsersSource):
         return any(src == "manager" or src.startswith("manager.") for src in self.mapped_sources())
 
     def _params(self, advanced: bool) -> dict[str, Any]:
-        params: dict[str, Any] = {"$top": int(self.setting("page_size")), "$select": ",".join(self.select())}
+        params: dict[str, Any] = {"$top": self.value("page_size"), "$select": ",".join(self.select())}
         if self.wants_manager() and not advanced:  # Graph: "$expand is not supported with advanced queries"
             params["$expand"] = f"manager($select={','.join(MANAGER_SELECT)})"
             params["$top"] = min(params["$top"], MAX_TOP_EXPANDED)
@@ -761,7 +760,7 @@ class Azureusers(UsersSource):
             self._close_sessions()
 
     async def pages(self) -> AsyncIterator[list[Record | BadRecord]]:
-        legacy = truthy(self.setting("legacy_names"))
+        legacy = self.value("legacy_names")
         advanced = needs_advanced_query(self.setting("filter"))
         try:
             async with self._client() as http:
