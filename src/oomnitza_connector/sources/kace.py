@@ -233,7 +233,7 @@ class Kace(Source):
             session = KaceSession(lambda: self._login(http))
             http.client.auth = session
             try:
-                async for response in http.paginate(MachinePages(int(self.setting("page_size"))), MACHINES):
+                async for response in http.paginate(MachinePages(self.value("page_size")), MACHINES):
                     body = decode_json(response)
                     if not isinstance(body, dict):
                         raise SourceError(
