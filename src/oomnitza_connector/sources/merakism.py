@@ -187,7 +187,7 @@ class MerakiSM(Source):
 
     def _client(self) -> Http:
         key = self.setting("meraki_api_key").strip()
-        per_second = int(self.setting("requests_per_second") or MAX_PER_SECOND)
+        per_second = self.value("requests_per_second")
         http = self.http(
             base_url=self.base,
             headers={"Accept": "application/json"},
