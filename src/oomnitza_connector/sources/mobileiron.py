@@ -206,7 +206,7 @@ class MobileIron(Source):
             base_url=self.base,
             headers={"Accept": "application/json"},
             auth=auth,
-            max_connections=int(self.setting("max_connections")),
+            max_connections=self.value("max_connections"),
         )
 
     async def pages(self) -> AsyncIterator[list[Record]]:
@@ -249,12 +249,12 @@ class MobileIron(Source):
 
     async def _v1(self, http: Http) -> AsyncIterator[list[Record]]:
         checkin_only = self.checkin_only
-        window = int(self.setting("last_checkin_date_threshold").strip())
-        slots = asyncio.Semaphore(int(self.setting("max_connections")))
+        window = self.value("last_checkin_date_threshold")
+        slots = asyncio.Semaphore(self.value("max_connections"))
         for partition_id, name in await self._partitions(http):
             cutoff = (time.time() - window) * 1000
             params = {"dmPartitionId": partition_id, **SORT}
-            paginator = StartRows(int(self.setting("page_size")))
+            paginator = StartRows(self.value("page_size"))
             async for response in http.paginate(paginator, "/api/v1/device", params=params):
                 result = _v1_result(decode_json(response))
                 devices = result.get("searchResults") if result else None
