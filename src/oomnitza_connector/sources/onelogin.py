@@ -312,7 +312,7 @@ class Onelogin(UsersSource):
 
     async def pages(self) -> AsyncIterator[list[Record]]:
         name = f"[{self.name}]"
-        size = int(self.setting("page_size"))
+        size = self.value("page_size")
         if size > MAX_PAGE:
             log.info("[%s] page_size %d lowered to OneLogin's maximum of %d", self.name, size, MAX_PAGE)
         params: dict[str, Any] = {"limit": min(size, MAX_PAGE)}
