@@ -27,7 +27,6 @@ from typing import Any
 import httpx
 
 from ..auth import basic
-from ..config import truthy
 from ..errors import SourceError
 from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
 from ..settings import BOOL, Int, List, Setting, Url
@@ -130,14 +129,14 @@ class SimpleMDM(Source):
         return self._maps("software")
 
     def wants_custom(self) -> bool:
-        return truthy(self.setting("custom_attributes")) or self._maps("custom_attributes")
+        return self.value("custom_attributes") or self._maps("custom_attributes")
 
     def _maps(self, key: str) -> bool:
         return any(src == key or src.startswith(f"{key}.") for src in self.mapped_sources())
 
     async def pages(self) -> AsyncIterator[list[Record]]:
         auth = basic(self.setting("secret_access_key").strip(), "")
-        cap = int(self.setting("max_connections") or 4)
+        cap = self.value("max_connections")
         groups, types = self.groups, self.types
         software = self.wants_software()
         custom = self.wants_custom()
