@@ -142,7 +142,7 @@ class Workday(UsersSource):
         auth: httpx.Auth | None = None
         if not self.oauth:
             auth = basic(self.setting("username"), self.setting("password"))
-        seconds = float(self.setting("timeout"))
+        seconds = self.value("timeout")
         return self.http(
             headers={"Accept": "application/json"},
             auth=auth,
