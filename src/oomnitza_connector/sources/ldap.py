@@ -894,7 +894,8 @@ class LdapAssets(_LdapBase):
                 "sync_field",
                 None,
                 example="24DCF85294E411E38A52066B556BA4EE",
-                help="Oomnitza field id(s) identifying an asset",
+                kind=List(),
+                help="Oomnitza field id(s) identifying an asset, comma-separated",
             ),
         )
     )
