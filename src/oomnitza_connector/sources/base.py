@@ -118,8 +118,8 @@ class UsersSource(Source):
 
     record_type = "users"
     role_settings: ClassVar[tuple[Setting, ...]] = (
-        Setting("default_role", None, example="25", help="Oomnitza role id given to new users"),
-        Setting("default_position", None, example="Employee", help="position given to users"),
+        Setting("default_role", None, example="25", help="the Oomnitza role ID put into `PERMISSIONS_ID` (e.g. `25`)"),
+        Setting("default_position", None, example="Employee", help="put into `POSITION` unless you map it"),
     )
 
     def extra_mappings(self) -> dict[str, dict[str, Any]]:
