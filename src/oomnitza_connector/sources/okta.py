@@ -81,20 +81,57 @@ class Okta(UsersSource):
     summary = "Okta users"
     settings = (
         Setting(
-            "url", None, example="https://example.okta.com", kind=Url(), help="your Okta org URL (not the -admin one)"
+            "url",
+            None,
+            example="https://example.okta.com",
+            kind=Url(),
+            help=(
+                "the org URL (`https://acme.okta.com` or a custom domain); `/api/v1` may be included. The"
+                " Admin Console URL (`https://acme-admin.okta.com`, also on `oktapreview.com` and "
+                "`okta-emea.com`) is turned into the org URL"
+            ),
         ),
-        Setting("api_token", "", example="YOUR Okta API TOKEN", secret=True, help="SSWS API token"),
+        Setting(
+            "api_token",
+            "",
+            example="YOUR Okta API TOKEN",
+            secret=True,
+            help="an SSWS API token (acts with the permissions of the admin who created it)",
+        ),
         *UsersSource.role_settings,
-        Setting("deprovisioned", "false", kind=BOOL, help="also sync DEPROVISIONED users"),
-        Setting("client_id", "", help="OAuth API Services app client id (instead of api_token)"),
-        Setting("private_key_file", "", kind=File(), help="PEM private key of that app (private_key_jwt), RSA or EC"),
-        Setting("kid", "", help="OAuth app: key ID of that key in the app (needed when the app has several keys)"),
+        Setting("deprovisioned", "false", kind=BOOL, help="also sync `DEPROVISIONED` users"),
+        Setting(
+            "client_id",
+            "",
+            help=(
+                "instead of `api_token`: the client ID of an OAuth 2.0 API Services app with "
+                "`private_key_jwt` and the `okta.users.read` scope (recommended by Okta)"
+            ),
+        ),
+        Setting(
+            "private_key_file",
+            "",
+            kind=File(),
+            help=("that app's private key: PEM, unencrypted, RSA (signed RS256) or EC P-256/384/521 (ES256/384/512)"),
+        ),
+        Setting(
+            "kid",
+            "",
+            help=(
+                "OAuth app: the Key ID of that key as registered in the app; needed when the app has more"
+                " than one public key (Okta then answers `The client_assertion JWT kid is invalid`)"
+            ),
+        ),
         Setting("page_size", "200", kind=Int(1, 200), help="users per request (Okta's maximum)"),
         Setting(
             "dpop",
             "auto",
             kind=Bool(also=("auto",)),
-            help="OAuth app: DPoP-bound tokens: auto (when the app requires them), true or false",
+            help=(
+                "OAuth app: use DPoP-bound tokens (RFC 9449): `auto` does when the app requires them "
+                '("Require Demonstrating Proof of Possession (DPoP) header in token requests"), `true` '
+                "always, `false` never"
+            ),
         ),
     )
     default_mappings = {
