@@ -213,7 +213,7 @@ def test_template_comments_every_setting_with_its_help() -> None:
     assert "# users per request (Okta's maximum) [whole number from 1 to 200; default 200]\npage_size = 200" in (
         section
     )
-    assert "# Oomnitza role id given to new users [required]\ndefault_role = 25" in section
+    assert "# the Oomnitza role ID put into `PERMISSIONS_ID` (e.g. `25`) [required]\ndefault_role = 25" in section
     for module in REGISTRY:
         block = text[text.index(f"[{module}]\n") :].split("\n\n", 1)[0]
         for setting in load_source_class(module).settings:
