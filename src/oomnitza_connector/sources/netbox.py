@@ -63,22 +63,39 @@ class Netbox(Source):
     record_type = "assets"
     summary = "NetBox DCIM devices"
     settings = (
-        Setting("url", None, example="https://NETBOX", kind=Url(), help="NetBox base URL (with or without /api)"),
+        Setting(
+            "url",
+            None,
+            example="https://NETBOX",
+            kind=Url(),
+            help=(
+                "the base URL of NetBox; `https://netbox.example.com` and `https://netbox.example.com/api` both work"
+            ),
+        ),
         Setting(
             "auth_token",
             None,
             example="*******",
             secret=True,
-            help="API token: v2 nbt_<key>.<secret> (Bearer) or a v1 40-hex token (Token)",
+            help=(
+                "the API token: a v2 token (`nbt_<key>.<secret>`) is sent as `Authorization: Bearer ...`,"
+                " any other token as `Authorization: Token ...` (v1)"
+            ),
         ),
         Setting(
-            "page_size", "1000", kind=Int(1, 1000), help="devices per request (NetBox's MAX_PAGE_SIZE defaults to 1000)"
+            "page_size",
+            "1000",
+            kind=Int(1, 1000),
+            help=("devices per request (`limit`); NetBox caps it at its `MAX_PAGE_SIZE`, which defaults to 1000"),
         ),
         Setting(
             "exclude_config_context",
             "false",
             kind=BOOL,
-            help="leave out the rendered config_context (smaller pages; config_context.* unmapped)",
+            help=(
+                "`true` leaves out each device's rendered `config_context`: pages get much smaller, but "
+                "`config_context.*` paths are then null"
+            ),
         ),
     )
     default_mappings: dict[str, dict[str, Any]] = {}
