@@ -83,13 +83,13 @@ class AirWatch(Source):
             "https://apidev.awmdm.com",
             example="https://as1234.awmdm.com",
             kind=Url(),
-            help="UEM REST API host (with or without /api)",
+            help="the UEM REST API host (`https://as1234.awmdm.com`); `/api` may be included",
         ),
         Setting(
             "username",
             "",
             example="username@example.com",
-            help="admin with API access, for Basic auth (when no client_id is set)",
+            help="an admin with API access, for HTTP Basic (when no `client_id` is set)",
         ),
         Setting("password", "", example="change-me", secret=True, help="that admin's password"),
         Setting(
@@ -97,21 +97,43 @@ class AirWatch(Source):
             "",
             example="YOUR AirWatch API TOKEN",
             secret=True,
-            help="REST API key (tenant code), sent as aw-tenant-code; required with username/password",
+            help=(
+                'the REST API key ("tenant code"), sent as `aw-tenant-code`; required with '
+                "`username`/`password`, sent with OAuth too when set"
+            ),
         ),
-        Setting("dep_uuid", "", help="organization group UUID whose Apple DEP (ADE) device list is merged as 'dep'"),
-        Setting("client_id", "", help="OAuth client id (Groups & Settings > Configurations > OAuth Client Management)"),
+        Setting(
+            "dep_uuid",
+            "",
+            help=(
+                "UUID of the organization group whose Apple DEP (ADE) device list is merged in as `dep`, "
+                "read when a mapping reads `dep.…`; empty = no DEP call"
+            ),
+        ),
+        Setting(
+            "client_id",
+            "",
+            help=(
+                "an OAuth client (recommended for SaaS tenants) instead of `username`/`password`: its "
+                "client ID (Groups & Settings > Configurations > OAuth Client Management)"
+            ),
+        ),
         Setting("client_secret", "", secret=True, help="that OAuth client's secret"),
         Setting(
             "region",
             "",
             kind=Choice(REGIONS, ignore_case=True),
-            help="token service region of the OAuth client",
+            help=("the OAuth client's token service region: `https://{region}.uemauth.workspaceone.com/connect/token`"),
         ),
-        Setting("token_url", "", kind=Url(), help="OAuth token URL; overrides region (other datacenters, proxies)"),
+        Setting(
+            "token_url", "", kind=Url(), help="the full token URL instead of `region` (other datacenters, a proxy)"
+        ),
         Setting("page_size", "250", kind=Int(1, MAX_PAGE_SIZE), help="devices per search request"),
         Setting(
-            "max_connections", "4", kind=Int(1, 32), help="concurrent requests to UEM at most (network detail calls)"
+            "max_connections",
+            "4",
+            kind=Int(1, 32),
+            help="concurrent requests to UEM at most (the per-device network calls)",
         ),
     )
 
