@@ -381,55 +381,92 @@ class Azureusers(UsersSource):
             "tenant_id",
             "",
             example="00000000-0000-0000-0000-000000000000",
-            help="Directory (tenant) ID, or a verified domain of the tenant",
+            help=(
+                "Directory (tenant) ID, a GUID; a verified domain of the tenant "
+                "(`contoso.onmicrosoft.com`) also works (required in practice)"
+            ),
         ),
         Setting(
             "client_id",
             "",
             example="00000000-0000-0000-0000-000000000000",
-            help="Application (client) ID of the app registration",
+            help="Application (client) ID of the app registration (required in practice)",
         ),
-        Setting("secret", "", example="YOUR CLIENT SECRET", secret=True, help="client secret value of that app"),
+        Setting(
+            "secret",
+            "",
+            example="YOUR CLIENT SECRET",
+            secret=True,
+            help=("the client secret's value (not its secret ID); leave it empty when you use `certificate_file`"),
+        ),
         *UsersSource.role_settings,
         Setting(
             "certificate_file",
             "",
             kind=File(),
-            help="instead of secret: PEM with the app's certificate and private key, or a .pfx/.p12",
+            help=(
+                "certificate credential, instead of `secret`: a PEM file holding the certificate and its "
+                "RSA private key, or a `.pfx`/`.p12` file; upload the certificate (public part) to the "
+                "app registration"
+            ),
         ),
-        Setting("certificate_password", "", secret=True, help="password of an encrypted key or .pfx"),
+        Setting("certificate_password", "", secret=True, help="password of an encrypted private key or `.pfx` file"),
         Setting(
             "authority_host",
             DEFAULT_AUTHORITY,
             kind=Url(("https",)),  # MSAL accepts no other
-            help="Entra sign-in host (https://login.microsoftonline.us for US Government, "
-            "https://login.chinacloudapi.cn for China)",
+            help=(
+                "Entra sign-in host: `https://login.microsoftonline.us` for US Government clouds, "
+                "`https://login.chinacloudapi.cn` for Microsoft Azure operated by 21Vianet"
+            ),
         ),
         Setting(
             "graph_host",
             DEFAULT_GRAPH,
             kind=Url(),
-            help="Microsoft Graph host (https://graph.microsoft.us, https://microsoftgraph.chinacloudapi.cn)",
+            help=(
+                "Microsoft Graph host: `https://graph.microsoft.us` (GCC High), "
+                "`https://dod-graph.microsoft.us` (DoD), `https://microsoftgraph.chinacloudapi.cn` "
+                "(China); with or without `/v1.0`; a proxy in front of Graph also works"
+            ),
         ),
-        Setting("page_size", str(MAX_TOP), kind=Int(1, MAX_TOP), help="users per request ($top)"),
+        Setting("page_size", str(MAX_TOP), kind=Int(1, MAX_TOP), help="users per request (`$top`)"),
         Setting(
             "filter",
             "",
-            help="a Graph $filter for /users, e.g. accountEnabled eq true (advanced queries get ConsistencyLevel)",
+            help=(
+                "a Graph `$filter` for the users list, e.g. `accountEnabled eq true` or `userType eq "
+                "'Member'`; a filter only Graph's advanced queries support (`ne`, `not`, `endsWith`, "
+                "`null`, or properties indexed only for them) is sent with `ConsistencyLevel: eventual` "
+                "and `$count=true`, and a filter Graph refuses as unsupported is asked again that way"
+            ),
         ),
-        Setting("select", "", kind=List(), help="extra Graph user properties to ask for, comma-separated"),
+        Setting(
+            "select",
+            "",
+            kind=List(),
+            help=('extra Graph user properties to ask for, comma-separated (see "Which properties are read")'),
+        ),
         Setting(
             "manager",
             "auto",
             kind=Bool(also=("auto",)),
-            help="read each user's manager (manager.mail, manager.displayName, …): true, false, or auto = "
-            "when a mapping uses manager.*",
+            help=(
+                "read each user's manager, so mappings can use `manager.mail`, `manager.displayName`, "
+                "`manager.userPrincipalName`, `manager.employeeId`, `manager.jobTitle` and `manager.id`: "
+                "`auto` does it when a mapping (the one stored in Oomnitza included) uses `manager.*`. It"
+                " comes with the user (`$expand`, then at most 100 users per page), or, with an "
+                "advanced-query `filter`, from per-user lookups in `$batch` requests of 20"
+            ),
         ),
         Setting(
             "legacy_names",
             "true",
             kind=BOOL,
-            help="also expose the old connector's names (given_name, additional_properties.jobTitle…)",
+            help=(
+                "also add the old connector's field names to every record (see \"Old mappings keep "
+                'working"); `false` gives the Graph object only'
+            ),
         ),
     )
     default_mappings = {
