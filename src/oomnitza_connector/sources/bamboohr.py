@@ -58,34 +58,51 @@ class BambooHR(UsersSource):
             "url",
             DEFAULT_URL,
             kind=Url(),
-            help="BambooHR API: the gateway (https://api.bamboohr.com/api/gateway.php) or your company's "
-            "host (https://acme.bamboohr.com/api/v1)",
+            help=(
+                "the BambooHR API: the gateway `https://api.bamboohr.com/api/gateway.php` (with "
+                "`system_name` appended: `…/gateway.php/acme/v1`), or your company's own host "
+                "`https://acme.bamboohr.com/api/v1` (or just `https://acme.bamboohr.com`), the form "
+                "BambooHR's current SDK uses; a proxy without a path gets the gateway path, one ending in"
+                " `/api/v1` is used as it is"
+            ),
         ),
         Setting(
             "system_name",
             None,
             example="YOUR BambooHR SYSTEM NAME",
-            help="company subdomain: acme for acme.bamboohr.com",
+            help="your company's BambooHR subdomain: `acme` for `acme.bamboohr.com`",
         ),
-        Setting("api_token", None, example="YOUR BambooHR API TOKEN", secret=True, help="BambooHR API key"),
+        Setting("api_token", None, example="YOUR BambooHR API TOKEN", secret=True, help="a BambooHR API key"),
         *UsersSource.role_settings,
         Setting(
             "mode",
             "directory",
             choices=("directory", "report"),
-            help="directory (active employees, directory fields) or report (custom report)",
+            help=(
+                "`directory`: `GET …/employees/directory`, current employees, with the fields your "
+                "company shows in its directory; `report`: `POST …/reports/custom?format=JSON` with "
+                "`report_fields`"
+            ),
         ),
         Setting(
             "report_fields",
             REPORT_FIELDS,
             kind=List(),
-            help="mode = report: the BambooHR field names to request (mapped fields are added)",
+            help=(
+                "`mode = report`: the BambooHR field names to request; every field a mapping reads (the "
+                "mapping stored in Oomnitza included) is added, at most 400 fields; BambooHR leaves out "
+                "names it does not know and fields the key may not read"
+            ),
         ),
         Setting(
             "only_current",
             "false",
             kind=BOOL,
-            help="mode = report: true leaves out future-dated hires (terminated employees come either way)",
+            help=(
+                "`mode = report`: BambooHR's `onlyCurrent`. A custom report always returns active and "
+                "terminated employees (with `status` and `terminationDate`); `false` also returns "
+                "employees whose hire date is still to come, `true` leaves them out"
+            ),
         ),
     )
     default_mappings = {
