@@ -107,37 +107,82 @@ class Casper(Source):
             "https://jss.jamfcloud.com/example",
             example="https://acme.jamfcloud.com",
             kind=Url(),
-            help="Jamf Pro base URL",
+            help=(
+                "your Jamf Pro server, e.g. `https://acme.jamfcloud.com` or "
+                "`https://jamf.example.com:8443`; `/api`, `/api/v1` or `/JSSResource` at the end and a "
+                "trailing `/` work too"
+            ),
         ),
         Setting(
             "username",
             "",
             example="username@example.com",
-            help="Jamf Pro user for a bearer token (when no client_id is set)",
+            help="a Jamf Pro user, used only when `client_id` is not set",
         ),
-        Setting("password", "", example="change-me", secret=True, help="that user's password"),
+        Setting(
+            "password",
+            "",
+            example="change-me",
+            secret=True,
+            help="that user's password (any character works, `%` and `*` included)",
+        ),
         Setting(
             "sync_type",
             "computers",
             choices=("computers", "mobiledevices"),
-            help="computers (mapping 'Casper') or mobiledevices (mapping 'Casper.MDM')",
+            help="`computers` or `mobiledevices`; it also picks the mapping name: `Casper` or `Casper.MDM`",
         ),
-        Setting("group_name", "", help="only the members of this computer / mobile device group"),
-        Setting("client_id", "", help="Jamf Pro API client ID (preferred over username/password)"),
+        Setting(
+            "group_name",
+            "",
+            help=(
+                "sync only the members of this group: a computer group for `computers`, a mobile device "
+                "group for `mobiledevices`; smart and static groups both work. The exact name wins, else "
+                "a name that differs only in letter case"
+            ),
+        ),
+        Setting(
+            "client_id",
+            "",
+            help=("the Client ID of a Jamf Pro API client; when it is set, `username` and `password` are not used"),
+        ),
         Setting("client_secret", "", secret=True, help="that API client's secret"),
-        Setting("page_size", "100", kind=Int(1, 2000), help="devices per inventory request"),
+        Setting(
+            "page_size",
+            "100",
+            kind=Int(1, 2000),
+            help=(
+                "devices per inventory request; Jamf's default is 100, and large pages with the "
+                "`APPLICATIONS` section can be slow"
+            ),
+        ),
         Setting(
             "max_connections",
             "5",
             kind=Int(1, 50),
-            help="concurrent requests to Jamf Pro at most (Jamf asks for 5 or fewer)",
+            help=(
+                "the most requests open against Jamf at the same time (Jamf asks API users to stay at 5 "
+                "or fewer); group members are fetched `min(--workers, max_connections)` at a time"
+            ),
         ),
-        Setting("api_version", "auto", help="computers-inventory API version: auto (newest served), v4, v3, v2, v1"),
+        Setting(
+            "api_version",
+            "auto",
+            help=(
+                "the computer inventory API version: `auto` uses the newest one the server answers (tried"
+                " in the order `v4`, `v3`, `v2`, `v1`); e.g. `v3` pins that version and skips the check. "
+                "Mobile devices always use `/api/v2/mobile-devices/detail`"
+            ),
+        ),
         Setting(
             "sections",
             "",
             kind=List(),
-            help="inventory sections to request, comma-separated (default: all that the Classic field names need)",
+            help=(
+                "the inventory sections to request, e.g. `GENERAL,HARDWARE,OPERATING_SYSTEM`; empty means"
+                ' every section the old field names need (see "Record shape"). Leaving out `APPLICATIONS`'
+                " makes large syncs much faster, if you do not map applications"
+            ),
         ),
     )
     default_converters = dict.fromkeys(DATE_FIELDS, "date_format")
