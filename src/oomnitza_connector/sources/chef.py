@@ -351,33 +351,59 @@ class Chef(Source):
             None,
             example="https://example.com/organizations/org",
             kind=Url(),
-            help="organization URL: https://<host>/organizations/<org>",
+            help="the organization URL, `https://<host>/organizations/<org>` (a trailing `/` is fine)",
         ),
-        Setting("client", None, example="user", help="Chef user or API client name (X-Ops-UserId)"),
-        Setting("key_file", None, example="/path/to/user.pem", kind=File(), help="PEM RSA private key of that client"),
+        Setting(
+            "client",
+            None,
+            example="user",
+            help="the Chef user or API client the connector signs requests as (`X-Ops-UserId`)",
+        ),
+        Setting(
+            "key_file",
+            None,
+            example="/path/to/user.pem",
+            kind=File(),
+            help=(
+                "the PEM RSA private key of that client, PKCS#1 (`BEGIN RSA PRIVATE KEY`) or PKCS#8 "
+                "(`BEGIN PRIVATE KEY`), not encrypted"
+            ),
+        ),
         Setting(
             "attribute_extension",
             "",
-            help='JSON: {"<platform or __default__>": {"<new hardware key>": "<dotted node path>"}}',
+            help=(
+                'JSON that adds keys to `hardware`: `{"<platform or __default__>": {"<new hardware key>":'
+                ' "<dotted node path>"}}` (see "Record shape")'
+            ),
         ),
         Setting(
             "node_mappings",
             "",
-            help='JSON: {"<platform or __default__>": {"serial_number"|"model": "<dotted node path>"}}',
+            help=(
+                'JSON that says where `serial_number` and `model` come from, per platform: `{"<platform '
+                'or __default__>": {"serial_number": "<dotted node path>"}}` (see "Record shape")'
+            ),
         ),
         Setting(
             "signing_protocol",
             "1.3",
             choices=PROTOCOLS,
-            help="1.3 (SHA-256, Chef Infra Server 12.4+) or 1.0 (SHA-1, older servers)",
+            help=(
+                "`1.3` signs with SHA-256 (Chef Infra Server 12.4 or newer); `1.0` signs with SHA-1, for "
+                "older servers only"
+            ),
         ),
         Setting(
             "partial_search",
             "true",
             kind=BOOL,
-            help="fetch only the attributes the record needs (POST search); false = whole nodes",
+            help=(
+                "ask the server only for the attributes the record needs (`POST /search/node`); `false` "
+                "downloads whole nodes (`GET`)"
+            ),
         ),
-        Setting("page_size", "1000", kind=Int(1, 10000), help="nodes per search request (rows)"),
+        Setting("page_size", "1000", kind=Int(1, 10000), help="nodes per search request (`rows`)"),
     )
     default_mappings: dict[str, dict[str, Any]] = {}
 
