@@ -35,20 +35,39 @@ PAGE_SIZE = 1000
 DELIMITER_WORDS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
 
 FILE_SETTINGS = (
-    Setting("filename", "", example="/some/path/to/file/assets.csv", kind=File(must_exist=False), help="one CSV file"),
+    Setting(
+        "filename",
+        "",
+        example="/some/path/to/file/assets.csv",
+        kind=File(must_exist=False),
+        help="one CSV file (`filename` and `directory` are mutually exclusive)",
+    ),
     Setting(
         "directory",
         "",
         example="/some/path/to/files/",
         kind=Folder(must_exist=False),
-        help="a folder of *.csv files (not recursive)",
+        help=(
+            "every `*.csv` file in this folder (not recursive, sorted by name, case-insensitive "
+            "extension, dot-files skipped)"
+        ),
     ),
 )
 FORMAT_SETTINGS = (
-    Setting("encoding", "utf-8-sig", help="text encoding of the files, e.g. cp1252 or latin-1"),
-    Setting("delimiter", ",", help="field separator: , ; | tab, or auto to detect it from the header"),
     Setting(
-        "strip_headers", "false", kind=BOOL, help='remove spaces around column names (" Serial " becomes "Serial")'
+        "encoding",
+        "utf-8-sig",
+        help="text encoding (`cp1252`, `latin-1`, `utf-16`, …); a UTF-8 byte-order mark is stripped",
+    ),
+    Setting("delimiter", ",", help="field separator: `,` `;` `|` `tab`, or `auto` to detect it from the header"),
+    Setting(
+        "strip_headers",
+        "false",
+        kind=BOOL,
+        help=(
+            'remove spaces around column names (`" Serial "` becomes `"Serial"`); without it a padded'
+            " name is warned about, since mappings must then spell it with its spaces"
+        ),
     ),
     *PROCESSED_SETTINGS,
 )
@@ -248,7 +267,7 @@ class CsvAssets(_CsvSource):
             None,
             example="24DCF85294E411E38A52066B556BA4EE",
             kind=List(),
-            help="Oomnitza field id(s) identifying an asset, comma-separated",
+            help="the Oomnitza field id(s) that identify an asset, comma-separated (e.g. `SERIAL_NUMBER`)",
         ),
         *FORMAT_SETTINGS,
     )
@@ -261,7 +280,11 @@ class CsvUsers(_CsvSource, UsersSource):
     summary = "Rows of a CSV file (or a folder of them) as users"
     settings = (
         Setting(
-            "filename", "", example="/some/path/to/file/users.csv", kind=File(must_exist=False), help="one CSV file"
+            "filename",
+            "",
+            example="/some/path/to/file/users.csv",
+            kind=File(must_exist=False),
+            help="one CSV file (`filename` and `directory` are mutually exclusive)",
         ),
         FILE_SETTINGS[1],
         *UsersSource.role_settings,
@@ -270,7 +293,7 @@ class CsvUsers(_CsvSource, UsersSource):
             None,
             example="USER",
             kind=List(),
-            help="Oomnitza field id(s) identifying a user, comma-separated",
+            help="the Oomnitza field id(s) that identify a user, comma-separated (e.g. `USER`)",
         ),
         *FORMAT_SETTINGS,
     )

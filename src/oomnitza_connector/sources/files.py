@@ -65,15 +65,17 @@ PROCESSED_SETTINGS = (
         "processed_action",
         "none",
         kind=Choice(PROCESSED_ACTIONS),
-        help="after a run in which every record was accepted: none, move (to processed_dir) or delete "
-        "the files read to the end",
+        help=(
+            "after a run in which every record was accepted: `move` (to `processed_dir`) or `delete` "
+            "the files read to their end (see below); `none` leaves them"
+        ),
     ),
     Setting(
         "processed_dir",
         "",
         example="/some/path/to/processed/",
         kind=Folder(must_exist=False),
-        help="where processed_action = move puts the files (created if missing)",
+        help="folder for `processed_action = move`; created if missing",
     ),
 )
 
