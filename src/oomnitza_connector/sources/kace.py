@@ -150,19 +150,41 @@ class Kace(Source):
             None,
             example="https://KACE_SMA",
             kind=Url(),
-            help="appliance base URL, e.g. https://kace.example.com",
+            help="the appliance, e.g. `https://kace.example.com`; a URL that ends in `/api` also works",
         ),
-        Setting("username", "", example="***", help="KACE user (admin or read-only admin), without 2FA"),
-        Setting("password", "", example="***", secret=True, help="its password"),
-        Setting("organization_name", "Default", help="organization to log into (multi-org appliances)"),
+        Setting(
+            "username",
+            "",
+            example="***",
+            help=(
+                "a KACE user with the admin or read-only admin role, without 2FA (a standard user sees "
+                "only its own machines); required"
+            ),
+        ),
+        Setting("password", "", example="***", secret=True, help="that user's password; required"),
+        Setting(
+            "organization_name",
+            "Default",
+            help="the organization to log into, on appliances with several organizations",
+        ),
         Setting(
             "api_version",
             "8",
             kind=Int(min=1),
-            help="API version sent in x-kace-api-version / x-dell-api-version",
+            help=(
+                "the API version to ask for, sent as `x-kace-api-version` and `x-dell-api-version`; a "
+                "route without it answers with its newest version. `14` is fine on current appliances"
+            ),
         ),
-        Setting("page_size", "100", kind=Int(min=1), help="machines per request"),
-        Setting("timezone", "", help="appliance time zone (e.g. America/Chicago) for its dates; empty = UTC"),
+        Setting("page_size", "100", kind=Int(min=1), help="machines per request (`paging=limit N offset M`)"),
+        Setting(
+            "timezone",
+            "",
+            help=(
+                "the appliance's time zone as an IANA name, e.g. `America/Chicago`: KACE dates carry no "
+                'time zone and are then read in that zone (see "Dates"); empty = UTC'
+            ),
+        ),
     )
     default_mappings = {"APPLICATIONS": {"source": "software"}}
     default_converters = {"Last_inventory": "timestamp", "Last_sync": "timestamp"}
