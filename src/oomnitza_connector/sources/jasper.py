@@ -233,46 +233,93 @@ class Jasper(Source):
     summary = "Cisco IoT Control Center (Jasper) SIMs via the REST API or the SOAP Terminal API"
     settings = (
         Setting(
-            "wsdl_path", DEFAULT_WSDL, help="SOAP: URL of the Terminal service WSDL (its soap:address is the endpoint)"
+            "wsdl_path",
+            DEFAULT_WSDL,
+            help=(
+                "SOAP: URL of the Terminal service WSDL; the endpoint is the WSDL's `soap:address`, so "
+                "this also chooses the server (operators and regions publish their own hosts)"
+            ),
         ),
         Setting(
             "username",
             None,
             example="username@example.com",
-            help="Control Center user (SOAP UsernameToken; REST Basic auth)",
+            help="Control Center user: REST HTTP Basic user name; SOAP WS-Security UsernameToken",
         ),
-        Setting("password", "", example="change-me", secret=True, help="SOAP: its password"),
+        Setting(
+            "password",
+            "",
+            example="change-me",
+            secret=True,
+            help=(
+                "SOAP (required): the user's password, sent as `PasswordText` (some deployments expect "
+                "the user's API key here)"
+            ),
+        ),
         Setting(
             "api_token",
             "",
             example="YOUR Jasper API TOKEN",
             secret=True,
-            help="SOAP: the account license key (licenseKey)",
+            help="SOAP (required): the account license key, sent as `licenseKey` in every request",
         ),
         Setting(
             "storage",
             "storage.db",
             kind=File(must_exist=False),
-            help="state file of the last 'modified since' mark (relative to the INI file's folder)",
+            help=(
+                'the state file of the last "modified since" mark; a relative path is relative to the INI'
+                " file's folder"
+            ),
         ),
-        Setting("details_per_call", "50", kind=Int(1, MAX_DETAILS), help="SOAP: ICCIDs per GetTerminalDetails call"),
+        Setting("details_per_call", "50", kind=Int(1, MAX_DETAILS), help="SOAP: ICCIDs per `GetTerminalDetails` call"),
         Setting(
             "api",
             "auto",
             choices=APIS,
-            help="rest, soap, or auto: rest when url is set, else soap (existing SOAP files unchanged)",
+            help=(
+                "which API to speak: `rest`, `soap`, or `auto` = `rest` when `url` is set, else `soap` "
+                "(existing SOAP files unchanged)"
+            ),
         ),
-        Setting("url", "", kind=Url(), help=f"REST: the Control Center REST base, e.g. https://<host>{REST_PATH}"),
+        Setting(
+            "url",
+            "",
+            kind=Url(),
+            help=(
+                "REST: the REST base, `https://<your Control Center REST host>/rws/api/v1` (the host "
+                "differs per operator and region; a bare `https://<host>` gets `/rws/api/v1` added)"
+            ),
+        ),
         Setting(
             "api_key",
             "",
             example="YOUR Control Center API KEY",
             secret=True,
-            help="REST: the user's API key (Account Settings), not the password",
+            help=(
+                "REST (required): the user's API key (Account Settings), not the password, sent as the "
+                "HTTP Basic password"
+            ),
         ),
-        Setting("account_id", "", help="REST: only SIMs of this enterprise account id (empty: the user's account)"),
-        Setting("page_size", str(REST_MAX_PAGE), kind=Int(1, REST_MAX_PAGE), help="REST: SIMs per list page"),
-        Setting("requests_per_second", "1", kind=Float(above=0, max=MAX_RATE), help="REST: request rate cap"),
+        Setting(
+            "account_id",
+            "",
+            help=("REST: only SIMs of this numeric enterprise account id (`accountId`); empty: the user's account"),
+        ),
+        Setting(
+            "page_size",
+            str(REST_MAX_PAGE),
+            kind=Int(1, REST_MAX_PAGE),
+            help="REST: SIMs per list page (`pageSize`; 50 is the API's maximum)",
+        ),
+        Setting(
+            "requests_per_second",
+            "1",
+            kind=Float(above=0, max=MAX_RATE),
+            help=(
+                "REST: cap on requests per second, list and detail calls together (Cisco does not publish its limits)"
+            ),
+        ),
     )
 
     @property
