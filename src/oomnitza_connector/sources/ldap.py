@@ -187,51 +187,109 @@ S_URL = Setting(
     "url",
     None,
     example="ldaps://ldap.example.com:636",
-    help="ldap://host[:port] (add start_tls = true) or ldaps://host[:port]",
+    help=(
+        "`ldap://host[:port]` (port 389; add `start_tls = true`) or `ldaps://host[:port]` (port "
+        "636; the old README's `ldaps://…:389` is wrong)"
+    ),
 )
 S_USERNAME = Setting(
     "username",
     None,
     example="cn=reader,dc=example,dc=com",
-    help="bind DN (AD also user@domain or DOMAIN\\user); 'anonymous' = anonymous bind",
+    help=(
+        "the bind DN, e.g. `cn=reader,dc=example,dc=com` (on AD also `reader@example.com` or "
+        "`EXAMPLE\\reader`); `anonymous` (any case) makes an anonymous bind"
+    ),
 )
-S_PASSWORD = Setting("password", "", secret=True, help="bind password (required unless username = anonymous)")
+S_PASSWORD = Setting(
+    "password",
+    "",
+    secret=True,
+    help=(
+        "the bind password, required unless `username = anonymous`: with an empty password many "
+        "servers make an unauthenticated bind (RFC 4513) and show little or nothing, so the "
+        "connector refuses to start"
+    ),
+)
 S_BASE_DN = Setting(
     "base_dn",
     None,
     example="ou=people,dc=example,dc=com",
-    help="search base (also used by group_member_filter lookups)",
+    help="the search base; group mode needs it too (`group_member_filter` lookups search under it)",
 )
-S_GROUP_DN = Setting("group_dn", "", help="legacy single group DN whose members are synced")
-S_GROUPS_DN = Setting("groups_dn", "[]", help="JSON array of group DNs whose members are synced (wins over group_dn)")
+S_GROUP_DN = Setting("group_dn", "", help="legacy: one group whose members are synced")
+S_GROUPS_DN = Setting(
+    "groups_dn",
+    "[]",
+    help=(
+        "a JSON array of group DNs whose members are synced, e.g. "
+        '`["cn=it,ou=groups,dc=example,dc=com"]` (double quotes); it wins over `group_dn`'
+    ),
+)
 S_MEMBERS_ATTR = Setting(
-    "group_members_attr", "member", help="group attribute listing the members (member, uniqueMember, memberUid, ...)"
+    "group_members_attr",
+    "member",
+    help=(
+        "the group attribute that lists the members: `member` (AD, `groupOfNames`), "
+        "`uniqueMember`, or `memberUid` (`posixGroup`)"
+    ),
 )
 S_MEMBER_FILTER = Setting(
     "group_member_filter",
     "",
-    help="look members up under base_dn with this filter, {} = the member value, e.g. (uid={}) for memberUid",
+    help=(
+        "find each member by a search under `base_dn` instead of reading the member value as a "
+        "DN; `{}` stands for the member value, e.g. `(uid={})` with `memberUid`. The value is "
+        "escaped (RFC 4515), so `*`, `(`, `)` and `\\` in it match only themselves"
+    ),
 )
-S_PROTOCOL = Setting("protocol_version", "3", help="LDAP protocol version: 3, or 2 (no paging)")
-S_FILTER = Setting("filter", "(objectClass=*)", help="search filter (also applied to group members)")
+S_PROTOCOL = Setting("protocol_version", "3", help="`3`, or `2` (no paging); any other value logs a warning and uses 3")
+S_FILTER = Setting(
+    "filter",
+    "(objectClass=*)",
+    help=(
+        "the search filter, also applied to each group member; an invalid filter stops the run at"
+        " startup. For AD computers: `(objectCategory=computer)`, and add "
+        "`(!(userAccountControl:1.2.840.113556.1.4.803:=2))` to leave out disabled ones"
+    ),
+)
 S_PAGE_CRITERIUM = Setting("page_criterium", "", help="accepted for compatibility; no effect")
 EXTRA_SETTINGS = (
-    Setting("start_tls", "false", kind=BOOL, help="upgrade an ldap:// connection with StartTLS before binding"),
+    Setting(
+        "start_tls",
+        "false",
+        kind=BOOL,
+        help="upgrade an `ldap://` connection with StartTLS before the bind (not with `ldaps://`)",
+    ),
     Setting(
         "page_size",
         "500",
         kind=Int(1, 100000),
-        help="entries per page (RFC 2696); keep it at or below the server's limit (Active Directory MaxPageSize: 1000)",
+        help=(
+            "entries per page (RFC 2696 paged results), at or below the server's limit (AD "
+            "`MaxPageSize`: 1000); in group mode, members per page"
+        ),
     ),
-    Setting("nested_groups", "true", kind=BOOL, help="group mode: expand groups found among the members"),
+    Setting(
+        "nested_groups",
+        "true",
+        kind=BOOL,
+        help=(
+            "in group mode, a member that is itself a group (`group`, `groupOfNames`, "
+            "`groupOfUniqueNames`) is expanded rather than sent"
+        ),
+    ),
     Setting(
         "attributes",
         "*",
         kind=List(),
-        help="attributes to request, comma-separated: * = all user attributes; "
-        "add operational ones by name (*,modifyTimestamp) or + for all",
+        help=(
+            "the attributes to request: `*` = all user attributes; add operational attributes by name"
+            " (`*,modifyTimestamp`) or `+` for all of them. Operational attributes named in an INI "
+            "`mapping.X` source are requested automatically"
+        ),
     ),
-    Setting("timeout", "30", kind=Float(above=0), help="seconds to wait for the server to connect or answer"),
+    Setting("timeout", "30", kind=Float(above=0), help="seconds to wait to connect and for each answer"),
 )
 
 
@@ -895,7 +953,7 @@ class LdapAssets(_LdapBase):
                 None,
                 example="24DCF85294E411E38A52066B556BA4EE",
                 kind=List(),
-                help="Oomnitza field id(s) identifying an asset, comma-separated",
+                help="the Oomnitza field id(s) that identify an asset, comma-separated",
             ),
         )
     )
