@@ -150,16 +150,35 @@ class MerakiSM(Source):
             "",
             example="YOUR Meraki API KEY",
             secret=True,
-            help="Dashboard API key (My Profile > API access)",
+            help=(
+                "a Dashboard API key (My Profile > API access), required; keep it in the secrets backend "
+                "(`vault_keys = meraki_api_key`)"
+            ),
         ),
-        Setting("network_id", "", example="N_**************", help="ID of the Systems Manager network (N_… or L_…)"),
-        Setting("url", DEFAULT_URL, kind=Url(), help="Dashboard API base (China, government dashboards, proxies)"),
-        Setting("page_size", str(MAX_PER_PAGE), kind=Int(3, MAX_PER_PAGE), help="devices per request"),
+        Setting(
+            "network_id",
+            "",
+            example="N_**************",
+            help="the Systems Manager network (`N_…`, or `L_…` for a combined network), required",
+        ),
+        Setting(
+            "url",
+            DEFAULT_URL,
+            kind=Url(),
+            help=(
+                "the Dashboard API base: `https://api.meraki.cn/api/v1` (China), "
+                "`https://api.gov-meraki.com/api/v1` (US government), a proxy; `/api/v1` may be left out"
+            ),
+        ),
+        Setting("page_size", str(MAX_PER_PAGE), kind=Int(3, MAX_PER_PAGE), help="devices per request (`perPage`)"),
         Setting(
             "extra_fields",
             "",
             kind=List(),
-            help="more device fields to request, comma-separated (e.g. androidSecurityPatchVersion)",
+            help=(
+                "more device fields to request, comma-separated, sent as written (rarely needed: mapped "
+                'fields are requested on their own, see "Record shape")'
+            ),
         ),
         Setting(
             "requests_per_second",
