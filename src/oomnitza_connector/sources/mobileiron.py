@@ -115,41 +115,73 @@ class MobileIron(Source):
     record_type = "assets"
     summary = "Ivanti Neurons for MDM (MobileIron Cloud) or Ivanti EPMM (MobileIron Core) devices"
     settings = (
-        Setting("url", "https://na1.mobileiron.com", kind=Url(), help="tenant (Cloud) or Core server base URL"),
-        Setting("username", "", example="username@example.com", help="API user (Basic auth)"),
+        Setting(
+            "url",
+            "https://na1.mobileiron.com",
+            kind=Url(),
+            help="the tenant (Cloud) or Core server; `/api/v1` or `/api/v2` may be included",
+        ),
+        Setting(
+            "username",
+            "",
+            example="username@example.com",
+            help="the API user (HTTP Basic), required unless `authorization_settings` is set",
+        ),
         Setting("password", "", example="change-me", secret=True, help="that user's password"),
         Setting(
             "partitions",
             "",
             example='["Drivers"]',
-            help="api_version 1: partition names as a JSON list, a comma list, or All",
+            help=(
+                '`api_version = 1` (required): device partition names: a JSON list (`["Drivers"]`), a '
+                "comma list (`Drivers, Warehouse`), or `All`"
+            ),
         ),
-        Setting("api_version", "1", help="1 = MobileIron Cloud / Neurons for MDM, 2 = MobileIron Core / EPMM"),
+        Setting(
+            "api_version",
+            "1",
+            help=(
+                "`1` = MobileIron Cloud / Neurons for MDM, `2` = MobileIron Core / EPMM (any other value "
+                "is read as `1`, with a warning)"
+            ),
+        ),
         Setting(
             "include_checkin_devices_only",
             "True",
             kind=BOOL,
-            help="api_version 1: only devices that checked in within last_checkin_date_threshold",
+            help="v1: keep only devices whose `lastCheckin` is within `last_checkin_date_threshold`",
         ),
         Setting(
             "last_checkin_date_threshold",
             "129600",
             kind=Int(min=0),
-            help="api_version 1: that window, in seconds (36 h)",
+            help="v1: that window in seconds (129600 = 36 hours; 604800 = 7 days)",
         ),
         Setting(
             "authorization_settings",
             "",
             secret=True,
-            help='managed mode: {"Authorization": "..."} sent verbatim instead of username/password',
+            help='managed mode: `{"Authorization": "..."}` sent verbatim instead of `username`/`password`',
         ),
-        Setting("page_size", str(V1_MAX_ROWS), kind=Int(1, V1_MAX_ROWS), help="api_version 1: devices per request"),
+        Setting(
+            "page_size",
+            str(V1_MAX_ROWS),
+            kind=Int(1, V1_MAX_ROWS),
+            help="v1: devices per request (Ivanti's maximum is 500)",
+        ),
         Setting(
             "fields",
             "",
-            help="api_version 2: empty = every searchable field; 'mapped' = only mapped ones; or a comma list",
+            help=(
+                "v2: empty = every searchable field (as before); `mapped` = only the fields a mapping "
+                "reads (plus `common.uuid`); or an explicit comma list, to which every searchable field a"
+                ' mapping reads is added ("a mapping" includes the one stored in Oomnitza; names not '
+                "searchable in a device space are not sent)"
+            ),
         ),
-        Setting("max_connections", "4", kind=Int(1, 32), help="concurrent requests at most (Windows hardware calls)"),
+        Setting(
+            "max_connections", "4", kind=Int(1, 32), help="concurrent requests at most (the Windows hardware calls)"
+        ),
     )
 
     def validate(self) -> Iterator[str]:
