@@ -206,24 +206,44 @@ class Onelogin(UsersSource):
             DEFAULT_URL,
             example=DEFAULT_URL,
             kind=Url(),
-            help="OneLogin API host: https://api.us.onelogin.com, https://api.eu.onelogin.com or "
-            "https://<subdomain>.onelogin.com (a path such as /api/1/users is accepted and ignored)",
+            help=(
+                "the OneLogin API host: `https://api.us.onelogin.com`, `https://api.eu.onelogin.com` or "
+                "`https://<subdomain>.onelogin.com`; only its scheme, host and any proxy prefix are used,"
+                " so a path such as `/api/1/users`, `/api/2` or `/api/2/users` (the old form) is accepted"
+                " and ignored"
+            ),
         ),
-        Setting("client_id", "", help="API credential client ID (Read users scope or higher)"),
-        Setting("client_secret", "", secret=True, help="API credential client secret"),
-        Setting("api_token", "", secret=True, help="retired legacy API key: not supported, use client_id"),
+        Setting(
+            "client_id", "", help="client ID of the API credential (Read users scope or higher); required in practice"
+        ),
+        Setting("client_secret", "", secret=True, help="client secret of the API credential; required in practice"),
+        Setting(
+            "api_token",
+            "",
+            secret=True,
+            help=(
+                "the legacy API key: OneLogin shut down the APIs that used it, so a section with only "
+                "`api_token` stops with a clear error; ignored when `client_id` and `client_secret` are "
+                "set"
+            ),
+        ),
         *UsersSource.role_settings,
         Setting(
             "page_size",
             str(MAX_PAGE),
             kind=Int(min=1),
-            help=f"users per request (OneLogin's maximum is {MAX_PAGE}; more is lowered to it)",
+            help=(
+                f"users per request (`limit`); OneLogin's maximum is {MAX_PAGE} (a larger value is lowered"
+                " to it), and the connector follows the cursor either way"
+            ),
         ),
         Setting(
             "custom_attributes",
             "true",
             kind=BOOL,
-            help="ask the users list for custom_attributes (one extra field, no extra calls)",
+            help=(
+                "ask for the users' custom attributes (see below); this adds no extra calls, `false` leaves them out"
+            ),
         ),
     )
     default_mappings = {
