@@ -131,17 +131,24 @@ class OpenAudit(Source):
             None,
             example="http://XXX.XXX.XXX.XXX",
             kind=Url(),
-            help="scheme and host of the server (with or without /open-audit/index.php)",
+            help=(
+                "the scheme and host (and port) of the server, e.g. `https://audit.example.com`; "
+                "`.../open-audit/index.php` also works"
+            ),
         ),
-        Setting("username", None, example="", help="Open-AudIT user"),
-        Setting("password", "", secret=True, help="its password"),
+        Setting("username", None, example="", help="the Open-AudIT user"),
+        Setting("password", "", secret=True, help="that user's password"),
         Setting(
             "api_style",
             "auto",
             choices=STYLES,
-            help="auto; include (?include=network,software, current servers); sub_resource (legacy)",
+            help=(
+                "how device details are read: `auto` detects the style once per run; `include` forces "
+                "`?include=network,software` (5.x); `sub_resource` forces the three legacy calls per "
+                "device"
+            ),
         ),
-        Setting("page_size", "1000", kind=Int(min=1), help="devices per list request"),
+        Setting("page_size", "1000", kind=Int(min=1), help="devices per list request (`limit`)"),
     )
     default_mappings = {"APPLICATIONS": {"source": "software"}}
     default_converters = {f"hardware.{name}": "date_format" for name in DATE_FIELDS}
