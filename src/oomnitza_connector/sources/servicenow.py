@@ -176,18 +176,28 @@ class ServiceNow(Source):
             None,
             example="https://xxx.service-now.com",
             kind=Url(),
-            help="instance URL (with or without /api/now)",
+            help="the instance, e.g. `https://acme.service-now.com`; `/api/now` may be included",
         ),
-        Setting("username", "", help="user for Basic auth (or for the OAuth password grant)"),
-        Setting("password", "", secret=True, help="its password"),
-        Setting("client_id", "", help="OAuth client id (Application Registry); empty = Basic auth"),
-        Setting("client_secret", "", secret=True, help="OAuth client secret"),
-        Setting("page_size", "100", kind=Int(1, 10000), help="rows per Table API request (sysparm_limit)"),
+        Setting("username", "", help="HTTP Basic auth user; with `client_id`, the user of the OAuth password grant"),
+        Setting("password", "", secret=True, help="that user's password"),
+        Setting(
+            "client_id",
+            "",
+            help=(
+                "OAuth 2.0 (recommended; Application Registry): client credentials grant, or password "
+                "grant when `username`/`password` are set too; empty = Basic auth"
+            ),
+        ),
+        Setting("client_secret", "", secret=True, help="that OAuth client's secret"),
+        Setting("page_size", "100", kind=Int(1, 10000), help="rows per Table API request (`sysparm_limit`)"),
         Setting(
             "software_table",
             "auto",
             choices=SOFTWARE_TABLES,
-            help="auto (cmdb_sam_sw_install when SAM has data, else cmdb_software_instance), or a table",
+            help=(
+                "`auto` (`cmdb_sam_sw_install` when it exists and has rows, else "
+                "`cmdb_software_instance`), or one of the two"
+            ),
         ),
     )
     default_mappings = {"APPLICATIONS": {"source": "software"}}
