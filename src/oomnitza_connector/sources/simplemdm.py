@@ -85,17 +85,40 @@ class SimpleMDM(Source):
     record_type = "assets"
     summary = "SimpleMDM devices"
     settings = (
-        Setting("secret_access_key", "", example="***", secret=True, help="API key (Settings > API)"),
+        Setting(
+            "secret_access_key",
+            "",
+            example="***",
+            secret=True,
+            help="the API key (Settings > API), required; keep it in the secrets backend",
+        ),
         Setting(
             "device_groups",
             "",
             kind=List(),
-            help="only devices of these device group IDs, comma-separated (empty: all)",
+            help="only devices of these (legacy) device group IDs, comma-separated (`1,2,3`); empty = all",
         ),
-        Setting("device_types", "computers,mobiledevices", kind=List(), help="computers, mobiledevices or both"),
-        Setting("custom_attributes", "0", kind=BOOL, help="also read each device's custom attribute values"),
-        Setting("url", DEFAULT_URL, kind=Url(), help="API base (with or without /api/v1)"),
-        Setting("max_connections", "4", kind=Int(1, 16), help="concurrent per-device requests at most"),
+        Setting(
+            "device_types",
+            "computers,mobiledevices",
+            kind=List(),
+            help=(
+                "`computers`, `mobiledevices` or both (any case); unknown words are ignored, and if none is left, both"
+            ),
+        ),
+        Setting(
+            "custom_attributes",
+            "0",
+            kind=BOOL,
+            help=(
+                "`true`: always fill `custom_attributes`, even for devices the list gives without their "
+                'values (see "Record shape")'
+            ),
+        ),
+        Setting(
+            "url", DEFAULT_URL, kind=Url(), help="the API base (a proxy, a test server); `/api/v1` may be left out"
+        ),
+        Setting("max_connections", "4", kind=Int(1, 16), help="per-device requests in flight at most"),
     )
     default_mappings = {"APPLICATIONS": {"source": "software"}}
     default_converters = {"last_seen_at": "timestamp"}
