@@ -92,14 +92,34 @@ class Tanium(Source):
     summary = "Tanium Asset module endpoints"
     settings = (
         Setting(
-            "url", None, example="https://TANIUM_SERVER", kind=Url(), help="Tanium Server or Tanium Cloud API host"
+            "url",
+            None,
+            example="https://TANIUM_SERVER",
+            kind=Url(),
+            help="the Tanium Server or Tanium Cloud API host, e.g. `https://tanium.example.com`",
         ),
-        Setting("username", "", help="console user with Asset Report Read (when no session_token)"),
-        Setting("password", "", secret=True, help="its password"),
-        Setting("domain", "", help="AD domain of that user, if any"),
-        Setting("view", "", kind=Int(min=0), help="numeric id of an Asset view: only its attributes are returned"),
-        Setting("session_token", "", secret=True, help="Tanium API token (token-...), instead of username"),
-        Setting("page_size", "100", kind=Int(1, 5000), help="assets per request"),
+        Setting(
+            "username",
+            "",
+            help="a console user with the Asset Report Read permission, used when `session_token` is empty",
+        ),
+        Setting("password", "", secret=True, help="that user's password"),
+        Setting("domain", "", help="the user's AD domain, if the user is a domain account"),
+        Setting(
+            "view",
+            "",
+            kind=Int(min=0),
+            help="the numeric id of an Asset view: only that view's attributes are returned",
+        ),
+        Setting(
+            "session_token",
+            "",
+            secret=True,
+            help=(
+                "a Tanium API token (the `token-` prefix is added when missing); with a token, no login call is made"
+            ),
+        ),
+        Setting("page_size", "100", kind=Int(1, 5000), help="assets per request (`limit`)"),
     )
     default_mappings = {"APPLICATIONS": {"source": "oomnitza_software"}}
 
