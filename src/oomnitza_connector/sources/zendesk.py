@@ -99,35 +99,67 @@ class Zendesk(UsersSource):
     mapping_name = "Zendesk"
     summary = "Zendesk Support users"
     settings = (
-        Setting("system_name", None, example="acme", help="Zendesk subdomain: acme for https://acme.zendesk.com"),
-        Setting("client_id", "", example="oomnitza_connector", help="OAuth client unique identifier (recommended)"),
-        Setting("client_secret", "", secret=True, help="secret of that OAuth client (kind: Confidential)"),
+        Setting(
+            "system_name", None, example="acme", help="your Zendesk subdomain: `acme` for `https://acme.zendesk.com`"
+        ),
+        Setting(
+            "client_id",
+            "",
+            example="oomnitza_connector",
+            help=("the Identifier of an OAuth client (see below); with `client_secret`, the recommended login"),
+        ),
+        Setting("client_secret", "", secret=True, help="the Secret of that OAuth client (kind Confidential)"),
         Setting(
             "scope",
             "read",
             kind=List(sep="space"),
-            help="OAuth scopes to ask for, space-separated (read, or users:read organizations:read)",
+            help=(
+                "the scopes asked for, space-separated: `read` (all GET endpoints) or the narrower "
+                "`users:read organizations:read`; they must be within the client's Allowed scopes"
+            ),
         ),
-        Setting("api_token", "", secret=True, help=f"legacy API token (Zendesk retires them on {API_TOKEN_END})"),
-        Setting("username", "", help="legacy: e-mail of the agent/admin owning api_token"),
+        Setting(
+            "api_token",
+            "",
+            secret=True,
+            help=f"legacy: a Zendesk API token (Zendesk deactivates every API token on {API_TOKEN_END})",
+        ),
+        Setting(
+            "username",
+            "",
+            help=(
+                "legacy, with `api_token`: e-mail address of the admin (or agent) who owns the token; the"
+                " connector adds `/token` itself"
+            ),
+        ),
         *UsersSource.role_settings,
         Setting(
             "load_organizations",
             "false",
             example="false",
             kind=BOOL,
-            help="attach each user's organization object (organization.name, ...)",
+            help=(
+                '`true` attaches each user\'s organization object as `organization` (see "Record shape"); '
+                "the organizations are also read when any mapping, the one stored in Oomnitza included, "
+                "uses `organization.*`"
+            ),
         ),
         Setting(
             "url",
             "",
             kind=Url(),
-            help="API base URL (default https://{system_name}.zendesk.com; host-mapped domains)",
+            help=(
+                "the API base, default `https://{system_name}.zendesk.com`: set it for a host-mapped "
+                "domain (`https://support.acme.com`) or a proxy; a trailing `/api/v2` is accepted"
+            ),
         ),
         Setting(
-            "role", "", kind=List(), help="only these roles, comma-separated: end-user, agent, admin (default all)"
+            "role",
+            "",
+            kind=List(),
+            help="only these roles, comma-separated: `end-user`, `agent`, `admin` (empty: all users)",
         ),
-        Setting("page_size", "100", kind=Int(1, 100), help="records per request (Zendesk's maximum)"),
+        Setting("page_size", "100", kind=Int(1, 100), help="records per request (`page[size]`; Zendesk's maximum)"),
     )
     default_mappings = {
         "USER": {"source": "email"},
