@@ -94,21 +94,45 @@ class Workday(UsersSource):
             None,
             example="https://wd2-impl-services1.workday.com/ccx/service/customreport2/acme/ISU_Oomnitza/"
             "Oomnitza_Workers?format=json",
-            help="the report's JSON URL from Workday (View URLs); several URLs may be listed one per line",
+            help=(
+                "the report's JSON URL as Workday shows it (Actions → Web Service → View URLs → JSON): "
+                "`https://<host>/ccx/service/customreport2/<tenant>/<owner>/<report>?format=json`; report"
+                " prompts go in as query parameters (`&Company=ACME_US`). Several URLs may be listed, one"
+                ' per line (see "Large reports")'
+            ),
         ),
-        Setting("username", "", example="ISU_Oomnitza", help="Workday account (Integration System User)"),
-        Setting("password", "", example="ThePassword", secret=True, help="its password"),
+        Setting(
+            "username",
+            "",
+            example="ISU_Oomnitza",
+            help=(
+                "the Workday account, usually an Integration System User (required with Basic auth); use "
+                "the plain user name, and if Workday answers 401, try `user@tenant`"
+            ),
+        ),
+        Setting("password", "", example="ThePassword", secret=True, help="its password (required with Basic auth)"),
         *UsersSource.role_settings,
-        Setting("client_id", "", help="OAuth: client ID of an API Client for Integrations (instead of a password)"),
+        Setting(
+            "client_id",
+            "",
+            help="OAuth (instead of `username`/`password`): client ID of the API Client for Integrations",
+        ),
         Setting("client_secret", "", secret=True, help="OAuth: its client secret"),
         Setting("refresh_token", "", secret=True, help="OAuth: the refresh token generated for the ISU"),
         Setting(
             "token_url",
             "",
             kind=Url(),
-            help="OAuth token endpoint (default: https://<host>/ccx/oauth2/<tenant>/token)",
+            help=(
+                "OAuth token endpoint; by default `https://<host>/ccx/oauth2/<tenant>/token`, built from `report_url`"
+            ),
         ),
-        Setting("timeout", "600", kind=Float(above=0), help="seconds to wait for the report to run and answer"),
+        Setting(
+            "timeout",
+            "600",
+            kind=Float(above=0),
+            help="seconds to wait for the report to run and answer (big reports can take minutes)",
+        ),
     )
     default_mappings = {
         "PERMISSIONS_ID": {"setting": "default_role"},
