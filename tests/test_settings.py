@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from oomnitza_connector import redact
 from oomnitza_connector.config import (
     MANAGED_SETTINGS,
     OOMNITZA_SETTINGS,
@@ -186,6 +187,35 @@ def test_bad_settings_of_several_sections_are_one_line_each_on_the_command_line(
     assert "[netbox] page_size = '0' must be a whole number from 1 to 1000" in result.err
     assert "Traceback" not in result.all
     assert all(line.startswith("error: ") for line in result.err.strip().splitlines()), result.err
+
+
+def test_declared_and_cross_setting_problems_of_a_source_are_reported_together(tmp_path: Path) -> None:
+    """A source's own rules (Source.validate) yield every problem, next to the declared ones."""
+    body = BASE + (
+        "[airwatch]\nenable = true\nurl = https://uem.example\nclient_id = app\npage_size = 0\nregion = mars\n"
+    )
+    path = write_ini(tmp_path / "config.ini", body)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    where = f"{path}: [airwatch]"
+    assert str(info.value).splitlines() == [
+        f"{where} page_size = '0' must be a whole number from 1 to 500",
+        f"{where} region = 'mars' must be one of: na, emea, apac, uat",
+        f"{where} set both client_id and client_secret (an OAuth client)",
+    ]
+
+
+def test_secret_kinds_are_masked_and_scrubbed(tmp_path: Path) -> None:
+    key = '{"type": "service_account", "client_email": "sa@acme.test", "private_key": "-----BEGIN-s3cr3t-----"}'
+    body = BASE + (
+        "[chromebooks]\nenable = true\nservice_account_impersonate = admin@acme.test\n"
+        f"service_account_json_key = {key}\nsync_field = SERIAL_NUMBER\n"
+    )
+    config = load_config(write_ini(tmp_path / "config.ini", body))
+    section = config.sections["chromebooks"]
+    assert "service_account_json_key" in section.secret_names
+    assert section.shown_settings()["service_account_json_key"] != key
+    assert "s3cr3t" not in redact.scrub(f"oops: {key}")
 
 
 def test_source_reads_typed_values(tmp_path: Path) -> None:
