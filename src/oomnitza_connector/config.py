@@ -461,7 +461,7 @@ def _template_line(setting: Setting) -> str:
 
 def setting_facts(setting: Setting) -> str:
     """Kind, range and default in a few words ("whole number from 1 to 200; default 200"), for the
-    template's comments and the docs tables."""
+    template's comments."""
     facts = [] if isinstance(setting.kind, Text) else [setting.describe()]
     if setting.required:
         facts.append("required")

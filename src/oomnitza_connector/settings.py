@@ -312,10 +312,12 @@ class Setting:
 
     def parse(self, text: str) -> Any:
         """The typed value of ``text`` (empty: the default, else the kind's empty value); ValueError if bad."""
+        text = text if isinstance(text, str) else str(text)  # a value some caller put in as a number
         if text == "":
             text = self.default or ""
         if text == "":
-            return self.kind.empty
+            empty = self.kind.empty
+            return list(empty) if isinstance(empty, list) else empty  # never the shared class-level list
         return self.kind.parse(text)
 
     def problem(self, text: str, *, where: str) -> str | None:
