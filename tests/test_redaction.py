@@ -232,17 +232,24 @@ def test_a_child_masks_its_parents_secrets_and_forgets_its_own() -> None:
 
 
 def test_each_configuration_has_its_own_redactor(tmp_path: Path) -> None:
+    from oomnitza_connector import redact
     from oomnitza_connector.config import load_config
 
-    first = load_config(local_ini(tmp_path))
     other_dir = tmp_path / "other"
     other_dir.mkdir()
     other = local_ini(other_dir).read_text().replace(PASSWORD, "An0ther-Pa55word")
     (other_dir / "c.ini").write_text(other, encoding="utf-8")
-    second = load_config(other_dir / "c.ini")
+    first = load_config(local_ini(tmp_path), redactor=redact.Redactor())
+    with redact.using(redact.Redactor()):  # what the CLI does for each invocation
+        second = load_config(other_dir / "c.ini")
     assert first.redactor is not second.redactor
     assert first.redactor.is_secret(PASSWORD) and not first.redactor.is_secret("An0ther-Pa55word")
     assert second.redactor.is_secret("An0ther-Pa55word") and not second.redactor.is_secret(PASSWORD)
+    try:  # with no redactor in force, a config's secrets go to logging's: nothing escapes the logs
+        third = load_config(local_ini(tmp_path))
+        assert third.redactor is redact.current() and redact.scrub(PASSWORD) == redact.MASK
+    finally:
+        redact.clear()
 
 
 def test_the_current_redactor_reaches_tasks_threads_and_logging(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,10 +1,11 @@
 """Secret scrubbing for everything the connector prints or writes.
 
 A :class:`Redactor` holds the secret values of one configuration: settings declared secret,
-credentials read from secret backends, tokens fetched at run time. ``load_config`` makes one per
-file (``Config.redactor``), ``run_section`` hands it to the source in the ``RunContext``, and each
-managed run works with a child of it (``Redactor.child()``: it masks its parent's secrets too, and
-what it learns, a session token, a local input, is forgotten with the run).
+credentials read from secret backends, tokens fetched at run time. The CLI and the webhook server
+make one per invocation; ``load_config`` registers the file's secrets with it (``Config.redactor``),
+``run_section`` hands it to the source in the ``RunContext``, and each managed run works with a
+child of it (``Redactor.child()``: it masks its parent's secrets too, and what it learns, a session
+token, a local input, is forgotten with the run).
 
 Which redactor code without a context parameter uses (the HTTP layer's error messages, token
 fetches, secret backends, the module functions below) is :func:`current`:

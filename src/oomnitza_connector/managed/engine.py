@@ -583,10 +583,7 @@ async def run_integration(
             source = ManagedSource(section, cloud, base, config.converters)
             client = await source.connect()
         except ConnectorError as exc:
-            text = str(exc) if isinstance(exc, ManagedConfigError) else f"Managed connector #{cloud.get('id')}: {exc}"
-            message = redactor.scrub(text)
-            if not options.testmode:
-                await _report_unstarted(base, cloud.get("id"), message)
+            message = await report_config_failure(base, cloud, str(exc), testmode=options.testmode)
             return SectionResult(section=name, data_type=str(cloud.get("type") or ""), error=message)
         try:
             sink: Sink = client
@@ -597,12 +594,24 @@ async def run_integration(
             await source.aclose()
 
 
-async def _report_unstarted(base: OomnitzaClient, ident: Any, message: str) -> None:
+async def report_config_failure(
+    base: OomnitzaClient, cloud: dict[str, Any], text: str, *, testmode: bool, ini_path: str = ""
+) -> str:
+    """Tell Oomnitza that an integration could not start (a failed synthetic portion, managed-mode.md
+    §12: configuration errors are reported, not only logged); returns the message, one line."""
+    ident = cloud.get("id")
+    prefix = f"Managed connector #{ident}: "
+    lines = [line.removeprefix(f"{ini_path}: ") if ini_path else line for line in text.splitlines() or [text]]
+    lines = [line.removeprefix(prefix) for line in lines]
+    message = redact.scrub(prefix + "; ".join(lines))
+    if testmode:
+        return message
     body = {"correlation_id": str(uuid.uuid4()), "failed": 1, "error_message": message, "error_type": "Fatal Error"}
     try:
         await base.call_json("POST", f"/api/v3/bulk/{ident}/add_ready_portion", json=body)
     except ConnectorError as exc:
         log.error("managed.%s: could not report to Oomnitza: %s", ident, exc)
+    return message
 
 
 __all__ = ["DETAIL_CONCURRENCY", "ManagedSource", "Request", "TemplateMapper", "run_integration"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .. import __version__
+from .. import __version__, redact
 from ..config import Config, load_managed_section
 from ..errors import AuthError, ConnectorError
 from ..http import HttpError, RetryPolicy
@@ -134,7 +134,16 @@ class Poller:
             section = load_managed_section(self.ini_path, key, self.config.converters, redactor=redactor)
         except ConnectorError as exc:
             log.error("%s: %s", key, exc)
-            self._failed(key, redactor.scrub(str(exc)), reports)
+            if reports:
+                self.other_failures += 1
+                return
+            from .engine import report_config_failure
+
+            with redact.using(redactor):
+                message = await report_config_failure(
+                    client, cfg, str(exc), testmode=self.testmode, ini_path=str(self.ini_path)
+                )
+            self.results.append(SectionResult(section=key, data_type=str(cfg.get("type") or ""), error=message))
             return
         log.info("%s (%s) started", key, cfg.get("name", ""))
         try:
@@ -158,12 +167,6 @@ class Poller:
         except Exception:  # one integration's bug must not stop the others
             log.exception("%s failed unexpectedly", key)
             self.other_failures += 1
-
-    def _failed(self, key: str, message: str, reports: bool) -> None:
-        if reports:
-            self.other_failures += 1
-        else:
-            self.results.append(SectionResult(section=key, error=message))
 
     async def _wait_running(self) -> None:
         while self.running:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -102,14 +102,23 @@ class Source:
 
     def __init__(self, section: SectionConfig) -> None:
         self.section = section
-        self.validate()
+        problems = self.problems()
+        if problems:
+            raise ConfigError("\n".join(problems))
 
     @property
     def name(self) -> str:
         return self.section.name
 
     def setting(self, name: str) -> str:
+        """The setting's text as the INI has it (defaults filled in); mappings see the same strings."""
         return self.section.settings.get(name, "")
+
+    def value(self, name: str) -> Any:
+        """The setting as its declaration types it: ``self.value("page_size") -> int``; a Bool gives a
+        bool, a List a list of str, a Json the decoded value. Not set: the default, else None/""/False/[]."""
+        own = next((s for s in self.settings if s.name == name), None)
+        return self.section.value(name, own)
 
     # -- the run's context ---------------------------------------------------------------------------
 
@@ -131,9 +140,22 @@ class Source:
 
     # -- what the pipeline asks ----------------------------------------------------------------------
 
-    def validate(self) -> None:
-        """Raise ConfigError for settings that are inconsistent (called at config load). Only
-        validates: no I/O, and nothing the run needs is decided here."""
+    def validate(self) -> Iterable[str] | None:
+        """Rules across settings that the declarations cannot express (called at config load, no I/O).
+        Each single value was checked against its declaration already. Report every problem: yield
+        (or return a list of) one line each, like ``[section] set both client_id and client_secret``;
+        raising ConfigError works too but stops at that problem. Only validates: nothing the run
+        needs is decided or stored here (the run's context comes with ``open()``)."""
+        return None
+
+    def problems(self) -> list[str]:
+        found: list[str] = []
+        try:
+            for line in self.validate() or ():
+                found.append(line)
+        except ConfigError as exc:
+            found.append(str(exc))
+        return found
 
     def connector_name(self) -> str:
         return self.mapping_name
@@ -180,8 +202,8 @@ class UsersSource(Source):
 
     record_type = "users"
     role_settings: ClassVar[tuple[Setting, ...]] = (
-        Setting("default_role", None, example="25", help="Oomnitza role id given to new users"),
-        Setting("default_position", None, example="Employee", help="position given to users"),
+        Setting("default_role", None, example="25", help="the Oomnitza role ID put into `PERMISSIONS_ID` (e.g. `25`)"),
+        Setting("default_position", None, example="Employee", help="put into `POSITION` unless you map it"),
     )
 
     def extra_mappings(self) -> dict[str, dict[str, Any]]:
