@@ -41,7 +41,7 @@ class Redactor:
     def __init__(self, parent: Redactor | None = None) -> None:
         self.parent = parent
         self._secrets: set[str] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # add() may come from several threads
         self._version = 0
         self._pattern: re.Pattern[str] | None = None
         self._pattern_key: tuple[int, ...] = ()
@@ -67,7 +67,8 @@ class Redactor:
 
     def secrets(self) -> set[str]:
         """Every value masked: this redactor's and its parents'."""
-        found = set(self._secrets)
+        with self._lock:
+            found = set(self._secrets)
         if self.parent is not None:
             found |= self.parent.secrets()
         return found
