@@ -25,6 +25,7 @@ from .converters import ConverterRegistry
 from .errors import ConfigError, ConnectorError
 from .http import TlsOptions
 from .ini import IniDocument, IniSection, parse_bool, read_ini, shown_key
+from .ini import truthy as truthy  # re-exported: the lenient form of ini.parse_bool
 from .recordfilter import compile_filter
 from .settings import BOOL, COMMON_BY_NAME, SECRET, Float, Int, Json, Setting, Text, Url, looks_secret
 from .sources.base import REGISTRY, Source, load_source_class, module_of
@@ -70,21 +71,6 @@ OOMNITZA_SETTINGS: tuple[Setting, ...] = (
         "stop_grace", "5", kind=Float(min=0), help="seconds in-flight uploads get to finish after Ctrl-C or SIGTERM"
     ),
 )
-
-
-def truthy(value: Any) -> bool:
-    """Mapping-level truthiness (``"required": "True"`` or ``true``): the words of the one boolean
-    parser (``ini.parse_bool``) that mean true; anything else is false, as the seed's TrueValues."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return value != 0
-    if not isinstance(value, str):
-        return False
-    try:
-        return parse_bool(value, setting="")
-    except ConfigError:
-        return False
 
 
 @dataclass
@@ -167,6 +153,9 @@ class Config:
     sections: dict[str, SectionConfig]  # enabled connector sections, file order
     disabled: list[str]
     converters: ConverterRegistry
+    # The secrets of this file (and of what its secret backends returned): every run of it scrubs
+    # its output with this, and hands it to its sources in the RunContext.
+    redactor: redact.Redactor = field(default_factory=redact.Redactor)
 
     def section(self, name: str) -> SectionConfig:
         if name in self.sections:
@@ -433,8 +422,23 @@ def _check_mappings(sc: SectionConfig, source: Source, registry: ConverterRegist
     problems.guard(lambda: Mapper(specs, sc, registry))
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate the whole file; raise one ConfigError listing every problem found."""
+def _redactor_for(redactor: redact.Redactor | None) -> redact.Redactor:
+    """The redactor a file is read with: the one given, else the one in force here (the CLI and
+    the server make one per invocation; with none, logging's own, so nothing escapes the logs)."""
+    return redactor or redact.current()
+
+
+def load_config(path: str | os.PathLike[str], *, redactor: redact.Redactor | None = None) -> Config:
+    """Read and validate the whole file; raise one ConfigError listing every problem found. Its
+    secrets (settings, secret backends) are registered with ``redactor`` (see _redactor_for)."""
+    redactor = _redactor_for(redactor)
+    with redact.using(redactor):
+        config = _load_config(path)
+    config.redactor = redactor
+    return config
+
+
+def _load_config(path: str | os.PathLike[str]) -> Config:
     doc = read_ini(path)
     problems = _Problems()
     registry = ConverterRegistry()
@@ -583,9 +587,17 @@ MANAGED_SETTINGS: tuple[Setting, ...] = (
 _PERCENT_KEYS = ("saas_authorization", "oomnitza_authorization", "local_inputs")
 
 
-def load_managed_section(path: str | os.PathLike[str], name: str, registry: ConverterRegistry) -> SectionConfig | None:
+def load_managed_section(
+    path: str | os.PathLike[str], name: str, registry: ConverterRegistry, *, redactor: redact.Redactor | None = None
+) -> SectionConfig | None:
     """``[managed.<id>]`` / ``[managed_reports.<id>]``, re-read for every run (edits apply without a
-    restart). None when the file has no such section: the run goes on with the cloud config alone."""
+    restart). None when the file has no such section: the run goes on with the cloud config alone.
+    Its secrets are registered with ``redactor`` (the run's)."""
+    with redact.using(_redactor_for(redactor)):
+        return _load_managed_section(path, name, registry)
+
+
+def _load_managed_section(path: str | os.PathLike[str], name: str, registry: ConverterRegistry) -> SectionConfig | None:
     doc = read_ini(path)
     if name not in doc:
         return None
@@ -618,8 +630,16 @@ def load_managed_section(path: str | os.PathLike[str], name: str, registry: Conv
     return sc
 
 
-def load_oomnitza(path: str | os.PathLike[str]) -> Config:
+def load_oomnitza(path: str | os.PathLike[str], *, redactor: redact.Redactor | None = None) -> Config:
     """Only what managed mode needs: [oomnitza] and [converters]; upload sections are not validated."""
+    redactor = _redactor_for(redactor)
+    with redact.using(redactor):
+        config = _load_oomnitza(path)
+    config.redactor = redactor
+    return config
+
+
+def _load_oomnitza(path: str | os.PathLike[str]) -> Config:
     doc = read_ini(path)
     problems = _Problems()
     registry = ConverterRegistry()

@@ -711,7 +711,7 @@ class Azureusers(UsersSource):
         """``manager`` for each user, read as ``/users/{id}/manager`` in JSON batches of 20 (the way to
         get managers when the list is an advanced query and cannot $expand)."""
         people = [u for u in users if isinstance(u, dict) and u.get("id")]
-        gate = asyncio.Semaphore(max(1, self.workers))
+        gate = asyncio.Semaphore(max(1, self.ctx.workers))
 
         async def one_batch(chunk: list[dict[str, Any]]) -> None:
             async with gate:

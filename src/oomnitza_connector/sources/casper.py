@@ -264,7 +264,7 @@ class Casper(Source):
     @property
     def concurrency(self) -> int:
         """Parallel inventory requests for group members and webhooks: --workers, never above the cap."""
-        return max(1, min(self.workers, self.cap))
+        return max(1, min(self.ctx.workers, self.cap))
 
     def _requested_sections(self) -> list[str]:
         text = self.setting("sections").strip()

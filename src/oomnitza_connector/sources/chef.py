@@ -30,9 +30,9 @@ from typing import Any
 
 import httpx
 
-from ..config import truthy
 from ..errors import ConfigError, SourceError
 from ..http import HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
+from ..ini import truthy
 from ..paths import get_field_value
 from ..settings import BOOL, File, Int, Setting, Url
 from .base import BadRecord, Record, Source

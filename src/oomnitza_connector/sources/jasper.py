@@ -16,7 +16,7 @@ record is the detail object with its dates as ISO-8601 UTC and the SOAP names ad
 Control Center refuses a ``modifiedSince`` more than one year old (errorCode 10000045, as public
 integrations quote the REST catalog), so a run walks forward from the stored mark (a first run: from
 one year ago) to now in windows of ``window_days`` (at most 365), dates as ``yyyy-MM-ddTHH:mm:ssZ``.
-After each window whose SIMs all reached Oomnitza (``Source.delivered``) its end is saved, so a run
+After each window whose SIMs all reached Oomnitza (``RunContext.delivered``) its end is saved, so a run
 that stops mid-way resumes there. Marks stay ``MARK_LAG`` behind the local clock (a clock ahead of
 Control Center's must not skip changes), and consecutive windows share a second.
 
@@ -660,7 +660,7 @@ class Jasper(Source):
         """A window was read: once its SIMs reached Oomnitza, save its end (never behind the start)."""
         mark = max(mark, start)
         self._rest_mark = mark
-        if self.delivered is not None and await self.delivered():
+        if await self.ctx.delivered():
             self.state.write(cc_time(mark))
             log.info("[%s] SIMs changed up to %s are in Oomnitza (progress saved)", self.name, cc_time(mark))
 

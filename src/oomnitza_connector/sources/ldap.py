@@ -711,7 +711,7 @@ class _LdapBase(Source):
         """The attribute at the head of each mapped source path (``mail*.1`` → ``mail``), and the
         record keys that ``concat`` / ``first_field`` converters read."""
         names = [path.split(".", 1)[0].removesuffix(LIST_SUFFIX) for path in self.mapped_sources()]
-        specs = self.mapping_specs if self.mapping_specs is not None else self.section.mappings
+        specs = self.ctx.mapping
         for spec in specs.values():
             converter = spec.get("converter")
             if not isinstance(converter, str):

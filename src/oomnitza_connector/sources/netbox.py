@@ -19,9 +19,9 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 
 from ..auth import HeaderToken
-from ..config import truthy
 from ..errors import ConfigError, SourceError
 from ..http import HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body, safe_url
+from ..ini import truthy
 from ..settings import BOOL, Int, Setting, Url
 from .base import BadRecord, Record, Source
 

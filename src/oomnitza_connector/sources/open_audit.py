@@ -297,7 +297,7 @@ class OpenAudit(Source):
         ) as http:
             http.client.follow_redirects = False  # a redirect to /logon means "log in again", not data
             http.client.auth = _OpenAuditSession(lambda: self._login(http), header="Cookie", scheme="")
-            slots = asyncio.Semaphore(max(1, min(self.workers, MAX_DETAIL_CONCURRENCY)))
+            slots = asyncio.Semaphore(max(1, min(self.ctx.workers, MAX_DETAIL_CONCURRENCY)))
 
             async def one(device_id: Any) -> Record | BadRecord | None:
                 async with slots:

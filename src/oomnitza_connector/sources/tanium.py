@@ -180,7 +180,7 @@ class Tanium(Source):
 
     def _applications_mapped(self) -> bool:
         """APPLICATIONS comes from the software list in the merged mapping (server + INI + default)."""
-        specs = self.mapping_specs if self.mapping_specs is not None else self.section.mappings
+        specs = self.ctx.mapping
         spec = specs.get("APPLICATIONS")
         return spec is None or spec.get("source") == "oomnitza_software"
 
