@@ -212,7 +212,7 @@ def test_budgets_come_from_the_local_section_only(tmp_path: Path, saas: FakeSaas
 @pytest.mark.parametrize(
     ("line", "complaint"),
     [
-        ("template_cpu_seconds = fast", "template_cpu_seconds = 'fast' must be a number at least 0.01"),
+        ("template_cpu_seconds = fast", "template_cpu_seconds = 'fast' must be a number of at least 0.01"),
         ("template_output_kib = 0", "template_output_kib = '0' must be a whole number of at least 1"),
         ("template_memory_mib = 1.5", "template_memory_mib = '1.5' must be a whole number of at least 64"),
     ],

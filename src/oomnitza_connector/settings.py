@@ -132,13 +132,15 @@ class Float(Kind):
         return value
 
     def _range(self) -> str:
+        if self.min is not None and self.max is not None and self.above is None:
+            return f"a number from {self.min:g} to {self.max:g}"
         parts = []
         if self.above is not None:
             parts.append(f"above {self.above:g}")
         if self.min is not None:
-            parts.append(f"at least {self.min:g}")
+            parts.append(f"of at least {self.min:g}")
         if self.max is not None:
-            parts.append(f"at most {self.max:g}")
+            parts.append(("at most " if parts else "of at most ") + f"{self.max:g}")
         return "a number" + (" " + " and ".join(parts) if parts else "")
 
     def describe(self) -> str:
