@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean docs-tables
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (found %s)" % sys.version.split()[0])'
@@ -26,8 +26,19 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest
 
+# The settings tables of docs/sources/*.md, generated from the setting declarations.
+docs-tables: $(STAMP)
+	$(PY) -m oomnitza_connector.docgen
+
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
+# The documentation site, from docs/ plus the README and CHANGELOG.md (mkdocs.yml), into site/.
+# --strict: a page missing from the nav or a link to a missing file or anchor fails the build.
+.PHONY: docs
+docs: $(STAMP)
+	@$(PY) -c 'import mkdocs, material, pymdownx' 2>/dev/null || $(PY) -m pip install --quiet -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache saved_data examples/oomnitza-local.db
+	rm -rf $(VENV) .pytest_cache .ruff_cache saved_data site examples/oomnitza-local.db

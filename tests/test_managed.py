@@ -202,7 +202,7 @@ def test_runaway_pagination_is_stopped_and_reported(tmp_path: Path, saas: FakeSa
     cfg["list_behavior"]["pagination"] = {"add_if": "{{ False }}", "headers": [], "params": []}  # no stop rule
     oomnitza.enqueue_managed(cfg)
     result = managed(ini(tmp_path, oomnitza, STATIC))
-    assert result.code == 0
+    assert result.code == 1  # the integration failed: --exit-when-idle says so
     fatal = [p for p in oomnitza.bulk_payloads if p.get("error_type") == "Fatal Error"]
     assert len(fatal) == 1 and "same page twice" in fatal[0]["error"] and fatal[0]["records"] == [{}]
     assert portions_of(oomnitza)[0].finalized
@@ -253,7 +253,7 @@ def test_first_page_failure_is_a_failed_synthetic_portion(
     cfg = worked_example(saas.url)
     cfg["inputs"]["base_url"]["value"] = f"{saas.url}/nowhere"
     oomnitza.enqueue_managed(cfg)
-    assert managed(ini(tmp_path, oomnitza, STATIC)).code == 0
+    assert managed(ini(tmp_path, oomnitza, STATIC)).code == 1
     (ready,) = oomnitza.ready_portions
     body = ready
     assert body["failed"] == 1 and body["error_type"] == "Fatal Error"
@@ -267,7 +267,7 @@ def test_later_page_failure_is_fatal_then_finalized(tmp_path: Path, saas: FakeSa
     cfg = worked_example(saas.url)
     oomnitza.enqueue_managed(cfg)
     saas.fail("GET", "/v1/devices", 410, query={"cursor": "c2"}, body={"error": "gone"})
-    assert managed(ini(tmp_path, oomnitza, STATIC)).code == 0
+    assert managed(ini(tmp_path, oomnitza, STATIC)).code == 1
     fatal = [p for p in oomnitza.bulk_payloads if p.get("error_type") == "Fatal Error"]
     assert len(fatal) == 1
     assert fatal[0]["error"].startswith("Failed to fetch the next block of data. The error is: GET ")
@@ -281,7 +281,7 @@ def test_item_and_mapping_failures_are_error_records(tmp_path: Path, saas: FakeS
     saas.devices[2]["hw"] = {"serial": "H3"}
     saas.fail("GET", "/v1/devices/dv-1", 404, times=1, body={"error": "not found"})
     oomnitza.enqueue_managed(worked_example(saas.url))
-    assert managed(ini(tmp_path, oomnitza, STATIC)).code == 0
+    assert managed(ini(tmp_path, oomnitza, STATIC)).code == 3  # records failed, as upload says it
     errors = [p for p in oomnitza.bulk_payloads if p["error"]]
     detail = [p for p in errors if p["error"].startswith("Failed to fetch the details")]
     conversion = [p for p in errors if p["error"].startswith("Failed to process the mapping value: hw.serial")]
@@ -317,7 +317,7 @@ def test_templates_cannot_reach_the_host(
     cfg["list_behavior"]["url"] = template
     oomnitza.enqueue_managed(cfg)
     result = managed(ini(tmp_path, oomnitza, STATIC))
-    assert result.code == 0 and "Traceback" not in result.all
+    assert result.code == 1 and "Traceback" not in result.all
     assert not (tmp_path / "PWNED").exists()
     (ready,) = oomnitza.ready_portions
     assert ready["failed"] == 1
@@ -326,7 +326,7 @@ def test_templates_cannot_reach_the_host(
 def test_sandboxed_mapping_value(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
     oomnitza.set_managed_mapping(67, {**MAPPING, "x": {"type": "attribute", "value": "{{ import('os').getcwd() }}"}})
     oomnitza.enqueue_managed(worked_example(saas.url))
-    assert managed(ini(tmp_path, oomnitza, STATIC)).code == 0
+    assert managed(ini(tmp_path, oomnitza, STATIC)).code == 3
     errors = [p["error"] for p in oomnitza.bulk_payloads if p["error"]]
     assert len(errors) == 3 and all("not safely importable" in e for e in errors)
 
@@ -381,10 +381,40 @@ def test_catalog_and_credential_input_fields(tmp_path: Path, saas: FakeSaas, oom
 def test_bad_saas_authorization_is_reported(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
     oomnitza.enqueue_managed(worked_example(saas.url))
     result = managed(ini(tmp_path, oomnitza, '[managed.67]\nsaas_authorization = {"headers": {}, "params": {}}\n'))
-    assert result.code == 0
+    assert result.code == 1
     assert "SaaS authorization format is invalid" in result.err
     (ready,) = oomnitza.ready_portions
     assert "SaaS authorization format is invalid" in ready["error_message"]
+
+
+@pytest.mark.parametrize("line", ["insert_only = maybe", "update_only = 2x"])
+def test_a_flag_that_is_not_a_boolean_is_one_config_line(
+    tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza, line: str
+) -> None:
+    oomnitza.enqueue_managed(worked_example(saas.url))
+    result = managed(ini(tmp_path, oomnitza, STATIC + line + "\n"))
+    assert result.code == 1 and "Traceback" not in result.all, result.all
+    key, value = (part.strip() for part in line.split("="))
+    complaint = f"[managed.67] {key} = '{value}' must be true or false"
+    assert complaint in result.err
+    (ready,) = oomnitza.ready_portions  # reported to the cloud (without the file's path); nothing ran
+    assert ready["error_message"].startswith(f"Managed connector #67: {complaint}")
+    assert not saas.calls("/v1/devices")
+
+
+def test_testmode_prints_the_payloads_and_sends_nothing(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
+    oomnitza.enqueue_managed(worked_example(saas.url))
+    result = managed(ini(tmp_path, oomnitza, STATIC), "--testmode")
+    assert result.code == 0, result.all
+    printed = json.loads(result.out)  # upload's test-mode printer: one payload, pretty-printed
+    assert printed["connector_id"] == 67 and {r["serial_number"] for r in printed["records"]} == {
+        "C02XK1",
+        "C02XK2",
+        "C02XK3",
+    }
+    assert oomnitza.bulk_payloads == [] and oomnitza.ready_portions == []
+    assert not any(r.path.endswith("/finalize") for r in oomnitza.requests)
+    assert "Sync summary (test mode: nothing was sent)" in result.err and KEY not in result.all
 
 
 def test_local_inputs_override_cloud_inputs(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
@@ -422,9 +452,10 @@ def test_wrong_base_token(tmp_path: Path, oomnitza: FakeOomnitza) -> None:
     assert result.code == 1 and "rejected the api_token" in result.err
 
 
-def test_sigterm_lets_the_running_sync_finish(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
+def test_sigterm_stops_the_sync_gracefully(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
+    """SIGTERM while an upload is in flight: the upload gets the stop grace and lands, the failure
+    report and the finalize are sent, and the process exits 143, as an upload does."""
     oomnitza.enqueue_managed(worked_example(saas.url))
-    oomnitza.delay("POST", "/api/v3/bulk", 1.0, times=3)
     env = {**os.environ}
     proc = subprocess.Popen(
         [
@@ -442,14 +473,22 @@ def test_sigterm_lets_the_running_sync_finish(tmp_path: Path, saas: FakeSaas, oo
         env=env,
         cwd=tmp_path,
     )
+
+    def uploads() -> list[Any]:
+        return [r for r in oomnitza.requests if r.method == "POST" and r.path == "/api/v3/bulk"]
+
     deadline = time.monotonic() + 20
-    while not oomnitza.find_requests("POST", "/api/v3/bulk") and time.monotonic() < deadline:
+    while not oomnitza.find_requests("POST", "/api/v3/bulk/check_managed") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    oomnitza.delay("POST", "/api/v3/bulk", 1.0, times=1)  # the next one: the run's upload
+    while not uploads() and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 143, err  # 128 + SIGTERM, as shells report it
     (portion,) = portions_of(oomnitza)
     assert portion.finalized and len(oomnitza.records("assets")) == 3
+    assert "Traceback" not in err
 
 
 # -- export file -----------------------------------------------------------------------------------
@@ -631,7 +670,7 @@ def test_verify_ssl_applies_to_saas_calls(tmp_path: Path, oomnitza: FakeOomnitza
         fake.url = url
         oomnitza.enqueue_managed(worked_example(url))
         result = managed(ini(tmp_path, oomnitza, STATIC))
-        assert result.code == 0, result.all
+        assert result.code == 1, result.all
         (ready,) = oomnitza.ready_portions  # an untrusted certificate: the first page failed
         assert "certificate" in ready["error_message"].lower() and fake.calls("/v1/devices") == []
         assert oomnitza.records("assets") == []
@@ -648,7 +687,7 @@ def test_secrets_in_urls_never_reach_the_cloud(tmp_path: Path, saas: FakeSaas, o
     oomnitza.enqueue_managed(worked_example(saas.url))
     section = f'[managed.67]\nsaas_authorization = {{"params": {{"api_key": "{KEY}"}}}}\n'
     result = managed(ini(tmp_path, oomnitza, section))
-    assert result.code == 0, result.all
+    assert result.code == 1, result.all
     assert saas.calls("/v1/devices")[0].query["api_key"] == KEY  # the key did travel in the URL
     (ready,) = oomnitza.ready_portions
     assert "404" in ready["error_message"] and "/v1/devices" in ready["error_message"]

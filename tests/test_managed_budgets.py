@@ -56,7 +56,7 @@ def test_hostile_mapping_fails_only_its_record(tmp_path: Path, saas: FakeSaas, o
     oomnitza.set_managed_mapping(67, {**MAPPING, "model": {"type": "attribute", "value": HOSTILE}})
     oomnitza.enqueue_managed(one_page(saas.url))
     result = managed(ini(tmp_path, oomnitza, STATIC + "template_cpu_seconds = 0.5\n"))
-    assert result.code == 0, result.all
+    assert result.code == 3, result.all  # a record failed: upload's exit code for it
     (error,) = errors_of(oomnitza)
     assert error["error"] == (
         f"Failed to process the mapping value: {HOSTILE}. "
@@ -90,7 +90,7 @@ def test_any_exception_in_a_mapping_fails_that_record_only(
     oomnitza.set_managed_mapping(67, {**MAPPING, field: {"type": "attribute", "value": template}})
     oomnitza.enqueue_managed(one_page(saas.url))
     result = managed(ini(tmp_path, oomnitza, STATIC + "template_memory_mib = 256\n"))
-    assert result.code == 0 and "Traceback" not in result.all, result.all
+    assert result.code == 3 and "Traceback" not in result.all, result.all
     (error,) = errors_of(oomnitza)
     assert error["error"].startswith(f"Failed to process the mapping value: {template}. The error is: {message}")
     assert "\n" not in error["error"]
@@ -105,7 +105,7 @@ def test_a_converter_that_raises_fails_that_record_only(tmp_path: Path, saas: Fa
         + 'mapping.MODEL = {"source": "model", "converter": "picky"}\n\n[converters]\npicky:\n'
         + "    return value if record['serial'] != 'C02XK3' else 1 / 0\n"
     )
-    assert managed(ini(tmp_path, oomnitza, section)).code == 0
+    assert managed(ini(tmp_path, oomnitza, section)).code == 3
     (error,) = errors_of(oomnitza)
     assert error["error"].startswith("Failed to process the mapping value: model. The error is: ")
     assert "division by zero" in error["error"] and error["records"][0]["serial"] == "C02XK3"
@@ -117,7 +117,7 @@ def test_exceptions_in_list_and_detail_templates(tmp_path: Path, saas: FakeSaas,
     broken_list["list_behavior"]["result"] = "{{ list_response['devices'] | length / 0 }}"
     oomnitza.enqueue_managed(broken_list)
     result = managed(ini(tmp_path, oomnitza, STATIC))
-    assert result.code == 0 and "Traceback" not in result.all
+    assert result.code == 1 and "Traceback" not in result.all
     (ready,) = oomnitza.ready_portions
     assert ready["failed"] == 1 and ready["error_type"] == "Fatal Error"
     assert ready["error_message"] == (
@@ -128,7 +128,7 @@ def test_exceptions_in_list_and_detail_templates(tmp_path: Path, saas: FakeSaas,
     broken_detail = one_page(saas.url)
     broken_detail["detail_behavior"]["result"] = "{{ detail_response if detail_response['id'] != 'dv-1' else [] + 1 }}"
     oomnitza.enqueue_managed(broken_detail)
-    assert managed(ini(tmp_path, oomnitza, STATIC)).code == 0
+    assert managed(ini(tmp_path, oomnitza, STATIC)).code == 3
     (error,) = errors_of(oomnitza)
     assert error["error"].startswith("Failed to fetch the details of a single item from the block. The error is: ")
     assert "TypeError" in error["error"] and error["records"] == [{"id": "dv-1", "name": "MacBookPro18,3"}]
@@ -160,7 +160,7 @@ def test_a_looping_call_or_software_template_fails_its_item(
     cfg = one_page(saas.url)
     cfg[where[0]][where[1]] = template
     oomnitza.enqueue_managed(cfg)
-    assert managed(ini(tmp_path, oomnitza, STATIC + "template_cpu_seconds = 0.2\n")).code == 0
+    assert managed(ini(tmp_path, oomnitza, STATIC + "template_cpu_seconds = 0.2\n")).code == 3
     (error,) = errors_of(oomnitza)
     assert error["error"].endswith(f"The error is: template for {label} exceeded its 0.2 s CPU budget")
     assert error["records"] == [{"id": "dv-2", "name": "MacBookPro18,3"}]
@@ -185,7 +185,7 @@ def test_a_looping_list_template_fails_the_page(
         spec = spec[key]
     spec[where[-1]] = ENDLESS + spec[where[-1]]
     oomnitza.enqueue_managed(cfg)
-    assert managed(ini(tmp_path, oomnitza, STATIC + "template_cpu_seconds = 0.2\n")).code == 0
+    assert managed(ini(tmp_path, oomnitza, STATIC + "template_cpu_seconds = 0.2\n")).code == 1
     (ready,) = oomnitza.ready_portions
     assert ready["error_message"] == (
         f"Failed to fetch the first block of data. The error is: template for {label} exceeded its 0.2 s CPU "
@@ -198,7 +198,7 @@ def test_budgets_come_from_the_local_section_only(tmp_path: Path, saas: FakeSaas
     oomnitza.set_managed_mapping(67, {**MAPPING, "notes": {"type": "attribute", "value": big}})
     # A cloud config cannot raise its own budget...
     oomnitza.enqueue_managed(one_page(saas.url, template_output_kib="100000", template_cpu_seconds="100000"))
-    assert managed(ini(tmp_path, oomnitza, STATIC)).code == 0
+    assert managed(ini(tmp_path, oomnitza, STATIC)).code == 3
     assert len(errors_of(oomnitza)) == 3
     assert all("exceeded its 1 MiB output budget" in e["error"] for e in errors_of(oomnitza))
     # ... the [managed.<id>] section can.
@@ -222,7 +222,7 @@ def test_bad_budget_settings_are_reported(
 ) -> None:
     oomnitza.enqueue_managed(one_page(saas.url))
     result = managed(ini(tmp_path, oomnitza, STATIC + line + "\n"))
-    assert result.code == 0 and "Traceback" not in result.all
+    assert result.code == 1 and "Traceback" not in result.all
     (ready,) = oomnitza.ready_portions
     assert ready["error_message"] == f"Managed connector #67: [managed.67] {complaint}"
     assert complaint in result.err and not saas.calls("/v1/devices")
@@ -327,7 +327,7 @@ def test_polling_goes_on_while_a_template_loops(tmp_path: Path, saas: FakeSaas, 
         wait_for(lambda: polls(oomnitza) >= 8, "more polls")
     finally:
         err = stop(proc)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 143, err  # 128 + SIGTERM
     (error,) = errors_of(oomnitza)
     assert error["error"].endswith("The error is: template for field model exceeded its 1 s CPU budget")
     assert sorted(r["serial_number"] for r in oomnitza.records("assets")) == ["C02XK1", "C02XK3"]
@@ -342,8 +342,9 @@ def test_polling_goes_on_while_a_template_loops(tmp_path: Path, saas: FakeSaas, 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes in /proc")
 def test_sigterm_while_a_template_loops(tmp_path: Path, saas: FakeSaas, oomnitza: FakeOomnitza) -> None:
-    """With a generous budget the template is still looping when SIGTERM comes: the poller still
-    takes the signal; a second one stops the sync and kills its worker process."""
+    """With a generous budget the template is still looping when SIGTERM comes: the poller takes
+    the signal, the sync stops as an upload does (the page being mapped is not sent, the stop is
+    reported, the session finalized) and its worker process is killed, not left looping."""
     oomnitza.set_managed_mapping(67, {**MAPPING, "model": {"type": "attribute", "value": HOSTILE}})
     oomnitza.enqueue_managed(one_page(saas.url))
     proc = start_connector(tmp_path, oomnitza, STATIC + "template_cpu_seconds = 600\n")
@@ -354,10 +355,13 @@ def test_sigterm_while_a_template_loops(tmp_path: Path, saas: FakeSaas, oomnitza
         polled = polls(oomnitza)
         wait_for(lambda: polls(oomnitza) >= polled + 3, "polls while the template loops")
     finally:
-        err = stop(proc, signals=2)
-    assert proc.returncode == 0, err
+        err = stop(proc)
+    assert proc.returncode == 143, err
     assert "stop requested" in err and "Traceback" not in err
-    assert not errors_of(oomnitza)  # stopped long before the budget: the record was not judged
+    # Stopped long before the budget: no record was judged; the run reports that it was stopped.
+    (report,) = errors_of(oomnitza)
+    assert report["error_type"] == "Fatal Error" and "terminated (SIGTERM)" in report["error"]
+    assert oomnitza.records("assets") == [] and portions_of(oomnitza)[0].finalized
     for pid in workers:  # killed with the sync, not left looping
         wait_for(lambda pid=pid: not running(pid), f"worker {pid} to end", limit=10)
 

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.netbox import V2_TOKEN, FakeNetbox, device
 from tests.fakes.oomnitza import FakeOomnitza
+from tests.fakes.server import serve
+from tests.sourcekit import write_config
 
 from .helpers import run_cli
 
@@ -94,18 +97,25 @@ def test_finalize_waits_for_every_in_flight_send(tmp_path: Path, fake_oomnitza: 
 
 
 def test_session_is_finalized_even_when_the_source_fails(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
-    ini = make_ini(tmp_path, fake_oomnitza, "api_token = test-token", rows=1500)
-    # Byte 0xff in the middle of the file: rows before it are sent, the run reports the error, the
-    # session is closed.
-    data = (tmp_path / "a.csv").read_bytes()
-    cut = data.index(b"S1200\n")
-    (tmp_path / "a.csv").write_bytes(data[:cut] + b"\xff\n" + data[cut:])
-    result = run_cli("upload", "csv_assets", "--ini", str(ini))
-    assert result.code == 1
-    assert "is not valid utf-8-sig" in result.err
+    # NetBox answers the first page, then refuses the second (a 404 is not retried): the records of
+    # the first page are sent, the run reports the error, and the session is closed.
+    netbox = FakeNetbox([device(i) for i in range(7)], max_page=3)
+    netbox.fail("GET", "/api/dcim/devices/", 404, body={"detail": "Not found."}, query={"offset": "3"})
+    with serve(netbox.app) as url:
+        netbox.url = url
+        ini = write_config(
+            tmp_path,
+            fake_oomnitza,
+            "netbox",
+            {"url": url, "auth_token": V2_TOKEN, "sync_field": "NAME"},
+            {"NAME": '{"source": "name"}'},
+        )
+        result = run_cli("upload", "netbox", "--ini", str(ini))
+    assert result.code == 1, result.all
+    assert "Traceback" not in result.all
     portion = fake_oomnitza.portion()
     assert portion.finalized
-    assert len(fake_oomnitza.records("assets")) == 1200  # every row before the bad line was sent
+    assert len(fake_oomnitza.records("assets")) == 3  # every record of the page before the failure was sent
     # The failure is reported before the session is closed, so Oomnitza does not see a complete sync.
     assert portion.events[-2:] == [("error", 1), ("finalize", 0)] and portion.fatal
-    assert "is not valid utf-8-sig" in portion.errors[0]["error"]
+    assert "404" in portion.errors[0]["error"]

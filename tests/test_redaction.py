@@ -173,10 +173,17 @@ def test_every_handler_of_every_logger_is_scrubbed(tmp_path: Path) -> None:
     }
     (tmp_path / "logging.json").write_text(json.dumps(config), encoding="utf-8")
     ini = local_ini(tmp_path, 'mapping.NOTE = {"source": "note", "converter": "leak"}', converters=LEAKY_CONVERTERS)
-    result = run_cli("upload", "csv_assets", "--ini", str(ini), "--logging-config", str(tmp_path / "logging.json"))
-    for handler in logging.getLogger().manager.loggerDict.values():
-        for h in getattr(handler, "handlers", []):
-            h.close()
+    try:
+        result = run_cli("upload", "csv_assets", "--ini", str(ini), "--logging-config", str(tmp_path / "logging.json"))
+    finally:
+        # Put the loggers this config took over back as they were (later tests read their output).
+        for name in config["loggers"]:
+            logger = logging.getLogger(name)
+            for h in list(logger.handlers):
+                h.close()
+                logger.removeHandler(h)
+            logger.propagate = True
+            logger.setLevel(logging.NOTSET)
     assert result.code == 0, result.all
     files = sorted(logs.iterdir())
     assert len(files) >= 3  # ours.log, third.log and at least one rotated third.log.N
@@ -205,3 +212,77 @@ def test_an_uncaught_exception_is_printed_scrubbed(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "BaseException: fatal: ********" in proc.stderr
     assert PASSWORD not in proc.stdout + proc.stderr
+
+
+# -- redactors are objects: one per configuration, a child per managed run ---------------------------
+
+
+def test_a_child_masks_its_parents_secrets_and_forgets_its_own() -> None:
+    from oomnitza_connector.redact import MASK, Redactor
+
+    config = Redactor()
+    config.add("parent-secret-value")
+    run = config.child()
+    run.add("secret-v")  # contained in the parent's: the longer one must still be masked whole
+    run.add("session-token-42")
+    text = "parent-secret-value / session-token-42 / secret-v"
+    assert run.scrub(text) == f"{MASK} / {MASK} / {MASK}"
+    assert config.scrub(text) == f"{MASK} / session-token-42 / secret-v"  # the run's stay the run's
+    assert Redactor().scrub(text) == text
+
+
+def test_each_configuration_has_its_own_redactor(tmp_path: Path) -> None:
+    from oomnitza_connector import redact
+    from oomnitza_connector.config import load_config
+
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    other = local_ini(other_dir).read_text().replace(PASSWORD, "An0ther-Pa55word")
+    (other_dir / "c.ini").write_text(other, encoding="utf-8")
+    first = load_config(local_ini(tmp_path), redactor=redact.Redactor())
+    with redact.using(redact.Redactor()):  # what the CLI does for each invocation
+        second = load_config(other_dir / "c.ini")
+    assert first.redactor is not second.redactor
+    assert first.redactor.is_secret(PASSWORD) and not first.redactor.is_secret("An0ther-Pa55word")
+    assert second.redactor.is_secret("An0ther-Pa55word") and not second.redactor.is_secret(PASSWORD)
+    try:  # with no redactor in force, a config's secrets go to logging's: nothing escapes the logs
+        third = load_config(local_ini(tmp_path))
+        assert third.redactor is redact.current() and redact.scrub(PASSWORD) == redact.MASK
+    finally:
+        redact.clear()
+
+
+def test_the_current_redactor_reaches_tasks_threads_and_logging(caplog: pytest.LogCaptureFixture) -> None:
+    """``using()`` makes a redactor current for the tasks and to_thread calls started under it; a
+    thread started bare falls back to the redactor logging was set up with."""
+    import asyncio
+    import threading
+
+    from oomnitza_connector import logsetup, redact
+
+    logsetup.install()
+    run, fallback = redact.Redactor(), redact.Redactor()
+    run.add("run-only-secret")
+    fallback.add("fallback-secret")
+    redact.use_for_logging(fallback)
+    log = logging.getLogger("oomnitza_connector.test")
+
+    async def scenario() -> list[str]:
+        seen = [redact.scrub("run-only-secret")]
+        seen.append(await asyncio.to_thread(redact.scrub, "run-only-secret"))
+        seen.append(await asyncio.create_task(asyncio.to_thread(redact.scrub, "run-only-secret")))
+        log.warning("in the run: %s", "run-only-secret")
+        return seen
+
+    try:
+        with redact.using(run):
+            assert asyncio.run(scenario()) == [redact.MASK] * 3
+        bare: list[str] = []
+        thread = threading.Thread(target=lambda: bare.append(redact.scrub("fallback-secret run-only-secret")))
+        thread.start()
+        thread.join()
+        assert bare == [f"{redact.MASK} run-only-secret"]
+        assert redact.current() is fallback
+    finally:
+        redact.clear()
+    assert "in the run: ********" in caplog.text and "run-only-secret" not in caplog.text

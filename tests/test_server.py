@@ -227,6 +227,26 @@ def test_oversized_body(hooks: tuple[str, Any]) -> None:
     assert post(f"{url}/casper", big).status_code == 413
 
 
+def test_webhooks_use_the_server_side_mapping_and_one_token(
+    start: Any, fake_oomnitza: FakeOomnitza, jamf: FakeJamf
+) -> None:
+    """A webhook sync runs the section's merged mapping, Oomnitza's server-side part included: a
+    field mapped only there (diskEncryption.*) makes Jamf be asked for its section. Every batch of
+    the worker's life goes through one source: one Jamf Pro token, released when it stops."""
+    fake_oomnitza.set_mapping("Casper", {"diskEncryption.individualRecoveryKeyValidityStatus": "FV_KEY"})
+    server = start()
+    for count, device in enumerate((101, 102, 103), start=1):  # one batch each
+        assert post(f"{server.url}/casper", event("ComputerAdded", device)).status_code == 202
+        wait_for(lambda count=count: len(server.worker.synced) == count)
+    assert all(not r.error and r.counts["sent"] == 1 for r in server.worker.synced)
+    fetches = [seen for seen in jamf.sections_seen if seen != ["GENERAL"]]  # not the version probe
+    assert len(fetches) == 3 and all("DISK_ENCRYPTION" in seen for seen in fetches)
+    assert {r["FV_KEY"] for r in fake_oomnitza.records("assets")} == {"VALID"}
+    assert len(jamf.issued) == 1  # not one token per batch
+    server.close()
+    assert server.worker.sources == {}  # closed with the worker
+
+
 def test_unknown_device_is_counted_not_fatal(hooks: tuple[str, Any], fake_oomnitza: FakeOomnitza) -> None:
     url, worker = hooks
     assert post(f"{url}/casper", event("ComputerAdded", 999)).status_code == 202

@@ -247,9 +247,9 @@ def test_lifecycle_settings_are_validated(tmp_path: Path, fake_oomnitza: FakeOom
     bad = "retry_budget = soon\nstop_after_failed_batches = 2.5\nstop_grace = -1"
     result = upload(config(tmp_path, fake_oomnitza, oomnitza=bad))
     assert result.code == 1
-    assert "[oomnitza] retry_budget = 'soon' must be a number of seconds, 0 or more" in result.err
-    assert "[oomnitza] stop_after_failed_batches = '2.5' must be a whole number, 0 or more" in result.err
-    assert "[oomnitza] stop_grace = '-1' must be a number of seconds, 0 or more" in result.err
+    assert "[oomnitza] retry_budget = 'soon' must be a number of at least 0" in result.err
+    assert "[oomnitza] stop_after_failed_batches = '2.5' must be a whole number of at least 0" in result.err
+    assert "[oomnitza] stop_grace = '-1' must be a number of at least 0" in result.err
 
 
 # -- the proof itself, as a table ------------------------------------------------------------------

@@ -160,3 +160,71 @@ def test_run_stop_reaches_sections_that_start_later() -> None:
         assert run.result.counts["failed_send"] == 10
 
     asyncio.run(scenario())
+
+
+# -- the RunContext: what a source is given, and all it is given ----------------------------------------
+
+
+def test_a_run_context_is_read_only() -> None:
+    import dataclasses
+
+    import pytest
+
+    from oomnitza_connector.sources.base import RunContext
+
+    ctx = RunContext(section="x", mapping={"A": {"source": "a.b"}, "B": {"hardcoded": 1}}, workers=3)
+    assert ctx.mapped_sources() == ["a.b"] and ctx.workers == 3 and not ctx.testmode
+    with pytest.raises(TypeError):
+        ctx.mapping["C"] = {"source": "c"}  # type: ignore[index]
+    with pytest.raises(TypeError):
+        ctx.mapping["A"]["source"] = "z"  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ctx.workers = 9  # type: ignore[misc]
+    assert asyncio.run(ctx.delivered()) is False  # outside a run nothing was delivered
+
+
+def test_run_section_hands_the_source_its_context_and_writes_nothing_into_it() -> None:
+    from oomnitza_connector.config import Config
+    from oomnitza_connector.converters import ConverterRegistry
+    from oomnitza_connector.redact import Redactor
+    from oomnitza_connector.sources.base import Source
+    from oomnitza_connector.sync import run_section
+
+    class Listing(Source):
+        module = "listing"
+        mapping_name = "Listing"
+        record_type = "assets"
+        default_mappings = {"SERIAL": {"source": "serial"}}
+
+        async def pages(self) -> Any:
+            ctx = self.ctx
+            self.seen = {"mapping": dict(ctx.mapping), "workers": ctx.workers, "redactor": ctx.redactor}
+            yield [{"serial": "1", "note": "first"}]
+            self.seen["delivered after page 1"] = await ctx.delivered()  # a checkpoint: flushed and sent
+            yield [{"serial": "2", "note": "second"}]
+
+    class MappingSink(StubSink):
+        async def mapping(self, name: str) -> dict[str, Any]:
+            return {"note": "NOTE"}  # Oomnitza's server-side mapping for "Listing"
+
+        async def locations(self) -> list[dict[str, Any]]:
+            return []
+
+        async def finalize(self, run: RunInfo) -> None:
+            self.finalized = run.portion
+
+    redactor = Redactor()
+    oomnitza = SectionConfig(name="oomnitza", ini_path="config.ini", settings={})
+    section = SectionConfig(
+        name="listing", ini_path="config.ini", settings={"sync_field": "SERIAL"}, source_cls=Listing
+    )
+    config = Config("config.ini", None, oomnitza, {"listing": section}, [], ConverterRegistry(), redactor)  # type: ignore[arg-type]
+    source = Listing(section)
+    before = set(vars(source))
+    sink = MappingSink()
+    result = asyncio.run(run_section(section, config, sink, Options(workers=3), source=source))  # type: ignore[arg-type]
+    assert result.error is None and result.counts["sent"] == 2 and sink.sent == [1, 1]
+    assert source.seen["mapping"] == {"SERIAL": {"source": "serial"}, "NOTE": {"source": "note"}}
+    assert source.seen["workers"] == 3 and source.seen["redactor"] is redactor
+    assert source.seen["delivered after page 1"] is True
+    assert set(vars(source)) - before == {"_ctx", "seen"}  # the pipeline set nothing else on it

@@ -6,9 +6,7 @@ Heavy modules are imported inside the modes, so ``version`` and ``--help`` answe
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Callable, Iterator
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -142,42 +140,43 @@ def main(
         print(f"Connector version: {__version__}", file=out)
         return Exit.OK
 
+    from . import redact
     from .errors import ConnectorError
-    from .redact import scrub
 
-    try:
-        _setup_logging(args, program_dir)
-        ini = args.ini or ((program_dir or Path.cwd()) / "config.ini")
-        if args.mode == "generate-ini":
-            return _generate_ini(ini, err)
-        if args.mode == "managed":
-            return _managed(args, ini, out)
-        if args.mode == "local":
-            return _local(args, ini, out, err)
-        return _upload(args, ini, out, err)
-    except ConnectorError as exc:
-        if args.debug:
-            import traceback
+    # The secrets of this invocation: its config's, and the logging fallback (see redact.py).
+    redactor = redact.Redactor()
+    with redact.using(redactor):
+        try:
+            _setup_logging(args, program_dir, redactor)
+            ini = args.ini or ((program_dir or Path.cwd()) / "config.ini")
+            if args.mode == "generate-ini":
+                return _generate_ini(ini, err)
+            if args.mode == "managed":
+                return _managed(args, ini, out, err)
+            if args.mode == "local":
+                return _local(args, ini, out, err)
+            return _upload(args, ini, out, err)
+        except ConnectorError as exc:
+            if args.debug:
+                import traceback
 
-            print(scrub(traceback.format_exc()), end="", file=err)
-        for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"error: {scrub(line)}", file=err)
-        return Exit.ERROR
-    except KeyboardInterrupt:
-        print("Interrupted. Exiting.", file=err)
-        return Exit.INTERRUPTED
+                print(redactor.scrub(traceback.format_exc()), end="", file=err)
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                print(f"error: {redactor.scrub(line)}", file=err)
+            return Exit.ERROR
+        except KeyboardInterrupt:
+            print("Interrupted. Exiting.", file=err)
+            return Exit.INTERRUPTED
 
 
 def console_main() -> None:
     sys.exit(main())
 
 
-def _setup_logging(args: argparse.Namespace, program_dir: Path | None) -> None:
-    from .logsetup import setup_logging
+def _setup_logging(args: argparse.Namespace, program_dir: Path | None, redactor: Any) -> None:
+    from .logsetup import setup_from_args
 
-    explicit = args.logging_config is not None
-    path = args.logging_config or ((program_dir / "logging.json") if program_dir else None)
-    setup_logging(path, program_dir=program_dir, explicit=explicit, debug=args.debug)
+    setup_from_args(args, program_dir, redactor)
 
 
 def _generate_ini(path: Path, err: TextIO) -> int:
@@ -191,7 +190,9 @@ def _generate_ini(path: Path, err: TextIO) -> int:
     return Exit.OK
 
 
-def _managed(args: argparse.Namespace, ini: Path, out: TextIO) -> int:
+def _managed(args: argparse.Namespace, ini: Path, out: TextIO, err: TextIO) -> int:
+    """Poll Oomnitza and run the integrations it hands out. With --exit-when-idle the summary and
+    the exit code are upload's: 1 when an integration failed, 3 when records failed, 4 canceled."""
     import asyncio
 
     from .config import load_oomnitza
@@ -207,9 +208,20 @@ def _managed(args: argparse.Namespace, ini: Path, out: TextIO) -> int:
         ignore_maintenance=args.ignore_cloud_maintenance,
         exit_when_idle=args.exit_when_idle,
         testmode=args.testmode,
+        save_data=Path("saved_data") if args.save_data else None,
         out=out,
+        err=err,
     )
-    return asyncio.run(poller.run())
+    asyncio.run(poller.run())
+    if poller.stop.requested:
+        return signal_exit(poller.stop.signum)
+    if not args.exit_when_idle:
+        return Exit.OK
+    if poller.results:
+        _print_summary(poller.results, err, testmode=args.testmode)
+    if poller.other_failures:  # e.g. an export file could not be written: the disk is full
+        return Exit.ERROR
+    return upload_exit(poller.results, poller.stop)
 
 
 # -- upload -------------------------------------------------------------------------------------------
@@ -261,57 +273,18 @@ def _options(args: argparse.Namespace, stop: Any = None) -> Any:
     )
 
 
-@contextlib.contextmanager
-def stop_on_signals(on_stop: Callable[[int], None], err: TextIO) -> Iterator[None]:
-    """SIGINT and SIGTERM ask the running loop to stop (``on_stop``); a second one exits at once.
-    Where the loop cannot take signals (Windows), Ctrl-C stays a KeyboardInterrupt."""
-    import asyncio
-    import os
-    import signal
-
-    loop = asyncio.get_running_loop()
-    seen: list[int] = []
-
-    def handle(signum: int) -> None:
-        if seen:  # the second signal: no more waiting
-            print(f"{signal.Signals(signum).name} again: exiting now.", file=err, flush=True)
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-            os._exit(signal_exit(signum))
-        seen.append(signum)
-        print(
-            f"{signal.Signals(signum).name} received: stopping (send it again to exit at once).", file=err, flush=True
-        )
-        on_stop(signum)
-
-    installed = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, handle, signum)
-        except (NotImplementedError, RuntimeError, ValueError):
-            continue
-        installed.append(signum)
-    try:
-        yield
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
-
-
 async def _run_upload(
     config: Config, names: list[str], args: argparse.Namespace, out: TextIO, err: TextIO, stop: Any
 ) -> list[SectionResult]:
     import logging
-    import signal
 
     from .oomnitza.sinks import make_sink
-    from .sync import SectionResult, run_section
+    from .sync import SectionResult, run_section, stop_on_signals, stop_reason
 
     log = logging.getLogger("oomnitza_connector")
 
     def request_stop(signum: int) -> None:
-        word = "interrupted" if signum == signal.SIGINT else "terminated"
-        stop.request(f"{word} ({signal.Signals(signum).name})", signum)
+        stop.request(stop_reason(signum), signum)
 
     results: list[SectionResult] = []
     with stop_on_signals(request_stop, err):
@@ -339,21 +312,13 @@ async def _run_upload(
 
 
 async def _show_mappings(config: Config, names: list[str], args: argparse.Namespace, out: TextIO) -> int:
-    from .oomnitza.payload import encode
     from .oomnitza.sinks import make_sink
-    from .redact import scrub_obj
-    from .sync import build_mapper
+    from .sync import show_mappings
 
     sink = make_sink(config.oomnitza, testmode=args.testmode, workers=args.workers, out=out)
     try:
         await sink.login()
-        for name in names:
-            section = config.sections[name]
-            assert section.source_cls is not None
-            source = section.source_cls(section)
-            mapper = await build_mapper(section, section.source_cls, source, sink, config)
-            print(f"{name} Mappings", file=out)
-            print(encode(scrub_obj(mapper.specs), pretty=True).decode(), file=out)
+        await show_mappings(config, names, sink, out)
     finally:
         await sink.aclose()
     return Exit.OK

@@ -19,6 +19,11 @@ class SourceError(ConnectorError):
     """The source system could not be read (unreachable, bad credentials, bad data)."""
 
 
+class ReportedError(SourceError):
+    """A failure whose message goes to Oomnitza as it is: the texts its UI knows for a cloud-managed
+    integration (managed-mode.md §8), instead of "The run failed: <message>"."""
+
+
 class AuthError(ConnectorError):
     """A credential was rejected (Oomnitza or a source)."""
 

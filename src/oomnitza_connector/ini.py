@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 from dataclasses import dataclass, field
+from typing import Any
 
 from oomnitza_connector.errors import ConfigError
 
@@ -56,14 +57,29 @@ class IniDocument:
         return list(self.sections)
 
 
-def parse_bool(value: str, *, setting: str) -> bool:
-    """Strict INI boolean: the union of every word the reference accepted anywhere, any case."""
-    word = value.strip().lower()
+def parse_bool(value: Any, *, setting: str = "", lenient: bool = False) -> bool:
+    """The one boolean parser: the union of every word the reference accepted anywhere, any case
+    (``1 yes y true t on`` / ``0 no n false f off``); a JSON boolean or number is taken as such.
+
+    Strict (the default) raises a ConfigError naming ``setting`` for anything else; ``lenient``
+    reads anything else (an empty value, ``None``, an unknown word) as False, as mapping flags
+    (``"required": "True"``) always were."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    word = value.strip().lower() if isinstance(value, str) else None
     if word in _TRUE:
         return True
-    if word in _FALSE:
+    if word in _FALSE or lenient:
         return False
-    raise ConfigError(f"{setting}: '{value}' is not a boolean (use true or false)")
+    shown = value if isinstance(value, str) else repr(value)
+    raise ConfigError(f"{setting or 'a setting'}: '{shown}' is not a boolean (use true or false)")
+
+
+def truthy(value: Any) -> bool:
+    """``parse_bool`` that never fails: anything but a true word or a non-zero number is False."""
+    return parse_bool(value, lenient=True)
 
 
 def read_ini(path: str | os.PathLike[str]) -> IniDocument:

@@ -24,11 +24,14 @@ import traceback
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import redact
 from .errors import ConfigError
 from .redact import RedactingFilter, scrub
+
+if TYPE_CHECKING:
+    import argparse
 
 _QUIET_BY_DEFAULT = ("httpx", "httpcore")  # they log every request at INFO; ours are enough
 _traceback_formatter = logging.Formatter()
@@ -154,7 +157,18 @@ def _all_handlers() -> list[logging.Handler]:
     return list(seen.values())
 
 
-def setup_logging(path: Path | None, *, program_dir: Path | None, explicit: bool, debug: bool = False) -> None:
+def setup_logging(
+    path: Path | None,
+    *,
+    program_dir: Path | None,
+    explicit: bool,
+    debug: bool = False,
+    redactor: redact.Redactor | None = None,
+) -> None:
+    """Configure logging from ``path`` (the seed's logging.json); ``redactor`` scrubs what is logged
+    where no run's redactor is current (see redact.py)."""
+    if redactor is not None:
+        redact.use_for_logging(redactor)
     install()
     if path is not None and path.exists():
         try:
@@ -190,3 +204,10 @@ def setup_logging(path: Path | None, *, program_dir: Path | None, explicit: bool
     for name in _QUIET_BY_DEFAULT:
         if name not in configured:  # a logging config that names them decides for itself
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def setup_from_args(args: argparse.Namespace, program_dir: Path | None, redactor: redact.Redactor) -> None:
+    """The CLI's ``--logging-config`` (default: ``logging.json`` beside the program) and ``--debug``."""
+    explicit = args.logging_config is not None
+    path = args.logging_config or ((program_dir / "logging.json") if program_dir else None)
+    setup_logging(path, program_dir=program_dir, explicit=explicit, debug=args.debug, redactor=redactor)

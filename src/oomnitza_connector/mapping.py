@@ -7,18 +7,31 @@ type), so converting a record costs a handful of calls per field: this is the ho
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .config import SectionConfig, truthy
-from .converters import ConverterRegistry
 from .errors import ConfigError, RecordError
+from .ini import truthy
 from .paths import compile_path
 
+if TYPE_CHECKING:
+    from .config import SectionConfig
+    from .converters import ConverterRegistry
 log = logging.getLogger(__name__)
 
 MappingSpecs = dict[str, dict[str, Any]]
 VALUE_KEYS = ("source", "setting", "hardcoded")
+
+
+class RecordMapper(Protocol):
+    """The mapping stage of the pipeline: ``Mapper`` (the section's merged mapping), or a source's
+    own (managed integrations map with cloud templates, a page at a time off the event loop)."""
+
+    specs: Mapping[str, Mapping[str, Any]]  # the merged mapping, as the source sees it (RunContext.mapping)
+
+    async def map_page(self, records: Sequence[Any]) -> list[dict[str, Any] | RecordError]:
+        """Each record mapped, or the RecordError that failed it (a record fails alone)."""
+        ...
 
 
 def merge_mappings(
@@ -137,6 +150,15 @@ class Mapper:
         if errors:
             raise ConfigError("\n".join(errors))
         self._required = [name for name, spec in specs.items() if truthy(spec.get("required"))]
+
+    async def map_page(self, records: Sequence[Any]) -> list[dict[str, Any] | RecordError]:
+        out: list[dict[str, Any] | RecordError] = []
+        for record in records:
+            try:
+                out.append(self.convert(record))
+            except RecordError as exc:
+                out.append(exc)
+        return out
 
     def convert(self, record: dict[str, Any]) -> dict[str, Any]:
         out = {name: fn(record) for name, fn in self._fields}

@@ -6,6 +6,12 @@ every in-flight send has completed, and always (also after a failure), so sessio
 open in Oomnitza. A run that failed is reported to Oomnitza (a bulk error payload) before the
 finalize, so the session is not mistaken for a complete sync.
 
+Every mode runs this one pipeline: ``upload`` (sections of config.ini), the webhook server (the
+devices Jamf told us of) and managed mode (a cloud config is a ``managed.engine.ManagedSource``
+with a mapper of its own). The pipeline builds a ``RunContext`` (the merged mapping, the worker
+budget, the options, the redactor, a delivery checkpoint) and hands it to the source; nothing flows
+back from the source but records.
+
 A section stops early, sending nothing new, when:
 - the run is stopped (Ctrl-C, SIGTERM): in-flight sends get a short grace, then are cancelled;
 - someone canceled the sync in Oomnitza's web UI (checked between pages and batches, throttled);
@@ -18,19 +24,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import sys
 import time
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from . import redact
 from .config import Config, SectionConfig
-from .errors import AuthError, ConfigError, ConnectorError, DiskError, RecordError, RecordsRejected
-from .mapping import Mapper, incomplete_fields, merge_mappings
-from .oomnitza.payload import RunInfo
+from .errors import (
+    AuthError,
+    ConfigError,
+    ConnectorError,
+    DiskError,
+    RecordError,
+    RecordsRejected,
+    ReportedError,
+)
+from .mapping import Mapper, RecordMapper, incomplete_fields, merge_mappings
+from .oomnitza.payload import RunInfo, encode
 from .oomnitza.sinks import SaveData, Sink
-from .sources.base import BadRecord, Source
+from .sources.base import BadRecord, RunContext, Source
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +92,49 @@ class RunStop:
         self._listeners.discard(event)
 
 
+def signal_exit_code(signum: int | None) -> int:
+    """The exit code of a run stopped by ``signum``, as shells report it: 143 for SIGTERM, else 130."""
+    return 128 + signal.SIGTERM if signum == signal.SIGTERM else 128 + signal.SIGINT
+
+
+@contextlib.contextmanager
+def stop_on_signals(on_stop: Callable[[int], None], err: TextIO) -> Iterator[None]:
+    """SIGINT and SIGTERM ask the running loop to stop (``on_stop``); a second one exits at once.
+    Where the loop cannot take signals (Windows), Ctrl-C stays a KeyboardInterrupt."""
+    loop = asyncio.get_running_loop()
+    seen: list[int] = []
+
+    def handle(signum: int) -> None:
+        if seen:  # the second signal: no more waiting
+            print(f"{signal.Signals(signum).name} again: exiting now.", file=err, flush=True)
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+            os._exit(signal_exit_code(signum))
+        seen.append(signum)
+        print(
+            f"{signal.Signals(signum).name} received: stopping (send it again to exit at once).", file=err, flush=True
+        )
+        on_stop(signum)
+
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, handle, signum)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        installed.append(signum)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+def stop_reason(signum: int) -> str:
+    word = "interrupted" if signum == signal.SIGINT else "terminated"
+    return f"{word} ({signal.Signals(signum).name})"
+
+
 @dataclass
 class Options:
     workers: int = 2
@@ -115,6 +176,7 @@ class SectionResult:
     pulled: int = 0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BUCKETS, 0))
     error: str | None = None
+    report: str | None = None  # what Oomnitza is told about the failed run, when not "The run failed: <error>"
     seconds: float = 0.0
     canceled: bool = False  # canceled in Oomnitza's web UI
     stopped: str | None = None  # the run was stopped by a signal: why
@@ -146,17 +208,16 @@ class SectionResult:
         return sum(self.counts.values()) == self.pulled
 
 
-async def build_mapper(
-    section: SectionConfig, source_cls: type[Source], source: Source, sink: Sink, config: Config
-) -> Mapper:
+async def build_mapper(section: SectionConfig, source: Source, sink: Sink, config: Config) -> Mapper:
+    """The section's merged mapping (defaults < Oomnitza's server-side mapping < INI), compiled."""
     server: dict[str, Any] = {}
     if section.flag("use_server_map"):
         server = await sink.mapping(source.connector_name())
     specs = merge_mappings(
-        defaults=source_cls.default_mappings,
+        defaults=source.default_mappings,
         server=server,
         ini=section.mappings,
-        default_converters=source_cls.default_converters,
+        default_converters=source.default_converters,
         extras=source.extra_mappings(),
     )
     missing = incomplete_fields(specs)
@@ -167,8 +228,24 @@ async def build_mapper(
             f"in the INI, and the server mapping {source.connector_name()!r} gives none either; "
             "add one to the line"
         )
-    source.mapping_specs = specs
     return Mapper(specs, section, config.converters)
+
+
+async def mapper_of(source: Source, section: SectionConfig, sink: Sink, config: Config) -> RecordMapper:
+    """The source's own mapper (managed integrations), else the section's merged mapping."""
+    own = await source.mapper(sink)
+    return own if own is not None else await build_mapper(section, source, sink, config)
+
+
+async def show_mappings(config: Config, names: list[str], sink: Sink, out: TextIO) -> None:
+    """``--show-mappings``: the merged mapping of each section, secrets masked."""
+    for name in names:
+        section = config.sections[name]
+        assert section.source_cls is not None
+        source = section.source_cls(section)
+        mapper = await mapper_of(source, section, sink, config)
+        print(f"{name} Mappings", file=out)
+        print(encode(config.redactor.scrub_obj(dict(mapper.specs)), pretty=True).decode(), file=out)
 
 
 class _Run:
@@ -184,11 +261,16 @@ class _Run:
         saver: SaveData | None,
         limits: Limits,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        cloud_reports: bool = False,
     ) -> None:
         self.section, self.sink, self.info, self.options = section, sink, run, options
         self.result, self.saver, self.limits, self.clock = result, saver, limits, clock
+        self.cloud_reports = cloud_reports  # failed records are reported to Oomnitza one by one
         self.slots = asyncio.Semaphore(max(1, options.workers))
         self.tasks: set[asyncio.Task[None]] = set()
+        self.batch: list[dict[str, Any]] = []  # mapped records waiting for a full batch
+        self.started = False  # the source is being read (a session may be open in Oomnitza)
         self.fatal: ConnectorError | None = None  # the sink refused us (credentials) or stopped answering
         self.warnings = 0
         self.failed_in_a_row = 0
@@ -219,9 +301,56 @@ class _Run:
             return "the disk is full or read-only (see the error)"  # the error line names the file once
         return str(self.fatal) if self.fatal else "the section stopped"
 
-    def record_problem(self, bucket: str, message: str, index: int) -> None:
+    async def record_failed(self, bucket: str, message: str, index: int, raw: Any) -> None:
+        """Count a record that cannot be sent; a cloud-managed integration also reports it to
+        Oomnitza (an error payload holding the raw record, managed-mode.md §8.2)."""
         self.result.counts[bucket] += 1
         self.warn(f"record {index}: {message}")
+        report = getattr(self.sink, "send_error", None)
+        if not self.cloud_reports or report is None or self.halted:
+            return
+        record = raw if isinstance(raw, dict) else {"item": raw}
+        message = redact.scrub(message)
+        if not await self._until_halted(self.slots.acquire()):
+            return
+        self._start(self._report(report, record, message))
+
+    async def _report(self, report: Callable[..., Any], record: dict[str, Any], message: str) -> None:
+        try:
+            await report(self.info, record, message)
+        except ConnectorError as exc:
+            log.error("[%s] could not report a failed record to Oomnitza: %s", self.section.name, exc)
+        except Exception as exc:  # a bug must not stop the run
+            log.exception("[%s] could not report a failed record to Oomnitza: %s", self.section.name, exc)
+        finally:
+            self.slots.release()
+
+    def _start(self, job: Any) -> asyncio.Task[None]:
+        task = asyncio.create_task(job)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def add(self, record: dict[str, Any]) -> None:
+        """A mapped record: batched, and the batch sent once it is full."""
+        self.batch.append(record)
+        if len(self.batch) >= max(1, self.options.batch_size):
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send the partial batch (or count it as not sent when the section has halted)."""
+        if self.batch:
+            batch, self.batch = self.batch, []
+            await self.dispatch(batch)
+
+    async def delivered(self) -> bool:
+        """RunContext.delivered: flush the partial batch, drain the sends, say whether all arrived."""
+        if not self.halted:
+            await self.flush()
+        await self.drain()
+        counts = self.result.counts
+        failed = counts["failed_convert"] or counts["failed_send"] or self.batch
+        return not self.options.testmode and not self.halted and self.fatal is None and not failed
 
     def warn(self, message: str) -> None:
         self.warnings += 1
@@ -264,14 +393,17 @@ class _Run:
             self.slots.release()
             self.not_sent(len(batch))
             return
-        task = asyncio.create_task(self._send(batch))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task = self._start(self._send(batch))
         if self.options.workers <= 0:  # one at a time: wait for this batch before reading on
             await self._until_halted(asyncio.shield(task))
 
     async def _until_halted(self, awaitable: Any) -> bool:
         """Await ``awaitable`` unless the section halts first (then it is cancelled): True if it finished."""
+        finished, _value = await self.unless_halted(awaitable)
+        return finished
+
+    async def unless_halted(self, awaitable: Any) -> tuple[bool, Any]:
+        """(True, its result), or (False, None) when the section halts first (it is then cancelled)."""
         job = asyncio.ensure_future(awaitable)
         halt = asyncio.ensure_future(self.halt.wait())
         try:
@@ -283,11 +415,8 @@ class _Run:
                 # Let it unwind (a source's generator must not be closed while it still runs).
                 await asyncio.wait({job})
         if job.cancelled():
-            return False
-        error = job.exception()
-        if error is not None:
-            raise error
-        return True
+            return False, None
+        return True, job.result()
 
     async def _send(self, batch: list[dict[str, Any]]) -> None:
         counts = self.result.counts
@@ -360,43 +489,68 @@ async def run_section(
     source: Source | None = None,
     *,
     clock: Callable[[], float] = time.monotonic,
+    redactor: redact.Redactor | None = None,
 ) -> SectionResult:
     """Sync one section. Never raises for user-fixable problems: they end up in ``result.error``.
-    ``source`` replaces the section's own (the webhook server syncs only the devices it was told of)."""
+
+    ``source`` replaces the section's own (the webhook server syncs only the devices it was told
+    of; managed mode runs a cloud config): the caller then owns it and closes it. ``redactor``
+    (default: the config's) scrubs the run's messages and is the one the source is given."""
+    redactor = redactor or config.redactor
+    with redact.using(redactor):
+        return await _run_section(section, config, sink, options, source, clock, redactor)
+
+
+async def _run_section(
+    section: SectionConfig,
+    config: Config,
+    sink: Sink,
+    options: Options,
+    given: Source | None,
+    clock: Callable[[], float],
+    redactor: redact.Redactor,
+) -> SectionResult:
     started = time.monotonic()
     result = SectionResult(section=section.name)
-    assert section.source_cls is not None
-    source_cls = section.source_cls
-    saver: SaveData | None = None
+    source = given
     if source is None:
+        assert section.source_cls is not None
         try:
-            source = source_cls(section)
+            source = section.source_cls(section)
         except ConnectorError as exc:
-            result.error = str(exc)
+            result.error = redactor.scrub(str(exc))
             return result
-    source.workers = options.workers
-    run = RunInfo(
-        section=section.name,
-        connector_name=source.connector_name(),
-        data_type=source.record_type,
-        sync_field=section.sync_fields,
-        insert_only=section.insert_only,
-        update_only=section.update_only,
-    )
-    result.data_type, result.portion = run.data_type, run.portion
+    saver: SaveData | None = None
     state: _Run | None = None
     finished = False  # the source was read to the end it was asked for, without an exception
     try:
-        mapper = await build_mapper(section, source_cls, source, sink, config)
+        run = source.run_info() or _run_info(section, source)
+        result.data_type, result.portion = run.data_type, run.portion
+        limits = Limits.of(config.oomnitza)
+        state = _Run(section, sink, run, options, result, None, limits, clock, cloud_reports=source.cloud_reports)
+        mapper = await mapper_of(source, section, sink, config)
         if config.converters.uses_location:
             config.converters.set_locations(await sink.locations())
         if options.save_data:
-            saver = SaveData(options.save_data, section.name)
-        state = _Run(section, sink, run, options, result, saver, Limits.of(config.oomnitza), clock)
+            saver = state.saver = SaveData(options.save_data, section.name)
+        source.open(
+            RunContext(
+                section=section.name,
+                mapping=mapper.specs,
+                workers=options.workers,
+                options=options,
+                redactor=redactor,
+                clock=clock,
+                checkpoint=state.delivered,
+            )
+        )
+        state.started = True
         await _pump(source, mapper, section, state, options)
         finished = not state.halted  # a stop, a cancel or the circuit breaker left the source unread
     except ConnectorError as exc:
         result.error = str(exc)
+        if isinstance(exc, ReportedError):
+            result.report = str(exc)
     except asyncio.CancelledError:
         result.error = "interrupted"
         raise
@@ -405,21 +559,36 @@ async def run_section(
             await state.drain()
             state.close()
             _note_stop(state, result)
-        await source.aclose()
+        if given is None:
+            await source.aclose()
         if saver:
             saver.close()
             if saver.error and result.error is None:
                 result.error = saver.error
         if state is not None:
-            await _close_session(sink, run, result, state)
+            await _close_session(sink, state.info, result, state)
             # Only a run that ended normally with every record delivered may move or delete its input.
             # A stop or cancel that came after the last record was read still means: do nothing more.
             if finished and not state.halted and result.ok and not options.testmode:
                 await _commit(source, result)
         result.seconds = time.monotonic() - started
         if result.error:
-            result.error = redact.scrub(result.error)
+            result.error = redactor.scrub(result.error)
+        if result.report:
+            result.report = redactor.scrub(result.report)
     return result
+
+
+def _run_info(section: SectionConfig, source: Source) -> RunInfo:
+    """A section's sync session (a new portion each run)."""
+    return RunInfo(
+        section=section.name,
+        connector_name=source.connector_name(),
+        data_type=source.record_type,
+        sync_field=section.sync_fields,
+        insert_only=section.insert_only,
+        update_only=section.update_only,
+    )
 
 
 def _note_stop(state: _Run, result: SectionResult) -> None:
@@ -433,9 +602,20 @@ def _note_stop(state: _Run, result: SectionResult) -> None:
 
 async def _close_session(sink: Sink, run: RunInfo, result: SectionResult, state: _Run) -> None:
     """Report a failed or stopped run to Oomnitza, then finalize the session. After a stop request
-    each call gets the grace, so a stalled Oomnitza cannot hold the exit."""
+    each call gets the grace, so a stalled Oomnitza cannot hold the exit.
+
+    A cloud-managed integration's run that read nothing is one synthetic portion instead, failed
+    or empty (born finalized: managed-mode.md §8.3). A classic section that failed before reading
+    (its mapping could not be loaded) opened no session: nothing to report or close."""
     limit = state.limits.stop_grace if result.stopped else None
     problem = _run_problem(result, state)
+    if state.cloud_reports and result.pulled == 0 and run.connector_id is not None:
+        if problem is None and (result.error or result.canceled):
+            return
+        await _ready_portion(sink, run, problem, limit)
+        return
+    if not state.started:
+        return
     report = getattr(sink, "send_error", None)
     if problem and report is not None:
         try:
@@ -451,6 +631,24 @@ async def _close_session(sink: Sink, run: RunInfo, result: SectionResult, state:
             result.error = f"could not finalize the sync session: {message}"
 
 
+async def _ready_portion(sink: Sink, run: RunInfo, problem: str | None, limit: float | None) -> None:
+    """A synthetic portion: failed (with the problem), or an empty run."""
+    add = getattr(sink, "call_json", None)
+    if add is None:  # test mode, or the local store: nothing to tell
+        return
+    body: dict[str, Any] = {"correlation_id": str(uuid.uuid4())}
+    if problem is not None:
+        body.update(failed=1, error_message=problem, error_type="Fatal Error")
+    else:
+        body.update(is_empty_run=True, multi_str_input_value=run.multi_str_input_value)
+    if run.test_run is not None:
+        body["test_run"] = run.test_run
+    try:
+        await asyncio.wait_for(add("POST", f"/api/v3/bulk/{run.connector_id}/add_ready_portion", json=body), limit)
+    except (ConnectorError, TimeoutError) as exc:
+        log.error("[%s] could not report to Oomnitza: %s", run.section, exc or "no answer in time")
+
+
 def _run_problem(result: SectionResult, state: _Run) -> str | None:
     """What to tell Oomnitza about a run that did not complete (None: it completed, or Oomnitza is
     the problem and would not take the report anyway)."""
@@ -459,7 +657,7 @@ def _run_problem(result: SectionResult, state: _Run) -> str | None:
     if result.stopped:
         return f"The run was {result.stopped} before the source was read to the end"
     if result.error:
-        return redact.scrub(f"The run failed: {result.error}")
+        return redact.scrub(result.report or f"The run failed: {result.error}")
     return None
 
 
@@ -489,62 +687,58 @@ async def _pages(source: Source, state: _Run) -> AsyncIterator[list[Any]]:
             await pages.aclose()  # type: ignore[attr-defined]
 
 
-async def _pump(source: Source, mapper: Mapper, section: SectionConfig, state: _Run, options: Options) -> None:
+async def _pump(source: Source, mapper: RecordMapper, section: SectionConfig, state: _Run, options: Options) -> None:
+    """Read page by page; each page in slices of a batch: count and save the raw records, filter
+    them, map the slice at once (one round trip for a mapper that renders templates elsewhere),
+    batch and send. A halt stops before the next slice, so what was not pulled stays unread. Every
+    record pulled lands in exactly one bucket."""
     result = state.result
-    counts = result.counts
     limit = options.record_count
-    batch_size = max(1, options.batch_size)
-    record_filter = section.recordfilter
-    convert = mapper.convert
-    saver = state.saver
-    batch: list[dict[str, Any]] = []
-    pulled = 0
-    done = False
-
-    async def delivered() -> bool:
-        """Source.delivered: flush the partial batch, drain the sends, report whether all arrived."""
-        nonlocal batch
-        if batch and not state.halted:
-            await state.dispatch(batch)
-            batch = []
-        await state.drain()
-        failed = counts["failed_convert"] or counts["failed_send"] or batch
-        return not options.testmode and not state.halted and state.fatal is None and not failed
-
-    source.delivered = delivered
+    size = max(1, options.batch_size)
     pages = _pages(source, state)
     try:
         async for page in pages:
-            for raw in page:
-                if limit and pulled >= limit:
-                    done = True
+            if limit:
+                page = page[: max(0, limit - result.pulled)]
+            for start in range(0, len(page), size):
+                if state.halted:
                     break
-                pulled += 1
-                result.pulled = pulled
-                if saver:
-                    saver.record(raw.raw if type(raw) is BadRecord else raw)
-                if type(raw) is BadRecord:
-                    state.record_problem("failed_convert", raw.message, pulled)
-                    continue
-                try:
-                    if record_filter is not None and not record_filter(raw):
-                        counts["filtered"] += 1
-                        continue
-                    batch.append(convert(raw))
-                except RecordError as exc:
-                    state.record_problem(exc.bucket, str(exc), pulled)
-                    continue
-                if len(batch) >= batch_size:
-                    await state.dispatch(batch)
-                    batch = []
-                    if state.halted:
-                        done = True
-                        break
-            if done:
+                await _slice(page[start : start + size], mapper, section, state)
+            if state.halted or (limit and result.pulled >= limit):
                 break
             await asyncio.sleep(0)  # let in-flight sends progress between pages
     finally:
         # Records already mapped are sent (or counted) even when the source failed mid-way.
-        if batch:
-            await state.dispatch(batch)
+        await state.flush()
         await pages.aclose()
+
+
+async def _slice(records: list[Any], mapper: RecordMapper, section: SectionConfig, state: _Run) -> None:
+    result, counts, saver, record_filter = state.result, state.result.counts, state.saver, section.recordfilter
+    kept: list[tuple[int, Any]] = []  # (record number, raw record) to map
+    for raw in records:
+        result.pulled += 1
+        if saver:
+            saver.record(raw.raw if type(raw) is BadRecord else raw)
+        if type(raw) is BadRecord:
+            await state.record_failed("failed_convert", raw.message, result.pulled, raw.raw)
+            continue
+        try:
+            if record_filter is not None and not record_filter(raw):
+                counts["filtered"] += 1
+                continue
+        except RecordError as exc:
+            await state.record_failed(exc.bucket, str(exc), result.pulled, raw)
+            continue
+        kept.append((result.pulled, raw))
+    if not kept:
+        return
+    finished, mapped = await state.unless_halted(mapper.map_page([raw for _, raw in kept]))
+    if not finished:
+        state.not_sent(len(kept))  # the run stopped while these were being mapped
+        return
+    for (number, raw), out in zip(kept, mapped, strict=True):
+        if isinstance(out, RecordError):
+            await state.record_failed(out.bucket, str(out), number, raw)
+        else:
+            await state.add(out)  # after a halt: counted as not sent

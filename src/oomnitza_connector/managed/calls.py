@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from .. import redact
+from ..errors import ConfigError, SourceError
 from ..http import Http, HttpAuthError
 from ..oomnitza.client import OomnitzaClient
 from .sandbox import Scope, Templates
@@ -19,12 +20,25 @@ log = logging.getLogger(__name__)
 USER_AGENT = "Oomnitza Connector"
 
 
-class ManagedError(Exception):
+class ManagedError(SourceError):
     """A failure of a managed run, with the message the Oomnitza UI shows."""
 
 
-class ManagedConfigError(ManagedError):
+class ManagedConfigError(ConfigError, ManagedError):
     """The cloud config or the [managed.N] section is unusable."""
+
+
+def saas_auth_kind(value: dict[str, Any]) -> str:
+    """credential, session, static or none; a session without a behavior is a ManagedConfigError."""
+    if value.get("credential_id"):
+        return "credential"
+    if value.get("type") == "session":
+        if not isinstance(value.get("behavior"), dict):
+            raise ManagedConfigError("the session authorization has no behavior")
+        return "session"
+    if value.get("headers") or value.get("params"):
+        return "static"
+    return "none"
 
 
 @dataclass
@@ -81,19 +95,11 @@ class SaasAuth:
         self.templates = templates
         self.session: dict[str, dict[str, str]] | None = None
         self.logins = 0
-        if value.get("credential_id"):
-            self.kind = "credential"
-        elif value.get("type") == "session":
-            if not isinstance(value.get("behavior"), dict):
-                raise ManagedConfigError("the session authorization has no behavior")
-            self.kind = "session"
-        elif value.get("headers") or value.get("params"):
-            self.kind = "static"
+        self.kind = saas_auth_kind(value)
+        if self.kind == "static":
             for part in ("headers", "params"):
                 for secret in (value.get(part) or {}).values():
                     redact.add_secret(str(secret))
-        else:
-            self.kind = "none"
 
     async def apply(self, request: Request, http: Http, scope: Scope | None, overlay: dict[str, Any]) -> None:
         if self.kind == "static":

@@ -1,32 +1,52 @@
-"""One run of a cloud-managed integration: list → detail → software/SaaS → mapping → upload.
+"""A cloud-managed integration is a source: ``ManagedSource`` reads the SaaS the cloud config
+describes (list → detail → software/SaaS link, templates rendered by the worker pool of
+sandbox.py) and ``TemplateMapper`` maps its records with the cloud's mapping. ``run_integration``
+runs them with ``sync.run_section``, as ``upload`` runs a section: the same record filter,
+batcher, accounting buckets, cancel checks, failure report, finalize, summary and exit codes.
 
-Failures are reported to Oomnitza the way its UI expects (managed-mode.md §8): a failed first page
-as a failed synthetic portion, a later page as a fatal error record, a failed item or mapping as an
-error record of its own; the run's portion is finalized after every in-flight upload completed.
+Oomnitza hears of failures the way its UI expects (managed-mode.md §8), through the pipeline:
+
+- the first list page fails: ``pages()`` raises a ``ReportedError`` (``FIRST_PAGE``) before
+  anything was read, and the pipeline sends a failed synthetic portion (no session, no finalize);
+- a later page fails, or the list runs past ``MAX_ITERATIONS``: a ``ReportedError`` after records
+  were read; the pipeline sends what was mapped, a fatal error record, then the finalize;
+- a detail, software or SaaS step fails for one item: the item is yielded as a ``BadRecord``, a
+  record that fails mapping comes back from the mapper as a ``RecordError``: each is counted as
+  failed and reported in an error record of its own; the run goes on;
+- the first page is empty: nothing was read, and the pipeline sends an ``is_empty_run`` portion;
+- the configuration is unusable (the INI section, the authorizations, the Oomnitza token, the
+  mapping fetch): a failed synthetic portion, and the run does not start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TextIO
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import redact
-from ..config import SectionConfig, truthy
+from ..config import Config, SectionConfig
 from ..converters import ConverterRegistry
-from ..errors import ConfigError, ConnectorError, RecordError
-from ..http import Http, HttpError, TlsOptions
-from ..ini import parse_bool
+from ..errors import ConnectorError, RecordError, ReportedError
+from ..http import Http, TlsOptions
+from ..ini import parse_bool, truthy
 from ..oomnitza.client import OomnitzaClient
-from ..oomnitza.payload import RunInfo, encode
-from .calls import ManagedConfigError, ManagedError, Request, SaasAuth, links_of, parse_body
+from ..oomnitza.payload import RunInfo
+from ..oomnitza.sinks import Sink, TestModeSink
+from ..sources.base import BadRecord, Record, Source
+from .calls import ManagedConfigError, ManagedError, Request, SaasAuth, links_of, parse_body, saas_auth_kind
 from .calls import send as send_call
 from .sandbox import Rendered, Scope, Templates
-from .templating import Budget, TemplateError, mapping_expression
+from .templating import Budget, mapping_expression
+
+if TYPE_CHECKING:
+    from ..sync import Options, SectionResult
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +62,14 @@ SAAS = "Failed to fetch the saas information. The error is: {}"
 CONVERSION = "Failed to process the mapping value: {}. The error is: {}"
 MAX_ITER = "Connector exceeded processing limit. The error is: Reached max iterations"
 
+# [managed.<id>] keys of the templates' budgets: name → (Budget field, type, minimum).
+BUDGET_SETTINGS = {
+    "template_cpu_seconds": ("cpu_seconds", float, 0.01),
+    "template_output_kib": ("output_chars", int, 1),
+    "template_memory_mib": ("memory_mib", int, 64),
+}
+FLAGS = ("insert_only", "update_only", "test_run", "verify_ssl")
+
 
 def _json_setting(value: Any, what: str, ident: Any) -> Any:
     if isinstance(value, str):
@@ -55,25 +83,10 @@ def _json_setting(value: Any, what: str, ident: Any) -> Any:
     return value if value is not None else {}
 
 
-def _flag(value: Any, what: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value in (None, ""):
-        return False
-    return parse_bool(str(value), setting=what)
-
-
-@dataclass
-class ManagedResult:
-    id: Any
-    portion: str = ""
-    pulled: int = 0
-    sent: int = 0
-    errors: int = 0
-    filtered: int = 0
-    outcome: str = "ok"  # ok | empty | failed | config-error
-    message: str = ""
-    logins: int = 0
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecordError | ConnectorError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass
@@ -86,6 +99,10 @@ class _Field:
     template: str | None = None
     constant: Any = None
     converter: Callable[[str, dict[str, Any], Any], Any] | None = None
+
+    def spec(self) -> dict[str, Any]:
+        """The field as RunContext.mapping shows it."""
+        return {"source": self.source} if self.template is not None else {"hardcoded": self.constant}
 
 
 @dataclass
@@ -101,89 +118,133 @@ class _Item:
     def fail(self, message: str, error: str) -> None:
         self.error = message.format(redact.scrub(error))
 
-
-# [managed.<id>] keys of the templates' budgets: name → (Budget field, type, minimum).
-BUDGET_SETTINGS = {
-    "template_cpu_seconds": ("cpu_seconds", float, 0.01),
-    "template_output_kib": ("output_chars", int, 1),
-    "template_memory_mib": ("memory_mib", int, 64),
-}
+    def outcome(self) -> Any:
+        if self.error is None:
+            return self.record
+        return BadRecord(self.error, self.item if isinstance(self.item, dict) else {"item": self.item})
 
 
-@dataclass
-class ManagedRun:
-    config: dict[str, Any]  # the cloud config (one element of check_managed)
-    section: SectionConfig | None  # the local [managed.<id>] section, if any
-    base: OomnitzaClient  # the [oomnitza] client
-    converters: ConverterRegistry
-    workers: int = 2
-    batch_size: int = 100
-    testmode: bool = False
-    out: TextIO | None = None
-    result: ManagedResult = field(init=False)
+class TemplateMapper:
+    """The cloud's mapping (managed-mode.md §7), with the [managed.<id>] INI mapping over it: a
+    page's template fields in one round trip to a template worker; any failure, whatever raised
+    it, fails that record only (``CONVERSION``)."""
 
-    def __post_init__(self) -> None:
-        self.id = self.config.get("id")
-        self.result = ManagedResult(self.id)
-        local = self.section.settings if self.section else {}
-        # The cloud config first; every key of the local section replaces the cloud's (managed-mode.md §2.3).
-        self.settings: dict[str, Any] = {**self.config, **local}
+    def __init__(self, fields: list[_Field], templates: Templates) -> None:
+        self.fields = fields
+        self.templates = templates
+        self.specs = {f.name: f.spec() for f in fields}
+        self._templated = [(f.name, f.template) for f in fields if f.template is not None]
 
-    # -- set-up -------------------------------------------------------------------------------------
-    def _inputs(self) -> dict[str, Any]:
-        inputs = {
-            k: (v.get("value") if isinstance(v, dict) else v) for k, v in (self.config.get("inputs") or {}).items()
-        }
+    async def map_page(self, records: Sequence[Any]) -> list[dict[str, Any] | RecordError]:
+        out: list[dict[str, Any] | RecordError] = [
+            RecordError(CONVERSION.format("record", "the record is not an object"))
+        ] * len(records)
+        objects = [(i, r) for i, r in enumerate(records) if isinstance(r, dict)]
+        rendered = [Rendered((True, {}, ""))] * len(objects)
+        if self._templated and objects:
+            rendered = await self.templates.run(
+                "map_record", [{"fields": self._templated, "record": record} for _, record in objects]
+            )
+        for (i, record), result in zip(objects, rendered, strict=True):
+            out[i] = self._assemble(record, result)
+        return out
+
+    def _assemble(self, record: dict[str, Any], out: Rendered) -> dict[str, Any] | RecordError:
+        if out.error is not None:
+            return RecordError(CONVERSION.format("record", redact.scrub(out.error)))
+        ok, values, error = out.value
+        if not ok:
+            failed = next((f.source for f in self.fields if f.name == values), values)
+            return RecordError(CONVERSION.format(failed, redact.scrub(error)))
+        mapped: dict[str, Any] = {}
+        for f in self.fields:
+            value = values[f.name] if f.template is not None else f.constant
+            if f.converter is not None:
+                try:
+                    value = f.converter(f.source, record, value)
+                except Exception as exc:  # RecordError, or whatever a custom converter raised
+                    return RecordError(CONVERSION.format(f.source, redact.scrub(_reason(exc))))
+            mapped[f.name] = value
+        return mapped
+
+
+class ManagedSource(Source):
+    """One run of a cloud config (one element of check_managed), with the local [managed.<id>]
+    section over it: the cloud config first, every key of the section replacing the cloud's
+    (managed-mode.md §2.3). ``connect()`` resolves the Oomnitza client the run sends with."""
+
+    module = "managed"
+    mapping_name = "managed"
+    record_type = "assets"
+    cloud_reports = True
+
+    def __init__(
+        self, section: SectionConfig, cloud: dict[str, Any], base: OomnitzaClient, converters: ConverterRegistry
+    ) -> None:
+        self.cloud = cloud
+        self.id = cloud.get("id")
+        self.base = base  # the [oomnitza] client: mapping and token fetches
+        self.oomnitza = base  # the client of this run's Oomnitza user (connect())
+        self.converters = converters
+        # The cloud config first; every key of the local section replaces the cloud's.
+        self.settings: dict[str, Any] = {**cloud, **section.settings}
+        self.templates = Templates()
+        super().__init__(section)
+
+    # -- validation (no I/O) ----------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Every setting of the run, checked (the values are read again when used)."""
+        if self.cloud.get("reports_service"):
+            raise ManagedConfigError("export-file configs are run by the export-file connector")
+        for check in (self._flags, self._budget, self._local_inputs, self._saas_authorization):
+            check()
+        self._oomnitza_authorization()  # its form; the token itself is fetched by connect()
+
+    @functools.cached_property
+    def flags(self) -> dict[str, bool]:
+        return self._flags()
+
+    @functools.cached_property
+    def budget(self) -> Budget:
+        return self._budget()
+
+    @functools.cached_property
+    def local_inputs(self) -> dict[str, Any]:
+        return self._local_inputs()
+
+    @functools.cached_property
+    def saas_authorization(self) -> dict[str, Any]:
+        return self._saas_authorization()
+
+    def _flags(self) -> dict[str, bool]:
+        return {key: self._flag(key) for key in FLAGS}
+
+    def _local_inputs(self) -> dict[str, Any]:
         local = _json_setting(self.settings.get("local_inputs"), "local_inputs", self.id)
         if not isinstance(local, dict):
             raise ManagedConfigError(f"Managed connector #{self.id}: local inputs have invalid format. Exiting")
-        for value in local.values():
-            redact.add_secret(str(value))
-        return {**inputs, **local}
+        return local
 
-    def _multi_str(self) -> Any:
-        for value in (self.config.get("inputs") or {}).values():
-            if isinstance(value, dict) and value.get("type") == "multi_str":
-                return value.get("value")
-        return None
-
-    async def _oomnitza_client(self) -> OomnitzaClient:
-        auth = self.settings.get("oomnitza_authorization")
-        if isinstance(auth, str) and auth.strip():
-            text = auth.strip()
-            if self.section and "oomnitza_authorization" in self.section.settings:
-                redact.add_secret(text)
-                return self.base.with_token(text)  # an INI value is the token itself
-            auth = _json_setting(text, "oomnitza_authorization", self.id)
-        if auth in (None, "", {}):
-            return self.base
-        if isinstance(auth, dict) and auth.get("token_id") is not None:
-            answer = await self.base.call_json("GET", f"/api/v3/auth/oomnitza_tokens/{auth['token_id']}") or {}
-            token = answer.get("token")
-            if not token:
-                raise ManagedConfigError(
-                    f"Managed connector #{self.id}: Oomnitza returned no token for token_id {auth['token_id']}"
-                )
-            redact.add_secret(token)
-            return self.base.with_token(token)
-        raise ManagedConfigError(f"Managed connector #{self.id}: Oomnitza authorization format is invalid. Exiting")
-
-    def _saas_auth(self, oomnitza: OomnitzaClient) -> SaasAuth:
-        value = _json_setting(self.settings.get("saas_authorization"), "saas_authorization", self.id)
-        if not isinstance(value, dict):
+    def _saas_authorization(self) -> dict[str, Any]:
+        auth = _json_setting(self.settings.get("saas_authorization"), "saas_authorization", self.id)
+        if not isinstance(auth, dict):
             raise ManagedConfigError(
                 f"Managed connector #{self.id}: Information for the authorization in SaaS "
                 "must be presented in form of dictionary JSON"
             )
-        auth = SaasAuth(value, oomnitza, self.templates)
-        if auth.kind == "none" and value:
+        if saas_auth_kind(auth) == "none" and auth:
             raise ManagedConfigError(f"Managed connector #{self.id}: SaaS authorization format is invalid. Exiting")
         return auth
 
+    def _flag(self, key: str) -> bool:
+        value = self.settings.get(key)
+        if value in (None, ""):
+            return key == "verify_ssl"  # TLS is verified unless turned off
+        return parse_bool(value, setting=f"[{self.name}] {key}")
+
     def _budget(self) -> Budget:
         """The templates' budgets: from the local section only, so a cloud config cannot raise its own."""
-        if self.section is None:
-            return Budget()
         values: dict[str, Any] = {}
         for key, (name, kind, minimum) in BUDGET_SETTINGS.items():
             text = str(self.section.settings.get(key) or "").strip()
@@ -195,35 +256,104 @@ class ManagedRun:
                 value = None
             if value is None or not value >= minimum:
                 raise ManagedConfigError(
-                    f"Managed connector #{self.id}: [{self.section.name}] {key} = {text!r} "
+                    f"Managed connector #{self.id}: [{self.name}] {key} = {text!r} "
                     f"must be a {'number' if kind is float else 'whole number'} of at least {minimum:g}"
                 )
             values[name] = value * 1024 if key == "template_output_kib" else value
         return Budget(**values)
 
-    async def _fields(self, inputs: dict[str, Any], auth: SaasAuth) -> list[_Field]:
+    def _oomnitza_authorization(self) -> tuple[str, Any]:
+        """("base", None), ("token", the INI's token) or ("token_id", the cloud's id)."""
+        auth = self.settings.get("oomnitza_authorization")
+        if isinstance(auth, str) and auth.strip():
+            if "oomnitza_authorization" in self.section.settings:
+                return "token", auth.strip()  # an INI value is the token itself
+            auth = _json_setting(auth, "oomnitza_authorization", self.id)
+        if auth in (None, "", {}):
+            return "base", None
+        if isinstance(auth, dict) and auth.get("token_id") is not None:
+            return "token_id", auth["token_id"]
+        raise ManagedConfigError(f"Managed connector #{self.id}: Oomnitza authorization format is invalid. Exiting")
+
+    # -- set-up (I/O) -----------------------------------------------------------------------------
+
+    async def connect(self) -> OomnitzaClient:
+        """The Oomnitza client of this run's user (managed-mode.md §4.4), checked; the base client
+        when the config names none. Its secrets are registered with the current redactor."""
+        kind, value = self._oomnitza_authorization()
+        if kind == "base":
+            return self.base
+        if kind == "token":
+            token = value
+        else:
+            answer = await self.base.call_json("GET", f"/api/v3/auth/oomnitza_tokens/{value}") or {}
+            token = answer.get("token") if isinstance(answer, dict) else None
+            if not token:
+                raise ManagedConfigError(
+                    f"Managed connector #{self.id}: Oomnitza returned no token for token_id {value}"
+                )
+        redact.add_secret(token)
+        client = self.base.with_token(token)
+        try:
+            await client.login()
+        except BaseException:
+            await client.aclose()
+            raise
+        self.oomnitza = client
+        return client
+
+    def run_info(self) -> RunInfo:
+        return RunInfo(
+            section=self.name,
+            connector_name=str(self.cloud.get("name") or self.id),
+            data_type=str(self.cloud.get("type") or "assets"),
+            sync_field=[f.strip() for f in str(self.settings.get("sync_field") or "").split(",") if f.strip()],
+            insert_only=self.flags["insert_only"],
+            update_only=self.flags["update_only"],
+            connector_id=self.id,
+            test_run=True if self.flags["test_run"] else None,
+            multi_str_input_value=self._multi_str(),
+        )
+
+    def _multi_str(self) -> Any:
+        for value in (self.cloud.get("inputs") or {}).values():
+            if isinstance(value, dict) and value.get("type") == "multi_str":
+                return value.get("value")
+        return None
+
+    def _inputs(self) -> dict[str, Any]:
+        inputs = {
+            k: (v.get("value") if isinstance(v, dict) else v) for k, v in (self.cloud.get("inputs") or {}).items()
+        }
+        return {**inputs, **self.local_inputs}
+
+    async def mapper(self, sink: Sink) -> TemplateMapper:
+        """The cloud's mapping (fetched with the base token), the INI's over it."""
+        for value in self.local_inputs.values():  # kept on-premise because they are secret
+            redact.add_secret(str(value))
+        self.templates = Templates(self.budget)
+        self.auth = SaasAuth(self.saas_authorization, self.oomnitza, self.templates)
+        inputs = self._inputs()
         server = await self.base.call_json("GET", "/api/v2/mappings", params={"connector_id": str(self.id)}) or {}
-        specs: dict[str, dict[str, Any]] = {}
-        for name, spec in server.items():
-            if isinstance(spec, dict):
-                specs[name] = dict(spec)
+        specs = {name: dict(spec) for name, spec in server.items() if isinstance(spec, dict)}
         credential_name = None
-        if auth.kind == "credential" and any(s.get("type") == "credential_input" for s in specs.values()):
+        if self.auth.kind == "credential" and any(s.get("type") == "credential_input" for s in specs.values()):
             # A field may carry the name of the cloud-held credential the run uses (not its secret).
-            answer = await self.base.call_json("GET", f"/api/v3/auth/{auth.value['credential_id']}") or {}
+            credential = self.saas_authorization["credential_id"]
+            answer = await self.base.call_json("GET", f"/api/v3/auth/{credential}") or {}
             credential_name = answer.get("name") if isinstance(answer, dict) else None
-        if truthy((self.config.get("software_behavior") or {}).get("enabled")):
+        if truthy((self.cloud.get("software_behavior") or {}).get("enabled")):
             specs.setdefault("APPLICATIONS", {"type": "attribute", "value": "software"})
-        if truthy((self.config.get("saas_behavior") or {}).get("enabled")):
+        if truthy((self.cloud.get("saas_behavior") or {}).get("enabled")):
             specs.setdefault("SAAS", {"type": "attribute", "value": "saas"})
-        local = self.section.mappings if self.section else {}
+        local = self.section.mappings
         fields = [
             await self._server_field(name, spec, inputs, credential_name)
             for name, spec in specs.items()
             if name not in local
         ]
         fields += [self._local_field(name, spec) for name, spec in local.items()]
-        return fields
+        return TemplateMapper(fields, self.templates)
 
     async def _server_field(
         self, name: str, spec: dict[str, Any], inputs: dict[str, Any], credential_name: str | None
@@ -236,15 +366,12 @@ class ManagedRun:
             return _Field(name, str(value), constant=text)
         if kind == "credential_input":
             if credential_name is None:
-                log.warning(
-                    "managed.%s: field %s names the run's cloud credential, but this run uses none", self.id, name
-                )
+                log.warning("[%s] field %s names the run's cloud credential, but this run uses none", self.name, name)
             return _Field(name, str(value), constant=credential_name)
         return _Field(name, str(value), constant=value)  # "value": a constant
 
     def _local_field(self, name: str, spec: dict[str, Any]) -> _Field:
-        assert self.section is not None
-        where = f"[{self.section.name}] mapping.{name}"
+        where = f"[{self.name}] mapping.{name}"
         converter = self.converters.bind(spec["converter"], where=where) if spec.get("converter") else None
         source = str(spec.get("source") or name)
         if spec.get("source") not in (None, ""):
@@ -253,83 +380,33 @@ class ManagedRun:
             return _Field(name, source, constant=self.settings.get(spec["setting"]), converter=converter)
         return _Field(name, source, constant=spec.get("hardcoded"), converter=converter)
 
-    # -- the run ------------------------------------------------------------------------------------
-    async def run(self) -> ManagedResult:
-        try:
-            if self.config.get("reports_service"):
-                raise ManagedConfigError("export-file configs are run by the export-file connector")
-            self.templates = Templates(self._budget())
-            inputs = self._inputs()
-            oomnitza = await self._oomnitza_client()
-            if oomnitza is not self.base:
-                await oomnitza.login()
-            auth = self._saas_auth(oomnitza)
-            fields = await self._fields(inputs, auth)
-        except (ManagedConfigError, ConfigError, TemplateError) as exc:
-            return await self._config_failure(str(exc))
-        except ConnectorError as exc:
-            return await self._config_failure(f"Managed connector #{self.id}: {exc}")
-        tls = self._tls()
-        http = Http(name=f"[managed.{self.id}]", tls=tls, max_connections=DETAIL_CONCURRENCY + 2)
-        self.run_info = RunInfo(
-            section=f"managed.{self.id}",
-            connector_name=str(self.config.get("name") or self.id),
-            data_type=str(self.config.get("type") or "assets"),
-            sync_field=[f.strip() for f in str(self.settings.get("sync_field") or "").split(",") if f.strip()],
-            insert_only=_flag(self.settings.get("insert_only"), "insert_only"),
-            update_only=_flag(self.settings.get("update_only"), "update_only"),
-            connector_id=self.id,
-            test_run=True if _flag(self.settings.get("test_run"), "test_run") else None,
-            multi_str_input_value=self._multi_str(),
-        )
-        self.result.portion = self.run_info.portion
-        self.oomnitza, self.auth, self.fields, self.http = oomnitza, auth, fields, http
-        self.uploads = _Uploads(self)
-        try:
-            await self._list(inputs)
-        finally:
-            await self.uploads.drain()
-            self.result.logins = auth.logins
-            await http.aclose()
-            if oomnitza is not self.base:
-                await oomnitza.aclose()
-        return self.result
-
     def _tls(self) -> TlsOptions:
-        verify = _flag(
-            self.settings.get("verify_ssl") if self.settings.get("verify_ssl") not in (None, "") else "true",
-            "verify_ssl",
-        )
         return TlsOptions(
-            verify=verify,
+            verify=self.flags["verify_ssl"],
             cacert_file=str(self.settings.get("cacert_file") or ""),
             cacert_dir=str(self.settings.get("cacert_dir") or ""),
             client_cert=str(self.settings.get("user_pem_file") or ""),
         )
 
-    async def _config_failure(self, message: str) -> ManagedResult:
-        message = redact.scrub(message)
-        log.error("managed.%s: %s", self.id, message)
-        self.result.outcome, self.result.message = "config-error", message
-        await self._ready_portion({"failed": 1, "error_message": message, "error_type": "Fatal Error"})
-        return self.result
+    # -- the records --------------------------------------------------------------------------------
 
-    async def _ready_portion(self, body: dict[str, Any]) -> None:
-        if self.testmode:
-            return
+    async def pages(self) -> AsyncIterator[list[Record | BadRecord]]:
+        # One client (and cookie jar: a login's cookies are sent back) for the run's SaaS calls.
+        self.saas = Http(name=f"[{self.name}]", tls=self._tls(), max_connections=DETAIL_CONCURRENCY + 2)
         try:
-            await self.base.call_json(
-                "POST", f"/api/v3/bulk/{self.id}/add_ready_portion", json={"correlation_id": str(uuid.uuid4()), **body}
-            )
-        except ConnectorError as exc:
-            log.error("managed.%s: could not report to Oomnitza: %s", self.id, exc)
+            async for page in self._list(self.saas):
+                yield page
+        finally:
+            await self.saas.aclose()
 
-    async def _list(self, inputs: dict[str, Any]) -> None:
-        behavior = self.config.get("list_behavior") or {}
+    async def _list(self, http: Http) -> AsyncIterator[list[Record | BadRecord]]:
+        behavior = self.cloud.get("list_behavior") or {}
+        inputs = self._inputs()
         # The page's context is shipped to the template workers once and reused by its every stage.
         scope = Scope({"inputs": inputs, "list_response": {}, "list_response_headers": {}, "list_response_links": {}})
         seen: set[str] = set()
-        limit = TEST_RUN_RECORDS if self.run_info.test_run else 0
+        limit = TEST_RUN_RECORDS if self.flags["test_run"] else 0
+        read = 0
         iteration = 0
         while True:
             at = {"iteration": iteration}
@@ -338,7 +415,7 @@ class ManagedRun:
                     raise ManagedError(MAX_ITER)
                 parts = await self.templates.run_one("list_request", {"behavior": behavior, "overlay": at}, scope)
                 if parts is None:  # break_early
-                    break
+                    return
                 request = Request.of(parts)
                 if request.key() in seen:
                     raise ManagedError(
@@ -346,7 +423,7 @@ class ManagedRun:
                         "pagination rules of the list behavior)"
                     )
                 seen.add(request.key())
-                response = await send_call(request, self.http, self.auth, scope, at)
+                response = await send_call(request, http, self.auth, scope, at)
                 scope = Scope(
                     {
                         "inputs": inputs,
@@ -356,67 +433,36 @@ class ManagedRun:
                     }
                 )
                 items = await self.templates.native(behavior.get("result"), "list result", scope, **at)
-            except (ConnectorError, ManagedError) as exc:
-                await self._list_failure(iteration, str(exc))
+            except ConnectorError as exc:
+                raise self._list_failure(iteration, str(exc)) from None
+            if not items:  # the end (on the first page: an empty run)
                 return
-            if not items:
-                if iteration == 0:
-                    self.result.outcome = "empty"
-                    await self._ready_portion(
-                        {"is_empty_run": True, "multi_str_input_value": self.run_info.multi_str_input_value}
-                    )
-                    return
-                break
             if isinstance(items, dict):
                 items = list(items)  # as the reference iterated it: a dict yields its keys
             elif not isinstance(items, list):
                 items = list(items) if not isinstance(items, str) else [items]
             if limit:
-                items = items[: max(0, limit - self.result.pulled)]
-            await self._page(items, scope, iteration)
-            if limit and self.result.pulled >= limit:
-                break
+                items = items[: max(0, limit - read)]
+            yield await self._page(items, scope, iteration)
+            read += len(items)
+            if limit and read >= limit:
+                return
             iteration += 1
-        await self.uploads.drain()
-        await self._finalize()
 
-    async def _list_failure(self, iteration: int, error: str) -> None:
+    def _list_failure(self, iteration: int, error: str) -> ReportedError:
         error = redact.scrub(error)
-        self.result.outcome = "failed"
         if iteration == 0:
-            self.result.message = FIRST_PAGE.format(error)
-            log.error("managed.%s: %s", self.id, self.result.message)
-            await self._ready_portion({"failed": 1, "error_message": self.result.message, "error_type": "Fatal Error"})
-            return
-        self.result.message = error if error == MAX_ITER else NEXT_PAGE.format(error)
-        log.error("managed.%s: %s", self.id, self.result.message)
-        await self.uploads.drain()
-        await self.uploads.error({}, self.result.message, fatal=True)
-        await self._finalize()
+            return ReportedError(FIRST_PAGE.format(error))
+        return ReportedError(error if error == MAX_ITER else NEXT_PAGE.format(error))
 
-    async def _finalize(self) -> None:
-        if self.testmode:
-            return
-        try:
-            await self.oomnitza.finalize(self.run_info)
-        except ConnectorError as exc:
-            log.error("managed.%s: could not finalize the sync session: %s", self.id, exc)
-
-    async def _page(self, items: list[Any], scope: Scope, iteration: int) -> None:
-        """A page's items through detail, software and SaaS stages, then its records through the
-        mapping: each template stage is one round trip to a template worker for the whole page."""
+    async def _page(self, items: list[Any], scope: Scope, iteration: int) -> list[Record | BadRecord]:
+        """A page's items through the detail, software and SaaS stages: each template stage is one
+        round trip to a template worker for the whole page. An item that fails is a BadRecord."""
         page = [_Item(item, {"iteration": iteration, "list_response_item": item}, record=item) for item in items]
         await self._details(page, scope)
         await self._software(page, scope)
         await self._saas(page, scope)
-        records = []
-        for one in page:
-            self.result.pulled += 1
-            if one.error is not None:
-                await self.uploads.error(one.item if isinstance(one.item, dict) else {"item": one.item}, one.error)
-            else:
-                records.append(one.record)
-        await self._convert(records)
+        return [one.outcome() for one in page]
 
     async def _calls(self, page: list[_Item], spec: dict[str, Any], what: str, scope: Scope, message: str) -> None:
         """Render one call per item (one round trip), send them (at most DETAIL_CONCURRENCY at a
@@ -425,6 +471,7 @@ class ManagedRun:
             "call", [{"spec": spec, "what": what, "overlay": one.overlay} for one in page], scope
         )
         gate = asyncio.Semaphore(DETAIL_CONCURRENCY)
+        http = self.saas
 
         async def fetch(one: _Item, call: Rendered) -> None:
             if call.error is not None:
@@ -432,9 +479,9 @@ class ManagedRun:
                 return
             async with gate:
                 try:
-                    response = await send_call(Request.of(call.value), self.http, self.auth, scope, one.overlay)
+                    response = await send_call(Request.of(call.value), http, self.auth, scope, one.overlay)
                     one.answer = parse_body(response)
-                except (ConnectorError, ManagedError) as exc:
+                except ConnectorError as exc:
                     one.fail(message, str(exc))
 
         await asyncio.gather(*(fetch(one, call) for one, call in zip(page, calls, strict=True)))
@@ -453,7 +500,7 @@ class ManagedRun:
         return done
 
     async def _details(self, page: list[_Item], scope: Scope) -> None:
-        detail = self.config.get("detail_behavior") or {}
+        detail = self.cloud.get("detail_behavior") or {}
         if not detail.get("url"):
             return
         await self._calls(page, detail, "detail call", scope, DETAIL)
@@ -476,7 +523,7 @@ class ManagedRun:
                 one.record = record
 
     async def _software(self, page: list[_Item], scope: Scope) -> None:
-        spec = self.config.get("software_behavior") or {}
+        spec = self.cloud.get("software_behavior") or {}
         if not truthy(spec.get("enabled")):
             return
         going = [one for one in page if one.error is None and isinstance(one.record, dict)]
@@ -495,7 +542,7 @@ class ManagedRun:
                 one.record = {**one.record, "software": apps}
 
     async def _saas(self, page: list[_Item], scope: Scope) -> None:
-        spec = self.config.get("saas_behavior") or {}
+        spec = self.cloud.get("saas_behavior") or {}
         if not (truthy(spec.get("enabled")) and spec.get("sync_key")):
             return
         going = [one for one in page if one.error is None and isinstance(one.record, dict)]
@@ -505,128 +552,66 @@ class ManagedRun:
                 link["selected_saas_id"] = spec["selected_saas_id"]
             one.record = {**one.record, "saas": link}
 
-    async def _convert(self, records: list[Any]) -> None:
-        """Filter, then map a page's records: their template fields in one round trip to a worker."""
-        record_filter = self.section.recordfilter if self.section else None
-        kept: list[dict[str, Any]] = []
-        for record in records:
-            if not isinstance(record, dict):
-                await self.uploads.error({"item": record}, CONVERSION.format("record", "the record is not an object"))
-                continue
-            try:
-                if record_filter is not None and not record_filter(record):
-                    self.result.filtered += 1
-                    continue
-            except Exception as exc:  # RecordError or a bug of the filter: that record fails
-                await self.uploads.error(record, CONVERSION.format("recordfilter", _reason(exc)))
-                continue
-            kept.append(record)
-        templated = [(f.name, f.template) for f in self.fields if f.template is not None]
-        rendered: list[Rendered] = [Rendered((True, {}, ""))] * len(kept)
-        if templated and kept:
-            rendered = await self.templates.run(
-                "map_record", [{"fields": templated, "record": record} for record in kept]
-            )
-        for record, out in zip(kept, rendered, strict=True):
-            mapped = self._assemble(record, out)
-            if isinstance(mapped, str):
-                await self.uploads.error(record, mapped)
-            else:
-                await self.uploads.add(mapped)
-
-    def _assemble(self, record: dict[str, Any], out: Rendered) -> dict[str, Any] | str:
-        """The mapped record, or the error message of the first field that failed."""
-        if out.error is not None:
-            return CONVERSION.format("record", redact.scrub(out.error))
-        ok, values, error = out.value
-        if not ok:
-            failed = next((f.source for f in self.fields if f.name == values), values)
-            return CONVERSION.format(failed, redact.scrub(error))
-        mapped: dict[str, Any] = {}
-        for f in self.fields:
-            value = values[f.name] if f.template is not None else f.constant
-            if f.converter is not None:
-                try:
-                    value = f.converter(f.source, record, value)
-                except Exception as exc:  # RecordError, or whatever a custom converter raised
-                    return CONVERSION.format(f.source, redact.scrub(_reason(exc)))
-            mapped[f.name] = value
-        return mapped
+    async def aclose(self) -> None:
+        if self.oomnitza is not self.base:
+            await self.oomnitza.aclose()
+            self.oomnitza = self.base
 
 
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, RecordError | ConnectorError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+# -- running one integration ---------------------------------------------------------------------------
 
 
-class _Uploads:
-    """Batches mapped records into bulk payloads, at most ``workers`` in flight; error records go alone."""
+async def run_integration(
+    cloud: dict[str, Any],
+    local: SectionConfig | None,
+    base: OomnitzaClient,
+    config: Config,
+    options: Options,
+    *,
+    redactor: redact.Redactor,
+    out: TextIO | None = None,
+) -> SectionResult:
+    """Run one cloud config through ``sync.run_section``; a configuration problem is reported to
+    Oomnitza as a failed synthetic portion (the run does not start). ``redactor`` is the run's
+    (a child of the config's: what the run learns is forgotten with it)."""
+    from ..sync import SectionResult, run_section
 
-    def __init__(self, run: ManagedRun) -> None:
-        self.run = run
-        self.batch: list[dict[str, Any]] = []
-        self.slots = asyncio.Semaphore(max(1, run.workers))
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def add(self, record: dict[str, Any]) -> None:
-        self.batch.append(record)
-        if len(self.batch) >= self.run.batch_size:
-            await self.flush()
-
-    async def flush(self) -> None:
-        if not self.batch:
-            return
-        batch, self.batch = self.batch, []
-        await self._spawn(self._send(batch))
-
-    async def error(self, record: Any, message: str, *, fatal: bool = False) -> None:
-        self.run.result.errors += 1
-        await self._spawn(self._send_error(record, message, fatal))
-
-    async def _spawn(self, coro: Any) -> None:
-        await self.slots.acquire()
-        task = asyncio.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _send(self, batch: list[dict[str, Any]]) -> None:
+    name = f"managed.{cloud.get('id')}"
+    section = local or SectionConfig(name=name, ini_path=str(Path(config.path)), settings={})
+    with redact.using(redactor):
         try:
-            taken: int | None = None
-            if self.run.testmode:
-                self._print({**self.run.run_info.envelope(), "records": batch})
-            else:
-                taken = await self.run.oomnitza.send(self.run.run_info, batch)
-            self.run.result.sent += len(batch) if taken is None else taken  # Oomnitza's answer says
+            source = ManagedSource(section, cloud, base, config.converters)
+            client = await source.connect()
         except ConnectorError as exc:
-            self.run.result.sent += getattr(exc, "delivered", 0)  # part of a batch split after a 413
-            log.error("managed.%s: %d record(s) not sent: %s", self.run.id, len(batch), exc)
-        except Exception:  # a bug must not make records vanish silently
-            log.exception("managed.%s: %d record(s) not sent", self.run.id, len(batch))
-        finally:
-            self.slots.release()
-
-    async def _send_error(self, record: Any, message: str, fatal: bool) -> None:
+            message = await report_config_failure(base, cloud, str(exc), testmode=options.testmode)
+            return SectionResult(section=name, data_type=str(cloud.get("type") or ""), error=message)
         try:
-            if self.run.testmode:
-                self._print({**self.run.run_info.envelope(message, fatal), "records": [record]})
-            else:
-                await self.run.oomnitza.send_error(self.run.run_info, record, message, fatal=fatal)
-        except ConnectorError as exc:
-            log.error("managed.%s: could not report an error to Oomnitza: %s", self.run.id, exc)
+            sink: Sink = client
+            if options.testmode:
+                sink = TestModeSink(client, out)  # reads (locations) only; prints what it would send
+            return await run_section(section, config, sink, options, source=source, redactor=redactor)
         finally:
-            self.slots.release()
-
-    def _print(self, payload: dict[str, Any]) -> None:
-        import sys
-
-        out = self.run.out or sys.stdout
-        out.write(redact.scrub(encode(payload, pretty=True).decode()) + "\n")
-
-    async def drain(self) -> None:
-        await self.flush()
-        while self.tasks:
-            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+            await source.aclose()
 
 
-__all__ = ["HttpError", "ManagedResult", "ManagedRun", "Request"]
+async def report_config_failure(
+    base: OomnitzaClient, cloud: dict[str, Any], text: str, *, testmode: bool, ini_path: str = ""
+) -> str:
+    """Tell Oomnitza that an integration could not start (a failed synthetic portion, managed-mode.md
+    §12: configuration errors are reported, not only logged); returns the message, one line."""
+    ident = cloud.get("id")
+    prefix = f"Managed connector #{ident}: "
+    lines = [line.removeprefix(f"{ini_path}: ") if ini_path else line for line in text.splitlines() or [text]]
+    lines = [line.removeprefix(prefix) for line in lines]
+    message = redact.scrub(prefix + "; ".join(lines))
+    if testmode:
+        return message
+    body = {"correlation_id": str(uuid.uuid4()), "failed": 1, "error_message": message, "error_type": "Fatal Error"}
+    try:
+        await base.call_json("POST", f"/api/v3/bulk/{ident}/add_ready_portion", json=body)
+    except ConnectorError as exc:
+        log.error("managed.%s: could not report to Oomnitza: %s", ident, exc)
+    return message
+
+
+__all__ = ["DETAIL_CONCURRENCY", "ManagedSource", "Request", "TemplateMapper", "run_integration"]

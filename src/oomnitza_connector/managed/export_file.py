@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import redact
-from ..config import SectionConfig, truthy
+from ..config import SectionConfig
 from ..diskio import describe_os_error, describe_sqlite_error, disk_error, fit_name, name_max
 from ..errors import ConnectorError, DiskError
 from ..http import Http
+from ..ini import truthy
 from ..oomnitza.client import OomnitzaClient
 
 log = logging.getLogger(__name__)

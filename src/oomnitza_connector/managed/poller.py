@@ -1,7 +1,10 @@
 """Managed mode's main loop: poll ``check_managed``, run each due config, stop gracefully.
 
-A config already running is not started again. SIGINT/SIGTERM stop the polling; running syncs
-finish their in-flight uploads and finalize, then the process exits (a second signal cancels them).
+Each due config runs through the upload pipeline (``engine.run_integration`` → ``sync.run_section``).
+A config already running is not started again. The first SIGINT/SIGTERM stops the polling and
+stops the running syncs as it stops an upload: they read no further, their in-flight uploads get
+``[oomnitza] stop_grace`` seconds, the failure is reported and the session finalized; the process
+then exits 130 (SIGINT) or 143 (SIGTERM). A second signal exits at once.
 """
 
 from __future__ import annotations
@@ -9,17 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .. import __version__
+from .. import __version__, redact
 from ..config import Config, load_managed_section
 from ..errors import AuthError, ConnectorError
 from ..http import HttpError, RetryPolicy
 from ..ini import parse_bool
 from ..oomnitza.client import OomnitzaClient
+from ..sync import Options, RunStop, SectionResult, stop_on_signals, stop_reason
 
 log = logging.getLogger(__name__)
 
@@ -34,27 +38,39 @@ class Poller:
     ignore_maintenance: bool = False
     exit_when_idle: bool = False
     testmode: bool = False
+    save_data: Path | None = None
     out: TextIO | None = None
+    err: TextIO | None = None
     running: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
-    results: list[Any] = field(default_factory=list)
-    signum: int | None = None  # the signal that stopped the poller, for the exit code
+    results: list[SectionResult] = field(default_factory=list)  # the managed integrations' runs
+    other_failures: int = 0  # export files that failed, integrations that crashed
+    stop: RunStop = field(default_factory=RunStop)
 
-    async def run(self) -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self._on_signal, stop, sig)
+    async def run(self) -> None:
+        """Poll until stopped (a signal, or --exit-when-idle with nothing due or running)."""
+        stopping = asyncio.Event()
+        self.stop.watch(stopping)
+
+        def request_stop(signum: int) -> None:
+            log.info("stop requested: no new syncs will start")
+            self.stop.request(stop_reason(signum), signum)
+
+        with stop_on_signals(request_stop, self.err or sys.stderr):
+            try:
+                await self._poll(stopping)
+            finally:
+                self.stop.unwatch(stopping)
+
+    async def _poll(self, stopping: asyncio.Event) -> None:
         client = OomnitzaClient(self.config.oomnitza, workers=self.workers)
         # Polls repeat anyway: a short retry budget, so an outage is noticed in seconds, not minutes.
         poll = OomnitzaClient(self.config.oomnitza, policy=RetryPolicy(attempts=3, connect_attempts=3))
-        code = 0
         try:
             await client.login()
             poll._set_token(client.token)
             poll._logged_in = True
             log.info("managed mode: polling %s every %.0fs", client.url, self.interval)
-            while not stop.is_set():
+            while not stopping.is_set():
                 try:
                     configs = (
                         await poll.call_json("POST", "/api/v3/bulk/check_managed", json={"version": __version__}) or []
@@ -64,7 +80,7 @@ class Poller:
                 except HttpError as exc:
                     if exc.status is not None and 200 <= exc.status < 300:  # an answer, but not JSON
                         log.error("check_managed: Oomnitza's answer is not JSON; nothing started from it")
-                        await _sleep(stop, self.interval)
+                        await _sleep(stopping, self.interval)
                         continue
                     if not self.ignore_maintenance:
                         raise ConnectorError(
@@ -72,40 +88,33 @@ class Poller:
                             "--ignore-cloud-maintenance to keep polling through outages)"
                         ) from None
                     log.warning("Oomnitza maintenance detected (%s); will retry later", exc)
-                    await _sleep(stop, 2.0)
+                    await _sleep(stopping, 2.0)
                     continue
                 configs = due_configs(configs)
+                if stopping.is_set():  # the stop came while Oomnitza answered: start nothing new
+                    break
                 for cfg in configs:
                     self._start(cfg, client)
                 if self.exit_when_idle and not configs:
                     await self._wait_running()
                     if not self.running:
                         break
-                await _sleep(stop, self.interval)
+                await _sleep(stopping, self.interval)
         finally:
             if self.running:
                 log.info("stopping: waiting for %d running sync(s) to finish", len(self.running))
             await self._wait_running()
             await client.aclose()
             await poll.aclose()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    loop.remove_signal_handler(sig)
-        # Stopped by a signal: exit as shells report it (130 for SIGINT, 143 for SIGTERM).
-        if self.signum:
-            return 128 + self.signum
-        if self.exit_when_idle and any(getattr(r, "error", None) for r in self.results):
-            code = 1  # e.g. an export file could not be written: the disk is full or read-only
-        return code
 
-    def _on_signal(self, stop: asyncio.Event, signum: int = signal.SIGINT) -> None:
-        self.signum = self.signum or signum
-        if stop.is_set():  # a second signal: do not wait any longer
-            for task in self.running.values():
-                task.cancel()
-            return
-        log.info("stop requested: no new syncs will start")
-        stop.set()
+    def _options(self) -> Options:
+        return Options(
+            workers=self.workers,
+            batch_size=self.batch_size,
+            testmode=self.testmode,
+            save_data=self.save_data,
+            stop=self.stop,
+        )
 
     def _start(self, cfg: dict[str, Any], client: OomnitzaClient) -> None:
         reports = bool(cfg.get("reports_service"))
@@ -118,35 +127,46 @@ class Poller:
         task.add_done_callback(lambda _t, key=key: self.running.pop(key, None))
 
     async def _run_one(self, key: str, cfg: dict[str, Any], client: OomnitzaClient, reports: bool) -> None:
+        # The run's own redactor: it masks the config's secrets and what this run learns (its
+        # section's, its tokens), which are forgotten when the run ends.
+        redactor = self.config.redactor.child()
         try:
-            section = load_managed_section(self.ini_path, key, self.config.converters)
+            section = load_managed_section(self.ini_path, key, self.config.converters, redactor=redactor)
         except ConnectorError as exc:
             log.error("%s: %s", key, exc)
+            if reports:
+                self.other_failures += 1
+                return
+            from .engine import report_config_failure
+
+            with redact.using(redactor):
+                message = await report_config_failure(
+                    client, cfg, str(exc), testmode=self.testmode, ini_path=str(self.ini_path)
+                )
+            self.results.append(SectionResult(section=key, data_type=str(cfg.get("type") or ""), error=message))
             return
         log.info("%s (%s) started", key, cfg.get("name", ""))
         try:
             if reports:
                 from .export_file import run_export
 
-                result: Any = await run_export(cfg, section, client, workers=self.workers)
-            else:
-                from .engine import ManagedRun
+                exported = await run_export(cfg, section, client, workers=self.workers)
+                if getattr(exported, "error", None):
+                    self.other_failures += 1
+                log.info("%s finished: %s", key, _describe(exported))
+                return
+            from .engine import run_integration
 
-                run = ManagedRun(
-                    cfg,
-                    section,
-                    client,
-                    self.config.converters,
-                    workers=self.workers,
-                    batch_size=self.batch_size,
-                    testmode=self.testmode,
-                    out=self.out,
-                )
-                result = await run.run()
+            result = await run_integration(
+                cfg, section, client, self.config, self._options(), redactor=redactor, out=self.out
+            )
             self.results.append(result)
+            if result.error:
+                log.error("[%s] %s", key, result.error.removeprefix(f"[{key}] "))
             log.info("%s finished: %s", key, _describe(result))
         except Exception:  # one integration's bug must not stop the others
             log.exception("%s failed unexpectedly", key)
+            self.other_failures += 1
 
     async def _wait_running(self) -> None:
         while self.running:
@@ -229,9 +249,8 @@ def _show(value: Any) -> str:
 def _describe(result: Any) -> str:
     if hasattr(result, "downloaded"):
         return f"{len(result.downloaded)} file(s) downloaded, {len(result.failed)} failed"
-    return f"{result.outcome}: {result.pulled} record(s) read, {result.sent} sent, {result.errors} error(s)" + (
-        f" — {result.message}" if result.message else ""
-    )
+    counts = ", ".join(f"{n} {bucket.replace('_', ' ')}" for bucket, n in result.counts.items() if n)
+    return f"{result.status}: {result.pulled} record(s) read" + (f" ({counts})" if counts else "")
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

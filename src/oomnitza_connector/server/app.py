@@ -4,31 +4,38 @@ A WSGI app (served by waitress, which also runs on Windows; see ``http.py`` for 
 limits) that authenticates the caller per section (Jamf can send Basic or header
 authentication), routes by the last path segment, limits body size, content type and nesting,
 and answers at once: ``202`` once the device id is committed to the durable queue
-(``queue.py``). A worker thread syncs the queue through the same pipeline as ``upload``, a batch
-of devices per sync session (finalized), coalescing a burst of events for one device into one
-fetch. A device leaves the queue only when it is in Oomnitza or Jamf no longer has it; when
-Oomnitza (or Jamf) cannot be reached, the failure is logged at ERROR and the device is tried
-again later, across restarts.
+(``queue.py``). A worker thread syncs the queue through the same pipeline as ``upload``
+(``sync.run_section``, so the section's merged mapping, server-side part included, decides what
+is fetched), a batch of devices per sync session (finalized), coalescing a burst of events for one
+device into one fetch. One source per section serves every batch: one Jamf Pro client and token
+for the life of the worker, released when it stops. A device leaves the queue only when it is in
+Oomnitza or Jamf no longer has it; when Oomnitza (or Jamf) cannot be reached, the failure is logged
+at ERROR and the device is tried again later, across restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import hmac
 import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import redact
 from ..config import Config, SectionConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, ConnectorError
+from ..sources.base import BadRecord, Record, RunContext, Source
 
 if TYPE_CHECKING:
+    from ..mapping import RecordMapper
+    from ..oomnitza.payload import RunInfo
+    from ..oomnitza.sinks import Sink
     from .queue import EventQueue, Item
 
 log = logging.getLogger(__name__)
@@ -69,7 +76,7 @@ class Guard:
     insecure: bool = False
 
     @classmethod
-    def of(cls, section: SectionConfig) -> Guard:
+    def of(cls, section: SectionConfig, redactor: redact.Redactor | None = None) -> Guard:
         s = section.settings
         guard = cls(
             token=s.get("webhook_token", ""),
@@ -85,7 +92,7 @@ class Guard:
                 "webhook_insecure = true to accept anyone who can reach it"
             )
         for secret in (guard.token, guard.password):
-            redact.add_secret(secret)
+            (redactor or redact.current()).add(secret)
         return guard
 
     def admits(self, environ: dict[str, Any]) -> bool:
@@ -113,9 +120,11 @@ class Guard:
 class WebhookApp:
     """The WSGI application. ``sections`` are the enabled sections able to take webhooks."""
 
-    def __init__(self, sections: dict[str, SectionConfig], queue: EventQueue) -> None:
+    def __init__(
+        self, sections: dict[str, SectionConfig], queue: EventQueue, redactor: redact.Redactor | None = None
+    ) -> None:
         self.sections = sections
-        self.guards = {name: Guard.of(sc) for name, sc in sections.items()}
+        self.guards = {name: Guard.of(sc, redactor) for name, sc in sections.items()}
         self.queue = queue
 
     def __call__(self, environ: dict[str, Any], start: Start) -> Iterable[bytes]:
@@ -214,28 +223,45 @@ def _answer(
     return [data]
 
 
-class _Only:
-    """A source that yields only the given devices (fetched one by one with ``fetch_one``), and
-    remembers which could not be fetched: ``missing`` (the source has no such device: nothing
-    to sync, ever) and ``failed`` (the source could not be read: try again later)."""
+class _Only(Source):
+    """The section's source, asked only for the given devices (``fetch_one`` each), for one batch.
+    It remembers which could not be fetched: ``missing`` (the source has no such device: nothing
+    to sync, ever) and ``failed`` (the source could not be read: try again later). The pipeline's
+    context goes to the inner source, which the worker keeps (and closes) across batches."""
 
-    def __init__(self, source: Any, ids: list[str]) -> None:
-        self._source, self._ids = source, ids
+    def __init__(self, inner: Source, ids: list[str]) -> None:
+        # No Source.__init__: the inner source was validated when the config was loaded.
+        self.section = inner.section
+        self.inner, self._ids = inner, ids
+        self.record_type = inner.record_type  # type: ignore[misc]
+        self.default_mappings = inner.default_mappings  # type: ignore[misc]
+        self.default_converters = inner.default_converters  # type: ignore[misc]
         self.missing: dict[str, str] = {}
         self.failed: dict[str, str] = {}
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._source, name)
+    def connector_name(self) -> str:
+        return self.inner.connector_name()
 
-    async def pages(self) -> Any:
-        from ..errors import ConnectorError
-        from ..sources.base import BadRecord
+    def extra_mappings(self) -> dict[str, dict[str, Any]]:
+        return self.inner.extra_mappings()
+
+    async def mapper(self, sink: Sink) -> RecordMapper | None:
+        return await self.inner.mapper(sink)
+
+    def run_info(self) -> RunInfo | None:
+        return self.inner.run_info()
+
+    def open(self, ctx: RunContext) -> None:
+        self.inner.open(ctx)
+
+    async def pages(self) -> AsyncIterator[list[Record | BadRecord]]:
         from ..sources.casper import DeviceNotFound
 
-        page: list[Any] = []
+        fetch_one = self.inner.fetch_one  # type: ignore[attr-defined]
+        page: list[Record | BadRecord] = []
         for device_id in self._ids:
             try:
-                page.append(await self._source.fetch_one(device_id))
+                page.append(await fetch_one(device_id))
             except DeviceNotFound as exc:
                 self.missing[device_id] = str(exc)
                 page.append(BadRecord(str(exc), {"id": device_id}))
@@ -244,9 +270,13 @@ class _Only:
                 page.append(BadRecord(str(exc), {"id": device_id}))
         yield page
 
+    # aclose() and commit() stay no-ops: the worker closes the inner source when it stops, and a
+    # webhook batch is no full run (no incremental mark moves).
+
 
 class Worker:
-    """Syncs the queued devices in a thread of its own, with its own event loop."""
+    """Syncs the queued devices in a thread of its own, with its own event loop. One source per
+    section serves every batch (one Jamf Pro token), closed when the worker stops."""
 
     def __init__(
         self, config: Config, queue: EventQueue, options: Any, sink_factory: Callable[[], Any], sections: list[str]
@@ -254,8 +284,11 @@ class Worker:
         self.config, self.queue, self.options, self.sink_factory = config, queue, options, sink_factory
         self.sections = sections  # those that take webhooks; queued devices of others stay queued
         self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._main, name="webhook-worker", daemon=True)
+        # The thread runs in a copy of this context, so the config's redactor is current there too.
+        context = contextvars.copy_context()
+        self.thread = threading.Thread(target=context.run, args=(self._main,), name="webhook-worker", daemon=True)
         self.synced: list[Any] = []
+        self.sources: dict[str, Source] = {}  # section name → its source, made on first use
 
     def start(self) -> None:
         self.thread.start()
@@ -266,7 +299,8 @@ class Worker:
         self.thread.join(timeout)
 
     def _main(self) -> None:
-        asyncio.run(self._loop())
+        with redact.using(self.config.redactor):
+            asyncio.run(self._loop())
 
     async def _loop(self) -> None:
         sink = self.sink_factory()
@@ -286,17 +320,33 @@ class Worker:
                 await asyncio.to_thread(self.queue.wake.wait, pause)
                 self.queue.wake.clear()
         finally:
+            await self._close_sources()
             await sink.aclose()
+
+    async def _close_sources(self) -> None:
+        sources, self.sources = self.sources, {}
+        for name, source in sources.items():
+            try:
+                await source.aclose()
+            except Exception as exc:  # closing is best effort: the process is stopping
+                log.warning("[%s] could not close the source cleanly: %s", name, exc)
+
+    def _source(self, name: str) -> Source:
+        source = self.sources.get(name)
+        if source is None:
+            section = self.config.sections[name]
+            assert section.source_cls is not None
+            source = self.sources[name] = section.source_cls(section)
+        return source
 
     async def _sync(self, name: str, items: list[Item], sink: Any) -> None:
         from ..sync import run_section
 
         section = self.config.sections[name]
-        assert section.source_cls is not None
         ids = [device for device, _ in items]
         try:
-            only = _Only(section.source_cls(section), ids)
-            result = await run_section(section, self.config, sink, self.options, source=only)  # type: ignore[arg-type]
+            only = _Only(self._source(name), ids)
+            result = await run_section(section, self.config, sink, self.options, source=only)
         except Exception as exc:  # a bug must not stop the worker, nor lose the devices
             log.exception("[%s] webhook sync of %d device(s) failed: %s", name, len(ids), exc)
             self._retry(name, items, str(exc) or type(exc).__name__)

@@ -113,7 +113,7 @@ def build(
         queue = EventQueue(path, window=coalesce)
     except Exception as exc:  # sqlite3.Error, OSError: the file cannot be made or read
         raise ConfigError(f"cannot use the webhook queue {path}: {exc}") from None
-    app = WebhookApp(sections, queue)
+    app = WebhookApp(sections, queue, config.redactor)
     options = Options(workers=1, testmode=testmode, save_data=Path("saved_data") if save_data else None)
     # Short retries: a device that cannot be sent waits in the queue, not in a retry loop.
     policy = RetryPolicy(attempts=3, connect_attempts=2, backoff=0.5, max_backoff=5.0, max_retry_after=10.0)
@@ -125,19 +125,24 @@ def build(
 
 
 def main(argv: list[str] | None = None, *, program_dir: Path | None = None) -> int:
+    from .. import redact
+
     args = build_parser().parse_args(argv)
-    from ..cli import _setup_logging
+    redactor = redact.Redactor()  # this server's secrets (its config's); see redact.py
+    with redact.using(redactor):
+        return _main(args, program_dir, redactor)
+
+
+def _main(args: argparse.Namespace, program_dir: Path | None, redactor: Any) -> int:
     from ..config import load_config
-    from ..redact import scrub
+    from ..logsetup import setup_from_args
 
+    scrub = redactor.scrub
     try:
-        _setup_logging(args, program_dir)
-        config = load_config(args.ini or ((program_dir or Path.cwd()) / "config.ini"))
+        setup_from_args(args, program_dir, redactor)
+        config = load_config(args.ini or ((program_dir or Path.cwd()) / "config.ini"), redactor=redactor)
         if args.show_mappings:
-            from ..cli import _show_mappings
-
-            args.workers = 1
-            return asyncio.run(_show_mappings(config, list(config.sections), args, sys.stdout))
+            return asyncio.run(_show_mappings(config, testmode=args.testmode))
         app, worker = build(
             config,
             testmode=args.testmode,
@@ -185,6 +190,19 @@ def main(argv: list[str] | None = None, *, program_dir: Path | None = None) -> i
         server.close()
         worker.stop()
         worker.queue.close()
+    return 0
+
+
+async def _show_mappings(config: Any, *, testmode: bool) -> int:
+    from ..oomnitza.sinks import make_sink
+    from ..sync import show_mappings
+
+    sink = make_sink(config.oomnitza, testmode=testmode, workers=1)
+    try:
+        await sink.login()
+        await show_mappings(config, list(config.sections), sink, sys.stdout)
+    finally:
+        await sink.aclose()
     return 0
 
 
