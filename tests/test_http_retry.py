@@ -1,6 +1,7 @@
 """RetryPolicy and Http.request's retry loop with an injected clock and sleep: a time budget instead
 of a fixed count, Retry-After beyond the per-request cap, read timeouts not multiplied by the
-connect-retry count, and 2xx answers that are not the API's. No real waiting."""
+connect-retry count, and 2xx answers that are not the API's. No real waiting. The bulk POSTs are
+flagged ``idempotent`` as the sink flags them (an upsert by sync key within one portion)."""
 
 from __future__ import annotations
 
@@ -43,9 +44,14 @@ class FakeTime:
 def make_http(
     handler: Callable[[httpx.Request], httpx.Response], time: FakeTime, policy: RetryPolicy = DEFAULT_POLICY
 ) -> Http:
-    http = Http(name="[test]", base_url="https://oomnitza.test", policy=policy, clock=time.clock, sleep=time.sleep)
-    http.client = httpx.AsyncClient(base_url="https://oomnitza.test", transport=httpx.MockTransport(handler))
-    return http
+    return Http(
+        name="[test]",
+        base_url="https://oomnitza.test",
+        policy=policy,
+        clock=time.clock,
+        sleep=time.sleep,
+        transport=httpx.MockTransport(handler),
+    )
 
 
 def answers(*responses: httpx.Response | type[Exception]) -> tuple[Callable[[httpx.Request], httpx.Response], list]:
@@ -114,7 +120,7 @@ async def test_a_retry_after_beyond_the_per_request_cap_is_honoured_within_the_b
     time = FakeTime()
     handler, calls = answers(throttled("180"), throttled("180"), throttled("180"), OK)
     http = make_http(handler, time, RetryPolicy(budget=900))
-    response = await http.request("POST", "/api/v3/bulk")
+    response = await http.request("POST", "/api/v3/bulk", idempotent=True)
     assert response.status_code == 200 and len(calls) == 4
     assert time.sleeps == [180.0, 180.0, 180.0]
 
@@ -125,7 +131,7 @@ async def test_a_429_storm_ends_when_the_budget_is_spent_with_one_clear_reason()
     handler, calls = answers(throttled("180"))
     http = make_http(handler, time, RetryPolicy(budget=300))
     with pytest.raises(HttpError) as caught:
-        await http.request("POST", "/api/v3/bulk")
+        await http.request("POST", "/api/v3/bulk", idempotent=True)
     assert len(calls) == 2 and time.sleeps == [180.0]
     assert "429 Too Many Requests after 2 attempts (asked to wait 180s, beyond the retry budget of 300s)" in str(
         caught.value
@@ -137,7 +143,7 @@ async def test_more_than_eight_429s_are_ridden_out_in_budget_mode() -> None:
     time = FakeTime()
     handler, calls = answers(*[throttled("2")] * 20, OK)
     http = make_http(handler, time, RetryPolicy(budget=300))
-    assert (await http.request("POST", "/api/v3/bulk")).status_code == 200
+    assert (await http.request("POST", "/api/v3/bulk", idempotent=True)).status_code == 200
     assert len(calls) == 21 and sum(time.sleeps) == 40.0
 
 
@@ -154,7 +160,7 @@ async def test_a_read_timeout_is_not_multiplied_by_the_connect_retries(policy: R
 
     http = make_http(hung, time, policy)
     with pytest.raises(HttpError, match=r"did not answer in time \(tried 2 times\)"):
-        await http.request("POST", "/api/v3/bulk")
+        await http.request("POST", "/api/v3/bulk", idempotent=True)
     assert len(calls) == 2 and time.now < 2 * 120 + 5  # two timeouts, not four or eight
 
 
@@ -164,7 +170,7 @@ async def test_connection_errors_are_retried_for_the_whole_budget() -> None:
     handler, calls = answers(httpx.ConnectError)
     http = make_http(handler, time, RetryPolicy(budget=60, backoff=1, max_backoff=8))
     with pytest.raises(HttpError, match=r"retry budget of 60s spent"):
-        await http.request("POST", "/api/v3/bulk")
+        await http.request("POST", "/api/v3/bulk", idempotent=True)
     assert len(calls) > 4 and time.now == pytest.approx(60)  # an outage of a minute is ridden out
 
 
@@ -178,7 +184,7 @@ async def test_an_answer_the_validator_refuses_is_retried_then_accepted() -> Non
     def proves(response: httpx.Response) -> str | None:
         return None if response.headers.get("content-type") == "application/json" else "not the API's JSON"
 
-    assert (await http.request("POST", "/api/v3/bulk", validate=proves)).status_code == 200
+    assert (await http.request("POST", "/api/v3/bulk", idempotent=True, validate=proves)).status_code == 200
     assert len(calls) == 2 and len(time.sleeps) == 1
 
 
@@ -188,7 +194,7 @@ async def test_an_answer_the_validator_always_refuses_fails_with_its_reason() ->
     handler, calls = answers(httpx.Response(200, text="<html>blocked</html>"))
     http = make_http(handler, time, RetryPolicy(attempts=3))
     with pytest.raises(HttpError, match="failed: a proxy page after 3 attempts"):
-        await http.request("POST", "/api/v3/bulk", validate=lambda r: "a proxy page")
+        await http.request("POST", "/api/v3/bulk", idempotent=True, validate=lambda r: "a proxy page")
     assert len(calls) == 3
 
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 import httpx
 
 from . import redact
+from .http import SIGN_EXTENSION
 
 
 class HeaderToken(httpx.Auth):
@@ -102,8 +103,10 @@ class RefreshingToken(httpx.Auth):
         scheme: str = "Bearer",
         leeway: float = 60.0,
         refresh_on: tuple[int, ...] = (401,),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.fetch = fetch
+        self.clock = clock  # injectable: tests move time instead of waiting for expiry
         self.header, self.scheme, self.leeway = header, scheme, leeway
         self.refresh_on = refresh_on  # statuses meaning "session expired" (some vendors answer 403)
         self.token: str | None = None
@@ -122,20 +125,21 @@ class RefreshingToken(httpx.Auth):
         request.headers[self.header] = self._value()
         if self.dpop is not None:
             request.headers["DPoP"] = self.dpop.proof(request.method, request.url, self.token)
+            request.extensions[SIGN_EXTENSION] = self._apply  # a repeat carries a fresh proof (new jti)
 
     async def _ensure(self, stale: str | None = None) -> None:
         async with self.lock:  # one refresh for many concurrent requests
             fresh = (
                 self.token is not None
                 and self.token != stale
-                and (self.expires_at is None or time.monotonic() < self.expires_at - self.leeway)
+                and (self.expires_at is None or self.clock() < self.expires_at - self.leeway)
             )
             if fresh:
                 return
             token, expires_in = await self.fetch()
             redact.add_secret(token)
             self.token = token
-            self.expires_at = time.monotonic() + expires_in if expires_in else None
+            self.expires_at = self.clock() + expires_in if expires_in else None
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         await self._ensure()

@@ -18,7 +18,6 @@ PACKAGE_EXTRAS: dict[str, str] = {
     "pymssql": "sccm",
     "pyodbc": "sccm-odbc",
     "zeep": "jasper",
-    "hvac": "vault",
     "keyrings": "cryptfile",
 }
 

@@ -148,6 +148,9 @@ class OomnitzaClient:
         self._logged_in = True
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        # Every call made here is safe to repeat: reads, bulk upserts by sync key within one portion,
+        # finalize, portion reports (correlation_id) and check_managed. The login is not (retry=False).
+        kwargs.setdefault("idempotent", True)
         if not self._logged_in:
             await self.login()
         try:

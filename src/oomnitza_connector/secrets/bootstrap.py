@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import ssl
 
 from .. import redact
 from ..errors import ConfigError
+from ..http import RetryPolicy, TlsOptions
 
 
 def bootstrap(section: str, service: str, settings: dict[str, str], key: str, env: tuple[str, ...]) -> str:
@@ -32,9 +34,23 @@ def bootstrap(section: str, service: str, settings: dict[str, str], key: str, en
     return value
 
 
-def verify_option(settings: dict[str, str], ca_key: str) -> bool | str:
+SECRETS_POLICY = RetryPolicy(attempts=3, connect_attempts=2, max_retry_after=10.0)  # read while the config loads
+
+
+def tls_options(section: str, settings: dict[str, str], ca_key: str) -> TlsOptions:
+    """``verify_ssl`` and the CA of a secret store (``vault_cacert``/``conjur_cacert``, else ``cacert_file``:
+    a bundle file or a hashed directory)."""
     from ..ini import parse_bool
 
     verify = parse_bool(settings.get("verify_ssl") or "true", setting="verify_ssl")
     ca = settings.get(ca_key) or settings.get("cacert_file") or ""
-    return ca if (verify and ca) else verify
+    tls = TlsOptions(
+        verify=verify, cacert_dir=ca if os.path.isdir(ca) else "", cacert_file="" if os.path.isdir(ca) else ca
+    )
+    try:
+        tls.context()  # a missing or unreadable CA file is a setting to fix, not a traceback
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"[{section}] {ca_key if settings.get(ca_key) else 'cacert_file'} {ca!r} cannot be used: {exc}"
+        ) from None
+    return tls

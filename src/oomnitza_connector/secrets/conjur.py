@@ -1,5 +1,6 @@
 """CyberArk Conjur: API-key authentication, access tokens reused until they expire, URL-encoded
-variable ids, account and login as settings (the seed hard-coded both)."""
+variable ids, account and login as settings (the seed hard-coded both). Through the shared HTTP
+layer's blocking client: the same retry policy, TLS settings and redacted logging as every call."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import threading
 import time
 from urllib.parse import quote
 
+import httpx
+
 from .. import redact
 from ..errors import ConfigError
-from .bootstrap import bootstrap, verify_option
+from ..http import classify_transport_error, retry_options, safe_url, sync_client
+from .bootstrap import SECRETS_POLICY, bootstrap, tls_options
 
 TOKEN_LIFETIME = 8 * 60  # Conjur access tokens live 8 minutes
 _tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
@@ -18,21 +22,21 @@ _lock = threading.Lock()
 
 
 def read_conjur(section: str, service: str, keys: list[str], settings: dict[str, str]) -> dict[str, str]:
-    import httpx
-
     url = bootstrap(section, service, settings, "vault_url", ("CONJUR_APPLIANCE_URL",)).rstrip("/")
     api_key = bootstrap(section, service, settings, "vault_token", ("CONJUR_AUTHN_API_KEY",))
     account = settings.get("conjur_account") or service
     login = settings.get("conjur_login") or "admin"
     prefix = settings.get("conjur_variable_prefix") or ""
     cache_key = (url, account, login)
-    with httpx.Client(verify=verify_option(settings, "conjur_cacert"), timeout=30) as client:
+    tls = tls_options(section, settings, "conjur_cacert")
+    with sync_client(name=f"[{section}] Conjur", tls=tls, timeout=30.0, policy=SECRETS_POLICY) as client:
 
         def authenticate() -> str:
             response = client.post(
                 f"{url}/authn/{quote(account, safe='')}/{quote(login, safe='')}/authenticate",
                 content=api_key.encode(),
                 headers={"Accept-Encoding": "base64"},
+                extensions=retry_options(idempotent=True),  # asking again only issues another token
             )
             if response.status_code == 401:
                 raise ConfigError(f"[{section}] Conjur rejected the API key of '{login}' in account '{account}' (401)")
@@ -72,5 +76,5 @@ def read_conjur(section: str, service: str, keys: list[str], settings: dict[str,
                 f"[{section}] Conjur answered {exc.response.status_code} at {exc.request.url.path}"
             ) from None
         except httpx.TransportError as exc:
-            raise ConfigError(f"[{section}] cannot reach Conjur at {url}: {exc}") from None
+            raise ConfigError(f"[{section}] {classify_transport_error(exc, safe_url(url))}") from None
     return values

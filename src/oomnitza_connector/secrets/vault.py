@@ -1,13 +1,26 @@
-"""HashiCorp Vault (KV version 1 and 2) through ``hvac``: one read per section, all keys from it."""
+"""HashiCorp Vault (KV version 1 and 2): one read per section, all keys from it.
+
+Three plain ``GET``s through the shared HTTP layer's blocking client (retries, TLS settings, redacted
+logging), the way the ``vault kv get`` CLI does them: the mount's KV version from
+``/v1/sys/internal/ui/mounts/{mount}`` (``options.version``), then ``/v1/{mount}/data/{path}`` (KV v2,
+the secret under ``data.data``) or ``/v1/{mount}/{path}`` (KV v1, under ``data``), with the token in
+``X-Vault-Token`` and the namespace in ``X-Vault-Namespace`` (developer.hashicorp.com/vault/api-docs:
+secret/kv/kv-v1, secret/kv/kv-v2, system/internal-ui-mounts). A deleted or destroyed KV v2 version
+answers 404 like a missing one. No SDK: hvac would bring a requests session of its own.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import Any
+from urllib.parse import quote
+
+import httpx
 
 from ..errors import ConfigError
-from ..extras import install_hint
-from .bootstrap import bootstrap, verify_option
+from ..http import classify_transport_error, safe_url, sync_client
+from .bootstrap import SECRETS_POLICY, bootstrap, tls_options
 
 log = logging.getLogger(__name__)
 
@@ -21,62 +34,72 @@ def _base_url(url: str) -> str:
 
 
 def read_vault(section: str, service: str, keys: list[str], settings: dict[str, str]) -> dict[str, str]:
-    try:
-        import hvac
-        import hvac.exceptions as hx
-        import requests
-    except ImportError:
-        raise ConfigError(f"vault_backend = vault needs the 'hvac' package: {install_hint('hvac')}") from None
     url = _base_url(bootstrap(section, service, settings, "vault_url", ("VAULT_ADDR",)))
     token = bootstrap(section, service, settings, "vault_token", ("VAULT_TOKEN",))
-    mount = settings.get("vault_mount") or "secret"
-    path = settings.get("vault_path") or service
+    mount = (settings.get("vault_mount") or "secret").strip("/")
+    path = (settings.get("vault_path") or service).strip("/")
     version = (settings.get("vault_kv_version") or "auto").strip().lower()
     if version not in ("auto", "1", "2"):
         raise ConfigError(f"[{section}] vault_kv_version = {version!r} must be 1, 2 or auto")
-    client = hvac.Client(
-        url=url,
-        token=token,
-        namespace=settings.get("vault_namespace") or None,
-        verify=verify_option(settings, "vault_cacert"),
-        timeout=30,
-    )
+    headers = {"X-Vault-Token": token, "Accept": "application/json"}
+    if settings.get("vault_namespace"):
+        headers["X-Vault-Namespace"] = settings["vault_namespace"]
     where = f"{mount}/{path}"
-    try:
-        if version == "auto":
-            version = _detect(client, mount)
-        if version == "2":
-            data = client.secrets.kv.v2.read_secret_version(
-                path=path, mount_point=mount, raise_on_deleted_version=True
-            )["data"]["data"]
-        else:
-            data = client.secrets.kv.v1.read_secret(path=path, mount_point=mount)["data"]
-    except hx.Forbidden:
+    tls = tls_options(section, settings, "vault_cacert")
+    with sync_client(
+        name=f"[{section}] Vault", base_url=url, tls=tls, headers=headers, timeout=30.0, policy=SECRETS_POLICY
+    ) as client:
+        try:
+            if version == "auto":
+                version = _detect(client, mount)
+            target = f"/v1/{quote(mount)}/data/{quote(path)}" if version == "2" else f"/v1/{quote(mount)}/{quote(path)}"
+            response = client.get(target)
+        except httpx.TransportError as exc:
+            if "certificate" in str(exc).lower():
+                raise ConfigError(
+                    f"[{section}] cannot reach Vault at {url}: TLS certificate not trusted (set vault_cacert or "
+                    "cacert_file)"
+                ) from None
+            raise ConfigError(f"[{section}] {classify_transport_error(exc, safe_url(url))}") from None
+    if response.status_code == 403:
         raise ConfigError(
             f"[{section}] Vault refused to read {where} (403): the token is wrong or its "
             "policy does not allow reading this path"
-        ) from None
-    except hx.InvalidPath:
+        )
+    if response.status_code == 404:
         raise ConfigError(
             f"[{section}] Vault has no secret at {where} (KV v{version}); check "
             "vault_mount, vault_path and vault_kv_version"
-        ) from None
-    except hx.VaultError as exc:
-        raise ConfigError(f"[{section}] Vault could not read {where}: {exc}") from None
-    except requests.exceptions.SSLError:
-        raise ConfigError(
-            f"[{section}] cannot reach Vault at {url}: TLS certificate not trusted (set vault_cacert or cacert_file)"
-        ) from None
-    except requests.exceptions.RequestException as exc:
-        raise ConfigError(f"[{section}] cannot reach Vault at {url}: {type(exc).__name__}") from None
+        )
+    if response.status_code >= 400:
+        raise ConfigError(f"[{section}] Vault could not read {where}: {response.status_code}{_errors(response)}")
+    data = _json(response).get("data")
+    if version == "2":
+        data = data.get("data") if isinstance(data, dict) else None
     return {k: str(data[k]) for k in keys if isinstance(data, dict) and data.get(k) not in (None, "")}
 
 
-def _detect(client: object, mount: str) -> str:
-    """KV version of ``mount`` from Vault's mount description; v1 when Vault does not say."""
-    try:
-        info = client.adapter.get(f"/v1/sys/internal/ui/mounts/{mount}")  # type: ignore[attr-defined]
-        options = (info or {}).get("data", {}).get("options") or {}
-        return "2" if str(options.get("version", "1")) == "2" else "1"
-    except Exception:  # the token may not see mount details; the read itself then tells
+def _detect(client: httpx.Client, mount: str) -> str:
+    """KV version of ``mount`` from Vault's mount description; v1 when Vault does not say (the token
+    may not see mount details: the read itself then tells)."""
+    response = client.get(f"/v1/sys/internal/ui/mounts/{quote(mount)}")
+    if response.status_code >= 400:
         return "1"
+    data = _json(response).get("data")
+    options = (data.get("options") if isinstance(data, dict) else None) or {}
+    return "2" if isinstance(options, dict) and str(options.get("version", "1")) == "2" else "1"
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _errors(response: httpx.Response) -> str:
+    """Vault's ``{"errors": [...]}`` as ": a; b", or nothing."""
+    errors = _json(response).get("errors")
+    text = "; ".join(str(e) for e in errors if e) if isinstance(errors, list) else ""
+    return f": {text[:200]}" if text else ""

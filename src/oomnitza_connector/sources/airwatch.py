@@ -30,11 +30,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from ..auth import RefreshingToken, basic
 from ..errors import SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
+from ..http import Http, HttpAuthError, HttpError, PageNumber, at, decode_json, error_body
 from ..settings import Choice, Int, Setting, Url
 from .base import BadRecord, Record, Source
 
@@ -47,29 +45,13 @@ TOKEN_URL = "https://{region}.uemauth.workspaceone.com/connect/token"
 MAX_PAGE_SIZE = 500
 
 
-class DevicePages(Paginator):
-    """``page`` 0, 1, 2 … with ``pagesize``: ends on 204, an empty ``Devices`` list or once ``Total``
-    devices arrived (counted, so a server capping the page size below ours still pages correctly)."""
-
-    def __init__(self, page_size: int) -> None:
-        self.page_size = page_size
-        self.seen = 0
-
-    def first(self, request: PageRequest) -> PageRequest:
-        return PageRequest(request.url, {**request.params, "page": 0, "pagesize": self.page_size})
-
-    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
-        if response.status_code == 204 or not response.content.strip():
-            return None
-        body = decode_json(response)
-        devices = body.get("Devices") if isinstance(body, dict) else None
-        if not isinstance(devices, list) or not devices:
-            return None
-        self.seen += len(devices)
-        total = body.get("Total")
-        if isinstance(total, int) and not isinstance(total, bool) and self.seen >= total:
-            return None
-        return PageRequest(request.url, {**request.params, "page": int(request.params["page"]) + 1})
+def device_pages(page_size: int) -> PageNumber:
+    """``page`` 0, 1, 2 … with ``pagesize``: ends on 204 (the paging loop stops on an answer without a
+    body), an empty ``Devices`` list or once ``Total`` devices arrived (counted, so a server capping the
+    page size below ours still pages correctly)."""
+    return PageNumber(
+        page_size, items=at("Devices"), first=0, total=at("Total"), page_param="page", size_param="pagesize"
+    )
 
 
 class AirWatch(Source):
@@ -186,7 +168,12 @@ class AirWatch(Source):
         client = basic(self.setting("client_id"), self.setting("client_secret"))
         try:
             response = await http.request(
-                "POST", self.token_url, data=form, auth=client, headers={"Accept": "application/json"}
+                "POST",
+                self.token_url,
+                data=form,
+                auth=client,
+                headers={"Accept": "application/json"},
+                idempotent=True,  # a token request: asking again only issues another token
             )
         except HttpError as exc:
             raise SourceError(
@@ -211,7 +198,7 @@ class AirWatch(Source):
                 dep = await self._dep(http) if self.wants_dep() else None
                 network = self.wants_network()
                 slots = asyncio.Semaphore(self.value("max_connections"))
-                paginator = DevicePages(self.value("page_size"))
+                paginator = device_pages(self.value("page_size"))
                 async for response in http.paginate(paginator, SEARCH):
                     if response.status_code == 204 or not response.content.strip():
                         break  # UEM's "no (more) devices"

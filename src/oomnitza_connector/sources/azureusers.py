@@ -15,15 +15,17 @@ with advanced queries, so managers are then read per user (``/users/{id}/manager
 ``$batch`` requests of 20 (Microsoft Graph docs: "Advanced query capabilities on Microsoft Entra
 ID objects", "Combine multiple HTTP requests using JSON batching").
 
-MSAL is blocking (it talks through ``requests``), so its calls run in a worker thread.
+MSAL is blocking, so its calls run in a worker thread; its HTTP goes through the blocking twin of
+the shared layer (``MsalHttp`` on ``http.sync_client``: retries, TLS settings, redacted logging), not
+a requests session. MSAL is kept rather than replaced by our own token request because it carries
+the certificate assertion (x5t/x5c, PS256), authority and instance discovery for every cloud, and
+Entra's error shapes.
 ``authority_host`` and ``graph_host`` reach national clouds, proxies and test fakes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import logging
 import re
 import threading
@@ -39,12 +41,14 @@ from ..http import (
     Http,
     HttpAuthError,
     HttpError,
-    PageRequest,
-    Paginator,
+    NextUrlInBody,
+    at,
     decode_json,
     error_body,
     retry_after,
+    retry_options,
     safe_url,
+    sync_client,
 )
 from ..settings import BOOL, Bool, File, Int, List, Setting, Url
 from .base import BadRecord, Record, UsersSource
@@ -333,15 +337,6 @@ def graph_properties_for(path: str) -> str | None:
     return None
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _one_line(text: str, limit: int = 300) -> str:
     """The first sentence-ish of an Entra error description: no trace/correlation ids, no newlines."""
     text = " ".join(str(text).split())
@@ -350,26 +345,45 @@ def _one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class _GraphNextLink(Paginator):
+def graph_next_link(graph_root: str) -> NextUrlInBody:
     """Follows ``@odata.nextLink`` as-is, rebased onto ``graph_host`` when Graph names another host
     (a proxy or a fake in front of Graph), so the bearer token never goes to a host we were not
-    told about. ``pending`` is set by the page loop, which has already parsed the body."""
+    told about."""
+    ours = urlsplit(graph_root)
 
-    def __init__(self, graph_root: str) -> None:
-        self.root = graph_root
-        self.pending: str | None = None
+    def rebase(link: str) -> str:
+        theirs = urlsplit(link)
+        if (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc) and theirs.path.startswith(ours.path):
+            return link
+        version_at = theirs.path.find("/v1.0/")
+        rest = theirs.path[version_at:] if version_at >= 0 else theirs.path
+        log.debug("@odata.nextLink host %s rebased onto %s", theirs.netloc, safe_url(graph_root))
+        return f"{graph_root}{rest}" + (f"?{theirs.query}" if theirs.query else "")
 
-    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
-        link, self.pending = self.pending, None
-        if not link:
-            return None
-        ours, theirs = urlsplit(self.root), urlsplit(link)
-        if (theirs.scheme, theirs.netloc) != (ours.scheme, ours.netloc) or not theirs.path.startswith(ours.path):
-            version_at = theirs.path.find("/v1.0/")
-            rest = theirs.path[version_at:] if version_at >= 0 else theirs.path
-            link = f"{self.root}{rest}" + (f"?{theirs.query}" if theirs.query else "")
-            log.debug("@odata.nextLink host %s rebased onto %s", theirs.netloc, safe_url(self.root))
-        return PageRequest(link, {})
+    return NextUrlInBody(at("@odata.nextLink"), rebase=rebase)
+
+
+class MsalHttp:
+    """MSAL's ``http_client`` (the interface of msal/oauth2cli/http.py) on our blocking client, so
+    MSAL's calls (instance and OIDC discovery, the token request) take the shared retry transport,
+    TLS settings and redacted logging instead of a requests session of its own."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+
+    def post(self, url: str, params: Any = None, data: Any = None, headers: Any = None, **_: Any) -> httpx.Response:
+        if isinstance(data, dict):  # MSAL's form holds bytes values (the client assertion), as requests took them
+            body = {"data": {k: v.decode() if isinstance(v, bytes) else v for k, v in data.items()}}
+        else:
+            body = {"content": data}
+        # the client credentials grant: asking again only issues another token
+        return self.client.post(url, params=params, headers=headers, extensions=retry_options(idempotent=True), **body)
+
+    def get(self, url: str, params: Any = None, headers: Any = None, **_: Any) -> httpx.Response:
+        return self.client.get(url, params=params, headers=headers)
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class Azureusers(UsersSource):
@@ -474,7 +488,7 @@ class Azureusers(UsersSource):
     }
 
     def __init__(self, section: Any) -> None:
-        self._sessions: list[Any] = []  # MSAL's requests sessions, closed when a run ends
+        self._msal_clients: list[httpx.Client] = []  # MSAL's HTTP clients, closed when a run ends
         super().__init__(section)
 
     def validate(self) -> Iterator[str]:
@@ -560,49 +574,15 @@ class Azureusers(UsersSource):
             credential["passphrase"] = password
         return credential
 
-    def _requests_session(self) -> Any:
-        """MSAL's HTTP client: the section's TLS settings, a timeout, and retries on 429/5xx
-        honouring Retry-After (urllib3's, so no loop of ours). Loopback skips environment proxies."""
-        import requests
-        from requests.adapters import HTTPAdapter
-        from urllib3.util.retry import Retry
-
-        session = requests.Session()
-        self._sessions.append(session)  # closed when the run ends: a kept-alive socket would linger
-        tls = self.section.tls()
-        session.verify = (tls.cacert_file or tls.cacert_dir or True) if tls.verify else False
-        if tls.client_cert:
-            session.cert = tls.client_cert
-        if _is_loopback(urlsplit(self.authority_root).hostname or ""):
-            session.trust_env = False
-
-        class CappedRetry(Retry):
-            def get_retry_after(self, response: Any) -> float | None:  # as http.py: at most 120 s
-                after = super().get_retry_after(response)
-                return None if after is None else min(after, 120.0)
-
-        # TLS failures ("other") are not retried: they do not heal.
-        retry = CappedRetry(
-            total=4,
-            connect=2,
-            read=1,
-            other=0,
-            status=3,
-            backoff_factor=0.5,
-            status_forcelist=(429, 500, 502, 503, 504),
-            allowed_methods=None,
-            respect_retry_after_header=True,
-            raise_on_status=False,
-        )
-        adapter = HTTPAdapter(max_retries=retry)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        session.request = functools.partial(session.request, timeout=(15, 60))  # type: ignore[method-assign]
-        return session
+    def _msal_http(self) -> MsalHttp:
+        """MSAL's HTTP client: the blocking twin of the shared layer with the section's TLS settings
+        and request_timeout; closed when the run ends (a kept-alive socket would linger)."""
+        client = sync_client(name=f"[{self.name}]", tls=self.section.tls(), timeout=self.section.http_timeout())
+        self._msal_clients.append(client)
+        return MsalHttp(client)
 
     def _msal_app(self) -> Any:
         import msal
-        import requests
 
         logging.getLogger("msal").setLevel(logging.CRITICAL)  # it logs tracebacks for bodies we report
         tenant = self.setting("tenant_id").strip()
@@ -613,12 +593,12 @@ class Azureusers(UsersSource):
                 self.setting("client_id").strip(),
                 client_credential=self._credential(),
                 authority=authority,
-                http_client=self._requests_session(),
+                http_client=self._msal_http(),
                 # Off for other hosts, or MSAL first asks login.microsoftonline.com to vouch for them.
                 instance_discovery=None if host in MICROSOFT_AUTHORITY_HOSTS else False,
             )
-        except requests.exceptions.RequestException as exc:
-            raise SourceError(f"[{self.name}] cannot reach {self.authority_root}: {_requests_reason(exc)}") from None
+        except httpx.TransportError as exc:
+            raise SourceError(f"[{self.name}] cannot reach {self.authority_root}: {_transport_reason(exc)}") from None
         except ValueError as exc:
             text = str(exc)
             if "authority configuration" in text or "OIDC Discovery" in text or "invalid_instance" in text:
@@ -636,8 +616,6 @@ class Azureusers(UsersSource):
         lock = threading.Lock()
 
         def acquire() -> dict[str, Any]:
-            import requests
-
             with lock:
                 if state["app"] is None:
                     state["app"] = self._msal_app()
@@ -647,9 +625,9 @@ class Azureusers(UsersSource):
                     app.remove_tokens_for_client()
                 try:
                     result = app.acquire_token_for_client(scopes=[self.scope])
-                except requests.exceptions.RequestException as exc:
+                except httpx.TransportError as exc:
                     raise SourceError(
-                        f"[{self.name}] the token request to {self.authority_root} failed: {_requests_reason(exc)}"
+                        f"[{self.name}] the token request to {self.authority_root} failed: {_transport_reason(exc)}"
                     ) from None
                 except ValueError as exc:
                     if "json" in type(exc).__name__.lower() or "Expecting" in str(exc):
@@ -727,7 +705,8 @@ class Azureusers(UsersSource):
                 {"id": key, "method": "GET", "url": f"/users/{user['id']}/manager?$select={select}"}
                 for key, user in pending.items()
             ]
-            response = await http.request("POST", "/v1.0/$batch", json={"requests": requests})
+            # GETs only: the batch is safe to send again
+            response = await http.request("POST", "/v1.0/$batch", json={"requests": requests}, idempotent=True)
             body = decode_json(response)
             answers = body.get("responses") if isinstance(body, dict) else None
             if not isinstance(answers, list):
@@ -784,8 +763,8 @@ class Azureusers(UsersSource):
         return SourceError(f"[{self.name}] {exc}" + (f" ({code}: {message})" if code or message else ""))
 
     def _close_sessions(self) -> None:
-        while self._sessions:
-            self._sessions.pop().close()
+        while self._msal_clients:
+            self._msal_clients.pop().close()
 
     async def check(self) -> None:
         try:
@@ -802,7 +781,7 @@ class Azureusers(UsersSource):
         try:
             async with self._client() as http:
                 while True:
-                    paginator = _GraphNextLink(self.graph_root)
+                    paginator = graph_next_link(self.graph_root)
                     # An advanced query needs the header on every page (nextLinks carry $count themselves).
                     headers = {"ConsistencyLevel": "eventual"} if advanced else {}
                     answered = 0
@@ -818,7 +797,6 @@ class Azureusers(UsersSource):
                                     f"[{self.name}] Microsoft Graph answered without a 'value' list of "
                                     f"users ({type(body).__name__}) at {safe_url(response.request.url)}"
                                 )
-                            paginator.pending = body.get("@odata.nextLink")
                             if users and advanced and self.wants_manager():
                                 await self._attach_managers(http, users)
                             if users:
@@ -844,8 +822,8 @@ class Azureusers(UsersSource):
         return exc.status == 400 and code == "Request_UnsupportedQuery" and bool(self.setting("filter").strip())
 
 
-def _requests_reason(exc: Exception) -> str:
-    """A short reason for a ``requests`` failure (its own text nests pools, retries and URLs)."""
+def _transport_reason(exc: Exception) -> str:
+    """A short reason for a failed request (the error text may nest pools and URLs)."""
     text = str(exc)
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
         return "TLS certificate not trusted; set cacert_file to its CA bundle, or verify_ssl = false"
@@ -860,9 +838,8 @@ def _requests_reason(exc: Exception) -> str:
     ):
         if phrase in text:
             return phrase.lower() if phrase != "Connection refused" else "connection refused"
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if status:
-        return f"HTTP {status}"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
     return type(exc).__name__
 
 

@@ -168,7 +168,8 @@ class BambooHR(UsersSource):
                 if report:
                     query = {"format": "JSON", "onlyCurrent": str(self.section.flag("only_current")).lower()}
                     body = {"title": "Oomnitza connector", "fields": self.report_fields()}
-                    response = await http.request("POST", "/reports/custom", params=query, json=body)
+                    # a report request only reads: safe to send again
+                    response = await http.request("POST", "/reports/custom", params=query, json=body, idempotent=True)
                 else:
                     response = await http.request("GET", "/employees/directory")
             except HttpAuthError as exc:

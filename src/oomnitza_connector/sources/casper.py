@@ -40,7 +40,7 @@ import httpx
 
 from ..auth import HeaderToken, RefreshingToken, basic
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body, safe_url
+from ..http import Http, HttpAuthError, HttpError, PageNumber, at, decode_json, error_body, safe_url
 from ..settings import Int, List, Setting, Url
 from .base import BadRecord, Record, Source
 
@@ -422,7 +422,10 @@ class _Session:
                 try:  # renew the token we have: Jamf invalidates the old one
                     body = decode_json(
                         await self.http.request(
-                            "POST", "/api/v1/auth/keep-alive", auth=HeaderToken(self.user_token, scheme="Bearer")
+                            "POST",
+                            "/api/v1/auth/keep-alive",
+                            auth=HeaderToken(self.user_token, scheme="Bearer"),
+                            idempotent=True,
                         )
                     )
                 except HttpError as exc:
@@ -445,6 +448,7 @@ class _Session:
 
     async def _token_call(self, path: str, what: str, **kwargs: Any) -> dict[str, Any]:
         kwargs.setdefault("auth", None)  # never the client's RefreshingToken: it is waiting for this call
+        kwargs.setdefault("idempotent", True)  # a token request: asking again only issues another token
         try:
             response = await self.http.request("POST", path, **kwargs)
         except HttpError as exc:
@@ -493,7 +497,7 @@ class _Session:
 
     async def inventory(self) -> AsyncIterator[list[Record | BadRecord]]:
         path = await self.inventory_path()
-        async for response in self.http.paginate(JamfPages(self.source.page_size), path, params=self._params()):
+        async for response in self.http.paginate(jamf_pages(self.source.page_size), path, params=self._params()):
             page = self._records(response)
             if not page:
                 break
@@ -504,7 +508,7 @@ class _Session:
         path = await self.inventory_path()
         params = self._params(filter=f"{self.kind.id_field}=in=({','.join(ids)})")
         records: list[Record | BadRecord] = []
-        async for response in self.http.paginate(JamfPages(max(len(ids), 1)), path, params=params):
+        async for response in self.http.paginate(jamf_pages(max(len(ids), 1)), path, params=params):
             page = self._records(response)
             if not page:
                 break
@@ -599,7 +603,7 @@ class _Session:
     async def _name_table(self, what: str) -> dict[str, str]:
         table: dict[str, str] = {}
         try:
-            async for response in self.http.paginate(JamfPages(200), f"/api/v1/{what}", params={"sort": "id:asc"}):
+            async for response in self.http.paginate(jamf_pages(200), f"/api/v1/{what}", params={"sort": "id:asc"}):
                 body = decode_json(response)
                 results = body.get("results") if isinstance(body, dict) else None
                 if not results:
@@ -645,29 +649,14 @@ class _Session:
         return ids
 
 
-class JamfPages(Paginator):
+def jamf_pages(size: int) -> PageNumber:
     """``page`` (0-based) + ``page-size``; stop on an empty page or once ``totalCount`` records arrived.
 
     Counting what arrived (not assuming full pages) keeps it right when the server serves fewer
     devices per page than asked for."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.seen = 0
-
-    def first(self, request: PageRequest) -> PageRequest:
-        return PageRequest(request.url, {**request.params, "page": 0, "page-size": self.size})
-
-    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
-        body = decode_json(response)
-        results = body.get("results") if isinstance(body, dict) else None
-        if not isinstance(results, list) or not results:
-            return None
-        self.seen += len(results)
-        total = body.get("totalCount")
-        if isinstance(total, int) and self.seen >= total:
-            return None
-        return PageRequest(request.url, {**request.params, "page": int(request.params["page"]) + 1})
+    return PageNumber(
+        size, items=at("results"), first=0, total=at("totalCount"), page_param="page", size_param="page-size"
+    )
 
 
 def _jamf_error(response: httpx.Response | None) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from ..errors import ConfigError, SourceError
-from ..http import HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
+from ..http import SIGN_EXTENSION, HttpAuthError, HttpError, OffsetLimit, at, decode_json, error_body
 from ..ini import truthy
 from ..paths import get_field_value
 from ..settings import BOOL, File, Int, Setting, Url
@@ -177,6 +177,7 @@ class ChefSigner(httpx.Auth):
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         self.sign(request)
+        request.extensions[SIGN_EXTENSION] = self.sign  # a repeat (after a 429, a 503) is signed afresh
         yield request
 
 
@@ -204,30 +205,10 @@ def load_private_key(path: str, section: str) -> Any:
 # -- paging --------------------------------------------------------------------------------------------
 
 
-class StartRows(Paginator):
+def start_rows(rows: int) -> OffsetLimit:
     """Chef search paging: ``rows`` per page from ``start``; ends on an empty page or at ``total``
     (or, without a total, on a short page). A server may return fewer rows than asked."""
-
-    def __init__(self, rows: int) -> None:
-        self.rows = rows
-
-    def first(self, request: PageRequest) -> PageRequest:
-        return PageRequest(request.url, {**request.params, "rows": self.rows, "start": 0})
-
-    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
-        body = decode_json(response)
-        rows = body.get("rows") if isinstance(body, dict) else None
-        n = len(rows) if isinstance(rows, list) else 0
-        if n == 0:
-            return None
-        start = int(request.params["start"]) + n
-        total = body.get("total")
-        if isinstance(total, int) and not isinstance(total, bool):
-            if start >= total:
-                return None
-        elif n < self.rows:
-            return None
-        return PageRequest(request.url, {**request.params, "start": start})
+    return OffsetLimit(rows, items=at("rows"), total=at("total"), offset_param="start", limit_param="rows")
 
 
 # -- record shape ---------------------------------------------------------------------------------------
@@ -530,14 +511,14 @@ class Chef(Source):
         keys: list[tuple[str, tuple[str, ...]]] = []
         if partial:
             body, keys = self._search_body()
-            kwargs.update(method="POST", content=body)
+            kwargs.update(method="POST", content=body, idempotent=True)  # a search only reads
             headers["Content-Type"] = "application/json"
         node_paths = self._mapped_node_paths()
         warned = False
         async with self.http(base_url=self.base, headers=headers, auth=signer) as http:
             try:
                 async for response in http.paginate(
-                    StartRows(int(self.setting("page_size"))), "/search/node", **kwargs
+                    start_rows(int(self.setting("page_size"))), "/search/node", **kwargs
                 ):
                     data = decode_json(response)
                     rows = data.get("rows") if isinstance(data, dict) else None

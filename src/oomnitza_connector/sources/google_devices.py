@@ -6,23 +6,24 @@ Both authenticate as a service account with domain-wide delegation: a JWT (``iss
 read-only device scope, ``aud`` = Google's token URI) is exchanged at Google's token endpoint for an
 access token. Who signs the JWT depends on the settings:
 
-* ``service_account_json_key`` set (the old way): google-auth signs it with the key's private key
-  and posts it to the key's ``token_uri``.
+* ``service_account_json_key`` set (the old way): the connector signs it with the key's private key
+  (google-auth's signer, locally) and posts it to the key's ``token_uri``.
 * ``service_account_json_key`` empty and ``service_account_email`` set (keyless, for organisations
   that forbid key creation): the connector runs with ambient Google credentials
   (``google.auth.default()``: an attached service account, Workload Identity Federation,
   ``GOOGLE_APPLICATION_CREDENTIALS``), IAM signs the JWT as ``service_account_email``
   (``POST {iam_url}/v1/projects/-/serviceAccounts/{sa}:signJwt``, which needs
   ``roles/iam.serviceAccountTokenCreator`` on that account), and the connector exchanges the signed
-  JWT at ``token_url`` itself: ``POST`` form ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer``
-  and ``assertion`` (RFC 7523; Google's "Using OAuth 2.0 for Server to Server Applications", HTTP/REST).
-  google-auth has no public call for exchanging a JWT signed elsewhere (its ``_client.jwt_grant`` is
-  private), and the plain POST keeps the exchange in the connector's HTTP layer.
+  JWT at ``token_url`` itself.
 
-google-auth is blocking, so its token requests (key mode, and the ambient credentials' own token)
-run in a worker thread; they go through httpx with the section's TLS settings. The signJwt call and
-the keyless exchange go through the connector's HTTP layer (retries, TLS, redaction). Tokens are
-reused until they expire (``RefreshingToken``).
+Either way the exchange is ``POST`` form ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`` and
+``assertion`` (RFC 7523; Google's "Using OAuth 2.0 for Server to Server Applications", HTTP/REST),
+sent with the connector's async HTTP layer like the signJwt call (retries, TLS, redaction); google-auth
+has no public call for exchanging a JWT (its ``_client.jwt_grant`` is private). Only the ambient
+credentials' own token (metadata server, STS, impersonation: google-auth's flows, blocking) is fetched
+by google-auth in a worker thread, through the blocking twin of the same layer (``GoogleAuthRequest``);
+the metadata server's calls are not retried there, google-auth probes it with its own count. Tokens
+are reused until they expire (``RefreshingToken``).
 
 Listing pages with ``maxResults`` and ``pageToken``/``nextPageToken``, ``projection=FULL``. Google
 signals quota with ``403`` and reason ``userRateLimitExceeded``/``rateLimitExceeded``/
@@ -50,7 +51,18 @@ import httpx
 from .. import redact
 from ..auth import RefreshingToken, TokenFetcher
 from ..errors import ConfigError, SourceError
-from ..http import Cursor, Http, HttpAuthError, HttpError, classify_transport_error, decode_json, error_body, safe_url
+from ..http import (
+    Cursor,
+    Http,
+    HttpAuthError,
+    HttpError,
+    classify_transport_error,
+    decode_json,
+    error_body,
+    retry_options,
+    safe_url,
+    sync_client,
+)
 from ..settings import Int, Setting, Url
 from .base import BadRecord, Record, Source
 
@@ -102,31 +114,25 @@ def next_page_token(response: httpx.Response) -> str | None:
     return token if isinstance(token, str) and token else None
 
 
-# -- google-auth over httpx ----------------------------------------------------------------------------
-
-
-def _google_transport_base() -> type:
-    from google.auth import transport
-
-    return transport.Request  # type: ignore[no-any-return]
+# -- google-auth over the shared HTTP layer ------------------------------------------------------------
 
 
 class _TransportResponse:
+    """google-auth's ``transport.Response`` shape."""
+
     def __init__(self, response: httpx.Response) -> None:
         self.status = response.status_code
         self.headers = dict(response.headers)
         self.data = response.content
 
 
-def make_transport(verify: Any, timeout: float = 60.0) -> Any:
-    """A ``google.auth.transport.Request`` sending google-auth's token requests with httpx (so the
-    section's TLS settings apply to the token endpoint too). Blocking: call it from a thread."""
-    from google.auth import exceptions
+def google_auth_request(client: httpx.Client) -> Any:
+    """A ``google.auth.transport.Request`` on our blocking client (``http.sync_client``), so google-auth's
+    own token requests take the shared retry transport, TLS settings and redacted logging. Blocking:
+    call it from a worker thread."""
+    from google.auth import exceptions, transport
 
-    class HttpxRequest(_google_transport_base()):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.client = httpx.Client(verify=verify, timeout=timeout, headers={"User-Agent": "oomnitza-connector"})
-
+    class GoogleAuthRequest(transport.Request):  # type: ignore[misc]
         def __call__(
             self,
             url: str,
@@ -136,18 +142,23 @@ def make_transport(verify: Any, timeout: float = 60.0) -> Any:
             timeout: float | None = None,
             **kwargs: Any,
         ) -> _TransportResponse:
+            headers = dict(headers or {})
+            # google-auth sends Metadata-Flavor to the metadata server and retries those calls itself
+            metadata = any(k.lower() == "metadata-flavor" for k in headers)
             try:
-                response = self.client.request(
-                    method, url, content=body, headers=dict(headers or {}), timeout=timeout or self.client.timeout
+                response = client.request(
+                    method,
+                    url,
+                    content=body,
+                    headers=headers,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                    extensions=retry_options(retry=not metadata, idempotent=True),  # token requests only
                 )
             except httpx.HTTPError as exc:
                 raise exceptions.TransportError(classify_transport_error(exc, safe_url(url))) from None
             return _TransportResponse(response)
 
-        def close(self) -> None:
-            self.client.close()
-
-    return HttpxRequest()
+    return GoogleAuthRequest()
 
 
 def seconds_left(expiry: datetime | None) -> float | None:
@@ -398,13 +409,12 @@ class GoogleDirectorySource(Source):
     def scopes(self) -> list[str]:
         return [self.scope]
 
-    def credentials(self, info: dict[str, Any]) -> Any:
-        from google.oauth2 import service_account
+    def signer(self, info: dict[str, Any]) -> Any:
+        """The key's RSA signer (google-auth's, with the key id Google expects in ``kid``)."""
+        from google.auth import crypt
 
         try:
-            return service_account.Credentials.from_service_account_info(
-                info, scopes=self.scopes(), subject=self.setting("service_account_impersonate").strip()
-            )
+            return crypt.RSASigner.from_service_account_info(info)
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             reason = redact.scrub(str(exc).split(". ")[0].splitlines()[0] if str(exc) else type(exc).__name__)
             raise ConfigError(
@@ -412,24 +422,56 @@ class GoogleDirectorySource(Source):
                 "download a new key for the service account"
             ) from None
 
-    def key_fetcher(self, info: dict[str, Any], transport: Any) -> TokenFetcher:
-        """Key mode: google-auth signs the JWT with the key and exchanges it at the key's token_uri."""
-        from google.auth import exceptions
+    def delegation_claims(self, issuer: str, audience: str) -> dict[str, Any]:
+        """The JWT bearer grant's claims: the account acting as service_account_impersonate."""
+        now = int(time.time())
+        return {
+            "iss": issuer,
+            "sub": self.setting("service_account_impersonate").strip(),
+            "scope": " ".join(self.scopes()),
+            "aud": audience,
+            "iat": now,
+            "exp": now + JWT_LIFETIME,
+        }
 
-        creds = self.credentials(info)
+    def key_fetcher(self, token: Http, info: dict[str, Any]) -> TokenFetcher:
+        """Key mode: the JWT signed with the key, exchanged at the key's token_uri."""
+        from google.auth import jwt
+
+        signer = self.signer(info)
+        token_uri = str(info["token_uri"])
 
         async def fetch() -> tuple[str, float | None]:
-            try:
-                await asyncio.to_thread(creds.refresh, transport)
-            except exceptions.RefreshError as exc:
-                raise SourceError(
-                    self._refused(_grant_error(exc), str(exc.args[0] if exc.args else exc), info)
-                ) from None
-            except exceptions.TransportError as exc:
-                raise SourceError(f"[{self.name}] cannot get a Google access token: {exc}") from None
-            return str(creds.token or ""), seconds_left(creds.expiry)
+            # aud is Google's token endpoint whatever token_uri says, as google-auth's service account does
+            claims = self.delegation_claims(str(info["client_email"]), GOOGLE_TOKEN_URI)
+            assertion = jwt.encode(signer, claims).decode()
+            redact.add_secret(assertion)  # exchangeable for a token for an hour
+            return await self.exchange(token, token_uri, assertion, info)
 
         return fetch
+
+    async def exchange(
+        self, token: Http, token_url: str, assertion: str, info: dict[str, Any] | None
+    ) -> tuple[str, float | None]:
+        """The JWT bearer grant (RFC 7523) at ``token_url`` (``info`` None: keyless)."""
+        try:
+            response = await token.request(
+                "POST",
+                token_url,
+                data={"grant_type": JWT_BEARER, "assertion": assertion},
+                idempotent=True,  # asking again only issues another token
+            )
+        except HttpError as exc:
+            data = error_body(exc)
+            if exc.response is None or not data:
+                raise SourceError(f"[{self.name}] cannot get a Google access token: {exc}") from None
+            raise SourceError(self._refused(data, str(exc), info)) from None
+        body = decode_json(response)
+        access = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(access, str) or not access:
+            raise SourceError(f"[{self.name}] Google's token endpoint answered without an access_token")
+        expires = body.get("expires_in")
+        return access, float(expires) if isinstance(expires, int | float) else None
 
     def _refused(self, data: dict[str, Any], fallback: str, info: dict[str, Any] | None) -> str:
         """One line for a refused JWT bearer grant: ``data`` is the token endpoint's JSON error
@@ -525,31 +567,9 @@ class GoogleDirectorySource(Source):
         token_url = self.setting("token_url").strip()
 
         async def fetch() -> tuple[str, float | None]:
-            now = int(time.time())
-            claims = {
-                "iss": self.service_account_email,
-                "sub": self.setting("service_account_impersonate").strip(),
-                "scope": " ".join(self.scopes()),
-                "aud": GOOGLE_TOKEN_URI,
-                "iat": now,
-                "exp": now + JWT_LIFETIME,
-            }
+            claims = self.delegation_claims(self.service_account_email, GOOGLE_TOKEN_URI)
             assertion = await self.sign_jwt(iam, creds, claims)
-            try:
-                response = await token.request(
-                    "POST", token_url, data={"grant_type": JWT_BEARER, "assertion": assertion}
-                )
-            except HttpError as exc:
-                data = error_body(exc)
-                if exc.response is None or not data:
-                    raise SourceError(f"[{self.name}] cannot get a Google access token: {exc}") from None
-                raise SourceError(self._refused(data, str(exc), None)) from None
-            body = decode_json(response)
-            access = body.get("access_token") if isinstance(body, dict) else None
-            if not isinstance(access, str) or not access:
-                raise SourceError(f"[{self.name}] Google's token endpoint answered without an access_token")
-            expires = body.get("expires_in")
-            return access, float(expires) if isinstance(expires, int | float) else None
+            return await self.exchange(token, token_url, assertion, None)
 
         return fetch
 
@@ -564,6 +584,7 @@ class GoogleDirectorySource(Source):
                 f"/v1/projects/-/serviceAccounts/{sa}:signJwt",
                 json={"payload": json.dumps(claims)},
                 headers=headers,
+                idempotent=True,  # signing has no effect beyond its answer
             )
         except HttpAuthError as exc:
             message = google_message(exc.response)
@@ -631,10 +652,13 @@ class GoogleDirectorySource(Source):
 
     async def pages(self) -> AsyncIterator[list[Record]]:
         async with contextlib.AsyncExitStack() as stack:
-            transport = make_transport(self.section.tls().context(), self.section.http_timeout().read or 60.0)
-            stack.callback(transport.close)
+            token = await stack.enter_async_context(self.http(headers={"Accept": "application/json"}))
             fetch: TokenFetcher
             if self.keyless:
+                blocking = stack.enter_context(
+                    sync_client(name=f"[{self.name}]", tls=self.section.tls(), timeout=self.section.http_timeout())
+                )
+                transport = google_auth_request(blocking)
                 creds = await asyncio.to_thread(self.ambient_credentials, transport)
                 iam = await stack.enter_async_context(
                     self.http(
@@ -643,10 +667,9 @@ class GoogleDirectorySource(Source):
                         auth=RefreshingToken(self.ambient_fetcher(creds, transport)),
                     )
                 )
-                token = await stack.enter_async_context(self.http(headers={"Accept": "application/json"}))
                 fetch = self.keyless_fetcher(iam, token, creds)
             else:
-                fetch = self.key_fetcher(self.key_info(), transport)
+                fetch = self.key_fetcher(token, self.key_info())
             http = await stack.enter_async_context(
                 self.http(
                     base_url=self.base,

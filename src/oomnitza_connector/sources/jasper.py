@@ -23,10 +23,10 @@ Control Center's must not skip changes), and consecutive windows share a second.
 SOAP: every request carries a WS-Security UsernameToken (PasswordText) and the account's ``licenseKey``.
 A run asks ``GetModifiedTerminals(since)`` for the ICCIDs changed after the stored mark (every page
 when the schema has ``pageNumber``/``totalPages``), then ``GetTerminalDetails`` for them in chunks.
-zeep is blocking: each call runs in a worker thread. Its HTTP goes through a ``requests`` session
-that honours ``verify_ssl``/``cacert_file``/``user_pem_file`` and ``request_timeout``, and retries
-429/502/503/504 and read timeouts with back-off and ``Retry-After`` (SOAP faults arrive as HTTP 500
-and are never retried).
+zeep is blocking: each call runs in a worker thread. Its HTTP goes through the blocking twin of the
+shared layer (``http.sync_client``: ``verify_ssl``/``cacert_file``/``user_pem_file``, ``request_timeout``,
+redacted logging), which retries 429/502/503/504 and read timeouts with back-off and ``Retry-After``
+(SOAP faults arrive as HTTP 500 and are never retried).
 
 The ``storage`` state file keeps, per section and whichever API read it, the "modified since" mark:
 the largest ``dateModified`` seen (SOAP), or the end of the last window fully delivered (REST). It is
@@ -56,7 +56,21 @@ import httpx
 from .. import redact
 from ..auth import basic
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, RateLimiter, decode_json, error_body
+from ..http import (
+    Http,
+    HttpAuthError,
+    HttpError,
+    PageNumber,
+    RateLimiter,
+    RetryPolicy,
+    at,
+    classify_transport_error,
+    decode_json,
+    error_body,
+    retry_options,
+    safe_url,
+    sync_client,
+)
 from ..settings import File, Float, Int, Setting, Url
 from .base import BadRecord, Record, Source
 
@@ -242,26 +256,12 @@ def rest_record(listed: dict[str, Any], detail: dict[str, Any]) -> Record:
     return record
 
 
-class DevicePages(Paginator):
+def device_pages(size: int) -> PageNumber:
     """``GET /devices``: ``pageNumber`` from 1 with a fixed ``pageSize``, until ``lastPage`` is true or a
     page is empty (a server that omits ``lastPage`` is read until its first empty page)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def first(self, request: PageRequest) -> PageRequest:
-        return PageRequest(request.url, {**request.params, "pageSize": self.size, "pageNumber": 1})
-
-    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
-        body = decode_json(response)
-        devices = body.get("devices") if isinstance(body, dict) else None
-        if not isinstance(devices, list) or not devices or _true(body.get("lastPage")):
-            return None
-        return PageRequest(request.url, {**request.params, "pageNumber": int(request.params["pageNumber"]) + 1})
-
-
-def _true(value: Any) -> bool:
-    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+    return PageNumber(
+        size, items=at("devices"), first=1, last=at("lastPage"), page_param="pageNumber", size_param="pageSize"
+    )
 
 
 # -- the source -------------------------------------------------------------------------------------
@@ -429,58 +429,24 @@ class Jasper(Source):
         return StateFile(path, self.name)
 
     # -- zeep, in worker threads ----------------------------------------------------------------
-    def _session(self) -> Any:
-        import requests
-        from requests.adapters import HTTPAdapter
-        from urllib3.util.retry import Retry
-
-        class Session(requests.Session):
-            def merge_environment_settings(self, *args: Any, **kwargs: Any) -> Any:
-                merged = super().merge_environment_settings(*args, **kwargs)
-                if self.verify is not True:  # REQUESTS_CA_BUNDLE must not override cacert_file/verify_ssl
-                    merged["verify"] = self.verify
-                return merged
-
-        session = Session()
+    def _soap_http(self) -> httpx.Client:
+        """zeep's HTTP: the blocking twin of the shared layer (TLS settings, request_timeout, retries
+        with back-off and ``Retry-After``, redacted logging). SOAP faults arrive as HTTP 500: not retried."""
         tls = self.section.tls()
-        session.verify = (tls.cacert_file or tls.cacert_dir or True) if tls.verify else False
         if not tls.verify:
-            import urllib3
-
-            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # said once, below
             log.warning("[%s] verify_ssl = false: the Control Center certificate is not checked", self.name)
-        if tls.client_cert:
-            session.cert = tls.client_cert
-        # a read timeout (a stalled answer) is retried: both operations only read. Other errors (TLS
-        # failures included) are not: asking again will not help.
-        retry = Retry(
-            total=6,
-            connect=2,
-            read=2,
-            other=0,
-            backoff_factor=0.5,
-            status_forcelist=(429, 502, 503, 504),
-            allowed_methods=None,
-            respect_retry_after_header=True,
-            raise_on_status=False,
+        return sync_client(
+            name=f"[{self.name}]", tls=tls, timeout=self.section.http_timeout(), policy=SOAP_POLICY, max_connections=2
         )
-        adapter = HTTPAdapter(max_retries=retry)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        session.headers["User-Agent"] = "oomnitza-connector"
-        return session
 
-    def _client(self) -> Any:
+    def _client(self, http: httpx.Client) -> Any:
         import zeep
-        from zeep.transports import Transport
         from zeep.wsse.username import UsernameToken
 
-        seconds = self.section.http_timeout().read  # request_timeout, as for every HTTP section
-        transport = Transport(session=self._session(), timeout=seconds, operation_timeout=seconds)
         settings = zeep.Settings(strict=False, xml_huge_tree=True)
         return zeep.Client(
             self.setting("wsdl_path"),
-            transport=transport,
+            transport=zeep_transport(http),
             settings=settings,
             wsse=UsernameToken(self.setting("username"), self.setting("password")),
         )
@@ -515,7 +481,6 @@ class Jasper(Source):
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any, first: bool = False) -> T:
         """Run a blocking zeep step in a thread; turn its errors into one clear line."""
-        import requests
         from zeep.exceptions import Error as ZeepError
         from zeep.exceptions import Fault, TransportError
 
@@ -531,15 +496,18 @@ class Jasper(Source):
             raise SourceError(f"[{self.name}] Control Center answered {what} with a SOAP fault: {text}") from None
         except TransportError as exc:
             raise SourceError(f"[{self.name}] {what} failed: HTTP {exc.status_code} from Control Center") from None
-        except requests.exceptions.SSLError as exc:
+        except httpx.TransportError as exc:
             found = CERT_REASON.search(str(exc))
-            reason = found.group(0).strip() if found else _short(exc)
-            raise SourceError(
-                f"[{self.name}] {what}: TLS certificate not trusted ({reason}); set cacert_file "
-                "to its CA bundle, or verify_ssl = false"
-            ) from None
-        except requests.exceptions.RequestException as exc:
-            raise SourceError(f"[{self.name}] {what} failed: {_short(exc)}") from None
+            if found:
+                raise SourceError(
+                    f"[{self.name}] {what}: TLS certificate not trusted ({found.group(0).strip()}); set cacert_file "
+                    "to its CA bundle, or verify_ssl = false"
+                ) from None
+            try:
+                where = safe_url(exc.request.url)
+            except RuntimeError:
+                where = "Control Center"
+            raise SourceError(f"[{self.name}] {what} failed: {classify_transport_error(exc, where)}") from None
         except (ZeepError, ValueError) as exc:  # unreadable WSDL/XML (lxml errors are ValueErrors)
             raise SourceError(f"[{self.name}] {what}: unexpected answer from Control Center ({_short(exc)})") from None
 
@@ -639,7 +607,7 @@ class Jasper(Source):
     async def _rest_window(self, http: Http, params: dict[str, Any], size: int) -> AsyncIterator[list[Record]]:
         """The SIMs changed in one window: the list pages, each SIM's details read one after another."""
         number = 0
-        async for response in http.paginate(DevicePages(size), "/devices", params=params):
+        async for response in http.paginate(device_pages(size), "/devices", params=params):
             number += 1
             body = decode_json(response)
             devices = body.get("devices") if isinstance(body, dict) else None
@@ -690,7 +658,12 @@ class Jasper(Source):
                 self.name,
             )
         since = self._since()
-        client = await self._call(f"loading the WSDL {url}", self._client)
+        with self._soap_http() as http:
+            async for page in self._soap_terminals(http, url, since):
+                yield page
+
+    async def _soap_terminals(self, http: httpx.Client, url: str, since: datetime) -> AsyncIterator[list[Record]]:
+        client = await self._call(f"loading the WSDL {url}", self._client, http)
         modified_fields = self._fields(client, "GetModifiedTerminalsRequest")
         detail_fields = self._fields(client, "GetTerminalDetailsRequest")
         per_call = int(self.setting("details_per_call"))
@@ -728,6 +701,43 @@ class Jasper(Source):
         elif self._newest is not None:
             self.state.write(iso_z(self._newest))
             log.info("[%s] next run reads SIMs modified after %s", self.name, iso_z(self._newest))
+
+
+# SOAP faults arrive as HTTP 500 and are never retried; both operations only read, so a POST that
+# timed out or met a 502/503/504 is sent again.
+SOAP_POLICY = RetryPolicy(attempts=6, connect_attempts=2, retry_statuses=frozenset({429, 502, 503, 504}))
+
+
+def zeep_transport(http: httpx.Client) -> Any:
+    """A zeep transport on our blocking client: zeep's own builds a ``requests`` session."""
+    from zeep.exceptions import TransportError
+    from zeep.transports import Transport
+
+    class HttpxTransport(Transport):  # type: ignore[misc]
+        def __init__(self) -> None:  # not Transport.__init__: it would build a requests session
+            self.cache = None
+            self.load_timeout = self.operation_timeout = None  # the client's (request_timeout)
+            self.logger = logging.getLogger("zeep.transports")
+            self._close_session = False
+
+        def load(self, url: str) -> bytes:
+            if not url:
+                raise ValueError("No url given to load")
+            if urlsplit(url).scheme in ("http", "https"):
+                response = http.get(url)
+                if response.status_code >= 400:
+                    raise TransportError(f"HTTP {response.status_code}", status_code=response.status_code)
+                return response.content
+            return Path(url.removeprefix("file://")).expanduser().read_bytes()
+
+        def post(self, address: str, message: Any, headers: Any) -> httpx.Response:
+            # GetModifiedTerminals and GetTerminalDetails only read: repeating them is safe
+            return http.post(address, content=message, headers=headers, extensions=retry_options(idempotent=True))
+
+        def get(self, address: str, params: Any, headers: Any) -> httpx.Response:
+            return http.get(address, params=params, headers=headers)
+
+    return HttpxTransport()
 
 
 def _fault_text(exc: Any) -> str:

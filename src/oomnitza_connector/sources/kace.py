@@ -31,7 +31,7 @@ import httpx
 from .. import redact
 from ..auth import RefreshingToken
 from ..errors import SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
+from ..http import Http, HttpAuthError, HttpError, OffsetLimit, PageRequest, at, decode_json, error_body
 from ..settings import Int, Setting, Url
 from .base import BadRecord, Record, Source
 
@@ -53,28 +53,14 @@ def machines_url(limit: int, offset: int) -> str:
     return f"{MACHINES}?shaping={shaping}&paging={paging}"
 
 
-class MachinePages(Paginator):
-    """``paging=limit N offset M``: the next offset counts what arrived (an appliance may send fewer
-    than asked); the listing ends on an empty page, or once ``Count`` machines have been read."""
+def machine_pages(limit: int) -> OffsetLimit:
+    """``paging=limit N offset M`` (one parameter): the next offset counts what arrived (an appliance may
+    send fewer than asked); the listing ends on an empty page, or once ``Count`` machines have been read."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.offset = 0
+    def place(request: PageRequest, offset: int) -> PageRequest:
+        return PageRequest(machines_url(limit, offset), {})
 
-    def first(self, request: PageRequest) -> PageRequest:
-        return PageRequest(machines_url(self.limit, 0), {})
-
-    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
-        body = decode_json(response)
-        machines = body.get("Machines") if isinstance(body, dict) else None
-        n = len(machines) if isinstance(machines, list) else 0
-        if n == 0:
-            return None
-        self.offset += n
-        count = body.get("Count")
-        if isinstance(count, int) and not isinstance(count, bool) and self.offset >= count:
-            return None
-        return PageRequest(machines_url(self.limit, self.offset), {})
+    return OffsetLimit(limit, items=at("Machines"), total=at("Count"), short_page_ends=False, place=place)
 
 
 def clean_machine(machine: dict[str, Any], zone: Any = None) -> Record:
@@ -229,7 +215,7 @@ class Kace(Source):
             "organizationName": self.setting("organization_name"),
         }
         try:
-            response = await http.request("POST", LOGIN, json=body, auth=None)
+            response = await http.request("POST", LOGIN, json=body, auth=None, idempotent=True)
         except HttpAuthError as exc:
             raise SourceError(
                 f"[{self.name}] KACE rejected the login ({exc.status}{_kace_error(exc)}): "
@@ -255,7 +241,7 @@ class Kace(Source):
             session = KaceSession(lambda: self._login(http))
             http.client.auth = session
             try:
-                async for response in http.paginate(MachinePages(self.value("page_size")), MACHINES):
+                async for response in http.paginate(machine_pages(self.value("page_size")), MACHINES):
                     body = decode_json(response)
                     if not isinstance(body, dict):
                         raise SourceError(

@@ -24,7 +24,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -34,8 +34,7 @@ from ..http import (
     Http,
     HttpAuthError,
     HttpError,
-    PageRequest,
-    Paginator,
+    LinkHeader,
     RateLimiter,
     decode_json,
     error_body,
@@ -119,24 +118,17 @@ def _site(host: str) -> str:
     return ".".join(host.split(".")[-2:])
 
 
-class MerakiLinks(Paginator):
-    """``Link: <…>; rel=next``, resolved against the request and followed only within the dashboard's site."""
+def meraki_links(name: str, site: str) -> LinkHeader:
+    """``Link: <…>; rel=next``, followed only within the dashboard's site (the API key goes along)."""
 
-    def __init__(self, name: str, site: str) -> None:
-        self.name, self.site = name, site
-
-    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
-        nxt = response.links.get("next", {}).get("url")
-        if not nxt:
-            return None
-        nxt = urljoin(str(response.url), nxt)
-        host = urlsplit(nxt).hostname or ""
-        if _site(host) != self.site:
+    def same_site(link: str) -> None:
+        if _site(urlsplit(link).hostname or "") != site:
             raise SourceError(
-                f"{self.name} Meraki's next-page link points to another site ({safe_url(nxt)}); "
+                f"{name} Meraki's next-page link points to another site ({safe_url(link)}); "
                 "not sending the API key there"
             )
-        return PageRequest(nxt, {})
+
+    return LinkHeader(check=same_site)
 
 
 class MerakiSM(Source):
@@ -252,7 +244,7 @@ class MerakiSM(Source):
         async with self._client() as http:
             try:
                 url = str(httpx.URL(self.base + path).copy_merge_params(self._params()))
-                async for response in http.paginate(MerakiLinks(f"[{self.name}]", site), url):
+                async for response in http.paginate(meraki_links(f"[{self.name}]", site), url):
                     first = False
                     devices = decode_json(response)
                     if not isinstance(devices, list):

@@ -35,7 +35,7 @@ import httpx
 
 from ..auth import HeaderToken, basic
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
+from ..http import Http, HttpAuthError, HttpError, OffsetLimit, at, decode_json, error_body
 from ..settings import BOOL, Int, Setting, Url
 from .base import BadRecord, Record, Source
 
@@ -69,39 +69,22 @@ def parse_partitions(text: str) -> list[str] | None:
     return names
 
 
-class StartRows(Paginator):
-    """v1: ``start`` advances by the devices received until ``result.totalCount`` (read on every page)."""
-
-    def __init__(self, rows: int) -> None:
-        self.rows = rows
-
-    def first(self, request: PageRequest) -> PageRequest:
-        return PageRequest(request.url, {**request.params, "rows": self.rows, "start": 0})
-
-    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
-        result = _v1_result(decode_json(response))
-        devices = result.get("searchResults") if result else None
-        if not isinstance(devices, list) or not devices:
-            return None
-        start = int(request.params["start"]) + len(devices)
-        total = result.get("totalCount") if result else None
-        if isinstance(total, int) and start >= total:
-            return None
-        return PageRequest(request.url, {**request.params, "start": start})
+def start_rows(rows: int) -> OffsetLimit:
+    """v1: ``start`` advances by the devices received until ``result.totalCount`` (read on every page);
+    Ivanti may serve fewer rows than asked, so a short page does not end the listing."""
+    return OffsetLimit(
+        rows,
+        items=at("result", "searchResults"),
+        total=at("result", "totalCount"),
+        short_page_ends=False,
+        offset_param="start",
+        limit_param="rows",
+    )
 
 
-class OffsetHasMore(Paginator):
+def offset_has_more() -> OffsetLimit:
     """v2: ``offset`` advances by the devices received while ``hasMore`` is true."""
-
-    def first(self, request: PageRequest) -> PageRequest:
-        return PageRequest(request.url, {**request.params, "limit": V2_PAGE, "offset": 0})
-
-    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
-        body = decode_json(response)
-        results = body.get("results") if isinstance(body, dict) else None
-        if not isinstance(results, list) or not results or body.get("hasMore") is not True:
-            return None
-        return PageRequest(request.url, {**request.params, "offset": int(request.params["offset"]) + len(results)})
+    return OffsetLimit(V2_PAGE, items=at("results"), more=at("hasMore"))
 
 
 def _v1_result(body: Any) -> dict[str, Any] | None:
@@ -259,7 +242,7 @@ class MobileIron(Source):
     async def _partitions(self, http: Http) -> list[tuple[Any, str]]:
         rows: list[Any] = []
         # Ivanti: calls "against the database" (groups, partitions) may return 50 rows a page.
-        async for response in http.paginate(StartRows(V1_PARTITION_ROWS), "/api/v1/tenant/partition/device"):
+        async for response in http.paginate(start_rows(V1_PARTITION_ROWS), "/api/v1/tenant/partition/device"):
             page = (_v1_result(decode_json(response)) or {}).get("searchResults")
             if not isinstance(page, list):
                 raise SourceError(f"[{self.name}] MobileIron's partition list has no result.searchResults")
@@ -286,7 +269,7 @@ class MobileIron(Source):
         for partition_id, name in await self._partitions(http):
             cutoff = (time.time() - window) * 1000
             params = {"dmPartitionId": partition_id, **SORT}
-            paginator = StartRows(self.value("page_size"))
+            paginator = start_rows(self.value("page_size"))
             async for response in http.paginate(paginator, "/api/v1/device", params=params):
                 result = _v1_result(decode_json(response))
                 devices = result.get("searchResults") if result else None
@@ -353,7 +336,7 @@ class MobileIron(Source):
                 continue
             fields = await self._fields(http, space_id)
             params = {"adminDeviceSpaceId": space_id, "fields": ",".join(fields), "labelId": -1}
-            async for response in http.paginate(OffsetHasMore(), "/api/v2/devices", params=params):
+            async for response in http.paginate(offset_has_more(), "/api/v2/devices", params=params):
                 body = decode_json(response)
                 results = body.get("results") if isinstance(body, dict) else None
                 if not isinstance(results, list):

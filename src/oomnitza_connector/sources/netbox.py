@@ -14,13 +14,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
-
-import httpx
+from urllib.parse import urlsplit
 
 from ..auth import HeaderToken
 from ..errors import ConfigError, SourceError
-from ..http import HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body, safe_url
+from ..http import HttpAuthError, HttpError, NextUrlInBody, at, decode_json, error_body, query_of_url, safe_url
 from ..ini import truthy
 from ..settings import BOOL, Int, Setting, Url
 from .base import BadRecord, Record, Source
@@ -34,32 +32,28 @@ SCHEMES = ("bearer ", "token ")  # a header value pasted whole into auth_token
 NO_PERMISSION = "You do not have permission to perform this action."
 
 
-class NextQuery(Paginator):
-    """Follow NetBox's ``next`` link by its query only, on our own endpoint URL."""
+def next_query(base: str, name: str) -> NextUrlInBody:
+    """Follow NetBox's ``next`` link by its query only, on our own endpoint URL (a reverse proxy
+    without X-Forwarded-Proto/Host makes NetBox name its own host); said once per listing."""
+    ours = urlsplit(base)
+    warned = False
 
-    def __init__(self, base: str, name: str) -> None:
-        self.host = urlsplit(base).netloc.lower()
-        self.scheme = urlsplit(base).scheme.lower()
-        self.name = name
-        self.warned = False
-
-    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
-        body = decode_json(response)
-        nxt = body.get("next") if isinstance(body, dict) else None
-        if not nxt or not isinstance(nxt, str):
-            return None
-        parts = urlsplit(nxt)
-        elsewhere = (parts.netloc.lower(), parts.scheme.lower()) != (self.host, self.scheme)
-        if not self.warned and parts.netloc and elsewhere:
-            self.warned = True
+    def check(link: str) -> str:
+        nonlocal warned
+        parts = urlsplit(link)
+        elsewhere = (parts.netloc.lower(), parts.scheme.lower()) != (ours.netloc.lower(), ours.scheme.lower())
+        if not warned and parts.netloc and elsewhere:
+            warned = True
             log.warning(
                 "%s NetBox's next link points to %s://%s, not the configured url; requesting the next "
                 "pages from the configured url (check the proxy's X-Forwarded-Proto/Host headers)",
-                self.name,
+                name,
                 parts.scheme,
                 parts.netloc,
             )
-        return PageRequest(request.url, dict(parse_qsl(parts.query, keep_blank_values=True)))
+        return link
+
+    return NextUrlInBody(at("next"), rebase=check, place=query_of_url)
 
 
 class Netbox(Source):
@@ -154,7 +148,7 @@ class Netbox(Source):
         name = f"[{self.name}]"
         async with self.http(base_url=self.base, headers={"Accept": "application/json"}, auth=self._auth()) as http:
             try:
-                async for response in http.paginate(NextQuery(self.base, name), DEVICES, params=params):
+                async for response in http.paginate(next_query(self.base, name), DEVICES, params=params):
                     body = decode_json(response)
                     results = body.get("results") if isinstance(body, dict) else None
                     if not isinstance(results, list):

@@ -288,7 +288,7 @@ class Onelogin(UsersSource):
         async def fetch() -> tuple[str, float | None]:
             try:
                 response = await http.request(
-                    "POST", TOKEN, json={"grant_type": "client_credentials"}, auth=credentials
+                    "POST", TOKEN, json={"grant_type": "client_credentials"}, auth=credentials, idempotent=True
                 )
                 data = decode_json(response)
             except HttpError as exc:

@@ -30,7 +30,7 @@ import httpx
 from .. import redact
 from ..auth import RefreshingToken
 from ..errors import SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body, safe_url
+from ..http import Http, HttpAuthError, HttpError, OffsetLimit, at, decode_json, error_body, safe_url
 from ..settings import Int, Setting, Url
 from .base import BadRecord, Record, Source
 
@@ -46,31 +46,10 @@ STYLES = ("auto", "include", "sub_resource")
 NIC_FIELDS = ("hardware.mac", "hardware.mac_vendor")
 
 
-class DevicePages(Paginator):
-    """``limit``/``offset``; ends on an empty page (``"data": false`` past the end), at
-    ``meta.total``, or (no total) on a short page."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-
-    def first(self, request: PageRequest) -> PageRequest:
-        return PageRequest(request.url, {**request.params, "limit": self.limit, "offset": 0})
-
-    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
-        body = decode_json(response)
-        data = body.get("data") if isinstance(body, dict) else None
-        n = len(data) if isinstance(data, list) else 0
-        if n == 0:
-            return None
-        offset = int(request.params["offset"]) + n
-        meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
-        total = meta.get("total")
-        if isinstance(total, int) and not isinstance(total, bool):
-            if offset >= total:
-                return None
-        elif n < self.limit:
-            return None
-        return PageRequest(request.url, {**request.params, "offset": offset})
+def device_pages(limit: int) -> OffsetLimit:
+    """``limit``/``offset``; ends on an empty page (``"data": false`` past the end), at ``meta.total``,
+    or (no total) on a short page."""
+    return OffsetLimit(limit, items=at("data"), total=at("meta", "total"))
 
 
 def _attrs(row: Any) -> dict[str, Any] | None:
@@ -248,7 +227,7 @@ class OpenAudit(Source):
     async def _login(self, http: Http) -> tuple[str, float | None]:
         form = {"username": self.setting("username"), "password": self.setting("password")}
         try:
-            response = await http.request("POST", "/logon", data=form, auth=None)
+            response = await http.request("POST", "/logon", data=form, auth=None, idempotent=True)
         except HttpAuthError as exc:
             raise SourceError(
                 f"[{self.name}] Open-AudIT rejected the login ({exc.status}{_message(exc)}): "
@@ -304,7 +283,7 @@ class OpenAudit(Source):
                     return await self._device(http, device_id)
 
             try:
-                async for response in http.paginate(DevicePages(int(self.setting("page_size"))), "/devices"):
+                async for response in http.paginate(device_pages(int(self.setting("page_size"))), "/devices"):
                     self._no_redirect(response)
                     body = decode_json(response)
                     items = self._device_list(body)

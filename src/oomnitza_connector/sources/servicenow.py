@@ -29,7 +29,17 @@ import httpx
 
 from ..auth import RefreshingToken, basic
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, RateLimiter, decode_json, error_body
+from ..http import (
+    Http,
+    HttpAuthError,
+    HttpError,
+    OffsetLimit,
+    RateLimiter,
+    at,
+    decode_json,
+    error_body,
+    header_int,
+)
 from ..settings import Int, Setting, Url
 from .base import BadRecord, Record, Source
 
@@ -62,24 +72,17 @@ ENRICH_CONCURRENCY = 4
 URL_SUFFIXES = ("/api/now/table", "/api/now/v2/table", "/api/now", "/api")
 
 
-class TablePages(Paginator):
-    """``sysparm_offset`` grows by the rows received; stops on an empty ``result`` or at ``X-Total-Count``."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-
-    def first(self, request: PageRequest) -> PageRequest:
-        return PageRequest(request.url, {**request.params, "sysparm_limit": self.limit, "sysparm_offset": 0})
-
-    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
-        rows = _result(decode_json(response))
-        if not rows:
-            return None
-        offset = int(request.params["sysparm_offset"]) + len(rows)
-        total = response.headers.get("x-total-count", "")
-        if total.isdigit() and offset >= int(total):
-            return None
-        return PageRequest(request.url, {**request.params, "sysparm_offset": offset})
+def table_pages(limit: int) -> OffsetLimit:
+    """``sysparm_offset`` grows by the rows received; stops on an empty ``result`` or at ``X-Total-Count``.
+    A short page does not end it: ServiceNow drops rows the user may not read after applying the limit."""
+    return OffsetLimit(
+        limit,
+        items=at("result"),
+        total=header_int("x-total-count"),
+        short_page_ends=False,
+        offset_param="sysparm_offset",
+        limit_param="sysparm_limit",
+    )
 
 
 def _result(body: Any) -> list[Any] | None:
@@ -271,7 +274,7 @@ class ServiceNow(Source):
 
         async def fetch() -> tuple[str, float | None]:
             try:
-                response = await http.request("POST", TOKEN_PATH, data=form, auth=None)
+                response = await http.request("POST", TOKEN_PATH, data=form, auth=None, idempotent=True)
             except HttpError as exc:
                 raise SourceError(
                     f"[{self.name}] ServiceNow refused the OAuth {grant} grant "
@@ -300,7 +303,7 @@ class ServiceNow(Source):
                 "sysparm_exclude_reference_link": "true",
             }
             try:
-                async for response in http.paginate(TablePages(self.page_size), f"{TABLE}/alm_asset", params=params):
+                async for response in http.paginate(table_pages(self.page_size), f"{TABLE}/alm_asset", params=params):
                     assets = _result(decode_json(response))
                     if assets is None:
                         raise SourceError(f"[{self.name}] ServiceNow's alm_asset answer has no 'result' list")
@@ -356,7 +359,7 @@ class ServiceNow(Source):
         """All rows of one (paged) query, within the page's concurrency bound."""
         rows: list[dict[str, Any]] = []
         async with self._slots:
-            async for response in http.paginate(TablePages(self.page_size), f"{TABLE}/{table}", params=params):
+            async for response in http.paginate(table_pages(self.page_size), f"{TABLE}/{table}", params=params):
                 result = _result(decode_json(response))
                 if result is None:
                     raise SourceError(f"[{self.name}] ServiceNow's {table} answer has no 'result' list")

@@ -28,7 +28,7 @@ import httpx
 
 from ..auth import basic
 from ..errors import SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
+from ..http import Cursor, Http, HttpAuthError, HttpError, decode_json, error_body, safe_url
 from ..settings import BOOL, Int, List, Setting, Url
 from .base import BadRecord, Record, Source
 
@@ -43,25 +43,21 @@ SECRET_ATTRIBUTES = frozenset(
 MOBILE_PRODUCTS = ("iphone", "ipad", "ipod", "appletv", "watch", "audioaccessory", "realitydevice")
 
 
-class AfterLastId(Paginator):
+def after_last_id(name: str) -> Cursor:
     """``starting_after=<id of the last object>`` while ``has_more``; an empty page ends it too."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def first(self, request: PageRequest) -> PageRequest:
-        return PageRequest(request.url, {**request.params, "limit": PAGE})
-
-    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
+    def extract(response: httpx.Response) -> Any:
         body = decode_json(response)
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list) or body.get("has_more") is not True:
             return None
         last = data[-1].get("id") if data and isinstance(data[-1], dict) else None
         if last is None:
-            log.warning("%s %s said has_more with no object to continue after; stopping", self.name, request.url)
-            return None
-        return PageRequest(request.url, {**request.params, "starting_after": last})
+            where = safe_url(response.request.url)
+            log.warning("%s %s said has_more with no object to continue after; stopping", name, where)
+        return last
+
+    return Cursor(extract, "starting_after")
 
 
 def is_computer(attributes: dict[str, Any]) -> bool:
@@ -168,7 +164,8 @@ class SimpleMDM(Source):
         ) as http:
             slots = asyncio.Semaphore(cap)
             try:
-                async for response in http.paginate(AfterLastId(f"[{self.name}]"), "/devices"):
+                listing = http.paginate(after_last_id(f"[{self.name}]"), "/devices", params={"limit": PAGE})
+                async for response in listing:
                     body = decode_json(response)
                     data = body.get("data") if isinstance(body, dict) else None
                     if not isinstance(data, list):
@@ -217,7 +214,10 @@ class SimpleMDM(Source):
     async def _apps(self, http: Http, device_id: Any) -> list[dict[str, Any]]:
         apps: list[dict[str, Any]] = []
         pages = http.paginate(
-            AfterLastId(f"[{self.name}]"), f"/devices/{device_id}/installed_apps", ok_statuses=frozenset({404})
+            after_last_id(f"[{self.name}]"),
+            f"/devices/{device_id}/installed_apps",
+            params={"limit": PAGE},
+            ok_statuses=frozenset({404}),
         )
         async for response in pages:
             if response.status_code == 404:

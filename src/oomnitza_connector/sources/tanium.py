@@ -24,7 +24,7 @@ import httpx
 
 from ..auth import HeaderToken, RefreshingToken
 from ..errors import ConfigError, SourceError
-from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json
+from ..http import Cursor, Http, HttpAuthError, HttpError, at, decode_json
 from ..settings import Int, Setting, Url
 from .base import BadRecord, Record, Source
 
@@ -46,17 +46,15 @@ def session_header_value(value: str) -> str:
     return TOKEN_PREFIX + value
 
 
-class AssetKeyset(Paginator):
+class AssetKeyset(Cursor):
     """``minimumAssetId`` from ``meta.nextAssetId``; ends on ``meta.endOfReader``, empty ``data``, a
     missing next id, or a next id that does not move forward (a loop guard)."""
 
     def __init__(self, name: str) -> None:
+        super().__init__(at("meta", "nextAssetId"), "minimumAssetId", start=1)
         self.name = name
 
-    def first(self, request: PageRequest) -> PageRequest:
-        return PageRequest(request.url, {**request.params, "minimumAssetId": 1})
-
-    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
+    def next_token(self, response: httpx.Response) -> int | None:
         body = decode_json(response)
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list) or not data:
@@ -70,15 +68,15 @@ class AssetKeyset(Paginator):
                 "%s Tanium's answer has assets but no meta.nextAssetId; treating it as the last page", self.name
             )
             return None
-        if nxt <= int(request.params["minimumAssetId"]):
+        if nxt <= int(self.token):
             log.warning(
                 "%s Tanium's meta.nextAssetId (%d) does not move past %s; stopping to avoid a loop",
                 self.name,
                 nxt,
-                request.params["minimumAssetId"],
+                self.token,
             )
             return None
-        return PageRequest(request.url, {**request.params, "minimumAssetId": nxt})
+        return nxt
 
 
 def software_of(asset: dict[str, Any]) -> list[dict[str, Any]]:
@@ -153,7 +151,7 @@ class Tanium(Source):
             "domain": self.setting("domain"),
         }
         try:
-            response = await http.request("POST", LOGIN, json=body, auth=None)
+            response = await http.request("POST", LOGIN, json=body, auth=None, idempotent=True)
         except HttpAuthError as exc:
             raise SourceError(
                 f"[{self.name}] Tanium rejected the login ({exc.status}{_text(exc)}): "

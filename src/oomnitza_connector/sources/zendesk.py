@@ -20,7 +20,7 @@ per-minute budget runs out.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -29,11 +29,10 @@ import httpx
 from ..auth import RefreshingToken, basic
 from ..errors import SourceError
 from ..http import (
+    Cursor,
     Http,
     HttpAuthError,
     HttpError,
-    PageRequest,
-    Paginator,
     RateLimiter,
     decode_json,
     error_body,
@@ -54,13 +53,11 @@ ROLES = ("end-user", "agent", "admin")
 AFTER = "page[after]"
 
 
-class ZendeskCursor(Paginator):
-    """Zendesk cursor pagination: while ``meta.has_more``, the same request with ``page[after]``."""
+def after_cursor(name: str) -> Callable[[httpx.Response], str | None]:
+    """Zendesk cursor pagination: while ``meta.has_more``, ``meta.after_cursor`` (or the one carried by
+    ``links.next``) goes into ``page[after]``."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def next(self, response: httpx.Response, request: PageRequest) -> PageRequest | None:
+    def extract(response: httpx.Response) -> str | None:
         body = decode_json(response)
         meta = body.get("meta") if isinstance(body, dict) else None
         if not isinstance(meta, dict) or not meta.get("has_more"):
@@ -71,9 +68,11 @@ class ZendeskCursor(Paginator):
             nxt = links.get("next")
             after = dict(parse_qsl(urlsplit(nxt).query)).get(AFTER) if isinstance(nxt, str) else None
         if not after:
-            log.warning("%s Zendesk says there are more results but gave no cursor; stopping here", self.name)
+            log.warning("%s Zendesk says there are more results but gave no cursor; stopping here", name)
             return None
-        return PageRequest(request.url, {**request.params, AFTER: after})
+        return str(after)
+
+    return extract
 
 
 def oauth_error(exc: HttpError) -> str:
@@ -230,7 +229,7 @@ class Zendesk(UsersSource):
 
         async def fetch() -> tuple[str, float | None]:
             try:
-                response = await http.request("POST", TOKENS, json=body, auth=None)
+                response = await http.request("POST", TOKENS, json=body, auth=None, idempotent=True)
             except HttpError as exc:
                 if exc.status in (400, 401, 403):
                     hint = (
@@ -256,7 +255,7 @@ class Zendesk(UsersSource):
         name = f"[{self.name}]"
         query = {"page[size]": self.setting("page_size"), **params}
         try:
-            async for response in http.paginate(ZendeskCursor(name), path, params=query):
+            async for response in http.paginate(Cursor(after_cursor(name), AFTER), path, params=query):
                 body = decode_json(response)
                 items = body.get(key) if isinstance(body, dict) else None
                 if not isinstance(items, list):
