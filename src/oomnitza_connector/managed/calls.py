@@ -179,6 +179,9 @@ async def _send(request: Request, http: Http) -> httpx.Response:
             params=request.params or None,
             headers=request.headers,
             content=request.body.encode() if request.body is not None else None,
+            # The cloud's calls read data (list, detail, software); the reference retries its GETs and
+            # POSTs alike (managed-mode.md §2.4), so a POST list call rides out a 5xx here too.
+            idempotent=True if request.method.upper() == "POST" else None,
         )
     except httpx.InvalidURL as exc:  # a template rendered something that is not a URL
         raise ManagedError(f"{request.method} {redact.scrub(request.url)[:200]!r} is not a valid URL: {exc}") from None
