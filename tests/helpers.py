@@ -32,6 +32,8 @@ def run_cli(*argv: str, program_dir: Path | None = None) -> CliResult:
     redact.clear()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         code = main(list(argv), program_dir=program_dir, stdout=out, stderr=err)
+    for handler in logging.getLogger().handlers:
+        handler.close()  # the log files of the run
     logging.getLogger().handlers.clear()
     return CliResult(int(code), out.getvalue(), err.getvalue())
 

@@ -54,6 +54,12 @@ OOMNITZA_SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("cancel_check_interval", "2", help="seconds between checks whether the sync was canceled in Oomnitza"),
     Setting("stop_grace", "5", help="seconds in-flight uploads get to finish after Ctrl-C or SIGTERM"),
+    Setting(
+        "state_dir",
+        "",
+        help="folder for what is kept between runs: locks, the webhook queue, export state "
+        "(default: the working directory; the environment variable OOMNITZA_STATE_DIR wins)",
+    ),
 )
 # [oomnitza] settings that are a number of seconds (or a count): 0 or more.
 OOMNITZA_NUMBERS = ("retry_budget", "stop_after_failed_batches", "cancel_check_interval", "stop_grace")
