@@ -267,6 +267,14 @@ def test_json_logs_one_object_per_line_scrubbed(tmp_path: Path, fake_oomnitza: F
     assert "cannot convert ********" in everything
 
 
+def test_with_json_logs_a_configuration_error_is_a_json_line_too(tmp_path: Path) -> None:
+    result = run_cli("upload", "csv_assets", "--ini", str(tmp_path / "none.ini"), "--log-format", "json")
+    assert result.code == 1
+    (line,) = result.err.splitlines()
+    entry = json.loads(line)
+    assert entry["level"] == "ERROR" and entry["message"].startswith("cannot open config file")
+
+
 def test_an_unknown_log_format_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OOMNITZA_LOG_FORMAT", "xml")
     result = run_cli("upload", "--ini", str(tmp_path / "none.ini"))

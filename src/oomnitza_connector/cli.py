@@ -202,12 +202,9 @@ def main(
 
             print(scrub(traceback.format_exc()), end="", file=err)
         lines = [scrub(line) for line in str(exc).splitlines() or [type(exc).__name__]]
-        for line in lines:
-            print(f"error: {line}", file=err)
-        if logging_ready:
-            log_error_lines(lines)
-            if args.mode == "upload" and args.connectors:
-                _report_failed_start(args, program_dir, "\n".join(lines), out)
+        print_error_lines(lines, err, logged=logging_ready, as_json=logging_ready and log_format(args) == "json")
+        if logging_ready and args.mode == "upload" and args.connectors:
+            _report_failed_start(args, program_dir, "\n".join(lines), out)
         return Exit.ERROR
     except KeyboardInterrupt:
         print("Interrupted. Exiting.", file=err)
@@ -218,13 +215,19 @@ def console_main() -> None:
     sys.exit(main())
 
 
-def log_error_lines(lines: list[str]) -> None:
-    """The error lines already printed to the console, into the log files too (errors.log holds
-    every error of a run)."""
+def print_error_lines(lines: list[str], err: TextIO, *, logged: bool, as_json: bool) -> None:
+    """A user-caused error: ``error: ...`` lines on the console, and into the log files too
+    (errors.log holds every error of a run). With JSON logs the console gets them as JSON lines
+    (only JSON on the log stream), from the log handlers. ``logged``: logging is set up."""
     import logging
 
-    for line in lines:
-        logging.getLogger("oomnitza_connector").error("%s", line, extra={"console": False})
+    if not as_json:
+        for line in lines:
+            print(f"error: {line}", file=err)
+    if logged:
+        extra = {} if as_json else {"console": False}
+        for line in lines:
+            logging.getLogger("oomnitza_connector").error("%s", line, extra=extra)
 
 
 def log_format(args: argparse.Namespace) -> str:

@@ -154,7 +154,7 @@ def default_queue(config: Any) -> Path:
 
 def main(argv: list[str] | None = None, *, program_dir: Path | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..cli import _setup_logging, log_error_lines
+    from ..cli import _setup_logging, log_format, print_error_lines
     from ..config import load_config
     from ..redact import scrub
 
@@ -190,10 +190,8 @@ def main(argv: list[str] | None = None, *, program_dir: Path | None = None) -> i
 
             print(scrub(traceback.format_exc()), end="", file=sys.stderr)
         lines = [scrub(line) for line in str(exc).splitlines() or [type(exc).__name__]]
-        for line in lines:
-            print(f"error: {line}", file=sys.stderr)
-        if logging_ready:
-            log_error_lines(lines)
+        as_json = logging_ready and log_format(args) == "json"
+        print_error_lines(lines, sys.stderr, logged=logging_ready, as_json=as_json)
         return 1
     except OSError as exc:  # the port is taken, or not ours to bind
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
