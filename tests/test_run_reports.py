@@ -357,3 +357,18 @@ def test_a_log_folder_that_cannot_be_made(
     assert default.err.count("cannot write the log file") == 2  # info.log and errors.log, once each
     assert default.err.count("runs are not protected from overlapping") == 1  # no lock folder either
     assert len(fake_oomnitza.records("assets")) == 1
+
+
+def test_label_values_are_escaped_and_read_back() -> None:
+    from oomnitza_connector.metrics import Samples, families
+
+    samples = Samples(families([("runs_total", "counter", "a\\b\nc")]))
+    samples.add("runs_total", 2, section='odd "name"\\with\nbreak')
+    text = samples.render()
+    assert (
+        '{section="odd \\"name\\"\\\\with\\nbreak"} 2' in text
+        and "# HELP oomnitza_connector_runs_total a\\\\b\\nc" in text
+    )
+    again = Samples(samples.families)
+    again.load(text)
+    assert again.values == samples.values
