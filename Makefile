@@ -29,5 +29,12 @@ test: lint
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
+# The documentation site, from docs/ plus the README and CHANGELOG.md (mkdocs.yml), into site/.
+# --strict: a page missing from the nav or a link to a missing file or anchor fails the build.
+.PHONY: docs
+docs: $(STAMP)
+	@$(PY) -c 'import mkdocs, material, pymdownx' 2>/dev/null || $(PY) -m pip install --quiet -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache saved_data examples/oomnitza-local.db
+	rm -rf $(VENV) .pytest_cache .ruff_cache saved_data site examples/oomnitza-local.db
