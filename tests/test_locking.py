@@ -139,6 +139,8 @@ def test_lock_files_name_any_section_safely(tmp_path: Path) -> None:
     assert lock_path(tmp_path, "managed.67").name == "managed.67.lock"
     odd = lock_path(tmp_path, "../x/y:z")
     assert odd.parent == tmp_path / "locks" and "/" not in odd.name and odd.name != lock_path(tmp_path, "_x_y_z").name
+    long_a, long_b = lock_path(tmp_path, "a" * 300 + "1"), lock_path(tmp_path, "a" * 300 + "2")
+    assert long_a != long_b and len(long_a.name) < 140
 
 
 def test_two_locks_on_one_name_exclude_each_other_in_one_process(tmp_path: Path) -> None:

@@ -46,9 +46,9 @@ def lock_path(state_dir: Path, name: str) -> Path:
     """``<state_dir>/locks/<name>.lock``; characters a file name cannot carry are replaced, and a
     short hash of the real name keeps two names that differ only there apart."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".") or "_"
-    if safe != name:
-        safe = f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-    return state_dir / LOCKS / f"{safe[:120]}.lock"
+    if safe != name or len(safe) > 120:
+        safe = f"{safe[:120]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return state_dir / LOCKS / f"{safe}.lock"
 
 
 class RunLock:
