@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean docs-tables
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (found %s)" % sys.version.split()[0])'
@@ -25,6 +25,10 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest
+
+# The settings tables of docs/sources/*.md, generated from the setting declarations.
+docs-tables: $(STAMP)
+	$(PY) -m oomnitza_connector.docgen
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -181,7 +181,9 @@ def _time(cmd: list[str]) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--case", action="append", help="run only these cases (names below, or 'version')")
+    ap.add_argument(
+        "--case", action="append", help="run only these cases (names below, 'version', or 'ledger': ledger_bench.py)"
+    )
     ap.add_argument("--sim", help="path of another simulator with the same CLI (e.g. the neutral bench sim)")
     ap.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     ap.add_argument(
@@ -191,6 +193,11 @@ def main() -> int:
         help="runs per case; the median run (by seconds) is reported (default 3: shared machines are noisy)",
     )
     args = ap.parse_args()
+    if args.case and "ledger" in args.case:  # change-aware sync budgets: a script of its own
+        subprocess.run([sys.executable, str(HERE / "ledger_bench.py")], check=True)
+        args.case = [c for c in args.case if c != "ledger"]
+        if not args.case:
+            return 0
     wanted = set(args.case or [c.name for c in CASES] + ["version"])
     results = [median_run(c, args.sim, max(1, args.repeat)) for c in CASES if c.name in wanted]
     if "version" in wanted:

@@ -101,7 +101,7 @@ mapping.SERIAL = {{"source": "serial"}}
     "extra, message",
     [
         ("insert_only = true\nupdate_only = yes", "insert_only and update_only are both true"),
-        ("verify_ssl = maybe", "verify_ssl: 'maybe' is not a boolean"),
+        ("verify_ssl = maybe", "[csv_assets] verify_ssl = 'maybe' must be true or false"),
         ('mapping.BAD = {"source": "x"', "mapping.bad (line"),
         ('mapping.X = {"source": "x", "converter": "uppercase"}', "unknown converter 'uppercase'"),
         ('mapping.X = {"setting": "nope"}', "there is no setting 'nope'"),
@@ -190,10 +190,11 @@ def test_generate_ini_writes_template_and_keeps_backup(tmp_path: Path) -> None:
     assert (tmp_path / "config.ini.bak").read_text() == "old"
     text = path.read_text()
     assert text == render_template()
-    assert text.startswith("[oomnitza]\nurl = https://example.oomnitza.com\napi_token =\n")
+    values = [line for line in text.splitlines() if line and not line.startswith("#")]  # comments aside
+    assert values[:4] == ["[oomnitza]", "url = https://example.oomnitza.com", "api_token =", "username = oomnitza-sa"]
     for section in ("[csv_assets]", "[csv_users]", "[json_assets]", "[json_users]"):
         assert f"{section}\nenable = False\n" in text
-    assert "default_role = 25" in text and "sync_field = USER" in text
+    assert "default_role = 25" in values and "sync_field = USER" in values
 
 
 def test_generated_template_loads_once_filled(tmp_path: Path) -> None:

@@ -411,7 +411,7 @@ def test_processed_action_settings_are_checked(tmp_path: Path) -> None:
     assert result.code == 1 and "processed_action = move needs processed_dir" in result.err
     ini = assets_ini(tmp_path, f"directory = {tmp_path}\nprocessed_action = archive")
     result = run_cli("upload", "csv_assets", "--ini", str(ini))
-    assert result.code == 1 and "processed_action = 'archive' is not one of none, move, delete" in result.err
+    assert result.code == 1 and "processed_action = 'archive' must be one of: none, move, delete" in result.err
 
 
 def test_json_lines_files_stream_and_bad_lines_fail_alone(tmp_path: Path) -> None:

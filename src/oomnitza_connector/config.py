@@ -12,6 +12,7 @@ import ast
 import json
 import logging
 import os
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from .errors import ConfigError, ConnectorError
 from .http import TlsOptions
 from .ini import IniDocument, IniSection, parse_bool, read_ini, shown_key
 from .recordfilter import compile_filter
-from .settings import COMMON_BY_NAME, Setting, looks_secret
+from .settings import BOOL, COMMON_BY_NAME, SECRET, Float, Folder, Int, Json, Setting, Text, Url, looks_secret
 from .sources.base import REGISTRY, Source, load_source_class, module_of
 
 log = logging.getLogger(__name__)
@@ -41,40 +42,56 @@ OOMNITZA_SETTINGS: tuple[Setting, ...] = (
         "url",
         None,
         example="https://example.oomnitza.com",
+        kind=Url(("https", "http", "sqlite")),
         help="your Oomnitza tenant, or sqlite:///./oomnitza-local.db for the embedded local store",
     ),
     Setting("api_token", "", secret=True, help="API token of the service account"),
     Setting("username", "", example="oomnitza-sa", help="service account login (when no api_token)"),
     Setting("password", "", example="ThePassword", secret=True, help="service account password"),
     Setting(
-        "retry_budget", "300", help="seconds one batch may spend on retries (Retry-After honoured) before it fails"
+        "retry_budget",
+        "300",
+        kind=Float(min=0),
+        help="seconds one batch may spend on retries (Retry-After honoured) before it fails",
     ),
     Setting(
-        "stop_after_failed_batches", "3", help="stop sending after this many batches in a row failed; 0 = never stop"
+        "stop_after_failed_batches",
+        "3",
+        kind=Int(min=0),
+        help="stop sending after this many batches in a row failed; 0 = never stop",
     ),
-    Setting("cancel_check_interval", "2", help="seconds between checks whether the sync was canceled in Oomnitza"),
-    Setting("stop_grace", "5", help="seconds in-flight uploads get to finish after Ctrl-C or SIGTERM"),
+    Setting(
+        "cancel_check_interval",
+        "2",
+        kind=Float(min=0),
+        help="seconds between checks whether the sync was canceled in Oomnitza",
+    ),
+    Setting(
+        "stop_grace", "5", kind=Float(min=0), help="seconds in-flight uploads get to finish after Ctrl-C or SIGTERM"
+    ),
     Setting(
         "state_dir",
         "",
+        kind=Folder(must_exist=False),
         help="folder for what is kept between runs: locks, the webhook queue, export state "
         "(default: the working directory; the environment variable OOMNITZA_STATE_DIR wins)",
     ),
 )
-# [oomnitza] settings that are a number of seconds (or a count): 0 or more.
-OOMNITZA_NUMBERS = ("retry_budget", "stop_after_failed_batches", "cancel_check_interval", "stop_grace")
-
-# The one truth table for "TrueValues" settings (verify_ssl, use_server_map, mapping "required").
-TRUE_WORDS = frozenset({"1", "yes", "y", "true", "t", "on"})
 
 
 def truthy(value: Any) -> bool:
-    """Mapping-level truthiness (``"required": "True"`` or ``true``)."""
+    """Mapping-level truthiness (``"required": "True"`` or ``true``): the words of the one boolean
+    parser (``ini.parse_bool``) that mean true; anything else is false, as the seed's TrueValues."""
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)):
         return value != 0
-    return isinstance(value, str) and value.strip().lower() in TRUE_WORDS
+    if not isinstance(value, str):
+        return False
+    try:
+        return parse_bool(value, setting="")
+    except ConfigError:
+        return False
 
 
 @dataclass
@@ -89,6 +106,12 @@ class SectionConfig:
     recordfilter: Callable[[dict[str, Any]], bool] | None = None
     enabled: bool = True
     secret_names: frozenset[str] = frozenset()
+    # The section's declarations (its own and the common settings); empty: the common ones only.
+    declared: dict[str, Setting] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.declared and self.source_cls is not None:
+            self.declared = declarations(self.source_cls.settings)
 
     @property
     def module(self) -> str:
@@ -97,12 +120,20 @@ class SectionConfig:
     def where(self, key: str | None = None) -> str:
         return f"[{self.name}] {key}" if key else f"[{self.name}]"
 
+    def declaration(self, key: str) -> Setting | None:
+        return self.declared.get(key) or COMMON_BY_NAME.get(key)
+
+    def value(self, key: str, setting: Setting | None = None) -> Any:
+        """The typed value of a declared setting (an int for ``Int``, a bool for ``Bool``...); an empty
+        value is its default, else the kind's empty value (None, "", False or [])."""
+        setting = setting or self.declaration(key)
+        if setting is None:
+            raise KeyError(f"[{self.name}] declares no setting {key!r}")
+        return _typed(setting, self.settings.get(key, ""), where=f"{self.ini_path}: [{self.name}]")
+
     def flag(self, key: str) -> bool:
-        value = self.settings.get(key, "")
-        if value == "":
-            default = COMMON_BY_NAME[key].default if key in COMMON_BY_NAME else "false"
-            value = default or "false"
-        return parse_bool(value, setting=f"{self.ini_path}: {self.where(key)}")
+        setting = self.declaration(key) or Setting(key, "false", kind=BOOL, help=key)
+        return _typed(setting, self.settings.get(key, ""), where=f"{self.ini_path}: [{self.name}]") is True
 
     @property
     def sync_fields(self) -> list[str]:
@@ -127,7 +158,7 @@ class SectionConfig:
     def http_timeout(self) -> httpx.Timeout:
         """``request_timeout`` for every phase of a request, connecting capped at 15 s (a host that does
         not answer a SYN in 15 s will not answer in 120)."""
-        seconds = float(self.settings.get("request_timeout") or COMMON_BY_NAME["request_timeout"].default or 120)
+        seconds = float(self.value("request_timeout"))
         return httpx.Timeout(seconds, connect=min(seconds, 15.0))
 
     def shown_settings(self) -> dict[str, str]:
@@ -196,12 +227,23 @@ def field_id(key: str) -> str:
     return key.split(".")[1].upper()
 
 
+def _typed(setting: Setting, text: str, *, where: str) -> Any:
+    try:
+        return setting.parse(text)
+    except ValueError:
+        raise ConfigError(setting.problem(text, where=where) or where) from None
+
+
 class _Problems:
+    """Every problem of the file, each one line, in the order found; a problem seen twice (a source
+    reading a setting the validator already rejected) is reported once."""
+
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def add(self, message: str) -> None:
-        self.lines.append(message)
+    def add(self, message: str | None) -> None:
+        if message and message not in self.lines:
+            self.lines.append(message)
 
     def guard(self, fn: Callable[[], Any]) -> Any:
         try:
@@ -215,9 +257,16 @@ class _Problems:
             raise ConfigError("\n".join(self.lines))
 
 
+def declarations(own: tuple[Setting, ...]) -> dict[str, Setting]:
+    """A section's own settings and the common ones (an own setting wins over a common one)."""
+    return {**COMMON_BY_NAME, **{s.name: s for s in own}}
+
+
 def _resolve_settings(
     ini: IniSection, declared: tuple[Setting, ...], *, path: str, problems: _Problems
 ) -> tuple[dict[str, str], frozenset[str]]:
+    """The section's settings as strings (defaults filled in), after every value was checked against
+    its declaration; each bad or missing one is a problem ``<file>: [section] key ...``."""
     own = {s.name: s for s in declared}
     resolved: dict[str, str] = {}
     secrets: set[str] = {s.name for s in declared if s.secret}
@@ -245,9 +294,12 @@ def _resolve_settings(
                 )
                 continue
             value = setting.default or ""
-        if setting.choices and value not in setting.choices:
-            problems.add(f"{path}: [{ini.name}] {setting.name} = {value!r} is not one of {', '.join(setting.choices)}")
         resolved[setting.name] = value
+    known = declarations(declared)
+    for key, value in resolved.items():
+        setting = known.get(key)
+        if setting is not None and not (value == "" and setting.required):
+            problems.add(setting.problem(value, where=f"{path}: [{ini.name}]"))
     for key in resolved:
         if looks_secret(key):
             secrets.add(key)
@@ -279,23 +331,12 @@ def _apply_secrets(
 
 
 def _check_common(sc: SectionConfig, problems: _Problems) -> None:
-    for key in ("verify_ssl", "use_server_map", "insert_only", "update_only"):
-        problems.guard(lambda key=key: sc.flag(key))
+    """Rules across common settings; each single value was checked against its declaration already."""
     if sc.settings.get("insert_only") and sc.settings.get("update_only"):
         both = problems.guard(lambda: sc.insert_only and sc.update_only)
         if both:
             problems.add(
                 f"{sc.ini_path}: [{sc.name}] insert_only and update_only are both true; set at most one of them"
-            )
-    timeout = sc.settings.get("request_timeout", "").strip()
-    if timeout:
-        try:
-            ok = float(timeout) > 0
-        except ValueError:
-            ok = False
-        if not ok:
-            problems.add(
-                f"{sc.ini_path}: [{sc.name}] request_timeout = {timeout!r} must be a number of seconds above 0"
             )
     proto = sc.settings.get("ssl_protocol", "").strip().lower()
     if proto and proto not in LEGACY_TLS_WORDS:
@@ -305,14 +346,6 @@ def _check_common(sc: SectionConfig, problems: _Problems) -> None:
         )
     elif proto:
         log.warning("[%s] ssl_protocol = %s is ignored: TLS 1.2 or newer is always negotiated", sc.name, proto)
-    for key, kind in (
-        ("cacert_file", os.path.isfile),
-        ("cacert_dir", os.path.isdir),
-        ("user_pem_file", os.path.isfile),
-    ):
-        value = sc.settings.get(key, "")
-        if value and not kind(value):
-            problems.add(f"{sc.ini_path}: [{sc.name}] {key} = {value!r} does not exist")
 
 
 def _oomnitza_section(doc: IniDocument, problems: _Problems) -> SectionConfig | None:
@@ -324,32 +357,23 @@ def _oomnitza_section(doc: IniDocument, problems: _Problems) -> SectionConfig | 
         return None
     ini = doc[OOMNITZA]
     settings, secrets = _resolve_settings(ini, OOMNITZA_SETTINGS, path=doc.path, problems=problems)
-    sc = SectionConfig(name=OOMNITZA, ini_path=doc.path, settings=settings, secret_names=secrets)
+    sc = SectionConfig(
+        name=OOMNITZA,
+        ini_path=doc.path,
+        settings=settings,
+        secret_names=secrets,
+        declared=declarations(OOMNITZA_SETTINGS),
+    )
     url = settings.get("url", "")
     # A secret that could not be read is reported already; no second complaint about credentials.
     secrets_listed = bool(settings.get("vault_keys", "").strip())
-    if url and not url.startswith("sqlite:"):
-        if not url.startswith(("http://", "https://")):
-            problems.add(
-                f"{doc.path}: [oomnitza] url = {url!r} must start with https:// "
-                "(or be sqlite:///./oomnitza-local.db for the embedded local store)"
-            )
-        elif not (
-            settings.get("api_token")
-            or (settings.get("username") and settings.get("password"))
-            or settings.get("user_pem_file")
-            or secrets_listed
-        ):
-            problems.add(f"{doc.path}: [oomnitza] needs api_token, or username and password, or user_pem_file")
-    for key in OOMNITZA_NUMBERS:
-        text = settings.get(key, "").strip()
-        try:
-            ok = float(text) >= 0 and (key != "stop_after_failed_batches" or float(text).is_integer())
-        except ValueError:
-            ok = False
-        if not ok:
-            kind = "a whole number" if key == "stop_after_failed_batches" else "a number of seconds"
-            problems.add(f"{doc.path}: [oomnitza] {key} = {text!r} must be {kind}, 0 or more")
+    if url.lower().startswith(("http://", "https://")) and not (
+        settings.get("api_token")
+        or (settings.get("username") and settings.get("password"))
+        or settings.get("user_pem_file")
+        or secrets_listed
+    ):
+        problems.add(f"{doc.path}: [oomnitza] needs api_token, or username and password, or user_pem_file")
     _check_common(sc, problems)
     return sc
 
@@ -363,7 +387,14 @@ def _connector_section(
     declared = tuple(cls.settings)
     settings, secrets = _resolve_settings(ini, declared, path=doc.path, problems=problems)
     settings.setdefault("VERSION", __version__)
-    sc = SectionConfig(name=ini.name, ini_path=doc.path, settings=settings, source_cls=cls, secret_names=secrets)
+    sc = SectionConfig(
+        name=ini.name,
+        ini_path=doc.path,
+        settings=settings,
+        source_cls=cls,
+        secret_names=secrets,
+        declared=declarations(declared),
+    )
     for key, value in ini.values.items():
         if key.startswith("mapping."):
             where = f"{doc.path}: [{ini.name}] {key} (line {ini.key_lines.get(key, '?')})"
@@ -374,9 +405,10 @@ def _connector_section(
             if spec is not None:
                 sc.mappings[field_id(key)] = spec
     try:
-        source = cls(sc)  # sources validate their settings in the constructor (no I/O there)
+        source = cls(sc)  # sources check rules across their settings in the constructor (no I/O there)
     except ConnectorError as exc:
-        problems.add(f"{doc.path}: {exc}")
+        for line in str(exc).splitlines():  # Source.validate may report several problems, one a line
+            problems.add(line if line.startswith(f"{doc.path}: ") else f"{doc.path}: {line}")
     else:
         _check_mappings(sc, source, registry, problems)
     body = ini.values.get("recordfilter", "")
@@ -461,25 +493,58 @@ def _template_line(setting: Setting) -> str:
     return f"{setting.name} = {value}".rstrip() if value == "" else f"{setting.name} = {value}"
 
 
+def setting_facts(setting: Setting) -> str:
+    """Kind, range and default in a few words ("whole number from 1 to 200; default 200"), for the
+    template's comments."""
+    facts = [] if isinstance(setting.kind, Text) else [setting.describe()]
+    if setting.required:
+        facts.append("required")
+    elif setting.default:
+        facts.append(f"default {setting.default}")
+    return "; ".join(facts)
+
+
+def _commented(setting: Setting, *, width: int = 100) -> list[str]:
+    """The setting's help (and facts) as ``# `` comment lines, then its line."""
+    facts = setting_facts(setting)
+    text = setting.help + (f" [{facts}]" if facts else "")
+    return [f"# {line}" for line in textwrap.wrap(text, width - 2, break_on_hyphens=False)] + [_template_line(setting)]
+
+
 def render_template() -> str:
-    """The generate-ini template: [oomnitza], then every connector alphabetically, disabled."""
-    lines = ["[oomnitza]"]
-    lines += [_template_line(s) for s in OOMNITZA_SETTINGS]
+    """The generate-ini template: [oomnitza], then every connector alphabetically, disabled. Every
+    setting is preceded by its help; the settings every section accepts are listed once, commented."""
+    lines = [
+        "# Oomnitza Connector configuration, written by generate-ini.",
+        "# Set enable = True in the sections you use and fill in their settings; delete the others.",
+        "# An empty value means the default; [required] settings must be filled in.",
+        "",
+        "[oomnitza]",
+    ]
+    for setting in OOMNITZA_SETTINGS:
+        lines += _commented(setting)
     lines += [
         "# To try the connector without a tenant, use the embedded local store:",
         "# url = sqlite:///./oomnitza-local.db",
         "",
+        "# Settings every section accepts (add them to a section to change them):",
     ]
+    for setting in COMMON_BY_NAME.values():
+        facts = setting_facts(setting)
+        text = f"{setting.name}: {setting.help}" + (f" [{facts}]" if facts else "")
+        lines += textwrap.wrap(text, 98, initial_indent="#   ", subsequent_indent="#       ", break_on_hyphens=False)
+    lines.append("")
     for module in sorted(REGISTRY):
-        lines.append(f"[{module}]")
-        lines.append("enable = False")
         try:
             cls = load_source_class(module)
         except ConfigError as exc:
-            lines.append(f"# Missing Required Package: {exc}")
-            lines.append("")
+            lines += [f"[{module}]", "enable = False", f"# Missing Required Package: {exc}", ""]
             continue
-        lines += [_template_line(s) for s in cls.settings]
+        if cls.summary:
+            lines.append(f"# {cls.summary}")
+        lines += [f"[{module}]", "enable = False"]
+        for setting in cls.settings:
+            lines += _commented(setting)
         lines.append("")
     return "\n".join(lines)
 
@@ -497,14 +562,30 @@ def generate_ini(path: Path) -> Path | None:
 # -- managed sections -------------------------------------------------------------------------------
 
 MANAGED_SETTINGS: tuple[Setting, ...] = (
-    Setting("saas_authorization", "", secret=True, help="JSON headers/params for the SaaS API"),
-    Setting("oomnitza_authorization", "", secret=True, help="Oomnitza API token for this integration"),
-    Setting("local_inputs", "", secret=True, help="JSON object of inputs kept on-premise"),
+    Setting(
+        "saas_authorization",
+        "",
+        secret=True,
+        kind=Json("object"),
+        help='headers and/or query parameters for the SaaS API: {"headers": {...}, "params": {...}}',
+    ),
+    Setting("oomnitza_authorization", "", kind=SECRET, help="Oomnitza API token for this integration"),
+    Setting("local_inputs", "", secret=True, kind=Json("object"), help="JSON object of inputs kept on-premise"),
     Setting("enable", "", help="ignored in managed sections"),
     Setting("state_dir", "", help="[managed_reports.<id>]: folder of its state.db (default: the working directory)"),
-    Setting("template_cpu_seconds", "", example="2", help="CPU seconds one template render may use"),
-    Setting("template_output_kib", "", example="1024", help="KiB of text one template render may produce"),
-    Setting("template_memory_mib", "", example="1024", help="MiB of memory a template worker process may use"),
+    Setting(
+        "template_cpu_seconds", "", example="2", kind=Float(min=0.01), help="CPU seconds one template render may use"
+    ),
+    Setting(
+        "template_output_kib", "", example="1024", kind=Int(min=1), help="KiB of text one template render may produce"
+    ),
+    Setting(
+        "template_memory_mib",
+        "",
+        example="1024",
+        kind=Int(min=64),
+        help="MiB of memory a template worker process may use",
+    ),
 )
 _PERCENT_KEYS = ("saas_authorization", "oomnitza_authorization", "local_inputs")
 
@@ -526,7 +607,9 @@ def load_managed_section(path: str | os.PathLike[str], name: str, registry: Conv
     keys = set(ini.values) | set(split_keys(ini.values.get("vault_keys", "")))
     # Only keys the section really has replace the cloud's values (not their empty defaults).
     settings = {k: v for k, v in settings.items() if k in keys}
-    sc = SectionConfig(name=name, ini_path=doc.path, settings=settings, secret_names=secrets)
+    sc = SectionConfig(
+        name=name, ini_path=doc.path, settings=settings, secret_names=secrets, declared=declarations(MANAGED_SETTINGS)
+    )
     for key, value in ini.values.items():
         if key.startswith("mapping.") and key.count(".") >= 1 and key.split(".")[1]:
             where = f"{doc.path}: [{name}] {key}"

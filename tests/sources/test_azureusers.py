@@ -549,8 +549,11 @@ def test_untrusted_tls(
     [
         ({"client_id": ""}, "set client_id"),
         ({"secret": ""}, "set secret (or certificate_file)"),
-        ({"page_size": "1000"}, "page_size must be a number from 1 to 999"),
-        ({"authority_host": "http://login.example.test"}, "authority_host must use https"),
+        ({"page_size": "1000"}, "page_size = '1000' must be a whole number from 1 to 999"),
+        (
+            {"authority_host": "http://login.example.test"},
+            "authority_host = 'http://login.example.test' must start with https://",
+        ),
         ({"authority_host": "https://login.microsoftonline.de"}, "Microsoft Cloud Deutschland was closed in 2021"),
         ({"graph_host": "https://graph.microsoft.de"}, "graph_host: Microsoft Cloud Deutschland was closed"),
     ],
@@ -601,7 +604,7 @@ def test_manager_setting(
     assert run(tmp_path, fake_oomnitza, azure, tls_files, manager="True").code == 0  # for server-side mappings
     assert graph_calls(azure)[0].query["$expand"].startswith("manager(")
     result = run(tmp_path, fake_oomnitza, azure, tls_files, manager="sometimes")
-    assert_one_line_error(result, "[azureusers] manager (true, false or auto): 'sometimes' is not a boolean")
+    assert_one_line_error(result, "[azureusers] manager = 'sometimes' must be true, false or auto")
 
 
 @pytest.mark.parametrize("fault", STANDARD_FAULTS)

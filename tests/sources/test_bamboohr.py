@@ -258,5 +258,5 @@ def test_report_mode_includes_terminated(tmp_path: Path, bamboo: FakeBambooHR, f
 
 def test_bad_mode(tmp_path: Path, bamboo: FakeBambooHR, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, bamboo, mode="everything")
-    assert_one_line_error(result, "mode = 'everything' is not one of directory, report")
+    assert_one_line_error(result, "mode = 'everything' must be one of: directory, report")
     assert bamboo.requests == [] and fake_oomnitza.records("users") == []

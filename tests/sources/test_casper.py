@@ -513,8 +513,9 @@ def test_settings_are_checked(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: Fak
     result = upload(ini, "casper")
     assert_one_line_error(
         result,
-        "sync_type = 'printers' is not one of computers, mobiledevices",
+        "sync_type = 'printers' must be one of: computers, mobiledevices",
         "set client_id and client_secret (a Jamf Pro API client), or username and password",
+        "max_connections = '0' must be a whole number from 1 to 50",
     )
     assert not jamf.requests
 

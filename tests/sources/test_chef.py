@@ -364,7 +364,7 @@ def test_bad_settings_are_config_errors(
     result = run(tmp_path, fake_oomnitza, chef, key_file, attribute_extension="{'__default__': 1}")
     assert_one_line_error(result, "[chef] attribute_extension is not valid JSON")
     result = run(tmp_path, fake_oomnitza, chef, tmp_path / "missing.pem")
-    assert_one_line_error(result, "[chef] key_file", "cannot be read")
+    assert_one_line_error(result, "[chef] key_file", "missing.pem' does not exist")
     assert chef.calls() == []
 
 

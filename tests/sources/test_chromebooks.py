@@ -300,7 +300,7 @@ def test_key_pasted_over_several_lines(
             "credential of type 'authorized_user'",
         ),
         ("service_account_json_key", '{"type": "service_account", "client_email": "a@b.c"}', "lacks private_key"),
-        ("page_size", "500", "page_size must be a number from 1 to 300"),
+        ("page_size", "500", "page_size = '500' must be a whole number from 1 to 300"),
     ],
 )
 def test_config_errors(
@@ -554,7 +554,10 @@ def test_key_config_ignores_ambient_credentials(
             "set service_account_json_key (a key) or service_account_email (keyless signing through IAM), not both",
         ),
         ({"service_account_email": "oomnitza-connector"}, "service_account_email must be the service account's email"),
-        ({"iam_url": "iamcredentials.googleapis.com"}, "iam_url must start with https://"),
+        (
+            {"iam_url": "iamcredentials.googleapis.com"},
+            "iam_url = 'iamcredentials.googleapis.com' must start with https://",
+        ),
     ],
 )
 def test_keyless_config_errors(

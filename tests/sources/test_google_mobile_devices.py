@@ -133,7 +133,7 @@ def test_page_size_above_googles_limit(
     tmp_path: Path, google: FakeGoogle, keys: tuple[str, str], fake_oomnitza: FakeOomnitza
 ) -> None:
     result = run(tmp_path, fake_oomnitza, google, keys, page_size="500")
-    assert_one_line_error(result, "page_size must be a number from 1 to 100")
+    assert_one_line_error(result, "page_size = '500' must be a whole number from 1 to 100")
     assert not google.requests
 
 

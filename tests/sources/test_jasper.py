@@ -741,10 +741,11 @@ def test_auto_selects_rest_when_url_is_set(
     [
         ({"api": "rest"}, "url must be the Control Center REST base for api = rest"),
         ({"api_key": ""}, "api_key is required for the REST API"),
-        ({"page_size": "51"}, "page_size must be a number from 1 to 50"),
-        ({"requests_per_second": "0"}, "requests_per_second must be a number above 0"),
+        ({"page_size": "51"}, "page_size = '51' must be a whole number from 1 to 50"),
+        ({"requests_per_second": "0"}, "requests_per_second = '0' must be a number above 0"),
+        ({"url": "control.example"}, "url = 'control.example' must start with https:// or http://"),
         ({"account_id": "acme"}, "account_id must be the numeric enterprise account id"),
-        ({"api": "graphql"}, "api = 'graphql' is not one of auto, soap, rest"),
+        ({"api": "graphql"}, "api = 'graphql' must be one of: auto, soap, rest"),
     ],
 )
 def test_rest_settings_are_checked(

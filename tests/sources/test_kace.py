@@ -284,7 +284,7 @@ def test_config_errors(tmp_path: Path, kace: FakeKace, fake_oomnitza: FakeOomnit
     result = run(tmp_path, fake_oomnitza, kace, timezone="Mars/Olympus")
     assert_one_line_error(result, "timezone 'Mars/Olympus' is not a known time zone")
     result = run(tmp_path, fake_oomnitza, kace, url="kace.example.com")
-    assert_one_line_error(result, "url must start with https://")
+    assert_one_line_error(result, "url = 'kace.example.com' must start with https:// or http://")
     assert not kace.requests
 
 

@@ -410,7 +410,9 @@ def test_assets_sync_field_is_required(tmp_path: Path, slapd: Slapd, fake_oomnit
         ({"filter": "uid=afabre)("}, "is not a valid LDAP filter"),
         ({"url": "https://ldap.example.test"}, "must start with ldap:// or ldaps://"),
         ({"url": "ldaps://ldap.example.test:636", "start_tls": "true"}, "start_tls = true needs an ldap:// url"),
-        ({"page_size": "0"}, "page_size must be a number"),
+        ({"page_size": "0"}, "page_size = '0' must be a whole number from 1 to 100000"),
+        ({"nested_groups": "sometimes"}, "nested_groups = 'sometimes' must be true or false"),
+        ({"timeout": "0"}, "timeout = '0' must be a number above 0"),
     ],
 )
 def test_config_errors(

@@ -348,10 +348,10 @@ def test_managed_authorization_pass_through(
 
 
 def test_settings_validated(tmp_path: Path, ivanti: FakeMobileIron, fake_oomnitza: FakeOomnitza) -> None:
-    result = run(tmp_path, fake_oomnitza, ivanti, page_size="1000")
-    assert_one_line_error(result, "page_size must be a number from 1 to 500")
-    result = run(tmp_path, fake_oomnitza, ivanti, partitions="")
-    assert_one_line_error(result, "partitions is required with api_version 1")
+    result = run(tmp_path, fake_oomnitza, ivanti, page_size="1000", partitions="")
+    assert_one_line_error(
+        result, "page_size = '1000' must be a whole number from 1 to 500", "partitions is required with api_version 1"
+    )
     result = run(tmp_path, fake_oomnitza, ivanti, include_checkin_devices_only="maybe")
-    assert_one_line_error(result, "include_checkin_devices_only: 'maybe' is not a boolean")
+    assert_one_line_error(result, "include_checkin_devices_only = 'maybe' must be true or false")
     assert not ivanti.requests

@@ -305,7 +305,7 @@ def test_oauth_bad_refresh_token(tmp_path: Path, workday: FakeWorkday, fake_oomn
         ({"password": ""}, "set username and password"),
         ({"report_url": "acme/Oomnitza_Workers"}, "report_url 'acme/Oomnitza_Workers' is not a URL"),
         ({"client_id": CLIENT_ID}, "OAuth needs client_id, client_secret and refresh_token together"),
-        ({"timeout": "soon"}, "timeout must be a number of seconds"),
+        ({"timeout": "soon"}, "timeout = 'soon' must be a number above 0"),
     ],
 )
 def test_settings_checked_at_startup(

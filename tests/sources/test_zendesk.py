@@ -165,7 +165,7 @@ def test_load_organizations(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza:
 
 def test_load_organizations_not_a_boolean(tmp_path: Path, zendesk: FakeZendesk, fake_oomnitza: FakeOomnitza) -> None:
     result = run(tmp_path, fake_oomnitza, zendesk, load_organizations="sometimes")
-    assert_one_line_error(result, "load_organizations: 'sometimes' is not a boolean")
+    assert_one_line_error(result, "load_organizations = 'sometimes' must be true or false")
     assert zendesk.requests == [] and fake_oomnitza.records("users") == []
 
 

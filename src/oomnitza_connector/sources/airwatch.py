@@ -26,16 +26,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from ..auth import RefreshingToken, basic
-from ..errors import ConfigError, SourceError
+from ..errors import SourceError
 from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
-from ..settings import Setting
+from ..settings import Choice, Int, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -82,13 +82,14 @@ class AirWatch(Source):
             "url",
             "https://apidev.awmdm.com",
             example="https://as1234.awmdm.com",
-            help="UEM REST API host (with or without /api)",
+            kind=Url(),
+            help="the UEM REST API host (`https://as1234.awmdm.com`); `/api` may be included",
         ),
         Setting(
             "username",
             "",
             example="username@example.com",
-            help="admin with API access, for Basic auth (when no client_id is set)",
+            help="an admin with API access, for HTTP Basic (when no `client_id` is set)",
         ),
         Setting("password", "", example="change-me", secret=True, help="that admin's password"),
         Setting(
@@ -96,38 +97,60 @@ class AirWatch(Source):
             "",
             example="YOUR AirWatch API TOKEN",
             secret=True,
-            help="REST API key (tenant code), sent as aw-tenant-code; required with username/password",
+            help=(
+                'the REST API key ("tenant code"), sent as `aw-tenant-code`; required with '
+                "`username`/`password`, sent with OAuth too when set"
+            ),
         ),
-        Setting("dep_uuid", "", help="organization group UUID whose Apple DEP (ADE) device list is merged as 'dep'"),
-        Setting("client_id", "", help="OAuth client id (Groups & Settings > Configurations > OAuth Client Management)"),
+        Setting(
+            "dep_uuid",
+            "",
+            help=(
+                "UUID of the organization group whose Apple DEP (ADE) device list is merged in as `dep`, "
+                "read when a mapping reads `dep.…`; empty = no DEP call"
+            ),
+        ),
+        Setting(
+            "client_id",
+            "",
+            help=(
+                "an OAuth client (recommended for SaaS tenants) instead of `username`/`password`: its "
+                "client ID (Groups & Settings > Configurations > OAuth Client Management)"
+            ),
+        ),
         Setting("client_secret", "", secret=True, help="that OAuth client's secret"),
-        Setting("region", "", help="token service region of the OAuth client: na, emea, apac or uat"),
-        Setting("token_url", "", help="OAuth token URL; overrides region (other datacenters, proxies)"),
-        Setting("page_size", "250", help=f"devices per search request (1-{MAX_PAGE_SIZE})"),
-        Setting("max_connections", "4", help="concurrent requests to UEM at most (network detail calls)"),
+        Setting(
+            "region",
+            "",
+            kind=Choice(REGIONS, ignore_case=True),
+            help=("the OAuth client's token service region: `https://{region}.uemauth.workspaceone.com/connect/token`"),
+        ),
+        Setting(
+            "token_url", "", kind=Url(), help="the full token URL instead of `region` (other datacenters, a proxy)"
+        ),
+        Setting("page_size", "250", kind=Int(1, MAX_PAGE_SIZE), help="devices per search request"),
+        Setting(
+            "max_connections",
+            "4",
+            kind=Int(1, 32),
+            help="concurrent requests to UEM at most (the per-device network calls)",
+        ),
     )
 
-    def validate(self) -> None:
+    def validate(self) -> Iterator[str]:
         where = f"[{self.name}]"
-        if not re.match(r"^https?://[^/]", self.setting("url")):
-            raise ConfigError(f"{where} url must start with https:// (e.g. https://as1234.awmdm.com)")
         if bool(self.setting("client_id")) != bool(self.setting("client_secret")):
-            raise ConfigError(f"{where} set both client_id and client_secret (an OAuth client)")
+            yield f"{where} set both client_id and client_secret (an OAuth client)"
         if self.oauth:
-            region = self.setting("region").strip().lower()
-            if not self.setting("token_url") and region not in REGIONS:
-                raise ConfigError(f"{where} set region ({', '.join(REGIONS)}) or token_url for the OAuth client")
+            if not self.setting("token_url") and not self.setting("region"):
+                yield f"{where} set region ({', '.join(REGIONS)}) or token_url for the OAuth client"
         else:
             missing = [n for n in ("username", "password", "api_token") if not self.setting(n)]
             if missing:
-                raise ConfigError(
+                yield (
                     f"{where} set client_id and client_secret (OAuth), or username, password and "
                     f"api_token (missing: {', '.join(missing)})"
                 )
-        for name, low, high in (("page_size", 1, MAX_PAGE_SIZE), ("max_connections", 1, 32)):
-            value = self.setting(name)
-            if not value.isdigit() or not low <= int(value) <= high:
-                raise ConfigError(f"{where} {name} must be a number from {low} to {high}")
 
     @property
     def oauth(self) -> bool:
@@ -154,7 +177,7 @@ class AirWatch(Source):
         headers = {"Accept": ACCEPT}
         if self.setting("api_token"):
             headers["aw-tenant-code"] = self.setting("api_token")
-        cap = int(self.setting("max_connections"))
+        cap = self.value("max_connections")
         auth = None if self.oauth else basic(self.setting("username"), self.setting("password"))
         return self.http(base_url=self.base, headers=headers, auth=auth, max_connections=cap)
 
@@ -187,8 +210,8 @@ class AirWatch(Source):
                     log.info("[%s] dep_uuid is set but no mapping reads dep.*: DEP list not read", self.name)
                 dep = await self._dep(http) if self.wants_dep() else None
                 network = self.wants_network()
-                slots = asyncio.Semaphore(int(self.setting("max_connections")))
-                paginator = DevicePages(int(self.setting("page_size")))
+                slots = asyncio.Semaphore(self.value("max_connections"))
+                paginator = DevicePages(self.value("page_size"))
                 async for response in http.paginate(paginator, SEARCH):
                     if response.status_code == 204 or not response.content.strip():
                         break  # UEM's "no (more) devices"

@@ -27,14 +27,13 @@ import ipaddress
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from ..auth import RefreshingToken
-from ..config import truthy
 from ..errors import ConfigError, SourceError
 from ..http import (
     Http,
@@ -47,8 +46,7 @@ from ..http import (
     retry_after,
     safe_url,
 )
-from ..ini import parse_bool
-from ..settings import Setting
+from ..settings import BOOL, Bool, File, Int, List, Setting, Url
 from .base import BadRecord, Record, UsersSource
 
 log = logging.getLogger(__name__)
@@ -383,50 +381,92 @@ class Azureusers(UsersSource):
             "tenant_id",
             "",
             example="00000000-0000-0000-0000-000000000000",
-            help="Directory (tenant) ID, or a verified domain of the tenant",
+            help=(
+                "Directory (tenant) ID, a GUID; a verified domain of the tenant "
+                "(`contoso.onmicrosoft.com`) also works (required in practice)"
+            ),
         ),
         Setting(
             "client_id",
             "",
             example="00000000-0000-0000-0000-000000000000",
-            help="Application (client) ID of the app registration",
+            help="Application (client) ID of the app registration (required in practice)",
         ),
-        Setting("secret", "", example="YOUR CLIENT SECRET", secret=True, help="client secret value of that app"),
+        Setting(
+            "secret",
+            "",
+            example="YOUR CLIENT SECRET",
+            secret=True,
+            help=("the client secret's value (not its secret ID); leave it empty when you use `certificate_file`"),
+        ),
         *UsersSource.role_settings,
         Setting(
             "certificate_file",
             "",
-            help="instead of secret: PEM with the app's certificate and private key, or a .pfx/.p12",
+            kind=File(),
+            help=(
+                "certificate credential, instead of `secret`: a PEM file holding the certificate and its "
+                "RSA private key, or a `.pfx`/`.p12` file; upload the certificate (public part) to the "
+                "app registration"
+            ),
         ),
-        Setting("certificate_password", "", secret=True, help="password of an encrypted key or .pfx"),
+        Setting("certificate_password", "", secret=True, help="password of an encrypted private key or `.pfx` file"),
         Setting(
             "authority_host",
             DEFAULT_AUTHORITY,
-            help="Entra sign-in host (https://login.microsoftonline.us for US Government, "
-            "https://login.chinacloudapi.cn for China)",
+            kind=Url(("https",)),  # MSAL accepts no other
+            help=(
+                "Entra sign-in host: `https://login.microsoftonline.us` for US Government clouds, "
+                "`https://login.chinacloudapi.cn` for Microsoft Azure operated by 21Vianet"
+            ),
         ),
         Setting(
             "graph_host",
             DEFAULT_GRAPH,
-            help="Microsoft Graph host (https://graph.microsoft.us, https://microsoftgraph.chinacloudapi.cn)",
+            kind=Url(),
+            help=(
+                "Microsoft Graph host: `https://graph.microsoft.us` (GCC High), "
+                "`https://dod-graph.microsoft.us` (DoD), `https://microsoftgraph.chinacloudapi.cn` "
+                "(China); with or without `/v1.0`; a proxy in front of Graph also works"
+            ),
         ),
-        Setting("page_size", str(MAX_TOP), help="users per request ($top, 1 to 999)"),
+        Setting("page_size", str(MAX_TOP), kind=Int(1, MAX_TOP), help="users per request (`$top`)"),
         Setting(
             "filter",
             "",
-            help="a Graph $filter for /users, e.g. accountEnabled eq true (advanced queries get ConsistencyLevel)",
+            help=(
+                "a Graph `$filter` for the users list, e.g. `accountEnabled eq true` or `userType eq "
+                "'Member'`; a filter only Graph's advanced queries support (`ne`, `not`, `endsWith`, "
+                "`null`, or properties indexed only for them) is sent with `ConsistencyLevel: eventual` "
+                "and `$count=true`, and a filter Graph refuses as unsupported is asked again that way"
+            ),
         ),
-        Setting("select", "", help="extra Graph user properties to ask for, comma-separated"),
+        Setting(
+            "select",
+            "",
+            kind=List(),
+            help=('extra Graph user properties to ask for, comma-separated (see "Which properties are read")'),
+        ),
         Setting(
             "manager",
             "auto",
-            help="read each user's manager (manager.mail, manager.displayName, …): true, false, or auto = "
-            "when a mapping uses manager.*",
+            kind=Bool(also=("auto",)),
+            help=(
+                "read each user's manager, so mappings can use `manager.mail`, `manager.displayName`, "
+                "`manager.userPrincipalName`, `manager.employeeId`, `manager.jobTitle` and `manager.id`: "
+                "`auto` does it when a mapping (the one stored in Oomnitza included) uses `manager.*`. It"
+                " comes with the user (`$expand`, then at most 100 users per page), or, with an "
+                "advanced-query `filter`, from per-user lookups in `$batch` requests of 20"
+            ),
         ),
         Setting(
             "legacy_names",
             "true",
-            help="also expose the old connector's names (given_name, additional_properties.jobTitle…)",
+            kind=BOOL,
+            help=(
+                "also add the old connector's field names to every record (see \"Old mappings keep "
+                'working"); `false` gives the Graph object only'
+            ),
         ),
     )
     default_mappings = {
@@ -437,31 +477,15 @@ class Azureusers(UsersSource):
         self._sessions: list[Any] = []  # MSAL's requests sessions, closed when a run ends
         super().__init__(section)
 
-    def validate(self) -> None:
+    def validate(self) -> Iterator[str]:
         missing = [name for name in ("tenant_id", "client_id") if not self.setting(name).strip()]
         if not self.setting("secret") and not self.setting("certificate_file"):
             missing.append("secret (or certificate_file)")
         if missing:
-            raise ConfigError(
-                f"[{self.name}] set {', '.join(missing)}: the app registration's tenant, client id and credential"
-            )
-        size = self.setting("page_size").strip()
-        if not size.isdigit() or not 1 <= int(size) <= MAX_TOP:
-            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to {MAX_TOP}")
-        for name in ("authority_host", "graph_host"):
-            parts = urlsplit(self.setting(name).strip())
-            if parts.scheme not in ("https", "http") or not parts.hostname:
-                raise ConfigError(
-                    f"[{self.name}] {name} must be a URL like "
-                    f"{DEFAULT_AUTHORITY if name == 'authority_host' else DEFAULT_GRAPH}"
-                )
-        if self.setting("manager").strip().lower() != "auto":
-            parse_bool(self.setting("manager"), setting=f"[{self.name}] manager (true, false or auto)")
-        if urlsplit(self.setting("authority_host").strip()).scheme != "https":
-            raise ConfigError(f"[{self.name}] authority_host must use https (MSAL accepts no other)")
+            yield f"[{self.name}] set {', '.join(missing)}: the app registration's tenant, client id and credential"
         for name in ("authority_host", "graph_host"):
             if (urlsplit(self.setting(name).strip()).hostname or "") in CLOSED_HOSTS:
-                raise ConfigError(
+                yield (
                     f"[{self.name}] {name}: Microsoft Cloud Deutschland was closed in 2021 and its tenants moved "
                     f"to the worldwide cloud; remove authority_host and graph_host (or set {DEFAULT_AUTHORITY} "
                     f"and {DEFAULT_GRAPH})"
@@ -667,13 +691,13 @@ class Azureusers(UsersSource):
         )
 
     def wants_manager(self) -> bool:
-        value = self.setting("manager").strip().lower()
+        value = self.value("manager")
         if value != "auto":
-            return parse_bool(value, setting=f"[{self.name}] manager")
+            return value is True
         return any(src == "manager" or src.startswith("manager.") for src in self.mapped_sources())
 
     def _params(self, advanced: bool) -> dict[str, Any]:
-        params: dict[str, Any] = {"$top": int(self.setting("page_size")), "$select": ",".join(self.select())}
+        params: dict[str, Any] = {"$top": self.value("page_size"), "$select": ",".join(self.select())}
         if self.wants_manager() and not advanced:  # Graph: "$expand is not supported with advanced queries"
             params["$expand"] = f"manager($select={','.join(MANAGER_SELECT)})"
             params["$top"] = min(params["$top"], MAX_TOP_EXPANDED)
@@ -773,7 +797,7 @@ class Azureusers(UsersSource):
             self._close_sessions()
 
     async def pages(self) -> AsyncIterator[list[Record | BadRecord]]:
-        legacy = truthy(self.setting("legacy_names"))
+        legacy = self.value("legacy_names")
         advanced = needs_advanced_query(self.setting("filter"))
         try:
             async with self._client() as http:

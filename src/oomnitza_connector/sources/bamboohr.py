@@ -23,13 +23,13 @@ backoff. BambooHR's ``X-BambooHR-Error-Message`` header is shown when present.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote, urlsplit
 
 from ..auth import basic
-from ..errors import ConfigError, SourceError
+from ..errors import SourceError
 from ..http import HttpAuthError, HttpError, decode_json, safe_url
-from ..settings import Setting
+from ..settings import BOOL, List, Setting, Url
 from .base import BadRecord, Record, UsersSource
 
 log = logging.getLogger(__name__)
@@ -57,32 +57,52 @@ class BambooHR(UsersSource):
         Setting(
             "url",
             DEFAULT_URL,
-            help="BambooHR API: the gateway (https://api.bamboohr.com/api/gateway.php) or your company's "
-            "host (https://acme.bamboohr.com/api/v1)",
+            kind=Url(),
+            help=(
+                "the BambooHR API: the gateway `https://api.bamboohr.com/api/gateway.php` (with "
+                "`system_name` appended: `…/gateway.php/acme/v1`), or your company's own host "
+                "`https://acme.bamboohr.com/api/v1` (or just `https://acme.bamboohr.com`), the form "
+                "BambooHR's current SDK uses; a proxy without a path gets the gateway path, one ending in"
+                " `/api/v1` is used as it is"
+            ),
         ),
         Setting(
             "system_name",
             None,
             example="YOUR BambooHR SYSTEM NAME",
-            help="company subdomain: acme for acme.bamboohr.com",
+            help="your company's BambooHR subdomain: `acme` for `acme.bamboohr.com`",
         ),
-        Setting("api_token", None, example="YOUR BambooHR API TOKEN", secret=True, help="BambooHR API key"),
+        Setting("api_token", None, example="YOUR BambooHR API TOKEN", secret=True, help="a BambooHR API key"),
         *UsersSource.role_settings,
         Setting(
             "mode",
             "directory",
             choices=("directory", "report"),
-            help="directory (active employees, directory fields) or report (custom report)",
+            help=(
+                "`directory`: `GET …/employees/directory`, current employees, with the fields your "
+                "company shows in its directory; `report`: `POST …/reports/custom?format=JSON` with "
+                "`report_fields`"
+            ),
         ),
         Setting(
             "report_fields",
             REPORT_FIELDS,
-            help="mode = report: the BambooHR field names to request (mapped fields are added)",
+            kind=List(),
+            help=(
+                "`mode = report`: the BambooHR field names to request; every field a mapping reads (the "
+                "mapping stored in Oomnitza included) is added, at most 400 fields; BambooHR leaves out "
+                "names it does not know and fields the key may not read"
+            ),
         ),
         Setting(
             "only_current",
             "false",
-            help="mode = report: true leaves out future-dated hires (terminated employees come either way)",
+            kind=BOOL,
+            help=(
+                "`mode = report`: BambooHR's `onlyCurrent`. A custom report always returns active and "
+                "terminated employees (with `status` and `terminationDate`); `false` also returns "
+                "employees whose hire date is still to come, `true` leaves them out"
+            ),
         ),
     )
     default_mappings = {
@@ -95,15 +115,12 @@ class BambooHR(UsersSource):
         "PERMISSIONS_ID": {"setting": "default_role"},
     }
 
-    def validate(self) -> None:
-        if not self.setting("url").strip().lower().startswith(("http://", "https://")):
-            raise ConfigError(f"[{self.name}] url must start with https:// (e.g. {DEFAULT_URL})")
+    def validate(self) -> Iterator[str]:
         company = self.setting("system_name").strip()
         if any(c in company for c in "./: "):
-            raise ConfigError(f"[{self.name}] system_name is the company subdomain only (acme for acme.bamboohr.com)")
+            yield f"[{self.name}] system_name is the company subdomain only (acme for acme.bamboohr.com)"
         if self.setting("mode") == "report" and not self.fields:
-            raise ConfigError(f"[{self.name}] report_fields is empty; list the BambooHR fields to request")
-        self.section.flag("only_current")
+            yield f"[{self.name}] report_fields is empty; list the BambooHR fields to request"
 
     @property
     def fields(self) -> list[str]:

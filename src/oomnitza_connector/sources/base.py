@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError
@@ -48,14 +48,23 @@ class Source:
 
     def __init__(self, section: SectionConfig) -> None:
         self.section = section
-        self.validate()
+        problems = self.problems()
+        if problems:
+            raise ConfigError("\n".join(problems))
 
     @property
     def name(self) -> str:
         return self.section.name
 
     def setting(self, name: str) -> str:
+        """The setting's text as the INI has it (defaults filled in); mappings see the same strings."""
         return self.section.settings.get(name, "")
+
+    def value(self, name: str) -> Any:
+        """The setting as its declaration types it: ``self.value("page_size") -> int``; a Bool gives a
+        bool, a List a list of str, a Json the decoded value. Not set: the default, else None/""/False/[]."""
+        own = next((s for s in self.settings if s.name == name), None)
+        return self.section.value(name, own)
 
     def mapped_sources(self) -> list[str]:
         """The ``source`` paths the run maps (INI + defaults until the merged mapping is known)."""
@@ -64,8 +73,21 @@ class Source:
             specs = {**self.default_mappings, **self.section.mappings}
         return [s for s in (spec.get("source") for spec in specs.values()) if isinstance(s, str)]
 
-    def validate(self) -> None:
-        """Raise ConfigError for settings that are inconsistent (called at config load)."""
+    def validate(self) -> Iterable[str] | None:
+        """Rules across settings that the declarations cannot express (called at config load, no I/O).
+        Each single value was checked against its declaration already. Report every problem: yield
+        (or return a list of) one line each, like ``[section] set both client_id and client_secret``;
+        raising ConfigError works too but stops at that problem."""
+        return None
+
+    def problems(self) -> list[str]:
+        found: list[str] = []
+        try:
+            for line in self.validate() or ():
+                found.append(line)
+        except ConfigError as exc:
+            found.append(str(exc))
+        return found
 
     def connector_name(self) -> str:
         return self.mapping_name
@@ -101,8 +123,8 @@ class UsersSource(Source):
 
     record_type = "users"
     role_settings: ClassVar[tuple[Setting, ...]] = (
-        Setting("default_role", None, example="25", help="Oomnitza role id given to new users"),
-        Setting("default_position", None, example="Employee", help="position given to users"),
+        Setting("default_role", None, example="25", help="the Oomnitza role ID put into `PERMISSIONS_ID` (e.g. `25`)"),
+        Setting("default_position", None, example="Employee", help="put into `POSITION` unless you map it"),
     )
 
     def extra_mappings(self) -> dict[str, dict[str, Any]]:

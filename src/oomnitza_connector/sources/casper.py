@@ -41,7 +41,7 @@ import httpx
 from ..auth import HeaderToken, RefreshingToken, basic
 from ..errors import ConfigError, SourceError
 from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body, safe_url
-from ..settings import Setting
+from ..settings import Int, List, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -128,31 +128,88 @@ class Casper(Source):
     summary = "Jamf Pro (Casper) computers or mobile devices"
     settings = (
         Setting(
-            "url", "https://jss.jamfcloud.com/example", example="https://acme.jamfcloud.com", help="Jamf Pro base URL"
+            "url",
+            "https://jss.jamfcloud.com/example",
+            example="https://acme.jamfcloud.com",
+            kind=Url(),
+            help=(
+                "your Jamf Pro server, e.g. `https://acme.jamfcloud.com` or "
+                "`https://jamf.example.com:8443`; `/api`, `/api/v1` or `/JSSResource` at the end and a "
+                "trailing `/` work too"
+            ),
         ),
         Setting(
             "username",
             "",
             example="username@example.com",
-            help="Jamf Pro user for a bearer token (when no client_id is set)",
+            help="a Jamf Pro user, used only when `client_id` is not set",
         ),
-        Setting("password", "", example="change-me", secret=True, help="that user's password"),
+        Setting(
+            "password",
+            "",
+            example="change-me",
+            secret=True,
+            help="that user's password (any character works, `%` and `*` included)",
+        ),
         Setting(
             "sync_type",
             "computers",
             choices=("computers", "mobiledevices"),
-            help="computers (mapping 'Casper') or mobiledevices (mapping 'Casper.MDM')",
+            help="`computers` or `mobiledevices`; it also picks the mapping name: `Casper` or `Casper.MDM`",
         ),
-        Setting("group_name", "", help="only the members of this computer / mobile device group"),
-        Setting("client_id", "", help="Jamf Pro API client ID (preferred over username/password)"),
+        Setting(
+            "group_name",
+            "",
+            help=(
+                "sync only the members of this group: a computer group for `computers`, a mobile device "
+                "group for `mobiledevices`; smart and static groups both work. The exact name wins, else "
+                "a name that differs only in letter case"
+            ),
+        ),
+        Setting(
+            "client_id",
+            "",
+            help=("the Client ID of a Jamf Pro API client; when it is set, `username` and `password` are not used"),
+        ),
         Setting("client_secret", "", secret=True, help="that API client's secret"),
-        Setting("page_size", "100", help="devices per inventory request (1-2000)"),
-        Setting("max_connections", "5", help="concurrent requests to Jamf Pro at most (Jamf asks for 5 or fewer)"),
-        Setting("api_version", "auto", help="computers-inventory API version: auto (newest served), v4, v3, v2, v1"),
+        Setting(
+            "page_size",
+            "100",
+            kind=Int(1, 2000),
+            help=(
+                "devices per inventory request; Jamf's default is 100, and large pages with the "
+                "`APPLICATIONS` section can be slow"
+            ),
+        ),
+        Setting(
+            "max_connections",
+            "5",
+            kind=Int(1, 50),
+            help=(
+                "the most requests open against Jamf at the same time (Jamf asks API users to stay at 5 "
+                "or fewer); group members are fetched `min(--workers, max_connections)` at a time"
+            ),
+        ),
+        Setting(
+            "api_version",
+            "auto",
+            help=(
+                "the computer inventory API version: `auto` uses the newest one the server answers (tried"
+                " in the order `v4`, `v3`, `v2`, `v1`); e.g. `v3` pins that version and skips the check. "
+                "Mobile devices always use `/api/v2/mobile-devices/detail`"
+            ),
+        ),
         Setting(
             "sections",
             "",
-            help="inventory sections to request, comma-separated (default: all that the Classic field names need)",
+            kind=List(),
+            help=(
+                "the inventory sections to request, e.g. `GENERAL,HARDWARE,OPERATING_SYSTEM`; empty means"
+                ' every section the old field names need (see "Record shape") plus, for computers, every'
+                " section whose Jamf Pro API key the merged mapping names (e.g. `diskEncryption.*` adds"
+                " `DISK_ENCRYPTION`). A list you set is used as it is; leaving out `APPLICATIONS` makes large"
+                " syncs much faster, if you do not map applications"
+            ),
         ),
     )
     default_converters = dict.fromkeys(DATE_FIELDS, "date_format")
@@ -166,18 +223,12 @@ class Casper(Source):
 
     def validate(self) -> None:
         where = f"[{self.name}]"
-        if not re.match(r"^https?://[^/]", self.setting("url")):
-            raise ConfigError(f"{where} url must start with https:// (e.g. https://acme.jamfcloud.com)")
         if bool(self.setting("client_id")) != bool(self.setting("client_secret")):
             raise ConfigError(f"{where} set both client_id and client_secret (a Jamf Pro API client)")
         if not self.setting("client_id") and not (self.setting("username") and self.setting("password")):
             raise ConfigError(
                 f"{where} set client_id and client_secret (a Jamf Pro API client), or username and password"
             )
-        for name, low, high in (("page_size", 1, 2000), ("max_connections", 1, 50)):
-            value = self.setting(name) or "0"
-            if not value.isdigit() or not low <= int(value) <= high:
-                raise ConfigError(f"{where} {name} must be a number from {low} to {high}")
         version = self.setting("api_version") or "auto"
         if version != "auto" and not re.fullmatch(r"v\d+", version):
             raise ConfigError(f"{where} api_version must be auto or a version like v4")

@@ -34,7 +34,7 @@ from ..config import truthy
 from ..errors import ConfigError, SourceError
 from ..http import HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
 from ..paths import get_field_value
-from ..settings import Setting
+from ..settings import BOOL, File, Int, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -419,32 +419,60 @@ class Chef(Source):
             "url",
             None,
             example="https://example.com/organizations/org",
-            help="organization URL: https://<host>/organizations/<org>",
+            kind=Url(),
+            help="the organization URL, `https://<host>/organizations/<org>` (a trailing `/` is fine)",
         ),
-        Setting("client", None, example="user", help="Chef user or API client name (X-Ops-UserId)"),
-        Setting("key_file", None, example="/path/to/user.pem", help="PEM RSA private key of that client"),
+        Setting(
+            "client",
+            None,
+            example="user",
+            help="the Chef user or API client the connector signs requests as (`X-Ops-UserId`)",
+        ),
+        Setting(
+            "key_file",
+            None,
+            example="/path/to/user.pem",
+            kind=File(),
+            help=(
+                "the PEM RSA private key of that client, PKCS#1 (`BEGIN RSA PRIVATE KEY`) or PKCS#8 "
+                "(`BEGIN PRIVATE KEY`), not encrypted"
+            ),
+        ),
         Setting(
             "attribute_extension",
             "",
-            help='JSON: {"<platform or __default__>": {"<new hardware key>": "<dotted node path>"}}',
+            help=(
+                'JSON that adds keys to `hardware`: `{"<platform or __default__>": {"<new hardware key>":'
+                ' "<dotted node path>"}}` (see "Record shape")'
+            ),
         ),
         Setting(
             "node_mappings",
             "",
-            help='JSON: {"<platform or __default__>": {"serial_number"|"model": "<dotted node path>"}}',
+            help=(
+                'JSON that says where `serial_number` and `model` come from, per platform: `{"<platform '
+                'or __default__>": {"serial_number": "<dotted node path>"}}` (see "Record shape")'
+            ),
         ),
         Setting(
             "signing_protocol",
             "1.3",
             choices=PROTOCOLS,
-            help="1.3 (SHA-256, Chef Infra Server 12.4+) or 1.0 (SHA-1, older servers)",
+            help=(
+                "`1.3` signs with SHA-256 (Chef Infra Server 12.4 or newer); `1.0` signs with SHA-1, for "
+                "older servers only"
+            ),
         ),
         Setting(
             "partial_search",
             "true",
-            help="fetch only the attributes the record needs (POST search); false = whole nodes",
+            kind=BOOL,
+            help=(
+                "ask the server only for the attributes the record needs (`POST /search/node`); `false` "
+                'downloads whole nodes (`GET`); both give the same records (see "Which attribute a path reads")'
+            ),
         ),
-        Setting("page_size", "1000", help="nodes per search request (rows)"),
+        Setting("page_size", "1000", kind=Int(1, 10000), help="nodes per search request (`rows`)"),
     )
     default_mappings: dict[str, dict[str, Any]] = {}
 
@@ -459,12 +487,6 @@ class Chef(Source):
                     f"[{self.name}] node_mappings can set only serial_number and model, "
                     f"not {', '.join(sorted(unknown))}"
                 )
-        if not self.setting("page_size").isdigit() or not 1 <= int(self.setting("page_size")) <= 10000:
-            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to 10000")
-        if not self.setting("url").lower().startswith(("http://", "https://")):
-            raise ConfigError(
-                f"[{self.name}] url must start with https:// (e.g. https://chef.example.com/organizations/acme)"
-            )
 
     @property
     def base(self) -> str:

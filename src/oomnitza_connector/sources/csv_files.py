@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import ConfigError, SourceError
-from ..ini import parse_bool
-from ..settings import Setting
+from ..errors import SourceError
+from ..settings import BOOL, File, Folder, List, Setting, Size
 from .base import BadRecord, Record, Source, UsersSource
-from .files import PROCESSED_SETTINGS, ProcessedFiles, check_one_of, check_processed, discover, display
-from .limits import CELL_COST, PAGE_BUDGET, PAGE_SIZE, human, parse_size
+from .files import PROCESSED_SETTINGS, ProcessedFiles, discover, display, one_of_problems, processed_problems
+from .limits import CELL_COST, PAGE_BUDGET, PAGE_SIZE, human
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +44,58 @@ _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 STRAY_QUOTE = "a quoted value starts on this line and is never closed (a stray or missing quote)"
 
 FILE_SETTINGS = (
-    Setting("filename", "", example="/some/path/to/file/assets.csv", help="one CSV file"),
-    Setting("directory", "", example="/some/path/to/files/", help="a folder of *.csv files (not recursive)"),
+    Setting(
+        "filename",
+        "",
+        example="/some/path/to/file/assets.csv",
+        kind=File(must_exist=False),
+        help="one CSV file (`filename` and `directory` are mutually exclusive)",
+    ),
+    Setting(
+        "directory",
+        "",
+        example="/some/path/to/files/",
+        kind=Folder(must_exist=False),
+        help=(
+            "every `*.csv` file in this folder (not recursive, sorted by name, case-insensitive "
+            "extension, dot-files skipped)"
+        ),
+    ),
 )
 FORMAT_SETTINGS = (
-    Setting("encoding", "utf-8-sig", help="text encoding of the files, e.g. cp1252 or latin-1"),
-    Setting("delimiter", ",", help="field separator: , ; | tab, or auto to detect it from the header"),
-    Setting("strip_headers", "false", help='remove spaces around column names (" Serial " becomes "Serial")'),
-    Setting("max_cell_size", "1M", help="largest value of one cell (K, M, G); a row with a larger one is not sent"),
-    Setting("max_row_size", "8M", help="largest row as text (K, M, G); a larger row is not sent"),
+    Setting(
+        "encoding",
+        "utf-8-sig",
+        help="text encoding (`cp1252`, `latin-1`, `utf-16`, …); a UTF-8 byte-order mark is stripped",
+    ),
+    Setting("delimiter", ",", help="field separator: `,` `;` `|` `tab`, or `auto` to detect it from the header"),
+    Setting(
+        "strip_headers",
+        "false",
+        kind=BOOL,
+        help=(
+            'remove spaces around column names (`" Serial "` becomes `"Serial"`); without it a padded'
+            " name is warned about, since mappings must then spell it with its spaces"
+        ),
+    ),
+    Setting(
+        "max_cell_size",
+        "1M",
+        kind=Size(),
+        help=(
+            "the largest value of one cell; a row with a larger cell is not sent (the csv module's own"
+            " limit of 128 KiB does not apply)"
+        ),
+    ),
+    Setting(
+        "max_row_size",
+        "8M",
+        kind=Size(),
+        help=(
+            "the largest row, as text; a larger row is not sent. Each column also counts 64 bytes, so the"
+            " default admits headers of up to 131,072 columns"
+        ),
+    ),
     *PROCESSED_SETTINGS,
 )
 
@@ -305,27 +347,24 @@ def _parse(rec: str | list[str], feed: _Feed, reader: Any, delimiter: str) -> tu
 class _CsvSource(Source):
     file_settings: ClassVar[tuple[Setting, ...]] = FILE_SETTINGS
 
-    def validate(self) -> None:
-        check_one_of(self.name, self.setting("filename"), self.setting("directory"))
-        check_processed(self.name, self.setting("processed_action"), self.setting("processed_dir"))
+    def validate(self) -> Iterator[str]:
+        yield from one_of_problems(self.name, self.setting("filename"), self.setting("directory"))
+        yield from processed_problems(self.name, self.setting("processed_action"), self.setting("processed_dir"))
         self.processed = ProcessedFiles(self.name, self.setting("processed_action"), self.setting("processed_dir"))
         try:
             codecs.lookup(self.setting("encoding"))
         except LookupError:
-            raise ConfigError(
+            yield (
                 f"[{self.name}] encoding = {self.setting('encoding')!r} is not a known "
                 "encoding (e.g. utf-8, cp1252, latin-1, utf-16)"
-            ) from None
-        self.strip_headers = parse_bool(self.setting("strip_headers"), setting=f"[{self.name}] strip_headers")
+            )
+        self.strip_headers = self.value("strip_headers")
         delimiter = self._delimiter_setting()
         if delimiter != "auto" and len(delimiter) != 1:
-            raise ConfigError(
-                f"[{self.name}] delimiter = {self.setting('delimiter')!r} must be one character, tab, or auto"
-            )
+            yield f"[{self.name}] delimiter = {self.setting('delimiter')!r} must be one character, tab, or auto"
         if delimiter in ('"', "\r", "\n"):
-            raise ConfigError(f"[{self.name}] delimiter = {self.setting('delimiter')!r} cannot separate fields")
-        self.max_cell = parse_size(self.setting("max_cell_size") or "1M", setting=f"[{self.name}] max_cell_size")
-        self.max_row = parse_size(self.setting("max_row_size") or "8M", setting=f"[{self.name}] max_row_size")
+            yield f"[{self.name}] delimiter = {self.setting('delimiter')!r} cannot separate fields"
+        self.max_cell, self.max_row = self.value("max_cell_size"), self.value("max_row_size")
         # The csv module's own limit (131072 by default, process-wide) is only ever raised: rows
         # are bounded here, before the csv module sees them.
         csv.field_size_limit(max(csv.field_size_limit(), self.max_row + 1))
@@ -501,7 +540,8 @@ class CsvAssets(_CsvSource):
             "sync_field",
             None,
             example="24DCF85294E411E38A52066B556BA4EE",
-            help="Oomnitza field id(s) identifying an asset",
+            kind=List(),
+            help="the Oomnitza field id(s) that identify an asset, comma-separated (e.g. `SERIAL_NUMBER`)",
         ),
         *FORMAT_SETTINGS,
     )
@@ -513,9 +553,21 @@ class CsvUsers(_CsvSource, UsersSource):
     record_type = "users"
     summary = "Rows of a CSV file (or a folder of them) as users"
     settings = (
-        Setting("filename", "", example="/some/path/to/file/users.csv", help="one CSV file"),
+        Setting(
+            "filename",
+            "",
+            example="/some/path/to/file/users.csv",
+            kind=File(must_exist=False),
+            help="one CSV file (`filename` and `directory` are mutually exclusive)",
+        ),
         FILE_SETTINGS[1],
         *UsersSource.role_settings,
-        Setting("sync_field", None, example="USER", help="Oomnitza field id(s) identifying a user"),
+        Setting(
+            "sync_field",
+            None,
+            example="USER",
+            kind=List(),
+            help="the Oomnitza field id(s) that identify a user, comma-separated (e.g. `USER`)",
+        ),
         *FORMAT_SETTINGS,
     )

@@ -7,20 +7,21 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..diskio import describe_os_error
-from ..errors import ConfigError, SourceError
-from ..settings import Setting
+from ..errors import SourceError
+from ..settings import Choice, Folder, Setting
 
 log = logging.getLogger(__name__)
 
 
-def check_one_of(section: str, filename: str, directory: str, *, allow_filename: bool = True) -> None:
+def one_of_problems(section: str, filename: str, directory: str, *, allow_filename: bool = True) -> Iterator[str]:
     if allow_filename and filename and directory:
-        raise ConfigError(f"[{section}] filename and directory are mutually exclusive; keep one of them")
+        yield f"[{section}] filename and directory are mutually exclusive; keep one of them"
     if not (filename or directory):
-        raise ConfigError(f"[{section}] set " + ("filename or directory" if allow_filename else "directory"))
+        yield f"[{section}] set " + ("filename or directory" if allow_filename else "directory")
 
 
 def discover(section: str, filename: str, directory: str, suffix: str | tuple[str, ...]) -> list[Path]:
@@ -63,22 +64,25 @@ PROCESSED_SETTINGS = (
     Setting(
         "processed_action",
         "none",
-        choices=PROCESSED_ACTIONS,
-        help="after a run in which every record was accepted: none, move (to processed_dir) or delete "
-        "the files read to the end",
+        kind=Choice(PROCESSED_ACTIONS),
+        help=(
+            "after a run in which every record was accepted: `move` (to `processed_dir`) or `delete` "
+            "the files read to their end (see below); `none` leaves them"
+        ),
     ),
     Setting(
         "processed_dir",
         "",
         example="/some/path/to/processed/",
-        help="where processed_action = move puts the files (created if missing)",
+        kind=Folder(must_exist=False),
+        help="folder for `processed_action = move`; created if missing",
     ),
 )
 
 
-def check_processed(section: str, action: str, folder: str) -> None:
+def processed_problems(section: str, action: str, folder: str) -> Iterator[str]:
     if action == "move" and not folder.strip():
-        raise ConfigError(f"[{section}] processed_action = move needs processed_dir")
+        yield f"[{section}] processed_action = move needs processed_dir"
 
 
 class ProcessedFiles:

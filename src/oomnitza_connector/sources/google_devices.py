@@ -51,7 +51,7 @@ from .. import redact
 from ..auth import RefreshingToken, TokenFetcher
 from ..errors import ConfigError, SourceError
 from ..http import Cursor, Http, HttpAuthError, HttpError, classify_transport_error, decode_json, error_body, safe_url
-from ..settings import Setting
+from ..settings import Int, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -282,29 +282,57 @@ class GoogleDirectorySource(Source):
                 "service_account_impersonate",
                 "",
                 example="username@example.com",
-                help="email of the Google Workspace administrator the service account acts as",
+                help=(
+                    "the email of a Workspace administrator the service account acts as (the JWT `sub`), "
+                    "required; this admin needs the privilege to read the devices"
+                ),
             ),
             Setting(
                 "service_account_json_key",
                 "{}",
                 secret=True,
-                help="the service account's JSON key: the file's content on one line, or the path of the file; "
-                "leave it {} for keyless signing with service_account_email",
+                help=(
+                    "the service account's JSON key: the key file's content (one line, or several indented "
+                    "INI lines) or the path of the `.json` file; better, keep it in a secret backend "
+                    "(`vault_keys = service_account_json_key`). Leave it empty (or `{}`) for keyless mode"
+                ),
             ),
             Setting(
                 "service_account_email",
                 "",
-                help="keyless: the service account whose identity IAM signs with, used when "
-                "service_account_json_key is empty; the connector's ambient Google credentials need "
-                f"{TOKEN_CREATOR} on it",
+                help=(
+                    "keyless mode: the email of the service account that has domain-wide delegation, e.g. "
+                    "`oomnitza-connector@acme-inventory.iam.gserviceaccount.com`; used only when "
+                    "`service_account_json_key` is empty (setting both, or neither, is an error). The "
+                    f"connector's ambient Google credentials need `{TOKEN_CREATOR}` on it"
+                ),
             ),
-            Setting("url", DIRECTORY_API, help="Admin SDK API base (with or without /admin/directory/v1)"),
-            Setting("page_size", str(max_page), help=f"devices per request (1-{max_page})"),
-            Setting("iam_url", IAM_CREDENTIALS_API, help="keyless: IAM Service Account Credentials API base"),
+            Setting(
+                "url",
+                DIRECTORY_API,
+                kind=Url(),
+                help="the Admin SDK API base; `.../admin/directory/v1` also works (change it only for a proxy)",
+            ),
+            Setting(
+                "page_size",
+                str(max_page),
+                kind=Int(1, max_page),
+                help=("devices per request (`maxResults`, or `pageSize` for Cloud Identity); the maximum is Google's"),
+            ),
+            Setting(
+                "iam_url",
+                IAM_CREDENTIALS_API,
+                kind=Url(),
+                help=(
+                    "keyless mode: the IAM Service Account Credentials API base (change it only for a proxy "
+                    "or a Private Service Connect endpoint)"
+                ),
+            ),
             Setting(
                 "token_url",
                 GOOGLE_TOKEN_URI,
-                help="keyless: Google's OAuth token endpoint (with a key, the key's token_uri is used)",
+                kind=Url(),
+                help=("keyless mode: Google's token endpoint (with a key, the key's `token_uri` is used instead)"),
             ),
         )
 
@@ -335,12 +363,6 @@ class GoogleDirectorySource(Source):
             )
         if raw.startswith("{") and self.has_key:
             parse_key(raw, self.name, "inline")  # reading a key file is I/O: that waits for the run
-        for name in ("url", "iam_url", "token_url"):
-            if not self.setting(name).lower().startswith(("http://", "https://")):
-                raise ConfigError(f"[{self.name}] {name} must start with https://")
-        size = self.setting("page_size")
-        if not size.isdigit() or not 1 <= int(size) <= self.max_page:
-            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to {self.max_page}")
 
     # -- auth ---------------------------------------------------------------------------------------
 
@@ -701,20 +723,22 @@ class GoogleMobileDevices(GoogleDirectorySource):
             "device_api",
             "directory",
             choices=DEVICE_APIS,
-            help="directory (Admin SDK: user-owned devices, the old record shape) or cloud_identity "
-            "(Cloud Identity Devices API: company-owned devices too, another record shape)",
+            help=(
+                "`directory` (Admin SDK: user-owned devices, the old record shape) or `cloud_identity` "
+                "(Cloud Identity Devices API: company-owned devices too, another record shape)"
+            ),
         ),
-        Setting("cloud_identity_url", CLOUD_IDENTITY_API, help="Cloud Identity API base (device_api = cloud_identity)"),
+        Setting(
+            "cloud_identity_url",
+            CLOUD_IDENTITY_API,
+            kind=Url(),
+            help=("the Cloud Identity API base, used with `device_api = cloud_identity`; `.../v1` also works"),
+        ),
     )
 
     @property
     def cloud_identity(self) -> bool:
         return self.setting("device_api") == "cloud_identity"
-
-    def validate(self) -> None:
-        super().validate()
-        if self.cloud_identity and not self.setting("cloud_identity_url").lower().startswith(("http://", "https://")):
-            raise ConfigError(f"[{self.name}] cloud_identity_url must start with https://")
 
     def scopes(self) -> list[str]:
         return [CLOUD_IDENTITY_SCOPE] if self.cloud_identity else [self.scope]

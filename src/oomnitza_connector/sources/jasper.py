@@ -57,7 +57,7 @@ from .. import redact
 from ..auth import basic
 from ..errors import ConfigError, SourceError
 from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, RateLimiter, decode_json, error_body
-from ..settings import Setting
+from ..settings import File, Float, Int, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -274,49 +274,101 @@ class Jasper(Source):
     summary = "Cisco IoT Control Center (Jasper) SIMs via the REST API or the SOAP Terminal API"
     settings = (
         Setting(
-            "wsdl_path", DEFAULT_WSDL, help="SOAP: URL of the Terminal service WSDL (its soap:address is the endpoint)"
+            "wsdl_path",
+            DEFAULT_WSDL,
+            help=(
+                "SOAP: URL of the Terminal service WSDL; the endpoint is the WSDL's `soap:address`, so "
+                "this also chooses the server (operators and regions publish their own hosts)"
+            ),
         ),
         Setting(
             "username",
             None,
             example="username@example.com",
-            help="Control Center user (SOAP UsernameToken; REST Basic auth)",
+            help="Control Center user: REST HTTP Basic user name; SOAP WS-Security UsernameToken",
         ),
-        Setting("password", "", example="change-me", secret=True, help="SOAP: its password"),
+        Setting(
+            "password",
+            "",
+            example="change-me",
+            secret=True,
+            help=(
+                "SOAP (required): the user's password, sent as `PasswordText` (some deployments expect "
+                "the user's API key here)"
+            ),
+        ),
         Setting(
             "api_token",
             "",
             example="YOUR Jasper API TOKEN",
             secret=True,
-            help="SOAP: the account license key (licenseKey)",
+            help="SOAP (required): the account license key, sent as `licenseKey` in every request",
         ),
         Setting(
             "storage",
             "storage.db",
-            help="state file of the last 'modified since' mark (relative to the INI file's folder)",
+            kind=File(must_exist=False),
+            help=(
+                'the state file of the last "modified since" mark; a relative path is relative to the INI'
+                " file's folder"
+            ),
         ),
-        Setting("details_per_call", "50", help=f"SOAP: ICCIDs per GetTerminalDetails call (1-{MAX_DETAILS})"),
+        Setting("details_per_call", "50", kind=Int(1, MAX_DETAILS), help="SOAP: ICCIDs per `GetTerminalDetails` call"),
         Setting(
             "api",
             "auto",
             choices=APIS,
-            help="rest, soap, or auto: rest when url is set, else soap (existing SOAP files unchanged)",
+            help=(
+                "which API to speak: `rest`, `soap`, or `auto` = `rest` when `url` is set, else `soap` "
+                "(existing SOAP files unchanged)"
+            ),
         ),
-        Setting("url", "", help=f"REST: the Control Center REST base, e.g. https://<host>{REST_PATH}"),
+        Setting(
+            "url",
+            "",
+            kind=Url(),
+            help=(
+                "REST: the REST base, `https://<your Control Center REST host>/rws/api/v1` (the host "
+                "differs per operator and region; a bare `https://<host>` gets `/rws/api/v1` added)"
+            ),
+        ),
         Setting(
             "api_key",
             "",
             example="YOUR Control Center API KEY",
             secret=True,
-            help="REST: the user's API key (Account Settings), not the password",
+            help=(
+                "REST (required): the user's API key (Account Settings), not the password, sent as the "
+                "HTTP Basic password"
+            ),
         ),
-        Setting("account_id", "", help="REST: only SIMs of this enterprise account id (empty: the user's account)"),
-        Setting("page_size", str(REST_MAX_PAGE), help=f"REST: SIMs per list page (1-{REST_MAX_PAGE})"),
-        Setting("requests_per_second", "1", help=f"REST: request rate cap (more than 0, at most {MAX_RATE:g})"),
+        Setting(
+            "account_id",
+            "",
+            help=("REST: only SIMs of this numeric enterprise account id (`accountId`); empty: the user's account"),
+        ),
+        Setting(
+            "page_size",
+            str(REST_MAX_PAGE),
+            kind=Int(1, REST_MAX_PAGE),
+            help="REST: SIMs per list page (`pageSize`; 50 is the API's maximum)",
+        ),
+        Setting(
+            "requests_per_second",
+            "1",
+            kind=Float(above=0, max=MAX_RATE),
+            help=(
+                "REST: cap on requests per second, list and detail calls together (Cisco does not publish its limits)"
+            ),
+        ),
         Setting(
             "window_days",
             "30",
-            help=f"REST: days of changes per listing window (1-{MAX_WINDOW_DAYS}); progress is saved after each",
+            kind=Int(1, MAX_WINDOW_DAYS),
+            help=(
+                "REST: days of changes per listing window; the mark is saved after each window whose SIMs"
+                " all reached Oomnitza"
+            ),
         ),
     )
 
@@ -339,9 +391,6 @@ class Jasper(Source):
     def _validate_soap(self) -> None:
         if not self.setting("wsdl_path").lower().startswith(("http://", "https://", "file:")):
             raise ConfigError(f"[{self.name}] wsdl_path must be the URL of Terminal.wsdl (e.g. {DEFAULT_WSDL})")
-        per_call = self.setting("details_per_call")
-        if not per_call.isdigit() or not 1 <= int(per_call) <= MAX_DETAILS:
-            raise ConfigError(f"[{self.name}] details_per_call must be a number from 1 to {MAX_DETAILS}")
         missing = [n for n in ("password", "api_token") if not self.setting(n).strip()]
         if missing:
             raise ConfigError(
@@ -352,7 +401,7 @@ class Jasper(Source):
 
     def _validate_rest(self) -> None:
         where = f"[{self.name}]"
-        if not re.match(r"^https?://[^/\s]", self.setting("url").strip(), flags=re.IGNORECASE):
+        if not self.setting("url").strip():  # a bad URL is reported by its declaration
             raise ConfigError(
                 f"{where} url must be the Control Center REST base for api = rest, e.g. https://<host>{REST_PATH}"
             )
@@ -361,21 +410,9 @@ class Jasper(Source):
                 f"{where} api_key is required for the REST API (Control Center: your user's "
                 "Account Settings > API key; it is not the password)"
             )
-        size = self.setting("page_size").strip()
-        if not size.isdigit() or not 1 <= int(size) <= REST_MAX_PAGE:
-            raise ConfigError(f"{where} page_size must be a number from 1 to {REST_MAX_PAGE}")
-        try:
-            rate = float(self.setting("requests_per_second"))
-        except ValueError:
-            rate = 0.0
-        if not 0 < rate <= MAX_RATE:
-            raise ConfigError(f"{where} requests_per_second must be a number above 0 and at most {MAX_RATE:g}")
         account = self.setting("account_id").strip()
         if account and not account.isdigit():
             raise ConfigError(f"{where} account_id must be the numeric enterprise account id")
-        days = self.setting("window_days").strip()
-        if not days.isdigit() or not 1 <= int(days) <= MAX_WINDOW_DAYS:
-            raise ConfigError(f"{where} window_days must be a number from 1 to {MAX_WINDOW_DAYS}")
 
     @property
     def rest_base(self) -> str:

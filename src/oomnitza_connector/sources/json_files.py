@@ -25,10 +25,10 @@ from typing import Any
 import ijson
 import orjson
 
-from ..settings import Setting
+from ..settings import Folder, List, Setting, Size
 from .base import BadRecord, Record, Source, UsersSource
-from .files import PROCESSED_SETTINGS, ProcessedFiles, check_one_of, check_processed, discover, display
-from .limits import PAGE_BUDGET, PAGE_SIZE, human, parse_size
+from .files import PROCESSED_SETTINGS, ProcessedFiles, discover, display, one_of_problems, processed_problems
+from .limits import PAGE_BUDGET, PAGE_SIZE, human
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,12 @@ UTF8_BOM = b"\xef\xbb\xbf"
 MAX_DEPTH = 100  # nesting levels of one record; vendor exports stay far below
 BLOCK = 1 << 16
 SIZE_SETTING = Setting(
-    "max_record_size", "8M", help="largest record (array item, line or file) in bytes (K, M, G); a larger one fails"
+    "max_record_size",
+    "8M",
+    kind=Size(),
+    help=(
+        "the largest record (an array item, a `.jsonl` line, or a whole file that is not an array); a larger one fails"
+    ),
 )
 
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
@@ -161,11 +166,11 @@ def _bad(message: str, **raw: Any) -> Record:
 
 
 class _JsonSource(Source):
-    def validate(self) -> None:
-        check_one_of(self.name, "", self.setting("directory"), allow_filename=False)
-        check_processed(self.name, self.setting("processed_action"), self.setting("processed_dir"))
+    def validate(self) -> Iterator[str]:
+        yield from one_of_problems(self.name, "", self.setting("directory"), allow_filename=False)
+        yield from processed_problems(self.name, self.setting("processed_action"), self.setting("processed_dir"))
         self.processed = ProcessedFiles(self.name, self.setting("processed_action"), self.setting("processed_dir"))
-        self.max_bytes = parse_size(self.setting("max_record_size") or "8M", setting=f"[{self.name}] max_record_size")
+        self.max_bytes = self.value("max_record_size")
 
     async def commit(self) -> None:
         self.processed.finish()
@@ -317,12 +322,19 @@ class JsonAssets(_JsonSource):
     record_type = "assets"
     summary = "Objects of *.json files as assets"
     settings = (
-        Setting("directory", None, example="/some/path/to/files/", help="a folder of *.json and *.jsonl files"),
+        Setting(
+            "directory",
+            None,
+            example="/some/path/to/files/",
+            kind=Folder(must_exist=False),
+            help="every `*.json` and `*.jsonl` file in this folder (sorted by name)",
+        ),
         Setting(
             "sync_field",
             None,
             example="24DCF85294E411E38A52066B556BA4EE",
-            help="Oomnitza field id(s) identifying an asset",
+            kind=List(),
+            help="the Oomnitza field id(s) that identify an asset, comma-separated (e.g. `SERIAL_NUMBER`)",
         ),
         SIZE_SETTING,
         *PROCESSED_SETTINGS,
@@ -335,10 +347,22 @@ class JsonUsers(_JsonSource, UsersSource):
     record_type = "users"
     summary = "Objects of *.json files as users"
     settings = (
-        Setting("directory", None, example="/some/path/to/files/", help="a folder of *.json and *.jsonl files"),
-        Setting("default_role", "25", help="Oomnitza role id given to new users"),
-        Setting("default_position", "Employee", help="position given to users"),
-        Setting("sync_field", None, example="USER", help="Oomnitza field id(s) identifying a user"),
+        Setting(
+            "directory",
+            None,
+            example="/some/path/to/files/",
+            kind=Folder(must_exist=False),
+            help="every `*.json` and `*.jsonl` file in this folder (sorted by name)",
+        ),
+        Setting("default_role", "25", help="the Oomnitza role ID put into `PERMISSIONS_ID`"),
+        Setting("default_position", "Employee", help="put into `POSITION` unless you map it"),
+        Setting(
+            "sync_field",
+            None,
+            example="USER",
+            kind=List(),
+            help="the Oomnitza field id(s) that identify a user, comma-separated (e.g. `USER`)",
+        ),
         SIZE_SETTING,
         *PROCESSED_SETTINGS,
     )

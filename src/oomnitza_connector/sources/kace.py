@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -30,9 +30,9 @@ import httpx
 
 from .. import redact
 from ..auth import RefreshingToken
-from ..errors import ConfigError, SourceError
+from ..errors import SourceError
 from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
-from ..settings import Setting
+from ..settings import Int, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -145,40 +145,64 @@ class Kace(Source):
     record_type = "assets"
     summary = "Quest KACE SMA machines"
     settings = (
-        Setting("url", None, example="https://KACE_SMA", help="appliance base URL, e.g. https://kace.example.com"),
-        Setting("username", "", example="***", help="KACE user (admin or read-only admin), without 2FA"),
-        Setting("password", "", example="***", secret=True, help="its password"),
-        Setting("organization_name", "Default", help="organization to log into (multi-org appliances)"),
-        Setting("api_version", "8", help="API version sent in x-kace-api-version / x-dell-api-version"),
-        Setting("page_size", "100", help="machines per request"),
-        Setting("timezone", "", help="appliance time zone (e.g. America/Chicago) for its dates; empty = UTC"),
+        Setting(
+            "url",
+            None,
+            example="https://KACE_SMA",
+            kind=Url(),
+            help="the appliance, e.g. `https://kace.example.com`; a URL that ends in `/api` also works",
+        ),
+        Setting(
+            "username",
+            "",
+            example="***",
+            help=(
+                "a KACE user with the admin or read-only admin role, without 2FA (a standard user sees "
+                "only its own machines); required"
+            ),
+        ),
+        Setting("password", "", example="***", secret=True, help="that user's password; required"),
+        Setting(
+            "organization_name",
+            "Default",
+            help="the organization to log into, on appliances with several organizations",
+        ),
+        Setting(
+            "api_version",
+            "8",
+            kind=Int(min=1),
+            help=(
+                "the API version to ask for, sent as `x-kace-api-version` and `x-dell-api-version`; a "
+                "route without it answers with its newest version. `14` is fine on current appliances"
+            ),
+        ),
+        Setting("page_size", "100", kind=Int(min=1), help="machines per request (`paging=limit N offset M`)"),
+        Setting(
+            "timezone",
+            "",
+            help=(
+                "the appliance's time zone as an IANA name, e.g. `America/Chicago`: KACE dates carry no "
+                'time zone and are then read in that zone (see "Dates"); empty = UTC'
+            ),
+        ),
     )
     default_mappings = {"APPLICATIONS": {"source": "software"}}
     default_converters = {"Last_inventory": "timestamp", "Last_sync": "timestamp"}
 
-    def validate(self) -> None:
-        if not self.setting("url").lower().startswith(("http://", "https://")):
-            raise ConfigError(f"[{self.name}] url must start with https:// (e.g. https://kace.example.com)")
+    def validate(self) -> Iterator[str]:
         if not self.setting("username") or not self.setting("password"):
-            raise ConfigError(f"[{self.name}] set username and password of a KACE admin or read-only admin")
-        if not self.setting("api_version").strip().isdigit():
-            raise ConfigError(f"[{self.name}] api_version must be a number (e.g. 8 or 14)")
-        if not self.setting("page_size").isdigit() or int(self.setting("page_size")) < 1:
-            raise ConfigError(f"[{self.name}] page_size must be a positive number")
-        self.zone = self._zone()
-
-    def _zone(self) -> Any:
+            yield f"[{self.name}] set username and password of a KACE admin or read-only admin"
+        self.zone = None
         name = self.setting("timezone").strip()
-        if not name:
-            return None
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        if name:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(
-                f"[{self.name}] timezone '{name}' is not a known time zone (use an IANA name such as Europe/Berlin)"
-            ) from None
+            try:
+                self.zone = ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                yield (
+                    f"[{self.name}] timezone '{name}' is not a known time zone (use an IANA name such as Europe/Berlin)"
+                )
 
     @property
     def base(self) -> str:
@@ -231,7 +255,7 @@ class Kace(Source):
             session = KaceSession(lambda: self._login(http))
             http.client.auth = session
             try:
-                async for response in http.paginate(MachinePages(int(self.setting("page_size"))), MACHINES):
+                async for response in http.paginate(MachinePages(self.value("page_size")), MACHINES):
                     body = decode_json(response)
                     if not isinstance(body, dict):
                         raise SourceError(

@@ -43,7 +43,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..converters.registry import parse_converter_spec
 from ..errors import ConfigError, SourceError
-from ..settings import Setting
+from ..settings import BOOL, Float, Int, List, Setting
 from .base import Record, Source, UsersSource
 
 with warnings.catch_warnings():
@@ -197,59 +197,111 @@ S_URL = Setting(
     "url",
     None,
     example="ldaps://ldap.example.com:636",
-    help="ldap://host[:port] (add start_tls = true) or ldaps://host[:port]",
+    help=(
+        "`ldap://host[:port]` (port 389; add `start_tls = true`) or `ldaps://host[:port]` (port "
+        "636; the old README's `ldaps://…:389` is wrong)"
+    ),
 )
 S_USERNAME = Setting(
     "username",
     None,
     example="cn=reader,dc=example,dc=com",
-    help="bind DN (AD also user@domain or DOMAIN\\user); 'anonymous' = anonymous bind",
+    help=(
+        "the bind DN, e.g. `cn=reader,dc=example,dc=com` (on AD also `reader@example.com` or "
+        "`EXAMPLE\\reader`); `anonymous` (any case) makes an anonymous bind"
+    ),
 )
-S_PASSWORD = Setting("password", "", secret=True, help="bind password (required unless username = anonymous)")
+S_PASSWORD = Setting(
+    "password",
+    "",
+    secret=True,
+    help=(
+        "the bind password, required unless `username = anonymous`: with an empty password many "
+        "servers make an unauthenticated bind (RFC 4513) and show little or nothing, so the "
+        "connector refuses to start"
+    ),
+)
 S_BASE_DN = Setting(
     "base_dn",
     None,
     example="ou=people,dc=example,dc=com",
-    help="search base (also used by group_member_filter lookups)",
+    help="the search base; group mode needs it too (`group_member_filter` lookups search under it)",
 )
-S_GROUP_DN = Setting("group_dn", "", help="legacy single group DN whose members are synced")
-S_GROUPS_DN = Setting("groups_dn", "[]", help="JSON array of group DNs whose members are synced (wins over group_dn)")
+S_GROUP_DN = Setting("group_dn", "", help="legacy: one group whose members are synced")
+S_GROUPS_DN = Setting(
+    "groups_dn",
+    "[]",
+    help=(
+        "a JSON array of group DNs whose members are synced, e.g. "
+        '`["cn=it,ou=groups,dc=example,dc=com"]` (double quotes); it wins over `group_dn`'
+    ),
+)
 S_MEMBERS_ATTR = Setting(
-    "group_members_attr", "member", help="group attribute listing the members (member, uniqueMember, memberUid, ...)"
+    "group_members_attr",
+    "member",
+    help=(
+        "the group attribute that lists the members: `member` (AD, `groupOfNames`), "
+        "`uniqueMember`, or `memberUid` (`posixGroup`)"
+    ),
 )
 S_MEMBER_FILTER = Setting(
     "group_member_filter",
     "",
-    help="look members up under base_dn with this filter, {} = the member value, e.g. (uid={}) for memberUid",
+    help=(
+        "find each member by a search under `base_dn` instead of reading the member value as a "
+        "DN; `{}` stands for the member value, e.g. `(uid={})` with `memberUid`. The value is "
+        "escaped (RFC 4515), so `*`, `(`, `)` and `\\` in it match only themselves"
+    ),
 )
-S_PROTOCOL = Setting("protocol_version", "3", help="LDAP protocol version: 3, or 2 (no paging)")
-S_FILTER = Setting("filter", "(objectClass=*)", help="search filter (also applied to group members)")
+S_PROTOCOL = Setting("protocol_version", "3", help="`3`, or `2` (no paging); any other value logs a warning and uses 3")
+S_FILTER = Setting(
+    "filter",
+    "(objectClass=*)",
+    help=(
+        "the search filter, also applied to each group member; an invalid filter stops the run at"
+        " startup. For AD computers: `(objectCategory=computer)`, and add "
+        "`(!(userAccountControl:1.2.840.113556.1.4.803:=2))` to leave out disabled ones"
+    ),
+)
 S_PAGE_CRITERIUM = Setting("page_criterium", "", help="accepted for compatibility; no effect")
 EXTRA_SETTINGS = (
-    Setting("start_tls", "false", help="upgrade an ldap:// connection with StartTLS before binding"),
+    Setting(
+        "start_tls",
+        "false",
+        kind=BOOL,
+        help="upgrade an `ldap://` connection with StartTLS before the bind (not with `ldaps://`)",
+    ),
     Setting(
         "page_size",
         "500",
-        help="entries per page (RFC 2696); keep it at or below the server's limit (Active Directory MaxPageSize: 1000)",
+        kind=Int(1, 100000),
+        help=(
+            "entries per page (RFC 2696 paged results), at or below the server's limit (AD "
+            "`MaxPageSize`: 1000); in group mode, members per page"
+        ),
     ),
-    Setting("nested_groups", "true", help="group mode: expand groups found among the members"),
+    Setting(
+        "nested_groups",
+        "true",
+        kind=BOOL,
+        help=(
+            "in group mode, a member that is itself a group (`group`, `groupOfNames`, "
+            "`groupOfUniqueNames`) is expanded rather than sent"
+        ),
+    ),
     Setting(
         "attributes",
         "*",
-        help="attributes to request, comma-separated: * = all user attributes; "
-        "add operational ones by name (*,modifyTimestamp) or + for all",
+        kind=List(),
+        help=(
+            "the attributes to request: `*` = all user attributes; add operational attributes by name"
+            " (`*,modifyTimestamp`) or `+` for all of them. Every attribute a mapping names (INI, the"
+            " Oomnitza server mapping or the defaults, `concat`/`first_field` parameters included) is"
+            " requested by name automatically"
+        ),
     ),
-    Setting("timeout", "30", help="seconds to wait for the server to connect or answer"),
+    Setting("timeout", "30", kind=Float(above=0), help="seconds to wait to connect and for each answer"),
 )
-
-
-def _flag(value: str, *, where: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "yes", "y", "true", "t", "on"):
-        return True
-    if lowered in ("", "0", "no", "n", "false", "f", "off"):
-        return False
-    raise ConfigError(f"{where}: {value!r} is not true or false")
 
 
 # --- the blocking side (runs in worker threads) ------------------------------------------------
@@ -573,16 +625,7 @@ class _LdapBase(Source):
                 f"{where} password is empty: an empty password makes many servers bind anonymously "
                 "(RFC 4513 unauthenticated bind); set it, or set username = anonymous"
             )
-        if not self.setting("page_size").strip().isdigit() or not 1 <= int(self.setting("page_size")) <= 100000:
-            raise ConfigError(f"{where} page_size must be a number from 1 to 100000")
-        try:
-            if float(self.setting("timeout")) <= 0:
-                raise ValueError
-        except ValueError:
-            raise ConfigError(f"{where} timeout must be a positive number of seconds") from None
         self._groups()
-        for key in ("start_tls", "nested_groups"):
-            _flag(self.setting(key), where=f"{where} {key}")
         self._check_filter("filter", self.setting("filter") or "(objectClass=*)")
         if self.setting("group_member_filter"):
             self._check_filter("group_member_filter", self.setting("group_member_filter").replace("{}", "x"))
@@ -625,7 +668,7 @@ class _LdapBase(Source):
         if not host:
             raise ConfigError(f"{where} {url!r} names no host")
         ldaps = scheme == "ldaps"
-        if ldaps and _flag(self.setting("start_tls"), where=f"[{self.name}] start_tls"):
+        if ldaps and self.value("start_tls"):
             raise ConfigError(f"[{self.name}] start_tls = true needs an ldap:// url (ldaps:// is already TLS)")
         return host, port or (636 if ldaps else 389), ldaps
 
@@ -703,7 +746,7 @@ class _LdapBase(Source):
     def _connect(self) -> Directory:
         """Open, secure and bind (blocking). Raises SourceError with one clear line."""
         host, port, ldaps = self._endpoint()
-        start_tls = _flag(self.setting("start_tls"), where=f"[{self.name}] start_tls")
+        start_tls = self.value("start_tls")
         timeout = float(self.setting("timeout"))
         url = f"{'ldaps' if ldaps else 'ldap'}://{host}:{port}"
         try:
@@ -813,7 +856,7 @@ class _LdapBase(Source):
                 search_filter=search_filter,
                 member_filter=self.setting("group_member_filter"),
                 base_dn=self.setting("base_dn"),
-                nested=_flag(self.setting("nested_groups"), where=f"[{self.name}] nested_groups"),
+                nested=self.value("nested_groups"),
             )
             while (page := await self._call(walker.next_page)) is not None:
                 if page:
@@ -1051,7 +1094,8 @@ class LdapAssets(_LdapBase):
                 "sync_field",
                 None,
                 example="24DCF85294E411E38A52066B556BA4EE",
-                help="Oomnitza field id(s) identifying an asset",
+                kind=List(),
+                help="the Oomnitza field id(s) that identify an asset, comma-separated",
             ),
         )
     )

@@ -22,14 +22,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
 from ..auth import HeaderToken
-from ..errors import ConfigError, SourceError
+from ..errors import SourceError
 from ..http import (
     Http,
     HttpAuthError,
@@ -41,7 +41,7 @@ from ..http import (
     error_body,
     safe_url,
 )
-from ..settings import Setting
+from ..settings import Int, List, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -150,35 +150,50 @@ class MerakiSM(Source):
             "",
             example="YOUR Meraki API KEY",
             secret=True,
-            help="Dashboard API key (My Profile > API access)",
+            help=(
+                "a Dashboard API key (My Profile > API access), required; keep it in the secrets backend "
+                "(`vault_keys = meraki_api_key`)"
+            ),
         ),
-        Setting("network_id", "", example="N_**************", help="ID of the Systems Manager network (N_… or L_…)"),
-        Setting("url", DEFAULT_URL, help="Dashboard API base (China, government dashboards, proxies)"),
-        Setting("page_size", str(MAX_PER_PAGE), help=f"devices per request (3-{MAX_PER_PAGE})"),
         Setting(
-            "extra_fields", "", help="more device fields to request, comma-separated (e.g. androidSecurityPatchVersion)"
+            "network_id",
+            "",
+            example="N_**************",
+            help="the Systems Manager network (`N_…`, or `L_…` for a combined network), required",
+        ),
+        Setting(
+            "url",
+            DEFAULT_URL,
+            kind=Url(),
+            help=(
+                "the Dashboard API base: `https://api.meraki.cn/api/v1` (China), "
+                "`https://api.gov-meraki.com/api/v1` (US government), a proxy; `/api/v1` may be left out"
+            ),
+        ),
+        Setting("page_size", str(MAX_PER_PAGE), kind=Int(3, MAX_PER_PAGE), help="devices per request (`perPage`)"),
+        Setting(
+            "extra_fields",
+            "",
+            kind=List(),
+            help=(
+                "more device fields to request, comma-separated, sent as written (rarely needed: mapped "
+                'fields are requested on their own, see "Record shape")'
+            ),
         ),
         Setting(
             "requests_per_second",
             str(MAX_PER_SECOND),
+            kind=Int(1, MAX_PER_SECOND),
             help="requests per second at most (the organization's budget of 10 is shared)",
         ),
     )
 
-    def validate(self) -> None:
+    def validate(self) -> Iterator[str]:
         where = f"[{self.name}]"
         if not self.setting("meraki_api_key").strip():
-            raise ConfigError(f"{where} meraki_api_key is required (Dashboard > My Profile > API access)")
+            yield f"{where} meraki_api_key is required (Dashboard > My Profile > API access)"
         if not self.setting("network_id").strip():
-            raise ConfigError(f"{where} network_id is required (the Systems Manager network, N_… or L_…)")
-        if not re.match(r"^https?://[^/]", self.setting("url") or DEFAULT_URL):
-            raise ConfigError(f"{where} url must start with https:// (e.g. {DEFAULT_URL})")
-        value = self.setting("page_size") or str(MAX_PER_PAGE)
-        if not value.isdigit() or not 3 <= int(value) <= MAX_PER_PAGE:
-            raise ConfigError(f"{where} page_size must be a number from 3 to {MAX_PER_PAGE}")
-        value = self.setting("requests_per_second") or str(MAX_PER_SECOND)
-        if not value.isdigit() or not 1 <= int(value) <= MAX_PER_SECOND:
-            raise ConfigError(f"{where} requests_per_second must be a number from 1 to {MAX_PER_SECOND}")
+            yield f"{where} network_id is required (the Systems Manager network, N_… or L_…)"
 
     @property
     def base(self) -> str:
@@ -191,7 +206,7 @@ class MerakiSM(Source):
 
     def _client(self) -> Http:
         key = self.setting("meraki_api_key").strip()
-        per_second = int(self.setting("requests_per_second") or MAX_PER_SECOND)
+        per_second = self.value("requests_per_second")
         http = self.http(
             base_url=self.base,
             headers={"Accept": "application/json"},

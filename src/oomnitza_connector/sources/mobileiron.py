@@ -28,7 +28,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -36,8 +36,7 @@ import httpx
 from ..auth import HeaderToken, basic
 from ..errors import ConfigError, SourceError
 from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
-from ..ini import parse_bool
-from ..settings import Setting
+from ..settings import BOOL, Int, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -116,65 +115,91 @@ class MobileIron(Source):
     record_type = "assets"
     summary = "Ivanti Neurons for MDM (MobileIron Cloud) or Ivanti EPMM (MobileIron Core) devices"
     settings = (
-        Setting("url", "https://na1.mobileiron.com", help="tenant (Cloud) or Core server base URL"),
-        Setting("username", "", example="username@example.com", help="API user (Basic auth)"),
+        Setting(
+            "url",
+            "https://na1.mobileiron.com",
+            kind=Url(),
+            help="the tenant (Cloud) or Core server; `/api/v1` or `/api/v2` may be included",
+        ),
+        Setting(
+            "username",
+            "",
+            example="username@example.com",
+            help="the API user (HTTP Basic), required unless `authorization_settings` is set",
+        ),
         Setting("password", "", example="change-me", secret=True, help="that user's password"),
         Setting(
             "partitions",
             "",
             example='["Drivers"]',
-            help="api_version 1: partition names as a JSON list, a comma list, or All",
+            help=(
+                '`api_version = 1` (required): device partition names: a JSON list (`["Drivers"]`), a '
+                "comma list (`Drivers, Warehouse`), or `All`"
+            ),
         ),
-        Setting("api_version", "1", help="1 = MobileIron Cloud / Neurons for MDM, 2 = MobileIron Core / EPMM"),
+        Setting(
+            "api_version",
+            "1",
+            help=(
+                "`1` = MobileIron Cloud / Neurons for MDM, `2` = MobileIron Core / EPMM (any other value "
+                "is read as `1`, with a warning)"
+            ),
+        ),
         Setting(
             "include_checkin_devices_only",
             "True",
-            help="api_version 1: only devices that checked in within last_checkin_date_threshold",
+            kind=BOOL,
+            help="v1: keep only devices whose `lastCheckin` is within `last_checkin_date_threshold`",
         ),
-        Setting("last_checkin_date_threshold", "129600", help="api_version 1: that window, in seconds (36 h)"),
+        Setting(
+            "last_checkin_date_threshold",
+            "129600",
+            kind=Int(min=0),
+            help="v1: that window in seconds (129600 = 36 hours; 604800 = 7 days)",
+        ),
         Setting(
             "authorization_settings",
             "",
             secret=True,
-            help='managed mode: {"Authorization": "..."} sent verbatim instead of username/password',
+            help='managed mode: `{"Authorization": "..."}` sent verbatim instead of `username`/`password`',
         ),
-        Setting("page_size", str(V1_MAX_ROWS), help=f"api_version 1: devices per request (1-{V1_MAX_ROWS})"),
+        Setting(
+            "page_size",
+            str(V1_MAX_ROWS),
+            kind=Int(1, V1_MAX_ROWS),
+            help="v1: devices per request (Ivanti's maximum is 500)",
+        ),
         Setting(
             "fields",
             "",
-            help="api_version 2: empty = every searchable field; 'mapped' = only mapped ones; or a comma list",
+            help=(
+                "v2: empty = every searchable field (as before); `mapped` = only the fields a mapping "
+                "reads (plus `common.uuid`); or an explicit comma list, to which every searchable field a"
+                ' mapping reads is added ("a mapping" includes the one stored in Oomnitza; names not '
+                "searchable in a device space are not sent)"
+            ),
         ),
-        Setting("max_connections", "4", help="concurrent requests at most (Windows hardware calls)"),
+        Setting(
+            "max_connections", "4", kind=Int(1, 32), help="concurrent requests at most (the Windows hardware calls)"
+        ),
     )
 
-    def validate(self) -> None:
+    def validate(self) -> Iterator[str]:
         where = f"[{self.name}]"
-        if not re.match(r"^https?://[^/]", self.setting("url")):
-            raise ConfigError(f"{where} url must start with https:// (e.g. https://na1.mobileiron.com)")
         if self.authorization is None and not (self.setting("username") and self.setting("password")):
-            raise ConfigError(f"{where} set username and password (an API user)")
+            yield f"{where} set username and password (an API user)"
         if not self.v2:
             if self.setting("api_version").strip() not in ("", "1"):
                 log.warning(
                     "%s api_version %r is read as 1 (MobileIron Cloud); use 1 or 2", where, self.setting("api_version")
                 )
             if not self.setting("partitions").strip():
-                raise ConfigError(f'{where} partitions is required with api_version 1: e.g. ["Drivers"] or All')
-            try:
-                parse_partitions(self.setting("partitions"))
-            except ValueError:
-                raise ConfigError(
-                    f'{where} partitions must be a JSON list of names like ["Drivers"], a comma list, or All'
-                ) from None
-            self.checkin_only  # noqa: B018  (validates the boolean)
-            if not self.setting("last_checkin_date_threshold").strip().isdigit():
-                raise ConfigError(f"{where} last_checkin_date_threshold must be a number of seconds")
-        value = self.setting("page_size")
-        if not value.isdigit() or not 1 <= int(value) <= V1_MAX_ROWS:
-            raise ConfigError(f"{where} page_size must be a number from 1 to {V1_MAX_ROWS} (Ivanti's maximum)")
-        value = self.setting("max_connections")
-        if not value.isdigit() or not 1 <= int(value) <= 32:
-            raise ConfigError(f"{where} max_connections must be a number from 1 to 32")
+                yield f'{where} partitions is required with api_version 1: e.g. ["Drivers"] or All'
+            else:
+                try:
+                    parse_partitions(self.setting("partitions"))
+                except ValueError:
+                    yield f'{where} partitions must be a JSON list of names like ["Drivers"], a comma list, or All'
 
     @property
     def v2(self) -> bool:
@@ -182,10 +207,7 @@ class MobileIron(Source):
 
     @property
     def checkin_only(self) -> bool:
-        return parse_bool(
-            self.setting("include_checkin_devices_only") or "True",
-            setting=f"[{self.name}] include_checkin_devices_only",
-        )
+        return bool(self.value("include_checkin_devices_only"))
 
     @property
     def authorization(self) -> str | None:
@@ -216,7 +238,7 @@ class MobileIron(Source):
             base_url=self.base,
             headers={"Accept": "application/json"},
             auth=auth,
-            max_connections=int(self.setting("max_connections")),
+            max_connections=self.value("max_connections"),
         )
 
     async def pages(self) -> AsyncIterator[list[Record]]:
@@ -259,12 +281,12 @@ class MobileIron(Source):
 
     async def _v1(self, http: Http) -> AsyncIterator[list[Record]]:
         checkin_only = self.checkin_only
-        window = int(self.setting("last_checkin_date_threshold").strip())
-        slots = asyncio.Semaphore(int(self.setting("max_connections")))
+        window = self.value("last_checkin_date_threshold")
+        slots = asyncio.Semaphore(self.value("max_connections"))
         for partition_id, name in await self._partitions(http):
             cutoff = (time.time() - window) * 1000
             params = {"dmPartitionId": partition_id, **SORT}
-            paginator = StartRows(int(self.setting("page_size")))
+            paginator = StartRows(self.value("page_size"))
             async for response in http.paginate(paginator, "/api/v1/device", params=params):
                 result = _v1_result(decode_json(response))
                 devices = result.get("searchResults") if result else None

@@ -22,7 +22,7 @@ from ..auth import HeaderToken
 from ..config import truthy
 from ..errors import ConfigError, SourceError
 from ..http import HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body, safe_url
-from ..settings import Setting
+from ..settings import BOOL, Int, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -68,28 +68,44 @@ class Netbox(Source):
     record_type = "assets"
     summary = "NetBox DCIM devices"
     settings = (
-        Setting("url", None, example="https://NETBOX", help="NetBox base URL (with or without /api)"),
+        Setting(
+            "url",
+            None,
+            example="https://NETBOX",
+            kind=Url(),
+            help=(
+                "the base URL of NetBox; `https://netbox.example.com` and `https://netbox.example.com/api` both work"
+            ),
+        ),
         Setting(
             "auth_token",
             None,
             example="*******",
             secret=True,
-            help="API token: v2 nbt_<key>.<secret> or a v1 40-character token (a pasted 'Bearer ' prefix is fine)",
+            help=(
+                "the API token: a v2 token (`nbt_<key>.<secret>`) is sent as `Authorization: Bearer ...`,"
+                " any other token as `Authorization: Token ...` (v1); a pasted `Bearer `/`Token ` prefix is dropped"
+            ),
         ),
-        Setting("page_size", "1000", help="devices per request (NetBox's MAX_PAGE_SIZE defaults to 1000)"),
+        Setting(
+            "page_size",
+            "1000",
+            kind=Int(1, 1000),
+            help=("devices per request (`limit`); NetBox caps it at its `MAX_PAGE_SIZE`, which defaults to 1000"),
+        ),
         Setting(
             "exclude_config_context",
             "false",
-            help="leave out the rendered config_context (smaller pages; config_context.* unmapped)",
+            kind=BOOL,
+            help=(
+                "`true` leaves out each device's rendered `config_context`: pages get much smaller; when a"
+                " mapping (INI or Oomnitza's `Netbox` mapping) reads `config_context.*`, it is requested anyway"
+            ),
         ),
     )
     default_mappings: dict[str, dict[str, Any]] = {}
 
     def validate(self) -> None:
-        if not self.setting("url").lower().startswith(("http://", "https://")):
-            raise ConfigError(f"[{self.name}] url must start with https:// (e.g. https://netbox.example.com)")
-        if not self.setting("page_size").isdigit() or not 1 <= int(self.setting("page_size")) <= 1000:
-            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to 1000")
         if any(c.isspace() for c in self.token):
             raise ConfigError(f"[{self.name}] auth_token contains spaces; set only the token itself")
 

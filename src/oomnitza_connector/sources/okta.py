@@ -16,18 +16,16 @@ import email.utils
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from ..auth import DpopKey, HeaderToken, RefreshingToken
-from ..config import truthy
 from ..errors import ConfigError, SourceError
 from ..http import Http, HttpAuthError, HttpError, LinkHeader, RateLimiter, decode_json, error_body
-from ..ini import parse_bool
-from ..settings import Setting
+from ..settings import BOOL, Bool, File, Int, Setting, Url
 from .base import Record, UsersSource
 
 log = logging.getLogger(__name__)
@@ -82,15 +80,59 @@ class Okta(UsersSource):
     mapping_name = "Okta"
     summary = "Okta users"
     settings = (
-        Setting("url", None, example="https://example.okta.com", help="your Okta org URL (not the -admin one)"),
-        Setting("api_token", "", example="YOUR Okta API TOKEN", secret=True, help="SSWS API token"),
+        Setting(
+            "url",
+            None,
+            example="https://example.okta.com",
+            kind=Url(),
+            help=(
+                "the org URL (`https://acme.okta.com` or a custom domain); `/api/v1` may be included. The"
+                " Admin Console URL (`https://acme-admin.okta.com`, also on `oktapreview.com` and "
+                "`okta-emea.com`) is turned into the org URL"
+            ),
+        ),
+        Setting(
+            "api_token",
+            "",
+            example="YOUR Okta API TOKEN",
+            secret=True,
+            help="an SSWS API token (acts with the permissions of the admin who created it)",
+        ),
         *UsersSource.role_settings,
-        Setting("deprovisioned", "false", help="also sync DEPROVISIONED users"),
-        Setting("client_id", "", help="OAuth API Services app client id (instead of api_token)"),
-        Setting("private_key_file", "", help="PEM private key of that app (private_key_jwt), RSA or EC"),
-        Setting("kid", "", help="OAuth app: key ID of that key in the app (needed when the app has several keys)"),
-        Setting("page_size", "200", help="users per request (Okta's maximum is 200)"),
-        Setting("dpop", "auto", help="OAuth app: DPoP-bound tokens: auto (when the app requires them), true or false"),
+        Setting("deprovisioned", "false", kind=BOOL, help="also sync `DEPROVISIONED` users"),
+        Setting(
+            "client_id",
+            "",
+            help=(
+                "instead of `api_token`: the client ID of an OAuth 2.0 API Services app with "
+                "`private_key_jwt` and the `okta.users.read` scope (recommended by Okta)"
+            ),
+        ),
+        Setting(
+            "private_key_file",
+            "",
+            kind=File(),
+            help=("that app's private key: PEM, unencrypted, RSA (signed RS256) or EC P-256/384/521 (ES256/384/512)"),
+        ),
+        Setting(
+            "kid",
+            "",
+            help=(
+                "OAuth app: the Key ID of that key as registered in the app; needed when the app has more"
+                " than one public key (Okta then answers `The client_assertion JWT kid is invalid`)"
+            ),
+        ),
+        Setting("page_size", "200", kind=Int(1, 200), help="users per request (Okta's maximum)"),
+        Setting(
+            "dpop",
+            "auto",
+            kind=Bool(also=("auto",)),
+            help=(
+                "OAuth app: use DPoP-bound tokens (RFC 9449): `auto` does when the app requires them "
+                '("Require Demonstrating Proof of Possession (DPoP) header in token requests"), `true` '
+                "always, `false` never"
+            ),
+        ),
     )
     default_mappings = {
         "USER": {"source": "profile.login"},
@@ -101,13 +143,9 @@ class Okta(UsersSource):
         "PERMISSIONS_ID": {"setting": "default_role"},
     }
 
-    def validate(self) -> None:
+    def validate(self) -> Iterator[str]:
         if not self.setting("api_token") and not (self.setting("client_id") and self.setting("private_key_file")):
-            raise ConfigError(f"[{self.name}] set api_token, or client_id and private_key_file (OAuth app)")
-        if not self.setting("page_size").isdigit() or not 1 <= int(self.setting("page_size")) <= 200:
-            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to 200")
-        if self.setting("dpop").strip().lower() != "auto":
-            parse_bool(self.setting("dpop"), setting=f"[{self.name}] dpop (true, false or auto)")
+            yield f"[{self.name}] set api_token, or client_id and private_key_file (OAuth app)"
 
     @property
     def base(self) -> str:
@@ -126,8 +164,8 @@ class Okta(UsersSource):
 
     async def _oauth(self, http: Http) -> None:
         token_url = f"{self.base}/oauth2/v1/token"
-        mode = self.setting("dpop").strip().lower()
-        want_dpop = mode != "auto" and parse_bool(mode, setting=f"[{self.name}] dpop")
+        mode = self.value("dpop")  # True, False or "auto"
+        want_dpop = mode is True
 
         async def fetch() -> tuple[str, float | None]:
             dpop = auth.dpop or (DpopKey() if want_dpop else None)
@@ -224,7 +262,7 @@ class Okta(UsersSource):
             if not self.setting("api_token"):
                 await self._oauth(http)
             passes: list[dict[str, Any]] = [{"limit": self.setting("page_size")}]
-            if truthy(self.setting("deprovisioned")):
+            if self.value("deprovisioned"):
                 passes.append({"limit": self.setting("page_size"), "filter": DEPROVISIONED_FILTER})
             for params in passes:
                 try:

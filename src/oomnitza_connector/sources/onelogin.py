@@ -27,16 +27,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from ..auth import RefreshingToken, basic
-from ..errors import ConfigError, SourceError
+from ..errors import SourceError
 from ..http import Cursor, Http, HttpAuthError, HttpError, RateLimiter, decode_json, error_body, reset_pause, safe_url
-from ..settings import Setting
+from ..settings import BOOL, Int, Setting, Url
 from .base import BadRecord, Record, UsersSource
 
 log = logging.getLogger(__name__)
@@ -205,18 +205,45 @@ class Onelogin(UsersSource):
             "url",
             DEFAULT_URL,
             example=DEFAULT_URL,
-            help="OneLogin API host: https://api.us.onelogin.com, https://api.eu.onelogin.com or "
-            "https://<subdomain>.onelogin.com (a path such as /api/1/users is accepted and ignored)",
+            kind=Url(),
+            help=(
+                "the OneLogin API host: `https://api.us.onelogin.com`, `https://api.eu.onelogin.com` or "
+                "`https://<subdomain>.onelogin.com`; only its scheme, host and any proxy prefix are used,"
+                " so a path such as `/api/1/users`, `/api/2` or `/api/2/users` (the old form) is accepted"
+                " and ignored"
+            ),
         ),
-        Setting("client_id", "", help="API credential client ID (Read users scope or higher)"),
-        Setting("client_secret", "", secret=True, help="API credential client secret"),
-        Setting("api_token", "", secret=True, help="retired legacy API key: not supported, use client_id"),
+        Setting(
+            "client_id", "", help="client ID of the API credential (Read users scope or higher); required in practice"
+        ),
+        Setting("client_secret", "", secret=True, help="client secret of the API credential; required in practice"),
+        Setting(
+            "api_token",
+            "",
+            secret=True,
+            help=(
+                "the legacy API key: OneLogin shut down the APIs that used it, so a section with only "
+                "`api_token` stops with a clear error; ignored when `client_id` and `client_secret` are "
+                "set"
+            ),
+        ),
         *UsersSource.role_settings,
-        Setting("page_size", str(MAX_PAGE), help=f"users per request (OneLogin's maximum is {MAX_PAGE})"),
+        Setting(
+            "page_size",
+            str(MAX_PAGE),
+            kind=Int(min=1),
+            help=(
+                f"users per request (`limit`); OneLogin's maximum is {MAX_PAGE} (a larger value is lowered"
+                " to it), and the connector follows the cursor either way"
+            ),
+        ),
         Setting(
             "custom_attributes",
             "true",
-            help="ask the users list for custom_attributes (one extra field, no extra calls)",
+            kind=BOOL,
+            help=(
+                "ask for the users' custom attributes (see below); this adds no extra calls, `false` leaves them out"
+            ),
         ),
     )
     default_mappings = {
@@ -228,30 +255,23 @@ class Onelogin(UsersSource):
         "PERMISSIONS_ID": {"setting": "default_role"},
     }
 
-    def validate(self) -> None:
+    def validate(self) -> Iterator[str]:
         url = self.setting("url").strip()
-        if not url.lower().startswith(("http://", "https://")):
-            raise ConfigError(f"[{self.name}] url must start with https:// (e.g. https://api.us.onelogin.com)")
         if LEGACY_PATH.search(urlsplit(url).path.rstrip("/")):
-            raise ConfigError(
+            yield (
                 f"[{self.name}] url {url} is OneLogin's retired XML API; set url to "
                 "https://api.us.onelogin.com (EU: https://api.eu.onelogin.com) and use "
                 "client_id/client_secret"
             )
         if not (self.setting("client_id") and self.setting("client_secret")):
             if self.setting("api_token"):
-                raise ConfigError(
+                yield (
                     f"[{self.name}] api_token is OneLogin's legacy API key, whose APIs OneLogin "
                     "shut down; create an API credential (Administration > Developers > API "
                     "Credentials, Read users) and set client_id and client_secret"
                 )
-            raise ConfigError(
-                f"[{self.name}] OneLogin connector configured improperly: set client_id and client_secret"
-            )
-        size = self.setting("page_size")
-        if not size.isdigit() or int(size) < 1:
-            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to {MAX_PAGE}")
-        self.section.flag("custom_attributes")  # a clear error for a value that is not a boolean
+            else:
+                yield f"[{self.name}] OneLogin connector configured improperly: set client_id and client_secret"
 
     @property
     def base(self) -> str:
@@ -312,7 +332,7 @@ class Onelogin(UsersSource):
 
     async def pages(self) -> AsyncIterator[list[Record]]:
         name = f"[{self.name}]"
-        size = int(self.setting("page_size"))
+        size = self.value("page_size")
         if size > MAX_PAGE:
             log.info("[%s] page_size %d lowered to OneLogin's maximum of %d", self.name, size, MAX_PAGE)
         params: dict[str, Any] = {"limit": min(size, MAX_PAGE)}

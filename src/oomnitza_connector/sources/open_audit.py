@@ -29,9 +29,9 @@ import httpx
 
 from .. import redact
 from ..auth import RefreshingToken
-from ..errors import ConfigError, SourceError
+from ..errors import SourceError
 from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body, safe_url
-from ..settings import Setting
+from ..settings import Int, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -204,26 +204,29 @@ class OpenAudit(Source):
             "url",
             None,
             example="http://XXX.XXX.XXX.XXX",
-            help="scheme and host of the server (with or without /open-audit/index.php)",
+            kind=Url(),
+            help=(
+                "the scheme and host (and port) of the server, e.g. `https://audit.example.com`; "
+                "`.../open-audit/index.php` also works"
+            ),
         ),
-        Setting("username", None, example="", help="Open-AudIT user"),
-        Setting("password", "", secret=True, help="its password"),
+        Setting("username", None, example="", help="the Open-AudIT user"),
+        Setting("password", "", secret=True, help="that user's password"),
         Setting(
             "api_style",
             "auto",
             choices=STYLES,
-            help="auto; include (?include=<table>, one call per table, 5.x); sub_resource (before 5.x)",
+            help=(
+                "how device details are read: `auto` decides once per run, from the first device's answer,"
+                " and never switches; `include` reads `?include=<table>`, one call per table (4.x and 5.x);"
+                " `sub_resource` forces the legacy calls (before 4.x; a 5.x server ignores them and the run"
+                " stops with one line saying so)"
+            ),
         ),
-        Setting("page_size", "1000", help="devices per list request"),
+        Setting("page_size", "1000", kind=Int(min=1), help="devices per list request (`limit`)"),
     )
     default_mappings = {"APPLICATIONS": {"source": "software"}}
     default_converters = {f"hardware.{name}": "date_format" for name in DATE_FIELDS}
-
-    def validate(self) -> None:
-        if not self.setting("url").lower().startswith(("http://", "https://")):
-            raise ConfigError(f"[{self.name}] url must start with http:// or https:// (e.g. https://audit.example.com)")
-        if not self.setting("page_size").isdigit() or int(self.setting("page_size")) < 1:
-            raise ConfigError(f"[{self.name}] page_size must be a positive number")
 
     @property
     def base(self) -> str:

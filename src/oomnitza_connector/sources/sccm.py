@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, SourceError
-from ..settings import Setting
+from ..settings import Int, Setting
 from . import sccm_queries as q
 from .base import Record, Source
 
@@ -180,43 +180,48 @@ class Sccm(Source):
             "server",
             None,
             example="server.example.com",
-            help="SQL Server of the site database: host, host\\INSTANCE or host,port",
+            help=("SQL Server of the site database: `host`, `host\\INSTANCE` or `host,port` (e.g. `sql01,1433`)"),
         ),
-        Setting("database", "CM_DCT", help="site database, normally CM_<site code>"),
-        Setting("username", "", example="change-me", help="SQL login (SQL Server authentication)"),
-        Setting("password", "", example="change-me", secret=True, help="its password"),
+        Setting("database", "CM_DCT", help="the site database, normally `CM_<site code>` (e.g. `CM_P01`)"),
+        Setting(
+            "username",
+            "",
+            example="change-me",
+            help="SQL login; required with `authentication = SQL Server`, not needed with `Windows`",
+        ),
+        Setting("password", "", example="change-me", secret=True, help="that login's password"),
         Setting(
             "authentication",
             "SQL Server",
             choices=AUTH_CHOICES,
-            help="SQL Server (username/password) or Windows (the account running the connector)",
+            help="`SQL Server` (the login above) or `Windows` (the account running the connector)",
         ),
         Setting(
             "driver",
             "",
-            help="ODBC driver name; empty = newest installed, else pymssql; "
-            "pymssql = the pure-pip driver; sqlite = tests only",
+            help=(
+                "empty: the newest installed `ODBC Driver N for SQL Server` (via pyodbc), else the legacy"
+                " Windows `SQL Server` driver, else pymssql; an exact ODBC driver name; or `pymssql` "
+                "(`sqlite` is for tests only)"
+            ),
         ),
         Setting(
             "encrypt",
             "yes",
             choices=ENCRYPT_CHOICES,
-            help="ODBC Encrypt (yes, no, strict); verify_ssl = false trusts the server certificate",
+            help=(
+                "TLS to SQL Server: `yes`, `no` or `strict` (ODBC Driver 18+); `verify_ssl = false` adds "
+                "`TrustServerCertificate=yes`"
+            ),
         ),
-        Setting("login_timeout", "30", help="seconds to wait for the connection and login"),
-        Setting("query_timeout", "600", help="seconds a query may run (0 = no limit)"),
-        Setting("chunk_size", "500", help=f"computers read per round trip (1-{MAX_CHUNK})"),
+        Setting("login_timeout", "30", kind=Int(min=0), help="seconds to connect and log in"),
+        Setting("query_timeout", "600", kind=Int(min=0), help="seconds a query may run (`0` = no limit)"),
+        Setting("chunk_size", "500", kind=Int(1, MAX_CHUNK), help="computers read per round trip"),
     )
     default_mappings = {"APPLICATIONS": {"source": "software"}}
     default_converters = {"hardware.last_logon": "date_format"}
 
     def validate(self) -> None:
-        for key in ("login_timeout", "query_timeout"):
-            if not self.setting(key).isdigit():
-                raise ConfigError(f"[{self.name}] {key} must be a number of seconds")
-        chunk = self.setting("chunk_size")
-        if not chunk.isdigit() or not 1 <= int(chunk) <= MAX_CHUNK:
-            raise ConfigError(f"[{self.name}] chunk_size must be a number from 1 to {MAX_CHUNK}")
         sql_auth = self.setting("authentication") == "SQL Server"
         if (
             sql_auth

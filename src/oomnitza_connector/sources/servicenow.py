@@ -30,7 +30,7 @@ import httpx
 from ..auth import RefreshingToken, basic
 from ..errors import ConfigError, SourceError
 from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, RateLimiter, decode_json, error_body
-from ..settings import Setting
+from ..settings import Int, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -184,27 +184,38 @@ class ServiceNow(Source):
     record_type = "assets"
     summary = "ServiceNow assets (alm_asset + computer CI + software)"
     settings = (
-        Setting("url", None, example="https://xxx.service-now.com", help="instance URL (with or without /api/now)"),
-        Setting("username", "", help="user for Basic auth (or for the OAuth password grant)"),
-        Setting("password", "", secret=True, help="its password"),
-        Setting("client_id", "", help="OAuth client id (Application Registry); empty = Basic auth"),
-        Setting("client_secret", "", secret=True, help="OAuth client secret"),
-        Setting("page_size", "100", help="rows per Table API request (sysparm_limit), 1-10000"),
+        Setting(
+            "url",
+            None,
+            example="https://xxx.service-now.com",
+            kind=Url(),
+            help="the instance, e.g. `https://acme.service-now.com`; `/api/now` may be included",
+        ),
+        Setting("username", "", help="HTTP Basic auth user; with `client_id`, the user of the OAuth password grant"),
+        Setting("password", "", secret=True, help="that user's password"),
+        Setting(
+            "client_id",
+            "",
+            help=(
+                "OAuth 2.0 (recommended; Application Registry): client credentials grant, or password "
+                "grant when `username`/`password` are set too; empty = Basic auth"
+            ),
+        ),
+        Setting("client_secret", "", secret=True, help="that OAuth client's secret"),
+        Setting("page_size", "100", kind=Int(1, 10000), help="rows per Table API request (`sysparm_limit`)"),
         Setting(
             "software_table",
             "auto",
             choices=SOFTWARE_TABLES,
-            help="auto (cmdb_sam_sw_install when SAM has data, else cmdb_software_instance), or a table",
+            help=(
+                "`auto` (`cmdb_sam_sw_install` when it exists and has rows, else "
+                "`cmdb_software_instance`), or one of the two"
+            ),
         ),
     )
     default_mappings = {"APPLICATIONS": {"source": "software"}}
 
     def validate(self) -> None:
-        if not self.setting("url").lower().startswith(("http://", "https://")):
-            raise ConfigError(f"[{self.name}] url must start with https:// (e.g. https://acme.service-now.com)")
-        size = self.setting("page_size")
-        if not size.isdigit() or not 1 <= int(size) <= 10000:
-            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to 10000")
         if self.setting("client_id"):
             if not self.setting("client_secret"):
                 raise ConfigError(f"[{self.name}] client_id is set: set client_secret too")

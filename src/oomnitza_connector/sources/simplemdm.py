@@ -21,16 +21,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 
 from ..auth import basic
-from ..config import truthy
-from ..errors import ConfigError, SourceError
+from ..errors import SourceError
 from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json, error_body
-from ..settings import Setting
+from ..settings import BOOL, Int, List, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -86,30 +85,51 @@ class SimpleMDM(Source):
     record_type = "assets"
     summary = "SimpleMDM devices"
     settings = (
-        Setting("secret_access_key", "", example="***", secret=True, help="API key (Settings > API)"),
-        Setting("device_groups", "", help="only devices of these device group IDs, comma-separated (empty: all)"),
-        Setting("device_types", "computers,mobiledevices", help="computers, mobiledevices or both"),
-        Setting("custom_attributes", "0", help="also read each device's custom attribute values"),
-        Setting("url", DEFAULT_URL, help="API base (with or without /api/v1)"),
-        Setting("max_connections", "4", help="concurrent per-device requests at most"),
+        Setting(
+            "secret_access_key",
+            "",
+            example="***",
+            secret=True,
+            help="the API key (Settings > API), required; keep it in the secrets backend",
+        ),
+        Setting(
+            "device_groups",
+            "",
+            kind=List(),
+            help="only devices of these (legacy) device group IDs, comma-separated (`1,2,3`); empty = all",
+        ),
+        Setting(
+            "device_types",
+            "computers,mobiledevices",
+            kind=List(),
+            help=(
+                "`computers`, `mobiledevices` or both (any case); unknown words are ignored, and if none is left, both"
+            ),
+        ),
+        Setting(
+            "custom_attributes",
+            "0",
+            kind=BOOL,
+            help=(
+                "`true`: always fill `custom_attributes`, even for devices the list gives without their "
+                'values (see "Record shape")'
+            ),
+        ),
+        Setting(
+            "url", DEFAULT_URL, kind=Url(), help="the API base (a proxy, a test server); `/api/v1` may be left out"
+        ),
+        Setting("max_connections", "4", kind=Int(1, 16), help="per-device requests in flight at most"),
     )
     default_mappings = {"APPLICATIONS": {"source": "software"}}
     default_converters = {"last_seen_at": "timestamp"}
 
-    def validate(self) -> None:
+    def validate(self) -> Iterator[str]:
         where = f"[{self.name}]"
         if not self.setting("secret_access_key").strip():
-            raise ConfigError(f"{where} secret_access_key is required (SimpleMDM > Settings > API)")
-        if not re.match(r"^https?://[^/]", self.setting("url") or DEFAULT_URL):
-            raise ConfigError(f"{where} url must start with https:// (e.g. {DEFAULT_URL})")
+            yield f"{where} secret_access_key is required (SimpleMDM > Settings > API)"
         bad = [g for g in self._groups_text() if not g.isdigit()]
         if bad:
-            raise ConfigError(
-                f"{where} device_groups must be numeric group IDs, comma-separated (not {', '.join(bad)})"
-            )
-        value = self.setting("max_connections") or "4"
-        if not value.isdigit() or not 1 <= int(value) <= 16:
-            raise ConfigError(f"{where} max_connections must be a number from 1 to 16")
+            yield f"{where} device_groups must be numeric group IDs, comma-separated (not {', '.join(bad)})"
 
     def _groups_text(self) -> list[str]:
         return [g.strip() for g in self.setting("device_groups").split(",") if g.strip()]
@@ -132,14 +152,14 @@ class SimpleMDM(Source):
         return self._maps("software")
 
     def wants_custom(self) -> bool:
-        return truthy(self.setting("custom_attributes")) or self._maps("custom_attributes")
+        return self.value("custom_attributes") or self._maps("custom_attributes")
 
     def _maps(self, key: str) -> bool:
         return any(src == key or src.startswith(f"{key}.") for src in self.mapped_sources())
 
     async def pages(self) -> AsyncIterator[list[Record]]:
         auth = basic(self.setting("secret_access_key").strip(), "")
-        cap = int(self.setting("max_connections") or 4)
+        cap = self.value("max_connections")
         groups, types = self.groups, self.types
         software = self.wants_software()
         custom = self.wants_custom()

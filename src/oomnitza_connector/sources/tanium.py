@@ -25,7 +25,7 @@ import httpx
 from ..auth import HeaderToken, RefreshingToken
 from ..errors import ConfigError, SourceError
 from ..http import Http, HttpAuthError, HttpError, PageRequest, Paginator, decode_json
-from ..settings import Setting
+from ..settings import Int, Setting, Url
 from .base import BadRecord, Record, Source
 
 log = logging.getLogger(__name__)
@@ -99,25 +99,41 @@ class Tanium(Source):
     record_type = "assets"
     summary = "Tanium Asset module endpoints"
     settings = (
-        Setting("url", None, example="https://TANIUM_SERVER", help="Tanium Server or Tanium Cloud API host"),
-        Setting("username", "", help="console user with Asset Report Read (when no session_token)"),
-        Setting("password", "", secret=True, help="its password"),
-        Setting("domain", "", help="AD domain of that user, if any"),
-        Setting("view", "", help="numeric id of an Asset view: only its attributes are returned"),
-        Setting("session_token", "", secret=True, help="Tanium API token (token-...), instead of username"),
-        Setting("page_size", "100", help="assets per request"),
+        Setting(
+            "url",
+            None,
+            example="https://TANIUM_SERVER",
+            kind=Url(),
+            help="the Tanium Server or Tanium Cloud API host, e.g. `https://tanium.example.com`",
+        ),
+        Setting(
+            "username",
+            "",
+            help="a console user with the Asset Report Read permission, used when `session_token` is empty",
+        ),
+        Setting("password", "", secret=True, help="that user's password"),
+        Setting("domain", "", help="the user's AD domain, if the user is a domain account"),
+        Setting(
+            "view",
+            "",
+            kind=Int(min=0),
+            help="the numeric id of an Asset view: only that view's attributes are returned",
+        ),
+        Setting(
+            "session_token",
+            "",
+            secret=True,
+            help=(
+                "a Tanium API token (the `token-` prefix is added when missing); with a token, no login call is made"
+            ),
+        ),
+        Setting("page_size", "100", kind=Int(1, 5000), help="assets per request (`limit`)"),
     )
     default_mappings = {"APPLICATIONS": {"source": "oomnitza_software"}}
 
     def validate(self) -> None:
-        if not self.setting("url").lower().startswith(("http://", "https://")):
-            raise ConfigError(f"[{self.name}] url must start with https:// (e.g. https://tanium.example.com)")
         if not self.setting("session_token") and not (self.setting("username") and self.setting("password")):
             raise ConfigError(f"[{self.name}] set session_token (a Tanium API token), or username and password")
-        if self.setting("view") and not self.setting("view").strip().isdigit():
-            raise ConfigError(f"[{self.name}] view must be the numeric id of an Asset view")
-        if not self.setting("page_size").isdigit() or not 1 <= int(self.setting("page_size")) <= 5000:
-            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to 5000")
 
     @property
     def base(self) -> str:

@@ -25,9 +25,9 @@ from typing import Any
 import httpx
 
 from ..auth import RefreshingToken, basic
-from ..errors import ConfigError, SourceError
+from ..errors import SourceError
 from ..http import Http, HttpAuthError, HttpError, RetryPolicy, decode_json, error_body, safe_url
-from ..settings import Setting
+from ..settings import Float, Setting, Url
 from .base import BadRecord, Record, UsersSource
 
 log = logging.getLogger(__name__)
@@ -94,22 +94,51 @@ class Workday(UsersSource):
             None,
             example="https://wd2-impl-services1.workday.com/ccx/service/customreport2/acme/ISU_Oomnitza/"
             "Oomnitza_Workers?format=json",
-            help="the report's JSON URL from Workday (View URLs); several URLs may be listed one per line",
+            help=(
+                "the report's JSON URL as Workday shows it (Actions → Web Service → View URLs → JSON): "
+                "`https://<host>/ccx/service/customreport2/<tenant>/<owner>/<report>?format=json`; report"
+                " prompts go in as query parameters (`&Company=ACME_US`). Several URLs may be listed, one"
+                ' per line (see "Large reports")'
+            ),
         ),
-        Setting("username", "", example="ISU_Oomnitza", help="Workday account (Integration System User)"),
-        Setting("password", "", example="ThePassword", secret=True, help="its password"),
+        Setting(
+            "username",
+            "",
+            example="ISU_Oomnitza",
+            help=(
+                "the Workday account, usually an Integration System User (required with Basic auth); use "
+                "the plain user name, and if Workday answers 401, try `user@tenant`"
+            ),
+        ),
+        Setting("password", "", example="ThePassword", secret=True, help="its password (required with Basic auth)"),
         *UsersSource.role_settings,
-        Setting("client_id", "", help="OAuth: client ID of an API Client for Integrations (instead of a password)"),
+        Setting(
+            "client_id",
+            "",
+            help="OAuth (instead of `username`/`password`): client ID of the API Client for Integrations",
+        ),
         Setting("client_secret", "", secret=True, help="OAuth: its client secret"),
         Setting("refresh_token", "", secret=True, help="OAuth: the refresh token generated for the ISU"),
-        Setting("token_url", "", help="OAuth token endpoint (default: https://<host>/ccx/oauth2/<tenant>/token)"),
-        Setting("timeout", "600", help="seconds to wait for the report to run and answer"),
+        Setting(
+            "token_url",
+            "",
+            kind=Url(),
+            help=(
+                "OAuth token endpoint; by default `https://<host>/ccx/oauth2/<tenant>/token`, built from `report_url`"
+            ),
+        ),
+        Setting(
+            "timeout",
+            "600",
+            kind=Float(above=0),
+            help="seconds to wait for the report to run and answer (big reports can take minutes)",
+        ),
     )
     default_mappings = {
         "PERMISSIONS_ID": {"setting": "default_role"},
     }
 
-    def validate(self) -> None:
+    def validate(self) -> Iterator[str]:
         urls = report_urls(self.setting("report_url"))
         for url in urls:
             try:
@@ -117,24 +146,17 @@ class Workday(UsersSource):
             except httpx.InvalidURL:
                 parsed = None
             if parsed is None or parsed.scheme not in ("https", "http") or not parsed.host:
-                raise ConfigError(
+                yield (
                     f"[{self.name}] report_url '{url}' is not a URL; copy the report's JSON URL "
                     "from Workday (Actions → Web Service → View URLs)"
                 )
         oauth = [self.setting(n) for n in ("client_id", "client_secret", "refresh_token")]
         if any(oauth) and not all(oauth):
-            raise ConfigError(f"[{self.name}] OAuth needs client_id, client_secret and refresh_token together")
+            yield f"[{self.name}] OAuth needs client_id, client_secret and refresh_token together"
         if not all(oauth) and not (self.setting("username") and self.setting("password")):
-            raise ConfigError(
-                f"[{self.name}] set username and password (or client_id, client_secret and refresh_token for OAuth)"
-            )
+            yield f"[{self.name}] set username and password (or client_id, client_secret and refresh_token for OAuth)"
         if all(oauth) and not self.setting("token_url") and not all(token_url_for(u) for u in urls):
-            raise ConfigError(f"[{self.name}] set token_url: it cannot be derived from report_url")
-        try:
-            if float(self.setting("timeout")) <= 0:
-                raise ValueError
-        except ValueError:
-            raise ConfigError(f"[{self.name}] timeout must be a number of seconds") from None
+            yield f"[{self.name}] set token_url: it cannot be derived from report_url"
 
     @property
     def oauth(self) -> bool:
@@ -144,7 +166,7 @@ class Workday(UsersSource):
         auth: httpx.Auth | None = None
         if not self.oauth:
             auth = basic(self.setting("username"), self.setting("password"))
-        seconds = float(self.setting("timeout"))
+        seconds = self.value("timeout")
         return self.http(
             headers={"Accept": "application/json"},
             auth=auth,

@@ -20,14 +20,14 @@ per-minute budget runs out.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
 from ..auth import RefreshingToken, basic
-from ..errors import ConfigError, SourceError
+from ..errors import SourceError
 from ..http import (
     Http,
     HttpAuthError,
@@ -40,7 +40,7 @@ from ..http import (
     reset_pause,
     safe_url,
 )
-from ..settings import Setting
+from ..settings import BOOL, Int, List, Setting, Url
 from .base import BadRecord, Record, UsersSource
 
 log = logging.getLogger(__name__)
@@ -99,24 +99,67 @@ class Zendesk(UsersSource):
     mapping_name = "Zendesk"
     summary = "Zendesk Support users"
     settings = (
-        Setting("system_name", None, example="acme", help="Zendesk subdomain: acme for https://acme.zendesk.com"),
-        Setting("client_id", "", example="oomnitza_connector", help="OAuth client unique identifier (recommended)"),
-        Setting("client_secret", "", secret=True, help="secret of that OAuth client (kind: Confidential)"),
         Setting(
-            "scope", "read", help="OAuth scopes to ask for, space-separated (read, or users:read organizations:read)"
+            "system_name", None, example="acme", help="your Zendesk subdomain: `acme` for `https://acme.zendesk.com`"
         ),
-        Setting("api_token", "", secret=True, help=f"legacy API token (Zendesk retires them on {API_TOKEN_END})"),
-        Setting("username", "", help="legacy: e-mail of the agent/admin owning api_token"),
+        Setting(
+            "client_id",
+            "",
+            example="oomnitza_connector",
+            help=("the Identifier of an OAuth client (see below); with `client_secret`, the recommended login"),
+        ),
+        Setting("client_secret", "", secret=True, help="the Secret of that OAuth client (kind Confidential)"),
+        Setting(
+            "scope",
+            "read",
+            kind=List(sep="space"),
+            help=(
+                "the scopes asked for, space-separated: `read` (all GET endpoints) or the narrower "
+                "`users:read organizations:read`; they must be within the client's Allowed scopes"
+            ),
+        ),
+        Setting(
+            "api_token",
+            "",
+            secret=True,
+            help=f"legacy: a Zendesk API token (Zendesk deactivates every API token on {API_TOKEN_END})",
+        ),
+        Setting(
+            "username",
+            "",
+            help=(
+                "legacy, with `api_token`: e-mail address of the admin (or agent) who owns the token; the"
+                " connector adds `/token` itself"
+            ),
+        ),
         *UsersSource.role_settings,
         Setting(
             "load_organizations",
             "false",
             example="false",
-            help="attach each user's organization object (organization.name, ...)",
+            kind=BOOL,
+            help=(
+                '`true` attaches each user\'s organization object as `organization` (see "Record shape"); '
+                "the organizations are also read when any mapping, the one stored in Oomnitza included, "
+                "uses `organization.*`"
+            ),
         ),
-        Setting("url", "", help="API base URL (default https://{system_name}.zendesk.com; host-mapped domains)"),
-        Setting("role", "", help="only these roles, comma-separated: end-user, agent, admin (default all)"),
-        Setting("page_size", "100", help="records per request (Zendesk's maximum is 100)"),
+        Setting(
+            "url",
+            "",
+            kind=Url(),
+            help=(
+                "the API base, default `https://{system_name}.zendesk.com`: set it for a host-mapped "
+                "domain (`https://support.acme.com`) or a proxy; a trailing `/api/v2` is accepted"
+            ),
+        ),
+        Setting(
+            "role",
+            "",
+            kind=List(),
+            help="only these roles, comma-separated: `end-user`, `agent`, `admin` (empty: all users)",
+        ),
+        Setting("page_size", "100", kind=Int(1, 100), help="records per request (`page[size]`; Zendesk's maximum)"),
     )
     default_mappings = {
         "USER": {"source": "email"},
@@ -127,31 +170,24 @@ class Zendesk(UsersSource):
         "PERMISSIONS_ID": {"setting": "default_role"},
     }
 
-    def validate(self) -> None:
+    def validate(self) -> Iterator[str]:
         oauth = [self.setting("client_id").strip(), self.setting("client_secret")]
         if any(oauth) and not all(oauth):
-            raise ConfigError(f"[{self.name}] set both client_id and client_secret (the OAuth client)")
-        if not all(oauth) and not (self.setting("api_token") and self.setting("username").strip()):
-            raise ConfigError(
+            yield f"[{self.name}] set both client_id and client_secret (the OAuth client)"
+        elif not all(oauth) and not (self.setting("api_token") and self.setting("username").strip()):
+            yield (
                 f"[{self.name}] set client_id and client_secret (an OAuth client, recommended), or username "
                 f"and api_token (API tokens stop working on {API_TOKEN_END})"
             )
-        url = self.setting("url").strip()
-        if url and not url.lower().startswith(("http://", "https://")):
-            raise ConfigError(f"[{self.name}] url must start with https:// (e.g. https://support.acme.com)")
         sub = self.setting("system_name").strip()
-        if not url and any(c in sub for c in "./: "):
-            raise ConfigError(
+        if not self.setting("url").strip() and any(c in sub for c in "./: "):
+            yield (
                 f"[{self.name}] system_name is the Zendesk subdomain only (acme for "
                 "https://acme.zendesk.com); for another host set url"
             )
-        self.section.flag("load_organizations")  # true/false; anything else is a clear error
         unknown = [r for r in self.roles if r not in ROLES]
         if unknown:
-            raise ConfigError(f"[{self.name}] role {', '.join(unknown)} is not one of {', '.join(ROLES)}")
-        size = self.setting("page_size")
-        if not size.isdigit() or not 1 <= int(size) <= 100:
-            raise ConfigError(f"[{self.name}] page_size must be a number from 1 to 100")
+            yield f"[{self.name}] role {', '.join(unknown)} is not one of {', '.join(ROLES)}"
 
     @property
     def roles(self) -> list[str]:

@@ -1,0 +1,621 @@
+"""Change-aware sync state (``oomnitza_connector.ledger``): the rules of issue 15, on an injectable clock."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oomnitza_connector import ledger
+from oomnitza_connector.errors import ConnectorError
+from oomnitza_connector.ledger import (
+    CHANGED,
+    NEW,
+    UNCHANGED,
+    UNKEYED,
+    RetireMax,
+    ScopeOptions,
+    StateError,
+    Target,
+    describe_changes,
+    open_scope,
+)
+
+DAY = 86400.0
+URL = "https://acme.oomnitza.com"
+TOKEN = "s3cr3t-api-token-value"
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "state" / ledger.STATE_FILE
+
+
+def assets(n: int, start: int = 0, **changes: Any) -> list[dict[str, Any]]:
+    return [
+        {"SERIAL": f"S{i:04d}", "MODEL": f"model {i % 3}", "OWNER": f"user{i}@acme.test", **changes}
+        for i in range(start, start + n)
+    ]
+
+
+def scope(state: Path, clock: Clock, *, url: str = URL, token: str = TOKEN, mapping: str = "m1", **opts: Any):
+    read_only = opts.pop("read_only", False)
+    sync = opts.pop("sync_fields", ["SERIAL"])
+    return open_scope(
+        state,
+        target=Target(url, identity=token),
+        name="csv_assets",
+        mapping=mapping,
+        sync_fields=sync,
+        options=ScopeOptions(**opts),
+        read_only=read_only,
+        clock=clock,
+    )
+
+
+def sync(state: Path, clock: Clock, records: list[dict[str, Any]], complete: bool = True, **kw: Any):
+    """One run that delivers everything it sends; returns (report, verdicts)."""
+    with scope(state, clock, **kw) as sc:
+        verdicts = sc.classify(records)
+        sc.mark_delivered([v for v in verdicts if v.send])
+        report = sc.finish(complete=complete)
+    clock.advance(DAY)
+    return report, verdicts
+
+
+def kinds(verdicts: list[ledger.Verdict]) -> list[str]:
+    return [v.kind for v in verdicts]
+
+
+# -- no-op suppression --------------------------------------------------------------------------------
+
+
+def test_second_run_over_unchanged_data_sends_nothing(state: Path, clock: Clock) -> None:
+    first, verdicts = sync(state, clock, assets(250))
+    assert first.full and first.full_reasons == ("first run: nothing remembered yet",)
+    assert first.counts[NEW] == 250 and all(v.send for v in verdicts)
+    assert first.full_push_done
+
+    second, verdicts = sync(state, clock, assets(250))
+    assert not second.full and second.full_reasons == ()
+    assert second.counts[UNCHANGED] == 250 and second.counts["sent"] == 0
+    assert not any(v.send for v in verdicts)
+
+
+def test_a_changed_field_is_sent_with_its_previous_values(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(5))
+    records = assets(5)
+    records[2]["OWNER"] = "someone.else@acme.test"
+    records.append({"SERIAL": "NEW1", "MODEL": "m", "OWNER": "o"})
+    with scope(state, clock) as sc:
+        verdicts = sc.classify(records)
+        assert kinds(verdicts) == [UNCHANGED, UNCHANGED, CHANGED, UNCHANGED, UNCHANGED, NEW]
+        before = sc.previous(verdicts[2])
+        assert before == {"SERIAL": "S0002", "MODEL": "model 2", "OWNER": "user2@acme.test"}
+        assert sc.previous(verdicts[5]) is None
+        assert describe_changes(before, records[2]) == [("OWNER", "user2@acme.test", "someone.else@acme.test")]
+
+
+def test_values_of_any_json_type_and_field_order_in_nested_objects(state: Path, clock: Clock) -> None:
+    record = {"SERIAL": 7, "N": 1.5, "FLAG": True, "NONE": None, "APPS": [{"b": 1, "a": 2}], "É": "ü"}
+    sync(state, clock, [record])
+    reordered = dict(record, APPS=[{"a": 2, "b": 1}])
+    _, verdicts = sync(state, clock, [reordered])
+    assert kinds(verdicts) == [UNCHANGED]  # nested key order is not a change
+    with scope(state, clock) as sc:
+        (verdict,) = sc.classify([dict(record, N=2)])
+        assert verdict.kind == CHANGED
+        stored = {"SERIAL": "7", "N": 1.5, "FLAG": True, "NONE": None, "APPS": [{"a": 2, "b": 1}], "É": "ü"}
+        assert sc.previous(verdict) == stored
+
+
+def test_payloads_with_other_fields_are_compared_as_objects(state: Path, clock: Clock) -> None:
+    records = [{"SERIAL": "A", "X": 1}, {"SERIAL": "B", "Y": 2, "Z": 3}, {"SERIAL": "C", "X": 1}]
+    sync(state, clock, records)
+    _, verdicts = sync(state, clock, list(reversed(records)))
+    assert kinds(verdicts) == [UNCHANGED] * 3
+    with scope(state, clock) as sc:
+        verdicts = sc.classify([{"SERIAL": "B", "Y": 2}])
+        assert kinds(verdicts) == [CHANGED]
+        assert sc.previous(verdicts[0]) == {"SERIAL": "B", "Y": 2, "Z": 3}
+
+
+def test_records_without_a_sync_value_are_always_sent_and_never_remembered(state: Path, clock: Clock) -> None:
+    records = [{"SERIAL": "", "MODEL": "x"}, {"SERIAL": None, "MODEL": "y"}, {"MODEL": "z"}]
+    for _ in range(2):
+        report, verdicts = sync(state, clock, records)
+        assert kinds(verdicts) == [UNKEYED] * 3 and all(v.send for v in verdicts)
+        assert report.counts[UNKEYED] == 3
+
+
+def test_unkeyed_records_keep_their_place_in_a_first_run(state: Path, clock: Clock) -> None:
+    records = [{"SERIAL": "A"}, {"SERIAL": ""}, {"SERIAL": "B"}]
+    report, verdicts = sync(state, clock, records)
+    assert kinds(verdicts) == [NEW, UNKEYED, NEW] and [v.key for v in verdicts] == ["A", None, "B"]
+    assert report.counts == {NEW: 2, CHANGED: 0, UNCHANGED: 0, UNKEYED: 1, "sent": 3, "delivered": 3}
+    _, verdicts = sync(state, clock, records)
+    assert kinds(verdicts) == [UNCHANGED, UNKEYED, UNCHANGED]
+
+
+def test_composite_sync_keys(state: Path, clock: Clock) -> None:
+    records = [{"USER": "a", "EMAIL": "x", "N": 1}, {"USER": "a", "EMAIL": "y", "N": 1}, {"USER": "b", "N": 1}]
+    sync(state, clock, records, sync_fields=["USER", "EMAIL"])
+    _, verdicts = sync(state, clock, records, sync_fields=["USER", "EMAIL"])
+    assert kinds(verdicts) == [UNCHANGED] * 3
+    with scope(state, clock, sync_fields=["USER", "EMAIL"]) as sc:
+        (verdict,) = sc.classify([{"USER": "a", "EMAIL": "y", "N": 2}])
+        assert sc.previous(verdict) == {"USER": "a", "EMAIL": "y", "N": 1}
+
+
+# -- full pushes ----------------------------------------------------------------------------------------
+
+
+def test_full_push_when_the_state_is_older_than_full_sync_interval(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(3))  # full push at t0; the helper advances one day per run
+    for _ in range(5):
+        report, _ = sync(state, clock, assets(3))
+        assert not report.full
+    clock.advance(DAY)  # now 7 days after the full push
+    report, verdicts = sync(state, clock, assets(3))
+    assert report.full and "full_sync_interval" in report.full_reasons[0]
+    assert all(v.send for v in verdicts) and report.counts[UNCHANGED] == 3
+    report, _ = sync(state, clock, assets(3))
+    assert not report.full  # the full push was remembered
+    report, _ = sync(state, clock, assets(3), full_sync_interval=timedelta(hours=12))
+    assert report.full
+
+
+def test_full_push_when_mapping_credentials_or_flag_change(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(3))
+    report, _ = sync(state, clock, assets(3), mapping="m2")
+    assert report.full and report.full_reasons == ("the mapping, converters or sync fields changed",)
+    assert not sync(state, clock, assets(3), mapping="m2")[0].full
+    report, _ = sync(state, clock, assets(3), mapping="m2", token="another-token")
+    assert report.full_reasons == ("the Oomnitza credentials changed",)
+    report, _ = sync(state, clock, assets(3), mapping="m2", token="another-token", full=True)
+    assert report.full_reasons == ("--full was given",)
+    report, verdicts = sync(state, clock, assets(3), mapping="m2", token="another-token")
+    assert not report.full and not any(v.send for v in verdicts)
+
+
+def test_another_url_is_another_state(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(3))
+    report, verdicts = sync(state, clock, assets(3), url="https://sandbox.oomnitza.com")
+    assert report.full and "another URL" in report.full_reasons[0]
+    assert kinds(verdicts) == [NEW] * 3
+    # the URL is compared without case and trailing slash
+    report, _ = sync(state, clock, assets(3), url="HTTPS://ACME.oomnitza.com/")
+    assert not report.full
+
+
+def test_other_sync_fields_start_over(state: Path, clock: Clock) -> None:
+    opts = retire_opts(after=1, guard="100%")
+    sync(state, clock, assets(5), **opts)
+    records = [dict(r, TAG=f"T{i}") for i, r in enumerate(assets(5))]
+    with scope(state, clock, read_only=True, sync_fields=["TAG"], **opts) as plan:
+        assert plan.full_reasons == ("the sync fields changed: the state starts over",)
+        assert kinds(plan.classify(records)) == [NEW] * 5
+    report, verdicts = sync(state, clock, records, sync_fields=["TAG"], **opts)
+    assert report.full_reasons == ("the sync fields changed: the state starts over",)
+    assert kinds(verdicts) == [NEW] * 5 and report.missing == 0  # the old keys are not "missing"
+    _, verdicts = sync(state, clock, records, sync_fields=["TAG"], **opts)
+    assert kinds(verdicts) == [UNCHANGED] * 5
+
+
+def test_an_unfinished_full_push_is_retried(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(4))
+    with scope(state, clock, mapping="m2") as sc:  # a full push that did not deliver everything
+        verdicts = sc.classify(assets(4))
+        sc.mark_delivered(verdicts[:3])
+        report = sc.finish(complete=True)
+    assert report.full and not report.full_push_done
+    clock.advance(DAY)
+    report, _ = sync(state, clock, assets(4), mapping="m2", complete=False)
+    assert report.full and not report.full_push_done  # an incomplete run does not count either
+    report, _ = sync(state, clock, assets(4), mapping="m2")
+    assert report.full and report.full_push_done
+    assert not sync(state, clock, assets(4), mapping="m2")[0].full
+
+
+# -- delivered only, out of order, crashes -----------------------------------------------------------------
+
+
+def test_only_delivered_records_are_remembered(state: Path, clock: Clock) -> None:
+    with scope(state, clock) as sc:
+        verdicts = sc.classify(assets(10))
+        sc.mark_delivered(verdicts[:4])  # the batch with the rest failed
+        sc.finish(complete=True)
+    clock.advance(DAY)
+    _, verdicts = sync(state, clock, assets(10))
+    assert kinds(verdicts) == [UNCHANGED] * 4 + [NEW] * 6
+
+
+def test_batches_completing_out_of_order(state: Path, clock: Clock) -> None:
+    with scope(state, clock, flush_rows=1) as sc:
+        batches = [sc.classify(assets(5, start)) for start in (0, 5, 10)]
+        sc.mark_delivered(batches[2])
+        sc.mark_delivered(batches[0])  # batch 1 never completed
+        sc.finish(complete=False)
+    _, verdicts = sync(state, clock, assets(15))
+    assert kinds(verdicts) == [UNCHANGED] * 5 + [NEW] * 5 + [UNCHANGED] * 5
+
+
+def test_a_crash_between_send_and_mark_resends(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(6))
+    sc = scope(state, clock)
+    changed = assets(6, OWNER="new owner")
+    verdicts = sc.classify(changed)
+    sc.mark_delivered(verdicts[:2])  # delivered, but still pending (flush_rows not reached) ...
+    sc.db.close()  # ... when the process dies: no finish, no close
+    clock.advance(DAY)
+    _, verdicts = sync(state, clock, changed)
+    assert kinds(verdicts) == [CHANGED] * 6  # re-sent, never lost
+    _, verdicts = sync(state, clock, changed)
+    assert kinds(verdicts) == [UNCHANGED] * 6
+
+
+def test_marks_reach_the_file_in_batches_and_on_close(state: Path, clock: Clock) -> None:
+    sc = scope(state, clock, flush_rows=4)
+    verdicts = sc.classify(assets(10))
+    sc.mark_delivered(verdicts[:3])
+    assert _rows(state) == 0  # pending
+    sc.mark_delivered(verdicts[3:5])
+    assert _rows(state) == 5  # flushed: one transaction
+    sc.mark_delivered(verdicts[5:6])
+    sc.close()  # unfinished: finishes as incomplete and keeps what was delivered
+    assert _rows(state) == 6
+
+
+def _rows(state: Path) -> int:
+    db = sqlite3.connect(state)
+    try:
+        return db.execute("SELECT count(*) FROM records").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_failed_run_marks_nothing(state: Path, clock: Clock) -> None:
+    with pytest.raises(RuntimeError), scope(state, clock) as sc:
+        sc.classify(assets(3))
+        raise RuntimeError("the sink is down")
+    _, verdicts = sync(state, clock, assets(3))
+    assert kinds(verdicts) == [NEW] * 3
+
+
+# -- missing records and retirement ---------------------------------------------------------------------
+
+
+def retire_opts(after: int = 2, guard: str = "50%") -> dict[str, Any]:
+    return {"retire_after_runs": after, "retire_max": RetireMax.parse(guard)}
+
+
+def test_missing_records_are_retired_after_complete_runs(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(10), **retire_opts())
+    for run in (1, 2):
+        with scope(state, clock, **retire_opts()) as sc:
+            sc.classify(assets(8))  # S0008 and S0009 are gone
+            report = sc.finish(complete=True)
+            assert report.missing == 2
+            count, listed = sc.missing()
+            assert count == 2 and [c.key for c in listed] == [("S0008",), ("S0009",)]
+            assert listed[0].missing_runs == run
+            retirement = sc.retirement()
+            if run == 1:
+                assert not retirement.allowed and retirement.total == 0
+                continue
+            assert retirement.allowed and retirement.total == 2
+            payloads = retirement.payloads({"STATUS": "Retired"})
+            assert payloads == [{"SERIAL": "S0008", "STATUS": "Retired"}, {"SERIAL": "S0009", "STATUS": "Retired"}]
+            sc.mark_retired(retirement.candidates)
+        clock.advance(DAY)
+    with scope(state, clock, **retire_opts()) as sc:
+        sc.classify(assets(8))
+        sc.finish(complete=True)
+        assert sc.retirement().total == 0  # retired once
+        assert sc.missing()[0] == 0
+    clock.advance(DAY)
+    _, verdicts = sync(state, clock, assets(10), **retire_opts())
+    assert kinds(verdicts)[8:] == [CHANGED, CHANGED]  # back: sent again though unchanged
+
+
+def test_incomplete_runs_never_count(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(10), **retire_opts(after=1))
+    with scope(state, clock, **retire_opts(after=1)) as sc:
+        sc.classify(assets(5))  # e.g. --record-count 5, or the source failed mid-way
+        report = sc.finish(complete=False)
+        assert not report.complete and report.missing == 5
+        retirement = sc.retirement()
+        assert not retirement.allowed and "incomplete" in retirement.reason
+    clock.advance(DAY)
+    with scope(state, clock, **retire_opts(after=1), filter="new filter") as sc:
+        sc.classify(assets(5))
+        report = sc.finish(complete=True)
+        assert not report.complete and "filter changed" in (report.incomplete_reason or "")
+        assert sc.retirement().total == 0
+    clock.advance(DAY)
+    with scope(state, clock, **retire_opts(after=1), filter="new filter") as sc:
+        sc.classify(assets(5))
+        sc.finish(complete=True)
+        _, listed = sc.missing()
+        assert {c.missing_runs for c in listed} == {1}  # only this complete run counted
+        assert sc.retirement(sample=3).total == 5
+
+
+def test_seen_in_any_run_resets_missing(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(4), **retire_opts(after=2, guard="100%"))
+    sync(state, clock, assets(3), **retire_opts(after=2, guard="100%"))  # S0003 missing once
+    sync(state, clock, assets(1, start=3), complete=False, **retire_opts(after=2, guard="100%"))  # a webhook
+    with scope(state, clock, **retire_opts(after=2, guard="100%")) as sc:
+        sc.classify(assets(3))
+        sc.finish(complete=True)
+        assert sc.missing()[1][0].missing_runs == 1
+        assert sc.retirement().total == 0
+
+
+@pytest.mark.parametrize(
+    "guard, missing, allowed",
+    [("5%", 5, True), ("5%", 6, False), ("10", 10, True), ("10", 11, False), ("0", 1, False)],
+)
+def test_retirement_guard(state: Path, clock: Clock, guard: str, missing: int, allowed: bool) -> None:
+    opts = retire_opts(after=1, guard=guard)
+    sync(state, clock, assets(100), **opts)
+    with scope(state, clock, **opts) as sc:
+        sc.classify(assets(100 - missing))
+        sc.finish(complete=True)
+        retirement = sc.retirement(sample=3)
+    assert retirement.total == missing and retirement.allowed is allowed
+    if allowed:
+        assert len(retirement.candidates) == missing
+    else:
+        assert len(retirement.candidates) == min(3, missing) and retirement.payloads({"STATUS": "Retired"}) == []
+        assert "nothing is retired" in retirement.reason and "retire_max" in retirement.reason
+
+
+def test_retirement_is_off_by_default(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(10))
+    with scope(state, clock) as sc:
+        sc.classify(assets(2))
+        sc.finish(complete=True)
+        retirement = sc.retirement()
+    assert not retirement.enabled and not retirement.allowed and "off" in retirement.reason
+
+
+def test_plan_lists_what_the_next_run_retires(state: Path, clock: Clock) -> None:
+    opts = retire_opts(after=2, guard="50%")
+    sync(state, clock, assets(10), **opts)
+    sync(state, clock, assets(8), **opts)  # missing once
+    with scope(state, clock, read_only=True, **opts) as plan:
+        plan.classify(assets(8))
+        plan.finish(complete=True)
+        planned = [c.key for c in plan.retirement().candidates]
+    with scope(state, clock, **opts) as sc:
+        sc.classify(assets(8))
+        sc.finish(complete=True)
+        assert [c.key for c in sc.retirement().candidates] == planned == [("S0008",), ("S0009",)]
+
+
+def test_retire_max_parse() -> None:
+    assert RetireMax.parse("5%") == RetireMax(count=None, percent=5.0)
+    assert RetireMax.parse(" 50 ") == RetireMax(count=50, percent=None)
+    assert RetireMax().limit(1000) == 50 and RetireMax().limit(19) == 0
+    for bad in ("many", "-1", "120%", ""):
+        with pytest.raises(ValueError, match="percentage"):
+            RetireMax.parse(bad)
+
+
+# -- plan: read-only ---------------------------------------------------------------------------------
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def test_plan_writes_nothing(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(20), **retire_opts())
+    before = _snapshot(state.parent)
+    assert list(before) == [ledger.STATE_FILE]  # the writer left no -wal/-shm behind
+    with scope(state, clock, read_only=True, **retire_opts()) as plan:
+        verdicts = plan.classify(assets(15, OWNER="changed"))
+        assert kinds(verdicts) == [CHANGED] * 15
+        assert plan.previous(verdicts[0]) == assets(1)[0]
+        report = plan.finish(complete=True)
+        assert report.missing == 5 and plan.missing()[0] == 5
+        plan.retirement()
+        with pytest.raises(RuntimeError):
+            plan.mark_delivered(verdicts)
+        with pytest.raises(RuntimeError):
+            plan.mark_retired([])
+    assert _snapshot(state.parent) == before
+    _, verdicts = sync(state, clock, assets(15))
+    assert kinds(verdicts) == [UNCHANGED] * 15
+
+
+def test_plan_without_a_state_file_sees_everything_new(tmp_path: Path, clock: Clock) -> None:
+    state = tmp_path / "nowhere" / ledger.STATE_FILE
+    with scope(state, clock, read_only=True) as plan:
+        assert plan.full and plan.full_reasons == ("first run: nothing remembered yet",)
+        assert kinds(plan.classify(assets(3))) == [NEW] * 3
+        assert plan.finish(complete=True).missing == 0
+        assert plan.missing() == (0, [])
+    assert not (tmp_path / "nowhere").exists()
+
+
+# -- the file -------------------------------------------------------------------------------------------------
+
+
+def test_file_is_private_and_keeps_no_secret(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(3))
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+    assert TOKEN.encode() not in state.read_bytes()
+    assert TOKEN not in repr(Target(URL, identity=TOKEN))
+
+
+def test_newer_schema_is_refused_in_one_line(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(1))
+    db = sqlite3.connect(state)
+    db.execute(f"PRAGMA user_version = {ledger.SCHEMA_VERSION + 1}")
+    db.close()
+    for read_only in (False, True):
+        with pytest.raises(StateError) as err:
+            scope(state, clock, read_only=read_only)
+        message = str(err.value)
+        assert "newer connector" in message and str(state) in message and "\n" not in message
+
+
+@pytest.mark.parametrize("content", [b"this is not a database at all" * 200, b"SQLite format 3\x00" + b"\xff" * 4000])
+def test_damaged_file_is_refused_in_one_line(state: Path, clock: Clock, content: bytes) -> None:
+    state.parent.mkdir(parents=True)
+    state.write_bytes(content)
+    for read_only in (False, True):
+        with pytest.raises(StateError) as err:
+            scope(state, clock, read_only=read_only)
+        assert "damaged or not a sync state file" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_another_programs_database_is_refused(state: Path, clock: Clock) -> None:
+    state.parent.mkdir(parents=True)
+    db = sqlite3.connect(state)
+    db.execute("CREATE TABLE records (x)")
+    db.close()
+    with pytest.raises(StateError, match="not a sync state file"):
+        scope(state, clock)
+
+
+def test_locked_file_is_refused_in_one_line(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(2))
+    holder = sqlite3.connect(state, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        for read_only in (False, True):
+            with pytest.raises(StateError) as err:
+                open_scope(
+                    state,
+                    target=Target(URL),
+                    name="csv_assets",
+                    mapping="m1",
+                    sync_fields=["SERIAL"],
+                    read_only=read_only,
+                    clock=clock,
+                    busy_timeout=0.05,
+                )
+            assert "locked by another connector process" in str(err.value) and "\n" not in str(err.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_state_errors_are_connector_errors() -> None:
+    assert issubclass(StateError, ConnectorError)
+
+
+def test_compaction_reclaims_replaced_values(state: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger, "COMPACT_MIN", 10)
+    monkeypatch.setattr(ledger, "BLOCK_ROWS", 20)
+    records = assets(100)
+    sync(state, clock, records)
+    for round_ in range(4):  # a fifth of the records changes each run
+        for r in records[round_ * 20 : round_ * 20 + 20]:
+            r["OWNER"] = f"owner in round {round_}"
+        sync(state, clock, records)
+    db = sqlite3.connect(state)
+    total, live = db.execute("SELECT sum(total), (SELECT count(*) FROM records) FROM blocks").fetchone()
+    unused = db.execute("SELECT count(*) FROM blocks WHERE id NOT IN (SELECT block FROM records)").fetchone()[0]
+    db.close()
+    # 100 records written 180 times: without compaction 180 slots, 80 of them garbage
+    assert live == 100 and total <= 120 and unused <= 1
+    records = [dict(r) for r in records]
+    records[5]["OWNER"] = "x"
+    records[90]["OWNER"] = "y"
+    with scope(state, clock) as sc:
+        verdicts = sc.classify(records)
+        assert sc.previous(verdicts[5])["OWNER"] == "owner in round 0"  # type: ignore[index]
+        assert sc.previous(verdicts[90])["OWNER"] == "user90@acme.test"  # type: ignore[index]
+
+
+def test_long_forgotten_records_are_pruned(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(5))
+    sync(state, clock, assets(3))
+    clock.advance(400 * DAY)
+    sync(state, clock, assets(3))
+    assert _rows(state) == 3
+
+
+# -- plan's display ---------------------------------------------------------------------------------------
+
+
+def test_describe_changes_elides_long_values_and_secrets() -> None:
+    before = {"SERIAL": "A", "NOTES": "short", "PASSWORD": "old-pass", "GONE": 1}
+    after = {"SERIAL": "A", "NOTES": "x" * 500, "PASSWORD": "new-pass", "ADDED": "v"}
+    rows = describe_changes(before, after, secret_fields=["password"], max_len=40)
+    assert rows[0][0] == "NOTES" and rows[0][1] == "short"
+    assert len(rows[0][2]) < 60 and rows[0][2].endswith("(500 chars)")
+    assert ("PASSWORD", "********", "********") in rows
+    assert ("ADDED", "(none)", "v") in rows
+    assert all(name != "GONE" for name, _, _ in rows)
+    scrubbed = describe_changes({"T": "token abcd"}, {"T": "token efgh"}, scrub=lambda s: s.replace("efgh", "****"))
+    assert scrubbed == [("T", "token abcd", "token ****")]
+
+
+def test_digest_of_is_stable() -> None:
+    assert ledger.digest_of({"b": 1, "a": [1, 2]}) == ledger.digest_of({"a": [1, 2], "b": 1})
+    assert ledger.digest_of({"a": 1}) != ledger.digest_of({"a": 2})
+
+
+def test_scopes_of_one_file_are_independent(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(3))
+    with open_scope(
+        state, target=Target(URL, identity=TOKEN), name="csv_users", mapping="m1", sync_fields=["SERIAL"], clock=clock
+    ) as other:
+        assert kinds(other.classify(assets(3))) == [NEW] * 3
+    assert os.path.exists(state)
+
+
+def test_two_writers_share_the_file(state: Path, clock: Clock) -> None:
+    """The nightly upload and the webhook server (or two managed integrations) at once."""
+    nightly, webhook = scope(state, clock, flush_rows=2), scope(state, clock, flush_rows=1)
+    nightly_verdicts = nightly.classify(assets(4))
+    webhook_verdicts = webhook.classify(assets(1, start=2, OWNER="moved"))
+    nightly.mark_delivered(nightly_verdicts[:2])
+    webhook.mark_delivered(webhook_verdicts)
+    nightly.mark_delivered(nightly_verdicts[3:])
+    webhook.finish(complete=False)
+    nightly.finish(complete=True)
+    webhook.close()
+    nightly.close()
+    records = assets(4)
+    records[2]["OWNER"] = "moved"
+    _, verdicts = sync(state, clock, records)
+    assert kinds(verdicts) == [UNCHANGED] * 4
+    assert sorted(p.name for p in state.parent.iterdir()) == [ledger.STATE_FILE]
+
+
+def test_finish_from_a_worker_thread(state: Path, clock: Clock) -> None:
+    import asyncio
+
+    async def run() -> ledger.RunReport:
+        with scope(state, clock) as sc:
+            sc.mark_delivered(sc.classify(assets(3)))
+            return await asyncio.to_thread(sc.finish, complete=True)
+
+    assert asyncio.run(run()).counts["delivered"] == 3
