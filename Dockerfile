@@ -14,9 +14,12 @@ COPY src ./src
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[${EXTRAS}]"
 
 FROM python:${PYTHON_VERSION}-slim
+# The state directory is the working directory, /data; the log files go there too (the image's
+# own folder is read-only). Both can be moved: OOMNITZA_STATE_DIR, OOMNITZA_LOG_DIR, --log-dir.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    OOMNITZA_LOG_DIR=/data/logs
 RUN useradd --uid 10001 --user-group --home-dir /data --no-create-home connector \
     && mkdir -p /config /data /opt/connector \
     && chown connector:connector /data
@@ -25,7 +28,8 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index /wheels/*.whl \
     && rm -rf /wheels
 # connector.py reads config.ini and logging.json beside itself: point both at the /config volume.
-# Without a /config/logging.json, logs go to the console only (the container's log stream).
+# Without a /config/logging.json, logs go to the console (the container's log stream) and to
+# info.log and errors.log in /data/logs.
 COPY connector.py server.py strongbox.py /opt/connector/
 RUN ln -s /config/config.ini /opt/connector/config.ini \
     && ln -s /config/logging.json /opt/connector/logging.json

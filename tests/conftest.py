@@ -13,6 +13,16 @@ from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
 
 
+@pytest.fixture(autouse=True)
+def _own_state_and_log_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test keeps its locks, queue and log files in folders of its own (never in the
+    checkout, never shared with another test); subprocesses inherit the variables."""
+    base = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("OOMNITZA_STATE_DIR", str(base))
+    monkeypatch.setenv("OOMNITZA_LOG_DIR", str(base / "logs"))
+    monkeypatch.delenv("OOMNITZA_LOG_FORMAT", raising=False)
+
+
 class _Switch:
     """ASGI app forwarding to whichever fake the current test installed, so one loopback server
     serves the whole session (starting uvicorn per test would cost ~0.2 s each)."""

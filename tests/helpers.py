@@ -32,8 +32,25 @@ def run_cli(*argv: str, program_dir: Path | None = None) -> CliResult:
     redact.clear()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         code = main(list(argv), program_dir=program_dir, stdout=out, stderr=err)
-    logging.getLogger().handlers.clear()
+    _reset_logging()
     return CliResult(int(code), out.getvalue(), err.getvalue())
+
+
+def _reset_logging() -> None:
+    """Close the run's log files and undo what its logging config did to any logger (a custom
+    ``--logging-config`` may have given ``oomnitza_connector`` handlers of its own and
+    ``propagate: false``, which the next run's config would not undo)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.close()
+    root.handlers.clear()
+    for logger in logging.Logger.manager.loggerDict.values():
+        if isinstance(logger, logging.Logger):
+            for handler in logger.handlers:
+                handler.close()
+            logger.handlers.clear()
+            logger.propagate = True
+            logger.disabled = False
 
 
 def write_ini(path: Path, text: str) -> Path:

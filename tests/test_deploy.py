@@ -74,6 +74,7 @@ def test_chart_runs_one_cronjob_per_section_and_every_command_parses(tmp_path: P
     cronjobs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CronJob"}
     assert set(cronjobs) == {"rel-oomnitza-connector-csv-assets", "rel-oomnitza-connector-ldap-contractors"}
     uploads = []
+    log_dirs: list[str] = []
     for doc in workloads:
         spec = pod_spec(doc)
         assert spec["securityContext"]["runAsNonRoot"] is True
@@ -84,9 +85,17 @@ def test_chart_runs_one_cronjob_per_section_and_every_command_parses(tmp_path: P
             assert container["envFrom"] == [{"secretRef": {"name": "oomnitza-secrets"}}]
             mounts = {m["mountPath"] for m in container["volumeMounts"]}
             assert {"/config", "/data", "/tmp"} <= mounts
+            (log_dir,) = [e["value"] for e in container["env"] if e["name"] == "OOMNITZA_LOG_DIR"]
+            log_dirs.append(log_dir)
             if getattr(parsed, "mode", None) == "upload":
                 uploads.append((parsed.connectors, parsed.workers))
     assert sorted(uploads) == [(["csv_assets"], 4), (["ldap.Contractors"], 2)]
+    assert sorted(log_dirs) == [  # on the state volume, one folder per workload
+        "/data/logs/managed",
+        "/data/logs/upload-csv-assets",
+        "/data/logs/upload-ldap-contractors",
+        "/data/logs/webhooks",
+    ]
     for job in cronjobs.values():
         assert job["spec"]["concurrencyPolicy"] == "Forbid"  # two runs of one section never overlap
     deployments = [d for d in docs if d["kind"] == "Deployment"]
@@ -127,6 +136,12 @@ def test_dockerfile_runs_connector_py_as_a_non_root_user() -> None:
     parse_command(_dockerfile_json("CMD"))
     user = re.findall(r"^USER (\S+)$", text, re.M)
     assert user and not user[-1].startswith(("root", "0")), user
+
+
+def test_dockerfile_keeps_logs_on_the_state_volume() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^\s+OOMNITZA_LOG_DIR=/data/logs$", text, re.M)  # /opt/connector is read-only
+    assert re.search(r"^WORKDIR /data$", text, re.M)  # the state directory's default
 
 
 def test_dockerfile_lints_clean() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from oomnitza_connector import __version__
 from oomnitza_connector.config import load_config
 from oomnitza_connector.server.cli import build
 from oomnitza_connector.server.http import Limits, make_server
@@ -436,8 +437,9 @@ def test_an_unknown_device_leaves_the_queue_with_an_error(
 
 
 def test_events_accepted_while_oomnitza_is_down_are_synced_after_a_restart(
-    tmp_path: Path, fake_oomnitza: FakeOomnitza, jamf: FakeJamf
+    tmp_path: Path, fake_oomnitza: FakeOomnitza, jamf: FakeJamf, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("OOMNITZA_STATE_DIR", str(tmp_path / "state"))  # the queue's default folder
     path = write_ini(tmp_path, fake_oomnitza, jamf)
     fake_oomnitza.fail(None, "/api/", 503, times=100_000, headers={"Retry-After": "0"})  # Oomnitza is down
     with running_server(path, tmp_path) as (port, first):
@@ -456,7 +458,7 @@ def test_events_accepted_while_oomnitza_is_down_are_synced_after_a_restart(
     assert "ERROR [casper] webhook sync of 1 device(s) failed" in first.err
     assert "they stay queued" in first.err
     assert fake_oomnitza.records("assets") == []
-    queue_file = tmp_path / "webhook-queue.db"
+    queue_file = tmp_path / "state" / "webhook-queue.db"
     if os.name == "posix":
         assert stat.S_IMODE(queue_file.stat().st_mode) == 0o600
     fake_oomnitza.reset()  # Oomnitza is back
@@ -511,3 +513,71 @@ def _drain(proc: subprocess.Popen[str], output: _Output) -> None:
     assert proc.stderr is not None
     for line in proc.stderr:
         output.err += line
+
+
+# -- /metrics -------------------------------------------------------------------------------------------
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = httpx.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    return samples_of(response.text)
+
+
+def samples_of(page: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from oomnitza_connector.metrics import parse_sample
+
+    samples = {}
+    for line in page.splitlines():
+        parsed = parse_sample(line)
+        if parsed:
+            name, labels, value = parsed
+            samples[(name.removeprefix("oomnitza_connector_"), labels)] = value
+    return samples
+
+
+def metric(samples: dict, name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def test_metrics_count_events_queue_depth_and_records(start: Any, fake_oomnitza: FakeOomnitza) -> None:
+    server = start(coalesce=3600)  # events wait in the queue until the server stops
+    url = server.url
+    assert post(f"{url}/casper", event("ComputerAdded", 101)).status_code == 202
+    assert post(f"{url}/casper", event("ComputerAdded", 102)).status_code == 202
+    assert post(f"{url}/casper", event("MobileDeviceCheckIn", 55)).json()["status"] == "ignored"
+    assert httpx.post(f"{url}/casper", json=event("ComputerAdded", 1), timeout=10).status_code == 401
+    assert post(f"{url}/casper", {"webhook": {"webhookEvent": "ComputerAdded"}, "event": {}}).status_code == 400
+    assert post(f"{url}/casper.nope", event("ComputerAdded", 1)).status_code == 404  # no label for it
+    samples = scrape(url)
+    events = {o: metric(samples, "webhook_events_total", section="casper", outcome=o) for o in OUTCOMES}
+    assert events == {"queued": 2, "ignored": 1, "unauthorized": 1, "rejected": 1, "refused": 0}
+    assert metric(samples, "webhook_events_total", section="casper.MDM", outcome="queued") == 0
+    assert not [k for k in samples if ("section", "casper.nope") in k[1]]
+    assert metric(samples, "webhook_queue_depth", section="casper") == 2
+    assert metric(samples, "webhook_queue_depth", section="casper.MDM") == 0
+    assert metric(samples, "info", version=__version__) == 1
+
+    server.server.close()  # stop taking requests; the worker syncs what waits when it stops
+    server.worker.stop()
+    assert len(fake_oomnitza.records("assets")) == 2
+    after = samples_of(server.app.render())  # the /metrics page as it would be served now
+    assert metric(after, "records_total", section="casper", type="assets", bucket="sent") == 2
+    assert metric(after, "records_total", section="casper", type="assets", bucket="pulled") == 2
+    assert metric(after, "webhook_syncs_total", section="casper", result="ok") == 1
+    assert metric(after, "webhook_queue_depth", section="casper") == 0
+    server.worker.queue.close()
+    server.close = lambda: None  # type: ignore[method-assign]  # closed above, in the order needed here
+
+
+OUTCOMES = ("queued", "ignored", "unauthorized", "rejected", "refused")
+
+
+def test_metrics_count_refused_events(start: Any) -> None:
+    server = start(coalesce=3600)
+    server.worker.queue.max_pending = 1
+    assert post(f"{server.url}/casper", event("ComputerAdded", 101)).status_code == 202
+    assert post(f"{server.url}/casper", event("ComputerAdded", 102)).status_code == 503
+    samples = scrape(server.url)
+    assert metric(samples, "webhook_events_total", section="casper", outcome="refused") == 1

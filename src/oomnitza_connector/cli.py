@@ -26,6 +26,7 @@ class Exit(IntEnum):
     USAGE = 2
     RECORDS_FAILED = 3  # the run completed, but some records failed to convert or send
     CANCELED = 4  # a sync was canceled in Oomnitza's web UI
+    ALREADY_RUNNING = 75  # EX_TEMPFAIL: a section was not run, another run is syncing it
     INTERRUPTED = 130  # SIGINT (Ctrl-C): 128 + 2, as shells report it
     TERMINATED = 143  # SIGTERM: 128 + 15
 
@@ -94,11 +95,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="verbose logs, and tracebacks for errors")
     parser.add_argument("--version", action="version", version=f"Connector version: {__version__}")
+    add_log_options(parser)
+    report = parser.add_argument_group("run reports (mode 'upload')")
+    report.add_argument(
+        "--summary-json",
+        metavar="PATH",
+        default=None,
+        help="write the run's results as JSON to PATH ('-' = standard output)",
+    )
+    report.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="PATH",
+        default=None,
+        help="update Prometheus textfile metrics in PATH (e.g. node_exporter's textfile directory)",
+    )
+    report.add_argument(
+        "--no-progress", action="store_true", help="no live progress on a terminal (it is never shown otherwise)"
+    )
     local = parser.add_argument_group("local store (mode 'local')")
     local.add_argument("--data-type", choices=("assets", "users"), default=None, help="only this record type")
     local.add_argument("--format", choices=("csv", "json"), default="csv", help="export format; default csv")
     local.add_argument("--output", type=Path, default=None, help="export to this file instead of stdout")
     return parser
+
+
+def add_log_options(parser: argparse.ArgumentParser) -> None:
+    """``--log-dir`` and ``--log-format`` (the webhook server takes them too)."""
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=None,
+        help="folder for the log files named in the logging config "
+        "(default: OOMNITZA_LOG_DIR, else beside connector.py, else <state dir>/logs)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help="text (default) or json: one JSON object per line, for log shippers (or OOMNITZA_LOG_FORMAT)",
+    )
+
+
+LOG_FORMATS = ("text", "json")
 
 
 def _non_negative(text: str) -> int:
@@ -145,9 +184,11 @@ def main(
 
     # The secrets of this invocation: its config's, and the logging fallback (see redact.py).
     redactor = redact.Redactor()
+    logging_ready = False
     with redact.using(redactor):
         try:
             _setup_logging(args, program_dir, redactor)
+            logging_ready = True
             ini = args.ini or ((program_dir or Path.cwd()) / "config.ini")
             if args.mode == "generate-ini":
                 return _generate_ini(ini, err)
@@ -161,8 +202,10 @@ def main(
                 import traceback
 
                 print(redactor.scrub(traceback.format_exc()), end="", file=err)
-            for line in str(exc).splitlines() or [type(exc).__name__]:
-                print(f"error: {redactor.scrub(line)}", file=err)
+            lines = [redactor.scrub(line) for line in str(exc).splitlines() or [type(exc).__name__]]
+            print_error_lines(lines, err, logged=logging_ready, as_json=logging_ready and log_format(args) == "json")
+            if logging_ready and args.mode == "upload" and args.connectors:
+                _report_failed_start(args, program_dir, "\n".join(lines), out)
             return Exit.ERROR
         except KeyboardInterrupt:
             print("Interrupted. Exiting.", file=err)
@@ -173,10 +216,54 @@ def console_main() -> None:
     sys.exit(main())
 
 
-def _setup_logging(args: argparse.Namespace, program_dir: Path | None, redactor: Any) -> None:
-    from .logsetup import setup_from_args
+def print_error_lines(lines: list[str], err: TextIO, *, logged: bool, as_json: bool) -> None:
+    """A user-caused error: ``error: ...`` lines on the console, and into the log files too
+    (errors.log holds every error of a run). With JSON logs the console gets them as JSON lines
+    (only JSON on the log stream), from the log handlers. ``logged``: logging is set up."""
+    import logging
 
-    setup_from_args(args, program_dir, redactor)
+    if not as_json:
+        for line in lines:
+            print(f"error: {line}", file=err)
+    if logged:
+        extra = {} if as_json else {"console": False}
+        for line in lines:
+            logging.getLogger("oomnitza_connector").error("%s", line, extra=extra)
+
+
+def log_format(args: argparse.Namespace) -> str:
+    import os
+
+    from .errors import ConfigError
+    from .statedir import LOG_FORMAT_ENV
+
+    chosen = getattr(args, "log_format", None) or os.environ.get(LOG_FORMAT_ENV, "").strip().lower() or "text"
+    if chosen not in LOG_FORMATS:
+        raise ConfigError(f"{LOG_FORMAT_ENV} = {chosen!r} is not one of {', '.join(LOG_FORMATS)}")
+    return chosen
+
+
+def _setup_logging(args: argparse.Namespace, program_dir: Path | None, redactor: Any = None) -> None:
+    from .logsetup import setup_logging
+    from .statedir import log_dir, peek_state_dir
+
+    explicit = args.logging_config is not None
+    path = args.logging_config or ((program_dir / "logging.json") if program_dir else None)
+    ini = args.ini or ((program_dir or Path.cwd()) / "config.ini")
+    state = None if program_dir is not None or explicit else peek_state_dir(ini)
+    folder, chosen = log_dir(
+        flag=getattr(args, "log_dir", None), program_dir=program_dir, logging_config=args.logging_config, state=state
+    )
+    setup_logging(
+        path,
+        program_dir=program_dir,
+        explicit=explicit,
+        debug=args.debug,
+        log_dir=folder,
+        log_dir_chosen=chosen,
+        log_format=log_format(args),
+        redactor=redactor,
+    )
 
 
 def _generate_ini(path: Path, err: TextIO) -> int:
@@ -231,6 +318,8 @@ def _upload(args: argparse.Namespace, ini: Path, out: TextIO, err: TextIO) -> in
     import asyncio
 
     from .config import load_config
+    from .report import RunReport
+    from .statedir import state_dir
     from .sync import RunStop
 
     config = load_config(ini)
@@ -241,14 +330,19 @@ def _upload(args: argparse.Namespace, ini: Path, out: TextIO, err: TextIO) -> in
     sections = [config.section(name) for name in args.connectors]  # unknown/disabled → one clear line
     if args.show_mappings:
         return asyncio.run(_show_mappings(config, [s.name for s in sections], args, out))
+    _check_outputs(args)
     stop = RunStop()
-    results = asyncio.run(_run_upload(config, [s.name for s in sections], args, out, err, stop))
-    _print_summary(results, err, testmode=args.testmode, stopped=stop.reason)
-    return upload_exit(results, stop)
+    report = RunReport(testmode=args.testmode)
+    state = state_dir(config.oomnitza.settings)
+    asyncio.run(_run_upload(config, [s.name for s in sections], args, out, err, stop, report, state))
+    report.stopped = stop.reason
+    report.exit_code = upload_exit(report.results, stop, busy=report.busy)
+    return _finish_report(report, args, out, err, state)
 
 
-def upload_exit(results: list[SectionResult], stop: Any) -> Exit:
-    """A signal wins (130/143), then errors (1), a canceled sync (4), failed records (3)."""
+def upload_exit(results: list[SectionResult], stop: Any, busy: Any = ()) -> Exit:
+    """A signal wins (130/143), then errors (1), a canceled sync (4), failed records (3), a section
+    another run was syncing (75)."""
     if stop.requested:
         return signal_exit(stop.signum)
     if any(r.error for r in results):
@@ -257,7 +351,89 @@ def upload_exit(results: list[SectionResult], stop: Any) -> Exit:
         return Exit.CANCELED
     if any(not r.ok for r in results):
         return Exit.RECORDS_FAILED
+    if any(r.section in busy for r in results):
+        return Exit.ALREADY_RUNNING
     return Exit.OK
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Report files go into folders that exist: better said now than after a two-hour run."""
+    from .errors import ConfigError
+
+    targets = [("--metrics-file", args.metrics_file)]
+    if args.summary_json not in (None, "-"):
+        targets.append(("--summary-json", Path(args.summary_json)))
+    for flag, path in targets:
+        if path is None:
+            continue
+        if path.is_dir():
+            raise ConfigError(f"{flag} {path}: it is a folder (give a file name)")
+        if not path.parent.resolve().is_dir():
+            raise ConfigError(f"{flag} {path}: the folder {path.parent.resolve()} does not exist")
+
+
+def _finish_report(report: Any, args: argparse.Namespace, out: TextIO, err: TextIO, state: Path | None) -> int:
+    """The summary table, the summary lines in the log, and the report files. A report file that
+    cannot be written is an error of the run (exit 1 unless the run already failed)."""
+    import time
+
+    from .report import log_summary
+
+    report.finished = time.time()
+    as_json = log_format(args) == "json"
+    if report.results and not as_json:  # JSON logs carry the summary lines instead
+        _print_summary(report, err, testmode=args.testmode, stopped=report.stopped)
+    if report.results:
+        log_summary(report, on_console=as_json)
+    failed = _write_reports(report, args, out, state)
+    return Exit.ERROR if failed and report.exit_code in (Exit.OK, Exit.ALREADY_RUNNING) else report.exit_code
+
+
+def _write_reports(report: Any, args: argparse.Namespace, out: TextIO, state: Path | None) -> bool:
+    """``--summary-json`` and ``--metrics-file``; True when one could not be written (logged)."""
+    import logging
+
+    from .diskio import describe_os_error
+    from .report import write_metrics, write_summary_json
+
+    log = logging.getLogger("oomnitza_connector")
+    failed = False
+    if args.summary_json:
+        try:
+            write_summary_json(report, args.summary_json, stdout=out)
+        except OSError as exc:
+            log.error("cannot write the summary (--summary-json): %s", describe_os_error(exc, Path(args.summary_json)))
+            failed = True
+    if args.metrics_file and report.testmode:
+        log.info("test mode: the metrics file %s is left as it is", args.metrics_file)
+    elif args.metrics_file:
+        try:
+            write_metrics(report, args.metrics_file, lock_dir=state)
+        except OSError as exc:
+            log.error("cannot write the metrics (--metrics-file): %s", describe_os_error(exc, args.metrics_file))
+            failed = True
+    return failed
+
+
+def _report_failed_start(args: argparse.Namespace, program_dir: Path | None, error: str, out: TextIO) -> None:
+    """The run could not start (the configuration): the report files say so for every section
+    asked for, so monitoring sees the failure rather than an old success."""
+    import time
+
+    from .report import RunReport
+    from .statedir import peek_state_dir
+    from .sync import SectionResult
+
+    if not (args.summary_json or args.metrics_file):
+        return
+    try:
+        _check_outputs(args)
+    except Exception:  # said already, or the folders are the problem: nothing can be written
+        return
+    report = RunReport(testmode=args.testmode, error=error, exit_code=Exit.ERROR, finished=time.time())
+    report.results = [SectionResult(section=name, error=error) for name in args.connectors]
+    ini = args.ini or ((program_dir or Path.cwd()) / "config.ini")
+    _write_reports(report, args, out, peek_state_dir(ini))
 
 
 def _options(args: argparse.Namespace, stop: Any = None) -> Any:
@@ -274,10 +450,20 @@ def _options(args: argparse.Namespace, stop: Any = None) -> Any:
 
 
 async def _run_upload(
-    config: Config, names: list[str], args: argparse.Namespace, out: TextIO, err: TextIO, stop: Any
-) -> list[SectionResult]:
+    config: Config,
+    names: list[str],
+    args: argparse.Namespace,
+    out: TextIO,
+    err: TextIO,
+    stop: Any,
+    report: Any,
+    state: Path,
+) -> None:
+    import asyncio
     import logging
 
+    from . import progress
+    from .locking import claim
     from .oomnitza.sinks import make_sink
     from .sync import SectionResult, run_section, stop_on_signals, stop_reason
 
@@ -286,29 +472,50 @@ async def _run_upload(
     def request_stop(signum: int) -> None:
         stop.request(stop_reason(signum), signum)
 
-    results: list[SectionResult] = []
+    results: list[SectionResult] = report.results
+    show = progress.wanted(err, disabled=args.no_progress) and log_format(args) == "text"
     with stop_on_signals(request_stop, err):
         sink = make_sink(config.oomnitza, testmode=args.testmode, workers=args.workers, out=out)
         try:
             await sink.login()
-            for name in names:
-                if stop.requested or any(r.sink_down for r in results):
-                    results.append(SectionResult(section=name, not_run=True))
-                    continue
-                log.info("[%s] sync started", name)
-                result = await run_section(config.sections[name], config, sink, _options(args, stop))
-                if result.error:
-                    tag = f"[{name}]"
-                    log.error("%s", result.error if result.error.startswith(tag) else f"{tag} {result.error}")
-                results.append(result)
+            async with progress.live(err, enabled=show) as tracker:
+                for name in names:
+                    if stop.requested or any(r.sink_down for r in results):
+                        results.append(SectionResult(section=name, not_run=True))
+                        continue
+                    # A test run writes nothing: it may look while a real run of the section goes on.
+                    taken = None if args.testmode else claim(state, name, what=f"upload {name}")
+                    if taken is not None and taken.busy:
+                        report.busy[name] = taken.holder
+                        log.warning(
+                            "[%s] not run: another run is syncing it (%s)",
+                            name,
+                            taken.holder or "its process is not known",
+                        )
+                        results.append(SectionResult(section=name, not_run=True))
+                        continue
+                    try:
+                        log.info("[%s] sync started", name)
+                        task = asyncio.create_task(
+                            run_section(config.sections[name], config, sink, _options(args, stop))
+                        )
+                        tracker.track(name, lambda task=task: progress.running_result(task))
+                        result = await task
+                        tracker.finish(name, result)
+                    finally:
+                        if taken is not None:
+                            taken.release()
+                    if result.error:
+                        tag = f"[{name}]"
+                        log.error("%s", result.error if result.error.startswith(tag) else f"{tag} {result.error}")
+                    results.append(result)
         finally:
             await sink.aclose()
     for message in config.converters.cleanup_messages():
         log.error("%s", message)
     if any(r.sink_down for r in results) and any(r.not_run for r in results):
-        skipped = ", ".join(r.section for r in results if r.not_run)
+        skipped = ", ".join(r.section for r in results if r.not_run and r.section not in report.busy)
         log.error("Oomnitza is not taking records: the remaining sections were not run (%s)", skipped)
-    return results
 
 
 async def _show_mappings(config: Config, names: list[str], args: argparse.Namespace, out: TextIO) -> int:
@@ -324,12 +531,13 @@ async def _show_mappings(config: Config, names: list[str], args: argparse.Namesp
     return Exit.OK
 
 
-def _print_summary(results: list[SectionResult], err: TextIO, *, testmode: bool, stopped: str | None = None) -> None:
+def _print_summary(report: Any, err: TextIO, *, testmode: bool, stopped: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from .sync import BUCKET_TITLES, BUCKETS
 
+    results: list[SectionResult] = report.results
     title = "Sync summary" + (" (test mode: nothing was sent)" if testmode else "")
     if stopped:
         title += f" (the run was {stopped}: it stopped early)"
@@ -342,7 +550,7 @@ def _print_summary(results: list[SectionResult], err: TextIO, *, testmode: bool,
     table.add_column("time", justify="right")
     table.add_column("result")
     for r in results:
-        status = r.status
+        status = report.status(r)
         table.add_row(
             r.section, r.data_type, str(r.pulled), *(str(r.counts[b]) for b in BUCKETS), f"{r.seconds:.1f}s", status
         )

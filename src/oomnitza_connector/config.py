@@ -27,7 +27,7 @@ from .http import TlsOptions
 from .ini import IniDocument, IniSection, parse_bool, read_ini, shown_key
 from .ini import truthy as truthy  # re-exported: the lenient form of ini.parse_bool
 from .recordfilter import compile_filter
-from .settings import BOOL, COMMON_BY_NAME, SECRET, Float, Int, Json, Setting, Text, Url, looks_secret
+from .settings import BOOL, COMMON_BY_NAME, SECRET, Float, Folder, Int, Json, Setting, Text, Url, looks_secret
 from .sources.base import REGISTRY, Source, load_source_class, module_of
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,13 @@ OOMNITZA_SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "stop_grace", "5", kind=Float(min=0), help="seconds in-flight uploads get to finish after Ctrl-C or SIGTERM"
+    ),
+    Setting(
+        "state_dir",
+        "",
+        kind=Folder(must_exist=False),
+        help="folder for what is kept between runs: locks, the webhook queue, export state "
+        "(default: the working directory; the environment variable OOMNITZA_STATE_DIR wins)",
     ),
 )
 

@@ -9,11 +9,16 @@ the main thread and in threads, are printed scrubbed too.
 
 Log files are created readable by their owner only (0600), rotated ones included: even with
 secrets masked they hold names, e-mail addresses and what vendors answered. A file that already
-exists keeps its permissions.
+exists keeps its permissions. Relative file names resolve against the log directory
+(``--log-dir``, ``OOMNITZA_LOG_DIR``, else see ``statedir``); a file that cannot be written is named
+once, not at every record.
+
+``--log-format json`` gives every handler a ``JsonFormatter``: one object per line for log shippers.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import logging.config
@@ -21,17 +26,15 @@ import os
 import sys
 import threading
 import traceback
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import redact
 from .errors import ConfigError
 from .redact import RedactingFilter, scrub
-
-if TYPE_CHECKING:
-    import argparse
 
 _QUIET_BY_DEFAULT = ("httpx", "httpcore")  # they log every request at INFO; ours are enough
 _traceback_formatter = logging.Formatter()
@@ -129,19 +132,77 @@ def _keep_private(handler: logging.FileHandler) -> None:
 
 
 def _resolve_files(config: dict[str, Any], base: Path) -> None:
-    # Relative log file names are resolved against the program directory, as the seed does.
+    # Relative log file names are resolved against the log directory (statedir.log_dir).
     for handler in config.get("handlers", {}).values():
         name = handler.get("filename")
-        if name and not Path(name).is_absolute():
+        if isinstance(name, str) and name and not Path(name).is_absolute():
             handler["filename"] = str(base / name)
 
 
-def _precreate_files(config: dict[str, Any]) -> None:
-    # Handlers without delay open their file while being configured: create it private first.
-    for handler in config.get("handlers", {}).values():
+def _precreate_files(config: dict[str, Any]) -> dict[str, str]:
+    """Create every log file (and its folder) private now: handlers without delay open theirs while
+    being configured, and a file that cannot be written is better named once than at every record.
+    Returns the handlers whose file cannot be written, with why."""
+    failed: dict[str, str] = {}
+    for handler_name, handler in config.get("handlers", {}).items():
         name = handler.get("filename")
-        if isinstance(name, str) and name:
+        if not isinstance(name, str) or not name:
+            continue
+        try:
+            Path(name).parent.mkdir(parents=True, exist_ok=True)
             _create_private(name)
+            with open(name, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            failed[handler_name] = f"{name}: {exc.strerror or exc}"
+    return failed
+
+
+def _drop_handlers(config: dict[str, Any], names: Iterable[str]) -> None:
+    for name in names:
+        config.get("handlers", {}).pop(name, None)
+        for logger in [config.get("root") or {}, *(config.get("loggers") or {}).values()]:
+            if isinstance(logger, dict) and name in (logger.get("handlers") or []):
+                logger["handlers"] = [h for h in logger["handlers"] if h != name]
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, and when present
+    the exception and a run summary (``extra={"summary": {...}}``). Every text is scrubbed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        created = dt.datetime.fromtimestamp(record.created, dt.UTC)
+        entry: dict[str, Any] = {
+            "time": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": scrub(record.getMessage()),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = scrub(record.exc_text)
+        if record.stack_info:
+            entry["stack"] = scrub(record.stack_info)
+        summary = getattr(record, "summary", None)
+        if isinstance(summary, dict):
+            entry["summary"] = redact.scrub_obj(summary)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class _NotOnConsole(logging.Filter):
+    """Console handlers skip records logged with ``extra={"console": False}`` (the run summary,
+    which the console shows as a table)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "console", True) is not False
+
+
+def console_handlers() -> list[logging.StreamHandler[Any]]:
+    """The configured handlers that write to a stream, not a file."""
+    return [
+        h for h in _all_handlers() if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
 
 
 # -- set-up -------------------------------------------------------------------------------------------
@@ -163,10 +224,16 @@ def setup_logging(
     program_dir: Path | None,
     explicit: bool,
     debug: bool = False,
+    log_dir: Path | None = None,
+    log_dir_chosen: bool = False,
+    log_format: str = "text",
     redactor: redact.Redactor | None = None,
 ) -> None:
-    """Configure logging from ``path`` (the seed's logging.json); ``redactor`` scrubs what is logged
-    where no run's redactor is current (see redact.py)."""
+    """Configure logging from ``path`` (else the package's logging.json). Relative log file names
+    resolve against ``log_dir`` (else, as before: beside connector.py, or beside an explicit
+    logging config). A log file that cannot be written is a one-line error when the user chose the
+    folder (``log_dir_chosen``), otherwise a warning, and logging goes on without that file.
+    ``redactor`` scrubs what is logged where no run's redactor is current (see redact.py)."""
     if redactor is not None:
         redact.use_for_logging(redactor)
     install()
@@ -177,12 +244,20 @@ def setup_logging(
             raise ConfigError(f"cannot use the logging config {path.resolve()}: {exc}") from None
         if not isinstance(config, dict):
             raise ConfigError(f"the logging config {path.resolve()} is not a JSON object")
-        _resolve_files(config, path.parent if program_dir is None else program_dir)
+        base = log_dir or (path.parent if program_dir is None else program_dir)
     elif explicit and path is not None:
         raise ConfigError(f"cannot open the logging config {path.resolve()}: no such file")
     else:
         config = json.loads(resources.files("oomnitza_connector").joinpath("logging.json").read_text())
-    _precreate_files(config)
+        base = log_dir or program_dir or Path.cwd()
+    _resolve_files(config, base)
+    unwritable = _precreate_files(config)
+    if unwritable and log_dir_chosen:
+        where = "; ".join(unwritable.values())
+        raise ConfigError(
+            f"cannot write the log file {where} (choose a writable folder with --log-dir or OOMNITZA_LOG_DIR)"
+        )
+    _drop_handlers(config, unwritable)
     try:
         logging.config.dictConfig(config)
     except (ValueError, TypeError, AttributeError, ImportError, OSError) as exc:
@@ -194,20 +269,24 @@ def setup_logging(
         for handler in root.handlers:
             handler.setLevel(logging.DEBUG)
     for handler in _all_handlers():
+        if log_format == "json":
+            handler.setFormatter(JsonFormatter())
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
         if not isinstance(handler.formatter, _ScrubbingFormatter):
             handler.setFormatter(_ScrubbingFormatter(handler.formatter or logging.Formatter()))
         if isinstance(handler, logging.FileHandler):
             _keep_private(handler)
+    for handler in console_handlers():
+        if not any(isinstance(f, _NotOnConsole) for f in handler.filters):
+            handler.addFilter(_NotOnConsole())
     configured = config.get("loggers") or {}
     for name in _QUIET_BY_DEFAULT:
         if name not in configured:  # a logging config that names them decides for itself
             logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def setup_from_args(args: argparse.Namespace, program_dir: Path | None, redactor: redact.Redactor) -> None:
-    """The CLI's ``--logging-config`` (default: ``logging.json`` beside the program) and ``--debug``."""
-    explicit = args.logging_config is not None
-    path = args.logging_config or ((program_dir / "logging.json") if program_dir else None)
-    setup_logging(path, program_dir=program_dir, explicit=explicit, debug=args.debug, redactor=redactor)
+    for reason in unwritable.values():
+        logging.getLogger("oomnitza_connector").warning(
+            "cannot write the log file %s: logging goes on without it (choose a writable folder with "
+            "--log-dir or OOMNITZA_LOG_DIR)",
+            reason,
+        )

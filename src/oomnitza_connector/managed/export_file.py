@@ -114,7 +114,7 @@ async def run_export(
         log.error("managed_reports.%s: %s: the specified folder path is already occupied by a file", ident, folder)
         return result
     configured = str(settings.get("state_dir") or "").strip()
-    state = state_dir or (Path(configured).expanduser() if configured else Path.cwd())
+    state = Path(configured).expanduser() if configured else (state_dir or Path.cwd())  # its own, else the shared
     try:
         marks = Watermarks(state / STATE_FILE)
         await _poll(config, settings, folder, marks, oomnitza, workers, result)

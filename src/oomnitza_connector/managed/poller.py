@@ -22,7 +22,9 @@ from ..config import Config, load_managed_section
 from ..errors import AuthError, ConnectorError
 from ..http import HttpError, RetryPolicy
 from ..ini import parse_bool
+from ..locking import claim
 from ..oomnitza.client import OomnitzaClient
+from ..statedir import state_dir
 from ..sync import Options, RunStop, SectionResult, stop_on_signals, stop_reason
 
 log = logging.getLogger(__name__)
@@ -122,9 +124,14 @@ class Poller:
         if key in self.running:
             log.info("%s is still running; not starting it twice", key)
             return
+        taken = claim(state_dir(self.config.oomnitza.settings), key, what=f"managed {key}")
+        if taken.busy:
+            log.warning("%s is running in another process (%s); not started", key, taken.holder or "unknown")
+            return
         task = asyncio.create_task(self._run_one(key, cfg, client, reports))
         self.running[key] = task
         task.add_done_callback(lambda _t, key=key: self.running.pop(key, None))
+        task.add_done_callback(lambda _t: taken.release())
 
     async def _run_one(self, key: str, cfg: dict[str, Any], client: OomnitzaClient, reports: bool) -> None:
         # The run's own redactor: it masks the config's secrets and what this run learns (its
@@ -150,7 +157,9 @@ class Poller:
             if reports:
                 from .export_file import run_export
 
-                exported = await run_export(cfg, section, client, workers=self.workers)
+                exported = await run_export(
+                    cfg, section, client, workers=self.workers, state_dir=state_dir(self.config.oomnitza.settings)
+                )
                 if getattr(exported, "error", None):
                     self.other_failures += 1
                 log.info("%s finished: %s", key, _describe(exported))

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus text format
 COMPUTER_EVENTS = (
     "ComputerAdded",
     "ComputerCheckIn",
@@ -126,11 +127,16 @@ class WebhookApp:
         self.sections = sections
         self.guards = {name: Guard.of(sc, redactor) for name, sc in sections.items()}
         self.queue = queue
+        self.metrics: Callable[[], str] | None = None  # the /metrics page (server/metrics.py)
 
     def __call__(self, environ: dict[str, Any], start: Start) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path.rstrip("/") in ("/healthz", "/health"):
             return _answer(start, 200, {"status": "ok"})
+        if path.rstrip("/") == "/metrics" and self.metrics is not None:
+            page = self.metrics().encode()
+            start("200 OK", [("Content-Type", METRICS_TYPE), ("Content-Length", str(len(page)))])
+            return [page]
         if environ.get("REQUEST_METHOD") != "POST":
             return _answer(start, 405, {"error": "use POST"}, [("Allow", "POST")])
         name = path.rsplit("/", 1)[-1]

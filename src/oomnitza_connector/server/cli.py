@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from ..errors import ConnectorError
 from .app import WebhookApp, Worker
 from .http import Limits, make_server
+from .metrics import WebhookMetrics
 from .queue import EventQueue
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--queue-file",
         type=Path,
         default=None,
-        help=f"the durable queue of accepted events (default {QUEUE_FILE} beside the config file)",
+        help=f"the durable queue of accepted events (default {QUEUE_FILE} in the state directory)",
     )
     limits = Limits()
     parser.add_argument(
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds a kept-alive connection may wait between requests (default {limits.idle_timeout:g})",
     )
     parser.add_argument("--debug", action="store_true", help="verbose logs, and tracebacks for errors")
+    from ..cli import add_log_options
+
+    add_log_options(parser)
     return parser
 
 
@@ -93,9 +97,10 @@ def build(
     coalesce: float = 2.0,
     queue_file: Path | None = None,
     out: TextIO | None = None,
-) -> tuple[WebhookApp, Worker]:
-    """The app and its worker. Events are queued in ``queue_file`` (default: beside the config
-    file); in test mode in memory, so a test run never takes events a real run accepted."""
+) -> tuple[WebhookMetrics, Worker]:
+    """The app (counted for ``/metrics``) and its worker. Events are queued in ``queue_file``
+    (default: the state directory); in test mode in memory, so a test run never takes events a
+    real run accepted."""
     from ..config import ConfigError
     from ..http import RetryPolicy
     from ..oomnitza.sinks import make_sink
@@ -108,8 +113,10 @@ def build(
     }
     if not sections:
         raise ConfigError(f"{config.path}: no enabled section can receive webhooks (enable a [casper] section)")
-    path = ":memory:" if testmode else (queue_file or Path(config.path).resolve().parent / QUEUE_FILE)
+    path = ":memory:" if testmode else (queue_file or default_queue(config))
     try:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         queue = EventQueue(path, window=coalesce)
     except Exception as exc:  # sqlite3.Error, OSError: the file cannot be made or read
         raise ConfigError(f"cannot use the webhook queue {path}: {exc}") from None
@@ -121,7 +128,28 @@ def build(
     def sink() -> Any:
         return make_sink(config.oomnitza, testmode=testmode, workers=1, policy=policy, out=out)
 
-    return app, Worker(config, queue, options, sink, list(sections))
+    worker = Worker(config, queue, options, sink, list(sections))
+    counted = WebhookMetrics(app, queue, worker)
+    app.metrics = counted.render
+    return counted, worker
+
+
+def default_queue(config: Any) -> Path:
+    """``webhook-queue.db`` in the state directory. Earlier versions kept it beside the config file:
+    such a file, while the state directory has none, is used still (it may hold accepted events)."""
+    from ..statedir import state_dir
+
+    new = state_dir(config.oomnitza.settings) / QUEUE_FILE
+    old = Path(config.path).resolve().parent / QUEUE_FILE
+    if old != new.resolve() and old.exists() and not new.exists():
+        log.warning(
+            "using the webhook queue %s of an earlier version; the default is now %s: move the file "
+            "there while the server is stopped",
+            old,
+            new,
+        )
+        return old
+    return new
 
 
 def main(argv: list[str] | None = None, *, program_dir: Path | None = None) -> int:
@@ -134,12 +162,14 @@ def main(argv: list[str] | None = None, *, program_dir: Path | None = None) -> i
 
 
 def _main(args: argparse.Namespace, program_dir: Path | None, redactor: Any) -> int:
+    from ..cli import _setup_logging, log_format, print_error_lines
     from ..config import load_config
-    from ..logsetup import setup_from_args
 
     scrub = redactor.scrub
+    logging_ready = False
     try:
-        setup_from_args(args, program_dir, redactor)
+        _setup_logging(args, program_dir, redactor)
+        logging_ready = True
         config = load_config(args.ini or ((program_dir or Path.cwd()) / "config.ini"), redactor=redactor)
         if args.show_mappings:
             return asyncio.run(_show_mappings(config, testmode=args.testmode))
@@ -164,8 +194,9 @@ def _main(args: argparse.Namespace, program_dir: Path | None, redactor: Any) -> 
             import traceback
 
             print(scrub(traceback.format_exc()), end="", file=sys.stderr)
-        for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"error: {scrub(line)}", file=sys.stderr)
+        lines = [scrub(line) for line in str(exc).splitlines() or [type(exc).__name__]]
+        as_json = logging_ready and log_format(args) == "json"
+        print_error_lines(lines, sys.stderr, logged=logging_ready, as_json=as_json)
         return 1
     except OSError as exc:  # the port is taken, or not ours to bind
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)

@@ -26,7 +26,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- .Values.state.existingClaim | default (printf "%s-state" (include "connector.fullname" .)) -}}
 {{- end -}}
 
-{{/* The container spec shared by every workload; pass (dict "root" $ "args" list "name" string) */}}
+{{/* The container spec shared by every workload; pass (dict "root" $ "args" list "name" string),
+     optionally "logDir" (the folder under /data/logs; default: the name) and "ports" */}}
 {{- define "connector.container" -}}
 - name: {{ .name }}
   image: {{ include "connector.image" .root }}
@@ -35,6 +36,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   {{- range .args }}
     - {{ . | quote }}
   {{- end }}
+  env:
+    # Each workload its own log files on the state volume (processes must not rotate each other's).
+    - name: OOMNITZA_LOG_DIR
+      value: {{ printf "/data/logs/%s" (.logDir | default .name) | quote }}
   {{- with .root.Values.secretEnv }}
   envFrom:
   {{- range . }}
