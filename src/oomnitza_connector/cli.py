@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
+from .logsetup import add_log_options, log_format, print_error_lines, setup_from_args
 
 if TYPE_CHECKING:
     from .config import Config
+    from .report import RunReport
     from .sync import SectionResult
 
 MODES = ("managed", "upload", "generate-ini", "version", "local")
@@ -120,26 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_log_options(parser: argparse.ArgumentParser) -> None:
-    """``--log-dir`` and ``--log-format`` (the webhook server takes them too)."""
-    parser.add_argument(
-        "--log-dir",
-        type=Path,
-        default=None,
-        help="folder for the log files named in the logging config "
-        "(default: OOMNITZA_LOG_DIR, else beside connector.py, else <state dir>/logs)",
-    )
-    parser.add_argument(
-        "--log-format",
-        choices=LOG_FORMATS,
-        default=None,
-        help="text (default) or json: one JSON object per line, for log shippers (or OOMNITZA_LOG_FORMAT)",
-    )
-
-
-LOG_FORMATS = ("text", "json")
-
-
 def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -187,7 +169,7 @@ def main(
     logging_ready = False
     with redact.using(redactor):
         try:
-            _setup_logging(args, program_dir, redactor)
+            setup_from_args(args, program_dir, redactor)
             logging_ready = True
             ini = args.ini or ((program_dir or Path.cwd()) / "config.ini")
             if args.mode == "generate-ini":
@@ -214,56 +196,6 @@ def main(
 
 def console_main() -> None:
     sys.exit(main())
-
-
-def print_error_lines(lines: list[str], err: TextIO, *, logged: bool, as_json: bool) -> None:
-    """A user-caused error: ``error: ...`` lines on the console, and into the log files too
-    (errors.log holds every error of a run). With JSON logs the console gets them as JSON lines
-    (only JSON on the log stream), from the log handlers. ``logged``: logging is set up."""
-    import logging
-
-    if not as_json:
-        for line in lines:
-            print(f"error: {line}", file=err)
-    if logged:
-        extra = {} if as_json else {"console": False}
-        for line in lines:
-            logging.getLogger("oomnitza_connector").error("%s", line, extra=extra)
-
-
-def log_format(args: argparse.Namespace) -> str:
-    import os
-
-    from .errors import ConfigError
-    from .statedir import LOG_FORMAT_ENV
-
-    chosen = getattr(args, "log_format", None) or os.environ.get(LOG_FORMAT_ENV, "").strip().lower() or "text"
-    if chosen not in LOG_FORMATS:
-        raise ConfigError(f"{LOG_FORMAT_ENV} = {chosen!r} is not one of {', '.join(LOG_FORMATS)}")
-    return chosen
-
-
-def _setup_logging(args: argparse.Namespace, program_dir: Path | None, redactor: Any = None) -> None:
-    from .logsetup import setup_logging
-    from .statedir import log_dir, peek_state_dir
-
-    explicit = args.logging_config is not None
-    path = args.logging_config or ((program_dir / "logging.json") if program_dir else None)
-    ini = args.ini or ((program_dir or Path.cwd()) / "config.ini")
-    state = None if program_dir is not None or explicit else peek_state_dir(ini)
-    folder, chosen = log_dir(
-        flag=getattr(args, "log_dir", None), program_dir=program_dir, logging_config=args.logging_config, state=state
-    )
-    setup_logging(
-        path,
-        program_dir=program_dir,
-        explicit=explicit,
-        debug=args.debug,
-        log_dir=folder,
-        log_dir_chosen=chosen,
-        log_format=log_format(args),
-        redactor=redactor,
-    )
 
 
 def _generate_ini(path: Path, err: TextIO) -> int:
@@ -305,7 +237,9 @@ def _managed(args: argparse.Namespace, ini: Path, out: TextIO, err: TextIO) -> i
     if not args.exit_when_idle:
         return Exit.OK
     if poller.results:
-        _print_summary(poller.results, err, testmode=args.testmode)
+        from .report import RunReport
+
+        _print_summary(RunReport(mode="managed", results=poller.results), err, testmode=args.testmode)
     if poller.other_failures:  # e.g. an export file could not be written: the disk is full
         return Exit.ERROR
     return upload_exit(poller.results, poller.stop)
@@ -459,7 +393,6 @@ async def _run_upload(
     report: Any,
     state: Path,
 ) -> None:
-    import asyncio
     import logging
 
     from . import progress
@@ -496,11 +429,11 @@ async def _run_upload(
                         continue
                     try:
                         log.info("[%s] sync started", name)
-                        task = asyncio.create_task(
-                            run_section(config.sections[name], config, sink, _options(args, stop))
+                        live = SectionResult(section=name)  # counted into as the run goes on
+                        tracker.track(name, lambda live=live: live)
+                        result = await run_section(
+                            config.sections[name], config, sink, _options(args, stop), result=live
                         )
-                        tracker.track(name, lambda task=task: progress.running_result(task))
-                        result = await task
                         tracker.finish(name, result)
                     finally:
                         if taken is not None:
@@ -531,7 +464,7 @@ async def _show_mappings(config: Config, names: list[str], args: argparse.Namesp
     return Exit.OK
 
 
-def _print_summary(report: Any, err: TextIO, *, testmode: bool, stopped: str | None = None) -> None:
+def _print_summary(report: RunReport, err: TextIO, *, testmode: bool, stopped: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -18,6 +18,7 @@ once, not at every record.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import logging
@@ -30,7 +31,7 @@ from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 from . import redact
 from .errors import ConfigError
@@ -290,3 +291,75 @@ def setup_logging(
             "--log-dir or OOMNITZA_LOG_DIR)",
             reason,
         )
+
+
+# -- the command line's logging options (shared by connector.py and server.py) ----------------------
+
+LOG_FORMATS = ("text", "json")
+
+
+def add_log_options(parser: argparse.ArgumentParser) -> None:
+    """``--log-dir`` and ``--log-format`` (the webhook server takes them too)."""
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=None,
+        help="folder for the log files named in the logging config "
+        "(default: OOMNITZA_LOG_DIR, else beside connector.py, else <state dir>/logs)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help="text (default) or json: one JSON object per line, for log shippers (or OOMNITZA_LOG_FORMAT)",
+    )
+
+
+def print_error_lines(lines: list[str], err: TextIO, *, logged: bool, as_json: bool) -> None:
+    """A user-caused error: ``error: ...`` lines on the console, and into the log files too
+    (errors.log holds every error of a run). With JSON logs the console gets them as JSON lines
+    (only JSON on the log stream), from the log handlers. ``logged``: logging is set up."""
+    import logging
+
+    if not as_json:
+        for line in lines:
+            print(f"error: {line}", file=err)
+    if logged:
+        extra = {} if as_json else {"console": False}
+        for line in lines:
+            logging.getLogger("oomnitza_connector").error("%s", line, extra=extra)
+
+
+def log_format(args: argparse.Namespace) -> str:
+    import os
+
+    from .errors import ConfigError
+    from .statedir import LOG_FORMAT_ENV
+
+    chosen = getattr(args, "log_format", None) or os.environ.get(LOG_FORMAT_ENV, "").strip().lower() or "text"
+    if chosen not in LOG_FORMATS:
+        raise ConfigError(f"{LOG_FORMAT_ENV} = {chosen!r} is not one of {', '.join(LOG_FORMATS)}")
+    return chosen
+
+
+def setup_from_args(args: argparse.Namespace, program_dir: Path | None, redactor: Any = None) -> None:
+    """Logging as the command line asks: --logging-config, --log-dir, --log-format, --debug."""
+    from .statedir import log_dir, peek_state_dir
+
+    explicit = args.logging_config is not None
+    path = args.logging_config or ((program_dir / "logging.json") if program_dir else None)
+    ini = args.ini or ((program_dir or Path.cwd()) / "config.ini")
+    state = None if program_dir is not None or explicit else peek_state_dir(ini)
+    folder, chosen = log_dir(
+        flag=getattr(args, "log_dir", None), program_dir=program_dir, logging_config=args.logging_config, state=state
+    )
+    setup_logging(
+        path,
+        program_dir=program_dir,
+        explicit=explicit,
+        debug=args.debug,
+        log_dir=folder,
+        log_dir_chosen=chosen,
+        log_format=log_format(args),
+        redactor=redactor,
+    )

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -35,19 +35,6 @@ def wanted(stream: TextIO, *, disabled: bool = False) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):
         return False
-
-
-def running_result(task: asyncio.Task[Any]) -> SectionResult | None:
-    """The ``SectionResult`` a running ``run_section`` task is counting into. ``run_section`` keeps
-    it in its local ``result`` until it returns it; the progress display only reads it. None when it
-    cannot be found (then the line shows no counts)."""
-    from .sync import SectionResult
-
-    frame = task.get_coro().cr_frame  # type: ignore[union-attr]
-    if frame is None:
-        return None
-    value = frame.f_locals.get("result")
-    return value if isinstance(value, SectionResult) else None
 
 
 @dataclass

@@ -490,15 +490,19 @@ async def run_section(
     *,
     clock: Callable[[], float] = time.monotonic,
     redactor: redact.Redactor | None = None,
+    result: SectionResult | None = None,
 ) -> SectionResult:
     """Sync one section. Never raises for user-fixable problems: they end up in ``result.error``.
 
     ``source`` replaces the section's own (the webhook server syncs only the devices it was told
     of; managed mode runs a cloud config): the caller then owns it and closes it. ``redactor``
-    (default: the config's) scrubs the run's messages and is the one the source is given."""
+    (default: the config's) scrubs the run's messages and is the one the source is given.
+    ``result``: the object to count into, which a caller may read while the run goes on (the live
+    progress display does); a new one by default."""
     redactor = redactor or config.redactor
+    result = result if result is not None else SectionResult(section=section.name)
     with redact.using(redactor):
-        return await _run_section(section, config, sink, options, source, clock, redactor)
+        return await _run_section(section, config, sink, options, source, clock, redactor, result)
 
 
 async def _run_section(
@@ -509,9 +513,9 @@ async def _run_section(
     given: Source | None,
     clock: Callable[[], float],
     redactor: redact.Redactor,
+    result: SectionResult,
 ) -> SectionResult:
     started = time.monotonic()
-    result = SectionResult(section=section.name)
     source = given
     if source is None:
         assert section.source_cls is not None

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds a kept-alive connection may wait between requests (default {limits.idle_timeout:g})",
     )
     parser.add_argument("--debug", action="store_true", help="verbose logs, and tracebacks for errors")
-    from ..cli import add_log_options
+    from ..logsetup import add_log_options
 
     add_log_options(parser)
     return parser
@@ -162,13 +162,13 @@ def main(argv: list[str] | None = None, *, program_dir: Path | None = None) -> i
 
 
 def _main(args: argparse.Namespace, program_dir: Path | None, redactor: Any) -> int:
-    from ..cli import _setup_logging, log_format, print_error_lines
     from ..config import load_config
+    from ..logsetup import log_format, print_error_lines, setup_from_args
 
     scrub = redactor.scrub
     logging_ready = False
     try:
-        _setup_logging(args, program_dir, redactor)
+        setup_from_args(args, program_dir, redactor)
         logging_ready = True
         config = load_config(args.ini or ((program_dir or Path.cwd()) / "config.ini"), redactor=redactor)
         if args.show_mappings:
