@@ -555,13 +555,27 @@ def test_peak_in_flight(fake_oomnitza: FakeOomnitza) -> None:
 def test_serve_binds_real_port_and_cleans_up() -> None:
     fake = FakeOomnitza()
     before = threading.active_count()
-    with serve(fake.app) as url:
+    with serve(fake.app, dedicated=True) as url:
         port = int(url.rsplit(":", 1)[1])
         assert url.startswith("http://127.0.0.1:") and port > 0
         assert httpx.get(f"{url}/__fake/health", timeout=10).json() == {"ok": True}
     assert threading.active_count() == before
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
+
+
+def test_serve_lends_a_running_server_to_one_app_at_a_time() -> None:
+    first, second = FakeOomnitza(), FakeOomnitza(token="second-token")
+    with serve(first.app) as url:
+        assert httpx.get(f"{url}/api/v3/locations", headers={"Authorization2": TOKEN}, timeout=10).status_code == 200
+        with serve(second.app) as other_url:  # in use: another server
+            assert other_url != url
+    answer = httpx.get(f"{url}/api/v3/locations", headers={"Authorization2": TOKEN}, timeout=10)
+    assert answer.status_code == 503 and "no fake" in answer.text  # the app is gone with its block
+    with serve(second.app) as again:
+        assert again in (url, other_url)  # reused, not started anew
+        assert httpx.get(f"{again}/api/v3/locations", headers={"Authorization2": "second-token"}, timeout=10).is_success
+    assert len(first.requests) == 1 and len(second.requests) == 1
 
 
 def test_tls(fake_oomnitza_tls: Any) -> None:

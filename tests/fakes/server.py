@@ -1,20 +1,30 @@
 """Serve any ASGI app on loopback with uvicorn: in a background thread for tests, or in the
-foreground for command-line fakes. Shared by every fake (Oomnitza and vendor APIs)."""
+foreground for command-line fakes. Shared by every fake (Oomnitza and vendor APIs).
+
+``serve(app)`` lends the app one of the process's running servers (same TLS and uvicorn options)
+rather than starting one: a fresh fake per test keeps the tests apart, while stopping a uvicorn
+server costs ~0.2 s of idle waiting (its main loop and its shutdown each poll every 0.1 s), which a
+suite of a thousand fakes would otherwise spend. ``serve(app, dedicated=True)`` or a fixed
+``port`` starts a server of the app's own, stopped when the block ends (for a test that needs
+the port to go dead). ``close_shared_servers()`` stops the lent ones (the test session's end).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 
-__all__ = ["serve", "serve_forever", "wait_for_port"]
+__all__ = ["client_left_within", "close_shared_servers", "serve", "serve_forever", "wait_for_port"]
 
 ASGIApp = Callable[..., Any]
 
@@ -66,6 +76,35 @@ def _url(host: str, port: int, tls: bool) -> str:
     return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
+class _Switch:
+    """ASGI app forwarding to the app currently lent the server; 503 while none is."""
+
+    def __init__(self) -> None:
+        self.target: ASGIApp | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        target = self.target  # a request in flight stays with the app it started on
+        if target is not None:
+            await target(scope, receive, send)
+        elif scope["type"] == "http":
+            body = b"no fake is served here now"
+            headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+
+@dataclass
+class _Running:
+    url: str
+    stop: Callable[[], None]
+    switch: _Switch | None = None
+
+
+_idle: dict[tuple[Any, ...], list[_Running]] = {}
+_lent: list[_Running] = []
+_pool_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def serve(
     app: ASGIApp,
@@ -77,26 +116,71 @@ def serve(
     ssl_ca_certs: str | None = None,
     ssl_cert_reqs: int = ssl.CERT_NONE,
     startup_timeout: float = 10.0,
+    dedicated: bool = False,
     **uvicorn_options: Any,
 ) -> Iterator[str]:
-    """Run `app` in a background thread and yield its base URL (no trailing slash).
+    """Serve `app` on loopback and yield its base URL (no trailing slash), once it accepts connections.
 
-    Port 0 picks a free port. Returns only once the server accepts connections; on exit the
-    server shuts down gracefully and the thread is joined. For mutual TLS pass `ssl_ca_certs`
-    and `ssl_cert_reqs=ssl.CERT_REQUIRED`.
+    Port 0 picks a free port. By default the app is lent a running server of this process with the
+    same options (see the module docstring); with ``dedicated=True`` or a fixed port it gets its own,
+    shut down gracefully when the block ends. For mutual TLS pass `ssl_ca_certs` and
+    `ssl_cert_reqs=ssl.CERT_REQUIRED`.
     """
+    options: dict[str, Any] = {
+        "ssl_certfile": ssl_certfile,
+        "ssl_keyfile": ssl_keyfile,
+        "ssl_ca_certs": ssl_ca_certs,
+        "ssl_cert_reqs": ssl_cert_reqs,
+        **uvicorn_options,
+    }
+    if dedicated or port != 0:
+        running = _start(app, host, port, startup_timeout, options)
+        try:
+            yield running.url
+        finally:
+            running.stop()
+        return
+    key = (host, *sorted(options.items()))
+    try:
+        hash(key)
+    except TypeError:  # an option value that cannot key the pool: a server of its own
+        with serve(app, host=host, startup_timeout=startup_timeout, dedicated=True, **options) as url:
+            yield url
+        return
+    with _pool_lock:
+        idle = _idle.setdefault(key, [])
+        running = idle.pop() if idle else None
+    if running is None:
+        switch = _Switch()
+        running = _start(switch, host, port, startup_timeout, options)
+        running.switch = switch
+        with _pool_lock:
+            _lent.append(running)
+    assert running.switch is not None
+    running.switch.target = app
+    try:
+        yield running.url
+    finally:
+        running.switch.target = None
+        with _pool_lock:
+            _idle[key].append(running)
+
+
+def close_shared_servers() -> None:
+    """Stop every server ``serve`` lends (idle or not)."""
+    with _pool_lock:
+        servers = list(_lent)
+        _lent.clear()
+        _idle.clear()
+    for running in servers:
+        running.stop()
+
+
+def _start(app: ASGIApp, host: str, port: int, startup_timeout: float, options: dict[str, Any]) -> _Running:
+    """Run `app` in a background thread; returns once the server accepts connections."""
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
-    config = _config(
-        app,
-        host,
-        bound_port,
-        ssl_certfile=ssl_certfile,
-        ssl_keyfile=ssl_keyfile,
-        ssl_ca_certs=ssl_ca_certs,
-        ssl_cert_reqs=ssl_cert_reqs,
-        **uvicorn_options,
-    )
+    config = _config(app, host, bound_port, **options)
     started = threading.Event()
     server = _Server(config, on_started=started.set)
     failure: list[BaseException] = []
@@ -110,18 +194,40 @@ def serve(
             started.set()  # unblock the waiter if startup failed
 
     thread = threading.Thread(target=run, name=f"asgi-serve-{bound_port}", daemon=True)
-    thread.start()
-    try:
-        if not started.wait(startup_timeout) or not server.started:
-            raise RuntimeError(f"ASGI server on port {bound_port} failed to start: {failure or 'timeout'}")
-        yield _url(host, bound_port, tls=ssl_certfile is not None)
-    finally:
+
+    def stop() -> None:
         server.should_exit = True
         thread.join(timeout=(config.timeout_graceful_shutdown or 5) + 5)
         if thread.is_alive():  # graceful shutdown stuck: drop remaining connections
             server.force_exit = True
             thread.join(timeout=5)
         sock.close()
+
+    thread.start()
+    if not started.wait(startup_timeout) or not server.started:
+        stop()
+        raise RuntimeError(f"ASGI server on port {bound_port} failed to start: {failure or 'timeout'}")
+    return _Running(_url(host, bound_port, tls=options.get("ssl_certfile") is not None), stop)
+
+
+async def client_left_within(receive: Callable[[], Awaitable[dict[str, Any]]], seconds: float) -> bool:
+    """Wait `seconds` unless the client disconnects first (True then). For a fake's stall: a client
+    that gave up is not answered, and the request ends with it (not seconds later, keeping the
+    server's shutdown waiting). The request body must be read already: the next message is then
+    the disconnect."""
+
+    async def gone() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait_for(asyncio.shield(watcher), seconds)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        watcher.cancel()
 
 
 def serve_forever(

@@ -7,7 +7,6 @@ answers and ``stall()`` for a server that keeps a request waiting. Serve it with
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .server import client_left_within
 
 
 @dataclass
@@ -136,8 +137,8 @@ class _Gate:
             return {"type": "http.request", "body": body, "more_body": False}
 
         fault = self.fake._take_fault(request.method, request.url.path, dict(request.query_params))
-        if fault is not None and fault.stall:
-            await asyncio.sleep(fault.stall)
+        if fault is not None and fault.stall and await client_left_within(receive, fault.stall):
+            return  # the client gave up: nobody hears the late answer
         if fault is not None and fault.status is not None:
             await fault_response(fault)(scope, replay, send)
             return
