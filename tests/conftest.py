@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,7 +11,56 @@ from typing import Any
 import pytest
 
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import close_shared_servers, serve
+
+# Test files whose session fixtures start a real server in a subprocess (slapd, the Samba DC: seconds
+# of CPU each). Under ``--dist loadgroup`` (`make test`) each such file runs on one pytest-xdist worker,
+# which starts them once; every other test is balanced on its own.
+ONE_WORKER_FILES = frozenset({"tests/sources/test_ldap.py"})
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``loadgroup`` whose groups are files of ONE_WORKER_FILES. (pytest-xdist groups the tests marked
+    ``xdist_group`` by renaming their node ids, which pytest 9.2 no longer lets it do.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class FileGroups(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path in ONE_WORKER_FILES else super()._split_scope(nodeid)
+
+    return FileGroups(config, log)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _small_trust_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Verifying TLS contexts trust one unrelated CA rather than the machine's bundle (OpenSSL's
+    SSL_CERT_FILE / SSL_CERT_DIR; subprocesses inherit them). Loading ~150 system roots costs
+    ~35 ms of CPU per context, a few contexts per run, a thousand runs; no test reaches a public
+    host, and a fake's certificate is still trusted only through cacert_file / cacert_dir."""
+    import trustme
+
+    folder = tmp_path_factory.mktemp("trust-store")
+    (folder / "certs").mkdir()
+    trustme.CA().cert_pem.write_to_path(str(folder / "unrelated-ca.pem"))
+    saved = {name: os.environ.get(name) for name in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    os.environ["SSL_CERT_FILE"] = str(folder / "unrelated-ca.pem")
+    os.environ["SSL_CERT_DIR"] = str(folder / "certs")
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_fake_servers() -> Iterator[None]:
+    """The loopback servers tests.fakes.server.serve lends to fakes live for the session."""
+    yield
+    close_shared_servers()
 
 
 @pytest.fixture(autouse=True)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from oomnitza_connector import redact
 from oomnitza_connector.cli import main
@@ -58,13 +61,24 @@ def write_ini(path: Path, text: str) -> Path:
     return path
 
 
+def cheap_keyring_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make keyrings.cryptfile derive its keys with the cheapest Argon2id parameters, for this test.
+
+    The library derives a key per secret read or written at time cost 15 and 64 MiB (seconds of
+    both cores per test on a small machine); the parameters are class attributes meant to be set,
+    and are not stored in the file. Encryption, the file and the unlock check stay real; one test
+    (test_secrets.py::test_strongbox_script_and_subcommand) keeps the library's defaults.
+    """
+    from keyrings.cryptfile.cryptfile import ArgonAESEncryption
+
+    monkeypatch.setattr(ArgonAESEncryption, "time_cost", 1)
+    monkeypatch.setattr(ArgonAESEncryption, "memory_cost", 8)  # KiB: Argon2's minimum (8 x parallelism)
+    monkeypatch.setattr(ArgonAESEncryption, "parallelism", 1)
+
+
 def require(available: bool, message: str) -> None:
     """Skip a test whose server or driver is missing locally; under CI (CI=true) fail instead,
     since .ci/run installs everything the suite needs."""
-    import os
-
-    import pytest
-
     if available:
         return
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):

@@ -74,6 +74,9 @@ def assert_one_line_error(result: CliResult, *needles: str) -> None:
 
 # The transient faults every HTTP source must ride out with nothing lost (brief: "Faults are part of
 # every feature"). Run a source's test with ``request_timeout = STALL_TIMEOUT`` so the stall is cut short.
+# The timings cost no idle wait: "Retry-After: 0" (honoured: try again now) and a stall the client cuts
+# after STALL_TIMEOUT (the fake stops waiting when the client leaves). How long the retry policy
+# waits is proven with an injected clock in tests/test_http_retry.py.
 STANDARD_FAULTS = ("429_retry_after", "429_no_retry_after", "5xx_once", "stall")
 STALL_TIMEOUT = "1"
 
@@ -83,7 +86,7 @@ def inject_fault(
 ) -> None:
     """Arm one of STANDARD_FAULTS on the next matching request of ``vendor``."""
     if fault == "429_retry_after":
-        vendor.fail(method, path_prefix, 429, headers={"Retry-After": "1"}, query=query)
+        vendor.fail(method, path_prefix, 429, headers={"Retry-After": "0"}, query=query)
     elif fault == "429_no_retry_after":
         vendor.fail(method, path_prefix, 429, query=query)
     elif fault == "5xx_once":

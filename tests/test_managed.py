@@ -19,7 +19,7 @@ from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.saas import KEY, FakeSaas
 from tests.fakes.server import serve
 
-from .helpers import ROOT, run_cli
+from .helpers import ROOT, cheap_keyring_kdf, run_cli
 
 MAPPING = {
     "serial_number": {"type": "attribute", "value": "serial"},
@@ -575,6 +575,7 @@ def test_managed_section_secrets_from_the_keyring(
 
     from oomnitza_connector.secrets.strongbox import main as strongbox
 
+    cheap_keyring_kdf(monkeypatch)
     monkeypatch.setenv("OOMNITZA_KEYRING", "cryptfile")
     monkeypatch.setenv("OOMNITZA_KEYRING_PASSWORD", "unlock")
     monkeypatch.setenv("OOMNITZA_KEYRING_FILE", str(tmp_path / "kr.cfg"))

@@ -19,19 +19,26 @@ from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
 from tests.fakes.vault import FakeVault
 
-from .helpers import ROOT, run_cli
+from .helpers import ROOT, cheap_keyring_kdf, run_cli
 
 TOKEN = "test-token"  # the fake Oomnitza's API token: it must never show up in output
 
 
 @pytest.fixture
-def keyring_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def keyring_file_default_kdf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The real encrypted-file keyring backend, in a temporary file."""
     path = tmp_path / "keyring.cfg"
     monkeypatch.setenv("OOMNITZA_KEYRING", "cryptfile")
     monkeypatch.setenv("OOMNITZA_KEYRING_PASSWORD", "unlock-me-please")
     monkeypatch.setenv("OOMNITZA_KEYRING_FILE", str(path))
     return path
+
+
+@pytest.fixture
+def keyring_file(keyring_file_default_kdf: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The same with the cheapest key derivation (the default costs seconds per test)."""
+    cheap_keyring_kdf(monkeypatch)
+    return keyring_file_default_kdf
 
 
 def store(service: str, key: str, value: str) -> None:
@@ -107,7 +114,8 @@ def test_strongbox_version_and_usage() -> None:
     assert exc.value.code == 2
 
 
-def test_strongbox_script_and_subcommand(keyring_file: Path) -> None:
+def test_strongbox_script_and_subcommand(keyring_file_default_kdf: Path) -> None:
+    """The script in a process of its own, and the library's own key derivation parameters."""
     env = {**os.environ}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "strongbox.py"), "--connector=oomnitza", "--key=api_token", "--value="],

@@ -367,7 +367,7 @@ def test_local_store_constraint_failure_is_a_failed_send(tmp_path: Path) -> None
 def test_processed_files_stay_when_the_run_is_interrupted(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     inbox = two_files(tmp_path)
     ini = rest_assets_ini(tmp_path, fake_oomnitza, inbox)
-    fake_oomnitza.delay("POST", "/api/v3/bulk", 10.0)  # the first upload hangs until Ctrl-C
+    fake_oomnitza.delay("POST", "/api/v3/bulk", 3.0)  # the first upload hangs until Ctrl-C (then ends)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     code = "import sys; from oomnitza_connector.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen(

@@ -12,8 +12,9 @@ installs them), provisioned once per test session in a temp dir and started for 
   (only the LDAP server: no SMB, RPC, KDC, DNS, NBT). Samba's LDAP server has no port option: it
   binds 389 and 636 (and the Global Catalog, 3268 and 3269) on each interface
   (source4/ldap_server/ldap_server.c ``add_socket``). So the DC gets a loopback address of its own,
-  a random ``127.x.y.z`` whose ports are free (``interfaces = 127.x.y.z/8``,
-  ``bind interfaces only = yes``; Linux routes all of 127.0.0.0/8 to ``lo``). Binding ports
+  a random ``127.x.y.z`` whose ports are free (``x`` differs per pytest-xdist worker;
+  ``interfaces = 127.x.y.z/8``, ``bind interfaces only = yes``; Linux routes all of 127.0.0.0/8 to
+  ``lo``). Binding ports
   below 1024 needs root: without root the tests skip locally and fail under CI (CI runs as root).
 - **TLS**: at its first start Samba generates its own CA (``private/tls/ca.pem``) and a host
   certificate for ``DC1.corp.test`` signed by it, with the FQDN as the subject's CN and no
@@ -72,6 +73,14 @@ def _ports_free(address: str) -> bool:
             except OSError:
                 return False
     return True
+
+
+def _second_octet() -> int:
+    """Each pytest-xdist worker (PYTEST_XDIST_WORKER ``gw0``, ``gw1``…) picks the DC's address in a
+    /16 of its own, so two workers' DCs never try the same fixed ports on one address."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else -1
+    return 1 + (index + 1) % 254
 
 
 def utf16_password(password: str) -> bytes:
@@ -148,7 +157,7 @@ class SambaDC:
         if binary is None:
             raise RuntimeError("samba is not installed")
         for _ in range(10):
-            address = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+            address = f"127.{_second_octet()}.{random.randint(0, 255)}.{random.randint(1, 254)}"
             if _ports_free(address):
                 break
         else:

@@ -351,7 +351,8 @@ def test_report_error_shapes(tmp_path: Path, workday: FakeWorkday, fake_oomnitza
 @pytest.mark.parametrize("fault", STANDARD_FAULTS)
 def test_transient_fault(tmp_path: Path, workday: FakeWorkday, fake_oomnitza: FakeOomnitza, fault: str) -> None:
     inject_fault(workday, fault, "GET", REPORT_PATH)  # RaaS answers in one response: no later page
-    result = run(tmp_path, fake_oomnitza, workday, request_timeout=STALL_TIMEOUT)
+    # [workday] waits `timeout` (not request_timeout) for the report: that is what cuts the stall.
+    result = run(tmp_path, fake_oomnitza, workday, timeout=STALL_TIMEOUT)
     assert result.code == 0, result.all
     assert_accounted(result, "workday", pulled=3, sent=3)
     assert len(fake_oomnitza.records("users")) == 3 and workday._faults == []
