@@ -4,7 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean docs-tables
+.PHONY: demo test lint typecheck bench clean docs-tables
+
+# Test processes (pytest-xdist). More than the cores: much of a test is waiting on a fake server or
+# a subprocess. `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= 6
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (found %s)" % sys.version.split()[0])'
@@ -23,8 +27,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
-	$(PY) -m pytest
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+# PYTHONDONTWRITEBYTECODE= : keep (and use) compiled bytecode even where the environment turns it off;
+# every test worker and every connector subprocess a test starts would otherwise compile the package
+# and rewrite the test modules' asserts again (seconds of CPU each).
+test: lint typecheck
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The settings tables of docs/sources/*.md, generated from the setting declarations.
 docs-tables: $(STAMP)
@@ -41,4 +51,4 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache saved_data site examples/oomnitza-local.db
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache saved_data site examples/oomnitza-local.db
