@@ -64,6 +64,18 @@ def _shared_fake_servers() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _no_machine_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches the machine's own keyring: the keyring library's default is its "fail"
+    backend (subprocesses inherit it), and the backend it caches at first use is dropped after each
+    test, so a test that sets PYTHON_KEYRING_BACKEND gets that one whatever ran before it in the
+    process (with keyrings.cryptfile installed, the library's own pick would prompt for a password)."""
+    import keyring.core
+
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    monkeypatch.setattr(keyring.core, "_keyring_backend", None)
+
+
+@pytest.fixture(autouse=True)
 def _own_state_and_log_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test keeps its locks, queue and log files in folders of its own (never in the
     checkout, never shared with another test); subprocesses inherit the variables."""
