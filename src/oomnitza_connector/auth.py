@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 
 import httpx
 
@@ -27,7 +27,7 @@ class HeaderToken(httpx.Auth):
         self.header = header
         self.value = f"{scheme} {value}" if scheme else value
 
-    def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers[self.header] = self.value
         yield request
 
@@ -157,5 +157,5 @@ class RefreshingToken(httpx.Auth):
             self._apply(request)
             yield request
 
-    def sync_auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         raise RuntimeError("the connector's HTTP layer is async only")

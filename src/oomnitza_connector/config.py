@@ -234,7 +234,7 @@ class _Problems:
         if message and message not in self.lines:
             self.lines.append(message)
 
-    def guard(self, fn: Callable[[], Any]) -> Any:
+    def guard(self, fn: Callable[..., Any]) -> Any:
         try:
             return fn()
         except ConnectorError as exc:
@@ -273,6 +273,7 @@ def _resolve_settings(
             continue
         resolved[key] = value
     _apply_secrets(ini.name, own, resolved, secrets, problems)
+    setting: Setting | None
     for setting in declared:
         value = resolved.get(setting.name, "")
         if value == "":

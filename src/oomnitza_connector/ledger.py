@@ -299,7 +299,7 @@ class ScopeOptions:
     flush_rows: int = BLOCK_ROWS  # delivered marks written per transaction
 
 
-class Verdict(tuple):  # type: ignore[type-arg]
+class Verdict(tuple):
     """What ``classify`` decided for one payload. Keep it with the payload until the sink
     answers, then hand it to ``mark_delivered``. (A tuple underneath: one is made per record.)
 

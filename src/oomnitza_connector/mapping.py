@@ -27,7 +27,10 @@ class RecordMapper(Protocol):
     """The mapping stage of the pipeline: ``Mapper`` (the section's merged mapping), or a source's
     own (managed integrations map with cloud templates, a page at a time off the event loop)."""
 
-    specs: Mapping[str, Mapping[str, Any]]  # the merged mapping, as the source sees it (RunContext.mapping)
+    @property
+    def specs(self) -> Mapping[str, Mapping[str, Any]]:
+        """The merged mapping, as the source sees it (RunContext.mapping)."""
+        ...
 
     async def map_page(self, records: Sequence[Any]) -> list[dict[str, Any] | RecordError]:
         """Each record mapped, or the RecordError that failed it (a record fails alone)."""

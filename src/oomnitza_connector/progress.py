@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 REFRESH = 0.25  # seconds between updates
 
-Probe = Callable[[], "SectionResult | None"]
+Probe = Callable[..., "SectionResult | None"]  # called without arguments
 
 
 def wanted(stream: TextIO, *, disabled: bool = False) -> bool:
@@ -116,7 +116,7 @@ async def live(stream: TextIO, *, enabled: bool) -> AsyncIterator[Tracker]:
 
     moved = [h for h in console_handlers() if h.stream is stream]
     for handler in moved:
-        handler.setStream(FileProxy(console, stream))  # type: ignore[arg-type]
+        handler.setStream(FileProxy(console, stream))
     tracker = Tracker(progress)
     progress.start()
 

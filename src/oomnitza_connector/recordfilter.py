@@ -8,7 +8,7 @@ The body's only argument is ``record``; it sees the same globals as custom conve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Any
 
 from .converters.registry import ConverterRegistry, compile_body
@@ -43,13 +43,13 @@ class RecordView(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._data)
 
-    def keys(self):  # type: ignore[override]  # the dict's own read-only view: no copy
+    def keys(self) -> KeysView[str]:  # the dict's own read-only view: no copy
         return self._data.keys()
 
-    def items(self):  # type: ignore[override]
+    def items(self) -> ItemsView[str, Any]:
         return self._data.items()
 
-    def values(self):  # type: ignore[override]
+    def values(self) -> ValuesView[Any]:
         return self._data.values()
 
     def __getattr__(self, name: str) -> Any:

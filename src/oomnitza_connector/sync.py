@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -672,7 +672,7 @@ async def _commit(source: Source, result: SectionResult) -> None:
         result.error = f"after the upload: {exc}"
 
 
-async def _pages(source: Source, state: _Run) -> AsyncIterator[list[Any]]:
+async def _pages(source: Source, state: _Run) -> AsyncGenerator[Sequence[Any], None]:
     """The source's pages until it ends or the section halts (a pending read is then cancelled).
     Between pages, Oomnitza is asked (throttled) whether the sync was canceled."""
     pages = source.pages()
@@ -717,7 +717,7 @@ async def _pump(source: Source, mapper: RecordMapper, section: SectionConfig, st
         await pages.aclose()
 
 
-async def _slice(records: list[Any], mapper: RecordMapper, section: SectionConfig, state: _Run) -> None:
+async def _slice(records: Sequence[Any], mapper: RecordMapper, section: SectionConfig, state: _Run) -> None:
     result, counts, saver, record_filter = state.result, state.result.counts, state.saver, section.recordfilter
     kept: list[tuple[int, Any]] = []  # (record number, raw record) to map
     for raw in records:

@@ -18,7 +18,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,11 +134,11 @@ def serve(
         **uvicorn_options,
     }
     if dedicated or port != 0:
-        running = _start(app, host, port, startup_timeout, options)
+        own = _start(app, host, port, startup_timeout, options)
         try:
-            yield running.url
+            yield own.url
         finally:
-            running.stop()
+            own.stop()
         return
     key = (host, *sorted(options.items()))
     try:
@@ -147,6 +147,7 @@ def serve(
         with serve(app, host=host, startup_timeout=startup_timeout, dedicated=True, **options) as url:
             yield url
         return
+    running: _Running | None
     with _pool_lock:
         idle = _idle.setdefault(key, [])
         running = idle.pop() if idle else None
@@ -210,7 +211,7 @@ def _start(app: ASGIApp, host: str, port: int, startup_timeout: float, options: 
     return _Running(_url(host, bound_port, tls=options.get("ssl_certfile") is not None), stop)
 
 
-async def client_left_within(receive: Callable[[], Awaitable[dict[str, Any]]], seconds: float) -> bool:
+async def client_left_within(receive: Callable[[], Awaitable[Mapping[str, Any]]], seconds: float) -> bool:
     """Wait `seconds` unless the client disconnects first (True then). For a fake's stall: a client
     that gave up is not answered, and the request ends with it (not seconds later, keeping the
     server's shutdown waiting). The request body must be read already: the next message is then

@@ -106,6 +106,7 @@ class FakeVendor:
 
 
 def fault_response(fault: Fault) -> Response:
+    assert fault.status is not None, "a stall answers normally"
     if isinstance(fault.body, (dict, list)):
         return JSONResponse(fault.body, status_code=fault.status, headers=fault.headers)
     return Response(fault.body or b"", status_code=fault.status, headers=fault.headers)

@@ -180,7 +180,8 @@ def primary_smtp_address(field: str, record: Mapping[str, Any], value: Any, para
         values = [values]
     if not isinstance(values, list | tuple):
         return None
-    prefix = params.get("prefix") if isinstance(params.get("prefix"), str) else "SMTP:"
+    given = params.get("prefix")
+    prefix = given if isinstance(given, str) else "SMTP:"
     for item in values:
         if isinstance(item, str) and item.startswith(prefix):
             return item[len(prefix) :]

@@ -83,7 +83,7 @@ def parse_body(response: httpx.Response) -> Any:
 
 
 def links_of(response: httpx.Response) -> dict[str, dict[str, str]]:
-    return {rel: {"url": link.get("url", ""), "rel": rel} for rel, link in response.links.items()}
+    return {rel: {"url": link.get("url", ""), "rel": rel} for rel, link in response.links.items() if rel is not None}
 
 
 class SaasAuth:

@@ -187,7 +187,7 @@ class ManagedSource(Source):
         self.oomnitza = base  # the client of this run's Oomnitza user (connect())
         self.converters = converters
         # The cloud config first; every key of the local section replaces the cloud's.
-        self.settings: dict[str, Any] = {**cloud, **section.settings}
+        self.merged_settings: dict[str, Any] = {**cloud, **section.settings}
         self.templates = Templates()
         super().__init__(section)
 
@@ -221,13 +221,13 @@ class ManagedSource(Source):
         return {key: self._flag(key) for key in FLAGS}
 
     def _local_inputs(self) -> dict[str, Any]:
-        local = _json_setting(self.settings.get("local_inputs"), "local_inputs", self.id)
+        local = _json_setting(self.merged_settings.get("local_inputs"), "local_inputs", self.id)
         if not isinstance(local, dict):
             raise ManagedConfigError(f"Managed connector #{self.id}: local inputs have invalid format. Exiting")
         return local
 
     def _saas_authorization(self) -> dict[str, Any]:
-        auth = _json_setting(self.settings.get("saas_authorization"), "saas_authorization", self.id)
+        auth = _json_setting(self.merged_settings.get("saas_authorization"), "saas_authorization", self.id)
         if not isinstance(auth, dict):
             raise ManagedConfigError(
                 f"Managed connector #{self.id}: Information for the authorization in SaaS "
@@ -238,7 +238,7 @@ class ManagedSource(Source):
         return auth
 
     def _flag(self, key: str) -> bool:
-        value = self.settings.get(key)
+        value = self.merged_settings.get(key)
         if value in (None, ""):
             return key == "verify_ssl"  # TLS is verified unless turned off
         return parse_bool(value, setting=f"[{self.name}] {key}")
@@ -264,7 +264,7 @@ class ManagedSource(Source):
 
     def _oomnitza_authorization(self) -> tuple[str, Any]:
         """("base", None), ("token", the INI's token) or ("token_id", the cloud's id)."""
-        auth = self.settings.get("oomnitza_authorization")
+        auth = self.merged_settings.get("oomnitza_authorization")
         if isinstance(auth, str) and auth.strip():
             if "oomnitza_authorization" in self.section.settings:
                 return "token", auth.strip()  # an INI value is the token itself
@@ -307,7 +307,7 @@ class ManagedSource(Source):
             section=self.name,
             connector_name=str(self.cloud.get("name") or self.id),
             data_type=str(self.cloud.get("type") or "assets"),
-            sync_field=[f.strip() for f in str(self.settings.get("sync_field") or "").split(",") if f.strip()],
+            sync_field=[f.strip() for f in str(self.merged_settings.get("sync_field") or "").split(",") if f.strip()],
             insert_only=self.flags["insert_only"],
             update_only=self.flags["update_only"],
             connector_id=self.id,
@@ -377,15 +377,15 @@ class ManagedSource(Source):
         if spec.get("source") not in (None, ""):
             return _Field(name, source, template=mapping_expression(str(spec["source"])), converter=converter)
         if spec.get("setting") not in (None, ""):
-            return _Field(name, source, constant=self.settings.get(spec["setting"]), converter=converter)
+            return _Field(name, source, constant=self.merged_settings.get(spec["setting"]), converter=converter)
         return _Field(name, source, constant=spec.get("hardcoded"), converter=converter)
 
     def _tls(self) -> TlsOptions:
         return TlsOptions(
             verify=self.flags["verify_ssl"],
-            cacert_file=str(self.settings.get("cacert_file") or ""),
-            cacert_dir=str(self.settings.get("cacert_dir") or ""),
-            client_cert=str(self.settings.get("user_pem_file") or ""),
+            cacert_file=str(self.merged_settings.get("cacert_file") or ""),
+            cacert_dir=str(self.merged_settings.get("cacert_dir") or ""),
+            client_cert=str(self.merged_settings.get("user_pem_file") or ""),
         )
 
     # -- the records --------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ class Poller:
             return
         task = asyncio.create_task(self._run_one(key, cfg, client, reports))
         self.running[key] = task
-        task.add_done_callback(lambda _t, key=key: self.running.pop(key, None))
+        task.add_done_callback(lambda _t: self.running.pop(key, None))
         task.add_done_callback(lambda _t: taken.release())
 
     async def _run_one(self, key: str, cfg: dict[str, Any], client: OomnitzaClient, reports: bool) -> None:

@@ -123,8 +123,8 @@ class Progress:
     _HEAD = struct.Struct("<qdH")
     SIZE = 512
 
-    def __init__(self, memory: mmap.mmap) -> None:
-        self.memory = memory
+    def __init__(self, memory: Any) -> None:
+        self.memory = memory  # an mmap (exec workers) or a shared ctypes char array (spawn workers)
 
     def job(self, index: int) -> None:
         struct.pack_into("<q", self.memory, 0, index)
@@ -371,10 +371,11 @@ class RenderPool:
         except OSError:
             raise _Stale from None
         loop = asyncio.get_running_loop()
-        ready = asyncio.Event()
+        event = asyncio.Event()
+        ready: asyncio.Event | None = event
         fd = worker.conn.fileno()
         try:
-            loop.add_reader(fd, ready.set)
+            loop.add_reader(fd, event.set)
         except NotImplementedError:  # Windows' proactor loop: _next_reply waits in a thread instead
             ready = None
         try:

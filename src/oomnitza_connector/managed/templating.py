@@ -43,9 +43,9 @@ import time
 import types
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, MappingView
+from collections.abc import Callable, Iterable, Iterator, MappingView
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 from jinja2 import TemplateSyntaxError, UndefinedError
 from jinja2.nativetypes import NativeCodeGenerator
@@ -323,7 +323,7 @@ class _Rendering:
         _GUARD.begin(self.label)
         return _GUARD.budget.output_chars
 
-    def __exit__(self, typ: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, typ: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         _GUARD.end()
         if exc is None or isinstance(exc, TemplateError):
             return False
@@ -428,7 +428,7 @@ def _concat(pieces: list[Any]) -> Any:
         if isinstance(value, Undefined):
             return None
         if isinstance(value, Iterator | MappingView):
-            return list(value)  # ``|map`` and friends: taken while the render's budget still runs
+            return list(cast(Iterable[Any], value))  # ``|map`` and friends: taken while the render's budget still runs
         if not isinstance(value, str):
             return value
         raw = value

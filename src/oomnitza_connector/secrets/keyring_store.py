@@ -65,7 +65,7 @@ def _cryptfile() -> Any:
         )
     path = os.environ.get("OOMNITZA_KEYRING_FILE", "")
 
-    class FileKeyring(CryptFileKeyring):  # type: ignore[misc]
+    class FileKeyring(CryptFileKeyring):
         @property
         def file_path(self) -> str:
             return path or super().file_path

@@ -372,6 +372,7 @@ class MsalHttp:
         self.client = client
 
     def post(self, url: str, params: Any = None, data: Any = None, headers: Any = None, **_: Any) -> httpx.Response:
+        body: dict[str, Any]
         if isinstance(data, dict):  # MSAL's form holds bytes values (the client assertion), as requests took them
             body = {"data": {k: v.decode() if isinstance(v, bytes) else v for k, v in data.items()}}
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from ..sync import Options
 
 Record = dict[str, Any]
+# What pages() yields: raw records, each or a BadRecord (read but not understood: counted as failed).
+# A Sequence, so a source whose pages are plain list[Record] fits it too.
+Page = Sequence["Record | BadRecord"]
 MappingSpecs = Mapping[str, Mapping[str, Any]]
 
 
@@ -185,7 +188,7 @@ class Source:
     async def check(self) -> None:
         """A cheap call that proves URL and credentials work (default: nothing to check)."""
 
-    def pages(self) -> AsyncIterator[list[Record]]:
+    def pages(self) -> AsyncIterator[Page]:
         """Yield lists of raw records. Stop early when the consumer stops iterating."""
         raise NotImplementedError
 

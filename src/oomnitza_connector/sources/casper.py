@@ -600,8 +600,8 @@ class _Session:
             self.names = Names(await self._name_table("buildings"), await self._name_table("departments"))
             self._names_at = time.monotonic()
 
-    async def _name_table(self, what: str) -> dict[str, str]:
-        table: dict[str, str] = {}
+    async def _name_table(self, what: str) -> dict[str, str | None]:
+        table: dict[str, str | None] = {}
         try:
             async for response in self.http.paginate(jamf_pages(200), f"/api/v1/{what}", params={"sort": "id:asc"}):
                 body = decode_json(response)
@@ -634,9 +634,9 @@ class _Session:
         if not found:
             raise SourceError(f"[{self.name}] Jamf Pro has no {kind.label} group named {group!r}: check group_name")
         if len(found) > 1:
-            ids = ", ".join(str(g.get("id")) for g in found)
+            listed = ", ".join(str(g.get("id")) for g in found)
             raise SourceError(
-                f"[{self.name}] {len(found)} {kind.label} groups are named {group!r} (ids {ids}); "
+                f"[{self.name}] {len(found)} {kind.label} groups are named {group!r} (ids {listed}); "
                 "make group_name unique"
             )
         detail = decode_json(await self.http.request("GET", f"/JSSResource/{kind.group_path}/id/{found[0].get('id')}"))
@@ -675,8 +675,8 @@ def _jamf_error(response: httpx.Response | None) -> str:
 class Names:
     """Building and department names by ID (Classic records carried names)."""
 
-    buildings: dict[str, str] = field(default_factory=dict)
-    departments: dict[str, str] = field(default_factory=dict)
+    buildings: dict[str, str | None] = field(default_factory=dict)
+    departments: dict[str, str | None] = field(default_factory=dict)
 
     def building(self, ident: Any) -> Any:
         return None if ident in (None, "", "-1") else self.buildings.get(str(ident))
@@ -839,7 +839,9 @@ def add_mobile_detail(record: Record, detail: dict[str, Any]) -> None:
     """The Classic dates only the per-device detail (MobileDeviceDetailsGetV2) carries."""
     general = record.setdefault("general", {})
     add_dates(general, "initial_entry_date", detail.get("initialEntryTimestamp"))
-    kind = next((detail[k] for k in ("ios", "visionos", "watchos") if isinstance(detail.get(k), dict)), {})
+    kind: dict[str, Any] = next(
+        (detail[k] for k in ("ios", "visionos", "watchos") if isinstance(detail.get(k), dict)), {}
+    )
     if kind.get("lastBackupTimestamp") is not None:
         add_dates(general, "last_backup_time", kind.get("lastBackupTimestamp"))
 
@@ -851,9 +853,9 @@ def classic_computer(raw: dict[str, Any], names: Names) -> Record:
     os_ = _section(raw, "operatingSystem")
     ul = _section(raw, "userAndLocation")
     pu = _section(raw, "purchasing")
-    remote = g.get("remoteManagement") if isinstance(g.get("remoteManagement"), dict) else {}
+    remote = found if isinstance(found := g.get("remoteManagement"), dict) else {}
     mdm = g.get("mdmCapability", g.get("mdmCapable"))
-    site = g.get("site") if isinstance(g.get("site"), dict) else {}
+    site = found if isinstance(found := g.get("site"), dict) else {}
 
     general = _with_snake(g)
     general.update(

@@ -26,7 +26,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Generator
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -373,7 +373,7 @@ def _json_setting(section: str, name: str, text: str) -> dict[str, dict[str, str
         return {}
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ConfigError(
             f"[{section}] {name} is not valid JSON ({exc.msg} at char {exc.pos}); "
             'write e.g. {"__default__": {"kernel_name": "automatic.kernel.name"}}'
@@ -455,7 +455,7 @@ class Chef(Source):
         ),
         Setting("page_size", "1000", kind=Int(1, 10000), help="nodes per search request (`rows`)"),
     )
-    default_mappings: dict[str, dict[str, Any]] = {}
+    default_mappings: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def validate(self) -> None:
         # Parsed here, per section: [chef] and [chef.other] never share extension config.
@@ -487,8 +487,8 @@ class Chef(Source):
         for block in (*self.extension.values(), *self.node_mappings.values()):
             for path in block.values():
                 paths.setdefault(merged_path(_request_path(path)), None)
-        for path in self._mapped_node_paths():
-            paths.setdefault(merged_path(path), None)
+        for node_path in self._mapped_node_paths():
+            paths.setdefault(merged_path(node_path), None)
         return sorted(paths, key=len)  # _place keeps a whole parent over its children
 
     def _search_body(self) -> tuple[bytes, list[tuple[str, tuple[str, ...]]]]:

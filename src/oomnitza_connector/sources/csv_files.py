@@ -422,6 +422,7 @@ class _CsvSource(Source):
         cost = 0
         short_lines: list[int] = []
         row_cost, max_cell = CELL_COST * width, self.max_cell
+        row: list[str] | None
         for rec in found:
             if type(rec) is str and '"' not in rec:  # inline, as _parse would
                 text = rec.rstrip("\r\n")

@@ -132,7 +132,7 @@ def google_auth_request(client: httpx.Client) -> Any:
     call it from a worker thread."""
     from google.auth import exceptions, transport
 
-    class GoogleAuthRequest(transport.Request):  # type: ignore[misc]
+    class GoogleAuthRequest(transport.Request):
         def __call__(
             self,
             url: str,

@@ -44,7 +44,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -72,7 +72,7 @@ from ..http import (
     sync_client,
 )
 from ..settings import File, Float, Int, Setting, Url
-from .base import BadRecord, Record, Source
+from .base import BadRecord, Page, Record, Source
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +271,10 @@ class Jasper(Source):
     module = "jasper"
     mapping_name = "Jasper"
     record_type = "assets"
+    # Set by each run (pages): whether it read to the end, and the newest modification time it saw.
+    _complete: bool = False
+    _newest: datetime | None = None
+    _rest_mark: datetime | None = None
     summary = "Cisco IoT Control Center (Jasper) SIMs via the REST API or the SOAP Terminal API"
     settings = (
         Setting(
@@ -512,7 +516,7 @@ class Jasper(Source):
             raise SourceError(f"[{self.name}] {what}: unexpected answer from Control Center ({_short(exc)})") from None
 
     # -- the run --------------------------------------------------------------------------------
-    async def pages(self) -> AsyncIterator[list[Record]]:
+    async def pages(self) -> AsyncIterator[Page]:
         self._complete, self._newest, self._rest_mark = False, None, None
         reader = self._rest_pages() if self.api == "rest" else self._soap_pages()
         async with contextlib.aclosing(reader) as pages:  # closed (connections too) when the run stops early
@@ -557,7 +561,7 @@ class Jasper(Source):
         log.info("[%s] SIMs modified after %s (REST API)", self.name, cc_time(mark))
         return mark
 
-    async def _rest_pages(self) -> AsyncIterator[list[Record]]:
+    async def _rest_pages(self) -> AsyncGenerator[Page, None]:
         base = self.rest_base
         if base.lower().startswith("http://"):
             log.warning("[%s] url is http://: the API key travels unencrypted; use https://", self.name)
@@ -604,7 +608,7 @@ class Jasper(Source):
                     raise
                 raise SourceError(f"[{self.name}] {exc}:{vendor}") from None
 
-    async def _rest_window(self, http: Http, params: dict[str, Any], size: int) -> AsyncIterator[list[Record]]:
+    async def _rest_window(self, http: Http, params: dict[str, Any], size: int) -> AsyncIterator[Page]:
         """The SIMs changed in one window: the list pages, each SIM's details read one after another."""
         number = 0
         async for response in http.paginate(device_pages(size), "/devices", params=params):
@@ -649,7 +653,7 @@ class Jasper(Source):
         return rest_record(listed, detail)
 
     # -- SOAP -----------------------------------------------------------------------------------
-    async def _soap_pages(self) -> AsyncIterator[list[Record]]:
+    async def _soap_pages(self) -> AsyncGenerator[Page, None]:
         redact.add_secret(self.setting("api_token"))
         url = self.setting("wsdl_path")
         if url.lower().startswith("http://"):
@@ -662,7 +666,7 @@ class Jasper(Source):
             async for page in self._soap_terminals(http, url, since):
                 yield page
 
-    async def _soap_terminals(self, http: httpx.Client, url: str, since: datetime) -> AsyncIterator[list[Record]]:
+    async def _soap_terminals(self, http: httpx.Client, url: str, since: datetime) -> AsyncIterator[Page]:
         client = await self._call(f"loading the WSDL {url}", self._client, http)
         modified_fields = self._fields(client, "GetModifiedTerminalsRequest")
         detail_fields = self._fields(client, "GetTerminalDetailsRequest")
@@ -713,7 +717,7 @@ def zeep_transport(http: httpx.Client) -> Any:
     from zeep.exceptions import TransportError
     from zeep.transports import Transport
 
-    class HttpxTransport(Transport):  # type: ignore[misc]
+    class HttpxTransport(Transport):
         def __init__(self) -> None:  # not Transport.__init__: it would build a requests session
             self.cache = None
             self.load_timeout = self.operation_timeout = None  # the client's (request_timeout)

@@ -26,7 +26,7 @@ import ijson
 import orjson
 
 from ..settings import Folder, List, Setting, Size
-from .base import BadRecord, Record, Source, UsersSource
+from .base import BadRecord, Page, Record, Source, UsersSource
 from .files import PROCESSED_SETTINGS, ProcessedFiles, discover, display, one_of_problems, processed_problems
 from .limits import PAGE_BUDGET, PAGE_SIZE, human
 
@@ -175,7 +175,7 @@ class _JsonSource(Source):
     async def commit(self) -> None:
         self.processed.finish()
 
-    async def pages(self) -> AsyncIterator[list[Record]]:
+    async def pages(self) -> AsyncIterator[Page]:
         files = discover(self.name, "", self.setting("directory"), (".json", ".jsonl"))
         if not files:
             log.info("[%s] no *.json or *.jsonl files in %s", self.name, self.setting("directory"))
@@ -206,7 +206,7 @@ def _parse_whole(data: bytes, where: str, max_bytes: int, **raw: Any) -> Any:
         return _bad(f"{where}: not valid JSON: {exc}", **raw)
 
 
-def _document(path: Path, name: str, max_bytes: int) -> Iterator[list[Record]]:
+def _document(path: Path, name: str, max_bytes: int) -> Iterator[Page]:
     """A ``.json`` file: one object, or an array of objects streamed item by item (ijson), so a
     file of any size is never held whole. Items before a syntax error are still sent."""
     with open(path, "rb") as fh:
@@ -229,7 +229,7 @@ def _document(path: Path, name: str, max_bytes: int) -> Iterator[list[Record]]:
         yield from _array(fh, name, max_bytes)
 
 
-def _array(fh: Any, name: str, max_bytes: int) -> Iterator[list[Record]]:
+def _array(fh: Any, name: str, max_bytes: int) -> Iterator[Page]:
     # Depth counts the array itself; max_bytes is per item, checked between items.
     guard = _Guard(MAX_DEPTH + 1, max_bytes)
     page: list[Record] = []
@@ -256,7 +256,7 @@ def _array(fh: Any, name: str, max_bytes: int) -> Iterator[list[Record]]:
         yield page
 
 
-def _lines(path: Path, name: str, max_bytes: int) -> Iterator[list[Record]]:
+def _lines(path: Path, name: str, max_bytes: int) -> Iterator[Page]:
     """JSON Lines: one object per line, streamed; a bad line fails alone, with its number."""
     page: list[Record] = []
     page_bytes = 0

@@ -33,7 +33,7 @@ from ..auth import RefreshingToken
 from ..errors import SourceError
 from ..http import Http, HttpAuthError, HttpError, OffsetLimit, PageRequest, at, decode_json, error_body
 from ..settings import Int, Setting, Url
-from .base import BadRecord, Record, Source
+from .base import BadRecord, Page, Record, Source
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ class Kace(Source):
         log.debug("[%s] logged in (%s)", self.name, "CSRF token, SMA 12.0 or older" if extra else "SMA 12.1+")
         return "; ".join(f"{k}={v}" for k, v in cookies), extra
 
-    async def pages(self) -> AsyncIterator[list[Record]]:
+    async def pages(self) -> AsyncIterator[Page]:
         zone = getattr(self, "zone", None)
         async with self._client() as http:
             session = KaceSession(lambda: self._login(http))
@@ -253,7 +253,7 @@ class Kace(Source):
                     yield [
                         clean_machine(m, zone) if isinstance(m, dict) else BadRecord("machine is not an object", m)
                         for m in machines
-                    ]  # type: ignore[misc]
+                    ]
             except HttpAuthError as exc:
                 raise SourceError(
                     f"[{self.name}] KACE refused access after logging in again ({exc.status}{_kace_error(exc)}): "

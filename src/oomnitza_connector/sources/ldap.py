@@ -37,14 +37,14 @@ import time
 import uuid
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from ..converters.registry import parse_converter_spec
 from ..errors import ConfigError, SourceError
 from ..settings import BOOL, Float, Int, List, Setting
-from .base import Record, Source, UsersSource
+from .base import Page, Source, UsersSource
 
 with warnings.catch_warnings():
     # ldap3 2.9 imports names pyasn1 0.6 deprecated; users should not see that on every run.
@@ -114,7 +114,7 @@ def decode_value(name: str, raw: bytes | str) -> str:
         return BINARY
 
 
-class LdapRecord(dict):  # type: ignore[type-arg]
+class LdapRecord(dict[str, Any]):
     """A record whose keys keep the server's spelling (``sAMAccountName``) but are looked up
     case-insensitively, as LDAP attribute names are (``samaccountname`` finds it too)."""
 
@@ -488,9 +488,9 @@ class GroupWalker:
                     self.seen.add(record["dn"].lower())
                     return record
             elif self.members:
-                record = self._resolve(self.members.popleft())
-                if record is not None:
-                    return record
+                resolved = self._resolve(self.members.popleft())
+                if resolved is not None:
+                    return resolved
             elif self.primary_pages is not None:
                 batch = self.primary_pages()
                 if batch is None:
@@ -838,7 +838,7 @@ class _LdapBase(Source):
 
     # reading -------------------------------------------------------------------------------------
 
-    async def pages(self) -> AsyncIterator[list[Record]]:
+    async def pages(self) -> AsyncIterator[Page]:
         search_filter = self.setting("filter") or "(objectClass=*)"
         groups = self._groups()
         reader = self._group_pages(groups, search_filter) if groups else self._search_pages(search_filter)
@@ -846,7 +846,7 @@ class _LdapBase(Source):
             async for page in pages:
                 yield page
 
-    async def _group_pages(self, groups: list[str], search_filter: str) -> AsyncIterator[list[Record]]:
+    async def _group_pages(self, groups: list[str], search_filter: str) -> AsyncGenerator[Page, None]:
         directory = await asyncio.to_thread(self._connect)
         try:
             walker = GroupWalker(
@@ -866,7 +866,7 @@ class _LdapBase(Source):
         finally:
             directory.close()
 
-    async def _search_pages(self, search_filter: str) -> AsyncIterator[list[Record]]:
+    async def _search_pages(self, search_filter: str) -> AsyncGenerator[Page, None]:
         """Search mode, page by page. A connection lost between pages is re-opened and the search
         restarted (a paging cookie is only valid on its own connection); entries already read are
         skipped by DN, so each entry is still pulled once."""

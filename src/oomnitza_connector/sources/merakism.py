@@ -41,7 +41,7 @@ from ..http import (
     safe_url,
 )
 from ..settings import Int, List, Setting, Url
-from .base import BadRecord, Record, Source
+from .base import BadRecord, Page, Record, Source
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +231,12 @@ class MerakiSM(Source):
         extra = [f.strip() for f in self.setting("extra_fields").split(",") if f.strip()]
         return [f for f in dict.fromkeys([*FIELDS, *mapped, *extra]) if f not in DEFAULT_FIELDS]
 
-    def _params(self) -> list[tuple[str, str]]:
-        params = [("fields[]", f) for f in self.requested_fields()]
+    def _params(self) -> list[tuple[str, Any]]:
+        params: list[tuple[str, Any]] = [("fields[]", f) for f in self.requested_fields()]
         params.append(("perPage", self.setting("page_size") or str(MAX_PER_PAGE)))
         return params
 
-    async def pages(self) -> AsyncIterator[list[Record]]:
+    async def pages(self) -> AsyncIterator[Page]:
         network = self.setting("network_id").strip()
         path = f"/networks/{quote(network, safe='')}/sm/devices"
         site = _site(urlsplit(self.base).hostname or "")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from ..auth import HeaderToken
@@ -21,7 +21,7 @@ from ..errors import ConfigError, SourceError
 from ..http import HttpAuthError, HttpError, NextUrlInBody, at, decode_json, error_body, query_of_url, safe_url
 from ..ini import truthy
 from ..settings import BOOL, Int, Setting, Url
-from .base import BadRecord, Record, Source
+from .base import BadRecord, Page, Source
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Netbox(Source):
             ),
         ),
     )
-    default_mappings: dict[str, dict[str, Any]] = {}
+    default_mappings: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def validate(self) -> None:
         if any(c.isspace() for c in self.token):
@@ -141,7 +141,7 @@ class Netbox(Source):
             return False
         return True
 
-    async def pages(self) -> AsyncIterator[list[Record]]:
+    async def pages(self) -> AsyncIterator[Page]:
         params: dict[str, Any] = {"limit": int(self.setting("page_size")), "ordering": "id"}
         if self._exclude_config_context():
             params["exclude"] = "config_context"
@@ -159,7 +159,7 @@ class Netbox(Source):
                     if results:
                         yield [
                             r if isinstance(r, dict) else BadRecord("device is not a JSON object", r) for r in results
-                        ]  # type: ignore[misc]
+                        ]
             except HttpAuthError as exc:
                 if _detail(exc).strip() == NO_PERMISSION:
                     raise SourceError(

@@ -63,7 +63,7 @@ def _attrs(row: Any) -> dict[str, Any] | None:
 def _device_id(item: Any) -> Any:
     if not isinstance(item, dict):
         return None
-    attrs = item.get("attributes") if isinstance(item.get("attributes"), dict) else {}
+    attrs = found if isinstance(found := item.get("attributes"), dict) else {}
     return item.get("id") or attrs.get("devices.id") or attrs.get("id")
 
 
@@ -143,7 +143,7 @@ def _refusal(body: Any) -> str | None:
     string; response_helper.php answers this way and exits): its text, or None."""
     if not isinstance(body, dict) or "data" in body:
         return None
-    meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
+    meta = found if isinstance(found := body.get("meta"), dict) else {}
     errors = body.get("errors")
     if str(meta.get("header")) in ("403", "401") or (isinstance(errors, str) and errors):
         return errors if isinstance(errors, str) and errors else f"meta.header {meta.get('header')}"
@@ -178,6 +178,7 @@ class OpenAudit(Source):
     mapping_name = "Open_Audit"
     record_type = "assets"
     summary = "Open-AudIT devices"
+    style: str = "auto"  # api_style; "auto" until the first answer decides (set by each run)
     settings = (
         Setting(
             "url",
@@ -335,7 +336,8 @@ class OpenAudit(Source):
             refused = _refusal(body)
             detail = _rows(body)
             if refused or not detail:
-                return self._skipped(device_id, refused)
+                self._skipped(device_id, refused)
+                return None
             if "included" not in body:
                 if self.style == "auto":
                     return await self._switch_to_legacy(http, path, device_id, body)
@@ -373,7 +375,8 @@ class OpenAudit(Source):
         body = first if first is not None else await self._get(http, path)
         detail = _rows(body)
         if _refusal(body) or not detail:
-            return self._skipped(device_id, _refusal(body))
+            self._skipped(device_id, _refusal(body))
+            return None
         attrs = _attrs(detail[0])
         if attrs is None:
             return BadRecord(f"device {device_id}: detail is not an object", detail[0])
@@ -396,7 +399,6 @@ class OpenAudit(Source):
             log.warning("[%s] device %s was listed but may not be read (%s); skipped", self.name, device_id, refused)
         else:
             log.warning("[%s] device %s disappeared between the list and its details; skipped", self.name, device_id)
-        return None
 
 
 def _included(included: Any, table: str) -> list[Any]:

@@ -41,7 +41,7 @@ from ..http import (
     header_int,
 )
 from ..settings import Int, Setting, Url
-from .base import BadRecord, Record, Source
+from .base import BadRecord, Page, Record, Source
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ class ServiceNow(Source):
 
         http.client.auth = RefreshingToken(fetch)
 
-    async def pages(self) -> AsyncIterator[list[Record]]:
+    async def pages(self) -> AsyncIterator[Page]:
         async with self._client() as http:
             if self.setting("client_id"):
                 self._oauth(http)
@@ -420,6 +420,7 @@ class ServiceNow(Source):
         )
         found: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
+            entry: dict[str, Any]
             if table == "cmdb_sam_sw_install":
                 entry = {
                     "name": _value(row.get("display_name")),

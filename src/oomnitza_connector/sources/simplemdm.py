@@ -30,7 +30,7 @@ from ..auth import basic
 from ..errors import SourceError
 from ..http import Cursor, Http, HttpAuthError, HttpError, decode_json, error_body, safe_url
 from ..settings import BOOL, Int, List, Setting, Url
-from .base import BadRecord, Record, Source
+from .base import BadRecord, Page, Record, Source
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class SimpleMDM(Source):
     def _maps(self, key: str) -> bool:
         return any(src == key or src.startswith(f"{key}.") for src in self.mapped_sources())
 
-    async def pages(self) -> AsyncIterator[list[Record]]:
+    async def pages(self) -> AsyncIterator[Page]:
         auth = basic(self.setting("secret_access_key").strip(), "")
         cap = self.value("max_connections")
         groups, types = self.groups, self.types
@@ -255,7 +255,7 @@ def _values(data: Any) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for item in data if isinstance(data, list) else []:
         if isinstance(item, dict) and item.get("id") is not None:
-            attrs = item.get("attributes") if isinstance(item.get("attributes"), dict) else {}
+            attrs = found if isinstance(found := item.get("attributes"), dict) else {}
             if attrs.get("secret") is True:
                 continue
             values[str(item["id"])] = attrs.get("value")

@@ -88,7 +88,8 @@ def zendesk_error(exc: HttpError) -> str:
     body = error_body(exc)
     error, description = body.get("error"), body.get("description")
     if isinstance(error, dict):  # some endpoints nest {"title", "message"}
-        error, description = error.get("title"), description or error.get("message")
+        nested = error
+        error, description = nested.get("title"), description or nested.get("message")
     text = ": ".join(str(v).strip() for v in (error, description) if isinstance(v, str) and v.strip())
     return f" {text[:160]}" if text else ""
 
