@@ -32,8 +32,12 @@ typecheck: $(STAMP)
 
 # PYTHONDONTWRITEBYTECODE= : keep (and use) compiled bytecode even where the environment turns it off;
 # every test worker and every connector subprocess a test starts would otherwise compile the package
-# and rewrite the test modules' asserts again (seconds of CPU each).
-test: lint typecheck
+# and rewrite the test modules' asserts again (seconds of CPU each). mypy runs while one process
+# collects the tests, which writes that bytecode (both use one core) before the workers start.
+test: lint
+	@$(VENV)/bin/mypy & typecheck=$$!; \
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest --collect-only -q -p no:cacheprovider >/dev/null 2>&1; \
+	wait $$typecheck
 	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The settings tables of docs/sources/*.md, generated from the setting declarations.
