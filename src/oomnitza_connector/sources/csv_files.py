@@ -24,6 +24,7 @@ import re
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -350,7 +351,6 @@ class _CsvSource(Source):
     def validate(self) -> Iterator[str]:
         yield from one_of_problems(self.name, self.setting("filename"), self.setting("directory"))
         yield from processed_problems(self.name, self.setting("processed_action"), self.setting("processed_dir"))
-        self.processed = ProcessedFiles(self.name, self.setting("processed_action"), self.setting("processed_dir"))
         try:
             codecs.lookup(self.setting("encoding"))
         except LookupError:
@@ -358,22 +358,36 @@ class _CsvSource(Source):
                 f"[{self.name}] encoding = {self.setting('encoding')!r} is not a known "
                 "encoding (e.g. utf-8, cp1252, latin-1, utf-16)"
             )
-        self.strip_headers = self.value("strip_headers")
         delimiter = self._delimiter_setting()
         if delimiter != "auto" and len(delimiter) != 1:
             yield f"[{self.name}] delimiter = {self.setting('delimiter')!r} must be one character, tab, or auto"
         if delimiter in ('"', "\r", "\n"):
             yield f"[{self.name}] delimiter = {self.setting('delimiter')!r} cannot separate fields"
-        self.max_cell, self.max_row = self.value("max_cell_size"), self.value("max_row_size")
-        # The csv module's own limit (131072 by default, process-wide) is only ever raised: rows
-        # are bounded here, before the csv module sees them.
-        csv.field_size_limit(max(csv.field_size_limit(), self.max_row + 1))
+
+    @cached_property
+    def processed(self) -> ProcessedFiles:
+        return ProcessedFiles(self.name, self.setting("processed_action"), self.setting("processed_dir"))
+
+    @property
+    def strip_headers(self) -> bool:
+        return bool(self.value("strip_headers"))
+
+    @property
+    def max_cell(self) -> int:
+        return int(self.value("max_cell_size"))
+
+    @property
+    def max_row(self) -> int:
+        return int(self.value("max_row_size"))
 
     def _delimiter_setting(self) -> str:
         raw = self.setting("delimiter") or ","
         return DELIMITER_WORDS.get(raw.lower(), raw)
 
     async def pages(self) -> AsyncIterator[list[Record]]:
+        # The csv module's own limit (131072 by default, process-wide) is only ever raised: rows
+        # are bounded here, before the csv module sees them.
+        csv.field_size_limit(max(csv.field_size_limit(), self.max_row + 1))
         files = discover(self.name, self.setting("filename"), self.setting("directory"), ".csv")
         if not files:
             log.info("[%s] no *.csv files in %s", self.name, self.setting("directory"))

@@ -53,7 +53,6 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
-from .. import redact
 from ..auth import basic
 from ..errors import ConfigError, SourceError
 from ..http import (
@@ -650,7 +649,7 @@ class Jasper(Source):
 
     # -- SOAP -----------------------------------------------------------------------------------
     async def _soap_pages(self) -> AsyncIterator[list[Record]]:
-        redact.add_secret(self.setting("api_token"))
+        self.ctx.redactor.add(self.setting("api_token"))
         url = self.setting("wsdl_path")
         if url.lower().startswith("http://"):
             log.warning(

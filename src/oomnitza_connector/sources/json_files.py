@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
+from functools import cached_property
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -169,8 +170,14 @@ class _JsonSource(Source):
     def validate(self) -> Iterator[str]:
         yield from one_of_problems(self.name, "", self.setting("directory"), allow_filename=False)
         yield from processed_problems(self.name, self.setting("processed_action"), self.setting("processed_dir"))
-        self.processed = ProcessedFiles(self.name, self.setting("processed_action"), self.setting("processed_dir"))
-        self.max_bytes = self.value("max_record_size")
+
+    @cached_property
+    def processed(self) -> ProcessedFiles:
+        return ProcessedFiles(self.name, self.setting("processed_action"), self.setting("processed_dir"))
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.value("max_record_size"))
 
     async def commit(self) -> None:
         self.processed.finish()
