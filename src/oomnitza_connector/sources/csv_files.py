@@ -24,14 +24,13 @@ import re
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import SourceError
 from ..settings import BOOL, File, Folder, List, Setting, Size
-from .base import BadRecord, Record, Source, UsersSource
-from .files import PROCESSED_SETTINGS, ProcessedFiles, discover, display, one_of_problems, processed_problems
+from .base import BadRecord, Record, UsersSource
+from .files import PROCESSED_SETTINGS, FileSource, discover, display, one_of_problems, processed_problems
 from .limits import CELL_COST, PAGE_BUDGET, PAGE_SIZE, human
 
 log = logging.getLogger(__name__)
@@ -345,7 +344,7 @@ def _parse(rec: str | list[str], feed: _Feed, reader: Any, delimiter: str) -> tu
 # -- the sources --------------------------------------------------------------------------------------
 
 
-class _CsvSource(Source):
+class _CsvSource(FileSource):
     file_settings: ClassVar[tuple[Setting, ...]] = FILE_SETTINGS
 
     def validate(self) -> Iterator[str]:
@@ -363,10 +362,6 @@ class _CsvSource(Source):
             yield f"[{self.name}] delimiter = {self.setting('delimiter')!r} must be one character, tab, or auto"
         if delimiter in ('"', "\r", "\n"):
             yield f"[{self.name}] delimiter = {self.setting('delimiter')!r} cannot separate fields"
-
-    @cached_property
-    def processed(self) -> ProcessedFiles:
-        return ProcessedFiles(self.name, self.setting("processed_action"), self.setting("processed_dir"))
 
     @property
     def strip_headers(self) -> bool:
@@ -395,9 +390,6 @@ class _CsvSource(Source):
             for page in self._read(path):
                 yield page
             self.processed.mark(path)
-
-    async def commit(self) -> None:
-        self.processed.finish()
 
     def _read(self, path: Path) -> Iterator[list[Record]]:
         encoding = self.setting("encoding") or "utf-8-sig"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
-from functools import cached_property
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,8 @@ import ijson
 import orjson
 
 from ..settings import Folder, List, Setting, Size
-from .base import BadRecord, Record, Source, UsersSource
-from .files import PROCESSED_SETTINGS, ProcessedFiles, discover, display, one_of_problems, processed_problems
+from .base import BadRecord, Record, UsersSource
+from .files import PROCESSED_SETTINGS, FileSource, discover, display, one_of_problems, processed_problems
 from .limits import PAGE_BUDGET, PAGE_SIZE, human
 
 log = logging.getLogger(__name__)
@@ -166,21 +165,14 @@ def _bad(message: str, **raw: Any) -> Record:
     return BadRecord(message, raw)  # type: ignore[return-value]
 
 
-class _JsonSource(Source):
+class _JsonSource(FileSource):
     def validate(self) -> Iterator[str]:
         yield from one_of_problems(self.name, "", self.setting("directory"), allow_filename=False)
         yield from processed_problems(self.name, self.setting("processed_action"), self.setting("processed_dir"))
 
-    @cached_property
-    def processed(self) -> ProcessedFiles:
-        return ProcessedFiles(self.name, self.setting("processed_action"), self.setting("processed_dir"))
-
     @property
     def max_bytes(self) -> int:
         return int(self.value("max_record_size"))
-
-    async def commit(self) -> None:
-        self.processed.finish()
 
     async def pages(self) -> AsyncIterator[list[Record]]:
         files = discover(self.name, "", self.setting("directory"), (".json", ".jsonl"))
