@@ -1,5 +1,9 @@
 """Serve any ASGI app on loopback with uvicorn: in a background thread for tests, or in the
-foreground for command-line fakes. Shared by every fake (Oomnitza and vendor APIs)."""
+foreground for command-line fakes. Shared by every fake (Oomnitza and vendor APIs).
+
+Plumbing, not an imitation of a product: the vendor behaviour lives in each fake's app, and the
+HTTP server itself is real uvicorn (uvicorn.org; its ``Config``/``Server`` API as documented there).
+"""
 
 from __future__ import annotations
 
