@@ -19,9 +19,11 @@ from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.server import serve
 from tests.fakes.vault import FakeVault
 
-from .helpers import ROOT, cheap_keyring_kdf, run_cli
+from .helpers import ROOT, CliResult, cheap_keyring_kdf, run_cli
+from .sourcekit import STALL_TIMEOUT, STANDARD_FAULTS, assert_accounted, assert_one_line_error, inject_fault
 
 TOKEN = "test-token"  # the fake Oomnitza's API token: it must never show up in output
+PROXY_PAGE = "<html><body><h1>Proxy authentication required</h1></body></html>"  # a 200 that is not the vendor
 
 
 @pytest.fixture
@@ -209,6 +211,15 @@ def vault() -> Iterator[FakeVault]:
         yield fake
 
 
+def vault_ini(tmp_path: Path, fake: FakeOomnitza, vault: FakeVault, extra: str = "") -> Path:
+    lines = f"vault_backend = vault\nvault_keys = api_token\nvault_url = {vault.url}\n{extra}"
+    return config(tmp_path, fake, lines)
+
+
+def upload_once(ini: Path) -> CliResult:
+    return run_cli("upload", "csv_assets", "--ini", str(ini))
+
+
 @pytest.mark.parametrize(
     "mount, setting",
     [
@@ -232,6 +243,9 @@ def test_vault_kv_versions(
     ini = config(tmp_path, fake_oomnitza, f"vault_backend = vault\nvault_keys = api_token\n{setting}")
     output = upload_ok(ini, fake_oomnitza)
     assert TOKEN not in output and vault.token not in output
+    assert all(r.headers.get("x-vault-request") == "true" for r in vault.requests)  # as Vault's clients send
+    if "vault_kv_version" not in setting:  # the mount check asks about the secret's full path, as the CLI does
+        assert vault.calls("/v1/sys/internal/ui/mounts/")[0].path == f"/v1/sys/internal/ui/mounts/{mount}/oomnitza"
 
 
 def test_vault_bootstrap_from_keyring_and_legacy_url(
@@ -244,28 +258,51 @@ def test_vault_bootstrap_from_keyring_and_legacy_url(
     assert all(r.headers.get("x-vault-token") == vault.token for r in vault.requests)
 
 
-def test_vault_namespace_and_path(
+def test_vault_namespace_path_and_restricted_policy(
     tmp_path: Path, vault: FakeVault, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     vault.namespace = "team-it"
-    vault.data[("secret", "connectors/oomnitza")] = {"api_token": TOKEN}
+    vault.mounts["kv/apps"] = 2  # a nested mount: the longest prefix wins
+    vault.data[("kv/apps", "connectors/oomnitza")] = {"api_token": TOKEN}
+    vault.policy = {"kv/apps/data/connectors/oomnitza"}  # read on that one secret, as the docs recommend
     monkeypatch.setenv("VAULT_TOKEN", vault.token)
-    ini = config(
-        tmp_path,
-        fake_oomnitza,
-        f"vault_backend = vault\nvault_keys = api_token\nvault_url = {vault.url}\n"
-        "vault_namespace = team-it\nvault_path = connectors/oomnitza",
-    )
-    upload_ok(ini, fake_oomnitza)
+    extra = "vault_namespace = team-it/\nvault_mount = kv/apps\nvault_path = connectors/oomnitza"
+    upload_ok(vault_ini(tmp_path, fake_oomnitza, vault, extra), fake_oomnitza)
+    assert {r.headers.get("x-vault-namespace") for r in vault.requests} == {"team-it"}
 
 
 @pytest.mark.parametrize(
-    "problem, message",
+    "problem, extra, message",
     [
-        ("token", "Vault refused to read secret/oomnitza (403)"),
-        ("path", "Vault has no secret at secret/oomnitza (KV v2)"),
-        ("key", "the secret 'api_token' was not found in Vault"),
-        ("bootstrap", "vault_token for the secret backend is not set"),
+        ("token", "", "Vault: the token was refused (403 invalid token"),
+        (
+            "policy",
+            "",
+            "the token may not read secret/oomnitza (403 permission denied); its policy needs path "
+            '"secret/data/oomnitza"',
+        ),
+        ("mount", "vault_mount = nosuch", "Vault: no mount 'nosuch' that this token may use"),
+        ("mount", "vault_mount = nosuch\nvault_kv_version = 2", "Vault: no mount 'nosuch' (404)"),
+        ("namespace", "", "Vault: no mount 'secret' that this token may use (403"),
+        ("engine", "vault_mount = pki", "the mount 'pki' is a 'pki' secrets engine, not a KV store"),
+        ("path", "", "Vault: no secret at secret/oomnitza (KV v2); check vault_path"),
+        ("v1-on-v2", "vault_kv_version = 1", "'secret' is a KV version 2 mount; set vault_kv_version = 2"),
+        (
+            "key",
+            "",
+            "the secret 'api_token' was not found in Vault: secret/oomnitza (KV v2) has other; add it with: "
+            "vault kv patch -mount=secret oomnitza api_token=",
+        ),
+        (
+            "deleted",
+            "",
+            "the latest version (3) of secret/oomnitza was deleted; restore it: "
+            "vault kv undelete -mount=secret -versions=3 oomnitza",
+        ),
+        ("destroyed", "", "the latest version (3) of secret/oomnitza was destroyed"),
+        ("sealed", "", "is sealed (503); unseal it"),
+        ("no-leader", "", "has no active node (503 no active Vault instance found)"),
+        ("bootstrap", "", "vault_token for the secret backend is not set"),
     ],
 )
 def test_vault_errors(
@@ -274,19 +311,84 @@ def test_vault_errors(
     fake_oomnitza: FakeOomnitza,
     monkeypatch: pytest.MonkeyPatch,
     problem: str,
+    extra: str,
     message: str,
 ) -> None:
+    """Each of Vault's refusals is one line naming what to fix; none is retried except a 503."""
     monkeypatch.delenv("VAULT_TOKEN", raising=False)
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
     if problem != "path":
         vault.data[("secret", "oomnitza")] = {"other": "x"} if problem == "key" else {"api_token": TOKEN}
+    vault.versions[("secret", "oomnitza")] = 3
+    vault.mounts["pki"] = "pki"
+    vault.policy = {"secret/data/something-else"} if problem == "policy" else None
+    vault.namespace = "team-it" if problem == "namespace" else None
+    vault.deleted = {("secret", "oomnitza")} if problem == "deleted" else set()
+    vault.destroyed = {("secret", "oomnitza")} if problem == "destroyed" else set()
+    vault.sealed = problem == "sealed"
+    vault.standby = problem == "no-leader"
     if problem != "bootstrap":
-        monkeypatch.setenv("VAULT_TOKEN", "wrong" if problem == "token" else vault.token)
-    ini = config(tmp_path, fake_oomnitza, f"vault_backend = vault\nvault_keys = api_token\nvault_url = {vault.url}")
-    result = run_cli("upload", "csv_assets", "--ini", str(ini))
-    assert result.code == 1
-    assert message in result.err, result.err
-    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.all
+        monkeypatch.setenv("VAULT_TOKEN", "hvs.not-the-token" if problem == "token" else vault.token)
+    result = upload_once(vault_ini(tmp_path, fake_oomnitza, vault, extra))
+    assert_one_line_error(result, message)
+    assert [line for line in result.err.splitlines() if not line.startswith("WARNING")] == [
+        line for line in result.err.splitlines() if message in line
+    ], result.err  # one error line; retries of a 503 are logged as warnings before it
+    assert TOKEN not in result.all and vault.token not in result.all
+    expected_calls = {"token": 1, "policy": 2, "path": 2, "deleted": 2, "sealed": 3}  # a refusal is not retried
+    if problem in expected_calls:
+        assert len(vault.requests) == expected_calls[problem], vault.requests
+    assert fake_oomnitza.records("assets") == []
+
+
+def test_vault_standby_redirects_to_the_active_node(
+    tmp_path: Path, vault: FakeVault, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vault.data[("secret", "oomnitza")] = {"api_token": TOKEN}
+    standby = FakeVault(token=vault.token)
+    standby.standby, standby.active_url = True, vault.url
+    monkeypatch.setenv("VAULT_TOKEN", vault.token)
+    with serve(standby.app) as standby_url:
+        standby.url = standby_url
+        result = upload_once(vault_ini(tmp_path, fake_oomnitza, standby))
+    assert result.code == 0, result.all
+    assert len(standby.requests) == 2 and len(vault.requests) == 2  # both calls followed the 307, token and all
+    assert all(r.headers.get("x-vault-token") == vault.token for r in vault.requests)
+
+
+@pytest.mark.parametrize("fault", [*STANDARD_FAULTS, "412_once", "html_once"])
+@pytest.mark.parametrize("where", ["/v1/sys/internal/ui/mounts/", "/v1/secret/data/"])
+def test_vault_transient_faults(
+    tmp_path: Path,
+    vault: FakeVault,
+    fake_oomnitza: FakeOomnitza,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
+    where: str,
+) -> None:
+    """A 429, a 5xx, a stall (request_timeout), Vault Enterprise's 412 and a proxy's page are ridden out."""
+    vault.data[("secret", "oomnitza")] = {"api_token": TOKEN}
+    monkeypatch.setenv("VAULT_TOKEN", vault.token)
+    if fault == "412_once":
+        vault.fail("GET", where, 412, body={"errors": ["required index state not present"]})
+    elif fault == "html_once":
+        vault.fail("GET", where, 200, body=PROXY_PAGE, headers={"Content-Type": "text/html"})
+    else:
+        inject_fault(vault, fault, "GET", where)
+    result = upload_once(vault_ini(tmp_path, fake_oomnitza, vault, f"request_timeout = {STALL_TIMEOUT}"))
+    assert result.code == 0, result.all
+    assert_accounted(result, "csv_assets", pulled=2, sent=2)
+    assert len(vault.calls(where)) == 2
+
+
+def test_vault_proxy_page_is_named(
+    tmp_path: Path, vault: FakeVault, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vault.data[("secret", "oomnitza")] = {"api_token": TOKEN}
+    monkeypatch.setenv("VAULT_TOKEN", vault.token)
+    vault.fail("GET", "/v1/", 200, body=PROXY_PAGE, headers={"Content-Type": "text/html"}, times=10)
+    result = upload_once(vault_ini(tmp_path, fake_oomnitza, vault))
+    assert_one_line_error(result, "did not answer with Vault's JSON (200 text/html, an HTML page); check vault_url")
 
 
 # -- Conjur ---------------------------------------------------------------------------------------
@@ -301,7 +403,7 @@ def conjur_server() -> Iterator[FakeConjur]:
         yield fake
 
 
-def conjur_ini(tmp_path: Path, fake: FakeOomnitza, conjur_fake: FakeConjur) -> Path:
+def conjur_ini(tmp_path: Path, fake: FakeOomnitza, conjur_fake: FakeConjur, extra: str = "") -> Path:
     return config(
         tmp_path,
         fake,
@@ -313,6 +415,7 @@ def conjur_ini(tmp_path: Path, fake: FakeOomnitza, conjur_fake: FakeConjur) -> P
                 "conjur_account = acme",
                 "conjur_login = host/oomnitza-connector",
                 "conjur_variable_prefix = prod/oomnitza/",
+                extra,
             ]
         ),
     )
@@ -322,29 +425,58 @@ def test_conjur_reads_url_encoded_variables(
     tmp_path: Path, conjur_server: FakeConjur, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conjur_server.variables["prod/oomnitza/api_token"] = TOKEN
-    monkeypatch.setenv("CONJUR_AUTHN_API_KEY", conjur_server.api_key)
+    monkeypatch.setenv("CONJUR_AUTHN_API_KEY", conjur_server.api_key + "\n")  # a stray newline is not part of it
     output = upload_ok(conjur_ini(tmp_path, fake_oomnitza, conjur_server), fake_oomnitza)
     assert TOKEN not in output and conjur_server.api_key not in output
-    assert conjur_server.authentications == 1  # the token is reused until it expires
+    assert conjur_server.authentications == 1  # the token is reused while it is fresh (both runs)
     auth = conjur_server.calls("/authn/")[0]
-    assert auth.path == "/authn/acme/host/oomnitza-connector/authenticate" or "%2F" in auth.path
+    assert auth.headers.get("accept-encoding") == "base64" and auth.body == conjur_server.api_key.encode()
 
 
-def test_conjur_expired_token_is_refreshed(
+def test_conjur_refused_token_is_renewed_once(
     tmp_path: Path, conjur_server: FakeConjur, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A token Conjur no longer takes (expired on its clock, or a shorter TTL than it said) costs one
+    more authentication, not a failed run."""
     conjur_server.variables["prod/oomnitza/api_token"] = TOKEN
-    conjur_server.uses_per_token = 1
     monkeypatch.setenv("CONJUR_AUTHN_API_KEY", conjur_server.api_key)
-    upload_ok(conjur_ini(tmp_path, fake_oomnitza, conjur_server), fake_oomnitza)
-    assert conjur_server.authentications >= 2
+    ini = conjur_ini(tmp_path, fake_oomnitza, conjur_server)
+    assert upload_once(ini).code == 0
+    conjur_server.expire_tokens()  # the cached token is now past its exp on the server
+    result = upload_once(ini)
+    assert result.code == 0, result.all
+    assert conjur_server.authentications == 2
+    assert conjur_server.read_statuses == [200, 401, 200]
 
 
 @pytest.mark.parametrize(
     "problem, message",
     [
-        ("key", "Conjur rejected the API key of 'host/oomnitza-connector' in account 'acme' (401)"),
-        ("missing", "the secret 'api_token' was not found in Conjur"),
+        (
+            "key",
+            "Conjur rejected the API key of 'host/oomnitza-connector' in account 'acme' (401); check "
+            "conjur_login and conjur_account",
+        ),
+        (
+            "missing",
+            "the secret 'api_token' was not found in Conjur: the variable 'prod/oomnitza/api_token' in "
+            "account 'acme' does not exist, has no value yet, or 'host/oomnitza-connector' may not see it (404)",
+        ),
+        ("empty", "the secret 'api_token' was not found in Conjur: the variable 'prod/oomnitza/api_token'"),
+        ("no-read", "the secret 'api_token' was not found in Conjur: the variable 'prod/oomnitza/api_token'"),
+        (
+            "no-execute",
+            "Conjur: 'host/oomnitza-connector' may not read the variable 'prod/oomnitza/api_token' (403); "
+            "permit it execute",
+        ),
+        (
+            "restricted",
+            "may not connect from this machine (403 IP address rejected); add its address to the login's restricted_to",
+        ),
+        (
+            "always-401",
+            "a fresh access token for 'host/oomnitza-connector' was refused (401 Unauthorized: Invalid token)",
+        ),
     ],
 )
 def test_conjur_errors(
@@ -355,7 +487,69 @@ def test_conjur_errors(
     problem: str,
     message: str,
 ) -> None:
-    monkeypatch.setenv("CONJUR_AUTHN_API_KEY", "wrong" if problem == "key" else conjur_server.api_key)
-    result = run_cli("upload", "csv_assets", "--ini", str(conjur_ini(tmp_path, fake_oomnitza, conjur_server)))
-    assert result.code == 1
-    assert message in result.err and "Traceback" not in result.all
+    if problem != "missing":
+        conjur_server.variables["prod/oomnitza/api_token"] = TOKEN
+    if problem == "empty":
+        del conjur_server.variables["prod/oomnitza/api_token"]
+        conjur_server.empty.add("prod/oomnitza/api_token")
+    if problem in ("no-read", "no-execute"):
+        conjur_server.roles["host/oomnitza-connector"] = {"read"} if problem == "no-execute" else set()
+    conjur_server.restricted = problem == "restricted"
+    if problem == "always-401":
+        conjur_server.token_ttl = 0  # every token is already expired when Conjur checks it
+    monkeypatch.setenv("CONJUR_AUTHN_API_KEY", "wrong-api-key" if problem == "key" else conjur_server.api_key)
+    result = upload_once(conjur_ini(tmp_path, fake_oomnitza, conjur_server))
+    assert_one_line_error(result, message)
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert TOKEN not in result.all and conjur_server.api_key not in result.all
+    if problem == "key":
+        assert len(conjur_server.calls("/authn/")) == 1  # a rejected key is not tried again
+    assert fake_oomnitza.records("assets") == []
+
+
+@pytest.mark.parametrize("fault", STANDARD_FAULTS)
+@pytest.mark.parametrize("method, where", [("POST", "/authn/"), ("GET", "/secrets/")])
+def test_conjur_transient_faults(
+    tmp_path: Path,
+    conjur_server: FakeConjur,
+    fake_oomnitza: FakeOomnitza,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
+    method: str,
+    where: str,
+) -> None:
+    conjur_server.variables["prod/oomnitza/api_token"] = TOKEN
+    monkeypatch.setenv("CONJUR_AUTHN_API_KEY", conjur_server.api_key)
+    inject_fault(conjur_server, fault, method, where)
+    result = upload_once(conjur_ini(tmp_path, fake_oomnitza, conjur_server, f"request_timeout = {STALL_TIMEOUT}"))
+    assert result.code == 0, result.all
+    assert_accounted(result, "csv_assets", pulled=2, sent=2)
+    assert len(conjur_server.calls(where)) == 2
+
+
+@pytest.mark.parametrize(
+    "method, where, message",
+    [
+        ("POST", "/authn/", "did not answer with an access token (200 text/html, an HTML page); check vault_url"),
+        (
+            "GET",
+            "/secrets/",
+            "did not answer with the value of 'prod/oomnitza/api_token' (200 text/html, an HTML page)",
+        ),
+    ],
+)
+def test_conjur_proxy_page_is_named(
+    tmp_path: Path,
+    conjur_server: FakeConjur,
+    fake_oomnitza: FakeOomnitza,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    where: str,
+    message: str,
+) -> None:
+    conjur_server.variables["prod/oomnitza/api_token"] = TOKEN
+    monkeypatch.setenv("CONJUR_AUTHN_API_KEY", conjur_server.api_key)
+    conjur_server.fail(method, where, 200, body=PROXY_PAGE, headers={"Content-Type": "text/html"}, times=10)
+    result = upload_once(conjur_ini(tmp_path, fake_oomnitza, conjur_server))
+    assert_one_line_error(result, message)
+    assert TOKEN not in result.all

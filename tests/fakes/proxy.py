@@ -4,6 +4,11 @@
 the FIRST connection (every one with ``every=True``) is closed, both ways, when the client sends
 its ``n``-th chunk, before that chunk is relayed. Later connections are relayed untouched. ``chunks`` records what each
 connection's client sent, in order (one entry per ``recv``), for assertions.
+
+It imitates no particular product: it stands for anything between the connector and a server
+that ends a TCP connection mid-request (a load balancer's idle timeout, a restarting server, a
+proxy that gives up). "Closed both ways" is ``shutdown(SHUT_RDWR)`` on both sockets, so each side
+reads end-of-file at once, as after a peer's FIN (socket(7), shutdown(2)).
 """
 
 from __future__ import annotations

@@ -1,5 +1,13 @@
-"""A fake SaaS for managed mode (the "Fleetwise MDM" of the spec's worked example): cursor,
-Link-header and page-number listings, an XML listing, detail and software calls, a session login."""
+"""A fake SaaS for managed mode: cursor, Link-header and page-number listings, an XML listing,
+detail and software calls, a session login.
+
+It imitates no real product: "Fleetwise MDM" is the fictional SaaS of the managed-mode spec's
+worked example (its ``X-Fleetwise-Key`` header, ``fw_live_123`` key and ``/v1/devices`` cursor
+listing come from there), and the rest are the generic shapes a managed connector must handle:
+a ``Link: <…>; rel="next"`` header (RFC 8288), ``?page=N`` with ``has_more``, a cursor in the
+body, and a bearer session from ``POST /login``. Its errors (401 ``{"error": …}``, 404) are
+likewise generic, not any vendor's.
+"""
 
 from __future__ import annotations
 

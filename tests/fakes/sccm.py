@@ -3,13 +3,15 @@
 The SCCM tests run the real queries on SQLite; this fake exists for what SQLite cannot show: a
 real driver (pymssql/FreeTDS, or FreeTDS's ODBC driver) negotiating PRELOGIN, sending LOGIN7 with
 our user, database and application name, then what SQL Server answers. Behaviour follows
-Microsoft's protocol specification [MS-TDS] (learn.microsoft.com/openspecs/windows_protocols/ms-tds):
+Microsoft's protocol specification [MS-TDS] (learn.microsoft.com/openspecs/windows_protocols/ms-tds);
+the client on the other end is the real FreeTDS (freetds.org), so an answer it cannot parse fails:
 
 - PRELOGIN (2.2.6.5): answered with "encryption not supported" (ENCRYPT_NOT_SUP), so a client
   that requires TLS gives up before sending a password.
 - LOGIN7 (2.2.6.4): decoded into ``logins`` (the password de-obfuscated). A wrong login gets
-  SQL Server's ERROR 18456, class 14, "Login failed for user '…'." and DONE (2.2.7.10, 2.2.7.6);
-  with ``accept`` set, the right one gets LOGINACK (2.2.7.14) and DONE.
+  SQL Server's ERROR 18456, class 14, "Login failed for user '…'." and DONE (2.2.7.10, 2.2.7.6;
+  the error: learn.microsoft.com/sql/relational-databases/errors-events/mssqlserver-18456-database-
+  engine-error); with ``accept`` set, the right one gets LOGINACK (2.2.7.14) and DONE.
 - SQL batches (2.2.6.7, ALL_HEADERS skipped for TDS 7.2+) and RPC requests (2.2.6.6: a query
   with parameters through sp_executesql, as the ODBC driver sends it) get DONE, except: the catalogue query
   (INFORMATION_SCHEMA.TABLES) → the ``present`` views; the hardware query (FROM
@@ -17,8 +19,10 @@ Microsoft's protocol specification [MS-TDS] (learn.microsoft.com/openspecs/windo
   in its IN list. Result sets are COLMETADATA / ROW / DONE tokens (2.2.7.4, 2.2.7.19) with INTN,
   NVARCHAR (UTF-16LE, with a collation), BITN and DATETIMN values; NULL as zero length.
 - Faults: ``query_error`` answers the hardware query with an ERROR token (e.g. 229 "The SELECT
-  permission was denied …", as for a login without db_datareader), and ``drop_after`` closes the
-  connection after that many hardware rows (a server restart or failover mid-read).
+  permission was denied …", as for a login without db_datareader: learn.microsoft.com/sql/
+  relational-databases/errors-events/database-engine-events-and-errors-0-to-999), and
+  ``drop_after`` closes the connection after that many hardware rows (a server restart or
+  failover mid-read).
 - A Transaction Manager request (2.2.6.9) gets DONE (BEGIN also an ENVCHANGE with a
   transaction descriptor); an ATTENTION (cancel, 2.2.1.7) is acknowledged with DONE_ATTN.
 """

@@ -1,6 +1,9 @@
 """Serve any ASGI app on loopback with uvicorn: in a background thread for tests, or in the
 foreground for command-line fakes. Shared by every fake (Oomnitza and vendor APIs).
 
+Plumbing, not an imitation of a product: the vendor behaviour lives in each fake's app, and the
+HTTP server itself is real uvicorn (uvicorn.org; its ``Config``/``Server`` API as documented there).
+
 ``serve(app)`` lends the app one of the process's running servers (same TLS and uvicorn options)
 rather than starting one: a fresh fake per test keeps the tests apart, while stopping a uvicorn
 server costs ~0.2 s of idle waiting (its main loop and its shutdown each poll every 0.1 s), which a

@@ -5,7 +5,8 @@ on free loopback ports with an mdb database, the core/cosine/inetorgperson/nis s
 few Active Directory attribute types, ``AD_LITE_SCHEMA``) and the test entries (loaded with
 ``slapadd`` before the start, or ``ldapadd`` after). It listens on ``ldap://`` (StartTLS available)
 and, with a CA-signed certificate, ``ldaps://``. Its ``stats`` log tells the tests which searches
-really reached it.
+really reached it. Not an imitation: every answer is slapd's own (configuration per the OpenLDAP
+Administrator's Guide, openldap.org/doc/admin26, and slapd.conf(5), slapd-mdb(5)).
 
 ``FakeActiveDirectory``: a tiny wire-level LDAP v3 server (BER over TCP: requests parsed by a
 small BER reader, responses encoded with ldap3's RFC 4511 ASN.1 classes) for what neither slapd
@@ -20,8 +21,18 @@ nor a Samba DC (tests/fakes/samba_dc.py) does, but Windows AD does. It answers b
   unpaged search stops there with 4 sizeLimitExceeded (learn.microsoft.com/troubleshoot/
   windows-server/active-directory/view-set-ldap-policy-using-ntdsutil, "MaxPageSize").
   Samba has no such cap.
-- Bind errors: 49 with AD's ``80090308: LdapErr: … data 52e …`` text, and 8 strongerAuthRequired
-  for a simple bind where signing is required (LDAP server signing requirements).
+- Bind errors: 49 invalidCredentials (RFC 4511 §4.1.9) with AD's diagnostic text
+  ``80090308: LdapErr: DSID-…, comment: AcceptSecurityContext error, data 52e, v…``: 0x80090308 is
+  SEC_E_INVALID_TOKEN (learn.microsoft.com/windows/win32/com/com-error-codes-4) and, after ``data``,
+  0x52e = 1326 ERROR_LOGON_FAILURE (learn.microsoft.com/windows/win32/debug/system-error-codes--1300-1699-).
+  Microsoft specifies the codes, not the whole string: its form is the one AD is reported to send
+  (e.g. manageengine.com ad-manager KB "LDAP error code 49 80090308"). And 8 strongerAuthRequired with
+  AD's ``00002028: … requires binds to turn on integrity checking …`` for a simple bind on plain
+  ``ldap://`` when "Domain controller: LDAP server signing requirements" is "Require signing"
+  ("LDAP simple binds not using SSL are rejected": learn.microsoft.com/windows/security/
+  threat-protection/security-policy-settings/domain-controller-ldap-server-signing-requirements;
+  KB 935834, learn.microsoft.com/troubleshoot/windows-server/active-directory/
+  enable-ldap-signing-in-windows-server).
 - Groups carry an ``objectSid`` like every AD security principal (MS-ADA3 objectSid).
 - ``paging=False`` removes the paged-results control from the root DSE (and ignores it): a server
   that does not offer RFC 2696.

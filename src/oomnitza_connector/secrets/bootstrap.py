@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import ssl
 
+import httpx
+
 from .. import redact
 from ..errors import ConfigError
 from ..http import RetryPolicy, TlsOptions
@@ -35,6 +37,19 @@ def bootstrap(section: str, service: str, settings: dict[str, str], key: str, en
 
 
 SECRETS_POLICY = RetryPolicy(attempts=3, connect_attempts=2, max_retry_after=10.0)  # read while the config loads
+DEFAULT_TIMEOUT = 30.0  # seconds, unless the section sets request_timeout
+
+
+def http_timeout(settings: dict[str, str]) -> httpx.Timeout:
+    """The section's ``request_timeout`` (seconds) when it sets one, else 30 s; connecting at most 15 s.
+    A bad value is reported by the settings check that follows; here it falls back to the default."""
+    try:
+        seconds = float(settings.get("request_timeout") or DEFAULT_TIMEOUT)
+    except ValueError:
+        seconds = DEFAULT_TIMEOUT
+    if not seconds > 0:
+        seconds = DEFAULT_TIMEOUT
+    return httpx.Timeout(seconds, connect=min(seconds, 15.0))
 
 
 def tls_options(section: str, settings: dict[str, str], ca_key: str) -> TlsOptions:

@@ -26,6 +26,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Generator
+from functools import cached_property
 from typing import Any, ClassVar
 
 import httpx
@@ -458,16 +459,24 @@ class Chef(Source):
     default_mappings: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def validate(self) -> None:
-        # Parsed here, per section: [chef] and [chef.other] never share extension config.
-        self.extension = _json_setting(self.name, "attribute_extension", self.setting("attribute_extension"))
-        self.node_mappings = _json_setting(self.name, "node_mappings", self.setting("node_mappings"))
-        for block in self.node_mappings.values():
+        _json_setting(self.name, "attribute_extension", self.setting("attribute_extension"))
+        for block in _json_setting(self.name, "node_mappings", self.setting("node_mappings")).values():
             unknown = set(block) - set(NODE_MAPPING_KEYS)
             if unknown:
                 raise ConfigError(
                     f"[{self.name}] node_mappings can set only serial_number and model, "
                     f"not {', '.join(sorted(unknown))}"
                 )
+
+    # Parsed per section: [chef] and [chef.other] never share extension config. A bad JSON value
+    # raises ConfigError from validate(), which reads node_mappings first.
+    @cached_property
+    def extension(self) -> dict[str, Any]:
+        return _json_setting(self.name, "attribute_extension", self.setting("attribute_extension"))
+
+    @cached_property
+    def node_mappings(self) -> dict[str, Any]:
+        return _json_setting(self.name, "node_mappings", self.setting("node_mappings"))
 
     @property
     def base(self) -> str:

@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 
 from ..errors import SourceError
 from ..settings import BOOL, File, Folder, List, Setting, Size
-from .base import BadRecord, Record, Source, UsersSource
-from .files import PROCESSED_SETTINGS, ProcessedFiles, discover, display, one_of_problems, processed_problems
+from .base import BadRecord, Record, UsersSource
+from .files import PROCESSED_SETTINGS, FileSource, discover, display, one_of_problems, processed_problems
 from .limits import CELL_COST, PAGE_BUDGET, PAGE_SIZE, human
 
 log = logging.getLogger(__name__)
@@ -344,13 +344,12 @@ def _parse(rec: str | list[str], feed: _Feed, reader: Any, delimiter: str) -> tu
 # -- the sources --------------------------------------------------------------------------------------
 
 
-class _CsvSource(Source):
+class _CsvSource(FileSource):
     file_settings: ClassVar[tuple[Setting, ...]] = FILE_SETTINGS
 
     def validate(self) -> Iterator[str]:
         yield from one_of_problems(self.name, self.setting("filename"), self.setting("directory"))
         yield from processed_problems(self.name, self.setting("processed_action"), self.setting("processed_dir"))
-        self.processed = ProcessedFiles(self.name, self.setting("processed_action"), self.setting("processed_dir"))
         try:
             codecs.lookup(self.setting("encoding"))
         except LookupError:
@@ -358,22 +357,32 @@ class _CsvSource(Source):
                 f"[{self.name}] encoding = {self.setting('encoding')!r} is not a known "
                 "encoding (e.g. utf-8, cp1252, latin-1, utf-16)"
             )
-        self.strip_headers = self.value("strip_headers")
         delimiter = self._delimiter_setting()
         if delimiter != "auto" and len(delimiter) != 1:
             yield f"[{self.name}] delimiter = {self.setting('delimiter')!r} must be one character, tab, or auto"
         if delimiter in ('"', "\r", "\n"):
             yield f"[{self.name}] delimiter = {self.setting('delimiter')!r} cannot separate fields"
-        self.max_cell, self.max_row = self.value("max_cell_size"), self.value("max_row_size")
-        # The csv module's own limit (131072 by default, process-wide) is only ever raised: rows
-        # are bounded here, before the csv module sees them.
-        csv.field_size_limit(max(csv.field_size_limit(), self.max_row + 1))
+
+    @property
+    def strip_headers(self) -> bool:
+        return bool(self.value("strip_headers"))
+
+    @property
+    def max_cell(self) -> int:
+        return int(self.value("max_cell_size"))
+
+    @property
+    def max_row(self) -> int:
+        return int(self.value("max_row_size"))
 
     def _delimiter_setting(self) -> str:
         raw = self.setting("delimiter") or ","
         return DELIMITER_WORDS.get(raw.lower(), raw)
 
     async def pages(self) -> AsyncIterator[list[Record]]:
+        # The csv module's own limit (131072 by default, process-wide) is only ever raised: rows
+        # are bounded here, before the csv module sees them.
+        csv.field_size_limit(max(csv.field_size_limit(), self.max_row + 1))
         files = discover(self.name, self.setting("filename"), self.setting("directory"), ".csv")
         if not files:
             log.info("[%s] no *.csv files in %s", self.name, self.setting("directory"))
@@ -381,9 +390,6 @@ class _CsvSource(Source):
             for page in self._read(path):
                 yield page
             self.processed.mark(path)
-
-    async def commit(self) -> None:
-        self.processed.finish()
 
     def _read(self, path: Path) -> Iterator[list[Record]]:
         encoding = self.setting("encoding") or "utf-8-sig"

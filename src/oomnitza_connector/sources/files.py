@@ -8,11 +8,13 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 
 from ..diskio import describe_os_error
 from ..errors import SourceError
 from ..settings import Choice, Folder, Setting
+from .base import Source
 
 log = logging.getLogger(__name__)
 
@@ -158,3 +160,15 @@ def _free_name(target: Path) -> Path:
         if not candidate.exists():
             return candidate
     raise SourceError(f"cannot find a free file name for {target}")
+
+
+class FileSource(Source):
+    """A source that reads files: the ``processed_action`` settings move or delete them once the
+    whole run reached Oomnitza (``commit``)."""
+
+    @cached_property
+    def processed(self) -> ProcessedFiles:
+        return ProcessedFiles(self.name, self.setting("processed_action"), self.setting("processed_dir"))
+
+    async def commit(self) -> None:
+        self.processed.finish()

@@ -445,7 +445,7 @@ class GoogleDirectorySource(Source):
             # aud is Google's token endpoint whatever token_uri says, as google-auth's service account does
             claims = self.delegation_claims(str(info["client_email"]), GOOGLE_TOKEN_URI)
             assertion = jwt.encode(signer, claims).decode()
-            redact.add_secret(assertion)  # exchangeable for a token for an hour
+            self.ctx.redactor.add(assertion)  # exchangeable for a token for an hour
             return await self.exchange(token, token_uri, assertion, info)
 
         return fetch
@@ -615,7 +615,7 @@ class GoogleDirectorySource(Source):
         signed = body.get("signedJwt") if isinstance(body, dict) else None
         if not isinstance(signed, str) or signed.count(".") != 2:
             raise SourceError(f"[{self.name}] IAM's signJwt answer for {sa} holds no signed JWT")
-        redact.add_secret(signed)  # exchangeable for a token for an hour
+        self.ctx.redactor.add(signed)  # exchangeable for a token for an hour
         return signed
 
     def _iam_hint(self, exc: HttpError, creds: Any) -> str:

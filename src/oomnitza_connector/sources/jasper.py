@@ -53,7 +53,6 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
-from .. import redact
 from ..auth import basic
 from ..errors import ConfigError, SourceError
 from ..http import (
@@ -654,7 +653,7 @@ class Jasper(Source):
 
     # -- SOAP -----------------------------------------------------------------------------------
     async def _soap_pages(self) -> AsyncGenerator[Page, None]:
-        redact.add_secret(self.setting("api_token"))
+        self.ctx.redactor.add(self.setting("api_token"))
         url = self.setting("wsdl_path")
         if url.lower().startswith("http://"):
             log.warning(

@@ -26,8 +26,8 @@ import ijson
 import orjson
 
 from ..settings import Folder, List, Setting, Size
-from .base import BadRecord, Page, Record, Source, UsersSource
-from .files import PROCESSED_SETTINGS, ProcessedFiles, discover, display, one_of_problems, processed_problems
+from .base import BadRecord, Page, Record, UsersSource
+from .files import PROCESSED_SETTINGS, FileSource, discover, display, one_of_problems, processed_problems
 from .limits import PAGE_BUDGET, PAGE_SIZE, human
 
 log = logging.getLogger(__name__)
@@ -165,15 +165,14 @@ def _bad(message: str, **raw: Any) -> Record:
     return BadRecord(message, raw)  # type: ignore[return-value]
 
 
-class _JsonSource(Source):
+class _JsonSource(FileSource):
     def validate(self) -> Iterator[str]:
         yield from one_of_problems(self.name, "", self.setting("directory"), allow_filename=False)
         yield from processed_problems(self.name, self.setting("processed_action"), self.setting("processed_dir"))
-        self.processed = ProcessedFiles(self.name, self.setting("processed_action"), self.setting("processed_dir"))
-        self.max_bytes = self.value("max_record_size")
 
-    async def commit(self) -> None:
-        self.processed.finish()
+    @property
+    def max_bytes(self) -> int:
+        return int(self.value("max_record_size"))
 
     async def pages(self) -> AsyncIterator[Page]:
         files = discover(self.name, "", self.setting("directory"), (".json", ".jsonl"))

@@ -22,13 +22,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from datetime import datetime
+from datetime import datetime, tzinfo
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
-from .. import redact
 from ..auth import RefreshingToken
 from ..errors import SourceError
 from ..http import Http, HttpAuthError, HttpError, OffsetLimit, PageRequest, at, decode_json, error_body
@@ -178,17 +179,19 @@ class Kace(Source):
     def validate(self) -> Iterator[str]:
         if not self.setting("username") or not self.setting("password"):
             yield f"[{self.name}] set username and password of a KACE admin or read-only admin"
-        self.zone = None
         name = self.setting("timezone").strip()
         if name:
-            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
             try:
-                self.zone = ZoneInfo(name)
+                ZoneInfo(name)
             except (ZoneInfoNotFoundError, ValueError):
                 yield (
                     f"[{self.name}] timezone '{name}' is not a known time zone (use an IANA name such as Europe/Berlin)"
                 )
+
+    @cached_property
+    def zone(self) -> tzinfo | None:
+        name = self.setting("timezone").strip()
+        return ZoneInfo(name) if name else None
 
     @property
     def base(self) -> str:
@@ -229,9 +232,9 @@ class Kace(Source):
                 f"[{self.name}] KACE accepted the login but returned no session cookie: is url the KACE appliance?"
             )
         for _, value in cookies:
-            redact.add_secret(value)
+            self.ctx.redactor.add(value)
         for value in extra.values():
-            redact.add_secret(value)
+            self.ctx.redactor.add(value)
         log.debug("[%s] logged in (%s)", self.name, "CSRF token, SMA 12.0 or older" if extra else "SMA 12.1+")
         return "; ".join(f"{k}={v}" for k, v in cookies), extra
 

@@ -27,7 +27,6 @@ from typing import Any
 
 import httpx
 
-from .. import redact
 from ..auth import RefreshingToken
 from ..errors import SourceError
 from ..http import Http, HttpAuthError, HttpError, OffsetLimit, at, decode_json, error_body, safe_url
@@ -245,7 +244,7 @@ class OpenAudit(Source):
                 f"[{self.name}] Open-AudIT accepted the login but set no session cookie: is url the Open-AudIT server?"
             )
         for _, value in cookies:
-            redact.add_secret(value)
+            self.ctx.redactor.add(value)
         names = {name for name, _ in cookies}
         if self.style == "auto" and "PHPSESSID" in names and "ci_session" not in names:
             self.style = "sub_resource"  # a pre-4.x server: no include=
