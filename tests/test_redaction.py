@@ -231,6 +231,18 @@ def test_a_child_masks_its_parents_secrets_and_forgets_its_own() -> None:
     assert Redactor().scrub(text) == text
 
 
+def test_without_a_run_or_logging_set_up_one_fallback_redactor_still_masks() -> None:
+    from oomnitza_connector import redact
+
+    redact.clear()  # no config loaded, logging not set up: a library use
+    try:
+        redact.add_secret("library-secret-9")
+        assert redact.current() is redact.current()  # made once, then kept
+        assert redact.scrub("token library-secret-9") == f"token {redact.MASK}"
+    finally:
+        redact.clear()
+
+
 def test_each_configuration_has_its_own_redactor(tmp_path: Path) -> None:
     from oomnitza_connector import redact
     from oomnitza_connector.config import load_config
