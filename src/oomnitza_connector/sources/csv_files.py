@@ -385,6 +385,9 @@ class _CsvSource(Source):
     async def commit(self) -> None:
         self.processed.finish()
 
+    def reads_everything(self) -> bool:
+        return self.processed.action == "none"  # moved or deleted files are not read again
+
     def _read(self, path: Path) -> Iterator[list[Record]]:
         encoding = self.setting("encoding") or "utf-8-sig"
         name = display(path)

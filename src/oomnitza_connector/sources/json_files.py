@@ -175,6 +175,9 @@ class _JsonSource(Source):
     async def commit(self) -> None:
         self.processed.finish()
 
+    def reads_everything(self) -> bool:
+        return self.processed.action == "none"  # moved or deleted files are not read again
+
     async def pages(self) -> AsyncIterator[list[Record]]:
         files = discover(self.name, "", self.setting("directory"), (".json", ".jsonl"))
         if not files:
