@@ -381,7 +381,9 @@ async def open_tracker(
         return None
     partial = not source.reads_everything()
     retire_values: dict[str, Any] = {}
-    if settings.retire_after_runs and not partial:
+    if settings.retire_after_runs and partial:
+        log.info("[%s] retire_after_runs is ignored: this source reads only some records each run", section.name)
+    elif settings.retire_after_runs:
         retire_values = _retire_values(section, config, settings)
     try:
         retire_max = ledger.RetireMax.parse(settings.retire_max)
