@@ -226,8 +226,8 @@ class Tracker:
         """Oomnitza confirmed this whole batch: remember its records."""
         if self.read_only or not self.working:
             return
-        try:
-            self.scope.mark_delivered([v for v in verdicts if v is not None])
+        try:  # (a verdict is None only after classify failed, and then the state is not working)
+            self.scope.mark_delivered(verdicts)  # type: ignore[arg-type]
         except ConnectorError as exc:
             self._failed(exc)
 

@@ -183,6 +183,7 @@ _UPSERT = (
     "block=excluded.block, slot=excluded.slot"
 )
 _KEY_SEP = "\x1f"
+_blob_of = operator.itemgetter(4)  # Verdict.blob
 _NO_BOUND = 1 << 62
 
 _SCHEMA = """
@@ -951,7 +952,7 @@ class Scope:
         start = 0
         while start < len(verdicts):
             chunk = verdicts[start : start + BLOCK_ROWS]
-            while len(chunk) > 1 and sum(len(v[4]) for v in chunk) > BLOCK_BYTES:
+            while len(chunk) > 1 and sum(map(len, map(_blob_of, chunk))) > BLOCK_BYTES:
                 chunk = chunk[: len(chunk) // 2]
             yield chunk
             start += len(chunk)
@@ -1072,9 +1073,11 @@ class Scope:
             if complete:
                 # Seen rows keep last_seen NULL ("the latest complete run"): only rows whose status
                 # changes are written, so a no-op run writes almost nothing.
+                # "+key": scan the scope, testing the cheap columns first, rather than probe the
+                # records once per seen key (5x slower when, as usual, no record has to change).
                 db.execute(
                     "UPDATE records SET missing=0, last_seen=NULL WHERE scope=? "
-                    "AND (missing > 0 OR last_seen IS NOT NULL) AND key IN (SELECT key FROM temp.seen)",
+                    "AND (missing > 0 OR last_seen IS NOT NULL) AND +key IN (SELECT key FROM temp.seen)",
                     (self.id,),
                 )
                 missing = db.execute(
