@@ -57,7 +57,7 @@ def write_assets(path: Path, n: int, seed: int = 1) -> None:
             )
 
 
-def write_ini(path: Path, csv_path: Path, url: str, token: str) -> None:
+def write_ini(path: Path, csv_path: Path, url: str, token: str, extra: tuple[str, ...] = ()) -> None:
     lines = [
         "[oomnitza]",
         f"url = {url}",
@@ -69,4 +69,5 @@ def write_ini(path: Path, csv_path: Path, url: str, token: str) -> None:
         "sync_field = SERIAL_NUMBER",
     ]
     lines += [f'mapping.{field} = {{"source": "{col}"}}' for col, field in FIELDS.items()]
+    lines += list(extra)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Budgets of change-aware sync (``oomnitza_connector.ledger``, issue 15).
+"""Change-aware sync (``oomnitza_connector.ledger``, issue 15), part by part.
 
-Until the ledger is wired into the pipeline, this runs the pipeline's own parts in-process, as
+``benchmarks/run.py`` measures change-aware sync as users run it (whole ``upload`` processes:
+``nolatency-200k`` against ``nolatency-200k-plain``, ``noop-200k``) and calls this script for the
+state file's size (``state-1m``). This script runs the pipeline's own parts in-process, as
 ``upload csv_assets`` does: the CSV source read page by page, the section's ``Mapper``, batches of
-100 encoded with ``bulk_body`` (what the sink sends), plus the ledger calls. It reports:
+100 encoded with ``bulk_body`` (what the sink sends), plus the ledger calls, to tell how much of
+the CPU is the ledger's. It reports:
 
 - ``first``: CPU of the ledger calls (classify + mark_delivered + finish) in a first run over N
   records, against (a) the CPU of a whole ``connector.py upload`` of the same CSV (a subprocess

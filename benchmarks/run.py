@@ -43,13 +43,22 @@ class Case:
     rows: int
     latency_ms: int
     args: tuple[str, ...] = ()
+    ini: tuple[str, ...] = ()  # extra lines of the section
+    noop: bool = False  # measure a second run over the same, unchanged data (it must send nothing)
+    again: tuple[str, ...] = ()  # flags of that second run (e.g. --full: the weekly full push)
 
 
 CASES = [
     Case("latency50-default", 40_000, 50),
     Case("latency50-workers8", 80_000, 50, ("--workers", "8")),
     Case("nolatency-200k", 200_000, 0),
+    # The same without change-aware sync: what remembering the sent records costs (CPU).
+    Case("nolatency-200k-plain", 200_000, 0, ini=("change_aware = false",)),
     Case("nolatency-20k", 20_000, 0),
+    # A second run over unchanged data: read, map, compare, send nothing (budget < 5 s).
+    Case("noop-200k", 200_000, 0, noop=True),
+    # A second run that sends every record again (the weekly full push, or --full).
+    Case("full-200k", 200_000, 0, noop=True, again=("--full",)),
 ]
 
 
@@ -103,18 +112,20 @@ def stats(url: str, sim: str | None) -> dict:
         return json.loads(resp.read())
 
 
-def run_connector(args: list[str], cwd: Path) -> tuple[int, float, float]:
-    """Exit code, wall seconds, peak RSS in MiB of the connector process alone."""
+def run_connector(args: list[str], cwd: Path) -> tuple[int, float, float, float]:
+    """Exit code, wall seconds, peak RSS in MiB and CPU seconds (user + system) of the connector
+    process alone. Its state (the sync state, locks) goes to ``cwd``/state."""
     cmd = [*pin(1), sys.executable, str(ROOT / "connector.py"), *args]
+    env = {**os.environ, "OOMNITZA_STATE_DIR": str(cwd / "state"), "OOMNITZA_LOG_DIR": str(cwd / "logs")}
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     err = proc.stderr.read().decode() if proc.stderr else ""
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         print(err[-2000:], file=sys.stderr)
-    return code, wall, usage.ru_maxrss / 1024
+    return code, wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def bench_upload(case: Case, sim: str | None) -> dict:
@@ -125,20 +136,18 @@ def bench_upload(case: Case, sim: str | None) -> dict:
         fake, url = start_fake(case.latency_ms, work, sim)
         try:
             ini = work / "config.ini"
-            write_ini(ini, csv_path, url, TOKEN)
-            code, wall, rss = run_connector(
-                [
-                    "upload",
-                    "csv_assets",
-                    "--ini",
-                    str(ini),
-                    "--logging-config",
-                    str(HERE / "quiet-logging.json"),
-                    *case.args,
-                ],
-                work,
-            )
+            write_ini(ini, csv_path, url, TOKEN, case.ini)
+            args = ["upload", "csv_assets", "--ini", str(ini), "--logging-config", str(HERE / "quiet-logging.json")]
+            code, wall, rss, cpu = run_connector([*args, *case.args], work)
             st = stats(url, sim)
+            if case.noop and code == 0:  # the measured run: the same data again
+                before = st
+                code, wall, rss, cpu = run_connector([*args, *case.args, *case.again], work)
+                st = stats(url, sim)
+                if not case.again and st.get("records_received") != before.get("records_received"):
+                    print(f"{case.name}: the no-op run sent records", file=sys.stderr)
+                    code = code or 1
+            state_mb = sum(p.stat().st_size for p in (work / "state").glob("sync-state.db*")) / 1e6
         finally:
             fake.send_signal(signal.SIGTERM)
             fake.wait(timeout=30)
@@ -148,13 +157,15 @@ def bench_upload(case: Case, sim: str | None) -> dict:
         "case": case.name,
         "rows": case.rows,
         "latency_ms": case.latency_ms,
-        "flags": " ".join(case.args) or "(default)",
+        "flags": " ".join([*case.args, *case.ini, *case.again]) + (" (second run)" if case.noop else "") or "(default)",
         "exit": code,
         "seconds": round(wall, 2),
         "records_per_s": round(case.rows / wall),
         "requests": requests,
         "stored": stored,
         "peak_rss_mib": round(rss, 1),
+        "cpu_s": round(cpu, 2),
+        "state_mb": round(state_mb, 1),
     }
 
 
@@ -163,6 +174,7 @@ def median_run(case: Case, sim: str | None, repeat: int) -> dict:
     runs = sorted((bench_upload(case, sim) for _ in range(repeat)), key=lambda r: r["seconds"])
     chosen = dict(runs[len(runs) // 2])
     chosen["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs)
+    chosen["cpu_s"] = sorted(r["cpu_s"] for r in runs)[len(runs) // 2]  # the median CPU, on its own
     if any(r["exit"] != 0 or r["stored"] != r["rows"] for r in runs):
         chosen["exit"] = next(r["exit"] for r in runs if r["exit"] != 0 or r["stored"] != r["rows"]) or 1
     return chosen
@@ -182,7 +194,10 @@ def _time(cmd: list[str]) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
-        "--case", action="append", help="run only these cases (names below, 'version', or 'ledger': ledger_bench.py)"
+        "--case",
+        action="append",
+        help="run only these cases (names below, 'version', 'state-1m': the sync state of 1,000,000 records, "
+        "or 'ledger': all of ledger_bench.py)",
     )
     ap.add_argument("--sim", help="path of another simulator with the same CLI (e.g. the neutral bench sim)")
     ap.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
@@ -193,12 +208,14 @@ def main() -> int:
         help="runs per case; the median run (by seconds) is reported (default 3: shared machines are noisy)",
     )
     args = ap.parse_args()
-    if args.case and "ledger" in args.case:  # change-aware sync budgets: a script of its own
+    if args.case and "ledger" in args.case:  # change-aware sync's parts, in-process: a script of its own
         subprocess.run([sys.executable, str(HERE / "ledger_bench.py")], check=True)
         args.case = [c for c in args.case if c != "ledger"]
         if not args.case:
             return 0
-    wanted = set(args.case or [c.name for c in CASES] + ["version"])
+    wanted = set(args.case or [c.name for c in CASES] + ["version", "state-1m"])
+    if "state-1m" in wanted:  # the state file's size for a million records (budget < 150 MB)
+        subprocess.run([sys.executable, str(HERE / "ledger_bench.py"), "--only", "size"], check=True)
     results = [median_run(c, args.sim, max(1, args.repeat)) for c in CASES if c.name in wanted]
     if "version" in wanted:
         results.append(bench_version())
@@ -206,15 +223,19 @@ def main() -> int:
         for r in results:
             print(json.dumps(r))
     else:
-        print("| case | rows | latency | flags | records/s | seconds | requests | stored | peak RSS MiB | exit |")
-        print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+        print(
+            "| case | rows | latency | flags | records/s | seconds | CPU s | requests | stored | peak RSS MiB "
+            "| state MB | exit |"
+        )
+        print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in results:
             if r["case"] == "version":
-                print(f"| `connector.py version` | | | | | {r['seconds']} | | | | |")
+                print(f"| `connector.py version` | | | | | {r['seconds']} | | | | | | |")
                 continue
             print(
                 f"| {r['case']} | {r['rows']:,} | {r['latency_ms']} ms | {r['flags']} | {r['records_per_s']:,} | "
-                f"{r['seconds']} | {r['requests']:,} | {r['stored']:,} | {r['peak_rss_mib']} | {r['exit']} |"
+                f"{r['seconds']} | {r['cpu_s']} | {r['requests']:,} | {r['stored']:,} | {r['peak_rss_mib']} "
+                f"| {r['state_mb']} | {r['exit']} |"
             )
     bad = [r for r in results if r.get("exit", 0) != 0 or r.get("stored", r.get("rows")) != r.get("rows")]
     return 1 if bad else 0

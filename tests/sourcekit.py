@@ -6,8 +6,10 @@ what the fake Oomnitza stored and how every record was accounted for.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from oomnitza_connector.sync import BUCKETS
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.vendor import FakeVendor
 
@@ -42,6 +44,13 @@ def write_config(
     return path
 
 
+def forget_sync_state() -> None:
+    """Forget what change-aware sync remembers (the test's own state directory), so the next run
+    sends every record: for a test that runs a section again (after resetting the fake Oomnitza,
+    or with other settings) and checks what arrives."""
+    (Path(os.environ["OOMNITZA_STATE_DIR"]) / "sync-state.db").unlink(missing_ok=True)
+
+
 def upload(ini: Path, section: str, *args: str) -> CliResult:
     return run_cli("upload", section, "--ini", str(ini), *args)
 
@@ -50,8 +59,8 @@ def summary_row(result: CliResult, section: str) -> dict[str, int]:
     """The counters of the summary table row of ``section``."""
     row = next(line for line in result.err.splitlines() if "│" in line and f" {section} " in line)
     cells = [c.strip() for c in row.split("│") if c.strip()]
-    keys = ("pulled", "sent", "filtered", "missing_required", "failed_convert", "failed_send")
-    return dict(zip(keys, map(int, cells[2:8]), strict=True))
+    keys = ("pulled", *BUCKETS)  # the table's counter columns, in order
+    return dict(zip(keys, map(int, cells[2 : 2 + len(keys)]), strict=True))
 
 
 def assert_accounted(result: CliResult, section: str, *, pulled: int, sent: int | None = None) -> dict[str, int]:

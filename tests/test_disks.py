@@ -88,7 +88,8 @@ def test_saved_data_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_save_data_on_a_full_disk(tmp_path: Path, fake_oomnitza: FakeOomnitza, how: str) -> None:
     work = tmp_path / "work"
     disk = full_disk(work / "saved_data", how, size=64 * 1024)
-    config = rest_ini(tmp_path, fake_oomnitza, make_csv(tmp_path / "a.csv", 1500))
+    # ulimit -f limits every file, the sync state too (which then warns and goes without): not here.
+    config = rest_ini(tmp_path, fake_oomnitza, make_csv(tmp_path / "a.csv", 1500), extra="change_aware = false")
     result = disk.run("upload", "csv_assets", "--ini", str(config), "--save-data", cwd=work)
     line = assert_one_clear_line(result, disk.says)
     assert "--save-data: " in line and "saved_data/csv_assets." in line, line

@@ -199,6 +199,33 @@ def test_full_push_when_mapping_credentials_or_flag_change(state: Path, clock: C
     assert not report.full and not any(v.send for v in verdicts)
 
 
+def test_partial_runs_judge_each_record_by_its_own_last_delivery(state: Path, clock: Clock) -> None:
+    """Webhook syncs read a device at a time: they never complete a full push, so they do not wait
+    for one; an unchanged device is sent again once its own delivery is older than the interval."""
+
+    def device(serial: str, owner: str = "a") -> list[dict[str, Any]]:
+        return [{"SERIAL": serial, "MODEL": "m", "OWNER": owner}]
+
+    report, verdicts = sync(state, clock, device("D1"), complete=False, partial=True)
+    assert kinds(verdicts) == [NEW] and verdicts[0].send and not report.full_push_done
+    report, verdicts = sync(state, clock, device("D1"), complete=False, partial=True)
+    assert not report.full and kinds(verdicts) == [UNCHANGED] and not verdicts[0].send
+    _, verdicts = sync(state, clock, device("D1", owner="b"), complete=False, partial=True)
+    assert kinds(verdicts) == [CHANGED] and verdicts[0].send
+    clock.advance(6 * DAY)  # D1 was last delivered 7 days ago
+    _, verdicts = sync(state, clock, device("D1", owner="b"), complete=False, partial=True)
+    assert kinds(verdicts) == [UNCHANGED] and verdicts[0].send  # sent again: restores hand edits
+    _, verdicts = sync(state, clock, device("D1", owner="b"), complete=False, partial=True)
+    assert not verdicts[0].send
+    report, verdicts = sync(state, clock, device("D1", owner="b"), complete=False, partial=True, full=True)
+    assert report.full_reasons == ("--full was given",) and verdicts[0].send
+    # A complete run remembers its full push; a partial run under another mapping then sends all.
+    sync(state, clock, device("D1", owner="b"))
+    report, verdicts = sync(state, clock, device("D1", owner="b"), complete=False, partial=True, mapping="m2")
+    assert report.full_reasons == ("the mapping, converters or sync fields changed",) and verdicts[0].send
+    assert not report.full_push_done
+
+
 def test_another_url_is_another_state(state: Path, clock: Clock) -> None:
     sync(state, clock, assets(3))
     report, verdicts = sync(state, clock, assets(3), url="https://sandbox.oomnitza.com")
@@ -223,16 +250,31 @@ def test_other_sync_fields_start_over(state: Path, clock: Clock) -> None:
     assert kinds(verdicts) == [UNCHANGED] * 5
 
 
-def test_an_unfinished_full_push_is_retried(state: Path, clock: Clock) -> None:
+def test_records_a_full_push_did_not_deliver_are_sent_until_they_are(state: Path, clock: Clock) -> None:
     sync(state, clock, assets(4))
     with scope(state, clock, mapping="m2") as sc:  # a full push that did not deliver everything
         verdicts = sc.classify(assets(4))
         sc.mark_delivered(verdicts[:3])
         report = sc.finish(complete=True)
-    assert report.full and not report.full_push_done
+    assert report.full and report.full_push_done
     clock.advance(DAY)
+    with scope(state, clock, mapping="m2") as sc:
+        assert not sc.full
+        verdicts = sc.classify(assets(4))
+        assert kinds(verdicts) == [UNCHANGED] * 4
+        assert [v.send for v in verdicts] == [False, False, False, True]  # not confirmed by the full push
+        report = sc.finish(complete=True)  # ... and not delivered this time either
+    clock.advance(DAY)
+    _, verdicts = sync(state, clock, assets(4), mapping="m2")
+    assert [v.send for v in verdicts] == [False, False, False, True]
+    _, verdicts = sync(state, clock, assets(4), mapping="m2")
+    assert not any(v.send for v in verdicts)
+
+
+def test_an_incomplete_full_push_is_not_done(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(4))
     report, _ = sync(state, clock, assets(4), mapping="m2", complete=False)
-    assert report.full and not report.full_push_done  # an incomplete run does not count either
+    assert report.full and not report.full_push_done
     report, _ = sync(state, clock, assets(4), mapping="m2")
     assert report.full and report.full_push_done
     assert not sync(state, clock, assets(4), mapping="m2")[0].full

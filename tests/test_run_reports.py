@@ -113,12 +113,14 @@ def test_summary_json_and_log_lines_agree_with_the_table_and_the_receiver(
         "status": "records failed",
         "pulled": 6,
         "sent": 3,
+        "unchanged": 0,
         "filtered": 1,
         "missing_required": 1,
         "failed_convert": 1,
         "failed_send": 0,
         "seconds": entry["seconds"],
         "error": None,
+        "changes": entry["changes"],  # change-aware sync: tests/test_change_aware.py
     }
     assert sum(entry[b] for b in BUCKETS) == entry["pulled"]
     assert entry["sent"] == len(fake_oomnitza.records("assets"))
@@ -128,8 +130,8 @@ def test_summary_json_and_log_lines_agree_with_the_table_and_the_receiver(
     info = (logs / "info.log").read_text(encoding="utf-8")
     errors = (logs / "errors.log").read_text(encoding="utf-8")
     assert (
-        "[csv_assets] records failed: pulled 6, sent 3, filtered 1, missing required 1, failed convert 1, "
-        "failed send 0" in info
+        "[csv_assets] records failed: pulled 6, sent 3, unchanged 0, filtered 1, missing required 1, "
+        "failed convert 1, failed send 0" in info
     )
     assert "upload finished in" in info and "1 records failed; exit code 3" in info
     assert "[csv_assets] 1 record(s) failed (failed convert 1, failed send 0)" in errors

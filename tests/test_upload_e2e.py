@@ -226,7 +226,8 @@ def test_filter_required_and_converters_accounting(tmp_path: Path, fake_oomnitza
     assert "record 4: converter 'shout' raised ValueError: no" in result.err
     row = next(line for line in result.err.splitlines() if "csv_assets" in line and "│" in line)
     cells = [c.strip() for c in row.split("│") if c.strip()]
-    assert cells[2:8] == ["4", "1", "1", "1", "1", "0"]  # pulled, sent, filtered, required, convert, send
+    # pulled, sent, unchanged, filtered, required, convert, send
+    assert cells[2:9] == ["4", "1", "0", "1", "1", "1", "0"]
 
 
 def test_location_converter(tmp_path: Path, fake_oomnitza_factory) -> None:

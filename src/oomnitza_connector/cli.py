@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .report import RunReport
     from .sync import SectionResult
 
-MODES = ("managed", "upload", "generate-ini", "version", "local")
+MODES = ("managed", "upload", "plan", "generate-ini", "version", "local")
 
 
 class Exit(IntEnum):
@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="connector.py",
         description="Sync records from your IT systems into Oomnitza.",
-        epilog="Examples:  connector.py upload csv_assets --testmode   |   connector.py generate-ini --ini new.ini"
+        epilog="Examples:  connector.py upload csv_assets --testmode   |   connector.py plan csv_assets   |   "
+        "connector.py generate-ini --ini new.ini"
         "   |   connector.py local export --format csv.   "
         "Also: connector.py strongbox --help (secrets in the OS keyring), "
         "connector.py server --help (the webhook receiver).",
@@ -56,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="{" + ",".join(MODES) + "}",
         help="action to perform (default: managed)",
     )
-    parser.add_argument("connectors", nargs="*", help="upload: the sections to run, in order; local: summary or export")
+    parser.add_argument(
+        "connectors", nargs="*", help="upload, plan: the sections to run, in order; local: summary or export"
+    )
     parser.add_argument(
         "--record-count", type=_non_negative, default=0, help="stop after this many records per section (0 = all)"
     )
@@ -91,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--save-data", action="store_true", help="write the source records and the payloads to ./saved_data/"
     )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="send every record, changed or not (change-aware sync otherwise sends only what changed)",
+    )
     parser.add_argument("--ini", type=Path, default=None, help="config file (default: config.ini)")
     parser.add_argument(
         "--logging-config", type=Path, default=None, help="logging dict-config JSON (default: logging.json)"
@@ -115,9 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--no-progress", action="store_true", help="no live progress on a terminal (it is never shown otherwise)"
     )
+    plan = parser.add_argument_group("plan (mode 'plan': what an upload would do; nothing is sent or written)")
+    plan.add_argument(
+        "--limit",
+        type=_non_negative,
+        default=20,
+        metavar="N",
+        help="list at most N records per kind (create, update, missing); default 20",
+    )
     local = parser.add_argument_group("local store (mode 'local')")
     local.add_argument("--data-type", choices=("assets", "users"), default=None, help="only this record type")
-    local.add_argument("--format", choices=("csv", "json"), default="csv", help="export format; default csv")
+    local.add_argument(
+        "--format",
+        choices=("csv", "json", "text"),
+        default=None,
+        help="local export: csv (default) or json; plan: text (default) or json",
+    )
     local.add_argument("--output", type=Path, default=None, help="export to this file instead of stdout")
     return parser
 
@@ -178,6 +199,8 @@ def main(
                 return _managed(args, ini, out, err)
             if args.mode == "local":
                 return _local(args, ini, out, err)
+            if args.mode == "plan":
+                return _plan(args, ini, out, err)
             return _upload(args, ini, out, err)
         except ConnectorError as exc:
             if args.debug:
@@ -228,6 +251,7 @@ def _managed(args: argparse.Namespace, ini: Path, out: TextIO, err: TextIO) -> i
         exit_when_idle=args.exit_when_idle,
         testmode=args.testmode,
         save_data=Path("saved_data") if args.save_data else None,
+        full=args.full,
         out=out,
         err=err,
     )
@@ -380,6 +404,7 @@ def _options(args: argparse.Namespace, stop: Any = None) -> Any:
         testmode=args.testmode,
         save_data=Path("saved_data") if args.save_data else None,
         stop=stop,
+        full=args.full,
     )
 
 
@@ -487,7 +512,89 @@ def _print_summary(report: RunReport, err: TextIO, *, testmode: bool, stopped: s
         table.add_row(
             r.section, r.data_type, str(r.pulled), *(str(r.counts[b]) for b in BUCKETS), f"{r.seconds:.1f}s", status
         )
-    Console(file=err, width=max(132, Console(file=err).width)).print(table)
+    console = Console(file=err, width=max(150, Console(file=err).width))
+    console.print(table)
+    for line in retirement_lines(results):
+        console.print(line, highlight=False, markup=False)
+
+
+def retirement_lines(results: list[SectionResult]) -> list[str]:
+    """The summary's line per section whose run could retire records (retire_after_runs)."""
+    lines = []
+    for r in results:
+        reason = r.changes.retire_reason() if r.changes is not None else None
+        if reason is None:
+            continue
+        done = r.changes.retired if r.changes is not None else 0
+        failed = r.changes.retire_failed if r.changes is not None else 0
+        text = f"{r.section}: retired {done}" + (f", {failed} not confirmed" if failed else "")
+        lines.append(f"{text} ({reason})")
+    return lines
+
+
+# -- plan ---------------------------------------------------------------------------------------------
+
+
+def _plan(args: argparse.Namespace, ini: Path, out: TextIO, err: TextIO) -> int:
+    """What an upload of the sections would do: read, map, compare with the sync state; nothing is
+    sent, and neither the state nor the local store is written (see plan.py)."""
+    import asyncio
+
+    from .config import load_config
+    from .plan import write
+    from .sync import RunStop
+
+    config = load_config(ini)
+    fmt = args.format or "text"
+    if not args.connectors or fmt not in ("text", "json"):
+        print("usage: connector.py plan <sections...> [--format text|json] [--full] [--limit N]", file=err)
+        return Exit.USAGE
+    names = [config.section(name).name for name in args.connectors]  # unknown/disabled → one clear line
+    stop = RunStop()
+    results = asyncio.run(_run_plan(config, names, args, err, stop))
+    target = config.oomnitza.settings.get("url", "")
+    write(results, target, fmt, args.limit, out)
+    if stop.requested:
+        return signal_exit(stop.signum)
+    return Exit.ERROR if any(r.error for r in results) else Exit.OK
+
+
+async def _run_plan(config: Config, names: list[str], args: argparse.Namespace, err: TextIO, stop: Any) -> list[Any]:
+    from .plan import PlanSink
+    from .sync import Options, SectionResult, run_section, stop_on_signals, stop_reason
+
+    def request_stop(signum: int) -> None:
+        stop.request(stop_reason(signum), signum)
+
+    url = config.oomnitza.settings.get("url", "")
+    reader = None
+    if not url.startswith("sqlite:"):  # the local store has nothing to read, and is not opened
+        from .oomnitza.client import OomnitzaClient
+
+        reader = OomnitzaClient(config.oomnitza, workers=args.workers)
+    sink = PlanSink(reader)
+    options = Options(
+        workers=args.workers,
+        batch_size=args.batch_size,
+        record_count=args.record_count,
+        testmode=True,  # nothing is committed: incremental marks and processed files stay
+        stop=stop,
+        full=args.full,
+        plan=True,
+        plan_limit=args.limit,
+    )
+    results: list[SectionResult] = []
+    with stop_on_signals(request_stop, err):
+        try:
+            await sink.login()
+            for name in names:
+                if stop.requested:
+                    results.append(SectionResult(section=name, not_run=True))
+                    continue
+                results.append(await run_section(config.sections[name], config, sink, options))
+        finally:
+            await sink.aclose()
+    return results
 
 
 # -- local store --------------------------------------------------------------------------------------
@@ -499,7 +606,8 @@ def _local(args: argparse.Namespace, ini: Path, out: TextIO, err: TextIO) -> int
     from .oomnitza.local_store import LocalStore, export, store_path
 
     action = args.connectors[0] if args.connectors else "summary"
-    if action not in ("summary", "export") or len(args.connectors) > 1:
+    args.format = args.format or "csv"
+    if action not in ("summary", "export") or len(args.connectors) > 1 or args.format == "text":
         print("usage: connector.py local {summary,export} [--data-type T] [--format csv|json] [--output F]", file=err)
         return Exit.USAGE
     doc = read_ini(ini)

@@ -90,6 +90,7 @@ class SectionConfig:
     source_cls: type[Source] | None = None
     mappings: dict[str, dict[str, Any]] = field(default_factory=dict)
     recordfilter: Callable[[dict[str, Any]], bool] | None = None
+    recordfilter_text: str = ""  # the filter's code as written (change-aware sync notices edits)
     enabled: bool = True
     secret_names: frozenset[str] = frozenset()
     # The section's declarations (its own and the common settings); empty: the common ones only.
@@ -403,11 +404,63 @@ def _connector_section(
         _check_mappings(sc, source, registry, problems)
     body = ini.values.get("recordfilter", "")
     if body.strip():
+        sc.recordfilter_text = body.strip()
         sc.recordfilter = problems.guard(
             lambda: compile_filter(body, section=f"{doc.path}: [{ini.name}]", registry=registry)
         )
     _check_common(sc, problems)
+    _check_change_settings(sc, registry, problems)
     return sc
+
+
+def retire_specs(sc: SectionConfig) -> dict[str, dict[str, Any]]:
+    """``retire_mapping`` as mapping specs (field ids upper-cased); {} when not set."""
+    value = accepted_value(sc, "retire_mapping")
+    return {str(name).upper(): spec for name, spec in (value or {}).items()}
+
+
+def accepted_value(sc: SectionConfig, key: str) -> Any:
+    """The typed value of a setting the validator accepted already (None if it did not)."""
+    try:
+        return sc.value(key)
+    except ConfigError:
+        return None
+
+
+def _check_change_settings(sc: SectionConfig, registry: ConverterRegistry, problems: _Problems) -> None:
+    """Change-aware sync: retirement needs a sync key, updates and a retire_mapping that names its
+    values (hardcoded or a setting: a record missing from the source has nothing to map)."""
+    from .mapping import Mapper
+
+    where = f"{sc.ini_path}: [{sc.name}]"
+    after = accepted_value(sc, "retire_after_runs") or 0
+    specs = accepted_value(sc, "retire_mapping") or {}
+    for name, spec in specs.items():
+        if (
+            not isinstance(spec, dict)
+            or spec.get("source") not in (None, "")
+            or (spec.get("hardcoded") is None and spec.get("setting") in (None, ""))
+        ):
+            problems.add(
+                f'{where} retire_mapping: {name} must be {{"hardcoded": ...}} or {{"setting": "..."}} '
+                "(a retired record is gone from the source: there is nothing to read a value from)"
+            )
+            return
+    if specs:
+        problems.guard(lambda: Mapper(retire_specs(sc), sc, registry))
+    if not after:
+        return
+    if not specs:
+        problems.add(
+            f"{where} retire_after_runs is set but retire_mapping is not "
+            '(e.g. retire_mapping = {"STATUS": {"hardcoded": "Retired"}})'
+        )
+    if not sc.sync_fields:
+        problems.add(f"{where} retire_after_runs needs sync_field (records are recognised by it)")
+    if problems.guard(lambda: sc.insert_only):
+        problems.add(f"{where} retire_after_runs needs updates, but insert_only is true")
+    if problems.guard(lambda: sc.flag("change_aware")) is False:
+        problems.add(f"{where} retire_after_runs needs change_aware = true (it remembers what was sent)")
 
 
 def _check_mappings(sc: SectionConfig, source: Source, registry: ConverterRegistry, problems: _Problems) -> None:
@@ -631,6 +684,7 @@ def _load_managed_section(path: str | os.PathLike[str], name: str, registry: Con
                 sc.mappings[field_id(key)] = spec
     body = ini.values.get("recordfilter", "")
     if body.strip():
+        sc.recordfilter_text = body.strip()
         sc.recordfilter = problems.guard(
             lambda: compile_filter(body, section=f"{doc.path}: [{name}]", registry=registry)
         )

@@ -83,6 +83,8 @@ def _counts(result: SectionResult, elapsed: float) -> str:
     counts = result.counts
     failed = counts.get("failed_convert", 0) + counts.get("failed_send", 0)
     text = f"{result.pulled:>9,} pulled  {counts.get('sent', 0):>9,} sent"
+    if counts.get("unchanged", 0):
+        text += f"  {counts['unchanged']:,} unchanged"
     if failed:
         text += f"  {failed:,} failed"
     if result.pulled and elapsed >= 1:

@@ -8,13 +8,19 @@ summary table shows.
      "started": "2026-01-02T03:04:05.123Z", "finished": "…", "seconds": 12.3,
      "exit_code": 3, "stopped": null, "error": null,
      "sections": [{"section": "csv_assets", "type": "assets", "status": "records failed",
-                   "pulled": 10, "sent": 8, "filtered": 1, "missing_required": 0,
-                   "failed_convert": 1, "failed_send": 0, "seconds": 1.234, "error": null}]}
+                   "pulled": 10, "sent": 8, "unchanged": 0, "filtered": 1, "missing_required": 0,
+                   "failed_convert": 1, "failed_send": 0, "seconds": 1.234, "error": null,
+                   "changes": {"full_push": true, "full_push_reasons": ["first run: nothing remembered yet"],
+                               "new": 9, "changed": 0, "unchanged": 0, "unkeyed": 0, "complete": true,
+                               "missing": 0, "retirement": null}}]}
 
 ``status`` is the summary table's word: ok, records failed, error, canceled, interrupted,
 terminated, not run (the run stopped before it), already running (another run holds its lock).
-Every pulled record is in exactly one bucket (sent, filtered, missing_required, failed_convert,
-failed_send). ``error`` (per section, and for the whole run when it could not start) is one
+Every pulled record is in exactly one bucket (sent, unchanged, filtered, missing_required,
+failed_convert, failed_send); ``unchanged``: not sent because Oomnitza has it as it is (change-aware
+sync). ``changes`` is null when change-aware sync did not apply (``change_aware = false``, no
+``sync_field``); its ``retirement`` (null when ``retire_after_runs`` is 0) counts the retire updates
+sent, which are no pulled records. ``error`` (per section, and for the whole run when it could not start) is one
 scrubbed line or null.
 """
 
@@ -57,6 +63,7 @@ RUN_FAMILIES = families(
         ("last_run_success", "gauge", "1 when the section's last run ended ok, else 0."),
         ("last_run_status", "gauge", "The result of the section's last run (the label; the value is 1)."),
         ("last_success_timestamp_seconds", "gauge", "When the section last ended ok (Unix time)."),
+        ("last_run_retired_records", "gauge", "Records the section's last run retired (retire_after_runs)."),
     ]
 )
 
@@ -90,6 +97,7 @@ class RunReport:
             **{bucket: result.counts.get(bucket, 0) for bucket in BUCKETS},
             "seconds": round(result.seconds, 3),
             "error": redact.scrub(result.error) if result.error else None,
+            "changes": result.changes.summary() if result.changes is not None else None,
         }
 
     def document(self) -> dict[str, Any]:
@@ -134,6 +142,19 @@ def log_summary(report: RunReport, *, on_console: bool) -> None:
             " [test mode: nothing was sent]" if report.testmode else "",
             extra={**extra, "summary": entry},
         )
+        changes = result.changes
+        reason = changes.retire_reason() if changes is not None else None
+        if changes is not None and reason is not None:
+            level = logging.WARNING if changes.retire_failed else logging.INFO
+            log.log(
+                level,
+                "[%s] retirement: retired %d, not confirmed %d (%s)",
+                result.section,
+                changes.retired,
+                changes.retire_failed,
+                reason,
+                extra=extra,
+            )
         failed = entry["failed_convert"] + entry["failed_send"]
         if failed and not result.error:
             log.error(
@@ -228,5 +249,8 @@ def _apply(samples: Samples, report: RunReport, now: float) -> None:
         samples.set("last_run_duration_seconds", round(result.seconds, 3), section=section)
         samples.set("last_run_success", 1 if status == "ok" else 0, section=section)
         samples.set("last_run_status", 1, section=section, status=label_word(status))
+        samples.drop("last_run_retired_records", section=section)
+        if result.changes is not None and result.changes.retire_reason() is not None:
+            samples.set("last_run_retired_records", result.changes.retired, section=section)
         if status == "ok":
             samples.set("last_success_timestamp_seconds", now, section=section)

@@ -15,6 +15,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from .errors import ConfigError
@@ -267,6 +268,43 @@ class Json(Kind):
         return f"JSON {self.shape}".strip()
 
 
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*\Z", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Duration(Kind):
+    """A length of time: ``7d``, ``12h``, ``30m``, ``45s``, ``2w``, or plain seconds; a ``timedelta``."""
+
+    empty: ClassVar[Any] = None
+
+    def parse(self, text: str) -> timedelta:
+        match = _DURATION.match(text or "")
+        if match is None:
+            raise ValueError("is not a duration (write e.g. 7d, 12h, 30m or a number of seconds)")
+        return timedelta(seconds=float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()])
+
+    def describe(self) -> str:
+        return "duration (s, m, h, d, w)"
+
+
+_COUNT_OR_PERCENT = re.compile(r"\s*(\d+)\s*\Z|\s*(\d+(?:\.\d+)?)\s*%\s*\Z")
+
+
+@dataclass(frozen=True)
+class CountOrPercent(Kind):
+    """A whole number (``50``) or a percentage from 0 to 100 (``5%``); the text, checked."""
+
+    def parse(self, text: str) -> str:
+        match = _COUNT_OR_PERCENT.match(text or "")
+        if match is None or (match.group(2) is not None and float(match.group(2)) > 100):
+            raise ValueError("must be a number of records (50) or a percentage (5%)")
+        return text.strip()
+
+    def describe(self) -> str:
+        return "count or percentage"
+
+
 _SEPARATORS = {"comma": r"\s*,\s*", "space": r"\s+", "any": r"[\s,]+"}
 
 
@@ -408,6 +446,42 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("webhook_username", "", help="server.py: basic-auth user webhook callers must send"),
     Setting("webhook_password", "", secret=True, help="server.py: basic-auth password webhook callers must send"),
     Setting("webhook_insecure", "", kind=BOOL, help="server.py: accept unauthenticated webhooks (not recommended)"),
+    Setting(
+        "change_aware",
+        "true",
+        kind=BOOL,
+        help="send only records that changed since Oomnitza last confirmed them (needs sync_field); "
+        "false sends every record every run",
+    ),
+    Setting(
+        "full_sync_interval",
+        "7d",
+        kind=Duration(),
+        help="change-aware sync: send every record again when the last full push is older than this "
+        "(restores edits made by hand in Oomnitza); 0 = every run",
+    ),
+    Setting(
+        "retire_after_runs",
+        "0",
+        kind=Int(min=0),
+        help="change-aware sync: retire a record missing from the source for this many complete runs "
+        "(sends retire_mapping); 0 = never",
+    ),
+    Setting(
+        "retire_max",
+        "5%",
+        kind=CountOrPercent(),
+        help="retire nothing when more records than this (a count, or a percentage of those known) "
+        "would be retired in one run",
+    ),
+    Setting(
+        "retire_mapping",
+        "",
+        example='{"STATUS": {"hardcoded": "Retired"}}',
+        kind=Json("object"),
+        help='the fields sent to retire a record, in the mapping syntax: {"FIELD": {"hardcoded": ...}} '
+        'or {"FIELD": {"setting": "..."}}',
+    ),
     Setting("test_run", "false", kind=BOOL, help="managed runs: process at most 10 records"),
     Setting("is_custom", "false", kind=BOOL, help="managed runs: custom connector flag"),
 )

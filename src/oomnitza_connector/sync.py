@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import redact
+from .changes import ChangeReport, Tracker, Verdict, open_tracker
 from .config import Config, SectionConfig
 from .errors import (
     AuthError,
@@ -52,10 +53,11 @@ from .sources.base import BadRecord, RunContext, Source
 
 log = logging.getLogger(__name__)
 
-BUCKETS = ("sent", "filtered", "missing_required", "failed_convert", "failed_send")
+BUCKETS = ("sent", "unchanged", "filtered", "missing_required", "failed_convert", "failed_send")
 BUCKET_TITLES = {
     "pulled": "pulled",
     "sent": "sent",
+    "unchanged": "unchanged",
     "filtered": "filtered",
     "missing_required": "missing required",
     "failed_convert": "failed convert",
@@ -143,6 +145,9 @@ class Options:
     testmode: bool = False
     save_data: Path | None = None
     stop: RunStop | None = None  # set by the CLI, which turns signals into stop requests
+    full: bool = False  # --full: send every record, changed or not
+    plan: bool = False  # `plan`: read and compare with the sync state only (with testmode: nothing is sent)
+    plan_limit: int = 20  # `plan`: records listed per kind
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,7 @@ class SectionResult:
     stopped: str | None = None  # the run was stopped by a signal: why
     sink_down: bool = False  # Oomnitza stopped taking batches: later sections need not try
     not_run: bool = False  # skipped because the run stopped before it
+    changes: ChangeReport | None = None  # change-aware sync (None: it did not apply)
 
     @property
     def failed(self) -> int:
@@ -270,6 +276,11 @@ class _Run:
         self.slots = asyncio.Semaphore(max(1, options.workers))
         self.tasks: set[asyncio.Task[None]] = set()
         self.batch: list[dict[str, Any]] = []  # mapped records waiting for a full batch
+        self.verdicts: list[Verdict | None] = []  # what change-aware sync said of each (None: no state)
+        # Records without a sync-field value (always sent, never remembered) are batched apart: when
+        # Oomnitza refuses them, records batched with them would not be remembered either.
+        self.unkeyed: list[dict[str, Any]] = []
+        self.tracker: Tracker | None = None
         self.started = False  # the source is being read (a session may be open in Oomnitza)
         self.fatal: ConnectorError | None = None  # the sink refused us (credentials) or stopped answering
         self.warnings = 0
@@ -331,16 +342,30 @@ class _Run:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    async def add(self, record: dict[str, Any]) -> None:
+    async def add(self, record: dict[str, Any], verdict: Verdict | None = None) -> None:
         """A mapped record: batched, and the batch sent once it is full."""
+        size = max(1, self.options.batch_size)
+        if verdict is not None and verdict[0] is None:  # no sync key (Verdict.key)
+            self.unkeyed.append(record)
+            if len(self.unkeyed) >= size:
+                batch, self.unkeyed = self.unkeyed, []
+                await self.dispatch(batch)
+            return
         self.batch.append(record)
-        if len(self.batch) >= max(1, self.options.batch_size):
-            await self.flush()
+        self.verdicts.append(verdict)
+        if len(self.batch) >= size:
+            batch, self.batch = self.batch, []
+            verdicts, self.verdicts = self.verdicts, []
+            await self.dispatch(batch, verdicts)
 
     async def flush(self) -> None:
-        """Send the partial batch (or count it as not sent when the section has halted)."""
+        """Send the partial batches (or count them as not sent when the section has halted)."""
         if self.batch:
             batch, self.batch = self.batch, []
+            verdicts, self.verdicts = self.verdicts, []
+            await self.dispatch(batch, verdicts)
+        if self.unkeyed:
+            batch, self.unkeyed = self.unkeyed, []
             await self.dispatch(batch)
 
     async def delivered(self) -> bool:
@@ -349,7 +374,7 @@ class _Run:
             await self.flush()
         await self.drain()
         counts = self.result.counts
-        failed = counts["failed_convert"] or counts["failed_send"] or self.batch
+        failed = counts["failed_convert"] or counts["failed_send"] or self.batch or self.unkeyed
         return not self.options.testmode and not self.halted and self.fatal is None and not failed
 
     def warn(self, message: str) -> None:
@@ -359,8 +384,12 @@ class _Run:
         elif self.warnings == MAX_RECORD_WARNINGS + 1:
             log.warning("[%s] more records have problems; they are counted in the summary", self.section.name)
 
-    def not_sent(self, count: int) -> None:
+    def not_sent(self, count: int, retiring: list[Any] | None = None) -> None:
         """Records read but not sent because the section stopped."""
+        if retiring is not None:  # retire updates are no records read: counted apart
+            assert self.tracker is not None
+            self.tracker.retired(retiring, confirmed=False)
+            return
         self.result.counts["failed_send"] += count
         self.unsent += count
 
@@ -379,21 +408,28 @@ class _Run:
             self.result.canceled = True
             self.halt.set()
 
-    async def dispatch(self, batch: list[dict[str, Any]]) -> None:
+    async def dispatch(
+        self,
+        batch: list[dict[str, Any]],
+        verdicts: list[Verdict | None] | None = None,
+        retiring: list[Any] | None = None,
+    ) -> None:
+        """Send one batch. ``verdicts`` (change-aware sync) are marked delivered once Oomnitza
+        confirmed the whole batch; ``retiring``: the batch holds the retire updates of these records."""
         await self.check_canceled()
         if self.halted:
-            self.not_sent(len(batch))
+            self.not_sent(len(batch), retiring)
             return
         if self.saver:
             self.saver.payload(self.info, batch)
         if not await self._until_halted(self.slots.acquire()):
-            self.not_sent(len(batch))
+            self.not_sent(len(batch), retiring)
             return
         if self.halted:  # the slot and the halt came at once: send nothing new
             self.slots.release()
-            self.not_sent(len(batch))
+            self.not_sent(len(batch), retiring)
             return
-        task = self._start(self._send(batch))
+        task = self._start(self._send(batch, verdicts, retiring))
         if self.options.workers <= 0:  # one at a time: wait for this batch before reading on
             await self._until_halted(asyncio.shield(task))
 
@@ -418,8 +454,9 @@ class _Run:
             return False, None
         return True, job.result()
 
-    async def _send(self, batch: list[dict[str, Any]]) -> None:
-        counts = self.result.counts
+    async def _send(
+        self, batch: list[dict[str, Any]], verdicts: list[Verdict | None] | None, retiring: list[Any] | None
+    ) -> None:
         delivered = 0
         try:
             sent = await self.sink.send(self.info, batch)
@@ -442,9 +479,29 @@ class _Run:
         except Exception as exc:  # a bug must not lose the accounting of the batch
             log.exception("[%s] %d record(s) not sent: %s", self.section.name, len(batch), exc)
         finally:
-            counts["sent"] += delivered
-            counts["failed_send"] += len(batch) - delivered
+            self._outcome(batch, delivered, verdicts, retiring)
             self.slots.release()
+
+    def _outcome(
+        self,
+        batch: list[dict[str, Any]],
+        delivered: int,
+        verdicts: list[Verdict | None] | None,
+        retiring: list[Any] | None,
+    ) -> None:
+        """Count a batch; tell change-aware sync what arrived. Only a batch taken whole is
+        remembered: which records of a partly taken one arrived is not known, and a record not
+        remembered is merely sent again next time."""
+        whole = delivered == len(batch)
+        if retiring is not None:  # retire updates: counted apart from the records read
+            assert self.tracker is not None
+            self.tracker.retired(retiring, confirmed=whole)
+            return
+        counts = self.result.counts
+        counts["sent"] += delivered
+        counts["failed_send"] += len(batch) - delivered
+        if whole and verdicts and self.tracker is not None:
+            self.tracker.delivered(verdicts)
 
     def _failed(self, batch: list[dict[str, Any]], delivered: int, exc: ConnectorError) -> None:
         if not self.halted and not isinstance(exc, DiskError):  # a full disk is the run's one error line
@@ -527,6 +584,7 @@ async def _run_section(
     saver: SaveData | None = None
     state: _Run | None = None
     finished = False  # the source was read to the end it was asked for, without an exception
+    cancelled = False
     try:
         run = source.run_info() or _run_info(section, source)
         result.data_type, result.portion = run.data_type, run.portion
@@ -535,6 +593,20 @@ async def _run_section(
         mapper = await mapper_of(source, section, sink, config)
         if config.converters.uses_location:
             config.converters.set_locations(await sink.locations())
+        state.tracker = await open_tracker(
+            section,
+            config,
+            sink,
+            source,
+            run,
+            mapper,
+            full=options.full,
+            read_only=options.testmode or options.plan,
+            plan=options.plan,
+            plan_limit=options.plan_limit if options.plan else 0,
+            scrub=redactor.scrub,
+        )
+        result.changes = state.tracker.report if state.tracker is not None else None
         if options.save_data:
             saver = state.saver = SaveData(options.save_data, section.name)
         source.open(
@@ -557,10 +629,13 @@ async def _run_section(
             result.report = str(exc)
     except asyncio.CancelledError:
         result.error = "interrupted"
+        cancelled = True
         raise
     finally:
         if state is not None:
             await state.drain()
+            if state.tracker is not None and not cancelled:
+                await _finish_changes(state, source, options, finished)
             state.close()
             _note_stop(state, result)
         if given is None:
@@ -575,12 +650,50 @@ async def _run_section(
             # A stop or cancel that came after the last record was read still means: do nothing more.
             if finished and not state.halted and result.ok and not options.testmode:
                 await _commit(source, result)
+            if state.tracker is not None:
+                state.tracker.close()
+                if state.tracker.problem and options.plan and result.error is None:
+                    result.error = state.tracker.problem
         result.seconds = time.monotonic() - started
         if result.error:
             result.error = redactor.scrub(result.error)
         if result.report:
             result.report = redactor.scrub(result.report)
     return result
+
+
+async def _finish_changes(state: _Run, source: Source, options: Options, finished: bool) -> None:
+    """Change-aware sync's bookkeeping after the last send; then, after a complete run, the retire
+    updates (guarded), sent in the same session as any batch."""
+    tracker = state.tracker
+    assert tracker is not None
+    why = _incomplete(state, source, options, finished)
+    await tracker.finish(why is None, why)
+    payloads, candidates = tracker.retirement_batch()
+    if not payloads or state.halted:
+        return
+    size = max(1, options.batch_size)
+    for start in range(0, len(payloads), size):
+        await state.dispatch(payloads[start : start + size], retiring=candidates[start : start + size])
+    await state.drain()
+
+
+def _incomplete(state: _Run, source: Source, options: Options, finished: bool) -> str | None:
+    """Why this run did not see every record of the source (None: it did). Only a complete run
+    may count a record it did not see as missing."""
+    counts = state.result.counts
+    lost = counts["failed_convert"] + counts["missing_required"]
+    if not source.reads_everything():
+        return "the source reads only some records"
+    if state.result.error:
+        return "the run failed"
+    if not finished or state.halted:
+        return "the run stopped before the source was read to the end"
+    if options.record_count:
+        return "--record-count limited the records read"
+    if lost:
+        return f"{lost} record(s) could not be mapped, so their sync keys are not known"
+    return None
 
 
 def _run_info(section: SectionConfig, source: Source) -> RunInfo:
@@ -741,8 +854,21 @@ async def _slice(records: Sequence[Any], mapper: RecordMapper, section: SectionC
     if not finished:
         state.not_sent(len(kept))  # the run stopped while these were being mapped
         return
+    payloads: list[dict[str, Any]] = []
     for (number, raw), out in zip(kept, mapped, strict=True):
         if isinstance(out, RecordError):
             await state.record_failed(out.bucket, str(out), number, raw)
         else:
-            await state.add(out)  # after a halt: counted as not sent
+            payloads.append(out)
+    if not payloads:
+        return
+    verdicts = state.tracker.classify(payloads) if state.tracker is not None else None
+    if verdicts is None:
+        for payload in payloads:
+            await state.add(payload)  # after a halt: counted as not sent
+        return
+    # Change-aware sync: only what is to be sent is batched, so batches stay full.
+    sends = [(payload, verdict) for payload, verdict in zip(payloads, verdicts, strict=True) if verdict[2]]
+    counts["unchanged"] += len(payloads) - len(sends)
+    for payload, verdict in sends:
+        await state.add(payload, verdict)

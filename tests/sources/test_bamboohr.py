@@ -18,6 +18,7 @@ from tests.sourcekit import (
     STANDARD_FAULTS,
     assert_accounted,
     assert_one_line_error,
+    forget_sync_state,
     inject_fault,
     upload,
     write_config,
@@ -251,6 +252,7 @@ def test_report_mode_includes_terminated(tmp_path: Path, bamboo: FakeBambooHR, f
     assert fake_oomnitza.record("users", BAMBOO_ID="101")["STATUS"] == "Active"  # type: ignore[index]
 
     # onlyCurrent=true leaves out future-dated hires, not terminated employees (reports_api.py)
+    forget_sync_state()  # the same records again: send them, to count them
     result = run(tmp_path, fake_oomnitza, bamboo, mappings, mode="report", only_current="true")
     assert_accounted(result, "bamboohr", pulled=6, sent=6)
     assert bamboo.calls()[-1].headers["content-type"] == "application/json"

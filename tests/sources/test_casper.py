@@ -21,6 +21,7 @@ from tests.sourcekit import (
     STANDARD_FAULTS,
     assert_accounted,
     assert_one_line_error,
+    forget_sync_state,
     inject_fault,
     upload,
     write_config,
@@ -461,7 +462,7 @@ def test_group_members_fetched_concurrently_within_the_cap(tmp_path: Path, fake_
         assert_accounted(result, "casper", pulled=12, sent=12)
         assert fake.max_in_flight == 3  # --workers 8, but never more than max_connections
         fake.max_in_flight = 0
-        result = upload(ini, "casper", "--workers", "1")
+        result = upload(ini, "casper", "--workers", "1", "--full")
         assert_accounted(result, "casper", pulled=12, sent=12)
         assert fake.max_in_flight == 1
     assert len([c for c in fake.calls("/api/v4/computers-inventory") if "filter" in c.query]) == 24
@@ -636,6 +637,7 @@ def test_computer_check_in_time_v4_and_v3(tmp_path: Path, fake_oomnitza: FakeOom
     }
     for version in ("v4", "v3"):
         fake_oomnitza.reset()
+        forget_sync_state()  # a new Oomnitza: send everything again
         fake = FakeJamf(versions=(version,))
         with serve(fake.app) as url:
             fake.url = url

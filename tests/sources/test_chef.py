@@ -22,6 +22,7 @@ from tests.sourcekit import (
     STANDARD_FAULTS,
     assert_accounted,
     assert_one_line_error,
+    forget_sync_state,
     inject_fault,
     upload,
     write_config,
@@ -281,6 +282,7 @@ def test_extensions_per_platform_default_and_override(
     }
     for partial in ("true", "false"):
         fake_oomnitza.reset()
+        forget_sync_state()  # a new Oomnitza: send everything again
         result = run(
             tmp_path, fake_oomnitza, chef, key_file, extra, attribute_extension=extension, partial_search=partial
         )
@@ -431,6 +433,7 @@ def test_partial_and_full_search_agree_on_merged_attributes(
     stored = {}
     for partial in ("true", "false"):
         fake_oomnitza.reset()
+        forget_sync_state()  # a new Oomnitza: send everything again
         result = run(
             tmp_path, fake_oomnitza, chef, key_file, extra, attribute_extension=extension, partial_search=partial
         )

@@ -24,6 +24,7 @@ from tests.sourcekit import (
     STANDARD_FAULTS,
     assert_accounted,
     assert_one_line_error,
+    forget_sync_state,
     inject_fault,
     upload,
     write_config,
@@ -269,6 +270,7 @@ def test_tls_settings_reach_zeep(tmp_path: Path, fake_oomnitza: FakeOomnitza, tl
         assert result.code == 0, result.all
         assert_accounted(result, "jasper", pulled=1, sent=1)
         (tmp_path / "storage.db").unlink()
+        forget_sync_state()  # start over: send the SIM again
         result = run(tmp_path, fake, fake_oomnitza, verify_ssl="false")
         assert result.code == 0, result.all
         assert_accounted(result, "jasper", pulled=1, sent=1)
@@ -621,7 +623,7 @@ def test_rest_state_advances_only_after_a_complete_upload(
     assert listing(cc)[0]["modifiedSince"] == mark
     assert (tmp_path / "storage.db").read_text(encoding="utf-8") == before  # unchanged
 
-    result = rest_run(tmp_path, cc, fake_oomnitza, "--record-count", "3")
+    result = rest_run(tmp_path, cc, fake_oomnitza, "--record-count", "3", "--full")  # --full: count them sent
     assert result.code == 0, result.all
     assert_accounted(result, "jasper", pulled=3, sent=3)
     assert (tmp_path / "storage.db").read_text(encoding="utf-8") == before  # unchanged
@@ -629,7 +631,7 @@ def test_rest_state_advances_only_after_a_complete_upload(
     result = rest_run(tmp_path, cc, fake_oomnitza, "--testmode")
     assert (tmp_path / "storage.db").read_text(encoding="utf-8") == before  # test mode saves nothing
 
-    result = rest_run(tmp_path, cc, fake_oomnitza)
+    result = rest_run(tmp_path, cc, fake_oomnitza, "--full")
     assert result.code == 0, result.all
     assert_accounted(result, "jasper", pulled=5, sent=5)
     assert when(state(tmp_path)["jasper"]) > when(mark)
@@ -718,6 +720,7 @@ def test_existing_soap_config_still_selects_soap(
 
     # api = soap wins over a url that happens to be set
     (tmp_path / "storage.db").unlink()
+    forget_sync_state()  # start over: send the SIMs again
     result = run(tmp_path, jasper, fake_oomnitza, api="soap", url=f"{cc.url}/rws/api/v1", api_key=cc.api_key)
     assert result.code == 0, result.all
     assert_accounted(result, "jasper", pulled=12, sent=12)

@@ -22,7 +22,7 @@ from tests.fakes.proxy import DroppingProxy
 from tests.fakes.samba_dc import DOMAIN_DN, SambaDC
 from tests.fakes.slapd import FakeActiveDirectory, Slapd, free_port
 from tests.helpers import CliResult
-from tests.sourcekit import assert_accounted, assert_one_line_error, upload, write_config
+from tests.sourcekit import assert_accounted, assert_one_line_error, forget_sync_state, upload, write_config
 from tests.sources import conftest_ldap
 from tests.sources.conftest_ldap import (
     AD_BIG_GROUP,
@@ -756,6 +756,7 @@ def test_dc_computers_as_assets(tmp_path: Path, samba: SambaDC, fake_oomnitza: F
     assert ws1["LAST_SEEN"] is None and len(ws1["24DCF85294E411E38A52066B556BA4EE"]) == 36
     # Group mode: Domain Computers lists its members only through their primaryGroupID (515).
     fake_oomnitza.reset()
+    forget_sync_state()  # a new Oomnitza: send everything again
     group_mode = {**settings, "base_dn": DOMAIN_DN, "group_dn": DC_DOMAIN_COMPUTERS}
     result = run(tmp_path, fake_oomnitza, group_mode, "ldap_assets", mappings)
     assert result.code == 0, result.all

@@ -57,7 +57,8 @@ def test_deprovisioned_second_pass(tmp_path: Path, okta: FakeOkta, fake_oomnitza
     okta.users.append(user(99, status="DEPROVISIONED"))
     result = upload(write_config(tmp_path, fake_oomnitza, "okta", settings(okta)), "okta")
     assert_accounted(result, "okta", pulled=7)
-    result = upload(write_config(tmp_path, fake_oomnitza, "okta", settings(okta, deprovisioned="True")), "okta")
+    ini = write_config(tmp_path, fake_oomnitza, "okta", settings(okta, deprovisioned="True"))
+    result = upload(ini, "okta", "--full")  # the 7 again (sent: counted) and the deprovisioned one
     assert_accounted(result, "okta", pulled=8, sent=8)
     assert okta.calls()[-1].query["filter"] == 'status eq "DEPROVISIONED"'
 

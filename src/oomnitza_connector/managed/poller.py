@@ -41,6 +41,7 @@ class Poller:
     exit_when_idle: bool = False
     testmode: bool = False
     save_data: Path | None = None
+    full: bool = False  # --full: every record is sent, changed or not
     out: TextIO | None = None
     err: TextIO | None = None
     running: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
@@ -116,6 +117,7 @@ class Poller:
             testmode=self.testmode,
             save_data=self.save_data,
             stop=self.stop,
+            full=self.full,
         )
 
     def _start(self, cfg: dict[str, Any], client: OomnitzaClient) -> None:

@@ -276,6 +276,9 @@ class _Only(Source):
                 page.append(BadRecord(str(exc), {"id": device_id}))
         yield page
 
+    def reads_everything(self) -> bool:
+        return False  # the devices Jamf told us of, not every device
+
     # aclose() and commit() stay no-ops: the worker closes the inner source when it stops, and a
     # webhook batch is no full run (no incremental mark moves).
 

@@ -199,6 +199,14 @@ class Source:
         """Called once after a run in which every record pulled reached Oomnitza (not in test mode):
         advance incremental state (a "modified since" mark) here, never while pages are read."""
 
+    def reads_everything(self) -> bool:
+        """Whether a run read to its end yields every record the source has (the default), so that
+        a record it did not yield is gone from the source. Sources that read only what changed (a
+        "modified since" mark) or consume their input (files moved away after the run) say False:
+        change-aware sync then judges each record by its own last delivery and never counts one
+        as missing (no retirement)."""
+        return True
+
 
 class UsersSource(Source):
     """Sources of user records get POSITION and PERMISSIONS_ID from settings unless mapped."""

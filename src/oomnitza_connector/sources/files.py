@@ -172,3 +172,6 @@ class FileSource(Source):
 
     async def commit(self) -> None:
         self.processed.finish()
+
+    def reads_everything(self) -> bool:
+        return self.processed.action == "none"  # moved or deleted files are not read again

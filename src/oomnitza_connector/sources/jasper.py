@@ -693,6 +693,9 @@ class Jasper(Source):
         self._see(record.get("dateModified"))
         return record
 
+    def reads_everything(self) -> bool:
+        return False  # only the SIMs modified since the stored mark
+
     async def commit(self) -> None:
         """After a complete, fully uploaded run: remember the end of the last REST window, or the newest
         ``dateModified`` a SOAP run saw."""
