@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.oomnitza import FakeOomnitza
+from tests.fakes.saas import FakeSaas
 from tests.fakes.server import close_shared_servers, serve
 
 # Test files whose session fixtures start a real server in a subprocess (slapd, the Samba DC: seconds
@@ -177,4 +178,13 @@ def fake_oomnitza_mtls(tls_files: dict[str, str]) -> Iterator[FakeOomnitza]:
         fake.url = url
         fake.ca_file = tls_files["ca"]  # type: ignore[attr-defined]
         fake.client_pem = tls_files["client_pem"]  # type: ignore[attr-defined]
+        yield fake
+
+
+@pytest.fixture
+def saas() -> Iterator[FakeSaas]:
+    """The SaaS a managed integration's templates call (tests/fakes/saas.py), on loopback."""
+    fake = FakeSaas()
+    with serve(fake.app) as url:
+        fake.url = url
         yield fake

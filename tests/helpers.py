@@ -9,6 +9,7 @@ import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,3 +85,17 @@ def require(available: bool, message: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{message} (CI=true: this must not be skipped; see .ci/run)")
     pytest.skip(message)
+
+
+def export_config(folder: Path, **extra: Any) -> dict[str, Any]:
+    """A managed export-file (reports service) config as Oomnitza's ``check_managed`` lists it."""
+    return {
+        "id": 90,
+        "name": "Nightly export",
+        "type": "assets",
+        "reports_service": True,
+        "update_only": "False",
+        "insert_only": "False",
+        "folder_path": str(folder),
+        **extra,
+    }

@@ -598,14 +598,6 @@ def test_a_device_synced_twice_unchanged_is_sent_once(
 # -- managed integrations -----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def saas() -> Iterator[FakeSaas]:
-    fake = FakeSaas()
-    with serve(fake.app) as url:
-        fake.url = url
-        yield fake
-
-
 def integration(url: str, ident: int) -> dict[str, Any]:
     return {
         "id": ident,

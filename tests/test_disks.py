@@ -13,7 +13,7 @@ from oomnitza_connector.oomnitza.local_store import LocalStore
 from tests.fakes.oomnitza import FakeOomnitza
 
 from .diskfaults import full_disk, read_only_dir
-from .helpers import CliResult, run_cli
+from .helpers import CliResult, export_config, run_cli
 from .sourcekit import summary_row
 
 FULL_DISK_WAYS = ("tmpfs", "fsize")
@@ -179,20 +179,6 @@ def test_local_export_to_a_read_only_disk(tmp_path: Path, request: pytest.Fixtur
 # -- export files ------------------------------------------------------------------------------------
 
 
-def export_config(folder: Path, **extra: str) -> dict[str, object]:
-    return {
-        "id": 90,
-        "name": "Nightly export",
-        "type": "assets",
-        "reports_service": True,
-        "update_only": "False",
-        "insert_only": "False",
-        "folder_path": str(folder),
-        "overwrite_reports": "True",
-        **extra,
-    }
-
-
 def managed_args(config: Path) -> list[str]:
     return ["managed", "--ini", str(config), "--exit-when-idle", "--poll-interval", "0.05"]
 
@@ -213,7 +199,7 @@ def test_export_file_on_a_full_disk(
     disk = full_disk(tmp_path / "exports", how, size=64 * 1024)
     big = fake_oomnitza.add_media_file("big.csv", b"a,b\n" * 50_000, creation_date=100, created_by_id=90)
     fake_oomnitza.add_media_file("small.csv", b"a,b\n", creation_date=200, created_by_id=90)
-    fake_oomnitza.enqueue_managed(export_config(disk.folder))
+    fake_oomnitza.enqueue_managed(export_config(disk.folder, overwrite_reports="True"))
     config = managed_ini(tmp_path, fake_oomnitza)
     result = disk.run(*managed_args(config), "--workers", "0", cwd=work)
     line = assert_one_clear_line(result, disk.says)
@@ -226,7 +212,7 @@ def test_export_file_on_a_full_disk(
     assert not any(p.name.startswith(".part-") for p in disk.folder.iterdir())
     # Disk space again: the watermark did not move, so both files arrive now.
     fake_oomnitza.reset()
-    fake_oomnitza.enqueue_managed(export_config(disk.folder))
+    fake_oomnitza.enqueue_managed(export_config(disk.folder, overwrite_reports="True"))
     assert run_cli(*managed_args(config)).code == 0
     assert sorted(p.name for p in disk.folder.iterdir()) == ["big.csv", "small.csv"]
 
@@ -238,7 +224,7 @@ def test_export_file_on_a_read_only_disk(
     work.mkdir()
     disk = read_only_dir(tmp_path, request)
     meta = fake_oomnitza.add_media_file("a.csv", b"a,b\n", creation_date=100, created_by_id=90)
-    fake_oomnitza.enqueue_managed(export_config(disk.folder))
+    fake_oomnitza.enqueue_managed(export_config(disk.folder, overwrite_reports="True"))
     result = disk.run(*managed_args(managed_ini(tmp_path, fake_oomnitza)), cwd=work)
     line = assert_one_clear_line(result, disk.says)
     assert f"managed_reports.90: cannot write {disk.folder / 'a.csv'}: {disk.says}" in line, line

@@ -5,27 +5,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from oomnitza_connector.diskio import fit_name
 from tests.fakes.oomnitza import FakeOomnitza
 
-from .helpers import run_cli
-
-
-def export_config(folder: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": 90,
-        "name": "Nightly export",
-        "type": "assets",
-        "reports_service": True,
-        "update_only": "False",
-        "insert_only": "False",
-        "folder_path": str(folder),
-        **extra,
-    }
+from .helpers import export_config, run_cli
 
 
 def managed(tmp_path: Path, fake: FakeOomnitza) -> int:

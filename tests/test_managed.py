@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.saas import KEY, FakeSaas
 from tests.fakes.server import serve
 
-from .helpers import ROOT, cheap_keyring_kdf, run_cli
+from .helpers import ROOT, cheap_keyring_kdf, export_config, run_cli
 
 MAPPING = {
     "serial_number": {"type": "attribute", "value": "serial"},
@@ -70,14 +69,6 @@ def worked_example(url: str) -> dict[str, Any]:
         },
         "saas_behavior": {"enabled": False},
     }
-
-
-@pytest.fixture
-def saas() -> Iterator[FakeSaas]:
-    fake = FakeSaas()
-    with serve(fake.app) as url:
-        fake.url = url
-        yield fake
 
 
 @pytest.fixture
@@ -492,19 +483,6 @@ def test_sigterm_stops_the_sync_gracefully(tmp_path: Path, saas: FakeSaas, oomni
 
 
 # -- export file -----------------------------------------------------------------------------------
-
-
-def export_config(folder: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": 90,
-        "name": "Nightly export",
-        "type": "assets",
-        "reports_service": True,
-        "update_only": "False",
-        "insert_only": "False",
-        "folder_path": str(folder),
-        **extra,
-    }
 
 
 def test_export_file_downloads_and_keeps_a_watermark(

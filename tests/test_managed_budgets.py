@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ import pytest
 
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.saas import FakeSaas
-from tests.fakes.server import serve
 
 from .helpers import ROOT
 from .test_managed import MAPPING, STATIC, ini, managed, portions_of, worked_example
@@ -24,14 +23,6 @@ from .test_managed import MAPPING, STATIC, ini, managed, portions_of, worked_exa
 ENDLESS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
 # Loops for hours, but only for the second device: the other records of its page are fine.
 HOSTILE = "{% if serial == 'C02XK2' %}" + ENDLESS + "{% endif %}{{ model }}"
-
-
-@pytest.fixture
-def saas() -> Iterator[FakeSaas]:
-    fake = FakeSaas()
-    with serve(fake.app) as url:
-        fake.url = url
-        yield fake
 
 
 @pytest.fixture

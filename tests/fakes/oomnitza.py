@@ -1141,21 +1141,11 @@ def _fault_response(fault: _Fault) -> Response:
 
 
 async def _client_left_within(receive: Receive, seconds: float) -> bool:
-    """Wait `seconds` unless the client disconnects first (True then). The body is already read, so
-    the next message is the disconnect."""
+    """Wait `seconds` unless the client disconnects first (True then); see ``server.client_left_within``.
+    Imported here, not at the top: the fake also runs on its own (``python -m tests.fakes.oomnitza``)."""
+    from tests.fakes.server import client_left_within
 
-    async def gone() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(gone())
-    try:
-        await asyncio.wait_for(asyncio.shield(watcher), seconds)
-        return True
-    except TimeoutError:
-        return False
-    finally:
-        watcher.cancel()
+    return await client_left_within(receive, seconds)
 
 
 def _too_large() -> Response:
