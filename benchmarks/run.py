@@ -70,33 +70,9 @@ def pin(core: int) -> list[str]:
 
 def start_fake(latency_ms: int, workdir: Path, sim: str | None) -> tuple[subprocess.Popen[bytes], str]:
     port_file = workdir / "port"
-    if sim:
-        cmd = [
-            sys.executable,
-            sim,
-            "--port",
-            "0",
-            "--latency-ms",
-            str(latency_ms),
-            "--token",
-            TOKEN,
-            "--port-file",
-            str(port_file),
-        ]
-    else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "tests.fakes.oomnitza",
-            "--port",
-            "0",
-            "--latency-ms",
-            str(latency_ms),
-            "--token",
-            TOKEN,
-            "--port-file",
-            str(port_file),
-        ]
+    server = [sim] if sim else ["-m", "tests.fakes.oomnitza"]
+    options = ["--port", "0", "--latency-ms", str(latency_ms), "--token", TOKEN, "--port-file", str(port_file)]
+    cmd = [sys.executable, *server, *options]
     proc = subprocess.Popen(pin(0) + cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not (port_file.exists() and port_file.read_text().strip()):
