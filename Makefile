@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	@rm -f examples/oomnitza-local.db
+	@rm -f examples/oomnitza-local.db examples/sync-state.db* examples/locks
 	@cd examples && ../$(PY) ../connector.py upload csv_assets csv_users --ini demo.ini
 	@echo
 	@cd examples && ../$(PY) ../connector.py local summary --ini demo.ini
@@ -55,4 +55,4 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache saved_data site examples/oomnitza-local.db
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache saved_data site examples/oomnitza-local.db examples/sync-state.db* examples/locks

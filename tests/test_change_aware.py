@@ -191,6 +191,31 @@ def test_records_without_a_sync_key_are_always_sent_apart(
     assert second["changes"]["unkeyed"] == 1
 
 
+def test_a_record_that_cannot_be_mapped_does_not_make_every_run_a_full_push(
+    tmp_path: Path, csv: Path, fake_oomnitza: FakeOomnitza
+) -> None:
+    """One row with a missing required value is common in real data: the full push is done without
+    it (it cannot be sent anyway), while the run still counts as incomplete for missing records."""
+    write_csv(csv, [*rows(30), "SN77777,Model 1,"])
+    ini = write_ini(tmp_path, fake_oomnitza.url, extra='mapping.ASSIGNED_TO = {"source": "owner", "required": true}')
+    result, first = upload(ini)
+    assert first["sent"] == 30 and first["missing_required"] == 1 and first["changes"]["full_push"], result.all
+    assert first["changes"]["complete"] is False
+    result, second = upload(ini)
+    assert second["changes"]["full_push"] is False, second["changes"]
+    assert second["sent"] == 0 and second["unchanged"] == 30 and second["missing_required"] == 1
+
+
+def test_a_new_local_store_gets_every_record(tmp_path: Path, csv: Path) -> None:
+    """The state remembers what one local store holds: a store deleted and made again is empty."""
+    ini = write_ini(tmp_path, "sqlite:///" + str(tmp_path / "local.db"))
+    assert upload(ini)[1]["sent"] == 250
+    (tmp_path / "local.db").unlink()
+    result, entry = upload(ini)
+    assert entry["sent"] == 250 and entry["changes"]["full_push"], result.all
+    assert upload(ini)[1]["sent"] == 0
+
+
 # -- full pushes ------------------------------------------------------------------------------------------
 
 

@@ -138,11 +138,17 @@ def sync_fields_of(run: RunInfo, mapper: RecordMapper) -> list[str]:
 
 def target_of(sink: Any, config: Config) -> ledger.Target:
     """Where this run's records go: the sink's Oomnitza URL and credentials (a managed integration
-    may send with a token of its own), else ``[oomnitza]``'s (test mode, plan, the local store)."""
+    may send with a token of its own), else ``[oomnitza]``'s (test mode, plan); for the local
+    store, which store file (its ``identity``)."""
     inner = getattr(sink, "reader", sink)  # TestModeSink / PlanSink wrap the client they read with
     section = getattr(inner, "section", None)
     settings = getattr(section, "settings", None) or config.oomnitza.settings
     url = str(getattr(inner, "url", "") or settings.get("url", "") or config.oomnitza.settings.get("url", ""))
+    if url.startswith("sqlite:"):  # the local store: which file (plan does not open it)
+        from .oomnitza.local_store import store_identity
+
+        identity = getattr(inner, "identity", None) or store_identity(url) or ""
+        return ledger.Target(url, identity=identity, what="the local store file")
     identity = settings.get("api_token") or settings.get("username") or ""
     return ledger.Target(url, identity=identity)
 
@@ -263,13 +269,14 @@ class Tracker:
         return key
 
     # -- the end of the run -------------------------------------------------------------------------
-    async def finish(self, complete: bool, why: str | None) -> None:
-        """The run's bookkeeping (missing records, a full push done); ``why`` it was incomplete."""
+    async def finish(self, complete: bool, why: str | None, *, read_to_end: bool | None = None) -> None:
+        """The run's bookkeeping (missing records, a full push done); ``why`` it was incomplete;
+        ``read_to_end``: the source was read to its end though some records could not be mapped."""
         report = self.report
         if not self.working:
             return
         try:
-            result = await asyncio.to_thread(self.scope.finish, complete=complete)
+            result = await asyncio.to_thread(self.scope.finish, complete=complete, read_to_end=read_to_end)
             report.complete = result.complete
             report.incomplete_reason = why if not complete else result.incomplete_reason
             report.missing = result.missing

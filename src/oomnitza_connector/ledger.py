@@ -260,6 +260,7 @@ class Target:
 
     url: str
     identity: str = field(default="", repr=False)
+    what: str = "the Oomnitza credentials"  # what ``identity`` is, for the full-push reason
 
     def normalized_url(self) -> str:
         """Scheme and host in lower case, no trailing slash: the same tenant gives the same text."""
@@ -600,6 +601,7 @@ class Scope:
             raise ValueError("a sync scope needs at least one sync field")
         self.db, self.path, self.name = db, path, name
         self.target_url = target.normalized_url()
+        self._identity_changed = f"{target.what} changed"
         self.sync_fields = tuple(sync_fields)
         self.options, self.read_only, self.clock = options, read_only, clock
         self.started = int(clock())
@@ -702,7 +704,7 @@ class Scope:
             if row["last_full_at"] is not None and row["mapping"] != self.mapping:
                 reasons.append("the mapping, converters or sync fields changed")
             if row["last_full_at"] is not None and (row["identity"] or "") != self._identity:
-                reasons.append("the Oomnitza credentials changed")
+                reasons.append(self._identity_changed)
             return bool(reasons), tuple(reasons)
         if row["last_full_at"] is None:
             if self._restarted:
@@ -717,7 +719,7 @@ class Scope:
             if row["mapping"] != self.mapping:
                 reasons.append("the mapping, converters or sync fields changed")
             if (row["identity"] or "") != self._identity:
-                reasons.append("the Oomnitza credentials changed")
+                reasons.append(self._identity_changed)
             age = self.started - row["last_full_at"]
             interval = self.options.full_sync_interval.total_seconds()
             if age >= interval:
@@ -1030,9 +1032,13 @@ class Scope:
             return total, [Candidate(key_parts(k), m, s, t) for k, m, s, t in rows]
 
     # -- end of the run ----------------------------------------------------------------------------
-    def finish(self, *, complete: bool) -> RunReport:
+    def finish(self, *, complete: bool, read_to_end: bool | None = None) -> RunReport:
         """Write the pending marks and the run's bookkeeping. ``complete``: every record of the
-        source was read and classified. Read-only: computes the same report, writes nothing."""
+        source was read and classified. ``read_to_end`` (default: ``complete``): the source was
+        read to its end, though some records could not be mapped (so their keys are unknown and
+        the run is not complete): a full push is still done, for those records cannot be sent
+        anyway; else one record with a bad value would make every run a full push.
+        Read-only: computes the same report, writes nothing."""
         with self._lock:
             self._check_open()
             if self._finished is not None:
@@ -1043,7 +1049,8 @@ class Scope:
             elif self.filter_changed:
                 complete, reason = False, "the record filter changed since the last run"
             self._complete = complete
-            full_done = self.full and complete and not self.read_only
+            read_to_end = complete if read_to_end is None else read_to_end and not self.filter_changed
+            full_done = self.full and (complete or read_to_end) and not self.read_only
             try:
                 if self.read_only:
                     missing = self.missing(limit=0)[0]

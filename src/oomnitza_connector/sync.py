@@ -667,8 +667,9 @@ async def _finish_changes(state: _Run, source: Source, options: Options, finishe
     updates (guarded), sent in the same session as any batch."""
     tracker = state.tracker
     assert tracker is not None
-    why = _incomplete(state, source, options, finished)
-    await tracker.finish(why is None, why)
+    unread = _not_read_to_end(state, source, options, finished)
+    why = unread or _unmapped(state)
+    await tracker.finish(why is None, why, read_to_end=unread is None)
     payloads, candidates = tracker.retirement_batch()
     if not payloads or state.halted:
         return
@@ -678,11 +679,8 @@ async def _finish_changes(state: _Run, source: Source, options: Options, finishe
     await state.drain()
 
 
-def _incomplete(state: _Run, source: Source, options: Options, finished: bool) -> str | None:
-    """Why this run did not see every record of the source (None: it did). Only a complete run
-    may count a record it did not see as missing."""
-    counts = state.result.counts
-    lost = counts["failed_convert"] + counts["missing_required"]
+def _not_read_to_end(state: _Run, source: Source, options: Options, finished: bool) -> str | None:
+    """Why this run did not read every record of the source (None: it did)."""
     if not source.reads_everything():
         return "the source reads only some records"
     if state.result.error:
@@ -691,9 +689,16 @@ def _incomplete(state: _Run, source: Source, options: Options, finished: bool) -
         return "the run stopped before the source was read to the end"
     if options.record_count:
         return "--record-count limited the records read"
-    if lost:
-        return f"{lost} record(s) could not be mapped, so their sync keys are not known"
     return None
+
+
+def _unmapped(state: _Run) -> str | None:
+    """Records read but not mapped: their sync keys are unknown, so the run cannot tell which
+    remembered records are missing (only a complete run may count them), though it still
+    completes a full push: those records cannot be sent anyway."""
+    counts = state.result.counts
+    lost = counts["failed_convert"] + counts["missing_required"]
+    return f"{lost} record(s) could not be mapped, so their sync keys are not known" if lost else None
 
 
 def _run_info(section: SectionConfig, source: Source) -> RunInfo:

@@ -9,12 +9,14 @@ mappings before pointing the connector at a tenant, and what ``make demo`` fills
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import logging
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,7 @@ CREATE TABLE IF NOT EXISTS portions (
     skipped        INTEGER NOT NULL DEFAULT 0,
     failed         INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS errors (
     portion TEXT NOT NULL,
     message TEXT NOT NULL,
@@ -70,6 +73,20 @@ def store_path(url: str) -> Path:
     return Path(url[len(prefix) :])
 
 
+def store_identity(url: str) -> str | None:
+    """The identity of the local store at ``url`` (as ``LocalStoreSink.identity``), read without
+    creating or changing the file (``plan``); None when there is no such store yet."""
+    path = store_path(url)
+    if not path.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT value FROM meta WHERE name = 'instance'").fetchone()
+    except sqlite3.Error:
+        return None
+    return f"local store {row[0]}" if row else None
+
+
 class LocalStore:
     """Thread-safe access to the SQLite file; async callers go through ``asyncio.to_thread``."""
 
@@ -84,6 +101,10 @@ class LocalStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            # Which store this is: change-aware sync remembers what one store holds, and a store
+            # deleted and made again (same path, empty) must get every record again.
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('instance', ?)", (uuid.uuid4().hex,))
+            self.instance: str = self.db.execute("SELECT value FROM meta WHERE name = 'instance'").fetchone()[0]
         except sqlite3.Error as exc:
             raise DiskError(f"local store: {describe_sqlite_error(exc, path)}") from None
         self.lock = threading.Lock()
@@ -272,6 +293,7 @@ class LocalStoreSink:
     def __init__(self, url: str) -> None:
         self.store = LocalStore(store_path(url))
         self.url = url
+        self.identity = f"local store {self.store.instance}"  # what change-aware sync fingerprints (store_identity)
         self.disk_problem: str | None = None  # the first write the store's file could not take
 
     async def login(self) -> None:
