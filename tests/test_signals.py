@@ -116,6 +116,25 @@ def test_a_signal_stops_the_upload_finalizes_and_reports_what_was_sent(
     assert "Traceback" not in result.err
 
 
+def test_a_stalled_failure_report_is_given_up_after_the_grace_and_said_so(
+    tmp_path: Path, fake_oomnitza: FakeOomnitza
+) -> None:
+    """Oomnitza stops answering uploads: the report of the stopped run waits only ``stop_grace``,
+    the log says why it was not sent (a timeout has no text of its own), the session is closed."""
+    fake_oomnitza.delay("POST", "/api/v3/bulk$", 0.0, times=1)
+    fake_oomnitza.stall("POST", "/api/v3/bulk$", 60.0, times=10)  # the second batch and the report
+    ini = write_ini(tmp_path, fake_oomnitza, 2000, "stop_grace = 1")
+    connector = Connector(tmp_path, "upload", "csv_assets", "--ini", str(ini), "--workers", "1")
+    wait_for(lambda: bulk_posts(fake_oomnitza) >= 2, "the second batch")
+    connector.signal(signal.SIGTERM)
+    result = connector.finish()
+
+    assert result.code == 143, result.err
+    assert "could not report the failure to Oomnitza: no answer within 1s (stop_grace)" in result.err
+    assert fake_oomnitza.portion().finalized
+    assert "Traceback" not in result.err
+
+
 def test_a_second_signal_exits_at_once(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     fake_oomnitza.stall("POST", "/api/v3/bulk", 120.0, times=1000)  # uploads, report and finalize hang
     ini = write_ini(tmp_path, fake_oomnitza, 500, "stop_grace = 120")

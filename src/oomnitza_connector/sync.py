@@ -743,14 +743,21 @@ async def _close_session(sink: Sink, run: RunInfo, result: SectionResult, state:
         try:
             await asyncio.wait_for(report(run, {}, problem, fatal=True), limit)
         except (ConnectorError, TimeoutError) as exc:
-            log.error("[%s] could not report the failure to Oomnitza: %s", run.section, exc or "no answer in time")
+            log.error("[%s] could not report the failure to Oomnitza: %s", run.section, _why_not(exc, limit))
     try:
         await asyncio.wait_for(sink.finalize(run), limit)
     except (ConnectorError, TimeoutError) as exc:
-        message = str(exc) or "no answer in time"
+        message = _why_not(exc, limit)
         log.error("[%s] could not finalize the sync session: %s", run.section, message)
         if result.error is None:
             result.error = f"could not finalize the sync session: {message}"
+
+
+def _why_not(exc: BaseException, limit: float | None) -> str:
+    """A call that failed, in words: a timeout's exception has no text of its own."""
+    if str(exc):
+        return str(exc)
+    return f"no answer within {limit:g}s (stop_grace)" if limit is not None else "no answer in time"
 
 
 async def _ready_portion(sink: Sink, run: RunInfo, problem: str | None, limit: float | None) -> None:
@@ -768,7 +775,7 @@ async def _ready_portion(sink: Sink, run: RunInfo, problem: str | None, limit: f
     try:
         await asyncio.wait_for(add("POST", f"/api/v3/bulk/{run.connector_id}/add_ready_portion", json=body), limit)
     except (ConnectorError, TimeoutError) as exc:
-        log.error("[%s] could not report to Oomnitza: %s", run.section, exc or "no answer in time")
+        log.error("[%s] could not report to Oomnitza: %s", run.section, _why_not(exc, limit))
 
 
 def _run_problem(result: SectionResult, state: _Run) -> str | None:
