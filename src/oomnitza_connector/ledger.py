@@ -165,7 +165,8 @@ _digest = xxhash.xxh3_64_intdigest  # unsigned 64-bit
 _compress = zstandard.ZstdCompressor(level=1).compress
 _decompress = zstandard.ZstdDecompressor().decompress
 _KEY_SEP = "\x1f"
-_values_of = operator.itemgetter(4)  # Verdict.values
+_blob_of = operator.itemgetter(4)  # Verdict.blob
+_row_of = operator.itemgetter(5)  # Verdict.row
 _kind_of = operator.itemgetter(1)  # Verdict.kind
 _digest_of = operator.itemgetter(3)  # Verdict.digest
 _key_of = operator.itemgetter(0)  # Verdict.key
@@ -327,7 +328,8 @@ class Verdict(tuple):
     kind: str = property(operator.itemgetter(1))  # type: ignore[assignment]
     send: bool = property(operator.itemgetter(2))  # type: ignore[assignment]
     digest: int | None = property(operator.itemgetter(3))  # type: ignore[assignment]
-    values: Any = property(operator.itemgetter(4))  # what is stored for plan (None: not kept)
+    blob: bytes = property(operator.itemgetter(4))  # type: ignore[assignment]  # the values as stored
+    row: int | None = property(operator.itemgetter(5))  # type: ignore[assignment]  # in the scope's records
 
     def __repr__(self) -> str:
         return f"Verdict({self[0]!r}, {self[1]}, send={self[2]})"
@@ -341,9 +343,10 @@ def _verdict(
     kind: str,
     send: bool,
     digest: int | None = None,
-    values: Any = None,
+    blob: bytes = b"",
+    row: int | None = None,
 ) -> Verdict:
-    return _new_verdict(Verdict, (key, kind, send, digest, values))
+    return _new_verdict(Verdict, (key, kind, send, digest, blob, row))
 
 
 @dataclass(frozen=True)
@@ -832,6 +835,7 @@ class _Entry:
     packed: bytes  # the keys as written (JSON): the payloads' own strings are not kept alive
     digests: array[int] | None = None
     block: int | None = None
+    rows: array[int] | None = None  # _SENT: the records' rows (classify found them)
 
     @property
     def keys(self) -> list[str]:
@@ -872,8 +876,9 @@ class Scope:
         # the keys of records delivered again unchanged.
         self._pending_keys: list[str] = []
         self._pending_digests = array("Q")
-        self._pending_values: list[Any] = []
+        self._pending_blobs: list[bytes] = []
         self._pending_same: list[str] = []
+        self._pending_same_rows = array("q")
         self._pending_count = 0
         self._pending_since = 0.0
         self._finished: RunReport | None = None
@@ -1098,12 +1103,11 @@ class Scope:
         self._layout = [f for f in payload if f not in keyset]
         self._layout_get = self._getter(self._layout)
 
-    def _encode_other(self, payload: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
-        """A payload whose fields differ from the layout: an object without the sync fields (sorted
-        when encoded)."""
+    def _encode_other(self, payload: Mapping[str, Any]) -> bytes:
+        """A payload whose fields differ from the layout: a sorted object without the sync fields."""
         keyset = set(self.sync_fields)
         rest = {k: v for k, v in payload.items() if k not in keyset}
-        return rest, orjson.dumps(rest, option=_DUMPS_OPTS, default=_json_default)
+        return orjson.dumps(rest, option=_DUMPS_OPTS, default=_json_default)
 
     def classify(self, payloads: Sequence[Mapping[str, Any]]) -> list[Verdict]:
         """One verdict per payload (same order). Also notes every key as seen in this run."""
@@ -1115,9 +1119,8 @@ class Scope:
                     break
             encoded = self._encode_batch(payloads)
             per_payload: Sequence[str | None]
-            values: list[Any]
             if encoded is None:
-                per_payload, keys, values, blobs = self._encode_each(payloads)
+                per_payload, keys, blobs = self._encode_each(payloads)
             else:
                 keys, values = encoded
                 per_payload = keys
@@ -1125,19 +1128,18 @@ class Scope:
             digests = list(map(_digest, blobs))
             if blobs and max(map(len, blobs)) > STORE_MAX:  # too large to keep (the digest is kept)
                 blobs = [b"" if len(blob) > STORE_MAX else blob for blob in blobs]
-            values = blobs
             self._flags = None
             if not self._remembered:  # a first run: everything keyed is new, no lookups
-                return self._all_new(per_payload, keys, values, digests)
+                return self._all_new(per_payload, keys, blobs, digests)
             rows = list(map(self._records.index.get, keys))
             if None not in rows and per_payload is keys:
                 self._seen_rows.extend(rows)  # type: ignore[arg-type]
-                verdicts = self._all_unchanged(keys, values, digests, rows)  # type: ignore[arg-type]
+                verdicts = self._all_unchanged(keys, blobs, digests, rows)  # type: ignore[arg-type]
                 if verdicts is not None:
                     return verdicts
             else:
                 self._seen_rows.extend([row for row in rows if row is not None])
-            return self._verdicts(per_payload, values, digests, rows)
+            return self._verdicts(per_payload, blobs, digests, rows)
 
     def _encode_batch(self, payloads: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[Any]] | None:
         """The usual batch at C speed: one sync field with text values, every payload with the
@@ -1154,15 +1156,12 @@ class Scope:
         except KeyError:
             return None
 
-    def _encode_each(
-        self, payloads: Sequence[Mapping[str, Any]]
-    ) -> tuple[list[str | None], list[str], list[Any], list[bytes]]:
-        """Per payload: its key (None: unkeyed), and for the keyed ones key, values and their bytes."""
+    def _encode_each(self, payloads: Sequence[Mapping[str, Any]]) -> tuple[list[str | None], list[str], list[bytes]]:
+        """Per payload: its key (None: unkeyed), and for the keyed ones key and encoded values."""
         key_of, getter, other, encode = self._key, self._layout_get, self._encode_other, self._encode
         width = len(self._layout or ()) + len(self.sync_fields)
         per_payload: list[str | None] = []  # parallel lists: fewer objects for the collector
         keys: list[str] = []
-        values: list[Any] = []
         blobs: list[bytes] = []
         for payload in payloads:
             key = key_of(payload)
@@ -1171,19 +1170,17 @@ class Scope:
                 continue
             if len(payload) == width and getter is not None:
                 try:
-                    value = getter(payload)
-                    blob = encode(value)
+                    blob = encode(getter(payload))
                 except KeyError:
-                    value, blob = other(payload)
+                    blob = other(payload)
             else:
-                value, blob = other(payload)
+                blob = other(payload)
             keys.append(key)
-            values.append(value)
             blobs.append(blob)
-        return per_payload, keys, values, blobs
+        return per_payload, keys, blobs
 
     def _all_new(
-        self, per_payload: Sequence[str | None], keys: list[str], values: list[Any], digests: list[int]
+        self, per_payload: Sequence[str | None], keys: list[str], blobs: list[bytes], digests: list[int]
     ) -> list[Verdict]:
         counts = self.counts
         unkeyed = len(per_payload) - len(keys)
@@ -1191,7 +1188,11 @@ class Scope:
         counts[UNKEYED] += unkeyed
         counts["sent"] += len(per_payload)
         verdicts = list(
-            map(_new_verdict, repeat(Verdict), zip(keys, repeat(NEW), repeat(True), digests, values, strict=False))
+            map(
+                _new_verdict,
+                repeat(Verdict),
+                zip(keys, repeat(NEW), repeat(True), digests, blobs, repeat(None), strict=False),
+            )
         )
         if unkeyed:
             it = iter(verdicts)
@@ -1199,7 +1200,7 @@ class Scope:
         return verdicts
 
     def _all_unchanged(
-        self, keys: list[str], values: list[Any], digests: list[int], rows: list[int]
+        self, keys: list[str], blobs: list[bytes], digests: list[int], rows: list[int]
     ) -> list[Verdict] | None:
         """The usual batch of a run over remembered records: all unchanged (C speed). None: not so."""
         records = self._records
@@ -1211,11 +1212,11 @@ class Scope:
         count = len(keys)
         self.counts[UNCHANGED] += count
         self.counts["sent"] += count if send else 0
-        fields = zip(keys, repeat(UNCHANGED), repeat(send), digests, values, strict=False)
+        fields = zip(keys, repeat(UNCHANGED), repeat(send), digests, blobs, rows, strict=False)
         return list(map(_new_verdict, repeat(Verdict), fields))
 
     def _verdicts(
-        self, per_payload: Sequence[str | None], values: list[Any], digests: list[int], rows: list[int | None]
+        self, per_payload: Sequence[str | None], blobs: list[bytes], digests: list[int], rows: list[int | None]
     ) -> list[Verdict]:
         full, counts, stale = self.full, self.counts, self._stale_before or 0
         records = self._records
@@ -1230,19 +1231,19 @@ class Scope:
                 counts["sent"] += 1
                 append(_verdict(None, UNKEYED, True))
                 continue
-            digest, value, row = digests[position], values[position], rows[position]
+            digest, blob, row = digests[position], blobs[position], rows[position]
             position += 1
             if row is None:
                 counts[NEW] += 1
                 counts["sent"] += 1
-                append(new(Verdict, (key, NEW, True, digest, value)))
+                append(new(Verdict, (key, NEW, True, digest, blob, None)))
                 continue
             # A retired record that comes back is sent again.
             kind = UNCHANGED if known_digest[row] == digest and not (any_retired and retired[row]) else CHANGED
             send = full or kind is CHANGED or last_sent[row] < stale
             counts[kind] += 1
             counts["sent"] += send
-            append(new(Verdict, (key, kind, send, digest, value)))
+            append(new(Verdict, (key, kind, send, digest, blob, row)))
         return verdicts
 
     # -- delivered ---------------------------------------------------------------------------------
@@ -1269,9 +1270,10 @@ class Scope:
             if fresh:
                 self._pending_keys.extend(map(_key_of, fresh))
                 self._pending_digests.extend(map(_digest_of, fresh))
-                self._pending_values.extend(map(_values_of, fresh))
+                self._pending_blobs.extend(map(_blob_of, fresh))
             if same:
                 self._pending_same.extend(map(_key_of, same))
+                self._pending_same_rows.extend(map(_row_of, same))
             self._pending_count += len(fresh) + len(same)
             self.counts["delivered"] += len(batch)
             if self._pending_count >= max(1, self.options.flush_rows) or (
@@ -1285,13 +1287,15 @@ class Scope:
         to the records in memory when the run finishes (see :meth:`_apply_own`)."""
         if not self._pending_count:
             return
-        keys_all, digests_all, values_all, same = (
+        keys_all, digests_all, blobs_all, same, same_rows = (
             self._pending_keys,
             self._pending_digests,
-            self._pending_values,
+            self._pending_blobs,
             self._pending_same,
+            self._pending_same_rows,
         )
-        self._pending_keys, self._pending_digests, self._pending_values, self._pending_same = [], array("Q"), [], []
+        self._pending_keys, self._pending_digests, self._pending_blobs = [], array("Q"), []
+        self._pending_same, self._pending_same_rows = [], array("q")
         self._pending_count = 0
         now = int(self.clock())
         db = self.db
@@ -1302,7 +1306,7 @@ class Scope:
                 layout_id = self._store_layout()
                 for start in range(0, len(keys_all), BLOCK_ROWS):
                     end = start + BLOCK_ROWS
-                    raw = b"\n".join(values_all[start:end])
+                    raw = b"\n".join(blobs_all[start:end])  # orjson escapes newlines within values
                     keys, digests = keys_all[start:end], digests_all[start:end]
                     block_id = db.execute(
                         "INSERT INTO blocks (scope, layout, total, data) VALUES (?, ?, ?, ?)",
@@ -1315,7 +1319,7 @@ class Scope:
                     (len(keys_all), layout_id, self.id),
                 )
             if same:
-                entries.append(self._journal(_SENT, now, same))
+                entries.append(self._journal(_SENT, now, same, rows=same_rows))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
@@ -1341,22 +1345,29 @@ class Scope:
                 if e.kind == _FRESH:
                     records.fresh(e.at, e.keys, e.digests, e.block)  # type: ignore[arg-type]
                 elif e.kind == _SENT:  # this run saw them: finish resets their missing count
-                    _fill(records.last_sent, records.rows(e.keys), e.at)
+                    _fill(records.last_sent, e.rows if e.rows is not None else records.rows(e.keys), e.at)
                 else:
                     records.apply(e.kind, e.at, e.keys, None, None)
         self._replayed.update(e.entry for e in own)
         self._block_cache.clear()
 
     def _journal(
-        self, kind: int, at: int, keys: list[str], digests: array[int] | None = None, block: int | None = None
+        self,
+        kind: int,
+        at: int,
+        keys: list[str],
+        digests: array[int] | None = None,
+        block: int | None = None,
+        rows: array[int] | None = None,
     ) -> _Entry:
+        # A copy: orjson's result for a long list can hold several times its length in memory.
         packed = memoryview(orjson.dumps(keys)).tobytes()
         entry = self.db.execute(
             "INSERT INTO journal (scope, kind, at, count, keys, digests, block) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (self.id, kind, at, len(keys), packed, None if digests is None else _digest_bytes(digests), block),
         ).lastrowid
         assert entry is not None
-        return _Entry(entry, kind, at, packed, digests, block)
+        return _Entry(entry, kind, at, packed, digests, block, rows)
 
     def _store_layout(self) -> int | None:
         if self._layout is None:
