@@ -45,9 +45,10 @@ Rules:
   *unkeyed* (no sync-field value: always sent, never remembered). ``send`` is false only for
   unchanged records outside a full push.
 - Only ``mark_delivered`` writes a digest, so a failed or canceled run never marks a record it did
-  not deliver. Marks are written in batches (one transaction per ``flush_rows`` records, and at
-  ``finish``/``close``); a crash loses at most the unwritten marks, and those records are simply
-  sent again next time. Batches may complete in any order: each mark is an upsert by key.
+  not deliver. Marks are written in batches (one transaction per ``flush_rows`` records, default
+  ``FLUSH_ROWS``, or ``FLUSH_SECONDS``, and at ``finish``/``close``); a crash loses at most the
+  unwritten marks, and those records are simply sent again next time. Batches may complete in any
+  order: each mark replaces what the state knew of its key.
 - A full push (every record sent) happens when there is no complete full push yet, ``--full``,
   the mapping (or sync fields) changed, the credentials' fingerprint changed, or the last complete
   full push is older than ``full_sync_interval``. It counts as done when the run was complete;
@@ -75,34 +76,56 @@ Rules:
 - Other sync fields make other keys: the scope then forgets what it remembered (else every old
   key would look missing and be retired) and the run is a full push that says why.
 
-Storage (budget: 1,000,000 records < 150 MB): a ``records`` row holds the key, a 64-bit digest,
-integer timestamps, counters, and a (block, slot) reference; the delivered values are kept apart in
-zstd-compressed *blocks* of up to ``BLOCK_ROWS`` records (one block per flush). Values are stored
-without field names: a per-scope *layout* (the payload's non-key field names, pinned while the
-mapping stays the same) turns a payload into a JSON array of values; a payload with other fields is
-stored as a sorted JSON object. Those bytes are also the digest's input, so a record is encoded
-once. Why blocks: stored raw, the values of the benchmark's 11-field assets take ~150 bytes a
-record and the file ~220 MB per million; compressing one small record at a time saves little and
-costs ~10 µs (a compressor state per call), whereas one call per block of a thousand records
-brings the values to ~35 bytes a record (records repeat models, places, domains) and the file to
-well under budget (see benchmarks/ledger_bench.py). A changed record is written to a new block;
-its old slot becomes garbage, and blocks that are mostly garbage are rewritten (``_compact``) once
-the slots written since the last compaction reach half of the live ones. Values larger than
-``STORE_MAX`` bytes are not kept (``plan`` then shows no "before"); their digest still is. The
+Storage (budget: 1,000,000 records < 150 MB; format 2): per scope, a *snapshot* (one
+``snapshots`` row: the keys as a zstd-compressed JSON array, and one int64 array per column of
+``_COLUMNS``: digest, first/last seen, last sent, missing count, retired, block, slot, compressed
+together) plus a *journal* (``journal`` rows) of what was written since. ``open_scope`` loads the
+snapshot into memory (``_Records``: a key → row dict and the arrays) and replays the journal.
+``mark_delivered`` appends one journal row per flushed block of values (the keys, their digests,
+the block), in the same transaction as the block, once Oomnitza confirmed the batch; records
+delivered again unchanged get one row of keys. A finish of a complete run (or of an incomplete one
+whose journal grew past ``JOURNAL_MERGE`` records or ``JOURNAL_ROWS`` rows) *merges*: in one
+``BEGIN IMMEDIATE`` transaction it applies the journal and its own bookkeeping (missing counts,
+pruning, compaction) to the records in memory, writes them as the scope's next snapshot
+generation and empties the journal; a run that changed nothing writes no snapshot. A small
+incomplete run (a webhook sync of one device) only adds a journal row of the keys it saw. Two
+writers on one scope (the webhook server and a scheduled upload of the same section): each merge
+checks the scope's generation inside its transaction; when another writer merged meanwhile, it
+re-reads that snapshot and the journal (which hold, or still list, this run's own marks) and builds
+on them, so neither overwrites the other. A crash loses nothing written: the next open replays
+the journal. Why not a row per record, as format 1 did: one SQLite row inserted per record costs
+~1.9 µs on the reference machine, most of the 10 % CPU budget, while one blob per block of a
+thousand costs ~0.2 µs a record. A state of format 1 is not read: a writer drops its records and
+the next run of each scope is a full push whose reason says so (``_RESTARTED``).
+
+The delivered values are kept in zstd-compressed *blocks* of up to ``BLOCK_ROWS`` records, one line
+per record. Values are stored without field names: a per-scope *layout* (the payload's non-key
+field names, pinned while the mapping stays the same) turns a payload into a JSON array of values;
+a payload with other fields is stored as a sorted JSON object. Those bytes are also the digest's
+input, so a record is encoded once. Stored raw, the values of the benchmark's 11-field assets take
+~150 bytes a record; one compressor call per block of a thousand records brings them to ~35 bytes
+(records repeat models, places, domains). A changed record is written to a new block; its old
+slot becomes garbage, and blocks that are mostly garbage are rewritten (``_compact``, within a
+merge) once the slots written since the last compaction reach half of the live ones. Values larger
+than ``STORE_MAX`` bytes are not kept (``plan`` then shows no "before"); their digest still is. The
 file is private (0600): it holds the values the connector sends.
 
 The digest is XXH3-64 (``xxhash``) of those bytes: change detection compares a record only with its
 own previous version, so a false "unchanged" needs a 1-in-2^64 coincidence per changed record; a
-cryptographic hash would cost ~1 µs more per record (a tenth of the CPU budget). zstd (level 1)
-compresses these blocks ~3x faster than zlib and slightly smaller.
+cryptographic hash would cost ~1 µs more per record. zstd (level 1) compresses these blocks ~3x
+faster than zlib and slightly smaller.
 
-Cost: ``classify`` is one encode + digest per record and, once something is remembered, one lookup
-query per call (a range scan when the batch's keys are close together, as when a source lists
-records in key order, else one probe per key); ``mark_delivered`` one insert per record, batched
-per transaction; ``finish`` one pass over the scope that writes only records whose status changed
-(a record seen in a complete run keeps ``last_seen`` NULL, meaning "the latest complete run"), so
-a no-op run writes almost nothing. On large scopes call ``finish`` through ``asyncio.to_thread``.
-A scope object may be used from one thread at a time (calls are serialized by a lock).
+Cost (per record, measured in benchmarks/README.md): ``classify`` encodes and digests each batch
+at C speed (``map`` over the payloads) and, once something is remembered, looks the keys up in
+the in-memory dict; a batch that is all new or all unchanged makes its verdicts in one call.
+``mark_delivered`` keeps the marks as columns (no verdict lives on); a flush writes a compressed
+block and a journal row per thousand records. ``finish`` applies the run's marks in memory (a
+first run's in one go, without building the key index), touches only the records whose status
+changes, and writes one snapshot (a few MB per 200,000 records). Memory: the loaded state costs
+about MEMPERREC bytes per remembered record (the key string, its dict entry and row number, eight
+8-byte columns); peak RSS figures are in benchmarks/README.md. On large scopes call ``finish``
+through ``asyncio.to_thread``. A scope object may be used from one thread at a time (calls are
+serialized by a lock).
 
 The file is in WAL mode while written (one writer at a time, readers never blocked) and switched
 back to a rollback journal when the last writer closes, so a read-only ``plan`` on a quiet file
@@ -477,16 +500,18 @@ def _typecode(column: str) -> str:
 
 
 class _Records:
-    """One scope's remembered records: ``names`` holds the keys by row, ``index`` maps a key to
-    its row (built when first needed: a first run never looks a key up); one 64-bit array per
-    column. 0 stands for NULL: ``last_seen`` 0 = seen in the latest complete run (see
-    :meth:`Scope._seen_at`), ``last_sent``/``retired``/``block`` 0 = never. No per-record Python
-    object but the key and its row number, which the garbage collector does not walk."""
+    """One scope's remembered records: ``index`` maps a key to its row (insertion order is row
+    order, so ``list(index)`` is the keys by row), one 64-bit array per column. 0 stands for NULL:
+    ``last_seen`` 0 = seen in the latest complete run (see :meth:`Scope._seen_at`),
+    ``last_sent``/``retired``/``block`` 0 = never. No per-record Python object but the key and its
+    row number, and nothing the garbage collector walks (a dict of str to int is not tracked; a
+    list of 200,000 keys would be visited by every full collection). A first run, which never looks
+    a key up, keeps its keys in ``_names`` and builds no index unless asked."""
 
-    __slots__ = ("names", "_index", "retired_count", *_COLUMNS)
+    __slots__ = ("_names", "_index", "retired_count", *_COLUMNS)
 
     def __init__(self) -> None:
-        self.names: list[str] = []
+        self._names: list[str] | None = None
         self._index: dict[str, int] | None = {}
         self.retired_count = 0
         self.digest: array[int] = array("Q")
@@ -494,20 +519,21 @@ class _Records:
         self.missing, self.retired, self.block, self.slot = array("q"), array("q"), array("q"), array("q")
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.digest)
 
     def keys(self) -> list[str]:
-        """The keys by row."""
-        return self.names
+        """The keys by row (a new list, unless the index was never built)."""
+        return self._names if self._names is not None else list(self._index or ())
 
     @property
     def index(self) -> dict[str, int]:
         if self._index is None:
-            index = dict(zip(self.names, range(len(self.names)), strict=True))
-            if len(index) != len(self.names):  # a key delivered twice in one run: the last one counts
+            names = self._names or []
+            index = dict(zip(names, range(len(names)), strict=True))
+            if len(index) != len(names):  # a key delivered twice in one run: the last one counts
                 self.keep(sorted(index.values()))
             else:
-                self._index = index
+                self._index, self._names = index, None
         return self._index  # type: ignore[return-value]
 
     def columns(self) -> list[array[int]]:
@@ -525,7 +551,7 @@ class _Records:
             column.frombytes(raw[number * 8 * count : (number + 1) * 8 * count])
             if _BIG_ENDIAN:
                 column.byteswap()
-        records.names, records._index = names, None
+        records._names, records._index = names, None
         records.index  # noqa: B018 (built now: the run looks keys up)
         records.retired_count = count - records.retired.count(0)
         return records
@@ -542,8 +568,9 @@ class _Records:
 
     def keep(self, rows: Sequence[int]) -> None:
         """Forget every record but these rows (pruning)."""
-        self.names = [self.names[row] for row in rows]
-        self._index = dict(zip(self.names, range(len(rows)), strict=True))
+        names = self.keys()
+        self._index = dict(zip([names[row] for row in rows], range(len(rows)), strict=True))
+        self._names = None
         for name in _COLUMNS:
             column = getattr(self, name)
             setattr(self, name, array(column.typecode, [column[row] for row in rows]))
@@ -559,8 +586,7 @@ class _Records:
         for slot, key in enumerate(keys):
             row = index.get(key)
             if row is None:
-                index[key] = len(self.names)
-                self.names.append(key)
+                index[key] = len(self.digest)
                 for column, value in zip(self.columns(), (digests[slot], at, 0, at, 0, 0, block, slot), strict=True):
                     column.append(value)
                 continue
@@ -572,10 +598,11 @@ class _Records:
 
     def _append(self, at: int, keys: Sequence[str], digests: array[int], blocks: array[int], slots: array[int]) -> None:
         """New records (none of them known; a key twice only when the index is not built)."""
-        start, count = len(self.names), len(keys)
-        self.names.extend(keys)
+        start, count = len(self.digest), len(keys)
         if self._index is not None:
             self._index.update(zip(keys, range(start, start + count), strict=True))
+        else:
+            self._names = (self._names or []) + list(keys) if start else list(keys)
         stamp, zeros = array("q", [at]) * count, _zeros(count)
         self.digest.extend(digests)
         self.first_seen.extend(stamp)
@@ -590,11 +617,11 @@ class _Records:
         """Many ``fresh`` entries of new records at once (a first run's): False (nothing done)
         unless every key is new and none comes twice."""
         keys = [key for _, names, _, _ in entries for key in names]
-        if self.names:
+        if len(self):
             if any(map(self.index.__contains__, keys)) or len(set(keys)) != len(keys):
                 return False
         else:  # nothing was remembered: the index is built when needed (a key twice: the last counts)
-            self._index = None
+            self._index, self._names = None, None
         digests, blocks, slots, stamps = array("Q"), array("q"), array("q"), array("q")
         for at, names, values, block in entries:
             digests.extend(values)
@@ -639,9 +666,25 @@ class _Records:
             self.seen(at, keys)
 
 
-def _fill(column: array[int], rows: Iterable[int], value: int) -> None:
+def _fill(column: array[int], rows: Sequence[int], value: int) -> None:
     """``column[row] = value`` for each row, at C speed."""
-    collections.deque(map(column.__setitem__, rows, repeat(value)), maxlen=0)
+    start = _run_start(rows)
+    if start is not None:  # consecutive rows (a run over a source read in the same order)
+        column[start : start + len(rows)] = array(column.typecode, [value]) * len(rows)
+    else:
+        collections.deque(map(column.__setitem__, rows, repeat(value)), maxlen=0)
+
+
+def _run_start(rows: Sequence[int]) -> int | None:
+    """The first row when ``rows`` are consecutive and ascending (else None)."""
+    if not rows:
+        return None
+    start = rows[0]
+    if rows[-1] - start != len(rows) - 1:
+        return None
+    expected = range(start, start + len(rows))
+    same = rows == array("q", expected) if isinstance(rows, array) else rows == list(expected)
+    return start if same else None
 
 
 def _digest_array(data: bytes) -> array[int]:
@@ -1204,7 +1247,13 @@ class Scope:
     ) -> list[Verdict] | None:
         """The usual batch of a run over remembered records: all unchanged (C speed). None: not so."""
         records = self._records
-        if records.retired_count or digests != list(map(records.digest.__getitem__, rows)):
+        if records.retired_count:
+            return None
+        start = _run_start(rows)
+        if start is not None:  # the source lists records in the order they were remembered
+            if records.digest[start : start + len(rows)] != array("Q", digests):
+                return None
+        elif digests != list(map(records.digest.__getitem__, rows)):
             return None
         send = self.full
         if not send and self._stale_before and min(map(records.last_sent.__getitem__, rows)) < self._stale_before:
@@ -1435,7 +1484,12 @@ class Scope:
         if self._flags is not None and len(self._flags) == count:
             return self._flags
         flags = bytearray(count)
-        collections.deque(map(flags.__setitem__, self._seen_rows, repeat(1)), maxlen=0)
+        rows = self._seen_rows
+        start = _run_start(rows)
+        if start is not None:
+            flags[start : start + len(rows)] = b"\x01" * len(rows)
+        else:
+            collections.deque(map(flags.__setitem__, rows, repeat(1)), maxlen=0)
         flags[self._own_from :] = b"\x01" * (count - self._own_from)
         self._flags = flags
         return flags
