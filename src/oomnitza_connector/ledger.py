@@ -509,11 +509,12 @@ class _Records:
     list of 200,000 keys would be visited by every full collection). A first run, which never looks
     a key up, keeps its keys in ``_names`` and builds no index unless asked."""
 
-    __slots__ = ("_names", "_index", "retired_count", *_COLUMNS)
+    __slots__ = ("_names", "_index", "_keys_blob", "retired_count", *_COLUMNS)
 
     def __init__(self) -> None:
         self._names: list[str] | None = None
         self._index: dict[str, int] | None = {}
+        self._keys_blob: bytes | None = None  # the snapshot's keys as loaded, while no key came or went
         self.retired_count = 0
         self.digest: array[int] = array("Q")
         self.first_seen, self.last_seen, self.last_sent = array("q"), array("q"), array("q")
@@ -554,11 +555,12 @@ class _Records:
                 column.byteswap()
         records._names, records._index = names, None
         records.index  # noqa: B018 (built now: the run looks keys up)
+        records._keys_blob = keys if len(records) == count else None
         records.retired_count = count - records.retired.count(0)
         return records
 
     def dump(self) -> tuple[bytes, bytes]:
-        keys = _compress(orjson.dumps(self.keys()))
+        keys = self._keys_blob if self._keys_blob is not None else _compress(orjson.dumps(self.keys()))
         parts = []
         for column in self.columns():
             if _BIG_ENDIAN:
@@ -571,7 +573,7 @@ class _Records:
         """Forget every record but these rows (pruning)."""
         names = self.keys()
         self._index = dict(zip([names[row] for row in rows], range(len(rows)), strict=True))
-        self._names = None
+        self._names, self._keys_blob = None, None
         for name in _COLUMNS:
             column = getattr(self, name)
             setattr(self, name, array(column.typecode, [column[row] for row in rows]))
@@ -588,6 +590,7 @@ class _Records:
             row = index.get(key)
             if row is None:
                 index[key] = len(self.digest)
+                self._keys_blob = None
                 for column, value in zip(self.columns(), (digests[slot], at, 0, at, 0, 0, block, slot), strict=True):
                     column.append(value)
                 continue
@@ -600,6 +603,7 @@ class _Records:
     def _append(self, at: int, keys: Sequence[str], digests: array[int], blocks: array[int], slots: array[int]) -> None:
         """New records (none of them known; a key twice only when the index is not built)."""
         start, count = len(self.digest), len(keys)
+        self._keys_blob = None
         if self._index is not None:
             self._index.update(zip(keys, range(start, start + count), strict=True))
         else:
