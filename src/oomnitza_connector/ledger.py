@@ -153,7 +153,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from pathlib import Path
 from typing import Any
 
@@ -621,7 +621,7 @@ class _Records:
     def fresh_all(self, entries: Sequence[tuple[int, Sequence[str], array[int], int]]) -> bool:
         """Many ``fresh`` entries of new records at once (a first run's): False (nothing done)
         unless every key is new and none comes twice."""
-        keys = [key for _, names, _, _ in entries for key in names]
+        keys = list(chain.from_iterable(names for _, names, _, _ in entries))
         if len(self):
             if any(map(self.index.__contains__, keys)) or len(set(keys)) != len(keys):
                 return False
@@ -678,6 +678,13 @@ def _fill(column: array[int], rows: Sequence[int], value: int) -> None:
         column[start : start + len(rows)] = array(column.typecode, [value]) * len(rows)
     else:
         collections.deque(map(column.__setitem__, rows, repeat(value)), maxlen=0)
+
+
+def _nonzero_rows(column: array[int]) -> Iterable[int]:
+    """The rows whose value is not 0 (usually none: checked on the raw bytes first)."""
+    if column.tobytes() == bytes(8 * len(column)):
+        return ()
+    return compress(range(len(column)), column)
 
 
 def _run_start(rows: Sequence[int]) -> int | None:
@@ -1677,8 +1684,8 @@ class Scope:
         records = self._records
         missing, last_seen = records.missing, records.last_seen
         flags = self._seen_flags()
-        marked = set(compress(range(len(flags)), missing))
-        marked.update(compress(range(len(flags)), last_seen))
+        marked = set(_nonzero_rows(missing))
+        marked.update(_nonzero_rows(last_seen))
         touched = False
         for row in marked:
             if flags[row]:
@@ -1692,9 +1699,7 @@ class Scope:
         cutoff = now - int(PRUNE_AFTER.total_seconds())
         retired = records.retired
         forgotten = {
-            row
-            for row in compress(range(len(flags)), last_seen)
-            if last_seen[row] < cutoff and (retired[row] or missing[row] > 0)
+            row for row in _nonzero_rows(last_seen) if last_seen[row] < cutoff and (retired[row] or missing[row] > 0)
         }
         if forgotten:
             kept = [row for row in range(len(records)) if row not in forgotten]
