@@ -250,7 +250,6 @@ CREATE TABLE IF NOT EXISTS journal (
 );
 CREATE INDEX IF NOT EXISTS journal_by_scope ON journal (scope, id);
 """
-_OLD_TABLES = ("records", "blocks", "scopes", "layouts")  # format 1: dropped when a writer opens it
 _RESTARTED = "the sync state was written by an older connector version: it starts over"
 
 
@@ -494,10 +493,6 @@ _BIG_ENDIAN = sys.byteorder == "big"
 
 def _zeros(count: int) -> array[int]:
     return array("q", bytes(8 * count))
-
-
-def _typecode(column: str) -> str:
-    return "Q" if column == "digest" else "q"
 
 
 class _Records:
