@@ -551,7 +551,7 @@ class _Records:
         records._names, records._index = names, None
         records.index  # noqa: B018 (built now: the run looks keys up)
         records._keys_blob = keys if len(records) == count else None
-        records.retired_count = count - records.retired.count(0)
+        records.retired_count = len(records) - records.retired.count(0)
         return records
 
     def dump(self) -> tuple[bytes, bytes]:
