@@ -16,7 +16,7 @@ the CPU is the ledger's. It reports:
   interpreter start included): read, map, classify, finish; it must send nothing;
 - ``size``: the state file for ``--size-rows`` records (default 1,000,000) in key order and in
   random order, and after one run in which 20 % of them changed (old values become garbage that
-  compaction reclaims).
+  compaction reclaims); and the memory and CPU of opening that state (in a fresh process).
 
     python benchmarks/ledger_bench.py                  # everything, 200,000 rows
     python benchmarks/ledger_bench.py --only noop --rows 200000
@@ -242,6 +242,32 @@ def load(state: Path, order: list[int], clock: Callable[[], float], change: floa
     scope.close()
 
 
+def open_in_child(state: Path, rows: int) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child-open", str(state)]
+    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    return {
+        "open_cpu": out["open_cpu"],
+        "open_rss_mb": out["rss_mb"],
+        "memory_per_record_bytes": round(out["rss_mb"] * 2**20 / rows),
+    }
+
+
+def child_open(state: Path) -> dict[str, Any]:
+    """Resident memory the opened state adds (RSS after open minus before, this process only)."""
+
+    def rss() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    gc.collect()
+    before, started = rss(), time.process_time()
+    scope = ledger.open_scope(state, target=TARGET, name="assets", mapping="m", sync_fields=SYNC, read_only=True)
+    cpu = time.process_time() - started
+    grown = rss() - before
+    scope.close()
+    return {"open_cpu": round(cpu, 2), "rss_mb": round(grown / 2**20, 1)}
+
+
 def file_mb(state: Path) -> float:
     return sum(p.stat().st_size for p in state.parent.glob(state.name + "*")) / 1e6
 
@@ -259,6 +285,8 @@ def bench_size(rows: int) -> dict[str, Any]:
             load(state, order, lambda: now[0])
             result[f"{name}_mb"] = round(file_mb(state), 1)
             result[f"{name}_load_cpu"] = round(time.process_time() - started, 1)
+            if not shuffle:  # what the loaded state costs in memory (the scope opened in a fresh process)
+                result.update(open_in_child(state, rows))
             if shuffle:
                 now[0] += 86400
                 load(state, order, lambda: now[0], change=0.2)
@@ -276,7 +304,11 @@ def main() -> int:
     ap.add_argument("--only", action="append", choices=["first", "noop", "size"], help="run only these parts")
     ap.add_argument("--no-upload", action="store_true", help="skip the reference upload (no CPU ratio)")
     ap.add_argument("--child-noop", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--child-open", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child_open:
+        print(json.dumps(child_open(Path(args.child_open))))
+        return 0
     if args.child_noop:
         ini, state = map(Path, args.child_noop)
         print(json.dumps(pipeline_pass(ini, state)))

@@ -321,20 +321,18 @@ def test_marks_reach_the_file_in_batches_and_on_close(state: Path, clock: Clock)
     sc = scope(state, clock, flush_rows=4)
     verdicts = sc.classify(assets(10))
     sc.mark_delivered(verdicts[:3])
-    assert _rows(state) == 0  # pending
+    assert _rows(state, clock) == 0  # pending
     sc.mark_delivered(verdicts[3:5])
-    assert _rows(state) == 5  # flushed: one transaction
+    assert _rows(state, clock) == 5  # flushed: one transaction
     sc.mark_delivered(verdicts[5:6])
     sc.close()  # unfinished: finishes as incomplete and keeps what was delivered
-    assert _rows(state) == 6
+    assert _rows(state, clock) == 6
 
 
-def _rows(state: Path) -> int:
-    db = sqlite3.connect(state)
-    try:
-        return db.execute("SELECT count(*) FROM records").fetchone()[0]
-    finally:
-        db.close()
+def _rows(state: Path, clock: Clock, among: int = 10) -> int:
+    """How many of ``assets(among)`` the file remembers (as another process reading it sees)."""
+    with scope(state, clock, read_only=True) as reader:
+        return sum(v.kind != NEW for v in reader.classify(assets(among)))
 
 
 def test_a_failed_run_marks_nothing(state: Path, clock: Clock) -> None:
@@ -581,9 +579,12 @@ def test_compaction_reclaims_replaced_values(state: Path, clock: Clock, monkeypa
             r["OWNER"] = f"owner in round {round_}"
         sync(state, clock, records)
     db = sqlite3.connect(state)
-    total, live = db.execute("SELECT sum(total), (SELECT count(*) FROM records) FROM blocks").fetchone()
-    unused = db.execute("SELECT count(*) FROM blocks WHERE id NOT IN (SELECT block FROM records)").fetchone()[0]
+    blocks = dict(db.execute("SELECT id, total FROM blocks").fetchall())
     db.close()
+    with scope(state, clock, read_only=True) as reader:  # where the records' values are (storage internals)
+        used = set(reader._records.block)
+    total, live = sum(blocks.values()), _rows(state, clock, among=100)
+    unused = len(set(blocks) - used)
     # 100 records written 180 times: without compaction 180 slots, 80 of them garbage
     assert live == 100 and total <= 120 and unused <= 1
     records = [dict(r) for r in records]
@@ -600,7 +601,7 @@ def test_long_forgotten_records_are_pruned(state: Path, clock: Clock) -> None:
     sync(state, clock, assets(3))
     clock.advance(400 * DAY)
     sync(state, clock, assets(3))
-    assert _rows(state) == 3
+    assert _rows(state, clock) == 3
 
 
 # -- plan's display ---------------------------------------------------------------------------------------
@@ -661,3 +662,135 @@ def test_finish_from_a_worker_thread(state: Path, clock: Clock) -> None:
             return await asyncio.to_thread(sc.finish, complete=True)
 
     assert asyncio.run(run()).counts["delivered"] == 3
+
+
+# -- snapshot + journal (storage) -------------------------------------------------------------------------
+
+
+def test_a_crash_after_confirmed_batches_loses_nothing_delivered(state: Path, clock: Clock) -> None:
+    """Marks written to the journal (flush_rows reached) survive a crash before finish: the next
+    open replays them, and the next finish merges them into the snapshot."""
+    sync(state, clock, assets(6))
+    sc = scope(state, clock, flush_rows=2)
+    changed = assets(6, OWNER="new owner") + assets(2, start=6)
+    verdicts = sc.classify(changed)
+    sc.mark_delivered(verdicts[:2])  # written (one journal row)
+    sc.mark_delivered(verdicts[6:])  # two new records: written
+    sc.mark_delivered(verdicts[2:3])  # pending only ...
+    sc.db.close()  # ... when the process dies: no finish, no close
+    clock.advance(DAY)
+    with scope(state, clock, read_only=True) as plan:  # a reader replays the journal too
+        assert kinds(plan.classify(changed)) == [UNCHANGED] * 2 + [CHANGED] * 4 + [UNCHANGED] * 2
+        assert plan.previous(plan.classify(changed[2:3])[0])["OWNER"] == "user2@acme.test"  # type: ignore[index]
+    report, verdicts = sync(state, clock, changed)
+    assert kinds(verdicts) == [UNCHANGED] * 2 + [CHANGED] * 4 + [UNCHANGED] * 2
+    assert report.missing == 0
+    _, verdicts = sync(state, clock, changed)
+    assert kinds(verdicts) == [UNCHANGED] * 8
+    db = sqlite3.connect(state)
+    try:
+        assert db.execute("SELECT count(*) FROM journal").fetchone()[0] == 0  # merged
+    finally:
+        db.close()
+
+
+def test_two_writers_finishing_merge_rather_than_overwrite(state: Path, clock: Clock) -> None:
+    """The webhook server and a scheduled upload of one section, both finishing complete runs:
+    the second finish builds on the snapshot the first wrote (re-read inside its transaction)."""
+    sync(state, clock, assets(4))
+    upload, webhook = scope(state, clock), scope(state, clock, partial=True)
+    records = assets(4, OWNER="moved") + assets(1, start=4)
+    upload_verdicts = upload.classify(records[:2] + records[4:])  # S0000, S0001 changed; S0004 new
+    webhook_verdicts = webhook.classify(records[2:4])  # S0002, S0003 changed
+    upload.mark_delivered(upload_verdicts)
+    webhook.mark_delivered(webhook_verdicts)
+    upload.finish(complete=True)  # merges first: S0002/S0003 were not seen by it, so missing once
+    report = webhook.finish(complete=False)  # another generation now: re-read, then its own marks
+    upload.close()
+    webhook.close()
+    assert report.counts["delivered"] == 2
+    _, verdicts = sync(state, clock, records)
+    assert kinds(verdicts) == [UNCHANGED] * 5  # every delivery kept, none overwritten
+    with scope(state, clock) as sc:
+        sc.classify(records)
+        assert sc.finish(complete=True).missing == 0
+
+
+def test_two_complete_writers_both_count(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(3))
+    first, second = scope(state, clock), scope(state, clock)
+    first.mark_delivered(first.classify(assets(1, start=10)))
+    second.mark_delivered(second.classify(assets(1, start=20)))
+    first.finish(complete=False)
+    second.finish(complete=True)
+    first.close()
+    second.close()
+    with scope(state, clock, read_only=True) as plan:
+        verdicts = plan.classify(assets(3) + assets(1, start=10) + assets(1, start=20))
+        assert kinds(verdicts) == [UNCHANGED] * 5
+
+
+def test_a_key_twice_in_one_run_is_remembered_once(state: Path, clock: Clock) -> None:
+    records = [*assets(3), dict(assets(1)[0], OWNER="second copy")]
+    sync(state, clock, records)
+    report, verdicts = sync(state, clock, assets(3))
+    assert [v.kind for v in verdicts] == [CHANGED, UNCHANGED, UNCHANGED]  # the last copy counts
+    assert report.missing == 0
+    _, verdicts = sync(state, clock, assets(3))
+    assert kinds(verdicts) == [UNCHANGED] * 3
+
+
+def test_values_too_large_are_not_kept_but_compared(state: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger, "STORE_MAX", 100)
+    records = [{"SERIAL": "A", "NOTES": "x" * 200}, {"SERIAL": "B", "NOTES": "short"}]
+    sync(state, clock, records)
+    with scope(state, clock) as sc:
+        verdicts = sc.classify([dict(records[0], NOTES="y" * 200), dict(records[1], NOTES="other")])
+        assert kinds(verdicts) == [CHANGED, CHANGED]
+        assert sc.previous(verdicts[0]) is None
+        assert sc.previous(verdicts[1]) == {"SERIAL": "B", "NOTES": "short"}
+
+
+def test_a_state_of_the_first_format_starts_over(state: Path, clock: Clock) -> None:
+    """Format 1 (a row per record) is not read: the next run is a full push that says why."""
+    state.parent.mkdir(parents=True)
+    db = sqlite3.connect(state)
+    db.executescript(
+        "CREATE TABLE meta (name TEXT PRIMARY KEY, value);"
+        "CREATE TABLE scopes (id INTEGER PRIMARY KEY, target TEXT NOT NULL, name TEXT NOT NULL, identity TEXT, "
+        "mapping TEXT, filter TEXT, sync_fields TEXT NOT NULL, layout INTEGER, created_at INTEGER NOT NULL, "
+        "last_run_at INTEGER, last_complete_at INTEGER, last_full_at INTEGER, runs INTEGER NOT NULL DEFAULT 0, "
+        "complete_runs INTEGER NOT NULL DEFAULT 0, slots_written INTEGER NOT NULL DEFAULT 0, "
+        "slots_live INTEGER NOT NULL DEFAULT 0, UNIQUE (target, name));"
+        "CREATE TABLE layouts (id INTEGER PRIMARY KEY, fields TEXT NOT NULL UNIQUE);"
+        "CREATE TABLE blocks (id INTEGER PRIMARY KEY, scope INTEGER NOT NULL, layout INTEGER, "
+        "total INTEGER NOT NULL, data BLOB NOT NULL);"
+        "CREATE TABLE records (scope INTEGER NOT NULL, key TEXT NOT NULL, digest INTEGER, first_seen INTEGER "
+        "NOT NULL, last_seen INTEGER, last_sent INTEGER, missing INTEGER NOT NULL DEFAULT 0, retired INTEGER, "
+        "block INTEGER, slot INTEGER, PRIMARY KEY (scope, key)) WITHOUT ROWID;"
+        f"INSERT INTO scopes (target, name, sync_fields, mapping, created_at, last_full_at, runs) "
+        f"VALUES ('{URL}', 'csv_assets', '[\"SERIAL\"]', 'x', 1, 1, 3);"
+        "INSERT INTO records (scope, key, digest, first_seen) VALUES (1, 'S0000', 1, 1);"
+        f"PRAGMA application_id = {ledger.APPLICATION_ID}; PRAGMA user_version = 1;"
+    )
+    db.close()
+    with scope(state, clock, read_only=True) as plan:  # plan reads it as empty, writes nothing
+        assert plan.full and plan.full_reasons == (ledger._RESTARTED,)
+        assert kinds(plan.classify(assets(2))) == [NEW] * 2
+    report, verdicts = sync(state, clock, assets(2))
+    assert report.full and report.full_reasons == (ledger._RESTARTED,) and report.full_push_done
+    assert kinds(verdicts) == [NEW] * 2
+    report, verdicts = sync(state, clock, assets(2))
+    assert not report.full and kinds(verdicts) == [UNCHANGED] * 2
+
+
+def test_a_damaged_snapshot_is_refused_in_one_line(state: Path, clock: Clock) -> None:
+    sync(state, clock, assets(3))
+    db = sqlite3.connect(state)
+    db.execute("UPDATE snapshots SET columns = x'00'")
+    db.commit()
+    db.close()
+    for read_only in (False, True):
+        with pytest.raises(StateError) as err:
+            scope(state, clock, read_only=read_only)
+        assert "damaged or not a sync state file" in str(err.value) and "\n" not in str(err.value)

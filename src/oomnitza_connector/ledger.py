@@ -45,9 +45,10 @@ Rules:
   *unkeyed* (no sync-field value: always sent, never remembered). ``send`` is false only for
   unchanged records outside a full push.
 - Only ``mark_delivered`` writes a digest, so a failed or canceled run never marks a record it did
-  not deliver. Marks are written in batches (one transaction per ``flush_rows`` records, and at
-  ``finish``/``close``); a crash loses at most the unwritten marks, and those records are simply
-  sent again next time. Batches may complete in any order: each mark is an upsert by key.
+  not deliver. Marks are written in batches (one transaction per ``flush_rows`` records, default
+  ``FLUSH_ROWS``, or ``FLUSH_SECONDS``, and at ``finish``/``close``); a crash loses at most the
+  unwritten marks, and those records are simply sent again next time. Batches may complete in any
+  order: each mark replaces what the state knew of its key.
 - A full push (every record sent) happens when there is no complete full push yet, ``--full``,
   the mapping (or sync fields) changed, the credentials' fingerprint changed, or the last complete
   full push is older than ``full_sync_interval``. It counts as done when the run was complete;
@@ -75,34 +76,57 @@ Rules:
 - Other sync fields make other keys: the scope then forgets what it remembered (else every old
   key would look missing and be retired) and the run is a full push that says why.
 
-Storage (budget: 1,000,000 records < 150 MB): a ``records`` row holds the key, a 64-bit digest,
-integer timestamps, counters, and a (block, slot) reference; the delivered values are kept apart in
-zstd-compressed *blocks* of up to ``BLOCK_ROWS`` records (one block per flush). Values are stored
-without field names: a per-scope *layout* (the payload's non-key field names, pinned while the
-mapping stays the same) turns a payload into a JSON array of values; a payload with other fields is
-stored as a sorted JSON object. Those bytes are also the digest's input, so a record is encoded
-once. Why blocks: stored raw, the values of the benchmark's 11-field assets take ~150 bytes a
-record and the file ~220 MB per million; compressing one small record at a time saves little and
-costs ~10 µs (a compressor state per call), whereas one call per block of a thousand records
-brings the values to ~35 bytes a record (records repeat models, places, domains) and the file to
-well under budget (see benchmarks/ledger_bench.py). A changed record is written to a new block;
-its old slot becomes garbage, and blocks that are mostly garbage are rewritten (``_compact``) once
-the slots written since the last compaction reach half of the live ones. Values larger than
-``STORE_MAX`` bytes are not kept (``plan`` then shows no "before"); their digest still is. The
+Storage (budget: 1,000,000 records < 150 MB; format 2): per scope, a *snapshot* (one
+``snapshots`` row: the keys as a zstd-compressed JSON array, and one int64 array per column of
+``_COLUMNS``: digest, first/last seen, last sent, missing count, retired, block, slot, compressed
+together) plus a *journal* (``journal`` rows) of what was written since. ``open_scope`` loads the
+snapshot into memory (``_Records``: a key → row dict and the arrays) and replays the journal.
+``mark_delivered`` appends one journal row per flushed block of values (the keys, their digests,
+the block), in the same transaction as the block, once Oomnitza confirmed the batch; records
+delivered again unchanged get one row of keys. A finish of a complete run (or of an incomplete one
+whose journal grew past ``JOURNAL_MERGE`` records or ``JOURNAL_ROWS`` rows) *merges*: in one
+``BEGIN IMMEDIATE`` transaction it applies the journal and its own bookkeeping (missing counts,
+pruning, compaction) to the records in memory, writes them as the scope's next snapshot
+generation and empties the journal; a run that changed nothing writes no snapshot. A small
+incomplete run (a webhook sync of one device) only adds a journal row of the keys it saw. Two
+writers on one scope (the webhook server and a scheduled upload of the same section): each merge
+checks the scope's generation inside its transaction; when another writer merged meanwhile, it
+re-reads that snapshot and the journal (which hold, or still list, this run's own marks) and builds
+on them, so neither overwrites the other. A crash loses nothing written: the next open replays
+the journal. Why not a row per record, as format 1 did: one SQLite row inserted per record costs
+~1.9 µs on the reference machine, most of the 10 % CPU budget, while one blob per block of a
+thousand costs ~0.2 µs a record. A state of format 1 is not read: a writer drops its records and
+the next run of each scope is a full push whose reason says so (``_RESTARTED``).
+
+The delivered values are kept in zstd-compressed *blocks* of up to ``BLOCK_ROWS`` records, one line
+per record. Values are stored without field names: a per-scope *layout* (the payload's non-key
+field names, pinned while the mapping stays the same) turns a payload into a JSON array of values;
+a payload with other fields is stored as a sorted JSON object. Those bytes are also the digest's
+input, so a record is encoded once. Stored raw, the values of the benchmark's 11-field assets take
+~150 bytes a record; one compressor call per block of a thousand records brings them to ~35 bytes
+(records repeat models, places, domains). A changed record is written to a new block; its old
+slot becomes garbage, and blocks that are mostly garbage are rewritten (``_compact``, within a
+merge) once the slots written since the last compaction reach half of the live ones. Values larger
+than ``STORE_MAX`` bytes are not kept (``plan`` then shows no "before"); their digest still is. The
 file is private (0600): it holds the values the connector sends.
 
 The digest is XXH3-64 (``xxhash``) of those bytes: change detection compares a record only with its
 own previous version, so a false "unchanged" needs a 1-in-2^64 coincidence per changed record; a
-cryptographic hash would cost ~1 µs more per record (a tenth of the CPU budget). zstd (level 1)
-compresses these blocks ~3x faster than zlib and slightly smaller.
+cryptographic hash would cost ~1 µs more per record. zstd (level 1) compresses these blocks ~3x
+faster than zlib and slightly smaller.
 
-Cost: ``classify`` is one encode + digest per record and, once something is remembered, one lookup
-query per call (a range scan when the batch's keys are close together, as when a source lists
-records in key order, else one probe per key); ``mark_delivered`` one insert per record, batched
-per transaction; ``finish`` one pass over the scope that writes only records whose status changed
-(a record seen in a complete run keeps ``last_seen`` NULL, meaning "the latest complete run"), so
-a no-op run writes almost nothing. On large scopes call ``finish`` through ``asyncio.to_thread``.
-A scope object may be used from one thread at a time (calls are serialized by a lock).
+Cost (per record, measured in benchmarks/README.md): ``classify`` encodes and digests each batch
+at C speed (``map`` over the payloads) and, once something is remembered, looks the keys up in
+the in-memory dict; a batch that is all new or all unchanged makes its verdicts in one call.
+``mark_delivered`` keeps the marks as columns (no verdict lives on); a flush writes a compressed
+block and a journal row per thousand records. ``finish`` applies the run's marks in memory (a
+first run's in one go, without building the key index), touches only the records whose status
+changes, and writes one snapshot (a few MB per 200,000 records). Memory: the loaded state costs
+about 220 bytes per remembered record (the key string ~60, its dict entry and row number ~90,
+eight 8-byte columns 64): ~210 MB for a million records, ~45 MB for 200,000 (see
+benchmarks/README.md). On large scopes call ``finish``
+through ``asyncio.to_thread``. A scope object may be used from one thread at a time (calls are
+serialized by a lock).
 
 The file is in WAL mode while written (one writer at a time, readers never blocked) and switched
 back to a rollback journal when the last writer closes, so a read-only ``plan`` on a quiet file
@@ -111,19 +135,25 @@ opens it with ``mode=ro`` and leaves no ``-wal``/``-shm`` files behind.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import hashlib
 import math
 import operator
 import os
 import secrets
 import sqlite3
+import sys
 import threading
 import time
 import urllib.parse
+from array import array
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from itertools import chain, compress, repeat
 from pathlib import Path
 from typing import Any
 
@@ -136,55 +166,38 @@ from .errors import ConnectorError, DiskError
 from .oomnitza.payload import _default as _json_default
 
 STATE_FILE = "sync-state.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: one row per record (replaced: a state of that format starts over)
 APPLICATION_ID = 0x4F6F4C67  # "OoLg": marks the file as ours (PRAGMA application_id)
 
 NEW, CHANGED, UNCHANGED, UNKEYED = "new", "changed", "unchanged", "unkeyed"
 
 BLOCK_ROWS = 1000  # records per compressed block
-BLOCK_BYTES = 1 << 20  # and at most this many raw bytes per block
 STORE_MAX = 16384  # a record's values larger than this are not kept (the digest is)
 PRUNE_AFTER = timedelta(days=365)
 COMPACT_MIN = 5000  # slots written since the last compaction before one is considered
 COMPACT_MAX_ROWS = 200_000  # live slots rewritten by one compaction (bounded time)
 SMALL_BLOCK = 64  # blocks this small are merged when compacting
-IN_CHUNK = 500  # ids per IN (...) query
-LOOKUP_CHUNK = 1000  # keys per lookup query (passed as one JSON array)
+JOURNAL_MERGE = 20_000  # an incomplete run merges the journal into the snapshot past this many records
+JOURNAL_ROWS = 256  # ... or this many journal rows
+FLUSH_ROWS = 5000  # delivered marks written per transaction (a crash loses at most these)
 FLUSH_SECONDS = 5.0  # delivered marks wait at most this long (besides flush_rows) before being written
 KDF_ITERATIONS = 20_000  # identity fingerprint: PBKDF2-SHA256 with a per-file salt
 BUSY_TIMEOUT = 10.0  # seconds to wait for another writer
 
 _DUMPS_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-_digest = xxhash.xxh3_64_intdigest  # unsigned 64-bit; minus _SIGN it fits SQLite's signed INTEGER
-_SIGN = 1 << 63
+_digest = xxhash.xxh3_64_intdigest  # unsigned 64-bit
 _compress = zstandard.ZstdCompressor(level=1).compress
 _decompress = zstandard.ZstdDecompressor().decompress
-# Remembered, unretired, not seen in this run (records sent in this run were seen, even when the
-# run began with nothing remembered and so kept no list of seen keys). Parameters: scope, and
-# Scope._unseen_before: the run's start when it began with nothing remembered, else no bound (the
-# list of seen keys is then whole, and a record delivered by the previous run within the same
-# second as this run began must still count as missing).
-_UNSEEN = (
-    "scope=? AND retired IS NULL AND key NOT IN (SELECT key FROM temp.seen) AND (last_sent IS NULL OR last_sent < ?)"
-)
-# When a record was last seen: its own last_seen once it went missing (or was seen in an incomplete
-# run); otherwise the latest complete run, or its last delivery when that is later. Keeping NULL
-# for "seen in the latest complete run" spares a write per record and run. Parameter: the scope's
-# last complete run.
-_LAST_SEEN = "COALESCE(last_seen, max(COALESCE(last_sent, 0), ?))"
-# Lookups fetch only what classify compares (where the values are kept is read by previous()).
-_RANGE = "SELECT key, digest, last_sent FROM records WHERE scope=? AND key BETWEEN ? AND ? LIMIT ?"
-_PROBE = "SELECT key, digest, last_sent FROM records WHERE scope=? AND key IN (SELECT value FROM json_each(?))"
-_UPSERT = (
-    "INSERT INTO records (scope, key, digest, first_seen, last_seen, last_sent, missing, retired, block, slot) "
-    "SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?2, NULL, ?2, 0, NULL, ?3, key "
-    "FROM json_each(?4) WHERE true ON CONFLICT (scope, key) DO UPDATE SET digest=excluded.digest, "
-    "last_seen=excluded.last_seen, last_sent=excluded.last_sent, missing=0, retired=NULL, "
-    "block=excluded.block, slot=excluded.slot"
-)
 _KEY_SEP = "\x1f"
 _blob_of = operator.itemgetter(4)  # Verdict.blob
+_row_of = operator.itemgetter(5)  # Verdict.row
+_kind_of = operator.itemgetter(1)  # Verdict.kind
+_digest_of = operator.itemgetter(3)  # Verdict.digest
+_key_of = operator.itemgetter(0)  # Verdict.key
 _NO_BOUND = 1 << 62
+_FLIP = bytes.maketrans(b"\x00\x01", b"\x01\x00")
+# Journal entries (see "Storage"): what one write did to the records it names.
+_FRESH, _SENT, _RETIRED, _SEEN = 1, 2, 3, 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value);
@@ -205,6 +218,8 @@ CREATE TABLE IF NOT EXISTS scopes (
     complete_runs    INTEGER NOT NULL DEFAULT 0,
     slots_written    INTEGER NOT NULL DEFAULT 0,
     slots_live       INTEGER NOT NULL DEFAULT 0,
+    generation       INTEGER NOT NULL DEFAULT 0,  -- of the snapshot; bumped by every merge
+    note             TEXT,  -- why the state started over (until the next complete full push)
     UNIQUE (target, name)
 );
 CREATE TABLE IF NOT EXISTS layouts (id INTEGER PRIMARY KEY, fields TEXT NOT NULL UNIQUE);
@@ -216,20 +231,26 @@ CREATE TABLE IF NOT EXISTS blocks (
     data   BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS blocks_by_scope ON blocks (scope);
-CREATE TABLE IF NOT EXISTS records (
-    scope      INTEGER NOT NULL,
-    key        TEXT NOT NULL,
-    digest     INTEGER,  -- NULL once retired: a record that comes back is sent again
-    first_seen INTEGER NOT NULL,
-    last_seen  INTEGER,  -- NULL: seen in the latest complete run (see _LAST_SEEN)
-    last_sent  INTEGER,
-    missing    INTEGER NOT NULL DEFAULT 0,
-    retired    INTEGER,
-    block      INTEGER,
-    slot       INTEGER,
-    PRIMARY KEY (scope, key)
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    scope      INTEGER PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    count      INTEGER NOT NULL,
+    keys       BLOB NOT NULL,  -- zstd(JSON array of the keys)
+    columns    BLOB NOT NULL   -- zstd(one little-endian int64 array per column, see _COLUMNS)
+);
+CREATE TABLE IF NOT EXISTS journal (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a writer remembers the ids it applied
+    scope   INTEGER NOT NULL,
+    kind    INTEGER NOT NULL,
+    at      INTEGER NOT NULL,
+    count   INTEGER NOT NULL,
+    keys    BLOB NOT NULL,  -- JSON array of the keys
+    digests BLOB,           -- _FRESH: int64 array, one per key
+    block   INTEGER         -- _FRESH: where the values are (slot = position in keys)
+);
+CREATE INDEX IF NOT EXISTS journal_by_scope ON journal (scope, id);
 """
+_RESTARTED = "the sync state was written by an older connector version: it starts over"
 
 
 # What a read-only run sees of a scope the file does not hold (yet).
@@ -243,6 +264,8 @@ _NOTHING_YET: dict[str, Any] = {
     "last_complete_at": None,
     "runs": 0,
     "sync_fields": "[]",
+    "generation": 0,
+    "note": None,
 }
 
 
@@ -311,7 +334,7 @@ class ScopeOptions:
     filter: str = ""  # digest of the section's record filter ("" = none)
     retire_after_runs: int = 0  # 0 = retirement off
     retire_max: RetireMax = RetireMax()
-    flush_rows: int = BLOCK_ROWS  # delivered marks written per transaction
+    flush_rows: int = FLUSH_ROWS  # delivered marks written per transaction
     # The run reads only some records (webhook syncs, incremental sources): see "Partial runs".
     partial: bool = False
 
@@ -329,7 +352,8 @@ class Verdict(tuple):
     kind: str = property(operator.itemgetter(1))  # type: ignore[assignment]
     send: bool = property(operator.itemgetter(2))  # type: ignore[assignment]
     digest: int | None = property(operator.itemgetter(3))  # type: ignore[assignment]
-    blob: bytes = property(operator.itemgetter(4))  # type: ignore[assignment]
+    blob: bytes = property(operator.itemgetter(4))  # type: ignore[assignment]  # the values as stored
+    row: int | None = property(operator.itemgetter(5))  # type: ignore[assignment]  # in the scope's records
 
     def __repr__(self) -> str:
         return f"Verdict({self[0]!r}, {self[1]}, send={self[2]})"
@@ -344,8 +368,9 @@ def _verdict(
     send: bool,
     digest: int | None = None,
     blob: bytes = b"",
+    row: int | None = None,
 ) -> Verdict:
-    return _new_verdict(Verdict, (key, kind, send, digest, blob))
+    return _new_verdict(Verdict, (key, kind, send, digest, blob, row))
 
 
 @dataclass(frozen=True)
@@ -461,6 +486,231 @@ def describe_changes(
     return rows
 
 
+# -- the remembered records, in memory ----------------------------------------------------------------
+
+_COLUMNS = ("digest", "first_seen", "last_seen", "last_sent", "missing", "retired", "block", "slot")
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+def _zeros(count: int) -> array[int]:
+    return array("q", bytes(8 * count))
+
+
+class _Records:
+    """One scope's remembered records: ``index`` maps a key to its row (insertion order is row
+    order, so ``list(index)`` is the keys by row), one 64-bit array per column. 0 stands for NULL:
+    ``last_seen`` 0 = seen in the latest complete run (see :meth:`Scope._seen_at`),
+    ``last_sent``/``retired``/``block`` 0 = never. No per-record Python object but the key and its
+    row number, and nothing the garbage collector walks (a dict of str to int is not tracked; a
+    list of 200,000 keys would be visited by every full collection). A first run, which never looks
+    a key up, keeps its keys in ``_names`` and builds no index unless asked."""
+
+    __slots__ = ("_names", "_index", "_keys_blob", "retired_count", *_COLUMNS)
+
+    def __init__(self) -> None:
+        self._names: list[str] | None = None
+        self._index: dict[str, int] | None = {}
+        self._keys_blob: bytes | None = None  # the snapshot's keys as loaded, while no key came or went
+        self.retired_count = 0
+        self.digest: array[int] = array("Q")
+        self.first_seen, self.last_seen, self.last_sent = array("q"), array("q"), array("q")
+        self.missing, self.retired, self.block, self.slot = array("q"), array("q"), array("q"), array("q")
+
+    def __len__(self) -> int:
+        return len(self.digest)
+
+    def keys(self) -> list[str]:
+        """The keys by row (a new list, unless the index was never built)."""
+        return self._names if self._names is not None else list(self._index or ())
+
+    @property
+    def index(self) -> dict[str, int]:
+        if self._index is None:
+            names = self._names or []
+            index = dict(zip(names, range(len(names)), strict=True))
+            if len(index) != len(names):  # a key delivered twice in one run: the last one counts
+                self.keep(sorted(index.values()))
+            else:
+                self._index, self._names = index, None
+        return self._index  # type: ignore[return-value]
+
+    def columns(self) -> list[array[int]]:
+        return [getattr(self, name) for name in _COLUMNS]
+
+    @classmethod
+    def load(cls, keys: bytes, columns: bytes) -> _Records:
+        records = cls()
+        names: list[str] = orjson.loads(_decompress(keys))
+        count = len(names)
+        raw = memoryview(_decompress(columns))
+        if len(raw) != 8 * count * len(_COLUMNS):
+            raise ValueError("a snapshot's columns do not match its keys")
+        for number, column in enumerate(records.columns()):
+            column.frombytes(raw[number * 8 * count : (number + 1) * 8 * count])
+            if _BIG_ENDIAN:
+                column.byteswap()
+        records._names, records._index = names, None
+        records.index  # noqa: B018 (built now: the run looks keys up)
+        records._keys_blob = keys if len(records) == count else None
+        records.retired_count = len(records) - records.retired.count(0)
+        return records
+
+    def dump(self) -> tuple[bytes, bytes]:
+        keys = self._keys_blob if self._keys_blob is not None else _compress(orjson.dumps(self.keys()))
+        parts = []
+        for column in self.columns():
+            if _BIG_ENDIAN:
+                column = array(column.typecode, column)
+                column.byteswap()
+            parts.append(column.tobytes())
+        return keys, _compress(b"".join(parts))
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Forget every record but these rows (pruning)."""
+        names = self.keys()
+        self._index = dict(zip([names[row] for row in rows], range(len(rows)), strict=True))
+        self._names, self._keys_blob = None, None
+        for name in _COLUMNS:
+            column = getattr(self, name)
+            setattr(self, name, array(column.typecode, [column[row] for row in rows]))
+        self.retired_count = len(rows) - self.retired.count(0)
+
+    # -- what a journal entry does (the same at the write and when an open replays it) ------------
+    def fresh(self, at: int, keys: Sequence[str], digests: array[int], block: int) -> None:
+        """Delivered new or changed values: digest, values at (block, position), sent now."""
+        index, count = self.index, len(keys)
+        if not any(map(index.__contains__, keys)) and len(set(keys)) == count:
+            self._append(at, keys, digests, array("q", [block]) * count, array("q", range(count)))
+            return
+        for slot, key in enumerate(keys):
+            row = index.get(key)
+            if row is None:
+                index[key] = len(self.digest)
+                self._keys_blob = None
+                for column, value in zip(self.columns(), (digests[slot], at, 0, at, 0, 0, block, slot), strict=True):
+                    column.append(value)
+                continue
+            self.digest[row], self.last_seen[row], self.last_sent[row] = digests[slot], 0, at
+            if self.retired[row]:
+                self.retired_count -= 1
+            self.missing[row] = self.retired[row] = 0
+            self.block[row], self.slot[row] = block, slot
+
+    def _append(self, at: int, keys: Sequence[str], digests: array[int], blocks: array[int], slots: array[int]) -> None:
+        """New records (none of them known; a key twice only when the index is not built)."""
+        start, count = len(self.digest), len(keys)
+        self._keys_blob = None
+        if self._index is not None:
+            self._index.update(zip(keys, range(start, start + count), strict=True))
+        else:
+            self._names = (self._names or []) + list(keys) if start else list(keys)
+        stamp, zeros = array("q", [at]) * count, _zeros(count)
+        self.digest.extend(digests)
+        self.first_seen.extend(stamp)
+        self.last_seen.extend(zeros)
+        self.last_sent.extend(stamp)
+        self.missing.extend(zeros)
+        self.retired.extend(zeros)
+        self.block.extend(blocks)
+        self.slot.extend(slots)
+
+    def fresh_all(self, entries: Sequence[tuple[int, Sequence[str], array[int], int]]) -> bool:
+        """Many ``fresh`` entries of new records at once (a first run's): False (nothing done)
+        unless every key is new and none comes twice."""
+        keys = list(chain.from_iterable(names for _, names, _, _ in entries))
+        if len(self):
+            if any(map(self.index.__contains__, keys)) or len(set(keys)) != len(keys):
+                return False
+        else:  # nothing was remembered: the index is built when needed (a key twice: the last counts)
+            self._index, self._names = None, None
+        digests, blocks, slots, stamps = array("Q"), array("q"), array("q"), array("q")
+        for at, names, values, block in entries:
+            digests.extend(values)
+            blocks.extend(array("q", [block]) * len(names))
+            slots.extend(array("q", range(len(names))))
+            stamps.extend(array("q", [at]) * len(names))
+        self._append(0, keys, digests, blocks, slots)
+        self.first_seen[-len(keys) :] = stamps
+        self.last_sent[-len(keys) :] = stamps
+        return True
+
+    def rows(self, keys: Sequence[str]) -> list[int]:
+        rows = list(map(self.index.get, keys))
+        return [row for row in rows if row is not None] if None in rows else rows  # type: ignore[return-value]
+
+    def sent(self, at: int, keys: Sequence[str]) -> None:
+        """Delivered again, unchanged."""
+        rows = self.rows(keys)
+        _fill(self.last_sent, rows, at)
+        _fill(self.last_seen, rows, 0)
+        _fill(self.missing, rows, 0)
+
+    def retire(self, at: int, keys: Sequence[str]) -> None:
+        for row in self.rows(keys):
+            self.retired_count += not self.retired[row]
+            self.retired[row] = self.last_sent[row] = at
+
+    def seen(self, at: int, keys: Sequence[str]) -> None:
+        """Seen in an incomplete run."""
+        rows = self.rows(keys)
+        _fill(self.missing, rows, 0)
+        _fill(self.last_seen, rows, at)
+
+    def apply(self, kind: int, at: int, keys: Sequence[str], digests: bytes | None, block: int | None) -> None:
+        if kind == _FRESH:
+            self.fresh(at, keys, _digest_array(digests or b""), block or 0)
+        elif kind == _SENT:
+            self.sent(at, keys)
+        elif kind == _RETIRED:
+            self.retire(at, keys)
+        elif kind == _SEEN:
+            self.seen(at, keys)
+
+
+def _fill(column: array[int], rows: Sequence[int], value: int) -> None:
+    """``column[row] = value`` for each row, at C speed."""
+    start = _run_start(rows)
+    if start is not None:  # consecutive rows (a run over a source read in the same order)
+        column[start : start + len(rows)] = array(column.typecode, [value]) * len(rows)
+    else:
+        collections.deque(map(column.__setitem__, rows, repeat(value)), maxlen=0)
+
+
+def _nonzero_rows(column: array[int]) -> Iterable[int]:
+    """The rows whose value is not 0 (usually none: checked on the raw bytes first)."""
+    if column.tobytes() == bytes(8 * len(column)):
+        return ()
+    return compress(range(len(column)), column)
+
+
+def _run_start(rows: Sequence[int]) -> int | None:
+    """The first row when ``rows`` are consecutive and ascending (else None)."""
+    if not rows:
+        return None
+    start = rows[0]
+    if rows[-1] - start != len(rows) - 1:
+        return None
+    expected = range(start, start + len(rows))
+    same = rows == array("q", expected) if isinstance(rows, array) else rows == list(expected)
+    return start if same else None
+
+
+def _digest_array(data: bytes) -> array[int]:
+    values = array("Q")
+    values.frombytes(data)
+    if _BIG_ENDIAN:
+        values.byteswap()
+    return values
+
+
+def _digest_bytes(values: array[int]) -> bytes:
+    column = values
+    if _BIG_ENDIAN:
+        column = array("Q", values)
+        column.byteswap()
+    return column.tobytes()
+
+
 # -- opening the file --------------------------------------------------------------------------------
 
 
@@ -508,9 +758,9 @@ def _create_schema(db: sqlite3.Connection) -> None:
     )
 
 
-def _check_format(db: sqlite3.Connection, path: Path) -> bool:
-    """Whether the file holds a state (False: empty, nothing written yet). Raises ``StateError``
-    for another program's database or a newer format."""
+def _check_format(db: sqlite3.Connection, path: Path) -> int:
+    """The file's format (0: empty, nothing written yet). Raises ``StateError`` for another
+    program's database or a newer format."""
     app_id = db.execute("PRAGMA application_id").fetchone()[0]
     version = db.execute("PRAGMA user_version").fetchone()[0]
     tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
@@ -521,17 +771,58 @@ def _check_format(db: sqlite3.Connection, path: Path) -> bool:
             f"{path} was written by a newer connector (state format {version}, this one reads up to "
             f"{SCHEMA_VERSION}); upgrade the connector, or move the file aside to start over"
         )
-    return bool(tables)
+    return version if tables else 0
 
 
-def _require_json(db: sqlite3.Connection) -> None:
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Format 1 kept a row per record: forget those (and their values); keep the scopes, whose
+    next run is a full push saying why (see :data:`_RESTARTED`), the salt and the layouts."""
+    db.execute("BEGIN IMMEDIATE")
     try:
-        db.execute("SELECT count(*) FROM json_each('[1]')").fetchone()
-    except sqlite3.OperationalError:
-        raise StateError(
-            f"this Python's SQLite ({sqlite3.sqlite_version}) has no JSON functions, which change-aware sync "
-            "needs: use a Python built with SQLite 3.38 or later (or with JSON1)"
-        ) from None
+        if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:  # not done by another writer
+            db.execute("DROP TABLE IF EXISTS records")
+            db.execute("DELETE FROM blocks")
+            db.execute("ALTER TABLE scopes ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+            db.execute("ALTER TABLE scopes ADD COLUMN note TEXT")
+            db.execute(
+                "UPDATE scopes SET note=?, mapping=NULL, layout=NULL, last_full_at=NULL, last_complete_at=NULL, "
+                "runs=0, complete_runs=0, slots_written=0, slots_live=0",
+                (_RESTARTED,),
+            )
+            for statement in _statements(_SCHEMA):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+
+
+def _use_wal(db: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch the file to WAL mode. Two processes opening a file in rollback mode at once can
+    meet in a lock SQLite does not wait out (each holds a read lock the other's switch needs):
+    one of them gets SQLITE_BUSY at once, and tries again until the other's switch is done."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = (getattr(exc, "sqlite_errorname", "") or "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a script (``executescript`` would commit the open transaction)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            yield statement
+            statement = ""
 
 
 def open_scope(
@@ -552,23 +843,29 @@ def open_scope(
     (every record new)."""
     path = Path(path)
     db: sqlite3.Connection | None = None
+    note = None
     try:
         if read_only and not path.exists():
             db = _empty_state()
         else:
             db = _connect(path, read_only, busy_timeout)
-            if not _check_format(db, path):
-                if read_only:
-                    db.close()
-                    db = _empty_state()
-                else:
-                    _create_schema(db)
+            version = _check_format(db, path)
+            if version == 0 and read_only:
+                db.close()
+                db = _empty_state()
+            elif version == 0:
+                _create_schema(db)
+            elif version < SCHEMA_VERSION and read_only:
+                db.close()
+                db, note = _empty_state(), _RESTARTED
+            elif version < SCHEMA_VERSION:
+                _upgrade(db)
         if not read_only:
-            db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(db, busy_timeout)
             db.execute("PRAGMA synchronous=NORMAL")
-        _require_json(db)
-        db.execute("CREATE TEMP TABLE seen (key TEXT PRIMARY KEY) WITHOUT ROWID")
-        return Scope(db, path, target, name, mapping, list(sync_fields), options or ScopeOptions(), read_only, clock)
+        return Scope(
+            db, path, target, name, mapping, list(sync_fields), options or ScopeOptions(), read_only, clock, note
+        )
     except sqlite3.Error as exc:
         if db is not None:
             db.close()
@@ -577,6 +874,24 @@ def open_scope(
         if db is not None:
             db.close()
         raise
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A journal row this run wrote, kept until it is applied to the records in memory."""
+
+    entry: int
+    kind: int
+    at: int
+    packed: bytes  # the keys as written (JSON): the payloads' own strings are not kept alive
+    digests: array[int] | None = None
+    block: int | None = None
+    rows: array[int] | None = None  # _SENT: the records' rows (classify found them)
+
+    @property
+    def keys(self) -> list[str]:
+        keys: list[str] = orjson.loads(self.packed)
+        return keys
 
 
 # -- the scope ----------------------------------------------------------------------------------------
@@ -596,6 +911,7 @@ class Scope:
         options: ScopeOptions,
         read_only: bool,
         clock: Callable[[], float],
+        note: str | None = None,
     ) -> None:
         if not sync_fields:
             raise ValueError("a sync scope needs at least one sync field")
@@ -608,17 +924,35 @@ class Scope:
         self._lock = threading.RLock()
         self.mapping = digest_of({"mapping": mapping, "sync_fields": self.sync_fields})
         self.counts = dict.fromkeys((NEW, CHANGED, UNCHANGED, UNKEYED, "sent", "delivered"), 0)
-        self._pending: list[Verdict] = []
+        # Delivered marks not written yet: new and changed records' keys, digests and values, and
+        # the keys of records delivered again unchanged.
+        self._pending_keys: list[str] = []
+        self._pending_digests = array("Q")
+        self._pending_blobs: list[bytes] = []
+        self._pending_same: list[str] = []
+        self._pending_same_rows = array("q")
+        self._pending_count = 0
         self._pending_since = 0.0
         self._finished: RunReport | None = None
         self._complete = False
         self._closed = False
-        self._block_cache: dict[int, tuple[int | None, list[bytes]]] = {}
+        self._block_cache: dict[int, tuple[int | None, list[Any]]] = {}
         self._layouts: dict[int, list[str]] = {}
         self._key = self._key_getter()
+        self._encode = functools.partial(orjson.dumps, option=_DUMPS_OPTS, default=_json_default)
+        # Rows classified in this run; rows from _own_from on were added by this run's deliveries.
+        self._seen_rows = array("q")
+        self._own_from = 0
+        self._flags: bytearray | None = None  # per row: seen in this run (see _seen_flags)
+        self._records = _Records()
+        self._generation = 0
+        self._replayed: set[int] = set()  # journal rows reflected in self._records
+        self._unapplied: list[_Entry] = []  # this run's, written but not reflected yet
         salt = self._salt()
         self._identity = _fingerprint(target.identity, salt) if salt else ""
         row = self._load_or_create()
+        if note is not None:
+            row = {**row, "note": note}
         self._restarted = row["id"] >= 0 and orjson.loads(row["sync_fields"]) != list(self.sync_fields)
         if self._restarted:
             row = self._start_over(row)
@@ -631,11 +965,13 @@ class Scope:
             stale.append(self.started - int(options.full_sync_interval.total_seconds()) + 1)
         self._stale_before: int | None = max(stale) or None
         self.filter_changed = row["id"] >= 0 and row["runs"] > 0 and (row["filter"] or "") != options.filter
-        self._range_skip = self._range_misses = 0
         self._last_complete: int | None = row["last_complete_at"]
-        self._remembered = row["id"] >= 0 and (
-            self.db.execute("SELECT 1 FROM records WHERE scope=? LIMIT 1", (row["id"],)).fetchone() is not None
-        )
+        if self.id >= 0:
+            self._load()
+        self._own_from = len(self._records)
+        self._remembered = len(self._records) > 0
+        # Records delivered by another writer during a run that began with nothing remembered are
+        # not missing (see _unseen).
         self._unseen_before = _NO_BOUND if self._remembered else self.started
         # The value layout: pinned while the mapping stays; otherwise taken from the first payload.
         self._layout_id: int | None = row["layout"] if row["mapping"] == self.mapping else None
@@ -675,6 +1011,51 @@ class Scope:
             return _NOTHING_YET
         return dict(row)
 
+    def _load(self) -> None:
+        """The snapshot and the journal written since, read in one (read) transaction."""
+        db = self.db
+        own = not db.in_transaction
+        if own:
+            db.execute("BEGIN")
+        try:
+            self._read_snapshot()
+            self._replay()
+        finally:
+            if own:
+                db.execute("COMMIT")
+
+    def _read_snapshot(self) -> None:
+        db = self.db
+        self._generation = db.execute("SELECT generation FROM scopes WHERE id=?", (self.id,)).fetchone()[0]
+        row = db.execute("SELECT keys, columns FROM snapshots WHERE scope=?", (self.id,)).fetchone()
+        try:
+            self._records = _Records.load(row[0], row[1]) if row is not None else _Records()
+        except (zstandard.ZstdError, orjson.JSONDecodeError, sqlite3.DatabaseError, ValueError, TypeError) as exc:
+            raise StateError(
+                f"{self.path} is damaged or not a sync state file ({exc}); move it aside and run again "
+                "(the next run then sends every record)"
+            ) from None
+        self._replayed = set()
+        self._block_cache.clear()
+
+    def _replay(self) -> None:
+        """Apply the journal rows not reflected yet (written by this or another writer)."""
+        rows = self.db.execute(
+            "SELECT id, kind, at, keys, digests, block FROM journal WHERE scope=? ORDER BY id", (self.id,)
+        ).fetchall()
+        records, replayed = self._records, self._replayed
+        for entry, kind, at, keys, digests, block in rows:
+            if entry in replayed:
+                continue
+            try:
+                records.apply(kind, at, orjson.loads(keys), digests, block)
+            except (orjson.JSONDecodeError, ValueError, TypeError, IndexError) as exc:
+                raise StateError(
+                    f"{self.path} is damaged or not a sync state file ({exc}); move it aside and run again "
+                    "(the next run then sends every record)"
+                ) from None
+            replayed.add(entry)
+
     def _start_over(self, row: dict[str, Any]) -> dict[str, Any]:
         """Other sync fields make other keys: what is remembered under the old ones would all look
         missing (and be retired). Forget it (read-only: pretend it is gone)."""
@@ -683,11 +1064,11 @@ class Scope:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute("DELETE FROM records WHERE scope=?", (row["id"],))
-            db.execute("DELETE FROM blocks WHERE scope=?", (row["id"],))
+            for table in ("snapshots", "journal", "blocks"):
+                db.execute(f"DELETE FROM {table} WHERE scope=?", (row["id"],))
             db.execute(
                 "UPDATE scopes SET sync_fields=?, mapping=NULL, layout=NULL, last_full_at=NULL, runs=0, "
-                "complete_runs=0, slots_written=0, slots_live=0 WHERE id=?",
+                "complete_runs=0, slots_written=0, slots_live=0, generation=generation+1 WHERE id=?",
                 (orjson.dumps(self.sync_fields).decode(), row["id"]),
             )
             db.execute("COMMIT")
@@ -709,6 +1090,8 @@ class Scope:
         if row["last_full_at"] is None:
             if self._restarted:
                 reasons.append("the sync fields changed: the state starts over")
+            elif row["note"]:
+                reasons.append(row["note"])
             elif row["runs"] == 0 and self._elsewhere:
                 reasons.append("first run against this Oomnitza URL (the state knows the section for another URL)")
             elif row["runs"] == 0:
@@ -786,112 +1169,139 @@ class Scope:
                 for payload in payloads:
                     self._set_layout(payload)
                     break
-            key_of, getter, other = self._key, self._layout_get, self._encode_other
-            width = len(self._layout or ()) + len(self.sync_fields)
-            dumps, digest_of_blob = orjson.dumps, _digest
-            per_payload: list[str | None] = []  # parallel lists: fewer objects for the collector
-            keys: list[str] = []
-            blobs: list[bytes] = []
-            digests: list[int] = []
-            for payload in payloads:
-                key = key_of(payload)
-                per_payload.append(key)
-                if key is None:
-                    continue
-                if len(payload) == width:
-                    try:
-                        blob = dumps(getter(payload), option=_DUMPS_OPTS, default=_json_default)  # type: ignore[misc]
-                    except KeyError:
-                        blob = other(payload)
-                else:
-                    blob = other(payload)
-                keys.append(key)
-                blobs.append(blob)
-                digests.append(digest_of_blob(blob) - _SIGN)
+            encoded = self._encode_batch(payloads)
+            per_payload: Sequence[str | None]
+            if encoded is None:
+                per_payload, keys, blobs = self._encode_each(payloads)
+            else:
+                keys, blobs = encoded
+                per_payload = keys
+            digests = list(map(_digest, blobs))
+            if blobs and max(map(len, blobs)) > STORE_MAX:  # too large to keep (the digest is kept)
+                blobs = [b"" if len(blob) > STORE_MAX else blob for blob in blobs]
+            self._flags = None
             if not self._remembered:  # a first run: everything keyed is new, no lookups
                 return self._all_new(per_payload, keys, blobs, digests)
-            known = self._lookup(keys)
-            return self._verdicts(per_payload, keys, blobs, digests, known)
+            rows = list(map(self._records.index.get, keys))
+            if None not in rows and per_payload is keys:
+                self._seen_rows.extend(rows)  # type: ignore[arg-type]
+                verdicts = self._all_unchanged(keys, blobs, digests, rows)  # type: ignore[arg-type]
+                if verdicts is not None:
+                    return verdicts
+            else:
+                self._seen_rows.extend([row for row in rows if row is not None])
+            return self._verdicts(per_payload, blobs, digests, rows)
+
+    def _encode_batch(self, payloads: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[bytes]] | None:
+        """The usual batch at C speed: one sync field with text values, every payload with the
+        layout's fields. Keys and encoded values; None: some payload is not like that (see
+        :meth:`_encode_each`)."""
+        getter, width = self._layout_get, len(self._layout or ()) + 1
+        if len(self.sync_fields) != 1 or getter is None or not payloads:
+            return None
+        try:
+            keys: list[str] = list(map(operator.itemgetter(self.sync_fields[0]), payloads))
+            if None in keys or "" in keys or set(map(type, keys)) != {str} or set(map(len, payloads)) != {width}:
+                return None
+            return keys, list(map(self._encode, map(getter, payloads)))  # each tuple freed at once
+        except KeyError:
+            return None
+
+    def _encode_each(self, payloads: Sequence[Mapping[str, Any]]) -> tuple[list[str | None], list[str], list[bytes]]:
+        """Per payload: its key (None: unkeyed), and for the keyed ones key and encoded values."""
+        key_of, getter, other, encode = self._key, self._layout_get, self._encode_other, self._encode
+        width = len(self._layout or ()) + len(self.sync_fields)
+        per_payload: list[str | None] = []  # parallel lists: fewer objects for the collector
+        keys: list[str] = []
+        blobs: list[bytes] = []
+        for payload in payloads:
+            key = key_of(payload)
+            per_payload.append(key)
+            if key is None:
+                continue
+            if len(payload) == width and getter is not None:
+                try:
+                    blob = encode(getter(payload))
+                except KeyError:
+                    blob = other(payload)
+            else:
+                blob = other(payload)
+            keys.append(key)
+            blobs.append(blob)
+        return per_payload, keys, blobs
 
     def _all_new(
-        self, per_payload: list[str | None], keys: list[str], blobs: list[bytes], digests: list[int]
+        self, per_payload: Sequence[str | None], keys: list[str], blobs: list[bytes], digests: list[int]
     ) -> list[Verdict]:
-        counts, new = self.counts, _new_verdict
+        counts = self.counts
         unkeyed = len(per_payload) - len(keys)
         counts[NEW] += len(keys)
         counts[UNKEYED] += unkeyed
         counts["sent"] += len(per_payload)
-        verdicts = [new(Verdict, (k, NEW, True, d, b)) for k, d, b in zip(keys, digests, blobs, strict=True)]
+        verdicts = list(
+            map(
+                _new_verdict,
+                repeat(Verdict),
+                zip(keys, repeat(NEW), repeat(True), digests, blobs, repeat(None), strict=False),
+            )
+        )
         if unkeyed:
             it = iter(verdicts)
             verdicts = [next(it) if key is not None else _verdict(None, UNKEYED, True) for key in per_payload]
         return verdicts
 
+    def _all_unchanged(
+        self, keys: list[str], blobs: list[bytes], digests: list[int], rows: list[int]
+    ) -> list[Verdict] | None:
+        """The usual batch of a run over remembered records: all unchanged (C speed). None: not so."""
+        records = self._records
+        if records.retired_count:
+            return None
+        start = _run_start(rows)
+        if start is not None:  # the source lists records in the order they were remembered
+            if records.digest[start : start + len(rows)] != array("Q", digests):
+                return None
+        elif digests != list(map(records.digest.__getitem__, rows)):
+            return None
+        send = self.full
+        if not send and self._stale_before and min(map(records.last_sent.__getitem__, rows)) < self._stale_before:
+            return None
+        count = len(keys)
+        self.counts[UNCHANGED] += count
+        self.counts["sent"] += count if send else 0
+        fields = zip(keys, repeat(UNCHANGED), repeat(send), digests, blobs, rows, strict=False)
+        return list(map(_new_verdict, repeat(Verdict), fields))
+
     def _verdicts(
-        self,
-        per_payload: list[str | None],
-        keys: list[str],
-        blobs: list[bytes],
-        digests: list[int],
-        known: dict[str, tuple[Any, ...]],
+        self, per_payload: Sequence[str | None], blobs: list[bytes], digests: list[int], rows: list[int | None]
     ) -> list[Verdict]:
-        full, counts, stale = self.full, self.counts, self._stale_before
+        full, counts, stale = self.full, self.counts, self._stale_before or 0
+        records = self._records
+        known_digest, last_sent, retired = records.digest, records.last_sent, records.retired
+        any_retired = records.retired_count > 0
         verdicts: list[Verdict] = []
         append, new = verdicts.append, _new_verdict
-        index = 0
+        position = 0
         for key in per_payload:
             if key is None:
                 counts[UNKEYED] += 1
                 counts["sent"] += 1
                 append(_verdict(None, UNKEYED, True))
                 continue
-            digest, blob = digests[index], blobs[index]
-            index += 1
-            prev = known.get(key)
-            if prev is None:
+            digest, blob, row = digests[position], blobs[position], rows[position]
+            position += 1
+            if row is None:
                 counts[NEW] += 1
                 counts["sent"] += 1
-                append(new(Verdict, (key, NEW, True, digest, blob)))
+                append(new(Verdict, (key, NEW, True, digest, blob, None)))
                 continue
-            kind = UNCHANGED if prev[1] == digest else CHANGED
-            send = full or kind is CHANGED or (stale is not None and (prev[2] is None or prev[2] < stale))
+            # A retired record that comes back is sent again.
+            kind = UNCHANGED if known_digest[row] == digest and not (any_retired and retired[row]) else CHANGED
+            send = full or kind is CHANGED or last_sent[row] < stale
             counts[kind] += 1
             counts["sent"] += send
-            append(new(Verdict, (key, kind, send, digest, blob)))
+            append(new(Verdict, (key, kind, send, digest, blob, row)))
         return verdicts
-
-    def _lookup(self, keys: list[str]) -> dict[str, tuple[Any, ...]]:
-        """``key -> (key, digest, block, slot)`` of the known keys (and maybe a few neighbours);
-        notes the keys as seen. Skipped while the scope had no records when the run began.
-
-        Sources often list records in key order; then one range scan over the batch's smallest to
-        largest key reads the batch's rows several times faster than looking each key up. When
-        that range holds far more rows than the batch, keys are looked up one by one, and after a
-        few such batches ranges are not tried for a while."""
-        if not keys or not self._remembered:
-            return {}
-        db = self.db
-        found: dict[str, tuple[Any, ...]] | None = None
-        try:
-            packed = orjson.dumps(keys)
-            if self._range_skip > 0:
-                self._range_skip -= 1
-            else:
-                limit = 2 * len(keys) + 16
-                rows = db.execute(_RANGE, (self.id, min(keys), max(keys), limit)).fetchall()
-                if len(rows) < limit:
-                    found = {row[0]: row for row in rows}
-                    self._range_misses = 0
-                else:
-                    self._range_misses += 1
-                    if self._range_misses >= 3:
-                        self._range_skip, self._range_misses = 64, 0
-            if found is None:
-                found = {row[0]: row for row in db.execute(_PROBE, (self.id, packed))}
-            db.execute("INSERT OR IGNORE INTO temp.seen (key) SELECT value FROM json_each(?)", (packed,))
-        except sqlite3.Error as exc:
-            raise _state_error(exc, self.path) from None
-        return found
 
     # -- delivered ---------------------------------------------------------------------------------
     def mark_delivered(self, verdicts: Iterable[Verdict]) -> None:
@@ -900,46 +1310,73 @@ class Scope:
             self._check_open()
             if self.read_only:
                 raise RuntimeError("a read-only sync state cannot mark records delivered")
-            pending = self._pending
-            before = len(pending)
-            if not before:
+            batch = verdicts if isinstance(verdicts, list) else list(verdicts)
+            if not self._pending_count:
                 self._pending_since = time.monotonic()
-            pending.extend(verdicts)
-            self.counts["delivered"] += len(pending) - before
-            if len(pending) >= max(1, self.options.flush_rows) or (
-                pending and time.monotonic() - self._pending_since >= FLUSH_SECONDS
+            # Kept as columns, not verdicts: fewer objects live on for the garbage collector.
+            kinds = set(map(_kind_of, batch))
+            fresh: list[Verdict]
+            same: list[Verdict]
+            if kinds <= {NEW, CHANGED}:
+                fresh, same = batch, []
+            elif kinds == {UNCHANGED}:
+                fresh, same = [], batch
+            else:
+                fresh = [v for v in batch if v[1] is NEW or v[1] is CHANGED]
+                same = [v for v in batch if v[1] is UNCHANGED]
+            if fresh:
+                self._pending_keys.extend(map(_key_of, fresh))
+                self._pending_digests.extend(map(_digest_of, fresh))
+                self._pending_blobs.extend(map(_blob_of, fresh))
+            if same:
+                self._pending_same.extend(map(_key_of, same))
+                self._pending_same_rows.extend(map(_row_of, same))
+            self._pending_count += len(fresh) + len(same)
+            self.counts["delivered"] += len(batch)
+            if self._pending_count >= max(1, self.options.flush_rows) or (
+                self._pending_count and time.monotonic() - self._pending_since >= FLUSH_SECONDS
             ):
                 self._flush()
 
     def _flush(self) -> None:
-        pending, self._pending = self._pending, []
-        fresh = [v for v in pending if v[1] is NEW or v[1] is CHANGED]
-        same = [v[0] for v in pending if v[1] is UNCHANGED]
-        if not fresh and not same:
+        """Write the pending marks in one transaction: per block of values, the block and its
+        journal row; one journal row for the records delivered again unchanged. They are applied
+        to the records in memory when the run finishes (see :meth:`_apply_own`)."""
+        if not self._pending_count:
             return
+        keys_all, digests_all, blobs_all, same, same_rows = (
+            self._pending_keys,
+            self._pending_digests,
+            self._pending_blobs,
+            self._pending_same,
+            self._pending_same_rows,
+        )
+        self._pending_keys, self._pending_digests, self._pending_blobs = [], array("Q"), []
+        self._pending_same, self._pending_same_rows = [], array("q")
+        self._pending_count = 0
         now = int(self.clock())
         db = self.db
+        entries: list[_Entry] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            if fresh:
+            if keys_all:
                 layout_id = self._store_layout()
-                for chunk in self._block_chunks(fresh):
-                    raw = b"\n".join([v[4] if len(v[4]) <= STORE_MAX else b"" for v in chunk])
+                for start in range(0, len(keys_all), BLOCK_ROWS):
+                    end = start + BLOCK_ROWS
+                    raw = b"\n".join(blobs_all[start:end])  # orjson escapes newlines within values
+                    keys, digests = keys_all[start:end], digests_all[start:end]
                     block_id = db.execute(
                         "INSERT INTO blocks (scope, layout, total, data) VALUES (?, ?, ?, ?)",
-                        (self.id, layout_id, len(chunk), _compress(raw)),
+                        (self.id, layout_id, len(keys), _compress(raw)),
                     ).lastrowid
-                    db.execute(_UPSERT, (self.id, now, block_id, orjson.dumps([(v[0], v[3]) for v in chunk])))
+                    assert block_id is not None
+                    entries.append(self._journal(_FRESH, now, keys, digests, block_id))
                 db.execute(
                     "UPDATE scopes SET slots_written = slots_written + ?, layout = ? WHERE id = ?",
-                    (len(fresh), layout_id, self.id),
+                    (len(keys_all), layout_id, self.id),
                 )
             if same:
-                db.execute(
-                    "UPDATE records SET last_sent=?1, last_seen=NULL, missing=0 "
-                    "WHERE scope=?2 AND key IN (SELECT value FROM json_each(?3))",
-                    (now, self.id, orjson.dumps(same)),
-                )
+                entries.append(self._journal(_SENT, now, same, rows=same_rows))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
@@ -947,17 +1384,47 @@ class Scope:
         except BaseException:
             self._rollback()
             raise
+        self._unapplied.extend(entries)
 
-    @staticmethod
-    def _block_chunks(verdicts: list[Verdict]) -> Iterator[list[Verdict]]:
-        """Groups of at most ``BLOCK_ROWS`` records and (roughly) ``BLOCK_BYTES`` of values."""
-        start = 0
-        while start < len(verdicts):
-            chunk = verdicts[start : start + BLOCK_ROWS]
-            while len(chunk) > 1 and sum(map(len, map(_blob_of, chunk))) > BLOCK_BYTES:
-                chunk = chunk[: len(chunk) // 2]
-            yield chunk
-            start += len(chunk)
+    def _apply_own(self) -> None:
+        """Apply this run's journal rows to the records in memory (a first run's in one go). Rows
+        added here were delivered by this run, so it saw them (see :meth:`_seen_flags`)."""
+        own, self._unapplied = self._unapplied, []
+        records = self._records
+        if not own:
+            return
+        if all(e.kind == _FRESH for e in own) and records.fresh_all(
+            [(e.at, e.keys, e.digests, e.block) for e in own]  # type: ignore[misc]
+        ):
+            pass
+        else:
+            for e in own:
+                if e.kind == _FRESH:
+                    records.fresh(e.at, e.keys, e.digests, e.block)  # type: ignore[arg-type]
+                elif e.kind == _SENT:  # this run saw them: finish resets their missing count
+                    _fill(records.last_sent, e.rows if e.rows is not None else records.rows(e.keys), e.at)
+                else:
+                    records.apply(e.kind, e.at, e.keys, None, None)
+        self._replayed.update(e.entry for e in own)
+        self._block_cache.clear()
+
+    def _journal(
+        self,
+        kind: int,
+        at: int,
+        keys: list[str],
+        digests: array[int] | None = None,
+        block: int | None = None,
+        rows: array[int] | None = None,
+    ) -> _Entry:
+        # A copy: orjson's result for a long list can hold several times its length in memory.
+        packed = memoryview(orjson.dumps(keys)).tobytes()
+        entry = self.db.execute(
+            "INSERT INTO journal (scope, kind, at, count, keys, digests, block) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (self.id, kind, at, len(keys), packed, None if digests is None else _digest_bytes(digests), block),
+        ).lastrowid
+        assert entry is not None
+        return _Entry(entry, kind, at, packed, digests, block, rows)
 
     def _store_layout(self) -> int | None:
         if self._layout is None:
@@ -976,20 +1443,20 @@ class Scope:
         with self._lock:
             if verdict.key is None or verdict.kind is NEW:
                 return None
+            row = self._records.index.get(verdict.key)
+            if row is None or not self._records.block[row]:
+                return None
             try:
-                where = self.db.execute(
-                    "SELECT block, slot FROM records WHERE scope=? AND key=?", (self.id, verdict.key)
-                ).fetchone()
-                block = self._read_block(where[0]) if where is not None and where[0] is not None else None
+                block = self._read_block(self._records.block[row])
             except sqlite3.Error as exc:
                 raise _state_error(exc, self.path) from None
             if block is None:
                 return None
-            slot = where[1]
-            layout_id, blobs = block
-            if slot is None or slot >= len(blobs) or not blobs[slot]:
+            slot = self._records.slot[row]
+            layout_id, stored = block
+            values = stored[slot] if slot < len(stored) else None
+            if values is None:
                 return None
-            values = orjson.loads(blobs[slot])
             if isinstance(values, dict):
                 rest = values
             else:
@@ -999,7 +1466,7 @@ class Scope:
                 rest = dict(zip(names, values, strict=True))
             return {**dict(zip(self.sync_fields, key_parts(verdict.key), strict=False)), **rest}
 
-    def _read_block(self, block_id: int) -> tuple[int | None, list[bytes]] | None:
+    def _read_block(self, block_id: int) -> tuple[int | None, list[Any]] | None:
         cached = self._block_cache.get(block_id)
         if cached is not None:
             return cached
@@ -1008,9 +1475,61 @@ class Scope:
             return None
         if len(self._block_cache) >= 8:
             self._block_cache.pop(next(iter(self._block_cache)))
-        result = (row[0], _decompress(row[1]).split(b"\n"))
+        result = (row[0], [orjson.loads(line) if line else None for line in _decompress(row[1]).split(b"\n")])
         self._block_cache[block_id] = result
         return result
+
+    def _seen_at(self, row: int) -> int:
+        """When a record was last seen: its own last_seen once it went missing (or was seen in an
+        incomplete run); otherwise the latest complete run, or its last delivery when that is
+        later. Keeping 0 for "seen in the latest complete run" spares a write per record and run."""
+        records = self._records
+        return records.last_seen[row] or max(records.last_sent[row], self._last_complete or 0)
+
+    def _seen_flags(self) -> bytearray:
+        """Per row, 1 if this run saw the record: classified it, or delivered it as a new one."""
+        count = len(self._records)
+        if self._flags is not None and len(self._flags) == count:
+            return self._flags
+        flags = bytearray(count)
+        rows = self._seen_rows
+        start = _run_start(rows)
+        if start is not None:
+            flags[start : start + len(rows)] = b"\x01" * len(rows)
+        else:
+            collections.deque(map(flags.__setitem__, rows, repeat(1)), maxlen=0)
+        flags[self._own_from :] = b"\x01" * (count - self._own_from)
+        self._flags = flags
+        return flags
+
+    def _set_flags(self, flags: bytearray) -> None:
+        """After the rows were renumbered (a merge): what this run saw, in the new numbering."""
+        self._flags = flags
+        self._seen_rows = array("q", compress(range(len(flags)), flags))
+        self._own_from = len(flags)
+
+    def _unseen(self) -> list[int]:
+        """Rows remembered, unretired, not seen in this run. Records another writer delivered
+        during a run that began with nothing remembered were not missed by it (``_unseen_before``);
+        a run that began with records remembered has a whole list of what it saw, and a record
+        delivered by the previous run within the same second as this run began is missing."""
+        records, bound = self._records, self._unseen_before
+        flags = bytes(self._seen_flags()).translate(_FLIP)
+        retired, last_sent = records.retired, records.last_sent
+        return [row for row in compress(range(len(flags)), flags) if not retired[row] and last_sent[row] < bound]
+
+    def _candidates(self, rows: Iterable[int], limit: int, bump: int = 0) -> list[Candidate]:
+        """The first ``limit`` rows, longest missing first, as candidates."""
+        records = self._records
+        rows = list(rows)
+        if not rows or not limit:
+            return []
+        keys = records.keys()
+        order = sorted(rows, key=lambda r: (-records.missing[r], self._seen_at(r), keys[r]))[:limit]
+        return [
+            Candidate(key_parts(keys[r]), records.missing[r] + bump, self._seen_at(r), records.last_sent[r] or None)
+            for r in order
+        ]
 
     def missing(self, limit: int = 20) -> tuple[int, list[Candidate]]:
         """Remembered, unretired records not seen in this run: how many, and the first ``limit``
@@ -1018,18 +1537,8 @@ class Scope:
         with self._lock:
             if self.id < 0:
                 return 0, []
-            where = _UNSEEN
-            try:
-                args = (self.id, self._unseen_before)
-                total = self.db.execute(f"SELECT count(*) FROM records WHERE {where}", args).fetchone()[0]
-                rows = self.db.execute(
-                    f"SELECT key, missing, {_LAST_SEEN} AS seen, last_sent FROM records WHERE {where} "
-                    "ORDER BY missing DESC, seen, key LIMIT ?",
-                    (self._last_complete or 0, *args, limit),
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise _state_error(exc, self.path) from None
-            return total, [Candidate(key_parts(k), m, s, t) for k, m, s, t in rows]
+            rows = self._unseen()
+            return len(rows), self._candidates(rows, limit) if limit else []
 
     # -- end of the run ----------------------------------------------------------------------------
     def finish(self, *, complete: bool, read_to_end: bool | None = None) -> RunReport:
@@ -1059,7 +1568,11 @@ class Scope:
                     missing = self._finish_writes(complete, full_done)
             except sqlite3.Error as exc:
                 self._rollback()
+                self._generation = -1  # what is in memory may be half done: the next merge re-reads
                 raise _state_error(exc, self.path) from None
+            except BaseException:
+                self._generation = -1
+                raise
             self._finished = RunReport(
                 full=self.full,
                 full_reasons=self.full_reasons,
@@ -1072,36 +1585,67 @@ class Scope:
             return self._finished
 
     def _finish_writes(self, complete: bool, full_done: bool) -> int:
+        """One transaction. This run's journal rows are applied in memory (or, if another writer
+        merged meanwhile, the snapshot is re-read: it holds them, or the journal still does). A
+        complete run (or a large journal) then merges: the other writers' journal rows are
+        applied, the run's bookkeeping is done, and the result is written as the next snapshot
+        generation (the journal is then empty); when nothing changed, nothing is written. A small
+        incomplete run only adds a journal row of what it saw."""
         now = int(self.clock())
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            args = (self.id, self._unseen_before)
-            if complete:
-                # Seen rows keep last_seen NULL ("the latest complete run"): only rows whose status
-                # changes are written, so a no-op run writes almost nothing.
-                # "+key": scan the scope, testing the cheap columns first, rather than probe the
-                # records once per seen key (5x slower when, as usual, no record has to change).
-                db.execute(
-                    "UPDATE records SET missing=0, last_seen=NULL WHERE scope=? "
-                    "AND (missing > 0 OR last_seen IS NOT NULL) AND +key IN (SELECT key FROM temp.seen)",
-                    (self.id,),
-                )
-                missing = db.execute(
-                    f"UPDATE records SET missing = missing + 1, last_seen = {_LAST_SEEN} WHERE {_UNSEEN}",
-                    (self._last_complete or 0, *args),
-                ).rowcount
-                cutoff = now - int(PRUNE_AFTER.total_seconds())
-                db.execute(
-                    "DELETE FROM records WHERE scope=? AND last_seen < ? AND (retired IS NOT NULL OR missing > 0)",
-                    (self.id, cutoff),
-                )
+            generation, last_complete, entries, journaled = db.execute(
+                "SELECT generation, last_complete_at, count(journal.id), coalesce(sum(journal.count), 0) "
+                "FROM scopes LEFT JOIN journal ON journal.scope = scopes.id WHERE scopes.id=?",
+                (self.id,),
+            ).fetchone()
+            changed = bool(entries or self._unapplied)
+            if generation != self._generation:  # another writer merged meanwhile: build on its result
+                saw = self._seen_keys()
+                self._unapplied = []
+                self._read_snapshot()
+                self._replay()
+                self._generation = generation
+                self._set_flags(bytearray(map(saw.__contains__, self._records.keys())))
+                changed = True
             else:
-                db.execute(
-                    "UPDATE records SET missing=0, last_seen=? WHERE scope=? AND key IN (SELECT key FROM temp.seen)",
-                    (now, self.id),
-                )
-                missing = db.execute(f"SELECT count(*) FROM records WHERE {_UNSEEN}", args).fetchone()[0]
+                self._apply_own()
+            records, flags = self._records, self._seen_flags()
+            merge = (
+                complete
+                or entries + 1 >= JOURNAL_ROWS
+                or journaled + flags.count(1) >= max(JOURNAL_MERGE, len(records) // 2)
+            )
+            entry = None
+            if merge:
+                before = len(records)
+                self._replay()  # what other writers delivered since
+                if len(records) != before:
+                    self._set_flags(flags + bytes(len(records) - before))
+                self._last_complete = last_complete
+                if complete:
+                    missing, touched = self._complete_pass(now)
+                else:
+                    rows = list(compress(range(len(flags)), flags))
+                    _fill(records.missing, rows, 0)
+                    _fill(records.last_seen, rows, now)
+                    missing, touched = len(self._unseen()), bool(rows)
+                if self._compact_if_due() or changed or touched:
+                    keys, columns = self._records.dump()
+                    db.execute(
+                        "INSERT OR REPLACE INTO snapshots (scope, generation, count, keys, columns) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (self.id, generation + 1, len(self._records), keys, columns),
+                    )
+                    db.execute("DELETE FROM journal WHERE scope=?", (self.id,))
+                    db.execute("UPDATE scopes SET generation=? WHERE id=?", (generation + 1, self.id))
+                    generation += 1
+            else:
+                keys_by_row = records.keys()
+                seen = [keys_by_row[row] for row in compress(range(len(flags)), flags)]
+                entry = self._journal(_SEEN, now, seen).entry if seen else None
+                missing = len(self._unseen())
             db.execute(
                 "UPDATE scopes SET last_run_at=?, runs=runs+1, filter=?, "
                 "last_complete_at = CASE WHEN ? THEN ? ELSE last_complete_at END, "
@@ -1110,17 +1654,60 @@ class Scope:
             )
             if full_done:
                 db.execute(
-                    "UPDATE scopes SET last_full_at=?, mapping=?, identity=?, sync_fields=? WHERE id=?",
+                    "UPDATE scopes SET last_full_at=?, mapping=?, identity=?, sync_fields=?, note=NULL WHERE id=?",
                     (self.started, self.mapping, self._identity, orjson.dumps(self.sync_fields).decode(), self.id),
                 )
             db.execute("COMMIT")
         except BaseException:
             self._rollback()
             raise
+        if generation != self._generation:  # a new snapshot: the journal is empty
+            self._generation, self._replayed = generation, set()
+        if entry is not None:
+            self._records.seen(now, seen)
+            self._replayed.add(entry)
         if complete:
             self._last_complete = now
-        self._compact_if_due()
         return missing
+
+    def _seen_keys(self) -> set[str]:
+        """The keys this run saw (classified, or delivered), whatever the rows' numbering."""
+        keys, flags = self._records.keys(), self._seen_flags()
+        seen = {keys[row] for row in compress(range(len(flags)), flags)}
+        for entry in self._unapplied:
+            seen.update(entry.keys)
+        return seen
+
+    def _complete_pass(self, now: int) -> tuple[int, bool]:
+        """A complete run's bookkeeping: records it saw are "seen in the latest complete run"
+        (last_seen 0, missing 0: written only where that changes anything), the others are
+        missing one more run; long forgotten ones are pruned. Returns how many are missing, and
+        whether anything changed."""
+        records = self._records
+        missing, last_seen = records.missing, records.last_seen
+        flags = self._seen_flags()
+        marked = set(_nonzero_rows(missing))
+        marked.update(_nonzero_rows(last_seen))
+        touched = False
+        for row in marked:
+            if flags[row]:
+                missing[row] = last_seen[row] = 0
+                touched = True
+        unseen = self._unseen()
+        for row in unseen:
+            if not last_seen[row]:
+                last_seen[row] = max(records.last_sent[row], self._last_complete or 0)
+            missing[row] += 1
+        cutoff = now - int(PRUNE_AFTER.total_seconds())
+        retired = records.retired
+        forgotten = {
+            row for row in _nonzero_rows(last_seen) if last_seen[row] < cutoff and (retired[row] or missing[row] > 0)
+        }
+        if forgotten:
+            kept = [row for row in range(len(records)) if row not in forgotten]
+            records.keep(kept)
+            self._set_flags(bytearray(flags[row] for row in kept))
+        return len(unseen), touched or bool(unseen) or bool(forgotten)
 
     # -- retirement --------------------------------------------------------------------------------
     def retirement(self, sample: int = 20) -> Retirement:
@@ -1141,26 +1728,17 @@ class Scope:
                 return nothing(f"nothing is retired after an incomplete run: {why}")
             if self.id < 0:
                 return nothing("nothing is remembered yet")
+            records = self._records
+            missing, retired = records.missing, records.retired
             if self.read_only:  # count this (planned) run as the next complete one
-                where = "scope=? AND retired IS NULL AND missing + 1 >= ? AND key NOT IN (SELECT key FROM temp.seen)"
+                rows = [r for r in self._unseen() if missing[r] + 1 >= after]
             else:
-                where = "scope=? AND retired IS NULL AND missing >= ?"
-            try:
-                remembered = self.db.execute(
-                    "SELECT count(*) FROM records WHERE scope=? AND retired IS NULL", (self.id,)
-                ).fetchone()[0]
-                total = self.db.execute(f"SELECT count(*) FROM records WHERE {where}", (self.id, after)).fetchone()[0]
-                limit = guard.limit(remembered)
-                allowed = 0 < total <= limit
-                rows = self.db.execute(
-                    f"SELECT key, missing, {_LAST_SEEN} AS seen, last_sent FROM records WHERE {where} "
-                    "ORDER BY missing DESC, seen, key LIMIT ?",
-                    (self._last_complete or 0, self.id, after, total if allowed else sample),
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise _state_error(exc, self.path) from None
-            bump = 1 if self.read_only else 0
-            candidates = [Candidate(key_parts(k), m + bump, s, t) for k, m, s, t in rows]
+                rows = [r for r in compress(range(len(records)), missing) if not retired[r] and missing[r] >= after]
+            remembered = retired.count(0)
+            total = len(rows)
+            limit = guard.limit(remembered)
+            allowed = 0 < total <= limit
+            candidates = self._candidates(rows, total if allowed else sample, 1 if self.read_only else 0)
             if total == 0:
                 reason = f"no record has been missing for {after} complete runs"
             elif allowed:
@@ -1180,91 +1758,83 @@ class Scope:
             self._check_open()
             if self.read_only:
                 raise RuntimeError("a read-only sync state cannot mark records retired")
+            self._apply_own()
             now = int(self.clock())
-            rows = [(now, now, self.id, _KEY_SEP.join(c.key)) for c in candidates]
+            keys = [_KEY_SEP.join(c.key) for c in candidates]
+            if not keys:
+                return
             try:
                 self.db.execute("BEGIN IMMEDIATE")
-                self.db.executemany(
-                    "UPDATE records SET retired=?, last_sent=?, digest=NULL WHERE scope=? AND key=?", rows
-                )
+                entry = self._journal(_RETIRED, now, keys).entry
                 self.db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
                 raise _state_error(exc, self.path) from None
+            self._records.retire(now, keys)
+            self._replayed.add(entry)
 
-    # -- compaction --------------------------------------------------------------------------------
-    def _compact_if_due(self) -> None:
+    # -- compaction (inside the merge's transaction) ---------------------------------------------------
+    def _compact_if_due(self) -> bool:
+        """Whether the records' value references changed."""
         written, live = self.db.execute(
             "SELECT slots_written, slots_live FROM scopes WHERE id=?", (self.id,)
         ).fetchone()
         if written < COMPACT_MIN or written * 2 < live:
-            return
+            return False
         if live == 0:  # never compacted: the blocks are fresh, there is nothing to gain yet
             self.db.execute("UPDATE scopes SET slots_written=0, slots_live=? WHERE id=?", (written, self.id))
-            return
+            return False
         self._compact()
+        return True
 
     def _compact(self) -> None:
         """Drop blocks no record refers to; rewrite blocks that are mostly garbage, and merge
         small ones (webhook syncs write a block per event)."""
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            live = dict(
-                db.execute(
-                    "SELECT block, count(*) FROM records WHERE scope=? AND block IS NOT NULL GROUP BY block",
-                    (self.id,),
-                ).fetchall()
-            )
-            blocks = db.execute("SELECT id, total FROM blocks WHERE scope=?", (self.id,)).fetchall()
-            db.executemany("DELETE FROM blocks WHERE id=?", [(b,) for b, _ in blocks if b not in live])
-            victims: list[int] = []
-            garbage = 0
-            budget = COMPACT_MAX_ROWS
-            for block_id, total in blocks:
-                used = live.get(block_id, 0)
-                if used and (used * 2 < total or total < SMALL_BLOCK) and used <= budget:
-                    victims.append(block_id)
-                    garbage += total - used
-                    budget -= used
-            if garbage or len(victims) > 1:
-                self._rewrite(victims)
-            db.execute("UPDATE scopes SET slots_written=0, slots_live=? WHERE id=?", (sum(live.values()), self.id))
-            db.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
+        live = Counter(self._records.block)
+        live.pop(0, None)
+        blocks = db.execute("SELECT id, total FROM blocks WHERE scope=?", (self.id,)).fetchall()
+        db.executemany("DELETE FROM blocks WHERE id=?", [(b,) for b, _ in blocks if b not in live])
+        victims: list[int] = []
+        garbage = 0
+        budget = COMPACT_MAX_ROWS
+        for block_id, total in blocks:
+            used = live.get(block_id, 0)
+            if used and (used * 2 < total or total < SMALL_BLOCK) and used <= budget:
+                victims.append(block_id)
+                garbage += total - used
+                budget -= used
+        if garbage or len(victims) > 1:
+            self._rewrite(victims)
+        db.execute("UPDATE scopes SET slots_written=0, slots_live=? WHERE id=?", (sum(live.values()), self.id))
         self._block_cache.clear()
 
     def _rewrite(self, victims: list[int]) -> None:
-        db = self.db
+        db, records = self.db, self._records
         wanted = set(victims)
-        moving: dict[int, list[tuple[str, int]]] = {}
-        for chunk in _chunks(victims, IN_CHUNK):
-            marks = ",".join("?" * len(chunk))
-            for key, block, slot in db.execute(
-                f"SELECT key, block, slot FROM records WHERE scope=? AND block IN ({marks})", (self.id, *chunk)
-            ):
-                if block in wanted:
-                    moving.setdefault(block, []).append((key, slot))
-        by_layout: dict[int | None, list[tuple[str, bytes]]] = {}
+        moving: dict[int, list[int]] = {}
+        for row, block in enumerate(records.block):
+            if block in wanted:
+                moving.setdefault(block, []).append(row)
+        by_layout: dict[int | None, list[tuple[int, Any]]] = {}
         for block_id in victims:
             layout, data = db.execute("SELECT layout, data FROM blocks WHERE id=?", (block_id,)).fetchone()
-            blobs = _decompress(data).split(b"\n")
-            for key, slot in moving.get(block_id, []):
-                by_layout.setdefault(layout, []).append((key, blobs[slot] if slot < len(blobs) else b""))
-        updates: list[tuple[int, int, int, str]] = []
+            stored = [orjson.loads(line) if line else None for line in _decompress(data).split(b"\n")]
+            for row in moving.get(block_id, []):
+                slot = records.slot[row]
+                by_layout.setdefault(layout, []).append((row, stored[slot] if slot < len(stored) else None))
         for layout, entries in by_layout.items():
             for chunk in _chunks(entries, BLOCK_ROWS):
-                raw = b"\n".join(blob for _, blob in chunk)
-                cursor = db.execute(
+                raw = b"\n".join(
+                    orjson.dumps(values, option=_DUMPS_OPTS) if values is not None else b"" for _, values in chunk
+                )
+                new_id = db.execute(
                     "INSERT INTO blocks (scope, layout, total, data) VALUES (?, ?, ?, ?)",
                     (self.id, layout, len(chunk), _compress(raw)),
-                )
-                new_id = cursor.lastrowid
+                ).lastrowid
                 assert new_id is not None
-                updates.extend((new_id, slot, self.id, key) for slot, (key, _) in enumerate(chunk))
-        db.executemany("UPDATE records SET block=?, slot=? WHERE scope=? AND key=?", updates)
+                for slot, (row, _) in enumerate(chunk):
+                    records.block[row], records.slot[row] = new_id, slot
         db.executemany("DELETE FROM blocks WHERE id=?", [(b,) for b in victims])
 
     # -- lifecycle ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -880,7 +881,7 @@ async def _slice(records: Sequence[Any], mapper: RecordMapper, section: SectionC
             await state.add(payload)  # after a halt: counted as not sent
         return
     # Change-aware sync: only what is to be sent is batched, so batches stay full.
-    sends = [(payload, verdict) for payload, verdict in zip(payloads, verdicts, strict=True) if verdict[2]]
-    counts["unchanged"] += len(payloads) - len(sends)
-    for payload, verdict in sends:
+    send = [verdict[2] for verdict in verdicts]  # Verdict.send
+    counts["unchanged"] += send.count(False)
+    for payload, verdict in itertools.compress(zip(payloads, verdicts, strict=True), send):
         await state.add(payload, verdict)
