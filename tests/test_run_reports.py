@@ -209,7 +209,8 @@ def test_metrics_file_counts_runs_and_keeps_other_jobs_sections(tmp_path: Path, 
     assert second.code == 0, second.all
     # The first job again, now clean: its gauges are replaced, its counters grow.
     write_csv(tmp_path / "csv_assets.csv", ["SN1,M1,fine", "SN2,M2,fine"])
-    third = run_cli("upload", "csv_assets", "--ini", str(ini), "--metrics-file", str(metrics))
+    # --full: both were delivered unchanged by the first run, and would count as unchanged.
+    third = run_cli("upload", "csv_assets", "--ini", str(ini), "--metrics-file", str(metrics), "--full")
     assert third.code == 0, third.all
 
     samples = metrics_of(metrics)
