@@ -152,7 +152,8 @@ def test_records_to_send_fill_whole_batches(tmp_path: Path, csv: Path, fake_oomn
     before = len(fake_oomnitza.bulk_payloads)
     _, entry = upload(ini, "--batch-size", "10")
     assert entry["sent"] == 25
-    assert [len(p["records"]) for p in fake_oomnitza.bulk_payloads[before:]] == [10, 10, 5]
+    sizes = [len(p["records"]) for p in fake_oomnitza.bulk_payloads[before:]]
+    assert sorted(sizes, reverse=True) == [10, 10, 5]  # two batches in flight may arrive in any order
 
 
 def test_the_local_store_is_change_aware_too(tmp_path: Path, csv: Path) -> None:
