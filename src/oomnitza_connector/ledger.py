@@ -1327,7 +1327,9 @@ class Scope:
             if fresh:
                 self._pending_keys.extend(map(_key_of, fresh))
                 self._pending_digests.extend(map(_digest_of, fresh))
-                self._pending_blobs.extend(map(_blob_of, fresh))
+                # Copied to their own size: orjson's result keeps its whole output buffer (4 KB
+                # however short the text), and thousands of these wait here until the flush.
+                self._pending_blobs.extend(map(bytes, map(memoryview, map(_blob_of, fresh))))
             if same:
                 self._pending_same.extend(map(_key_of, same))
                 self._pending_same_rows.extend(map(_row_of, same))
