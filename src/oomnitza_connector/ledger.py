@@ -414,6 +414,11 @@ class RunReport:
 # -- helpers ----------------------------------------------------------------------------------------
 
 
+def _own_copy(blob: bytes) -> bytes:
+    """``blob`` in a bytes object of its own size (orjson's result keeps its whole buffer)."""
+    return bytes(memoryview(blob))
+
+
 def state_path(state_dir: Path | str) -> Path:
     return Path(state_dir) / STATE_FILE
 
@@ -1329,7 +1334,7 @@ class Scope:
                 self._pending_digests.extend(map(_digest_of, fresh))
                 # Copied to their own size: orjson's result keeps its whole output buffer (4 KB
                 # however short the text), and thousands of these wait here until the flush.
-                self._pending_blobs.extend(map(bytes, map(memoryview, map(_blob_of, fresh))))
+                self._pending_blobs.extend(map(_own_copy, map(_blob_of, fresh)))
             if same:
                 self._pending_same.extend(map(_key_of, same))
                 self._pending_same_rows.extend(map(_row_of, same))
