@@ -30,7 +30,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -343,21 +343,25 @@ class _Run:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    async def add(self, record: dict[str, Any], verdict: Verdict | None = None) -> None:
-        """A mapped record: batched, and the batch sent once it is full."""
+    async def add(self, records: Iterable[dict[str, Any]], verdicts: Iterable[Verdict | None] | None = None) -> None:
+        """Mapped records, in order: batched, each batch sent once it is full. (One call per page:
+        awaiting a coroutine per record cost more than the batching itself.)"""
         size = max(1, self.options.batch_size)
-        if verdict is not None and verdict[0] is None:  # no sync key (Verdict.key)
-            self.unkeyed.append(record)
-            if len(self.unkeyed) >= size:
-                batch, self.unkeyed = self.unkeyed, []
-                await self.dispatch(batch)
-            return
-        self.batch.append(record)
-        self.verdicts.append(verdict)
-        if len(self.batch) >= size:
-            batch, self.batch = self.batch, []
-            verdicts, self.verdicts = self.verdicts, []
-            await self.dispatch(batch, verdicts)
+        marks = verdicts if verdicts is not None else itertools.repeat(None)
+        pairs = zip(records, marks, strict=False)  # (repeat is endless)
+        for record, verdict in pairs:
+            if verdict is not None and verdict[0] is None:  # no sync key (Verdict.key)
+                self.unkeyed.append(record)
+                if len(self.unkeyed) >= size:
+                    batch, self.unkeyed = self.unkeyed, []
+                    await self.dispatch(batch)
+                continue
+            self.batch.append(record)
+            self.verdicts.append(verdict)
+            if len(self.batch) >= size:
+                batch, self.batch = self.batch, []
+                verdicts_, self.verdicts = self.verdicts, []
+                await self.dispatch(batch, verdicts_)
 
     async def flush(self) -> None:
         """Send the partial batches (or count them as not sent when the section has halted)."""
@@ -877,11 +881,9 @@ async def _slice(records: Sequence[Any], mapper: RecordMapper, section: SectionC
         return
     verdicts = state.tracker.classify(payloads) if state.tracker is not None else None
     if verdicts is None:
-        for payload in payloads:
-            await state.add(payload)  # after a halt: counted as not sent
+        await state.add(payloads)  # (after a halt: counted as not sent)
         return
     # Change-aware sync: only what is to be sent is batched, so batches stay full.
     send = [verdict[2] for verdict in verdicts]  # Verdict.send
     counts["unchanged"] += send.count(False)
-    for payload, verdict in itertools.compress(zip(payloads, verdicts, strict=True), send):
-        await state.add(payload, verdict)
+    await state.add(itertools.compress(payloads, send), itertools.compress(verdicts, send))

@@ -41,6 +41,20 @@ SNIFF_CHARS = 4096  # of the header line, for delimiter = auto (the Sniffer is q
 # Undecodable bytes are read as lone surrogates (errors="surrogateescape"), so decoding never
 # stops a file; a line holding one is reported with the byte and its column.
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def _has_escaped_byte(text: str) -> bool:
+    """Does ``text`` hold an undecodable byte? Clean text encodes, and encoding a block is some
+    twenty times faster than searching it with the regex, which only a failure needs."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _ESCAPED_BYTE.search(text) is not None
+    return False
+
+
 STRAY_QUOTE = "a quoted value starts on this line and is never closed (a stray or missing quote)"
 
 FILE_SETTINGS = (
@@ -142,7 +156,7 @@ def _physical_lines(pieces: Iterable[str], cap: int) -> Iterator[str | _TooLong]
     pending: list[str] = []
     size = 0  # characters of the unfinished line
     for piece in pieces:
-        dirty = _ESCAPED_BYTE.search(piece) is not None
+        dirty = _has_escaped_byte(piece)
         lines = io.StringIO(piece, newline="").readlines()
         if not size and not dirty and len(lines) > 1 and (len(piece) <= cap or max(map(len, lines)) <= cap):
             # The common case: whole lines of clean text; only the last one may be unfinished.
@@ -172,7 +186,7 @@ def _finish(pieces: list[str], size: int, cap: int) -> str | _TooLong:
     if size > cap:
         return _TooLong(size)
     line = pieces[0] if len(pieces) == 1 else "".join(pieces)
-    return _Undecodable(line) if _ESCAPED_BYTE.search(line) else line
+    return _Undecodable(line) if _has_escaped_byte(line) else line
 
 
 # -- records ------------------------------------------------------------------------------------------
