@@ -489,14 +489,21 @@ def _redactor_for(redactor: redact.Redactor | None) -> redact.Redactor:
     return redactor or redact.current()
 
 
+def _read_with(
+    load: Callable[[str | os.PathLike[str]], Config], path: str | os.PathLike[str], redactor: redact.Redactor | None
+) -> Config:
+    """``load(path)`` with its secrets registered with ``redactor`` (see _redactor_for)."""
+    redactor = _redactor_for(redactor)
+    with redact.using(redactor):
+        config = load(path)
+    config.redactor = redactor
+    return config
+
+
 def load_config(path: str | os.PathLike[str], *, redactor: redact.Redactor | None = None) -> Config:
     """Read and validate the whole file; raise one ConfigError listing every problem found. Its
     secrets (settings, secret backends) are registered with ``redactor`` (see _redactor_for)."""
-    redactor = _redactor_for(redactor)
-    with redact.using(redactor):
-        config = _load_config(path)
-    config.redactor = redactor
-    return config
+    return _read_with(_load_config, path, redactor)
 
 
 def _load_config(path: str | os.PathLike[str]) -> Config:
@@ -694,11 +701,7 @@ def _load_managed_section(path: str | os.PathLike[str], name: str, registry: Con
 
 def load_oomnitza(path: str | os.PathLike[str], *, redactor: redact.Redactor | None = None) -> Config:
     """Only what managed mode needs: [oomnitza] and [converters]; upload sections are not validated."""
-    redactor = _redactor_for(redactor)
-    with redact.using(redactor):
-        config = _load_oomnitza(path)
-    config.redactor = redactor
-    return config
+    return _read_with(_load_oomnitza, path, redactor)
 
 
 def _load_oomnitza(path: str | os.PathLike[str]) -> Config:

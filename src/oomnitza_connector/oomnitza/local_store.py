@@ -73,6 +73,13 @@ def store_path(url: str) -> Path:
     return Path(url[len(prefix) :])
 
 
+_INSTANCE = "SELECT value FROM meta WHERE name = 'instance'"
+
+
+def _identity(instance: str) -> str:
+    return f"local store {instance}"
+
+
 def store_identity(url: str) -> str | None:
     """The identity of the local store at ``url`` (as ``LocalStoreSink.identity``), read without
     creating or changing the file (``plan``); None when there is no such store yet."""
@@ -81,10 +88,10 @@ def store_identity(url: str) -> str | None:
         return None
     try:
         with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            row = db.execute("SELECT value FROM meta WHERE name = 'instance'").fetchone()
+            row = db.execute(_INSTANCE).fetchone()
     except sqlite3.Error:
         return None
-    return f"local store {row[0]}" if row else None
+    return _identity(row[0]) if row else None
 
 
 class LocalStore:
@@ -104,7 +111,7 @@ class LocalStore:
             # Which store this is: change-aware sync remembers what one store holds, and a store
             # deleted and made again (same path, empty) must get every record again.
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('instance', ?)", (uuid.uuid4().hex,))
-            self.instance: str = self.db.execute("SELECT value FROM meta WHERE name = 'instance'").fetchone()[0]
+            self.instance: str = self.db.execute(_INSTANCE).fetchone()[0]
         except sqlite3.Error as exc:
             raise DiskError(f"local store: {describe_sqlite_error(exc, path)}") from None
         self.lock = threading.Lock()
@@ -293,7 +300,7 @@ class LocalStoreSink:
     def __init__(self, url: str) -> None:
         self.store = LocalStore(store_path(url))
         self.url = url
-        self.identity = f"local store {self.store.instance}"  # what change-aware sync fingerprints (store_identity)
+        self.identity = _identity(self.store.instance)  # what change-aware sync fingerprints
         self.disk_problem: str | None = None  # the first write the store's file could not take
 
     async def login(self) -> None:
