@@ -28,6 +28,7 @@ from tests.fakes.saas import KEY, FakeSaas
 from tests.fakes.server import serve
 
 from .helpers import ROOT, CliResult, run_cli
+from .test_managed import worked_example
 
 # -- helpers --------------------------------------------------------------------------------------
 
@@ -625,35 +626,10 @@ def test_a_device_synced_twice_unchanged_is_sent_once(
 
 
 def integration(url: str, ident: int) -> dict[str, Any]:
-    return {
-        "id": ident,
-        "name": f"Fleetwise {ident}",
-        "type": "assets",
-        "update_only": "False",
-        "insert_only": "False",
-        "inputs": {"base_url": {"value": f"{url}/v1"}},
-        "list_behavior": {  # the spec's worked example (managed-mode.md §10), cursor paging
-            "url": "{{ inputs.base_url }}/devices",
-            "http_method": "GET",
-            "headers": [],
-            "params": [{"key": "per_page", "value": "2"}],
-            "result": "{{ list_response['devices'] }}",
-            "pagination": {
-                "break_early": "{{ iteration > 0 and not list_response['paging']['next_cursor'] }}",
-                "add_if": "{{ iteration > 0 }}",
-                "headers": [],
-                "params": [{"key": "cursor", "value": "{{ list_response['paging']['next_cursor'] }}"}],
-            },
-        },
-        "detail_behavior": {
-            "url": "{{ inputs.base_url }}/devices/{{ list_response_item['id'] }}",
-            "http_method": "GET",
-            "headers": [],
-            "params": [],
-        },
-        "software_behavior": {"enabled": False},
-        "saas_behavior": {"enabled": False},
-    }
+    """The spec's worked example (cursor paging, a detail call per device), as integration ``ident``."""
+    config = worked_example(url)
+    config.update(id=ident, name=f"Fleetwise {ident}", software_behavior={"enabled": False})
+    return config
 
 
 def test_managed_integrations_send_only_changes_per_integration(
