@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from gen import CITIES, MODELS, NOTES, PEOPLE, write_assets, write_ini  # noqa: 
 from oomnitza_connector import ledger  # noqa: E402
 from oomnitza_connector.config import load_config  # noqa: E402
 from oomnitza_connector.mapping import Mapper, merge_mappings  # noqa: E402
-from oomnitza_connector.oomnitza.payload import RunInfo, bulk_body  # noqa: E402
+from oomnitza_connector.oomnitza.payload import EncodedRecords, RunInfo, bulk_body  # noqa: E402
 
 BATCH = 100
 TARGET = ledger.Target("https://bench.oomnitza.test", identity="bench-token")
@@ -129,12 +130,15 @@ def pipeline_pass(ini: Path, state: Path | None, *, full: bool = False, encode: 
                 to_send, verdicts = batch, None
             else:
                 verdicts = led_clock(scope.classify, batch)
-                to_send = [p for p, v in zip(batch, verdicts, strict=True) if v.send]
-            if to_send and encode:
-                enc_clock(bulk_body, run, to_send)
+                if not verdicts.all_send:
+                    to_send, verdicts = list(compress(batch, verdicts.send)), verdicts.select(verdicts.send)
+                else:
+                    to_send = batch
+            if to_send and encode:  # (as the pipeline does: the records' JSON comes from classify)
+                enc_clock(bulk_body, run, to_send if verdicts is None else EncodedRecords(to_send, verdicts.blobs))
             sent += len(to_send)
-            if scope is not None and to_send:
-                led_clock(scope.mark_delivered, [v for v in verdicts if v.send])  # type: ignore[union-attr]
+            if verdicts is not None and to_send:
+                led_clock(scope.mark_delivered, verdicts)
         report = None
         if scope is not None:
             report = led_clock(scope.finish, complete=True)
@@ -237,7 +241,7 @@ def load(state: Path, order: list[int], clock: Callable[[], float], change: floa
         if change:
             batch = [dict(p, NOTES=f"changed {rnd.random()}") if rnd.random() < change else p for p in batch]
         verdicts = scope.classify(batch)
-        scope.mark_delivered([v for v in verdicts if v.send])
+        scope.mark_delivered(verdicts if verdicts.all_send else verdicts.select(verdicts.send))
     scope.finish(complete=True)
     scope.close()
 

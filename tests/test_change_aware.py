@@ -295,6 +295,39 @@ def test_records_of_a_failed_batch_are_sent_again(tmp_path: Path, csv: Path, fak
     assert {r["MODEL"] for r in fake_oomnitza.records("assets")} == {"Model Z"}
 
 
+def test_the_records_arrive_as_encoded_once_and_as_mapped(
+    tmp_path: Path, csv: Path, fake_oomnitza: FakeOomnitza
+) -> None:
+    """The bulk body is joined from the bytes the state digests (not encoded twice): Oomnitza
+    receives exactly the mapped records, with or without change-aware sync."""
+    write_csv(csv, [*rows(3), 'SN00003,"Model ""Q"" \u00e9\\",line1'])
+    ini = write_ini(tmp_path, fake_oomnitza.url)
+    upload(ini)
+    aware = received(fake_oomnitza)
+    write_ini(tmp_path, fake_oomnitza.url, extra="change_aware = false")
+    before = len(fake_oomnitza.bulk_payloads)
+    upload(ini)
+    assert aware == received(fake_oomnitza, before)
+    assert aware[3] == {"SERIAL_NUMBER": "SN00003", "MODEL": 'Model "Q" \u00e9\\', "ASSIGNED_TO": "line1"}
+
+
+def test_a_bug_while_remembering_a_batch_does_not_hang_the_run(
+    tmp_path: Path, csv: Path, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception in a batch's bookkeeping is logged; the batch's upload slot is freed all the
+    same, so the run goes on to the end instead of waiting for a slot forever."""
+    from oomnitza_connector import changes
+
+    def broken(self: Any, verdicts: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(changes.Tracker, "delivered", broken)
+    ini = write_ini(tmp_path, fake_oomnitza.url)
+    result, entry = upload(ini, "--batch-size", "10", "--workers", "1")
+    assert entry["sent"] == 250 and len(fake_oomnitza.records("assets")) == 250
+    assert "could not account for a batch: a bug" in result.err
+
+
 def test_a_batch_oomnitza_took_only_in_part_is_not_remembered(
     tmp_path: Path, csv: Path, fake_oomnitza: FakeOomnitza
 ) -> None:

@@ -25,6 +25,7 @@ from oomnitza_connector.ledger import (
     describe_changes,
     open_scope,
 )
+from oomnitza_connector.oomnitza import payload
 
 DAY = 86400.0
 URL = "https://acme.oomnitza.com"
@@ -117,16 +118,21 @@ def test_a_changed_field_is_sent_with_its_previous_values(state: Path, clock: Cl
         assert describe_changes(before, records[2]) == [("OWNER", "user2@acme.test", "someone.else@acme.test")]
 
 
-def test_values_of_any_json_type_and_field_order_in_nested_objects(state: Path, clock: Clock) -> None:
-    record = {"SERIAL": 7, "N": 1.5, "FLAG": True, "NONE": None, "APPS": [{"b": 1, "a": 2}], "É": "ü"}
+def test_values_of_any_json_type_and_the_payload_as_sent(state: Path, clock: Clock) -> None:
+    """The digest is of the payload's JSON as the sink sends it: a nested object whose keys come
+    in another order is sent again (harmless: nothing is lost, and sources keep their order)."""
+    record = {"SERIAL": 7, "N": 1.5, "FLAG": True, "NONE": None, "APPS": [{"b": 1, "a": 2}], "É": "ü", 3: "x"}
     sync(state, clock, [record])
+    _, verdicts = sync(state, clock, [dict(record)])
+    assert kinds(verdicts) == [UNCHANGED]
     reordered = dict(record, APPS=[{"a": 2, "b": 1}])
     _, verdicts = sync(state, clock, [reordered])
-    assert kinds(verdicts) == [UNCHANGED]  # nested key order is not a change
+    assert kinds(verdicts) == [CHANGED]
+    assert verdicts[0].blob == payload.encode(reordered)  # the bytes a bulk body carries
     with scope(state, clock) as sc:
         (verdict,) = sc.classify([dict(record, N=2)])
         assert verdict.kind == CHANGED
-        stored = {"SERIAL": "7", "N": 1.5, "FLAG": True, "NONE": None, "APPS": [{"a": 2, "b": 1}], "É": "ü"}
+        stored = {"SERIAL": 7, "N": 1.5, "FLAG": True, "NONE": None, "APPS": [{"a": 2, "b": 1}], "É": "ü", "3": "x"}
         assert sc.previous(verdict) == stored
 
 
@@ -782,6 +788,24 @@ def test_a_state_of_the_first_format_starts_over(state: Path, clock: Clock) -> N
     assert kinds(verdicts) == [NEW] * 2
     report, verdicts = sync(state, clock, assets(2))
     assert not report.full and kinds(verdicts) == [UNCHANGED] * 2
+
+
+def test_a_state_of_the_second_format_starts_over(state: Path, clock: Clock) -> None:
+    """Format 2 digested the values without their field names: its digests mean nothing now."""
+    sync(state, clock, assets(3))
+    db = sqlite3.connect(state)
+    db.executescript(
+        "CREATE TABLE layouts (id INTEGER PRIMARY KEY, fields TEXT NOT NULL UNIQUE);"
+        "ALTER TABLE blocks ADD COLUMN layout INTEGER; PRAGMA user_version = 2;"
+    )
+    db.close()
+    report, verdicts = sync(state, clock, assets(3))
+    assert report.full and report.full_reasons == (ledger._RESTARTED,) and kinds(verdicts) == [NEW] * 3
+    with sqlite3.connect(state) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == ledger.SCHEMA_VERSION
+        assert not db.execute("SELECT name FROM sqlite_master WHERE name='layouts'").fetchall()
+    report, verdicts = sync(state, clock, assets(3))
+    assert not report.full and kinds(verdicts) == [UNCHANGED] * 3
 
 
 def test_a_damaged_snapshot_is_refused_in_one_line(state: Path, clock: Clock) -> None:

@@ -149,6 +149,32 @@ def test_a_second_signal_exits_at_once(tmp_path: Path, fake_oomnitza: FakeOomnit
     assert fake_oomnitza.records("assets") == []
 
 
+def test_a_signal_is_obeyed_when_stderr_has_no_reader_any_more(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
+    """A supervisor whose log pipe closed (or ``connector.py ... 2>&1 | head``): writing the
+    "stopping" line fails, and the signal must still stop the run, then end it at once."""
+    fake_oomnitza.stall("POST", "/api/v3/bulk", 120.0, times=1000)
+    ini = write_ini(tmp_path, fake_oomnitza, 500, "stop_grace = 120")
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "connector.py"), "upload", "csv_assets", "--ini", str(ini)],
+        stdout=subprocess.DEVNULL,
+        stderr=write_end,
+        cwd=tmp_path,
+    )
+    os.close(write_end)
+    os.close(read_end)  # nobody reads the connector's stderr any more
+    try:
+        wait_for(lambda: bulk_posts(fake_oomnitza) >= 1, "the first batch")
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)  # the second one exits at once (well before the 120 s grace)
+        assert proc.wait(timeout=WAIT) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_managed_mode_exits_130_or_143_on_signals(
     tmp_path: Path, fake_oomnitza: FakeOomnitza, signum: int, code: int

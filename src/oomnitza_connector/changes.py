@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Verdict = ledger.Verdict
+Verdicts = ledger.Verdicts
 PLAN_LIMIT = 20  # records listed per kind by `plan`
 
 
@@ -215,7 +216,7 @@ class Tracker:
         return self.problem is None
 
     # -- during the run ---------------------------------------------------------------------------
-    def classify(self, payloads: Sequence[dict[str, Any]]) -> list[Verdict] | None:
+    def classify(self, payloads: Sequence[dict[str, Any]]) -> Verdicts | None:
         """One verdict per payload; None when the state has failed (then every record is sent)."""
         if not self.working:
             return None
@@ -228,12 +229,12 @@ class Tracker:
             self._note(payloads, verdicts)
         return verdicts
 
-    def delivered(self, verdicts: Sequence[Verdict | None]) -> None:
-        """Oomnitza confirmed this whole batch: remember its records."""
+    def delivered(self, verdicts: Sequence[Verdicts]) -> None:
+        """Oomnitza confirmed a whole batch: remember its records (these verdicts are its parts)."""
         if self.read_only or not self.working:
             return
-        try:  # (a verdict is None only after classify failed, and then the state is not working)
-            self.scope.mark_delivered(verdicts)  # type: ignore[arg-type]
+        try:
+            self.scope.mark_delivered(verdicts)
         except ConnectorError as exc:
             self._failed(exc)
 

@@ -76,7 +76,7 @@ Rules:
 - Other sync fields make other keys: the scope then forgets what it remembered (else every old
   key would look missing and be retired) and the run is a full push that says why.
 
-Storage (budget: 1,000,000 records < 150 MB; format 2): per scope, a *snapshot* (one
+Storage (budget: 1,000,000 records < 150 MB; format 3): per scope, a *snapshot* (one
 ``snapshots`` row: the keys as a zstd-compressed JSON array, and one int64 array per column of
 ``_COLUMNS``: digest, first/last seen, last sent, missing count, retired, block, slot, compressed
 together) plus a *journal* (``journal`` rows) of what was written since. ``open_scope`` loads the
@@ -95,16 +95,18 @@ re-reads that snapshot and the journal (which hold, or still list, this run's ow
 on them, so neither overwrites the other. A crash loses nothing written: the next open replays
 the journal. Why not a row per record, as format 1 did: one SQLite row inserted per record costs
 ~1.9 µs on the reference machine, most of the 10 % CPU budget, while one blob per block of a
-thousand costs ~0.2 µs a record. A state of format 1 is not read: a writer drops its records and
-the next run of each scope is a full push whose reason says so (``_RESTARTED``).
+thousand costs ~0.2 µs a record. A state of an older format is not read (format 2 digested the
+values without their field names): a writer drops its records and the next run of each scope is
+a full push whose reason says so (``_RESTARTED``).
 
-The delivered values are kept in zstd-compressed *blocks* of up to ``BLOCK_ROWS`` records, one line
-per record. Values are stored without field names: a per-scope *layout* (the payload's non-key
-field names, pinned while the mapping stays the same) turns a payload into a JSON array of values;
-a payload with other fields is stored as a sorted JSON object. Those bytes are also the digest's
-input, so a record is encoded once. Stored raw, the values of the benchmark's 11-field assets take
-~150 bytes a record; one compressor call per block of a thousand records brings them to ~35 bytes
-(records repeat models, places, domains). A changed record is written to a new block; its old
+The delivered payloads are kept in zstd-compressed *blocks* of about ``BLOCK_ROWS`` records (the
+batches delivered, grouped), one line per record: the payload's JSON exactly as the sink sends it
+(``payload.encode``; orjson escapes newlines within values). Those bytes are the digest's input and
+also the bulk body's (``EncodedRecords``): a record is encoded once, by ``classify``, and the sink
+joins them. So a record whose nested object lists its keys in another order is sent again (nothing
+is lost; sources keep their order). Raw, the benchmark's 11-field assets take ~290 bytes a record;
+one compressor call per block brings them to ~37 bytes (the field names and much of the values
+repeat). A changed record is written to a new block; its old
 slot becomes garbage, and blocks that are mostly garbage are rewritten (``_compact``, within a
 merge) once the slots written since the last compaction reach half of the live ones. Values larger
 than ``STORE_MAX`` bytes are not kept (``plan`` then shows no "before"); their digest still is. The
@@ -113,19 +115,22 @@ file is private (0600): it holds the values the connector sends.
 The digest is XXH3-64 (``xxhash``) of those bytes: change detection compares a record only with its
 own previous version, so a false "unchanged" needs a 1-in-2^64 coincidence per changed record; a
 cryptographic hash would cost ~1 µs more per record. zstd (level 1) compresses these blocks ~3x
-faster than zlib and slightly smaller.
+faster than zlib and slightly smaller; it is now most of what a first run adds (lower levels save
+little and grow the file by a third).
 
 Cost (per record, measured in benchmarks/README.md): ``classify`` encodes and digests each batch
-at C speed (``map`` over the payloads) and, once something is remembered, looks the keys up in
-the in-memory dict; a batch that is all new or all unchanged makes its verdicts in one call.
-``mark_delivered`` keeps the marks as columns (no verdict lives on); a flush writes a compressed
-block and a journal row per thousand records. ``finish`` applies the run's marks in memory (a
-first run's in one go, without building the key index), touches only the records whose status
-changes, and writes one snapshot (a few MB per 200,000 records). Memory: the loaded state costs
-about 220 bytes per remembered record (the key string ~60, its dict entry and row number ~90,
-eight 8-byte columns 64): ~210 MB for a million records, ~45 MB for 200,000 (see
-benchmarks/README.md). On large scopes call ``finish``
-through ``asyncio.to_thread``. A scope object may be used from one thread at a time (calls are
+at C speed (``map`` over the payloads; the digests collected as bytes, not as Python ints) and,
+once something is remembered, looks the keys up in the in-memory dict; a batch that is all new or
+all unchanged makes its verdicts in one call. Verdicts are columns (``Verdicts``): the pipeline
+slices them along with its batches, so nothing is done per record between ``classify`` and
+``mark_delivered``, which keeps each delivered batch as its keys, digests and one joined bytes
+object; a flush writes a compressed block and a journal row per thousand records. ``finish``
+applies the run's marks in memory (a first run's in one go, without building the key index),
+touches only the records whose status changes, and writes one snapshot (a few MB per 200,000
+records). Memory: the loaded state costs about 220 bytes per remembered record (the key string
+~60, its dict entry and row number ~90, eight 8-byte columns 64): ~210 MB for a million records,
+~45 MB for 200,000 (see benchmarks/README.md). On large scopes call ``finish`` through
+``asyncio.to_thread``. A scope object may be used from one thread at a time (calls are
 serialized by a lock).
 
 The file is in WAL mode while written (one writer at a time, readers never blocked) and switched
@@ -137,7 +142,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import hashlib
 import math
 import operator
@@ -166,7 +170,7 @@ from .errors import ConnectorError, DiskError
 from .oomnitza.payload import _default as _json_default
 
 STATE_FILE = "sync-state.db"
-SCHEMA_VERSION = 2  # 1: one row per record (replaced: a state of that format starts over)
+SCHEMA_VERSION = 3  # 1: a row per record; 2: values without field names (an older state starts over)
 APPLICATION_ID = 0x4F6F4C67  # "OoLg": marks the file as ours (PRAGMA application_id)
 
 NEW, CHANGED, UNCHANGED, UNKEYED = "new", "changed", "unchanged", "unkeyed"
@@ -185,15 +189,9 @@ KDF_ITERATIONS = 20_000  # identity fingerprint: PBKDF2-SHA256 with a per-file s
 BUSY_TIMEOUT = 10.0  # seconds to wait for another writer
 
 _DUMPS_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-_digest = xxhash.xxh3_64_intdigest  # unsigned 64-bit
 _compress = zstandard.ZstdCompressor(level=1).compress
 _decompress = zstandard.ZstdDecompressor().decompress
 _KEY_SEP = "\x1f"
-_blob_of = operator.itemgetter(4)  # Verdict.blob
-_row_of = operator.itemgetter(5)  # Verdict.row
-_kind_of = operator.itemgetter(1)  # Verdict.kind
-_digest_of = operator.itemgetter(3)  # Verdict.digest
-_key_of = operator.itemgetter(0)  # Verdict.key
 _NO_BOUND = 1 << 62
 _FLIP = bytes.maketrans(b"\x00\x01", b"\x01\x00")
 # Journal entries (see "Storage"): what one write did to the records it names.
@@ -209,7 +207,6 @@ CREATE TABLE IF NOT EXISTS scopes (
     mapping          TEXT,
     filter           TEXT,
     sync_fields      TEXT NOT NULL,
-    layout           INTEGER,
     created_at       INTEGER NOT NULL,
     last_run_at      INTEGER,
     last_complete_at INTEGER,
@@ -222,13 +219,11 @@ CREATE TABLE IF NOT EXISTS scopes (
     note             TEXT,  -- why the state started over (until the next complete full push)
     UNIQUE (target, name)
 );
-CREATE TABLE IF NOT EXISTS layouts (id INTEGER PRIMARY KEY, fields TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS blocks (
     id     INTEGER PRIMARY KEY,
     scope  INTEGER NOT NULL,
-    layout INTEGER,
     total  INTEGER NOT NULL,
-    data   BLOB NOT NULL
+    data   BLOB NOT NULL  -- zstd(one JSON object per line: the records' payloads as sent)
 );
 CREATE INDEX IF NOT EXISTS blocks_by_scope ON blocks (scope);
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -259,7 +254,6 @@ _NOTHING_YET: dict[str, Any] = {
     "identity": None,
     "mapping": None,
     "filter": None,
-    "layout": None,
     "last_full_at": None,
     "last_complete_at": None,
     "runs": 0,
@@ -351,7 +345,7 @@ class Verdict(tuple):
     key: str | None = property(operator.itemgetter(0))  # type: ignore[assignment]
     kind: str = property(operator.itemgetter(1))  # type: ignore[assignment]
     send: bool = property(operator.itemgetter(2))  # type: ignore[assignment]
-    digest: int | None = property(operator.itemgetter(3))  # type: ignore[assignment]
+    digest: int = property(operator.itemgetter(3))  # type: ignore[assignment]  # (0 for unkeyed)
     blob: bytes = property(operator.itemgetter(4))  # type: ignore[assignment]  # the values as stored
     row: int | None = property(operator.itemgetter(5))  # type: ignore[assignment]  # in the scope's records
 
@@ -362,15 +356,66 @@ class Verdict(tuple):
 _new_verdict = tuple.__new__
 
 
-def _verdict(
-    key: str | None,
-    kind: str,
-    send: bool,
-    digest: int | None = None,
-    blob: bytes = b"",
-    row: int | None = None,
-) -> Verdict:
-    return _new_verdict(Verdict, (key, kind, send, digest, blob, row))
+_FRESH_KINDS = frozenset((NEW, CHANGED))
+_ONLY_NEW, _ONLY_UNCHANGED = frozenset((NEW,)), frozenset((UNCHANGED,))
+
+
+class Verdicts(Sequence[Verdict]):
+    """``classify``'s answer for a list of payloads, as columns: no object per record (the
+    pipeline carries these for every record sent). Index it for a :class:`Verdict`; slice it,
+    or :meth:`select` some, for another ``Verdicts``; hand what was delivered (one, or a list of
+    them) to ``mark_delivered``. ``blobs``: each payload's JSON as the sink sends it (``b""`` for
+    unkeyed ones); ``mix``: the kinds present."""
+
+    __slots__ = ("blobs", "digests", "keys", "kinds", "mix", "rows", "send")
+
+    def __init__(
+        self,
+        keys: list[str | None],
+        kinds: list[str],
+        send: list[bool],
+        digests: array[int],
+        blobs: list[bytes],
+        rows: list[int | None],
+        mix: frozenset[str] | None = None,
+    ) -> None:
+        self.keys, self.kinds, self.send, self.digests, self.blobs, self.rows = keys, kinds, send, digests, blobs, rows
+        self.mix = frozenset(kinds) if mix is None else mix
+
+    @classmethod
+    def of(cls, verdicts: Iterable[Verdict]) -> Verdicts:
+        keys, kinds, send, digests, blobs, rows = (list(c) for c in (list(zip(*verdicts, strict=True)) or [()] * 6))
+        return cls(keys, kinds, send, array("Q", digests), blobs, rows)
+
+    @property
+    def all_send(self) -> bool:
+        return self.mix == _ONLY_NEW or False not in self.send
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return self._part([column[index] for column in self._columns()])
+        return _new_verdict(Verdict, tuple(column[index] for column in self._columns()))
+
+    def __iter__(self) -> Iterator[Verdict]:
+        return map(_new_verdict, repeat(Verdict), zip(*self._columns(), strict=True))
+
+    def select(self, mask: Sequence[bool]) -> Verdicts:
+        """The verdicts where ``mask`` is true."""
+        return self._part([list(compress(column, mask)) for column in self._columns()])
+
+    def _part(self, columns: list[Any]) -> Verdicts:
+        keys, kinds, send, digests, blobs, rows = columns
+        digests = digests if isinstance(digests, array) else array("Q", digests)
+        return Verdicts(keys, kinds, send, digests, blobs, rows, self.mix if len(self.mix) == 1 else None)
+
+    def _columns(self) -> tuple[Any, ...]:
+        return self.keys, self.kinds, self.send, self.digests, self.blobs, self.rows
+
+    def __repr__(self) -> str:
+        return f"Verdicts({len(self)}, {sorted(self.mix)})"
 
 
 @dataclass(frozen=True)
@@ -414,9 +459,9 @@ class RunReport:
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-def _own_copy(blob: bytes) -> bytes:
-    """``blob`` in a bytes object of its own size (orjson's result keeps its whole buffer)."""
-    return bytes(memoryview(blob))
+def _encode(payload: Mapping[str, Any]) -> bytes:
+    """A payload's JSON as the sink sends it (``payload.encode``): what is digested and kept."""
+    return orjson.dumps(payload, _json_default, orjson.OPT_NON_STR_KEYS)
 
 
 def state_path(state_dir: Path | str) -> Path:
@@ -499,6 +544,18 @@ _BIG_ENDIAN = sys.byteorder == "big"
 
 def _zeros(count: int) -> array[int]:
     return array("q", bytes(8 * count))
+
+
+_SLOTS = array("q")
+
+
+def _slots(count: int) -> array[int]:
+    """0, 1, ... count - 1, copied from a cached array (an int converted into an array costs
+    ~600 instructions: it goes through ``PyArg_Parse``)."""
+    global _SLOTS
+    if len(_SLOTS) < count:
+        _SLOTS = array("q", range(max(count, 2 * len(_SLOTS), BLOCK_ROWS)))
+    return _SLOTS[:count]
 
 
 class _Records:
@@ -585,7 +642,7 @@ class _Records:
         """Delivered new or changed values: digest, values at (block, position), sent now."""
         index, count = self.index, len(keys)
         if not any(map(index.__contains__, keys)) and len(set(keys)) == count:
-            self._append(at, keys, digests, array("q", [block]) * count, array("q", range(count)))
+            self._append(at, keys, digests, array("q", [block]) * count, _slots(count))
             return
         for slot, key in enumerate(keys):
             row = index.get(key)
@@ -632,7 +689,7 @@ class _Records:
         for at, names, values, block in entries:
             digests.extend(values)
             blocks.extend(array("q", [block]) * len(names))
-            slots.extend(array("q", range(len(names))))
+            slots.extend(_slots(len(names)))
             stamps.extend(array("q", [at]) * len(names))
         self._append(0, keys, digests, blocks, slots)
         self.first_seen[-len(keys) :] = stamps
@@ -698,6 +755,16 @@ def _run_start(rows: Sequence[int]) -> int | None:
     expected = range(start, start + len(rows))
     same = rows == array("q", expected) if isinstance(rows, array) else rows == list(expected)
     return start if same else None
+
+
+def _digests(blobs: list[bytes]) -> array[int]:
+    """Each blob's XXH3-64, read as a little-endian unsigned 64-bit number. (Collected as bytes:
+    converting 200,000 Python ints into an array costs more than hashing the records.)"""
+    values = array("Q")
+    values.frombytes(b"".join(map(xxhash.xxh3_64_digest, blobs)))
+    if _BIG_ENDIAN:
+        values.byteswap()
+    return values
 
 
 def _digest_array(data: bytes) -> array[int]:
@@ -780,22 +847,29 @@ def _check_format(db: sqlite3.Connection, path: Path) -> int:
 
 
 def _upgrade(db: sqlite3.Connection) -> None:
-    """Format 1 kept a row per record: forget those (and their values); keep the scopes, whose
-    next run is a full push saying why (see :data:`_RESTARTED`), the salt and the layouts."""
+    """An older format's records are not read (format 1 kept a row per record, format 2 digested
+    the values without their field names): forget them and their values; keep the scopes, whose
+    next run is a full push saying why (see :data:`_RESTARTED`), and the salt. (Columns an older
+    format had and this one does not use stay, unused.)"""
     db.execute("BEGIN IMMEDIATE")
     try:
-        if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:  # not done by another writer
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:  # not done by another writer
             db.execute("DROP TABLE IF EXISTS records")
+            db.execute("DROP TABLE IF EXISTS layouts")
             db.execute("DELETE FROM blocks")
-            db.execute("ALTER TABLE scopes ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
-            db.execute("ALTER TABLE scopes ADD COLUMN note TEXT")
-            db.execute(
-                "UPDATE scopes SET note=?, mapping=NULL, layout=NULL, last_full_at=NULL, last_complete_at=NULL, "
-                "runs=0, complete_runs=0, slots_written=0, slots_live=0",
-                (_RESTARTED,),
-            )
+            if version < 2:
+                db.execute("ALTER TABLE scopes ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+                db.execute("ALTER TABLE scopes ADD COLUMN note TEXT")
             for statement in _statements(_SCHEMA):
                 db.execute(statement)
+            db.execute("DELETE FROM snapshots")
+            db.execute("DELETE FROM journal")
+            db.execute(
+                "UPDATE scopes SET note=?, mapping=NULL, last_full_at=NULL, last_complete_at=NULL, "
+                "runs=0, complete_runs=0, slots_written=0, slots_live=0, generation=generation+1",
+                (_RESTARTED,),
+            )
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
@@ -888,15 +962,34 @@ class _Entry:
     entry: int
     kind: int
     at: int
-    packed: bytes  # the keys as written (JSON): the payloads' own strings are not kept alive
+    keys: list[str]  # (the strings the records in memory will hold anyway)
     digests: array[int] | None = None
     block: int | None = None
-    rows: array[int] | None = None  # _SENT: the records' rows (classify found them)
+    rows: list[int] | None = None  # _SENT: the records' rows (classify found them)
 
-    @property
-    def keys(self) -> list[str]:
-        keys: list[str] = orjson.loads(self.packed)
-        return keys
+
+@dataclass(frozen=True)
+class _Fresh:
+    """A delivered batch's new and changed records, waiting for the flush."""
+
+    keys: list[str]
+    digests: array[int]
+    lines: bytes  # their encoded payloads, one a line (empty: too large to keep)
+
+
+def _blocks_of(batches: list[_Fresh]) -> Iterator[list[_Fresh]]:
+    """Consecutive batches grouped into blocks of at least ``BLOCK_ROWS`` records (the last one
+    may be smaller): one compressor call per block."""
+    group: list[_Fresh] = []
+    count = 0
+    for batch in batches:
+        group.append(batch)
+        count += len(batch.keys)
+        if count >= BLOCK_ROWS:
+            yield group
+            group, count = [], 0
+    if group:
+        yield group
 
 
 # -- the scope ----------------------------------------------------------------------------------------
@@ -929,24 +1022,20 @@ class Scope:
         self._lock = threading.RLock()
         self.mapping = digest_of({"mapping": mapping, "sync_fields": self.sync_fields})
         self.counts = dict.fromkeys((NEW, CHANGED, UNCHANGED, UNKEYED, "sent", "delivered"), 0)
-        # Delivered marks not written yet: new and changed records' keys, digests and values, and
-        # the keys of records delivered again unchanged.
-        self._pending_keys: list[str] = []
-        self._pending_digests = array("Q")
-        self._pending_blobs: list[bytes] = []
+        # Delivered marks not written yet: new and changed records' keys, digests and values (per
+        # batch: the values joined in one line each), and the keys of records delivered again unchanged.
+        self._pending_fresh: list[_Fresh] = []
         self._pending_same: list[str] = []
-        self._pending_same_rows = array("q")
+        self._pending_same_rows: list[int] = []
         self._pending_count = 0
         self._pending_since = 0.0
         self._finished: RunReport | None = None
         self._complete = False
         self._closed = False
-        self._block_cache: dict[int, tuple[int | None, list[Any]]] = {}
-        self._layouts: dict[int, list[str]] = {}
+        self._block_cache: dict[int, list[bytes]] = {}
         self._key = self._key_getter()
-        self._encode = functools.partial(orjson.dumps, option=_DUMPS_OPTS, default=_json_default)
         # Rows classified in this run; rows from _own_from on were added by this run's deliveries.
-        self._seen_rows = array("q")
+        self._seen_rows: list[int] = []  # (a list: the index's own ints, no conversion)
         self._own_from = 0
         self._flags: bytearray | None = None  # per row: seen in this run (see _seen_flags)
         self._records = _Records()
@@ -978,12 +1067,6 @@ class Scope:
         # Records delivered by another writer during a run that began with nothing remembered are
         # not missing (see _unseen).
         self._unseen_before = _NO_BOUND if self._remembered else self.started
-        # The value layout: pinned while the mapping stays; otherwise taken from the first payload.
-        self._layout_id: int | None = row["layout"] if row["mapping"] == self.mapping else None
-        self._layout: list[str] | None = self._layout_fields(self._layout_id) if self._layout_id else None
-        self._layout_get: Callable[[Mapping[str, Any]], Any] | None = None
-        if self._layout is not None:
-            self._layout_get = self._getter(self._layout)
 
     # -- setup -------------------------------------------------------------------------------------
     def _salt(self) -> bytes:
@@ -1072,7 +1155,7 @@ class Scope:
             for table in ("snapshots", "journal", "blocks"):
                 db.execute(f"DELETE FROM {table} WHERE scope=?", (row["id"],))
             db.execute(
-                "UPDATE scopes SET sync_fields=?, mapping=NULL, layout=NULL, last_full_at=NULL, runs=0, "
+                "UPDATE scopes SET sync_fields=?, mapping=NULL, last_full_at=NULL, runs=0, "
                 "complete_runs=0, slots_written=0, slots_live=0, generation=generation+1 WHERE id=?",
                 (orjson.dumps(self.sync_fields).decode(), row["id"]),
             )
@@ -1080,7 +1163,7 @@ class Scope:
         except BaseException:
             self._rollback()
             raise
-        return {**row, "mapping": None, "layout": None, "last_full_at": None, "runs": 0}
+        return {**row, "mapping": None, "last_full_at": None, "runs": 0}
 
     def _decide_full(self, row: Mapping[str, Any]) -> tuple[bool, tuple[str, ...]]:
         reasons: list[str] = []
@@ -1135,45 +1218,11 @@ class Scope:
 
         return composite
 
-    @staticmethod
-    def _getter(fields: Sequence[str]) -> Callable[[Mapping[str, Any]], Any]:
-        if len(fields) >= 2:
-            return operator.itemgetter(*fields)
-        if len(fields) == 1:
-            only = fields[0]
-            return lambda p: (p[only],)
-        return lambda p: ()
-
-    def _layout_fields(self, layout_id: int | None) -> list[str] | None:
-        if layout_id is None:
-            return None
-        if layout_id not in self._layouts:
-            row = self.db.execute("SELECT fields FROM layouts WHERE id=?", (layout_id,)).fetchone()
-            if row is None:
-                return None
-            self._layouts[layout_id] = orjson.loads(row[0])
-        return self._layouts[layout_id]
-
     # -- classify ----------------------------------------------------------------------------------
-    def _set_layout(self, payload: Mapping[str, Any]) -> None:
-        keyset = set(self.sync_fields)
-        self._layout = [f for f in payload if f not in keyset]
-        self._layout_get = self._getter(self._layout)
-
-    def _encode_other(self, payload: Mapping[str, Any]) -> bytes:
-        """A payload whose fields differ from the layout: a sorted object without the sync fields."""
-        keyset = set(self.sync_fields)
-        rest = {k: v for k, v in payload.items() if k not in keyset}
-        return orjson.dumps(rest, option=_DUMPS_OPTS, default=_json_default)
-
-    def classify(self, payloads: Sequence[Mapping[str, Any]]) -> list[Verdict]:
+    def classify(self, payloads: Sequence[Mapping[str, Any]]) -> Verdicts:
         """One verdict per payload (same order). Also notes every key as seen in this run."""
         with self._lock:
             self._check_open()
-            if self._layout_get is None:
-                for payload in payloads:
-                    self._set_layout(payload)
-                    break
             encoded = self._encode_batch(payloads)
             per_payload: Sequence[str | None]
             if encoded is None:
@@ -1181,92 +1230,78 @@ class Scope:
             else:
                 keys, blobs = encoded
                 per_payload = keys
-            digests = list(map(_digest, blobs))
-            if blobs and max(map(len, blobs)) > STORE_MAX:  # too large to keep (the digest is kept)
-                blobs = [b"" if len(blob) > STORE_MAX else blob for blob in blobs]
+            digests = _digests(blobs)
             self._flags = None
             if not self._remembered:  # a first run: everything keyed is new, no lookups
                 return self._all_new(per_payload, keys, blobs, digests)
             rows = list(map(self._records.index.get, keys))
             if None not in rows and per_payload is keys:
-                self._seen_rows.extend(rows)  # type: ignore[arg-type]
+                self._seen_rows += rows  # type: ignore[arg-type]
                 verdicts = self._all_unchanged(keys, blobs, digests, rows)  # type: ignore[arg-type]
                 if verdicts is not None:
                     return verdicts
             else:
-                self._seen_rows.extend([row for row in rows if row is not None])
+                self._seen_rows += [row for row in rows if row is not None]
             return self._verdicts(per_payload, blobs, digests, rows)
 
     def _encode_batch(self, payloads: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[bytes]] | None:
-        """The usual batch at C speed: one sync field with text values, every payload with the
-        layout's fields. Keys and encoded values; None: some payload is not like that (see
-        :meth:`_encode_each`)."""
-        getter, width = self._layout_get, len(self._layout or ()) + 1
-        if len(self.sync_fields) != 1 or getter is None or not payloads:
+        """The usual batch at C speed: one sync field, a text value in every payload. Keys and
+        encoded payloads; None: some payload is not like that (see :meth:`_encode_each`)."""
+        if len(self.sync_fields) != 1 or not payloads:
             return None
         try:
             keys: list[str] = list(map(operator.itemgetter(self.sync_fields[0]), payloads))
-            if None in keys or "" in keys or set(map(type, keys)) != {str} or set(map(len, payloads)) != {width}:
-                return None
-            return keys, list(map(self._encode, map(getter, payloads)))  # each tuple freed at once
         except KeyError:
             return None
+        if not all(keys):  # (None or "")
+            return None
+        try:
+            _KEY_SEP.join(keys)  # (fails unless every key is text)
+        except TypeError:
+            return None
+        try:  # (positional arguments: keywords would cost a dict per call)
+            return keys, list(map(orjson.dumps, payloads, repeat(_json_default)))
+        except TypeError:  # a key that is not text (the sink allows it too)
+            return keys, list(map(_encode, payloads))
 
     def _encode_each(self, payloads: Sequence[Mapping[str, Any]]) -> tuple[list[str | None], list[str], list[bytes]]:
-        """Per payload: its key (None: unkeyed), and for the keyed ones key and encoded values."""
-        key_of, getter, other, encode = self._key, self._layout_get, self._encode_other, self._encode
-        width = len(self._layout or ()) + len(self.sync_fields)
+        """Per payload: its key (None: unkeyed), and for the keyed ones key and encoded payload."""
+        key_of, encode = self._key, _encode
         per_payload: list[str | None] = []  # parallel lists: fewer objects for the collector
         keys: list[str] = []
         blobs: list[bytes] = []
         for payload in payloads:
             key = key_of(payload)
             per_payload.append(key)
-            if key is None:
-                continue
-            if len(payload) == width and getter is not None:
-                try:
-                    blob = encode(getter(payload))
-                except KeyError:
-                    blob = other(payload)
-            else:
-                blob = other(payload)
-            keys.append(key)
-            blobs.append(blob)
+            if key is not None:
+                keys.append(key)
+                blobs.append(encode(payload))
         return per_payload, keys, blobs
 
     def _all_new(
-        self, per_payload: Sequence[str | None], keys: list[str], blobs: list[bytes], digests: list[int]
-    ) -> list[Verdict]:
-        counts = self.counts
-        unkeyed = len(per_payload) - len(keys)
+        self, per_payload: Sequence[str | None], keys: list[str], blobs: list[bytes], digests: array[int]
+    ) -> Verdicts:
+        counts, count = self.counts, len(per_payload)
+        unkeyed = count - len(keys)
         counts[NEW] += len(keys)
         counts[UNKEYED] += unkeyed
-        counts["sent"] += len(per_payload)
-        verdicts = list(
-            map(
-                _new_verdict,
-                repeat(Verdict),
-                zip(keys, repeat(NEW), repeat(True), digests, blobs, repeat(None), strict=False),
-            )
-        )
-        if unkeyed:
-            it = iter(verdicts)
-            verdicts = [next(it) if key is not None else _verdict(None, UNKEYED, True) for key in per_payload]
-        return verdicts
+        counts["sent"] += count
+        if not unkeyed:
+            return Verdicts(keys, [NEW] * count, [True] * count, digests, blobs, [None] * count, _ONLY_NEW)  # type: ignore[arg-type]
+        return self._verdicts(per_payload, blobs, digests, [None] * len(keys), counted=True)
 
     def _all_unchanged(
-        self, keys: list[str], blobs: list[bytes], digests: list[int], rows: list[int]
-    ) -> list[Verdict] | None:
+        self, keys: list[str], blobs: list[bytes], digests: array[int], rows: list[int]
+    ) -> Verdicts | None:
         """The usual batch of a run over remembered records: all unchanged (C speed). None: not so."""
         records = self._records
         if records.retired_count:
             return None
         start = _run_start(rows)
         if start is not None:  # the source lists records in the order they were remembered
-            if records.digest[start : start + len(rows)] != array("Q", digests):
+            if records.digest[start : start + len(rows)] != digests:
                 return None
-        elif digests != list(map(records.digest.__getitem__, rows)):
+        elif digests != array("Q", map(records.digest.__getitem__, rows)):
             return None
         send = self.full
         if not send and self._stale_before and min(map(records.last_sent.__getitem__, rows)) < self._stale_before:
@@ -1274,114 +1309,128 @@ class Scope:
         count = len(keys)
         self.counts[UNCHANGED] += count
         self.counts["sent"] += count if send else 0
-        fields = zip(keys, repeat(UNCHANGED), repeat(send), digests, blobs, rows, strict=False)
-        return list(map(_new_verdict, repeat(Verdict), fields))
+        return Verdicts(keys, [UNCHANGED] * count, [send] * count, digests, blobs, rows, _ONLY_UNCHANGED)  # type: ignore[arg-type]
 
     def _verdicts(
-        self, per_payload: Sequence[str | None], blobs: list[bytes], digests: list[int], rows: list[int | None]
-    ) -> list[Verdict]:
+        self,
+        per_payload: Sequence[str | None],
+        blobs: list[bytes],
+        digests: array[int],
+        rows: list[int | None],
+        counted: bool = False,
+    ) -> Verdicts:
+        """Record by record (``counted``: the counts are done)."""
         full, counts, stale = self.full, self.counts, self._stale_before or 0
         records = self._records
         known_digest, last_sent, retired = records.digest, records.last_sent, records.retired
         any_retired = records.retired_count > 0
-        verdicts: list[Verdict] = []
-        append, new = verdicts.append, _new_verdict
+        out = Verdicts([], [], [], array("Q"), [], [], frozenset())
+        keys, kinds, sends, digests_out, blobs_out, rows_out = out._columns()
         position = 0
         for key in per_payload:
             if key is None:
-                counts[UNKEYED] += 1
-                counts["sent"] += 1
-                append(_verdict(None, UNKEYED, True))
-                continue
-            digest, blob, row = digests[position], blobs[position], rows[position]
-            position += 1
-            if row is None:
-                counts[NEW] += 1
-                counts["sent"] += 1
-                append(new(Verdict, (key, NEW, True, digest, blob, None)))
-                continue
-            # A retired record that comes back is sent again.
-            kind = UNCHANGED if known_digest[row] == digest and not (any_retired and retired[row]) else CHANGED
-            send = full or kind is CHANGED or last_sent[row] < stale
-            counts[kind] += 1
-            counts["sent"] += send
-            append(new(Verdict, (key, kind, send, digest, blob, row)))
-        return verdicts
+                kind, send, digest, blob, row = UNKEYED, True, 0, b"", None
+            else:
+                digest, blob, row = digests[position], blobs[position], rows[position]
+                position += 1
+                if row is None:
+                    kind, send = NEW, True
+                else:  # a retired record that comes back is sent again
+                    same = known_digest[row] == digest and not (any_retired and retired[row])
+                    kind = UNCHANGED if same else CHANGED
+                    send = full or kind is CHANGED or last_sent[row] < stale
+            if not counted:
+                counts[kind] += 1
+                counts["sent"] += send
+            keys.append(key)
+            kinds.append(kind)
+            sends.append(send)
+            digests_out.append(digest)
+            blobs_out.append(blob)
+            rows_out.append(row)
+        out.mix = frozenset(kinds)
+        return out
 
     # -- delivered ---------------------------------------------------------------------------------
-    def mark_delivered(self, verdicts: Iterable[Verdict]) -> None:
-        """Remember these records as delivered. Call only after the sink confirmed their batch."""
+    def mark_delivered(self, verdicts: Verdicts | Iterable[Verdicts] | Iterable[Verdict]) -> None:
+        """Remember these records as delivered: a ``Verdicts``, a list of them (the parts of one
+        batch), or verdicts one by one. Call only after the sink confirmed their batch."""
         with self._lock:
             self._check_open()
             if self.read_only:
                 raise RuntimeError("a read-only sync state cannot mark records delivered")
-            batch = verdicts if isinstance(verdicts, list) else list(verdicts)
+            if isinstance(verdicts, Verdicts):
+                parts = [verdicts]
+            else:
+                items: list[Any] = list(verdicts)
+                parts = items if items and isinstance(items[0], Verdicts) else [Verdicts.of(items)]
             if not self._pending_count:
                 self._pending_since = time.monotonic()
-            # Kept as columns, not verdicts: fewer objects live on for the garbage collector.
-            kinds = set(map(_kind_of, batch))
-            fresh: list[Verdict]
-            same: list[Verdict]
-            if kinds <= {NEW, CHANGED}:
-                fresh, same = batch, []
-            elif kinds == {UNCHANGED}:
-                fresh, same = [], batch
-            else:
-                fresh = [v for v in batch if v[1] is NEW or v[1] is CHANGED]
-                same = [v for v in batch if v[1] is UNCHANGED]
-            if fresh:
-                self._pending_keys.extend(map(_key_of, fresh))
-                self._pending_digests.extend(map(_digest_of, fresh))
-                # Copied to their own size: orjson's result keeps its whole output buffer (4 KB
-                # however short the text), and thousands of these wait here until the flush.
-                self._pending_blobs.extend(map(_own_copy, map(_blob_of, fresh)))
-            if same:
-                self._pending_same.extend(map(_key_of, same))
-                self._pending_same_rows.extend(map(_row_of, same))
-            self._pending_count += len(fresh) + len(same)
-            self.counts["delivered"] += len(batch)
+            for part in parts:
+                self._mark(part)
             if self._pending_count >= max(1, self.options.flush_rows) or (
                 self._pending_count and time.monotonic() - self._pending_since >= FLUSH_SECONDS
             ):
                 self._flush()
 
+    def _mark(self, part: Verdicts) -> None:
+        """Kept as columns, not verdicts: fewer objects live on for the garbage collector."""
+        mix = part.mix
+        fresh: Verdicts | None = None
+        same: Verdicts | None = None
+        if mix <= _FRESH_KINDS:
+            fresh = part
+        elif mix == _ONLY_UNCHANGED:
+            same = part
+        else:  # (unkeyed records are not remembered)
+            fresh = part.select([kind is NEW or kind is CHANGED for kind in part.kinds])
+            same = part.select([kind is UNCHANGED for kind in part.kinds])
+        count = 0
+        if fresh:
+            blobs = fresh.blobs
+            if max(map(len, blobs)) > STORE_MAX:  # too large to keep (the digest is kept)
+                blobs = [b"" if len(blob) > STORE_MAX else blob for blob in blobs]
+            # Joined now: one bytes object per batch waits for the flush, not one per record
+            # (orjson's result keeps its whole output buffer, 4 KB however short the text).
+            self._pending_fresh.append(_Fresh(fresh.keys, fresh.digests, b"\n".join(blobs)))  # type: ignore[arg-type]
+            count += len(fresh)
+        if same:
+            self._pending_same.extend(same.keys)  # type: ignore[arg-type]
+            self._pending_same_rows += same.rows  # type: ignore[arg-type]
+            count += len(same)
+        self._pending_count += count
+        self.counts["delivered"] += len(part)
+
     def _flush(self) -> None:
-        """Write the pending marks in one transaction: per block of values, the block and its
-        journal row; one journal row for the records delivered again unchanged. They are applied
-        to the records in memory when the run finishes (see :meth:`_apply_own`)."""
+        """Write the pending marks in one transaction: per block of values (the batches delivered,
+        about ``BLOCK_ROWS`` records a block), the block and its journal row; one journal row for
+        the records delivered again unchanged. They are applied to the records in memory when the
+        run finishes (see :meth:`_apply_own`)."""
         if not self._pending_count:
             return
-        keys_all, digests_all, blobs_all, same, same_rows = (
-            self._pending_keys,
-            self._pending_digests,
-            self._pending_blobs,
-            self._pending_same,
-            self._pending_same_rows,
-        )
-        self._pending_keys, self._pending_digests, self._pending_blobs = [], array("Q"), []
-        self._pending_same, self._pending_same_rows = [], array("q")
+        fresh, same, same_rows = self._pending_fresh, self._pending_same, self._pending_same_rows
+        self._pending_fresh, self._pending_same, self._pending_same_rows = [], [], []
         self._pending_count = 0
         now = int(self.clock())
         db = self.db
         entries: list[_Entry] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            if keys_all:
-                layout_id = self._store_layout()
-                for start in range(0, len(keys_all), BLOCK_ROWS):
-                    end = start + BLOCK_ROWS
-                    raw = b"\n".join(blobs_all[start:end])  # orjson escapes newlines within values
-                    keys, digests = keys_all[start:end], digests_all[start:end]
+            if fresh:
+                written = 0
+                for group in _blocks_of(fresh):
+                    keys = list(chain.from_iterable(f.keys for f in group))
+                    digests = array("Q")
+                    for batch in group:
+                        digests.extend(batch.digests)
+                    raw = b"\n".join(f.lines for f in group)  # orjson escapes newlines within values
                     block_id = db.execute(
-                        "INSERT INTO blocks (scope, layout, total, data) VALUES (?, ?, ?, ?)",
-                        (self.id, layout_id, len(keys), _compress(raw)),
+                        "INSERT INTO blocks (scope, total, data) VALUES (?, ?, ?)", (self.id, len(keys), _compress(raw))
                     ).lastrowid
                     assert block_id is not None
                     entries.append(self._journal(_FRESH, now, keys, digests, block_id))
-                db.execute(
-                    "UPDATE scopes SET slots_written = slots_written + ?, layout = ? WHERE id = ?",
-                    (len(keys_all), layout_id, self.id),
-                )
+                    written += len(keys)
+                db.execute("UPDATE scopes SET slots_written = slots_written + ? WHERE id = ?", (written, self.id))
             if same:
                 entries.append(self._journal(_SENT, now, same, rows=same_rows))
             db.execute("COMMIT")
@@ -1422,31 +1471,27 @@ class Scope:
         keys: list[str],
         digests: array[int] | None = None,
         block: int | None = None,
-        rows: array[int] | None = None,
+        rows: list[int] | None = None,
     ) -> _Entry:
-        # A copy: orjson's result for a long list can hold several times its length in memory.
-        packed = memoryview(orjson.dumps(keys)).tobytes()
         entry = self.db.execute(
             "INSERT INTO journal (scope, kind, at, count, keys, digests, block) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (self.id, kind, at, len(keys), packed, None if digests is None else _digest_bytes(digests), block),
+            (
+                self.id,
+                kind,
+                at,
+                len(keys),
+                orjson.dumps(keys),
+                None if digests is None else _digest_bytes(digests),
+                block,
+            ),
         ).lastrowid
         assert entry is not None
-        return _Entry(entry, kind, at, packed, digests, block, rows)
-
-    def _store_layout(self) -> int | None:
-        if self._layout is None:
-            return None
-        if self._layout_id is None:
-            text = orjson.dumps(self._layout).decode()
-            self.db.execute("INSERT OR IGNORE INTO layouts (fields) VALUES (?)", (text,))
-            self._layout_id = self.db.execute("SELECT id FROM layouts WHERE fields=?", (text,)).fetchone()[0]
-            self._layouts[self._layout_id] = list(self._layout)
-        return self._layout_id
+        return _Entry(entry, kind, at, keys, digests, block, rows)
 
     # -- reading back ------------------------------------------------------------------------------
     def previous(self, verdict: Verdict) -> dict[str, Any] | None:
-        """The values last delivered for this record (sync fields included), or None when the
-        record is new or its values were not kept. Ask before marking the record delivered."""
+        """The payload last delivered for this record, or None when the record is new or its
+        values were not kept. Ask before marking the record delivered."""
         with self._lock:
             if verdict.key is None or verdict.kind is NEW:
                 return None
@@ -1454,37 +1499,28 @@ class Scope:
             if row is None or not self._records.block[row]:
                 return None
             try:
-                block = self._read_block(self._records.block[row])
+                lines = self._read_block(self._records.block[row])
             except sqlite3.Error as exc:
                 raise _state_error(exc, self.path) from None
-            if block is None:
-                return None
             slot = self._records.slot[row]
-            layout_id, stored = block
-            values = stored[slot] if slot < len(stored) else None
-            if values is None:
+            if lines is None or slot >= len(lines) or not lines[slot]:
                 return None
-            if isinstance(values, dict):
-                rest = values
-            else:
-                names = self._layout_fields(layout_id)
-                if names is None or len(names) != len(values):
-                    return None
-                rest = dict(zip(names, values, strict=True))
-            return {**dict(zip(self.sync_fields, key_parts(verdict.key), strict=False)), **rest}
+            values = orjson.loads(lines[slot])
+            return values if isinstance(values, dict) else None
 
-    def _read_block(self, block_id: int) -> tuple[int | None, list[Any]] | None:
+    def _read_block(self, block_id: int) -> list[bytes] | None:
+        """A block's lines (one encoded payload each, empty when it was not kept)."""
         cached = self._block_cache.get(block_id)
         if cached is not None:
             return cached
-        row = self.db.execute("SELECT layout, data FROM blocks WHERE id=?", (block_id,)).fetchone()
+        row = self.db.execute("SELECT data FROM blocks WHERE id=?", (block_id,)).fetchone()
         if row is None:
             return None
         if len(self._block_cache) >= 8:
             self._block_cache.pop(next(iter(self._block_cache)))
-        result = (row[0], [orjson.loads(line) if line else None for line in _decompress(row[1]).split(b"\n")])
-        self._block_cache[block_id] = result
-        return result
+        lines = _decompress(row[0]).split(b"\n")
+        self._block_cache[block_id] = lines
+        return lines
 
     def _seen_at(self, row: int) -> int:
         """When a record was last seen: its own last_seen once it went missing (or was seen in an
@@ -1512,7 +1548,7 @@ class Scope:
     def _set_flags(self, flags: bytearray) -> None:
         """After the rows were renumbered (a merge): what this run saw, in the new numbering."""
         self._flags = flags
-        self._seen_rows = array("q", compress(range(len(flags)), flags))
+        self._seen_rows = list(compress(range(len(flags)), flags))
         self._own_from = len(flags)
 
     def _unseen(self) -> list[int]:
@@ -1823,25 +1859,21 @@ class Scope:
         for row, block in enumerate(records.block):
             if block in wanted:
                 moving.setdefault(block, []).append(row)
-        by_layout: dict[int | None, list[tuple[int, Any]]] = {}
+        entries: list[tuple[int, bytes]] = []  # (row, its line)
         for block_id in victims:
-            layout, data = db.execute("SELECT layout, data FROM blocks WHERE id=?", (block_id,)).fetchone()
-            stored = [orjson.loads(line) if line else None for line in _decompress(data).split(b"\n")]
+            data = db.execute("SELECT data FROM blocks WHERE id=?", (block_id,)).fetchone()[0]
+            lines = _decompress(data).split(b"\n")
             for row in moving.get(block_id, []):
                 slot = records.slot[row]
-                by_layout.setdefault(layout, []).append((row, stored[slot] if slot < len(stored) else None))
-        for layout, entries in by_layout.items():
-            for chunk in _chunks(entries, BLOCK_ROWS):
-                raw = b"\n".join(
-                    orjson.dumps(values, option=_DUMPS_OPTS) if values is not None else b"" for _, values in chunk
-                )
-                new_id = db.execute(
-                    "INSERT INTO blocks (scope, layout, total, data) VALUES (?, ?, ?, ?)",
-                    (self.id, layout, len(chunk), _compress(raw)),
-                ).lastrowid
-                assert new_id is not None
-                for slot, (row, _) in enumerate(chunk):
-                    records.block[row], records.slot[row] = new_id, slot
+                entries.append((row, lines[slot] if slot < len(lines) else b""))
+        for chunk in _chunks(entries, BLOCK_ROWS):
+            raw = b"\n".join(line for _, line in chunk)
+            new_id = db.execute(
+                "INSERT INTO blocks (scope, total, data) VALUES (?, ?, ?)", (self.id, len(chunk), _compress(raw))
+            ).lastrowid
+            assert new_id is not None
+            for slot, (row, _) in enumerate(chunk):
+                records.block[row], records.slot[row] = new_id, slot
         db.executemany("DELETE FROM blocks WHERE id=?", [(b,) for b in victims])
 
     # -- lifecycle ---------------------------------------------------------------------------------

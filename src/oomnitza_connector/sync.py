@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import redact
-from .changes import ChangeReport, Tracker, Verdict, open_tracker
+from . import ledger, redact
+from .changes import ChangeReport, Tracker, Verdicts, open_tracker
 from .config import Config, SectionConfig
 from .errors import (
     AuthError,
@@ -48,7 +48,7 @@ from .errors import (
     ReportedError,
 )
 from .mapping import Mapper, RecordMapper, incomplete_fields, merge_mappings
-from .oomnitza.payload import RunInfo, encode
+from .oomnitza.payload import EncodedRecords, RunInfo, encode
 from .oomnitza.sinks import SaveData, Sink
 from .sources.base import BadRecord, RunContext, Source
 
@@ -107,17 +107,19 @@ def stop_on_signals(on_stop: Callable[[int], None], err: TextIO) -> Iterator[Non
     loop = asyncio.get_running_loop()
     seen: list[int] = []
 
+    def say(text: str) -> None:
+        with contextlib.suppress(Exception):  # a closed stderr (its reader gone) must not lose the signal
+            print(text, file=err, flush=True)
+
     def handle(signum: int) -> None:
         if seen:  # the second signal: no more waiting
-            print(f"{signal.Signals(signum).name} again: exiting now.", file=err, flush=True)
+            say(f"{signal.Signals(signum).name} again: exiting now.")
             with contextlib.suppress(Exception):
                 sys.stdout.flush()
             os._exit(signal_exit_code(signum))
         seen.append(signum)
-        print(
-            f"{signal.Signals(signum).name} received: stopping (send it again to exit at once).", file=err, flush=True
-        )
         on_stop(signum)
+        say(f"{signal.Signals(signum).name} received: stopping (send it again to exit at once).")
 
     installed = []
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -277,7 +279,9 @@ class _Run:
         self.slots = asyncio.Semaphore(max(1, options.workers))
         self.tasks: set[asyncio.Task[None]] = set()
         self.batch: list[dict[str, Any]] = []  # mapped records waiting for a full batch
-        self.verdicts: list[Verdict | None] = []  # what change-aware sync said of each (None: no state)
+        # What change-aware sync said of the batch's records (parts of its classify answers, in
+        # order); they may cover only the first records (the state failed mid-run) or none.
+        self.verdicts: list[Verdicts] = []
         # Records without a sync-field value (always sent, never remembered) are batched apart: when
         # Oomnitza refuses them, records batched with them would not be remembered either.
         self.unkeyed: list[dict[str, Any]] = []
@@ -343,32 +347,44 @@ class _Run:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    async def add(self, records: Iterable[dict[str, Any]], verdicts: Iterable[Verdict | None] | None = None) -> None:
+    async def add(self, records: Iterable[dict[str, Any]]) -> None:
         """Mapped records, in order: batched, each batch sent once it is full. (One call per page:
         awaiting a coroutine per record cost more than the batching itself.)"""
         size = max(1, self.options.batch_size)
-        marks = verdicts if verdicts is not None else itertools.repeat(None)
-        pairs = zip(records, marks, strict=False)  # (repeat is endless)
-        for record, verdict in pairs:
-            if verdict is not None and verdict[0] is None:  # no sync key (Verdict.key)
+        for record in records:
+            self.batch.append(record)
+            if len(self.batch) >= size:
+                await self._dispatch_batch()
+
+    async def add_classified(self, records: list[dict[str, Any]], verdicts: Verdicts) -> None:
+        """Records change-aware sync classified, all to be sent: batched with their verdicts (whole
+        slices of them, no work per record), those without a sync key apart."""
+        if ledger.UNKEYED in verdicts.mix:
+            keyed = [key is not None for key in verdicts.keys]
+            for record in itertools.compress(records, [not k for k in keyed]):
                 self.unkeyed.append(record)
-                if len(self.unkeyed) >= size:
+                if len(self.unkeyed) >= max(1, self.options.batch_size):
                     batch, self.unkeyed = self.unkeyed, []
                     await self.dispatch(batch)
-                continue
-            self.batch.append(record)
-            self.verdicts.append(verdict)
+            records, verdicts = list(itertools.compress(records, keyed)), verdicts.select(keyed)
+        size, start, count = max(1, self.options.batch_size), 0, len(records)
+        while start < count:
+            take = min(size - len(self.batch), count - start)
+            self.batch.extend(records[start : start + take])
+            self.verdicts.append(verdicts if take == count else verdicts[start : start + take])
+            start += take
             if len(self.batch) >= size:
-                batch, self.batch = self.batch, []
-                verdicts_, self.verdicts = self.verdicts, []
-                await self.dispatch(batch, verdicts_)
+                await self._dispatch_batch()
+
+    async def _dispatch_batch(self) -> None:
+        batch, self.batch = self.batch, []
+        verdicts, self.verdicts = self.verdicts, []
+        await self.dispatch(batch, verdicts)
 
     async def flush(self) -> None:
         """Send the partial batches (or count them as not sent when the section has halted)."""
         if self.batch:
-            batch, self.batch = self.batch, []
-            verdicts, self.verdicts = self.verdicts, []
-            await self.dispatch(batch, verdicts)
+            await self._dispatch_batch()
         if self.unkeyed:
             batch, self.unkeyed = self.unkeyed, []
             await self.dispatch(batch)
@@ -416,7 +432,7 @@ class _Run:
     async def dispatch(
         self,
         batch: list[dict[str, Any]],
-        verdicts: list[Verdict | None] | None = None,
+        verdicts: list[Verdicts] | None = None,
         retiring: list[Any] | None = None,
     ) -> None:
         """Send one batch. ``verdicts`` (change-aware sync) are marked delivered once Oomnitza
@@ -460,11 +476,15 @@ class _Run:
         return True, job.result()
 
     async def _send(
-        self, batch: list[dict[str, Any]], verdicts: list[Verdict | None] | None, retiring: list[Any] | None
+        self, batch: list[dict[str, Any]], verdicts: list[Verdicts] | None, retiring: list[Any] | None
     ) -> None:
         delivered = 0
+        records = batch
+        if verdicts and sum(map(len, verdicts)) == len(batch):  # change-aware sync encoded each record
+            encoded = verdicts[0].blobs if len(verdicts) == 1 else [b for part in verdicts for b in part.blobs]
+            records = EncodedRecords(batch, encoded)
         try:
-            sent = await self.sink.send(self.info, batch)
+            sent = await self.sink.send(self.info, records)
             delivered = len(batch) if sent is None else sent
             self.failed_in_a_row = 0
         except RecordsRejected as exc:  # the sink (the local store) stored the others
@@ -484,14 +504,18 @@ class _Run:
         except Exception as exc:  # a bug must not lose the accounting of the batch
             log.exception("[%s] %d record(s) not sent: %s", self.section.name, len(batch), exc)
         finally:
-            self._outcome(batch, delivered, verdicts, retiring)
-            self.slots.release()
+            try:
+                self._outcome(batch, delivered, verdicts, retiring)
+            except Exception as exc:  # a bug: logged, and the slot is freed all the same (else the run hangs)
+                log.exception("[%s] could not account for a batch: %s", self.section.name, exc)
+            finally:
+                self.slots.release()
 
     def _outcome(
         self,
         batch: list[dict[str, Any]],
         delivered: int,
-        verdicts: list[Verdict | None] | None,
+        verdicts: list[Verdicts] | None,
         retiring: list[Any] | None,
     ) -> None:
         """Count a batch; tell change-aware sync what arrived. Only a batch taken whole is
@@ -884,6 +908,9 @@ async def _slice(records: Sequence[Any], mapper: RecordMapper, section: SectionC
         await state.add(payloads)  # (after a halt: counted as not sent)
         return
     # Change-aware sync: only what is to be sent is batched, so batches stay full.
-    send = [verdict[2] for verdict in verdicts]  # Verdict.send
-    counts["unchanged"] += send.count(False)
-    await state.add(itertools.compress(payloads, send), itertools.compress(verdicts, send))
+    if not verdicts.all_send:
+        send = verdicts.send
+        counts["unchanged"] += send.count(False)
+        payloads, verdicts = list(itertools.compress(payloads, send)), verdicts.select(send)
+    if payloads:
+        await state.add_classified(payloads, verdicts)
