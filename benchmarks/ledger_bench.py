@@ -137,7 +137,7 @@ def pipeline_pass(ini: Path, state: Path | None, *, full: bool = False, encode: 
             if to_send and encode:  # (as the pipeline does: the records' JSON comes from classify)
                 enc_clock(bulk_body, run, to_send if verdicts is None else EncodedRecords(to_send, verdicts.blobs))
             sent += len(to_send)
-            if verdicts is not None and to_send:
+            if scope is not None and verdicts is not None and to_send:
                 led_clock(scope.mark_delivered, verdicts)
         report = None
         if scope is not None:
