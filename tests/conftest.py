@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.saas import FakeSaas
-from tests.fakes.server import close_shared_servers, serve
+from tests.fakes.server import close_shared_servers, serve, serving
 
 # Test files whose session fixtures start a real server in a subprocess (slapd, the Samba DC: seconds
 # of CPU each). Under ``--dist loadgroup`` (`make test`) each such file runs on one pytest-xdist worker,
@@ -185,6 +185,5 @@ def fake_oomnitza_mtls(tls_files: dict[str, str]) -> Iterator[FakeOomnitza]:
 def saas() -> Iterator[FakeSaas]:
     """The SaaS a managed integration's templates call (tests/fakes/saas.py), on loopback."""
     fake = FakeSaas()
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake

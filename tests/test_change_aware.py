@@ -25,7 +25,7 @@ from oomnitza_connector.sync import BUCKETS
 from tests.fakes.jamf import FakeJamf, computer
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.saas import KEY, FakeSaas
-from tests.fakes.server import serve
+from tests.fakes.server import serve, serving
 
 from .helpers import ROOT, CliResult, run_cli
 from .test_managed import worked_example
@@ -596,8 +596,7 @@ HOOK_TOKEN = "hook-t0ken-1234"
 @pytest.fixture
 def jamf() -> Iterator[FakeJamf]:
     fake = FakeJamf(computers=[computer(i) for i in range(101, 104)])
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 

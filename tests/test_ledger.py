@@ -79,7 +79,7 @@ def sync(state: Path, clock: Clock, records: list[dict[str, Any]], complete: boo
     """One run that delivers everything it sends; returns (report, verdicts)."""
     with scope(state, clock, **kw) as sc:
         verdicts = sc.classify(records)
-        sc.mark_delivered([v for v in verdicts if v.send])
+        sc.mark_delivered(verdicts.select(verdicts.send))
         report = sc.finish(complete=complete)
     clock.advance(DAY)
     return report, verdicts

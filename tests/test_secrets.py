@@ -16,7 +16,7 @@ from oomnitza_connector.secrets import conjur
 from oomnitza_connector.secrets.strongbox import main as strongbox
 from tests.fakes.conjur import FakeConjur
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serve, serving
 from tests.fakes.vault import FakeVault
 
 from .helpers import ROOT, CliResult, cheap_keyring_kdf, run_cli
@@ -206,8 +206,7 @@ def test_backend_wins_over_environment(
 @pytest.fixture
 def vault() -> Iterator[FakeVault]:
     fake = FakeVault()
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 
@@ -398,8 +397,7 @@ def test_vault_proxy_page_is_named(
 def conjur_server() -> Iterator[FakeConjur]:
     fake = FakeConjur(account="acme", login="host/oomnitza-connector")
     conjur._tokens.clear()
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 

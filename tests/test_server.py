@@ -26,7 +26,7 @@ from oomnitza_connector.server.cli import build
 from oomnitza_connector.server.http import Limits, make_server
 from tests.fakes.jamf import FakeJamf, computer, mobile
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serving
 
 from .helpers import ROOT
 
@@ -38,8 +38,7 @@ FAST = ("--coalesce-seconds", "0.2")
 @pytest.fixture
 def jamf() -> Iterator[FakeJamf]:
     fake = FakeJamf(computers=[computer(i) for i in range(101, 104)], mobiles=[mobile(55)])
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 

@@ -21,10 +21,11 @@ Public API (all calls are synchronous and short; see "Cost" for ``finish``)::
         clock=time.time,                          # injectable
     )
     scope.full, scope.full_reasons                # is this run a full push, and why
-    verdicts = scope.classify(payloads)           # one Verdict per mapped payload, same order
-    to_send = [p for p, v in zip(payloads, verdicts) if v.send]   # v.kind: new/changed/unchanged/unkeyed
-    scope.mark_delivered(sent_verdicts)           # only after the sink confirmed that batch
-    scope.previous(verdict)                       # stored values of a changed record (plan), or None
+    verdicts = scope.classify(payloads)           # Verdicts: one per mapped payload, same order, as columns
+    to_send = compress(payloads, verdicts.send)   # verdicts[i].kind: new/changed/unchanged/unkeyed
+    sent = verdicts.select(verdicts.send)         # (or slices of it, as batches are cut)
+    scope.mark_delivered(sent)                    # only after the sink confirmed that batch
+    scope.previous(verdicts[i])                   # stored payload of a changed record (plan), or None
     report = scope.finish(complete=True)          # RunReport; complete = every record of the source
                                                   # was read and classified (no source error, no
                                                   # --record-count, no record lost before classify)
@@ -334,8 +335,8 @@ class ScopeOptions:
 
 
 class Verdict(tuple):
-    """What ``classify`` decided for one payload. Keep it with the payload until the sink
-    answers, then hand it to ``mark_delivered``. (A tuple underneath: one is made per record.)
+    """What ``classify`` decided for one payload: an item of :class:`Verdicts` (made when asked
+    for, a tuple underneath).
 
     ``key``: the sync key (``None`` for *unkeyed*), ``kind``: new / changed / unchanged / unkeyed,
     ``send``: whether to send it in this run."""
@@ -346,7 +347,7 @@ class Verdict(tuple):
     kind: str = property(operator.itemgetter(1))  # type: ignore[assignment]
     send: bool = property(operator.itemgetter(2))  # type: ignore[assignment]
     digest: int = property(operator.itemgetter(3))  # type: ignore[assignment]  # (0 for unkeyed)
-    blob: bytes = property(operator.itemgetter(4))  # type: ignore[assignment]  # the values as stored
+    blob: bytes = property(operator.itemgetter(4))  # type: ignore[assignment]  # the payload's JSON as sent
     row: int | None = property(operator.itemgetter(5))  # type: ignore[assignment]  # in the scope's records
 
     def __repr__(self) -> str:
@@ -381,11 +382,6 @@ class Verdicts(Sequence[Verdict]):
     ) -> None:
         self.keys, self.kinds, self.send, self.digests, self.blobs, self.rows = keys, kinds, send, digests, blobs, rows
         self.mix = frozenset(kinds) if mix is None else mix
-
-    @classmethod
-    def of(cls, verdicts: Iterable[Verdict]) -> Verdicts:
-        keys, kinds, send, digests, blobs, rows = (list(c) for c in (list(zip(*verdicts, strict=True)) or [()] * 6))
-        return cls(keys, kinds, send, array("Q", digests), blobs, rows)
 
     @property
     def all_send(self) -> bool:
@@ -1352,18 +1348,14 @@ class Scope:
         return out
 
     # -- delivered ---------------------------------------------------------------------------------
-    def mark_delivered(self, verdicts: Verdicts | Iterable[Verdicts] | Iterable[Verdict]) -> None:
-        """Remember these records as delivered: a ``Verdicts``, a list of them (the parts of one
-        batch), or verdicts one by one. Call only after the sink confirmed their batch."""
+    def mark_delivered(self, verdicts: Verdicts | Iterable[Verdicts]) -> None:
+        """Remember these records as delivered: a ``Verdicts``, or a list of them (the parts of one
+        batch). Call only after the sink confirmed their batch."""
         with self._lock:
             self._check_open()
             if self.read_only:
                 raise RuntimeError("a read-only sync state cannot mark records delivered")
-            if isinstance(verdicts, Verdicts):
-                parts = [verdicts]
-            else:
-                items: list[Any] = list(verdicts)
-                parts = items if items and isinstance(items[0], Verdicts) else [Verdicts.of(items)]
+            parts = [verdicts] if isinstance(verdicts, Verdicts) else verdicts
             if not self._pending_count:
                 self._pending_since = time.monotonic()
             for part in parts:

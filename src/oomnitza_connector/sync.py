@@ -359,15 +359,16 @@ class _Run:
     async def add_classified(self, records: list[dict[str, Any]], verdicts: Verdicts) -> None:
         """Records change-aware sync classified, all to be sent: batched with their verdicts (whole
         slices of them, no work per record), those without a sync key apart."""
+        size = max(1, self.options.batch_size)
         if ledger.UNKEYED in verdicts.mix:
             keyed = [key is not None for key in verdicts.keys]
             for record in itertools.compress(records, [not k for k in keyed]):
                 self.unkeyed.append(record)
-                if len(self.unkeyed) >= max(1, self.options.batch_size):
+                if len(self.unkeyed) >= size:
                     batch, self.unkeyed = self.unkeyed, []
                     await self.dispatch(batch)
             records, verdicts = list(itertools.compress(records, keyed)), verdicts.select(keyed)
-        size, start, count = max(1, self.options.batch_size), 0, len(records)
+        start, count = 0, len(records)
         while start < count:
             take = min(size - len(self.batch), count - start)
             self.batch.extend(records[start : start + take])

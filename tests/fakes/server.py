@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 
@@ -103,6 +103,8 @@ class _Running:
     switch: _Switch | None = None
 
 
+_Fake = TypeVar("_Fake")
+
 _idle: dict[tuple[Any, ...], list[_Running]] = {}
 _lent: list[_Running] = []
 _pool_lock = threading.Lock()
@@ -168,6 +170,15 @@ def serve(
         running.switch.target = None
         with _pool_lock:
             _idle[key].append(running)
+
+
+@contextlib.contextmanager
+def serving(fake: _Fake, **options: Any) -> Iterator[_Fake]:
+    """``serve(fake.app)`` with ``fake.url`` set: what a fixture of a fake vendor does."""
+    served: Any = fake
+    with serve(served.app, **options) as url:
+        served.url = url
+        yield fake
 
 
 def close_shared_servers() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes.airwatch import DEP_GROUP, FakeAirWatch, device, ipad, windows_device
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serving
 from tests.sourcekit import (
     STALL_TIMEOUT,
     STANDARD_FAULTS,
@@ -34,8 +34,7 @@ MAPPINGS = {
 @pytest.fixture
 def uem() -> Iterator[FakeAirWatch]:
     fake = FakeAirWatch([windows_device(), ipad(), *(device(i) for i in range(1, 4))], max_page=2)
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 

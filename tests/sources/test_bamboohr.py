@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.bamboohr import DANA, ZOE, FakeBambooHR, employee
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serving
 from tests.sourcekit import (
     STALL_TIMEOUT,
     STANDARD_FAULTS,
@@ -31,8 +31,7 @@ DIRECTORY = "/api/gateway.php/acme/v1/employees/directory"
 @pytest.fixture
 def bamboo() -> Iterator[FakeBambooHR]:
     fake = FakeBambooHR(employees=[DANA, ZOE, *[employee(i) for i in range(3)]])
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 

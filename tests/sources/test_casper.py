@@ -15,7 +15,7 @@ from oomnitza_connector.config import load_config
 from oomnitza_connector.sources.casper import DeviceNotFound
 from tests.fakes.jamf import FakeJamf, computer, mobile
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serve, serving
 from tests.sourcekit import (
     STALL_TIMEOUT,
     STANDARD_FAULTS,
@@ -65,8 +65,7 @@ CLASSIC = {
 @pytest.fixture
 def jamf() -> Iterator[FakeJamf]:
     fake = FakeJamf(computers=[computer(i) for i in range(101, 108)], max_page=3)
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 
@@ -257,8 +256,7 @@ def test_bad_password(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnitz
 
 def test_token_expires_mid_run(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     fake = FakeJamf(computers=[computer(i) for i in range(101, 111)], max_page=2, token_uses=3)
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         ini = write_config(tmp_path, fake_oomnitza, "casper", settings(fake), SERIAL)
         result = upload(ini, "casper")
     assert result.code == 0, result.all
@@ -269,8 +267,7 @@ def test_token_expires_mid_run(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> N
 
 def test_user_token_renewed_with_keep_alive(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     fake = FakeJamf(token_lifetime=10)  # shorter than the renewal margin: renewed before every request
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         ini = write_config(
             tmp_path,
             fake_oomnitza,
@@ -348,8 +345,7 @@ def test_unexpected_json_shape(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: Fa
 def test_mobile_devices(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     fake = FakeJamf(mobiles=[mobile(i) for i in range(55, 60)], max_page=2)
     fake_oomnitza.mappings["Casper.MDM"] = {"general.serial_number": "SERIAL_NUMBER", "general.model_display": "MODEL"}
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         mappings = {
             "NAME": "general.name",
             "UPDATED": '{"source": "general.last_inventory_update_epoch"}',
@@ -448,8 +444,7 @@ def test_unknown_group(tmp_path: Path, jamf: FakeJamf, fake_oomnitza: FakeOomnit
 def test_group_members_fetched_concurrently_within_the_cap(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     fake = FakeJamf(computers=[computer(i) for i in range(101, 113)], delay=0.05)
     fake.computer_groups.append({"id": 9, "name": "Everyone", "is_smart": True, "members": list(range(101, 113))})
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         ini = write_config(
             tmp_path,
             fake_oomnitza,
@@ -575,8 +570,7 @@ def ipads(n: int) -> list[dict[str, Any]]:
 
 def test_mobile_paging_is_stable_with_equal_names(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     fake = FakeJamf(mobiles=ipads(10), max_page=3)
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         # The fake reproduces the vendor problem: by the default sort (displayName) pages overlap.
         walked = _pages(fake, "/api/v2/mobile-devices/detail")
         assert len(walked) == 10 and len(set(walked)) < 10
@@ -598,8 +592,7 @@ def test_mobile_initial_entry_comes_from_the_per_device_detail(tmp_path: Path, f
     fake.mobiles[1]["general"]["initialEntryTimestamp"] = None  # never recorded
     # Mapped only in Oomnitza: the merged mapping decides that the detail is needed.
     fake_oomnitza.set_mapping("Casper.MDM", {"general.initial_entry_date_utc": "ENTRY_UTC"})
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         fake.mobiles.append(mobile(99))  # listed ...
         fake.fail("GET", "/api/v2/mobile-devices/99/detail", 404, body={"httpStatus": 404, "errors": []})  # ... gone
         mappings = {

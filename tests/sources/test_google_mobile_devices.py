@@ -33,7 +33,7 @@ from tests.fakes.google import (
     section_settings,
 )
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serving
 from tests.sourcekit import (
     STALL_TIMEOUT,
     STANDARD_FAULTS,
@@ -75,8 +75,7 @@ def keys() -> tuple[str, str]:
 def make(keys: tuple[str, str], **kwargs: Any) -> Iterator[FakeGoogle]:
     fake = FakeGoogle(keys[1], **kwargs)
     fake.mobile += [phone(i) for i in range(3)]  # 5 devices
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 

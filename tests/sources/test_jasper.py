@@ -18,7 +18,7 @@ from oomnitza_connector.config import render_template
 from tests.fakes.jasper import FakeJasper, terminal
 from tests.fakes.jasper_rest import THROTTLED, FakeJasperRest, days_ago, device
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serve, serving
 from tests.sourcekit import (
     STALL_TIMEOUT,
     STANDARD_FAULTS,
@@ -53,8 +53,7 @@ def jasper() -> Iterator[FakeJasper]:
     # 12 SIMs over two GetModifiedTerminals pages (7 + 5), modified on different days
     fake.terminals = [terminal(i, stamp(1 + i % 5, i)) for i in range(1, 13)]
     fake.terminals[0]["rating"] = {"termStartDate": "2026-01-01", "termEndDate": "2026-12-31", "renewalPolicy": "AUTO"}
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 
@@ -317,8 +316,7 @@ def when(text: str) -> datetime:
 def cc() -> Iterator[FakeJasperRest]:
     fake = FakeJasperRest()
     fake.devices = [device(i, days_ago(age)) for i, age in enumerate(AGES, start=1)]
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 
@@ -449,8 +447,7 @@ def test_rest_window_older_than_a_year_is_one_line(tmp_path: Path, fake_oomnitza
     # Control Center's clock two days ahead: the first window's start is more than a year old for it
     fake = FakeJasperRest(clock=lambda: datetime.now(UTC) + timedelta(days=2))
     fake.devices = [device(1, days_ago(3))]
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         result = rest_run(tmp_path, fake, fake_oomnitza)
     assert_one_line_error(
         result,
@@ -529,8 +526,7 @@ def test_rest_throttling_answers_are_retried(tmp_path: Path, fake_oomnitza: Fake
     # a Control Center allowing 2 calls a second: the faster connector is refused with 400/40000029
     fake = FakeJasperRest(tps=2)
     fake.devices = [device(i, days_ago(i)) for i in range(1, 4)]
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         recent_mark(tmp_path, 10)
         result = rest_run(tmp_path, fake, fake_oomnitza, requests_per_second="50")
     assert result.code == 0, result.all

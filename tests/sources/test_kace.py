@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.kace import LOGIN, FakeKace, fixture_machines, machine
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serving
 from tests.sourcekit import (
     STALL_TIMEOUT,
     STANDARD_FAULTS,
@@ -60,8 +60,7 @@ def fleet() -> list[dict[str, Any]]:
 
 def make(**kwargs: Any) -> Iterator[FakeKace]:
     fake = FakeKace(fleet(), **kwargs)
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes.meraki import NETWORK, FakeMeraki, device, macbook, scanner
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serving
 from tests.sourcekit import (
     STALL_TIMEOUT,
     STANDARD_FAULTS,
@@ -36,8 +36,7 @@ MAPPINGS = {
 
 
 def serve_fake(fake: FakeMeraki) -> Iterator[FakeMeraki]:
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.fakes.mobileiron import DAY_MS, FakeMobileIron, android, core_device, hardware, now_ms, windows
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serving
 from tests.sourcekit import (
     STALL_TIMEOUT,
     STANDARD_FAULTS,
@@ -54,8 +54,7 @@ def ivanti() -> Iterator[FakeMobileIron]:
         spaces={1: [core_device(i) for i in range(3)], 2: [core_device(7), core_device(0)]},
         max_page=2,
     )
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes.netbox import RTR, SWITCH, V1_HEX_TOKEN, V1_TOKEN, V2_TOKEN, FakeNetbox, device
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serve, serving
 from tests.sourcekit import (
     STALL_TIMEOUT,
     STANDARD_FAULTS,
@@ -38,8 +38,7 @@ MAPPINGS = {
 @pytest.fixture
 def netbox() -> Iterator[FakeNetbox]:
     fake = FakeNetbox([RTR, SWITCH] + [device(i) for i in range(5)], max_page=3)
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 
@@ -104,8 +103,7 @@ def test_pasted_bearer_prefix_is_dropped(tmp_path: Path, netbox: FakeNetbox, fak
 def test_netbox_4_4_hex_v1_token(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     # 4.4 reads only the "Token" keyword: a v1 token pasted as "Bearer <v1>" must go out as Token.
     fake = FakeNetbox([RTR, SWITCH], version="4.4")
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         result = run(tmp_path, fake_oomnitza, fake, auth_token=f"bearer {V1_HEX_TOKEN}")
     assert result.code == 0, result.all
     assert_accounted(result, "netbox", pulled=2, sent=2)

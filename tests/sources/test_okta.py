@@ -10,15 +10,14 @@ import pytest
 
 from tests.fakes.okta import FakeOkta, user
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serving
 from tests.sourcekit import STALL_TIMEOUT, assert_accounted, assert_one_line_error, inject_fault, upload, write_config
 
 
 @pytest.fixture
 def okta() -> Iterator[FakeOkta]:
     fake = FakeOkta(users=[user(i) for i in range(7)], max_page=3)
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 

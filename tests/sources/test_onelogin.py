@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes.onelogin import KWAME, LEA, FakeOnelogin, user
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serving
 from tests.sourcekit import (
     STALL_TIMEOUT,
     STANDARD_FAULTS,
@@ -26,8 +26,7 @@ from tests.sourcekit import (
 @pytest.fixture
 def onelogin() -> Iterator[FakeOnelogin]:
     fake = FakeOnelogin(users=[KWAME, LEA, *[user(i) for i in range(3, 8)]], max_page=3)
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.open_audit import API, WKS, FakeOpenAudit, device
-from tests.fakes.server import serve
+from tests.fakes.server import serve, serving
 from tests.sourcekit import (
     STALL_TIMEOUT,
     STANDARD_FAULTS,
@@ -69,8 +69,7 @@ def fleet() -> list[dict[str, Any]]:
 
 def make(**kwargs: Any) -> Iterator[FakeOpenAudit]:
     fake = FakeOpenAudit(fleet(), max_page=2, **kwargs)
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 

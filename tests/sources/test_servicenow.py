@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serving
 from tests.fakes.servicenow import FakeServiceNow, computer, consumable, field, laptop, sys_id
 from tests.sourcekit import (
     STALL_TIMEOUT,
@@ -39,8 +39,7 @@ def sn() -> Iterator[FakeServiceNow]:
     fake.add_software(CI1, "Microsoft Edge", "131.0.2903.70")
     fake.add_software(CI1, "", "0")  # nameless rows are dropped
     fake.add_software(CI2, "Slack", "4.41")
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serving
 from tests.fakes.simplemdm import CHROME, SLACK, FakeSimpleMDM, iphone, mac
 from tests.sourcekit import (
     STALL_TIMEOUT,
@@ -51,8 +51,7 @@ def smdm() -> Iterator[FakeSimpleMDM]:
         [iphone(121, group=1), mac(122, group=2), mac(130, group=None), iphone(131, group=3)], max_page=2
     )
     fake.apps[130] = []
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serving
 from tests.fakes.tanium import API_TOKEN, ASSETS, FakeTanium
 from tests.sourcekit import (
     STALL_TIMEOUT,
@@ -36,8 +36,7 @@ WKS_APPS = [
 @pytest.fixture
 def tanium() -> Iterator[FakeTanium]:
     fake = FakeTanium(max_page=3)
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 
@@ -79,8 +78,7 @@ def test_login_several_pages(tmp_path: Path, tanium: FakeTanium, fake_oomnitza: 
 
 def test_server_without_end_of_reader_stops_on_an_empty_page(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     fake = FakeTanium(max_page=3, end_of_reader=False)
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         result = run(tmp_path, fake_oomnitza, fake)
     assert result.code == 0, result.all
     assert_accounted(result, "tanium", pulled=5, sent=5)

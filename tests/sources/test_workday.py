@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serving
 from tests.fakes.workday import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -47,8 +47,7 @@ MAPPINGS = {
 @pytest.fixture
 def workday() -> Iterator[FakeWorkday]:
     fake = FakeWorkday()
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 

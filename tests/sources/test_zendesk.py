@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serving
 from tests.fakes.zendesk import (
     ACME_HQ,
     AN,
@@ -44,8 +44,7 @@ INVALID = {
 @pytest.fixture
 def zendesk() -> Iterator[FakeZendesk]:
     fake = FakeZendesk(users=[GRACE, AN, MARY, *[user(i) for i in range(4)]], max_page=3)
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         yield fake
 
 
@@ -128,8 +127,7 @@ def test_more_users_than_offset_pagination_reaches(
 
 def test_past_10000_users(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     fake = FakeZendesk(users=[user(i) for i in range(10_050)])  # offset pages stop at 10,000 records
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         result = run(tmp_path, fake_oomnitza, fake)
     assert result.code == 0, result.all
     assert_accounted(result, "zendesk", pulled=10_050, sent=10_050)
