@@ -63,10 +63,11 @@ def assets(n: int, start: int = 0, **changes: Any) -> list[dict[str, Any]]:
 def scope(state: Path, clock: Clock, *, url: str = URL, token: str = TOKEN, mapping: str = "m1", **opts: Any):
     read_only = opts.pop("read_only", False)
     sync = opts.pop("sync_fields", ["SERIAL"])
+    name = opts.pop("name", "csv_assets")
     return open_scope(
         state,
         target=Target(url, identity=token),
-        name="csv_assets",
+        name=name,
         mapping=mapping,
         sync_fields=sync,
         options=ScopeOptions(**opts),
@@ -102,6 +103,31 @@ def test_second_run_over_unchanged_data_sends_nothing(state: Path, clock: Clock)
     assert not second.full and second.full_reasons == ()
     assert second.counts[UNCHANGED] == 250 and second.counts["sent"] == 0
     assert not any(v.send for v in verdicts)
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        pytest.param(lambda r: r, id="same order"),
+        pytest.param(lambda r: r[::-1], id="reversed"),
+        pytest.param(lambda r: r[:40] + assets(1, start=900) + r[40:], id="a new record between"),
+        pytest.param(lambda r: r[:40] + r[41:], id="one gone"),
+        pytest.param(lambda r: r[50:] + r[:50], id="rotated"),
+        pytest.param(lambda r: [*r[:30], r[10], *r[30:]], id="one twice"),
+    ],
+)
+def test_records_are_found_in_any_order_batch_by_batch(state: Path, clock: Clock, order: Any) -> None:
+    """Keys are first looked for where the previous batch ended (sources keep their order); a
+    batch in another order is looked up key by key, and the next one expected after it."""
+    sync(state, clock, assets(120))
+    records = order(assets(120))
+    records[7] = dict(records[7], OWNER="changed")
+    with scope(state, clock) as sc:
+        verdicts = [v for start in range(0, len(records), 25) for v in sc.classify(records[start : start + 25])]
+        sc.finish(complete=True)
+    expected = [NEW if r["SERIAL"] == "S0900" else CHANGED if i == 7 else UNCHANGED for i, r in enumerate(records)]
+    assert kinds(verdicts) == expected
+    assert [v.key for v in verdicts] == [r["SERIAL"] for r in records]
 
 
 def test_a_changed_field_is_sent_with_its_previous_values(state: Path, clock: Clock) -> None:
@@ -657,6 +683,30 @@ def test_two_writers_share_the_file(state: Path, clock: Clock) -> None:
     _, verdicts = sync(state, clock, records)
     assert kinds(verdicts) == [UNCHANGED] * 4
     assert sorted(p.name for p in state.parent.iterdir()) == [ledger.STATE_FILE]
+
+
+def test_writers_creating_the_file_at_once(tmp_path: Path, clock: Clock) -> None:
+    """Managed integrations start together: each opens (and one creates) the same new file. (An
+    open that read the file's marks one by one could see a half-created file as another
+    program's database.)"""
+    import threading
+
+    def open_one(path: Path, number: int, start: threading.Barrier, errors: list[str]) -> None:
+        start.wait()
+        try:
+            with scope(path, clock, name=f"integration {number}") as sc:
+                sc.finish(complete=True)
+        except ConnectorError as exc:
+            errors.append(str(exc))
+
+    for round_ in range(25):
+        path, start, errors = tmp_path / str(round_) / ledger.STATE_FILE, threading.Barrier(6), []
+        threads = [threading.Thread(target=open_one, args=(path, n, start, errors)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
 
 
 def test_finish_from_a_worker_thread(state: Path, clock: Clock) -> None:

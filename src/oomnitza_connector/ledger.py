@@ -121,16 +121,19 @@ little and grow the file by a third).
 
 Cost (per record, measured in benchmarks/README.md): ``classify`` encodes and digests each batch
 at C speed (``map`` over the payloads; the digests collected as bytes, not as Python ints) and,
-once something is remembered, looks the keys up in the in-memory dict; a batch that is all new or
-all unchanged makes its verdicts in one call. Verdicts are columns (``Verdicts``): the pipeline
+once something is remembered, finds the keys' rows: first where the previous batch ended (sources
+keep their order; comparing neighbouring keys costs a tenth of a lookup in a dict of 200,000,
+which misses the CPU's caches), else in the in-memory dict; a batch that is all new or all
+unchanged makes its verdicts in one call. Verdicts are columns (``Verdicts``): the pipeline
 slices them along with its batches, so nothing is done per record between ``classify`` and
-``mark_delivered``, which keeps each delivered batch as its keys, digests and one joined bytes
-object; a flush writes a compressed block and a journal row per thousand records. ``finish``
-applies the run's marks in memory (a first run's in one go, without building the key index),
-touches only the records whose status changes, and writes one snapshot (a few MB per 200,000
-records). Memory: the loaded state costs about 220 bytes per remembered record (the key string
-~60, its dict entry and row number ~90, eight 8-byte columns 64): ~210 MB for a million records,
-~45 MB for 200,000 (see benchmarks/README.md). On large scopes call ``finish`` through
+``mark_delivered``, which keeps each delivered batch as its keys (as JSON: nothing of a record
+outlives its batch, see ``_Entry``), digests and one joined bytes object; a flush writes a
+compressed block and a journal row per thousand records. ``finish`` applies the run's marks in
+memory (a first run's in one go, without decoding its keys or building the key index), touches
+only the records whose status changes, and writes one snapshot (a few MB per 200,000 records).
+Memory: the loaded state costs about 230 bytes per remembered record (the key string ~60, its
+dict entry and row number ~90, its place in the list by row 8, eight 8-byte columns 64): ~220 MB
+for a million records, ~47 MB for 200,000 (see benchmarks/README.md). On large scopes call ``finish`` through
 ``asyncio.to_thread``. A scope object may be used from one thread at a time (calls are
 serialized by a lock).
 
@@ -190,7 +193,8 @@ KDF_ITERATIONS = 20_000  # identity fingerprint: PBKDF2-SHA256 with a per-file s
 BUSY_TIMEOUT = 10.0  # seconds to wait for another writer
 
 _DUMPS_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-_compress = zstandard.ZstdCompressor(level=1).compress
+_COMPRESSOR = zstandard.ZstdCompressor(level=1)
+_compress = _COMPRESSOR.compress
 _decompress = zstandard.ZstdDecompressor().decompress
 _KEY_SEP = "\x1f"
 _NO_BOUND = 1 << 62
@@ -561,14 +565,17 @@ class _Records:
     ``last_sent``/``retired``/``block`` 0 = never. No per-record Python object but the key and its
     row number, and nothing the garbage collector walks (a dict of str to int is not tracked; a
     list of 200,000 keys would be visited by every full collection). A first run, which never looks
-    a key up, keeps its keys in ``_names`` and builds no index unless asked."""
+    a key up, keeps its keys as its journal rows' JSON arrays (``_names_json``; a run that ends
+    there never decodes them), or in ``_names``, and builds no index unless asked."""
 
-    __slots__ = ("_names", "_index", "_keys_blob", "retired_count", *_COLUMNS)
+    __slots__ = ("_names", "_names_json", "_index", "_keys_blob", "by_row", "retired_count", *_COLUMNS)
 
     def __init__(self) -> None:
         self._names: list[str] | None = None
+        self._names_json: list[bytes] | None = None
         self._index: dict[str, int] | None = {}
         self._keys_blob: bytes | None = None  # the snapshot's keys as loaded, while no key came or went
+        self.by_row: list[str] | None = None  # ... and as a list (see Scope._rows_of)
         self.retired_count = 0
         self.digest: array[int] = array("Q")
         self.first_seen, self.last_seen, self.last_sent = array("q"), array("q"), array("q")
@@ -579,11 +586,17 @@ class _Records:
 
     def keys(self) -> list[str]:
         """The keys by row (a new list, unless the index was never built)."""
+        self._decode()
         return self._names if self._names is not None else list(self._index or ())
+
+    def _decode(self) -> None:
+        if self._names_json is not None:
+            self._names, self._names_json = orjson.loads(_join_arrays(self._names_json)), None
 
     @property
     def index(self) -> dict[str, int]:
         if self._index is None:
+            self._decode()
             names = self._names or []
             index = dict(zip(names, range(len(names)), strict=True))
             if len(index) != len(names):  # a key delivered twice in one run: the last one counts
@@ -609,25 +622,34 @@ class _Records:
                 column.byteswap()
         records._names, records._index = names, None
         records.index  # noqa: B018 (built now: the run looks keys up)
-        records._keys_blob = keys if len(records) == count else None
+        if len(records) == count:  # (else a key came twice: the rows were renumbered)
+            records._keys_blob, records.by_row = keys, names
         records.retired_count = len(records) - records.retired.count(0)
         return records
 
     def dump(self) -> tuple[bytes, bytes]:
-        keys = self._keys_blob if self._keys_blob is not None else _compress(orjson.dumps(self.keys()))
+        if self._keys_blob is not None:
+            keys = self._keys_blob
+        elif self._names_json is not None:
+            keys = _compress(_join_arrays(self._names_json))
+        else:
+            keys = _compress(orjson.dumps(self.keys()))
+        # Streamed from the arrays: no copy of them, joined or not, for the compressor.
+        stream = _COMPRESSOR.compressobj(size=8 * len(self) * len(_COLUMNS))
         parts = []
         for column in self.columns():
             if _BIG_ENDIAN:
                 column = array(column.typecode, column)
                 column.byteswap()
-            parts.append(column.tobytes())
-        return keys, _compress(b"".join(parts))
+            parts.append(stream.compress(memoryview(column)))
+        parts.append(stream.flush())
+        return keys, b"".join(parts)
 
     def keep(self, rows: Sequence[int]) -> None:
         """Forget every record but these rows (pruning)."""
         names = self.keys()
         self._index = dict(zip([names[row] for row in rows], range(len(rows)), strict=True))
-        self._names, self._keys_blob = None, None
+        self._names, self._keys_blob, self.by_row = None, None, None
         for name in _COLUMNS:
             column = getattr(self, name)
             setattr(self, name, array(column.typecode, [column[row] for row in rows]))
@@ -644,7 +666,7 @@ class _Records:
             row = index.get(key)
             if row is None:
                 index[key] = len(self.digest)
-                self._keys_blob = None
+                self._keys_blob = self.by_row = None
                 for column, value in zip(self.columns(), (digests[slot], at, 0, at, 0, 0, block, slot), strict=True):
                     column.append(value)
                 continue
@@ -654,13 +676,19 @@ class _Records:
             self.missing[row] = self.retired[row] = 0
             self.block[row], self.slot[row] = block, slot
 
-    def _append(self, at: int, keys: Sequence[str], digests: array[int], blocks: array[int], slots: array[int]) -> None:
-        """New records (none of them known; a key twice only when the index is not built)."""
-        start, count = len(self.digest), len(keys)
-        self._keys_blob = None
-        if self._index is not None:
+    def _append(
+        self, at: int, keys: Sequence[str] | None, digests: array[int], blocks: array[int], slots: array[int]
+    ) -> None:
+        """New records (none of them known; a key twice only when the index is not built).
+        ``keys`` None: they are in ``_names_json`` already (the first records of an empty scope)."""
+        start, count = len(self.digest), len(digests)
+        self._keys_blob = self.by_row = None
+        if keys is None:
+            assert self._index is None and self._names_json is not None
+        elif self._index is not None:
             self._index.update(zip(keys, range(start, start + count), strict=True))
         else:
+            self._decode()
             self._names = (self._names or []) + list(keys) if start else list(keys)
         stamp, zeros = array("q", [at]) * count, _zeros(count)
         self.digest.extend(digests)
@@ -672,24 +700,22 @@ class _Records:
         self.block.extend(blocks)
         self.slot.extend(slots)
 
-    def fresh_all(self, entries: Sequence[tuple[int, Sequence[str], array[int], int]]) -> bool:
+    def fresh_all(self, entries: Sequence[_Entry]) -> bool:
         """Many ``fresh`` entries of new records at once (a first run's): False (nothing done)
-        unless every key is new and none comes twice."""
-        keys = list(chain.from_iterable(names for _, names, _, _ in entries))
+        unless every key is new and none comes twice. Into an empty scope, the keys stay the
+        entries' JSON (see ``_names_json``)."""
+        keys: list[str] | None = None
         if len(self):
+            keys = list(chain.from_iterable(e.keys for e in entries))
             if any(map(self.index.__contains__, keys)) or len(set(keys)) != len(keys):
                 return False
         else:  # nothing was remembered: the index is built when needed (a key twice: the last counts)
-            self._index, self._names = None, None
-        digests, blocks, slots, stamps = array("Q"), array("q"), array("q"), array("q")
-        for at, names, values, block in entries:
-            digests.extend(values)
-            blocks.extend(array("q", [block]) * len(names))
-            slots.extend(_slots(len(names)))
-            stamps.extend(array("q", [at]) * len(names))
-        self._append(0, keys, digests, blocks, slots)
-        self.first_seen[-len(keys) :] = stamps
-        self.last_sent[-len(keys) :] = stamps
+            self._index, self._names, self._names_json = None, None, [e.keys_json for e in entries]
+        position = 0
+        for e in entries:
+            part = None if keys is None else keys[position : position + e.count]
+            position += e.count
+            self._append(e.at, part, e.digests, array("q", [e.block or 0]) * e.count, _slots(e.count))  # type: ignore[arg-type]
         return True
 
     def rows(self, keys: Sequence[str]) -> list[int]:
@@ -829,9 +855,12 @@ def _create_schema(db: sqlite3.Connection) -> None:
 def _check_format(db: sqlite3.Connection, path: Path) -> int:
     """The file's format (0: empty, nothing written yet). Raises ``StateError`` for another
     program's database or a newer format."""
-    app_id = db.execute("PRAGMA application_id").fetchone()[0]
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    # One statement, so one snapshot: read one by one, the three could straddle another writer's
+    # creation of the file (tables, but no application id yet: "another program's database").
+    app_id, version, tables = db.execute(
+        "SELECT (SELECT application_id FROM pragma_application_id), (SELECT user_version FROM pragma_user_version), "
+        "(SELECT count(*) FROM sqlite_master)"
+    ).fetchone()
     if tables and app_id != APPLICATION_ID:
         raise StateError(f"{path} is not a sync state file (another program's database); choose another state folder")
     if version > SCHEMA_VERSION:
@@ -953,24 +982,41 @@ def open_scope(
 
 @dataclass(frozen=True)
 class _Entry:
-    """A journal row this run wrote, kept until it is applied to the records in memory."""
+    """A journal row this run wrote, kept until it is applied to the records in memory.
+
+    Its keys are kept as the row's JSON, not as the records' strings: a string kept from each
+    record pins the allocator's memory of the whole record (a run that kept them took ~5 % more
+    time, in cache misses, than one that kept copies); they are decoded when applied."""
 
     entry: int
     kind: int
     at: int
-    keys: list[str]  # (the strings the records in memory will hold anyway)
+    count: int
+    keys_json: bytes
     digests: array[int] | None = None
     block: int | None = None
     rows: list[int] | None = None  # _SENT: the records' rows (classify found them)
 
+    @property
+    def keys(self) -> list[str]:
+        return orjson.loads(self.keys_json)
+
 
 @dataclass(frozen=True)
 class _Fresh:
-    """A delivered batch's new and changed records, waiting for the flush."""
+    """A delivered batch's new and changed records, waiting for the flush (keys as JSON: see
+    :class:`_Entry`)."""
 
-    keys: list[str]
+    count: int
+    keys_json: bytes
     digests: array[int]
     lines: bytes  # their encoded payloads, one a line (empty: too large to keep)
+
+
+def _join_arrays(arrays: Iterable[bytes]) -> bytes:
+    """JSON arrays joined into one: ``[1,2]`` and ``[3]`` make ``[1,2,3]``."""
+    items = [text[1:-1] for text in arrays if len(text) > 2]
+    return b"[" + b",".join(items) + b"]"
 
 
 def _blocks_of(batches: list[_Fresh]) -> Iterator[list[_Fresh]]:
@@ -980,7 +1026,7 @@ def _blocks_of(batches: list[_Fresh]) -> Iterator[list[_Fresh]]:
     count = 0
     for batch in batches:
         group.append(batch)
-        count += len(batch.keys)
+        count += batch.count
         if count >= BLOCK_ROWS:
             yield group
             group, count = [], 0
@@ -1021,10 +1067,11 @@ class Scope:
         # Delivered marks not written yet: new and changed records' keys, digests and values (per
         # batch: the values joined in one line each), and the keys of records delivered again unchanged.
         self._pending_fresh: list[_Fresh] = []
-        self._pending_same: list[str] = []
+        self._pending_same: list[bytes] = []  # JSON arrays of keys
         self._pending_same_rows: list[int] = []
         self._pending_count = 0
         self._pending_since = 0.0
+        self._next_row = 0  # where the next batch's keys are expected (see _rows_of)
         self._finished: RunReport | None = None
         self._complete = False
         self._closed = False
@@ -1230,7 +1277,7 @@ class Scope:
             self._flags = None
             if not self._remembered:  # a first run: everything keyed is new, no lookups
                 return self._all_new(per_payload, keys, blobs, digests)
-            rows = list(map(self._records.index.get, keys))
+            rows = self._rows_of(keys)
             if None not in rows and per_payload is keys:
                 self._seen_rows += rows  # type: ignore[arg-type]
                 verdicts = self._all_unchanged(keys, blobs, digests, rows)  # type: ignore[arg-type]
@@ -1239,6 +1286,22 @@ class Scope:
             else:
                 self._seen_rows += [row for row in rows if row is not None]
             return self._verdicts(per_payload, blobs, digests, rows)
+
+    def _rows_of(self, keys: list[str]) -> list[int | None]:
+        """Each key's row (None: not remembered). Sources list their records in the same order
+        run after run, so the keys are first compared with those that followed the previous
+        batch's: a lookup in a large dict misses the CPU's caches (~0.4 µs a key on the reference
+        machine), neighbouring keys compare at a tenth of that."""
+        by_row, start = self._records.by_row, self._next_row
+        end = start + len(keys)
+        if by_row is not None and by_row[start:end] == keys:
+            rows: list[int | None] = list(range(start, end))
+        else:
+            rows = list(map(self._records.index.get, keys))
+            last = rows[-1] if rows else None
+            end = start if last is None else last + 1
+        self._next_row = end
+        return rows
 
     def _encode_batch(self, payloads: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[bytes]] | None:
         """The usual batch at C speed: one sync field, a text value in every payload. Keys and
@@ -1384,10 +1447,10 @@ class Scope:
                 blobs = [b"" if len(blob) > STORE_MAX else blob for blob in blobs]
             # Joined now: one bytes object per batch waits for the flush, not one per record
             # (orjson's result keeps its whole output buffer, 4 KB however short the text).
-            self._pending_fresh.append(_Fresh(fresh.keys, fresh.digests, b"\n".join(blobs)))  # type: ignore[arg-type]
+            self._pending_fresh.append(_Fresh(len(fresh), orjson.dumps(fresh.keys), fresh.digests, b"\n".join(blobs)))
             count += len(fresh)
         if same:
-            self._pending_same.extend(same.keys)  # type: ignore[arg-type]
+            self._pending_same.append(orjson.dumps(same.keys))
             self._pending_same_rows += same.rows  # type: ignore[arg-type]
             count += len(same)
         self._pending_count += count
@@ -1411,20 +1474,21 @@ class Scope:
             if fresh:
                 written = 0
                 for group in _blocks_of(fresh):
-                    keys = list(chain.from_iterable(f.keys for f in group))
+                    count = sum(f.count for f in group)
                     digests = array("Q")
                     for batch in group:
                         digests.extend(batch.digests)
                     raw = b"\n".join(f.lines for f in group)  # orjson escapes newlines within values
                     block_id = db.execute(
-                        "INSERT INTO blocks (scope, total, data) VALUES (?, ?, ?)", (self.id, len(keys), _compress(raw))
+                        "INSERT INTO blocks (scope, total, data) VALUES (?, ?, ?)", (self.id, count, _compress(raw))
                     ).lastrowid
                     assert block_id is not None
-                    entries.append(self._journal(_FRESH, now, keys, digests, block_id))
-                    written += len(keys)
+                    keys = _join_arrays(f.keys_json for f in group)
+                    entries.append(self._journal(_FRESH, now, count, keys, digests, block_id))
+                    written += count
                 db.execute("UPDATE scopes SET slots_written = slots_written + ? WHERE id = ?", (written, self.id))
             if same:
-                entries.append(self._journal(_SENT, now, same, rows=same_rows))
+                entries.append(self._journal(_SENT, now, len(same_rows), _join_arrays(same), rows=same_rows))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
@@ -1441,9 +1505,7 @@ class Scope:
         records = self._records
         if not own:
             return
-        if all(e.kind == _FRESH for e in own) and records.fresh_all(
-            [(e.at, e.keys, e.digests, e.block) for e in own]  # type: ignore[misc]
-        ):
+        if all(e.kind == _FRESH for e in own) and records.fresh_all(own):
             pass
         else:
             for e in own:
@@ -1460,25 +1522,19 @@ class Scope:
         self,
         kind: int,
         at: int,
-        keys: list[str],
+        count: int,
+        keys_json: bytes,
         digests: array[int] | None = None,
         block: int | None = None,
         rows: list[int] | None = None,
     ) -> _Entry:
+        """Write a journal row: ``count`` records, their keys as a JSON array."""
         entry = self.db.execute(
             "INSERT INTO journal (scope, kind, at, count, keys, digests, block) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                self.id,
-                kind,
-                at,
-                len(keys),
-                orjson.dumps(keys),
-                None if digests is None else _digest_bytes(digests),
-                block,
-            ),
+            (self.id, kind, at, count, keys_json, None if digests is None else _digest_bytes(digests), block),
         ).lastrowid
         assert entry is not None
-        return _Entry(entry, kind, at, keys, digests, block, rows)
+        return _Entry(entry, kind, at, count, keys_json, digests, block, rows)
 
     # -- reading back ------------------------------------------------------------------------------
     def previous(self, verdict: Verdict) -> dict[str, Any] | None:
@@ -1679,7 +1735,7 @@ class Scope:
             else:
                 keys_by_row = records.keys()
                 seen = [keys_by_row[row] for row in compress(range(len(flags)), flags)]
-                entry = self._journal(_SEEN, now, seen).entry if seen else None
+                entry = self._journal(_SEEN, now, len(seen), orjson.dumps(seen)).entry if seen else None
                 missing = len(self._unseen())
             db.execute(
                 "UPDATE scopes SET last_run_at=?, runs=runs+1, filter=?, "
@@ -1800,7 +1856,7 @@ class Scope:
                 return
             try:
                 self.db.execute("BEGIN IMMEDIATE")
-                entry = self._journal(_RETIRED, now, keys).entry
+                entry = self._journal(_RETIRED, now, len(keys), orjson.dumps(keys)).entry
                 self.db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
