@@ -311,6 +311,47 @@ def test_the_records_arrive_as_encoded_once_and_as_mapped(
     assert aware[3] == {"SERIAL_NUMBER": "SN00003", "MODEL": 'Model "Q" \u00e9\\', "ASSIGNED_TO": "line1"}
 
 
+def test_batches_that_straddle_classified_slices_carry_the_right_records(
+    tmp_path: Path, csv: Path, fake_oomnitza: FakeOomnitza
+) -> None:
+    """Records without a sync value are batched apart, so a batch of keyed records takes the end
+    of one classified slice and the start of the next (the encoded payloads of both): each record
+    still arrives exactly as mapped, in a first run and in one that sends only some."""
+
+    def lines(changed: dict[str, str]) -> list[str]:
+        out = rows(30, **changed)
+        for i in (2, 5, 11, 17):
+            out[i] = f",Model U{i},nokey{i}@acme.test"  # no sync value (Oomnitza refuses them)
+        return out
+
+    def by_owner(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return sorted(records, key=lambda r: r["ASSIGNED_TO"])
+
+    write_csv(csv, lines({}))
+    ini = write_ini(tmp_path, fake_oomnitza.url)
+    _, entry = upload(ini, "--batch-size", "10", "--workers", "0")
+    assert entry["changes"]["new"] == 26 and entry["changes"]["unkeyed"] == 4
+    first = received(fake_oomnitza)
+    write_ini(tmp_path, fake_oomnitza.url, extra="change_aware = false")
+    before = len(fake_oomnitza.bulk_payloads)
+    upload(ini, "--batch-size", "10", "--workers", "0")
+    plain = received(fake_oomnitza, before)
+    assert by_owner(first) == by_owner(plain) and len(plain) == 30
+
+    changed = {f"SN{i:05d}": f"Model Z{i}" for i in (0, 9, 10, 12, 19, 20, 29)}
+    write_csv(csv, lines(changed))
+    write_ini(tmp_path, fake_oomnitza.url)
+    before = len(fake_oomnitza.bulk_payloads)
+    _, entry = upload(ini, "--batch-size", "10", "--workers", "0")
+    assert entry["changes"]["changed"] == 7 and entry["unchanged"] == 19
+    expected = [
+        dict(r, MODEL=changed.get(r["SERIAL_NUMBER"], r["MODEL"]))
+        for r in plain
+        if r["SERIAL_NUMBER"] in changed or not r["SERIAL_NUMBER"]
+    ]
+    assert by_owner(received(fake_oomnitza, before)) == by_owner(expected)
+
+
 def test_a_bug_while_remembering_a_batch_does_not_hang_the_run(
     tmp_path: Path, csv: Path, fake_oomnitza: FakeOomnitza, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -868,3 +868,20 @@ def test_a_damaged_snapshot_is_refused_in_one_line(state: Path, clock: Clock) ->
         with pytest.raises(StateError) as err:
             scope(state, clock, read_only=read_only)
         assert "damaged or not a sync state file" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("lines", [[], [b""], [b'{"a":1}'], [b'{"a":1}', b"", b'{"b":"x\\ny"}', b"[2]"]])
+def test_lines_slice_index_and_join_like_a_list(lines: list[bytes]) -> None:
+    """Verdicts keep the payloads' JSON as lines of one buffer; every view of them reads like the list."""
+    whole = ledger.Lines.of(lines)
+    assert list(whole) == lines and len(whole) == len(lines)
+    assert whole.joined() == b"\n".join(lines) and whole.joined(b",") == b",".join(lines)
+    for start in range(len(lines) + 1):
+        for stop in range(start, len(lines) + 1):
+            part = ledger.Lines.of(lines)[start:stop]
+            assert list(part) == lines[start:stop] and len(part) == stop - start
+            assert part.joined(b",") == b",".join(lines[start:stop])
+            assert [part[i] for i in range(-len(part), len(part))] == lines[start:stop] * 2
+    assert list(whole[::-1]) == lines[::-1]
+    with pytest.raises(IndexError):
+        whole[len(lines)]

@@ -279,8 +279,9 @@ def test_what_proves_a_bulk_send(body: bytes, content_type: str, problem: str | 
 
 @pytest.mark.parametrize("count", [1, 2, 5])
 def test_a_bulk_body_from_records_encoded_beforehand_is_the_same_payload(count: int) -> None:
-    """Change-aware sync hands the sink each record's JSON (the bytes it digests): the body is
-    joined from them, and says what encoding the records again would."""
+    """Change-aware sync hands the sink the records' JSON (the bytes it digests), comma-separated,
+    in one piece per classified slice: the body is joined from them, and says what encoding the
+    records again would."""
     import orjson
 
     from oomnitza_connector.oomnitza.payload import EncodedRecords, bulk_body, encode
@@ -288,6 +289,9 @@ def test_a_bulk_body_from_records_encoded_beforehand_is_the_same_payload(count: 
     run = RunInfo("csv_assets", "csv_assets", "assets", ["SERIAL_NUMBER"])
     records = [{"SERIAL_NUMBER": f"S{i}", "NOTE": 'a "quoted", \n value', 7: i} for i in range(count)]
     joined = bulk_body(run, EncodedRecords(records, [encode(r) for r in records]))
+    assert orjson.loads(joined) == orjson.loads(bulk_body(run, records))
+    pieces = [b",".join(encode(r) for r in records[:1]), b",".join(encode(r) for r in records[1:])]
+    joined = bulk_body(run, EncodedRecords(records, [piece for piece in pieces if piece]))
     assert orjson.loads(joined) == orjson.loads(bulk_body(run, records))
     # A slice (a part of a batch Oomnitza refused as too large) is encoded as usual.
     assert orjson.loads(bulk_body(run, EncodedRecords(records, [encode(r) for r in records])[:1]))["records"] == [

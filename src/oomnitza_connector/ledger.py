@@ -115,9 +115,9 @@ file is private (0600): it holds the values the connector sends.
 
 The digest is XXH3-64 (``xxhash``) of those bytes: change detection compares a record only with its
 own previous version, so a false "unchanged" needs a 1-in-2^64 coincidence per changed record; a
-cryptographic hash would cost ~1 µs more per record. zstd (level 1) compresses these blocks ~3x
-faster than zlib and slightly smaller; it is now most of what a first run adds (lower levels save
-little and grow the file by a third).
+cryptographic hash would cost ~1 µs more per record. zstd compresses these blocks ~3x faster than
+zlib and smaller; it is still half of the instructions a first run adds (see ``_COMPRESSOR``;
+zstd's negative levels and LZ4 save another 20-30 % of that but grow the blocks by 40-75 %).
 
 Cost (per record, measured in benchmarks/README.md): ``classify`` encodes and digests each batch
 at C speed (``map`` over the payloads; the digests collected as bytes, not as Python ints) and,
@@ -131,11 +131,11 @@ outlives its batch, see ``_Entry``), digests and one joined bytes object; a flus
 compressed block and a journal row per thousand records. ``finish`` applies the run's marks in
 memory (a first run's in one go, without decoding its keys or building the key index), touches
 only the records whose status changes, and writes one snapshot (a few MB per 200,000 records).
-Memory: the loaded state costs about 230 bytes per remembered record (the key string ~60, its
-dict entry and row number ~90, its place in the list by row 8, eight 8-byte columns 64): ~220 MB
-for a million records, ~47 MB for 200,000 (see benchmarks/README.md). On large scopes call ``finish`` through
-``asyncio.to_thread``. A scope object may be used from one thread at a time (calls are
-serialized by a lock).
+Memory: the loaded state costs about 220 bytes per remembered record (the key string ~60, its
+dict entry and row number ~90, its place in the list by row 8, eight 8-byte columns 64): ~210 MB
+for a million records, ~45 MB for 200,000 (see benchmarks/README.md). On large scopes call
+``finish`` through ``asyncio.to_thread``. A scope object may be used from one thread at a time
+(calls are serialized by a lock).
 
 The file is in WAL mode while written (one writer at a time, readers never blocked) and switched
 back to a rollback journal when the last writer closes, so a read-only ``plan`` on a quiet file
@@ -161,9 +161,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from itertools import chain, compress, repeat
+from itertools import accumulate, chain, compress, repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import orjson
 import xxhash
@@ -193,7 +193,21 @@ KDF_ITERATIONS = 20_000  # identity fingerprint: PBKDF2-SHA256 with a per-file s
 BUSY_TIMEOUT = 10.0  # seconds to wait for another writer
 
 _DUMPS_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-_COMPRESSOR = zstandard.ZstdCompressor(level=1)
+# zstd's fastest strategy with a 2^11-entry hash table (8 KB: it stays in the CPU's first-level
+# cache instead of evicting the rest of the run's data) and matches of 6 bytes or more: on the
+# benchmark's blocks, the ratio of level 1 (~8x) in 18 % less time (a few more instructions, far
+# fewer cache misses). The 512 KB window holds a whole block of typical records.
+_COMPRESSOR = zstandard.ZstdCompressor(
+    compression_params=zstandard.ZstdCompressionParameters(
+        window_log=19,
+        hash_log=11,
+        chain_log=11,
+        search_log=1,
+        min_match=6,
+        target_length=0,
+        strategy=zstandard.STRATEGY_FAST,
+    )
+)
 _compress = _COMPRESSOR.compress
 _decompress = zstandard.ZstdDecompressor().decompress
 _KEY_SEP = "\x1f"
@@ -361,6 +375,64 @@ class Verdict(tuple):
 _new_verdict = tuple.__new__
 
 
+class Lines(Sequence[bytes]):
+    """Payloads' JSON as the sink sends it, one a line in one buffer. ``classify`` joins them
+    while they are fresh in the CPU's caches: what follows (the bulk body, the state's blocks)
+    copies a region of the buffer, or takes it whole, instead of visiting a bytes object per
+    record (long gone from the caches when its batch is confirmed). A slice shares the buffer;
+    where each line starts (``starts``: ``len + 1`` offsets, line ``i`` is
+    ``data[starts[i] : starts[i + 1] - 1]``) is found when first needed: batches of the pipeline
+    are the slices ``classify`` saw, so usually never."""
+
+    __slots__ = ("_starts", "data", "longest", "total")
+
+    def __init__(self, data: bytes, total: int, longest: int, starts: array[int] | None = None) -> None:
+        self.data, self.total, self._starts = data, total, starts
+        self.longest = longest  # an upper bound of the lines' lengths
+
+    @classmethod
+    def of(cls, lines: list[bytes]) -> Lines:
+        return cls(b"\n".join(lines), len(lines), max(map(len, lines), default=0))
+
+    @property
+    def starts(self) -> array[int]:
+        if self._starts is None:
+            lengths = map(len, self.data.split(b"\n")) if self.total else ()
+            self._starts = array("q", accumulate(map(operator.add, lengths, repeat(1)), initial=0))
+        return self._starts
+
+    def __len__(self) -> int:
+        return self.total
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> Lines: ...
+    def __getitem__(self, index: int | slice) -> bytes | Lines:
+        starts = self.starts
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return Lines.of(list(self)[index])
+            stop = max(start, stop)
+            return Lines(self.data, stop - start, self.longest, starts[start : stop + 1])
+        index = range(len(self))[index]
+        return self.data[starts[index] : starts[index + 1] - 1]
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._starts is None:
+            return iter(self.data.split(b"\n") if self.total else ())
+        starts = self._starts
+        return map(self.data.__getitem__, map(slice, starts[:-1], map(operator.add, starts[1:], repeat(-1))))
+
+    def joined(self, separator: bytes = b"\n") -> bytes:
+        """The lines joined by ``separator`` (the buffer, or a copy of their region of it)."""
+        region = self.data if self.total else b""
+        if self._starts is not None and self.total and (self._starts[0] or self._starts[-1] - 1 != len(region)):
+            region = region[self._starts[0] : self._starts[-1] - 1]
+        return region if separator == b"\n" else region.replace(b"\n", separator)
+
+
 _FRESH_KINDS = frozenset((NEW, CHANGED))
 _ONLY_NEW, _ONLY_UNCHANGED = frozenset((NEW,)), frozenset((UNCHANGED,))
 
@@ -370,7 +442,7 @@ class Verdicts(Sequence[Verdict]):
     pipeline carries these for every record sent). Index it for a :class:`Verdict`; slice it,
     or :meth:`select` some, for another ``Verdicts``; hand what was delivered (one, or a list of
     them) to ``mark_delivered``. ``blobs``: each payload's JSON as the sink sends it (``b""`` for
-    unkeyed ones); ``mix``: the kinds present."""
+    unkeyed ones), as :class:`Lines`; ``mix``: the kinds present."""
 
     __slots__ = ("blobs", "digests", "keys", "kinds", "mix", "rows", "send")
 
@@ -380,8 +452,8 @@ class Verdicts(Sequence[Verdict]):
         kinds: list[str],
         send: list[bool],
         digests: array[int],
-        blobs: list[bytes],
-        rows: list[int | None],
+        blobs: Lines,
+        rows: Sequence[int | None],
         mix: frozenset[str] | None = None,
     ) -> None:
         self.keys, self.kinds, self.send, self.digests, self.blobs, self.rows = keys, kinds, send, digests, blobs, rows
@@ -409,6 +481,7 @@ class Verdicts(Sequence[Verdict]):
     def _part(self, columns: list[Any]) -> Verdicts:
         keys, kinds, send, digests, blobs, rows = columns
         digests = digests if isinstance(digests, array) else array("Q", digests)
+        blobs = blobs if isinstance(blobs, Lines) else Lines.of(blobs)
         return Verdicts(keys, kinds, send, digests, blobs, rows, self.mix if len(self.mix) == 1 else None)
 
     def _columns(self) -> tuple[Any, ...]:
@@ -715,7 +788,8 @@ class _Records:
         for e in entries:
             part = None if keys is None else keys[position : position + e.count]
             position += e.count
-            self._append(e.at, part, e.digests, array("q", [e.block or 0]) * e.count, _slots(e.count))  # type: ignore[arg-type]
+            blocks = array("q", [e.block or 0]) * e.count
+            self._append(e.at, part, e.digests, blocks, _slots(e.count))  # type: ignore[arg-type]
         return True
 
     def rows(self, keys: Sequence[str]) -> list[int]:
@@ -769,6 +843,8 @@ def _nonzero_rows(column: array[int]) -> Iterable[int]:
 
 def _run_start(rows: Sequence[int]) -> int | None:
     """The first row when ``rows`` are consecutive and ascending (else None)."""
+    if isinstance(rows, range):
+        return rows.start if rows and rows.step == 1 else None
     if not rows:
         return None
     start = rows[0]
@@ -1278,24 +1354,26 @@ class Scope:
             if not self._remembered:  # a first run: everything keyed is new, no lookups
                 return self._all_new(per_payload, keys, blobs, digests)
             rows = self._rows_of(keys)
-            if None not in rows and per_payload is keys:
+            in_order = isinstance(rows, range)
+            if per_payload is keys and (in_order or None not in rows):
                 self._seen_rows += rows  # type: ignore[arg-type]
                 verdicts = self._all_unchanged(keys, blobs, digests, rows)  # type: ignore[arg-type]
                 if verdicts is not None:
                     return verdicts
             else:
-                self._seen_rows += [row for row in rows if row is not None]
+                self._seen_rows += rows if in_order else [row for row in rows if row is not None]  # type: ignore[arg-type]
             return self._verdicts(per_payload, blobs, digests, rows)
 
-    def _rows_of(self, keys: list[str]) -> list[int | None]:
+    def _rows_of(self, keys: list[str]) -> Sequence[int | None]:
         """Each key's row (None: not remembered). Sources list their records in the same order
         run after run, so the keys are first compared with those that followed the previous
         batch's: a lookup in a large dict misses the CPU's caches (~0.4 µs a key on the reference
         machine), neighbouring keys compare at a tenth of that."""
         by_row, start = self._records.by_row, self._next_row
         end = start + len(keys)
+        rows: Sequence[int | None]
         if by_row is not None and by_row[start:end] == keys:
-            rows: list[int | None] = list(range(start, end))
+            rows = range(start, end)
         else:
             rows = list(map(self._records.index.get, keys))
             last = rows[-1] if rows else None
@@ -1346,11 +1424,12 @@ class Scope:
         counts[UNKEYED] += unkeyed
         counts["sent"] += count
         if not unkeyed:
-            return Verdicts(keys, [NEW] * count, [True] * count, digests, blobs, [None] * count, _ONLY_NEW)  # type: ignore[arg-type]
+            lines = Lines.of(blobs)
+            return Verdicts(keys, [NEW] * count, [True] * count, digests, lines, [None] * count, _ONLY_NEW)  # type: ignore[arg-type]
         return self._verdicts(per_payload, blobs, digests, [None] * len(keys), counted=True)
 
     def _all_unchanged(
-        self, keys: list[str], blobs: list[bytes], digests: array[int], rows: list[int]
+        self, keys: list[str], blobs: list[bytes], digests: array[int], rows: Sequence[int]
     ) -> Verdicts | None:
         """The usual batch of a run over remembered records: all unchanged (C speed). None: not so."""
         records = self._records
@@ -1368,14 +1447,15 @@ class Scope:
         count = len(keys)
         self.counts[UNCHANGED] += count
         self.counts["sent"] += count if send else 0
-        return Verdicts(keys, [UNCHANGED] * count, [send] * count, digests, blobs, rows, _ONLY_UNCHANGED)  # type: ignore[arg-type]
+        lines = Lines.of(blobs)
+        return Verdicts(keys, [UNCHANGED] * count, [send] * count, digests, lines, rows, _ONLY_UNCHANGED)  # type: ignore[arg-type]
 
     def _verdicts(
         self,
         per_payload: Sequence[str | None],
         blobs: list[bytes],
         digests: array[int],
-        rows: list[int | None],
+        rows: Sequence[int | None],
         counted: bool = False,
     ) -> Verdicts:
         """Record by record (``counted``: the counts are done)."""
@@ -1383,8 +1463,9 @@ class Scope:
         records = self._records
         known_digest, last_sent, retired = records.digest, records.last_sent, records.retired
         any_retired = records.retired_count > 0
-        out = Verdicts([], [], [], array("Q"), [], [], frozenset())
-        keys, kinds, sends, digests_out, blobs_out, rows_out = out._columns()
+        out = Verdicts([], [], [], array("Q"), Lines.of([]), [], frozenset())
+        keys, kinds, sends, digests_out, _, rows_out = out._columns()
+        blobs_out: list[bytes] = []
         position = 0
         for key in per_payload:
             if key is None:
@@ -1407,7 +1488,7 @@ class Scope:
             digests_out.append(digest)
             blobs_out.append(blob)
             rows_out.append(row)
-        out.mix = frozenset(kinds)
+        out.mix, out.blobs = frozenset(kinds), Lines.of(blobs_out)
         return out
 
     # -- delivered ---------------------------------------------------------------------------------
@@ -1443,11 +1524,9 @@ class Scope:
         count = 0
         if fresh:
             blobs = fresh.blobs
-            if max(map(len, blobs)) > STORE_MAX:  # too large to keep (the digest is kept)
-                blobs = [b"" if len(blob) > STORE_MAX else blob for blob in blobs]
-            # Joined now: one bytes object per batch waits for the flush, not one per record
-            # (orjson's result keeps its whole output buffer, 4 KB however short the text).
-            self._pending_fresh.append(_Fresh(len(fresh), orjson.dumps(fresh.keys), fresh.digests, b"\n".join(blobs)))
+            if blobs.longest > STORE_MAX and max(map(len, blobs)) > STORE_MAX:  # not kept (the digest is)
+                blobs = Lines.of([b"" if len(blob) > STORE_MAX else blob for blob in blobs])
+            self._pending_fresh.append(_Fresh(len(fresh), orjson.dumps(fresh.keys), fresh.digests, blobs.joined()))
             count += len(fresh)
         if same:
             self._pending_same.append(orjson.dumps(same.keys))

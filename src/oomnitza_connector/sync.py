@@ -482,8 +482,7 @@ class _Run:
         delivered = 0
         records = batch
         if verdicts and sum(map(len, verdicts)) == len(batch):  # change-aware sync encoded each record
-            encoded = verdicts[0].blobs if len(verdicts) == 1 else [b for part in verdicts for b in part.blobs]
-            records = EncodedRecords(batch, encoded)
+            records = EncodedRecords(batch, [part.blobs.joined(b",") for part in verdicts])
         try:
             sent = await self.sink.send(self.info, records)
             delivered = len(batch) if sent is None else sent

@@ -72,9 +72,10 @@ def encode(obj: Any, *, pretty: bool = False) -> bytes:
 
 
 class EncodedRecords(list[dict[str, Any]]):
-    """Records that come with their JSON already encoded, one ``encode(record)`` each, in order
-    (change-aware sync digests those bytes): a bulk body then joins them instead of encoding the
-    records again. A slice of it is a plain list (encoded when sent)."""
+    """Records that come with their JSON already encoded (change-aware sync digests those bytes):
+    ``encoded`` is ``encode(record)`` of each, in order, separated by commas, in one or more
+    pieces. A bulk body then joins them instead of encoding the records again. A slice of it is a
+    plain list (encoded when sent)."""
 
     __slots__ = ("encoded",)
 
@@ -86,12 +87,11 @@ class EncodedRecords(list[dict[str, Any]]):
 def bulk_body(run: RunInfo, records: list[dict[str, Any]], error: str | None = None, fatal: bool = False) -> bytes:
     payload = run.envelope(error, fatal)
     encoded = getattr(records, "encoded", None)
-    if encoded and len(encoded) == len(records):
+    if encoded and records:
         payload["records"] = []
         head = encode(payload)  # ...,"records":[]}
         if len(encoded) == 1:
             return head[:-2] + encoded[0] + head[-2:]
-        # One join copies the records once: the envelope rides on the first and last of them.
-        return b",".join([head[:-2] + encoded[0], *encoded[1:-1], encoded[-1] + head[-2:]])
+        return b"".join([head[:-2], b",".join(encoded), head[-2:]])
     payload["records"] = records
     return encode(payload)
