@@ -481,8 +481,9 @@ class _Run:
     ) -> None:
         delivered = 0
         records = batch
-        if verdicts and sum(map(len, verdicts)) == len(batch):  # change-aware sync encoded each record
-            records = EncodedRecords(batch, [part.blobs.joined(b",") for part in verdicts])
+        # Change-aware sync encoded each record (but keeps no JSON for those without a sync key).
+        if verdicts and sum(map(len, verdicts)) == len(batch) and all(ledger.UNKEYED not in v.mix for v in verdicts):
+            records = EncodedRecords(batch, [part.blobs.joined(b",") for part in verdicts if part])
         try:
             sent = await self.sink.send(self.info, records)
             delivered = len(batch) if sent is None else sent
