@@ -171,7 +171,7 @@ import zstandard
 
 from .diskio import describe_os_error, describe_sqlite_error, private_dir
 from .errors import ConnectorError, DiskError
-from .oomnitza.payload import _default as _json_default
+from .oomnitza.payload import encode_records
 
 STATE_FILE = "sync-state.db"
 SCHEMA_VERSION = 3  # 1: a row per record; 2: values without field names (an older state starts over)
@@ -427,9 +427,8 @@ class Lines(Sequence[bytes]):
 
     def joined(self, separator: bytes = b"\n") -> bytes:
         """The lines joined by ``separator`` (the buffer, or a copy of their region of it)."""
-        region = self.data if self.total else b""
-        if self._starts is not None and self.total and (self._starts[0] or self._starts[-1] - 1 != len(region)):
-            region = region[self._starts[0] : self._starts[-1] - 1]
+        starts = self._starts  # (a slice of the whole buffer is the buffer itself: no copy)
+        region = self.data if starts is None else self.data[starts[0] : starts[-1] - 1] if self.total else b""
         return region if separator == b"\n" else region.replace(b"\n", separator)
 
 
@@ -530,11 +529,6 @@ class RunReport:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-def _encode(payload: Mapping[str, Any]) -> bytes:
-    """A payload's JSON as the sink sends it (``payload.encode``): what is digested and kept."""
-    return orjson.dumps(payload, _json_default, orjson.OPT_NON_STR_KEYS)
 
 
 def state_path(state_dir: Path | str) -> Path:
@@ -648,7 +642,8 @@ class _Records:
         self._names_json: list[bytes] | None = None
         self._index: dict[str, int] | None = {}
         self._keys_blob: bytes | None = None  # the snapshot's keys as loaded, while no key came or went
-        self.by_row: list[str] | None = None  # ... and as a list (see Scope._rows_of)
+        # ... and as a tuple (see Scope._rows_of; a tuple of strings is not tracked by the collector)
+        self.by_row: tuple[str, ...] | None = None
         self.retired_count = 0
         self.digest: array[int] = array("Q")
         self.first_seen, self.last_seen, self.last_sent = array("q"), array("q"), array("q")
@@ -696,7 +691,7 @@ class _Records:
         records._names, records._index = names, None
         records.index  # noqa: B018 (built now: the run looks keys up)
         if len(records) == count:  # (else a key came twice: the rows were renumbered)
-            records._keys_blob, records.by_row = keys, names
+            records._keys_blob, records.by_row = keys, tuple(names)
         records.retired_count = len(records) - records.retired.count(0)
         return records
 
@@ -1372,7 +1367,7 @@ class Scope:
         by_row, start = self._records.by_row, self._next_row
         end = start + len(keys)
         rows: Sequence[int | None]
-        if by_row is not None and by_row[start:end] == keys:
+        if by_row is not None and by_row[start:end] == tuple(keys):
             rows = range(start, end)
         else:
             rows = list(map(self._records.index.get, keys))
@@ -1396,24 +1391,14 @@ class Scope:
             _KEY_SEP.join(keys)  # (fails unless every key is text)
         except TypeError:
             return None
-        try:  # (positional arguments: keywords would cost a dict per call)
-            return keys, list(map(orjson.dumps, payloads, repeat(_json_default)))
-        except TypeError:  # a key that is not text (the sink allows it too)
-            return keys, list(map(_encode, payloads))
+        return keys, encode_records(payloads)
 
     def _encode_each(self, payloads: Sequence[Mapping[str, Any]]) -> tuple[list[str | None], list[str], list[bytes]]:
         """Per payload: its key (None: unkeyed), and for the keyed ones key and encoded payload."""
-        key_of, encode = self._key, _encode
-        per_payload: list[str | None] = []  # parallel lists: fewer objects for the collector
-        keys: list[str] = []
-        blobs: list[bytes] = []
-        for payload in payloads:
-            key = key_of(payload)
-            per_payload.append(key)
-            if key is not None:
-                keys.append(key)
-                blobs.append(encode(payload))
-        return per_payload, keys, blobs
+        per_payload: list[str | None] = list(map(self._key, payloads))
+        keyed = [key is not None for key in per_payload]
+        keys: list[str] = list(compress(per_payload, keyed))  # type: ignore[arg-type]
+        return per_payload, keys, encode_records(list(compress(payloads, keyed)))
 
     def _all_new(
         self, per_payload: Sequence[str | None], keys: list[str], blobs: list[bytes], digests: array[int]
@@ -1463,9 +1448,10 @@ class Scope:
         records = self._records
         known_digest, last_sent, retired = records.digest, records.last_sent, records.retired
         any_retired = records.retired_count > 0
-        out = Verdicts([], [], [], array("Q"), Lines.of([]), [], frozenset())
-        keys, kinds, sends, digests_out, _, rows_out = out._columns()
-        blobs_out: list[bytes] = []
+        keys: list[str | None] = []
+        kinds: list[str] = []
+        sends: list[bool] = []
+        digests_out, blobs_out, rows_out = array("Q"), [], []
         position = 0
         for key in per_payload:
             if key is None:
@@ -1488,8 +1474,7 @@ class Scope:
             digests_out.append(digest)
             blobs_out.append(blob)
             rows_out.append(row)
-        out.mix, out.blobs = frozenset(kinds), Lines.of(blobs_out)
-        return out
+        return Verdicts(keys, kinds, sends, digests_out, Lines.of(blobs_out), rows_out)
 
     # -- delivered ---------------------------------------------------------------------------------
     def mark_delivered(self, verdicts: Verdicts | Iterable[Verdicts]) -> None:

@@ -280,7 +280,8 @@ class _Run:
         self.tasks: set[asyncio.Task[None]] = set()
         self.batch: list[dict[str, Any]] = []  # mapped records waiting for a full batch
         # What change-aware sync said of the batch's records (parts of its classify answers, in
-        # order); they may cover only the first records (the state failed mid-run) or none.
+        # order); they may cover only the first records (the state failed mid-run) or none, and
+        # never a record without a sync key (add_classified batches those apart).
         self.verdicts: list[Verdicts] = []
         # Records without a sync-field value (always sent, never remembered) are batched apart: when
         # Oomnitza refuses them, records batched with them would not be remembered either.
@@ -481,9 +482,8 @@ class _Run:
     ) -> None:
         delivered = 0
         records = batch
-        # Change-aware sync encoded each record (but keeps no JSON for those without a sync key).
-        if verdicts and sum(map(len, verdicts)) == len(batch) and all(ledger.UNKEYED not in v.mix for v in verdicts):
-            records = EncodedRecords(batch, [part.blobs.joined(b",") for part in verdicts if part])
+        if verdicts and sum(map(len, verdicts)) == len(batch):  # change-aware sync encoded each record
+            records = EncodedRecords(batch, [part.blobs.joined(b",") for part in verdicts])
         try:
             sent = await self.sink.send(self.info, records)
             delivered = len(batch) if sent is None else sent
@@ -912,6 +912,7 @@ async def _slice(records: Sequence[Any], mapper: RecordMapper, section: SectionC
     if not verdicts.all_send:
         send = verdicts.send
         counts["unchanged"] += send.count(False)
+        if True not in send:  # (the usual slice of a run over unchanged data)
+            return
         payloads, verdicts = list(itertools.compress(payloads, send)), verdicts.select(send)
-    if payloads:
-        await state.add_classified(payloads, verdicts)
+    await state.add_classified(payloads, verdicts)

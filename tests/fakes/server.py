@@ -9,7 +9,8 @@ rather than starting one: a fresh fake per test keeps the tests apart, while sto
 server costs ~0.2 s of idle waiting (its main loop and its shutdown each poll every 0.1 s), which a
 suite of a thousand fakes would otherwise spend. ``serve(app, dedicated=True)`` or a fixed
 ``port`` starts a server of the app's own, stopped when the block ends (for a test that needs
-the port to go dead). ``close_shared_servers()`` stops the lent ones (the test session's end).
+the port to go dead). ``serving(fake)`` is ``serve(fake.app)`` with ``fake.url`` set, what each
+vendor fake's fixture does. ``close_shared_servers()`` stops the lent ones (the test session's end).
 """
 
 from __future__ import annotations
