@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import stat
@@ -807,6 +808,59 @@ def test_values_too_large_are_not_kept_but_compared(state: Path, clock: Clock, m
         assert sc.previous(verdicts[1]) == {"SERIAL": "B", "NOTES": "short"}
 
 
+def test_a_crash_replays_the_digests_of_values_not_kept(
+    state: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal row leaves out the digests when its block holds every line (they are recomputed
+    from the lines on replay), and writes them when a value was too large to keep."""
+    monkeypatch.setattr(ledger, "STORE_MAX", 100)
+    records = [{"SERIAL": "A", "NOTES": "x" * 200}, {"SERIAL": "B", "NOTES": "short"}]
+    sc = scope(state, clock, flush_rows=1)
+    verdicts = sc.classify(records)
+    sc.mark_delivered(verdicts[1:])  # every line kept: no digests written
+    sc.mark_delivered(verdicts[:1])  # a line too large: its digest is written
+    sc.db.close()  # the process dies before finish
+    with sqlite3.connect(state) as db:
+        assert db.execute("SELECT digests IS NULL FROM journal ORDER BY id").fetchall() == [(1,), (0,)]
+    clock.advance(DAY)
+    report, verdicts = sync(state, clock, records)  # (a full push: the first run never finished)
+    assert kinds(verdicts) == [UNCHANGED, UNCHANGED] and report.full
+    report, _ = sync(state, clock, records)
+    assert report.counts["sent"] == 0
+
+
+def test_a_block_the_journal_names_must_be_there(state: Path, clock: Clock) -> None:
+    sc = scope(state, clock, flush_rows=1)
+    sc.mark_delivered(sc.classify(assets(2)))
+    sc.db.close()
+    with sqlite3.connect(state) as db:
+        db.execute("DELETE FROM blocks")
+    with pytest.raises(StateError) as err:
+        scope(state, clock)
+    assert "damaged or not a sync state file" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_state_of_the_third_format_is_kept(state: Path, clock: Clock) -> None:
+    """Format 3 wrote its journal keys as plain JSON and every digest: read as it is (by a plan
+    too), and marked as format 4 by the next writer; nothing is sent again."""
+    sync(state, clock, assets(4))
+    sc = scope(state, clock, flush_rows=1)
+    sc.mark_delivered(sc.classify(assets(2, start=4)))  # journal rows, then a crash
+    sc.db.close()
+    with sqlite3.connect(state) as db:  # as format 3 wrote them
+        for entry, keys, block in db.execute("SELECT id, keys, block FROM journal").fetchall():
+            data = db.execute("SELECT data FROM blocks WHERE id=?", (block,)).fetchone()[0]
+            digests = ledger._digest_bytes(ledger._digests(ledger._decompress(data).split(b"\n")))
+            db.execute("UPDATE journal SET keys=?, digests=? WHERE id=?", (ledger._decompress(keys), digests, entry))
+        db.execute("PRAGMA user_version = 3")
+    with scope(state, clock, read_only=True) as plan:
+        assert not plan.full and kinds(plan.classify(assets(6))) == [UNCHANGED] * 6
+    report, verdicts = sync(state, clock, assets(6))
+    assert not report.full and kinds(verdicts) == [UNCHANGED] * 6
+    with sqlite3.connect(state) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == ledger.SCHEMA_VERSION
+
+
 def test_a_state_of_the_first_format_starts_over(state: Path, clock: Clock) -> None:
     """Format 1 (a row per record) is not read: the next run is a full push that says why."""
     state.parent.mkdir(parents=True)
@@ -885,3 +939,12 @@ def test_lines_slice_index_and_join_like_a_list(lines: list[bytes]) -> None:
     assert list(whole[::-1]) == lines[::-1]
     with pytest.raises(IndexError):
         whole[len(lines)]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 5, 8])
+def test_a_line_too_long_is_found_without_measuring_each(limit: int) -> None:
+    """``_has_long_line`` agrees with measuring every line, for every arrangement of short lines."""
+    for lengths in itertools.chain.from_iterable(itertools.product(range(10), repeat=n) for n in range(1, 4)):
+        data = b"\n".join(b"x" * length for length in lengths)
+        assert ledger._has_long_line(data, limit) == (max(lengths) > limit), (lengths, limit)
+    assert not ledger._has_long_line(b"", limit)
