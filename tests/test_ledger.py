@@ -848,13 +848,19 @@ def test_a_state_of_the_third_format_is_kept(state: Path, clock: Clock) -> None:
     sc.mark_delivered(sc.classify(assets(2, start=4)))  # journal rows, then a crash
     sc.db.close()
     with sqlite3.connect(state) as db:  # as format 3 wrote them
+        for block, data in db.execute("SELECT id, data FROM blocks").fetchall():
+            lines = ledger._block_lines(ledger._decompress(data))  # (a newline alone between two)
+            db.execute("UPDATE blocks SET data=? WHERE id=?", (ledger._compress(b"\n".join(lines)), block))
         for entry, keys, block in db.execute("SELECT id, keys, block FROM journal").fetchall():
             data = db.execute("SELECT data FROM blocks WHERE id=?", (block,)).fetchone()[0]
             digests = ledger._digest_bytes(ledger._digests(ledger._decompress(data).split(b"\n")))
             db.execute("UPDATE journal SET keys=?, digests=? WHERE id=?", (ledger._decompress(keys), digests, entry))
         db.execute("PRAGMA user_version = 3")
+    changed = assets(6, OWNER="moved")
     with scope(state, clock, read_only=True) as plan:
         assert not plan.full and kinds(plan.classify(assets(6))) == [UNCHANGED] * 6
+        owners = [plan.previous(v)["OWNER"] for v in plan.classify(changed)]  # type: ignore[index]
+        assert owners == [f"user{i}@acme.test" for i in range(6)]
     report, verdicts = sync(state, clock, assets(6))
     assert not report.full and kinds(verdicts) == [UNCHANGED] * 6
     with sqlite3.connect(state) as db:
@@ -929,12 +935,12 @@ def test_lines_slice_index_and_join_like_a_list(lines: list[bytes]) -> None:
     """Verdicts keep the payloads' JSON as lines of one buffer; every view of them reads like the list."""
     whole = ledger.Lines.of(lines)
     assert list(whole) == lines and len(whole) == len(lines)
-    assert whole.joined() == b"\n".join(lines) and whole.joined(b",") == b",".join(lines)
+    assert whole.joined() == b",\n".join(lines)
     for start in range(len(lines) + 1):
         for stop in range(start, len(lines) + 1):
             part = ledger.Lines.of(lines)[start:stop]
             assert list(part) == lines[start:stop] and len(part) == stop - start
-            assert part.joined(b",") == b",".join(lines[start:stop])
+            assert part.joined() == b",\n".join(lines[start:stop])
             assert [part[i] for i in range(-len(part), len(part))] == lines[start:stop] * 2
     assert list(whole[::-1]) == lines[::-1]
     with pytest.raises(IndexError):
@@ -945,6 +951,6 @@ def test_lines_slice_index_and_join_like_a_list(lines: list[bytes]) -> None:
 def test_a_line_too_long_is_found_without_measuring_each(limit: int) -> None:
     """``_has_long_line`` agrees with measuring every line, for every arrangement of short lines."""
     for lengths in itertools.chain.from_iterable(itertools.product(range(10), repeat=n) for n in range(1, 4)):
-        data = b"\n".join(b"x" * length for length in lengths)
+        data = b",\n".join(b"x" * length for length in lengths)
         assert ledger._has_long_line(data, limit) == (max(lengths) > limit), (lengths, limit)
     assert not ledger._has_long_line(b"", limit)

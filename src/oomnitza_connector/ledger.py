@@ -104,7 +104,8 @@ values without their field names): a writer drops its records and the next run o
 full push whose reason says so (``_RESTARTED``).
 
 The delivered payloads are kept in zstd-compressed *blocks* of about ``BLOCK_ROWS`` records (the
-batches delivered, grouped), one line per record: the payload's JSON exactly as the sink sends it
+batches delivered, grouped), one line per record (``,`` and a newline between two: the items of
+a JSON array, as the bulk body carries them): the payload's JSON exactly as the sink sends it
 (``payload.encode``; orjson escapes newlines within values). Those bytes are the digest's input and
 also the bulk body's (``EncodedRecords``): a record is encoded once, by ``classify``, and the sink
 joins them. So a record whose nested object lists its keys in another order is sent again (nothing
@@ -249,7 +250,7 @@ CREATE TABLE IF NOT EXISTS blocks (
     id     INTEGER PRIMARY KEY,
     scope  INTEGER NOT NULL,
     total  INTEGER NOT NULL,
-    data   BLOB NOT NULL  -- zstd(one JSON object per line: the records' payloads as sent)
+    data   BLOB NOT NULL  -- zstd(the records' payloads as sent: a JSON object a line, a comma ending all but the last)
 );
 CREATE INDEX IF NOT EXISTS blocks_by_scope ON blocks (scope);
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -383,13 +384,17 @@ _new_verdict = tuple.__new__
 
 
 class Lines(Sequence[bytes]):
-    """Payloads' JSON as the sink sends it, one a line in one buffer. ``classify`` joins them
-    while they are fresh in the CPU's caches: what follows (the bulk body, the state's blocks)
-    copies a region of the buffer, or takes it whole, instead of visiting a bytes object per
-    record (long gone from the caches when its batch is confirmed). A slice shares the buffer;
-    where each line starts (``starts``: ``len + 1`` offsets, line ``i`` is
-    ``data[starts[i] : starts[i + 1] - 1]``) is found when first needed: batches of the pipeline
-    are the slices ``classify`` saw, so usually never."""
+    """Payloads' JSON as the sink sends it, one a line in one buffer, separated by ``,`` and a
+    newline (``SEPARATOR``): the items of a JSON array, so the bulk body and the state's blocks
+    take the buffer as it is. ``classify`` joins them while they are fresh in the CPU's caches:
+    what follows copies a region of the buffer, or takes it whole, instead of visiting a bytes
+    object per record (long gone from the caches when its batch is confirmed). orjson escapes
+    newlines within values, so every newline ends a line. A slice shares the buffer; where each
+    line starts (``starts``: ``len + 1`` offsets, line ``i`` is ``data[starts[i] : starts[i + 1]
+    - 2]``) is found when first needed: batches of the pipeline are the slices ``classify`` saw,
+    so usually never."""
+
+    SEPARATOR = b",\n"
 
     __slots__ = ("_starts", "data", "total")
 
@@ -398,13 +403,13 @@ class Lines(Sequence[bytes]):
 
     @classmethod
     def of(cls, lines: list[bytes]) -> Lines:
-        return cls(b"\n".join(lines), len(lines))
+        return cls(b",\n".join(lines), len(lines))
 
     @property
     def starts(self) -> array[int]:
         if self._starts is None:
-            lengths = map(len, self.data.split(b"\n")) if self.total else ()
-            self._starts = array("q", accumulate(map(operator.add, lengths, repeat(1)), initial=0))
+            lengths = map(len, self.data.split(b",\n")) if self.total else ()
+            self._starts = array("q", accumulate(map(operator.add, lengths, repeat(2)), initial=0))
         return self._starts
 
     def __len__(self) -> int:
@@ -423,19 +428,18 @@ class Lines(Sequence[bytes]):
             stop = max(start, stop)
             return Lines(self.data, stop - start, starts[start : stop + 1])
         index = range(len(self))[index]
-        return self.data[starts[index] : starts[index + 1] - 1]
+        return self.data[starts[index] : starts[index + 1] - 2]
 
     def __iter__(self) -> Iterator[bytes]:
         if self._starts is None:
-            return iter(self.data.split(b"\n") if self.total else ())
+            return iter(self.data.split(b",\n") if self.total else ())
         starts = self._starts
-        return map(self.data.__getitem__, map(slice, starts[:-1], map(operator.add, starts[1:], repeat(-1))))
+        return map(self.data.__getitem__, map(slice, starts[:-1], map(operator.add, starts[1:], repeat(-2))))
 
-    def joined(self, separator: bytes = b"\n") -> bytes:
-        """The lines joined by ``separator`` (the buffer, or a copy of their region of it)."""
+    def joined(self) -> bytes:
+        """The lines joined by ``SEPARATOR`` (the buffer, or a copy of their region of it)."""
         starts = self._starts  # (a slice of the whole buffer is the buffer itself: no copy)
-        region = self.data if starts is None else self.data[starts[0] : starts[-1] - 1] if self.total else b""
-        return region if separator == b"\n" else region.replace(b"\n", separator)
+        return self.data if starts is None else self.data[starts[0] : starts[-1] - 2] if self.total else b""
 
 
 _FRESH_KINDS = frozenset((NEW, CHANGED))
@@ -859,16 +863,26 @@ def _run_start(rows: Sequence[int]) -> int | None:
 
 
 def _has_long_line(data: bytes, limit: int) -> bool:
-    """Whether a line of ``data`` is longer than ``limit`` bytes: whether some ``limit + 1`` bytes
-    in a row hold no newline. Looks only at the last newline of each such window (a few calls per
-    batch, where asking each line its length costs a call per record)."""
-    start, end = 0, len(data)
-    while end - start > limit:
-        newline = data.rfind(b"\n", start, start + limit + 1)
+    """Whether a line of ``data`` (``Lines.SEPARATOR`` between them) is longer than ``limit``
+    bytes. Every line but the last is followed by ``,`` and a newline, so it is short when a
+    newline comes within ``limit + 2`` bytes of its start: only the last newline of each such
+    window is looked at (a few calls per batch, where asking each line its length costs a call
+    per record)."""
+    start, last = 0, data.rfind(b"\n") + 1  # (where the last line starts)
+    if len(data) - last > limit:
+        return True
+    while last - start > limit + 2:
+        newline = data.rfind(b"\n", start, start + limit + 2)
         if newline < 0:
             return True
         start = newline + 1
     return False
+
+
+def _block_lines(data: bytes) -> list[bytes]:
+    """A stored block's lines. (Blocks written before format 4 separate them by a newline alone:
+    a line is a JSON object or empty, so such a block never holds ``,`` and a newline in a row.)"""
+    return data.split(Lines.SEPARATOR if Lines.SEPARATOR in data else b"\n")
 
 
 def _digests(blobs: list[bytes]) -> array[int]:
@@ -1293,7 +1307,7 @@ class Scope:
         row = self.db.execute("SELECT data FROM blocks WHERE id=?", (block_id,)).fetchone()
         if row is None:
             raise ValueError(f"the journal names a block that is not there ({block_id})")
-        return _digests(_decompress(row[0]).split(b"\n"))
+        return _digests(_block_lines(_decompress(row[0])))
 
     def _start_over(self, row: dict[str, Any]) -> dict[str, Any]:
         """Other sync fields make other keys: what is remembered under the old ones would all look
@@ -1548,7 +1562,7 @@ class Scope:
             lines = fresh.blobs.joined()
             kept_all = not _has_long_line(lines, STORE_MAX)
             if not kept_all:  # such values are not kept (the digest is)
-                lines = b"\n".join([b"" if len(blob) > STORE_MAX else blob for blob in fresh.blobs])
+                lines = Lines.SEPARATOR.join([b"" if len(blob) > STORE_MAX else blob for blob in fresh.blobs])
             self._pending_fresh.append(_Fresh(len(fresh), orjson.dumps(fresh.keys), fresh.digests, lines, kept_all))
             count += len(fresh)
         if same:
@@ -1585,7 +1599,7 @@ class Scope:
                     digests = array("Q")
                     for batch in group:
                         digests.extend(batch.digests)
-                    raw = b"\n".join(f.lines for f in group)  # orjson escapes newlines within values
+                    raw = Lines.SEPARATOR.join(f.lines for f in group)
                     block_id = db.execute(
                         "INSERT INTO blocks (scope, total, data) VALUES (?, ?, ?)", (self.id, count, _compress(raw))
                     ).lastrowid
@@ -1680,7 +1694,7 @@ class Scope:
             return None
         if len(self._block_cache) >= 8:
             self._block_cache.pop(next(iter(self._block_cache)))
-        lines = _decompress(row[0]).split(b"\n")
+        lines = _block_lines(_decompress(row[0]))
         self._block_cache[block_id] = lines
         return lines
 
@@ -2027,12 +2041,12 @@ class Scope:
         entries: list[tuple[int, bytes]] = []  # (row, its line)
         for block_id in victims:
             data = db.execute("SELECT data FROM blocks WHERE id=?", (block_id,)).fetchone()[0]
-            lines = _decompress(data).split(b"\n")
+            lines = _block_lines(_decompress(data))
             for row in moving.get(block_id, []):
                 slot = records.slot[row]
                 entries.append((row, lines[slot] if slot < len(lines) else b""))
         for chunk in _chunks(entries, BLOCK_ROWS):
-            raw = b"\n".join(line for _, line in chunk)
+            raw = Lines.SEPARATOR.join(line for _, line in chunk)
             new_id = db.execute(
                 "INSERT INTO blocks (scope, total, data) VALUES (?, ?, ?)", (self.id, len(chunk), _compress(raw))
             ).lastrowid

@@ -483,7 +483,7 @@ class _Run:
         delivered = 0
         records = batch
         if verdicts and sum(map(len, verdicts)) == len(batch):  # change-aware sync encoded each record
-            records = EncodedRecords(batch, [part.blobs.joined(b",") for part in verdicts])
+            records = EncodedRecords(batch, [part.blobs.joined() for part in verdicts])
         try:
             sent = await self.sink.send(self.info, records)
             delivered = len(batch) if sent is None else sent
