@@ -954,3 +954,62 @@ def test_a_line_too_long_is_found_without_measuring_each(limit: int) -> None:
         data = b",\n".join(b"x" * length for length in lengths)
         assert ledger._has_long_line(data, limit) == (max(lengths) > limit), (lengths, limit)
     assert not ledger._has_long_line(b"", limit)
+
+
+def snapshot_checked(state: Path) -> bool:
+    with sqlite3.connect(state) as db:
+        return bool(db.execute("SELECT unique_keys FROM snapshots").fetchone()[0])
+
+
+def run_in_slices(sc: ledger.Scope, records: list[dict[str, Any]], size: int = 10) -> list[str]:
+    found: list[str] = []
+    for start in range(0, len(records), size):
+        verdicts = sc.classify(records[start : start + size])
+        sc.mark_delivered(verdicts.select(verdicts.send))
+        found += kinds(verdicts)
+    return found
+
+
+def test_keys_checked_once_are_found_by_position_without_an_index(state: Path, clock: Clock) -> None:
+    """A first run's keys are not checked for repeats; the next run checks them (building the
+    index) and says so in the snapshot, even when it changes nothing; later runs over a source in
+    the same order, or with batches swapped, build no index."""
+    records = assets(100)
+    sync(state, clock, records)
+    assert not snapshot_checked(state)
+    sync(state, clock, records)  # a no-op run: the snapshot is written for the check alone
+    assert snapshot_checked(state)
+    swapped = records[:20] + records[30:40] + records[20:30] + records[40:]
+    for order in (records, swapped):
+        with scope(state, clock, full=True) as sc:
+            assert not sc._records.indexed
+            assert run_in_slices(sc, order) == [UNCHANGED] * 100
+            sc.finish(complete=True)
+            assert not sc._records.indexed
+        clock.advance(DAY)
+    assert snapshot_checked(state)
+
+
+def test_a_source_in_another_order_builds_the_index(state: Path, clock: Clock) -> None:
+    records = assets(100)
+    sync(state, clock, records)
+    sync(state, clock, records)
+    shuffled = records[::-1]
+    changed = [dict(r, OWNER="moved") if i % 7 == 0 else r for i, r in enumerate(shuffled)]
+    with scope(state, clock) as sc:
+        found = run_in_slices(sc, changed)
+        assert sc._records.indexed  # (no slice lies in the order remembered)
+        assert found == [CHANGED if i % 7 == 0 else UNCHANGED for i in range(100)]
+        sc.finish(complete=True)
+    clock.advance(DAY)
+    _, verdicts = sync(state, clock, changed + assets(1, start=100))
+    assert kinds(verdicts) == [UNCHANGED] * 100 + [NEW]
+    assert snapshot_checked(state)
+
+
+def test_a_first_run_with_a_key_twice_is_checked_by_the_next_open(state: Path, clock: Clock) -> None:
+    records = [*assets(3), dict(assets(1)[0], OWNER="second copy")]
+    sync(state, clock, records)
+    assert not snapshot_checked(state)
+    with scope(state, clock) as sc:  # built at once: the repeated key is dropped before any lookup
+        assert sc._records.indexed and len(sc._records) == 3
