@@ -127,7 +127,8 @@ Cost (per record, measured in benchmarks/README.md): ``classify`` encodes and di
 at C speed (``map`` over the payloads; the digests collected as bytes, not as Python ints) and,
 once something is remembered, finds the keys' rows: first where the previous batch ended (sources
 keep their order; comparing neighbouring keys costs a tenth of a lookup in a dict of 200,000,
-which misses the CPU's caches), else in the in-memory dict; a batch that is all new or all
+which misses the CPU's caches), or a little before or after (a batch an earlier run confirmed out
+of order), else in the key index (built when first needed); a batch that is all new or all
 unchanged makes its verdicts in one call. Verdicts are columns (``Verdicts``): the pipeline
 slices them along with its batches, so nothing is done per record between ``classify`` and
 ``mark_delivered``, which keeps each delivered batch as its keys (as JSON: nothing of a record
@@ -137,9 +138,10 @@ measuring each line); a flush writes a compressed block and a journal row per th
 ``finish`` applies the run's marks in memory (a first run's in one go, without decoding its keys
 or building the key index), touches only the records whose status changes, and writes one
 snapshot (a few MB per 200,000 records).
-Memory: the loaded state costs about 220 bytes per remembered record (the key string ~60, its
-dict entry and row number ~90, its place in the list by row 8, eight 8-byte columns 64): ~210 MB
-for a million records, ~45 MB for 200,000 (see benchmarks/README.md). On large scopes call
+Memory: the loaded state costs about 150 bytes per remembered record (the key string ~60, its place
+in the lists by row 16, eight 8-byte columns 64): ~140 MB for a million records, ~30 MB for
+200,000; the key index, when built (the run after a first run checks the keys with it, and a source
+read in another order needs it), adds ~70 more (see benchmarks/README.md). On large scopes call
 ``finish`` through ``asyncio.to_thread``. A scope object may be used from one thread at a time
 (calls are serialized by a lock).
 
