@@ -232,6 +232,22 @@ def test_full_push_when_mapping_credentials_or_flag_change(state: Path, clock: C
     assert not report.full and not any(v.send for v in verdicts)
 
 
+def test_the_fingerprint_format_3_wrote_still_matches_its_credentials(state: Path, clock: Clock) -> None:
+    """Format 3 kept a PBKDF2 fingerprint of the token: the same token is still recognized (no
+    full push for it), another one is not, and the next full push keeps the keyed hash instead."""
+    sync(state, clock, assets(3))
+    with sqlite3.connect(state) as db:
+        salt = db.execute("SELECT value FROM meta WHERE name='salt'").fetchone()[0]
+        db.execute("UPDATE scopes SET identity=?", (ledger._old_fingerprint(TOKEN, salt),))
+    report, _ = sync(state, clock, assets(3))
+    assert not report.full
+    report, _ = sync(state, clock, assets(3), token="another-token")
+    assert report.full_reasons == ("the Oomnitza credentials changed",)
+    with sqlite3.connect(state) as db:
+        stored = db.execute("SELECT identity FROM scopes").fetchone()[0]
+    assert stored.startswith("h:") and TOKEN not in stored and "another-token" not in stored
+
+
 def test_partial_runs_judge_each_record_by_its_own_last_delivery(state: Path, clock: Clock) -> None:
     """Webhook syncs read a device at a time: they never complete a full push, so they do not wait
     for one; an unchanged device is sent again once its own delivery is older than the interval."""
