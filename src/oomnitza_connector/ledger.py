@@ -79,29 +79,30 @@ Rules:
 
 Storage (budget: 1,000,000 records < 150 MB; format 4): per scope, a *snapshot* (one ``snapshots``
 row: the keys as a zstd-compressed JSON array, and one int64 array per column of ``_COLUMNS``:
-digest, first/last seen, last sent, missing count, retired, block, slot, compressed together) plus
-a *journal* (``journal`` rows) of what was written since. ``open_scope`` loads the snapshot into
-memory (``_Records``: a key → row dict and the arrays) and replays the journal. ``mark_delivered``
-appends one journal row per flushed block of values (the keys, compressed; the block; the digests
-only when some value was too large to keep, else they are the digests of the block's lines), in the
-same transaction as the block, once Oomnitza confirmed the batch; records delivered again unchanged
-get one row of keys. (Compressed, a row of a thousand keys fits in a page: the journal costs a
-tenth of the writes, and emptying it reads no overflow pages.) A finish of a complete run (or of an
-incomplete one whose journal grew past ``JOURNAL_MERGE`` records or ``JOURNAL_ROWS`` rows)
-*merges*: in one ``BEGIN IMMEDIATE`` transaction it applies the journal and its own bookkeeping
-(missing counts, pruning, compaction) to the records in memory, writes them as the scope's next
-snapshot generation and empties the journal; a run that changed nothing writes no snapshot. A small
-incomplete run (a webhook sync of one device) only adds a journal row of the keys it saw. Two
-writers on one scope (the webhook server and a scheduled upload of the same section): each merge
-checks the scope's generation inside its transaction; when another writer merged meanwhile, it
-re-reads that snapshot and the journal (which hold, or still list, this run's own marks) and builds
-on them, so neither overwrites the other. A crash loses nothing written: the next open replays the
-journal. Why not a row per record, as format 1 did: one SQLite row inserted per record costs ~1.9
-µs on the reference machine, most of the 10 % CPU budget, while one blob per block of a thousand
-costs ~0.2 µs a record. Format 3 (journal keys as plain JSON, digests in every row) is read as it
-is, and a writer marks the file as format 4. An older format is not read (format 2 digested the
-values without their field names): a writer drops its records and the next run of each scope is a
-full push whose reason says so (``_RESTARTED``).
+digest, first/last seen, last sent, missing count, retired, block, slot, compressed together; and
+whether its keys were checked for repeats) plus a *journal* (``journal`` rows) of what was written
+since. ``open_scope`` loads the snapshot into memory (``_Records``: the keys by row, the arrays,
+and a key → row index when needed) and replays the journal. ``mark_delivered`` appends one journal
+row per flushed block of values (the keys, compressed; the block; the digests only when some value
+was too large to keep, else they are the digests of the block's lines), in the same transaction as
+the block, once Oomnitza confirmed the batch; records delivered again unchanged get one row of
+keys. (Compressed, a row of a thousand keys fits in a page: the journal costs a tenth of the
+writes, and emptying it reads no overflow pages.) A finish of a complete run (or of an incomplete
+one whose journal grew past ``JOURNAL_MERGE`` records or ``JOURNAL_ROWS`` rows) *merges*: in one
+``BEGIN IMMEDIATE`` transaction it applies the journal and its own bookkeeping (missing counts,
+pruning, compaction) to the records in memory, writes them as the scope's next snapshot generation
+and empties the journal; a run that changed nothing writes no snapshot. A small incomplete run (a
+webhook sync of one device) only adds a journal row of the keys it saw. Two writers on one scope
+(the webhook server and a scheduled upload of the same section): each merge checks the scope's
+generation inside its transaction; when another writer merged meanwhile, it re-reads that snapshot
+and the journal (which hold, or still list, this run's own marks) and builds on them, so neither
+overwrites the other. A crash loses nothing written: the next open replays the journal. Why not a
+row per record, as format 1 did: one SQLite row inserted per record costs ~1.9 µs on the reference
+machine, most of the 10 % CPU budget, while one blob per block of a thousand costs ~0.2 µs a
+record. Format 3 (journal keys as plain JSON, digests in every row, no check of the keys) is read
+as it is, and a writer marks the file as format 4. An older format is not read (format 2 digested
+the values without their field names): a writer drops its records and the next run of each scope is
+a full push whose reason says so (``_RESTARTED``).
 
 The delivered payloads are kept in zstd-compressed *blocks* of about ``BLOCK_ROWS`` records (the
 batches delivered, grouped), one line per record (``,`` and a newline between two: the items of
