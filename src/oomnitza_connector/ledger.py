@@ -1016,11 +1016,10 @@ def _snapshots_say_unique(db: sqlite3.Connection) -> bool:
 def _upgrade(db: sqlite3.Connection) -> None:
     """Format 3 is read as it is (its journal rows are told apart by their content): the file
     gets the snapshots' ``unique_keys`` column and is marked as format 4, which older connectors
-    refuse. An older format's records are not read
-    (format 1 kept a row per record, format 2 digested the values without their field names):
-    forget them and their values; keep the scopes, whose next run is a full push saying why (see
-    :data:`_RESTARTED`), and the salt. (Columns an older format had and this one does not use
-    stay, unused.)"""
+    refuse. An older format's records are not read (format 1 kept a row per record, format 2
+    digested the values without their field names): forget them and their values; keep the
+    scopes, whose next run is a full push saying why (see :data:`_RESTARTED`), and the salt.
+    (Columns an older format had and this one does not use stay, unused.)"""
     db.execute("BEGIN IMMEDIATE")
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
