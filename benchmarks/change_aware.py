@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import re
 import shutil
 import signal
@@ -32,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gen import write_assets, write_ini
-from run import HERE, ROOT, TOKEN, run_connector, start_fake, stats  # the runner's process helpers
+from run import HERE, ROOT, TOKEN, connector_env, run_connector, start_fake, stats  # the runner's process helpers
 
 RUNS = (
     ("plain", "plain.ini", ()),
@@ -110,7 +109,7 @@ def count_instructions(rows: int) -> None:
     quiet = ["--logging-config", str(HERE / "quiet-logging.json")]
     counts: dict[str, int] = {}
     with bench_folder(rows) as (work, _url):
-        env = {**os.environ, "OOMNITZA_STATE_DIR": str(work / "state"), "OOMNITZA_LOG_DIR": str(work / "logs")}
+        env = connector_env(work)
         for name, ini, flags in RUNS:
             cmd = [
                 *("valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"),

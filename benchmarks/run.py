@@ -88,11 +88,16 @@ def stats(url: str, sim: str | None) -> dict:
         return json.loads(resp.read())
 
 
+def connector_env(cwd: Path) -> dict[str, str]:
+    """The connector's environment: its state (the sync state, locks) in ``cwd``/state, logs in ``cwd``/logs."""
+    return {**os.environ, "OOMNITZA_STATE_DIR": str(cwd / "state"), "OOMNITZA_LOG_DIR": str(cwd / "logs")}
+
+
 def run_connector(args: list[str], cwd: Path) -> tuple[int, float, float, float]:
     """Exit code, wall seconds, peak RSS in MiB and CPU seconds (user + system) of the connector
-    process alone. Its state (the sync state, locks) goes to ``cwd``/state."""
+    process alone (see ``connector_env``)."""
     cmd = [*pin(1), sys.executable, str(ROOT / "connector.py"), *args]
-    env = {**os.environ, "OOMNITZA_STATE_DIR": str(cwd / "state"), "OOMNITZA_LOG_DIR": str(cwd / "logs")}
+    env = connector_env(cwd)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)

@@ -16,7 +16,7 @@ import pytest
 
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.saas import KEY, FakeSaas
-from tests.fakes.server import serve
+from tests.fakes.server import serving
 
 from .helpers import ROOT, cheap_keyring_kdf, export_config, run_cli
 
@@ -632,9 +632,8 @@ def test_detail_calls_run_concurrently_within_a_bound(tmp_path: Path, oomnitza: 
 
     fake = FakeSaas(count=24, page_size=24)
     fake.detail_delay = 0.1
-    with serve(fake.app) as url:
-        fake.url = url
-        cfg = worked_example(url)
+    with serving(fake):
+        cfg = worked_example(fake.url)
         cfg["inputs"]["page_size"] = {"value": "24"}
         oomnitza.enqueue_managed(cfg)
         result = managed(ini(tmp_path, oomnitza, STATIC))
@@ -645,9 +644,8 @@ def test_detail_calls_run_concurrently_within_a_bound(tmp_path: Path, oomnitza: 
 
 def test_verify_ssl_applies_to_saas_calls(tmp_path: Path, oomnitza: FakeOomnitza, tls_files: dict[str, str]) -> None:
     fake = FakeSaas()
-    with serve(fake.app, ssl_certfile=tls_files["server_cert"], ssl_keyfile=tls_files["server_key"]) as url:
-        fake.url = url
-        oomnitza.enqueue_managed(worked_example(url))
+    with serving(fake, ssl_certfile=tls_files["server_cert"], ssl_keyfile=tls_files["server_key"]):
+        oomnitza.enqueue_managed(worked_example(fake.url))
         result = managed(ini(tmp_path, oomnitza, STATIC))
         assert result.code == 1, result.all
         (ready,) = oomnitza.ready_portions  # an untrusted certificate: the first page failed
@@ -655,7 +653,7 @@ def test_verify_ssl_applies_to_saas_calls(tmp_path: Path, oomnitza: FakeOomnitza
         assert oomnitza.records("assets") == []
 
         oomnitza.reset()
-        oomnitza.enqueue_managed(worked_example(url))
+        oomnitza.enqueue_managed(worked_example(fake.url))
         result = managed(ini(tmp_path, oomnitza, STATIC + f"cacert_file = {tls_files['ca']}\n"))
         assert result.code == 0, result.all
         assert len(oomnitza.records("assets")) == 3 and oomnitza.ready_portions == []

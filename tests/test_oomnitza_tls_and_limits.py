@@ -8,7 +8,7 @@ import pytest
 
 from tests.fakes.netbox import V2_TOKEN, FakeNetbox, device
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve
+from tests.fakes.server import serving
 from tests.sourcekit import write_config
 
 from .helpers import run_cli
@@ -101,13 +101,12 @@ def test_session_is_finalized_even_when_the_source_fails(tmp_path: Path, fake_oo
     # the first page are sent, the run reports the error, and the session is closed.
     netbox = FakeNetbox([device(i) for i in range(7)], max_page=3)
     netbox.fail("GET", "/api/dcim/devices/", 404, body={"detail": "Not found."}, query={"offset": "3"})
-    with serve(netbox.app) as url:
-        netbox.url = url
+    with serving(netbox):
         ini = write_config(
             tmp_path,
             fake_oomnitza,
             "netbox",
-            {"url": url, "auth_token": V2_TOKEN, "sync_field": "NAME"},
+            {"url": netbox.url, "auth_token": V2_TOKEN, "sync_field": "NAME"},
             {"NAME": '{"source": "name"}'},
         )
         result = run_cli("upload", "netbox", "--ini", str(ini))

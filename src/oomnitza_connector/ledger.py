@@ -410,12 +410,12 @@ class Lines(Sequence[bytes]):
 
     @classmethod
     def of(cls, lines: list[bytes]) -> Lines:
-        return cls(b",\n".join(lines), len(lines))
+        return cls(cls.SEPARATOR.join(lines), len(lines))
 
     @property
     def starts(self) -> array[int]:
         if self._starts is None:
-            lengths = map(len, self.data.split(b",\n")) if self.total else ()
+            lengths = map(len, self.data.split(self.SEPARATOR)) if self.total else ()  # (2 bytes apart)
             self._starts = array("q", accumulate(map(operator.add, lengths, repeat(2)), initial=0))
         return self._starts
 
@@ -439,7 +439,7 @@ class Lines(Sequence[bytes]):
 
     def __iter__(self) -> Iterator[bytes]:
         if self._starts is None:
-            return iter(self.data.split(b",\n") if self.total else ())
+            return iter(self.data.split(self.SEPARATOR) if self.total else ())
         starts = self._starts
         return map(self.data.__getitem__, map(slice, starts[:-1], map(operator.add, starts[1:], repeat(-2))))
 

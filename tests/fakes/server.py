@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import uvicorn
 
-__all__ = ["client_left_within", "close_shared_servers", "serve", "serve_forever", "wait_for_port"]
+__all__ = ["client_left_within", "close_shared_servers", "serve", "serve_forever", "serving", "wait_for_port"]
 
 ASGIApp = Callable[..., Any]
 

@@ -15,7 +15,7 @@ from oomnitza_connector.config import load_config
 from oomnitza_connector.sources.casper import DeviceNotFound
 from tests.fakes.jamf import FakeJamf, computer, mobile
 from tests.fakes.oomnitza import FakeOomnitza
-from tests.fakes.server import serve, serving
+from tests.fakes.server import serving
 from tests.sourcekit import (
     STALL_TIMEOUT,
     STANDARD_FAULTS,
@@ -166,13 +166,12 @@ def test_several_pages_classic_mappings(tmp_path: Path, jamf: FakeJamf, fake_oom
 
 def test_requested_sections_and_version_discovery(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     fake = FakeJamf(versions=("v1", "v3"))  # an older server: v4 is not there yet
-    with serve(fake.app) as url:
-        fake.url = url
+    with serving(fake):
         ini = write_config(
             tmp_path,
             fake_oomnitza,
             "casper",
-            settings(fake, url=url + "/api/"),
+            settings(fake, url=fake.url + "/api/"),
             {"SERIAL_NUMBER": "general.serial_number"},
         )
         result = upload(ini, "casper")
@@ -632,11 +631,10 @@ def test_computer_check_in_time_v4_and_v3(tmp_path: Path, fake_oomnitza: FakeOom
         fake_oomnitza.reset()
         forget_sync_state()  # a new Oomnitza: send everything again
         fake = FakeJamf(versions=(version,))
-        with serve(fake.app) as url:
-            fake.url = url
-            token = httpx.post(f"{url}/api/v1/auth/token", auth=(fake.username, fake.password)).json()["token"]
+        with serving(fake):
+            token = httpx.post(f"{fake.url}/api/v1/auth/token", auth=(fake.username, fake.password)).json()["token"]
             raw = httpx.get(
-                f"{url}/api/{version}/computers-inventory",
+                f"{fake.url}/api/{version}/computers-inventory",
                 params={"section": "GENERAL"},
                 headers={"Authorization": f"Bearer {token}"},
             ).json()["results"][0]["general"]

@@ -123,8 +123,7 @@ def test_fake_follows_netbox_token_rules(netbox: FakeNetbox) -> None:
     assert status(netbox, "Bearer nbt_nodot")[0] == 403
     assert status(netbox, f"Token {V1_TOKEN.lower()}") == (403, "Invalid v1 token")
     old = FakeNetbox([RTR], version="4.4")
-    with serve(old.app) as url:
-        old.url = url
+    with serving(old):
         assert status(old, f"Token {V1_HEX_TOKEN}") == (200, None)
         assert status(old, f"Bearer {V1_HEX_TOKEN}") == (403, "Authentication credentials were not provided.")
 
@@ -217,8 +216,7 @@ def test_cross_host_next_never_gets_the_token(tmp_path: Path, fake_oomnitza: Fak
         netbox = FakeNetbox(
             [device(i) for i in range(5)], max_page=2, next_base=spy_url.replace("127.0.0.1", "localhost")
         )
-        with serve(netbox.app) as url:
-            netbox.url = url
+        with serving(netbox):
             result = run(tmp_path, fake_oomnitza, netbox)
     assert result.code == 0, result.all
     assert_accounted(result, "netbox", pulled=5, sent=5)

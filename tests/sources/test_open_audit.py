@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.oomnitza import FakeOomnitza
 from tests.fakes.open_audit import API, WKS, FakeOpenAudit, device
-from tests.fakes.server import serve, serving
+from tests.fakes.server import serving
 from tests.sourcekit import (
     STALL_TIMEOUT,
     STANDARD_FAULTS,
@@ -348,8 +348,7 @@ def test_sub_resource_on_a_5x_server_is_refused(
 
 def test_generation_4_flat_included_list(tmp_path: Path, fake_oomnitza: FakeOomnitza) -> None:
     audit = FakeOpenAudit(fleet(), max_page=2, generation="4")  # included: one flat list of typed rows
-    with serve(audit.app) as url:
-        audit.url = url
+    with serving(audit):
         result = run(tmp_path, fake_oomnitza, audit)
     assert result.code == 0, result.all
     assert_accounted(result, "open_audit", pulled=5, sent=5)

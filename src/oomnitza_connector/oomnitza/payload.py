@@ -87,8 +87,8 @@ def encode_records(records: Sequence[Any]) -> list[bytes]:
 class EncodedRecords(list[dict[str, Any]]):
     """Records that come with their JSON already encoded (change-aware sync digests those bytes):
     ``encoded`` is ``encode(record)`` of each, in order, separated by commas (and whitespace, if
-    any), in one or more pieces. A bulk body then joins them instead of encoding the records again. A slice of it is a
-    plain list (encoded when sent)."""
+    any), in one or more pieces. A bulk body then joins them instead of encoding the records
+    again. A slice of it is a plain list (encoded when sent)."""
 
     __slots__ = ("encoded",)
 
